@@ -1,0 +1,295 @@
+"""The external contract v1 (contract.md sections 1 to 3), shared by the edge agent and the hub.
+
+Topics, payload models and the timestamp format live here and nowhere else: both sides import this
+module, so a message one side writes is the message the other side validates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "KINDS",
+    "MAX_PAYLOAD_BYTES",
+    "SLUG",
+    "VALUES",
+    "AckPayload",
+    "ConfigPayload",
+    "ContractError",
+    "DurationAlertRule",
+    "EventPayload",
+    "HeartbeatPayload",
+    "HubStatusPayload",
+    "IndicatorPayload",
+    "Kind",
+    "StatusPayload",
+    "Timestamp",
+    "TopicAddress",
+    "Topics",
+    "dump_payload",
+    "format_ts",
+    "parse_ts",
+]
+
+CONTRACT_VERSION: Final = 1
+DEFAULT_ROOT: Final = "seclusion/v1"
+MAX_PAYLOAD_BYTES: Final = 16 * 1024
+SLUG: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+FAULT_CODE: Final = re.compile(r"^[a-z0-9-]{1,64}$")
+_TS: Final = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+Kind = Literal["door", "lock", "occupancy", "observer", "check", "fault"]
+KINDS: Final[tuple[str, ...]] = ("door", "lock", "occupancy", "observer", "check", "fault")
+VALUES: Final[dict[str, tuple[str, ...]]] = {
+    "door": ("open", "closed"),
+    "lock": ("engaged", "released"),
+    "occupancy": ("occupied", "vacant"),
+    "observer": ("present", "absent"),
+    "check": ("ok",),
+    "fault": ("ok",),  # or any code matching FAULT_CODE
+}
+
+
+class ContractError(ValueError):
+    """A message or value that does not follow the contract."""
+
+
+def format_ts(when: dt.datetime) -> str:
+    """RFC 3339, UTC, exactly milliseconds, `Z` suffix: `2026-11-21T10:15:02.123Z`."""
+    if when.tzinfo is None:
+        raise ContractError("timestamps must be timezone-aware")
+    utc = when.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_ts(text: object) -> dt.datetime:
+    """Parse a contract timestamp; anything but the exact format is a ContractError."""
+    if isinstance(text, dt.datetime):
+        if text.tzinfo is None:
+            raise ContractError("timestamp has no timezone")
+        return text.astimezone(dt.UTC)
+    if not isinstance(text, str) or not _TS.match(text):
+        raise ContractError("not an RFC 3339 UTC timestamp with milliseconds and Z")
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise ContractError(f"not a valid date and time: {exc}") from exc
+
+
+def truncate_ms(when: dt.datetime) -> dt.datetime:
+    """The same instant at the contract's precision (milliseconds)."""
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
+Timestamp = Annotated[dt.datetime, BeforeValidator(parse_ts), PlainSerializer(format_ts, return_type=str)]
+StrictInt = Annotated[int, Field(strict=True)]
+NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+
+
+class _Payload(BaseModel):
+    # Unknown extra fields are ignored (contract section 2); types are strict: "5" is not 5.
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    v: Literal[1] = 1
+
+
+class EventPayload(_Payload):
+    """`{root}/{site}/{room}/{device}/event`, QoS 1, not retained."""
+
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    seq: Annotated[int, Field(strict=True, ge=1)]
+    epoch: NonNegInt = 0
+    ts: Timestamp
+    boot: Annotated[str, Field(max_length=100)] | None = None
+    mono_ms: NonNegInt | None = None
+    kind: Kind
+    value: Annotated[str, Field(min_length=1, max_length=64)]
+    staff: Annotated[str, Field(max_length=100)] | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_kind(self) -> EventPayload:
+        if self.kind == "fault":
+            if not FAULT_CODE.match(self.value):
+                raise ValueError("value: a fault is `ok` or a code matching ^[a-z0-9-]{1,64}$")
+        elif self.value not in VALUES[self.kind]:
+            raise ValueError(
+                f"value: {self.value!r} is not one of {', '.join(VALUES[self.kind])} for {self.kind}"
+            )
+        return self
+
+
+class StatusPayload(_Payload):
+    """`.../status`, QoS 1, retained; `{"v":1,"online":false}` is the agent's Last Will."""
+
+    online: bool
+    ts: Timestamp | None = None
+    agent: Annotated[str, Field(max_length=100)] | None = None
+    boot: Annotated[str, Field(max_length=100)] | None = None
+    uptime_s: Annotated[float, Field(ge=0)] | None = None
+    sensors: list[Kind] | None = None
+    epoch: NonNegInt | None = None
+    last_seq: NonNegInt | None = None
+
+
+class HeartbeatPayload(_Payload):
+    """`.../heartbeat`, QoS 0, every `heartbeat_s`, with the device's current reading of each sensor."""
+
+    ts: Timestamp
+    epoch: NonNegInt = 0
+    last_seq: NonNegInt = 0
+    uptime_s: Annotated[float, Field(ge=0)] | None = None
+    queued: NonNegInt = 0
+    state: dict[Kind, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _state_values(self) -> HeartbeatPayload:
+        for kind, value in self.state.items():
+            ok = FAULT_CODE.match(value) if kind == "fault" else value in VALUES[kind]
+            if not ok:
+                raise ValueError(f"state.{kind}: {value!r} is not a reading of {kind}")
+        return self
+
+
+class AckPayload(_Payload):
+    """`.../{device}/ack`, retained: the last event of the device the hub has stored."""
+
+    epoch: NonNegInt
+    seq: NonNegInt
+
+
+class IndicatorPayload(_Payload):
+    """`{root}/{site}/{room}/indicator`, retained: drives the room's LED and buzzer."""
+
+    level: Literal["none", "info", "warning", "critical"]
+    reason: str = ""
+    ts: Timestamp
+
+
+class DurationAlertRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after_s: Annotated[float, Field(gt=0)]
+    kind: Literal["duration_warning", "duration_escalation"]
+    tier: Literal["room", "senior", "dsl", "head"]
+
+
+class ConfigPayload(_Payload):
+    """`.../{device}/config`, retained: the numbers an agent needs for its own fail-safe timers."""
+
+    supervision: Literal["observer", "checkin", "both"]
+    lapse_grace_s: Annotated[float, Field(ge=0)]
+    checkin_interval_s: Annotated[float, Field(gt=0)]
+    duration_alerts: list[DurationAlertRule] = Field(default_factory=list)
+    max_duration_s: Annotated[float, Field(gt=0)] | None = None
+    heartbeat_s: Annotated[float, Field(gt=0)] = 10
+    ts: Timestamp | None = None
+
+
+class HubStatusPayload(_Payload):
+    """`{root}/_hub/status`, retained, with a Last Will `{"v":1,"online":false}`."""
+
+    online: bool
+    ts: Timestamp | None = None
+
+
+def dump_payload(payload: BaseModel) -> bytes:
+    """The compact JSON bytes of a payload, without fields left at None."""
+    return json.dumps(payload.model_dump(mode="json", exclude_none=True), separators=(",", ":")).encode()
+
+
+Channel = Literal["event", "status", "heartbeat", "ack", "config"]
+_DEVICE_CHANNELS: Final = ("event", "status", "heartbeat", "ack", "config")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicAddress:
+    """Where a device message came from, parsed out of its topic."""
+
+    site: str
+    room: str
+    device: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names under a root prefix (`seclusion/v1` unless configured)."""
+
+    root: str = DEFAULT_ROOT
+
+    def device(self, site: str, room: str, device: str, channel: Channel) -> str:
+        for name, value in (("site", site), ("room", room), ("device", device)):
+            if not SLUG.match(value):
+                raise ContractError(f"{name}: {value!r} is not a slug")
+        return f"{self.root}/{site}/{room}/{device}/{channel}"
+
+    def event(self, site: str, room: str, device: str) -> str:
+        return self.device(site, room, device, "event")
+
+    def status(self, site: str, room: str, device: str) -> str:
+        return self.device(site, room, device, "status")
+
+    def heartbeat(self, site: str, room: str, device: str) -> str:
+        return self.device(site, room, device, "heartbeat")
+
+    def ack(self, site: str, room: str, device: str) -> str:
+        return self.device(site, room, device, "ack")
+
+    def config(self, site: str, room: str, device: str) -> str:
+        return self.device(site, room, device, "config")
+
+    def indicator(self, site: str, room: str) -> str:
+        return f"{self.root}/{site}/{room}/indicator"
+
+    def room_events(self, site: str, room: str) -> str:
+        """Subscription filter for every device's events in one room (for the edge fail-safe)."""
+        return f"{self.root}/{site}/{room}/+/event"
+
+    @property
+    def hub_status(self) -> str:
+        return f"{self.root}/_hub/status"
+
+    def hub_marker(self, nonce: str) -> str:
+        """A topic the hub publishes to itself to learn that the broker's backlog is through."""
+        return f"{self.root}/_hub/marker/{nonce}"
+
+    def hub_subscriptions(self) -> list[str]:
+        """What the hub subscribes to: every device's event, status and heartbeat."""
+        return [f"{self.root}/+/+/+/event", f"{self.root}/+/+/+/status", f"{self.root}/+/+/+/heartbeat"]
+
+    def parse_device_topic(self, topic: str) -> TopicAddress:
+        """Split `{root}/{site}/{room}/{device}/{channel}`; anything else is a ContractError."""
+        prefix = self.root + "/"
+        if not topic.startswith(prefix):
+            raise ContractError(f"topic {topic!r} is not under {self.root!r}")
+        parts = topic[len(prefix) :].split("/")
+        if len(parts) != 4:
+            raise ContractError(f"topic {topic!r} is not {self.root}/site/room/device/channel")
+        site, room, device, channel = parts
+        for name, value in (("site", site), ("room", room), ("device", device)):
+            if not SLUG.match(value):
+                raise ContractError(f"topic: {name} {value!r} is not a slug")
+        if channel not in _DEVICE_CHANNELS:
+            raise ContractError(f"topic: unknown channel {channel!r}")
+        return TopicAddress(site, room, device, channel)
+
+
+def payload_to_json(raw: bytes) -> Any:
+    """Decode a payload's bytes (size checked first) into JSON, or raise ContractError with the reason."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise ContractError(f"payload is {len(raw)} bytes, over the {MAX_PAYLOAD_BYTES} byte limit")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ContractError(f"payload is not valid JSON: {exc}") from exc

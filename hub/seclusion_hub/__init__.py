@@ -1,0 +1,3 @@
+"""The hub: times every confinement, watches supervision, and keeps the record."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,328 @@
+"""The HTTP API (contract section 6): JSON under /api, bearer tokens, OpenAPI, /healthz and /metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from seclusion_contract import format_ts
+
+from . import __version__
+from .auth import Principal, Role, principal_for
+from .core.episode import Episode, account
+from .models import AuditEntry, EpisodeRecord, IncidentRecord
+from .service import HubService
+from .store import Store
+
+_bearer = HTTPBearer(auto_error=False)
+Limit = Annotated[int, Query(ge=1, le=1000, description="at most 1000")]
+Cursor = Annotated[str | None, Query(max_length=500)]
+
+
+def principal(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, from the bearer token; 401 without valid credentials."""
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "credentials required", {"WWW-Authenticate": "Bearer"}
+        )
+    store: Store = request.app.state.store
+    who = principal_for(store, creds.credentials)
+    if who is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", {"WWW-Authenticate": "Bearer"}
+        )
+    return who
+
+
+def needs(role: Role) -> Callable[[Principal], Principal]:
+    """A dependency that admits the role and every role above it; 403 for the rest."""
+
+    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not who.has_role(role):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"needs the {role} role")
+        return who
+
+    return check
+
+
+Staff = Annotated[Principal, Depends(needs("staff"))]
+Senior = Annotated[Principal, Depends(needs("senior"))]
+Admin = Annotated[Principal, Depends(needs("admin"))]
+
+
+def _ts(value: dt.datetime | None) -> str | None:
+    return format_ts(value) if value is not None else None
+
+
+def episode_json(ep: Episode, now: dt.datetime) -> dict[str, Any]:
+    """An episode as contract section 6 shows it, its clocks read at `now`."""
+    acc = account(ep, now)
+    return {
+        "id": ep.id,
+        "site": ep.site,
+        "room": ep.room,
+        "started_at": format_ts(ep.started_at),
+        "start_uncertain": ep.start_uncertain,
+        "earliest_start": _ts(ep.earliest_start),
+        "ended_at": _ts(ep.ended_at),
+        "end_uncertain": ep.end_uncertain,
+        "end_earliest": _ts(ep.end_earliest),
+        "elapsed_s": ep.elapsed_s(now),
+        "duration_s": ep.duration_s(now),
+        "locked": ep.locked,
+        "lock_type": ep.lock_type,
+        "supervision": ep.supervision,
+        "supervised_s": acc.supervised_s,
+        "unsupervised_s": acc.unsupervised_s,
+        "unknown_s": acc.unknown_s,
+        "longest_lapse_s": acc.longest_lapse_s,
+        "lapses": [
+            {"start": format_ts(lp.start), "end": format_ts(lp.end), "s": lp.seconds} for lp in acc.lapses
+        ],
+        "unknown": [{"device": u.device, "start": format_ts(u.start), "end": _ts(u.end)} for u in ep.unknown],
+        "incident_id": ep.incident_id,
+        "pupil_id": ep.pupil_id,
+        "manual": ep.manual,
+        "test": ep.test,
+        "possible_loss": ep.possible_loss,
+        "clock_uncertain": ep.clock_uncertain,
+        "segments": [{"start": format_ts(s.start), "end": _ts(s.end)} for s in ep.segments],
+    }
+
+
+def incident_json(row: IncidentRecord) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "episode_id": row.episode_id,
+        "site": row.site,
+        "room": row.room,
+        "status": row.status,
+        "opened_at": format_ts(row.opened_at),
+        "updated_at": format_ts(row.updated_at),
+    }
+
+
+def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda: False) -> FastAPI:
+    """The FastAPI application over a running HubService."""
+    app = FastAPI(
+        title="Seclusion hub",
+        version=__version__,
+        description="Times every confinement, watches supervision, and keeps the record. Contract v1.",
+    )
+    store = service.store
+    app.state.store = store
+
+    def site_allowed(who: Principal, site: str) -> None:
+        if not who.may_see(site):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"no access to site {site!r}")
+
+    @app.exception_handler(ValueError)
+    async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:
+        text = str(exc)
+        field = text.split(":", 1)[0] if ":" in text else "request"
+        return JSONResponse(
+            status_code=422,
+            content={"detail": [{"loc": ["query", field], "msg": text, "type": "value_error"}]},
+        )
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> JSONResponse:
+        """Liveness and readiness: 200 while the ingest thread and the database are well."""
+        body: dict[str, Any] = {"status": "ok", "mqtt_connected": mqtt_connected(), **service.status()}
+        try:
+            store.count(IncidentRecord)
+        except Exception:
+            body["status"] = "database unavailable"
+            return JSONResponse(body, status_code=503)
+        if not service.healthy:
+            body["status"] = "ingest failing"
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
+
+    @app.get("/metrics", tags=["operations"])
+    def metrics() -> Response:
+        """Prometheus metrics: counts only, no personal data."""
+        service.metrics.mqtt_connected.set(1 if mqtt_connected() else 0)
+        service.metrics.queue_depth.set(service.inbox.qsize())
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/rooms", tags=["rooms"])
+    def rooms(who: Staff, limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
+        """Every room the caller may see, with its live state."""
+        now = service.clock.now()
+        items: list[dict[str, Any]] = []
+        with service.lock:
+            for (site, room_id), machine in sorted(service.machines.items()):
+                if not who.may_see(site):
+                    continue
+                ep = machine.episode
+                supervised: bool | None = None
+                if ep is not None:
+                    state = account(ep, now).state_now
+                    supervised = None if state == "unknown" or state is None else state == "supervised"
+                items.append(
+                    {
+                        "site": site,
+                        "room": room_id,
+                        "name": machine.spec.name,
+                        "door": machine.reading("door"),
+                        "lock": machine.reading("lock"),
+                        "occupancy": machine.reading("occupancy"),
+                        "observer": machine.reading("observer"),
+                        "online": machine.online,
+                        "episode_id": ep.id if ep else None,
+                        "supervised": supervised,
+                        "mode": "normal",
+                        "supervision": machine.mode,
+                    }
+                )
+        start = 0
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise ValueError("cursor: not a cursor this API returned")
+            start = int(cursor)
+        page = items[start : start + limit]
+        more = start + limit < len(items)
+        return {"items": page, "next": str(start + limit) if more else None}
+
+    def _episode_from(row: EpisodeRecord) -> Episode:
+        live = service.live_episode(row.id) if row.ended_at is None else None
+        return live or Episode.model_validate(row.data)
+
+    @app.get("/api/episodes", tags=["episodes"])
+    def episodes(
+        who: Staff,
+        site: Annotated[str | None, Query(max_length=63)] = None,
+        room: Annotated[str | None, Query(max_length=63)] = None,
+        open: bool | None = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> dict[str, Any]:
+        """Episodes, newest first."""
+        if site is not None:
+            site_allowed(who, site)
+        sites = sorted(who.sites) if who.sites is not None else None
+        rows, nxt = store.list_episodes(sites, site, room, open, limit, cursor)
+        now = service.clock.now()
+        return {"items": [episode_json(_episode_from(r), now) for r in rows], "next": nxt}
+
+    @app.get("/api/episodes/{episode_id}", tags=["episodes"])
+    def episode(episode_id: str, who: Staff) -> dict[str, Any]:
+        """One episode with its timeline: every event, decision and action, in time order."""
+        row = store.get_episode(episode_id)
+        if row is None:
+            raise HTTPException(404, "no such episode")
+        site_allowed(who, row.site)
+        ep = _episode_from(row)
+        now = service.clock.now()
+        body = episode_json(ep, now)
+        start = ep.earliest_start or ep.started_at
+        # The readings that led to it come before the start: include the look-back window.
+        window_start = start - dt.timedelta(
+            seconds=service.sites[ep.site].policies[ep.room].occupancy_lookback_s
+        )
+        timeline: list[dict[str, Any]] = [
+            {
+                "at": format_ts(ev.ts),
+                "type": "event",
+                "kind": ev.kind,
+                "value": ev.value,
+                "device": ev.device,
+                "seq": ev.seq,
+                "epoch": ev.epoch,
+                "received_at": format_ts(ev.received_at),
+            }
+            for ev in store.episode_events(ep.site, ep.room, window_start, ep.ended_at)
+        ]
+        timeline.extend(
+            {"at": format_ts(note.at), "type": "decision", "kind": note.kind, "detail": note.detail}
+            for note in store.episode_notes(ep.id)
+        )
+        timeline.sort(key=lambda item: (item["at"], 0 if item["type"] == "event" else 1))
+        body["timeline"] = timeline
+        store.audit(
+            AuditEntry(
+                at=now, actor=who.name, action="read", target_type="episode", target_id=ep.id, detail={}
+            )
+        )
+        return body
+
+    @app.get("/api/incidents", tags=["incidents"])
+    def incidents(
+        who: Staff,
+        status_: Annotated[str | None, Query(alias="status", max_length=32)] = None,
+        site: Annotated[str | None, Query(max_length=63)] = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> dict[str, Any]:
+        """Incident records, newest first."""
+        if site is not None:
+            site_allowed(who, site)
+        sites = sorted(who.sites) if who.sites is not None else None
+        rows, nxt = store.list_incidents(sites, site, status_, limit, cursor)
+        return {"items": [incident_json(r) for r in rows], "next": nxt}
+
+    @app.get("/api/incidents/{incident_id}", tags=["incidents"])
+    def incident(incident_id: str, who: Staff) -> dict[str, Any]:
+        """One incident record. Every read by a person is audited."""
+        row = store.get_incident(incident_id)
+        if row is None:
+            raise HTTPException(404, "no such incident")
+        site_allowed(who, row.site)
+        store.audit(
+            AuditEntry(
+                at=service.clock.now(),
+                actor=who.name,
+                action="read",
+                target_type="incident",
+                target_id=row.id,
+                detail={},
+            )
+        )
+        return incident_json(row)
+
+    @app.get("/api/alerts", tags=["alerts"])
+    def alerts(
+        who: Staff,
+        state: Annotated[str, Query(pattern="^(active|all)$")] = "active",
+        episode_id: Annotated[str | None, Query(max_length=36)] = None,
+        room: Annotated[str | None, Query(max_length=63)] = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> dict[str, Any]:
+        """Alerts. The alert rules arrive with the alerts work (issue 3); until then the list is empty."""
+        return {"items": [], "next": None}
+
+    @app.get("/api/dead-letters", tags=["operations"])
+    def dead_letters(
+        who: Annotated[Principal, Depends(needs("admin"))], limit: Limit = 100
+    ) -> dict[str, Any]:
+        """The newest rejected messages, with their reasons (payloads as text where they are text)."""
+        rows = store.dead_letters(limit)
+        return {
+            "items": [
+                {
+                    "id": r.id,
+                    "received_at": format_ts(r.received_at),
+                    "topic": r.topic,
+                    "reason": r.reason,
+                    "payload_size": r.payload_size,
+                    "payload_sha256": r.payload_sha256,
+                    "truncated": r.truncated,
+                }
+                for r in rows
+            ],
+            "next": None,
+        }
+
+    return app

@@ -1,0 +1,188 @@
+"""Loading the hub's configuration: settings (contract section 5), site files (4) and policy profiles.
+
+Every error names the file and the key, so an IT technician can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from seclusion_contract import DEFAULT_ROOT
+
+from .core.policy import Policy
+from .core.site import RoomSpec, SiteSpec
+from .errors import ConfigError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class HubSettings(BaseSettings):
+    """The hub's settings, from `SECLUSION_*` environment variables or a `.env` file."""
+
+    model_config = SettingsConfigDict(env_prefix="SECLUSION_", env_file=".env", extra="ignore")
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_root: str = DEFAULT_ROOT
+    mqtt_client_id: str = "seclusion-hub"
+    mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+    database_url: str = "sqlite:///seclusion-hub.db"
+    site_files: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str = ""
+    ingest_batch: int = Field(default=500, ge=1, le=10000)
+
+    def site_paths(self) -> list[Path]:
+        return [Path(p) for p in self.site_files.split(":") if p.strip()]
+
+
+def _error_location(exc: ValidationError) -> tuple[str, str]:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    return key, first["msg"]
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot be read: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"is not valid YAML: {exc}") from exc
+
+
+def expand_env(value: str, source: str, key: str) -> str:
+    """Replace `${VAR}` with the environment's value; a missing variable is a ConfigError."""
+
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(source, key, f"environment variable {name} is not set")
+        return os.environ[name]
+
+    return _VAR.sub(repl, value)
+
+
+class Profile(BaseModel):
+    """A policy profile file: a name, a title, and its parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    title: str = ""
+    base: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+def builtin_profiles() -> list[str]:
+    """The names of the profiles shipped with the hub."""
+    folder = resources.files("seclusion_hub") / "profiles"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _profile_source(name_or_path: str, relative_to: Path | None) -> tuple[str, Any]:
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_absolute() and relative_to is not None:
+            path = relative_to / path
+        return str(path), _read_yaml(path)
+    resource = resources.files("seclusion_hub") / "profiles" / f"{name_or_path}.yaml"
+    if not resource.is_file():
+        raise ConfigError(
+            "policy", name_or_path, f"no such profile; shipped profiles: {', '.join(builtin_profiles())}"
+        )
+    return f"profile {name_or_path}", yaml.safe_load(resource.read_text(encoding="utf-8"))
+
+
+def profile_parameters(
+    name_or_path: str, relative_to: Path | None = None, _seen: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The parameters of a profile (with those of its `base`), checked against the Policy model."""
+    source, raw = _profile_source(name_or_path, relative_to)
+    try:
+        profile = Profile.model_validate(raw)
+    except ValidationError as exc:
+        key, msg = _error_location(exc)
+        raise ConfigError(source, key, msg) from exc
+    params: dict[str, Any] = {}
+    if profile.base is not None:
+        if profile.base in _seen:
+            raise ConfigError(source, "base", f"profiles inherit from each other in a loop: {profile.base}")
+        params.update(profile_parameters(profile.base, relative_to, (*_seen, name_or_path)))
+    params.update(profile.parameters)
+    build_policy(params, source, "parameters")
+    return params
+
+
+def build_policy(params: dict[str, Any], source: str, prefix: str) -> Policy:
+    """A Policy from parameters; an unknown or impossible one is a ConfigError naming its key."""
+    try:
+        return Policy.model_validate(params)
+    except ValidationError as exc:
+        key, msg = _error_location(exc)
+        raise ConfigError(source, f"{prefix}.{key}" if prefix else key, msg) from exc
+
+
+@dataclass(frozen=True)
+class LoadedSite:
+    """A site file, read and checked, with the policy of each of its rooms resolved."""
+
+    path: Path
+    spec: SiteSpec
+    zone: ZoneInfo
+    policies: dict[str, Policy]
+
+    @property
+    def id(self) -> str:
+        return self.spec.site
+
+    def room(self, room_id: str) -> RoomSpec | None:
+        return next((r for r in self.spec.rooms if r.id == room_id), None)
+
+
+def load_site(path: Path) -> LoadedSite:
+    """Read one site file (contract section 4)."""
+    raw = _read_yaml(path)
+    try:
+        spec = SiteSpec.model_validate(raw)
+    except ValidationError as exc:
+        key, msg = _error_location(exc)
+        raise ConfigError(str(path), key, msg) from exc
+    try:
+        zone = ZoneInfo(spec.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(str(path), "timezone", f"unknown timezone {spec.timezone!r}") from exc
+    base = profile_parameters(spec.policy, path.parent)
+    policies: dict[str, Policy] = {}
+    for index, room in enumerate(spec.rooms):
+        params = {**base, **room.policy_overrides}
+        if room.supervision is not None:
+            params["supervision"] = room.supervision
+        policies[room.id] = build_policy(params, str(path), f"rooms.{index}.policy_overrides")
+    for index, recipient in enumerate(spec.recipients):
+        for n, url in enumerate(recipient.notify):
+            expand_env(url, str(path), f"recipients.{index}.notify.{n}")
+    return LoadedSite(path=path, spec=spec, zone=zone, policies=policies)
+
+
+def load_sites(paths: list[Path]) -> list[LoadedSite]:
+    """Read every site file; two files may not declare the same site."""
+    sites: list[LoadedSite] = []
+    for path in paths:
+        site = load_site(path)
+        if any(s.id == site.id for s in sites):
+            raise ConfigError(str(path), "site", f"site {site.id!r} is declared in two files")
+        sites.append(site)
+    return sites

@@ -1,0 +1,552 @@
+"""The per-room state machine: semantics sections 1, 2 and 4, with no I/O and the clock passed in.
+
+`RoomMachine.handle(message, now)` applies one validated message from a device of the room;
+`RoomMachine.tick(now)` lets time pass (the re-close grace, device liveness). Both return the effects
+for the adapters to carry out; the machine's whole state is a pydantic model the hub stores as a
+snapshot in the same transaction as the events that produced it, so a restart resumes exactly here.
+
+Times: `ts` values are the devices' own clocks (semantics 4.5: durations use device timestamps);
+`now` is the hub's clock and decides liveness. Every rule below names its section of semantics.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from seclusion_contract import format_ts
+
+from ..errors import RejectedMessage
+from .episode import Episode, ObserverMark, Segment, UnknownInterval
+from .policy import Policy
+from .site import RoomSpec
+
+NAMESPACE = uuid.UUID("6f1c2d4e-3a5b-4c7d-8e9f-0a1b2c3d4e5f")
+IncidentStatus = Literal["open", "awaiting_record"]
+
+
+# --- inputs: validated messages, typed ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SensorEvent:
+    """A device's `event` message (contract section 2)."""
+
+    device: str
+    kind: str
+    value: str
+    ts: dt.datetime
+    seq: int
+    epoch: int = 0
+    staff: str | None = None
+    event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """A device's retained `status`: online on every connect, or its Last Will."""
+
+    device: str
+    online: bool
+    ts: dt.datetime | None = None
+    boot: str | None = None
+    uptime_s: float | None = None
+    epoch: int | None = None
+    last_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A device's heartbeat, with its current reading of each sensor."""
+
+    device: str
+    ts: dt.datetime
+    epoch: int
+    last_seq: int
+    state: dict[str, str] = field(default_factory=dict)
+
+
+Message = SensorEvent | DeviceStatus | Heartbeat
+
+
+# --- effects: what the adapters carry out --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeSaved:
+    """Store this episode as it now is (the machine keeps no other copy once it has ended)."""
+
+    episode: Episode
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentOpened:
+    incident_id: str
+    episode_id: str
+    site: str
+    room: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentStatusChanged:
+    incident_id: str
+    status: IncidentStatus
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A line of the episode's timeline (or the room's, when `episode_id` is None)."""
+
+    episode_id: str | None
+    at: dt.datetime
+    kind: str
+    detail: dict[str, object]
+
+
+Effect = EpisodeSaved | IncidentOpened | IncidentStatusChanged | Note
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one message did: applied, or dropped as a duplicate, and the effects it produced."""
+
+    applied: bool
+    duplicate: bool = False
+    gap: int = 0
+    effects: list[Effect] = field(default_factory=list)
+
+
+# --- state ----------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reading(_Model):
+    value: str
+    ts: dt.datetime
+    device: str
+    uncertain: bool = False
+
+
+class OfflineSpan(_Model):
+    start: dt.datetime
+    end: dt.datetime | None = None
+
+
+class DeviceState(_Model):
+    epoch: int = 0
+    seq: int = 0
+    online: bool = True
+    last_seen: dt.datetime | None = None
+    offline_since: dt.datetime | None = None
+    last_offline: OfflineSpan | None = None
+    boot: str | None = None
+    gaps: int = 0
+    readings: dict[str, Reading] = {}
+
+
+class RoomState(_Model):
+    """Everything the machine knows about one room; stored whole after every change."""
+
+    site: str
+    room: str
+    readings: dict[str, Reading] = {}
+    devices: dict[str, DeviceState] = {}
+    episode: Episode | None = None
+    door_opened_at: dt.datetime | None = None
+    last_check: dt.datetime | None = None
+    episode_count: int = 0
+    listening_since: dt.datetime | None = None
+
+
+# --- the machine ----------------------------------------------------------------------------------
+
+
+class RoomMachine:
+    """The rules for one room. Not thread-safe: the hub drives each machine from one thread."""
+
+    def __init__(self, site: str, spec: RoomSpec, policy: Policy, state: RoomState | None = None) -> None:
+        self.site = site
+        self.spec = spec
+        self.policy = policy
+        self.mode = spec.supervision or policy.supervision
+        self.state = state if state is not None else RoomState(site=site, room=spec.id)
+        for device in spec.devices:
+            self.state.devices.setdefault(device.id, DeviceState())
+        self._effects: list[Effect] = []
+
+    # -- public API
+
+    def handle(self, message: Message, now: dt.datetime) -> Outcome:
+        """Apply one message from a device of this room. Raises RejectedMessage, changing nothing."""
+        self._check_device(message)
+        self._effects = []
+        if isinstance(message, SensorEvent):
+            outcome = self._event(message, now)
+        elif isinstance(message, DeviceStatus):
+            self._status(message, now)
+            outcome = Outcome(applied=True)
+        else:
+            self._heartbeat(message, now)
+            outcome = Outcome(applied=True)
+        outcome.effects = self._effects
+        self._effects = []
+        return outcome
+
+    def tick(self, now: dt.datetime) -> list[Effect]:
+        """Let time pass up to `now`: the re-close grace (semantics 2.4) and device liveness (4.1)."""
+        self._effects = []
+        door = self.state.readings.get("door")
+        door_device = self.state.devices.get(door.device) if door else None
+        # With the door's device offline nobody knows whether the door closed again: keep timing.
+        if door_device is None or door_device.online:
+            self._advance(now)
+        self._liveness(now)
+        effects, self._effects = self._effects, []
+        return effects
+
+    def hub_started(self, now: dt.datetime) -> None:
+        """The hub (re)started listening: its own downtime is not device downtime (semantics 4.6)."""
+        self.state.listening_since = now
+
+    def next_deadline(self) -> dt.datetime | None:
+        """The earliest moment `tick` could change something, or None."""
+        deadlines: list[dt.datetime] = []
+        if self.state.episode is not None and self.state.door_opened_at is not None:
+            deadlines.append(self.state.door_opened_at + self._seconds(self.policy.reclose_grace_s))
+        for dev in self.state.devices.values():
+            due = self._liveness_due(dev)
+            if due is not None:
+                deadlines.append(due)
+        return min(deadlines, default=None)
+
+    @property
+    def episode(self) -> Episode | None:
+        return self.state.episode
+
+    @property
+    def online(self) -> bool:
+        return all(dev.online for dev in self.state.devices.values())
+
+    def reading(self, kind: str) -> str | None:
+        current = self.state.readings.get(kind)
+        return current.value if current else None
+
+    # -- messages
+
+    def _check_device(self, message: Message) -> None:
+        spec = self.spec.device(message.device)
+        if spec is None:
+            raise RejectedMessage(f"device {message.device!r} is not registered to room {self.spec.id!r}")
+        if isinstance(message, SensorEvent) and not self.spec.reports(message.device, message.kind):
+            raise RejectedMessage(f"kind: device {message.device!r} does not report {message.kind!r}")
+
+    def _event(self, ev: SensorEvent, now: dt.datetime) -> Outcome:
+        dev = self.state.devices[ev.device]
+        if (ev.epoch, ev.seq) <= (dev.epoch, dev.seq):
+            return Outcome(applied=False, duplicate=True)
+        gap = 0
+        if dev.seq > 0 or dev.epoch > 0:
+            expected_first = dev.seq + 1 if ev.epoch == dev.epoch else 1
+            gap = ev.seq - expected_first
+        dev.epoch, dev.seq = ev.epoch, ev.seq
+        self._seen(ev.device, now)
+        if gap > 0:
+            dev.gaps += gap
+            self._possible_loss(ev.device, gap, ev.ts)
+        self._advance(ev.ts)
+        self._apply(ev.device, ev.kind, ev.value, ev.ts, staff=ev.staff)
+        return Outcome(applied=True, gap=max(gap, 0))
+
+    def _status(self, status: DeviceStatus, now: dt.datetime) -> None:
+        dev = self.state.devices[status.device]
+        if not status.online:
+            # A Last Will: offline from the device's last message (semantics 4.1).
+            if dev.online:
+                self._go_offline(status.device, dev.last_seen or now, now)
+            return
+        was_offline = not dev.online
+        self._seen(status.device, now)
+        span = dev.last_offline
+        same_boot = status.boot is not None and status.boot == dev.boot
+        if span is not None and span.end is not None and same_boot and status.uptime_s is not None:
+            booted = (status.ts or now) - dt.timedelta(seconds=status.uptime_s)
+            if booted <= span.start:
+                # Same boot, up all along: its outbox replays the gap, so the gap is known again (4.2).
+                self._forget_unknown(status.device, span.start)
+                dev.last_offline = None
+                self._note(None, now, "gap_recovered", {"device": status.device})
+        elif was_offline:
+            self._note(None, now, "device_back", {"device": status.device, "same_boot": same_boot})
+        if status.boot is not None:
+            dev.boot = status.boot
+
+    def _heartbeat(self, hb: Heartbeat, now: dt.datetime) -> None:
+        dev = self.state.devices[hb.device]
+        self._seen(hb.device, now)
+        if (hb.epoch, hb.last_seq) > (dev.epoch, dev.seq):
+            return  # events still on their way: their own order tells the story
+        for kind, value in sorted(hb.state.items()):
+            if kind == "check" or not self.spec.reports(hb.device, kind):
+                continue
+            mine = dev.readings.get(kind)
+            if mine is not None and mine.value == value:
+                continue
+            # Every event of the device is applied and still the reading differs: an event was lost.
+            self._reconcile(hb.device, kind, value, hb.ts, mine)
+
+    def _reconcile(self, device: str, kind: str, value: str, ts: dt.datetime, mine: Reading | None) -> None:
+        ep = self.state.episode
+        dev = self.state.devices[device]
+        if kind == "door" and value == "open" and ep is not None and self.state.door_opened_at is None:
+            # Door open on return and no event says when: end between the bounds (semantics 4.2).
+            earliest = mine.ts if mine is not None else ep.started_at
+            if dev.last_offline is not None:
+                earliest = max(earliest, dev.last_offline.start)
+            ep.end_uncertain = True
+            ep.end_earliest = max(earliest, ep.started_at)
+            dev.readings[kind] = Reading(value=value, ts=ts, device=device, uncertain=True)
+            self.state.readings[kind] = dev.readings[kind]
+            self._note(
+                ep.id, ts, "door_found_open", {"device": device, "earliest": format_ts(ep.end_earliest)}
+            )
+            self._end_episode(max(ts, ep.started_at), "the door was found open after a gap")
+            return
+        self._note(
+            ep.id if ep else None, ts, "reading_reconciled", {"device": device, "kind": kind, "value": value}
+        )
+        before = ep
+        self._apply(device, kind, value, ts, uncertain=True)
+        opened = self.state.episode
+        if opened is not None and opened is not before:
+            # Opened on a reading nobody saw begin: the true start may be earlier.
+            opened.start_uncertain = True
+
+    # -- readings and episodes
+
+    def _apply(
+        self,
+        device: str,
+        kind: str,
+        value: str,
+        ts: dt.datetime,
+        *,
+        staff: str | None = None,
+        uncertain: bool = False,
+    ) -> None:
+        dev = self.state.devices[device]
+        reading = Reading(value=value, ts=ts, device=device, uncertain=uncertain)
+        dev.readings[kind] = reading
+        ep = self.state.episode
+        if kind == "check":
+            if self.state.last_check is None or ts > self.state.last_check:
+                self.state.last_check = ts
+            if ep is not None:
+                ep.checks.append(ts)
+            return
+        current = self.state.readings.get(kind)
+        if current is not None and current.device != device and ts < current.ts:
+            return  # another device's later reading of this kind wins (semantics 1)
+        self.state.readings[kind] = reading
+        if ep is not None:
+            if kind == "observer":
+                ep.observer.append(ObserverMark(ts=ts, present=value == "present"))
+                self._saved(ep)
+            elif kind == "lock" and value == "engaged" and not ep.locked:
+                self._mark_locked(ep, device, ts)
+        if kind in ("door", "occupancy"):
+            self._door_or_occupancy(kind, value, ts)
+
+    def _door_or_occupancy(self, kind: str, value: str, ts: dt.datetime) -> None:
+        ep = self.state.episode
+        if ep is None:
+            self._maybe_open()
+            return
+        opened = self.state.door_opened_at
+        if opened is None:
+            if kind == "door" and value == "open":
+                # 2.4: the segment ends when the door opens; the episode waits for the re-close grace.
+                ep.segments[-1].end = max(ts, ep.segments[-1].start)
+                self.state.door_opened_at = ts
+                self._note(ep.id, ts, "door_opened", {})
+                self._saved(ep)
+            # 2.3: vacant while the door is closed never ends an episode.
+            return
+        if kind == "occupancy" and value == "vacant" and ts > opened:
+            self._end_episode(opened, "the room was vacant after the door opened")
+        elif kind == "door" and value == "closed":
+            if self.policy.reclose_is_new_episode:
+                self._end_episode(opened, "the door re-closed: a new episode by policy")
+                self._maybe_open()
+            else:
+                ep.segments.append(Segment(start=ts))
+                self.state.door_opened_at = None
+                self._note(ep.id, ts, "door_reclosed", {"segment": len(ep.segments)})
+                self._saved(ep)
+
+    def _advance(self, until: dt.datetime) -> None:
+        """End an episode whose door has stayed open past the re-close grace, as of `until`."""
+        opened = self.state.door_opened_at
+        if self.state.episode is None or opened is None:
+            return
+        if until > opened + self._seconds(self.policy.reclose_grace_s):
+            self._end_episode(opened, "the door stayed open past the re-close grace")
+
+    def _maybe_open(self) -> None:
+        door = self.state.readings.get("door")
+        occupancy = self.state.readings.get("occupancy")
+        if door is None or occupancy is None or door.value != "closed" or occupancy.value != "occupied":
+            return
+        # 2.1: nobody enters through a closed door, so the start is the close, unless occupancy was
+        # first reported so long after it that the room may have been shut empty.
+        closed_at = door.ts
+        if occupancy.ts <= closed_at + self._seconds(self.policy.occupancy_lookback_s):
+            self._open_episode(closed_at, uncertain=door.uncertain, earliest=None)
+        else:
+            self._open_episode(occupancy.ts, uncertain=True, earliest=closed_at)
+
+    def _open_episode(self, start: dt.datetime, *, uncertain: bool, earliest: dt.datetime | None) -> None:
+        st = self.state
+        st.episode_count += 1
+        episode_id = str(
+            uuid.uuid5(NAMESPACE, f"{self.site}/{self.spec.id}/{format_ts(start)}/{st.episode_count}")
+        )
+        ep = Episode(
+            id=episode_id,
+            site=self.site,
+            room=self.spec.id,
+            number=st.episode_count,
+            started_at=start,
+            start_uncertain=uncertain,
+            earliest_start=earliest,
+            segments=[Segment(start=start)],
+            incident_id=str(uuid.uuid5(NAMESPACE, f"incident/{episode_id}")),
+            supervision=self.mode,
+            checkin_interval_s=self.policy.checkin_interval_s,
+        )
+        observer = st.readings.get("observer")
+        if observer is not None:
+            ep.observer.append(ObserverMark(ts=observer.ts, present=observer.value == "present"))
+        interval = self._seconds(self.policy.checkin_interval_s)
+        if st.last_check is not None and st.last_check + interval > start:
+            ep.checks.append(st.last_check)
+        for device, dev in st.devices.items():
+            if not dev.online:
+                ep.unknown.append(
+                    UnknownInterval(device=device, start=max(start, dev.offline_since or start))
+                )
+        st.episode = ep
+        st.door_opened_at = None
+        self._effects.append(IncidentOpened(ep.incident_id, ep.id, self.site, self.spec.id, start))
+        detail: dict[str, object] = {"start_uncertain": uncertain}
+        if earliest is not None:
+            detail["earliest_start"] = format_ts(earliest)
+        self._note(ep.id, start, "episode_started", detail)
+        lock = st.readings.get("lock")
+        if lock is not None and lock.value == "engaged":
+            self._mark_locked(ep, lock.device, start)
+        self._saved(ep)
+
+    def _end_episode(self, at: dt.datetime, reason: str) -> None:
+        ep = self.state.episode
+        if ep is None:
+            return
+        ep.ended_at = max(at, ep.started_at)
+        last = ep.segments[-1]
+        if last.end is None:
+            last.end = max(ep.ended_at, last.start)
+        for gap in ep.unknown:
+            if gap.end is None:
+                gap.end = max(ep.ended_at, gap.start)
+        self.state.episode = None
+        self.state.door_opened_at = None
+        self._note(ep.id, ep.ended_at, "episode_ended", {"reason": reason, "end_uncertain": ep.end_uncertain})
+        self._effects.append(IncidentStatusChanged(ep.incident_id, "awaiting_record", ep.ended_at))
+        self._saved(ep)
+
+    def _mark_locked(self, ep: Episode, device: str, ts: dt.datetime) -> None:
+        spec = self.spec.device(device)
+        ep.locked = True
+        ep.lock_type = spec.lock_type if spec else None
+        self._note(ep.id, ts, "locked", {"lock_type": ep.lock_type})
+        self._saved(ep)
+
+    # -- devices
+
+    def _seen(self, device: str, now: dt.datetime) -> None:
+        dev = self.state.devices[device]
+        dev.last_seen = now
+        if dev.online:
+            return
+        dev.online = True
+        since = dev.offline_since or now
+        dev.offline_since = None
+        dev.last_offline = OfflineSpan(start=since, end=now)
+        ep = self.state.episode
+        if ep is not None:
+            for gap in ep.unknown:
+                if gap.device == device and gap.end is None:
+                    gap.end = max(now, gap.start)
+            self._saved(ep)
+
+    def _go_offline(self, device: str, since: dt.datetime, now: dt.datetime) -> None:
+        dev = self.state.devices[device]
+        dev.online = False
+        dev.offline_since = since
+        ep = self.state.episode
+        if ep is not None:
+            ep.unknown.append(UnknownInterval(device=device, start=max(since, ep.started_at)))
+            self._saved(ep)
+        self._note(
+            ep.id if ep else None, now, "device_offline", {"device": device, "since": format_ts(since)}
+        )
+
+    def _forget_unknown(self, device: str, start: dt.datetime) -> None:
+        ep = self.state.episode
+        if ep is None:
+            return
+        kept = [gap for gap in ep.unknown if not (gap.device == device and gap.start >= start)]
+        if len(kept) != len(ep.unknown):
+            ep.unknown = kept
+            self._saved(ep)
+
+    def _liveness_due(self, dev: DeviceState) -> dt.datetime | None:
+        listening = self.state.listening_since
+        if not dev.online or listening is None:
+            return None
+        base = max(dev.last_seen, listening) if dev.last_seen is not None else listening
+        return base + self._seconds(3 * self.policy.heartbeat_s)
+
+    def _liveness(self, now: dt.datetime) -> None:
+        for device, dev in self.state.devices.items():
+            due = self._liveness_due(dev)
+            if due is not None and now >= due:
+                since = dev.last_seen or self.state.listening_since or now
+                self._go_offline(device, since, now)
+
+    def _possible_loss(self, device: str, missing: int, ts: dt.datetime) -> None:
+        ep = self.state.episode
+        if ep is not None:
+            ep.possible_loss = True
+            self._saved(ep)
+        self._note(ep.id if ep else None, ts, "possible_loss", {"device": device, "missing": missing})
+
+    # -- effects
+
+    def _saved(self, ep: Episode) -> None:
+        self._effects.append(EpisodeSaved(ep))
+
+    def _note(self, episode_id: str | None, at: dt.datetime, kind: str, detail: dict[str, object]) -> None:
+        self._effects.append(Note(episode_id, at, kind, detail))
+
+    @staticmethod
+    def _seconds(value: float) -> dt.timedelta:
+        return dt.timedelta(seconds=value)

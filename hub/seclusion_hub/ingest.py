@@ -1,0 +1,123 @@
+"""The boundary: a raw MQTT message becomes a typed core message, or a RejectedMessage with its reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from seclusion_contract import (
+    ContractError,
+    EventPayload,
+    HeartbeatPayload,
+    StatusPayload,
+    Topics,
+    payload_to_json,
+)
+
+from .config import LoadedSite
+from .core.room import DeviceStatus, Heartbeat, Message, SensorEvent
+from .errors import RejectedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message as the MQTT adapter received it; `mid` is acknowledged to the broker after storing."""
+
+    topic: str
+    payload: bytes
+    received_at: dt.datetime
+    mid: int = 0
+    qos: int = 0
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    site: str
+    room: str
+    message: Message
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+class Decoder:
+    """Validates messages against the contract and the registered sites, rooms and devices."""
+
+    def __init__(self, topics: Topics, sites: list[LoadedSite]) -> None:
+        self.topics = topics
+        self._rooms: dict[tuple[str, str], str] = {}
+        for site in sites:
+            for room in site.spec.rooms:
+                for device in room.devices:
+                    self._rooms[(site.id, device.id)] = room.id
+
+    def decode(self, inbound: Inbound) -> Decoded:
+        """The typed message, or RejectedMessage naming what is wrong."""
+        try:
+            address = self.topics.parse_device_topic(inbound.topic)
+        except ContractError as exc:
+            raise RejectedMessage(str(exc)) from exc
+        registered_room = self._rooms.get((address.site, address.device))
+        if registered_room is None:
+            raise RejectedMessage(f"device {address.device!r} is not registered to site {address.site!r}")
+        if registered_room != address.room:
+            raise RejectedMessage(
+                f"device {address.device!r} belongs to room {registered_room!r}, not {address.room!r}"
+            )
+        try:
+            data = payload_to_json(inbound.payload)
+        except ContractError as exc:
+            raise RejectedMessage(str(exc)) from exc
+        if not isinstance(data, dict):
+            raise RejectedMessage("payload is not a JSON object")
+        try:
+            message = self._typed(address.channel, address.device, data, inbound.received_at)
+        except ValidationError as exc:
+            raise RejectedMessage(_reason(exc)) from exc
+        return Decoded(address.site, address.room, message)
+
+    @staticmethod
+    def _typed(channel: str, device: str, data: dict[str, object], received_at: dt.datetime) -> Message:
+        if channel == "event":
+            ev = EventPayload.model_validate(data)
+            return SensorEvent(
+                device=device,
+                kind=ev.kind,
+                value=ev.value,
+                ts=ev.ts,
+                seq=ev.seq,
+                epoch=ev.epoch,
+                staff=ev.staff,
+                event_id=ev.id,
+            )
+        if channel == "status":
+            st = StatusPayload.model_validate(data)
+            return DeviceStatus(
+                device=device,
+                online=st.online,
+                # The Last Will carries no time: the hub stamps it with its arrival.
+                ts=st.ts or received_at,
+                boot=st.boot,
+                uptime_s=st.uptime_s,
+                epoch=st.epoch,
+                last_seq=st.last_seq,
+            )
+        if channel == "heartbeat":
+            hb = HeartbeatPayload.model_validate(data)
+            return Heartbeat(
+                device=device,
+                ts=hb.ts,
+                epoch=hb.epoch,
+                last_seq=hb.last_seq,
+                state={str(k): v for k, v in hb.state.items()},
+            )
+        raise RejectedMessage(f"topic: devices do not publish on {channel!r}")

@@ -1,0 +1,191 @@
+"""Database tables (SQLModel). Every schema change goes through an Alembic migration in migrations/.
+
+Times are stored through `UTCDateTime`: SQLite keeps no timezone, so values go in as UTC and come back
+timezone-aware UTC on every database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp column that refuses naive datetimes and always returns aware UTC ones."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: the hub stores UTC-aware times only")
+        utc = value.astimezone(dt.UTC)
+        # SQLite stores text without an offset; PostgreSQL keeps it. Either way the value is UTC.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+def _json(**kw: Any) -> Any:
+    return Field(sa_type=sa.JSON, **kw)
+
+
+class EventRecord(SQLModel, table=True):
+    """Every accepted device event, append-only: the evidence behind every episode."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        sa.UniqueConstraint("site", "device", "epoch", "seq", name="uq_event_device_seq"),
+        sa.Index("ix_event_room_ts", "site", "room", "ts"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(max_length=63)
+    room: str = Field(max_length=63)
+    device: str = Field(max_length=63)
+    epoch: int
+    seq: int
+    event_id: str = Field(max_length=200)
+    kind: str = Field(max_length=16)
+    value: str = Field(max_length=64)
+    staff: str | None = Field(default=None, max_length=100)
+    ts: dt.datetime = _ts()
+    received_at: dt.datetime = _ts()
+    stored_at: dt.datetime = _ts()
+
+
+class DeadLetter(SQLModel, table=True):
+    """A message that broke the contract: kept with the reason, never applied."""
+
+    __tablename__ = "dead_letter"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: dt.datetime = _ts(index=True)
+    topic: str = Field(max_length=1024)
+    reason: str = Field(max_length=2000)
+    payload: bytes = Field(sa_type=sa.LargeBinary)
+    payload_size: int
+    payload_sha256: str = Field(max_length=64)
+    truncated: bool = False
+
+
+class EpisodeRecord(SQLModel, table=True):
+    """An episode as the core last saved it, with its accounting as of `saved_at`."""
+
+    __tablename__ = "episode"
+    __table_args__ = (sa.Index("ix_episode_room_started", "site", "room", "started_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    site: str = Field(max_length=63)
+    room: str = Field(max_length=63)
+    number: int
+    started_at: dt.datetime = _ts(index=True)
+    ended_at: dt.datetime | None = _ts(default=None, index=True)
+    start_uncertain: bool = False
+    end_uncertain: bool = False
+    locked: bool = False
+    manual: bool = False
+    test: bool = False
+    incident_id: str = Field(max_length=36)
+    pupil_id: str | None = Field(default=None, max_length=36)
+    elapsed_s: float = 0.0
+    duration_s: float = 0.0
+    supervised_s: float = 0.0
+    unsupervised_s: float = 0.0
+    unknown_s: float = 0.0
+    longest_lapse_s: float = 0.0
+    data: dict[str, Any] = _json()
+    saved_at: dt.datetime = _ts()
+
+
+class SegmentRecord(SQLModel, table=True):
+    """One confinement interval of an episode (door closed to door open)."""
+
+    __tablename__ = "segment"
+
+    episode_id: str = Field(primary_key=True, foreign_key="episode.id", max_length=36)
+    idx: int = Field(primary_key=True)
+    start: dt.datetime = _ts()
+    end: dt.datetime | None = _ts(default=None)
+
+
+class IncidentRecord(SQLModel, table=True):
+    """The incident record every episode opens (semantics 6); never deleted."""
+
+    __tablename__ = "incident"
+
+    id: str = Field(primary_key=True, max_length=36)
+    episode_id: str = Field(foreign_key="episode.id", max_length=36, index=True)
+    site: str = Field(max_length=63, index=True)
+    room: str = Field(max_length=63)
+    status: str = Field(max_length=32, index=True)
+    opened_at: dt.datetime = _ts()
+    updated_at: dt.datetime = _ts()
+
+
+class TimelineNote(SQLModel, table=True):
+    """What the core decided and when: episode started, door opened, device offline, and so on."""
+
+    __tablename__ = "timeline_note"
+    __table_args__ = (sa.Index("ix_note_room_at", "site", "room", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(max_length=63)
+    room: str = Field(max_length=63)
+    episode_id: str | None = Field(default=None, max_length=36, index=True)
+    at: dt.datetime = _ts()
+    kind: str = Field(max_length=64)
+    detail: dict[str, Any] = _json()
+
+
+class RoomSnapshot(SQLModel, table=True):
+    """The room machine's whole state, written in the same transaction as the events that made it."""
+
+    __tablename__ = "room_state"
+
+    site: str = Field(primary_key=True, max_length=63)
+    room: str = Field(primary_key=True, max_length=63)
+    state: dict[str, Any] = _json()
+    updated_at: dt.datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    sites: list[str] = _json(default_factory=list)
+    dsl: bool = False
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: dt.datetime = _ts()
+    revoked_at: dt.datetime | None = _ts(default=None)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who read or changed what, and when. Append-only."""
+
+    __tablename__ = "audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = _ts(index=True)
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=64)
+    target_type: str = Field(max_length=32)
+    target_id: str = Field(max_length=64)
+    detail: dict[str, Any] = _json(default_factory=dict)

@@ -1,0 +1,190 @@
+"""The hub's MQTT adapter: the only module of the hub that imports paho.
+
+A persistent session (v5: `clean_start=False` with a session expiry; 3.1.1: `clean_session=False`), QoS 1
+subscriptions, and manual acknowledgement: a message is acknowledged to the broker only after what it
+changed is committed, so a crash between the two gets it delivered again, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from seclusion_contract import HubStatusPayload, Topics, dump_payload
+
+from .core.clock import Clock
+from .errors import ConfigError
+from .ingest import Inbound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+def parse_mqtt_url(url: str) -> BrokerAddress:
+    """`mqtt://user:pass@host:port` or `mqtts://...`; anything else is a ConfigError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(
+            "SECLUSION_MQTT_URL", "", f"{parts.scheme or url!r}: use mqtt://host:port or mqtts://"
+        )
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ConfigError("SECLUSION_MQTT_URL", "port", str(exc)) from exc
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+class HubMqtt:
+    """Connects, subscribes, hands every message to `on_inbound`, and acknowledges when told."""
+
+    def __init__(
+        self,
+        url: str,
+        topics: Topics,
+        clock: Clock,
+        on_inbound: Callable[[Inbound], None],
+        *,
+        client_id: str = "seclusion-hub",
+        session_expiry_s: int = 7 * 24 * 3600,
+        protocol: str = "5",
+        receive_maximum: int = 4096,
+    ) -> None:
+        self.address = parse_mqtt_url(url)
+        self.topics = topics
+        self.clock = clock
+        self.on_inbound = on_inbound
+        self.v5 = protocol == "5"
+        self.session_expiry_s = session_expiry_s
+        self.receive_maximum = receive_maximum
+        self.backlog_done = threading.Event()
+        self._connected = threading.Event()
+        self._marker = self.topics.hub_marker(f"{client_id}-{secrets.token_hex(6)}")
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
+            clean_session=None if self.v5 else False,
+            manual_ack=True,
+        )
+        if self.address.username:
+            self.client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            self.client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        offline = dump_payload(HubStatusPayload(online=False))
+        self.client.will_set(self.topics.hub_status, offline, qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    @property
+    def connected(self) -> bool:
+        """True only between a successful CONNACK and the next disconnect."""
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        props: Properties | None = None
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.session_expiry_s
+            props.ReceiveMaximum = self.receive_maximum
+            self.client.connect_async(
+                self.address.host, self.address.port, keepalive=30, clean_start=False, properties=props
+            )
+        else:
+            self.client.connect_async(self.address.host, self.address.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Say the hub is going offline, then disconnect (the session stays for the next start)."""
+        if self.connected:
+            info = self.client.publish(
+                self.topics.hub_status,
+                dump_payload(HubStatusPayload(online=False, ts=self.clock.now())),
+                1,
+                True,
+            )
+            info.wait_for_publish(timeout=2)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected.clear()
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge a delivered message to the broker (after its effects are committed)."""
+        if qos > 0:
+            self.client.ack(mid, qos)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        result = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if result.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            # With no connection paho keeps QoS>0 messages queued for the reconnect; anything else is a fault.
+            log.error("publish to %s failed: %s", topic, paho.error_string(result.rc))
+
+    # -- paho callbacks (network thread): never raise out of them
+
+    def _on_connect(self, client: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            self._connected.clear()
+            log.error("MQTT connect to %s:%s refused: %s", self.address.host, self.address.port, reason)
+            return
+        self._connected.set()
+        log.info("MQTT connected to %s:%s", self.address.host, self.address.port)
+        for topic in self.topics.hub_subscriptions():
+            client.subscribe(topic, qos=1)
+        client.subscribe(self._marker, qos=1)
+        online = HubStatusPayload(online=True, ts=self.clock.now())
+        client.publish(self.topics.hub_status, dump_payload(online), qos=1, retain=True)
+        # Queued messages of our session come before this marker: when it returns, the backlog is through.
+        client.publish(self._marker, b"{}", qos=1)
+
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self._connected.clear()
+        log.warning("MQTT disconnected: %s", reason)
+
+    def _on_message(self, client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            if msg.topic == self._marker:
+                self.backlog_done.set()
+                if msg.qos:
+                    client.ack(msg.mid, msg.qos)
+                return
+            self.on_inbound(
+                Inbound(
+                    topic=msg.topic,
+                    payload=bytes(msg.payload),
+                    received_at=self.clock.now(),
+                    mid=msg.mid,
+                    qos=msg.qos,
+                    retain=bool(msg.retain),
+                )
+            )
+        except Exception:
+            log.exception("could not hand over a message on %s", msg.topic)

@@ -1,0 +1,102 @@
+"""The composition root: settings in, a running hub out (store, rooms, MQTT, HTTP), wired in one place."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from seclusion_contract import Topics
+
+from .api import create_app
+from .config import HubSettings, LoadedSite, load_sites
+from .core.clock import Clock, SystemClock
+from .errors import ConfigError
+from .mqtt import HubMqtt
+from .service import HubService
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hub:
+    """Every part of a running hub."""
+
+    settings: HubSettings
+    sites: list[LoadedSite]
+    store: Store
+    service: HubService
+    mqtt: HubMqtt
+    app: FastAPI
+
+    @classmethod
+    def build(cls, settings: HubSettings, clock: Clock | None = None, protocol: str = "5") -> Hub:
+        clock = clock or SystemClock()
+        paths = settings.site_paths()
+        if not paths:
+            raise ConfigError("SECLUSION_SITE_FILES", "", "no site file given (colon-separated paths)")
+        sites = load_sites(paths)
+        store = Store.open(settings.database_url)
+        topics = Topics(settings.mqtt_root)
+        service = HubService(sites, store, clock, topics, batch_size=settings.ingest_batch)
+        mqtt = HubMqtt(
+            settings.mqtt_url,
+            topics,
+            clock,
+            service.submit,
+            client_id=settings.mqtt_client_id,
+            session_expiry_s=settings.mqtt_session_expiry_s,
+            protocol=protocol,
+        )
+        service.ack_message = mqtt.ack
+        service.publish = lambda topic, payload, qos, retain: mqtt.publish(
+            topic, payload, qos=qos, retain=retain
+        )
+        service.backlog_done = mqtt.backlog_done.is_set
+        app = create_app(service, lambda: mqtt.connected)
+        return cls(settings, sites, store, service, mqtt, app)
+
+    def start(self) -> None:
+        """Start taking messages: the ingest thread first, so nothing delivered waits for it."""
+        self.service.start()
+        self.mqtt.start()
+
+    def stop(self) -> None:
+        self.mqtt.stop()
+        self.service.stop()
+        self.store.close()
+
+    def serve(self) -> None:
+        """Run until SIGINT or SIGTERM (uvicorn handles both), then stop cleanly."""
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_level="info",
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        self.start()
+        try:
+            server.run()
+        finally:
+            self.stop()
+
+    def serve_in_thread(self) -> tuple[uvicorn.Server, threading.Thread]:
+        """Start everything with the HTTP server on a thread (for the demo and in-process tests)."""
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_level="warning",
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        self.start()
+        thread = threading.Thread(target=server.run, name="seclusion-http", daemon=True)
+        thread.start()
+        return server, thread

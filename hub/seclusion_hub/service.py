@@ -1,0 +1,361 @@
+"""The hub service: one ingest thread that drives the room machines and writes what they decide.
+
+Messages arrive from the MQTT adapter into a queue. The ingest thread takes them in batches, decodes
+each at the boundary (rejects go to the dead-letter table with their reason), applies it to its room's
+machine, lets time pass on every machine, and writes the whole batch in one transaction. Only then are
+the messages acknowledged to the broker and the devices told (on their `ack` topic) what is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from seclusion_contract import AckPayload, Topics, dump_payload, format_ts
+
+from .config import LoadedSite
+from .core.clock import Clock
+from .core.episode import Episode
+from .core.room import (
+    Effect,
+    EpisodeSaved,
+    IncidentOpened,
+    IncidentStatusChanged,
+    Note,
+    RoomMachine,
+    SensorEvent,
+)
+from .errors import RejectedMessage
+from .ingest import Decoder, Inbound
+from .store import Batch, Store, dead_letter_row
+
+log = logging.getLogger(__name__)
+
+# The backlog marker normally returns within milliseconds; past this the hub evaluates anyway.
+BACKLOG_WAIT_S = 30.0
+
+
+class HubMetrics:
+    """Prometheus metrics of the hub; no personal data, only rooms and counts."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.accepted = Counter(
+            "seclusion_events_accepted", "Device events applied and stored", registry=self.registry
+        )
+        self.rejected = Counter(
+            "seclusion_messages_rejected", "Messages dead-lettered", ["channel"], registry=self.registry
+        )
+        self.duplicates = Counter(
+            "seclusion_events_duplicate", "Events dropped as duplicates", registry=self.registry
+        )
+        self.gaps = Counter(
+            "seclusion_events_missing", "Events missing in a device's sequence", registry=self.registry
+        )
+        self.internal_errors = Counter(
+            "seclusion_internal_errors", "Messages a hub bug failed to apply", registry=self.registry
+        )
+        self.write_failures = Counter(
+            "seclusion_store_write_failures", "Batches the database refused", registry=self.registry
+        )
+        self.open_episodes = Gauge("seclusion_open_episodes", "Episodes open now", registry=self.registry)
+        self.queue_depth = Gauge(
+            "seclusion_ingest_queue", "Messages waiting for the ingest thread", registry=self.registry
+        )
+        self.mqtt_connected = Gauge(
+            "seclusion_mqtt_connected", "1 while connected to the broker", registry=self.registry
+        )
+        self.ingest_lag = Histogram(
+            "seclusion_ingest_lag_seconds",
+            "From a message's arrival at the hub to its commit",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+
+@dataclass
+class _Pending:
+    """A batch being applied: what to write and what to tell the broker once it is written."""
+
+    batch: Batch = field(default_factory=Batch)
+    acks: list[tuple[int, int]] = field(default_factory=list)
+    devices: set[tuple[str, str, str]] = field(default_factory=set)
+    received: list[dt.datetime] = field(default_factory=list)
+    accepted: int = 0
+
+
+class HubService:
+    """Owns the room machines. The ingest thread is their only writer; readers take `lock`."""
+
+    def __init__(
+        self,
+        sites: list[LoadedSite],
+        store: Store,
+        clock: Clock,
+        topics: Topics,
+        *,
+        batch_size: int = 500,
+        metrics: HubMetrics | None = None,
+    ) -> None:
+        self.sites = {s.id: s for s in sites}
+        self.store = store
+        self.clock = clock
+        self.topics = topics
+        self.batch_size = batch_size
+        self.metrics = metrics or HubMetrics()
+        self.decoder = Decoder(topics, sites)
+        self.lock = threading.RLock()
+        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.machines: dict[tuple[str, str], RoomMachine] = {}
+        self.ack_message: Callable[[int, int], None] = lambda _mid, _qos: None
+        self.publish: Callable[[str, bytes, int, bool], None] = lambda _t, _p, _q, _r: None
+        self.backlog_done: Callable[[], bool] = lambda: True
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started_at = time.monotonic()
+        self._evaluated = False
+        self.healthy = True
+        self._load_machines()
+
+    # -- lifecycle
+
+    def _load_machines(self) -> None:
+        snapshots = self.store.load_room_states()
+        machines: dict[tuple[str, str], RoomMachine] = {}
+        for site in self.sites.values():
+            for room in site.spec.rooms:
+                state = snapshots.get((site.id, room.id))
+                machines[(site.id, room.id)] = RoomMachine(site.id, room, site.policies[room.id], state)
+        with self.lock:
+            self.machines = machines
+        self.metrics.open_episodes.set(sum(1 for m in machines.values() if m.episode is not None))
+
+    def start(self) -> None:
+        now = self.clock.now()
+        with self.lock:
+            for machine in self.machines.values():
+                machine.hub_started(now)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="seclusion-ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def submit(self, inbound: Inbound) -> None:
+        """Called by the MQTT adapter's network thread: hand over, never block."""
+        self.inbox.put(inbound)
+
+    # -- the ingest thread
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            items = self._take()
+            try:
+                self._process(items)
+            except Exception:
+                # A bug of ours: logged, counted, and the thread goes on. The messages stay
+                # unacknowledged, so the broker delivers them again after a reconnect.
+                log.exception("ingest batch of %d messages failed", len(items))
+                self.healthy = False
+                time.sleep(1.0)
+
+    def _take(self) -> list[Inbound]:
+        timeout = self._wait_seconds()
+        items: list[Inbound] = []
+        try:
+            items.append(self.inbox.get(timeout=timeout))
+        except queue.Empty:
+            return items
+        while len(items) < self.batch_size:
+            try:
+                items.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _wait_seconds(self) -> float:
+        now = self.clock.now()
+        with self.lock:
+            deadlines = [d for m in self.machines.values() if (d := m.next_deadline()) is not None]
+        if not deadlines:
+            return 0.5
+        return max(0.0, min(0.5, (min(deadlines) - now).total_seconds()))
+
+    def _process(self, items: list[Inbound]) -> None:
+        """Apply a batch, write it, then acknowledge it. Retries the write until it succeeds."""
+        attempt = 0
+        while True:
+            pending = self._apply(items)
+            try:
+                self.store.write(pending.batch, self.clock.now())
+                break
+            except Exception:
+                attempt += 1
+                self.metrics.write_failures.inc()
+                log.exception("database write failed (attempt %d); reloading the rooms and retrying", attempt)
+                self.healthy = False
+                # The machines moved ahead of the database: put them back where the database is.
+                self._load_machines()
+                if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
+                    return
+        self.healthy = True
+        stored = self.clock.now()
+        for received in pending.received:
+            self.metrics.ingest_lag.observe(max(0.0, (stored - received).total_seconds()))
+        self.metrics.accepted.inc(pending.accepted)
+        for mid, qos in pending.acks:
+            self.ack_message(mid, qos)
+        self._tell_devices(pending.devices)
+        with self.lock:
+            self.metrics.open_episodes.set(sum(1 for m in self.machines.values() if m.episode is not None))
+        self.metrics.queue_depth.set(self.inbox.qsize())
+
+    def _apply(self, items: list[Inbound]) -> _Pending:
+        pending = _Pending()
+        with self.lock:
+            for inbound in items:
+                pending.acks.append((inbound.mid, inbound.qos))
+                self._apply_one(inbound, pending)
+            if self.backlog_done() or time.monotonic() - self._started_at > BACKLOG_WAIT_S:
+                self._tick(pending)
+        return pending
+
+    def _apply_one(self, inbound: Inbound, pending: _Pending) -> None:
+        batch = pending.batch
+        channel = inbound.topic.rsplit("/", 1)[-1]
+        try:
+            decoded = self.decoder.decode(inbound)
+            machine = self.machines[(decoded.site, decoded.room)]
+            outcome = machine.handle(decoded.message, inbound.received_at)
+        except RejectedMessage as exc:
+            self.metrics.rejected.labels(
+                channel=channel if channel in ("event", "status", "heartbeat") else "other"
+            ).inc()
+            batch.dead_letters.append(
+                dead_letter_row(inbound.topic, inbound.payload, exc.reason, inbound.received_at)
+            )
+            return
+        except Exception as exc:
+            # A bug of ours, not a bad message: kept with the error so nothing is lost, and counted apart.
+            log.exception("applying a message on %s failed", inbound.topic)
+            self.metrics.internal_errors.inc()
+            reason = f"internal error while applying: {type(exc).__name__}: {exc}"
+            batch.dead_letters.append(
+                dead_letter_row(inbound.topic, inbound.payload, reason, inbound.received_at)
+            )
+            return
+        message = decoded.message
+        key = (decoded.site, decoded.room)
+        if isinstance(message, SensorEvent):
+            if outcome.duplicate:
+                self.metrics.duplicates.inc()
+                pending.devices.add((decoded.site, decoded.room, message.device))
+                return
+            if outcome.gap:
+                self.metrics.gaps.inc(outcome.gap)
+            batch.events.append(
+                {
+                    "site": decoded.site,
+                    "room": decoded.room,
+                    "device": message.device,
+                    "epoch": message.epoch,
+                    "seq": message.seq,
+                    "event_id": message.event_id,
+                    "kind": message.kind,
+                    "value": message.value,
+                    "staff": message.staff,
+                    "ts": message.ts,
+                    "received_at": inbound.received_at,
+                    "stored_at": inbound.received_at,
+                }
+            )
+            pending.accepted += 1
+            pending.received.append(inbound.received_at)
+            pending.devices.add((decoded.site, decoded.room, message.device))
+        self._collect(key, outcome.effects, batch)
+        batch.rooms[key] = self.machines[key].state
+
+    def _tick(self, pending: _Pending) -> None:
+        now = self.clock.now()
+        if not self._evaluated:
+            # First evaluation after a (re)start, once the broker's backlog is through (semantics 4.6).
+            self._evaluated = True
+            log.info("backlog through; evaluating %d rooms against the clock", len(self.machines))
+        for key, machine in self.machines.items():
+            deadline = machine.next_deadline()
+            if deadline is None or deadline > now:
+                continue
+            effects = machine.tick(now)
+            if effects:
+                self._collect(key, effects, pending.batch)
+                pending.batch.rooms[key] = machine.state
+
+    def _collect(self, key: tuple[str, str], effects: list[Effect], batch: Batch) -> None:
+        site, room = key
+        for effect in effects:
+            if isinstance(effect, EpisodeSaved):
+                batch.episodes[effect.episode.id] = effect.episode
+            elif isinstance(effect, IncidentOpened):
+                batch.incidents_opened.append(
+                    {
+                        "id": effect.incident_id,
+                        "episode_id": effect.episode_id,
+                        "site": effect.site,
+                        "room": effect.room,
+                        "status": "open",
+                        "opened_at": effect.at,
+                        "updated_at": effect.at,
+                    }
+                )
+            elif isinstance(effect, IncidentStatusChanged):
+                batch.incident_status.append((effect.incident_id, effect.status, effect.at))
+            elif isinstance(effect, Note):
+                batch.notes.append(
+                    {
+                        "site": site,
+                        "room": room,
+                        "episode_id": effect.episode_id,
+                        "at": effect.at,
+                        "kind": effect.kind,
+                        "detail": effect.detail,
+                    }
+                )
+
+    def _tell_devices(self, devices: set[tuple[str, str, str]]) -> None:
+        for site, room, device in sorted(devices):
+            with self.lock:
+                dev = self.machines[(site, room)].state.devices.get(device)
+                if dev is None:
+                    continue
+                payload = dump_payload(AckPayload(epoch=dev.epoch, seq=dev.seq))
+            self.publish(self.topics.ack(site, room, device), payload, 1, True)
+
+    # -- reads for the API (under the lock: the ingest thread mutates the machines)
+
+    def live_episode(self, episode_id: str) -> Episode | None:
+        """The open episode with this id, as the machine has it now (fresher than the database)."""
+        with self.lock:
+            for machine in self.machines.values():
+                ep = machine.episode
+                if ep is not None and ep.id == episode_id:
+                    return ep.model_copy(deep=True)
+        return None
+
+    def status(self) -> dict[str, object]:
+        return {
+            "healthy": self.healthy,
+            "queue": self.inbox.qsize(),
+            "evaluated": self._evaluated,
+            "now": format_ts(self.clock.now()),
+        }

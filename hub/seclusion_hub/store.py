@@ -1,0 +1,372 @@
+"""The database adapter: one writer that commits a batch at a time, and the reads the API needs.
+
+SQLite (WAL, one writer) by default, PostgreSQL in larger deployments; both run the same Alembic
+migrations and the same tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, SQLModel, col, select
+
+from .core.episode import Episode, account
+from .core.room import RoomState
+from .models import (
+    ApiToken,
+    AuditEntry,
+    DeadLetter,
+    EpisodeRecord,
+    EventRecord,
+    IncidentRecord,
+    RoomSnapshot,
+    SegmentRecord,
+    TimelineNote,
+)
+
+DEAD_LETTER_KEEP_BYTES = 1024 * 1024
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the URL; SQLite gets WAL, a busy timeout and foreign keys on every connection."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("seclusion_hub") / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+@dataclass
+class Batch:
+    """Everything one ingest batch changed, written in one transaction."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    episodes: dict[str, Episode] = field(default_factory=dict)
+    incidents_opened: list[dict[str, Any]] = field(default_factory=list)
+    incident_status: list[tuple[str, str, dt.datetime]] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    rooms: dict[tuple[str, str], RoomState] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.events
+            or self.dead_letters
+            or self.episodes
+            or self.incidents_opened
+            or self.incident_status
+            or self.notes
+            or self.rooms
+        )
+
+
+def dead_letter_row(topic: str, payload: bytes, reason: str, received_at: dt.datetime) -> dict[str, Any]:
+    """A dead-letter row: the payload kept whole up to 1 MiB, its size and hash always."""
+    return {
+        "received_at": received_at,
+        "topic": topic[:1024],
+        "reason": reason[:2000],
+        "payload": payload[:DEAD_LETTER_KEEP_BYTES],
+        "payload_size": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "truncated": len(payload) > DEAD_LETTER_KEEP_BYTES,
+    }
+
+
+def episode_row(ep: Episode, now: dt.datetime) -> dict[str, Any]:
+    acc = account(ep, now)
+    return {
+        "id": ep.id,
+        "site": ep.site,
+        "room": ep.room,
+        "number": ep.number,
+        "started_at": ep.started_at,
+        "ended_at": ep.ended_at,
+        "start_uncertain": ep.start_uncertain,
+        "end_uncertain": ep.end_uncertain,
+        "locked": ep.locked,
+        "manual": ep.manual,
+        "test": ep.test,
+        "incident_id": ep.incident_id,
+        "pupil_id": ep.pupil_id,
+        "elapsed_s": ep.elapsed_s(now),
+        "duration_s": ep.duration_s(now),
+        "supervised_s": acc.supervised_s,
+        "unsupervised_s": acc.unsupervised_s,
+        "unknown_s": acc.unknown_s,
+        "longest_lapse_s": acc.longest_lapse_s,
+        "data": ep.model_dump(mode="json"),
+        "saved_at": now,
+    }
+
+
+class Store:
+    """Reads and the single writer. `write` is called from the ingest thread only."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str, *, run_migrations: bool = True) -> Store:
+        store = cls(make_engine(url))
+        if run_migrations:
+            migrate(store.engine)
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    # -- the writer
+
+    def write(self, batch: Batch, now: dt.datetime) -> None:
+        """Write a batch in one transaction; nothing of it is visible until all of it is."""
+        if not batch:
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            if batch.events:
+                conn.execute(sa.insert(EventRecord), batch.events)
+            if batch.dead_letters:
+                conn.execute(sa.insert(DeadLetter), batch.dead_letters)
+            if batch.episodes:
+                rows = [episode_row(ep, now) for ep in batch.episodes.values()]
+                self._upsert(conn, EpisodeRecord, rows, ["id"])
+                ids = list(batch.episodes)
+                conn.execute(sa.delete(SegmentRecord).where(col(SegmentRecord.episode_id).in_(ids)))
+                segments = [
+                    {"episode_id": ep.id, "idx": i, "start": seg.start, "end": seg.end}
+                    for ep in batch.episodes.values()
+                    for i, seg in enumerate(ep.segments)
+                ]
+                if segments:
+                    conn.execute(sa.insert(SegmentRecord), segments)
+            if batch.incidents_opened:
+                self._upsert(conn, IncidentRecord, batch.incidents_opened, ["id"], update=False)
+            for incident_id, status, at in batch.incident_status:
+                conn.execute(
+                    sa.update(IncidentRecord)
+                    .where(col(IncidentRecord.id) == incident_id)
+                    .where(col(IncidentRecord.status) == "open")
+                    .values(status=status, updated_at=at)
+                )
+            if batch.notes:
+                conn.execute(sa.insert(TimelineNote), batch.notes)
+            if batch.rooms:
+                rows = [
+                    {"site": s, "room": r, "state": state.model_dump(mode="json"), "updated_at": now}
+                    for (s, r), state in batch.rooms.items()
+                ]
+                self._upsert(conn, RoomSnapshot, rows, ["site", "room"])
+
+    @staticmethod
+    def _upsert(
+        conn: Connection,
+        model: type[SQLModel],
+        rows: Sequence[dict[str, Any]],
+        keys: list[str],
+        update: bool = True,
+    ) -> None:
+        table = model.__table__  # type: ignore[attr-defined]
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt: Any = pg_insert(table)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table)
+        if update:
+            columns = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=columns)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        conn.execute(stmt, list(rows))
+
+    # -- start-up
+
+    def load_room_states(self) -> dict[tuple[str, str], RoomState]:
+        with self.session() as s:
+            rows = s.exec(select(RoomSnapshot)).all()
+            return {(r.site, r.room): RoomState.model_validate(r.state) for r in rows}
+
+    # -- reads for the API
+
+    def get_episode(self, episode_id: str) -> EpisodeRecord | None:
+        with self.session() as s:
+            return s.get(EpisodeRecord, episode_id)
+
+    def list_episodes(
+        self,
+        sites: Sequence[str] | None,
+        site: str | None,
+        room: str | None,
+        is_open: bool | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[EpisodeRecord], str | None]:
+        """Newest first, keyset-paginated on (started_at, id)."""
+        query = select(EpisodeRecord)
+        if sites is not None:
+            query = query.where(col(EpisodeRecord.site).in_(list(sites)))
+        if site is not None:
+            query = query.where(EpisodeRecord.site == site)
+        if room is not None:
+            query = query.where(EpisodeRecord.room == room)
+        if is_open is True:
+            query = query.where(col(EpisodeRecord.ended_at).is_(None))
+        elif is_open is False:
+            query = query.where(col(EpisodeRecord.ended_at).is_not(None))
+        if cursor is not None:
+            started, last_id = decode_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    col(EpisodeRecord.started_at) < started,
+                    sa.and_(col(EpisodeRecord.started_at) == started, col(EpisodeRecord.id) < last_id),
+                )
+            )
+        query = query.order_by(col(EpisodeRecord.started_at).desc(), col(EpisodeRecord.id).desc()).limit(
+            limit + 1
+        )
+        with self.session() as s:
+            rows = list(s.exec(query).all())
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = encode_cursor(rows[-1].started_at, rows[-1].id)
+        return rows, next_cursor
+
+    def episode_events(
+        self, site: str, room: str, start: dt.datetime, end: dt.datetime | None
+    ) -> list[EventRecord]:
+        query = select(EventRecord).where(
+            EventRecord.site == site, EventRecord.room == room, col(EventRecord.ts) >= start
+        )
+        if end is not None:
+            query = query.where(col(EventRecord.ts) <= end)
+        with self.session() as s:
+            return list(s.exec(query.order_by(col(EventRecord.ts), col(EventRecord.id)).limit(10000)).all())
+
+    def episode_notes(self, episode_id: str) -> list[TimelineNote]:
+        with self.session() as s:
+            query = select(TimelineNote).where(TimelineNote.episode_id == episode_id)
+            return list(s.exec(query.order_by(col(TimelineNote.at), col(TimelineNote.id))).all())
+
+    def get_incident(self, incident_id: str) -> IncidentRecord | None:
+        with self.session() as s:
+            return s.get(IncidentRecord, incident_id)
+
+    def list_incidents(
+        self,
+        sites: Sequence[str] | None,
+        site: str | None,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[IncidentRecord], str | None]:
+        query = select(IncidentRecord)
+        if sites is not None:
+            query = query.where(col(IncidentRecord.site).in_(list(sites)))
+        if site is not None:
+            query = query.where(IncidentRecord.site == site)
+        if status is not None:
+            query = query.where(IncidentRecord.status == status)
+        if cursor is not None:
+            opened, last_id = decode_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    col(IncidentRecord.opened_at) < opened,
+                    sa.and_(col(IncidentRecord.opened_at) == opened, col(IncidentRecord.id) < last_id),
+                )
+            )
+        query = query.order_by(col(IncidentRecord.opened_at).desc(), col(IncidentRecord.id).desc()).limit(
+            limit + 1
+        )
+        with self.session() as s:
+            rows = list(s.exec(query).all())
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = encode_cursor(rows[-1].opened_at, rows[-1].id)
+        return rows, next_cursor
+
+    def count(self, model: type[SQLModel]) -> int:
+        with self.session() as s:
+            return int(s.exec(select(sa.func.count()).select_from(model)).one())
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self.session() as s:
+            return list(s.exec(select(DeadLetter).order_by(col(DeadLetter.id).desc()).limit(limit)).all())
+
+    # -- tokens and audit
+
+    def add_token(self, token: ApiToken) -> ApiToken:
+        with self.session() as s:
+            s.add(token)
+            s.commit()
+            s.refresh(token)
+            return token
+
+    def find_token(self, token_hash: str) -> ApiToken | None:
+        with self.session() as s:
+            row = s.exec(select(ApiToken).where(ApiToken.token_hash == token_hash)).first()
+            return row if row is not None and row.revoked_at is None else None
+
+    def audit(self, entry: AuditEntry) -> None:
+        with self.session() as s:
+            s.add(entry)
+            s.commit()
+
+
+def encode_cursor(when: dt.datetime, key: str) -> str:
+    raw = json.dumps([when.isoformat(), key]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    """Decode a list cursor; a malformed one is a ValueError (the API turns it into a 422)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, key = json.loads(raw)
+        parsed = dt.datetime.fromisoformat(when)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("cursor: not a cursor this API returned") from exc
+    if parsed.tzinfo is None or not isinstance(key, str):
+        raise ValueError("cursor: not a cursor this API returned")
+    return parsed, key
