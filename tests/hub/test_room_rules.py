@@ -1,0 +1,296 @@
+"""The room rules of semantics sections 2 and 4, each told as a story with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from seclusion_hub.core.episode import account
+from seclusion_hub.core.room import EpisodeSaved, IncidentOpened, IncidentStatusChanged, SensorEvent
+from seclusion_hub.errors import RejectedMessage
+from tests.hub.rooms import DOOR, PANEL, Room, at
+
+
+def test_door_closing_on_an_occupied_room_starts_an_episode_at_the_close() -> None:
+    room = Room()
+    room.occupancy("occupied", 1)
+    outcome = room.door("closed", 5)
+    ep = room.machine.episode
+    assert ep is not None
+    assert ep.started_at == at(5)
+    assert not ep.start_uncertain
+    assert any(isinstance(e, IncidentOpened) and e.episode_id == ep.id for e in outcome.effects)
+
+
+def test_occupancy_reported_within_the_lookback_dates_the_start_back_to_the_close() -> None:
+    room = Room(occupancy_lookback_s=120)
+    room.door("closed", 0)
+    assert room.machine.episode is None
+    room.occupancy("occupied", 90)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(0) and not ep.start_uncertain
+
+
+def test_occupancy_reported_after_the_lookback_starts_at_the_reading_and_says_it_is_uncertain() -> None:
+    room = Room(occupancy_lookback_s=120)
+    room.door("closed", 0)
+    room.occupancy("occupied", 3600)
+    ep = room.machine.episode
+    assert ep is not None
+    assert ep.started_at == at(3600)
+    assert ep.start_uncertain
+    assert ep.earliest_start == at(0)
+
+
+@pytest.mark.parametrize(
+    ("steps", "open_after"),
+    [
+        # (kind, value, t) in order; then: is an episode open?
+        ([("occupancy", "occupied", 0), ("door", "closed", 1)], True),
+        ([("door", "closed", 0), ("occupancy", "occupied", 2)], True),
+        ([("occupancy", "vacant", 0), ("door", "closed", 1)], False),
+        ([("door", "open", 0), ("occupancy", "occupied", 1)], False),
+        ([("occupancy", "occupied", 0), ("door", "closed", 1), ("occupancy", "vacant", 100)], True),
+        (
+            [
+                ("occupancy", "occupied", 0),
+                ("door", "closed", 1),
+                ("door", "open", 50),
+                ("door", "closed", 60),
+            ],
+            True,
+        ),
+        (
+            [
+                ("occupancy", "occupied", 0),
+                ("door", "closed", 1),
+                ("door", "open", 50),
+                ("occupancy", "vacant", 55),
+            ],
+            False,
+        ),
+    ],
+)
+def test_when_an_episode_is_open(steps: list[tuple[str, str, float]], open_after: bool) -> None:
+    room = Room()
+    for kind, value, t in steps:
+        room.send(DOOR, kind, value, t)
+    assert (room.machine.episode is not None) is open_after
+
+
+def test_vacant_while_the_door_is_closed_never_ends_the_episode() -> None:
+    room = Room()
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    first = room.machine.episode
+    room.occupancy("vacant", 30)
+    room.tick(4000)
+    assert room.machine.episode is first
+    assert first is not None and first.ended_at is None
+
+
+def test_door_reclosed_within_the_grace_continues_the_episode_with_a_new_segment() -> None:
+    room = Room(reclose_grace_s=30)
+    room.occupancy("occupied", 0)
+    room.door("closed", 10)
+    room.door("open", 100)
+    room.tick(120)
+    room.door("closed", 125)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(10)
+    assert [(s.start, s.end) for s in ep.segments] == [(at(10), at(100)), (at(125), None)]
+    assert ep.duration_s(at(200)) == 90 + 75
+    assert ep.elapsed_s(at(200)) == 190
+
+
+def test_door_left_open_past_the_grace_ends_the_episode_at_the_opening() -> None:
+    room = Room(reclose_grace_s=30)
+    room.occupancy("occupied", 0)
+    room.door("closed", 10)
+    ep = room.machine.episode
+    room.door("open", 100)
+    room.tick(129)
+    assert room.machine.episode is ep, "still within the grace"
+    room.clock.set(at(131))
+    effects = room.machine.tick(at(131))
+    assert room.machine.episode is None
+    assert ep is not None and ep.ended_at == at(100)
+    assert any(isinstance(e, IncidentStatusChanged) and e.status == "awaiting_record" for e in effects)
+
+
+def test_reclose_after_the_grace_is_a_new_episode() -> None:
+    room = Room(reclose_grace_s=30)
+    room.occupancy("occupied", 0)
+    room.door("closed", 10)
+    first = room.machine.episode
+    room.door("open", 100)
+    room.door("closed", 200)  # arrives late, its ts proves the grace ran out
+    second = room.machine.episode
+    assert first is not None and first.ended_at == at(100)
+    assert second is not None and second is not first and second.started_at == at(200)
+
+
+def test_a_profile_may_make_every_reclose_a_new_episode() -> None:
+    room = Room(reclose_grace_s=30, reclose_is_new_episode=True)
+    room.occupancy("occupied", 0)
+    room.door("closed", 10)
+    first = room.machine.episode
+    room.door("open", 100)
+    room.door("closed", 110)
+    second = room.machine.episode
+    assert first is not None and first.ended_at == at(100)
+    assert second is not None and second.id != first.id and second.started_at == at(110)
+
+
+def test_lock_engaged_during_an_episode_marks_it_locked_with_the_lock_type() -> None:
+    room = Room()
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    room.send(DOOR, "lock", "engaged", 5)
+    ep = room.machine.episode
+    assert ep is not None and ep.locked and ep.lock_type == "held"
+
+
+def test_observer_absence_is_unsupervised_time_and_every_interval_is_kept() -> None:
+    room = Room()
+    room.observer("present", 0)
+    room.occupancy("occupied", 0)
+    room.door("closed", 10)
+    room.observer("absent", 20)
+    room.observer("present", 23)
+    room.observer("absent", 40)
+    room.observer("present", 50)
+    ep = room.machine.episode
+    assert ep is not None
+    acc = account(ep, at(70))
+    assert acc.unsupervised_s == 13
+    assert acc.supervised_s == 47
+    assert [(lp.start, lp.end) for lp in acc.lapses] == [(at(20), at(23)), (at(40), at(50))]
+    assert acc.longest_lapse_s == 10
+
+
+def test_never_present_since_the_start_is_unsupervised() -> None:
+    room = Room()
+    room.occupancy("occupied", 0)
+    room.door("closed", 10)
+    ep = room.machine.episode
+    assert ep is not None
+    acc = account(ep, at(40))
+    assert (acc.supervised_s, acc.unsupervised_s, acc.unknown_s) == (0, 30, 0)
+
+
+def test_checkin_mode_counts_each_check_for_the_interval() -> None:
+    room = Room(supervision="checkin", checkin_interval_s=60)
+    room.send(PANEL, "check", "ok", 0)
+    room.occupancy("occupied", 0)
+    room.door("closed", 30)  # the check 30 s before still proves 30 s
+    room.send(PANEL, "check", "ok", 100)
+    ep = room.machine.episode
+    assert ep is not None
+    acc = account(ep, at(200))
+    # supervised 30..60 and 100..160; unsupervised 60..100 and 160..200
+    assert (acc.supervised_s, acc.unsupervised_s) == (90, 80)
+
+
+def test_a_device_offline_during_an_episode_counts_unknown_time_not_unsupervised() -> None:
+    room = Room(heartbeat_s=10)
+    room.observer("present", 0)
+    room.occupancy("occupied", 0)
+    room.door("closed", 10)
+    room.status(PANEL, False, 40)  # the panel's Last Will; its last message came at t=0
+    ep = room.machine.episode
+    assert ep is not None
+    room.status(PANEL, True, 100, boot="other-boot", uptime_s=5)
+    acc = account(ep, at(130))
+    assert acc.unknown_s == 90  # from the episode's start (the last message was before it) to the return
+    assert acc.supervised_s + acc.unsupervised_s + acc.unknown_s == ep.elapsed_s(at(130))
+
+
+def test_silence_for_three_heartbeats_makes_a_device_offline_from_its_last_message() -> None:
+    room = Room(heartbeat_s=10)
+    room.occupancy("occupied", 0)
+    room.observer("present", 1)
+    room.door("closed", 5)
+    room.heartbeat(DOOR, 20, {"door": "closed", "occupancy": "occupied"})
+    room.tick(30)
+    assert room.machine.state.devices[PANEL].online, "29 s of silence is under 3 heartbeats"
+    room.tick(31)
+    assert not room.machine.state.devices[PANEL].online
+    ep = room.machine.episode
+    assert ep is not None and ep.unknown[0].start == at(5)  # never before the episode's start
+
+
+def test_same_boot_return_replays_the_gap_so_it_is_known_again() -> None:
+    room = Room()
+    room.status(PANEL, True, 0, boot="b1", uptime_s=100)
+    room.observer("present", 1)
+    room.occupancy("occupied", 0)
+    room.door("closed", 5)
+    room.status(PANEL, False, 20)
+    ep = room.machine.episode
+    assert ep is not None and ep.unknown
+    room.status(PANEL, True, 60, boot="b1", uptime_s=160)
+    room.send(PANEL, "observer", "absent", 30, arrive=60)  # replayed from the outbox
+    assert ep.unknown == []
+    acc = account(ep, at(70))
+    assert acc.unknown_s == 0 and acc.unsupervised_s == 40
+
+
+def test_door_found_open_after_a_gap_ends_the_episode_with_its_bounds() -> None:
+    room = Room()
+    room.occupancy("occupied", 0)
+    room.door("closed", 5)
+    ep = room.machine.episode
+    room.status(DOOR, False, 50)
+    room.status(DOOR, True, 300, boot="new-boot", uptime_s=10)
+    room.heartbeat(DOOR, 301, {"door": "open", "occupancy": "vacant"})
+    assert room.machine.episode is None
+    assert ep is not None
+    assert ep.end_uncertain
+    assert ep.ended_at == at(301), "first known open: never under-count"
+    assert ep.end_earliest is not None and at(5) <= ep.end_earliest < at(301)
+
+
+def test_a_duplicate_is_dropped_and_a_gap_is_possible_loss() -> None:
+    room = Room()
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    state_before = room.machine.state.model_dump_json()
+    again = room.machine.handle(SensorEvent(device=DOOR, kind="door", value="closed", ts=at(1), seq=2), at(2))
+    assert again.duplicate and not again.applied
+    assert room.machine.state.model_dump_json() == state_before
+    room.seq[DOOR] += 3  # three events lost on the way
+    outcome = room.send(DOOR, "lock", "engaged", 10)
+    assert outcome.gap == 3
+    ep = room.machine.episode
+    assert ep is not None and ep.possible_loss
+
+
+def test_a_device_of_another_room_is_rejected_and_changes_nothing() -> None:
+    room = Room()
+    before = room.machine.state.model_dump_json()
+    with pytest.raises(RejectedMessage, match="not registered"):
+        room.machine.handle(
+            SensorEvent(device="calm-9-door", kind="door", value="closed", ts=at(0), seq=1), at(0)
+        )
+    with pytest.raises(RejectedMessage, match="does not report"):
+        room.machine.handle(SensorEvent(device=PANEL, kind="door", value="closed", ts=at(0), seq=1), at(0))
+    assert room.machine.state.model_dump_json() == before
+
+
+def test_when_two_devices_report_a_kind_the_later_ts_wins() -> None:
+    room = Room()
+    room.machine.spec = room.spec.model_copy(
+        update={"devices": tuple(d.model_copy(update={"sensors": None}) for d in room.spec.devices)}
+    )
+    room.send(PANEL, "occupancy", "occupied", 50)
+    room.send(DOOR, "occupancy", "vacant", 40, arrive=51)  # older reading, arriving later
+    assert room.machine.reading("occupancy") == "occupied"
+    room.send(DOOR, "occupancy", "vacant", 60)
+    assert room.machine.reading("occupancy") == "vacant"
+
+
+def test_every_change_to_an_episode_is_saved() -> None:
+    room = Room()
+    room.occupancy("occupied", 0)
+    outcome = room.door("closed", 1)
+    assert any(isinstance(e, EpisodeSaved) for e in outcome.effects)
