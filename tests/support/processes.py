@@ -76,8 +76,8 @@ class Mosquitto:
             "max_inflight_messages 0\n"
             "persistent_client_expiration 1d\n"
         )
-        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        with open(self.workdir / "mosquitto.log", "ab") as log:
+            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
         wait_port(self.port)
         return self
 

@@ -1,0 +1,449 @@
+"""The edge agent on mock pins, with a fake clock and an in-memory broker link: no sleeps, no broker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from seclusion_contract import format_ts
+
+from seclusion_edge import EdgeAgent, FakeClock, reset_epoch
+from tests.edge.conftest import SETTLE_MS, Bench, door_device, panel_device
+
+ACK = "seclusion/v1/demo-school/calm-1/calm-1-door/ack"
+EVENT = "seclusion/v1/demo-school/calm-1/calm-1-door/event"
+STATUS = "seclusion/v1/demo-school/calm-1/calm-1-door/status"
+
+
+def close_door(agent: EdgeAgent) -> None:
+    agent.pin_for("door").drive_low()  # pull-up contact, closed = low
+
+
+def open_door(agent: EdgeAgent) -> None:
+    agent.pin_for("door").drive_high()
+
+
+# ------------------------------------------------------------------------------------ debounced events
+
+
+def test_a_door_closing_publishes_one_event_after_the_settle_time_dated_by_its_first_edge(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    first_edge = clock.advance(seconds=5)
+
+    close_door(agent)
+    bench.settle(agent, SETTLE_MS - 1)
+    assert bench.link.events() == []
+
+    bench.settle(agent, 1)
+    [event] = bench.link.events()
+    assert (event.kind, event.value) == ("door", "closed")
+    assert event.ts == first_edge.wall
+    assert event.mono_ms == first_edge.mono_ms
+    assert event.boot == "boot-1"
+    assert event.id == f"calm-1-door:{event.epoch}:{event.seq}"
+
+    for _ in range(5):
+        bench.settle(agent, 1000)
+    assert len(bench.link.events()) == 1
+    assert agent.readings()["door"] == "closed"
+
+
+def test_the_event_is_sent_qos1_not_retained_with_the_contract_timestamp(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    edge = clock.advance(ms=1234)
+    close_door(agent)
+    bench.settle(agent)
+    [message] = bench.link.on("event")
+    assert message.topic == EVENT
+    assert (message.qos, message.retain) == (1, False)
+    assert json.loads(message.payload)["ts"] == format_ts(edge.wall)
+
+
+def test_bounce_shorter_than_the_settle_time_publishes_nothing(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    for _ in range(3):
+        close_door(agent)
+        clock.advance(ms=SETTLE_MS // 3)
+        agent.tick()
+        open_door(agent)
+        clock.advance(ms=SETTLE_MS // 3)
+        agent.tick()
+    bench.settle(agent, 10 * SETTLE_MS)
+    assert bench.link.events() == []
+    assert agent.readings()["door"] == "open"
+
+
+def test_a_chattering_close_is_one_event_from_the_first_edge(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    first_edge = clock.advance(seconds=1)
+    close_door(agent)
+    for _ in range(4):
+        clock.advance(ms=3)
+        open_door(agent)
+        clock.advance(ms=3)
+        close_door(agent)
+        agent.tick()
+    bench.settle(agent)
+    [event] = bench.link.events()
+    assert (event.value, event.ts) == ("closed", first_edge.wall)
+
+
+def test_each_sensor_is_debounced_on_its_own_settle_time(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    config = door_device(
+        tmp_path,
+        sensors=[
+            {"kind": "door", "pin": 17, "pull": "up", "active": "low", "active_value": "closed"},
+            {
+                "kind": "occupancy",
+                "pin": 22,
+                "pull": "down",
+                "active": "high",
+                "active_value": "occupied",
+                "settle_ms": 500,
+            },
+        ],
+    )
+    agent = bench.start(config)
+    bench.settle(agent, 500)
+    bench.link.clear()
+    close_door(agent)
+    agent.pin_for("occupancy").drive_high()
+    bench.settle(agent, SETTLE_MS)
+    assert [(e.kind, e.value) for e in bench.link.events()] == [("door", "closed")]
+    bench.settle(agent, 500 - SETTLE_MS)
+    assert [(e.kind, e.value) for e in bench.link.events()] == [("door", "closed"), ("occupancy", "occupied")]
+
+
+def test_a_missed_interrupt_is_caught_by_polling_the_pin(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    pin = agent.pin_for("door")
+    pin.edges = "none"  # the pin changes without calling back, as a lost interrupt would
+    pin.drive_low()
+    first_seen = clock.advance(ms=20)
+    agent.tick()
+    bench.settle(agent)
+    [event] = bench.link.events()
+    assert (event.value, event.ts) == ("closed", first_seen.wall)
+
+
+# -------------------------------------------------------------------------------- start-up readings
+
+
+def test_start_up_readings_are_published_once_settled(bench: Bench, clock: FakeClock, tmp_path: Path) -> None:
+    start = clock.now()
+    agent = bench.start(door_device(tmp_path))
+    agent.pin_for("occupancy").drive_high()  # someone is inside while the agent starts
+    bench.settle(agent, SETTLE_MS - 1)
+    assert bench.link.events() == []
+    bench.settle(agent, 1)
+    events = bench.link.events()
+    assert [(e.kind, e.value, e.seq) for e in events] == [
+        ("door", "open", 1),
+        ("lock", "released", 2),
+        ("occupancy", "occupied", 3),
+    ]
+    assert events[0].ts == start.wall
+    assert agent.readings() == {"door": "open", "lock": "released", "occupancy": "occupied"}
+
+
+def test_an_unchanged_reading_is_not_published_again_after_a_restart_a_changed_one_is(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    config = door_device(tmp_path)
+    agent = bench.start(config)
+    bench.settle(agent)
+    bench.link.deliver(ACK, {"v": 1, "epoch": 0, "seq": 3})
+    agent.stop()
+
+    second = bench.start(config)
+    second.pin_for("door").drive_low()  # the door was shut while the agent was down
+    bench.settle(second)
+    assert [(e.kind, e.value, e.seq) for e in bench.link.events()] == [("door", "closed", 4)]
+    assert second.readings() == {"door": "closed", "lock": "released", "occupancy": "vacant"}
+
+
+def test_a_check_button_press_publishes_ok_with_the_staff_reference_and_its_release_nothing(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    agent = bench.start(panel_device(tmp_path))
+    bench.settle(agent)
+    assert [(e.kind, e.value) for e in bench.link.events()] == [("observer", "absent")]
+    bench.link.clear()
+
+    for _ in range(2):
+        press = clock.advance(seconds=30)
+        agent.pin_for("check").drive_low()
+        bench.settle(agent)
+        agent.pin_for("check").drive_high()
+        bench.settle(agent)
+        assert bench.link.events()[-1].ts == press.wall
+    events = bench.link.events()
+    assert [(e.kind, e.value, e.staff) for e in events] == [("check", "ok", "badge-0042")] * 2
+    assert "check" not in agent.readings()
+
+
+# ------------------------------------------------------------------------------- status and heartbeat
+
+
+def test_every_connect_publishes_a_retained_online_status_and_the_will_says_offline(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    link = bench.link
+    assert json.loads(link.settings.will.payload) == {"v": 1, "online": False}
+    assert (link.settings.will.topic, link.settings.will.qos, link.settings.will.retain) == (STATUS, 1, True)
+
+    clock.advance(seconds=42)
+    link.drop()
+    link.connect()
+    [message] = link.on("status")
+    assert (message.qos, message.retain) == (1, True)
+    status = json.loads(message.payload)
+    assert status["online"] is True
+    assert status["boot"] == "boot-1"
+    assert status["sensors"] == ["door", "lock", "occupancy"]
+    assert (status["epoch"], status["last_seq"]) == (0, 3)
+    assert status["uptime_s"] == pytest.approx(42.1)
+    assert status["agent"]
+
+
+def test_the_agent_subscribes_to_its_ack_config_the_room_indicator_and_the_hub_status(
+    bench: Bench, tmp_path: Path
+) -> None:
+    bench.start(door_device(tmp_path))
+    assert set(bench.link.settings.subscriptions) == {
+        ACK,
+        "seclusion/v1/demo-school/calm-1/calm-1-door/config",
+        "seclusion/v1/demo-school/calm-1/indicator",
+        "seclusion/v1/_hub/status",
+    }
+    assert bench.link.settings.protocol == "5"
+    assert bench.link.settings.client_id == "seclusion-edge-demo-school-calm-1-door"
+
+
+def test_heartbeats_carry_the_current_readings_every_heartbeat_s(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    agent = bench.start(panel_device(tmp_path, heartbeat_s=10))
+    agent.tick()
+    [first] = bench.link.heartbeats()  # at once after connecting, before the readings have settled
+    assert first.state == {}
+
+    agent.pin_for("observer").drive_high()
+    bench.settle(agent, SETTLE_MS)
+    bench.settle(agent, 10_000 - SETTLE_MS - 1)
+    assert len(bench.link.heartbeats()) == 1
+    bench.settle(agent, 1)
+    [_, second] = bench.link.heartbeats()
+    assert second.state == {"observer": "present"}
+    assert (second.epoch, second.last_seq, second.queued) == (0, 1, 1)
+    assert second.uptime_s == pytest.approx(10.0)
+    [message] = bench.link.on("heartbeat")[1:]
+    assert (message.qos, message.retain) == (0, False)
+
+
+def test_no_heartbeat_is_queued_while_disconnected(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    bench.link.drop()
+    for _ in range(5):
+        bench.settle(agent, 10_000)
+    bench.link.connect()
+    agent.tick()
+    assert len(bench.link.heartbeats()) == 1
+
+
+# ------------------------------------------------------------------------------------ outbox and ack
+
+
+def test_events_while_disconnected_wait_and_are_sent_in_order_after_the_reconnect(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    link = bench.link
+    link.drop()
+    assert not agent.is_connected
+    close_door(agent)
+    bench.settle(agent)
+    agent.pin_for("occupancy").drive_high()
+    bench.settle(agent)
+    assert link.events() == []
+    assert agent.queued == 5
+
+    link.connect()
+    assert agent.is_connected
+    assert [(e.seq, e.kind, e.value) for e in link.events()] == [
+        (1, "door", "open"),
+        (2, "lock", "released"),
+        (3, "occupancy", "vacant"),
+        (4, "door", "closed"),
+        (5, "occupancy", "occupied"),
+    ]
+    assert link.on("status")[0] is link.sent[0]  # the status goes first, then the replay
+
+
+def test_an_ack_removes_the_events_it_covers_and_a_reconnect_resends_only_the_rest(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    close_door(agent)
+    bench.settle(agent)
+    assert agent.queued == 4
+
+    bench.link.deliver(ACK, {"v": 1, "epoch": 0, "seq": 3})
+    assert agent.queued == 1
+    bench.link.clear()
+    bench.link.drop()
+    bench.link.connect()
+    assert [e.seq for e in bench.link.events()] == [4]
+
+    bench.link.deliver(ACK, {"v": 1, "epoch": 0, "seq": 4})
+    assert agent.queued == 0
+    bench.link.clear()
+    bench.link.drop()
+    bench.link.connect()
+    assert bench.link.events() == []
+
+
+def test_seq_continues_after_a_restart_and_the_outbox_resends_what_the_hub_has_not_acked(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    config = door_device(tmp_path)
+    first = bench.start(config)
+    bench.settle(first)
+    first.pin_for("door").drive_low()
+    bench.settle(first)
+    bench.links[0].deliver(ACK, {"v": 1, "epoch": 0, "seq": 2})
+    first.stop()
+
+    second = bench.start(config)
+    assert (second.epoch, second.last_seq, second.queued) == (0, 4, 2)
+    assert [(e.seq, e.kind, e.value) for e in bench.link.events()] == [
+        (3, "occupancy", "vacant"),
+        (4, "door", "closed"),
+    ]
+    second.pin_for("door").drive_high()
+    bench.settle(second)
+    assert [(e.seq, e.value) for e in bench.link.events()[2:]] == [(5, "open")]
+    assert bench.link.statuses()[0].last_seq == 4
+
+
+def test_an_ack_from_an_older_epoch_covers_nothing_of_the_new_one(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    config = door_device(tmp_path)
+    agent = bench.start(config)
+    bench.settle(agent)
+    agent.stop()
+    assert reset_epoch(config) == 1
+
+    agent = bench.start(config)
+    agent.pin_for("door").drive_low()
+    bench.settle(agent)
+    # The old epoch's events still wait and go first; the new epoch starts at seq 1.
+    assert [(e.epoch, e.seq) for e in bench.link.events()] == [(0, 1), (0, 2), (0, 3), (1, 1)]
+    bench.link.deliver(ACK, {"v": 1, "epoch": 0, "seq": 3})
+    assert agent.queued == 1
+    assert (agent.epoch, agent.last_seq) == (1, 1)
+
+
+def test_an_ack_beyond_the_store_means_the_store_was_lost_so_waiting_events_move_to_a_new_epoch(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    agent = bench.start(door_device(tmp_path / "new-sd-card"))
+    bench.settle(agent)
+    assert [(e.epoch, e.seq) for e in bench.link.events()] == [(0, 1), (0, 2), (0, 3)]
+    bench.link.clear()
+
+    # The hub had stored up to seq 500 from this device before its SD card was replaced.
+    bench.link.deliver(ACK, {"v": 1, "epoch": 0, "seq": 500})
+    assert (agent.epoch, agent.last_seq, agent.queued) == (1, 3, 3)
+    events = bench.link.events()
+    assert [(e.epoch, e.seq, e.kind) for e in events] == [(1, 1, "door"), (1, 2, "lock"), (1, 3, "occupancy")]
+    assert events[0].id == "calm-1-door:1:1"
+
+    close_door(agent)
+    bench.settle(agent)
+    assert (bench.link.events()[-1].epoch, bench.link.events()[-1].seq) == (1, 4)
+
+
+def test_stop_publishes_a_retained_offline_status(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    agent.stop()
+    [message] = bench.link.on("status")
+    assert message.retain
+    payload = json.loads(message.payload)
+    assert payload["online"] is False
+    assert payload["ts"] == format_ts(clock.now().wall)
+    assert bench.link.stopped
+    agent.stop()  # stopping twice is harmless
+
+
+# ------------------------------------------------------------------------------- messages from the hub
+
+
+def test_config_indicator_and_hub_status_are_kept_and_bad_messages_counted(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    link = bench.link
+    link.deliver(
+        "seclusion/v1/demo-school/calm-1/calm-1-door/config",
+        {"v": 1, "supervision": "observer", "lapse_grace_s": 15, "checkin_interval_s": 300, "heartbeat_s": 5},
+    )
+    link.deliver(
+        "seclusion/v1/demo-school/calm-1/indicator",
+        {"v": 1, "level": "warning", "reason": "duration_warning", "ts": "2026-11-21T10:00:01.000Z"},
+    )
+    link.deliver("seclusion/v1/_hub/status", {"v": 1, "online": False})
+    assert agent.policy is not None and agent.policy.lapse_grace_s == 15
+    assert agent.indicator is not None and agent.indicator.level == "warning"
+    assert agent.hub_status is not None and agent.hub_status.online is False
+
+    link.deliver(ACK, b"not json")
+    link.deliver(ACK, {"v": 1, "epoch": "0", "seq": 1})
+    link.deliver("seclusion/v1/demo-school/calm-1/indicator", {"v": 1, "level": "panic", "ts": "now"})
+    link.deliver(ACK, b"")  # a retained message being cleared is not an error
+    assert agent.rejected_messages == 3
+    assert agent.queued == 3
+
+    # The hub's heartbeat interval wins: it declares the device offline after three missed ones.
+    bench.settle(agent, 5000)
+    assert len(link.heartbeats()) == 1
+
+
+def test_pin_for_names_a_missing_sensor(bench: Bench, started_door: Callable[..., EdgeAgent]) -> None:
+    agent = started_door()
+    with pytest.raises(KeyError, match="no started observer sensor"):
+        agent.pin_for("observer")
+
+
+def test_a_pin_that_cannot_be_used_is_a_wiring_error_naming_the_key(bench: Bench, tmp_path: Path) -> None:
+    from seclusion_edge import WiringError
+
+    # GPIO2 (I2C SDA) has a fixed pull-up on a Raspberry Pi: it cannot be pulled down.
+    config = panel_device(
+        tmp_path,
+        sensors=[
+            {"kind": "observer", "pin": 2, "pull": "down", "active": "high", "active_value": "present"},
+        ],
+    )
+    with pytest.raises(WiringError, match=r"sensors\.0\.pin: cannot use pin 2"):
+        bench.start(config)

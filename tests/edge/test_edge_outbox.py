@@ -1,0 +1,116 @@
+"""The sequence store and outbox: numbers survive restarts, events wait for the hub's ack."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from seclusion_edge import FakeClock, OutboxError
+from seclusion_edge.outbox import OUTBOX_FILE, Outbox
+
+
+def add(outbox: Outbox, clock: FakeClock, kind: str = "door", value: str = "closed") -> int:
+    return outbox.append(kind, value, clock.advance(seconds=1), "boot-1").seq  # type: ignore[arg-type]
+
+
+def test_a_new_store_starts_at_epoch_0_and_seq_survives_reopening(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert (outbox.epoch, outbox.last_seq, outbox.queued()) == (0, 0, 0)
+    assert [add(outbox, clock) for _ in range(3)] == [1, 2, 3]
+    outbox.close()
+
+    again = Outbox.open(tmp_path, "calm-1-door")
+    assert (again.epoch, again.last_seq, again.queued()) == (0, 3, 3)
+    assert add(again, clock) == 4
+    assert [event.seq for event in again.pending()] == [1, 2, 3, 4]
+    again.close()
+
+
+def test_the_store_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    Outbox.open(tmp_path, "calm-1-door").close()
+    with sqlite3.connect(tmp_path / OUTBOX_FILE) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
+
+
+def test_pending_events_are_the_exact_payloads_in_order_and_after_a_given_key(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    add(outbox, clock, "door", "closed")
+    add(outbox, clock, "occupancy", "occupied")
+    first, second = outbox.pending()
+    assert json.loads(first.payload)["id"] == "calm-1-door:0:1"
+    assert json.loads(second.payload)["kind"] == "occupancy"
+    assert outbox.pending(after=first.key) == [second]
+    assert outbox.last_reading("door") == "closed"
+    assert outbox.last_reading("lock") is None
+    outbox.close()
+
+
+def test_an_ack_drops_the_events_it_covers_and_no_more(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    for _ in range(5):
+        add(outbox, clock)
+    assert outbox.acknowledge(0, 3) == 3
+    assert [event.seq for event in outbox.pending()] == [4, 5]
+    assert outbox.acknowledge(0, 3) == 0
+    outbox.close()
+    again = Outbox.open(tmp_path, "calm-1-door")
+    assert again.queued() == 2
+    again.close()
+
+
+def test_a_new_epoch_restarts_seq_and_keeps_older_events_first(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    add(outbox, clock)
+    add(outbox, clock)
+    assert outbox.start_epoch() == 1
+    assert add(outbox, clock) == 1
+    assert [event.key for event in outbox.pending()] == [(0, 1), (0, 2), (1, 1)]
+    assert outbox.acknowledge(0, 2) == 2
+    outbox.close()
+
+
+def test_renumbering_moves_waiting_events_into_the_new_epoch_in_order(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    add(outbox, clock, "door", "closed")
+    add(outbox, clock, "occupancy", "occupied")
+    assert outbox.start_epoch(8, renumber_pending=True) == 8
+    assert outbox.last_seq == 2
+    events = [json.loads(event.payload) for event in outbox.pending()]
+    assert [(e["id"], e["epoch"], e["seq"], e["kind"]) for e in events] == [
+        ("calm-1-door:8:1", 8, 1, "door"),
+        ("calm-1-door:8:2", 8, 2, "occupancy"),
+    ]
+    outbox.close()
+
+
+def test_an_unreadable_store_is_moved_aside_and_a_new_one_starts_at_epoch_0(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / OUTBOX_FILE).write_bytes(b"this is not an SQLite database" * 100)
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert (outbox.epoch, outbox.last_seq) == (0, 0)
+    outbox.close()
+    assert [p.name for p in tmp_path.glob(f"{OUTBOX_FILE}.corrupt-*")]
+    assert "unreadable" in caplog.text
+
+
+def test_a_store_of_another_device_is_refused(tmp_path: Path) -> None:
+    Outbox.open(tmp_path, "calm-1-door").close()
+    with pytest.raises(OutboxError, match="belongs to device 'calm-1-door', not 'calm-1-panel'"):
+        Outbox.open(tmp_path, "calm-1-panel")
+
+
+def test_a_state_dir_that_cannot_be_created_is_an_outbox_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutboxError, match="cannot create the state directory"):
+        Outbox.open(blocker / "state", "calm-1-door")

