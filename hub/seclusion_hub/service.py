@@ -162,7 +162,7 @@ class HubService:
         while not self._stop.is_set():
             items = self._take()
             try:
-                self._process(items)
+                self.process(items)
             except Exception:
                 # A bug of ours: logged, counted, and the thread goes on. The messages stay
                 # unacknowledged, so the broker delivers them again after a reconnect.
@@ -192,7 +192,7 @@ class HubService:
             return 0.5
         return max(0.0, min(0.5, (min(deadlines) - now).total_seconds()))
 
-    def _process(self, items: list[Inbound]) -> None:
+    def process(self, items: list[Inbound]) -> None:
         """Apply a batch, write it, then acknowledge it. Retries the write until it succeeds."""
         attempt = 0
         while True:

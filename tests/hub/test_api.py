@@ -1,0 +1,154 @@
+"""The HTTP API of contract section 6, in process: authentication, roles, sites, lists, errors, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from seclusion_contract import Topics, format_ts
+from seclusion_hub.api import create_app
+from seclusion_hub.auth import create_token
+from seclusion_hub.config import load_sites
+from seclusion_hub.core.clock import FakeClock
+from seclusion_hub.ingest import Inbound
+from seclusion_hub.models import AuditEntry
+from seclusion_hub.service import HubService
+from seclusion_hub.store import Store
+from tests.support.hub import two_device_room, write_site
+
+T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
+
+
+class Api:
+    def __init__(self, tmp_path: Path) -> None:
+        write_site(tmp_path / "a.yaml", [two_device_room("calm-1"), two_device_room("calm-2")])
+        other = tmp_path / "b.yaml"
+        other.write_text(
+            json.dumps(
+                {"site": "other-school", "rooms": [{"id": "quiet-1", "name": "Quiet", "devices": ["q1"]}]}
+            )
+        )
+        self.clock = FakeClock(T0)
+        self.store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        self.service = HubService(load_sites([tmp_path / "a.yaml", other]), self.store, self.clock, Topics())
+        self.client = TestClient(create_app(self.service))
+        self.seq: dict[str, int] = {}
+
+    def token(self, role: str, *sites: str) -> dict[str, str]:
+        token = create_token(self.store, f"{role}-user", role, list(sites), False, T0)  # type: ignore[arg-type]
+        return {"Authorization": f"Bearer {token}"}
+
+    def event(self, site: str, room: str, device: str, kind: str, value: str, t: float) -> None:
+        self.seq[device] = self.seq.get(device, 0) + 1
+        when = T0 + dt.timedelta(seconds=t)
+        self.clock.set(when)
+        body = {
+            "v": 1,
+            "id": f"{device}:0:{self.seq[device]}",
+            "seq": self.seq[device],
+            "ts": format_ts(when),
+        }
+        payload = json.dumps({**body, "kind": kind, "value": value}).encode()
+        self.service.process([Inbound(f"seclusion/v1/{site}/{room}/{device}/event", payload, when, 1, 1)])
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    a = Api(tmp_path)
+    yield a
+    a.client.close()
+    a.store.close()
+
+
+def test_without_credentials_everything_but_the_open_endpoints_is_401(api: Api) -> None:
+    for path in ("/api/rooms", "/api/episodes", "/api/alerts", "/api/incidents"):
+        assert api.client.get(path).status_code == 401
+        assert api.client.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401
+    for path in ("/healthz", "/metrics", "/openapi.json", "/docs"):
+        assert api.client.get(path).status_code == 200
+
+
+def test_staff_see_only_their_site_and_too_small_a_role_is_403(api: Api) -> None:
+    staff = api.token("staff", "test-school")
+    rooms = api.client.get("/api/rooms", headers=staff).json()["items"]
+    assert {r["site"] for r in rooms} == {"test-school"}
+    assert api.client.get("/api/episodes", params={"site": "other-school"}, headers=staff).status_code == 403
+    assert api.client.get("/api/dead-letters", headers=staff).status_code == 403
+    admin = api.token("admin")
+    assert {r["site"] for r in api.client.get("/api/rooms", headers=admin).json()["items"]} == {
+        "test-school",
+        "other-school",
+    }
+
+
+def test_a_bad_request_is_422_naming_the_field(api: Api) -> None:
+    admin = api.token("admin")
+    response = api.client.get("/api/episodes", params={"limit": 5000}, headers=admin)
+    assert response.status_code == 422
+    assert "limit" in json.dumps(response.json())
+    response = api.client.get("/api/episodes", params={"cursor": "%%%"}, headers=admin)
+    assert response.status_code == 422 and "cursor" in json.dumps(response.json())
+    response = api.client.get("/api/alerts", params={"state": "sideways"}, headers=admin)
+    assert response.status_code == 422 and "state" in json.dumps(response.json())
+
+
+def test_rooms_show_the_live_state_and_the_open_episode(api: Api) -> None:
+    api.event("test-school", "calm-1", "calm-1-panel", "observer", "present", 0)
+    api.event("test-school", "calm-1", "calm-1-door", "occupancy", "occupied", 1)
+    api.event("test-school", "calm-1", "calm-1-door", "door", "closed", 2)
+    staff = api.token("staff", "test-school")
+    rooms = {r["room"]: r for r in api.client.get("/api/rooms", headers=staff).json()["items"]}
+    calm = rooms["calm-1"]
+    assert (calm["door"], calm["occupancy"], calm["observer"]) == ("closed", "occupied", "present")
+    assert calm["episode_id"] is not None and calm["supervised"] is True and calm["mode"] == "normal"
+    assert rooms["calm-2"]["episode_id"] is None and rooms["calm-2"]["supervised"] is None
+
+
+def test_episodes_are_listed_newest_first_with_a_cursor(api: Api) -> None:
+    for n in range(5):
+        base = n * 1000
+        api.event("test-school", "calm-1", "calm-1-door", "occupancy", "occupied", base)
+        api.event("test-school", "calm-1", "calm-1-door", "door", "closed", base + 1)
+        api.event("test-school", "calm-1", "calm-1-door", "door", "open", base + 100)
+        api.event("test-school", "calm-1", "calm-1-door", "occupancy", "vacant", base + 101)
+    admin = api.token("admin")
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, "site": "test-school"}
+        if cursor:
+            params["cursor"] = cursor
+        body = api.client.get("/api/episodes", params=params, headers=admin).json()
+        seen += [e["started_at"] for e in body["items"]]
+        cursor = body["next"]
+        if cursor is None:
+            break
+    assert len(seen) == 5
+    assert seen == sorted(seen, reverse=True)
+    closed = api.client.get("/api/episodes", params={"open": "false"}, headers=admin).json()["items"]
+    assert all(e["ended_at"] is not None and e["duration_s"] == 99 for e in closed)
+
+
+def test_reading_an_episode_or_an_incident_is_audited(api: Api) -> None:
+    api.event("test-school", "calm-1", "calm-1-door", "occupancy", "occupied", 0)
+    api.event("test-school", "calm-1", "calm-1-door", "door", "closed", 1)
+    staff = api.token("staff", "test-school")
+    ep = api.client.get("/api/episodes", headers=staff).json()["items"][0]
+    full = api.client.get(f"/api/episodes/{ep['id']}", headers=staff).json()
+    assert [t["kind"] for t in full["timeline"]][:3] == ["occupancy", "door", "episode_started"]
+    incident = api.client.get(f"/api/incidents/{ep['incident_id']}", headers=staff).json()
+    assert incident["status"] == "open" and incident["episode_id"] == ep["id"]
+    with api.store.session() as s:
+        audit = s.exec(select(AuditEntry)).all()
+    assert {(a.actor, a.target_type, a.target_id) for a in audit} == {
+        ("staff-user", "episode", ep["id"]),
+        ("staff-user", "incident", ep["incident_id"]),
+    }
+    assert api.client.get("/api/incidents/nope", headers=staff).status_code == 404
