@@ -1,0 +1,122 @@
+"""Site files and policy profiles: typed, and every error names the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seclusion_hub.config import builtin_profiles, load_site, load_sites, profile_parameters
+from seclusion_hub.core.policy import Policy
+from seclusion_hub.errors import ConfigError
+
+SITE = {
+    "site": "demo-school",
+    "timezone": "Europe/London",
+    "policy": "england-schools-2026",
+    "calendar": {
+        "school_days": ["mon", "tue", "wed", "thu", "fri"],
+        "closures": [{"from": "2026-12-19", "to": "2027-01-04", "name": "Christmas"}],
+    },
+    "timetable": [{"name": "Period 1", "start": "08:50", "end": "09:50"}],
+    "rooms": [
+        {
+            "id": "calm-1",
+            "name": "Calm room 1",
+            "supervision": "observer",
+            "devices": [
+                "calm-1-panel",
+                {"id": "calm-1-door", "sensors": ["door", "lock", "occupancy"], "lock_type": "held"},
+            ],
+            "policy_overrides": {
+                "lapse_grace_s": 15,
+                "duration_alerts": [{"after_s": 600, "kind": "duration_warning", "tier": "room"}],
+            },
+        }
+    ],
+    "recipients": [{"name": "Duty senior leader", "tier": "senior", "notify": ["json://127.0.0.1:9/"]}],
+}
+
+
+def write(tmp_path: Path, body: object, name: str = "site.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_the_contract_example_site_file_loads(tmp_path: Path) -> None:
+    site = load_site(write(tmp_path, SITE))
+    assert site.id == "demo-school"
+    room = site.room("calm-1")
+    assert room is not None and [d.id for d in room.devices] == ["calm-1-panel", "calm-1-door"]
+    assert site.policies["calm-1"].lapse_grace_s == 15
+    assert len(site.policies["calm-1"].duration_alerts) == 1
+
+
+def test_the_default_profile_is_read_from_its_file_and_matches_policies_md() -> None:
+    params = profile_parameters("england-schools-2026")
+    assert Policy.model_validate(params) == Policy()
+    assert "england-schools-2026" in builtin_profiles()
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"colour": "blue"}, "colour"),
+        ({"rooms": [{**SITE["rooms"][0], "camera": True}]}, "rooms.0.camera"),  # type: ignore[index]
+        ({"rooms": [{**SITE["rooms"][0], "id": "Calm 1"}]}, "rooms.0.id"),  # type: ignore[index]
+        (
+            {"rooms": [{**SITE["rooms"][0], "policy_overrides": {"lapse_grace": 5}}]},
+            "rooms.0.policy_overrides.lapse_grace",
+        ),  # type: ignore[index]
+        (
+            {"rooms": [{**SITE["rooms"][0], "policy_overrides": {"lapse_grace_s": -5}}]},
+            "rooms.0.policy_overrides.lapse_grace_s",
+        ),  # type: ignore[index]
+        ({"timezone": "Europe/Atlantis"}, "timezone"),
+        ({"policy": "no-such-profile"}, "no-such-profile"),
+        (
+            {"recipients": [{"name": "x", "tier": "senior", "notify": ["mailtos://${NOT_SET_ANYWHERE}@x"]}]},
+            "recipients.0.notify.0",
+        ),
+    ],
+)
+def test_a_bad_site_file_names_the_file_and_the_key(
+    tmp_path: Path, change: dict[str, object], key: str
+) -> None:
+    path = write(tmp_path, {**SITE, **change})
+    with pytest.raises(ConfigError) as err:
+        load_site(path)
+    assert key in str(err.value)
+    if "profile" not in str(err.value):
+        assert str(path) in str(err.value)
+
+
+def test_a_device_in_two_rooms_and_a_site_in_two_files_are_refused(tmp_path: Path) -> None:
+    twice = {**SITE, "rooms": [SITE["rooms"][0], {**SITE["rooms"][0], "id": "calm-2"}]}  # type: ignore[index]
+    with pytest.raises(ConfigError, match="device id belongs to two rooms"):
+        load_site(write(tmp_path, twice))
+    a, b = write(tmp_path, SITE, "a.yaml"), write(tmp_path, SITE, "b.yaml")
+    with pytest.raises(ConfigError, match="declared in two files"):
+        load_sites([a, b])
+
+
+def test_a_site_may_use_its_own_profile_file_based_on_a_shipped_one(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {"name": "our-school", "base": "england-schools-2026", "parameters": {"lapse_grace_s": 10}},
+        "our-profile.yaml",
+    )
+    site = load_site(
+        write(
+            tmp_path,
+            {**SITE, "policy": "our-profile.yaml", "rooms": [{**SITE["rooms"][0], "policy_overrides": {}}]},
+        )
+    )  # type: ignore[index]
+    assert site.policies["calm-1"].lapse_grace_s == 10
+    assert site.policies["calm-1"].reclose_grace_s == 30
+    write(tmp_path, {"name": "bad", "parameters": {"lapse_grace_s": "soon"}}, "bad.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_site(write(tmp_path, {**SITE, "policy": "bad.yaml"}))
+    assert "bad.yaml" in str(err.value) and "parameters.lapse_grace_s" in str(err.value)
