@@ -27,7 +27,7 @@ T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
 
 class Api:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, database_url: str) -> None:
         write_site(tmp_path / "a.yaml", [two_device_room("calm-1"), two_device_room("calm-2")])
         other = tmp_path / "b.yaml"
         other.write_text(
@@ -36,7 +36,7 @@ class Api:
             )
         )
         self.clock = FakeClock(T0)
-        self.store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        self.store = Store.open(database_url)
         self.service = HubService(load_sites([tmp_path / "a.yaml", other]), self.store, self.clock, Topics())
         self.client = TestClient(create_app(self.service))
         self.seq: dict[str, int] = {}
@@ -59,9 +59,13 @@ class Api:
         self.service.process([Inbound(f"seclusion/v1/{site}/{room}/{device}/event", payload, when, 1, 1)])
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    a = Api(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'hub.db'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_db")
+    a = Api(tmp_path, url)
     yield a
     a.client.close()
     a.store.close()

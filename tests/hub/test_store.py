@@ -1,0 +1,145 @@
+"""The store, run the same way against SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from seclusion_hub.core.episode import Episode, Segment
+from seclusion_hub.core.room import RoomState
+from seclusion_hub.models import EventRecord, SegmentRecord
+from seclusion_hub.store import Batch, Store, dead_letter_row
+
+T0 = dt.datetime(2026, 10, 25, 0, 30, 0, 123000, tzinfo=dt.UTC)  # the night the clocks go back
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'hub.db'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_db")
+    s = Store.open(url)
+    yield s
+    s.close()
+
+
+def episode(n: int, start: dt.datetime, end: dt.datetime | None = None) -> Episode:
+    return Episode(
+        id=f"00000000-0000-0000-0000-{n:012d}",
+        site="test-school",
+        room="calm-1",
+        number=n,
+        started_at=start,
+        ended_at=end,
+        segments=[Segment(start=start, end=end)],
+        incident_id=f"10000000-0000-0000-0000-{n:012d}",
+    )
+
+
+def event_row(seq: int, ts: dt.datetime) -> dict[str, object]:
+    return {
+        "site": "test-school",
+        "room": "calm-1",
+        "device": "calm-1-door",
+        "epoch": 0,
+        "seq": seq,
+        "event_id": f"calm-1-door:0:{seq}",
+        "kind": "door",
+        "value": "closed",
+        "staff": None,
+        "ts": ts,
+        "received_at": ts,
+        "stored_at": ts,
+    }
+
+
+def test_a_batch_is_written_whole_and_read_back_in_aware_utc(store: Store) -> None:
+    ep = episode(1, T0)
+    batch = Batch(
+        events=[event_row(1, T0)],
+        dead_letters=[dead_letter_row("t", b"\xffbad", "payload is not UTF-8", T0)],
+        episodes={ep.id: ep},
+        incidents_opened=[
+            {
+                "id": ep.incident_id,
+                "episode_id": ep.id,
+                "site": ep.site,
+                "room": ep.room,
+                "status": "open",
+                "opened_at": T0,
+                "updated_at": T0,
+            }
+        ],
+        notes=[
+            {
+                "site": ep.site,
+                "room": ep.room,
+                "episode_id": ep.id,
+                "at": T0,
+                "kind": "episode_started",
+                "detail": {"start_uncertain": False},
+            }
+        ],
+        rooms={("test-school", "calm-1"): RoomState(site="test-school", room="calm-1", episode=ep)},
+    )
+    store.write(batch, T0 + dt.timedelta(seconds=90))
+    row = store.get_episode(ep.id)
+    assert row is not None
+    assert row.started_at == T0 and row.started_at.tzinfo is not None
+    assert row.elapsed_s == 90 and row.unsupervised_s == 90
+    incident = store.get_incident(ep.incident_id)
+    assert incident is not None and incident.status == "open"
+    assert [n.kind for n in store.episode_notes(ep.id)] == ["episode_started"]
+    letters = store.dead_letters()
+    assert letters[0].payload == b"\xffbad" and letters[0].reason == "payload is not UTF-8"
+    states = store.load_room_states()
+    restored = states[("test-school", "calm-1")].episode
+    assert restored is not None and restored.started_at == T0
+
+    ep.ended_at = ep.segments[0].end = T0 + dt.timedelta(seconds=100)
+    store.write(
+        Batch(episodes={ep.id: ep}, incident_status=[(ep.incident_id, "awaiting_record", ep.ended_at)]),
+        T0 + dt.timedelta(seconds=200),
+    )
+    row = store.get_episode(ep.id)
+    assert row is not None and row.ended_at == ep.ended_at and row.duration_s == 100
+    incident = store.get_incident(ep.incident_id)
+    assert incident is not None and incident.status == "awaiting_record"
+    with store.session() as s:
+        segments = s.exec(sa.select(SegmentRecord)).all()  # type: ignore[call-overload]
+    assert len(segments) == 1
+
+
+def test_an_event_is_stored_once_per_device_and_seq(store: Store) -> None:
+    store.write(Batch(events=[event_row(1, T0)]), T0)
+    with pytest.raises(sa.exc.IntegrityError):
+        store.write(Batch(events=[event_row(1, T0)]), T0)
+    assert store.count(EventRecord) == 1
+
+
+def test_a_naive_time_is_refused(store: Store) -> None:
+    with pytest.raises(sa.exc.StatementError, match="naive"):
+        store.write(Batch(events=[event_row(1, T0.replace(tzinfo=None))]), T0)
+
+
+def test_episodes_page_newest_first(store: Store) -> None:
+    eps = {
+        f"{n}": episode(n, T0 + dt.timedelta(minutes=n), T0 + dt.timedelta(minutes=n, seconds=30))
+        for n in range(7)
+    }
+    store.write(Batch(episodes={e.id: e for e in eps.values()}), T0 + dt.timedelta(hours=1))
+    seen: list[int] = []
+    cursor = None
+    while True:
+        rows, cursor = store.list_episodes(None, "test-school", None, False, 3, cursor)
+        seen += [r.number for r in rows]
+        if cursor is None:
+            break
+    assert seen == [6, 5, 4, 3, 2, 1, 0]
+    open_rows, _ = store.list_episodes(None, None, None, True, 10, None)
+    assert open_rows == []
