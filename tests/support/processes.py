@@ -70,9 +70,13 @@ class Mosquitto:
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {data}/\n"
-            "autosave_interval 0\n"
+            # Save after every change: a broker crash must not lose what it queued (autosave_interval 0
+            # would turn saving off altogether until a clean shutdown).
+            "autosave_interval 1\n"
             "autosave_on_changes true\n"
-            "max_queued_messages 0\n"
+            # Started as root, Mosquitto drops to its own user, which cannot write under pytest's tmp_path.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             "persistent_client_expiration 1d\n"
         )
