@@ -112,6 +112,10 @@ def test_a_door_closing_on_an_occupied_room_is_an_episode_from_the_close_to_the_
         rooms = {r["room"]: r for r in hub.get("/api/rooms")["items"]}
         assert rooms["calm-1"]["door"] == "closed" and rooms["calm-1"]["episode_id"] == episode["id"]
         assert rooms["calm-1"]["supervised"] is True
+        # The hub told each device its room's numbers for the fail-safe (retained `config`).
+        policy = poll(lambda: door.policy, 10, what="the hub's config for the door device")
+        assert policy.lapse_grace_s == 15 and policy.supervision == "observer"
+        assert [r.after_s for r in policy.duration_alerts] == [600, 1200, 1800]
         # The hub's `ack` empties the agents' outboxes: every event is stored.
         poll(lambda: door.queued == 0 and panel.queued == 0, 10, what="the outboxes to empty")
 

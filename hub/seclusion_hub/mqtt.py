@@ -83,6 +83,7 @@ class HubMqtt:
         self.session_expiry_s = session_expiry_s
         self.receive_maximum = receive_maximum
         self.backlog_done = threading.Event()
+        self.on_connected: Callable[[], None] = lambda: None
         self._connected = threading.Event()
         self._marker = self.topics.hub_marker(f"{client_id}-{secrets.token_hex(6)}")
         self.client = paho.Client(
@@ -164,6 +165,7 @@ class HubMqtt:
         client.publish(self.topics.hub_status, dump_payload(online), qos=1, retain=True)
         # Queued messages of our session come before this marker: when it returns, the backlog is through.
         client.publish(self._marker, b"{}", qos=1)
+        self.on_connected()
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()

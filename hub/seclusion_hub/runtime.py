@@ -57,6 +57,7 @@ class Hub:
             topic, payload, qos=qos, retain=retain
         )
         service.backlog_done = mqtt.backlog_done.is_set
+        mqtt.on_connected = service.publish_configs
         app = create_app(service, lambda: mqtt.connected)
         return cls(settings, sites, store, service, mqtt, app)
 

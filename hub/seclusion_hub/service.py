@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from seclusion_contract import AckPayload, Topics, dump_payload, format_ts
+from seclusion_contract import AckPayload, ConfigPayload, DurationAlertRule, Topics, dump_payload, format_ts
 
 from .config import LoadedSite
 from .core.clock import Clock
@@ -340,6 +340,29 @@ class HubService:
                     continue
                 payload = dump_payload(AckPayload(epoch=dev.epoch, seq=dev.seq))
             self.publish(self.topics.ack(site, room, device), payload, 1, True)
+
+    def publish_configs(self) -> None:
+        """Tell every device its room's numbers for its own fail-safe timers (retained `config`)."""
+        now = self.clock.now()
+        for site in self.sites.values():
+            for room in site.spec.rooms:
+                policy = site.policies[room.id]
+                payload = dump_payload(
+                    ConfigPayload(
+                        supervision=room.supervision or policy.supervision,
+                        lapse_grace_s=policy.lapse_grace_s,
+                        checkin_interval_s=policy.checkin_interval_s,
+                        duration_alerts=[
+                            DurationAlertRule(after_s=r.after_s, kind=r.kind, tier=r.tier)
+                            for r in policy.duration_alerts
+                        ],
+                        max_duration_s=policy.max_duration_s,
+                        heartbeat_s=policy.heartbeat_s,
+                        ts=now,
+                    )
+                )
+                for device in room.devices:
+                    self.publish(self.topics.config(site.id, room.id, device.id), payload, 1, True)
 
     # -- reads for the API (under the lock: the ingest thread mutates the machines)
 
