@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -33,6 +33,7 @@ class HubSettings(BaseSettings):
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_root: str = DEFAULT_ROOT
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
     mqtt_client_id: str = "seclusion-hub"
     mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
     database_url: str = "sqlite:///seclusion-hub.db"

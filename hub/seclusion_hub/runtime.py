@@ -34,7 +34,7 @@ class Hub:
     app: FastAPI
 
     @classmethod
-    def build(cls, settings: HubSettings, clock: Clock | None = None, protocol: str = "5") -> Hub:
+    def build(cls, settings: HubSettings, clock: Clock | None = None, protocol: str | None = None) -> Hub:
         clock = clock or SystemClock()
         paths = settings.site_paths()
         if not paths:
@@ -50,7 +50,7 @@ class Hub:
             service.submit,
             client_id=settings.mqtt_client_id,
             session_expiry_s=settings.mqtt_session_expiry_s,
-            protocol=protocol,
+            protocol=protocol or settings.mqtt_protocol,
         )
         service.ack_message = mqtt.ack
         service.publish = lambda topic, payload, qos, retain: mqtt.publish(

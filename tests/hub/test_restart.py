@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.hub import SITE, Device, HubProcess, two_device_room, write_site
 from tests.support.processes import Mosquitto, poll
 
@@ -15,11 +17,12 @@ def _open_episode(hub: HubProcess) -> dict[str, Any] | None:
     return items[0] if items else None
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_sigkill_mid_episode_then_restart_resumes_the_same_episode(
-    tmp_path: Path, mosquitto: Mosquitto
+    tmp_path: Path, mosquitto: Mosquitto, protocol: str
 ) -> None:
     site = write_site(tmp_path / "site.yaml", [two_device_room()])
-    hub = HubProcess(tmp_path / "hub", mosquitto.url, site).start()
+    hub = HubProcess(tmp_path / "hub", mosquitto.url, site, protocol=protocol).start()
     door = Device(mosquitto.url, SITE, "calm-1", "calm-1-door")
     panel = Device(mosquitto.url, SITE, "calm-1", "calm-1-panel")
     try:

@@ -69,6 +69,7 @@ class HubProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
+    protocol: str = "5"
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,7 @@ class HubProcess:
             "SECLUSION_SITE_FILES": str(self.site_file),
             "SECLUSION_HTTP_HOST": "127.0.0.1",
             "SECLUSION_HTTP_PORT": str(self.port),
+            "SECLUSION_MQTT_PROTOCOL": self.protocol,
         }
 
     def create_token(self, role: str = "admin", *sites: str) -> str:
