@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from seclusion_contract import EventPayload, HeartbeatPayload, StatusPayload
 
+from seclusion_contract import EventPayload, HeartbeatPayload, StatusPayload
 from seclusion_edge import EdgeAgent, EdgeConfig, FakeClock
 from seclusion_edge.link import LinkHandlers, LinkSettings, Message
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from seclusion_contract import format_ts
 
+from seclusion_contract import format_ts
 from seclusion_edge import EdgeAgent, FakeClock, reset_epoch
 from tests.edge.conftest import SETTLE_MS, Bench, door_device, panel_device
 
@@ -140,6 +142,37 @@ def test_a_missed_interrupt_is_caught_by_polling_the_pin(
     assert (event.value, event.ts) == ("closed", first_seen.wall)
 
 
+def test_a_reading_that_could_not_be_stored_is_retried_in_order_on_the_next_tick(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = started_door()
+    outbox = agent._outbox
+    assert outbox is not None
+    real_append = outbox.append
+    failures = iter([sqlite3.OperationalError("disk I/O error")])
+
+    def flaky_append(*args: Any, **kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "append", flaky_append)
+    edge = clock.advance(seconds=1)
+    close_door(agent)
+    agent.pin_for("occupancy").drive_high()
+    clock.advance(ms=SETTLE_MS)
+    with pytest.raises(sqlite3.OperationalError):
+        agent.tick()
+    assert bench.link.events() == []
+    agent.tick()
+    assert [(e.kind, e.value, e.seq) for e in bench.link.events()] == [
+        ("door", "closed", 4),
+        ("occupancy", "occupied", 5),
+    ]
+    assert bench.link.events()[0].ts == edge.wall
+
+
 # -------------------------------------------------------------------------------- start-up readings
 
 
@@ -202,7 +235,7 @@ def test_a_check_button_press_publishes_ok_with_the_staff_reference_and_its_rele
 def test_every_connect_publishes_a_retained_online_status_and_the_will_says_offline(
     bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
 ) -> None:
-    agent = started_door()
+    started_door()
     link = bench.link
     assert json.loads(link.settings.will.payload) == {"v": 1, "online": False}
     assert (link.settings.will.topic, link.settings.will.qos, link.settings.will.retain) == (STATUS, 1, True)
@@ -427,6 +460,23 @@ def test_config_indicator_and_hub_status_are_kept_and_bad_messages_counted(
     # The hub's heartbeat interval wins: it declares the device offline after three missed ones.
     bench.settle(agent, 5000)
     assert len(link.heartbeats()) == 1
+
+
+def test_simulate_drives_mock_pins_by_reading_whatever_the_wiring(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    agent = bench.start(door_device(tmp_path))  # door: pull-up, active low; occupancy: pull-down, active high
+    bench.settle(agent)
+    agent.simulate("door", "closed")
+    agent.simulate("occupancy", "occupied")
+    assert (agent.pin_for("door").state, agent.pin_for("occupancy").state) == (False, True)
+    bench.settle(agent)
+    assert agent.readings() == {"door": "closed", "lock": "released", "occupancy": "occupied"}
+    agent.simulate("door", "open")
+    bench.settle(agent)
+    assert agent.readings()["door"] == "open"
+    with pytest.raises(ValueError, match="'present' is not a reading"):
+        agent.simulate("door", "present")
 
 
 def test_pin_for_names_a_missing_sensor(bench: Bench, started_door: Callable[..., EdgeAgent]) -> None:

@@ -49,7 +49,9 @@ def test_check_config_reports_a_bad_key_with_the_file_and_exit_status_2(
     assert f"{device_file}: sensors.1.pull: Input should be" in capsys.readouterr().err
 
 
-def test_check_config_tries_the_wiring_on_mock_pins(device_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_tries_the_wiring_on_mock_pins(
+    device_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # GPIO3 (I2C SCL) has a fixed pull-up on a Raspberry Pi.
     device_file.write_text(DEVICE.replace("pin: 22, pull: down", "pin: 3, pull: down"))
     assert main(["check-config", "--config", str(device_file)]) == 2

@@ -55,7 +55,11 @@ def test_defaults_and_a_state_dir_relative_to_the_file(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GOOD))
     assert config.state_dir == tmp_path.resolve() / "state"
     assert (config.settle_ms, config.heartbeat_s) == (100, 10)
-    assert (config.mqtt.root, config.mqtt.protocol, config.mqtt.session_expiry_s) == ("seclusion/v1", "5", 86400)
+    assert (config.mqtt.root, config.mqtt.protocol, config.mqtt.session_expiry_s) == (
+        "seclusion/v1",
+        "5",
+        86400,
+    )
     assert config.client_id == "seclusion-edge-demo-school-calm-1-door"
     assert config.mqtt.broker.redacted() == "mqtt://127.0.0.1:1883"
 
@@ -78,7 +82,10 @@ def test_protocol_3_1_1_and_mqtts(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     [
         (("pull: up", "pull: sideways"), "sensors.0.pull: Input should be 'up', 'down' or 'none'"),
         (("active: low", "active: lo"), "sensors.0.active: Input should be 'high' or 'low'"),
-        (("active_value: closed", "active_value: shut"), "sensors.0.active_value: 'shut' is not a door reading"),
+        (
+            ("active_value: closed", "active_value: shut"),
+            "sensors.0.active_value: 'shut' is not a door reading",
+        ),
         (("active_value: closed", "colour: red"), "sensors.0.colour: unknown key"),
         (("kind: door", "kind: window"), "sensors.0.kind: Input should be 'door'"),
         (("pin: 17", "pin: 40"), "sensors.0.pin: BCM pin 40 does not exist"),

@@ -1,4 +1,4 @@
-"""The debounce, on its own: a reading counts once it has held for the settle time, dated by its first edge."""
+"""The debounce alone: a reading counts once it has held for the settle time, dated by its first edge."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -11,7 +12,7 @@ from seclusion_hub.config import builtin_profiles, load_site, load_sites, profil
 from seclusion_hub.core.policy import Policy
 from seclusion_hub.errors import ConfigError
 
-SITE = {
+SITE: dict[str, Any] = {
     "site": "demo-school",
     "timezone": "Europe/London",
     "policy": "england-schools-2026",
@@ -64,16 +65,16 @@ def test_the_default_profile_is_read_from_its_file_and_matches_policies_md() -> 
     ("change", "key"),
     [
         ({"colour": "blue"}, "colour"),
-        ({"rooms": [{**SITE["rooms"][0], "camera": True}]}, "rooms.0.camera"),  # type: ignore[index]
-        ({"rooms": [{**SITE["rooms"][0], "id": "Calm 1"}]}, "rooms.0.id"),  # type: ignore[index]
+        ({"rooms": [{**SITE["rooms"][0], "camera": True}]}, "rooms.0.camera"),
+        ({"rooms": [{**SITE["rooms"][0], "id": "Calm 1"}]}, "rooms.0.id"),
         (
             {"rooms": [{**SITE["rooms"][0], "policy_overrides": {"lapse_grace": 5}}]},
             "rooms.0.policy_overrides.lapse_grace",
-        ),  # type: ignore[index]
+        ),
         (
             {"rooms": [{**SITE["rooms"][0], "policy_overrides": {"lapse_grace_s": -5}}]},
             "rooms.0.policy_overrides.lapse_grace_s",
-        ),  # type: ignore[index]
+        ),
         ({"timezone": "Europe/Atlantis"}, "timezone"),
         ({"policy": "no-such-profile"}, "no-such-profile"),
         (
@@ -94,7 +95,7 @@ def test_a_bad_site_file_names_the_file_and_the_key(
 
 
 def test_a_device_in_two_rooms_and_a_site_in_two_files_are_refused(tmp_path: Path) -> None:
-    twice = {**SITE, "rooms": [SITE["rooms"][0], {**SITE["rooms"][0], "id": "calm-2"}]}  # type: ignore[index]
+    twice = {**SITE, "rooms": [SITE["rooms"][0], {**SITE["rooms"][0], "id": "calm-2"}]}
     with pytest.raises(ConfigError, match="device id belongs to two rooms"):
         load_site(write(tmp_path, twice))
     a, b = write(tmp_path, SITE, "a.yaml"), write(tmp_path, SITE, "b.yaml")
@@ -113,7 +114,7 @@ def test_a_site_may_use_its_own_profile_file_based_on_a_shipped_one(tmp_path: Pa
             tmp_path,
             {**SITE, "policy": "our-profile.yaml", "rooms": [{**SITE["rooms"][0], "policy_overrides": {}}]},
         )
-    )  # type: ignore[index]
+    )
     assert site.policies["calm-1"].lapse_grace_s == 10
     assert site.policies["calm-1"].reclose_grace_s == 30
     write(tmp_path, {"name": "bad", "parameters": {"lapse_grace_s": "soon"}}, "bad.yaml")

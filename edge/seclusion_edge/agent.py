@@ -1,0 +1,549 @@
+"""The edge agent: sensors, debounce, outbox and broker link, wired together for one device.
+
+How it runs:
+
+- Pin edges (gpiozero's thread, or synchronously inside `MockPin.drive_low()` in tests) are recorded
+  in the sensor's `Debouncer` with the clock's current instant. Nothing else happens on that thread.
+- `tick()` does the work: it also polls each pin (a missed interrupt is caught within one tick), asks
+  each debouncer for newly settled readings, numbers and stores them in the outbox, sends what the
+  current connection has not carried yet, and sends the heartbeat when due. In production a small
+  ticker thread calls it every `tick_interval_s`; tests build the agent with `tick_interval_s=None`,
+  step a `FakeClock` and call `tick()` themselves.
+- On every (re)connect, on the network thread: the retained online status, then every event still in
+  the outbox, in `(epoch, seq)` order, before anything newer. New events always queue behind older
+  ones, so the hub sees them strictly in order.
+- The hub's retained `ack` removes the events it covers. An ack *above* anything this store has
+  numbered means the store was lost or replaced (the hub would drop our low numbers as duplicates), so
+  the agent moves to a new epoch and renumbers what is waiting.
+
+Start-up readings: each sensor's first settled reading is published only if it differs from the last
+reading the outbox published for that kind (or there is none): the hub already knows an unchanged
+reading, and a repeat would carry the agent's start time as if the door had just closed. A check
+button reports only presses. Heartbeats carry every current reading either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import threading
+from types import TracebackType
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from seclusion_contract import (
+    AckPayload,
+    ConfigPayload,
+    ContractError,
+    HeartbeatPayload,
+    HubStatusPayload,
+    IndicatorPayload,
+    Kind,
+    StatusPayload,
+    Topics,
+    dump_payload,
+    payload_to_json,
+)
+from seclusion_edge.clock import Clock, Instant, SystemClock, read_boot_id
+from seclusion_edge.config import EdgeConfig
+from seclusion_edge.debounce import Debouncer, Settled
+from seclusion_edge.link import LinkSettings, Message, Publisher, PublisherFactory
+from seclusion_edge.outbox import EventKey, Outbox
+from seclusion_edge.sensors import SensorInput
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TICK_INTERVAL_S: Final = 0.02
+
+
+def agent_version() -> str:
+    """The installed package's version, reported in the status message."""
+    try:
+        return importlib.metadata.version("seclusion")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class EdgeAgent:
+    """One device's agent. Construct, `start()`, and `stop()` (or use it as a context manager).
+
+    - `config`: the device file, from `load_config` or `EdgeConfig.model_validate`.
+    - `pin_factory`: a gpiozero pin factory; None uses gpiozero's default (the Pi's GPIO). Give each
+      in-process agent its own `MockFactory()` so that two devices may use the same pin numbers.
+    - `clock`: a `Clock`; `SystemClock()` by default, a `FakeClock` in tests.
+    - `publisher_factory`: builds the broker link; paho (`seclusion_edge.mqtt`) by default.
+    - `tick_interval_s`: how often the ticker thread calls `tick()`; None starts no thread (the caller
+      calls `tick()`, as tests stepping a fake clock do).
+    - `boot_id`: overrides the kernel's boot id (for simulations of several devices in one process).
+
+    The constructor only checks and remembers; pins, files and sockets are opened by `start()`.
+    """
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        pin_factory: Any | None = None,
+        clock: Clock | None = None,
+        publisher_factory: PublisherFactory | None = None,
+        tick_interval_s: float | None = DEFAULT_TICK_INTERVAL_S,
+        boot_id: str | None = None,
+    ) -> None:
+        if tick_interval_s is not None and tick_interval_s <= 0:
+            raise ValueError("tick_interval_s must be positive, or None to tick by hand")
+        self.config = config
+        self.topics = Topics(config.mqtt.root)
+        self._pin_factory = pin_factory
+        self._clock: Clock = clock or SystemClock()
+        self._publisher_factory = publisher_factory
+        self._tick_interval_s = tick_interval_s
+        self._boot_id = boot_id
+        self._event_topic = self.topics.event(config.site, config.room, config.device)
+        self._status_topic = self.topics.status(config.site, config.room, config.device)
+        self._heartbeat_topic = self.topics.heartbeat(config.site, config.room, config.device)
+        self._ack_topic = self.topics.ack(config.site, config.room, config.device)
+        self._config_topic = self.topics.config(config.site, config.room, config.device)
+        self._indicator_topic = self.topics.indicator(config.site, config.room)
+        self._hub_status_topic = self.topics.hub_status
+
+        # Pin edges and the ticker meet here; held only for in-memory debounce bookkeeping.
+        self._sensor_lock = threading.Lock()
+        # Orders everything that is sent: the on-connect replay (network thread) and the ticker's sends.
+        self._send_lock = threading.RLock()
+        self._sensors: dict[str, SensorInput] = {}
+        self._debouncers: dict[Kind, Debouncer] = {}
+        self._first_reading_due: set[Kind] = set()
+        # Settled readings not yet in the outbox (a failed write is retried next tick, in order).
+        self._unrecorded: list[tuple[Kind, Settled]] = []
+        self._outbox: Outbox | None = None
+        self._publisher: Publisher | None = None
+        self._sent_upto: EventKey | None = None
+        self._heartbeat_ms = round(config.heartbeat_s * 1000)
+        self._next_heartbeat_ms = 0
+        self._last_heartbeat_ms: int | None = None
+        self._started_ms = 0
+        self._running = False
+        self._stopping = False
+        self._ticker: threading.Thread | None = None
+        self._ticker_stop = threading.Event()
+
+        self.policy: ConfigPayload | None = None
+        """The hub's latest retained `config` for this device (policy numbers for the fail-safe)."""
+        self.indicator: IndicatorPayload | None = None
+        """The room's latest retained `indicator` (LED and buzzer level)."""
+        self.hub_status: HubStatusPayload | None = None
+        """The hub's latest retained status (online or its Last Will)."""
+        self.rejected_messages = 0
+        """Incoming messages that did not follow the contract (logged and ignored)."""
+
+    # ----------------------------------------------------------------------------------- life cycle
+
+    def start(self) -> EdgeAgent:
+        """Open the outbox, set up the pins, start connecting and (unless disabled) the ticker thread."""
+        if self._running:
+            raise RuntimeError("the agent is already running")
+        self._stopping = False
+        self._first_reading_due.clear()
+        self._unrecorded.clear()
+        outbox = Outbox.open(self.config.state_dir, self.config.device)
+        try:
+            self._build_sensors()
+        except BaseException:
+            outbox.close()
+            raise
+        self._outbox = outbox
+        now = self._clock.now()
+        self._started_ms = now.mono_ms
+        self._next_heartbeat_ms = now.mono_ms
+        factory = self._publisher_factory or _default_publisher_factory()
+        self._publisher = factory(self._link_settings(), self)
+        self._running = True
+        log.info(
+            "agent %s/%s/%s starting: epoch %d, last seq %d, %d queued",
+            self.config.site,
+            self.config.room,
+            self.config.device,
+            outbox.epoch,
+            outbox.last_seq,
+            outbox.queued(),
+        )
+        self._publisher.start()
+        if self._tick_interval_s is not None:
+            self._ticker_stop.clear()
+            self._ticker = threading.Thread(
+                target=self._run_ticker, name=f"edge-ticker-{self.config.device}", daemon=True
+            )
+            self._ticker.start()
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop ticking, publish the retained offline status, disconnect, and release pins and files.
+
+        A reading still settling is dropped: the next start observes it again as a start-up reading.
+        """
+        if not self._running:
+            return
+        self._ticker_stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+        with self._send_lock:
+            self._stopping = True
+        farewell = Message(
+            self._status_topic,
+            dump_payload(StatusPayload(online=False, ts=self._clock.now().wall)),
+            qos=1,
+            retain=True,
+        )
+        # Outside the send lock: waiting for the PUBACK needs the network thread, which may want it.
+        if self._publisher is not None:
+            self._publisher.stop(farewell, timeout_s)
+        for sensor in self._sensors.values():
+            sensor.close()
+        self._sensors.clear()
+        with self._sensor_lock:
+            self._debouncers.clear()
+        if self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None
+        self._publisher = None
+        self._running = False
+        log.info("agent %s stopped", self.config.device)
+
+    def __enter__(self) -> EdgeAgent:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------- public state
+
+    @property
+    def is_connected(self) -> bool:
+        """True only while the broker connection is up (after an accepted CONNACK)."""
+        return self._publisher is not None and self._publisher.is_connected
+
+    @property
+    def publisher(self) -> Publisher:
+        """The broker link (a `PahoPublisher` unless another factory was given)."""
+        if self._publisher is None:
+            raise RuntimeError("the agent is not started")
+        return self._publisher
+
+    @property
+    def epoch(self) -> int:
+        """The epoch events are numbered in."""
+        return self._require_outbox().epoch
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq numbered in the current epoch."""
+        return self._require_outbox().last_seq
+
+    @property
+    def queued(self) -> int:
+        """Events in the outbox, not yet covered by the hub's ack."""
+        return self._require_outbox().queued()
+
+    @property
+    def boot_id(self) -> str:
+        """The boot id sent with events and status."""
+        return self._boot_id or read_boot_id()
+
+    @property
+    def sensor_kinds(self) -> list[Kind]:
+        """The kinds this device reports, in the order of its file."""
+        return [sensor.kind for sensor in self.config.sensors]
+
+    def pin_for(self, kind: str) -> Any:
+        """The gpiozero pin of the sensor of that kind (a MockPin under MockFactory).
+
+        `agent.pin_for("door").drive_low()` closes a door wired pull-up/active-low; with a FakeClock,
+        advance past `settle_ms` and call `tick()` to get the event.
+        """
+        try:
+            return self._sensors[kind].pin
+        except KeyError:
+            raise KeyError(f"device {self.config.device} has no started {kind} sensor") from None
+
+    def set_contact(self, kind: str, active: bool) -> None:
+        """Drive a mock pin so that the contact of that kind reads active (or not), whatever its wiring.
+
+        Only under gpiozero's MockFactory (a TypeError otherwise). The reading is published once it has
+        held for the settle time, like a real one.
+        """
+        pin = self.pin_for(kind)
+        if not hasattr(pin, "drive_high"):
+            raise TypeError(f"the {kind} pin is real hardware; set_contact needs gpiozero's MockFactory")
+        if active == self.config.sensor(kind).active_high:
+            pin.drive_high()
+        else:
+            pin.drive_low()
+
+    def simulate(self, kind: str, value: str) -> None:
+        """Drive a mock pin to the level that reads as `value` (`simulate("door", "closed")`).
+
+        For a check button, `simulate("check", "ok")` presses it; release it with
+        `set_contact("check", False)` once the press has settled.
+        """
+        sensor = self.config.sensor(kind)
+        if value == sensor.reading(True):
+            self.set_contact(kind, True)
+        elif value == sensor.reading(False) and value is not None:
+            self.set_contact(kind, False)
+        else:
+            raise ValueError(f"{value!r} is not a reading of this device's {kind} sensor")
+
+    def readings(self) -> dict[Kind, str]:
+        """The current debounced reading of each sensor (a check button has none)."""
+        with self._sensor_lock:
+            settled = {kind: debouncer.settled for kind, debouncer in self._debouncers.items()}
+        state: dict[Kind, str] = {}
+        for kind, active in settled.items():
+            if active is None or kind == "check":
+                continue
+            value = self.config.sensor(kind).reading(active)
+            if value is not None:
+                state[kind] = value
+        return state
+
+    # ------------------------------------------------------------------------------------ the work
+
+    def tick(self) -> None:
+        """Settle readings, number and send new events, and send the heartbeat when it is due."""
+        if not self._running:
+            return
+        now = self._clock.now()
+        settled: list[tuple[Kind, Settled]] = []
+        with self._sensor_lock:
+            for kind, debouncer in self._debouncers.items():
+                debouncer.observe(self._sensors[kind].active, now)
+                reading = debouncer.tick(now.mono_ms)
+                if reading is not None:
+                    settled.append((kind, reading))
+        with self._send_lock:
+            if self._stopping:
+                return
+            self._unrecorded.extend(settled)
+            while self._unrecorded:
+                kind, reading = self._unrecorded[0]
+                self._record(kind, reading)  # raises if the store fails; the reading stays queued
+                del self._unrecorded[0]
+            self._send_pending()
+            self._send_heartbeat_if_due(now)
+
+    def _record(self, kind: Kind, reading: Settled) -> None:
+        sensor = self.config.sensor(kind)
+        value = sensor.reading(reading.active)
+        outbox = self._require_outbox()
+        if value is None:
+            pass  # a check button's release
+        elif kind in self._first_reading_due and outbox.last_reading(kind) == value:
+            log.info("%s is still %s since the last run; not reported again", kind, value)
+        else:
+            event = outbox.append(kind, value, reading.began, self.boot_id, sensor.staff)
+            log.info("event %s: %s %s", event.id, kind, value)
+        self._first_reading_due.discard(kind)
+
+    def _send_pending(self) -> None:
+        # Caller holds the send lock: events leave strictly in (epoch, seq) order, each exactly once
+        # per connection; a failed hand-over stops here and the next connect replays from the outbox.
+        publisher = self._publisher
+        if publisher is None or not publisher.is_connected:
+            return
+        for event in self._require_outbox().pending(after=self._sent_upto):
+            if not publisher.publish(Message(self._event_topic, event.payload, qos=1, retain=False)):
+                return
+            self._sent_upto = event.key
+
+    def _send_heartbeat_if_due(self, now: Instant) -> None:
+        publisher = self._publisher
+        if publisher is None or not publisher.is_connected or now.mono_ms < self._next_heartbeat_ms:
+            return
+        outbox = self._require_outbox()
+        heartbeat = HeartbeatPayload(
+            ts=now.wall,
+            epoch=outbox.epoch,
+            last_seq=outbox.last_seq,
+            uptime_s=self._uptime_s(now),
+            queued=outbox.queued(),
+            state=self.readings(),
+        )
+        publisher.publish(Message(self._heartbeat_topic, dump_payload(heartbeat), qos=0, retain=False))
+        self._last_heartbeat_ms = now.mono_ms
+        self._next_heartbeat_ms = now.mono_ms + self._heartbeat_ms
+
+    def _run_ticker(self) -> None:
+        interval = self._tick_interval_s or DEFAULT_TICK_INTERVAL_S
+        while not self._ticker_stop.wait(interval):
+            try:
+                self.tick()
+            except Exception:
+                # A failing tick (a full SD card, say) must not end the agent; it is retried next tick.
+                log.exception("agent tick failed")
+
+    # ------------------------------------------------------------------ LinkHandlers (network thread)
+
+    def on_connected(self, session_present: bool) -> None:
+        """Publish the online status and replay the outbox, in order, before anything newer."""
+        with self._send_lock:
+            if self._stopping or self._publisher is None:
+                return
+            now = self._clock.now()
+            outbox = self._require_outbox()
+            status = StatusPayload(
+                online=True,
+                ts=now.wall,
+                agent=agent_version(),
+                boot=self.boot_id,
+                uptime_s=self._uptime_s(now),
+                sensors=self.sensor_kinds,
+                epoch=outbox.epoch,
+                last_seq=outbox.last_seq,
+            )
+            self._publisher.publish(Message(self._status_topic, dump_payload(status), qos=1, retain=True))
+            self._sent_upto = None
+            self._send_pending()
+            self._next_heartbeat_ms = now.mono_ms  # the hub gets the current readings at once
+            log.info(
+                "online: epoch %d, last seq %d, %d queued", outbox.epoch, outbox.last_seq, outbox.queued()
+            )
+
+    def on_disconnected(self) -> None:
+        """Nothing to undo: events stay in the outbox and are replayed after the next connect."""
+        log.debug("agent %s is offline; events wait in the outbox", self.config.device)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Take in the hub's ack, this device's config, the room indicator and the hub status."""
+        if not payload:
+            return  # a retained message being cleared
+        try:
+            data = payload_to_json(payload)
+            if topic == self._ack_topic:
+                self._apply_ack(AckPayload.model_validate(data))
+            elif topic == self._config_topic:
+                self._apply_policy(ConfigPayload.model_validate(data))
+            elif topic == self._indicator_topic:
+                self.indicator = IndicatorPayload.model_validate(data)
+            elif topic == self._hub_status_topic:
+                self.hub_status = HubStatusPayload.model_validate(data)
+                log.info("hub is %s", "online" if self.hub_status.online else "offline")
+        except (ContractError, ValidationError) as exc:
+            self.rejected_messages += 1
+            log.warning("ignored a message on %s that does not follow the contract: %s", topic, exc)
+
+    def _apply_ack(self, ack: AckPayload) -> None:
+        with self._send_lock:
+            if self._stopping:
+                return
+            outbox = self._require_outbox()
+            if (ack.epoch, ack.seq) > (outbox.epoch, outbox.last_seq):
+                log.warning(
+                    "the hub has stored up to epoch %d seq %d, beyond this store (epoch %d, last seq %d): "
+                    "the store was lost or replaced; renumbering waiting events into a new epoch",
+                    ack.epoch,
+                    ack.seq,
+                    outbox.epoch,
+                    outbox.last_seq,
+                )
+                outbox.start_epoch(ack.epoch + 1, renumber_pending=True)
+                self._sent_upto = None
+                self._send_pending()
+                return
+            removed = outbox.acknowledge(ack.epoch, ack.seq)
+            if removed:
+                log.debug("hub acknowledged up to %d:%d; %d events done", ack.epoch, ack.seq, removed)
+
+    def _apply_policy(self, policy: ConfigPayload) -> None:
+        self.policy = policy
+        # The hub declares a device offline after 3 heartbeats; follow its heartbeat when it sets one.
+        if "heartbeat_s" in policy.model_fields_set:
+            with self._send_lock:
+                self._heartbeat_ms = round(policy.heartbeat_s * 1000)
+                if self._last_heartbeat_ms is not None:
+                    self._next_heartbeat_ms = min(
+                        self._next_heartbeat_ms, self._last_heartbeat_ms + self._heartbeat_ms
+                    )
+
+    # ---------------------------------------------------------------------------------- internals
+
+    def _build_sensors(self) -> None:
+        now = self._clock.now()
+        try:
+            for index, config in enumerate(self.config.sensors):
+                sensor = SensorInput(
+                    config, self._pin_factory, self._on_edge, key=self.config.where(f"sensors.{index}")
+                )
+                self._sensors[config.kind] = sensor
+                settle = self.config.settle_ms if config.settle_ms is None else config.settle_ms
+                # A check button starts released: only a press is ever news.
+                known = False if config.kind == "check" else None
+                with self._sensor_lock:
+                    self._debouncers[config.kind] = Debouncer(settle, sensor.active, now, settled=known)
+                self._first_reading_due.add(config.kind)
+        except BaseException:
+            for sensor in self._sensors.values():
+                sensor.close()
+            self._sensors.clear()
+            with self._sensor_lock:
+                self._debouncers.clear()
+            raise
+
+    def _on_edge(self, sensor: SensorInput) -> None:
+        now = self._clock.now()
+        with self._sensor_lock:
+            debouncer = self._debouncers.get(sensor.kind)
+            if debouncer is not None:
+                debouncer.observe(sensor.active, now)
+
+    def _link_settings(self) -> LinkSettings:
+        mqtt = self.config.mqtt
+        broker = mqtt.broker
+        will = Message(self._status_topic, dump_payload(StatusPayload(online=False)), qos=1, retain=True)
+        return LinkSettings(
+            host=broker.host,
+            port=broker.port,
+            client_id=self.config.client_id,
+            will=will,
+            subscriptions=(
+                self._ack_topic,
+                self._config_topic,
+                self._indicator_topic,
+                self._hub_status_topic,
+            ),
+            protocol=mqtt.protocol,
+            tls=broker.tls,
+            ca_file=mqtt.ca_file,
+            username=broker.username,
+            password=broker.password,
+            session_expiry_s=mqtt.session_expiry_s,
+            keepalive_s=mqtt.keepalive_s,
+            reconnect_min_s=mqtt.reconnect_min_s,
+            reconnect_max_s=mqtt.reconnect_max_s,
+        )
+
+    def _uptime_s(self, now: Instant) -> float:
+        return max(now.mono_ms - self._started_ms, 0) / 1000
+
+    def _require_outbox(self) -> Outbox:
+        if self._outbox is None:
+            raise RuntimeError("the agent is not started")
+        return self._outbox
+
+
+def _default_publisher_factory() -> PublisherFactory:
+    # Imported here so that the core (and its unit tests with a fake link) does not need paho loaded.
+    from seclusion_edge.mqtt import paho_publisher
+
+    return paho_publisher
+
+
+def reset_epoch(config: EdgeConfig) -> int:
+    """Move the device's outbox to a new epoch (after a lost or replaced store); returns the new epoch."""
+    outbox = Outbox.open(config.state_dir, config.device)
+    with contextlib.closing(outbox):
+        return outbox.start_epoch()

@@ -1,0 +1,181 @@
+"""The paho-mqtt 2.x adapter: the only module of the edge agent that imports paho.
+
+A persistent session either way: MQTT v5 with `clean_start=False` and a Session Expiry Interval (in v5,
+`clean_start=False` without an expiry keeps no session), or 3.1.1 with `clean_session=False`. paho
+reconnects on its own (`connect_async` + `loop_start`, with `reconnect_delay_set` backoff).
+`is_connected` is our own flag: set by an accepted CONNACK, cleared by a disconnect or a failed
+connect, so the agent never believes it is connected when it is not. Exceptions raised by the agent's
+handlers are logged here and never reach paho's network thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from seclusion_edge.link import LinkHandlers, LinkSettings, Message
+
+log = logging.getLogger(__name__)
+
+
+class PahoPublisher:
+    """A `Publisher` over paho-mqtt; build it with `PahoPublisher(settings, handlers)`, then `start()`."""
+
+    def __init__(self, settings: LinkSettings, handlers: LinkHandlers) -> None:
+        self._settings = settings
+        self._handlers = handlers
+        self._connected = threading.Event()
+        self._started = False
+        self._client = self._build_client()
+
+    @property
+    def is_connected(self) -> bool:
+        """True only between an accepted CONNACK and the next disconnect or failed connect."""
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Begin connecting in the background; paho keeps reconnecting with backoff until `stop()`."""
+        s = self._settings
+        if s.protocol == "5":
+            # paho's Properties constructor is untyped; the session expiry is what makes the session persist.
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = s.session_expiry_s
+            self._client.connect_async(
+                s.host, s.port, s.keepalive_s, clean_start=False, properties=properties
+            )
+        else:
+            self._client.connect_async(s.host, s.port, s.keepalive_s)
+        self._client.loop_start()
+        self._started = True
+        log.info("connecting to %s:%d as %s (MQTT %s)", s.host, s.port, s.client_id, s.protocol)
+
+    def publish(self, message: Message) -> bool:
+        """Hand a message to the current connection; False when there is none (the caller keeps it)."""
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def stop(self, farewell: Message | None = None, timeout_s: float = 2.0) -> None:
+        """Publish `farewell` if connected and wait for the broker's PUBACK, then disconnect cleanly.
+
+        A clean DISCONNECT makes the broker discard the Last Will, hence the farewell status.
+        """
+        if not self._started:
+            return
+        if farewell is not None and self._connected.is_set():
+            info = self._client.publish(
+                farewell.topic, farewell.payload, qos=farewell.qos, retain=farewell.retain
+            )
+            try:
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("the farewell status was not published: %s", exc)
+            if not info.is_published():
+                log.warning("the farewell status was not acknowledged within %.1f s", timeout_s)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+        self._started = False
+
+    def sever(self) -> None:
+        """Drop the TCP connection without a DISCONNECT, as a crash or a pulled cable would.
+
+        The broker then publishes the Last Will, and paho reconnects by itself. For tests and the demo.
+        """
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def _build_client(self) -> paho.Client:
+        s = self._settings
+        v5 = s.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            # v5 takes clean_start at connect time; 3.1.1 takes clean_session here.
+            clean_session=None if v5 else False,
+            reconnect_on_failure=True,
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            # paho's own log repeats every failed reconnect at ERROR level; we log those ourselves.
+            client.enable_logger(logging.getLogger("seclusion_edge.paho"))
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls:
+            client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
+        client.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
+        client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            self._connected.clear()
+            log.warning(
+                "broker %s:%d refused the connection: %s", self._settings.host, self._settings.port, reason
+            )
+            return
+        self._connected.set()
+        log.info(
+            "connected to %s:%d (session present: %s)",
+            self._settings.host,
+            self._settings.port,
+            flags.session_present,
+        )
+        if self._settings.subscriptions:
+            client.subscribe([(topic, 1) for topic in self._settings.subscriptions])
+        try:
+            self._handlers.on_connected(flags.session_present)
+        except Exception:
+            log.exception("the agent failed to handle a new connection")
+
+    def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
+        self._connected.clear()
+        log.warning("cannot reach broker %s:%d; retrying", self._settings.host, self._settings.port)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected:
+            log.warning("disconnected from %s:%d: %s", self._settings.host, self._settings.port, reason)
+        try:
+            self._handlers.on_disconnected()
+        except Exception:
+            log.exception("the agent failed to handle a disconnect")
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        try:
+            self._handlers.on_message(message.topic, bytes(message.payload))
+        except Exception:
+            log.exception("the agent failed to handle a message on %s", message.topic)
+
+
+def paho_publisher(settings: LinkSettings, handlers: LinkHandlers) -> PahoPublisher:
+    """The production `PublisherFactory`."""
+    return PahoPublisher(settings, handlers)

@@ -1,0 +1,286 @@
+"""The device's sequence store and outbox: one SQLite file in the state directory.
+
+It holds the current `epoch`, the last `seq` given out in it, every event the hub has not yet
+acknowledged on its `ack` topic, and the last reading published for each sensor kind. Each event is
+numbered and stored in the same transaction, with `synchronous=FULL`, before anything is sent: an event
+that was published is an event that survives a power cut.
+
+Epochs: a new store starts at epoch 0. A store that cannot be read is moved aside
+(`outbox.sqlite3.corrupt-<time>`) and a new one started, also at epoch 0: the old epoch cannot be known.
+`start_epoch` moves to a new epoch (the `reset-epoch` command, for a replaced SD card); the agent also
+calls it when the hub's ack shows the hub has seen more of this device than the store remembers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from seclusion_contract import EventPayload, Kind, dump_payload
+from seclusion_edge.clock import Instant
+from seclusion_edge.errors import OutboxError
+
+log = logging.getLogger(__name__)
+
+OUTBOX_FILE: Final = "outbox.sqlite3"
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (epoch, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS readings (kind TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+EventKey = tuple[int, int]
+
+
+def event_id(device: str, epoch: int, seq: int) -> str:
+    """The contract's recommended event id, `{device}:{epoch}:{seq}`."""
+    return f"{device}:{epoch}:{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """An event waiting in the outbox, as the exact bytes to publish."""
+
+    epoch: int
+    seq: int
+    payload: bytes
+
+    @property
+    def key(self) -> EventKey:
+        """`(epoch, seq)`, the order in which events are sent."""
+        return (self.epoch, self.seq)
+
+
+class Outbox:
+    """Sequence numbers, epoch and unacknowledged events of one device, persisted in SQLite.
+
+    Thread-safe: the agent's ticker and the MQTT network thread both use it.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, device: str) -> None:
+        self._db = connection
+        self.path = path
+        self.device = device
+        self._lock = threading.Lock()
+        self._epoch = int(self._meta("epoch", "0"))
+        self._last_seq = int(self._meta("last_seq", "0"))
+
+    @classmethod
+    def open(cls, state_dir: Path, device: str) -> Outbox:
+        """Open (or create) the outbox of `device` in `state_dir`.
+
+        An unreadable file is moved aside and replaced by a new store (logged as an error). A store that
+        belongs to another device is an OutboxError: two devices must never share a sequence.
+        """
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(f"{state_dir}: cannot create the state directory: {exc.strerror}") from None
+        path = state_dir / OUTBOX_FILE
+        try:
+            connection = _connect(path)
+        except sqlite3.DatabaseError as exc:
+            aside = _move_aside(path)
+            log.error(
+                "outbox %s is unreadable (%s); moved to %s, starting a new store at epoch 0", path, exc, aside
+            )
+            try:
+                connection = _connect(path)
+            except sqlite3.Error as again:
+                raise OutboxError(f"{path}: cannot create a new outbox: {again}") from None
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{path}: cannot open the outbox: {exc}") from None
+        try:
+            _claim(connection, path, device)
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection, path, device)
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch."""
+        return self._epoch
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq given out in the current epoch (0 before the first event)."""
+        return self._last_seq
+
+    def append(
+        self, kind: Kind, value: str, began: Instant, boot: str | None, staff: str | None = None
+    ) -> EventPayload:
+        """Number an event, store it in the outbox and remember the reading, in one durable transaction."""
+        with self._lock, self._transaction():
+            seq = self._last_seq + 1
+            event = EventPayload(
+                id=event_id(self.device, self._epoch, seq),
+                seq=seq,
+                epoch=self._epoch,
+                ts=began.wall,
+                boot=boot,
+                mono_ms=max(began.mono_ms, 0),
+                kind=kind,
+                value=value,
+                staff=staff,
+            )
+            self._db.execute(
+                "INSERT INTO outbox (epoch, seq, payload) VALUES (?, ?, ?)",
+                (self._epoch, seq, dump_payload(event)),
+            )
+            self._set_meta("last_seq", str(seq))
+            if kind != "check":
+                self._db.execute(
+                    "INSERT INTO readings (kind, value) VALUES (?, ?) "
+                    "ON CONFLICT (kind) DO UPDATE SET value = excluded.value",
+                    (kind, value),
+                )
+        self._last_seq = seq
+        return event
+
+    def pending(self, after: EventKey | None = None) -> list[QueuedEvent]:
+        """Unacknowledged events in `(epoch, seq)` order, only those after `after` when given."""
+        epoch, seq = after if after is not None else (-1, -1)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT epoch, seq, payload FROM outbox WHERE epoch > ? OR (epoch = ? AND seq > ?) "
+                "ORDER BY epoch, seq",
+                (epoch, epoch, seq),
+            ).fetchall()
+        return [QueuedEvent(int(e), int(s), bytes(p)) for e, s, p in rows]
+
+    def queued(self) -> int:
+        """How many events wait for the hub's ack."""
+        with self._lock:
+            (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+        return int(count)
+
+    def acknowledge(self, epoch: int, seq: int) -> int:
+        """Drop every event at or below `(epoch, seq)`; returns how many were dropped."""
+        with self._lock, self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM outbox WHERE epoch < ? OR (epoch = ? AND seq <= ?)", (epoch, epoch, seq)
+            )
+            self._set_meta("acked", f"{epoch}:{seq}")
+        return cursor.rowcount
+
+    def last_reading(self, kind: str) -> str | None:
+        """The last reading of `kind` this device numbered, or None if it never did (or the store is new)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM readings WHERE kind = ?", (kind,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def start_epoch(self, at_least: int | None = None, *, renumber_pending: bool = False) -> int:
+        """Move to a new epoch (the next one, or `at_least` if higher); seq restarts at 0.
+
+        With `renumber_pending`, events still waiting are moved into the new epoch, in order, as seq 1,
+        2, ...: used when the hub has already seen higher numbers than this store, so it would drop them.
+        """
+        with self._lock, self._transaction():
+            epoch = max(self._epoch + 1, at_least or 0)
+            seq = 0
+            if renumber_pending:
+                rows = self._db.execute("SELECT payload FROM outbox ORDER BY epoch, seq").fetchall()
+                self._db.execute("DELETE FROM outbox")
+                for (payload,) in rows:
+                    seq += 1
+                    old = EventPayload.model_validate(json.loads(bytes(payload)))
+                    new = old.model_copy(
+                        update={"epoch": epoch, "seq": seq, "id": event_id(self.device, epoch, seq)}
+                    )
+                    self._db.execute(
+                        "INSERT INTO outbox (epoch, seq, payload) VALUES (?, ?, ?)",
+                        (epoch, seq, dump_payload(new)),
+                    )
+            self._set_meta("epoch", str(epoch))
+            self._set_meta("last_seq", str(seq))
+        self._epoch, self._last_seq = epoch, seq
+        log.warning("device %s now numbers its events in epoch %d", self.device, epoch)
+        return epoch
+
+    def close(self) -> None:
+        """Close the database file."""
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _meta(self, key: str, default: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) so none is left open.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    try:
+        (check,) = connection.execute("PRAGMA quick_check").fetchone()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {check}")
+        connection.execute("PRAGMA journal_mode=WAL")
+        # FULL: an event is on the card before it is published; events are rare, the cost is nothing.
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.executescript(_SCHEMA)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _claim(connection: sqlite3.Connection, path: Path, device: str) -> None:
+    row = connection.execute("SELECT value FROM meta WHERE key = 'device'").fetchone()
+    if row is None:
+        connection.execute("BEGIN IMMEDIATE")
+        for key, value in (
+            ("device", device),
+            ("schema", str(SCHEMA_VERSION)),
+            ("epoch", "0"),
+            ("last_seq", "0"),
+        ):
+            connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        connection.execute("COMMIT")
+    elif row[0] != device:
+        raise OutboxError(
+            f"{path}: this outbox belongs to device {row[0]!r}, not {device!r}; "
+            "give each device its own state_dir"
+        )
+
+
+def _move_aside(path: Path) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.replace(aside.with_name(aside.name + suffix))
+    return aside

@@ -1,0 +1,237 @@
+"""The agent against a real Mosquitto: persistent sessions, status and Last Will, outbox across outages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from seclusion_contract import EventPayload, StatusPayload
+from seclusion_edge import EdgeAgent
+from seclusion_edge.mqtt import PahoPublisher
+from tests.edge.conftest import door_device
+from tests.edge.hub_double import HubDouble
+from tests.support.processes import Mosquitto, poll
+
+pytestmark = pytest.mark.integration
+
+ACK = "seclusion/v1/demo-school/calm-1/calm-1-door/ack"
+SETTLE_MS = 20
+
+
+@pytest.fixture
+def hub(mosquitto: Mosquitto) -> Iterator[HubDouble]:
+    double = HubDouble(mosquitto.port)
+    try:
+        double.connected.wait(5)
+        yield double
+    finally:
+        double.close()
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[Callable[..., EdgeAgent]]:
+    agents: list[EdgeAgent] = []
+
+    def start(url: str, protocol: str = "5", **overrides: Any) -> EdgeAgent:
+        config = door_device(
+            tmp_path / "state",
+            mqtt={
+                "url": url,
+                "protocol": protocol,
+                "keepalive_s": 5,
+                "reconnect_min_s": 1,
+                "reconnect_max_s": 1,
+            },
+            settle_ms=SETTLE_MS,
+            **overrides,
+        )
+        agent = EdgeAgent(config, pin_factory=MockFactory())
+        agents.append(agent)
+        return agent.start()
+
+    yield start
+    for agent in agents:
+        agent.stop()
+
+
+def is_online(hub: HubDouble) -> bool:
+    return bool((hub.last_status() or {}).get("online"))
+
+
+def events_of(hub: HubDouble, kind: str, value: str) -> list[dict[str, Any]]:
+    return [e for e in hub.events() if (e["kind"], e["value"]) == (kind, value)]
+
+
+def test_the_agent_connects_over_mqtt_5_says_it_is_online_and_its_events_follow_the_contract(
+    mosquitto: Mosquitto, hub: HubDouble, start_agent: Callable[..., EdgeAgent]
+) -> None:
+    agent = start_agent(mosquitto.url)
+    poll(lambda: agent.is_connected, 10, what="agent connected")
+    status = poll(lambda: hub.last_status(), 10, what="status")
+    assert StatusPayload.model_validate(status).online
+    assert status["sensors"] == ["door", "lock", "occupancy"]
+    poll(lambda: len(hub.events()) == 3, 10, what="start-up readings")
+
+    agent.pin_for("door").drive_low()
+    [closed] = poll(lambda: events_of(hub, "door", "closed"), 10, what="door closed event")
+    event = EventPayload.model_validate(closed)
+    assert (event.seq, event.epoch, event.id) == (4, 0, "calm-1-door:0:4")
+    assert event.boot and event.mono_ms is not None
+
+    heartbeat = poll(lambda: hub.on("heartbeat"), 10, what="heartbeat")[-1].payload
+    assert heartbeat["state"]["door"] in ("open", "closed")
+
+    # Acting as the hub: the ack empties the outbox.
+    hub.ack(ACK, 0, 4)
+    poll(lambda: agent.queued == 0, 10, what="outbox emptied by the ack")
+
+    # A newcomer sees the retained online status.
+    late = HubDouble(mosquitto.port)
+    try:
+        retained = poll(lambda: late.on("status"), 10, what="retained status")
+        assert retained[0].retain and retained[0].payload["online"] is True
+    finally:
+        late.close()
+
+
+def test_events_during_a_broker_outage_arrive_after_it_comes_back(
+    mosquitto: Mosquitto, hub: HubDouble, start_agent: Callable[..., EdgeAgent]
+) -> None:
+    agent = start_agent(mosquitto.url)
+    poll(lambda: len(hub.events()) == 3, 10, what="start-up readings")
+
+    mosquitto.stop()
+    poll(lambda: not agent.is_connected, 10, what="agent noticed the broker is gone")
+    agent.pin_for("door").drive_low()
+    agent.pin_for("occupancy").drive_high()
+    poll(lambda: agent.last_seq == 5, 10, what="events numbered while offline")
+    assert not agent.is_connected
+    assert agent.queued == 5
+
+    restarted = Mosquitto(mosquitto.workdir, port=mosquitto.port).start()
+    try:
+        poll(lambda: agent.is_connected, 15, what="agent reconnected")
+        poll(lambda: events_of(hub, "occupancy", "occupied"), 15, what="events sent after the outage")
+        seqs = [e["seq"] for e in hub.events()]
+        # Every event arrives, in order; the replay of still-unacked ones comes again as duplicates.
+        assert sorted(set(seqs)) == [1, 2, 3, 4, 5]
+        first_after = seqs.index(4)
+        assert seqs[first_after : first_after + 2] == [4, 5]
+        assert [e["seq"] for e in hub.events() if e["seq"] >= 4][:2] == [4, 5]
+    finally:
+        restarted.stop()
+
+
+def test_protocol_3_1_1_with_a_persistent_session(
+    mosquitto: Mosquitto, hub: HubDouble, start_agent: Callable[..., EdgeAgent]
+) -> None:
+    agent = start_agent(mosquitto.url, protocol="3.1.1")
+    poll(lambda: agent.is_connected, 10, what="agent connected over 3.1.1")
+    poll(lambda: is_online(hub), 10, what="online status")
+    agent.pin_for("door").drive_low()
+    poll(lambda: events_of(hub, "door", "closed"), 10, what="door closed event")
+    hub.ack(ACK, 0, 4)
+    poll(lambda: agent.queued == 0, 10, what="ack received over 3.1.1")
+
+
+def test_the_agent_is_not_connected_while_the_broker_is_down(
+    tmp_path: Path, start_agent: Callable[..., EdgeAgent]
+) -> None:
+    broker = Mosquitto(tmp_path / "late-broker")
+    agent = start_agent(broker.url)
+    agent.pin_for("door").drive_low()
+    poll(lambda: agent.last_seq == 3, 10, what="start-up readings numbered")
+    assert not agent.is_connected
+    broker.start()
+    try:
+        hub = HubDouble(broker.port)
+        try:
+            poll(lambda: agent.is_connected, 15, what="connected once the broker is up")
+            poll(lambda: len(hub.events()) >= 3, 15, what="events queued before the first connect")
+        finally:
+            hub.close()
+    finally:
+        broker.stop()
+
+
+def test_a_severed_connection_publishes_the_last_will_then_the_agent_comes_back_online(
+    mosquitto: Mosquitto, hub: HubDouble, start_agent: Callable[..., EdgeAgent]
+) -> None:
+    agent = start_agent(mosquitto.url)
+    poll(lambda: is_online(hub), 10, what="online status")
+    publisher = agent.publisher
+    assert isinstance(publisher, PahoPublisher)
+    publisher.sever()
+    poll(lambda: [s for s in hub.on("status") if not s.payload["online"]], 10, what="Last Will")
+    assert [s.payload for s in hub.on("status") if not s.payload["online"]] == [{"v": 1, "online": False}]
+    poll(lambda: is_online(hub), 15, what="back online")
+
+
+# ------------------------------------------------------------------------- the command, as a process
+
+
+def run_agent(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    config = tmp_path / "calm-1-door.yaml"
+    config.write_text(
+        textwrap.dedent(f"""\
+        site: demo-school
+        room: calm-1
+        device: calm-1-door
+        mqtt: {{url: "mqtt://127.0.0.1:{port}", reconnect_min_s: 1, reconnect_max_s: 1}}
+        state_dir: state
+        settle_ms: 20
+        sensors:
+          - {{kind: door, pin: 17, pull: up, active: low, active_value: closed}}
+    """)
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "seclusion_edge.cli", "run", "--config", str(config), "--mock-pins"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_a_killed_agent_leaves_its_last_will_and_a_stopped_one_says_offline_itself(
+    tmp_path: Path, mosquitto: Mosquitto, hub: HubDouble
+) -> None:
+    agent = run_agent(tmp_path, mosquitto.port)
+    try:
+        poll(lambda: is_online(hub), 15, what="online status")
+        agent.kill()
+        agent.wait(5)
+        will = poll(lambda: [s for s in hub.on("status") if not s.payload["online"]], 10, what="Last Will")
+        assert will[-1].payload == {"v": 1, "online": False}
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(5)
+        assert agent.stderr is not None
+        agent.stderr.close()
+
+    agent = run_agent(tmp_path, mosquitto.port)
+    try:
+        online = len(hub.on("status"))
+        poll(lambda: len(hub.on("status")) > online and is_online(hub), 15, what="online again")
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(10) == 0
+        farewell = poll(lambda: None if is_online(hub) else hub.last_status(), 10, what="farewell")
+        assert set(farewell) == {"v", "online", "ts"}  # our own farewell, not the Will
+        assert agent.stderr is not None
+        log = agent.stderr.read().decode()
+        assert "connected to 127.0.0.1" in log and "received SIGTERM" in log
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(5)
+        assert agent.stderr is not None
+        agent.stderr.close()
