@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from seclusion_contract import format_ts
+from seclusion_contract import SLUG, Timestamp, format_ts
 
 from . import __version__
 from .auth import Principal, Role, principal_for
-from .core.episode import Episode, account
+from .core.episode import Episode, Segment, UnknownInterval, account
+from .core.room import RoomMachine
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
 from .service import HubService
-from .store import Store
+from .store import Batch, Store
 
 _bearer = HTTPBearer(auto_error=False)
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most 1000")]
@@ -60,6 +63,52 @@ Senior = Annotated[Principal, Depends(needs("senior"))]
 Admin = Annotated[Principal, Depends(needs("admin"))]
 
 
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+MAX_MAINTENANCE = dt.timedelta(hours=2)
+
+
+class ModeChange(_Body):
+    """`PUT /api/rooms/{site}/{room}/mode`: maintenance needs a reason and ends within 2 hours."""
+
+    mode: Literal["normal", "maintenance"]
+    reason: Annotated[str, Field(min_length=3, max_length=500)] | None = None
+    expires_at: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _maintenance_needs(self) -> ModeChange:
+        if self.mode == "maintenance":
+            if self.reason is None:
+                raise ValueError("reason: maintenance needs a reason")
+            if self.expires_at is None:
+                raise ValueError("expires_at: maintenance needs an expiry (at most 2 hours ahead)")
+        return self
+
+
+class ManualEpisode(_Body):
+    """`POST /api/episodes`: an episode entered by hand because the sensors failed."""
+
+    site: Annotated[str, Field(pattern=SLUG.pattern)]
+    room: Annotated[str, Field(pattern=SLUG.pattern)]
+    started_at: Timestamp
+    ended_at: Timestamp | None = None
+    reason: Annotated[str, Field(min_length=3, max_length=2000)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ManualEpisode:
+        if self.ended_at is not None and self.ended_at < self.started_at:
+            raise ValueError("ended_at: before started_at")
+        return self
+
+
+class EpisodeEnd(_Body):
+    """`POST /api/episodes/{id}/end`: the end of a manual episode, entered by hand."""
+
+    ended_at: Timestamp
+
+
 def _ts(value: dt.datetime | None) -> str | None:
     return format_ts(value) if value is not None else None
 
@@ -97,6 +146,33 @@ def episode_json(ep: Episode, now: dt.datetime) -> dict[str, Any]:
         "possible_loss": ep.possible_loss,
         "clock_uncertain": ep.clock_uncertain,
         "segments": [{"start": format_ts(s.start), "end": _ts(s.end)} for s in ep.segments],
+    }
+
+
+def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
+    """A room's live state as contract section 6 shows it."""
+    ep = machine.episode
+    supervised: bool | None = None
+    if ep is not None:
+        state = account(ep, now).state_now
+        supervised = None if state in ("unknown", None) else state == "supervised"
+    st = machine.state
+    maintenance = machine.in_maintenance(now)
+    return {
+        "site": machine.site,
+        "room": machine.spec.id,
+        "name": machine.spec.name,
+        "door": machine.reading("door"),
+        "lock": machine.reading("lock"),
+        "occupancy": machine.reading("occupancy"),
+        "observer": machine.reading("observer"),
+        "online": machine.online,
+        "episode_id": ep.id if ep else None,
+        "supervised": supervised,
+        "mode": "maintenance" if maintenance else "normal",
+        "mode_until": _ts(st.maintenance_until) if maintenance else None,
+        "mode_reason": st.maintenance_reason if maintenance else None,
+        "supervision": machine.mode,
     }
 
 
@@ -162,30 +238,10 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         now = service.clock.now()
         items: list[dict[str, Any]] = []
         with service.lock:
-            for (site, room_id), machine in sorted(service.machines.items()):
+            for (site, _room_id), machine in sorted(service.machines.items()):
                 if not who.may_see(site):
                     continue
-                ep = machine.episode
-                supervised: bool | None = None
-                if ep is not None:
-                    state = account(ep, now).state_now
-                    supervised = None if state == "unknown" or state is None else state == "supervised"
-                items.append(
-                    {
-                        "site": site,
-                        "room": room_id,
-                        "name": machine.spec.name,
-                        "door": machine.reading("door"),
-                        "lock": machine.reading("lock"),
-                        "occupancy": machine.reading("occupancy"),
-                        "observer": machine.reading("observer"),
-                        "online": machine.online,
-                        "episode_id": ep.id if ep else None,
-                        "supervised": supervised,
-                        "mode": "normal",
-                        "supervision": machine.mode,
-                    }
-                )
+                items.append(room_json(machine, now))
         start = 0
         if cursor is not None:
             if not cursor.isdigit():
@@ -256,6 +312,136 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
             )
         )
         return body
+
+    def _machine(who: Principal, site: str, room: str) -> RoomMachine:
+        site_allowed(who, site)
+        machine = service.machines.get((site, room))
+        if machine is None:
+            raise HTTPException(404, f"no room {room!r} at site {site!r}")
+        return machine
+
+    @app.put("/api/rooms/{site}/{room}/mode", tags=["rooms"])
+    def set_mode(site: str, room: str, change: ModeChange, who: Senior) -> dict[str, Any]:
+        """Maintenance (cleaning, testing): episodes still recorded, flagged `test`; at most 2 hours."""
+        machine = _machine(who, site, room)
+        now = service.clock.now()
+        until = change.expires_at if change.mode == "maintenance" else None
+        if until is not None and not now < until <= now + MAX_MAINTENANCE:
+            raise ValueError("expires_at: must be in the future and at most 2 hours ahead")
+        service.set_mode(site, room, until, change.reason)
+        store.audit(
+            AuditEntry(
+                at=now,
+                actor=who.name,
+                action=f"mode_{change.mode}",
+                target_type="room",
+                target_id=f"{site}/{room}",
+                detail={"reason": change.reason, "expires_at": _ts(until)},
+            )
+        )
+        with service.lock:
+            return room_json(machine, service.clock.now())
+
+    @app.post("/api/episodes", tags=["episodes"], status_code=201)
+    def manual_episode(body: ManualEpisode, who: Senior) -> dict[str, Any]:
+        """An episode entered by hand when the sensors failed: marked `manual`, its time all unknown."""
+        _machine(who, body.site, body.room)
+        now = service.clock.now()
+        if body.started_at > now + dt.timedelta(minutes=5) or (
+            body.ended_at and body.ended_at > now + dt.timedelta(minutes=5)
+        ):
+            raise ValueError("started_at: in the future")
+        episode_id = str(uuid.uuid4())
+        ep = Episode(
+            id=episode_id,
+            site=body.site,
+            room=body.room,
+            number=0,
+            started_at=body.started_at,
+            ended_at=body.ended_at,
+            segments=[Segment(start=body.started_at, end=body.ended_at)],
+            manual=True,
+            incident_id=str(uuid.uuid4()),
+            # No sensor saw it: whether the child was supervised is not known to the system.
+            unknown=[UnknownInterval(device="manual", start=body.started_at, end=body.ended_at)],
+        )
+        status_now = "open" if body.ended_at is None else "awaiting_record"
+        batch = Batch(
+            episodes={ep.id: ep},
+            incidents_opened=[
+                {
+                    "id": ep.incident_id,
+                    "episode_id": ep.id,
+                    "site": ep.site,
+                    "room": ep.room,
+                    "status": status_now,
+                    "opened_at": now,
+                    "updated_at": now,
+                }
+            ],
+            notes=[
+                {
+                    "site": ep.site,
+                    "room": ep.room,
+                    "episode_id": ep.id,
+                    "at": now,
+                    "kind": "manual_episode_entered",
+                    "detail": {"by": who.name, "reason": body.reason},
+                }
+            ],
+        )
+        store.write(batch, now)
+        store.audit(
+            AuditEntry(
+                at=now,
+                actor=who.name,
+                action="manual_episode",
+                target_type="episode",
+                target_id=ep.id,
+                detail={"reason": body.reason},
+            )
+        )
+        return episode_json(ep, now)
+
+    @app.post("/api/episodes/{episode_id}/end", tags=["episodes"])
+    def end_manual_episode(episode_id: str, body: EpisodeEnd, who: Senior) -> dict[str, Any]:
+        """Enter the end of an open manual episode (sensor episodes end by what the sensors show)."""
+        row = store.get_episode(episode_id)
+        if row is None:
+            raise HTTPException(404, "no such episode")
+        site_allowed(who, row.site)
+        ep = Episode.model_validate(row.data)
+        if not ep.manual:
+            raise HTTPException(409, "only a manual episode is ended by hand")
+        if ep.ended_at is not None:
+            raise HTTPException(409, "the episode has already ended")
+        if body.ended_at < ep.started_at:
+            raise ValueError("ended_at: before started_at")
+        now = service.clock.now()
+        ep.ended_at = ep.segments[-1].end = body.ended_at
+        for gap in ep.unknown:
+            gap.end = gap.end or body.ended_at
+        batch = Batch(
+            episodes={ep.id: ep},
+            incident_status=[(ep.incident_id, "awaiting_record", now)],
+            notes=[
+                {
+                    "site": ep.site,
+                    "room": ep.room,
+                    "episode_id": ep.id,
+                    "at": now,
+                    "kind": "manual_episode_ended",
+                    "detail": {"by": who.name},
+                }
+            ],
+        )
+        store.write(batch, now)
+        store.audit(
+            AuditEntry(
+                at=now, actor=who.name, action="manual_episode_end", target_type="episode", target_id=ep.id
+            )
+        )
+        return episode_json(ep, now)
 
     @app.get("/api/incidents", tags=["incidents"])
     def incidents(

@@ -81,6 +81,17 @@ class HubMetrics:
 
 
 @dataclass
+class Command:
+    """Work for the ingest thread from elsewhere (the API): it alone changes the room machines, so a
+    change made by a person is stored in order with the devices' messages, in the same kind of batch."""
+
+    apply: Callable[[Batch], object]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: object = None
+    error: BaseException | None = None
+
+
+@dataclass
 class _Pending:
     """A batch being applied: what to write and what to tell the broker once it is written."""
 
@@ -89,6 +100,7 @@ class _Pending:
     devices: set[tuple[str, str, str]] = field(default_factory=set)
     received: list[dt.datetime] = field(default_factory=list)
     accepted: int = 0
+    commands: list[Command] = field(default_factory=list)
 
 
 class HubService:
@@ -112,7 +124,7 @@ class HubService:
         self.metrics = metrics or HubMetrics()
         self.decoder = Decoder(topics, sites)
         self.lock = threading.RLock()
-        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.inbox: queue.Queue[Inbound | Command] = queue.Queue()
         self.machines: dict[tuple[str, str], RoomMachine] = {}
         self.ack_message: Callable[[int, int], None] = lambda _mid, _qos: None
         self.publish: Callable[[str, bytes, int, bool], None] = lambda _t, _p, _q, _r: None
@@ -170,9 +182,19 @@ class HubService:
                 self.healthy = False
                 time.sleep(1.0)
 
-    def _take(self) -> list[Inbound]:
+    def run_command(self, apply: Callable[[Batch], object], timeout: float = 15.0) -> object:
+        """Run `apply` on the ingest thread within its next batch; return its result once stored."""
+        command = Command(apply)
+        self.inbox.put(command)
+        if not command.done.wait(timeout):
+            raise TimeoutError("the hub did not store the change in time")
+        if command.error is not None:
+            raise command.error
+        return command.result
+
+    def _take(self) -> list[Inbound | Command]:
         timeout = self._wait_seconds()
-        items: list[Inbound] = []
+        items: list[Inbound | Command] = []
         try:
             items.append(self.inbox.get(timeout=timeout))
         except queue.Empty:
@@ -192,7 +214,7 @@ class HubService:
             return 0.5
         return max(0.0, min(0.5, (min(deadlines) - now).total_seconds()))
 
-    def process(self, items: list[Inbound]) -> None:
+    def process(self, items: list[Inbound | Command]) -> None:
         """Apply a batch, write it, then acknowledge it. Retries the write until it succeeds."""
         attempt = 0
         while True:
@@ -214,6 +236,8 @@ class HubService:
         for received in pending.received:
             self.metrics.ingest_lag.observe(max(0.0, (stored - received).total_seconds()))
         self.metrics.accepted.inc(pending.accepted)
+        for command in pending.commands:
+            command.done.set()
         for mid, qos in pending.acks:
             self.ack_message(mid, qos)
         self._tell_devices(pending.devices)
@@ -221,12 +245,19 @@ class HubService:
             self.metrics.open_episodes.set(sum(1 for m in self.machines.values() if m.episode is not None))
         self.metrics.queue_depth.set(self.inbox.qsize())
 
-    def _apply(self, items: list[Inbound]) -> _Pending:
+    def _apply(self, items: list[Inbound | Command]) -> _Pending:
         pending = _Pending()
         with self.lock:
-            for inbound in items:
-                pending.acks.append((inbound.mid, inbound.qos))
-                self._apply_one(inbound, pending)
+            for item in items:
+                if isinstance(item, Command):
+                    pending.commands.append(item)
+                    try:
+                        item.result = item.apply(pending.batch)
+                    except Exception as exc:  # reported to the caller, not a reason to stop ingest
+                        item.error = exc
+                    continue
+                pending.acks.append((item.mid, item.qos))
+                self._apply_one(item, pending)
             if self.backlog_done() or time.monotonic() - self._started_at > BACKLOG_WAIT_S:
                 self._tick(pending)
         return pending
@@ -340,6 +371,17 @@ class HubService:
                     continue
                 payload = dump_payload(AckPayload(epoch=dev.epoch, seq=dev.seq))
             self.publish(self.topics.ack(site, room, device), payload, 1, True)
+
+    def set_mode(self, site: str, room: str, until: dt.datetime | None, reason: str | None) -> None:
+        """Maintenance until `until`, or normal (None), stored through the ingest thread."""
+        key = (site, room)
+
+        def apply(batch: Batch) -> None:
+            machine = self.machines[key]
+            self._collect(key, machine.set_maintenance(until, reason, self.clock.now()), batch)
+            batch.rooms[key] = machine.state
+
+        self.run_command(apply)
 
     def publish_configs(self) -> None:
         """Tell every device its room's numbers for its own fail-safe timers (retained `config`)."""

@@ -156,3 +156,65 @@ def test_reading_an_episode_or_an_incident_is_audited(api: Api) -> None:
         ("staff-user", "incident", ep["incident_id"]),
     }
     assert api.client.get("/api/incidents/nope", headers=staff).status_code == 404
+
+
+def test_maintenance_mode_flags_episodes_as_tests_needs_a_reason_and_at_most_two_hours(api: Api) -> None:
+    senior = api.token("senior", "test-school")
+    staff = api.token("staff", "test-school")
+    api.service.start()
+    try:
+        url = "/api/rooms/test-school/calm-1/mode"
+        soon = format_ts(T0 + dt.timedelta(hours=1))
+        body = {"mode": "maintenance", "reason": "deep clean", "expires_at": soon}
+        assert api.client.put(url, json=body, headers=staff).status_code == 403
+        missing = api.client.put(url, json={"mode": "maintenance", "expires_at": soon}, headers=senior)
+        assert missing.status_code == 422 and "reason" in missing.text
+        too_long = {**body, "expires_at": format_ts(T0 + dt.timedelta(hours=3))}
+        refused = api.client.put(url, json=too_long, headers=senior)
+        assert refused.status_code == 422 and "expires_at" in refused.text
+        room = api.client.put(url, json=body, headers=senior).json()
+        assert room["mode"] == "maintenance" and room["mode_reason"] == "deep clean"
+    finally:
+        api.service.stop()
+    api.event("test-school", "calm-1", "calm-1-door", "occupancy", "occupied", 60)
+    api.event("test-school", "calm-1", "calm-1-door", "door", "closed", 61)
+    episode = api.client.get("/api/episodes", headers=senior).json()["items"][0]
+    assert episode["test"] is True
+    api.clock.set(T0 + dt.timedelta(hours=1, seconds=1))
+    rooms = {r["room"]: r for r in api.client.get("/api/rooms", headers=senior).json()["items"]}
+    assert rooms["calm-1"]["mode"] == "normal", "maintenance expires by itself"
+    with api.store.session() as s:
+        actions = [a.action for a in s.exec(select(AuditEntry)).all()]
+    assert "mode_maintenance" in actions
+
+
+def test_a_manual_episode_is_marked_manual_audited_and_its_time_unknown(api: Api) -> None:
+    senior = api.token("senior", "test-school")
+    staff = api.token("staff", "test-school")
+    body = {
+        "site": "test-school",
+        "room": "calm-2",
+        "started_at": format_ts(T0 - dt.timedelta(minutes=20)),
+        "reason": "door sensor failed; episode timed by the teacher's watch",
+    }
+    assert api.client.post("/api/episodes", json=body, headers=staff).status_code == 403
+    bad = api.client.post("/api/episodes", json={**body, "started_at": "yesterday"}, headers=senior)
+    assert bad.status_code == 422 and "started_at" in bad.text
+    created = api.client.post("/api/episodes", json=body, headers=senior)
+    assert created.status_code == 201
+    ep = created.json()
+    assert ep["manual"] is True and ep["ended_at"] is None
+    assert ep["unknown_s"] == ep["elapsed_s"] == 1200 and ep["supervised_s"] == 0
+    ended = api.client.post(
+        f"/api/episodes/{ep['id']}/end",
+        json={"ended_at": format_ts(T0 - dt.timedelta(minutes=5))},
+        headers=senior,
+    ).json()
+    assert ended["elapsed_s"] == 900 and ended["duration_s"] == 900
+    incident = api.client.get(f"/api/incidents/{ep['incident_id']}", headers=staff).json()
+    assert incident["status"] == "awaiting_record"
+    again = api.client.post(f"/api/episodes/{ep['id']}/end", json={"ended_at": format_ts(T0)}, headers=senior)
+    assert again.status_code == 409
+    with api.store.session() as s:
+        actions = [a.action for a in s.exec(select(AuditEntry)).all()]
+    assert "manual_episode" in actions and "manual_episode_end" in actions

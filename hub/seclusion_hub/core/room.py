@@ -165,6 +165,9 @@ class RoomState(_Model):
     last_check: dt.datetime | None = None
     episode_count: int = 0
     listening_since: dt.datetime | None = None
+    maintenance_from: dt.datetime | None = None
+    maintenance_until: dt.datetime | None = None
+    maintenance_reason: str | None = None
 
 
 # --- the machine ----------------------------------------------------------------------------------
@@ -216,6 +219,29 @@ class RoomMachine:
     def hub_started(self, now: dt.datetime) -> None:
         """The hub (re)started listening: its own downtime is not device downtime (semantics 4.6)."""
         self.state.listening_since = now
+
+    def set_maintenance(
+        self, until: dt.datetime | None, reason: str | None, now: dt.datetime
+    ) -> list[Effect]:
+        """Maintenance until `until` (None: back to normal): episodes still open, flagged `test` (2.7)."""
+        st = self.state
+        if until is None:
+            st.maintenance_from = st.maintenance_until = st.maintenance_reason = None
+            kind = "maintenance_ended"
+        else:
+            st.maintenance_from, st.maintenance_until, st.maintenance_reason = now, until, reason
+            kind = "maintenance_started"
+        ep = st.episode
+        detail: dict[str, object] = {"until": format_ts(until)} if until is not None else {}
+        return [Note(ep.id if ep else None, now, kind, detail)]
+
+    def in_maintenance(self, when: dt.datetime) -> bool:
+        st = self.state
+        return (
+            st.maintenance_from is not None
+            and st.maintenance_until is not None
+            and st.maintenance_from <= when < st.maintenance_until
+        )
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest moment `tick` could change something, or None."""
@@ -431,6 +457,7 @@ class RoomMachine:
             incident_id=str(uuid.uuid5(NAMESPACE, f"incident/{episode_id}")),
             supervision=self.mode,
             checkin_interval_s=self.policy.checkin_interval_s,
+            test=self.in_maintenance(start),
         )
         observer = st.readings.get("observer")
         if observer is not None:
