@@ -78,7 +78,8 @@ def parse_ts(text: object) -> dt.datetime:
     if not isinstance(text, str) or not _TS.match(text):
         raise ContractError("not an RFC 3339 UTC timestamp with milliseconds and Z")
     try:
-        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+        # The pattern above pins the format; fromisoformat (it reads the Z) is far faster than strptime.
+        return dt.datetime.fromisoformat(text)
     except ValueError as exc:
         raise ContractError(f"not a valid date and time: {exc}") from exc
 

@@ -178,12 +178,14 @@ class Store:
                     conn.execute(sa.insert(SegmentRecord), segments)
             if batch.incidents_opened:
                 self._upsert(conn, IncidentRecord, batch.incidents_opened, ["id"], update=False)
-            for incident_id, status, at in batch.incident_status:
+            if batch.incident_status:
+                table = IncidentRecord.__table__  # type: ignore[attr-defined]
                 conn.execute(
-                    sa.update(IncidentRecord)
-                    .where(col(IncidentRecord.id) == incident_id)
-                    .where(col(IncidentRecord.status) == "open")
-                    .values(status=status, updated_at=at)
+                    sa.update(table)
+                    .where(table.c.id == sa.bindparam("incident_id"))
+                    .where(table.c.status == "open")
+                    .values(status=sa.bindparam("new_status"), updated_at=sa.bindparam("at")),
+                    [{"incident_id": i, "new_status": st, "at": at} for i, st, at in batch.incident_status],
                 )
             if batch.notes:
                 conn.execute(sa.insert(TimelineNote), batch.notes)
