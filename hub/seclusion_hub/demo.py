@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime as dt
 import importlib.resources
 import logging
@@ -55,6 +56,7 @@ SITE = "demo-school"
 ROOMS = ("calm-1", "calm-2", "calm-3")
 HUB_USER = "seclusion-hub"
 MOSQUITTO_FALLBACK = Path("/usr/sbin/mosquitto")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 MIN_STEP_S = 1.0
 """No two scripted steps closer than this, whatever `--speed`: above the longest settle time (500 ms,
@@ -71,7 +73,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 BrokerChoice = Literal["auto", "mosquitto", "embedded"]
-Protocol = Literal["5", "3.1.1"]
+MqttProtocol = Literal["5", "3.1.1"]
 DeviceRole = Literal["door", "panel"]
 ROLES: tuple[DeviceRole, ...] = ("door", "panel")
 
@@ -124,7 +126,7 @@ def all_devices() -> list[str]:
 
 
 def edge_config_data(
-    room: str, role: DeviceRole, mqtt_url: str, protocol: Protocol, state_dir: Path
+    room: str, role: DeviceRole, mqtt_url: str, protocol: MqttProtocol, state_dir: Path
 ) -> dict[str, Any]:
     """A device file, as `EdgeConfig.model_validate` takes it, for one of the demo's devices."""
     return {
@@ -345,7 +347,7 @@ class RunningBroker:
 
     kind: Literal["mosquitto", "embedded"]
     description: str
-    protocol: Protocol
+    protocol: MqttProtocol
     url_for: Callable[[str], str]
     redacted: str
     stop: Callable[[], None]
@@ -435,7 +437,15 @@ def start_mosquitto(binary: str, workdir: Path) -> RunningBroker:
     conf = folder / "mosquitto.conf"
     conf.write_text(mosquitto_conf(port, data), encoding="utf-8")
     with open(folder / "mosquitto.log", "ab") as out:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=out)  # noqa: S603
+        # A session of its own: Ctrl-C in a terminal signals the whole foreground process group, and the
+        # broker must outlive the demo's own shutdown (the agents' last events and farewells go through it).
+        proc = subprocess.Popen(  # noqa: S603
+            [binary, "-c", str(conf)],
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # started before the demo has any other thread
+        )
     if not wait_port(port, 10, lambda: proc.poll() is None):
         _end_process(proc)
         raise DemoError(f"Mosquitto ({binary}) did not start; see {folder / 'mosquitto.log'}")
@@ -457,6 +467,12 @@ def start_mosquitto(binary: str, workdir: Path) -> RunningBroker:
     )
 
 
+def _die_with_parent() -> None:
+    """In the broker's process, before exec: SIGTERM when the demo dies (Linux), even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _end_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -476,13 +492,18 @@ def start_embedded(workdir: Path, users: Sequence[str]) -> RunningBroker:
         address = broker.start()
     except EmbeddedBrokerError as exc:
         raise DemoError(str(exc)) from exc
+
+    def stop() -> None:
+        broker.stop()
+        log.info("embedded broker stopped")
+
     return RunningBroker(
         kind="embedded",
         description=f"embedded amqtt {amqtt_version()} (in this process), MQTT 3.1.1, password auth",
         protocol="3.1.1",
         url_for=address.url,
         redacted=address.redacted(),
-        stop=broker.stop,
+        stop=stop,
         alive=lambda: broker.running,
     )
 

@@ -85,6 +85,7 @@ class HubMqtt:
         self.backlog_done = threading.Event()
         self.on_connected: Callable[[], None] = lambda: None
         self._connected = threading.Event()
+        self._stopping = False
         self._marker = self.topics.hub_marker(f"{client_id}-{secrets.token_hex(6)}")
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -126,6 +127,7 @@ class HubMqtt:
 
     def stop(self) -> None:
         """Say the hub is going offline, then disconnect (the session stays for the next start)."""
+        self._stopping = True
         if self.connected:
             info = self.client.publish(
                 self.topics.hub_status,
@@ -169,7 +171,10 @@ class HubMqtt:
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()
-        log.warning("MQTT disconnected: %s", reason)
+        if self._stopping:
+            log.info("MQTT disconnected: %s", reason)
+        else:
+            log.warning("MQTT disconnected: %s (reconnecting)", reason)
 
     def _on_message(self, client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         try:
