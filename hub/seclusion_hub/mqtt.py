@@ -158,16 +158,28 @@ class HubMqtt:
             self._connected.clear()
             log.error("MQTT connect to %s:%s refused: %s", self.address.host, self.address.port, reason)
             return
+        try:
+            for topic in self.topics.hub_subscriptions():
+                client.subscribe(topic, qos=1)
+            client.subscribe(self._marker, qos=1)
+            online = HubStatusPayload(online=True, ts=self.clock.now())
+            client.publish(self.topics.hub_status, dump_payload(online), qos=1, retain=True)
+            # Queued messages of our session come before this marker: when it returns, the backlog is through.
+            client.publish(self._marker, b"{}", qos=1)
+        except Exception:
+            # Never let an error escape into paho's network thread (it would die silently). Without its
+            # subscriptions the hub is not really connected: drop the socket so that paho reconnects.
+            log.exception("setting up the MQTT session failed; reconnecting")
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+            return
         self._connected.set()
         log.info("MQTT connected to %s:%s", self.address.host, self.address.port)
-        for topic in self.topics.hub_subscriptions():
-            client.subscribe(topic, qos=1)
-        client.subscribe(self._marker, qos=1)
-        online = HubStatusPayload(online=True, ts=self.clock.now())
-        client.publish(self.topics.hub_status, dump_payload(online), qos=1, retain=True)
-        # Queued messages of our session come before this marker: when it returns, the backlog is through.
-        client.publish(self._marker, b"{}", qos=1)
-        self.on_connected()
+        try:
+            self.on_connected()
+        except Exception:
+            log.exception("publishing the devices' config after connecting failed")
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()

@@ -308,7 +308,7 @@ class HubService:
                     "staff": message.staff,
                     "ts": message.ts,
                     "received_at": inbound.received_at,
-                    "stored_at": inbound.received_at,
+                    "stored_at": inbound.received_at,  # replaced by the commit time in Store.write
                 }
             )
             pending.accepted += 1

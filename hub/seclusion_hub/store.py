@@ -137,6 +137,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._write_lock = threading.Lock()
+        self._upserts: dict[tuple[str, str, bool], Any] = {}
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> Store:
@@ -161,6 +162,8 @@ class Store:
             return
         with self._write_lock, self.engine.begin() as conn:
             if batch.events:
+                for row in batch.events:
+                    row["stored_at"] = now
                 conn.execute(sa.insert(EventRecord), batch.events)
             if batch.dead_letters:
                 conn.execute(sa.insert(DeadLetter), batch.dead_letters)
@@ -196,8 +199,8 @@ class Store:
                 ]
                 self._upsert(conn, RoomSnapshot, rows, ["site", "room"])
 
-    @staticmethod
     def _upsert(
+        self,
         conn: Connection,
         model: type[SQLModel],
         rows: Sequence[dict[str, Any]],
@@ -206,6 +209,12 @@ class Store:
     ) -> None:
         table = model.__table__  # type: ignore[attr-defined]
         dialect = conn.dialect.name
+        cache_key = (table.name, dialect, update)
+        # Building an upsert copies every column; the statement is the same each time, so build it once.
+        cached = self._upserts.get(cache_key)
+        if cached is not None:
+            conn.execute(cached, list(rows))
+            return
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -219,6 +228,7 @@ class Store:
             stmt = stmt.on_conflict_do_update(index_elements=keys, set_=columns)
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        self._upserts[cache_key] = stmt
         conn.execute(stmt, list(rows))
 
     # -- start-up
