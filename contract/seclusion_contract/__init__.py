@@ -90,8 +90,9 @@ def truncate_ms(when: dt.datetime) -> dt.datetime:
 
 
 Timestamp = Annotated[dt.datetime, BeforeValidator(parse_ts), PlainSerializer(format_ts, return_type=str)]
-StrictInt = Annotated[int, Field(strict=True)]
-NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+MAX_COUNTER = 2**63 - 1  # seq and epoch fit a signed 64-bit column
+MAX_UPTIME_S = 100 * 365.25 * 86400
+NonNegInt = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNTER)]
 
 
 class _Payload(BaseModel):
@@ -105,7 +106,7 @@ class EventPayload(_Payload):
     """`{root}/{site}/{room}/{device}/event`, QoS 1, not retained."""
 
     id: Annotated[str, Field(min_length=1, max_length=200)]
-    seq: Annotated[int, Field(strict=True, ge=1)]
+    seq: Annotated[int, Field(strict=True, ge=1, le=MAX_COUNTER)]
     epoch: NonNegInt = 0
     ts: Timestamp
     boot: Annotated[str, Field(max_length=100)] | None = None
@@ -133,7 +134,7 @@ class StatusPayload(_Payload):
     ts: Timestamp | None = None
     agent: Annotated[str, Field(max_length=100)] | None = None
     boot: Annotated[str, Field(max_length=100)] | None = None
-    uptime_s: Annotated[float, Field(ge=0)] | None = None
+    uptime_s: Annotated[float, Field(ge=0, le=MAX_UPTIME_S)] | None = None
     sensors: list[Kind] | None = None
     epoch: NonNegInt | None = None
     last_seq: NonNegInt | None = None
@@ -145,7 +146,7 @@ class HeartbeatPayload(_Payload):
     ts: Timestamp
     epoch: NonNegInt = 0
     last_seq: NonNegInt = 0
-    uptime_s: Annotated[float, Field(ge=0)] | None = None
+    uptime_s: Annotated[float, Field(ge=0, le=MAX_UPTIME_S)] | None = None
     queued: NonNegInt = 0
     state: dict[Kind, str] = Field(default_factory=dict)
 

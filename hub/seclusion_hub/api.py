@@ -20,6 +20,7 @@ from . import __version__
 from .auth import Principal, Role, principal_for
 from .core.episode import Episode, Segment, UnknownInterval, account
 from .core.room import RoomMachine
+from .errors import BadRequest
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
 from .service import HubService
 from .store import Batch, Store
@@ -99,7 +100,7 @@ class ManualEpisode(_Body):
     @model_validator(mode="after")
     def _ordered(self) -> ManualEpisode:
         if self.ended_at is not None and self.ended_at < self.started_at:
-            raise ValueError("ended_at: before started_at")
+            raise BadRequest("body", "ended_at", "before started_at")
         return self
 
 
@@ -202,14 +203,10 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         if not who.may_see(site):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"no access to site {site!r}")
 
-    @app.exception_handler(ValueError)
-    async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:
-        text = str(exc)
-        field = text.split(":", 1)[0] if ":" in text else "request"
-        return JSONResponse(
-            status_code=422,
-            content={"detail": [{"loc": ["query", field], "msg": text, "type": "value_error"}]},
-        )
+    @app.exception_handler(BadRequest)
+    async def _bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
+        detail = [{"loc": [exc.location, exc.field], "msg": exc.problem, "type": "value_error"}]
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:
@@ -245,7 +242,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         start = 0
         if cursor is not None:
             if not cursor.isdigit():
-                raise ValueError("cursor: not a cursor this API returned")
+                raise BadRequest("query", "cursor", "not a cursor this API returned")
             start = int(cursor)
         page = items[start : start + limit]
         more = start + limit < len(items)
@@ -268,7 +265,10 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         if site is not None:
             site_allowed(who, site)
         sites = sorted(who.sites) if who.sites is not None else None
-        rows, nxt = store.list_episodes(sites, site, room, open, limit, cursor)
+        try:
+            rows, nxt = store.list_episodes(sites, site, room, open, limit, cursor)
+        except ValueError as exc:
+            raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         now = service.clock.now()
         return {"items": [episode_json(_episode_from(r), now) for r in rows], "next": nxt}
 
@@ -327,9 +327,12 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         now = service.clock.now()
         until = change.expires_at if change.mode == "maintenance" else None
         if until is not None and not now < until <= now + MAX_MAINTENANCE:
-            raise ValueError("expires_at: must be in the future and at most 2 hours ahead")
-        service.set_mode(site, room, until, change.reason)
-        store.audit(
+            raise BadRequest("body", "expires_at", "must be in the future and at most 2 hours ahead")
+        service.set_mode(
+            site,
+            room,
+            until,
+            change.reason,
             AuditEntry(
                 at=now,
                 actor=who.name,
@@ -337,7 +340,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
                 target_type="room",
                 target_id=f"{site}/{room}",
                 detail={"reason": change.reason, "expires_at": _ts(until)},
-            )
+            ),
         )
         with service.lock:
             return room_json(machine, service.clock.now())
@@ -350,7 +353,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         if body.started_at > now + dt.timedelta(minutes=5) or (
             body.ended_at and body.ended_at > now + dt.timedelta(minutes=5)
         ):
-            raise ValueError("started_at: in the future")
+            raise BadRequest("body", "started_at", "in the future")
         episode_id = str(uuid.uuid4())
         ep = Episode(
             id=episode_id,
@@ -390,8 +393,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
                 }
             ],
         )
-        store.write(batch, now)
-        store.audit(
+        batch.audits.append(
             AuditEntry(
                 at=now,
                 actor=who.name,
@@ -401,6 +403,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
                 detail={"reason": body.reason},
             )
         )
+        store.write(batch, now)  # the episode, its incident and its audit entry: all or nothing
         return episode_json(ep, now)
 
     @app.post("/api/episodes/{episode_id}/end", tags=["episodes"])
@@ -435,12 +438,12 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
                 }
             ],
         )
-        store.write(batch, now)
-        store.audit(
+        batch.audits.append(
             AuditEntry(
                 at=now, actor=who.name, action="manual_episode_end", target_type="episode", target_id=ep.id
             )
         )
+        store.write(batch, now)
         return episode_json(ep, now)
 
     @app.get("/api/incidents", tags=["incidents"])
@@ -455,7 +458,10 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         if site is not None:
             site_allowed(who, site)
         sites = sorted(who.sites) if who.sites is not None else None
-        rows, nxt = store.list_incidents(sites, site, status_, limit, cursor)
+        try:
+            rows, nxt = store.list_incidents(sites, site, status_, limit, cursor)
+        except ValueError as exc:
+            raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         return {"items": [incident_json(r) for r in rows], "next": nxt}
 
     @app.get("/api/incidents/{incident_id}", tags=["incidents"])

@@ -23,3 +23,13 @@ class RejectedMessage(SeclusionError, ValueError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class BadRequest(SeclusionError, ValueError):
+    """A request the API refuses with 422, naming where the bad field is (`query`, `body`, `path`)."""
+
+    def __init__(self, location: str, field: str, problem: str) -> None:
+        self.location = location
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")

@@ -20,6 +20,9 @@ from .config import LoadedSite
 from .core.room import DeviceStatus, Heartbeat, Message, SensorEvent
 from .errors import RejectedMessage
 
+EARLIEST_TS = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST_AHEAD = dt.timedelta(days=1)
+
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
@@ -31,6 +34,7 @@ class Inbound:
     mid: int = 0
     qos: int = 0
     retain: bool = False
+    conn: int = 0  # which MQTT connection delivered it: a packet id means something only on its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,11 @@ class Decoder:
             message = self._typed(address.channel, address.device, data, inbound.received_at)
         except ValidationError as exc:
             raise RejectedMessage(_reason(exc)) from exc
+        when = message.ts
+        if when is not None and not (EARLIEST_TS <= when <= inbound.received_at + LATEST_AHEAD):
+            # Not a clock that is a little off (semantics 4.5 corrects those) but a value no device can
+            # mean; kept as a dead letter so that nothing is lost, never applied.
+            raise RejectedMessage(f"ts: {when.isoformat()} is not a plausible time for a reading")
         return Decoded(address.site, address.room, message)
 
     @staticmethod

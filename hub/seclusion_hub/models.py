@@ -56,8 +56,8 @@ class EventRecord(SQLModel, table=True):
     site: str = Field(max_length=63)
     room: str = Field(max_length=63)
     device: str = Field(max_length=63)
-    epoch: int
-    seq: int
+    epoch: int = Field(sa_type=sa.BigInteger)
+    seq: int = Field(sa_type=sa.BigInteger)
     event_id: str = Field(max_length=200)
     kind: str = Field(max_length=16)
     value: str = Field(max_length=64)

@@ -86,6 +86,7 @@ class HubMqtt:
         self.on_connected: Callable[[], None] = lambda: None
         self._connected = threading.Event()
         self._stopping = False
+        self._conn = 0
         self._marker = self.topics.hub_marker(f"{client_id}-{secrets.token_hex(6)}")
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -140,9 +141,13 @@ class HubMqtt:
         self.client.loop_stop()
         self._connected.clear()
 
-    def ack(self, mid: int, qos: int) -> None:
-        """Acknowledge a delivered message to the broker (after its effects are committed)."""
-        if qos > 0:
+    def ack(self, mid: int, qos: int, conn: int) -> None:
+        """Acknowledge a delivered message to the broker (after its effects are committed).
+
+        Only on the connection that delivered it: after a reconnect the broker sends it again, and the
+        packet id may by then belong to another message that is not yet stored.
+        """
+        if qos > 0 and conn == self._conn and self.connected:
             self.client.ack(mid, qos)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
@@ -158,6 +163,8 @@ class HubMqtt:
             self._connected.clear()
             log.error("MQTT connect to %s:%s refused: %s", self.address.host, self.address.port, reason)
             return
+        self._conn += 1
+        self.backlog_done.clear()
         try:
             for topic in self.topics.hub_subscriptions():
                 client.subscribe(topic, qos=1)
@@ -203,6 +210,7 @@ class HubMqtt:
                     mid=msg.mid,
                     qos=msg.qos,
                     retain=bool(msg.retain),
+                    conn=self._conn,
                 )
             )
         except Exception:

@@ -58,7 +58,13 @@ class Hub:
             topic, payload, qos=qos, retain=retain
         )
         service.backlog_done = mqtt.backlog_done.is_set
-        mqtt.on_connected = service.publish_configs
+        service.listening = lambda: mqtt.connected
+
+        def on_connected() -> None:
+            service.reconnected()
+            service.publish_configs()
+
+        mqtt.on_connected = on_connected
         app = create_app(service, lambda: mqtt.connected)
         return cls(settings, sites, store, service, mqtt, app)
 

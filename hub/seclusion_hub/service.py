@@ -34,6 +34,7 @@ from .core.room import (
 )
 from .errors import RejectedMessage
 from .ingest import Decoder, Inbound
+from .models import AuditEntry
 from .store import Batch, Store, dead_letter_row
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,19 @@ class Command:
     error: BaseException | None = None
 
 
+class _Poisoned(Exception):
+    def __init__(self, item: Inbound, reason: str) -> None:
+        super().__init__(reason)
+        self.item = item
+        self.reason = reason
+
+
 @dataclass
 class _Pending:
     """A batch being applied: what to write and what to tell the broker once it is written."""
 
     batch: Batch = field(default_factory=Batch)
-    acks: list[tuple[int, int]] = field(default_factory=list)
+    acks: list[tuple[int, int, int]] = field(default_factory=list)
     devices: set[tuple[str, str, str]] = field(default_factory=set)
     received: list[dt.datetime] = field(default_factory=list)
     accepted: int = 0
@@ -126,12 +134,13 @@ class HubService:
         self.lock = threading.RLock()
         self.inbox: queue.Queue[Inbound | Command] = queue.Queue()
         self.machines: dict[tuple[str, str], RoomMachine] = {}
-        self.ack_message: Callable[[int, int], None] = lambda _mid, _qos: None
+        self.ack_message: Callable[[int, int, int], None] = lambda _mid, _qos, _conn: None
         self.publish: Callable[[str, bytes, int, bool], None] = lambda _t, _p, _q, _r: None
         self.backlog_done: Callable[[], bool] = lambda: True
+        self.listening: Callable[[], bool] = lambda: True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._started_at = time.monotonic()
+        self._listening_since = time.monotonic()
         self._evaluated = False
         self.healthy = True
         self._load_machines()
@@ -172,15 +181,16 @@ class HubService:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            items = self._take()
+            items: list[Inbound | Command] = []
             try:
+                items = self._take()
                 self.process(items)
             except Exception:
                 # A bug of ours: logged, counted, and the thread goes on. The messages stay
                 # unacknowledged, so the broker delivers them again after a reconnect.
                 log.exception("ingest batch of %d messages failed", len(items))
                 self.healthy = False
-                time.sleep(1.0)
+                self._stop.wait(1.0)
 
     def run_command(self, apply: Callable[[Batch], object], timeout: float = 15.0) -> object:
         """Run `apply` on the ingest thread within its next batch; return its result once stored."""
@@ -215,20 +225,47 @@ class HubService:
         return max(0.0, min(0.5, (min(deadlines) - now).total_seconds()))
 
     def process(self, items: list[Inbound | Command]) -> None:
-        """Apply a batch, write it, then acknowledge it. Retries the write until it succeeds."""
+        """Apply a batch, write it, then acknowledge it.
+
+        A message that a bug of ours fails to apply, or that the database refuses while it accepts
+        others, is set aside as a dead letter with the error, and the rest of the batch is applied again
+        from the stored state: one poisoned message never stops the rooms. A database that refuses
+        everything is retried with backoff, for as long as it takes, and nothing is acknowledged.
+        """
         attempt = 0
+        poisoned: dict[int, str] = {}
         while True:
-            pending = self._apply(items)
+            try:
+                pending = self._apply(items, poisoned)
+            except _Poisoned as bad:
+                log.error("applying a message on %s failed: %s", bad.item.topic, bad.reason)
+                self.metrics.internal_errors.inc()
+                poisoned[id(bad.item)] = bad.reason
+                self._load_machines()  # undo what the batch did before it failed
+                continue
             try:
                 self.store.write(pending.batch, self.clock.now())
                 break
-            except Exception:
+            except Exception as exc:
                 attempt += 1
                 self.metrics.write_failures.inc()
                 log.exception("database write failed (attempt %d); reloading the rooms and retrying", attempt)
                 self.healthy = False
                 # The machines moved ahead of the database: put them back where the database is.
                 self._load_machines()
+                if attempt >= 3 and len(items) > 1:
+                    for item in items:  # find the message the database refuses, if it is one
+                        self.process([item])
+                    return
+                single = items[0] if len(items) == 1 else None
+                if (
+                    attempt >= 3
+                    and isinstance(single, Inbound)
+                    and id(single) not in poisoned
+                    and self.store.ping()
+                ):
+                    poisoned[id(single)] = f"the database refused it: {type(exc).__name__}: {exc}"[:1500]
+                    continue
                 if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
                     return
         self.healthy = True
@@ -238,14 +275,14 @@ class HubService:
         self.metrics.accepted.inc(pending.accepted)
         for command in pending.commands:
             command.done.set()
-        for mid, qos in pending.acks:
-            self.ack_message(mid, qos)
+        for mid, qos, conn in pending.acks:
+            self.ack_message(mid, qos, conn)
         self._tell_devices(pending.devices)
         with self.lock:
             self.metrics.open_episodes.set(sum(1 for m in self.machines.values() if m.episode is not None))
         self.metrics.queue_depth.set(self.inbox.qsize())
 
-    def _apply(self, items: list[Inbound | Command]) -> _Pending:
+    def _apply(self, items: list[Inbound | Command], poisoned: dict[int, str]) -> _Pending:
         pending = _Pending()
         with self.lock:
             for item in items:
@@ -256,9 +293,18 @@ class HubService:
                     except Exception as exc:  # reported to the caller, not a reason to stop ingest
                         item.error = exc
                     continue
-                pending.acks.append((item.mid, item.qos))
+                pending.acks.append((item.mid, item.qos, item.conn))
+                reason = poisoned.get(id(item))
+                if reason is not None:
+                    pending.batch.dead_letters.append(
+                        dead_letter_row(item.topic, item.payload, reason, item.received_at)
+                    )
+                    continue
                 self._apply_one(item, pending)
-            if self.backlog_done() or time.monotonic() - self._started_at > BACKLOG_WAIT_S:
+            # Liveness is judged only while the hub hears the broker and has taken its backlog: the
+            # hub's own deafness is not the devices' downtime (semantics 4.6).
+            backlog_through = self.backlog_done() or time.monotonic() - self._listening_since > BACKLOG_WAIT_S
+            if self.listening() and backlog_through:
                 self._tick(pending)
         return pending
 
@@ -278,14 +324,10 @@ class HubService:
             )
             return
         except Exception as exc:
-            # A bug of ours, not a bad message: kept with the error so nothing is lost, and counted apart.
+            # A bug of ours, not a bad message: the machine may be half-changed, so the batch starts
+            # again from the stored state without this message, which is kept with the error.
             log.exception("applying a message on %s failed", inbound.topic)
-            self.metrics.internal_errors.inc()
-            reason = f"internal error while applying: {type(exc).__name__}: {exc}"
-            batch.dead_letters.append(
-                dead_letter_row(inbound.topic, inbound.payload, reason, inbound.received_at)
-            )
-            return
+            raise _Poisoned(inbound, f"internal error while applying: {type(exc).__name__}: {exc}") from exc
         message = decoded.message
         key = (decoded.site, decoded.room)
         if isinstance(message, SensorEvent):
@@ -372,16 +414,32 @@ class HubService:
                 payload = dump_payload(AckPayload(epoch=dev.epoch, seq=dev.seq))
             self.publish(self.topics.ack(site, room, device), payload, 1, True)
 
-    def set_mode(self, site: str, room: str, until: dt.datetime | None, reason: str | None) -> None:
-        """Maintenance until `until`, or normal (None), stored through the ingest thread."""
+    def set_mode(
+        self, site: str, room: str, until: dt.datetime | None, reason: str | None, audit: AuditEntry
+    ) -> None:
+        """Maintenance until `until`, or normal (None), stored through the ingest thread with its audit."""
         key = (site, room)
 
         def apply(batch: Batch) -> None:
             machine = self.machines[key]
             self._collect(key, machine.set_maintenance(until, reason, self.clock.now()), batch)
             batch.rooms[key] = machine.state
+            batch.audits.append(audit)
 
         self.run_command(apply)
+
+    def reconnected(self) -> None:
+        """The MQTT link is back (paho's network thread): liveness counts again from now, once the
+        backlog the broker kept for the hub is through."""
+        self._listening_since = time.monotonic()
+
+        def apply(batch: Batch) -> None:
+            now = self.clock.now()
+            for key, machine in self.machines.items():
+                machine.hub_started(now)
+                batch.rooms[key] = machine.state
+
+        self.inbox.put(Command(apply))
 
     def publish_configs(self) -> None:
         """Tell every device its room's numbers for its own fail-safe timers (retained `config`)."""

@@ -49,7 +49,8 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit survives a power cut before the broker and the device are told it is stored.
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
@@ -78,10 +79,12 @@ class Batch:
     incident_status: list[tuple[str, str, dt.datetime]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
     rooms: dict[tuple[str, str], RoomState] = field(default_factory=dict)
+    audits: list[AuditEntry] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.events
+            self.audits
+            or self.events
             or self.dead_letters
             or self.episodes
             or self.incidents_opened
@@ -149,6 +152,15 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> bool:
+        """Whether the database answers at all (to tell a refused message from a database that is down)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -192,6 +204,8 @@ class Store:
                 )
             if batch.notes:
                 conn.execute(sa.insert(TimelineNote), batch.notes)
+            if batch.audits:
+                conn.execute(sa.insert(AuditEntry), [a.model_dump(exclude={"id"}) for a in batch.audits])
             if batch.rooms:
                 rows = [
                     {"site": s, "room": r, "state": state.model_dump(mode="json"), "updated_at": now}

@@ -108,13 +108,58 @@ def test_door_left_open_past_the_grace_ends_the_episode_at_the_opening() -> None
     room.door("closed", 10)
     ep = room.machine.episode
     room.door("open", 100)
-    room.tick(129)
+    room.heartbeat(DOOR, 129, {"door": "open", "occupancy": "occupied"})
     assert room.machine.episode is ep, "still within the grace"
-    room.clock.set(at(131))
-    effects = room.machine.tick(at(131))
+    outcome = room.heartbeat(DOOR, 131, {"door": "open", "occupancy": "occupied"})
     assert room.machine.episode is None
     assert ep is not None and ep.ended_at == at(100)
-    assert any(isinstance(e, IncidentStatusChanged) and e.status == "awaiting_record" for e in effects)
+    assert any(
+        isinstance(e, IncidentStatusChanged) and e.status == "awaiting_record" for e in outcome.effects
+    )
+
+
+def test_the_grace_is_judged_by_the_door_device_never_by_the_hub_clock_or_another_device() -> None:
+    room = Room(reclose_grace_s=30, heartbeat_s=10)
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    ep = room.machine.episode
+    room.door("open", 50)
+    room.tick(200)  # the door device went quiet: the hub cannot know the door stayed open
+    room.observer("absent", 200)  # another device's clock proves nothing about the door
+    assert room.machine.episode is ep
+    room.send(DOOR, "door", "closed", 55, arrive=210)  # its outbox replays a re-close within the grace
+    assert room.machine.episode is ep
+    assert ep is not None and len(ep.segments) == 2 and ep.ended_at is None
+
+
+def test_a_still_child_is_not_lost_when_every_reclose_is_a_new_episode() -> None:
+    room = Room(reclose_grace_s=30, reclose_is_new_episode=True)
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    room.occupancy("vacant", 100)  # the child sits still; the PIR goes quiet
+    room.door("open", 200)
+    room.door("closed", 205)
+    second = room.machine.episode
+    assert second is not None and second.started_at == at(205) and not second.start_uncertain
+
+
+def test_a_replay_after_the_episode_ended_still_reveals_the_lapse() -> None:
+    room = Room()
+    room.status(PANEL, True, 0, boot="b1", uptime_s=10)
+    room.observer("present", 0)
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    ep = room.machine.episode
+    room.status(PANEL, False, 100)
+    room.door("open", 300)
+    room.occupancy("vacant", 301)
+    assert room.machine.episode is None and ep is not None and ep.ended_at == at(300)
+    room.status(PANEL, True, 400, boot="b1", uptime_s=410)
+    room.send(PANEL, "observer", "absent", 150, arrive=400)
+    room.send(PANEL, "observer", "present", 250, arrive=400)
+    acc = account(ep, at(500))
+    assert ep.unknown == []
+    assert acc.unsupervised_s == 100 and [(lp.start, lp.end) for lp in acc.lapses] == [(at(150), at(250))]
 
 
 def test_reclose_after_the_grace_is_a_new_episode() -> None:

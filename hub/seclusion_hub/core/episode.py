@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from seclusion_contract import truncate_ms
+
 Mode = Literal["observer", "checkin", "both"]
 
 
@@ -76,7 +78,8 @@ class Episode(_Model):
 
     def end_or(self, now: dt.datetime) -> dt.datetime:
         """When the episode ended, or `now` while it is open (never before its start)."""
-        end = self.ended_at if self.ended_at is not None else now
+        # The contract's precision is the millisecond: so is every boundary, and the parts add up exactly.
+        end = self.ended_at if self.ended_at is not None else truncate_ms(now)
         return max(end, self.started_at)
 
     def elapsed_s(self, now: dt.datetime) -> float:

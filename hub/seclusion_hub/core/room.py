@@ -161,6 +161,7 @@ class RoomState(_Model):
     readings: dict[str, Reading] = {}
     devices: dict[str, DeviceState] = {}
     episode: Episode | None = None
+    last_episode: Episode | None = None
     door_opened_at: dt.datetime | None = None
     last_check: dt.datetime | None = None
     episode_count: int = 0
@@ -205,13 +206,13 @@ class RoomMachine:
         return outcome
 
     def tick(self, now: dt.datetime) -> list[Effect]:
-        """Let time pass up to `now`: the re-close grace (semantics 2.4) and device liveness (4.1)."""
+        """Let time pass up to `now` on the hub's clock: device liveness (semantics 4.1).
+
+        The re-close grace is not judged here: only the door's own device can show that its door stayed
+        open past the grace (its next event or heartbeat, timed by its clock, with nothing pending).
+        Until then the episode goes on being timed: late or silent, the hub never under-counts.
+        """
         self._effects = []
-        door = self.state.readings.get("door")
-        door_device = self.state.devices.get(door.device) if door else None
-        # With the door's device offline nobody knows whether the door closed again: keep timing.
-        if door_device is None or door_device.online:
-            self._advance(now)
         self._liveness(now)
         effects, self._effects = self._effects, []
         return effects
@@ -246,8 +247,6 @@ class RoomMachine:
     def next_deadline(self) -> dt.datetime | None:
         """The earliest moment `tick` could change something, or None."""
         deadlines: list[dt.datetime] = []
-        if self.state.episode is not None and self.state.door_opened_at is not None:
-            deadlines.append(self.state.door_opened_at + self._seconds(self.policy.reclose_grace_s))
         for dev in self.state.devices.values():
             due = self._liveness_due(dev)
             if due is not None:
@@ -288,7 +287,8 @@ class RoomMachine:
         if gap > 0:
             dev.gaps += gap
             self._possible_loss(ev.device, gap, ev.ts)
-        self._advance(ev.ts)
+        if self._reports_the_door(ev.device):
+            self._advance(ev.ts)
         self._apply(ev.device, ev.kind, ev.value, ev.ts, staff=ev.staff)
         return Outcome(applied=True, gap=max(gap, 0))
 
@@ -320,6 +320,9 @@ class RoomMachine:
         self._seen(hb.device, now)
         if (hb.epoch, hb.last_seq) > (dev.epoch, dev.seq):
             return  # events still on their way: their own order tells the story
+        if self._reports_the_door(hb.device):
+            # Every event of the door's device is applied and its clock says this much time has passed.
+            self._advance(hb.ts)
         for kind, value in sorted(hb.state.items()):
             if kind == "check" or not self.spec.reports(hb.device, kind):
                 continue
@@ -328,6 +331,10 @@ class RoomMachine:
                 continue
             # Every event of the device is applied and still the reading differs: an event was lost.
             self._reconcile(hb.device, kind, value, hb.ts, mine)
+
+    def _reports_the_door(self, device: str) -> bool:
+        door = self.state.readings.get("door")
+        return door is not None and door.device == device
 
     def _reconcile(self, device: str, kind: str, value: str, ts: dt.datetime, mine: Reading | None) -> None:
         ep = self.state.episode
@@ -372,12 +379,20 @@ class RoomMachine:
         reading = Reading(value=value, ts=ts, device=device, uncertain=uncertain)
         dev.readings[kind] = reading
         ep = self.state.episode
+        late = self._ended_episode_at(ts)
         if kind == "check":
             if self.state.last_check is None or ts > self.state.last_check:
                 self.state.last_check = ts
             if ep is not None:
                 ep.checks.append(ts)
+            elif late is not None:
+                # 4.3: what a replay reveals about the past is written into the episode it belongs to.
+                late.checks.append(ts)
+                self._saved(late)
             return
+        if kind == "observer" and ep is None and late is not None:
+            late.observer.append(ObserverMark(ts=ts, present=value == "present"))
+            self._saved(late)
         current = self.state.readings.get(kind)
         if current is not None and current.device != device and ts < current.ts:
             return  # another device's later reading of this kind wins (semantics 1)
@@ -390,6 +405,13 @@ class RoomMachine:
                 self._mark_locked(ep, device, ts)
         if kind in ("door", "occupancy"):
             self._door_or_occupancy(kind, value, ts)
+
+    def _ended_episode_at(self, ts: dt.datetime) -> Episode | None:
+        """The last ended episode, if `ts` falls within it (a replayed reading arriving after its end)."""
+        last = self.state.last_episode
+        if last is None or last.ended_at is None or not last.started_at <= ts < last.ended_at:
+            return None
+        return last
 
     def _door_or_occupancy(self, kind: str, value: str, ts: dt.datetime) -> None:
         ep = self.state.episode
@@ -411,7 +433,9 @@ class RoomMachine:
         elif kind == "door" and value == "closed":
             if self.policy.reclose_is_new_episode:
                 self._end_episode(opened, "the door re-closed: a new episode by policy")
-                self._maybe_open()
+                # Nobody left (no vacant reading after the opening): the child is confined again now,
+                # even if a still child's PIR reads vacant.
+                self._open_episode(ts, uncertain=False, earliest=None)
             else:
                 ep.segments.append(Segment(start=ts))
                 self.state.door_opened_at = None
@@ -494,6 +518,7 @@ class RoomMachine:
             if gap.end is None:
                 gap.end = max(ep.ended_at, gap.start)
         self.state.episode = None
+        self.state.last_episode = ep
         self.state.door_opened_at = None
         self._note(ep.id, ep.ended_at, "episode_ended", {"reason": reason, "end_uncertain": ep.end_uncertain})
         self._effects.append(IncidentStatusChanged(ep.incident_id, "awaiting_record", ep.ended_at))
@@ -537,13 +562,13 @@ class RoomMachine:
         )
 
     def _forget_unknown(self, device: str, start: dt.datetime) -> None:
-        ep = self.state.episode
-        if ep is None:
-            return
-        kept = [gap for gap in ep.unknown if not (gap.device == device and gap.start >= start)]
-        if len(kept) != len(ep.unknown):
-            ep.unknown = kept
-            self._saved(ep)
+        for ep in (self.state.episode, self.state.last_episode):
+            if ep is None:
+                continue
+            kept = [gap for gap in ep.unknown if not (gap.device == device and gap.start >= start)]
+            if len(kept) != len(ep.unknown):
+                ep.unknown = kept
+                self._saved(ep)
 
     def _liveness_due(self, dev: DeviceState) -> dt.datetime | None:
         listening = self.state.listening_since
