@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from seclusion_contract import SLUG, Timestamp, format_ts
 
@@ -202,6 +203,23 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
     def site_allowed(who: Principal, site: str) -> None:
         if not who.may_see(site):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"no access to site {site!r}")
+
+    @app.middleware("http")
+    async def _credentials_first(request: Request, call_next: Any) -> Any:
+        # Credentials are checked before a body is read, so that a request without them gets 401 (the
+        # contract), never a 422 about a body it had no right to send.
+        if request.url.path.startswith("/api/"):
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            valid = scheme.lower() == "bearer" and bool(token)
+            if valid:
+                valid = await run_in_threadpool(principal_for, store, token.strip()) is not None
+            if not valid:
+                return JSONResponse(
+                    {"detail": "valid credentials required"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await call_next(request)
 
     @app.exception_handler(BadRequest)
     async def _bad_request(_request: Request, exc: BadRequest) -> JSONResponse:

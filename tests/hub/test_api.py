@@ -75,6 +75,10 @@ def test_without_credentials_everything_but_the_open_endpoints_is_401(api: Api) 
     for path in ("/api/rooms", "/api/episodes", "/api/alerts", "/api/incidents"):
         assert api.client.get(path).status_code == 401
         assert api.client.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401
+    malformed = api.client.post(
+        "/api/episodes", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 401, "credentials before the body"
     for path in ("/healthz", "/metrics", "/openapi.json", "/docs"):
         assert api.client.get(path).status_code == 200
 
