@@ -268,7 +268,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
 
     def _episode_from(row: EpisodeRecord) -> Episode:
         live = service.live_episode(row.id) if row.ended_at is None else None
-        return live or Episode.model_validate(row.data)
+        return live or Episode.model_validate_json(row.data)
 
     @app.get("/api/episodes", tags=["episodes"])
     def episodes(
@@ -431,7 +431,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         if row is None:
             raise HTTPException(404, "no such episode")
         site_allowed(who, row.site)
-        ep = Episode.model_validate(row.data)
+        ep = Episode.model_validate_json(row.data)
         if not ep.manual:
             raise HTTPException(409, "only a manual episode is ended by hand")
         if ep.ended_at is not None:

@@ -42,6 +42,7 @@ class HubSettings(BaseSettings):
     http_port: int = Field(default=8000, ge=1, le=65535)
     public_url: str = ""
     ingest_batch: int = Field(default=500, ge=1, le=10000)
+    ingest_linger_ms: float = Field(default=5.0, ge=0, le=1000)
 
     def site_paths(self) -> list[Path]:
         return [Path(p) for p in self.site_files.split(":") if p.strip()]

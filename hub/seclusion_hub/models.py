@@ -107,7 +107,8 @@ class EpisodeRecord(SQLModel, table=True):
     unsupervised_s: float = 0.0
     unknown_s: float = 0.0
     longest_lapse_s: float = 0.0
-    data: dict[str, Any] = _json()
+    # The whole episode as JSON text, written by pydantic's own serializer (the hot path of every commit).
+    data: str = Field(sa_type=sa.Text)
     saved_at: dt.datetime = _ts()
 
 
@@ -158,7 +159,7 @@ class RoomSnapshot(SQLModel, table=True):
 
     site: str = Field(primary_key=True, max_length=63)
     room: str = Field(primary_key=True, max_length=63)
-    state: dict[str, Any] = _json()
+    state: str = Field(sa_type=sa.Text)  # RoomState as JSON text
     updated_at: dt.datetime = _ts()
 
 

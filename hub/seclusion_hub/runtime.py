@@ -43,7 +43,14 @@ class Hub:
         sites = load_sites(paths)
         store = Store.open(settings.database_url)
         topics = Topics(settings.mqtt_root)
-        service = HubService(sites, store, clock, topics, batch_size=settings.ingest_batch)
+        service = HubService(
+            sites,
+            store,
+            clock,
+            topics,
+            batch_size=settings.ingest_batch,
+            linger_s=settings.ingest_linger_ms / 1000,
+        )
         mqtt = HubMqtt(
             settings.mqtt_url,
             topics,

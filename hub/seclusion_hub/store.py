@@ -129,7 +129,7 @@ def episode_row(ep: Episode, now: dt.datetime) -> dict[str, Any]:
         "unsupervised_s": acc.unsupervised_s,
         "unknown_s": acc.unknown_s,
         "longest_lapse_s": acc.longest_lapse_s,
-        "data": ep.model_dump(mode="json"),
+        "data": ep.model_dump_json(),
         "saved_at": now,
     }
 
@@ -208,7 +208,7 @@ class Store:
                 conn.execute(sa.insert(AuditEntry), [a.model_dump(exclude={"id"}) for a in batch.audits])
             if batch.rooms:
                 rows = [
-                    {"site": s, "room": r, "state": state.model_dump(mode="json"), "updated_at": now}
+                    {"site": s, "room": r, "state": state.model_dump_json(), "updated_at": now}
                     for (s, r), state in batch.rooms.items()
                 ]
                 self._upsert(conn, RoomSnapshot, rows, ["site", "room"])
@@ -250,7 +250,7 @@ class Store:
     def load_room_states(self) -> dict[tuple[str, str], RoomState]:
         with self.session() as s:
             rows = s.exec(select(RoomSnapshot)).all()
-            return {(r.site, r.room): RoomState.model_validate(r.state) for r in rows}
+            return {(r.site, r.room): RoomState.model_validate_json(r.state) for r in rows}
 
     # -- reads for the API
 

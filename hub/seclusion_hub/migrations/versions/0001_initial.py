@@ -85,7 +85,7 @@ def upgrade() -> None:
         sa.Column("unsupervised_s", sa.Float(), nullable=False),
         sa.Column("unknown_s", sa.Float(), nullable=False),
         sa.Column("longest_lapse_s", sa.Float(), nullable=False),
-        sa.Column("data", sa.JSON(), nullable=False),
+        sa.Column("data", sa.Text(), nullable=False),
         sa.Column("saved_at", seclusion_hub.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -119,7 +119,7 @@ def upgrade() -> None:
         "room_state",
         sa.Column("site", sa.String(length=63), nullable=False),
         sa.Column("room", sa.String(length=63), nullable=False),
-        sa.Column("state", sa.JSON(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
         sa.Column("updated_at", seclusion_hub.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("site", "room"),
     )
