@@ -7,8 +7,8 @@ Run from the repository root:
 What runs, all on 127.0.0.1 and all stopped at the end:
 
 - Mosquitto, with the shipped deploy/mosquitto/mosquitto.conf (no queue limit, the database written
-  after every change; `--autosave` changes only that) or, with `--broker fixture`, the test
-  fixture's configuration;
+  every second; `--autosave` changes only that, `--autosave 1` for after every change) or, with
+  `--broker fixture`, the test fixture's configuration;
 - the hub, as its own process (`seclusion-hub serve`), on a generated site of one device per room;
 - `--publishers` processes that are the devices, one MQTT v5 connection each, publishing QoS 1 events
   (door, occupancy and observer changes that open and close episodes) paced to `--rate` in total;
@@ -537,8 +537,8 @@ def write_site(path: Path, devices: int) -> list[tuple[str, str]]:
 def start_broker(
     kind: str, workdir: Path, autosave: str | None = None
 ) -> tuple[subprocess.Popen[bytes], int, Callable[[], None]]:
-    """Mosquitto with the shipped production configuration (`autosave` changes its autosave_interval),
-    or the test fixture's."""
+    """Mosquitto with the shipped production configuration (`autosave` changes its autosave_interval
+    and autosave_on_changes), or the test fixture's."""
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o777)  # noqa: S103  (Mosquitto drops root for its own user)
     if kind == "fixture":
@@ -555,7 +555,7 @@ def start_broker(
         raise RuntimeError(f"{DEPLOY_CONF}: no `listener 1883` line to rewrite")
     text = text.replace("persistence_location /mosquitto/data/", f"persistence_location {data}/")
     if autosave is not None:
-        # "N": save after N changes (the shipped 1 = after every change); "Ns": every N seconds.
+        # "Ns": save every N seconds (shipped: 1s); "N": after every N changes (1 = after every change).
         on_changes = "false" if autosave.endswith("s") else "true"
         text, n = re.subn(r"(?m)^autosave_interval \d+$", f"autosave_interval {autosave.rstrip('s')}", text)
         text, m = re.subn(r"(?m)^autosave_on_changes \w+$", f"autosave_on_changes {on_changes}", text)
@@ -793,8 +793,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--autosave",
         default=None,
-        help="change the deploy config's autosave: N changes between saves (shipped: 1), Ns seconds, "
-        "0 only at exit",
+        help="change the deploy config's autosave: Ns every N seconds (shipped: 1s), N after every N "
+        "changes (1: after every change), 0 only at exit; default: the shipped config as is",
     )
     p.add_argument("--publishers", type=int, default=2, help="publisher processes (2)")
     p.add_argument("--window", type=int, default=20, help="unacknowledged publishes per device (20)")

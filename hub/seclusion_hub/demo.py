@@ -395,12 +395,15 @@ def wait_port(port: int, seconds: float, alive: Callable[[], bool] = lambda: Tru
 def mosquitto_conf(port: int, data_dir: Path) -> str:
     """The demo's Mosquitto configuration: loopback only, and no QoS 1 message dropped or lost.
 
-    As deploy/mosquitto/mosquitto.conf: the database saved after every change (autosave_on_changes
-    makes autosave_interval count changes; 0 would turn autosaving off, and the default saves every
-    30 min, losing queued messages in a crash), and no cap on queued or in-flight messages (the default
-    1000 drops QoS 1 messages to a slow subscriber without a word). Anonymous clients are allowed because
-    the listener is on 127.0.0.1 only; `user` keeps the demo's own user, so that the broker may write
-    its files in the demo's private working directory when the demo runs as root.
+    As deploy/mosquitto/mosquitto.conf: the database saved every second (the default saves every
+    30 min; 0 would turn autosaving off; saving after every change, with autosave_on_changes, rewrites
+    the whole file per message, which at 2,000 events/s starved the hub's acks in bench/ingest.py). A
+    broker crash loses at most a second of broker state and no event, since each agent keeps an event
+    in its outbox until the hub's ack covers it and re-sends it after reconnecting. No cap on queued
+    or in-flight messages (the default 1000 drops QoS 1 messages to a slow subscriber without a word).
+    Anonymous clients are allowed because the listener is on 127.0.0.1 only; `user` keeps the demo's own
+    user, so that the broker may write its files in the demo's private working directory when the demo
+    runs as root.
     """
     return (
         f"listener {port} 127.0.0.1\n"
@@ -409,7 +412,7 @@ def mosquitto_conf(port: int, data_dir: Path) -> str:
         "persistence true\n"
         f"persistence_location {data_dir}/\n"
         "autosave_interval 1\n"
-        "autosave_on_changes true\n"
+        "autosave_on_changes false\n"
         "max_queued_messages 0\n"
         "max_inflight_messages 0\n"
         "persistent_client_expiration 1d\n"
@@ -659,7 +662,7 @@ def episode_report(hub: Hub) -> Callable[[str, dt.datetime], str | None]:
         rows, _ = hub.store.list_episodes(None, SITE, room, None, 1, None)
         if not rows:
             return "the hub has recorded no episode yet"
-        episode = hub.service.live_episode(rows[0].id) or Episode.model_validate(rows[0].data)
+        episode = hub.service.live_episode(rows[0].id) or Episode.model_validate_json(rows[0].data)
         if episode.started_at < since - dt.timedelta(seconds=5):
             return "the hub has not recorded this cycle's episode yet"
         now = hub.service.clock.now()

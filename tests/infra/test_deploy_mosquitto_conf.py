@@ -32,11 +32,15 @@ def settings() -> dict[str, str]:
 
 def test_settings_that_keep_every_message() -> None:
     """The defaults drop queued QoS 1 messages (max_queued_messages 1000) and save to disk only every
-    30 minutes; autosave_interval 0 would not save at all until a clean shutdown."""
+    30 minutes; autosave_interval 0 would not save at all until a clean shutdown. The database is saved
+    every second, not after every change: autosave_on_changes rewrites the whole file per message, which
+    at 2,000 events/s burnt a core and starved the hub's acks (bench/ingest.py, docs/performance.md). A
+    crash loses at most a second of broker state and no event: the edge outbox keeps each event until
+    the hub's ack covers it, and re-sends it after reconnecting."""
     conf = settings()
     assert conf["persistence"] == "true"
     assert conf["persistence_location"] == "/mosquitto/data/"
-    assert conf["autosave_on_changes"] == "true"
+    assert conf["autosave_on_changes"] == "false"
     assert conf["autosave_interval"] == "1"
     assert conf["max_queued_messages"] == "0"
     assert conf["listener"] == "1883"
@@ -55,12 +59,14 @@ def broker_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def test_shipped_config_persists_a_retained_message_at_once(broker_dir: Path) -> None:
+def test_shipped_config_persists_a_retained_message_within_seconds(broker_dir: Path) -> None:
     """Given Mosquitto running the shipped config, when one retained QoS 1 message arrives, then the
-    database is on disk at once, before any shutdown (so a crash would not lose it)."""
+    database holding it is on disk within about a second (the autosave interval), before any shutdown
+    (so a crash would lose at most that second)."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     assert Path(binary).exists(), "mosquitto is not installed (apt-get install mosquitto)"
     port = free_port()
+    topic = "seclusion/v1/_hub/status"
     text = CONF.read_text()
     text = re.sub(r"(?m)^listener 1883$", f"listener {port} 127.0.0.1", text)
     text = text.replace("persistence_location /mosquitto/data/", f"persistence_location {broker_dir}/")
@@ -74,13 +80,18 @@ def test_shipped_config_persists_a_retained_message_at_once(broker_dir: Path) ->
         client.connect("127.0.0.1", port)
         client.loop_start()
         try:
-            info = client.publish("seclusion/v1/_hub/status", b'{"v":1,"online":true}', qos=1, retain=True)
+            info = client.publish(topic, b'{"v":1,"online":true}', qos=1, retain=True)
             info.wait_for_publish(timeout=10)
         finally:
             client.disconnect()
             client.loop_stop()
         db = broker_dir / "mosquitto.db"
-        poll(lambda: db.exists() and db.stat().st_size > 0, seconds=5, what=f"{db} written")
+        # Saved on the next one-second autosave: poll for it, with room for a slow machine.
+        poll(
+            lambda: db.exists() and topic.encode() in db.read_bytes(),
+            seconds=10,
+            what=f"{topic} saved in {db}",
+        )
         assert proc.poll() is None, (broker_dir / "mosquitto.log").read_text()
     finally:
         proc.kill()
