@@ -122,3 +122,16 @@ def test_topics() -> None:
     with pytest.raises(ContractError):
         topics.parse_device_topic("seclusion/v1/Demo/calm-1/calm-1-door/event")
     assert Topics("school/x").ack("s", "r", "d") == "school/x/s/r/d/ack"
+
+
+def test_broker_urls_of_contract_section_5() -> None:
+    from seclusion_contract import parse_broker_url
+
+    plain = parse_broker_url("mqtt://127.0.0.1:1884")
+    assert (plain.host, plain.port, plain.tls, plain.username) == ("127.0.0.1", 1884, False, None)
+    secure = parse_broker_url("mqtts://hub:p%40ss@broker.school.local")
+    assert (secure.port, secure.tls, secure.username, secure.password) == (8883, True, "hub", "p@ss")
+    assert secure.redacted() == "mqtts://hub:***@broker.school.local:8883"
+    for bad in ("http://x:1883", "mqtt://", "mqtt://host:port", "mqtt://host/path"):
+        with pytest.raises(ValueError):
+            parse_broker_url(bad)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
@@ -21,6 +23,7 @@ __all__ = [
     "SLUG",
     "VALUES",
     "AckPayload",
+    "BrokerAddress",
     "ConfigPayload",
     "ContractError",
     "DurationAlertRule",
@@ -35,6 +38,7 @@ __all__ = [
     "Topics",
     "dump_payload",
     "format_ts",
+    "parse_broker_url",
     "parse_ts",
 ]
 
@@ -295,3 +299,51 @@ def payload_to_json(raw: bytes) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise ContractError(f"payload is not valid JSON: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where and how to reach the broker (contract section 5: `mqtt://user:pass@host:port` or `mqtts://`)."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    def redacted(self) -> str:
+        """The address for logs and output: never the password."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}:***@" if self.username and self.password else ""
+        if self.username and not self.password:
+            user = f"{self.username}@"
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str, expand: Callable[[str], str] = str) -> BrokerAddress:
+    """Parse a broker URL; a ValueError says what is wrong with it.
+
+    `expand` is applied to the host, user name and password after the URL is split (the edge agent
+    reads `${VAR}` from the environment there), so a password may hold `@` or `:`.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError("the broker URL is mqtt://[user:password@]host[:port] or mqtts://...")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("the broker URL has no path, query or fragment")
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    host_parts = urlsplit("//" + expand(hostport))
+    if not host_parts.hostname:
+        raise ValueError("the broker URL has no host")
+    try:
+        port = host_parts.port
+    except ValueError as exc:
+        raise ValueError(f"the broker URL's port is not a number: {exc}") from exc
+    tls = parts.scheme == "mqtts"
+    username: str | None = None
+    password: str | None = None
+    if userinfo:
+        raw_user, sep, raw_password = userinfo.partition(":")
+        username = expand(unquote(raw_user)) or None
+        password = expand(unquote(raw_password)) if sep else None
+    return BrokerAddress(host_parts.hostname, port or (8883 if tls else 1883), tls, username, password)

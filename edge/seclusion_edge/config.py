@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import SplitResult, unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -32,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from seclusion_contract import DEFAULT_ROOT, SLUG, VALUES, Kind
+from seclusion_contract import DEFAULT_ROOT, SLUG, VALUES, BrokerAddress, Kind, parse_broker_url
 from seclusion_edge.errors import ConfigError
 
 __all__ = [
@@ -147,25 +145,6 @@ class OutputsConfig(BaseModel):
     led: PinName | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where and how to reach the broker, with `${VAR}` already read from the environment."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-    def redacted(self) -> str:
-        """The address for logs and output: never the password."""
-        scheme = "mqtts" if self.tls else "mqtt"
-        user = f"{self.username}:***@" if self.username and self.password else ""
-        if self.username and not self.password:
-            user = f"{self.username}@"
-        return f"{scheme}://{user}{self.host}:{self.port}"
-
-
 def _beside_file(value: Path, info: ValidationInfo) -> Path:
     # A relative path in a device file means relative to that file, not to wherever systemd started us.
     base = (info.context or {}).get("base_dir")
@@ -185,38 +164,9 @@ def _expand(text: str) -> str:
     return _ENV_VAR.sub(value, text)
 
 
-def _split_url(url: str) -> SplitResult:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError("the broker URL is mqtt://[user:password@]host[:port] or mqtts://...")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("the broker URL has no path, query or fragment")
-    return parts
-
-
 def broker_address(url: str) -> BrokerAddress:
-    """Parse a broker URL, reading `${VAR}` in the user name and password from the environment.
-
-    The variables are substituted after the URL is split, so a password may hold `@` or `:`.
-    """
-    parts = _split_url(url)
-    netloc = parts.netloc
-    userinfo, _, hostport = netloc.rpartition("@")
-    host_parts = urlsplit("//" + _expand(hostport))
-    if not host_parts.hostname:
-        raise ValueError("the broker URL has no host")
-    try:
-        port = host_parts.port
-    except ValueError as exc:
-        raise ValueError(f"the broker URL's port is not a number: {exc}") from exc
-    tls = parts.scheme == "mqtts"
-    username: str | None = None
-    password: str | None = None
-    if userinfo:
-        raw_user, sep, raw_password = userinfo.partition(":")
-        username = _expand(unquote(raw_user)) or None
-        password = _expand(unquote(raw_password)) if sep else None
-    return BrokerAddress(host_parts.hostname, port or (8883 if tls else 1883), tls, username, password)
+    """Parse a broker URL, reading `${VAR}` in the host, user name and password from the environment."""
+    return parse_broker_url(url, _expand)
 
 
 class MqttConfig(BaseModel):

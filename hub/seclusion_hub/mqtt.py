@@ -12,16 +12,14 @@ import secrets
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from seclusion_contract import HubStatusPayload, Topics, dump_payload
+from seclusion_contract import BrokerAddress, HubStatusPayload, Topics, dump_payload, parse_broker_url
 
 from .core.clock import Clock
 from .errors import ConfigError
@@ -30,34 +28,12 @@ from .ingest import Inbound
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-
 def parse_mqtt_url(url: str) -> BrokerAddress:
     """`mqtt://user:pass@host:port` or `mqtts://...`; anything else is a ConfigError."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConfigError(
-            "SECLUSION_MQTT_URL", "", f"{parts.scheme or url!r}: use mqtt://host:port or mqtts://"
-        )
-    tls = parts.scheme == "mqtts"
     try:
-        port = parts.port or (8883 if tls else 1883)
+        return parse_broker_url(url)
     except ValueError as exc:
-        raise ConfigError("SECLUSION_MQTT_URL", "port", str(exc)) from exc
-    return BrokerAddress(
-        host=parts.hostname,
-        port=port,
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+        raise ConfigError("SECLUSION_MQTT_URL", "", str(exc)) from exc
 
 
 class HubMqtt:
