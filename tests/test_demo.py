@@ -32,6 +32,7 @@ from seclusion_contract import VALUES
 from seclusion_hub.core.policy import Policy
 from seclusion_hub.demo import MIN_STEP_S, SCENARIOS, device_id, scaled
 from seclusion_hub.embedded_broker import EmbeddedBroker, EmbeddedBrokerAddress
+from tests.support.hub import api_get
 from tests.support.processes import free_port, poll
 
 pytestmark = pytest.mark.integration
@@ -62,14 +63,7 @@ class Demo:
         return (self.workdir / "token").read_text().strip()
 
     def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(
-            f"http://127.0.0.1:{self.port}{path}",
-            params=params,
-            headers={"Authorization": f"Bearer {self.token()}"},
-            timeout=10,
-        )
-        response.raise_for_status()
-        return response.json()
+        return api_get(self.port, self.token(), path, **params)
 
     def poll(self, fetch: Callable[[], T | None], seconds: float, what: str) -> T:
         """`poll`, with the demo's output in the failure message."""

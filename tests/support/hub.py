@@ -51,6 +51,18 @@ def two_device_room(room: str = "calm-1", **overrides: Any) -> dict[str, Any]:
     }
 
 
+def api_get(port: int, token: str, path: str, **params: Any) -> Any:
+    """GET a hub API path on 127.0.0.1 with a bearer token; the JSON body, or an HTTP error raised."""
+    response = httpx.get(
+        f"http://127.0.0.1:{port}{path}",
+        params=params,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
 def _binary(name: str) -> str:
     found = shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
@@ -134,14 +146,7 @@ class HubProcess:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(
-            f"http://127.0.0.1:{self.port}{path}",
-            params=params,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10,
-        )
-        response.raise_for_status()
-        return response.json()
+        return api_get(self.port, self.token, path, **params)
 
 
 class Device:
