@@ -38,6 +38,7 @@ __all__ = [
     "Topics",
     "dump_payload",
     "format_ts",
+    "is_reading",
     "parse_broker_url",
     "parse_ts",
 ]
@@ -59,6 +60,13 @@ VALUES: Final[dict[str, tuple[str, ...]]] = {
     "check": ("ok",),
     "fault": ("ok",),  # or any code matching FAULT_CODE
 }
+
+
+def is_reading(kind: str, value: str) -> bool:
+    """Whether `value` is a reading of `kind` (contract section 2's table)."""
+    if kind == "fault":
+        return FAULT_CODE.match(value) is not None
+    return value in VALUES.get(kind, ())
 
 
 class ContractError(ValueError):
@@ -121,10 +129,9 @@ class EventPayload(_Payload):
 
     @model_validator(mode="after")
     def _value_fits_kind(self) -> EventPayload:
-        if self.kind == "fault":
-            if not FAULT_CODE.match(self.value):
+        if not is_reading(self.kind, self.value):
+            if self.kind == "fault":
                 raise ValueError("value: a fault is `ok` or a code matching ^[a-z0-9-]{1,64}$")
-        elif self.value not in VALUES[self.kind]:
             raise ValueError(
                 f"value: {self.value!r} is not one of {', '.join(VALUES[self.kind])} for {self.kind}"
             )
@@ -157,8 +164,7 @@ class HeartbeatPayload(_Payload):
     @model_validator(mode="after")
     def _state_values(self) -> HeartbeatPayload:
         for kind, value in self.state.items():
-            ok = FAULT_CODE.match(value) if kind == "fault" else value in VALUES[kind]
-            if not ok:
+            if not is_reading(kind, value):
                 raise ValueError(f"state.{kind}: {value!r} is not a reading of {kind}")
         return self
 

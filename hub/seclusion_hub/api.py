@@ -341,7 +341,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
     @app.put("/api/rooms/{site}/{room}/mode", tags=["rooms"])
     def set_mode(site: str, room: str, change: ModeChange, who: Senior) -> dict[str, Any]:
         """Maintenance (cleaning, testing): episodes still recorded, flagged `test`; at most 2 hours."""
-        machine = _machine(who, site, room)
+        _machine(who, site, room)  # 403 or 404 before anything changes
         now = service.clock.now()
         until = change.expires_at if change.mode == "maintenance" else None
         if until is not None and not now < until <= now + MAX_MAINTENANCE:
@@ -361,7 +361,8 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
             ),
         )
         with service.lock:
-            return room_json(machine, service.clock.now())
+            # Looked up again: a batch that failed meanwhile may have reloaded the machines.
+            return room_json(service.machines[(site, room)], service.clock.now())
 
     @app.post("/api/episodes", tags=["episodes"], status_code=201)
     def manual_episode(body: ManualEpisode, who: Senior) -> dict[str, Any]:
@@ -437,7 +438,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         if ep.ended_at is not None:
             raise HTTPException(409, "the episode has already ended")
         if body.ended_at < ep.started_at:
-            raise ValueError("ended_at: before started_at")
+            raise BadRequest("body", "ended_at", "before started_at")
         now = service.clock.now()
         ep.ended_at = ep.segments[-1].end = body.ended_at
         for gap in ep.unknown:

@@ -106,8 +106,7 @@ class _Pending:
     batch: Batch = field(default_factory=Batch)
     acks: list[tuple[int, int, int]] = field(default_factory=list)
     devices: set[tuple[str, str, str]] = field(default_factory=set)
-    received: list[dt.datetime] = field(default_factory=list)
-    accepted: int = 0
+    received: list[dt.datetime] = field(default_factory=list)  # one per event applied and stored
     commands: list[Command] = field(default_factory=list)
 
 
@@ -278,7 +277,7 @@ class HubService:
         stored = self.clock.now()
         for received in pending.received:
             self.metrics.ingest_lag.observe(max(0.0, (stored - received).total_seconds()))
-        self.metrics.accepted.inc(pending.accepted)
+        self.metrics.accepted.inc(len(pending.received))
         for command in pending.commands:
             command.done.set()
         for mid, qos, conn in pending.acks:
@@ -316,12 +315,12 @@ class HubService:
 
     def _apply_one(self, inbound: Inbound, pending: _Pending) -> None:
         batch = pending.batch
-        channel = inbound.topic.rsplit("/", 1)[-1]
         try:
             decoded = self.decoder.decode(inbound)
             machine = self.machines[(decoded.site, decoded.room)]
             outcome = machine.handle(decoded.message, inbound.received_at)
         except RejectedMessage as exc:
+            channel = inbound.topic.rsplit("/", 1)[-1]
             self.metrics.rejected.labels(
                 channel=channel if channel in ("event", "status", "heartbeat") else "other"
             ).inc()
@@ -337,9 +336,10 @@ class HubService:
         message = decoded.message
         key = (decoded.site, decoded.room)
         if isinstance(message, SensorEvent):
+            # Told again what is stored, duplicates included: a re-sent event gets its ack back.
+            pending.devices.add((decoded.site, decoded.room, message.device))
             if outcome.duplicate:
                 self.metrics.duplicates.inc()
-                pending.devices.add((decoded.site, decoded.room, message.device))
                 return
             if outcome.gap:
                 self.metrics.gaps.inc(outcome.gap)
@@ -356,14 +356,11 @@ class HubService:
                     "staff": message.staff,
                     "ts": message.ts,
                     "received_at": inbound.received_at,
-                    "stored_at": inbound.received_at,  # replaced by the commit time in Store.write
                 }
             )
-            pending.accepted += 1
             pending.received.append(inbound.received_at)
-            pending.devices.add((decoded.site, decoded.room, message.device))
         self._collect(key, outcome.effects, batch)
-        batch.rooms[key] = self.machines[key].state
+        batch.rooms[key] = machine.state
 
     def _tick(self, pending: _Pending) -> None:
         now = self.clock.now()
@@ -372,9 +369,6 @@ class HubService:
             self._evaluated = True
             log.info("backlog through; evaluating %d rooms against the clock", len(self.machines))
         for key, machine in self.machines.items():
-            deadline = machine.next_deadline()
-            if deadline is None or deadline > now:
-                continue
             effects = machine.tick(now)
             if effects:
                 self._collect(key, effects, pending.batch)
@@ -412,13 +406,15 @@ class HubService:
                 )
 
     def _tell_devices(self, devices: set[tuple[str, str, str]]) -> None:
-        for site, room, device in sorted(devices):
-            with self.lock:
+        acks: list[tuple[str, bytes]] = []
+        with self.lock:
+            for site, room, device in sorted(devices):
                 dev = self.machines[(site, room)].state.devices.get(device)
-                if dev is None:
-                    continue
-                payload = dump_payload(AckPayload(epoch=dev.epoch, seq=dev.seq))
-            self.publish(self.topics.ack(site, room, device), payload, 1, True)
+                if dev is not None:
+                    payload = dump_payload(AckPayload(epoch=dev.epoch, seq=dev.seq))
+                    acks.append((self.topics.ack(site, room, device), payload))
+        for topic, payload in acks:
+            self.publish(topic, payload, 1, True)
 
     def set_mode(
         self, site: str, room: str, until: dt.datetime | None, reason: str | None, audit: AuditEntry
@@ -455,7 +451,7 @@ class HubService:
                 policy = site.policies[room.id]
                 payload = dump_payload(
                     ConfigPayload(
-                        supervision=room.supervision or policy.supervision,
+                        supervision=self.machines[(site.id, room.id)].mode,
                         lapse_grace_s=policy.lapse_grace_s,
                         checkin_interval_s=policy.checkin_interval_s,
                         duration_alerts=[

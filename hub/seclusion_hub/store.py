@@ -119,9 +119,7 @@ _EVENT_INSERT_DRIVER = _EVENT_INSERT.format("%s")
 def _sqlite_time(when: dt.datetime) -> str:
     # Exactly how SQLAlchemy's SQLite DATETIME (through UTCDateTime) stores a time, so that reads and
     # range comparisons see the same text: naive UTC, microseconds.
-    if when.tzinfo is None:
-        raise ValueError("naive datetime refused: the hub stores UTC-aware times only")
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return _utc(when).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _utc(when: dt.datetime) -> dt.datetime:

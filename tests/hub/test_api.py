@@ -209,6 +209,12 @@ def test_a_manual_episode_is_marked_manual_audited_and_its_time_unknown(api: Api
     ep = created.json()
     assert ep["manual"] is True and ep["ended_at"] is None
     assert ep["unknown_s"] == ep["elapsed_s"] == 1200 and ep["supervised_s"] == 0
+    backwards = api.client.post(
+        f"/api/episodes/{ep['id']}/end",
+        json={"ended_at": format_ts(T0 - dt.timedelta(hours=1))},
+        headers=senior,
+    )
+    assert backwards.status_code == 422 and "ended_at" in backwards.text
     ended = api.client.post(
         f"/api/episodes/{ep['id']}/end",
         json={"ended_at": format_ts(T0 - dt.timedelta(minutes=5))},
