@@ -312,24 +312,8 @@ class Store:
             query = query.where(col(EpisodeRecord.ended_at).is_(None))
         elif is_open is False:
             query = query.where(col(EpisodeRecord.ended_at).is_not(None))
-        if cursor is not None:
-            started, last_id = decode_cursor(cursor)
-            query = query.where(
-                sa.or_(
-                    col(EpisodeRecord.started_at) < started,
-                    sa.and_(col(EpisodeRecord.started_at) == started, col(EpisodeRecord.id) < last_id),
-                )
-            )
-        query = query.order_by(col(EpisodeRecord.started_at).desc(), col(EpisodeRecord.id).desc()).limit(
-            limit + 1
-        )
-        with self.session() as s:
-            rows = list(s.exec(query).all())
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1].started_at, rows[-1].id)
-        return rows, next_cursor
+        rows, last = self._page(query, col(EpisodeRecord.started_at), col(EpisodeRecord.id), limit, cursor)
+        return rows, encode_cursor(last.started_at, last.id) if last is not None else None
 
     def episode_events(
         self, site: str, room: str, start: dt.datetime, end: dt.datetime | None
@@ -366,24 +350,19 @@ class Store:
             query = query.where(IncidentRecord.site == site)
         if status is not None:
             query = query.where(IncidentRecord.status == status)
+        rows, last = self._page(query, col(IncidentRecord.opened_at), col(IncidentRecord.id), limit, cursor)
+        return rows, encode_cursor(last.opened_at, last.id) if last is not None else None
+
+    def _page(self, query: Any, when: Any, key: Any, limit: int, cursor: str | None) -> tuple[list[Any], Any]:
+        """Newest first, keyset-paginated on (when, key): the page, and its last row when more follow."""
         if cursor is not None:
-            opened, last_id = decode_cursor(cursor)
-            query = query.where(
-                sa.or_(
-                    col(IncidentRecord.opened_at) < opened,
-                    sa.and_(col(IncidentRecord.opened_at) == opened, col(IncidentRecord.id) < last_id),
-                )
-            )
-        query = query.order_by(col(IncidentRecord.opened_at).desc(), col(IncidentRecord.id).desc()).limit(
-            limit + 1
-        )
+            after_when, after_key = decode_cursor(cursor)
+            query = query.where(sa.or_(when < after_when, sa.and_(when == after_when, key < after_key)))
         with self.session() as s:
-            rows = list(s.exec(query).all())
-        next_cursor = None
+            rows = list(s.exec(query.order_by(when.desc(), key.desc()).limit(limit + 1)).all())
         if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1].opened_at, rows[-1].id)
-        return rows, next_cursor
+            return rows[:limit], rows[limit - 1]
+        return rows, None
 
     def count(self, model: type[SQLModel]) -> int:
         with self.session() as s:

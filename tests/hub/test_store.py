@@ -143,3 +143,28 @@ def test_episodes_page_newest_first(store: Store) -> None:
     assert seen == [6, 5, 4, 3, 2, 1, 0]
     open_rows, _ = store.list_episodes(None, None, None, True, 10, None)
     assert open_rows == []
+
+
+def test_incidents_page_newest_first(store: Store) -> None:
+    eps = [episode(n, T0 + dt.timedelta(minutes=n)) for n in range(5)]
+    opened = [
+        {
+            "id": e.incident_id,
+            "episode_id": e.id,
+            "site": e.site,
+            "room": e.room,
+            "status": "open",
+            "opened_at": e.started_at,
+            "updated_at": e.started_at,
+        }
+        for e in eps
+    ]
+    store.write(Batch(episodes={e.id: e for e in eps}, incidents_opened=opened), T0 + dt.timedelta(hours=1))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        rows, cursor = store.list_incidents(None, "test-school", "open", 2, cursor)
+        seen += [r.id for r in rows]
+        if cursor is None:
+            break
+    assert seen == [e.incident_id for e in reversed(eps)]
