@@ -182,6 +182,9 @@ class IndicatorPayload(_Payload):
     level: Literal["none", "info", "warning", "critical"]
     reason: str = ""
     ts: Timestamp
+    # An addition to the contract: every alert behind `level` has been acknowledged by a person, so the
+    # room's buzzer may fall silent while its LED stays lit.
+    acknowledged: bool = False
 
 
 class DurationAlertRule(BaseModel):

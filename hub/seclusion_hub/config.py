@@ -176,6 +176,9 @@ def load_site(path: Path) -> LoadedSite:
     for index, recipient in enumerate(spec.recipients):
         for n, url in enumerate(recipient.notify):
             expand_env(url, str(path), f"recipients.{index}.notify.{n}")
+        for n, hook in enumerate(recipient.webhooks):
+            expand_env(hook.url, str(path), f"recipients.{index}.webhooks.{n}.url")
+            expand_env(hook.secret, str(path), f"recipients.{index}.webhooks.{n}.secret")
     return LoadedSite(path=path, spec=spec, zone=zone, policies=policies)
 
 

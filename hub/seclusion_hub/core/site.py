@@ -81,10 +81,18 @@ class RoomSpec(_Strict):
         return spec is not None and (spec.sensors is None or kind in spec.sensors or kind == "fault")
 
 
+class Webhook(_Strict):
+    """A signed webhook: the body is JSON, signed with HMAC-SHA256 under `secret` (docs/alerts.md)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    secret: Annotated[str, Field(min_length=16)]
+
+
 class Recipient(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     tier: Tier
-    notify: tuple[str, ...] = ()
+    notify: tuple[str, ...] = ()  # Apprise URLs; ${VAR} read from the environment
+    webhooks: tuple[Webhook, ...] = ()
 
 
 class SiteSpec(_Strict):
