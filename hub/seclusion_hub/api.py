@@ -170,6 +170,9 @@ def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
         "observer": machine.reading("observer"),
         "online": machine.online,
         "episode_id": ep.id if ep else None,
+        # Additions to the contract, for the live board's running clock.
+        "episode_started_at": format_ts(ep.started_at) if ep else None,
+        "episode_start_uncertain": ep.start_uncertain if ep else None,
         "supervised": supervised,
         "mode": "maintenance" if maintenance else "normal",
         "mode_until": _ts(st.maintenance_until) if maintenance else None,
