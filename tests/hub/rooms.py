@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from seclusion_hub.core.alerts import Alert, AlertSend, IndicatorChanged
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.policy import Policy
-from seclusion_hub.core.room import DeviceStatus, Heartbeat, Outcome, RoomMachine, SensorEvent
+from seclusion_hub.core.room import DeviceStatus, Effect, Heartbeat, Outcome, RoomMachine, SensorEvent
 from seclusion_hub.core.site import RoomSpec
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, 0, tzinfo=dt.UTC)
@@ -21,7 +22,7 @@ def at(seconds: float) -> dt.datetime:
 class Room:
     """Given a room with a door device (door, lock, occupancy) and a panel device (observer, check)."""
 
-    def __init__(self, **policy: Any) -> None:
+    def __init__(self, *, tiers: frozenset[str] = frozenset(), **policy: Any) -> None:
         self.spec = RoomSpec.model_validate(
             {
                 "id": "calm-1",
@@ -34,10 +35,11 @@ class Room:
         )
         self.policy = Policy.model_validate(policy)
         self.clock = FakeClock(T0)
-        self.machine = RoomMachine("demo-school", self.spec, self.policy)
+        self.machine = RoomMachine("demo-school", self.spec, self.policy, tiers=tiers)
         self.machine.hub_started(T0)
         self.seq = {DOOR: 0, PANEL: 0}
         self.outcomes: list[Outcome] = []
+        self.effects: list[Effect] = []  # every effect of every tick, in order
 
     def send(self, device: str, kind: str, value: str, t: float, *, arrive: float | None = None) -> Outcome:
         """The device reports `kind: value` that began at T0+t; it arrives at T0+arrive (default t)."""
@@ -46,7 +48,12 @@ class Room:
         self.clock.set(at(arrive if arrive is not None else t))
         outcome = self.machine.handle(event, self.clock.now())
         self.outcomes.append(outcome)
+        self._after_batch()
         return outcome
+
+    def _after_batch(self) -> None:
+        # As the hub does after every batch: the alerts are evaluated (liveness only in `tick`).
+        self.effects.extend(self.machine.tick(self.clock.now(), liveness=False))
 
     def door(self, value: str, t: float) -> Outcome:
         return self.send(DOOR, "door", value, t)
@@ -59,13 +66,51 @@ class Room:
 
     def status(self, device: str, online: bool, t: float, **kw: Any) -> Outcome:
         self.clock.set(at(t))
-        return self.machine.handle(DeviceStatus(device=device, online=online, ts=at(t), **kw), at(t))
+        outcome = self.machine.handle(DeviceStatus(device=device, online=online, ts=at(t), **kw), at(t))
+        self._after_batch()
+        return outcome
 
     def heartbeat(self, device: str, t: float, state: dict[str, str]) -> Outcome:
         self.clock.set(at(t))
         hb = Heartbeat(device=device, ts=at(t), epoch=0, last_seq=self.seq[device], state=state)
-        return self.machine.handle(hb, at(t))
+        outcome = self.machine.handle(hb, at(t))
+        self._after_batch()
+        return outcome
 
-    def tick(self, t: float) -> None:
+    def replay(self, readings: list[tuple[str, str, str, float]], arrive: float) -> None:
+        """A device's outbox arrives at T0+arrive, in one batch: (device, kind, value, t) each."""
+        self.clock.set(at(arrive))
+        for device, kind, value, t in readings:
+            self.seq[device] += 1
+            event = SensorEvent(device=device, kind=kind, value=value, ts=at(t), seq=self.seq[device])
+            self.outcomes.append(self.machine.handle(event, at(arrive)))
+        self._after_batch()
+
+    def tick(self, t: float, *, liveness: bool = True) -> list[Effect]:
+        """Time passes to T0+t on the hub's clock."""
         self.clock.set(at(t))
-        self.machine.tick(at(t))
+        effects = self.machine.tick(at(t), liveness=liveness)
+        self.effects.extend(effects)
+        return effects
+
+    def run(self, until: float, step: float = 0.1) -> None:
+        """Time passes to T0+until in small steps, as the hub's timer would wake it, with the devices
+        alive all along (their heartbeats are not the story here: liveness is judged in `tick`)."""
+        t = (self.clock.now() - T0).total_seconds()
+        while t < until - 1e-9:
+            t = min(until, round(t + step, 6))
+            self.tick(t, liveness=False)
+
+    # -- alerts
+
+    def alerts(self, kind: str | None = None, *, active: bool | None = None) -> list[Alert]:
+        found = [a for a in self.machine.state.book.alerts.values() if kind is None or a.kind == kind]
+        return [a for a in found if active is None or a.active == active]
+
+    def sends(self, kind: str | None = None) -> list[AlertSend]:
+        return [
+            e for e in self.effects if isinstance(e, AlertSend) and (kind is None or e.alert.kind == kind)
+        ]
+
+    def indicator(self) -> list[IndicatorChanged]:
+        return [e for e in self.effects if isinstance(e, IndicatorChanged)]

@@ -44,6 +44,15 @@ class UnknownInterval(_Model):
     end: dt.datetime | None = None
 
 
+class ReviewRecord(_Model):
+    """A recurring action of the policy's `reviews`, recorded by a person (semantics 2.6)."""
+
+    name: str
+    at: dt.datetime
+    by: str
+    note: str = ""
+
+
 class Episode(_Model):
     """A period in which a child is confined: the room occupied with its door closed (semantics 2)."""
 
@@ -59,11 +68,13 @@ class Episode(_Model):
     end_earliest: dt.datetime | None = None
     locked: bool = False
     lock_type: str | None = None
+    locked_at: dt.datetime | None = None
     segments: list[Segment]
     manual: bool = False
     test: bool = False
     incident_id: str
     pupil_id: str | None = None
+    pupil_age: int | None = None  # the child's age when known (age bands, 2.6); the register is the hub's
     possible_loss: bool = False
     clock_uncertain: bool = False
     supervision: Mode = "observer"
@@ -71,6 +82,7 @@ class Episode(_Model):
     observer: list[ObserverMark] = []
     checks: list[dt.datetime] = []
     unknown: list[UnknownInterval] = []
+    reviews: list[ReviewRecord] = []
 
     @property
     def is_open(self) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from seclusion_contract import format_ts
 
 from ..errors import RejectedMessage
-from .episode import Episode, ObserverMark, Segment, UnknownInterval
+from . import alerts
+from .alerts import Alert, AlertBook, AlertContext, AlertEffect, DeviceView, RoomView
+from .episode import Episode, ObserverMark, ReviewRecord, Segment, UnknownInterval
 from .policy import Policy
 from .site import RoomSpec
 
@@ -109,7 +111,7 @@ class Note:
     detail: dict[str, object]
 
 
-Effect = EpisodeSaved | IncidentOpened | IncidentStatusChanged | Note
+Effect = EpisodeSaved | IncidentOpened | IncidentStatusChanged | Note | AlertEffect
 
 
 @dataclass(slots=True)
@@ -147,10 +149,15 @@ class DeviceState(_Model):
     online: bool = True
     last_seen: dt.datetime | None = None
     offline_since: dt.datetime | None = None
+    offline_detected_at: dt.datetime | None = None
     last_offline: OfflineSpan | None = None
     boot: str | None = None
     gaps: int = 0
     readings: dict[str, Reading] = {}
+    # 4.5: arrival minus `ts` of recent heartbeats; the smallest is the best estimate of the offset.
+    offsets: list[float] = []
+    skew_since: dt.datetime | None = None
+    skew_s: float | None = None
 
 
 class RoomState(_Model):
@@ -169,6 +176,8 @@ class RoomState(_Model):
     maintenance_from: dt.datetime | None = None
     maintenance_until: dt.datetime | None = None
     maintenance_reason: str | None = None
+    book: AlertBook = AlertBook()
+    alerts_next_at: dt.datetime | None = None
 
 
 # --- the machine ----------------------------------------------------------------------------------
@@ -177,15 +186,27 @@ class RoomState(_Model):
 class RoomMachine:
     """The rules for one room. Not thread-safe: the hub drives each machine from one thread."""
 
-    def __init__(self, site: str, spec: RoomSpec, policy: Policy, state: RoomState | None = None) -> None:
+    def __init__(
+        self,
+        site: str,
+        spec: RoomSpec,
+        policy: Policy,
+        state: RoomState | None = None,
+        *,
+        tiers: frozenset[str] = frozenset(),
+    ) -> None:
         self.site = site
         self.spec = spec
         self.policy = policy
+        self.tiers = tiers  # the tiers that have someone to tell (escalation skips the others)
         self.mode = spec.supervision or policy.supervision
         self.state = state if state is not None else RoomState(site=site, room=spec.id)
         for device in spec.devices:
             self.state.devices.setdefault(device.id, DeviceState())
         self._effects: list[Effect] = []
+        # Episodes that ended since the alerts were last evaluated: what a batch revealed about them
+        # (a lapse inside a replay) is still raised, late, for the record.
+        self._ended: list[Episode] = []
 
     # -- public API
 
@@ -193,6 +214,8 @@ class RoomMachine:
         """Apply one message from a device of this room. Raises RejectedMessage, changing nothing."""
         self._check_device(message)
         self._effects = []
+        original = message
+        message = self._corrected(message, now)
         if isinstance(message, SensorEvent):
             outcome = self._event(message, now)
         elif isinstance(message, DeviceStatus):
@@ -201,21 +224,138 @@ class RoomMachine:
         else:
             self._heartbeat(message, now)
             outcome = Outcome(applied=True)
+        ep = self.state.episode
+        if message is not original and ep is not None and not ep.clock_uncertain:
+            ep.clock_uncertain = True  # its times rest on a corrected clock (4.5)
+            self._saved(ep)
         outcome.effects = self._effects
         self._effects = []
         return outcome
 
-    def tick(self, now: dt.datetime) -> list[Effect]:
-        """Let time pass up to `now` on the hub's clock: device liveness (semantics 4.1).
+    def tick(self, now: dt.datetime, *, liveness: bool = True) -> list[Effect]:
+        """Let time pass up to `now` on the hub's clock: device liveness (semantics 4.1, only while the
+        hub is listening) and the alerts (5): what is due is raised, what ended is resolved, what waits
+        for an acknowledgement escalates.
 
         The re-close grace is not judged here: only the door's own device can show that its door stayed
         open past the grace (its next event or heartbeat, timed by its clock, with nothing pending).
         Until then the episode goes on being timed: late or silent, the hub never under-counts.
         """
         self._effects = []
-        self._liveness(now)
+        if liveness:
+            self._liveness(now)
+        self._evaluate(now)
         effects, self._effects = self._effects, []
         return effects
+
+    # -- alerts (semantics 5): people's actions
+
+    def acknowledge(self, alert_id: str, who: str, via: str, now: dt.datetime) -> tuple[Alert, list[Effect]]:
+        """A person acknowledges an alert of this room; raises alerts.AlertError if it is not here."""
+        alert, effects = alerts.acknowledge(
+            self.state.book, alert_id, who, via, self._alert_context(now), now
+        )
+        return alert, self._with_notes(effects, now)
+
+    def resolve_alert(
+        self, alert_id: str, who: str, note: str, now: dt.datetime
+    ) -> tuple[Alert, list[Effect]]:
+        """A senior member of staff resolves an alert with a note."""
+        alert, effects = alerts.resolve_by_person(self.state.book, alert_id, who, note, now)
+        return alert, self._with_notes(effects, now)
+
+    def record_review(
+        self, episode_id: str, name: str, who: str, note: str, now: dt.datetime
+    ) -> list[Effect]:
+        """A review of the policy's `reviews` was done (2.6): its due alert resolves. Raises
+        RejectedMessage when the episode is not this room's open or latest one."""
+        ep = next(
+            (e for e in (self.state.episode, self.state.last_episode) if e and e.id == episode_id), None
+        )
+        if ep is None:
+            raise RejectedMessage("episode: reviews are recorded on the room's open or latest episode")
+        self._effects = []
+        ep.reviews.append(ReviewRecord(name=name, at=now, by=who, note=note))
+        self._note(ep.id, now, "review_recorded", {"review": name, "by": who})
+        self._saved(ep)
+        self._evaluate(now)
+        effects, self._effects = self._effects, []
+        return effects
+
+    def alert(self, alert_id: str) -> Alert | None:
+        try:
+            return alerts.find(self.state.book, alert_id)
+        except alerts.AlertError:
+            return None
+
+    def _alert_context(self, now: dt.datetime) -> AlertContext:
+        tests = frozenset(
+            e.id
+            for e in (self.state.episode, self.state.last_episode, *self._ended)
+            if e is not None and e.test
+        )
+        return AlertContext(self.site, self.spec.id, self.policy, self.tiers, self.in_maintenance(now), tests)
+
+    def _view(self) -> RoomView:
+        st = self.state
+        devices: list[DeviceView] = []
+        for name, dev in st.devices.items():
+            fault = dev.readings.get("fault")
+            devices.append(
+                DeviceView(
+                    device=name,
+                    online=dev.online,
+                    offline_since=dev.offline_since,
+                    offline_detected_at=dev.offline_detected_at,
+                    fault=(fault.value, fault.ts) if fault is not None and fault.value != "ok" else None,
+                    skew=(dev.skew_s, dev.skew_since)
+                    if dev.skew_since is not None and dev.skew_s is not None
+                    else None,
+                )
+            )
+        ended = list(self._ended)
+        last = st.last_episode
+        if last is not None and all(e.id != last.id for e in ended):
+            ended.append(last)
+        occupancy = st.readings.get("occupancy")
+        lock = st.readings.get("lock")
+        lock_spec = self.spec.device(lock.device) if lock is not None else None
+        return RoomView(
+            episode=st.episode,
+            ended=tuple(ended),
+            occupancy=(occupancy.value, occupancy.ts) if occupancy is not None else None,
+            lock=(lock.value, lock.ts, lock_spec.lock_type if lock_spec else None)
+            if lock is not None
+            else None,
+            devices=tuple(devices),
+        )
+
+    def _evaluate(self, now: dt.datetime) -> None:
+        due = alerts.conditions(self._view(), self.policy, now)
+        self._ended = []
+        effects = alerts.reconcile(self.state.book, due, self._alert_context(now), now)
+        self.state.alerts_next_at = due.next_at
+        self._effects.extend(self._with_notes(effects, now))
+
+    @staticmethod
+    def _with_notes(effects: list[AlertEffect], now: dt.datetime) -> list[Effect]:
+        """The effects, each alert change followed by its line in the episode's (or room's) timeline."""
+        out: list[Effect] = []
+        for effect in effects:
+            out.append(effect)
+            if isinstance(effect, alerts.AlertSaved):
+                a = effect.alert
+                detail: dict[str, object] = {"alert_id": a.id, "alert": a.kind, "severity": a.severity}
+                if effect.change == "raised":
+                    detail.update(due_at=format_ts(a.due_at), late=a.late, held=a.held)
+                elif effect.change in ("escalated", "renotified"):
+                    detail["tier"] = a.tier
+                elif effect.change == "acknowledged":
+                    detail.update(by=a.acknowledged_by, via=a.acknowledged_via)
+                elif effect.change == "resolved":
+                    detail.update(by=a.resolved_by, note=a.note)
+                out.append(Note(a.episode_id, now, f"alert_{effect.change}", detail))
+        return out
 
     def hub_started(self, now: dt.datetime) -> None:
         """The hub (re)started listening: its own downtime is not device downtime (semantics 4.6)."""
@@ -251,6 +391,11 @@ class RoomMachine:
             due = self._liveness_due(dev)
             if due is not None:
                 deadlines.append(due)
+        if self.state.alerts_next_at is not None:
+            deadlines.append(self.state.alerts_next_at)
+        send = alerts.next_send(self.state.book)
+        if send is not None:
+            deadlines.append(send)
         return min(deadlines, default=None)
 
     @property
@@ -314,6 +459,33 @@ class RoomMachine:
             self._note(None, now, "device_back", {"device": status.device, "same_boot": same_boot})
         if status.boot is not None:
             dev.boot = status.boot
+
+    def _corrected(self, message: Message, now: dt.datetime) -> Message:
+        """4.5: a device whose clock is off by more than `max_clock_skew_s` has its timestamps corrected
+        by the estimated offset, and the episode it touches is marked `clock_uncertain`."""
+        if isinstance(message, Heartbeat):
+            self._sample_offset(message, now)
+        if isinstance(message, DeviceStatus):
+            return message
+        dev = self.state.devices[message.device]
+        if dev.skew_since is None or dev.skew_s is None:
+            return message
+        return replace(message, ts=message.ts + dt.timedelta(seconds=dev.skew_s))
+
+    def _sample_offset(self, hb: Heartbeat, now: dt.datetime) -> None:
+        # Heartbeats only: they are sent live (QoS 0, never replayed from an outbox), so arrival minus
+        # `ts` is the clock offset plus the network's delay, and the smallest of a few is the offset.
+        dev = self.state.devices[hb.device]
+        dev.offsets = [*dev.offsets[-5:], (now - hb.ts).total_seconds()]
+        offset = min(dev.offsets, key=abs)
+        if abs(offset) > self.policy.max_clock_skew_s and len(dev.offsets) >= 3:
+            if dev.skew_since is None:
+                dev.skew_since = now
+                self._note(None, now, "clock_skew", {"device": hb.device, "offset_s": round(offset, 3)})
+            dev.skew_s = round(offset, 3)
+        elif abs(offset) <= self.policy.max_clock_skew_s and dev.skew_since is not None:
+            dev.skew_since = dev.skew_s = None
+            self._note(None, now, "clock_skew_cleared", {"device": hb.device})
 
     def _heartbeat(self, hb: Heartbeat, now: dt.datetime) -> None:
         dev = self.state.devices[hb.device]
@@ -519,6 +691,7 @@ class RoomMachine:
                 gap.end = max(ep.ended_at, gap.start)
         self.state.episode = None
         self.state.last_episode = ep
+        self._ended.append(ep)
         self.state.door_opened_at = None
         self._note(ep.id, ep.ended_at, "episode_ended", {"reason": reason, "end_uncertain": ep.end_uncertain})
         self._effects.append(IncidentStatusChanged(ep.incident_id, "awaiting_record", ep.ended_at))
@@ -528,6 +701,7 @@ class RoomMachine:
         spec = self.spec.device(device)
         ep.locked = True
         ep.lock_type = spec.lock_type if spec else None
+        ep.locked_at = max(ts, ep.started_at)
         self._note(ep.id, ts, "locked", {"lock_type": ep.lock_type})
         self._saved(ep)
 
@@ -540,7 +714,7 @@ class RoomMachine:
             return
         dev.online = True
         since = dev.offline_since or now
-        dev.offline_since = None
+        dev.offline_since = dev.offline_detected_at = None
         dev.last_offline = OfflineSpan(start=since, end=now)
         ep = self.state.episode
         if ep is not None:
@@ -553,6 +727,7 @@ class RoomMachine:
         dev = self.state.devices[device]
         dev.online = False
         dev.offline_since = since
+        dev.offline_detected_at = now
         ep = self.state.episode
         if ep is not None:
             ep.unknown.append(UnknownInterval(device=device, start=max(since, ep.started_at)))

@@ -1,0 +1,643 @@
+"""Alerts: which conditions are due, and the life of each alert (semantics 2.5, 2.6, 3, 4 and 5).
+
+Pure: no I/O, the clock passed in. The room machine asks `conditions()` what its state says is due
+now (and when the next thing will be), and `AlertBook.reconcile()` turns that into alerts: raised once,
+sent to a tier, escalated until acknowledged, sent again while an acknowledged condition lasts,
+resolved when the condition ends. Every change is an effect for the adapters (store, live board,
+indicator, notifiers). An alert's identity is its *key*: kind, episode, rule and the moment its
+condition began, so a replayed or re-evaluated condition never raises a second alert, and a condition
+that comes back after resolution (a new lapse, a new fault) is a new one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from seclusion_contract import format_ts
+
+from .episode import Episode, account
+from .policy import Policy, Tier
+
+Severity = Literal["info", "warning", "critical"]
+Level = Literal["none", "info", "warning", "critical"]
+SendReason = Literal["raised", "late", "escalated", "renotify"]
+TIERS: tuple[Tier, ...] = ("room", "senior", "dsl", "head")
+RANK: dict[str, int] = {"none": 0, "info": 1, "warning": 2, "critical": 3}
+NAMESPACE = uuid.UUID("0b8e4a52-7d1c-4f0e-9a63-2c5d8e1f7a90")
+# A raise more than this after its due time is `late` (contract section 6).
+LATE_AFTER = dt.timedelta(seconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class KindRule:
+    """A row of semantics section 5's table. `tier` None: the rule that raised it names the tier."""
+
+    severity: Severity
+    tier: Tier | None
+    needs_ack: bool
+
+
+KINDS: dict[str, KindRule] = {
+    "episode_started": KindRule("info", "senior", needs_ack=False),
+    "supervision_lapse": KindRule("critical", "room", needs_ack=True),
+    "duration_warning": KindRule("warning", None, needs_ack=True),
+    "duration_escalation": KindRule("warning", None, needs_ack=True),
+    "duration_limit": KindRule("critical", "senior", needs_ack=True),
+    "review_due": KindRule("warning", None, needs_ack=True),
+    "no_movement": KindRule("critical", "room", needs_ack=True),
+    "lock_forbidden": KindRule("critical", "senior", needs_ack=True),
+    "seclusion_prohibited": KindRule("critical", "senior", needs_ack=True),
+    # In an episode: critical, to the room; otherwise a warning to a senior (set per condition).
+    "device_offline": KindRule("warning", "senior", needs_ack=True),
+    "sensor_fault": KindRule("warning", "senior", needs_ack=True),
+    "clock_skew": KindRule("warning", "senior", needs_ack=False),
+    "report_overdue": KindRule("warning", "senior", needs_ack=True),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Escalation(_Model):
+    """The alert reached `tier` at `at`."""
+
+    tier: Tier
+    at: dt.datetime
+
+
+class Alert(_Model):
+    """One alert: what was due, when it was raised, who it reached, who acted, and how it ended."""
+
+    id: str
+    key: str
+    kind: str
+    severity: Severity
+    site: str
+    room: str
+    episode_id: str | None = None
+    rule: str = ""
+    detail: dict[str, str] = {}
+    due_at: dt.datetime
+    raised_at: dt.datetime
+    late: bool = False
+    needs_ack: bool = True
+    tier: Tier
+    escalations: list[Escalation] = []
+    sends: int = 0
+    next_send_at: dt.datetime | None = None
+    acknowledged_at: dt.datetime | None = None
+    acknowledged_by: str | None = None
+    acknowledged_via: str | None = None
+    resolved_at: dt.datetime | None = None
+    resolved_by: str | None = None
+    note: str | None = None
+    # When the condition itself ended, by the devices' clocks where they tell (a replay can show a lapse
+    # that ended before the hub heard of it).
+    condition_ended_at: dt.datetime | None = None
+    held: bool = False  # raised while the room was in maintenance: recorded, never sent (2.7, 5.3)
+
+    @property
+    def active(self) -> bool:
+        return self.resolved_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """Something the room's state says is due: an alert exists for it (raised, or resolved)."""
+
+    key: str
+    kind: str
+    due_at: dt.datetime
+    ended_at: dt.datetime | None = None  # None: it holds now
+    episode_id: str | None = None
+    rule: str = ""
+    tier: Tier | None = None
+    severity: Severity | None = None
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What the alert rules need to know of a device."""
+
+    device: str
+    online: bool
+    offline_since: dt.datetime | None
+    offline_detected_at: dt.datetime | None
+    fault: tuple[str, dt.datetime] | None  # a fault code other than `ok`, since when
+    skew: tuple[float, dt.datetime] | None  # an offset beyond bounds, and since when
+
+
+@dataclass(frozen=True, slots=True)
+class RoomView:
+    """What the alert rules need to know of the room, at one moment."""
+
+    episode: Episode | None
+    ended: tuple[Episode, ...]  # episodes that ended since the last evaluation (and the last one)
+    occupancy: tuple[str, dt.datetime] | None
+    lock: tuple[str, dt.datetime, str | None] | None  # value, since, lock type of its device
+    devices: tuple[DeviceView, ...]
+
+
+@dataclass
+class Due:
+    """What is due now, and the next moment something more falls due (None: nothing is waiting)."""
+
+    conditions: list[Condition] = field(default_factory=list)
+    next_at: dt.datetime | None = None
+
+    def later(self, when: dt.datetime) -> None:
+        if self.next_at is None or when < self.next_at:
+            self.next_at = when
+
+
+def _s(value: float) -> dt.timedelta:
+    return dt.timedelta(seconds=value)
+
+
+def duration_limit_s(policy: Policy, age: int | None) -> float | None:
+    """The hard limit (2.6): the age band's maximum (the youngest band when the age is unknown), and
+    `max_duration_s`; when both apply, the shorter, so the limit is never later than either says."""
+    limits: list[float] = []
+    if policy.max_duration_s is not None:
+        limits.append(policy.max_duration_s)
+    bands = sorted(policy.age_band_max_s, key=lambda b: b.max_age)
+    if bands:
+        band = next((b for b in bands if age is not None and age <= b.max_age), None)
+        if band is None:
+            band = bands[0] if age is None else bands[-1]
+        limits.append(band.max_s)
+    return min(limits) if limits else None
+
+
+def lock_violates(policy: Policy, lock_type: str | None) -> bool:
+    """2.5: `forbidden` refuses any lock; `held_only` refuses a bolt or a maglock."""
+    if policy.lock_mode == "forbidden":
+        return True
+    return policy.lock_mode == "held_only" and lock_type in ("bolt", "maglock")
+
+
+def conditions(view: RoomView, policy: Policy, now: dt.datetime) -> Due:
+    """Every condition due at `now`, and when the next one falls due."""
+    due = Due()
+    if view.episode is not None:
+        _episode_conditions(view.episode, view, policy, now, due)
+    for ended in view.ended:
+        _episode_conditions(ended, None, policy, now, due)
+    _device_conditions(view, policy, now, due)
+    return due
+
+
+def _episode_conditions(
+    ep: Episode, live: RoomView | None, policy: Policy, now: dt.datetime, due: Due
+) -> None:
+    """The conditions of one episode. `live` is the room's view while the episode is open; an ended
+    episode is judged only on what it recorded, up to its end."""
+    end = ep.ended_at
+
+    def add(cond: Condition) -> None:
+        if end is not None and cond.due_at > end:
+            return  # it would have fallen due after the child was free: never due
+        if cond.due_at > now and end is None:
+            due.later(cond.due_at)
+            return
+        if cond.due_at > now:
+            return
+        if end is not None and (cond.ended_at is None or cond.ended_at > end):
+            cond = replace(cond, ended_at=end)
+        due.conditions.append(cond)
+
+    start = ep.started_at
+    add(Condition(f"episode_started/{ep.id}", "episode_started", start, episode_id=ep.id))
+    if not policy.seclusion_allowed:
+        add(Condition(f"seclusion_prohibited/{ep.id}", "seclusion_prohibited", start, episode_id=ep.id))
+    # 3: supervision. Every unsupervised interval longer than the grace is a lapse alert, due when the
+    # grace ran out; the one running now is due once it has run for the grace.
+    grace = _s(policy.lapse_grace_s)
+    acc = account(ep, now)
+    horizon = ep.end_or(now)
+    if ep.is_open and acc.state_now == "unknown":
+        # A device went offline during a lapse: nobody knows it ended, so it still runs (it resolves
+        # only when supervision is seen again, 5's table); the time itself counts as unknown.
+        horizon = min((u.start for u in ep.unknown if u.end is None), default=horizon)
+    ongoing = ep.is_open and acc.state_now in ("unsupervised", "unknown")
+    for lapse in acc.lapses:
+        running = ongoing and lapse.end == horizon
+        if not running and lapse.end - lapse.start <= grace:
+            continue
+        add(
+            Condition(
+                f"supervision_lapse/{ep.id}/{format_ts(lapse.start)}",
+                "supervision_lapse",
+                lapse.start + grace,
+                ended_at=None if running else lapse.end,
+                episode_id=ep.id,
+                detail={"since": format_ts(lapse.start), "mode": ep.supervision},
+            )
+        )
+    # 2.6: duration rules count elapsed time, the reading that never under-counts.
+    for rule in policy.duration_alerts:
+        add(
+            Condition(
+                f"{rule.kind}/{ep.id}/{rule.after_s:g}",
+                rule.kind,
+                start + _s(rule.after_s),
+                episode_id=ep.id,
+                rule=f"{rule.after_s:g}",
+                tier=rule.tier,
+                detail={"after_s": f"{rule.after_s:g}"},
+            )
+        )
+    limit = duration_limit_s(policy, ep.pupil_age)
+    if limit is not None:
+        add(
+            Condition(
+                f"duration_limit/{ep.id}",
+                "duration_limit",
+                start + _s(limit),
+                episode_id=ep.id,
+                rule=f"{limit:g}",
+                detail={"limit_s": f"{limit:g}"},
+            )
+        )
+    for review in policy.reviews:
+        recorded = sum(1 for r in ep.reviews if r.name == review.name)
+        n = 1
+        at = start + _s(review.first_s)
+        while True:
+            if n > recorded:
+                cond = Condition(
+                    f"review_due/{ep.id}/{review.name}/{n}",
+                    "review_due",
+                    at,
+                    # A review's condition lasts until it is recorded; the child's release ends it too.
+                    episode_id=ep.id,
+                    rule=f"{review.name}#{n}",
+                    tier=review.tier,
+                    detail={"review": review.name, "number": str(n)},
+                )
+                add(cond)
+                if at > now:
+                    break
+            if review.every_s is None:
+                break
+            n += 1
+            at = at + _s(review.every_s)
+            if end is not None and at > end:
+                break
+    if ep.locked and ep.locked_at is not None and lock_violates(policy, ep.lock_type):
+        lock_end: dt.datetime | None = None
+        if live is not None and live.lock is not None and live.lock[0] != "engaged":
+            lock_end = live.lock[1]
+        add(
+            Condition(
+                f"lock_forbidden/{ep.id}/{format_ts(ep.locked_at)}",
+                "lock_forbidden",
+                ep.locked_at,
+                ended_at=lock_end,
+                episode_id=ep.id,
+                detail={"lock_type": ep.lock_type or "", "lock_mode": policy.lock_mode},
+            )
+        )
+    if live is not None and live.occupancy is not None and live.occupancy[0] == "vacant":
+        # 2.3: a PIR goes quiet when a child is still; quiet too long is a welfare check.
+        since = max(live.occupancy[1], start)
+        add(
+            Condition(
+                f"no_movement/{ep.id}/{format_ts(since)}",
+                "no_movement",
+                since + _s(policy.no_movement_s),
+                episode_id=ep.id,
+                detail={"since": format_ts(since)},
+            )
+        )
+    if live is not None:
+        # 4.1: a device offline during an episode is critical, and goes to the room.
+        for dev in live.devices:
+            if dev.online or dev.offline_since is None:
+                continue
+            since = dev.offline_since
+            at = max(since + _s(policy.offline_grace_s), dev.offline_detected_at or since, start)
+            add(
+                Condition(
+                    f"device_offline/{ep.id}/{dev.device}/{format_ts(since)}",
+                    "device_offline",
+                    at,
+                    episode_id=ep.id,
+                    rule=dev.device,
+                    tier="room",
+                    severity="critical",
+                    detail={"device": dev.device, "since": format_ts(since)},
+                )
+            )
+
+
+def _device_conditions(view: RoomView, policy: Policy, now: dt.datetime, due: Due) -> None:
+    def add(cond: Condition) -> None:
+        if cond.due_at > now:
+            due.later(cond.due_at)
+        else:
+            due.conditions.append(cond)
+
+    ep = view.episode
+    for dev in view.devices:
+        # An outage that began outside an episode is a warning to a senior; during an episode the
+        # episode's own (critical) alert speaks for it, so one outage does not page twice.
+        outside = ep is None or (dev.offline_since is not None and dev.offline_since < ep.started_at)
+        if not dev.online and dev.offline_since is not None and outside:
+            since = dev.offline_since
+            # Due once offline for the grace, and never before the hub could know (a silent device is
+            # found out three heartbeats after its last message).
+            at = max(since + _s(policy.offline_grace_s), dev.offline_detected_at or since)
+            add(
+                Condition(
+                    f"device_offline/-/{dev.device}/{format_ts(since)}",
+                    "device_offline",
+                    at,
+                    rule=dev.device,
+                    detail={"device": dev.device, "since": format_ts(since)},
+                )
+            )
+        if dev.fault is not None:
+            code, since = dev.fault
+            add(
+                Condition(
+                    f"sensor_fault/{dev.device}/{format_ts(since)}",
+                    "sensor_fault",
+                    min(since, now),
+                    rule=dev.device,
+                    detail={"device": dev.device, "code": code},
+                )
+            )
+        if dev.skew is not None:
+            offset, since = dev.skew
+            add(
+                Condition(
+                    f"clock_skew/{dev.device}/{format_ts(since)}",
+                    "clock_skew",
+                    min(since, now),
+                    rule=dev.device,
+                    detail={"device": dev.device, "offset_s": f"{offset:.3f}"},
+                )
+            )
+
+
+# --- effects ------------------------------------------------------------------------------------
+
+
+Change = Literal["raised", "escalated", "renotified", "acknowledged", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSaved:
+    """Store this alert as it now is, and show it on the live board; `change` says what happened."""
+
+    alert: Alert
+    change: Change
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSend:
+    """Tell the people of `tier` (every channel at once), once what decided it is stored."""
+
+    alert: Alert
+    tier: Tier
+    reason: SendReason
+    number: int  # the alert's n-th send: with the alert's id, unique
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorChanged:
+    """The room's indicator (LED and buzzer) should now show this."""
+
+    level: Level
+    reason: str
+    acknowledged: bool
+    at: dt.datetime
+
+
+AlertEffect = AlertSaved | AlertSend | IndicatorChanged
+
+
+class IndicatorState(_Model):
+    level: Level = "none"
+    reason: str = ""
+    acknowledged: bool = False
+
+
+class AlertBook(_Model):
+    """A room's alerts: the active ones, and the resolved ones whose condition may still be reported
+    (kept so that the same condition never raises a second alert). Part of the room's stored state."""
+
+    alerts: dict[str, Alert] = {}
+    indicator: IndicatorState = IndicatorState()
+
+
+class AlertError(Exception):
+    """A person's action on an alert that cannot be done (unknown alert, already resolved)."""
+
+
+@dataclass
+class AlertContext:
+    """What the book needs to know beyond its own state: who is there to tell, and whether the room's
+    alerts are held (maintenance)."""
+
+    site: str
+    room: str
+    policy: Policy
+    tiers_with_recipients: frozenset[str]
+    held: bool  # the room is in maintenance now
+    test_episodes: frozenset[str] = frozenset()  # episodes flagged `test`: their alerts are held too
+
+
+def alert_id(site: str, room: str, key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{site}/{room}/{key}"))
+
+
+def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) -> list[AlertEffect]:
+    """Raise what is due and not yet raised, resolve what has ended, and send what must be sent."""
+    effects: list[AlertEffect] = []
+    seen: set[str] = set()
+    for cond in due.conditions:
+        seen.add(cond.key)
+        alert = book.alerts.get(cond.key)
+        if alert is None:
+            alert = _raise(cond, ctx, now)
+            book.alerts[cond.key] = alert
+            effects.append(AlertSaved(alert, "raised"))
+            if alert.active and not alert.held:
+                effects.append(_send(alert, alert.tier, "late" if alert.late else "raised", now, ctx))
+        elif alert.active and cond.ended_at is not None:
+            _resolve(alert, now, None, _ended_note(alert.kind), cond.ended_at)
+            effects.append(AlertSaved(alert, "resolved"))
+    for key, alert in list(book.alerts.items()):
+        if key in seen:
+            continue
+        if alert.active:
+            # Its condition no longer holds (an occupancy signal, a recorded review, the device back).
+            _resolve(alert, now, None, _ended_note(alert.kind), None)
+            effects.append(AlertSaved(alert, "resolved"))
+        else:
+            # Resolved and its condition gone: nothing could raise it again.
+            del book.alerts[key]
+    effects.extend(_sends_due(book, ctx, now))
+    effects.extend(_indicator(book, now))
+    return effects
+
+
+def acknowledge(
+    book: AlertBook, alert_id_: str, who: str, via: str, ctx: AlertContext, now: dt.datetime
+) -> tuple[Alert, list[AlertEffect]]:
+    """A person has seen it and is acting: escalation stops. Acknowledging again changes nothing."""
+    alert = find(book, alert_id_)
+    if alert.acknowledged_at is not None:
+        return alert, []
+    alert.acknowledged_at, alert.acknowledged_by, alert.acknowledged_via = now, who, via
+    # While the condition lasts it is sent again to the acknowledging tier every `renotify_s`.
+    alert.next_send_at = now + _s(ctx.policy.renotify_s) if alert.active and not alert.held else None
+    effects: list[AlertEffect] = [AlertSaved(alert, "acknowledged")]
+    effects.extend(_indicator(book, now))
+    return alert, effects
+
+
+def resolve_by_person(
+    book: AlertBook, alert_id_: str, who: str, note: str, now: dt.datetime
+) -> tuple[Alert, list[AlertEffect]]:
+    """A senior member of staff resolves it with a note. The same condition will not raise it again;
+    a new one (a new lapse) will."""
+    alert = find(book, alert_id_)
+    if not alert.active:
+        raise AlertError("the alert is already resolved")
+    _resolve(alert, now, who, note, None)
+    effects: list[AlertEffect] = [AlertSaved(alert, "resolved")]
+    effects.extend(_indicator(book, now))
+    return alert, effects
+
+
+def find(book: AlertBook, alert_id_: str) -> Alert:
+    for alert in book.alerts.values():
+        if alert.id == alert_id_:
+            return alert
+    raise AlertError("no such alert in this room")
+
+
+def next_send(book: AlertBook) -> dt.datetime | None:
+    return min((a.next_send_at for a in book.alerts.values() if a.next_send_at is not None), default=None)
+
+
+def _raise(cond: Condition, ctx: AlertContext, now: dt.datetime) -> Alert:
+    rule = KINDS[cond.kind]
+    tier: Tier = cond.tier or rule.tier or "senior"
+    alert = Alert(
+        id=alert_id(ctx.site, ctx.room, cond.key),
+        key=cond.key,
+        kind=cond.kind,
+        severity=cond.severity or rule.severity,
+        site=ctx.site,
+        room=ctx.room,
+        episode_id=cond.episode_id,
+        rule=cond.rule,
+        detail=dict(cond.detail),
+        due_at=cond.due_at,
+        raised_at=now,
+        late=now - cond.due_at > LATE_AFTER,
+        needs_ack=rule.needs_ack,
+        tier=tier,
+        held=ctx.held or (cond.episode_id is not None and cond.episode_id in ctx.test_episodes),
+    )
+    if cond.ended_at is not None:
+        # 4.3: already over when the hub learnt of it: raised once, late, for the record; never sent.
+        _resolve(alert, now, None, _ended_note(alert.kind), cond.ended_at)
+    return alert
+
+
+def _resolve(
+    alert: Alert, now: dt.datetime, who: str | None, note: str | None, ended: dt.datetime | None
+) -> None:
+    alert.resolved_at, alert.resolved_by, alert.note = now, who, note
+    alert.condition_ended_at = ended
+    alert.next_send_at = None
+
+
+def _send(alert: Alert, tier: Tier, reason: SendReason, now: dt.datetime, ctx: AlertContext) -> AlertSend:
+    alert.escalations.append(Escalation(tier=tier, at=now))
+    alert.tier = tier
+    alert.sends += 1
+    if alert.needs_ack and alert.acknowledged_at is None:
+        alert.next_send_at = now + _s(ctx.policy.ack_timeout_s)
+    elif alert.needs_ack:
+        alert.next_send_at = now + _s(ctx.policy.renotify_s)
+    else:
+        alert.next_send_at = None
+    return AlertSend(alert.model_copy(deep=True), tier, reason, alert.sends)
+
+
+def _next_tier(current: Tier, ctx: AlertContext) -> Tier:
+    """5.2: the next tier that has someone to tell; past `head` (or with nobody further) it repeats."""
+    for tier in TIERS[TIERS.index(current) + 1 :]:
+        if tier in ctx.tiers_with_recipients:
+            return tier
+    return current if current == "head" or "head" not in ctx.tiers_with_recipients else "head"
+
+
+def _sends_due(book: AlertBook, ctx: AlertContext, now: dt.datetime) -> list[AlertEffect]:
+    effects: list[AlertEffect] = []
+    for alert in book.alerts.values():
+        if alert.next_send_at is None or alert.next_send_at > now or not alert.active or alert.held:
+            continue
+        if alert.acknowledged_at is None:
+            effects.append(_send(alert, _next_tier(alert.tier, ctx), "escalated", now, ctx))
+            effects.append(AlertSaved(alert, "escalated"))
+        else:
+            effects.append(_send(alert, alert.tier, "renotify", now, ctx))
+            effects.append(AlertSaved(alert, "renotified"))
+    return effects
+
+
+def _indicator(book: AlertBook, now: dt.datetime) -> list[AlertEffect]:
+    active = [a for a in book.alerts.values() if a.active and not a.held]
+    if active:
+        top = max(active, key=lambda a: (RANK[a.severity], -a.raised_at.timestamp()))
+        level: Level = top.severity
+        reason = top.kind
+        at_level = [a for a in active if a.severity == top.severity and a.needs_ack]
+        acknowledged = all(a.acknowledged_at is not None for a in at_level)
+    else:
+        level, reason, acknowledged = "none", "", False
+    new = IndicatorState(level=level, reason=reason, acknowledged=acknowledged)
+    if new == book.indicator:
+        return []
+    book.indicator = new
+    return [IndicatorChanged(level, reason, acknowledged, now)]
+
+
+_ENDED = {
+    "episode_started": "the episode ended",
+    "supervision_lapse": "supervised again",
+    "duration_warning": "the episode ended",
+    "duration_escalation": "the episode ended",
+    "duration_limit": "the episode ended",
+    "review_due": "the review was recorded, or the episode ended",
+    "no_movement": "an occupancy signal, or the episode ended",
+    "lock_forbidden": "the lock was released, or the episode ended",
+    "seclusion_prohibited": "the episode ended",
+    "device_offline": "the device is back",
+    "sensor_fault": "the device reported its fault cleared",
+    "clock_skew": "the device's clock is back within bounds",
+    "report_overdue": "the report was done",
+}
+
+
+def _ended_note(kind: str) -> str:
+    return _ENDED.get(kind, "the condition ended")
+
+
+def active(alerts: Iterable[Alert]) -> list[Alert]:
+    return [a for a in alerts if a.active]

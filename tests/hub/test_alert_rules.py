@@ -1,0 +1,449 @@
+"""The alert rules (semantics 2.5, 2.6, 3, 4 and 5), each a story on a fake clock: given a room, when
+something happens or time passes, then exactly this alert is (or is not) raised, sent, escalated,
+acknowledged or resolved. No sleeping: the clock is stepped."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from seclusion_hub.core.alerts import IndicatorChanged, duration_limit_s
+from seclusion_hub.core.episode import account
+from seclusion_hub.core.policy import Policy
+from seclusion_hub.core.room import Heartbeat, SensorEvent
+
+from .rooms import DOOR, PANEL, Room, at
+
+ALL_TIERS = frozenset({"room", "senior", "dsl", "head"})
+
+
+def confined(room: Room, observer: str | None = "present") -> None:
+    """Given a child in the room with the door closed at T0+2 (and the observer at the panel)."""
+    if observer is not None:
+        room.observer(observer, 0)
+    room.occupancy("occupied", 1)
+    room.door("closed", 2)
+    assert room.machine.episode is not None
+    assert room.machine.episode.started_at == at(2)
+
+
+# --- supervision (semantics 3) ---------------------------------------------------------------------
+
+
+def test_observer_away_for_one_second_less_than_the_grace_raises_nothing() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.observer("absent", 10)
+    room.run(24)  # 14 s away: the grace is 15 s
+    room.observer("present", 24)
+    room.run(100)
+    assert room.alerts("supervision_lapse") == []
+    assert room.sends("supervision_lapse") == []
+    # The interval is still kept, however short (3.4).
+    ep = room.machine.episode
+    assert ep is not None
+    acc = account(ep, at(100))
+    assert [(lp.start, lp.end) for lp in acc.lapses] == [(at(10), at(24))]
+
+
+def test_observer_away_for_one_second_more_than_the_grace_raises_the_lapse_at_exactly_the_grace() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.observer("absent", 10)
+    room.run(24.9)
+    assert room.alerts("supervision_lapse") == []
+    room.run(26)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.due_at == at(25)
+    assert lapse.raised_at == at(25)
+    assert not lapse.late
+    assert (lapse.severity, lapse.tier, lapse.needs_ack) == ("critical", "room", True)
+    [sent] = room.sends("supervision_lapse")
+    assert (sent.tier, sent.reason) == ("room", "raised")
+    assert room.indicator()[-1].level == "critical"
+
+    room.observer("present", 26)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.resolved_at == at(26)
+    assert lapse.resolved_by is None
+    assert lapse.note == "supervised again"
+    assert room.indicator()[-1].level == "info"  # the episode itself is still open
+
+
+def test_never_present_since_the_start_is_a_lapse_due_a_grace_after_the_start() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room, observer=None)
+    room.run(17.5)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.due_at == at(17)
+    assert lapse.detail["since"] == "2026-11-23T10:00:02.000Z"
+
+
+def test_a_missed_check_in_raises_the_lapse_a_grace_after_the_proof_runs_out() -> None:
+    room = Room(tiers=ALL_TIERS, supervision="checkin", checkin_interval_s=60, lapse_grace_s=15)
+    room.send(PANEL, "check", "ok", 0)  # proves observation until T0+60
+    room.occupancy("occupied", 1)
+    room.door("closed", 2)
+    room.run(74.9)
+    assert room.alerts("supervision_lapse") == []
+    room.run(75.5)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.due_at == at(75)
+    assert lapse.detail == {"since": "2026-11-23T10:01:00.000Z", "mode": "checkin"}
+    room.send(PANEL, "check", "ok", 80)
+    assert room.alerts("supervision_lapse", active=True) == []
+
+
+def test_both_modes_need_the_observer_and_the_check_in() -> None:
+    room = Room(tiers=ALL_TIERS, supervision="both", checkin_interval_s=60)
+    room.send(PANEL, "check", "ok", 0)
+    confined(room)  # observer present all along
+    room.run(74.9)
+    assert room.alerts("supervision_lapse") == []
+    room.run(75.5)
+    assert len(room.alerts("supervision_lapse", active=True)) == 1
+
+
+# --- escalation (semantics 5.2) --------------------------------------------------------------------
+
+
+def lapse_raised_at_25(room: Room) -> None:
+    confined(room)
+    room.observer("absent", 10)
+    room.run(25)
+
+
+def test_an_unacknowledged_alert_climbs_every_tier_then_repeats_to_head() -> None:
+    room = Room(tiers=ALL_TIERS, ack_timeout_s=60)
+    lapse_raised_at_25(room)
+    room.run(25 + 4 * 60, step=1)
+    [lapse] = room.alerts("supervision_lapse")
+    assert [(e.tier, e.at) for e in lapse.escalations] == [
+        ("room", at(25)),
+        ("senior", at(85)),
+        ("dsl", at(145)),
+        ("head", at(205)),
+        ("head", at(265)),
+    ]
+    assert [(s.tier, s.reason) for s in room.sends("supervision_lapse")] == [
+        ("room", "raised"),
+        ("senior", "escalated"),
+        ("dsl", "escalated"),
+        ("head", "escalated"),
+        ("head", "escalated"),
+    ]
+    assert lapse.tier == "head"
+
+
+def test_escalation_skips_the_tiers_nobody_is_on() -> None:
+    room = Room(tiers=frozenset({"senior", "head"}), ack_timeout_s=60)
+    lapse_raised_at_25(room)
+    room.run(25 + 3 * 60, step=1)
+    [lapse] = room.alerts("supervision_lapse")
+    assert [e.tier for e in lapse.escalations] == ["room", "senior", "head", "head"]
+
+
+def test_acknowledging_stops_the_escalation_and_the_alert_is_sent_again_while_it_lasts() -> None:
+    room = Room(tiers=ALL_TIERS, ack_timeout_s=60, renotify_s=300)
+    lapse_raised_at_25(room)
+    [lapse] = room.alerts("supervision_lapse")
+    room.clock.set(at(30))
+    acked, _ = room.machine.acknowledge(lapse.id, "Ms Duty", "api", at(30))
+    assert (acked.acknowledged_at, acked.acknowledged_by, acked.acknowledged_via) == (
+        at(30),
+        "Ms Duty",
+        "api",
+    )
+    assert acked.active
+    room.run(329, step=1)
+    assert [s.reason for s in room.sends("supervision_lapse")] == ["raised"]  # no escalation
+    room.run(331, step=1)
+    assert [(s.tier, s.reason) for s in room.sends("supervision_lapse")] == [
+        ("room", "raised"),
+        ("room", "renotify"),
+    ]
+    # Acknowledging again changes nothing.
+    again, effects = room.machine.acknowledge(lapse.id, "Mr Other", "api", at(332))
+    assert again.acknowledged_by == "Ms Duty"
+    assert effects == []
+
+
+def test_the_indicator_says_when_the_alerts_behind_it_are_acknowledged() -> None:
+    room = Room(tiers=ALL_TIERS)
+    lapse_raised_at_25(room)
+    assert (room.indicator()[-1].level, room.indicator()[-1].acknowledged) == ("critical", False)
+    [lapse] = room.alerts("supervision_lapse")
+    _, effects = room.machine.acknowledge(lapse.id, "Ms Duty", "board", at(26))
+    [changed] = [e for e in effects if isinstance(e, IndicatorChanged)]
+    assert (changed.level, changed.reason, changed.acknowledged) == ("critical", "supervision_lapse", True)
+
+
+def test_a_senior_resolves_an_alert_with_a_note_and_the_same_lapse_never_raises_it_again() -> None:
+    room = Room(tiers=ALL_TIERS)
+    lapse_raised_at_25(room)
+    [lapse] = room.alerts("supervision_lapse")
+    room.clock.set(at(40))
+    resolved, _ = room.machine.resolve_alert(
+        lapse.id, "Mrs Senior", "a member of staff is in the room", at(40)
+    )
+    assert (resolved.resolved_at, resolved.resolved_by) == (at(40), "Mrs Senior")
+    assert resolved.note == "a member of staff is in the room"
+    room.run(200, step=1)
+    assert len(room.alerts("supervision_lapse")) == 1
+    assert len(room.sends("supervision_lapse")) == 1  # resolved: no more escalation
+    # A new lapse is a new alert.
+    room.observer("present", 201)
+    room.observer("absent", 210)
+    room.run(226, step=1)
+    assert len(room.alerts("supervision_lapse", active=True)) == 1
+
+
+def test_the_start_of_an_episode_is_told_to_a_senior_once_and_needs_no_acknowledgement() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.run(500, step=5)
+    [started] = room.alerts("episode_started")
+    assert (started.severity, started.tier, started.needs_ack, started.due_at) == (
+        "info",
+        "senior",
+        False,
+        at(2),
+    )
+    assert [(s.tier, s.reason) for s in room.sends("episode_started")] == [("senior", "raised")]
+    room.door("open", 501)
+    room.occupancy("vacant", 502)
+    assert room.alerts("episode_started", active=True) == []
+
+
+# --- duration (semantics 2.6) ----------------------------------------------------------------------
+
+
+def test_duration_rules_fall_due_on_elapsed_time_each_to_its_tier() -> None:
+    room = Room(tiers=ALL_TIERS, ack_timeout_s=3600)
+    confined(room)
+    room.run(601, step=1)
+    assert room.alerts("duration_warning") == []
+    room.run(1802, step=1)
+    found = sorted(
+        room.alerts("duration_warning") + room.alerts("duration_escalation"), key=lambda a: a.due_at
+    )
+    assert [(a.kind, a.due_at, a.raised_at, a.tier) for a in found] == [
+        ("duration_warning", at(602), at(602), "room"),
+        ("duration_escalation", at(1202), at(1202), "senior"),
+        ("duration_escalation", at(1802), at(1802), "head"),
+    ]
+    room.door("open", 1900)
+    room.occupancy("vacant", 1901)
+    assert room.alerts("duration_escalation", active=True) == []
+    assert all(a.note == "the episode ended" for a in found)
+
+
+def test_the_duration_limit_takes_the_youngest_band_when_the_age_is_unknown() -> None:
+    policy = Policy.model_validate(
+        {"age_band_max_s": [{"max_age": 8, "max_s": 3600}, {"max_age": 17, "max_s": 7200}]}
+    )
+    assert duration_limit_s(policy, None) == 3600
+    assert duration_limit_s(policy, 12) == 7200
+    assert duration_limit_s(policy, 40) == 7200  # older than every band: the oldest band
+    both = Policy.model_validate({"max_duration_s": 1800, "age_band_max_s": [{"max_age": 8, "max_s": 3600}]})
+    assert duration_limit_s(both, 5) == 1800  # the shorter: never later than either says
+    room = Room(tiers=ALL_TIERS, age_band_max_s=[{"max_age": 8, "max_s": 3600}], duration_alerts=[])
+    confined(room)
+    room.tick(3601.9)
+    assert room.alerts("duration_limit") == []
+    room.tick(3602)
+    [limit] = room.alerts("duration_limit")
+    assert (limit.severity, limit.tier, limit.due_at) == ("critical", "senior", at(3602))
+
+
+def test_reviews_recur_until_each_is_recorded() -> None:
+    room = Room(
+        tiers=ALL_TIERS,
+        duration_alerts=[],
+        reviews=[{"name": "nursing review", "first_s": 900, "every_s": 900, "tier": "dsl"}],
+    )
+    confined(room)
+    room.tick(901)
+    assert room.alerts("review_due") == []
+    room.tick(902)
+    [first] = room.alerts("review_due")
+    assert (first.tier, first.due_at, first.rule) == ("dsl", at(902), "nursing review#1")
+    ep = room.machine.episode
+    assert ep is not None
+    room.clock.set(at(950))
+    room.machine.record_review(ep.id, "nursing review", "Nurse Lee", "calm, talking", at(950))
+    assert first.resolved_at == at(950)
+    room.tick(1802)
+    [second] = room.alerts("review_due", active=True)
+    assert second.rule == "nursing review#2"
+    # Not recorded: it stays, and escalates, and the third comes due beside it.
+    room.tick(2702)
+    assert sorted(a.rule for a in room.alerts("review_due", active=True)) == [
+        "nursing review#2",
+        "nursing review#3",
+    ]
+
+
+# --- the other rules -------------------------------------------------------------------------------
+
+
+def test_no_movement_while_closed_is_a_welfare_check_and_an_occupancy_signal_resolves_it() -> None:
+    room = Room(tiers=ALL_TIERS, no_movement_s=120)
+    confined(room)
+    room.occupancy("vacant", 10)
+    assert room.machine.episode is not None  # vacant while closed never ends an episode
+    room.run(129.9)
+    assert room.alerts("no_movement") == []
+    room.run(131)
+    [alert] = room.alerts("no_movement")
+    assert (alert.due_at, alert.severity, alert.tier) == (at(130), "critical", "room")
+    room.occupancy("occupied", 140)
+    assert alert.resolved_at == at(140)
+
+
+def test_a_lock_where_the_policy_forbids_it_raises_at_once_and_clears_on_release() -> None:
+    room = Room(tiers=ALL_TIERS, lock_mode="forbidden")
+    confined(room)
+    room.send(DOOR, "lock", "engaged", 5)
+    [alert] = room.alerts("lock_forbidden")
+    assert (alert.due_at, alert.raised_at, alert.severity, alert.tier) == (at(5), at(5), "critical", "senior")
+    assert alert.detail == {"lock_type": "held", "lock_mode": "forbidden"}
+    room.send(DOOR, "lock", "released", 20)
+    assert alert.resolved_at == at(20)
+
+
+def test_a_held_door_is_allowed_where_only_held_locks_are() -> None:
+    room = Room(tiers=ALL_TIERS, lock_mode="held_only")
+    confined(room)
+    room.send(DOOR, "lock", "engaged", 5)
+    assert room.alerts("lock_forbidden") == []
+    assert room.machine.episode is not None and room.machine.episode.locked
+
+
+def test_seclusion_where_the_policy_prohibits_it_raises_at_once_until_the_episode_ends() -> None:
+    room = Room(tiers=ALL_TIERS, seclusion_allowed=False)
+    confined(room)
+    [alert] = room.alerts("seclusion_prohibited")
+    assert (alert.due_at, alert.raised_at, alert.severity) == (at(2), at(2), "critical")
+    room.door("open", 30)
+    room.occupancy("vacant", 31)
+    assert alert.resolved_at == at(31)
+
+
+def test_a_device_offline_mid_episode_counts_unknown_time_and_is_critical_after_its_grace() -> None:
+    room = Room(tiers=ALL_TIERS, offline_grace_s=20)
+    confined(room)
+    room.heartbeat(PANEL, 5, {"observer": "present"})  # the panel's last message
+    room.status(PANEL, False, 10)  # its Last Will: offline from its last message
+    room.run(24.9)
+    assert room.alerts("device_offline") == []
+    room.run(26)
+    [alert] = room.alerts("device_offline")
+    assert (alert.severity, alert.tier, alert.due_at) == ("critical", "room", at(25))
+    assert alert.episode_id == room.machine.episode.id  # type: ignore[union-attr]
+    ep = room.machine.episode
+    assert ep is not None
+    acc = account(ep, at(60))
+    assert acc.unknown_s == 55.0  # from the panel's last message at T0+5
+    assert acc.unsupervised_s == 0.0
+    assert room.alerts("supervision_lapse") == []  # unknown time is not unsupervised
+    room.status(PANEL, True, 60, boot="b2", uptime_s=1)
+    assert alert.resolved_at == at(60)
+    assert alert.note == "the device is back"
+
+
+def test_a_device_offline_outside_an_episode_is_a_warning_to_a_senior() -> None:
+    room = Room(tiers=ALL_TIERS, offline_grace_s=20, heartbeat_s=10)
+    room.observer("present", 0)
+    room.occupancy("vacant", 0)
+    room.door("open", 0)
+    room.tick(29.9)
+    room.tick(30)  # three heartbeats of silence since T0+0
+    room.tick(30.1)
+    alerts = room.alerts("device_offline")
+    assert sorted((a.rule, a.severity, a.tier, a.due_at) for a in alerts) == [
+        (DOOR, "warning", "senior", at(30)),
+        (PANEL, "warning", "senior", at(30)),
+    ]
+    assert all(not a.late for a in alerts)  # due when the hub could first know
+
+
+def test_a_sensor_fault_is_raised_at_once_and_cleared_by_the_device() -> None:
+    room = Room(tiers=ALL_TIERS)
+    room.send(DOOR, "fault", "door-sensor-disconnected", 5)
+    [alert] = room.alerts("sensor_fault")
+    assert (alert.severity, alert.tier, alert.detail) == (
+        "warning",
+        "senior",
+        {"device": DOOR, "code": "door-sensor-disconnected"},
+    )
+    room.send(DOOR, "fault", "ok", 50)
+    assert alert.resolved_at == at(50)
+
+
+def test_a_clock_off_by_more_than_the_bound_raises_clock_skew_and_its_times_are_corrected() -> None:
+    room = Room(tiers=ALL_TIERS, max_clock_skew_s=2)
+    for t in (10, 20, 30):
+        # The door device's clock runs 5 s behind the hub's.
+        room.clock.set(at(t))
+        hb = Heartbeat(device=DOOR, ts=at(t - 5), epoch=0, last_seq=room.seq[DOOR], state={})
+        room.machine.handle(hb, at(t))
+        room.effects.extend(room.machine.tick(at(t), liveness=False))
+    [alert] = room.alerts("clock_skew")
+    assert (alert.needs_ack, alert.detail["offset_s"]) == (False, "5.000")
+    room.observer("present", 31)
+    # The door closes at 40 by the hub's clock, 35 by the device's: the episode starts at 40.
+    for kind, value in (("occupancy", "occupied"), ("door", "closed")):
+        room.seq[DOOR] += 1
+        ev = SensorEvent(device=DOOR, kind=kind, value=value, ts=at(35), seq=room.seq[DOOR])
+        room.machine.handle(ev, at(40))
+    ep = room.machine.episode
+    assert ep is not None
+    assert ep.started_at == at(40)
+    assert ep.clock_uncertain
+
+
+def test_a_replay_reveals_a_lapse_that_already_ended_raised_once_late_and_never_sent() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    # The panel's outbox arrives at T0+100: the observer left at 10 and came back at 40.
+    room.replay([(PANEL, "observer", "absent", 10), (PANEL, "observer", "present", 40)], arrive=100)
+    [lapse] = room.alerts("supervision_lapse")
+    assert (lapse.due_at, lapse.raised_at, lapse.late) == (at(25), at(100), True)
+    assert lapse.resolved_at == at(100)
+    assert lapse.condition_ended_at == at(40)
+    assert room.sends("supervision_lapse") == []
+    room.run(400, step=5)
+    assert len(room.alerts("supervision_lapse")) == 1  # raised once
+
+
+def test_a_late_lapse_that_still_holds_is_sent_once_marked_late() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.replay([(PANEL, "observer", "absent", 10)], arrive=100)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.late and lapse.active
+    assert [(s.tier, s.reason) for s in room.sends("supervision_lapse")] == [("room", "late")]
+
+
+def test_alerts_of_a_room_in_maintenance_are_recorded_not_sent() -> None:
+    room = Room(tiers=ALL_TIERS)
+    room.machine.set_maintenance(at(3600), "testing the sensors", at(0))
+    lapse_raised_at_25(room)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.held
+    room.run(400, step=5)
+    assert room.sends() == []
+    assert all(i.level == "none" for i in room.indicator())
+
+
+@pytest.mark.parametrize("grace", [0, 5, 15])
+def test_the_lapse_is_due_exactly_the_grace_after_the_absence(grace: float) -> None:
+    room = Room(tiers=ALL_TIERS, lapse_grace_s=grace)
+    confined(room)
+    room.observer("absent", 10)
+    room.run(10 + grace + 0.5)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.due_at == at(10) + dt.timedelta(seconds=grace)
+    assert lapse.raised_at - lapse.due_at <= dt.timedelta(seconds=0.1)
