@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from seclusion_contract import DEFAULT_ROOT
 
-from .core.policy import Policy
+from .core.policy import Policy, PolicyError, dotted
 from .core.site import RoomSpec, SiteSpec
 from .errors import ConfigError
 
@@ -94,25 +95,37 @@ def builtin_profiles() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _profile_source(name_or_path: str, relative_to: Path | None) -> tuple[str, Any]:
-    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+def _is_profile_path(name_or_path: str) -> bool:
+    return name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path
+
+
+def _profile_source(name_or_path: str, relative_to: Path | None) -> tuple[str, Any, Path | None]:
+    """Where a profile comes from (for messages), its raw content, and the folder its own `base` is
+    relative to: a profile file's own folder, or for a shipped profile the folder it was asked from."""
+    if _is_profile_path(name_or_path):
         path = Path(name_or_path)
         if not path.is_absolute() and relative_to is not None:
             path = relative_to / path
-        return str(path), _read_yaml(path)
+        return str(path), _read_yaml(path), path.parent
     resource = resources.files("seclusion_hub") / "profiles" / f"{name_or_path}.yaml"
     if not resource.is_file():
         raise ConfigError(
             "policy", name_or_path, f"no such profile; shipped profiles: {', '.join(builtin_profiles())}"
         )
-    return f"profile {name_or_path}", yaml.safe_load(resource.read_text(encoding="utf-8"))
+    return f"profile {name_or_path}", yaml.safe_load(resource.read_text(encoding="utf-8")), relative_to
 
 
 def profile_parameters(
     name_or_path: str, relative_to: Path | None = None, _seen: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """The parameters of a profile (with those of its `base`), checked against the Policy model."""
-    source, raw = _profile_source(name_or_path, relative_to)
+    """The parameters of a profile (with those of its `base`), checked against the Policy model.
+
+    `name_or_path` is a shipped profile's name, or a path to a profile file (relative to `relative_to`,
+    the site file's folder); a profile file's own `base` may be a path relative to that file."""
+    source, raw, folder = _profile_source(name_or_path, relative_to)
+    identity = str(Path(source).resolve()) if _is_profile_path(name_or_path) else source
+    if identity in _seen:
+        raise ConfigError(source, "base", f"profiles inherit from each other in a loop: {name_or_path}")
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as exc:
@@ -120,20 +133,27 @@ def profile_parameters(
         raise ConfigError(source, key, msg) from exc
     params: dict[str, Any] = {}
     if profile.base is not None:
-        if profile.base in _seen:
-            raise ConfigError(source, "base", f"profiles inherit from each other in a loop: {profile.base}")
-        params.update(profile_parameters(profile.base, relative_to, (*_seen, name_or_path)))
+        params.update(profile_parameters(profile.base, folder, (*_seen, identity)))
     params.update(profile.parameters)
-    build_policy(params, source, "parameters")
+    build_policy(params, source, "parameters", own=profile.parameters)
     return params
 
 
-def build_policy(params: dict[str, Any], source: str, prefix: str) -> Policy:
-    """A Policy from parameters; an unknown or impossible one is a ConfigError naming its key."""
+def build_policy(
+    params: dict[str, Any], source: str, prefix: str, own: Collection[str] | None = None
+) -> Policy:
+    """A Policy from parameters; an unknown or impossible one is a ConfigError naming its key.
+
+    `own` are the parameters the file being read sets itself (the rest come from a base profile): when
+    two parameters conflict, the error names the one this file sets, so the reader finds it there."""
     try:
         return Policy.model_validate(params)
     except ValidationError as exc:
         key, msg = _error_location(exc)
+        cause = exc.errors()[0].get("ctx", {}).get("error")
+        if isinstance(cause, PolicyError):
+            path = next((k for k in cause.keys if own is not None and k[0] in own), cause.keys[0])
+            key, msg = dotted(path), cause.problem
         raise ConfigError(source, f"{prefix}.{key}" if prefix else key, msg) from exc
 
 
@@ -172,7 +192,9 @@ def load_site(path: Path) -> LoadedSite:
         params = {**base, **room.policy_overrides}
         if room.supervision is not None:
             params["supervision"] = room.supervision
-        policies[room.id] = build_policy(params, str(path), f"rooms.{index}.policy_overrides")
+        policies[room.id] = build_policy(
+            params, str(path), f"rooms.{index}.policy_overrides", own=room.policy_overrides
+        )
     for index, recipient in enumerate(spec.recipients):
         for n, url in enumerate(recipient.notify):
             expand_env(url, str(path), f"recipients.{index}.notify.{n}")
