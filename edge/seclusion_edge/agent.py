@@ -15,6 +15,11 @@ How it runs:
 - The hub's retained `ack` removes the events it covers. An ack *above* anything this store has
   numbered means the store was lost or replaced (the hub would drop our low numbers as duplicates), so
   the agent moves to a new epoch and renumbers what is waiting.
+- The edge fail-safe (`seclusion_edge.failsafe`): the agent follows the room's last known state (its
+  own readings, and the other devices' from the room's event topics) with the room's numbers from its
+  `config` topic (kept in the state directory, so they survive a restart without a broker). Each tick
+  decides what the buzzer and LED show: the room's `indicator` while the broker is connected and the
+  hub's status is online, the local fail-safe's own timers otherwise. No network is needed for that.
 
 Start-up readings: each sensor's first settled reading is published only if it differs from the last
 reading the outbox published for that kind (or there is none): the hub already knows an unchanged
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import logging
+import os
 import threading
 from types import TracebackType
 from typing import Any, Final
@@ -37,6 +43,7 @@ from seclusion_contract import (
     AckPayload,
     ConfigPayload,
     ContractError,
+    EventPayload,
     HeartbeatPayload,
     HubStatusPayload,
     IndicatorPayload,
@@ -49,13 +56,17 @@ from seclusion_contract import (
 from seclusion_edge.clock import Clock, Instant, SystemClock, read_boot_id
 from seclusion_edge.config import EdgeConfig
 from seclusion_edge.debounce import Debouncer, Settled
+from seclusion_edge.failsafe import NO_ALARM, QUIET, Alarm, FailSafe, LocalAlarm, choose_alarm, on_local_axis
 from seclusion_edge.link import LinkSettings, Message, Publisher, PublisherFactory
 from seclusion_edge.outbox import EventKey, Outbox
+from seclusion_edge.outputs import AlarmOutputs
 from seclusion_edge.sensors import SensorInput
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TICK_INTERVAL_S: Final = 0.02
+# The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
+POLICY_FILE: Final = "failsafe-config.json"
 
 
 def agent_version() -> str:
@@ -107,6 +118,8 @@ class EdgeAgent:
         self._config_topic = self.topics.config(config.site, config.room, config.device)
         self._indicator_topic = self.topics.indicator(config.site, config.room)
         self._hub_status_topic = self.topics.hub_status
+        self._room_events_topic = self.topics.room_events(config.site, config.room)
+        self._room_prefix = f"{self.topics.root}/{config.site}/{config.room}/"
 
         # Pin edges and the ticker meet here; held only for in-memory debounce bookkeeping.
         self._sensor_lock = threading.Lock()
@@ -128,6 +141,17 @@ class EdgeAgent:
         self._stopping = False
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
+        # The fail-safe is fed by the ticker (own readings) and the network thread (the room's).
+        self._failsafe_lock = threading.Lock()
+        self._failsafe = FailSafe()
+        self._outputs: AlarmOutputs | None = None
+        self._policy_raw: bytes | None = None
+        # True once the hub's status said online on the current connection; cleared by every connect
+        # and disconnect, so a status from before an outage never hands the outputs back to the hub.
+        self._hub_online = False
+        self._local_alarm: LocalAlarm = NO_ALARM
+        self._alarm: Alarm = QUIET
+        self._output_failed = False
 
         self.policy: ConfigPayload | None = None
         """The hub's latest retained `config` for this device (policy numbers for the fail-safe)."""
@@ -135,6 +159,8 @@ class EdgeAgent:
         """The room's latest retained `indicator` (LED and buzzer level)."""
         self.hub_status: HubStatusPayload | None = None
         """The hub's latest retained status (online or its Last Will)."""
+        self.ignored_room_events = 0
+        """Events on the room's topics from other devices that did not follow the contract."""
         self.rejected_messages = 0
         """Incoming messages that did not follow the contract (logged and ignored)."""
 
@@ -148,9 +174,19 @@ class EdgeAgent:
         self._first_reading_due.clear()
         self._unrecorded.clear()
         outbox = Outbox.open(self.config.state_dir, self.config.device)
+        self._load_stored_policy()
+        with self._failsafe_lock:
+            self._failsafe = FailSafe(self.policy)
+        self._hub_online = False
+        self._local_alarm = NO_ALARM
+        self._alarm = QUIET
         try:
             self._build_sensors()
+            self._outputs = AlarmOutputs(
+                self.config.outputs, self._pin_factory, key=self.config.where("outputs")
+            )
         except BaseException:
+            self._close_pins()
             outbox.close()
             raise
         self._outbox = outbox
@@ -200,11 +236,8 @@ class EdgeAgent:
         # Outside the send lock: waiting for the PUBACK needs the network thread, which may want it.
         if self._publisher is not None:
             self._publisher.stop(farewell, timeout_s)
-        for sensor in self._sensors.values():
-            sensor.close()
-        self._sensors.clear()
-        with self._sensor_lock:
-            self._debouncers.clear()
+        self._close_pins()
+        self._alarm = QUIET
         if self._outbox is not None:
             self._outbox.close()
             self._outbox = None
@@ -260,15 +293,20 @@ class EdgeAgent:
         return [sensor.kind for sensor in self.config.sensors]
 
     def pin_for(self, kind: str) -> Any:
-        """The gpiozero pin of the sensor of that kind (a MockPin under MockFactory).
+        """The gpiozero pin of the sensor of that kind, or of the `buzzer` or `led` output.
 
-        `agent.pin_for("door").drive_low()` closes a door wired pull-up/active-low; with a FakeClock,
-        advance past `settle_ms` and call `tick()` to get the event.
+        A MockPin under MockFactory: `agent.pin_for("door").drive_low()` closes a door wired
+        pull-up/active-low (with a FakeClock, advance past `settle_ms` and call `tick()` to get the
+        event); `agent.pin_for("buzzer").state` is True while an active buzzer sounds (a tonal one's
+        PWM pin reads its duty cycle, 0.5 while it plays).
         """
-        try:
+        if kind in self._sensors:
             return self._sensors[kind].pin
-        except KeyError:
-            raise KeyError(f"device {self.config.device} has no started {kind} sensor") from None
+        if kind in ("buzzer", "led"):
+            if self._outputs is not None and kind in self._outputs.names:
+                return self._outputs.pin_for(kind)
+            raise KeyError(f"device {self.config.device} has no started {kind} output")
+        raise KeyError(f"device {self.config.device} has no started {kind} sensor")
 
     def set_contact(self, kind: str, active: bool) -> None:
         """Drive a mock pin so that the contact of that kind reads active (or not), whatever its wiring.
@@ -298,6 +336,32 @@ class EdgeAgent:
         else:
             raise ValueError(f"{value!r} is not a reading of this device's {kind} sensor")
 
+    @property
+    def alarm(self) -> Alarm:
+        """What the buzzer and LED show now (as of the last tick), and who decided it (`hub`, `local`)."""
+        return self._alarm
+
+    @property
+    def local_alarm(self) -> LocalAlarm:
+        """The local fail-safe's verdict at the last tick, whether or not it drives the outputs."""
+        return self._local_alarm
+
+    @property
+    def hub_drives(self) -> bool:
+        """True while the room's indicator drives the outputs: connected, and the hub said online."""
+        return self.is_connected and self._hub_online
+
+    @property
+    def episode_open(self) -> bool:
+        """Whether the room's last known state is an episode (door closed on an occupied room)."""
+        with self._failsafe_lock:
+            return self._failsafe.episode_start is not None
+
+    def room_state(self) -> dict[str, str]:
+        """The room's last known reading of each kind: this device's and the room's other devices'."""
+        with self._failsafe_lock:
+            return self._failsafe.state()
+
     def readings(self) -> dict[Kind, str]:
         """The current debounced reading of each sensor (a check button has none)."""
         with self._sensor_lock:
@@ -325,6 +389,13 @@ class EdgeAgent:
                 reading = debouncer.tick(now.mono_ms)
                 if reading is not None:
                     settled.append((kind, reading))
+        # The alarm comes before the outbox: it must not wait for the SD card, nor for the network.
+        with self._failsafe_lock:
+            for kind, reading in settled:
+                value = self.config.sensor(kind).reading(reading.active)
+                if value is not None:
+                    self._failsafe.observe(kind, value, reading.began)
+        self._drive_outputs(now)
         with self._send_lock:
             if self._stopping:
                 return
@@ -377,6 +448,51 @@ class EdgeAgent:
         self._last_heartbeat_ms = now.mono_ms
         self._next_heartbeat_ms = now.mono_ms + self._heartbeat_ms
 
+    def _drive_outputs(self, now: Instant) -> None:
+        with self._failsafe_lock:
+            local = self._failsafe.evaluate(now.mono_ms)
+        hub_drives = self.hub_drives
+        alarm = choose_alarm(local, self.indicator, hub_drives)
+        if local != self._local_alarm:
+            self._local_alarm = local
+            log.info("local fail-safe: %s%s", local.level, f" ({local.reason})" if local.reason else "")
+        if alarm == self._alarm and not self._output_failed:
+            return
+        previous, self._alarm = self._alarm, alarm
+        if alarm.driver != previous.driver:
+            log.info("the buzzer and LED now follow %s", self._driver_description(alarm))
+        if alarm != previous:
+            level = logging.WARNING if alarm.driver == "local" and alarm.level != "none" else logging.INFO
+            log.log(
+                level,
+                "room alarm %s%s from %s: buzzer %s, LED %s",
+                alarm.level,
+                f" ({alarm.reason})" if alarm.reason else "",
+                alarm.driver,
+                "on" if alarm.buzzer else "off",
+                "on" if alarm.led else "off",
+            )
+        if self._outputs is None:
+            return
+        try:
+            self._outputs.show(led=alarm.led, buzzer=alarm.buzzer)
+        except Exception:
+            # Retried every tick; logged once, not fifty times a second.
+            if not self._output_failed:
+                log.exception("driving the buzzer or LED failed; retrying")
+            self._output_failed = True
+        else:
+            self._output_failed = False
+
+    def _driver_description(self, alarm: Alarm) -> str:
+        if alarm.driver == "hub":
+            return "the hub's indicator"
+        if not self.is_connected:
+            return "the local fail-safe (the broker is unreachable)"
+        if self.hub_status is not None and not self.hub_status.online:
+            return "the local fail-safe (the hub is offline)"
+        return "the local fail-safe (no word from the hub yet)"
+
     def _run_ticker(self) -> None:
         interval = self._tick_interval_s or DEFAULT_TICK_INTERVAL_S
         while not self._ticker_stop.wait(interval):
@@ -390,6 +506,8 @@ class EdgeAgent:
 
     def on_connected(self, session_present: bool) -> None:
         """Publish the online status and replay the outbox, in order, before anything newer."""
+        # The hub's retained status comes again after the subscriptions; until then the fail-safe drives.
+        self._hub_online = False
         with self._send_lock:
             if self._stopping or self._publisher is None:
                 return
@@ -414,23 +532,36 @@ class EdgeAgent:
             )
 
     def on_disconnected(self) -> None:
-        """Nothing to undo: events stay in the outbox and are replayed after the next connect."""
+        """Events stay in the outbox for the next connect; the local fail-safe drives the outputs."""
+        self._hub_online = False
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """Take in the hub's ack, this device's config, the room indicator and the hub status."""
+        """Take in the hub's ack, this device's config, the room indicator, the hub status and the
+        room's events."""
+        if topic.startswith(self._room_prefix) and topic.endswith("/event"):
+            self._take_room_event(topic, payload)
+            return
         if not payload:
-            return  # a retained message being cleared
+            # A retained message being cleared: no indicator or hub status any more (the fail-safe's
+            # numbers are kept; without them it could not run at all).
+            if topic == self._indicator_topic:
+                self.indicator = None
+            elif topic == self._hub_status_topic:
+                self.hub_status = None
+                self._hub_online = False
+            return
         try:
             data = payload_to_json(payload)
             if topic == self._ack_topic:
                 self._apply_ack(AckPayload.model_validate(data))
             elif topic == self._config_topic:
-                self._apply_policy(ConfigPayload.model_validate(data))
+                self._apply_policy(ConfigPayload.model_validate(data), payload)
             elif topic == self._indicator_topic:
                 self.indicator = IndicatorPayload.model_validate(data)
             elif topic == self._hub_status_topic:
                 self.hub_status = HubStatusPayload.model_validate(data)
+                self._hub_online = self.hub_status.online
                 log.info("hub is %s", "online" if self.hub_status.online else "offline")
         except (ContractError, ValidationError) as exc:
             self.rejected_messages += 1
@@ -458,8 +589,46 @@ class EdgeAgent:
             if removed:
                 log.debug("hub acknowledged up to %d:%d; %d events done", ack.epoch, ack.seq, removed)
 
-    def _apply_policy(self, policy: ConfigPayload) -> None:
+    def _take_room_event(self, topic: str, payload: bytes) -> None:
+        """A reading from another device of the room, for the fail-safe's view of the room."""
+        try:
+            device = self.topics.parse_device_topic(topic).device
+        except ContractError:
+            self.ignored_room_events += 1
+            log.debug("ignored a message on an unexpected room topic")
+            return
+        if device == self.config.device:
+            return  # our own event, echoed by the broker: the fail-safe had it at the tick
+        try:
+            event = EventPayload.model_validate(payload_to_json(payload))
+        except (ContractError, ValidationError) as exc:
+            # No payload content in the log: a malformed event may carry anything (a staff reference).
+            self.ignored_room_events += 1
+            kind = "not JSON" if isinstance(exc, ContractError) else f"{exc.error_count()} contract errors"
+            log.debug("ignored an event from %s that does not follow the contract (%s)", device, kind)
+            return
+        at = on_local_axis(event.ts, self._clock.now())
+        with self._failsafe_lock:
+            news = self._failsafe.observe(event.kind, event.value, at)
+        if news:
+            log.debug("room reading from %s: %s %s", device, event.kind, event.value)
+
+    def _apply_policy(self, policy: ConfigPayload, raw: bytes | None = None) -> None:
         self.policy = policy
+        with self._failsafe_lock:
+            self._failsafe.policy = policy
+        if raw is not None and raw != self._policy_raw:
+            self._policy_raw = raw
+            self._store_policy(raw)
+            log.info(
+                "fail-safe numbers: %s supervision, lapse grace %g s, check-in interval %g s, "
+                "%d duration alerts, max duration %s",
+                policy.supervision,
+                policy.lapse_grace_s,
+                policy.checkin_interval_s,
+                len(policy.duration_alerts),
+                "none" if policy.max_duration_s is None else f"{policy.max_duration_s:g} s",
+            )
         # The hub declares a device offline after 3 heartbeats; follow its heartbeat when it sets one.
         if "heartbeat_s" in policy.model_fields_set:
             with self._send_lock:
@@ -470,6 +639,50 @@ class EdgeAgent:
                     )
 
     # ---------------------------------------------------------------------------------- internals
+
+    def _store_policy(self, raw: bytes) -> None:
+        # Kept so that an agent restarted while the broker or the hub is down still has its numbers.
+        path = self.config.state_dir / POLICY_FILE
+        partial = path.with_name(POLICY_FILE + ".new")
+        try:
+            with open(partial, "wb") as file:
+                file.write(raw)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        except OSError as exc:
+            log.warning("cannot keep the fail-safe numbers in %s: %s", path, exc.strerror or exc)
+
+    def _load_stored_policy(self) -> None:
+        if self.policy is not None:
+            return  # restarted in the same process: the numbers in memory are at least as new
+        path = self.config.state_dir / POLICY_FILE
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            log.info("no fail-safe numbers yet: the local fail-safe waits for the hub's config")
+            return
+        except OSError as exc:
+            log.warning("cannot read the fail-safe numbers in %s: %s", path, exc.strerror or exc)
+            return
+        try:
+            policy = ConfigPayload.model_validate(payload_to_json(raw))
+        except (ContractError, ValidationError):
+            log.warning("the fail-safe numbers in %s are unreadable; waiting for the hub's config", path)
+            return
+        self._policy_raw = raw
+        self._apply_policy(policy)
+        log.info("fail-safe numbers from the last run: %s supervision", policy.supervision)
+
+    def _close_pins(self) -> None:
+        for sensor in self._sensors.values():
+            sensor.close()
+        self._sensors.clear()
+        with self._sensor_lock:
+            self._debouncers.clear()
+        if self._outputs is not None:
+            self._outputs.close()
+            self._outputs = None
 
     def _build_sensors(self) -> None:
         now = self._clock.now()
@@ -514,6 +727,7 @@ class EdgeAgent:
                 self._config_topic,
                 self._indicator_topic,
                 self._hub_status_topic,
+                self._room_events_topic,
             ),
             protocol=mqtt.protocol,
             tls=broker.tls,

@@ -24,6 +24,7 @@ from typing import Any
 from seclusion_edge.agent import EdgeAgent, agent_version, reset_epoch
 from seclusion_edge.config import EdgeConfig, load_config
 from seclusion_edge.errors import ConfigError, EdgeError
+from seclusion_edge.outputs import AlarmOutputs
 from seclusion_edge.sensors import SensorInput
 
 log = logging.getLogger("seclusion_edge")
@@ -84,13 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_config(config: EdgeConfig) -> int:
     """Validate the wiring on mock pins (pin names, fixed pulls, clashes) and print a summary."""
-    from gpiozero.pins.mock import MockFactory
-
-    factory = MockFactory()
+    factory = _mock_factory()
     sensors: list[SensorInput] = []
     try:
         for index, sensor in enumerate(config.sensors):
             sensors.append(SensorInput(sensor, factory, lambda _: None, key=config.where(f"sensors.{index}")))
+        AlarmOutputs(config.outputs, factory, key=config.where("outputs")).close()
     finally:
         for built in sensors:
             built.close()
@@ -105,6 +105,13 @@ def _check_config(config: EdgeConfig) -> int:
         f"-> {sensor.active_value}"
         for sensor in config.sensors
     )
+    outputs = config.outputs
+    if outputs is not None and (outputs.buzzer is not None or outputs.led is not None):
+        buzzer = "-" if outputs.buzzer is None else f"{outputs.buzzer} ({outputs.buzzer_type})"
+        led = "-" if outputs.led is None else str(outputs.led)
+        lines.append(f"  outputs   buzzer pin {buzzer}, LED pin {led}")
+    else:
+        lines.append("  outputs   none: this device sounds no local alarm")
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 
@@ -112,9 +119,7 @@ def _check_config(config: EdgeConfig) -> int:
 def _run(config: EdgeConfig, *, mock_pins: bool, new_epoch: bool) -> int:
     pin_factory: Any | None = None
     if mock_pins:
-        from gpiozero.pins.mock import MockFactory
-
-        pin_factory = MockFactory()
+        pin_factory = _mock_factory()
     if new_epoch:
         reset_epoch(config)
     stop = threading.Event()
@@ -134,6 +139,13 @@ def _run(config: EdgeConfig, *, mock_pins: bool, new_epoch: bool) -> int:
     finally:
         agent.stop()
     return EXIT_OK
+
+
+def _mock_factory() -> Any:
+    """gpiozero's MockFactory with PWM-capable pins (a tonal buzzer needs one)."""
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    return MockFactory(pin_class=MockPWMPin)
 
 
 if __name__ == "__main__":

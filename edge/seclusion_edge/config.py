@@ -137,12 +137,17 @@ class SensorConfig(BaseModel):
 
 
 class OutputsConfig(BaseModel):
-    """The room's local buzzer and LED (used by the edge fail-safe; accepted now, driven later)."""
+    """The room's local buzzer and LED, driven by the hub's indicator or the edge fail-safe.
+
+    `buzzer_type`: `active` (a buzzer module that sounds while its pin is high: `gpiozero.Buzzer`) or
+    `tonal` (a passive piezo played at a tone: `gpiozero.TonalBuzzer`, on a PWM-capable pin).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     buzzer: PinName | None = None
     led: PinName | None = None
+    buzzer_type: Literal["active", "tonal"] = "active"
 
 
 def _beside_file(value: Path, info: ValidationInfo) -> Path:

@@ -136,10 +136,10 @@ class Bench:
         self.links.append(link)
         return link
 
-    def start(self, config: EdgeConfig) -> EdgeAgent:
+    def start(self, config: EdgeConfig, pin_factory: Any | None = None) -> EdgeAgent:
         agent = EdgeAgent(
             config,
-            pin_factory=MockFactory(),
+            pin_factory=pin_factory or MockFactory(),
             clock=self.clock,
             publisher_factory=self.factory,
             tick_interval_s=None,

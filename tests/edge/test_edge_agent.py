@@ -254,7 +254,7 @@ def test_every_connect_publishes_a_retained_online_status_and_the_will_says_offl
     assert status["agent"]
 
 
-def test_the_agent_subscribes_to_its_ack_config_the_room_indicator_and_the_hub_status(
+def test_the_agent_subscribes_to_its_ack_config_the_room_indicator_the_hub_status_and_the_room_events(
     bench: Bench, tmp_path: Path
 ) -> None:
     bench.start(door_device(tmp_path))
@@ -263,6 +263,7 @@ def test_the_agent_subscribes_to_its_ack_config_the_room_indicator_and_the_hub_s
         "seclusion/v1/demo-school/calm-1/calm-1-door/config",
         "seclusion/v1/demo-school/calm-1/indicator",
         "seclusion/v1/_hub/status",
+        "seclusion/v1/demo-school/calm-1/+/event",
     }
     assert bench.link.settings.protocol == "5"
     assert bench.link.settings.client_id == "seclusion-edge-demo-school-calm-1-door"

@@ -75,3 +75,13 @@ def test_an_outbox_of_another_device_fails_with_status_1(
     Outbox.open(device_file.parent / "state", "calm-1-panel").close()
     assert main(["reset-epoch", "--config", str(device_file)]) == 1
     assert "belongs to device 'calm-1-panel'" in capsys.readouterr().err
+
+
+def test_check_config_tries_the_outputs_too(device_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    device_file.write_text(DEVICE + "outputs: {buzzer: 18, led: 23, buzzer_type: tonal}\n")
+    assert main(["check-config", "--config", str(device_file)]) == 0
+    assert "outputs   buzzer pin 18 (tonal), LED pin 23" in capsys.readouterr().out
+
+    device_file.write_text(DEVICE + "outputs: {buzzer: 18, led: BOARD12}\n")  # BOARD12 is GPIO18
+    assert main(["check-config", "--config", str(device_file)]) == 2
+    assert f"{device_file}: outputs.led: cannot use pin BOARD12" in capsys.readouterr().err

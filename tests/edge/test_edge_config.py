@@ -146,3 +146,15 @@ def test_an_unreadable_or_malformed_file_is_named(tmp_path: Path) -> None:
         load_config(write(tmp_path, "site: a\n  room: [\n", "bad.yaml"))
     with pytest.raises(ConfigError, match=r"list\.yaml: the file must be a mapping"):
         load_config(write(tmp_path, "- a\n", "list.yaml"))
+
+
+def test_outputs_take_a_buzzer_type(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD + "outputs: {buzzer: 18, led: 23, buzzer_type: tonal}\n"))
+    assert config.outputs is not None
+    assert (config.outputs.buzzer, config.outputs.led, config.outputs.buzzer_type) == (18, 23, "tonal")
+    led_only = load_config(write(tmp_path, GOOD + "outputs: {led: 23}\n")).outputs
+    assert led_only is not None and (led_only.buzzer, led_only.buzzer_type) == (None, "active")
+    with pytest.raises(
+        ConfigError, match=r"x\.yaml: outputs\.buzzer_type: Input should be 'active' or 'tonal'"
+    ):
+        load_config(write(tmp_path, GOOD + "outputs: {buzzer: 18, buzzer_type: loud}\n"))

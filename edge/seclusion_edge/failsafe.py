@@ -1,0 +1,229 @@
+"""The edge fail-safe: the room's own lapse and duration timers, run by every agent of the room.
+
+Pure logic (semantics.md 5.4): no paho, no gpiozero, no clock of its own. The agent feeds it the room's
+readings (its own, and the other devices' from the room's event topics) with the instant each began,
+and asks at each tick what the room's local alarm is now. Who actually drives the buzzer and LED, the
+hub's `indicator` or this verdict, is `choose_alarm`.
+
+Time. Every reading carries an `Instant`: `wall` is its `ts` (which reading of a kind is the latest is
+decided by `ts`, as the hub does), `mono_ms` places it on this agent's monotonic clock, which is what
+the timers measure. A reading from another device is placed there once, when it arrives
+(`on_local_axis`), so a later jump of the wall clock (NTP after a boot without a real-time clock)
+does not move a running timer.
+
+The rules, a simpler form of semantics.md sections 2 and 3 with the numbers of the `config` topic:
+
+- An episode opens when the door is `closed` and the room `occupied`; it starts at the door's close,
+  or at the occupancy reading when that came later. `vacant` while the door stays closed does not end
+  it (a still child is quiet to a PIR); the door's `open` does.
+- Observer mode: a lapse is due `lapse_grace_s` after the observer went absent, or after the start
+  when nobody has been present since. Check-in mode: each `check: ok` proves observation for
+  `checkin_interval_s`; the lapse is due `lapse_grace_s` after the proof runs out (after the start when
+  there is none, or it ran out before the start). `both`: whichever is due first.
+- Each `duration_alerts` entry is due at start + `after_s` (a warning); `max_duration_s` makes
+  `duration_limit` due (critical). A lapse is critical.
+
+The alarm stops as soon as its condition does: the observer is back, a check-in came, the door opened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from seclusion_contract import ConfigPayload, IndicatorPayload
+from seclusion_edge.clock import Instant
+
+__all__ = [
+    "Alarm",
+    "Driver",
+    "FailSafe",
+    "LocalAlarm",
+    "LocalLevel",
+    "RoomReading",
+    "choose_alarm",
+    "on_local_axis",
+]
+
+LocalLevel = Literal["none", "warning", "critical"]
+Level = Literal["none", "info", "warning", "critical"]
+Driver = Literal["hub", "local"]
+
+SUPERVISION_LAPSE: Final = "supervision_lapse"
+DURATION_LIMIT: Final = "duration_limit"
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def on_local_axis(ts: dt.datetime, now: Instant) -> Instant:
+    """Place a reading that began at `ts` (another device's clock) on this agent's monotonic clock.
+
+    Its age is measured now, against this agent's wall clock, and never taken as negative: a device
+    whose clock runs ahead cannot push a reading into the future and so delay a timer.
+    """
+    age_ms = max(round((now.wall - ts).total_seconds() * 1000), 0)
+    return Instant(now.mono_ms - age_ms, ts)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomReading:
+    """The latest reading of one kind in the room: its value and when it began."""
+
+    value: str
+    at: Instant
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAlarm:
+    """The fail-safe's verdict: `none`, `warning` (a duration alert) or `critical` (a lapse, the limit).
+
+    `reason` is the alert kind behind the level (`supervision_lapse`, `duration_limit`,
+    `duration_warning`, `duration_escalation`), empty for `none`.
+    """
+
+    level: LocalLevel = "none"
+    reason: str = ""
+
+
+NO_ALARM: Final = LocalAlarm()
+
+
+class FailSafe:
+    """One room's last known state and the local alarm it calls for. Not thread-safe: the agent locks.
+
+    `policy` is the room's `config` payload; without one the state is still followed (an episode
+    already open when the numbers arrive is timed from its real start) but no alarm is ever due.
+    """
+
+    def __init__(self, policy: ConfigPayload | None = None) -> None:
+        self.policy = policy
+        self._readings: dict[str, RoomReading] = {}
+        self._episode_start: Instant | None = None
+
+    @property
+    def episode_start(self) -> Instant | None:
+        """When the open episode began, as this agent knows it; None while there is none."""
+        return self._episode_start
+
+    def reading(self, kind: str) -> RoomReading | None:
+        """The latest reading of a kind (for `check`, the latest check-in), or None."""
+        return self._readings.get(kind)
+
+    def state(self) -> dict[str, str]:
+        """The room's last known reading of each kind (check-ins left out: they are moments)."""
+        return {kind: r.value for kind, r in self._readings.items() if kind != "check"}
+
+    def observe(self, kind: str, value: str, at: Instant) -> bool:
+        """Take a reading of the room; returns False when it is not news.
+
+        The reading with the later `ts` (`at.wall`) wins, whichever device sent it, so a replayed older
+        event changes nothing, and neither does the same reading twice.
+        """
+        current = self._readings.get(kind)
+        if current is not None and (
+            at.wall < current.at.wall or (at.wall == current.at.wall and value == current.value)
+        ):
+            return False
+        self._readings[kind] = RoomReading(value, at)
+        if kind in ("door", "occupancy"):
+            self._follow_episode()
+        return True
+
+    def _follow_episode(self) -> None:
+        door = self._readings.get("door")
+        if door is None or door.value != "closed":
+            self._episode_start = None  # the door opened: the child is free to leave
+            return
+        if self._episode_start is not None:
+            return  # still closed: `vacant` does not end an episode
+        occupancy = self._readings.get("occupancy")
+        if occupancy is not None and occupancy.value == "occupied":
+            # Occupied before the door shut: it started at the close; reported later: from that report.
+            self._episode_start = max(door.at, occupancy.at, key=lambda instant: instant.mono_ms)
+
+    def lapse_due_ms(self) -> int | None:
+        """When a supervision lapse is (or was) due, on the monotonic clock; None while supervised."""
+        start = self._episode_start
+        policy = self.policy
+        if start is None or policy is None:
+            return None
+        grace_ms = _ms(policy.lapse_grace_s)
+        due: list[int] = []
+        if policy.supervision in ("observer", "both"):
+            observer = self._readings.get("observer")
+            if observer is None or observer.value != "present":
+                # Absent since the start at the latest ("never present since the start" included).
+                since = start.mono_ms if observer is None else max(start.mono_ms, observer.at.mono_ms)
+                due.append(since + grace_ms)
+        if policy.supervision in ("checkin", "both"):
+            check = self._readings.get("check")
+            proof_ends = start.mono_ms
+            if check is not None:
+                proof_ends = max(proof_ends, check.at.mono_ms + _ms(policy.checkin_interval_s))
+            due.append(proof_ends + grace_ms)
+        return min(due) if due else None
+
+    def evaluate(self, now_ms: int) -> LocalAlarm:
+        """The local alarm at `now_ms` (this agent's monotonic clock)."""
+        start = self._episode_start
+        policy = self.policy
+        if start is None or policy is None:
+            return NO_ALARM
+        lapse_due = self.lapse_due_ms()
+        if lapse_due is not None and now_ms >= lapse_due:
+            return LocalAlarm("critical", SUPERVISION_LAPSE)
+        elapsed_ms = now_ms - start.mono_ms
+        if policy.max_duration_s is not None and elapsed_ms >= _ms(policy.max_duration_s):
+            return LocalAlarm("critical", DURATION_LIMIT)
+        due_rules = [rule for rule in policy.duration_alerts if elapsed_ms >= _ms(rule.after_s)]
+        if due_rules:
+            latest = max(due_rules, key=lambda rule: rule.after_s)
+            return LocalAlarm("warning", latest.kind)
+        return NO_ALARM
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """What the room's outputs show: the level and reason, who decided it, and the two outputs."""
+
+    level: Level
+    reason: str
+    driver: Driver
+    led: bool
+    buzzer: bool
+
+
+QUIET: Final = Alarm("none", "", "local", led=False, buzzer=False)
+
+
+def choose_alarm(local: LocalAlarm, indicator: IndicatorPayload | None, hub_drives: bool) -> Alarm:
+    """Who drives the buzzer and LED, and how.
+
+    While the hub drives (the broker is connected and the hub's status is online), the room's
+    `indicator`: the LED is lit for `warning` and `critical`, the buzzer sounds for `critical` until
+    every alert behind it is `acknowledged`; `info` lights nothing (an episode has started: news for
+    the staff's screens, not an alarm at the door). No indicator yet reads as `none`.
+
+    Otherwise the local fail-safe: buzzer and LED for `critical`, the LED alone for `warning`.
+    """
+    if hub_drives:
+        if indicator is None:
+            return Alarm("none", "", "hub", led=False, buzzer=False)
+        alarming = indicator.level in ("warning", "critical")
+        return Alarm(
+            indicator.level,
+            indicator.reason,
+            "hub",
+            led=alarming,
+            buzzer=indicator.level == "critical" and not indicator.acknowledged,
+        )
+    return Alarm(
+        local.level,
+        local.reason,
+        "local",
+        led=local.level != "none",
+        buzzer=local.level == "critical",
+    )
