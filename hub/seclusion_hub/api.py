@@ -19,12 +19,16 @@ from seclusion_contract import SLUG, Timestamp, format_ts
 
 from . import __version__
 from .auth import Principal, Role, principal_for
+from .core.alerts import Alert, AlertError
 from .core.episode import Episode, Segment, UnknownInterval, account
 from .core.room import RoomMachine
-from .errors import BadRequest
+from .delivery import alert_from_row, alert_json
+from .errors import BadRequest, RejectedMessage
+from .live import LiveFeed
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
 from .service import HubService
 from .store import Batch, Store
+from .web import session_token, web_router
 
 _bearer = HTTPBearer(auto_error=False)
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most 1000")]
@@ -35,13 +39,15 @@ def principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from the bearer token; 401 without valid credentials."""
-    if creds is None or creds.scheme.lower() != "bearer":
+    """The caller, from the bearer token or the web pages' session cookie; 401 without valid credentials."""
+    bearer = creds is not None and creds.scheme.lower() == "bearer"
+    token = creds.credentials if creds is not None and bearer else session_token(request)
+    if not token:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "credentials required", {"WWW-Authenticate": "Bearer"}
         )
     store: Store = request.app.state.store
-    who = principal_for(store, creds.credentials)
+    who = principal_for(store, token)
     if who is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", {"WWW-Authenticate": "Bearer"}
@@ -103,6 +109,19 @@ class ManualEpisode(_Body):
         if self.ended_at is not None and self.ended_at < self.started_at:
             raise BadRequest("body", "ended_at", "before started_at")
         return self
+
+
+class AlertResolution(_Body):
+    """`POST /api/alerts/{id}/resolve`: a senior member of staff resolves an alert, saying why."""
+
+    note: Annotated[str, Field(min_length=3, max_length=2000)]
+
+
+class ReviewEntry(_Body):
+    """`POST /api/episodes/{id}/reviews`: a review of the policy's `reviews`, done and recorded."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    note: Annotated[str, Field(max_length=2000)] = ""
 
 
 class EpisodeEnd(_Body):
@@ -193,8 +212,10 @@ def incident_json(row: IncidentRecord) -> dict[str, Any]:
     }
 
 
-def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda: False) -> FastAPI:
-    """The FastAPI application over a running HubService."""
+def create_app(
+    service: HubService, mqtt_connected: Callable[[], bool] = lambda: False, live: LiveFeed | None = None
+) -> FastAPI:
+    """The FastAPI application over a running HubService, with the web pages and the live stream."""
     app = FastAPI(
         title="Seclusion hub",
         version=__version__,
@@ -212,7 +233,8 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         # Credentials are checked before a body is read, so that a request without them gets 401 (the
         # contract), never a 422 about a body it had no right to send.
         if request.url.path.startswith("/api/"):
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            header = request.headers.get("authorization") or f"Bearer {session_token(request) or ''}"
+            scheme, _, token = header.partition(" ")
             valid = scheme.lower() == "bearer" and bool(token)
             if valid:
                 valid = await run_in_threadpool(principal_for, store, token.strip()) is not None
@@ -514,8 +536,106 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> dict[str, Any]:
-        """Alerts. The alert rules arrive with the alerts work (issue 3); until then the list is empty."""
-        return {"items": [], "next": None}
+        """Alerts, newest first: `active` (default) or `all`, for an episode or a room."""
+        sites = None if who.sites is None else sorted(who.sites)
+        try:
+            rows, nxt = store.list_alerts(
+                sites, True if state == "active" else None, episode_id, room, limit, cursor
+            )
+        except ValueError as exc:
+            raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
+        return {"items": [_alert_body(alert_from_row(r)) for r in rows], "next": nxt}
+
+    def _alert_body(alert: Alert) -> dict[str, Any]:
+        return alert_json(alert, service.delivery.room_name(alert.site, alert.room))
+
+    def _alert_row(who: Principal, alert_id: str) -> Alert:
+        row = store.get_alert(alert_id)
+        if row is None:
+            raise HTTPException(404, "no such alert")
+        site_allowed(who, row.site)
+        return alert_from_row(row)
+
+    @app.get("/api/alerts/{alert_id}", tags=["alerts"])
+    def alert(alert_id: str, who: Staff) -> dict[str, Any]:
+        """One alert, with every send and every attempt to deliver it (channel labels hold no secret)."""
+        found = _alert_row(who, alert_id)
+        body = _alert_body(found)
+        body["deliveries"] = [
+            {
+                "id": d.id,
+                "number": d.number,
+                "tier": d.tier,
+                "reason": d.reason,
+                "channel": d.channel,
+                "recipient": d.recipient,
+                "status": d.status,
+                "attempts": [
+                    {"attempt": a.attempt, "at": format_ts(a.at), "ok": a.ok, "error": a.error}
+                    for a in store.delivery_attempts(d.id)
+                ],
+            }
+            for d in store.deliveries(alert_id)
+        ]
+        return body
+
+    @app.post("/api/alerts/{alert_id}/ack", tags=["alerts"])
+    def acknowledge(alert_id: str, request: Request, who: Staff) -> dict[str, Any]:
+        """Acknowledge an alert: its escalation stops. Acknowledging again changes nothing."""
+        found = _alert_row(who, alert_id)
+        via = "api" if request.headers.get("authorization") else "board"
+        if found.acknowledged_at is not None:
+            return _alert_body(found)
+        done = service.acknowledge_alert(found.site, found.room, alert_id, who.name, via)
+        if done is None:
+            # Long resolved and no longer held by its room: the acknowledgement is still recorded.
+            now = service.clock.now()
+            found.acknowledged_at, found.acknowledged_by, found.acknowledged_via = now, who.name, via
+            store.write(Batch(alerts={found.id: found}), now)
+            done = found
+        return _alert_body(done)
+
+    @app.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
+    def resolve(alert_id: str, body: AlertResolution, who: Senior) -> dict[str, Any]:
+        """Resolve an alert by a person, with a note (audited). The same condition will not raise it
+        again; a new one will."""
+        found = _alert_row(who, alert_id)
+        if found.resolved_at is not None:
+            raise HTTPException(409, "the alert is already resolved")
+        try:
+            done = service.resolve_alert(found.site, found.room, alert_id, who.name, body.note)
+        except AlertError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        store.audit(
+            AuditEntry(
+                at=service.clock.now(),
+                actor=who.name,
+                action="resolve_alert",
+                target_type="alert",
+                target_id=alert_id,
+                detail={"note": body.note},
+            )
+        )
+        return _alert_body(done)
+
+    @app.post("/api/episodes/{episode_id}/reviews", tags=["episodes"], status_code=201)
+    def record_review(episode_id: str, body: ReviewEntry, who: Staff) -> dict[str, Any]:
+        """Record a review the policy asks for (its `reviews`); the user comes from the credentials."""
+        row = store.get_episode(episode_id)
+        if row is None:
+            raise HTTPException(404, "no such episode")
+        site_allowed(who, row.site)
+        policy = service.sites[row.site].policies[row.room]
+        names = [r.name for r in policy.reviews]
+        if body.name not in names:
+            known = ", ".join(names) if names else "none: this room's policy asks for no reviews"
+            raise BadRequest("body", "name", f"not a review of this room's policy (reviews: {known})")
+        try:
+            service.record_review(row.site, row.room, episode_id, body.name, who.name, body.note)
+        except RejectedMessage as exc:
+            raise HTTPException(409, exc.reason) from exc
+        ep = _episode_from(store.get_episode(episode_id) or row)
+        return episode_json(ep, service.clock.now())
 
     @app.get("/api/dead-letters", tags=["operations"])
     def dead_letters(
@@ -539,4 +659,7 @@ def create_app(service: HubService, mqtt_connected: Callable[[], bool] = lambda:
             "next": None,
         }
 
+    service.room_view = room_json
+    app.state.live = live = live if live is not None else LiveFeed()
+    app.include_router(web_router(service, live, needs("staff")))
     return app

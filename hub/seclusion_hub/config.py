@@ -200,7 +200,11 @@ def load_site(path: Path) -> LoadedSite:
             expand_env(url, str(path), f"recipients.{index}.notify.{n}")
         for n, hook in enumerate(recipient.webhooks):
             expand_env(hook.url, str(path), f"recipients.{index}.webhooks.{n}.url")
-            expand_env(hook.secret, str(path), f"recipients.{index}.webhooks.{n}.secret")
+            secret = expand_env(hook.secret, str(path), f"recipients.{index}.webhooks.{n}.secret")
+            if len(secret) < 16:
+                raise ConfigError(
+                    str(path), f"recipients.{index}.webhooks.{n}.secret", "at least 16 characters, please"
+                )
     return LoadedSite(path=path, spec=spec, zone=zone, policies=policies)
 
 

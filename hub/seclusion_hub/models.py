@@ -190,3 +190,57 @@ class AuditEntry(SQLModel, table=True):
     target_type: str = Field(max_length=32)
     target_id: str = Field(max_length=64)
     detail: dict[str, Any] = _json(default_factory=dict)
+
+
+class AlertRecord(SQLModel, table=True):
+    """An alert as it now is (semantics 5): raised, escalated, acknowledged, resolved. Never deleted."""
+
+    __tablename__ = "alert"
+    __table_args__ = (sa.Index("ix_alert_room_raised", "site", "room", "raised_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    site: str = Field(max_length=63)
+    room: str = Field(max_length=63)
+    episode_id: str | None = Field(default=None, max_length=36, index=True)
+    kind: str = Field(max_length=32)
+    severity: str = Field(max_length=16)
+    active: bool = Field(index=True)
+    raised_at: dt.datetime = _ts(index=True)
+    resolved_at: dt.datetime | None = _ts(default=None)
+    data: str = Field(sa_type=sa.Text)  # the whole Alert as JSON text
+    updated_at: dt.datetime = _ts()
+
+
+class DeliveryRecord(SQLModel, table=True):
+    """One send of an alert to one channel (the live board, the room's indicator, an Apprise URL, a
+    webhook): stored `pending` in the same transaction as the alert change that decided it, so a send
+    survives a crash of the hub; then updated with every attempt's outcome."""
+
+    __tablename__ = "delivery"
+
+    id: str = Field(primary_key=True, max_length=80)
+    alert_id: str = Field(max_length=36, index=True)
+    number: int  # the alert's n-th send
+    tier: str = Field(max_length=16)
+    reason: str = Field(max_length=16)
+    channel: str = Field(max_length=300)  # a label without secrets
+    recipient: str = Field(max_length=200)
+    status: str = Field(max_length=16, index=True)  # pending | sent | retrying | failed
+    attempts: int = 0
+    created_at: dt.datetime = _ts()
+    last_attempt_at: dt.datetime | None = _ts(default=None)
+    next_retry_at: dt.datetime | None = _ts(default=None)
+    last_error: str | None = Field(default=None, max_length=500)
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """Every attempt to deliver, with its outcome. Append-only."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=80, index=True)
+    attempt: int
+    at: dt.datetime = _ts()
+    ok: bool
+    error: str | None = Field(default=None, max_length=500)

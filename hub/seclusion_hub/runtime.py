@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from .api import create_app
 from .config import HubSettings, LoadedSite, load_sites
 from .core.clock import Clock, SystemClock
 from .errors import ConfigError
+from .live import LiveFeed
 from .mqtt import HubMqtt
 from .service import HubService
 from .store import Store
@@ -33,6 +35,7 @@ class Hub:
     service: HubService
     mqtt: HubMqtt
     app: FastAPI
+    live: LiveFeed
 
     @classmethod
     def build(cls, settings: HubSettings, clock: Clock | None = None, protocol: str | None = None) -> Hub:
@@ -72,8 +75,10 @@ class Hub:
             service.publish_configs()
 
         mqtt.on_connected = on_connected
-        app = create_app(service, lambda: mqtt.connected)
-        return cls(settings, sites, store, service, mqtt, app)
+        live = LiveFeed()
+        service.live = live  # the service pushes every alert and room change to the live boards
+        app = create_app(service, lambda: mqtt.connected, live)
+        return cls(settings, sites, store, service, mqtt, app, live)
 
     def start(self) -> None:
         """Start taking messages: the ingest thread first, so nothing delivered waits for it."""
@@ -84,6 +89,7 @@ class Hub:
         self.mqtt.start()
 
     def stop(self) -> None:
+        self.live.close()
         self.mqtt.stop()
         self.service.stop()
         self.store.close()
@@ -97,7 +103,7 @@ class Hub:
             log_level="info",
             access_log=False,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config, self.live)
         self.start()
         try:
             server.run()
@@ -113,8 +119,20 @@ class Hub:
             log_level="warning",
             access_log=False,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config, self.live)
         self.start()
         thread = threading.Thread(target=server.run, name="seclusion-http", daemon=True)
         thread.start()
         return server, thread
+
+
+class _Server(uvicorn.Server):
+    """uvicorn waits for every open response before it stops: end the live streams first."""
+
+    def __init__(self, config: uvicorn.Config, live: LiveFeed) -> None:
+        super().__init__(config)
+        self.live = live
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.live.close()
+        await super().shutdown(sockets)

@@ -18,9 +18,18 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from seclusion_contract import AckPayload, ConfigPayload, DurationAlertRule, Topics, dump_payload, format_ts
+from seclusion_contract import (
+    AckPayload,
+    ConfigPayload,
+    DurationAlertRule,
+    IndicatorPayload,
+    Topics,
+    dump_payload,
+    format_ts,
+)
 
 from .config import LoadedSite
+from .core.alerts import Alert, AlertError, AlertSaved, AlertSend, IndicatorChanged
 from .core.clock import Clock
 from .core.episode import Episode
 from .core.room import (
@@ -32,6 +41,7 @@ from .core.room import (
     RoomMachine,
     SensorEvent,
 )
+from .delivery import AlertDelivery, LivePush, Outbound
 from .errors import RejectedMessage
 from .ingest import Decoder, Inbound
 from .models import AuditEntry
@@ -108,6 +118,8 @@ class _Pending:
     devices: set[tuple[str, str, str]] = field(default_factory=set)
     received: list[dt.datetime] = field(default_factory=list)  # one per event applied and stored
     commands: list[Command] = field(default_factory=list)
+    out: Outbound = field(default_factory=Outbound)  # what to tell once stored
+    touched: set[tuple[str, str]] = field(default_factory=set)  # rooms whose state changed
 
 
 class HubService:
@@ -123,6 +135,7 @@ class HubService:
         batch_size: int = 500,
         linger_s: float = 0.005,
         metrics: HubMetrics | None = None,
+        delivery: AlertDelivery | None = None,
     ) -> None:
         self.sites = {s.id: s for s in sites}
         self.store = store
@@ -132,9 +145,19 @@ class HubService:
         self.linger_s = linger_s
         self.metrics = metrics or HubMetrics()
         self.decoder = Decoder(topics, sites)
+        self.delivery = delivery or AlertDelivery(self.sites, topics, clock)
+        self.delivery.record_rows = self._record_delivery
+        self.delivery.publish = lambda topic, payload, qos, retain: self.publish(topic, payload, qos, retain)
+        self.delivery.connected = lambda: self.listening()
         self.lock = threading.RLock()
         self.inbox: queue.Queue[Inbound | Command] = queue.Queue()
         self.machines: dict[tuple[str, str], RoomMachine] = {}
+        # Each room's next deadline, kept for the rooms each batch touches: the wait and the tick then
+        # look at one number per room, not at its whole state (bench/alerts.py: 2,000 rooms).
+        self._deadlines: dict[tuple[str, str], dt.datetime | None] = {}
+        self._pending: _Pending | None = None
+        # How a room looks on the live board (set by the API, which owns the JSON of a room).
+        self.room_view: Callable[[RoomMachine, dt.datetime], dict[str, object]] | None = None
         self.ack_message: Callable[[int, int, int], None] = lambda _mid, _qos, _conn: None
         self.publish: Callable[[str, bytes, int, bool], None] = lambda _t, _p, _q, _r: None
         self.backlog_done: Callable[[], bool] = lambda: True
@@ -154,9 +177,12 @@ class HubService:
         for site in self.sites.values():
             for room in site.spec.rooms:
                 state = snapshots.get((site.id, room.id))
-                machines[(site.id, room.id)] = RoomMachine(site.id, room, site.policies[room.id], state)
+                machines[(site.id, room.id)] = RoomMachine(
+                    site.id, room, site.policies[room.id], state, tiers=self.delivery.tiers(site.id)
+                )
         with self.lock:
             self.machines = machines
+            self._deadlines = {key: m.next_deadline() for key, m in machines.items()}
         self.metrics.open_episodes.set(sum(1 for m in machines.values() if m.episode is not None))
 
     def start(self) -> None:
@@ -164,6 +190,7 @@ class HubService:
         with self.lock:
             for machine in self.machines.values():
                 machine.hub_started(now)
+        self._resume_deliveries()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="seclusion-ingest", daemon=True)
         self._thread.start()
@@ -173,6 +200,51 @@ class HubService:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.delivery.stop()
+
+    @property
+    def live(self) -> LivePush | None:
+        """The live channel to the boards: every alert and room change is pushed there."""
+        return self.delivery.live
+
+    @live.setter
+    def live(self, feed: LivePush | None) -> None:
+        self.delivery.live = feed
+
+    def _tell_people(self, pending: _Pending) -> None:
+        """After the commit: the live boards, the indicators and the notifiers (semantics 5.3)."""
+        out = pending.out
+        live = self.delivery.live
+        views: list[dict[str, object]] = []
+        if live is not None and live.has_subscribers and self.room_view is not None and pending.touched:
+            now = self.clock.now()
+            with self.lock:
+                views = [self.room_view(self.machines[key], now) for key in sorted(pending.touched)]
+        if out or views:
+            self.delivery.carry_out(out, views)
+
+    def _resume_deliveries(self) -> None:
+        """Sends decided before a crash and not delivered: take them up again (semantics 4.6)."""
+        unfinished = self.store.unfinished_deliveries()
+        if not unfinished:
+            return
+        alerts: dict[str, Alert] = {}
+        for row in unfinished:
+            if row.alert_id not in alerts:
+                stored = self.store.get_alert(row.alert_id)
+                if stored is not None:
+                    alerts[row.alert_id] = Alert.model_validate_json(stored.data)
+        count = self.delivery.resume(unfinished, alerts)
+        log.info("took up %d unfinished alert sends from before the restart", count)
+
+    def _record_delivery(self, attempts: list[dict[str, object]], updates: list[dict[str, object]]) -> None:
+        """A channel's outcome, from any thread: written by the ingest thread in its next batch."""
+
+        def apply(batch: Batch) -> None:
+            batch.attempts.extend(attempts)
+            batch.delivery_updates.extend(updates)
+
+        self.inbox.put(Command(apply))
 
     def submit(self, inbound: Inbound) -> None:
         """Called by the MQTT adapter's network thread: hand over, never block."""
@@ -224,10 +296,10 @@ class HubService:
     def _wait_seconds(self) -> float:
         now = self.clock.now()
         with self.lock:
-            deadlines = [d for m in self.machines.values() if (d := m.next_deadline()) is not None]
-        if not deadlines:
+            soonest = min((d for d in self._deadlines.values() if d is not None), default=None)
+        if soonest is None:
             return 0.5
-        return max(0.0, min(0.5, (min(deadlines) - now).total_seconds()))
+        return max(0.0, min(0.5, (soonest - now).total_seconds()))
 
     def process(self, items: list[Inbound | Command]) -> None:
         """Apply a batch, write it, then acknowledge it.
@@ -283,6 +355,7 @@ class HubService:
         for mid, qos, conn in pending.acks:
             self.ack_message(mid, qos, conn)
         self._tell_devices(pending.devices)
+        self._tell_people(pending)
         with self.lock:
             self.metrics.open_episodes.set(sum(1 for m in self.machines.values() if m.episode is not None))
         self.metrics.queue_depth.set(self.inbox.qsize())
@@ -290,6 +363,7 @@ class HubService:
     def _apply(self, items: list[Inbound | Command], poisoned: dict[int, str]) -> _Pending:
         pending = _Pending()
         with self.lock:
+            self._pending = pending
             for item in items:
                 if isinstance(item, Command):
                     pending.commands.append(item)
@@ -309,8 +383,9 @@ class HubService:
             # Liveness is judged only while the hub hears the broker and has taken its backlog: the
             # hub's own deafness is not the devices' downtime (semantics 4.6).
             backlog_through = self.backlog_done() or time.monotonic() - self._listening_since > BACKLOG_WAIT_S
-            if self.listening() and backlog_through:
+            if backlog_through:
                 self._tick(pending)
+            self._pending = None
         return pending
 
     def _apply_one(self, inbound: Inbound, pending: _Pending) -> None:
@@ -359,25 +434,46 @@ class HubService:
                 }
             )
             pending.received.append(inbound.received_at)
-        self._collect(key, outcome.effects, batch)
+        self._collect(key, outcome.effects, pending)
         batch.rooms[key] = machine.state
+        pending.touched.add(key)
 
     def _tick(self, pending: _Pending) -> None:
+        """Let time pass on the rooms this batch touched and on those with a deadline due: their alerts
+        are evaluated (always, once the backlog is through) and device liveness judged (only while the
+        hub hears the broker: its own deafness is not the devices' downtime, semantics 4.6)."""
         now = self.clock.now()
-        if not self._evaluated:
+        listening = self.listening()
+        everything = not self._evaluated
+        if everything:
             # First evaluation after a (re)start, once the broker's backlog is through (semantics 4.6).
             self._evaluated = True
             log.info("backlog through; evaluating %d rooms against the clock", len(self.machines))
         for key, machine in self.machines.items():
-            effects = machine.tick(now)
+            if not everything and key not in pending.touched:
+                due = self._deadlines.get(key)
+                if due is None or due > now:
+                    continue
+            effects = machine.tick(now, liveness=listening)
             if effects:
-                self._collect(key, effects, pending.batch)
+                self._collect(key, effects, pending)
                 pending.batch.rooms[key] = machine.state
+            self._deadlines[key] = machine.next_deadline()
 
-    def _collect(self, key: tuple[str, str], effects: list[Effect], batch: Batch) -> None:
+    def _collect(self, key: tuple[str, str], effects: list[Effect], pending: _Pending) -> None:
         site, room = key
+        batch = pending.batch
         for effect in effects:
-            if isinstance(effect, EpisodeSaved):
+            if isinstance(effect, AlertSaved):
+                batch.alerts[effect.alert.id] = effect.alert
+                pending.out.alerts[effect.alert.id] = effect.alert
+            elif isinstance(effect, AlertSend):
+                rows = self.delivery.delivery_rows(effect, self.clock.now())
+                batch.deliveries.extend(rows)
+                pending.out.sends.append((effect, [r["id"] for r in rows]))
+            elif isinstance(effect, IndicatorChanged):
+                pending.out.indicators[key] = effect
+            elif isinstance(effect, EpisodeSaved):
                 batch.episodes[effect.episode.id] = effect.episode
             elif isinstance(effect, IncidentOpened):
                 batch.incidents_opened.append(
@@ -424,11 +520,67 @@ class HubService:
 
         def apply(batch: Batch) -> None:
             machine = self.machines[key]
-            self._collect(key, machine.set_maintenance(until, reason, self.clock.now()), batch)
+            self._collect(key, machine.set_maintenance(until, reason, self.clock.now()), self._current())
             batch.rooms[key] = machine.state
             batch.audits.append(audit)
 
         self.run_command(apply)
+
+    def _current(self) -> _Pending:
+        """The batch being applied (commands run inside it, on the ingest thread)."""
+        if self._pending is None:
+            raise RuntimeError("a command ran outside a batch")
+        return self._pending
+
+    # -- people's actions on alerts, stored through the ingest thread
+
+    def _room_command(
+        self, key: tuple[str, str], act: Callable[[RoomMachine, dt.datetime], tuple[object, list[Effect]]]
+    ) -> object:
+        def apply(batch: Batch) -> object:
+            machine = self.machines[key]
+            now = self.clock.now()
+            result, effects = act(machine, now)
+            pending = self._current()
+            self._collect(key, effects, pending)
+            batch.rooms[key] = machine.state
+            pending.touched.add(key)
+            return result
+
+        return self.run_command(apply)
+
+    def acknowledge_alert(self, site: str, room: str, alert_id: str, who: str, via: str) -> Alert | None:
+        """Acknowledge an alert of a room; None when the room no longer holds it (long resolved)."""
+
+        def act(machine: RoomMachine, now: dt.datetime) -> tuple[object, list[Effect]]:
+            try:
+                alert, effects = machine.acknowledge(alert_id, who, via, now)
+            except AlertError:
+                return None, []
+            return alert.model_copy(deep=True), effects
+
+        result = self._room_command((site, room), act)
+        return result if isinstance(result, Alert) else None
+
+    def resolve_alert(self, site: str, room: str, alert_id: str, who: str, note: str) -> Alert:
+        """Resolve an active alert with a note; AlertError when it is not active in the room."""
+
+        def act(machine: RoomMachine, now: dt.datetime) -> tuple[object, list[Effect]]:
+            alert, effects = machine.resolve_alert(alert_id, who, note, now)
+            return alert.model_copy(deep=True), effects
+
+        result = self._room_command((site, room), act)
+        if not isinstance(result, Alert):
+            raise TypeError("resolving an alert returned no alert")
+        return result
+
+    def record_review(self, site: str, room: str, episode_id: str, name: str, who: str, note: str) -> None:
+        """Record a review of the policy's `reviews` on an episode (RejectedMessage when not possible)."""
+
+        def act(machine: RoomMachine, now: dt.datetime) -> tuple[object, list[Effect]]:
+            return None, machine.record_review(episode_id, name, who, note, now)
+
+        self._room_command((site, room), act)
 
     def reconnected(self) -> None:
         """The MQTT link is back (paho's network thread): liveness counts again from now, once the
@@ -465,6 +617,23 @@ class HubService:
                 )
                 for device in room.devices:
                     self.publish(self.topics.config(site.id, room.id, device.id), payload, 1, True)
+        # The indicators, as the rooms' alerts have them now (retained: a new agent sees them at once).
+        with self.lock:
+            shown = {key: m.state.book.indicator for key, m in self.machines.items()}
+        for (site_id, room_id), indicator in shown.items():
+            self.publish(
+                self.topics.indicator(site_id, room_id),
+                dump_payload(
+                    IndicatorPayload(
+                        level=indicator.level,
+                        reason=indicator.reason,
+                        acknowledged=indicator.acknowledged,
+                        ts=now,
+                    )
+                ),
+                1,
+                True,
+            )
 
     # -- reads for the API (under the lock: the ingest thread mutates the machines)
 

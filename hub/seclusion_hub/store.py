@@ -23,12 +23,16 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, col, select
 
+from .core.alerts import Alert
 from .core.episode import Episode, account
 from .core.room import RoomState
 from .models import (
+    AlertRecord,
     ApiToken,
     AuditEntry,
     DeadLetter,
+    DeliveryAttempt,
+    DeliveryRecord,
     EpisodeRecord,
     EventRecord,
     IncidentRecord,
@@ -80,10 +84,18 @@ class Batch:
     notes: list[dict[str, Any]] = field(default_factory=list)
     rooms: dict[tuple[str, str], RoomState] = field(default_factory=dict)
     audits: list[AuditEntry] = field(default_factory=list)
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # new sends, `pending`
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # outcomes of delivery attempts
+    delivery_updates: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.audits
+            self.alerts
+            or self.deliveries
+            or self.attempts
+            or self.delivery_updates
+            or self.audits
             or self.events
             or self.dead_letters
             or self.episodes
@@ -245,6 +257,26 @@ class Store:
                     for (s, r), state in batch.rooms.items()
                 ]
                 self._upsert(conn, RoomSnapshot, rows, ["site", "room"])
+            if batch.alerts:
+                self._upsert(conn, AlertRecord, [alert_row(a, now) for a in batch.alerts.values()], ["id"])
+            if batch.deliveries:
+                self._upsert(conn, DeliveryRecord, batch.deliveries, ["id"], update=False)
+            if batch.attempts:
+                conn.execute(sa.insert(DeliveryAttempt), batch.attempts)
+            if batch.delivery_updates:
+                table = DeliveryRecord.__table__  # type: ignore[attr-defined]
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.id == sa.bindparam("delivery_id"))
+                    .values(
+                        status=sa.bindparam("new_status"),
+                        attempts=sa.bindparam("attempt"),
+                        last_attempt_at=sa.bindparam("at"),
+                        next_retry_at=sa.bindparam("retry_at"),
+                        last_error=sa.bindparam("error"),
+                    ),
+                    batch.delivery_updates,
+                )
 
     def _upsert(
         self,
@@ -353,6 +385,48 @@ class Store:
         rows, last = self._page(query, col(IncidentRecord.opened_at), col(IncidentRecord.id), limit, cursor)
         return rows, encode_cursor(last.opened_at, last.id) if last is not None else None
 
+    def get_alert(self, alert_id: str) -> AlertRecord | None:
+        with self.session() as s:
+            return s.get(AlertRecord, alert_id)
+
+    def list_alerts(
+        self,
+        sites: Sequence[str] | None,
+        active: bool | None,
+        episode_id: str | None,
+        room: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[AlertRecord], str | None]:
+        """Newest first, keyset-paginated on (raised_at, id)."""
+        query = select(AlertRecord)
+        if sites is not None:
+            query = query.where(col(AlertRecord.site).in_(list(sites)))
+        if active is not None:
+            query = query.where(AlertRecord.active == active)
+        if episode_id is not None:
+            query = query.where(AlertRecord.episode_id == episode_id)
+        if room is not None:
+            query = query.where(AlertRecord.room == room)
+        rows, last = self._page(query, col(AlertRecord.raised_at), col(AlertRecord.id), limit, cursor)
+        return rows, encode_cursor(last.raised_at, last.id) if last is not None else None
+
+    def deliveries(self, alert_id: str) -> list[DeliveryRecord]:
+        with self.session() as s:
+            query = select(DeliveryRecord).where(DeliveryRecord.alert_id == alert_id)
+            return list(s.exec(query.order_by(col(DeliveryRecord.created_at), col(DeliveryRecord.id))).all())
+
+    def unfinished_deliveries(self) -> list[DeliveryRecord]:
+        """Sends not yet delivered nor given up: after a restart they are taken up again."""
+        with self.session() as s:
+            query = select(DeliveryRecord).where(col(DeliveryRecord.status).in_(["pending", "retrying"]))
+            return list(s.exec(query.order_by(col(DeliveryRecord.created_at))).all())
+
+    def delivery_attempts(self, delivery_id: str) -> list[DeliveryAttempt]:
+        with self.session() as s:
+            query = select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)
+            return list(s.exec(query.order_by(col(DeliveryAttempt.id))).all())
+
     def _page(self, query: Any, when: Any, key: Any, limit: int, cursor: str | None) -> tuple[list[Any], Any]:
         """Newest first, keyset-paginated on (when, key): the page, and its last row when more follow."""
         if cursor is not None:
@@ -390,6 +464,22 @@ class Store:
         with self.session() as s:
             s.add(entry)
             s.commit()
+
+
+def alert_row(alert: Alert, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "site": alert.site,
+        "room": alert.room,
+        "episode_id": alert.episode_id,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "active": alert.active,
+        "raised_at": alert.raised_at,
+        "resolved_at": alert.resolved_at,
+        "data": alert.model_dump_json(),
+        "updated_at": now,
+    }
 
 
 def encode_cursor(when: dt.datetime, key: str) -> str:

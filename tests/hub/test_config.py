@@ -121,3 +121,24 @@ def test_a_site_may_use_its_own_profile_file_based_on_a_shipped_one(tmp_path: Pa
     with pytest.raises(ConfigError) as err:
         load_site(write(tmp_path, {**SITE, "policy": "bad.yaml"}))
     assert "bad.yaml" in str(err.value) and "parameters.lapse_grace_s" in str(err.value)
+
+
+def test_a_webhook_secret_too_short_once_expanded_is_refused_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_SECRET", "short")
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "site: demo-school\n"
+        "rooms: [{id: calm-1, name: Calm room 1, devices: [calm-1-door]}]\n"
+        "recipients:\n"
+        "  - name: Duty senior\n"
+        "    tier: senior\n"
+        "    webhooks: [{url: 'https://hooks.example.org/x', secret: '${HOOK_SECRET}'}]\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_site(site)
+    assert raised.value.key == "recipients.0.webhooks.0.secret"
+    assert str(site) in str(raised.value)
+    monkeypatch.setenv("HOOK_SECRET", "long-enough-secret-value")
+    assert load_site(site).spec.recipients[0].webhooks[0].secret == "${HOOK_SECRET}"

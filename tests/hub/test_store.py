@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
 
+from seclusion_hub.core.alerts import Alert, Escalation
 from seclusion_hub.core.episode import Episode, Segment
 from seclusion_hub.core.room import RoomState
 from seclusion_hub.models import EventRecord, SegmentRecord
@@ -168,3 +172,81 @@ def test_incidents_page_newest_first(store: Store) -> None:
         if cursor is None:
             break
     assert seen == [e.incident_id for e in reversed(eps)]
+
+
+def test_alerts_their_sends_and_every_attempt_are_stored_and_listed(store: Store) -> None:
+    def alert(n: int, raised: dt.datetime, active: bool = True) -> Alert:
+        return Alert(
+            id=f"20000000-0000-0000-0000-{n:012d}",
+            key=f"supervision_lapse/ep/{n}",
+            kind="supervision_lapse",
+            severity="critical",
+            site="test-school",
+            room="calm-1" if n % 2 else "calm-2",
+            episode_id="00000000-0000-0000-0000-000000000001",
+            due_at=raised,
+            raised_at=raised,
+            tier="room",
+            escalations=[Escalation(tier="room", at=raised)],
+            resolved_at=None if active else raised + dt.timedelta(seconds=5),
+        )
+
+    alerts = {a.id: a for a in (alert(n, T0 + dt.timedelta(seconds=n), active=n != 3) for n in range(1, 6))}
+    delivery_id = f"{alert(1, T0).id}/1/0"
+    row: dict[str, object] = {
+        "id": delivery_id,
+        "alert_id": alert(1, T0).id,
+        "number": 1,
+        "tier": "room",
+        "reason": "raised",
+        "channel": "webhook:http://127.0.0.1",
+        "recipient": "Room staff",
+        "status": "pending",
+        "attempts": 0,
+        "created_at": T0,
+        "last_attempt_at": None,
+        "next_retry_at": None,
+        "last_error": None,
+    }
+    store.write(Batch(alerts=alerts, deliveries=[row]), T0)
+    assert [d.status for d in store.unfinished_deliveries()] == ["pending"]
+    later = T0 + dt.timedelta(seconds=2)
+    store.write(
+        Batch(
+            attempts=[
+                {"delivery_id": row["id"], "attempt": 1, "at": later, "ok": False, "error": "HTTP 500"}
+            ],
+            delivery_updates=[
+                {
+                    "delivery_id": row["id"],
+                    "new_status": "retrying",
+                    "attempt": 1,
+                    "at": later,
+                    "retry_at": later + dt.timedelta(seconds=1),
+                    "error": "HTTP 500",
+                }
+            ],
+        ),
+        later,
+    )
+    [retrying] = store.deliveries(alert(1, T0).id)
+    assert (retrying.status, retrying.attempts, retrying.last_error) == ("retrying", 1, "HTTP 500")
+    assert retrying.next_retry_at == later + dt.timedelta(seconds=1)
+    assert [(a.attempt, a.ok) for a in store.delivery_attempts(delivery_id)] == [(1, False)]
+
+    active, nxt = store.list_alerts(None, True, None, None, 2, None)
+    assert [a.id for a in active] == [alert(5, T0).id, alert(4, T0).id]
+    rest, last = store.list_alerts(None, True, None, None, 2, nxt)
+    assert [a.id for a in rest] == [alert(2, T0).id, alert(1, T0).id]
+    assert last is None
+    one_room, _ = store.list_alerts(["test-school"], None, None, "calm-2", 10, None)
+    assert sorted(a.id for a in one_room) == sorted(alert(n, T0).id for n in (2, 4))
+    stored = store.get_alert(alert(3, T0).id)
+    assert stored is not None and not stored.active
+    assert Alert.model_validate_json(stored.data).resolved_at == T0 + dt.timedelta(seconds=8)
+
+
+def test_the_migrations_make_exactly_the_tables_the_models_describe(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == []

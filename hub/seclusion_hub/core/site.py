@@ -82,10 +82,11 @@ class RoomSpec(_Strict):
 
 
 class Webhook(_Strict):
-    """A signed webhook: the body is JSON, signed with HMAC-SHA256 under `secret` (docs/alerts.md)."""
+    """A signed webhook: the body is JSON, signed with HMAC-SHA256 under `secret`
+    (docs/notifications.md). The secret's length is checked once `${VAR}` is expanded."""
 
-    url: Annotated[str, Field(pattern=r"^https?://")]
-    secret: Annotated[str, Field(min_length=16)]
+    url: Annotated[str, Field(pattern=r"^(https?://|\$\{)")]
+    secret: Annotated[str, Field(min_length=1)]
 
 
 class Recipient(_Strict):

@@ -1,0 +1,311 @@
+"""Carrying out the alerts' effects once they are stored (semantics 5.3): the live board, the room's
+indicator, and every notification channel of the tier, all at once; every attempt recorded.
+
+The ingest thread decides and stores; this adapter tells. A send is written as `pending` delivery rows in
+the same transaction as the alert change that decided it, so a crash between the commit and the send
+loses nothing: at start the hub takes up every delivery not yet done. The outcome of each attempt comes
+back to the ingest thread (the database's one writer) as a small command, never blocking the channel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from seclusion_contract import IndicatorPayload, Topics, dump_payload, format_ts
+
+from .config import LoadedSite
+from .core.alerts import Alert, AlertSend, IndicatorChanged
+from .core.clock import Clock
+from .models import AlertRecord, DeliveryRecord
+from .notify import Attempt, Channel, Dispatcher, Notice, channels_for
+
+log = logging.getLogger(__name__)
+
+LIVE = "live"
+INDICATOR = "indicator"
+
+
+class LivePush(Protocol):
+    """The live channel to the boards (live.LiveFeed)."""
+
+    @property
+    def has_subscribers(self) -> bool: ...
+
+    def publish(self, event: str, data: Mapping[str, Any]) -> int | None: ...
+
+
+def alert_json(alert: Alert, room_name: str | None = None) -> dict[str, Any]:
+    """An alert as contract section 6 shows it (with a few additions: needs_ack, held, detail)."""
+
+    def ts(value: dt.datetime | None) -> str | None:
+        return format_ts(value) if value is not None else None
+
+    return {
+        "id": alert.id,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "site": alert.site,
+        "room": alert.room,
+        "room_name": room_name,
+        "episode_id": alert.episode_id,
+        "due_at": format_ts(alert.due_at),
+        "raised_at": format_ts(alert.raised_at),
+        "late": alert.late,
+        "tier": alert.tier,
+        "escalations": [{"tier": e.tier, "at": format_ts(e.at)} for e in alert.escalations],
+        "acknowledged_at": ts(alert.acknowledged_at),
+        "acknowledged_by": alert.acknowledged_by,
+        "acknowledged_via": alert.acknowledged_via,
+        "resolved_at": ts(alert.resolved_at),
+        "resolved_by": alert.resolved_by,
+        "note": alert.note,
+        "condition_ended_at": ts(alert.condition_ended_at),
+        "needs_ack": alert.needs_ack,
+        "held": alert.held,
+        "active": alert.active,
+        "rule": alert.rule,
+        "detail": alert.detail,
+    }
+
+
+def alert_from_row(row: AlertRecord) -> Alert:
+    return Alert.model_validate_json(row.data)
+
+
+@dataclass
+class Outbound:
+    """What a stored batch asks to be told."""
+
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    sends: list[tuple[AlertSend, list[str]]] = field(default_factory=list)  # with their delivery ids
+    indicators: dict[tuple[str, str], IndicatorChanged] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.sends or self.indicators)
+
+
+class AlertDelivery:
+    """Tells people about alerts through every channel, and records what happened."""
+
+    def __init__(
+        self,
+        sites: Mapping[str, LoadedSite],
+        topics: Topics,
+        clock: Clock,
+        *,
+        public_url: str = "",
+        channels: Mapping[tuple[str, str], list[tuple[str, Channel]]] | None = None,
+    ) -> None:
+        self.sites = sites
+        self.topics = topics
+        self.clock = clock
+        self.public_url = public_url.rstrip("/")
+        # (site, tier) -> [(recipient name, channel)], each channel once per tier.
+        self.channels: dict[tuple[str, str], list[tuple[str, Channel]]] = dict(channels or {})
+        if channels is None:
+            for site in sites.values():
+                for recipient in site.spec.recipients:
+                    built = channels_for([recipient])
+                    known = self.channels.setdefault((site.id, recipient.tier), [])
+                    for channel in built:
+                        # Channels are equal when their URLs are: each destination is told once per tier.
+                        if all(existing != channel for _, existing in known):
+                            known.append((recipient.name, channel))
+        self.live: LivePush | None = None
+        self.publish: Callable[[str, bytes, int, bool], None] = lambda _t, _p, _q, _r: None
+        self.connected: Callable[[], bool] = lambda: False
+        # Where attempts' outcomes go: to the ingest thread, which writes them (set by the service).
+        self.record_rows: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] = lambda _a, _u: None
+        self._notice_tier: dict[str, tuple[str, str]] = {}  # notice id -> (site, tier)
+        self.dispatcher = Dispatcher(self._record, clock=clock)
+
+    def tiers(self, site: str) -> frozenset[str]:
+        """The tiers of a site that have someone to tell: escalation skips the others (5.2)."""
+        return frozenset(tier for (s, tier), found in self.channels.items() if s == site and found)
+
+    def room_name(self, site: str, room: str) -> str:
+        loaded = self.sites.get(site)
+        spec = loaded.room(room) if loaded is not None else None
+        return spec.name if spec is not None else room
+
+    # -- inside the batch: the rows that make a send survive a crash
+
+    def delivery_rows(self, send: AlertSend, now: dt.datetime) -> list[dict[str, Any]]:
+        """One `pending` row per channel this send goes through."""
+        alert = send.alert
+        base = f"{alert.id}/{send.number}"
+        rows = [self._row(f"{base}/{LIVE}", send, LIVE, "the live board", now)]
+        if send.reason in ("raised", "late"):
+            rows.append(self._row(f"{base}/{INDICATOR}", send, INDICATOR, "the room's indicator", now))
+        for i, (recipient, channel) in enumerate(self.channels.get((alert.site, send.tier), [])):
+            rows.append(self._row(f"{base}/{i}", send, channel.label, recipient, now))
+        return rows
+
+    @staticmethod
+    def _row(row_id: str, send: AlertSend, channel: str, recipient: str, now: dt.datetime) -> dict[str, Any]:
+        return {
+            "id": row_id,
+            "alert_id": send.alert.id,
+            "number": send.number,
+            "tier": send.tier,
+            "reason": send.reason,
+            "channel": channel[:300],
+            "recipient": recipient[:200],
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "last_attempt_at": None,
+            "next_retry_at": None,
+            "last_error": None,
+        }
+
+    # -- after the commit: tell
+
+    def carry_out(self, out: Outbound, rooms: list[dict[str, Any]]) -> None:
+        """Push, publish and notify what a stored batch decided. Never raises: a failing channel is
+        recorded and retried, and never holds the others back."""
+        now = self.clock.now()
+        live = self.live
+        boards = 0
+        if live is not None and live.has_subscribers:
+            for view in rooms:
+                live.publish("room", view)
+            for alert in out.alerts.values():
+                reached = live.publish("alert", alert_json(alert, self.room_name(alert.site, alert.room)))
+                boards = max(boards, reached or 0)
+        for (site, room), changed in out.indicators.items():
+            payload = IndicatorPayload(
+                level=changed.level, reason=changed.reason, ts=changed.at, acknowledged=changed.acknowledged
+            )
+            try:
+                self.publish(self.topics.indicator(site, room), dump_payload(payload), 1, True)
+            except Exception:
+                log.exception("publishing the indicator of %s/%s failed", site, room)
+        attempts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for send, row_ids in out.sends:
+            for row_id in row_ids:
+                if row_id.endswith(f"/{LIVE}"):
+                    ok = boards > 0 or (live is not None and live.has_subscribers)
+                    error = None if ok else "no live board was connected"
+                    self._outcome(attempts, updates, row_id, 1, now, ok, error, None)
+                elif row_id.endswith(f"/{INDICATOR}"):
+                    ok = self.connected()
+                    error = None if ok else "not connected to the broker: the indicator is sent on reconnect"
+                    self._outcome(attempts, updates, row_id, 1, now, ok, error, None)
+            self._notify(send)
+        if attempts:
+            self.record_rows(attempts, updates)
+
+    def _notify(self, send: AlertSend) -> None:
+        alert = send.alert
+        channels = [channel for _, channel in self.channels.get((alert.site, send.tier), [])]
+        if not channels:
+            return
+        site = self.sites.get(alert.site)
+        notice = Notice(
+            delivery_id=f"{alert.id}/{send.number}",
+            alert_id=alert.id,
+            kind=alert.kind,
+            severity=alert.severity,
+            site=alert.site,
+            room=alert.room,
+            room_name=self.room_name(alert.site, alert.room),
+            tier=send.tier,
+            reason=send.reason,
+            due_at=alert.due_at,
+            raised_at=alert.raised_at,
+            late=alert.late,
+            link=f"{self.public_url}/#alert-{alert.id}" if self.public_url else None,
+            timezone=site.spec.timezone if site is not None else "UTC",
+        )
+        self._notice_tier[notice.delivery_id] = (alert.site, send.tier)
+        try:
+            self.dispatcher.submit(notice, channels)
+        except Exception:
+            log.exception("could not queue the notice of alert %s", alert.id)
+
+    def resume(self, pending: list[DeliveryRecord], alerts: Mapping[str, Alert]) -> int:
+        """After a restart: send again what was decided but not delivered. Returns how many sends."""
+        by_send: dict[tuple[str, int], DeliveryRecord] = {}
+        for row in pending:
+            if row.channel in (LIVE, INDICATOR):
+                continue
+            by_send.setdefault((row.alert_id, row.number), row)
+        count = 0
+        for (alert_id, number), row in by_send.items():
+            alert = alerts.get(alert_id)
+            if alert is None:
+                continue
+            reason = row.reason if row.reason in ("raised", "late", "escalated", "renotify") else "raised"
+            send = AlertSend(alert, row.tier, reason, number)  # type: ignore[arg-type]
+            self._notify(send)
+            count += 1
+        return count
+
+    def _record(self, attempt: Attempt) -> None:
+        """The dispatcher's callback (a channel's worker thread)."""
+        row_id = self._row_id(attempt.delivery_id, attempt.channel)
+        attempts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        self._outcome(
+            attempts,
+            updates,
+            row_id,
+            attempt.attempt,
+            attempt.at,
+            attempt.ok,
+            attempt.error,
+            attempt.next_retry_at,
+            gave_up=attempt.gave_up,
+        )
+        if not attempt.ok:
+            log.warning(
+                "delivery %s through %s failed (attempt %d): %s",
+                attempt.delivery_id,
+                attempt.channel,
+                attempt.attempt,
+                attempt.error,
+            )
+        self.record_rows(attempts, updates)
+
+    def _row_id(self, notice_id: str, label: str) -> str:
+        """The delivery row of one notice through one channel: `{alert}/{n}/{channel's index in the tier}`."""
+        site_tier = self._notice_tier.get(notice_id)
+        for i, (_recipient, channel) in enumerate(self.channels.get(site_tier, []) if site_tier else []):
+            if channel.label == label:
+                return f"{notice_id}/{i}"
+        return f"{notice_id}/?"
+
+    @staticmethod
+    def _outcome(
+        attempts: list[dict[str, Any]],
+        updates: list[dict[str, Any]],
+        row_id: str,
+        number: int,
+        at: dt.datetime,
+        ok: bool,
+        error: str | None,
+        retry_at: dt.datetime | None,
+        *,
+        gave_up: bool = False,
+    ) -> None:
+        attempts.append({"delivery_id": row_id, "attempt": number, "at": at, "ok": ok, "error": error})
+        status = "sent" if ok else ("failed" if gave_up or retry_at is None else "retrying")
+        updates.append(
+            {
+                "delivery_id": row_id,
+                "new_status": status,
+                "attempt": number,
+                "at": at,
+                "retry_at": retry_at,
+                "error": (error or None) and str(error)[:500],
+            }
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.dispatcher.stop(timeout)

@@ -1,0 +1,374 @@
+"""Delivery: every channel at once, each on its own worker, failures retried with backoff.
+
+`Dispatcher.submit` returns at once. Each distinct channel has one worker thread and its own queue, so a
+slow or dead channel never delays the others; within a channel, a delivery waiting for its retry does not
+hold back the next notice either (the queue is ordered by when each is due). Every attempt, good or bad,
+is reported through `record`. Time comes from an injected clock: a worker waits until the clock says a
+retry is due, and `wake()` makes it look at the clock again (tests step a FakeClock, then wake).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..core.clock import Clock, SystemClock
+from ..errors import SeclusionError
+from .channels import Channel, DeliveryError
+from .notice import Notice
+
+log = logging.getLogger(__name__)
+
+
+class DispatcherStopped(SeclusionError, RuntimeError):
+    """A notice submitted after `stop()`: refused loudly, never dropped quietly."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: `first_delay_s`, times `factor` after each failure, at most `max_delay_s`.
+
+    A delivery is given up after `max_attempts` attempts, or when its next try would fall more than
+    `max_age_s` after its first, whichever comes first.
+    """
+
+    first_delay_s: float = 1.0
+    factor: float = 2.0
+    max_delay_s: float = 60.0
+    max_attempts: int = 8
+    max_age_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.first_delay_s < 0 or self.factor < 1 or self.max_delay_s < 0:
+            raise ValueError("delays must not be negative and factor must be at least 1")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the `failures`-th failed attempt (1, 2, 4 ... capped)."""
+        return float(min(self.max_delay_s, self.first_delay_s * self.factor ** max(0, failures - 1)))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one notice on one channel, as it is recorded."""
+
+    delivery_id: str
+    alert_id: str
+    channel: str  # the channel's label: safe to store
+    attempt: int  # 1 for the first try
+    at: dt.datetime  # when the try began
+    ok: bool
+    error: str | None  # short, no secrets; None when ok
+    next_retry_at: dt.datetime | None  # None when delivered or given up
+    gave_up: bool
+
+
+@dataclass(order=True)
+class _Delivery:
+    due: dt.datetime
+    seq: int
+    notice: Notice = field(compare=False)
+    first_at: dt.datetime | None = field(default=None, compare=False)
+    attempts: int = field(default=0, compare=False)
+
+
+class _Worker:
+    """One channel's queue and thread. All fields are guarded by `cond`."""
+
+    def __init__(self, channel: Channel, dispatcher: Dispatcher) -> None:
+        self.channel = channel
+        self.label = _safe_label(channel)
+        self.dispatcher = dispatcher
+        self.cond = threading.Condition()
+        self.queue: list[_Delivery] = []
+        self.in_flight: _Delivery | None = None
+        self.stopping = False  # drain: try what was never tried, retry nothing
+        self.abandon = False  # stop now: leave whatever is left
+        self.thread = threading.Thread(target=self._run, name=f"notify {self.label}", daemon=True)
+
+    def put(self, delivery: _Delivery) -> None:
+        with self.cond:
+            heapq.heappush(self.queue, delivery)
+            self.cond.notify_all()
+
+    def size(self) -> int:
+        with self.cond:
+            return len(self.queue) + (1 if self.in_flight is not None else 0)
+
+    def _next(self) -> _Delivery | None:
+        """The next delivery to try, waiting until it is due; None when the worker should end."""
+        clock = self.dispatcher.clock
+        with self.cond:
+            while True:
+                if self.abandon:
+                    return None
+                if self.stopping:
+                    # Draining: only deliveries never tried are still attempted, once each.
+                    self.queue = [d for d in self.queue if d.attempts == 0]
+                    heapq.heapify(self.queue)
+                    if not self.queue:
+                        return None
+                    self.in_flight = heapq.heappop(self.queue)
+                    return self.in_flight
+                if self.queue:
+                    wait = (self.queue[0].due - clock.now()).total_seconds()
+                    if wait <= 0:
+                        self.in_flight = heapq.heappop(self.queue)
+                        return self.in_flight
+                    self.cond.wait(wait)
+                else:
+                    self.cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            delivery = self._next()
+            if delivery is None:
+                return
+            try:
+                self._attempt(delivery)
+            except Exception:
+                # Our own bug; the worker must outlive it or this channel goes silent.
+                log.exception(
+                    "notify worker error: channel=%s delivery=%s alert=%s",
+                    self.label,
+                    delivery.notice.delivery_id,
+                    delivery.notice.alert_id,
+                )
+            finally:
+                with self.cond:
+                    self.in_flight = None
+                    self.cond.notify_all()
+
+    def _attempt(self, delivery: _Delivery) -> None:
+        dispatcher = self.dispatcher
+        notice = delivery.notice
+        started = dispatcher.clock.now()
+        if delivery.first_at is None:
+            delivery.first_at = started
+        delivery.attempts += 1
+        error: str | None = None
+        try:
+            self.channel.send(notice)
+        except DeliveryError as exc:
+            error = exc.reason or type(exc).__name__
+        except Exception as exc:
+            error = f"unexpected error: {type(exc).__name__}"
+            log.exception(
+                "notify channel raised unexpectedly: channel=%s delivery=%s alert=%s attempt=%d",
+                self.label,
+                notice.delivery_id,
+                notice.alert_id,
+                delivery.attempts,
+            )
+        ended = dispatcher.clock.now()
+        next_retry: dt.datetime | None = None
+        gave_up = False
+        if error is not None:
+            policy = dispatcher.retry
+            candidate = ended + dt.timedelta(seconds=policy.delay(delivery.attempts))
+            with self.cond:
+                stopping = self.stopping
+            if stopping:
+                error += "; not retried: the hub is stopping"
+                gave_up = True
+            elif delivery.attempts >= policy.max_attempts:
+                gave_up = True
+            elif (candidate - delivery.first_at).total_seconds() > policy.max_age_s:
+                gave_up = True
+            else:
+                next_retry = candidate
+        attempt = Attempt(
+            delivery_id=notice.delivery_id,
+            alert_id=notice.alert_id,
+            channel=self.label,
+            attempt=delivery.attempts,
+            at=started,
+            ok=error is None,
+            error=error,
+            next_retry_at=next_retry,
+            gave_up=gave_up,
+        )
+        context = (self.label, notice.kind, notice.alert_id, notice.delivery_id, delivery.attempts)
+        if error is None:
+            log.info("notice delivered: channel=%s kind=%s alert=%s delivery=%s attempt=%d", *context)
+        elif gave_up:
+            log.error(
+                "notice NOT delivered, given up: channel=%s kind=%s alert=%s delivery=%s attempt=%d: %s",
+                *context,
+                error,
+            )
+        else:
+            log.warning(
+                "notice delivery failed, will retry at %s: channel=%s kind=%s alert=%s delivery=%s "
+                "attempt=%d: %s",
+                next_retry.isoformat() if next_retry else "?",
+                *context,
+                error,
+            )
+        with self.cond:
+            # Settled before it is reported, so that pending() agrees with what was recorded.
+            self.in_flight = None
+            if next_retry is not None:
+                delivery.due = next_retry
+                heapq.heappush(self.queue, delivery)
+        dispatcher.report(attempt)
+
+    def cancel(self, alert_id: str) -> list[_Delivery]:
+        with self.cond:
+            dropped = [d for d in self.queue if d.notice.alert_id == alert_id]
+            if dropped:
+                self.queue = [d for d in self.queue if d.notice.alert_id != alert_id]
+                heapq.heapify(self.queue)
+            return dropped
+
+    def begin_stop(self) -> list[_Delivery]:
+        """Stop retrying; deliveries waiting for a retry are abandoned and returned."""
+        with self.cond:
+            self.stopping = True
+            left = [d for d in self.queue if d.attempts > 0]
+            self.queue = [d for d in self.queue if d.attempts == 0]
+            heapq.heapify(self.queue)
+            self.cond.notify_all()
+            return left
+
+    def force_stop(self) -> list[_Delivery]:
+        """End now: whatever is still queued is abandoned and returned."""
+        with self.cond:
+            self.abandon = True
+            left, self.queue = self.queue, []
+            self.cond.notify_all()
+            return left
+
+
+def _safe_label(channel: Channel) -> str:
+    try:
+        return str(channel.label)
+    except Exception:
+        return type(channel).__name__
+
+
+class Dispatcher:
+    """Sends each notice through every channel at once; retries failures; reports every attempt.
+
+    `record(attempt)` is called from the channel's worker thread, once per attempt; if it raises, the
+    error is logged and the worker carries on. Channels equal to each other (the same URL) share a
+    worker; distinct channels never wait for each other.
+    """
+
+    def __init__(
+        self,
+        record: Callable[[Attempt], None],
+        *,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.record = record
+        self.clock: Clock = clock or SystemClock()
+        self.retry = retry or RetryPolicy()
+        self._lock = threading.Lock()
+        self._workers: dict[Channel, _Worker] = {}
+        self._seq = itertools.count()
+        self._stopped = False
+
+    def submit(self, notice: Notice, channels: Iterable[Channel]) -> None:
+        """Queue `notice` on every channel (each distinct channel once) and return at once."""
+        now = self.clock.now()
+        with self._lock:
+            if self._stopped:
+                raise DispatcherStopped(f"notice {notice.delivery_id} submitted after stop()")
+            for channel in dict.fromkeys(channels):
+                worker = self._workers.get(channel)
+                if worker is None:
+                    worker = self._workers[channel] = _Worker(channel, self)
+                    worker.thread.start()
+                worker.put(_Delivery(due=now, seq=next(self._seq), notice=notice))
+
+    def pending(self) -> int:
+        """Deliveries not finished yet: queued, waiting for a retry, or being attempted."""
+        with self._lock:
+            workers = list(self._workers.values())
+        return sum(w.size() for w in workers)
+
+    def cancel(self, alert_id: str) -> int:
+        """Stop trying the queued deliveries of one alert (not one being attempted); returns how many.
+
+        Nothing calls this by default: a notice that was due is still delivered after the alert is
+        acknowledged or resolved. Offered for an operator who must silence a runaway alert.
+        """
+        with self._lock:
+            workers = list(self._workers.values())
+        count = 0
+        for worker in workers:
+            for delivery in worker.cancel(alert_id):
+                count += 1
+                log.warning(
+                    "notice delivery cancelled: channel=%s alert=%s delivery=%s after %d attempts",
+                    worker.label,
+                    alert_id,
+                    delivery.notice.delivery_id,
+                    delivery.attempts,
+                )
+        return count
+
+    def wake(self) -> None:
+        """Make every worker read the clock again (after a test steps a FakeClock)."""
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            with worker.cond:
+                worker.cond.notify_all()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Refuse new notices, try once each delivery not yet tried, and end the workers.
+
+        Deliveries waiting for a retry are abandoned at once; what is still queued when `timeout`
+        runs out is abandoned too. Each abandoned delivery is logged as an error; returns how many.
+        """
+        with self._lock:
+            self._stopped = True
+            workers = list(self._workers.values())
+        abandoned: list[tuple[_Worker, _Delivery]] = []
+        for worker in workers:
+            abandoned += [(worker, d) for d in worker.begin_stop()]
+        deadline = time.monotonic() + timeout  # real time: a FakeClock would never let stop() return
+        for worker in workers:
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            if worker.thread.is_alive():
+                abandoned += [(worker, d) for d in worker.force_stop()]
+                log.error(
+                    "notify worker still busy after stop timeout: channel=%s (send timeout pending)",
+                    worker.label,
+                )
+        for worker, delivery in abandoned:
+            log.error(
+                "notice NOT delivered, abandoned at stop: channel=%s kind=%s alert=%s delivery=%s "
+                "after %d attempts",
+                worker.label,
+                delivery.notice.kind,
+                delivery.notice.alert_id,
+                delivery.notice.delivery_id,
+                delivery.attempts,
+            )
+        return len(abandoned)
+
+    def report(self, attempt: Attempt) -> None:
+        """Hand one attempt to `record`; an exception there is logged with context, never raised."""
+        try:
+            self.record(attempt)
+        except Exception:
+            log.exception(
+                "recording a notice attempt failed: channel=%s alert=%s delivery=%s attempt=%d ok=%s",
+                attempt.channel,
+                attempt.alert_id,
+                attempt.delivery_id,
+                attempt.attempt,
+                attempt.ok,
+            )

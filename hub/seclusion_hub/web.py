@@ -1,0 +1,205 @@
+"""The web pages: the login form, the live board, its static files, and the live stream (`GET /api/live`).
+
+A staff member signs in by pasting the access token an administrator made with `seclusion-hub token
+create`; the hub keeps it in an HttpOnly, SameSite=Strict cookie, which the API then accepts wherever it
+accepts a bearer token. The board's files are plain HTML, CSS and JavaScript shipped in the package:
+no build step and nothing fetched from elsewhere (the hub may run on a school network with no internet).
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the routes' annotations at definition
+# time, and they name the `staff` dependency handed to `web_router`.
+
+import html
+import importlib.resources
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Final
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from seclusion_contract import format_ts
+
+from .auth import Principal, principal_for
+from .live import RETRY_MS, LiveFeed, SubscriptionEnded, sse_frame
+from .models import AuditEntry
+from .service import HubService
+
+SESSION_COOKIE: Final = "seclusion_session"
+MAX_FORM_BYTES: Final = 4096
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_STATIC: Final = {
+    "board.js": "text/javascript; charset=utf-8",
+    "board.css": "text/css; charset=utf-8",
+}
+
+# The pages load only their own files, talk only to the hub, and may not be framed (a hidden frame
+# could trick a click on "Acknowledge").
+PAGE_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    # same-origin, not no-referrer: with no-referrer, browsers send `Origin: null` on our own POSTs.
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _asset(name: str) -> str:
+    return (importlib.resources.files("seclusion_hub") / "web" / name).read_text(encoding="utf-8")
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a browser's request comes from the hub's own pages (no Origin: not a browser's cross-site
+    request, which SameSite=Strict keeps cookieless anyway)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("host")
+    return host is not None and urlsplit(origin).netloc == host
+
+
+def session_token(request: Request) -> str | None:
+    """The token in the session cookie, where the request may use it: a request that changes something
+    must come from the hub's own pages."""
+    token = request.cookies.get(SESSION_COOKIE, "").strip()
+    if not token:
+        return None
+    if request.method not in SAFE_METHODS and not _same_origin(request):
+        return None
+    return token
+
+
+def _login_page(error: str | None = None, status_code: int = 200) -> HTMLResponse:
+    message = f'<p class="form-error" role="alert">{html.escape(error)}</p>' if error else ""
+    body = _asset("login.html").replace("{{error}}", message)
+    return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
+
+
+def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Principal]) -> APIRouter:
+    """The pages and the live stream; `staff` is the API's dependency for a staff member or above."""
+    router = APIRouter()
+    store = service.store
+
+    async def _signed_in(request: Request) -> Principal | None:
+        token = session_token(request)
+        return await run_in_threadpool(principal_for, store, token) if token else None
+
+    @router.get("/login", include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        """The sign-in page (open: it shows nothing but the form)."""
+        return _login_page()
+
+    @router.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        """Check the pasted token and keep it in the session cookie."""
+        if not _same_origin(request):
+            return _login_page("This form must be sent from the hub's own sign-in page.", 403)
+        body = await request.body()
+        if len(body) > MAX_FORM_BYTES:
+            return _login_page("That is not an access token.", 401)
+        fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=10)
+        token = (fields.get("token") or [""])[0].strip()
+        who = await run_in_threadpool(principal_for, store, token) if token else None
+        if who is None:
+            return _login_page("That token is not valid (unknown, mistyped or revoked). Try again.", 401)
+        await run_in_threadpool(
+            store.audit,
+            AuditEntry(
+                at=service.clock.now(), actor=who.name, action="login", target_type="web", target_id="board"
+            ),
+        )
+        response = RedirectResponse("/", status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"})
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @router.post("/logout", include_in_schema=False)
+    def logout(request: Request) -> Response:
+        """Forget the session cookie."""
+        response = RedirectResponse(
+            "/login", status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
+        )
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        )
+        return response
+
+    @router.get("/", include_in_schema=False)
+    async def board(request: Request) -> Response:
+        """The live board; without a valid session, the sign-in page."""
+        who = await _signed_in(request)
+        if who is None:
+            return RedirectResponse(
+                "/login", status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
+            )
+        body = _asset("board.html").replace("{{user}}", html.escape(who.name))
+        return HTMLResponse(body, headers=PAGE_HEADERS)
+
+    @router.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        """The board's script and style sheet (code only, no data: open like the sign-in page)."""
+        media_type = _STATIC.get(name)
+        if media_type is None:
+            raise HTTPException(404, "no such file")
+        return Response(
+            _asset(name),
+            media_type=media_type,
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def _stream(who: Principal) -> AsyncIterator[str]:
+        with live.subscribe(who) as sub:
+            hello = {
+                "v": 1,
+                "user": who.name,
+                "role": who.role,
+                "sites": sorted(who.sites) if who.sites is not None else None,
+                "server_time": format_ts(service.clock.now()),
+                "keepalive_s": live.keepalive_s,
+            }
+            yield f"retry: {RETRY_MS}\n" + sse_frame("hello", hello)
+            while True:
+                try:
+                    batch = await sub.next_batch(live.keepalive_s)
+                except SubscriptionEnded as end:
+                    yield sse_frame("reload", {"reason": end.reason})
+                    return
+                yield "".join(item.sse() for item in batch) if batch else ": keep-alive\n\n"
+
+    @router.get(
+        "/api/live",
+        tags=["live"],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "Server-Sent Events: `hello`, then `alert` and `room`; `reload` ends it",
+            },
+            503: {"description": "the hub is stopping"},
+        },
+    )
+    async def live_stream(who: Annotated[Principal, Depends(staff)]) -> StreamingResponse:
+        """The live stream of the caller's sites (docs/board.md): `hello`, then every `alert` and `room`
+        change as it happens, and a comment line every 15 s. A stream that falls behind, or the hub
+        stopping, ends it with a `reload` event: fetch the rooms and alerts again once reconnected."""
+        if live.closed:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the hub is stopping")
+        return StreamingResponse(
+            _stream(who),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return router

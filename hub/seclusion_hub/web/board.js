@@ -1,0 +1,527 @@
+// The live board: rooms, open episodes with running clocks, and active alerts, kept up to date by the
+// hub's live stream (/api/live, Server-Sent Events). Plain JavaScript, no build step, nothing from
+// elsewhere. Every piece of data is put on the page as text (textContent), never as HTML.
+"use strict";
+
+(() => {
+  const SEVERITY = { critical: "Critical", warning: "Warning", info: "Information" };
+  const SEVERITY_ORDER = { critical: 0, warning: 1, info: 2 };
+  const KIND = {
+    episode_started: "A child is in a closed room",
+    supervision_lapse: "Nobody at the viewing panel",
+    duration_warning: "Time in the room is getting long",
+    duration_escalation: "Time in the room: escalated",
+    duration_limit: "Time limit in the room reached",
+    review_due: "A review of the child is due",
+    no_movement: "No movement seen in the room",
+    lock_forbidden: "Door locked where locking is not allowed",
+    seclusion_prohibited: "Room in use where seclusion is not allowed",
+    device_offline: "A room sensor is offline",
+    sensor_fault: "A room sensor reports a fault",
+    clock_skew: "A room sensor's clock is wrong",
+    report_overdue: "The written record is overdue",
+  };
+  const TIER = {
+    room: "Room staff",
+    senior: "Senior staff",
+    dsl: "Safeguarding lead",
+    head: "Head teacher",
+  };
+  const READINGS = {
+    door: { open: "Open", closed: "Closed" },
+    lock: { engaged: "Locked", released: "Not locked" },
+    occupancy: { occupied: "Child in room", vacant: "Empty" },
+    observer: { present: "Staff at the viewing panel", absent: "Nobody at the viewing panel" },
+  };
+  const SUPERVISION_MODE = {
+    observer: "Observer at the viewing panel",
+    checkin: "Regular check-ins",
+    both: "Observer and check-ins",
+  };
+  const RECONNECT_MAX_MS = 30000;
+  const RESYNC_EVERY_MS = 60000;
+  const BEEP_EVERY_MS = 2000;
+
+  const rooms = new Map(); // "site/room" -> room
+  const alerts = new Map(); // id -> alert
+  let offsetMs = 0; // the hub's clock minus this browser's, from `hello`
+  let source = null;
+  let generation = 0; // which `hello` the current resync belongs to
+  let buffered = null; // events that came while a resync was fetching, or null
+  let reconnectMs = 1000;
+  let reconnectTimer = null;
+  let signedOut = false;
+  let audio = null;
+  let beepTimer = null;
+
+  const $ = (id) => document.getElementById(id);
+  const roomKey = (site, room) => `${site}/${room}`;
+  const hubNow = () => Date.now() + offsetMs;
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function clockText(ms) {
+    const total = Math.max(0, Math.floor(ms / 1000));
+    const h = Math.floor(total / 3600);
+    const m = Math.floor((total % 3600) / 60);
+    const s = String(total % 60).padStart(2, "0");
+    return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+  }
+
+  function timeText(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  // ------------------------------------------------------------------------------------- status
+
+  function setLive(state) {
+    document.body.dataset.live = state;
+    const text = { on: "Live", off: "Not live", connecting: "Connecting…" }[state];
+    $("live-status").textContent = text;
+    $("live-lost").hidden = state !== "off" || signedOut;
+  }
+
+  function showSignedOut() {
+    signedOut = true;
+    if (source) source.close();
+    source = null;
+    setLive("off");
+    $("signed-out").hidden = false;
+    $("live-lost").hidden = true;
+  }
+
+  // ------------------------------------------------------------------------------------- rooms
+
+  function roomView(r) {
+    const li = el("li", "room");
+    li.dataset.room = roomKey(r.site, r.room);
+    const inEpisode = Boolean(r.episode_id);
+    li.classList.toggle("in-episode", inEpisode);
+    li.classList.toggle("unsupervised", inEpisode && r.supervised === false);
+    li.classList.toggle("offline", !r.online);
+    li.classList.toggle("maintenance", r.mode === "maintenance");
+
+    const h = el("h3", null, r.name || r.room);
+    if (siteCount() > 1) h.append(" ", el("span", "site", `(${r.site})`));
+    li.append(h);
+
+    if (inEpisode) {
+      const p = el("p", "episode");
+      p.append("Child in room — ");
+      if (r.episode_start_uncertain) p.append("about ");
+      const clock = el("span", "clock");
+      if (r.episode_started_at) clock.dataset.since = String(Date.parse(r.episode_started_at));
+      p.append(clock);
+      li.append(p);
+      let sup;
+      if (r.supervised === true) sup = el("p", "supervision good", "Supervised");
+      else if (r.supervised === false) sup = el("p", "supervision bad", "Not supervised");
+      else sup = el("p", "supervision unknown", "Supervision not known");
+      li.append(sup);
+    } else {
+      li.append(el("p", "episode idle", "Room not in use"));
+    }
+
+    const dl = el("dl", "readings");
+    const row = (label, value, bad) => {
+      dl.append(el("dt", null, label));
+      dl.append(el("dd", bad ? "bad" : null, value));
+    };
+    const reading = (kind) => {
+      const v = r[kind];
+      if (v === null || v === undefined) return "Not known";
+      return (READINGS[kind] && READINGS[kind][v]) || v;
+    };
+    row("Door", reading("door"));
+    if (r.lock !== null && r.lock !== undefined) row("Lock", reading("lock"));
+    row("Inside", reading("occupancy"));
+    if (r.supervision !== "checkin") {
+      row("Viewing panel", reading("observer"), inEpisode && r.observer === "absent");
+    }
+    if (r.supervision) row("Supervision by", SUPERVISION_MODE[r.supervision] || r.supervision);
+    row("Sensors", r.online ? "Online" : "OFFLINE — the hub hears nothing from this room", !r.online);
+    if (r.mode === "maintenance") {
+      const until = r.mode_until ? ` until ${timeText(r.mode_until)}` : "";
+      const why = r.mode_reason ? ` (${r.mode_reason})` : "";
+      row("Mode", `Maintenance${until}${why}: alerts held`, true);
+    } else {
+      row("Mode", "Normal");
+    }
+    li.append(dl);
+    return li;
+  }
+
+  function siteCount() {
+    return new Set([...rooms.values()].map((r) => r.site)).size;
+  }
+
+  function renderRooms() {
+    const list = $("rooms");
+    const sorted = [...rooms.values()].sort(
+      (a, b) => a.site.localeCompare(b.site) || (a.name || a.room).localeCompare(b.name || b.room),
+    );
+    list.replaceChildren(...sorted.map(roomView));
+    $("no-rooms").textContent = "No rooms to show.";
+    $("no-rooms").hidden = sorted.length > 0;
+    tick();
+  }
+
+  // ------------------------------------------------------------------------------------ alerts
+
+  const needsAction = (a) => a.needs_ack !== false && !a.acknowledged_at && !a.resolved_at;
+
+  function alertView(a) {
+    const li = el("li", `alert sev-${a.severity}`);
+    li.dataset.alertId = a.id;
+    li.classList.toggle("needs-action", needsAction(a));
+    li.classList.toggle("acknowledged", Boolean(a.acknowledged_at));
+    li.classList.toggle("held", Boolean(a.held));
+
+    const room = rooms.get(roomKey(a.site, a.room));
+    const roomName = a.room_name || (room && room.name) || a.room;
+    const what = KIND[a.kind] || String(a.kind).replaceAll("_", " ");
+    const h = el("h3");
+    const sev = el("span", "severity", (a.severity === "critical" ? "⚠ " : "") + (SEVERITY[a.severity] || a.severity));
+    h.append(sev, `${what} — ${roomName}`);
+    li.append(h);
+
+    const meta = el("p", "meta");
+    meta.append(`Raised ${timeText(a.raised_at)}`);
+    if (a.tier) {
+      const escalated = Array.isArray(a.escalations) ? a.escalations.length - 1 : 0;
+      meta.append(` · Told: ${TIER[a.tier] || a.tier}`);
+      if (escalated > 0) meta.append(` (escalated ${escalated}×)`);
+    }
+    if (a.late) {
+      const m = el("span", "marker", "Raised late");
+      m.title = "Raised more than a second after it was due: the hub was behind or had been stopped.";
+      meta.append(m);
+    }
+    if (a.held) {
+      const m = el("span", "marker", "Held: room in maintenance");
+      m.title = "The room is in maintenance: this alert is recorded but not sent to anyone.";
+      meta.append(m);
+    }
+    li.append(meta);
+
+    const line = el("p", "ack-line");
+    if (a.acknowledged_at) {
+      line.append(el("span", "ack-done", `Acknowledged by ${a.acknowledged_by || "someone"} at ${timeText(a.acknowledged_at)}`));
+    } else if (a.needs_ack === false) {
+      line.append(el("span", "meta", "For information: no acknowledgement needed"));
+    } else {
+      line.append(el("span", null, "Waiting for acknowledgement"));
+      const button = el("button", "ack-button", "Acknowledge");
+      button.type = "button";
+      button.setAttribute("aria-label", `Acknowledge: ${what} — ${roomName}`);
+      button.addEventListener("click", () => acknowledge(a.id, button, li));
+      line.append(button);
+    }
+    li.append(line);
+    const error = el("p", "ack-error");
+    error.setAttribute("role", "alert");
+    li.append(error);
+    return li;
+  }
+
+  // First what a person must act on now; a held alert (room in maintenance) is sent to nobody.
+  const urgent = (a) => needsAction(a) && !a.held;
+
+  function alertOrder(a, b) {
+    return (
+      Number(urgent(b)) - Number(urgent(a)) ||
+      Number(needsAction(b)) - Number(needsAction(a)) ||
+      (SEVERITY_ORDER[a.severity] ?? 3) - (SEVERITY_ORDER[b.severity] ?? 3) ||
+      String(a.raised_at).localeCompare(String(b.raised_at))
+    );
+  }
+
+  function renderAlerts() {
+    const list = $("alerts");
+    const active = [...alerts.values()].sort(alertOrder);
+    // Keep the element of an alert that did not change, so that a button keeps its focus.
+    const old = new Map([...list.children].map((li) => [li.dataset.alertId, li]));
+    const views = active.map((a) => {
+      const stamp = JSON.stringify(a) + (rooms.get(roomKey(a.site, a.room))?.name || "");
+      const kept = old.get(a.id);
+      if (kept && kept.dataset.stamp === stamp) return kept;
+      const view = alertView(a);
+      view.dataset.stamp = stamp;
+      return view;
+    });
+    list.replaceChildren(...views);
+    $("no-alerts").hidden = active.length > 0;
+    const waiting = active.filter(needsAction).length;
+    $("alert-count").textContent = active.length
+      ? `(${active.length}; ${waiting} waiting for acknowledgement)`
+      : "";
+    document.title = waiting ? `(${waiting}) Live board — Seclusion rooms` : "Live board — Seclusion rooms";
+    updateAlarm();
+  }
+
+  function upsertAlert(a) {
+    if (a.resolved_at) alerts.delete(a.id);
+    else alerts.set(a.id, a);
+  }
+
+  async function acknowledge(id, button, li) {
+    const error = li.querySelector(".ack-error");
+    button.disabled = true;
+    button.textContent = "Acknowledging…";
+    error.textContent = "";
+    let problem = "";
+    try {
+      const response = await fetch(`/api/alerts/${encodeURIComponent(id)}/ack`, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: "{}",
+      });
+      if (response.status === 401) {
+        showSignedOut();
+        return;
+      }
+      if (response.ok) {
+        const alert = await response.json();
+        if (alert && alert.id === id) {
+          upsertAlert(alert);
+          renderAlerts();
+        }
+        return;
+      }
+      problem = `the hub answered ${response.status}`;
+    } catch (err) {
+      problem = "the hub could not be reached";
+    }
+    button.disabled = false;
+    button.textContent = "Acknowledge";
+    error.textContent = `Not acknowledged: ${problem}. Try again.`;
+  }
+
+  // ------------------------------------------------------------------------------------- sound
+
+  function alarming() {
+    for (const a of alerts.values()) {
+      if (a.severity === "critical" && urgent(a)) return true;
+    }
+    return false;
+  }
+
+  function soundOn() {
+    return audio !== null && audio.state === "running";
+  }
+
+  function showSound() {
+    const on = soundOn();
+    document.body.dataset.sound = on ? "on" : "off";
+    $("sound-off").hidden = on;
+    $("sound-on").hidden = !on;
+  }
+
+  function beep() {
+    if (!soundOn()) return;
+    const t = audio.currentTime;
+    [880, 660].forEach((freq, i) => {
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.type = "square";
+      osc.frequency.value = freq;
+      const start = t + i * 0.25;
+      gain.gain.setValueAtTime(0.0001, start);
+      gain.gain.exponentialRampToValueAtTime(0.25, start + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, start + 0.2);
+      osc.connect(gain).connect(audio.destination);
+      osc.start(start);
+      osc.stop(start + 0.22);
+    });
+  }
+
+  function updateAlarm() {
+    const on = alarming();
+    document.body.dataset.alarm = on ? "on" : "off";
+    if (on && beepTimer === null) {
+      beep();
+      beepTimer = setInterval(beep, BEEP_EVERY_MS);
+    } else if (!on && beepTimer !== null) {
+      clearInterval(beepTimer);
+      beepTimer = null;
+    }
+  }
+
+  async function enableSound() {
+    // Browsers allow sound only after a person has used the page: this click is that.
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) {
+      $("sound-off").querySelector("strong").textContent = "This browser cannot play the alarm.";
+      return;
+    }
+    if (audio === null) {
+      audio = new Context();
+      audio.addEventListener("statechange", showSound);
+    }
+    try {
+      await audio.resume();
+    } catch (err) {
+      // stays suspended: the banner keeps saying so
+    }
+    showSound();
+    beep();
+  }
+
+  // ------------------------------------------------------------------------------ live stream
+
+  async function fetchAll(path) {
+    const items = [];
+    let cursor = null;
+    for (let page = 0; page < 100; page++) {
+      const sep = path.includes("?") ? "&" : "?";
+      const url = `${path}${sep}limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.status === 401) throw Object.assign(new Error("signed out"), { signedOut: true });
+      if (!response.ok) throw new Error(`${path}: ${response.status}`);
+      const body = await response.json();
+      items.push(...body.items);
+      cursor = body.next;
+      if (!cursor) break;
+    }
+    return items;
+  }
+
+  function apply(kind, data) {
+    if (kind === "room") {
+      rooms.set(roomKey(data.site, data.room), data);
+      renderRooms();
+      renderAlerts(); // an alert shows its room's name
+    } else if (kind === "alert") {
+      upsertAlert(data);
+      renderAlerts();
+    }
+  }
+
+  async function resync() {
+    const mine = ++generation;
+    buffered = [];
+    try {
+      const [roomItems, alertItems] = await Promise.all([
+        fetchAll("/api/rooms"),
+        fetchAll("/api/alerts?state=active"),
+      ]);
+      if (mine !== generation) return;
+      rooms.clear();
+      for (const r of roomItems) rooms.set(roomKey(r.site, r.room), r);
+      alerts.clear();
+      for (const a of alertItems) upsertAlert(a);
+      // What came while fetching may be newer than the lists: apply it in order, after them.
+      const pending = buffered;
+      buffered = null;
+      for (const [kind, data] of pending) {
+        if (kind === "room") rooms.set(roomKey(data.site, data.room), data);
+        else upsertAlert(data);
+      }
+      renderRooms();
+      renderAlerts();
+      reconnectMs = 1000;
+      setLive("on");
+    } catch (err) {
+      if (mine !== generation) return;
+      buffered = null;
+      if (err.signedOut) showSignedOut();
+      else restart();
+    }
+  }
+
+  function onData(kind, event) {
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch (err) {
+      return;
+    }
+    if (buffered !== null) buffered.push([kind, data]);
+    else apply(kind, data);
+  }
+
+  function connect() {
+    if (signedOut) return;
+    reconnectTimer = null;
+    const es = new EventSource("/api/live");
+    source = es;
+    es.addEventListener("hello", (event) => {
+      try {
+        const hello = JSON.parse(event.data);
+        offsetMs = Date.parse(hello.server_time) - Date.now();
+      } catch (err) {
+        offsetMs = 0;
+      }
+      resync();
+    });
+    es.addEventListener("room", (event) => onData("room", event));
+    es.addEventListener("alert", (event) => onData("alert", event));
+    es.addEventListener("reload", () => {
+      // The hub ended this stream (it fell behind, or the hub is stopping). The browser reconnects
+      // by itself and the next `hello` fetches everything again. Never reload the page: that
+      // would switch the sound off.
+      setLive("off");
+    });
+    es.addEventListener("error", () => {
+      if (source !== es) return;
+      generation++; // a resync in flight belongs to the lost stream
+      buffered = null;
+      setLive("off");
+      if (es.readyState === EventSource.CLOSED) restart(); // refused (401, 503): retry ourselves
+    });
+  }
+
+  function restart() {
+    if (source) source.close();
+    source = null;
+    setLive("off");
+    if (reconnectTimer !== null || signedOut) return;
+    reconnectTimer = setTimeout(async () => {
+      reconnectTimer = null;
+      try {
+        const response = await fetch("/api/rooms?limit=1", { credentials: "same-origin" });
+        if (response.status === 401) {
+          showSignedOut();
+          return;
+        }
+      } catch (err) {
+        // the hub is unreachable: try the stream anyway, and back off
+      }
+      reconnectMs = Math.min(reconnectMs * 2, RECONNECT_MAX_MS);
+      connect();
+    }, reconnectMs);
+  }
+
+  // ------------------------------------------------------------------------------------ clocks
+
+  function tick() {
+    const now = hubNow();
+    for (const clock of document.querySelectorAll(".clock[data-since]")) {
+      clock.textContent = clockText(now - Number(clock.dataset.since));
+    }
+  }
+
+  function start() {
+    $("enable-sound").addEventListener("click", enableSound);
+    $("test-sound").addEventListener("click", beep);
+    showSound();
+    setLive("connecting");
+    setInterval(tick, 1000);
+    // A full resync now and then, in case an event was lost on the way.
+    setInterval(() => {
+      if (document.body.dataset.live === "on" && buffered === null) resync();
+    }, RESYNC_EVERY_MS);
+    connect();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -1,0 +1,75 @@
+"""A hub running in this process (HTTP on a free port, a real Mosquitto) for the live board's tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from seclusion_hub.auth import Role, create_token
+from seclusion_hub.config import HubSettings
+from seclusion_hub.runtime import Hub
+from tests.support.hub import SITE, two_device_room, write_site
+from tests.support.processes import Mosquitto, free_port, poll
+
+
+@dataclass
+class RunningHub:
+    """`Hub.serve_in_thread`: the hub itself (its `live` feed included) and its address."""
+
+    hub: Hub
+    server: uvicorn.Server
+    thread: threading.Thread
+    port: int
+    stopped: bool = False
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def token(self, role: Role = "staff", *sites: str, name: str = "") -> str:
+        chosen = list(sites) if sites or role not in ("staff", "senior") else [SITE]
+        return create_token(
+            self.hub.store, name or f"board-{role}", role, chosen, False, dt.datetime.now(dt.UTC)
+        )
+
+    def stop(self) -> None:
+        """Stop HTTP as SIGINT would, then the hub; fails if an open stream holds the server up."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.server.should_exit = True
+        self.thread.join(15)
+        alive = self.thread.is_alive()
+        self.hub.stop()
+        assert not alive, "the HTTP server did not stop within 15 s"
+
+
+@pytest.fixture
+def running_hub(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunningHub]:
+    site = write_site(tmp_path / "site.yaml", [two_device_room("calm-1"), two_device_room("calm-2")])
+    port = free_port()
+    settings = HubSettings(
+        _env_file=None,
+        mqtt_url=mosquitto.url,
+        database_url=f"sqlite:///{tmp_path / 'hub.db'}",
+        site_files=str(site),
+        http_host="127.0.0.1",
+        http_port=port,
+        mqtt_client_id=f"hub-board-{port}",
+    )
+    hub = Hub.build(settings)
+    server, thread = hub.serve_in_thread()
+    running = RunningHub(hub, server, thread, port)
+    try:
+        poll(lambda: server.started or not thread.is_alive(), 15, what="the HTTP server to start")
+        assert server.started, "the HTTP server did not start"
+        assert hub.mqtt.backlog_done.wait(15), "the hub did not subscribe to the broker"
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,234 @@
+"""The live board in a real browser (Debian's Chromium, driven by Playwright) against a running hub.
+
+A screenshot of the board is saved as test-artifacts/board.png (and board-failure.png when it fails).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from seclusion_contract import format_ts
+from seclusion_hub.api import room_json
+from tests.support.hub import SITE, Device, api_get
+from tests.support.processes import Mosquitto, poll
+from tests.web.conftest import RunningHub
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+WAIT_MS = 10_000
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Headless Chromium from Debian's package (Playwright's own browsers are never downloaded)."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def devices_online(mosquitto: Mosquitto, room: str) -> tuple[Device, Device]:
+    door = Device(mosquitto.url, SITE, room, f"{room}-door")
+    panel = Device(mosquitto.url, SITE, room, f"{room}-panel")
+    door.status(online=True)
+    panel.status(online=True)
+    return door, panel
+
+
+def publish_room(hub: RunningHub, room: str, **changes: Any) -> dict[str, Any]:
+    """What the service publishes when a room changes: the room as GET /api/rooms shows it."""
+    service = hub.hub.service
+    with service.lock:
+        body = {**room_json(service.machines[(SITE, room)], service.clock.now()), **changes}
+    hub.hub.live.publish("room", body)
+    return body
+
+
+def test_the_board_shows_a_room_and_an_alert_live_and_acknowledges_it(
+    running_hub: RunningHub, mosquitto: Mosquitto, browser: Browser
+) -> None:
+    """Given a hub with two calm rooms, a member of staff signs in on the board; when a child is shut in
+    calm-1 with nobody at the viewing panel and an alert is raised, the board shows both without a
+    reload, beeps once sound is enabled, and the Acknowledge button asks the hub to acknowledge it."""
+    token = running_hub.token("staff", SITE, name="Ms Example")
+    door, panel = devices_online(mosquitto, "calm-1")
+    devices_online(mosquitto, "calm-2")
+    poll(
+        lambda: all(r["online"] for r in api_get(running_hub.port, token, "/api/rooms")["items"]),
+        15,
+        what="both rooms online",
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        _story(page, running_hub, token, door, panel)
+        assert errors == [], "the board's script failed"
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "board-failure.png", full_page=True)
+        raise
+    finally:
+        door.close()
+        panel.close()
+
+
+def _story(page: Page, hub: RunningHub, token: str, door: Device, panel: Device) -> None:
+    # Signing in: the board sends a stranger to the sign-in page, which takes the token.
+    page.goto(f"{hub.base}/")
+    expect(page).to_have_url(f"{hub.base}/login")
+    page.get_by_label("Access token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{hub.base}/")
+    body = page.locator("body")
+    expect(body).to_have_attribute("data-live", "on", timeout=WAIT_MS)
+    expect(page.get_by_role("heading", name="Calm room calm-1")).to_be_visible()
+    expect(page.get_by_role("heading", name="Calm room calm-2")).to_be_visible()
+    expect(page.get_by_text("No active alerts.")).to_be_visible()
+    expect(page.get_by_text("Sound is off.")).to_be_visible()
+    page.evaluate("window.notReloaded = true")
+
+    # A child shut in calm-1 with nobody at the viewing panel: real device events through Mosquitto.
+    panel.event("observer", "absent")
+    door.event("occupancy", "occupied")
+    door.event("door", "closed")
+    poll(
+        lambda: api_get(hub.port, token, "/api/episodes", open="true")["items"],
+        15,
+        what="the episode to open",
+    )
+    publish_room(hub, "calm-1")
+    calm1 = page.locator('[data-room="test-school/calm-1"]')
+    expect(calm1).to_contain_text("Child in room — ", timeout=WAIT_MS)
+    expect(calm1).to_contain_text("Not supervised")
+    expect(calm1).to_contain_text("Nobody at the viewing panel")
+    clock = calm1.locator(".clock")
+    expect(clock).to_have_text(re.compile(r"^\d+:\d\d$"))
+    shown = clock.inner_text()
+    expect(clock).not_to_have_text(shown, timeout=WAIT_MS)  # it runs, second by second
+
+    # A start the hub is unsure of is shown as such.
+    started = format_ts(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=4, seconds=12))
+    publish_room(
+        hub,
+        "calm-2",
+        door="closed",
+        occupancy="occupied",
+        episode_id="ep-calm-2",
+        episode_started_at=started,
+        episode_start_uncertain=True,
+        supervised=None,
+    )
+    calm2 = page.locator('[data-room="test-school/calm-2"]')
+    expect(calm2).to_contain_text(re.compile(r"Child in room — about 4:1\d"), timeout=WAIT_MS)
+    expect(calm2).to_contain_text("Supervision not known")
+
+    # An alert is raised: it appears without a reload, and the board starts its alarm.
+    now = dt.datetime.now(dt.UTC)
+    alert: dict[str, Any] = {
+        "id": "alert-1",
+        "kind": "supervision_lapse",
+        "severity": "critical",
+        "site": SITE,
+        "room": "calm-1",
+        "room_name": "Calm room calm-1",
+        "episode_id": "ep-1",
+        "due_at": format_ts(now - dt.timedelta(seconds=3)),
+        "raised_at": format_ts(now),
+        "late": True,
+        "tier": "room",
+        "escalations": [{"tier": "room", "at": format_ts(now)}],
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "resolved_at": None,
+        "resolved_by": None,
+        "note": None,
+        "needs_ack": True,
+        "held": False,
+    }
+    hub.hub.live.publish("alert", alert)
+    item = page.locator('[data-alert-id="alert-1"]')
+    expect(item).to_contain_text("Nobody at the viewing panel — Calm room calm-1", timeout=WAIT_MS)
+    expect(item).to_contain_text("Critical")
+    expect(item).to_contain_text("Raised late")
+    expect(item).to_contain_text("Told: Room staff")
+    expect(body).to_have_attribute("data-alarm", "on")
+    assert page.evaluate("window.notReloaded") is True, "the page was reloaded"
+
+    # Sound needs a person's click first; until then the board says it is off.
+    page.get_by_role("button", name="Enable sound").click()
+    expect(body).to_have_attribute("data-sound", "on")
+    expect(page.get_by_text("Sound is off.")).to_be_hidden()
+
+    # Acknowledge: the board asks the hub with the session cookie ...
+    acknowledge = page.get_by_role(
+        "button", name="Acknowledge: Nobody at the viewing panel — Calm room calm-1"
+    )
+    with page.expect_request(
+        lambda r: r.method == "POST" and r.url == f"{hub.base}/api/alerts/alert-1/ack"
+    ) as sent:
+        acknowledge.click()
+    assert "seclusion_session=" in sent.value.all_headers().get("cookie", "")
+    # ... and the hub's confirmation, as the service publishes it, shows who acknowledged.
+    acked = {**alert, "acknowledged_at": format_ts(dt.datetime.now(dt.UTC)), "acknowledged_by": "Ms Example"}
+    hub.hub.live.publish("alert", acked)
+    expect(item).to_contain_text("Acknowledged by Ms Example", timeout=WAIT_MS)
+    expect(item.get_by_role("button", name=re.compile("^Acknowledge"))).to_have_count(0)
+    expect(body).to_have_attribute("data-alarm", "off")
+
+    # A warning that waits for acknowledgement, and one held because its room is in maintenance.
+    hub.hub.live.publish(
+        "alert",
+        {**alert, "id": "alert-2", "kind": "duration_warning", "severity": "warning", "late": False},
+    )
+    hub.hub.live.publish(
+        "alert",
+        {
+            **alert,
+            "id": "alert-3",
+            "room": "calm-2",
+            "room_name": "Calm room calm-2",
+            "held": True,
+            "late": False,
+        },
+    )
+    expect(page.locator('[data-alert-id="alert-3"]')).to_contain_text("Held: room in maintenance")
+    expect(page.locator('[data-alert-id="alert-2"]')).to_contain_text("Time in the room is getting long")
+    expect(body).to_have_attribute("data-alarm", "off")  # a held alert is not sounded
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "board.png", full_page=True)
+
+    # A resolved alert leaves the board.
+    hub.hub.live.publish(
+        "alert", {**alert, "id": "alert-2", "resolved_at": format_ts(dt.datetime.now(dt.UTC))}
+    )
+    expect(page.locator('[data-alert-id="alert-2"]')).to_have_count(0, timeout=WAIT_MS)
+
+    # When the stream is lost, the board says so plainly.
+    hub.hub.live.close()
+    expect(page.get_by_text("Live updates lost — reconnecting")).to_be_visible(timeout=WAIT_MS)
+    expect(body).to_have_attribute("data-live", "off")
