@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -50,9 +52,10 @@ class RunningHub:
         assert not alive, "the HTTP server did not stop within 15 s"
 
 
-@pytest.fixture
-def running_hub(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunningHub]:
-    site = write_site(tmp_path / "site.yaml", [two_device_room("calm-1"), two_device_room("calm-2")])
+@contextmanager
+def hub_running(tmp_path: Path, mosquitto: Mosquitto, rooms: list[dict[str, Any]]) -> Iterator[RunningHub]:
+    """A hub over these rooms of the test site, serving HTTP on a free port, until the block ends."""
+    site = write_site(tmp_path / "site.yaml", rooms)
     port = free_port()
     settings = HubSettings(
         _env_file=None,
@@ -73,3 +76,9 @@ def running_hub(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunningHub]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def running_hub(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunningHub]:
+    with hub_running(tmp_path, mosquitto, [two_device_room("calm-1"), two_device_room("calm-2")]) as hub:
+        yield hub

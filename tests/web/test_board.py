@@ -17,9 +17,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from seclusion_contract import format_ts
 from seclusion_hub.api import room_json
-from tests.support.hub import SITE, Device, api_get
+from tests.support.hub import SITE, Device, api_get, two_device_room
 from tests.support.processes import Mosquitto, poll
-from tests.web.conftest import RunningHub
+from tests.web.conftest import RunningHub, hub_running
 
 pytestmark = pytest.mark.integration
 
@@ -232,3 +232,59 @@ def _story(page: Page, hub: RunningHub, token: str, door: Device, panel: Device)
     hub.hub.live.close()
     expect(page.get_by_text("Live updates lost — reconnecting")).to_be_visible(timeout=WAIT_MS)
     expect(body).to_have_attribute("data-live", "off")
+
+
+def test_a_real_lapse_reaches_the_board_and_is_acknowledged_from_it(
+    tmp_path: Path, mosquitto: Mosquitto, browser: Browser
+) -> None:
+    """Given a room whose lapse grace is 2 s and a member of staff on the board; when the observer
+    leaves the viewing panel of an occupied, closed room, then the hub's own alert appears on the board
+    without a reload, and its Acknowledge button acknowledges it at the hub, through the board."""
+    with hub_running(tmp_path, mosquitto, [two_device_room("calm-1", lapse_grace_s=2)]) as hub:
+        token = hub.token("staff", SITE, name="Mr Board")
+        door, panel = devices_online(mosquitto, "calm-1")
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            page.goto(f"{hub.base}/login")
+            page.get_by_label("Access token").fill(token)
+            page.get_by_role("button", name="Sign in").click()
+            body = page.locator("body")
+            expect(body).to_have_attribute("data-live", "on", timeout=WAIT_MS)
+            page.evaluate("window.notReloaded = true")
+
+            panel.event("observer", "present")
+            door.event("occupancy", "occupied")
+            door.event("door", "closed")
+            panel.event("observer", "absent")
+            [alert] = poll(
+                lambda: [
+                    a
+                    for a in api_get(hub.port, token, "/api/alerts", state="active")["items"]
+                    if a["kind"] == "supervision_lapse"
+                ],
+                15,
+                what="the hub's lapse alert",
+            )
+            item = page.locator(f'[data-alert-id="{alert["id"]}"]')
+            expect(item).to_contain_text("Nobody at the viewing panel — Calm room calm-1", timeout=WAIT_MS)
+            expect(body).to_have_attribute("data-alarm", "on")
+            assert page.evaluate("window.notReloaded") is True, "the page was reloaded"
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "board-real-alert.png", full_page=True)
+
+            item.get_by_role("button", name=re.compile("^Acknowledge")).click()
+            expect(item).to_contain_text("Acknowledged by Mr Board", timeout=WAIT_MS)
+            expect(body).to_have_attribute("data-alarm", "off")
+            stored = api_get(hub.port, token, f"/api/alerts/{alert['id']}")
+            assert (stored["acknowledged_by"], stored["acknowledged_via"]) == ("Mr Board", "board")
+            assert stored["resolved_at"] is None  # acknowledged, not resolved: the child is still alone
+            assert errors == [], "the board's script failed"
+        except BaseException:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "board-real-failure.png", full_page=True)
+            raise
+        finally:
+            door.close()
+            panel.close()
