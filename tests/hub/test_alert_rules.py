@@ -11,7 +11,7 @@ import pytest
 from seclusion_hub.core.alerts import IndicatorChanged, duration_limit_s
 from seclusion_hub.core.episode import account
 from seclusion_hub.core.policy import Policy
-from seclusion_hub.core.room import Heartbeat, SensorEvent
+from seclusion_hub.core.room import Heartbeat, RoomMachine, RoomState, SensorEvent
 
 from .rooms import DOOR, PANEL, Room, at
 
@@ -447,3 +447,40 @@ def test_the_lapse_is_due_exactly_the_grace_after_the_absence(grace: float) -> N
     [lapse] = room.alerts("supervision_lapse")
     assert lapse.due_at == at(10) + dt.timedelta(seconds=grace)
     assert lapse.raised_at - lapse.due_at <= dt.timedelta(seconds=0.1)
+
+
+def test_late_data_about_an_ended_episode_never_raises_its_alerts_twice() -> None:
+    room = Room(
+        tiers=ALL_TIERS, duration_alerts=[{"after_s": 60, "kind": "duration_warning", "tier": "room"}]
+    )
+    confined(room)
+    room.run(70, step=1)
+    room.door("open", 100)
+    room.occupancy("vacant", 101)
+    assert room.machine.episode is None
+    assert len(room.alerts("duration_warning")) == 1
+    # The panel's outbox replays an absence and a return that fall inside the ended episode.
+    room.replay([(PANEL, "observer", "absent", 20), (PANEL, "observer", "present", 50)], arrive=200)
+    assert len(room.alerts("duration_warning")) == 1
+    assert len(room.alerts("episode_started")) == 1
+    [lapse] = room.alerts("supervision_lapse")
+    assert (lapse.late, lapse.active, lapse.due_at) == (True, False, at(35))
+
+
+def test_an_episode_that_ended_before_a_crash_is_still_evaluated_after_it() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room, observer=None)
+    # The whole episode arrives in one batch and the hub dies before it evaluates the alerts (during
+    # its backlog, say): the room's stored state is all a restarted hub has.
+    room.clock.set(at(300))
+    for kind, value, t in (("door", "open", 60), ("occupancy", "vacant", 61)):
+        room.seq[DOOR] += 1
+        event = SensorEvent(device=DOOR, kind=kind, value=value, ts=at(t), seq=room.seq[DOOR])
+        room.machine.handle(event, at(300))
+    snapshot = room.machine.state.model_dump_json()
+    restarted = RoomMachine(
+        "demo-school", room.spec, room.policy, RoomState.model_validate_json(snapshot), tiers=ALL_TIERS
+    )
+    restarted.tick(at(301))
+    lapses = [a for a in restarted.state.book.alerts.values() if a.kind == "supervision_lapse"]
+    assert [(a.due_at, a.late, a.active) for a in lapses] == [(at(17), True, False)]

@@ -455,6 +455,9 @@ class AlertContext:
     tiers_with_recipients: frozenset[str]
     held: bool  # the room is in maintenance now
     test_episodes: frozenset[str] = frozenset()  # episodes flagged `test`: their alerts are held too
+    # The room's open and latest episodes: their resolved alerts are kept, so late data about them
+    # finds its alert already there instead of raising it again.
+    keep_episodes: frozenset[str] = frozenset()
 
 
 def alert_id(site: str, room: str, key: str) -> str:
@@ -484,8 +487,8 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             # Its condition no longer holds (an occupancy signal, a recorded review, the device back).
             _resolve(alert, now, None, _ended_note(alert.kind), None)
             effects.append(AlertSaved(alert, "resolved"))
-        else:
-            # Resolved and its condition gone: nothing could raise it again.
+        elif alert.episode_id is None or alert.episode_id not in ctx.keep_episodes:
+            # Resolved, its condition gone, and its episode past: nothing could raise it again.
             del book.alerts[key]
     effects.extend(_sends_due(book, ctx, now))
     effects.extend(_indicator(book, now))

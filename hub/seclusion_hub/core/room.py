@@ -178,6 +178,8 @@ class RoomState(_Model):
     maintenance_reason: str | None = None
     book: AlertBook = AlertBook()
     alerts_next_at: dt.datetime | None = None
+    # Ended episodes changed since the alerts were last evaluated (stored: a crash in between loses none).
+    unevaluated: list[Episode] = []
 
 
 # --- the machine ----------------------------------------------------------------------------------
@@ -204,9 +206,6 @@ class RoomMachine:
         for device in spec.devices:
             self.state.devices.setdefault(device.id, DeviceState())
         self._effects: list[Effect] = []
-        # Episodes that ended since the alerts were last evaluated: what a batch revealed about them
-        # (a lapse inside a replay) is still raised, late, for the record.
-        self._ended: list[Episode] = []
 
     # -- public API
 
@@ -291,10 +290,13 @@ class RoomMachine:
     def _alert_context(self, now: dt.datetime) -> AlertContext:
         tests = frozenset(
             e.id
-            for e in (self.state.episode, self.state.last_episode, *self._ended)
+            for e in (self.state.episode, self.state.last_episode, *self.state.unevaluated)
             if e is not None and e.test
         )
-        return AlertContext(self.site, self.spec.id, self.policy, self.tiers, self.in_maintenance(now), tests)
+        keep = frozenset(e.id for e in (self.state.episode, self.state.last_episode) if e is not None)
+        return AlertContext(
+            self.site, self.spec.id, self.policy, self.tiers, self.in_maintenance(now), tests, keep
+        )
 
     def _view(self) -> RoomView:
         st = self.state
@@ -313,16 +315,12 @@ class RoomMachine:
                     else None,
                 )
             )
-        ended = list(self._ended)
-        last = st.last_episode
-        if last is not None and all(e.id != last.id for e in ended):
-            ended.append(last)
         occupancy = st.readings.get("occupancy")
         lock = st.readings.get("lock")
         lock_spec = self.spec.device(lock.device) if lock is not None else None
         return RoomView(
             episode=st.episode,
-            ended=tuple(ended),
+            ended=tuple(st.unevaluated),
             occupancy=(occupancy.value, occupancy.ts) if occupancy is not None else None,
             lock=(lock.value, lock.ts, lock_spec.lock_type if lock_spec else None)
             if lock is not None
@@ -332,7 +330,7 @@ class RoomMachine:
 
     def _evaluate(self, now: dt.datetime) -> None:
         due = alerts.conditions(self._view(), self.policy, now)
-        self._ended = []
+        self.state.unevaluated = []
         effects = alerts.reconcile(self.state.book, due, self._alert_context(now), now)
         self.state.alerts_next_at = due.next_at
         self._effects.extend(self._with_notes(effects, now))
@@ -691,7 +689,6 @@ class RoomMachine:
                 gap.end = max(ep.ended_at, gap.start)
         self.state.episode = None
         self.state.last_episode = ep
-        self._ended.append(ep)
         self.state.door_opened_at = None
         self._note(ep.id, ep.ended_at, "episode_ended", {"reason": reason, "end_uncertain": ep.end_uncertain})
         self._effects.append(IncidentStatusChanged(ep.incident_id, "awaiting_record", ep.ended_at))
@@ -770,6 +767,12 @@ class RoomMachine:
 
     def _saved(self, ep: Episode) -> None:
         self._effects.append(EpisodeSaved(ep))
+        if ep.ended_at is not None:
+            # Ended, and changed since the alerts last looked: what it now shows (a lapse inside a
+            # replay) is still raised, late, for the record.
+            pending = self.state.unevaluated
+            pending[:] = [e for e in pending if e.id != ep.id]
+            pending.append(ep)
 
     def _note(self, episode_id: str | None, at: dt.datetime, kind: str, detail: dict[str, object]) -> None:
         self._effects.append(Note(episode_id, at, kind, detail))
