@@ -18,8 +18,9 @@ from typing import Any, Protocol
 from seclusion_contract import IndicatorPayload, Topics, dump_payload, format_ts
 
 from .config import LoadedSite
-from .core.alerts import Alert, AlertSend, IndicatorChanged
+from .core.alerts import TIERS, Alert, AlertSend, IndicatorChanged, SendReason
 from .core.clock import Clock
+from .core.policy import Tier
 from .models import AlertRecord, DeliveryRecord
 from .notify import Attempt, Channel, Dispatcher, Notice, channels_for
 
@@ -70,6 +71,10 @@ def alert_json(alert: Alert, room_name: str | None = None) -> dict[str, Any]:
         "rule": alert.rule,
         "detail": alert.detail,
     }
+
+
+def _tier(name: str) -> Tier:
+    return next((t for t in TIERS if t == name), "senior")
 
 
 def alert_from_row(row: AlertRecord) -> Alert:
@@ -201,11 +206,17 @@ class AlertDelivery:
         if attempts:
             self.record_rows(attempts, updates)
 
-    def _notify(self, send: AlertSend) -> None:
+    def _notify(self, send: AlertSend, only: set[str] | None = None) -> bool:
+        """Queue the notice on the tier's channels (those whose delivery rows are in `only`, if given)."""
         alert = send.alert
-        channels = [channel for _, channel in self.channels.get((alert.site, send.tier), [])]
+        base = f"{alert.id}/{send.number}"
+        channels = [
+            channel
+            for i, (_, channel) in enumerate(self.channels.get((alert.site, send.tier), []))
+            if only is None or f"{base}/{i}" in only
+        ]
         if not channels:
-            return
+            return False
         site = self.sites.get(alert.site)
         notice = Notice(
             delivery_id=f"{alert.id}/{send.number}",
@@ -228,23 +239,36 @@ class AlertDelivery:
             self.dispatcher.submit(notice, channels)
         except Exception:
             log.exception("could not queue the notice of alert %s", alert.id)
+            return False
+        return True
 
     def resume(self, pending: list[DeliveryRecord], alerts: Mapping[str, Alert]) -> int:
-        """After a restart: send again what was decided but not delivered. Returns how many sends."""
-        by_send: dict[tuple[str, int], DeliveryRecord] = {}
+        """After a restart: send again, through the channels not yet done, what was decided but not
+        delivered. Returns how many sends were taken up."""
+        groups: dict[tuple[str, int], list[DeliveryRecord]] = {}
         for row in pending:
-            if row.channel in (LIVE, INDICATOR):
-                continue
-            by_send.setdefault((row.alert_id, row.number), row)
+            groups.setdefault((row.alert_id, row.number), []).append(row)
+        attempts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        now = self.clock.now()
         count = 0
-        for (alert_id, number), row in by_send.items():
+        for (alert_id, number), rows in groups.items():
             alert = alerts.get(alert_id)
+            open_ids = {row.id for row in rows}
+            for row in rows:
+                if row.channel in (LIVE, INDICATOR) or alert is None:
+                    # A live push or an indicator is a moment, not a message: it cannot be sent late.
+                    # The board and the indicator show the alert's present state on reconnect.
+                    reason = "the hub stopped before this was done"
+                    self._outcome(attempts, updates, row.id, row.attempts + 1, now, False, reason, None)
             if alert is None:
                 continue
-            reason = row.reason if row.reason in ("raised", "late", "escalated", "renotify") else "raised"
-            send = AlertSend(alert, row.tier, reason, number)  # type: ignore[arg-type]
-            self._notify(send)
-            count += 1
+            reason_of: dict[str, SendReason] = {"raised": "raised", "late": "late", "escalated": "escalated"}
+            send = AlertSend(alert, _tier(rows[0].tier), reason_of.get(rows[0].reason, "renotify"), number)
+            if self._notify(send, only=open_ids):
+                count += 1
+        if attempts:
+            self.record_rows(attempts, updates)
         return count
 
     def _record(self, attempt: Attempt) -> None:

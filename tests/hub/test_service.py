@@ -17,9 +17,12 @@ from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.room import Message, Outcome, RoomMachine
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import DeadLetter, EventRecord
+from seclusion_hub.notify import verify_signature
 from seclusion_hub.service import HubService
 from seclusion_hub.store import Store
 from tests.support.hub import SITE, two_device_room, write_site
+from tests.support.processes import poll
+from tests.support.sink import running_sink
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
@@ -93,3 +96,57 @@ def test_liveness_waits_while_the_hub_cannot_hear_the_broker(service: HubService
     service.listening = lambda: True
     service.process([])
     assert not any(dev.online for m in service.machines.values() for dev in m.state.devices.values())
+
+
+def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: Path) -> None:
+    with running_sink() as hook:
+        recipients = [
+            {
+                "name": "Room staff",
+                "tier": "room",
+                "webhooks": [{"url": f"{hook.url}/hook", "secret": "a-secret-of-enough-length"}],
+            }
+        ]
+        write_site(
+            tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)], recipients=recipients
+        )
+        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        sites = load_sites([tmp_path / "site.yaml"])
+        clock = FakeClock(T0)
+        before = HubService(sites, store, clock, Topics())
+        # The crash: the batch that raised the alert is committed, and nothing after it happens.
+        before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]
+        before.process(
+            [
+                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+                inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
+            ]
+        )
+        clock.set(T0 + dt.timedelta(seconds=16))
+        before.process([])
+        [pending] = [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
+        assert hook.received() == []
+
+        after = HubService(sites, store, clock, Topics())
+        after.start()
+        try:
+            [told] = poll(hook.received, 10, what="the webhook after the restart")
+            assert verify_signature(
+                "a-secret-of-enough-length", told.headers["x-seclusion-signature"], told.body
+            )
+            assert json.loads(told.body)["kind"] == "supervision_lapse"
+
+            def finished() -> dict[str, str]:
+                rows = {d.channel: d.status for d in store.deliveries(pending.alert_id)}
+                return rows if all(s != "pending" for s in rows.values()) else {}
+
+            statuses = poll(finished, 10, what="every delivery row to be settled")
+            assert statuses[pending.channel] == "sent"
+            # A live push cannot be made late: it is recorded as not done, the board shows the alert.
+            assert statuses["live"] == "failed"
+            assert store.delivery_attempts(pending.id)[-1].ok is True
+        finally:
+            after.stop()
+            store.close()
