@@ -126,6 +126,7 @@ class AlertDelivery:
         # Where attempts' outcomes go: to the ingest thread, which writes them (set by the service).
         self.record_rows: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] = lambda _a, _u: None
         self._notice_tier: dict[str, tuple[str, str]] = {}  # notice id -> (site, tier)
+        self._room_names = {(s.id, r.id): r.name for s in sites.values() for r in s.spec.rooms}
         self.dispatcher = Dispatcher(self._record, clock=clock)
 
     def tiers(self, site: str) -> frozenset[str]:
@@ -133,9 +134,7 @@ class AlertDelivery:
         return frozenset(tier for (s, tier), found in self.channels.items() if s == site and found)
 
     def room_name(self, site: str, room: str) -> str:
-        loaded = self.sites.get(site)
-        spec = loaded.room(room) if loaded is not None else None
-        return spec.name if spec is not None else room
+        return self._room_names.get((site, room), room)
 
     # -- inside the batch: the rows that make a send survive a crash
 

@@ -9,6 +9,7 @@ the messages acknowledged to the broker and the devices told (on their `ack` top
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import logging
 import queue
 import threading
@@ -155,7 +156,10 @@ class HubService:
         # Each room's next deadline, kept for the rooms each batch touches: the wait and the tick then
         # look at one number per room, not at its whole state (bench/alerts.py: 2,000 rooms).
         self._deadlines: dict[tuple[str, str], dt.datetime | None] = {}
+        self._due: list[tuple[dt.datetime, tuple[str, str]]] = []  # a heap; stale entries skipped
+        self._open: set[tuple[str, str]] = set()  # rooms with an open episode (the gauge)
         self._pending: _Pending | None = None
+        self._was_listening = True
         # How a room looks on the live board (set by the API, which owns the JSON of a room).
         self.room_view: Callable[[RoomMachine, dt.datetime], dict[str, object]] | None = None
         self.ack_message: Callable[[int, int, int], None] = lambda _mid, _qos, _conn: None
@@ -182,8 +186,12 @@ class HubService:
                 )
         with self.lock:
             self.machines = machines
-            self._deadlines = {key: m.next_deadline() for key, m in machines.items()}
-        self.metrics.open_episodes.set(sum(1 for m in machines.values() if m.episode is not None))
+            self._deadlines = {}
+            self._due = []
+            for key, machine in machines.items():
+                self._set_deadline(key, machine.next_deadline())
+            self._open = {key for key, m in machines.items() if m.episode is not None}
+        self.metrics.open_episodes.set(len(self._open))
 
     def start(self) -> None:
         now = self.clock.now()
@@ -296,7 +304,7 @@ class HubService:
     def _wait_seconds(self) -> float:
         now = self.clock.now()
         with self.lock:
-            soonest = min((d for d in self._deadlines.values() if d is not None), default=None)
+            soonest = self._soonest()
         if soonest is None:
             return 0.5
         return max(0.0, min(0.5, (soonest - now).total_seconds()))
@@ -357,7 +365,12 @@ class HubService:
         self._tell_devices(pending.devices)
         self._tell_people(pending)
         with self.lock:
-            self.metrics.open_episodes.set(sum(1 for m in self.machines.values() if m.episode is not None))
+            for key in pending.touched:
+                if self.machines[key].episode is not None:
+                    self._open.add(key)
+                else:
+                    self._open.discard(key)
+            self.metrics.open_episodes.set(len(self._open))
         self.metrics.queue_depth.set(self.inbox.qsize())
 
     def _apply(self, items: list[Inbound | Command], poisoned: dict[int, str]) -> _Pending:
@@ -444,21 +457,47 @@ class HubService:
         hub hears the broker: its own deafness is not the devices' downtime, semantics 4.6)."""
         now = self.clock.now()
         listening = self.listening()
-        everything = not self._evaluated
-        if everything:
+        # The rooms' cached deadlines leave out device silence while the hub is deaf: when hearing comes
+        # back (or goes), every room is looked at again.
+        everything = not self._evaluated or listening != self._was_listening
+        self._was_listening = listening
+        if not self._evaluated:
             # First evaluation after a (re)start, once the broker's backlog is through (semantics 4.6).
             self._evaluated = True
             log.info("backlog through; evaluating %d rooms against the clock", len(self.machines))
-        for key, machine in self.machines.items():
-            if not everything and key not in pending.touched:
-                due = self._deadlines.get(key)
-                if due is None or due > now:
-                    continue
+        if everything:
+            keys: set[tuple[str, str]] = set(self.machines)
+        else:
+            keys = set(pending.touched)
+            while self._due and self._due[0][0] <= now:
+                when, key = heapq.heappop(self._due)
+                if self._deadlines.get(key) == when:
+                    keys.add(key)
+                    self._deadlines[key] = None  # consumed: whatever comes next is pushed anew
+        for key in keys:
+            machine = self.machines[key]
             effects = machine.tick(now, liveness=listening)
             if effects:
                 self._collect(key, effects, pending)
                 pending.batch.rooms[key] = machine.state
-            self._deadlines[key] = machine.next_deadline()
+                pending.touched.add(key)
+            self._set_deadline(key, machine.next_deadline(liveness=listening))
+
+    def _set_deadline(self, key: tuple[str, str], when: dt.datetime | None) -> None:
+        if self._deadlines.get(key) == when:
+            return
+        self._deadlines[key] = when
+        if when is not None:
+            heapq.heappush(self._due, (when, key))
+
+    def _soonest(self) -> dt.datetime | None:
+        """The earliest deadline of any room (stale heap entries are dropped on the way)."""
+        while self._due:
+            when, key = self._due[0]
+            if self._deadlines.get(key) == when:
+                return when
+            heapq.heappop(self._due)
+        return None
 
     def _collect(self, key: tuple[str, str], effects: list[Effect], pending: _Pending) -> None:
         site, room = key
@@ -589,9 +628,11 @@ class HubService:
 
         def apply(batch: Batch) -> None:
             now = self.clock.now()
+            touched = self._current().touched
             for key, machine in self.machines.items():
                 machine.hub_started(now)
                 batch.rooms[key] = machine.state
+                touched.add(key)  # their deadlines count device silence again
 
         self.inbox.put(Command(apply))
 

@@ -101,6 +101,22 @@ class Room:
             t = min(until, round(t + step, 6))
             self.tick(t, liveness=False)
 
+    def run_on_deadlines(self, until: float) -> list[float]:
+        """Time passes to T0+until as the hub lets it: the room is woken only at its own next deadline
+        (`next_deadline()`), never in between. Returns the moments it was woken (seconds after T0)."""
+        woken: list[float] = []
+        end = at(until)
+        while True:
+            due = self.machine.next_deadline(liveness=False)
+            if due is None or due > end:
+                self.clock.set(end)
+                return woken
+            moment = max(due, self.clock.now())
+            woken.append((moment - T0).total_seconds())
+            self.tick((moment - T0).total_seconds(), liveness=False)
+            if len(woken) > 10_000:
+                raise AssertionError("the room keeps asking to be woken without anything changing")
+
     # -- alerts
 
     def alerts(self, kind: str | None = None, *, active: bool | None = None) -> list[Alert]:

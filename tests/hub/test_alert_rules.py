@@ -484,3 +484,47 @@ def test_an_episode_that_ended_before_a_crash_is_still_evaluated_after_it() -> N
     restarted.tick(at(301))
     lapses = [a for a in restarted.state.book.alerts.values() if a.kind == "supervision_lapse"]
     assert [(a.due_at, a.late, a.active) for a in lapses] == [(at(17), True, False)]
+
+
+# --- woken only at its deadlines, as the hub does -------------------------------------------------
+
+
+def test_an_absence_applied_in_the_same_millisecond_as_its_ts_still_sets_the_deadline() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.send(PANEL, "observer", "absent", 10.0004, arrive=10.0004)
+    room.run_on_deadlines(100)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.due_at == at(25.0004)
+    assert lapse.raised_at == lapse.due_at
+
+
+def test_an_absence_timed_by_a_clock_a_little_ahead_still_sets_the_deadline() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.send(PANEL, "observer", "absent", 10.020, arrive=10.0)  # the panel's clock runs 20 ms ahead
+    room.run_on_deadlines(100)
+    [lapse] = room.alerts("supervision_lapse")
+    assert (lapse.due_at, lapse.raised_at, lapse.late) == (at(25.020), at(25.020), False)
+
+
+def test_a_check_in_running_out_wakes_the_room_when_the_lapse_falls_due() -> None:
+    room = Room(tiers=ALL_TIERS, supervision="checkin", checkin_interval_s=60, lapse_grace_s=15)
+    room.send(PANEL, "check", "ok", 0)
+    room.occupancy("occupied", 1)
+    room.door("closed", 2)
+    woken = room.run_on_deadlines(100)
+    assert 75.0 in woken
+    [lapse] = room.alerts("supervision_lapse")
+    assert (lapse.due_at, lapse.raised_at) == (at(75), at(75))
+
+
+def test_escalations_and_duration_rules_fire_on_their_deadlines_alone() -> None:
+    room = Room(tiers=ALL_TIERS, ack_timeout_s=60)
+    confined(room)
+    room.observer("absent", 10)
+    room.run_on_deadlines(700)
+    [lapse] = room.alerts("supervision_lapse")
+    assert [e.at for e in lapse.escalations][:4] == [at(25), at(85), at(145), at(205)]
+    [warning] = room.alerts("duration_warning")
+    assert warning.raised_at == at(602)

@@ -382,11 +382,12 @@ class RoomMachine:
             and st.maintenance_from <= when < st.maintenance_until
         )
 
-    def next_deadline(self) -> dt.datetime | None:
-        """The earliest moment `tick` could change something, or None."""
+    def next_deadline(self, *, liveness: bool = True) -> dt.datetime | None:
+        """The earliest moment `tick` could change something, or None. `liveness=False`: as `tick` with
+        liveness off sees it (the hub cannot hear the broker, so device silence decides nothing)."""
         deadlines: list[dt.datetime] = []
         for dev in self.state.devices.values():
-            due = self._liveness_due(dev)
+            due = self._liveness_due(dev) if liveness else None
             if due is not None:
                 deadlines.append(due)
         if self.state.alerts_next_at is not None:
