@@ -242,14 +242,14 @@ def _episode_conditions(
                 detail={"since": format_ts(lapse.start), "mode": ep.supervision},
             )
         )
-    if ep.is_open:
+    latest = max((m.ts for m in ep.observer), default=now)
+    proof = max(ep.checks, default=None)
+    if proof is not None and ep.supervision != "observer":
+        latest = max(latest, proof + _s(ep.checkin_interval_s))
+    if ep.is_open and latest >= horizon:
         # When will a lapse fall due if nothing more arrives? Looked at from past everything the episode
         # already knows: a check-in's proof running out later, or a reading timed at (or, by a clock a
         # little ahead, after) the hub's `now`, which `now` itself cannot see yet.
-        latest = max((m.ts for m in ep.observer), default=now)
-        proof = max(ep.checks, default=None)
-        if proof is not None:
-            latest = max(latest, proof + _s(ep.checkin_interval_s))
         probe = max(now, latest) + grace + _s(0.001)
         ahead = account(ep, probe)
         for lapse in ahead.lapses:
