@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,57 +17,23 @@ from starlette.concurrency import run_in_threadpool
 from seclusion_contract import SLUG, Timestamp, format_ts
 
 from . import __version__
-from .auth import Principal, Role, principal_for
+from .auth import Principal, principal_for
 from .core.alerts import Alert, AlertError
 from .core.episode import Episode, Segment, UnknownInterval, account
 from .core.room import RoomMachine
 from .delivery import alert_from_row, alert_json
+from .deps import Senior, Staff, needs
 from .errors import BadRequest, RejectedMessage
 from .live import LiveFeed
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
+from .record_store import RecordStore
+from .records import incident_json, records_router
 from .service import HubService
-from .store import Batch, Store
+from .store import Batch
 from .web import session_token, web_router
 
-_bearer = HTTPBearer(auto_error=False)
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most 1000")]
 Cursor = Annotated[str | None, Query(max_length=500)]
-
-
-def principal(
-    request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller, from the bearer token or the web pages' session cookie; 401 without valid credentials."""
-    bearer = creds is not None and creds.scheme.lower() == "bearer"
-    token = creds.credentials if creds is not None and bearer else session_token(request)
-    if not token:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "credentials required", {"WWW-Authenticate": "Bearer"}
-        )
-    store: Store = request.app.state.store
-    who = principal_for(store, token)
-    if who is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", {"WWW-Authenticate": "Bearer"}
-        )
-    return who
-
-
-def needs(role: Role) -> Callable[[Principal], Principal]:
-    """A dependency that admits the role and every role above it; 403 for the rest."""
-
-    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
-        if not who.has_role(role):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"needs the {role} role")
-        return who
-
-    return check
-
-
-Staff = Annotated[Principal, Depends(needs("staff"))]
-Senior = Annotated[Principal, Depends(needs("senior"))]
-Admin = Annotated[Principal, Depends(needs("admin"))]
 
 
 class _Body(BaseModel):
@@ -197,18 +162,6 @@ def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
         "mode_until": _ts(st.maintenance_until) if maintenance else None,
         "mode_reason": st.maintenance_reason if maintenance else None,
         "supervision": machine.mode,
-    }
-
-
-def incident_json(row: IncidentRecord) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "episode_id": row.episode_id,
-        "site": row.site,
-        "room": row.room,
-        "status": row.status,
-        "opened_at": format_ts(row.opened_at),
-        "updated_at": format_ts(row.updated_at),
     }
 
 
@@ -470,7 +423,7 @@ def create_app(
             gap.end = gap.end or body.ended_at
         batch = Batch(
             episodes={ep.id: ep},
-            incident_status=[(ep.incident_id, "awaiting_record", now)],
+            incident_status=[service.incident_end(ep.site, ep.room, ep.incident_id, body.ended_at, now)],
             notes=[
                 {
                     "site": ep.site,
@@ -507,25 +460,6 @@ def create_app(
         except ValueError as exc:
             raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         return {"items": [incident_json(r) for r in rows], "next": nxt}
-
-    @app.get("/api/incidents/{incident_id}", tags=["incidents"])
-    def incident(incident_id: str, who: Staff) -> dict[str, Any]:
-        """One incident record. Every read by a person is audited."""
-        row = store.get_incident(incident_id)
-        if row is None:
-            raise HTTPException(404, "no such incident")
-        site_allowed(who, row.site)
-        store.audit(
-            AuditEntry(
-                at=service.clock.now(),
-                actor=who.name,
-                action="read",
-                target_type="incident",
-                target_id=row.id,
-                detail={},
-            )
-        )
-        return incident_json(row)
 
     @app.get("/api/alerts", tags=["alerts"])
     def alerts(
@@ -660,6 +594,8 @@ def create_app(
         }
 
     service.room_view = room_json
+    app.state.records = records = RecordStore(store.engine)
+    app.include_router(records_router(service, records))
     app.state.live = live = live if live is not None else LiveFeed()
     app.include_router(web_router(service, live, needs("staff")))
     return app

@@ -135,6 +135,94 @@ class IncidentRecord(SQLModel, table=True):
     status: str = Field(max_length=32, index=True)
     opened_at: dt.datetime = _ts()
     updated_at: dt.datetime = _ts()
+    # Issue 4: the record staff complete (core/incident.py `RecordFields`, as JSON), the child it is
+    # about, and each step of the workflow with who did it and when. Deadlines are set when the episode
+    # ends, from the profile and the site's school days and timezone (core/deadlines.py).
+    pupil_id: str | None = Field(default=None, max_length=36, index=True)
+    classification: str | None = Field(default=None, max_length=16)
+    record: dict[str, Any] = _json(default_factory=dict)
+    ended_at: dt.datetime | None = _ts(default=None)
+    record_due_at: dt.datetime | None = _ts(default=None)
+    parent_notice_due_at: dt.datetime | None = _ts(default=None)
+    parent_copy_due_at: dt.datetime | None = _ts(default=None)
+    authority_notice_due_at: dt.datetime | None = _ts(default=None)
+    recorded_at: dt.datetime | None = _ts(default=None)
+    recorded_by: str | None = Field(default=None, max_length=200)
+    parent_notified_at: dt.datetime | None = _ts(default=None)
+    parent_copy_sent_at: dt.datetime | None = _ts(default=None)
+    parent_copy_method: str | None = Field(default=None, max_length=32)
+    parent_copy_withheld_at: dt.datetime | None = _ts(default=None)
+    parent_copy_withheld_by: str | None = Field(default=None, max_length=200)
+    parent_copy_withheld_reason: str | None = Field(default=None, sa_type=sa.Text)
+    authority_notified_at: dt.datetime | None = _ts(default=None)
+    reviewed_at: dt.datetime | None = _ts(default=None)
+    reviewed_by: str | None = Field(default=None, max_length=200)
+    closed_at: dt.datetime | None = _ts(default=None)
+    closed_by: str | None = Field(default=None, max_length=200)
+
+
+class IncidentStaff(SQLModel, table=True):
+    """An adult involved in or witnessing an incident (for the per-staff review); kept in step with the
+    record's `staff` field, replaced whole on each change before sign-off."""
+
+    __tablename__ = "incident_staff"
+
+    incident_id: str = Field(primary_key=True, foreign_key="incident.id", max_length=36)
+    idx: int = Field(primary_key=True)
+    name: str = Field(max_length=200, index=True)
+    role: str = Field(max_length=16)  # involved | witness
+
+
+class IncidentAddendum(SQLModel, table=True):
+    """A dated correction to a record, with its author. Append-only: the way a signed record changes."""
+
+    __tablename__ = "incident_addendum"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(foreign_key="incident.id", max_length=36, index=True)
+    at: dt.datetime = _ts()
+    author: str = Field(max_length=200)
+    field: str | None = Field(default=None, max_length=64)
+    text: str = Field(sa_type=sa.Text)
+
+
+class ParentContact(SQLModel, table=True):
+    """Every attempt to tell the parents (or carers), and every sending of the written copy, with its
+    outcome. Append-only."""
+
+    __tablename__ = "parent_contact"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(foreign_key="incident.id", max_length=36, index=True)
+    at: dt.datetime = _ts()
+    by: str = Field(max_length=200)
+    kind: str = Field(max_length=16)  # notice | copy
+    method: str = Field(max_length=32)  # phone | in_person | email | letter | text_message | other
+    outcome: str = Field(max_length=32)  # reached | no_answer | message_left | sent | failed
+    note: str = Field(default="", sa_type=sa.Text)
+
+
+class Pupil(SQLModel, table=True):
+    """A child on the register. Only here, in the hub's database: never on MQTT, in logs or in notices."""
+
+    __tablename__ = "pupil"
+    __table_args__ = (sa.UniqueConstraint("site", "reference", name="uq_pupil_site_reference"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    site: str = Field(max_length=63, index=True)
+    reference: str | None = Field(default=None, max_length=64)  # the school's own pupil number (UPN)
+    first_name: str = Field(max_length=100)
+    last_name: str = Field(max_length=100)
+    date_of_birth: dt.date | None = None
+    year_group: str | None = Field(default=None, max_length=16)
+    sex: str | None = Field(default=None, max_length=32)
+    ethnicity: str | None = Field(default=None, max_length=64)
+    sen: str = Field(default="unknown", max_length=16)  # none | sen_support | ehcp | unknown
+    fsm: bool | None = None
+    looked_after: bool | None = None
+    characteristics: list[str] = _json(default_factory=list)
+    created_at: dt.datetime = _ts()
+    updated_at: dt.datetime = _ts()
 
 
 class TimelineNote(SQLModel, table=True):

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -30,9 +31,11 @@ from seclusion_contract import (
 )
 
 from .config import LoadedSite
-from .core.alerts import Alert, AlertError, AlertSaved, AlertSend, IndicatorChanged
+from .core.alerts import Alert, AlertError, AlertSaved, AlertSend, IndicatorChanged, alert_id
 from .core.clock import Clock
+from .core.deadlines import due_dates
 from .core.episode import Episode
+from .core.incident import STEPS, overdue_effects
 from .core.room import (
     Effect,
     EpisodeSaved,
@@ -46,6 +49,7 @@ from .delivery import AlertDelivery, LivePush, Outbound
 from .errors import RejectedMessage
 from .ingest import Decoder, Inbound
 from .models import AuditEntry
+from .record_store import RecordStore, report_due
 from .store import Batch, Store, dead_letter_row
 
 log = logging.getLogger(__name__)
@@ -138,6 +142,7 @@ class HubService:
         metrics: HubMetrics | None = None,
         delivery: AlertDelivery | None = None,
         coalesce_s: float = 0.1,
+        report_check_s: float = 60.0,
     ) -> None:
         self.sites = {s.id: s for s in sites}
         self.store = store
@@ -163,6 +168,8 @@ class HubService:
         self._was_listening = True
         # While messages are queued, a touched room's alerts are evaluated at most this long after.
         self.coalesce_s = coalesce_s
+        self.report_check_s = report_check_s
+        self.records = RecordStore(store.engine)
         self._looked_at: dict[tuple[str, str], dt.datetime] = {}
         # How a room looks on the live board (set by the API, which owns the JSON of a room).
         self.room_view: Callable[[RoomMachine, dt.datetime], dict[str, object]] | None = None
@@ -258,6 +265,31 @@ class HubService:
 
         self.inbox.put(Command(apply))
 
+    def report_check(self) -> Command:
+        """The ingest thread's look at records whose deadlines passed (`report_overdue`, semantics 5)."""
+
+        def apply(batch: Batch) -> None:
+            now = self.clock.now()
+            overdue = self.records.overdue(now)
+            active = self.store.active_alerts_of_kind("report_overdue")
+            ids = {r.id for r in overdue} | {a.detail.get("incident_id", "") for a in active}
+            rows = {r.id: r for r in overdue}
+            for incident_id in ids - set(rows):
+                row = self.records.incident(incident_id) if incident_id else None
+                if row is not None:
+                    rows[row.id] = row
+            dues = [report_due(row) for row in rows.values()]
+            keys = [(d.site, d.room, f"report_overdue/{d.incident_id}/{s}") for d in dues for s in STEPS]
+            known = self.store.alerts_by_id([alert_id(*k) for k in keys])
+            by_room: dict[tuple[str, str], list[AlertSaved | AlertSend]] = {}
+            for effect in overdue_effects(dues, known, now):
+                by_room.setdefault((effect.alert.site, effect.alert.room), []).append(effect)
+            pending = self._current()
+            for key, effects in by_room.items():
+                self._collect(key, list(effects), pending)
+
+        return Command(apply)
+
     def submit(self, inbound: Inbound) -> None:
         """Called by the MQTT adapter's network thread: hand over, never block."""
         self.inbox.put(inbound)
@@ -265,9 +297,15 @@ class HubService:
     # -- the ingest thread
 
     def _run(self) -> None:
+        next_report_check = 0.0
         while not self._stop.is_set():
             items: list[Inbound | Command] = []
             try:
+                if time.monotonic() >= next_report_check:
+                    # Deadlines of records are days, not seconds: a look every `report_check_s` is
+                    # on time, and it costs one query.
+                    next_report_check = time.monotonic() + self.report_check_s
+                    self.inbox.put(self.report_check())
                 items = self._take()
                 self.process(items)
             except Exception:
@@ -546,7 +584,9 @@ class HubService:
                     }
                 )
             elif isinstance(effect, IncidentStatusChanged):
-                batch.incident_status.append((effect.incident_id, effect.status, effect.at))
+                batch.incident_status.append(
+                    self.incident_end(site, room, effect.incident_id, effect.at, effect.at)
+                )
             elif isinstance(effect, Note):
                 batch.notes.append(
                     {
@@ -639,6 +679,50 @@ class HubService:
             return None, machine.record_review(episode_id, name, who, note, now)
 
         self._room_command((site, room), act)
+
+    def attach_pupil(
+        self,
+        site: str,
+        room: str,
+        episode_id: str,
+        incident_id: str,
+        pupil_id: str,
+        age: int | None,
+        who: str,
+    ) -> None:
+        """Attach a child of the register to the room's open or latest episode and to its incident, in
+        one transaction (RejectedMessage when the room no longer holds that episode)."""
+        key = (site, room)
+
+        def apply(batch: Batch) -> None:
+            machine = self.machines[key]
+            now = self.clock.now()
+            effects = machine.attach_pupil(episode_id, pupil_id, age, who, now)
+            pending = self._current()
+            self._collect(key, effects, pending)
+            batch.rooms[key] = machine.state
+            batch.incident_changes.append((incident_id, {"pupil_id": pupil_id, "updated_at": now}))
+            pending.touched.add(key)
+
+        self.run_command(apply)
+
+    def incident_end(
+        self, site: str, room: str, incident_id: str, ended_at: dt.datetime, at: dt.datetime
+    ) -> dict[str, Any]:
+        """The incident's change when its episode ends: `awaiting_record`, with the profile's deadlines
+        counted in the site's school days and timezone."""
+        loaded = self.sites[site]
+        due = due_dates(loaded.policies[room], ended_at, loaded.spec.calendar, loaded.zone)
+        return {
+            "incident_id": incident_id,
+            "new_status": "awaiting_record",
+            "at": at,
+            "ended_at": ended_at,
+            "record_due_at": due.record,
+            "parent_notice_due_at": due.parent_notice,
+            "parent_copy_due_at": due.parent_copy,
+            "authority_notice_due_at": due.authority_notice,
+        }
 
     def reconnected(self) -> None:
         """The MQTT link is back (paho's network thread): liveness counts again from now, once the

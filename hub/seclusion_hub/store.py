@@ -72,6 +72,15 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+INCIDENT_END_COLUMNS = (
+    "ended_at",
+    "record_due_at",
+    "parent_notice_due_at",
+    "parent_copy_due_at",
+    "authority_notice_due_at",
+)
+
+
 @dataclass
 class Batch:
     """Everything one ingest batch changed, written in one transaction."""
@@ -80,7 +89,10 @@ class Batch:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     episodes: dict[str, Episode] = field(default_factory=dict)
     incidents_opened: list[dict[str, Any]] = field(default_factory=list)
-    incident_status: list[tuple[str, str, dt.datetime]] = field(default_factory=list)
+    # An incident's episode ended: {"incident_id", "new_status", "at", "ended_at", and the deadlines
+    # "record_due_at", "parent_notice_due_at", "parent_copy_due_at", "authority_notice_due_at"}.
+    incident_status: list[dict[str, Any]] = field(default_factory=list)
+    incident_changes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (id, columns)
     notes: list[dict[str, Any]] = field(default_factory=list)
     rooms: dict[tuple[str, str], RoomState] = field(default_factory=dict)
     audits: list[AuditEntry] = field(default_factory=list)
@@ -101,6 +113,7 @@ class Batch:
             or self.episodes
             or self.incidents_opened
             or self.incident_status
+            or self.incident_changes
             or self.notes
             or self.rooms
         )
@@ -244,9 +257,16 @@ class Store:
                     sa.update(table)
                     .where(table.c.id == sa.bindparam("incident_id"))
                     .where(table.c.status == "open")
-                    .values(status=sa.bindparam("new_status"), updated_at=sa.bindparam("at")),
-                    [{"incident_id": i, "new_status": st, "at": at} for i, st, at in batch.incident_status],
+                    .values(
+                        status=sa.bindparam("new_status"),
+                        updated_at=sa.bindparam("at"),
+                        **{c: sa.bindparam(c) for c in INCIDENT_END_COLUMNS},
+                    ),
+                    [dict.fromkeys(INCIDENT_END_COLUMNS) | row for row in batch.incident_status],
                 )
+            for incident_id, columns in batch.incident_changes:
+                table = IncidentRecord.__table__  # type: ignore[attr-defined]
+                conn.execute(sa.update(table).where(table.c.id == incident_id).values(**columns))
             if batch.notes:
                 conn.execute(sa.insert(TimelineNote), batch.notes)
             if batch.audits:
@@ -410,6 +430,18 @@ class Store:
             query = query.where(AlertRecord.room == room)
         rows, last = self._page(query, col(AlertRecord.raised_at), col(AlertRecord.id), limit, cursor)
         return rows, encode_cursor(last.raised_at, last.id) if last is not None else None
+
+    def active_alerts_of_kind(self, kind: str) -> list[Alert]:
+        with self.session() as s:
+            query = select(AlertRecord).where(AlertRecord.kind == kind, col(AlertRecord.active).is_(True))
+            return [Alert.model_validate_json(r.data) for r in s.exec(query).all()]
+
+    def alerts_by_id(self, ids: Sequence[str]) -> dict[str, Alert]:
+        if not ids:
+            return {}
+        with self.session() as s:
+            rows = s.exec(select(AlertRecord).where(col(AlertRecord.id).in_(list(ids)))).all()
+            return {r.id: Alert.model_validate_json(r.data) for r in rows}
 
     def deliveries(self, alert_id: str) -> list[DeliveryRecord]:
         with self.session() as s:

@@ -107,13 +107,23 @@ def test_a_batch_is_written_whole_and_read_back_in_aware_utc(store: Store) -> No
 
     ep.ended_at = ep.segments[0].end = T0 + dt.timedelta(seconds=100)
     store.write(
-        Batch(episodes={ep.id: ep}, incident_status=[(ep.incident_id, "awaiting_record", ep.ended_at)]),
+        Batch(
+            episodes={ep.id: ep},
+            incident_status=[
+                {
+                    "incident_id": ep.incident_id,
+                    "new_status": "awaiting_record",
+                    "at": ep.ended_at,
+                    "ended_at": ep.ended_at,
+                }
+            ],
+        ),
         T0 + dt.timedelta(seconds=200),
     )
     row = store.get_episode(ep.id)
     assert row is not None and row.ended_at == ep.ended_at and row.duration_s == 100
     incident = store.get_incident(ep.incident_id)
-    assert incident is not None and incident.status == "awaiting_record"
+    assert incident is not None and incident.status == "awaiting_record" and incident.ended_at == ep.ended_at
     with store.session() as s:
         segments = s.exec(sa.select(SegmentRecord)).all()  # type: ignore[call-overload]
     assert len(segments) == 1

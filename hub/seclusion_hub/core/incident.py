@@ -1,0 +1,307 @@
+"""The incident record's life after its episode (semantics 6, the incident issue): pure rules, no I/O.
+
+    open ──(episode ends: the hub)──▶ awaiting_record ──record──▶ recorded ──(parents told, and the
+    written copy sent or withheld)──▶ parent_notified ──review──▶ reviewed ──sign_off──▶ closed
+
+- `open` and `awaiting_record` are the hub's own: a person cannot make an episode end.
+- `record` needs every field the guidance asks for (`REQUIRED`); what is missing is named.
+- `parent_notified` follows by itself once the parents have been told (a contact that reached them)
+  and the written copy has been sent, or withheld with a designated safeguarding lead's reason.
+- `review` (senior) needs the debriefs with the child and the staff and the follow-up offer recorded.
+- `sign_off` (senior) closes the record. After it the record never changes: corrections are dated
+  addenda with their author. Nothing is ever deleted.
+
+Each rule is a function of an `IncidentView` (what the record holds now) that returns the columns to
+change, or raises `WorkflowError` naming the field and the HTTP status that says why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .alerts import LATE_AFTER, Alert, AlertSaved, AlertSend, Escalation, alert_id
+
+STATUSES = ("open", "awaiting_record", "recorded", "parent_notified", "reviewed", "closed")
+Status = Literal["open", "awaiting_record", "recorded", "parent_notified", "reviewed", "closed"]
+
+Text = Annotated[str, Field(max_length=10_000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StaffMember(_Strict):
+    """An adult involved in the incident or witnessing it."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    role: Literal["involved", "witness"] = "involved"
+
+
+class RecordFields(_Strict):
+    """What staff complete. Every field optional while the record is drafted; `REQUIRED` before it is
+    recorded. Words are the staff's own: the hub never rewrites them."""
+
+    staff: list[StaffMember] | None = Field(default=None, max_length=50)
+    before: Text | None = None  # what happened just before
+    risk: Text | None = None  # the risk of harm that justified it
+    de_escalation: Text | None = None  # de-escalation and less restrictive options tried
+    condition: Text | None = None  # the child's condition afterwards
+    injuries_child: Text | None = None
+    injuries_staff: Text | None = None
+    first_aid: Text | None = None  # first aid or medical checks
+    child_account: Text | None = None  # the child's own account and views
+    child_communication: Text | None = None  # how a child who does not speak communicated them
+    classification: Literal["seclusion", "voluntary"] | None = None
+    voluntary_reason: Text | None = None  # why it is recorded as the child's own use of the room
+    what_will_change: Text | None = None
+    debrief_child: Text | None = None
+    debrief_child_on: dt.date | None = None
+    debrief_staff: Text | None = None
+    debrief_staff_on: dt.date | None = None
+    follow_up_offered: bool | None = None  # a discussion offered to the parents
+    follow_up_on: dt.date | None = None  # its date, once agreed
+    review_note: Text | None = None
+
+
+# Before `record`: what the guidance asks every record to say. A field may say "none" (no injuries),
+# but it may not be left empty.
+REQUIRED: tuple[str, ...] = (
+    "staff",
+    "before",
+    "risk",
+    "de_escalation",
+    "condition",
+    "injuries_child",
+    "injuries_staff",
+    "first_aid",
+    "child_account",
+    "classification",
+    "what_will_change",
+)
+# Before `review`: the conversations that follow an incident.
+REQUIRED_FOR_REVIEW: tuple[str, ...] = ("debrief_child", "debrief_staff", "follow_up_offered")
+
+
+class WorkflowError(Exception):
+    """A step the record cannot take now: `status` is the HTTP status (409 conflict, 422 a field, 403
+    a role), `field` what it is about."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """What the workflow needs to know of a record."""
+
+    status: str
+    pupil_id: str | None
+    record: dict[str, Any]
+    parent_notified_at: dt.datetime | None = None
+    parent_copy_sent_at: dt.datetime | None = None
+    parent_copy_withheld_at: dt.datetime | None = None
+
+    @property
+    def fields(self) -> RecordFields:
+        return RecordFields.model_validate(self.record)
+
+    @property
+    def signed(self) -> bool:
+        return self.status == "closed"
+
+
+def missing(view: IncidentView, names: tuple[str, ...] = REQUIRED) -> list[str]:
+    """The required fields still empty (blank text counts as empty), in the form's order."""
+    fields = view.fields
+    gaps = ["pupil_id"] if view.pupil_id is None and names is REQUIRED else []
+    for name in names:
+        value = getattr(fields, name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            gaps.append(name)
+        elif name == "staff" and not any(s.role == "involved" for s in fields.staff or []):
+            gaps.append(name)
+    if (
+        names is REQUIRED
+        and fields.classification == "voluntary"
+        and not (fields.voluntary_reason or "").strip()
+    ):
+        gaps.append("voluntary_reason")
+    return gaps
+
+
+def edit(view: IncidentView, changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply staff's additions or corrections (`PATCH`): the new `record` JSON. A signed record
+    refuses (409): only addenda change it now."""
+    if view.signed:
+        raise WorkflowError(409, "status", "the record is signed off: add a dated addendum instead")
+    merged = {**view.record, **changes}
+    checked = RecordFields.model_validate(merged)  # raises ValidationError naming the field
+    return checked.model_dump(mode="json", exclude_none=True)
+
+
+def record(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
+    """Staff say the record is complete: `awaiting_record` → `recorded`."""
+    if view.status == "open":
+        raise WorkflowError(409, "status", "the episode is still running: record it once it has ended")
+    if view.status != "awaiting_record":
+        raise WorkflowError(409, "status", f"the record is already {view.status}")
+    gaps = missing(view)
+    if gaps:
+        raise WorkflowError(422, gaps[0], "still to complete: " + ", ".join(gaps))
+    return {"status": "recorded", "recorded_at": now, "recorded_by": who, **_maybe_notified(view, "recorded")}
+
+
+def _maybe_notified(view: IncidentView, status: str) -> dict[str, Any]:
+    """`recorded` becomes `parent_notified` once the parents were told and the copy is dealt with."""
+    told = view.parent_notified_at is not None
+    copy = view.parent_copy_sent_at is not None or view.parent_copy_withheld_at is not None
+    return {"status": "parent_notified"} if status == "recorded" and told and copy else {}
+
+
+def parent_contact(
+    view: IncidentView, kind: Literal["notice", "copy"], outcome: str, now: dt.datetime
+) -> dict[str, Any]:
+    """A contact with the parents was made (or tried). A notice that reached them marks them told; a
+    copy sent marks the copy sent. The written copy needs the record first: it tells what happened."""
+    if view.signed:
+        raise WorkflowError(409, "status", "the record is signed off")
+    if view.status == "open":
+        raise WorkflowError(409, "status", "the episode is still running")
+    changes: dict[str, Any] = {}
+    if kind == "copy":
+        if view.status == "awaiting_record":
+            raise WorkflowError(409, "status", "the written copy is made from the record: record it first")
+        if outcome == "sent" and view.parent_copy_sent_at is None:
+            changes["parent_copy_sent_at"] = now
+    elif outcome == "reached" and view.parent_notified_at is None:
+        changes["parent_notified_at"] = now
+    after = IncidentView(
+        status=view.status,
+        pupil_id=view.pupil_id,
+        record=view.record,
+        parent_notified_at=changes.get("parent_notified_at", view.parent_notified_at),
+        parent_copy_sent_at=changes.get("parent_copy_sent_at", view.parent_copy_sent_at),
+        parent_copy_withheld_at=view.parent_copy_withheld_at,
+    )
+    return {**changes, **_maybe_notified(after, view.status)}
+
+
+def withhold_copy(view: IncidentView, who: str, dsl: bool, reason: str, now: dt.datetime) -> dict[str, Any]:
+    """The written copy is withheld: only a designated safeguarding lead may decide it, with a reason."""
+    if not dsl:
+        raise WorkflowError(403, "dsl", "only a designated safeguarding lead may withhold the written copy")
+    if not reason.strip():
+        raise WorkflowError(422, "reason", "a reason is required to withhold the written copy")
+    if view.signed:
+        raise WorkflowError(409, "status", "the record is signed off")
+    if view.status in ("open", "awaiting_record"):
+        raise WorkflowError(409, "status", "the record comes first: record it, then decide about the copy")
+    if view.parent_copy_sent_at is not None:
+        raise WorkflowError(409, "status", "the written copy has already been sent")
+    changes: dict[str, Any] = {
+        "parent_copy_withheld_at": now,
+        "parent_copy_withheld_by": who,
+        "parent_copy_withheld_reason": reason.strip(),
+    }
+    after = IncidentView(
+        status=view.status,
+        pupil_id=view.pupil_id,
+        record=view.record,
+        parent_notified_at=view.parent_notified_at,
+        parent_copy_sent_at=None,
+        parent_copy_withheld_at=now,
+    )
+    return {**changes, **_maybe_notified(after, view.status)}
+
+
+def review(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
+    """A senior member of staff reviews the record: `parent_notified` → `reviewed`."""
+    if view.status != "parent_notified":
+        need = {
+            "open": "the episode is still running",
+            "awaiting_record": "the record is not complete yet",
+            "recorded": "the parents have not been told and sent the written copy yet",
+        }.get(view.status, f"the record is already {view.status}")
+        raise WorkflowError(409, "status", need)
+    gaps = missing(view, REQUIRED_FOR_REVIEW)
+    if gaps:
+        raise WorkflowError(422, gaps[0], "before the review, record: " + ", ".join(gaps))
+    return {"status": "reviewed", "reviewed_at": now, "reviewed_by": who}
+
+
+def sign_off(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
+    """A senior member of staff signs the reviewed record off: `reviewed` → `closed`, for good."""
+    if view.status != "reviewed":
+        raise WorkflowError(409, "status", f"only a reviewed record is signed off (it is {view.status})")
+    return {"status": "closed", "closed_at": now, "closed_by": who}
+
+
+# -- report_overdue (semantics 5): a deadline of the record passed and its step is not done
+
+STEPS = ("record", "parent_notice", "parent_copy", "authority_notice")
+
+
+@dataclass(frozen=True)
+class ReportDue:
+    """One record's deadlines and whether each step is done (a step once done stays done)."""
+
+    incident_id: str
+    episode_id: str
+    site: str
+    room: str
+    due: dict[str, dt.datetime | None]  # step -> deadline (None: the profile sets none)
+    done: dict[str, bool]  # step -> done (or, for the copy, withheld by a DSL)
+    closed: bool = False
+
+
+def overdue_effects(
+    records: list[ReportDue], known: dict[str, Alert], now: dt.datetime
+) -> list[AlertSaved | AlertSend]:
+    """The `report_overdue` alerts to raise (sent once to the senior tier) and to resolve (the step was
+    done). `known` holds every report alert already raised for these records, active or not: an
+    alert is raised once per record and step, never again after it was resolved."""
+    effects: list[AlertSaved | AlertSend] = []
+    for rec in records:
+        for step in STEPS:
+            due = rec.due.get(step)
+            key = f"report_overdue/{rec.incident_id}/{step}"
+            ident = alert_id(rec.site, rec.room, key)
+            existing = known.get(ident)
+            done = rec.done.get(step, False) or rec.closed
+            if existing is not None:
+                if existing.active and done:
+                    resolved = existing.model_copy(deep=True)
+                    resolved.resolved_at, resolved.note = now, "the report was done"
+                    resolved.next_send_at = None
+                    effects.append(AlertSaved(resolved, "resolved"))
+                continue
+            if due is None or due > now or done:
+                continue
+            alert = Alert(
+                id=ident,
+                key=key,
+                kind="report_overdue",
+                severity="warning",
+                site=rec.site,
+                room=rec.room,
+                episode_id=rec.episode_id,
+                rule=step,
+                detail={"step": step, "due": due.isoformat(), "incident_id": rec.incident_id},
+                due_at=due,
+                raised_at=now,
+                late=now - due > LATE_AFTER,
+                needs_ack=True,
+                tier="senior",
+                escalations=[Escalation(tier="senior", at=now)],
+                sends=1,
+            )
+            effects += [AlertSaved(alert, "raised"), AlertSend(alert, "senior", "raised", 1)]
+    return effects

@@ -1,0 +1,226 @@
+"""The incident records, parent contacts, addenda and the pupil register in the database.
+
+The ingest thread's single writer (store.py) owns episodes and their incidents' opening and ending;
+what people do to a record after that is written here, one change per transaction, each with its
+audit entry in the same transaction. Nothing here deletes a row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from .core.incident import ReportDue
+from .models import (
+    AuditEntry,
+    EpisodeRecord,
+    IncidentAddendum,
+    IncidentRecord,
+    IncidentStaff,
+    ParentContact,
+    Pupil,
+)
+
+
+class NotFound(LookupError):
+    """No such row."""
+
+
+class RecordStore:
+    """Reads and writes of records and the register; safe to call from the API's worker threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # One change of a record at a time in this process: a read, the workflow's decision and the
+        # write happen as one step, so two people saving at once cannot undo each other's step.
+        self._lock = threading.Lock()
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # -- incidents
+
+    def incident(self, incident_id: str) -> IncidentRecord | None:
+        with self._session() as s:
+            return s.get(IncidentRecord, incident_id)
+
+    def change_incident(
+        self,
+        incident_id: str,
+        decide: Callable[[IncidentRecord], dict[str, Any]],
+        audit: Callable[[IncidentRecord, dict[str, Any]], AuditEntry],
+        now: dt.datetime,
+        *,
+        contact: ParentContact | None = None,
+        addendum: IncidentAddendum | None = None,
+    ) -> IncidentRecord:
+        """Read the record, let `decide` return the columns to change (it may raise to refuse), and
+        write them with the audit entry (and a contact or addendum) in one transaction."""
+        with self._lock, self._session() as s:
+            row = s.get(IncidentRecord, incident_id)
+            if row is None:
+                raise NotFound(incident_id)
+            changes = decide(row)
+            entry = audit(row, changes)
+            for key, value in changes.items():
+                setattr(row, key, value)
+            row.updated_at = now
+            if "record" in changes:
+                staff = changes["record"].get("staff") or []
+                s.execute(sa.delete(IncidentStaff).where(col(IncidentStaff.incident_id) == incident_id))
+                s.add_all(
+                    IncidentStaff(
+                        incident_id=incident_id, idx=i, name=m["name"], role=m.get("role", "involved")
+                    )
+                    for i, m in enumerate(staff)
+                )
+            if contact is not None:
+                s.add(contact)
+            if addendum is not None:
+                s.add(addendum)
+            s.add(row)
+            s.add(entry)
+            s.commit()
+            s.refresh(row)
+            return row
+
+    def contacts(self, incident_id: str) -> list[ParentContact]:
+        with self._session() as s:
+            query = select(ParentContact).where(ParentContact.incident_id == incident_id)
+            return list(s.exec(query.order_by(col(ParentContact.at), col(ParentContact.id))).all())
+
+    def addenda(self, incident_id: str) -> list[IncidentAddendum]:
+        with self._session() as s:
+            query = select(IncidentAddendum).where(IncidentAddendum.incident_id == incident_id)
+            return list(s.exec(query.order_by(col(IncidentAddendum.at), col(IncidentAddendum.id))).all())
+
+    def audit(self, entry: AuditEntry) -> None:
+        with self._session() as s:
+            s.add(entry)
+            s.commit()
+
+    def attach_pupil_offline(
+        self, episode: EpisodeRecord, data: str, pupil_id: str, entry: AuditEntry, now: dt.datetime
+    ) -> None:
+        """Attach a child to an episode the room no longer holds (older than its latest): the stored
+        episode and its incident, in one transaction."""
+        with self._lock, self._session() as s:
+            row = s.get(EpisodeRecord, episode.id)
+            incident = s.get(IncidentRecord, episode.incident_id)
+            if row is None or incident is None:
+                raise NotFound(episode.id)
+            row.pupil_id, row.data = pupil_id, data
+            incident.pupil_id, incident.updated_at = pupil_id, now
+            s.add_all([row, incident, entry])
+            s.commit()
+
+    # -- the pupil register
+
+    def pupils(self, sites: Sequence[str] | None, site: str | None) -> list[Pupil]:
+        with self._session() as s:
+            query = select(Pupil)
+            if sites is not None:
+                query = query.where(col(Pupil.site).in_(list(sites)))
+            if site is not None:
+                query = query.where(Pupil.site == site)
+            return list(
+                s.exec(query.order_by(col(Pupil.last_name), col(Pupil.first_name), col(Pupil.id))).all()
+            )
+
+    def pupil(self, pupil_id: str) -> Pupil | None:
+        with self._session() as s:
+            return s.get(Pupil, pupil_id)
+
+    def save_pupils(self, pupils: list[Pupil], entry: AuditEntry) -> tuple[int, int]:
+        """Add or update children (matched on site and the school's reference when one is given), all
+        or none; returns (added, updated)."""
+        added = updated = 0
+        with self._lock, self._session() as s:
+            for pupil in pupils:
+                existing = None
+                if pupil.reference:
+                    existing = s.exec(
+                        select(Pupil).where(Pupil.site == pupil.site, Pupil.reference == pupil.reference)
+                    ).first()
+                if existing is None:
+                    s.add(pupil)
+                    added += 1
+                    continue
+                for key, value in pupil.model_dump(exclude={"id", "created_at"}).items():
+                    setattr(existing, key, value)
+                s.add(existing)
+                updated += 1
+            s.add(entry)
+            s.commit()
+        return added, updated
+
+    # -- what the leaders' review reads
+
+    def episodes_between(
+        self, sites: Sequence[str] | None, start: dt.datetime, end: dt.datetime
+    ) -> list[EpisodeRecord]:
+        with self._session() as s:
+            query = select(EpisodeRecord).where(
+                col(EpisodeRecord.started_at) >= start, col(EpisodeRecord.started_at) < end
+            )
+            if sites is not None:
+                query = query.where(col(EpisodeRecord.site).in_(list(sites)))
+            return list(s.exec(query.order_by(col(EpisodeRecord.started_at))).all())
+
+    def incidents_for(self, episode_ids: Sequence[str]) -> list[IncidentRecord]:
+        with self._session() as s:
+            query = select(IncidentRecord).where(col(IncidentRecord.episode_id).in_(list(episode_ids)))
+            return list(s.exec(query).all())
+
+    def staff_of(self, incident_ids: Sequence[str]) -> list[IncidentStaff]:
+        with self._session() as s:
+            query = select(IncidentStaff).where(col(IncidentStaff.incident_id).in_(list(incident_ids)))
+            return list(s.exec(query.order_by(col(IncidentStaff.incident_id), col(IncidentStaff.idx))).all())
+
+    def overdue(self, now: dt.datetime) -> list[IncidentRecord]:
+        """Records with a deadline passed and its step not done (the `report_overdue` alerts)."""
+        i = IncidentRecord
+        with self._session() as s:
+            query = select(i).where(
+                col(i.status) != "closed",
+                sa.or_(
+                    sa.and_(col(i.record_due_at) <= now, col(i.recorded_at).is_(None)),
+                    sa.and_(col(i.parent_notice_due_at) <= now, col(i.parent_notified_at).is_(None)),
+                    sa.and_(
+                        col(i.parent_copy_due_at) <= now,
+                        col(i.parent_copy_sent_at).is_(None),
+                        col(i.parent_copy_withheld_at).is_(None),
+                    ),
+                    sa.and_(col(i.authority_notice_due_at) <= now, col(i.authority_notified_at).is_(None)),
+                ),
+            )
+            return list(s.exec(query).all())
+
+
+def report_due(row: IncidentRecord) -> ReportDue:
+    """A record's deadlines and steps, as the `report_overdue` rule sees them."""
+    return ReportDue(
+        incident_id=row.id,
+        episode_id=row.episode_id,
+        site=row.site,
+        room=row.room,
+        due={
+            "record": row.record_due_at,
+            "parent_notice": row.parent_notice_due_at,
+            "parent_copy": row.parent_copy_due_at,
+            "authority_notice": row.authority_notice_due_at,
+        },
+        done={
+            "record": row.recorded_at is not None,
+            "parent_notice": row.parent_notified_at is not None,
+            "parent_copy": row.parent_copy_sent_at is not None or row.parent_copy_withheld_at is not None,
+            "authority_notice": row.authority_notified_at is not None,
+        },
+        closed=row.status == "closed",
+    )

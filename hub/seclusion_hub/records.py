@@ -1,0 +1,455 @@
+"""HTTP API of the incident records and the pupil register (contract section 6, the incident issue).
+
+Every read of a record or of the register by a person is audited; every change is audited in the same
+transaction as the change. A signed-off record refuses changes (409): corrections are addenda.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from seclusion_contract import SLUG, format_ts
+
+from .auth import Principal
+from .core import incident as workflow
+from .core.episode import Episode
+from .core.incident import IncidentView, RecordFields, WorkflowError
+from .deps import Senior, Staff
+from .errors import BadRequest, RejectedMessage
+from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
+from .record_store import NotFound, RecordStore
+from .service import HubService
+
+SEN = ("none", "sen_support", "ehcp", "unknown")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PupilIn(_Body):
+    """A child on the register (`POST /api/pupils`)."""
+
+    site: Annotated[str, Field(pattern=SLUG.pattern)]
+    reference: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    first_name: Annotated[str, Field(min_length=1, max_length=100)]
+    last_name: Annotated[str, Field(min_length=1, max_length=100)]
+    date_of_birth: dt.date | None = None
+    year_group: Annotated[str, Field(max_length=16)] | None = None
+    sex: Annotated[str, Field(max_length=32)] | None = None
+    ethnicity: Annotated[str, Field(max_length=64)] | None = None
+    sen: Literal["none", "sen_support", "ehcp", "unknown"] = "unknown"
+    fsm: bool | None = None
+    looked_after: bool | None = None
+    characteristics: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=20
+    )
+
+
+class PupilChoice(_Body):
+    """`PUT /api/episodes/{id}/pupil`."""
+
+    pupil_id: Annotated[str, Field(min_length=1, max_length=36)]
+
+
+class ContactIn(_Body):
+    """A contact with the parents: a notice (told what happened) or the written copy."""
+
+    kind: Literal["notice", "copy"] = "notice"
+    method: Literal["phone", "in_person", "email", "letter", "text_message", "handed", "post", "other"]
+    outcome: Literal["reached", "no_answer", "message_left", "sent", "failed"]
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+
+class WithholdIn(_Body):
+    reason: Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+class NoteIn(_Body):
+    note: Annotated[str, Field(max_length=4000)] = ""
+
+
+class AddendumIn(_Body):
+    """A dated correction: what was wrong (optionally which field) and what is right."""
+
+    text: Annotated[str, Field(min_length=3, max_length=10_000)]
+    field: Annotated[str, Field(max_length=64)] | None = None
+
+
+def _ts(when: dt.datetime | None) -> str | None:
+    return format_ts(when) if when is not None else None
+
+
+def pupil_json(p: Pupil) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "site": p.site,
+        "reference": p.reference,
+        "first_name": p.first_name,
+        "last_name": p.last_name,
+        "date_of_birth": p.date_of_birth.isoformat() if p.date_of_birth else None,
+        "year_group": p.year_group,
+        "sex": p.sex,
+        "ethnicity": p.ethnicity,
+        "sen": p.sen,
+        "fsm": p.fsm,
+        "looked_after": p.looked_after,
+        "characteristics": p.characteristics,
+    }
+
+
+def incident_json(row: IncidentRecord) -> dict[str, Any]:
+    """The record as the API shows it: no child's name here (the register has it; `pupil_id` links)."""
+    return {
+        "id": row.id,
+        "episode_id": row.episode_id,
+        "site": row.site,
+        "room": row.room,
+        "status": row.status,
+        "opened_at": format_ts(row.opened_at),
+        "updated_at": format_ts(row.updated_at),
+        "ended_at": _ts(row.ended_at),
+        "pupil_id": row.pupil_id,
+        "classification": row.record.get("classification"),
+        "record": row.record,
+        "due": {
+            "record": _ts(row.record_due_at),
+            "parent_notice": _ts(row.parent_notice_due_at),
+            "parent_copy": _ts(row.parent_copy_due_at),
+            "authority_notice": _ts(row.authority_notice_due_at),
+        },
+        "recorded_at": _ts(row.recorded_at),
+        "recorded_by": row.recorded_by,
+        "parent_notified_at": _ts(row.parent_notified_at),
+        "parent_copy_sent_at": _ts(row.parent_copy_sent_at),
+        "parent_copy_withheld_at": _ts(row.parent_copy_withheld_at),
+        "parent_copy_withheld_by": row.parent_copy_withheld_by,
+        "parent_copy_withheld_reason": row.parent_copy_withheld_reason,
+        "reviewed_at": _ts(row.reviewed_at),
+        "reviewed_by": row.reviewed_by,
+        "closed_at": _ts(row.closed_at),
+        "closed_by": row.closed_by,
+        "missing": workflow.missing(_view(row)) if row.status in ("open", "awaiting_record") else [],
+    }
+
+
+def _view(row: IncidentRecord) -> IncidentView:
+    return IncidentView(
+        status=row.status,
+        pupil_id=row.pupil_id,
+        record=row.record,
+        parent_notified_at=row.parent_notified_at,
+        parent_copy_sent_at=row.parent_copy_sent_at,
+        parent_copy_withheld_at=row.parent_copy_withheld_at,
+    )
+
+
+def _age(born: dt.date | None, on: dt.date) -> int | None:
+    if born is None:
+        return None
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+_TRUE = {"yes", "y", "true", "1"}
+_FALSE = {"no", "n", "false", "0"}
+CSV_COLUMNS = (
+    "reference",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "year_group",
+    "sex",
+    "ethnicity",
+    "sen",
+    "fsm",
+    "looked_after",
+    "characteristics",
+)
+
+
+def parse_register_csv(text: str, site: str, now: dt.datetime) -> list[Pupil]:
+    """The register from CSV (header row; `first_name` and `last_name` required, the other columns of
+    `CSV_COLUMNS` optional). BadRequest names the line and the column of the first problem."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    unknown = [h for h in header if h not in CSV_COLUMNS]
+    if unknown:
+        raise BadRequest("body", unknown[0], f"unknown column (columns: {', '.join(CSV_COLUMNS)})")
+    for needed in ("first_name", "last_name"):
+        if needed not in header:
+            raise BadRequest("body", needed, "the CSV needs this column")
+    pupils: list[Pupil] = []
+    seen: set[str] = set()
+    for line, raw in enumerate(reader, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        data: dict[str, Any] = {"site": site}
+        for key in (
+            "reference",
+            "first_name",
+            "last_name",
+            "date_of_birth",
+            "year_group",
+            "sex",
+            "ethnicity",
+        ):
+            if row.get(key):
+                data[key] = row[key]
+        if row.get("sen"):
+            data["sen"] = row["sen"].lower()
+        for key in ("fsm", "looked_after"):
+            value = row.get(key, "").lower()
+            if value:
+                if value not in _TRUE | _FALSE:
+                    raise BadRequest("body", f"line {line}: {key}", "use yes or no")
+                data[key] = value in _TRUE
+        if row.get("characteristics"):
+            data["characteristics"] = [c.strip() for c in row["characteristics"].split(";") if c.strip()]
+        try:
+            checked = PupilIn.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BadRequest("body", f"line {line}: {where}", first["msg"]) from exc
+        if checked.reference:
+            if checked.reference in seen:
+                raise BadRequest("body", f"line {line}: reference", "listed twice in this file")
+            seen.add(checked.reference)
+        pupils.append(Pupil(id=str(uuid.uuid4()), created_at=now, updated_at=now, **checked.model_dump()))
+    return pupils
+
+
+def records_router(service: HubService, records: RecordStore) -> APIRouter:
+    """The incident and register endpoints (mounted by api.create_app)."""
+    router = APIRouter()
+
+    def allowed(who: Principal, site: str) -> None:
+        if not who.may_see(site):
+            raise HTTPException(403, f"no access to site {site!r}")
+
+    def audit(who: Principal, action: str, target_type: str, target_id: str, **detail: Any) -> AuditEntry:
+        return AuditEntry(
+            at=service.clock.now(),
+            actor=who.name,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            detail=detail,
+        )
+
+    def found(incident_id: str, who: Principal) -> IncidentRecord:
+        row = records.incident(incident_id)
+        if row is None:
+            raise HTTPException(404, "no such incident")
+        allowed(who, row.site)
+        return row
+
+    def change(
+        incident_id: str,
+        who: Principal,
+        action: str,
+        decide: Callable[[IncidentRecord], dict[str, Any]],
+        **extra: Any,
+    ) -> dict[str, Any]:
+        found(incident_id, who)
+        now = service.clock.now()
+
+        def audited(row: IncidentRecord, changes: dict[str, Any]) -> AuditEntry:
+            before = {k: _jsonable(getattr(row, k)) for k in changes}
+            after = {k: _jsonable(v) for k, v in changes.items()}
+            return audit(who, action, "incident", row.id, before=before, after=after)
+
+        try:
+            row = records.change_incident(incident_id, decide, audited, now, **extra)
+        except WorkflowError as exc:
+            if exc.status == 422:
+                raise BadRequest("body", exc.field, exc.message) from exc
+            raise HTTPException(exc.status, exc.message) from exc
+        except NotFound as exc:
+            raise HTTPException(404, "no such incident") from exc
+        return incident_json(row)
+
+    @router.get("/api/incidents/{incident_id}", tags=["incidents"])
+    def incident(incident_id: str, who: Staff) -> dict[str, Any]:
+        """One incident record with its parent contacts and addenda. Every read by a person is audited."""
+        row = found(incident_id, who)
+        records.audit(audit(who, "read", "incident", row.id))
+        body = incident_json(row)
+        body["parent_contacts"] = [
+            {
+                "at": format_ts(c.at),
+                "by": c.by,
+                "kind": c.kind,
+                "method": c.method,
+                "outcome": c.outcome,
+                "note": c.note,
+            }
+            for c in records.contacts(row.id)
+        ]
+        body["addenda"] = [
+            {"at": format_ts(a.at), "author": a.author, "field": a.field, "text": a.text}
+            for a in records.addenda(row.id)
+        ]
+        return body
+
+    @router.patch("/api/incidents/{incident_id}", tags=["incidents"])
+    def edit_incident(incident_id: str, body: RecordFields, who: Staff) -> dict[str, Any]:
+        """Add or correct the record's fields (only those sent change). 409 once signed off."""
+        changes = body.model_dump(mode="json", exclude_unset=True)
+        return change(incident_id, who, "edit", lambda row: {"record": workflow.edit(_view(row), changes)})
+
+    @router.post("/api/incidents/{incident_id}/record", tags=["incidents"])
+    def complete_record(incident_id: str, who: Staff) -> dict[str, Any]:
+        """Staff say the record is complete (`awaiting_record` → `recorded`); 422 names what is missing."""
+        now = service.clock.now()
+        return change(incident_id, who, "record", lambda row: workflow.record(_view(row), who.name, now))
+
+    @router.post("/api/incidents/{incident_id}/parent-contacts", tags=["incidents"], status_code=201)
+    def parent_contact(incident_id: str, body: ContactIn, who: Staff) -> dict[str, Any]:
+        """A contact with the parents, tried or made: every attempt is kept with its outcome."""
+        now = service.clock.now()
+        contact = ParentContact(
+            incident_id=incident_id,
+            at=now,
+            by=who.name,
+            kind=body.kind,
+            method=body.method,
+            outcome=body.outcome,
+            note=body.note,
+        )
+        return change(
+            incident_id,
+            who,
+            f"parent_{body.kind}",
+            lambda row: workflow.parent_contact(_view(row), body.kind, body.outcome, now),
+            contact=contact,
+        )
+
+    @router.post("/api/incidents/{incident_id}/parent-copy/withhold", tags=["incidents"])
+    def withhold_copy(incident_id: str, body: WithholdIn, who: Staff) -> dict[str, Any]:
+        """A designated safeguarding lead withholds the written copy, with the reason (403 for others)."""
+        now = service.clock.now()
+        return change(
+            incident_id,
+            who,
+            "withhold_parent_copy",
+            lambda row: workflow.withhold_copy(_view(row), who.name, who.dsl, body.reason, now),
+        )
+
+    @router.post("/api/incidents/{incident_id}/review", tags=["incidents"])
+    def review(incident_id: str, body: NoteIn, who: Senior) -> dict[str, Any]:
+        """A senior member of staff reviews the record (`parent_notified` → `reviewed`)."""
+        now = service.clock.now()
+
+        def decide(row: IncidentRecord) -> dict[str, Any]:
+            changes = workflow.review(_view(row), who.name, now)
+            if body.note:
+                changes["record"] = {**row.record, "review_note": body.note}
+            return changes
+
+        return change(incident_id, who, "review", decide)
+
+    @router.post("/api/incidents/{incident_id}/sign-off", tags=["incidents"])
+    def sign_off(incident_id: str, who: Senior) -> dict[str, Any]:
+        """Sign the reviewed record off (`closed`): from now on it changes only by addenda."""
+        now = service.clock.now()
+        return change(incident_id, who, "sign_off", lambda row: workflow.sign_off(_view(row), who.name, now))
+
+    @router.post("/api/incidents/{incident_id}/addenda", tags=["incidents"], status_code=201)
+    def addendum(incident_id: str, body: AddendumIn, who: Staff) -> dict[str, Any]:
+        """A dated correction with its author; the record itself is left as it was signed."""
+        if body.field is not None and body.field not in RecordFields.model_fields:
+            raise BadRequest("body", "field", "not a field of the record")
+        now = service.clock.now()
+        note = IncidentAddendum(
+            incident_id=incident_id, at=now, author=who.name, field=body.field, text=body.text
+        )
+        return change(incident_id, who, "addendum", lambda _row: {}, addendum=note)
+
+    @router.put("/api/episodes/{episode_id}/pupil", tags=["episodes"])
+    def attach_pupil(episode_id: str, body: PupilChoice, who: Staff) -> dict[str, Any]:
+        """Attach a child from the register to an episode (open or not) and to its incident record."""
+        row: EpisodeRecord | None = service.store.get_episode(episode_id)
+        if row is None:
+            raise HTTPException(404, "no such episode")
+        allowed(who, row.site)
+        pupil = records.pupil(body.pupil_id)
+        if pupil is None or pupil.site != row.site:
+            raise BadRequest("body", "pupil_id", "no child with this id on this site's register")
+        incident = records.incident(row.incident_id)
+        if incident is not None and incident.status == "closed":
+            raise HTTPException(409, "the record is signed off: add a dated addendum instead")
+        ep = Episode.model_validate_json(row.data)
+        age = _age(pupil.date_of_birth, ep.started_at.astimezone(service.sites[row.site].zone).date())
+        try:
+            service.attach_pupil(row.site, row.room, episode_id, row.incident_id, pupil.id, age, who.name)
+        except RejectedMessage:
+            ep.pupil_id, ep.pupil_age = pupil.id, age
+            entry = audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id)
+            records.attach_pupil_offline(row, ep.model_dump_json(), pupil.id, entry, service.clock.now())
+        else:
+            records.audit(audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id))
+        return {"episode_id": episode_id, "pupil_id": pupil.id, "incident_id": row.incident_id}
+
+    @router.get("/api/pupils", tags=["pupils"])
+    def pupils(who: Senior, site: Annotated[str | None, Query(max_length=63)] = None) -> dict[str, Any]:
+        """The register of the caller's sites (audited: it holds children's details)."""
+        if site is not None:
+            allowed(who, site)
+        rows = records.pupils(sorted(who.sites) if who.sites is not None else None, site)
+        records.audit(audit(who, "read", "pupils", site or "*", count=len(rows)))
+        return {"items": [pupil_json(p) for p in rows], "next": None}
+
+    @router.post("/api/pupils", tags=["pupils"], status_code=201)
+    def add_pupil(body: PupilIn, who: Senior) -> dict[str, Any]:
+        """Add a child to the register (or update the one with the same `reference`)."""
+        allowed(who, body.site)
+        now = service.clock.now()
+        if body.site not in service.sites:
+            raise BadRequest("body", "site", "not a site of this hub")
+        pupil = Pupil(id=str(uuid.uuid4()), created_at=now, updated_at=now, **body.model_dump())
+        records.save_pupils([pupil], audit(who, "add_pupil", "pupil", pupil.id))
+        saved = records.pupils(None, body.site)
+        match = next(
+            (p for p in saved if p.id == pupil.id or (pupil.reference and p.reference == pupil.reference)),
+            pupil,
+        )
+        return pupil_json(match)
+
+    @router.post("/api/pupils/import", tags=["pupils"])
+    async def import_pupils(
+        request: Request, who: Senior, site: Annotated[str, Query(pattern=SLUG.pattern)]
+    ) -> dict[str, Any]:
+        """Import the register from CSV (the request body, `text/csv`, UTF-8): all rows or none. Rows
+        with a `reference` already on the register update that child."""
+        allowed(who, site)
+        if site not in service.sites:
+            raise BadRequest("query", "site", "not a site of this hub")
+        raw = await request.body()
+        if len(raw) > 5_000_000:
+            raise HTTPException(413, "the file is larger than 5 MB")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise BadRequest("body", "encoding", "the CSV must be UTF-8") from exc
+        now = service.clock.now()
+        pupils = parse_register_csv(text, site, now)
+        added, updated = records.save_pupils(
+            pupils, audit(who, "import_pupils", "pupils", site, rows=len(pupils))
+        )
+        return {"added": added, "updated": updated}
+
+    return router
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return format_ts(value)
+    return value

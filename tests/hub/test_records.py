@@ -1,0 +1,353 @@
+"""Incident records through the API: the register, the record, the parents, review, sign-off, addenda.
+
+Each test is a story on a real database (SQLite and PostgreSQL): given an episode that has ended, when
+staff and leaders act on its record, then the workflow allows or refuses as the incident issue says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from seclusion_hub.auth import create_token
+from seclusion_hub.core import incident as workflow
+from seclusion_hub.core.incident import IncidentView, WorkflowError
+from seclusion_hub.models import AuditEntry
+from tests.hub.test_api import T0, Api
+
+COMPLETE: dict[str, Any] = {
+    "staff": [{"name": "Ms Adeyemi", "role": "involved"}, {"name": "Mr Hale", "role": "witness"}],
+    "before": "Sam was upset after break and threw chairs in the classroom.",
+    "risk": "Sam was at risk of hurting himself and two other children nearby.",
+    "de_escalation": "Calm voice, offered the sensory room and a drink, moved the other children out.",
+    "condition": "Calm and tired afterwards; had a drink and a snack.",
+    "injuries_child": "None seen; checked by the first aider.",
+    "injuries_staff": "None.",
+    "first_aid": "Checked by the first aider at 10:20, no treatment needed.",
+    "child_account": "Sam said the noise in the hall was too much; he drew how he felt.",
+    "classification": "seclusion",
+    "what_will_change": "A quiet space offered before break; ear defenders available.",
+}
+
+
+class Records(Api):
+    def dsl_token(self, role: str = "senior") -> dict[str, str]:
+        token = create_token(self.store, "dsl-user", role, ["test-school"], True, T0)  # type: ignore[arg-type]
+        return {"Authorization": f"Bearer {token}"}
+
+    def ended_episode(self, start: float = 0) -> dict[str, Any]:
+        """An episode in calm-1 from T0+start+2 s to T0+start+602 s; returns it from the API."""
+        self.event("test-school", "calm-1", "calm-1-panel", "observer", "present", start)
+        self.event("test-school", "calm-1", "calm-1-door", "occupancy", "occupied", start + 1)
+        self.event("test-school", "calm-1", "calm-1-door", "door", "closed", start + 2)
+        self.event("test-school", "calm-1", "calm-1-door", "door", "open", start + 602)
+        self.event("test-school", "calm-1", "calm-1-door", "occupancy", "vacant", start + 603)
+        admin = self.token("admin")
+        items = self.client.get("/api/episodes", params={"room": "calm-1"}, headers=admin).json()["items"]
+        return dict(items[0])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Records]:
+    url = (
+        f"sqlite:///{tmp_path / 'hub.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("fresh_postgres_db")
+    )
+    a = Records(tmp_path, url)
+    yield a
+    a.service.stop()
+    a.client.close()
+    a.store.close()
+
+
+def _field_of(response: Any) -> str:
+    return json.dumps(response.json()["detail"])
+
+
+def test_an_ended_episode_leaves_its_record_awaiting_with_deadlines_in_school_days(api: Records) -> None:
+    # Given an episode ending on Monday 23 November 2026 at 10:10 UTC (London is on GMT)
+    ep = api.ended_episode()
+    staff = api.token("staff", "test-school")
+    # When staff read its record
+    body = api.client.get(f"/api/incidents/{ep['incident_id']}", headers=staff).json()
+    # Then it awaits the record, due the same day, the written copy by the end of the next school day
+    assert body["status"] == "awaiting_record" and body["episode_id"] == ep["id"]
+    assert body["ended_at"] == "2026-11-23T10:10:02.000Z"
+    assert body["due"]["record"] == "2026-11-24T00:00:00.000Z"
+    assert body["due"]["parent_notice"] == "2026-11-24T00:00:00.000Z"
+    assert body["due"]["parent_copy"] == "2026-11-25T00:00:00.000Z"
+    assert body["due"]["authority_notice"] is None
+    assert "pupil_id" in body["missing"] and "risk" in body["missing"]
+
+
+def test_the_register_takes_children_one_by_one_and_from_csv_all_or_nothing(api: Records) -> None:
+    senior = api.token("senior", "test-school")
+    one = api.client.post(
+        "/api/pupils",
+        json={
+            "site": "test-school",
+            "reference": "A1",
+            "first_name": "Sam",
+            "last_name": "Jones",
+            "sen": "ehcp",
+        },
+        headers=senior,
+    )
+    assert one.status_code == 201 and one.json()["sen"] == "ehcp"
+    csv = (
+        "reference,first_name,last_name,date_of_birth,sen,fsm,looked_after,characteristics\n"
+        "A1,Sam,Jones-Smith,2016-04-01,ehcp,yes,no,\n"
+        "B2,Aisha,Khan,2015-09-30,sen_support,no,yes,religion;disability\n"
+    )
+    done = api.client.post(
+        "/api/pupils/import", params={"site": "test-school"}, content=csv.encode(), headers=senior
+    )
+    assert done.status_code == 200 and done.json() == {"added": 1, "updated": 1}
+    register = {p["reference"]: p for p in api.client.get("/api/pupils", headers=senior).json()["items"]}
+    assert register["A1"]["last_name"] == "Jones-Smith" and register["A1"]["fsm"] is True
+    assert register["B2"]["characteristics"] == ["religion", "disability"]
+    bad = "reference,first_name,last_name,fsm\nC3,Lee,Park,perhaps\n"
+    refused = api.client.post(
+        "/api/pupils/import", params={"site": "test-school"}, content=bad.encode(), headers=senior
+    )
+    assert refused.status_code == 422 and "line 2: fsm" in _field_of(refused)
+    unknown = api.client.post(
+        "/api/pupils/import",
+        params={"site": "test-school"},
+        content=b"first_name,last_name,shoe\n",
+        headers=senior,
+    )
+    assert unknown.status_code == 422 and "shoe" in _field_of(unknown)
+    assert len(api.client.get("/api/pupils", headers=senior).json()["items"]) == 2, "nothing of a bad file"
+    # staff may not read the register as a list; reading it is audited
+    assert api.client.get("/api/pupils", headers=api.token("staff", "test-school")).status_code == 403
+    with api.store.session() as s:
+        reads = s.exec(select(AuditEntry).where(AuditEntry.target_type == "pupils")).all()
+    assert any(r.action == "read" for r in reads) and any(r.action == "import_pupils" for r in reads)
+
+
+def test_a_record_goes_from_awaiting_to_closed_and_then_changes_only_by_addenda(api: Records) -> None:
+    ep = api.ended_episode()
+    incident = f"/api/incidents/{ep['incident_id']}"
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    dsl = api.dsl_token()
+    api.service.start()  # the ingest thread: attaching a child to the room's latest episode goes through it
+    pupil = api.client.post(
+        "/api/pupils",
+        json={
+            "site": "test-school",
+            "first_name": "Sam",
+            "last_name": "Jones",
+            "date_of_birth": "2016-04-01",
+        },
+        headers=senior,
+    ).json()
+
+    # Recording an incomplete record is refused, naming what is missing
+    early = api.client.post(f"{incident}/record", headers=staff)
+    assert early.status_code == 422 and "pupil_id" in _field_of(early)
+    # The copy cannot be sent before the record exists
+    copy_first = api.client.post(
+        f"{incident}/parent-contacts",
+        json={"kind": "copy", "method": "email", "outcome": "sent"},
+        headers=staff,
+    )
+    assert copy_first.status_code == 409
+
+    attached = api.client.put(
+        f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": pupil["id"]}, headers=staff
+    )
+    assert attached.status_code == 200
+    assert api.client.get(f"/api/episodes/{ep['id']}", headers=staff).json()["pupil_id"] == pupil["id"]
+    half = {k: COMPLETE[k] for k in ("staff", "before", "risk")}
+    assert api.client.patch(incident, json=half, headers=staff).status_code == 200
+    still = api.client.post(f"{incident}/record", headers=staff)
+    assert still.status_code == 422 and "de_escalation" in _field_of(still)
+    assert api.client.patch(incident, json={"mood": "x"}, headers=staff).status_code == 422
+    rest = {k: v for k, v in COMPLETE.items() if k not in half}
+    assert api.client.patch(incident, json=rest, headers=staff).json()["missing"] == []
+    recorded = api.client.post(f"{incident}/record", headers=staff).json()
+    assert recorded["status"] == "recorded" and recorded["recorded_by"] == "staff-user"
+
+    # The parents: a call not answered, then reached; the copy withheld only by a DSL with a reason
+    tried = api.client.post(
+        f"{incident}/parent-contacts", json={"method": "phone", "outcome": "no_answer"}, headers=staff
+    )
+    assert tried.status_code == 201 and tried.json()["parent_notified_at"] is None
+    reached = api.client.post(
+        f"{incident}/parent-contacts", json={"method": "phone", "outcome": "reached"}, headers=staff
+    ).json()
+    assert reached["parent_notified_at"] is not None and reached["status"] == "recorded"
+    not_dsl = api.client.post(f"{incident}/parent-copy/withhold", json={"reason": "x"}, headers=senior)
+    assert not_dsl.status_code == 403
+    no_reason = api.client.post(f"{incident}/parent-copy/withhold", json={"reason": "  "}, headers=dsl)
+    assert no_reason.status_code == 422 and "reason" in _field_of(no_reason)
+    sent = api.client.post(
+        f"{incident}/parent-contacts",
+        json={"kind": "copy", "method": "handed", "outcome": "sent"},
+        headers=staff,
+    ).json()
+    assert sent["status"] == "parent_notified"
+
+    # Review needs the debriefs and the follow-up offer
+    early_review = api.client.post(f"{incident}/review", json={}, headers=senior)
+    assert early_review.status_code == 422 and "debrief_child" in _field_of(early_review)
+    debriefs = {
+        "debrief_child": "Talked with Sam.",
+        "debrief_staff": "Team debrief.",
+        "follow_up_offered": True,
+    }
+    api.client.patch(incident, json=debriefs, headers=staff)
+    assert api.client.post(f"{incident}/review", json={}, headers=staff).status_code == 403
+    reviewed = api.client.post(f"{incident}/review", json={"note": "Plan updated."}, headers=senior).json()
+    assert reviewed["status"] == "reviewed" and reviewed["record"]["review_note"] == "Plan updated."
+    closed = api.client.post(f"{incident}/sign-off", headers=senior).json()
+    assert closed["status"] == "closed" and closed["closed_by"] == "senior-user"
+
+    # Signed: no edit, no pupil change; an addendum is dated, with its author, and the record unchanged
+    refused = api.client.patch(incident, json={"risk": "changed"}, headers=senior)
+    assert refused.status_code == 409
+    assert (
+        api.client.put(
+            f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": pupil["id"]}, headers=staff
+        ).status_code
+        == 409
+    )
+    added = api.client.post(
+        f"{incident}/addenda",
+        json={"field": "first_aid", "text": "The check was at 10:25, not 10:20."},
+        headers=staff,
+    )
+    assert added.status_code == 201
+    final = api.client.get(incident, headers=staff).json()
+    assert (
+        final["record"]["risk"] == COMPLETE["risk"] and final["record"]["first_aid"] == COMPLETE["first_aid"]
+    )
+    assert [a["author"] for a in final["addenda"]] == ["staff-user"]
+    assert [(c["outcome"]) for c in final["parent_contacts"]] == ["no_answer", "reached", "sent"]
+    with api.store.session() as s:
+        entries = s.exec(select(AuditEntry).where(AuditEntry.target_id == ep["incident_id"])).all()
+    actions = [e.action for e in entries]
+    for action in (
+        "edit",
+        "record",
+        "parent_notice",
+        "parent_copy",
+        "review",
+        "sign_off",
+        "addendum",
+        "read",
+    ):
+        assert action in actions
+    edit = next(e for e in entries if e.action == "edit")
+    assert (
+        edit.detail["before"]["record"] == {} and edit.detail["after"]["record"]["risk"] == COMPLETE["risk"]
+    )
+
+
+def test_a_running_episode_cannot_be_recorded_but_its_child_can_be_attached(api: Records) -> None:
+    api.event("test-school", "calm-1", "calm-1-door", "occupancy", "occupied", 0)
+    api.event("test-school", "calm-1", "calm-1-door", "door", "closed", 1)
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    ep = api.client.get("/api/episodes", params={"open": "true"}, headers=staff).json()["items"][0]
+    api.service.start()
+    pupil = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Ana", "last_name": "Lima"}, headers=senior
+    ).json()
+    assert api.client.post(f"/api/incidents/{ep['incident_id']}/record", headers=staff).status_code == 409
+    put = api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": pupil["id"]}, headers=staff)
+    assert put.status_code == 200
+    assert api.service.machines[("test-school", "calm-1")].state.episode is not None
+    assert api.service.machines[("test-school", "calm-1")].state.episode.pupil_id == pupil["id"]
+    other = api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": "nobody"}, headers=staff)
+    assert other.status_code == 422 and "pupil_id" in _field_of(other)
+    assert (
+        api.client.get(f"/api/incidents/{ep['incident_id']}", headers=staff).json()["pupil_id"] == pupil["id"]
+    )
+
+
+def test_the_workflow_table_refuses_every_step_out_of_order() -> None:
+    now = T0 + dt.timedelta(hours=1)
+    full = IncidentView(status="awaiting_record", pupil_id="p", record=dict(COMPLETE))
+    for status in ("open", "recorded", "parent_notified", "reviewed", "closed"):
+        with pytest.raises(WorkflowError) as refused:
+            workflow.record(IncidentView(status=status, pupil_id="p", record=dict(COMPLETE)), "a", now)
+        assert refused.value.status == 409
+    assert workflow.record(full, "a", now)["status"] == "recorded"
+    for status in ("open", "awaiting_record", "recorded", "reviewed", "closed"):
+        with pytest.raises(WorkflowError):
+            workflow.review(IncidentView(status=status, pupil_id="p", record=dict(COMPLETE)), "a", now)
+    for status in ("open", "awaiting_record", "recorded", "parent_notified", "closed"):
+        with pytest.raises(WorkflowError):
+            workflow.sign_off(IncidentView(status=status, pupil_id="p", record={}), "a", now)
+    with pytest.raises(WorkflowError) as voluntary:
+        workflow.record(
+            IncidentView(
+                status="awaiting_record", pupil_id="p", record={**COMPLETE, "classification": "voluntary"}
+            ),
+            "a",
+            now,
+        )
+    assert voluntary.value.field == "voluntary_reason"
+    with pytest.raises(WorkflowError) as signed:
+        workflow.edit(IncidentView(status="closed", pupil_id="p", record={}), {"risk": "x"})
+    assert signed.value.status == 409
+    # recorded, told, and the copy withheld by a DSL: the parents count as notified
+    told = IncidentView(status="recorded", pupil_id="p", record=dict(COMPLETE), parent_notified_at=now)
+    assert (
+        workflow.withhold_copy(told, "dsl", True, "A safeguarding reason.", now)["status"]
+        == "parent_notified"
+    )
+    with pytest.raises(WorkflowError) as not_dsl:
+        workflow.withhold_copy(told, "someone", False, "A reason.", now)
+    assert not_dsl.value.status == 403
+
+
+def test_a_missed_deadline_raises_report_overdue_once_and_it_resolves_when_done(api: Records) -> None:
+    # Given an episode that ended on Monday at 10:10, its record due by the end of the day
+    ep = api.ended_episode()
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+
+    def check(at: dt.datetime) -> dict[str, dict[str, Any]]:
+        api.clock.set(at)
+        api.service.process([api.service.report_check()])
+        items = api.client.get("/api/alerts", params={"state": "all"}, headers=senior).json()["items"]
+        return {a["rule"]: a for a in items if a["kind"] == "report_overdue"}
+
+    # Before midnight nothing is overdue
+    assert check(dt.datetime(2026, 11, 23, 23, 59, 59, tzinfo=dt.UTC)) == {}
+    # Just after midnight the record and the parents' notice are overdue: raised to the senior tier
+    overdue = check(dt.datetime(2026, 11, 24, 0, 0, 30, tzinfo=dt.UTC))
+    assert set(overdue) == {"record", "parent_notice"}
+    assert all(
+        a["tier"] == "senior" and a["severity"] == "warning" and a["resolved_at"] is None
+        for a in overdue.values()
+    )
+    assert overdue["record"]["due_at"] == "2026-11-24T00:00:00.000Z" and overdue["record"]["late"] is True
+    # Looking again raises nothing new
+    again = check(dt.datetime(2026, 11, 24, 0, 1, 30, tzinfo=dt.UTC))
+    assert {k: a["id"] for k, a in again.items()} == {k: a["id"] for k, a in overdue.items()}
+    # When the record is done, its alert resolves; the parents' notice stays overdue
+    pupil = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Sam", "last_name": "Jones"}, headers=senior
+    ).json()
+    api.service.start()
+    api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": pupil["id"]}, headers=staff)
+    api.service.stop()
+    api.client.patch(f"/api/incidents/{ep['incident_id']}", json=COMPLETE, headers=staff)
+    assert api.client.post(f"/api/incidents/{ep['incident_id']}/record", headers=staff).status_code == 200
+    after = check(dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC))
+    assert after["record"]["resolved_at"] is not None and after["parent_notice"]["resolved_at"] is None
+    # The written copy falls due at the end of Tuesday, the next school day
+    later = check(dt.datetime(2026, 11, 25, 0, 0, 1, tzinfo=dt.UTC))
+    assert later["parent_copy"]["resolved_at"] is None and len(later) == 3
