@@ -6,6 +6,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# Pango and a font for WeasyPrint (the parents' written copy and the governors' report as PDF).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 # An unprivileged user; its home holds the SQLite database (a volume in docker-compose.yml).
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/seclusion --create-home seclusion
 

