@@ -195,6 +195,8 @@ def load_site(path: Path) -> LoadedSite:
         policies[room.id] = build_policy(
             params, str(path), f"rooms.{index}.policy_overrides", own=room.policy_overrides
         )
+    if spec.parent_mail is not None:
+        expand_env(spec.parent_mail, str(path), "parent_mail")
     for index, recipient in enumerate(spec.recipients):
         for n, url in enumerate(recipient.notify):
             expand_env(url, str(path), f"recipients.{index}.notify.{n}")

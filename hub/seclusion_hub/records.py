@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seclusion_contract import SLUG, format_ts
@@ -25,7 +26,9 @@ from .core.incident import IncidentView, RecordFields, WorkflowError
 from .deps import Senior, Staff
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
+from .parent_mail import MailError, parent_copy, send_copy
 from .record_store import NotFound, RecordStore
+from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
 
 SEN = ("none", "sen_support", "ehcp", "unknown")
@@ -373,6 +376,83 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         )
         return change(incident_id, who, "addendum", lambda _row: {}, addendum=note)
 
+    def copy_of(incident_id: str, who: Principal) -> tuple[IncidentRecord, ParentCopy]:
+        """The written copy of a record: only once it is recorded, with its child attached; a copy a
+        DSL withheld is shown to a DSL only."""
+        row = found(incident_id, who)
+        if row.status in ("open", "awaiting_record"):
+            raise HTTPException(409, "the written copy is made from the record: complete and record it first")
+        if row.parent_copy_withheld_at is not None and not who.dsl:
+            raise HTTPException(403, "a designated safeguarding lead withheld the written copy")
+        episode = service.store.get_episode(row.episode_id)
+        pupil = records.pupil(row.pupil_id) if row.pupil_id else None
+        if episode is None or pupil is None:
+            raise HTTPException(409, "choose the child on the record first")
+        ep = Episode.model_validate_json(episode.data)
+        return row, parent_copy(service.sites[row.site], row, ep, pupil, service.clock.now())
+
+    @router.get("/api/incidents/{incident_id}/parent-copy.pdf", tags=["incidents"])
+    def parent_copy_pdf(incident_id: str, who: Staff) -> Response:
+        """The parents' written copy as PDF (audited: it names the child)."""
+        row, copy = copy_of(incident_id, who)
+        records.audit(audit(who, "read_parent_copy", "incident", row.id, format="pdf"))
+        headers = {
+            "Content-Disposition": 'inline; filename="written-record.pdf"',
+            "Cache-Control": "no-store",
+        }
+        return Response(render_pdf(copy), media_type="application/pdf", headers=headers)
+
+    @router.get("/api/incidents/{incident_id}/parent-copy.html", tags=["incidents"])
+    def parent_copy_html(incident_id: str, who: Staff) -> HTMLResponse:
+        """The parents' written copy as a web page (audited)."""
+        row, copy = copy_of(incident_id, who)
+        records.audit(audit(who, "read_parent_copy", "incident", row.id, format="html"))
+        return HTMLResponse(render_html(copy), headers={"Cache-Control": "no-store"})
+
+    @router.post("/api/incidents/{incident_id}/parent-copy/send", tags=["incidents"])
+    def send_parent_copy(incident_id: str, body: SendCopyIn, who: Staff) -> dict[str, Any]:
+        """Email the written copy (PDF attached) from the site's `parent_mail` account; the sending
+        is recorded as a contact with its outcome, sent or failed (502 when it failed)."""
+        row, copy = copy_of(incident_id, who)
+        site = service.sites[row.site]
+        try:
+            send_copy(site, body.to, copy.school_name, render_pdf(copy))
+        except MailError as exc:
+            failed = ParentContact(
+                incident_id=row.id,
+                at=service.clock.now(),
+                by=who.name,
+                kind="copy",
+                method="email",
+                outcome="failed",
+                note=f"to {body.to}: {exc}",
+            )
+            change(
+                incident_id,
+                who,
+                "parent_copy",
+                lambda current: workflow.parent_contact(_view(current), "copy", "failed", failed.at),
+                contact=failed,
+            )
+            raise HTTPException(502, f"the written copy was not sent: {exc}") from exc
+        now = service.clock.now()
+        sent = ParentContact(
+            incident_id=row.id,
+            at=now,
+            by=who.name,
+            kind="copy",
+            method="email",
+            outcome="sent",
+            note=f"to {body.to}",
+        )
+        return change(
+            incident_id,
+            who,
+            "parent_copy",
+            lambda current: workflow.parent_contact(_view(current), "copy", "sent", now),
+            contact=sent,
+        )
+
     @router.put("/api/episodes/{episode_id}/pupil", tags=["episodes"])
     def attach_pupil(episode_id: str, body: PupilChoice, who: Staff) -> dict[str, Any]:
         """Attach a child from the register to an episode (open or not) and to its incident record."""
@@ -453,3 +533,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return format_ts(value)
     return value
+
+
+class SendCopyIn(_Body):
+    """`POST /api/incidents/{id}/parent-copy/send`: email the written copy to a parent."""
+
+    to: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]

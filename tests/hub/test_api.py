@@ -27,8 +27,8 @@ T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
 
 class Api:
-    def __init__(self, tmp_path: Path, database_url: str) -> None:
-        write_site(tmp_path / "a.yaml", [two_device_room("calm-1"), two_device_room("calm-2")])
+    def __init__(self, tmp_path: Path, database_url: str, **site: Any) -> None:
+        write_site(tmp_path / "a.yaml", [two_device_room("calm-1"), two_device_room("calm-2")], **site)
         other = tmp_path / "b.yaml"
         other.write_text(
             json.dumps(

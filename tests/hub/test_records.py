@@ -7,12 +7,14 @@ staff and leaders act on its record, then the workflow allows or refuses as the 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pypdf import PdfReader
 from sqlmodel import select
 
 from seclusion_hub.auth import create_token
@@ -20,6 +22,7 @@ from seclusion_hub.core import incident as workflow
 from seclusion_hub.core.incident import IncidentView, WorkflowError
 from seclusion_hub.models import AuditEntry
 from tests.hub.test_api import T0, Api
+from tests.hub.test_notify import SmtpEndpoint
 
 COMPLETE: dict[str, Any] = {
     "staff": [{"name": "Ms Adeyemi", "role": "involved"}, {"name": "Mr Hale", "role": "witness"}],
@@ -65,6 +68,12 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Records]:
     a.service.stop()
     a.client.close()
     a.store.close()
+
+
+@pytest.fixture
+def smtp_endpoint() -> Iterator[SmtpEndpoint]:
+    with SmtpEndpoint() as endpoint:
+        yield endpoint
 
 
 def _field_of(response: Any) -> str:
@@ -351,3 +360,95 @@ def test_a_missed_deadline_raises_report_overdue_once_and_it_resolves_when_done(
     # The written copy falls due at the end of Tuesday, the next school day
     later = check(dt.datetime(2026, 11, 25, 0, 0, 1, tzinfo=dt.UTC))
     assert later["parent_copy"]["resolved_at"] is None and len(later) == 3
+
+
+def _recorded(api: Records, ep: dict[str, Any], first: str = "Sam") -> str:
+    """Take the episode's record to `recorded` with a child called `first`; returns the incident URL."""
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    pupil = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": first, "last_name": "Jones"}, headers=senior
+    ).json()
+    api.service.start()
+    try:
+        api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": pupil["id"]}, headers=staff)
+    finally:
+        api.service.stop()
+    incident = f"/api/incidents/{ep['incident_id']}"
+    api.client.patch(incident, json=COMPLETE, headers=staff)
+    assert api.client.post(f"{incident}/record", headers=staff).status_code == 200
+    return incident
+
+
+def test_the_parents_copy_is_made_from_the_record_names_only_this_child_and_is_audited(api: Records) -> None:
+    senior = api.token("senior", "test-school")
+    staff = api.token("staff", "test-school")
+    api.client.post(
+        "/api/pupils",
+        json={"site": "test-school", "first_name": "Noor", "last_name": "Other"},
+        headers=senior,
+    )
+    ep = api.ended_episode()
+    incident = f"/api/incidents/{ep['incident_id']}"
+    assert api.client.get(f"{incident}/parent-copy.pdf", headers=staff).status_code == 409, (
+        "not before the record"
+    )
+    _recorded(api, ep)
+    pdf = api.client.get(f"{incident}/parent-copy.pdf", headers=staff)
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF")
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "Sam" in text and "10:00" in text and "10:10" in text and "10 minutes" in text
+    assert "Noor" not in text and "Ms Adeyemi" in text
+    page = api.client.get(f"{incident}/parent-copy.html", headers=staff)
+    assert page.status_code == 200 and "Sam" in page.text and "Noor" not in page.text
+    # Withheld by a DSL: nobody else may open it
+    dsl = api.dsl_token()
+    withheld = api.client.post(
+        f"{incident}/parent-copy/withhold", json={"reason": "Safeguarding."}, headers=dsl
+    )
+    assert withheld.status_code == 200
+    assert api.client.get(f"{incident}/parent-copy.pdf", headers=staff).status_code == 403
+    assert api.client.get(f"{incident}/parent-copy.pdf", headers=dsl).status_code == 200
+    with api.store.session() as s:
+        reads = s.exec(select(AuditEntry).where(AuditEntry.action == "read_parent_copy")).all()
+    assert [r.detail["format"] for r in reads] == ["pdf", "html", "pdf"]
+
+
+def test_the_copy_is_emailed_with_the_pdf_attached_and_the_sending_recorded(
+    tmp_path: Path, smtp_endpoint: SmtpEndpoint
+) -> None:
+    api = Records(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'hub.db'}",
+        name="Hillside School",
+        contact={"name": "Mrs Okafor", "phone": "01234 567890"},
+        parent_mail=f"mailto://office@127.0.0.1:{smtp_endpoint.port}?from=office@hillside.example",
+    )
+    try:
+        ep = api.ended_episode()
+        incident = _recorded(api, ep)
+        staff = api.token("staff", "test-school")
+        bad = api.client.post(f"{incident}/parent-copy/send", json={"to": "not an address"}, headers=staff)
+        assert bad.status_code == 422 and "to" in _field_of(bad)
+        refused = api.client.post(
+            f"{incident}/parent-copy/send", json={"to": "reject@home.example"}, headers=staff
+        )
+        assert refused.status_code == 502 and "reject@" not in refused.text
+        sent = api.client.post(
+            f"{incident}/parent-copy/send", json={"to": "parent@home.example"}, headers=staff
+        )
+        assert sent.status_code == 200 and sent.json()["parent_copy_sent_at"] is not None
+        [mail] = smtp_endpoint.messages
+        assert mail["To"] == "parent@home.example" and "Hillside School" in mail["Subject"]
+        [attached] = list(mail.iter_attachments())
+        pdf = attached.get_content()
+        assert isinstance(pdf, bytes) and pdf.startswith(b"%PDF")
+        text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+        assert "Sam" in text and "Mrs Okafor" in text
+        contacts = api.client.get(incident, headers=staff).json()["parent_contacts"]
+        assert [(c["kind"], c["outcome"]) for c in contacts] == [("copy", "failed"), ("copy", "sent")]
+    finally:
+        api.service.stop()
+        api.client.close()
+        api.store.close()

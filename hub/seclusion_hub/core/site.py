@@ -96,8 +96,20 @@ class Recipient(_Strict):
     webhooks: tuple[Webhook, ...] = ()
 
 
+class SchoolContact(_Strict):
+    """Who parents may talk to about a record (printed on the written copy)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    phone: Annotated[str, Field(max_length=50)] | None = None
+
+
 class SiteSpec(_Strict):
     site: Slug
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None  # the school's name, for letters
+    contact: SchoolContact | None = None
+    # An Apprise mail URL (mailto:// or mailtos://, ${VAR} from the environment) the parents' written copy
+    # is sent from; the parent's address is added as `to=` when it is sent.
+    parent_mail: Annotated[str, Field(pattern=r"^(mailtos?://|\$\{)")] | None = None
     timezone: str = "Europe/London"
     policy: str = "england-schools-2026"
     calendar: Calendar = Calendar()

@@ -1,0 +1,124 @@
+"""The parents' written copy made from a record, and sent by email with the PDF attached.
+
+The copy is built from the stored episode (times, segments, supervision) and the record staff completed;
+the child is the one on the record, named by first name. The mail goes through Apprise from the site's
+`parent_mail` account; the parent's address is never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import quote
+
+import apprise
+
+from .config import LoadedSite, expand_env
+from .core.episode import Episode, account
+from .core.incident import RecordFields
+from .models import IncidentRecord, Pupil
+from .notify.channels import _instantiate
+from .reports import ParentCopy, StaffMember
+
+_LOCKS = {"bolt": "locked", "maglock": "locked", "held": "held shut"}
+
+
+def _joined(*parts: tuple[str, str | None]) -> str | None:
+    """Text fields put together under their labels (None when all are empty)."""
+    said = [(label, text.strip()) for label, text in parts if text and text.strip()]
+    if not said:
+        return None
+    if len(said) == 1 and not said[0][0]:
+        return said[0][1]
+    return "\n\n".join(f"{label}{text}" for label, text in said)
+
+
+def parent_copy(
+    site: LoadedSite, incident: IncidentRecord, ep: Episode, pupil: Pupil, now: dt.datetime
+) -> ParentCopy:
+    """The written copy of one record, for the parents of the child on it."""
+    fields = RecordFields.model_validate(incident.record)
+    acc = account(ep, ep.end_or(now))
+    room = site.room(incident.room)
+    end = ep.ended_at or now
+    locked = _LOCKS.get(ep.lock_type or "held", "held shut") if ep.locked else "not locked"
+    contact = site.spec.contact
+    return ParentCopy(
+        school_name=site.spec.name or site.id,
+        site_timezone=site.spec.timezone,
+        child_first_name=pupil.first_name,
+        child_full_name=f"{pupil.first_name} {pupil.last_name}",
+        started_at=ep.started_at,
+        ended_at=end,
+        segments=[(s.start, s.end or end) for s in ep.segments],
+        elapsed_s=ep.elapsed_s(end),
+        duration_s=ep.duration_s(end),
+        supervised_s=acc.supervised_s,
+        unsupervised_s=acc.unsupervised_s,
+        unknown_s=acc.unknown_s,
+        longest_lapse_s=acc.longest_lapse_s,
+        locked_or_held=locked,  # type: ignore[arg-type]
+        room_name=room.name if room is not None else incident.room,
+        staff=[
+            StaffMember(name=s.name, role=None if s.role == "involved" else "who saw what happened")
+            for s in fields.staff or []
+        ],
+        generated_at=now,
+        what_happened_before=fields.before,
+        reason=fields.risk,
+        de_escalation=fields.de_escalation,
+        condition_and_injuries=_joined(("", fields.condition), ("Injuries: ", fields.injuries_child)),
+        first_aid=fields.first_aid,
+        child_views=_joined(("", fields.child_account), ("How they told us: ", fields.child_communication)),
+        what_will_change=fields.what_will_change,
+        follow_up=fields.follow_up_on,
+        contact_name=contact.name if contact is not None else None,
+        contact_phone=contact.phone if contact is not None else None,
+    )
+
+
+class MailError(Exception):
+    """The mail could not be sent; the message is safe to show (no address, no secret)."""
+
+
+def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: float = 30.0) -> None:
+    """Send the PDF to one parent's address from the site's `parent_mail` account."""
+    if site.spec.parent_mail is None:
+        raise MailError("this site has no parent_mail account in its site file")
+    base = expand_env(site.spec.parent_mail, str(site.path), "parent_mail")
+    url = base + ("&" if "?" in base else "?") + "to=" + quote(to, safe="@")
+    plugin = _instantiate(url, apprise.AppriseAsset())
+    if plugin is None:
+        raise MailError("the site's parent_mail is not a mail URL Apprise understands")
+    sender = apprise.Apprise()
+    sender.add(plugin)
+    title = f"A written record from {school}"
+    body = (
+        f"Please find attached the written record from {school} that we promised when we spoke to you.\n\n"
+        "If you would like to talk about it, please reply to this email or call the school."
+    )
+    result: list[bool] = []
+    # Apprise logs the recipient at INFO: keep its records for this send out of the hub's logs.
+    logger = logging.getLogger("apprise")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "written-record.pdf"
+        path.write_bytes(pdf)
+
+        def call() -> None:
+            result.append(bool(sender.notify(body=body, title=title, attach=str(path))))
+
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            worker = threading.Thread(target=call, name="parent-mail", daemon=True)
+            worker.start()
+            worker.join(timeout_s)
+        finally:
+            logger.setLevel(level)
+    if not result:
+        raise MailError(f"the mail server did not answer within {timeout_s:g} s")
+    if not result[0]:
+        raise MailError("the mail server refused the message")
