@@ -20,6 +20,7 @@ These are decisions, written in docs/review.md ("Deadlines"):
 - `{working_days: N}`: as school days, but counting Monday to Friday whatever `calendar.school_days`
   says and whatever the closures. Closures are the school's holidays, not the authority's: counting them
   would make a report to the authority later than the law expects, and earlier is the safe side.
+  Public holidays are not known here and count as working days, for the same reason.
 - A calendar with no school day within `SEARCH_LIMIT_DAYS` of the end date (no school days listed, or
   closures covering years) is a configuration error: `ValueError` saying so, never an endless search.
 """
