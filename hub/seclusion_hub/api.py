@@ -28,6 +28,7 @@ from .live import LiveFeed
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
 from .record_store import RecordStore
 from .records import incident_json, records_router
+from .review import review_router
 from .service import HubService
 from .store import Batch
 from .web import session_token, web_router
@@ -596,6 +597,7 @@ def create_app(
     service.room_view = room_json
     app.state.records = records = RecordStore(store.engine)
     app.include_router(records_router(service, records))
+    app.include_router(review_router(service, records))
     app.state.live = live = live if live is not None else LiveFeed()
     app.include_router(web_router(service, live, needs("staff")))
     return app

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from .core.incident import ReportDue
 from .models import (
+    AlertRecord,
     AuditEntry,
     EpisodeRecord,
     IncidentAddendum,
@@ -182,6 +183,20 @@ class RecordStore:
         with self._session() as s:
             query = select(IncidentStaff).where(col(IncidentStaff.incident_id).in_(list(incident_ids)))
             return list(s.exec(query.order_by(col(IncidentStaff.incident_id), col(IncidentStaff.idx))).all())
+
+    def lapse_counts(self, episode_ids: Sequence[str]) -> dict[str, int]:
+        """Supervision lapses per episode: the `supervision_lapse` alerts raised (each a lapse longer
+        than the grace)."""
+        if not episode_ids:
+            return {}
+        a = AlertRecord
+        with self._session() as s:
+            query = (
+                select(a.episode_id, sa.func.count())
+                .where(a.kind == "supervision_lapse", col(a.episode_id).in_(list(episode_ids)))
+                .group_by(a.episode_id)
+            )
+            return {str(e): int(n) for e, n in s.exec(query).all()}
 
     def overdue(self, now: dt.datetime) -> list[IncidentRecord]:
         """Records with a deadline passed and its step not done (the `report_overdue` alerts)."""

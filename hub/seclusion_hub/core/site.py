@@ -110,6 +110,12 @@ class SiteSpec(_Strict):
     # An Apprise mail URL (mailto:// or mailtos://, ${VAR} from the environment) the parents' written copy
     # is sent from; the parent's address is added as `to=` when it is sent.
     parent_mail: Annotated[str, Field(pattern=r"^(mailtos?://|\$\{)")] | None = None
+    # The leaders' review: groups of staff (a name may be in one group), and the reduction plan's
+    # target, the cut in use over a review period in per cent (the trend says "on track" or "behind").
+    staff_groups: dict[Annotated[str, Field(min_length=1, max_length=100)], tuple[str, ...]] = Field(
+        default_factory=dict
+    )
+    reduction_target_pct: Annotated[float, Field(ge=0, le=100)] | None = None
     timezone: str = "Europe/London"
     policy: str = "england-schools-2026"
     calendar: Calendar = Calendar()

@@ -1,0 +1,466 @@
+"""The leaders' review (contract section 6 `/api/reports/...`): figures over a period for one site,
+computed by core/analytics.py from the stored episodes, records and register.
+
+What leaves the leaders' screen (the API's JSON unless `suppress=false`, the CSV's summary, the
+governors' PDF) has small numbers suppressed (1 to 4 shown as "fewer than 5"). Every read is audited.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
+
+from seclusion_contract import format_ts
+
+from .auth import Principal
+from .config import LoadedSite
+from .core import analytics
+from .core.analytics import CHARACTERISTICS, Characteristic, EpisodeFact, PupilFact
+from .deps import Leader
+from .errors import BadRequest
+from .models import AuditEntry, EpisodeRecord, IncidentRecord
+from .record_store import RecordStore
+from .reports import Count, GovernorsReport, render_governors_pdf
+from .service import HubService
+
+# The columns of the episodes CSV, in order. Add at the end; never rename or reorder (spreadsheets and
+# scripts read them by position and by name).
+CSV_COLUMNS = (
+    "episode_id",
+    "site",
+    "room",
+    "started_at",
+    "ended_at",
+    "start_uncertain",
+    "end_uncertain",
+    "elapsed_s",
+    "duration_s",
+    "supervised_s",
+    "unsupervised_s",
+    "unknown_s",
+    "longest_lapse_s",
+    "lapses",
+    "locked",
+    "manual",
+    "test",
+    "incident_id",
+    "incident_status",
+    "classification",
+    "pupil_id",
+    "record_due_at",
+    "recorded_at",
+    "parent_notice_due_at",
+    "parent_notified_at",
+    "parent_copy_due_at",
+    "parent_copy_sent_at",
+    "parent_copy_withheld_at",
+    "reviewed_at",
+    "closed_at",
+)
+
+
+Since = Annotated[dt.datetime | None, Query(alias="from", description="start (default: a year before `to`)")]
+Until = Annotated[dt.datetime | None, Query(alias="to", description="end (default: now)")]
+SiteQ = Annotated[str | None, Query(max_length=63)]
+
+
+@dataclass(frozen=True)
+class Period:
+    start: dt.datetime
+    end: dt.datetime
+
+
+@dataclass
+class Facts:
+    """Everything the review reads for one site and period."""
+
+    site: LoadedSite
+    period: Period
+    rows: list[EpisodeRecord]
+    incidents: dict[str, IncidentRecord]  # by episode id
+    episodes: list[EpisodeFact]
+    pupils: list[PupilFact]
+
+
+def _iso(when: dt.datetime | None) -> str:
+    return format_ts(when) if when is not None else ""
+
+
+def _number(value: float | None, digits: int = 3) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def _late(due: dt.datetime | None, done: dt.datetime | None, now: dt.datetime) -> bool:
+    """A step done after its deadline, or not done with the deadline passed."""
+    if due is None:
+        return False
+    return (done or now) > due
+
+
+def review_router(service: HubService, records: RecordStore) -> APIRouter:
+    """The `/api/reports/...` endpoints (mounted by api.create_app)."""
+    router = APIRouter()
+
+    def site_of(who: Principal, site: str | None) -> LoadedSite:
+        visible = [s for s in service.sites if who.may_see(s)]
+        if site is None:
+            if len(visible) != 1:
+                raise BadRequest("query", "site", f"choose a site (one of {', '.join(sorted(visible))})")
+            site = visible[0]
+        if site not in service.sites:
+            raise BadRequest("query", "site", "not a site of this hub")
+        if not who.may_see(site):
+            raise HTTPException(403, f"no access to site {site!r}")
+        return service.sites[site]
+
+    def period(start: dt.datetime | None, end: dt.datetime | None) -> Period:
+        now = service.clock.now()
+        end = end or now
+        start = start or end - dt.timedelta(days=365)
+        for name, value in (("from", start), ("to", end)):
+            if value.tzinfo is None:
+                raise BadRequest("query", name, "give a time with its offset, e.g. 2026-09-01T00:00:00Z")
+        if start >= end:
+            raise BadRequest("query", "from", "must be before `to`")
+        return Period(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
+
+    def facts(site: LoadedSite, when: Period) -> Facts:
+        rows = records.episodes_between([site.id], when.start, when.end)
+        incidents = {i.episode_id: i for i in records.incidents_for([r.id for r in rows])}
+        staff: dict[str, list[str]] = {}
+        for member in records.staff_of([i.id for i in incidents.values()]):
+            if member.role == "involved":
+                staff.setdefault(member.incident_id, []).append(member.name)
+        lapses = records.lapse_counts([r.id for r in rows])
+        episodes = [
+            EpisodeFact(
+                id=r.id,
+                site=r.site,
+                room=r.room,
+                pupil_id=r.pupil_id,
+                started_at=r.started_at,
+                elapsed_s=r.elapsed_s,
+                duration_s=r.duration_s,
+                supervised_s=r.supervised_s,
+                unsupervised_s=r.unsupervised_s,
+                unknown_s=r.unknown_s,
+                lapses=lapses.get(r.id, 0),
+                locked=r.locked,
+                staff=tuple(staff.get(incidents[r.id].id, ())) if r.id in incidents else (),
+                test=r.test,
+                manual=r.manual,
+            )
+            for r in rows
+        ]
+        pupils = [
+            PupilFact(
+                id=p.id,
+                site=p.site,
+                date_of_birth=p.date_of_birth,
+                groups={
+                    "sen": None if p.sen == "unknown" else p.sen,
+                    "sex": p.sex,
+                    "ethnicity": p.ethnicity,
+                    "fsm": p.fsm,
+                    "looked_after": p.looked_after,
+                },
+            )
+            for p in records.pupils([site.id], site.id)
+        ]
+        return Facts(site, when, rows, incidents, episodes, pupils)
+
+    def audited(who: Principal, what: str, site: str, **detail: Any) -> None:
+        records.audit(
+            AuditEntry(
+                at=service.clock.now(),
+                actor=who.name,
+                action="read",
+                target_type=what,
+                target_id=site,
+                detail=detail,
+            )
+        )
+
+    def rates(f: Facts, characteristic: Characteristic, suppress: bool) -> list[dict[str, Any]]:
+        rows = analytics.disproportionality(
+            f.pupils, f.episodes, characteristic, start=f.period.start, end=f.period.end, site=f.site.id
+        )
+        if suppress:
+            rows = analytics.suppress(rows)
+        return [
+            {
+                **asdict(r),
+                "rate_per_100": _number(r.rate_per_100, 1),
+                "rest_rate_per_100": _number(r.rest_rate_per_100, 1),
+                "risk_ratio": _number(r.risk_ratio, 2),
+                "ci_low": _number(r.ci_low, 2),
+                "ci_high": _number(r.ci_high, 2),
+            }
+            for r in rows
+        ]
+
+    @router.get("/api/reports/disproportionality", tags=["reports"])
+    def disproportionality(
+        who: Leader,
+        site: SiteQ = None,
+        start: Since = None,
+        end: Until = None,
+        characteristic: Annotated[Characteristic | None, Query()] = None,
+        suppress: bool = True,
+    ) -> dict[str, Any]:
+        """Rates of seclusion per 100 children for each group against the rest of the register, with
+        the risk ratio and its 95 % interval (Katz). Counts of 1 to 4 are withheld unless
+        `suppress=false` (the leaders' own screen)."""
+        loaded = site_of(who, site)
+        f = facts(loaded, period(start, end))
+        audited(who, "disproportionality", loaded.id, suppress=suppress)
+        chosen = [characteristic] if characteristic is not None else list(CHARACTERISTICS)
+        return {
+            "site": loaded.id,
+            "from": format_ts(f.period.start),
+            "to": format_ts(f.period.end),
+            "suppressed": suppress,
+            "children": len(f.pupils),
+            "items": [row for c in chosen for row in rates(f, c, suppress)],
+            "next": None,
+        }
+
+    @router.get("/api/reports/summary", tags=["reports"])
+    def summary(
+        who: Leader,
+        site: SiteQ = None,
+        start: Since = None,
+        end: Until = None,
+        bucket: Literal["week", "month"] = "week",
+        suppress: bool = True,
+    ) -> dict[str, Any]:
+        """Episodes over time with the trend against the reduction plan, patterns (per child, lengthy,
+        rising), by room, staff, group of staff, hour, weekday and timetable period, durations,
+        supervision, and late or missing records and parent copies."""
+        loaded = site_of(who, site)
+        f = facts(loaded, period(start, end))
+        audited(who, "summary", loaded.id, suppress=suppress)
+        return summary_json(loaded, f, bucket, suppress, service.clock.now())
+
+    @router.get("/api/reports/episodes.csv", tags=["reports"])
+    def episodes_csv(who: Leader, site: SiteQ = None, start: Since = None, end: Until = None) -> Response:
+        """Episodes and their records, one row each, with stable columns (`CSV_COLUMNS`); no names:
+        the child is its register id."""
+        loaded = site_of(who, site)
+        f = facts(loaded, period(start, end))
+        audited(who, "episodes_csv", loaded.id, rows=len(f.rows))
+        lapses = {e.id: e.lapses for e in f.episodes}
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for r in f.rows:
+            i = f.incidents.get(r.id)
+            writer.writerow(
+                [
+                    r.id,
+                    r.site,
+                    r.room,
+                    _iso(r.started_at),
+                    _iso(r.ended_at),
+                    r.start_uncertain,
+                    r.end_uncertain,
+                    f"{r.elapsed_s:.3f}",
+                    f"{r.duration_s:.3f}",
+                    f"{r.supervised_s:.3f}",
+                    f"{r.unsupervised_s:.3f}",
+                    f"{r.unknown_s:.3f}",
+                    f"{r.longest_lapse_s:.3f}",
+                    lapses.get(r.id, 0),
+                    r.locked,
+                    r.manual,
+                    r.test,
+                    r.incident_id,
+                    i.status if i else "",
+                    (i.record.get("classification") or "") if i else "",
+                    r.pupil_id or "",
+                    _iso(i.record_due_at) if i else "",
+                    _iso(i.recorded_at) if i else "",
+                    _iso(i.parent_notice_due_at) if i else "",
+                    _iso(i.parent_notified_at) if i else "",
+                    _iso(i.parent_copy_due_at) if i else "",
+                    _iso(i.parent_copy_sent_at) if i else "",
+                    _iso(i.parent_copy_withheld_at) if i else "",
+                    _iso(i.reviewed_at) if i else "",
+                    _iso(i.closed_at) if i else "",
+                ]
+            )
+        name = f"episodes-{loaded.id}-{f.period.start:%Y%m%d}-{f.period.end:%Y%m%d}.csv"
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        )
+
+    @router.get("/api/reports/governors.pdf", tags=["reports"])
+    def governors_pdf(who: Leader, site: SiteQ = None, start: Since = None, end: Until = None) -> Response:
+        """The termly governors' report as PDF: small numbers suppressed, no child named."""
+        loaded = site_of(who, site)
+        f = facts(loaded, period(start, end))
+        audited(who, "governors_report", loaded.id)
+        report = governors_report(loaded, f, service.clock.now())
+        return Response(
+            render_governors_pdf(report),
+            media_type="application/pdf",
+            headers={
+                "Content-Disposition": 'inline; filename="governors-report.pdf"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    return router
+
+
+def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:
+    """Records and parent copies done late or not done with their deadline passed (test episodes out)."""
+    shown = {e.id for e in analytics.counted(f.episodes)}
+    incidents = [i for eid, i in f.incidents.items() if eid in shown]
+    copy_done = [(i.parent_copy_sent_at or i.parent_copy_withheld_at) for i in incidents]
+    return {
+        "records_late": sum(1 for i in incidents if _late(i.record_due_at, i.recorded_at, now)),
+        "records_missing": sum(
+            1
+            for i in incidents
+            if i.recorded_at is None and i.record_due_at is not None and i.record_due_at < now
+        ),
+        "parent_notices_late": sum(
+            1 for i in incidents if _late(i.parent_notice_due_at, i.parent_notified_at, now)
+        ),
+        "parent_copies_late": sum(
+            1 for i, done in zip(incidents, copy_done, strict=True) if _late(i.parent_copy_due_at, done, now)
+        ),
+        "parent_copies_missing": sum(
+            1
+            for i, done in zip(incidents, copy_done, strict=True)
+            if done is None and i.parent_copy_due_at is not None and i.parent_copy_due_at < now
+        ),
+    }
+
+
+def _counts(values: dict[Any, int], suppress: bool) -> dict[str, int | None]:
+    shown = {str(k): v for k, v in values.items()}
+    return dict(analytics.suppress_counts(shown)) if suppress else dict(shown)
+
+
+def summary_json(
+    site: LoadedSite, f: Facts, bucket: Literal["week", "month"], suppress: bool, now: dt.datetime
+) -> dict[str, Any]:
+    """The summary's JSON (also what the leaders' pages draw)."""
+    zone = site.zone
+    policy = next(iter(site.policies.values()))
+    shown = analytics.counted(f.episodes)
+    trend = analytics.trend(
+        f.episodes,
+        start=f.period.start,
+        end=f.period.end,
+        bucket=bucket,
+        tz=zone,
+        target_reduction_pct=site.spec.reduction_target_pct,
+    )
+    lengthy = policy.duration_alerts[0].after_s if policy.duration_alerts else None
+    flags = analytics.pattern_flags(
+        f.episodes, policy.pattern_triggers, now, lengthy_after_s=lengthy, trend=trend
+    )
+    compliance = analytics.supervision_compliance(f.episodes)
+    minutes = [e.elapsed_s / 60 for e in shown]
+    groups = {name: group for group, names in site.spec.staff_groups.items() for name in names}
+    return {
+        "site": site.id,
+        "from": format_ts(f.period.start),
+        "to": format_ts(f.period.end),
+        "suppressed": suppress,
+        "episodes": len(shown),
+        "children": len({e.pupil_id for e in shown if e.pupil_id is not None}),
+        "episodes_without_child": sum(1 for e in shown if e.pupil_id is None),
+        "minutes": {
+            "total": round(sum(minutes), 1),
+            "median": round(statistics.median(minutes), 1) if minutes else None,
+            "longest": round(max(minutes), 1) if minutes else None,
+        },
+        "trend": {
+            "bucket": trend.bucket,
+            "verdict": trend.verdict,
+            "slope": _number(trend.slope),
+            "relative_slope": _number(trend.relative_slope),
+            "target_reduction_pct": trend.target_reduction_pct,
+            "target_verdict": trend.target_verdict,
+            "buckets": [
+                {"label": b.label, "start": format_ts(b.start), "count": b.count, "partial": b.partial}
+                for b in trend.buckets
+            ],
+        },
+        "flags": [
+            {
+                "kind": fl.kind,
+                "label": fl.label,
+                "pupil_id": fl.pupil_id,
+                "count": fl.count,
+                "episode_ids": list(fl.episode_ids),
+                "first_start": _iso(fl.first_start) or None,
+                "last_start": _iso(fl.last_start) or None,
+            }
+            for fl in flags
+        ],
+        "by_room": _counts(analytics.by_room(shown), suppress),
+        "by_staff": _counts(analytics.by_staff(shown), suppress),
+        "by_staff_group": _counts(analytics.by_staff_group(shown, groups), suppress),
+        "by_hour": _counts(analytics.by_hour(shown, zone), suppress),
+        "by_weekday": _counts(analytics.by_weekday(shown, zone), suppress),
+        "by_period": _counts(analytics.by_period(shown, site.spec.timetable, zone), suppress),
+        "durations": _counts(analytics.duration_histogram(shown), suppress),
+        "supervision": {
+            "supervised_share": _number(compliance.supervised_share),
+            "unsupervised_share": _number(compliance.unsupervised_share),
+            "unknown_share": _number(compliance.unknown_share),
+            "lapses": compliance.lapses,
+            "lapses_per_episode": _number(compliance.lapses_per_episode, 2),
+            "episodes_with_lapse": compliance.episodes_with_lapse,
+        },
+        "records": records_timeliness(f, now),
+    }
+
+
+def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsReport:
+    """The governors' report's figures, small numbers withheld."""
+    shown = analytics.counted(f.episodes)
+    minutes = [e.elapsed_s / 60 for e in shown]
+    compliance = analytics.supervision_compliance(f.episodes)
+    trend = analytics.trend(f.episodes, start=f.period.start, end=f.period.end, bucket="month", tz=site.zone)
+    months = analytics.suppress_counts({b.label: b.count for b in trend.buckets})
+    rooms = analytics.suppress_counts(analytics.by_room(shown))
+    sen = analytics.suppress(
+        analytics.disproportionality(
+            f.pupils, f.episodes, "sen", start=f.period.start, end=f.period.end, site=site.id
+        )
+    )
+    timeliness = records_timeliness(f, now)
+    children = len({e.pupil_id for e in shown if e.pupil_id is not None})
+    return GovernorsReport(
+        school_name=site.spec.name or site.id,
+        period_start=f.period.start.astimezone(site.zone).date(),
+        period_end=(f.period.end - dt.timedelta(microseconds=1)).astimezone(site.zone).date(),
+        episodes=len(shown),
+        children=None if analytics.is_small(children) else children,
+        total_minutes=round(sum(minutes), 1),
+        median_minutes=round(statistics.median(minutes), 1) if minutes else None,
+        supervised_share=compliance.supervised_share,
+        lapses=compliance.lapses,
+        records_late=timeliness["records_late"],
+        parent_copies_late=timeliness["parent_copies_late"],
+        trend=[Count(label, count) for label, count in months.items()],
+        by_room=[Count(room, count) for room, count in rooms.items()],
+        by_group=[Count(f"SEN: {r.group}", r.k) for r in sen],
+        generated_at=now,
+        site_timezone=site.spec.timezone,
+    )

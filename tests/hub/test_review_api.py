@@ -1,0 +1,189 @@
+"""The leaders' review through the API, on a stored data set with known answers (SQLite and PostgreSQL).
+
+Given a register of 20 children (10 with SEN support) and episodes stored for some of them, when a
+leader asks for the figures, then the rates, ratios, patterns, suppression, CSV and governors' PDF are
+what the data say, and every read is audited.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+from sqlmodel import select
+
+from seclusion_hub.auth import create_token
+from seclusion_hub.core.episode import Episode, ObserverMark, Segment
+from seclusion_hub.models import AuditEntry, Pupil
+from seclusion_hub.review import CSV_COLUMNS
+from seclusion_hub.store import Batch
+from tests.hub.test_api import T0, Api
+
+SITE = "test-school"
+START = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+
+
+class Review(Api):
+    def leader(self) -> dict[str, str]:
+        token = create_token(self.store, "head", "leader", [SITE], False, T0)
+        return {"Authorization": f"Bearer {token}"}
+
+    def pupil(self, first: str, sen: str) -> str:
+        ident = str(uuid.uuid4())
+        with self.store.session() as s:
+            s.add(
+                Pupil(
+                    id=ident,
+                    site=SITE,
+                    first_name=first,
+                    last_name="Test",
+                    sen=sen,
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
+            s.commit()
+        return ident
+
+    def episode(
+        self, pupil: str | None, start: dt.datetime, minutes: float, room: str = "calm-1", test: bool = False
+    ) -> None:
+        """An ended episode, stored as the hub stores one, supervised throughout."""
+        ident = str(uuid.uuid4())
+        end = start + dt.timedelta(minutes=minutes)
+        ep = Episode(
+            id=ident,
+            site=SITE,
+            room=room,
+            number=1,
+            started_at=start,
+            ended_at=end,
+            segments=[Segment(start=start, end=end)],
+            incident_id=str(uuid.uuid4()),
+            pupil_id=pupil,
+            observer=[ObserverMark(ts=start, present=True)],
+            test=test,
+        )
+        opened = {"id": ep.incident_id, "episode_id": ident, "site": SITE, "room": room, "status": "open"}
+        self.store.write(
+            Batch(
+                episodes={ident: ep},
+                incidents_opened=[{**opened, "opened_at": start, "updated_at": start, "pupil_id": pupil}],
+                incident_status=[self.service.incident_end(SITE, room, ep.incident_id, end, end)],
+            ),
+            end,
+        )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def review(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Review]:
+    url = (
+        f"sqlite:///{tmp_path / 'hub.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("fresh_postgres_db")
+    )
+    r = Review(tmp_path, url, name="Hillside School", reduction_target_pct=20)
+    sen = [r.pupil(f"Sen{i}", "sen_support") for i in range(10)]
+    other = [r.pupil(f"Other{i}", "none") for i in range(10)]
+    day = dt.timedelta(days=1)
+    # Sen0: three episodes within 30 days (the pattern trigger); Sen1 and Sen2 one each; Other0 one.
+    r.episode(sen[0], START + 2 * day + dt.timedelta(hours=9), 12)
+    r.episode(sen[0], START + 10 * day + dt.timedelta(hours=10), 8)
+    r.episode(sen[0], START + 20 * day + dt.timedelta(hours=13), 25, room="calm-2")
+    r.episode(sen[1], START + 40 * day + dt.timedelta(hours=9), 4)
+    r.episode(sen[2], START + 50 * day + dt.timedelta(hours=11), 6)
+    r.episode(other[0], START + 60 * day + dt.timedelta(hours=14), 3)
+    r.episode(other[1], START + 61 * day + dt.timedelta(hours=14), 3, test=True)  # a drill: never counted
+    r.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    yield r
+    r.client.close()
+    r.store.close()
+
+
+PERIOD = {"site": SITE, "from": "2026-09-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+
+
+def test_only_leaders_see_the_review_and_every_read_is_audited(review: Review) -> None:
+    for role in ("staff", "senior"):
+        headers = review.token(role, SITE)
+        assert review.client.get("/api/reports/summary", params=PERIOD, headers=headers).status_code == 403
+    leader = review.leader()
+    for path in ("summary", "disproportionality", "episodes.csv", "governors.pdf"):
+        assert review.client.get(f"/api/reports/{path}", params=PERIOD, headers=leader).status_code == 200
+    with review.store.session() as s:
+        reads = {a.target_type for a in s.exec(select(AuditEntry).where(AuditEntry.actor == "head")).all()}
+    assert reads == {"summary", "disproportionality", "episodes_csv", "governors_report"}
+    bad = review.client.get(
+        "/api/reports/summary", params={**PERIOD, "from": "2026-12-02T00:00:00Z"}, headers=leader
+    )
+    assert bad.status_code == 422 and "from" in bad.text
+
+
+def test_disproportionality_gives_the_risk_ratio_and_withholds_small_numbers_by_default(
+    review: Review,
+) -> None:
+    leader = review.leader()
+    params = {**PERIOD, "characteristic": "sen", "suppress": "false"}
+    rows = {
+        r["group"]: r
+        for r in review.client.get("/api/reports/disproportionality", params=params, headers=leader).json()[
+            "items"
+        ]
+    }
+    sen = rows["sen_support"]
+    # 3 of 10 children with SEN support secluded (5 episodes) against 1 of the other 10
+    assert (sen["n"], sen["k"], sen["episodes"], sen["rest_n"], sen["rest_k"]) == (10, 3, 5, 10, 1)
+    assert sen["rate_per_100"] == 30.0 and sen["rest_rate_per_100"] == 10.0 and sen["risk_ratio"] == 3.0
+    se = math.sqrt(1 / 3 - 1 / 10 + 1 / 1 - 1 / 10)
+    assert sen["ci_low"] == round(math.exp(math.log(3) - 1.96 * se), 2)
+    assert sen["ci_high"] == round(math.exp(math.log(3) + 1.96 * se), 2)
+    hidden = review.client.get(
+        "/api/reports/disproportionality", params={**PERIOD, "characteristic": "sen"}, headers=leader
+    ).json()
+    withheld = {r["group"]: r for r in hidden["items"]}["sen_support"]
+    assert hidden["suppressed"] is True and withheld["suppressed"] is True
+    assert withheld["k"] is None and withheld["risk_ratio"] is None and withheld["rate_per_100"] is None
+
+
+def test_the_summary_flags_the_repeated_pattern_and_counts_only_real_episodes(review: Review) -> None:
+    leader = review.leader()
+    body = review.client.get(
+        "/api/reports/summary", params={**PERIOD, "suppress": "false", "bucket": "month"}, headers=leader
+    ).json()
+    assert body["episodes"] == 6 and body["children"] == 4, "the drill is not counted"
+    assert [b["count"] for b in body["trend"]["buckets"]] == [3, 3, 0]  # September, October, November
+    assert body["trend"]["verdict"] == "falling" and body["trend"]["target_reduction_pct"] == 20
+    patterns = [f for f in body["flags"] if f["kind"] == "pattern"]
+    assert len(patterns) == 1 and patterns[0]["count"] == 3 and patterns[0]["label"] == "repeated seclusion"
+    lengthy = [f for f in body["flags"] if f["kind"] == "lengthy"]
+    assert [f["count"] for f in lengthy] == [1, 1], "12 and 25 minutes pass the first duration alert (10 min)"
+    assert body["by_room"] == {"calm-1": 5, "calm-2": 1}
+    assert body["durations"]["0-5 min"] == 2 and body["durations"]["20-30 min"] == 1
+    assert body["supervision"]["supervised_share"] == 1.0
+    assert body["records"]["records_missing"] == 6, "none of the six was ever recorded"
+    suppressed = review.client.get("/api/reports/summary", params=PERIOD, headers=leader).json()
+    # calm-2's 1 is withheld, and calm-1's 5 with it: the total of 6 is shown, so 5 would give the 1 away
+    assert suppressed["by_room"] == {"calm-1": None, "calm-2": None}
+
+
+def test_the_csv_has_stable_columns_and_no_names_and_the_governors_report_withholds_small_numbers(
+    review: Review,
+) -> None:
+    leader = review.leader()
+    response = review.client.get("/api/reports/episodes.csv", params=PERIOD, headers=leader)
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 8
+    assert "Sen0" not in response.text and "Test" not in response.text
+    pdf = review.client.get("/api/reports/governors.pdf", params=PERIOD, headers=leader)
+    assert pdf.content.startswith(b"%PDF")
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "Hillside School" in text and "fewer than 5" in text
+    assert "Sen0" not in text and "Other0" not in text
