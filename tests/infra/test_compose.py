@@ -118,6 +118,67 @@ def test_postgres_is_only_started_on_request(tmp_path: Path) -> None:
     assert set(result.stdout.split()) == {"mosquitto", "hub"}
 
 
+def test_compose_file_is_valid_with_the_grafana_and_postgres_profiles(tmp_path: Path) -> None:
+    result = run_compose("--profile", "postgres", "--profile", "grafana", "config", "-q", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_grafana_without_postgres_is_refused(tmp_path: Path) -> None:
+    """Grafana reads the PostgreSQL database: its profile alone is an error, not a Grafana with no data."""
+    result = run_compose("--profile", "grafana", "config", "-q", tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "postgres" in result.stderr
+
+
+def test_grafana_is_only_started_on_request(tmp_path: Path) -> None:
+    for profiles in ([], ["--profile", "postgres"]):
+        result = run_compose(*profiles, "config", "--services", tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "grafana" not in result.stdout.split()
+        assert "mosquitto" in result.stdout.split()
+
+
+def test_grafana_mounts_the_provisioning_and_dashboards_that_exist(tmp_path: Path) -> None:
+    result = run_compose(
+        "--profile", "postgres", "--profile", "grafana", "config", "--format", "json", tmp_path=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    project = json.loads(result.stdout)
+    assert set(project["services"]) == {"mosquitto", "hub", "postgres", "grafana"}
+    grafana = project["services"]["grafana"]
+    image, _, tag = grafana["image"].partition(":")
+    assert image == "grafana/grafana-oss"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"pin a Grafana release, not {tag!r}"
+    assert grafana["depends_on"]["postgres"]["condition"] == "service_healthy"
+    env = grafana["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "change-me"  # the default, with an empty .env
+    assert env["GRAFANA_DB_USER"] == "grafana_reader"
+    assert [(port["target"], port["published"]) for port in grafana["ports"]] == [(3000, "3000")]
+
+    targets = {volume["target"]: volume for volume in grafana["volumes"]}
+    assert targets["/var/lib/grafana"]["type"] == "volume"
+    provisioning = targets["/etc/grafana/provisioning"]
+    assert provisioning["type"] == "bind" and provisioning["read_only"] is True
+    assert Path(provisioning["source"]) == ROOT / "dashboards" / "provisioning"
+    datasource = Path(provisioning["source"]) / "datasources" / "seclusion.yaml"
+    provider_file = Path(provisioning["source"]) / "dashboards" / "seclusion.yaml"
+    assert datasource.is_file() and provider_file.is_file()
+
+    # The folder the dashboard provider reads is the one compose mounts the JSON files on.
+    (provider,) = yaml.safe_load(provider_file.read_text())["providers"]
+    folder = targets[provider["options"]["path"]]
+    assert folder["type"] == "bind" and folder["read_only"] is True
+    assert sorted(path.name for path in Path(folder["source"]).glob("*.json")) == [
+        "seclusion-overview.json",
+        "seclusion-records.json",
+    ]
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/")
+    assert (Path(folder["source"]) / home.rsplit("/", 1)[1]).is_file()
+
+
 def test_example_site_file_has_the_contract_shape() -> None:
     """Given deploy/site.example.yaml, then it is YAML with the keys of contract section 4 and no others."""
     site = yaml.safe_load((ROOT / "deploy" / "site.example.yaml").read_text())
