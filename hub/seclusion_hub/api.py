@@ -27,7 +27,7 @@ from .errors import BadRequest, RejectedMessage
 from .live import LiveFeed
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
 from .record_store import RecordStore
-from .records import incident_json, records_router
+from .records import incident_summary, records_router
 from .review import review_router
 from .service import HubService
 from .store import Batch
@@ -460,7 +460,7 @@ def create_app(
             rows, nxt = store.list_incidents(sites, site, status_, limit, cursor)
         except ValueError as exc:
             raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
-        return {"items": [incident_json(r) for r in rows], "next": nxt}
+        return {"items": [incident_summary(r) for r in rows], "next": nxt}
 
     @app.get("/api/alerts", tags=["alerts"])
     def alerts(

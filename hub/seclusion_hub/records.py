@@ -144,6 +144,14 @@ def incident_json(row: IncidentRecord) -> dict[str, Any]:
     }
 
 
+def incident_summary(row: IncidentRecord) -> dict[str, Any]:
+    """A record in a list: its state and deadlines, without what staff wrote (reading that is a read of
+    the record, audited one by one through `GET /api/incidents/{id}`)."""
+    body = incident_json(row)
+    del body["record"]
+    return body
+
+
 def _view(row: IncidentRecord) -> IncidentView:
     return IncidentView(
         status=row.status,
