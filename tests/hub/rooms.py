@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from seclusion_hub.core.alerts import Alert, AlertSend, IndicatorChanged
+from seclusion_hub.core.alerts import Alert, AlertSaved, AlertSend, IndicatorChanged
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.policy import Policy
 from seclusion_hub.core.room import DeviceStatus, Effect, Heartbeat, Outcome, RoomMachine, SensorEvent
@@ -120,7 +120,10 @@ class Room:
     # -- alerts
 
     def alerts(self, kind: str | None = None, *, active: bool | None = None) -> list[Alert]:
-        found = [a for a in self.machine.state.book.alerts.values() if kind is None or a.kind == kind]
+        # The book holds the active alerts; resolved ones are known from the effects that stored them.
+        known = {e.alert.id: e.alert for e in self.effects if isinstance(e, AlertSaved)}
+        known.update({a.id: a for a in self.machine.state.book.alerts.values()})
+        found = [a for a in known.values() if kind is None or a.kind == kind]
         return [a for a in found if active is None or a.active == active]
 
     def sends(self, kind: str | None = None) -> list[AlertSend]:

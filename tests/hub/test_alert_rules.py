@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from seclusion_hub.core.alerts import IndicatorChanged, duration_limit_s
+from seclusion_hub.core.alerts import AlertSaved, IndicatorChanged, duration_limit_s
 from seclusion_hub.core.episode import account
 from seclusion_hub.core.policy import Policy
 from seclusion_hub.core.room import Heartbeat, RoomMachine, RoomState, SensorEvent
@@ -481,9 +481,11 @@ def test_an_episode_that_ended_before_a_crash_is_still_evaluated_after_it() -> N
     restarted = RoomMachine(
         "demo-school", room.spec, room.policy, RoomState.model_validate_json(snapshot), tiers=ALL_TIERS
     )
-    restarted.tick(at(301))
-    lapses = [a for a in restarted.state.book.alerts.values() if a.kind == "supervision_lapse"]
+    effects = restarted.tick(at(301))
+    lapses = [e.alert for e in effects if isinstance(e, AlertSaved) and e.alert.kind == "supervision_lapse"]
     assert [(a.due_at, a.late, a.active) for a in lapses] == [(at(17), True, False)]
+    # Only its key stays in the room's state, so that late data cannot raise it again
+    assert lapses[0].key in restarted.state.book.resolved and lapses[0].key not in restarted.state.book.alerts
 
 
 # --- woken only at its deadlines, as the hub does -------------------------------------------------

@@ -448,10 +448,13 @@ class IndicatorState(_Model):
 
 
 class AlertBook(_Model):
-    """A room's alerts: the active ones, and the resolved ones whose condition may still be reported
-    (kept so that the same condition never raises a second alert). Part of the room's stored state."""
+    """A room's alerts: the active ones by key, and the keys of resolved ones whose condition may still
+    be reported (with their episode), so that the same condition never raises a second alert. Part of
+    the room's stored state, written with every change of the room: a resolved alert itself lives in the
+    `alert` table, only its key stays here (bench/ingest.py: the snapshot is the hot path)."""
 
     alerts: dict[str, Alert] = {}
+    resolved: dict[str, str] = {}  # key -> episode id ("" for a room-level alert)
     indicator: IndicatorState = IndicatorState()
 
 
@@ -485,6 +488,8 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
     seen: set[str] = set()
     for cond in due.conditions:
         seen.add(cond.key)
+        if cond.key in book.resolved:
+            continue  # raised once and resolved: the same condition never raises it again
         alert = book.alerts.get(cond.key)
         if alert is None:
             alert = _raise(cond, ctx, now)
@@ -496,15 +501,18 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             _resolve(alert, now, None, _ended_note(alert.kind), cond.ended_at)
             effects.append(AlertSaved(alert, "resolved"))
     for key, alert in list(book.alerts.items()):
-        if key in seen:
-            continue
-        if alert.active:
+        if alert.active and key not in seen:
             # Its condition no longer holds (an occupancy signal, a recorded review, the device back).
             _resolve(alert, now, None, _ended_note(alert.kind), None)
             effects.append(AlertSaved(alert, "resolved"))
-        elif alert.episode_id is None or alert.episode_id not in ctx.keep_episodes:
-            # Resolved, its condition gone, and its episode past: nothing could raise it again.
+        if not alert.active:
+            # Stored by its AlertSaved; the book keeps only its key from now on.
             del book.alerts[key]
+            book.resolved[key] = alert.episode_id or ""
+    for key, episode in list(book.resolved.items()):
+        if key not in seen and (not episode or episode not in ctx.keep_episodes):
+            # Resolved, its condition gone, and its episode past: nothing could raise it again.
+            del book.resolved[key]
     effects.extend(_sends_due(book, ctx, now))
     effects.extend(_indicator(book, now))
     return effects
