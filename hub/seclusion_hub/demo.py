@@ -574,8 +574,10 @@ def start_hub(
         public_url=f"http://127.0.0.1:{port}",
     )
     hub = Hub.build(settings, protocol=broker.protocol)
-    token = create_token(hub.store, "demo-admin", "admin", [], False, hub.service.clock.now())
+    # The demo's one user may do every step of a record, withholding a parents' copy (a DSL's) included.
+    token = create_token(hub.store, "demo-admin", "admin", [], True, hub.service.clock.now())
     _write_private(workdir / "token", token + "\n")
+    seed_register(hub)
     server, thread = hub.serve_in_thread()
 
     def stop() -> None:
@@ -594,6 +596,44 @@ def start_hub(
         stop()
         raise DemoError(f"the hub could not connect and subscribe to the broker at {broker.redacted}")
     return hub, token, stop
+
+
+# A made-up register so that a record can be completed in the demo; no real child is named anywhere.
+DEMO_REGISTER = (
+    ("D001", "Alex", "Example", "2016-03-14", "Year 5", "sen_support"),
+    ("D002", "Sam", "Sample", "2017-09-02", "Year 4", "ehcp"),
+    ("D003", "Robin", "Demo", "2015-11-20", "Year 6", "none"),
+)
+
+
+def seed_register(hub: Hub) -> None:
+    """Put the made-up register on the demo site once (a kept workdir keeps it)."""
+    from .models import AuditEntry, Pupil
+    from .record_store import RecordStore
+
+    records = RecordStore(hub.store.engine)
+    if records.pupils(None, SITE):
+        return
+    now = hub.service.clock.now()
+    pupils = [
+        Pupil(
+            id=f"demo-pupil-{ref.lower()}",
+            site=SITE,
+            reference=ref,
+            first_name=first,
+            last_name=last,
+            date_of_birth=dt.date.fromisoformat(born),
+            year_group=year,
+            sen=sen,
+            created_at=now,
+            updated_at=now,
+        )
+        for ref, first, last, born, year, sen in DEMO_REGISTER
+    ]
+    entry = AuditEntry(
+        at=now, actor="seclusion demo", action="import_pupils", target_type="pupils", target_id=SITE
+    )
+    records.save_pupils(pupils, entry)
 
 
 def start_agents(workdir: Path, broker: RunningBroker) -> tuple[dict[str, EdgeAgent], Callable[[], None]]:
