@@ -174,6 +174,23 @@ class RecordStore:
                 query = query.where(col(EpisodeRecord.site).in_(list(sites)))
             return list(s.exec(query.order_by(col(EpisodeRecord.started_at))).all())
 
+    def child_episodes(self, pupil_id: str, start: dt.datetime, end: dt.datetime) -> list[EpisodeRecord]:
+        """A child's episodes that overlap [start, end) (test episodes left out)."""
+        e = EpisodeRecord
+        with self._session() as s:
+            query = select(e).where(
+                e.pupil_id == pupil_id,
+                col(e.test).is_(False),
+                col(e.started_at) < end,
+                sa.or_(col(e.ended_at).is_(None), col(e.ended_at) > start),
+            )
+            return list(s.exec(query.order_by(col(e.started_at))).all())
+
+    def alerts_of(self, episode_id: str) -> list[AlertRecord]:
+        with self._session() as s:
+            query = select(AlertRecord).where(AlertRecord.episode_id == episode_id)
+            return list(s.exec(query.order_by(col(AlertRecord.raised_at))).all())
+
     def incidents_for(self, episode_ids: Sequence[str]) -> list[IncidentRecord]:
         with self._session() as s:
             query = select(IncidentRecord).where(col(IncidentRecord.episode_id).in_(list(episode_ids)))

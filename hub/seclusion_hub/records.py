@@ -21,7 +21,8 @@ from seclusion_contract import SLUG, format_ts
 
 from .auth import Principal
 from .core import incident as workflow
-from .core.episode import Episode
+from .core.alerts import Alert
+from .core.episode import Episode, account
 from .core.incident import IncidentView, RecordFields, WorkflowError
 from .deps import Senior, Staff
 from .errors import BadRequest, RejectedMessage
@@ -287,12 +288,75 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             raise HTTPException(404, "no such incident") from exc
         return incident_json(row)
 
+    def auto(row: IncidentRecord) -> dict[str, Any] | None:
+        """What the hub fills in from the episode: times, segments, lock, supervision, lapses, unknown
+        time, alerts with who acknowledged them, reviews, and the child's minutes in the 48 hours
+        before it started (this episode's own time not included)."""
+        stored = service.store.get_episode(row.episode_id)
+        if stored is None:
+            return None
+        ep = Episode.model_validate_json(stored.data)
+        now = service.clock.now()
+        end = ep.end_or(now)
+        acc = account(ep, end)
+        before_48h: float | None = None
+        if row.pupil_id is not None:
+            window = ep.started_at - dt.timedelta(hours=48)
+            before_48h = 0.0
+            for other in records.child_episodes(row.pupil_id, window, ep.started_at):
+                if other.id == ep.id:
+                    continue
+                other_end = min(other.ended_at or now, ep.started_at)
+                before_48h += max(0.0, (other_end - max(other.started_at, window)).total_seconds())
+        alerts = [Alert.model_validate_json(a.data) for a in records.alerts_of(ep.id)]
+        return {
+            "started_at": format_ts(ep.started_at),
+            "ended_at": _ts(ep.ended_at),
+            "start_uncertain": ep.start_uncertain,
+            "end_uncertain": ep.end_uncertain,
+            "segments": [{"start": format_ts(s.start), "end": _ts(s.end)} for s in ep.segments],
+            "elapsed_minutes": round(ep.elapsed_s(end) / 60, 1),
+            "duration_minutes": round(ep.duration_s(end) / 60, 1),
+            "minutes_in_48h_before": round(before_48h / 60, 1) if before_48h is not None else None,
+            "locked": ep.locked,
+            "lock_type": ep.lock_type,
+            "supervision": ep.supervision,
+            "supervised_minutes": round(acc.supervised_s / 60, 1),
+            "unsupervised_minutes": round(acc.unsupervised_s / 60, 1),
+            "unknown_minutes": round(acc.unknown_s / 60, 1),
+            "lapses": [
+                {"start": format_ts(lapse.start), "end": format_ts(lapse.end)} for lapse in acc.lapses
+            ],
+            "unknown": [
+                {"start": format_ts(u.start), "end": _ts(u.end), "device": u.device} for u in ep.unknown
+            ],
+            "alerts": [
+                {
+                    "id": a.id,
+                    "kind": a.kind,
+                    "severity": a.severity,
+                    "raised_at": format_ts(a.raised_at),
+                    "acknowledged_at": _ts(a.acknowledged_at),
+                    "acknowledged_by": a.acknowledged_by,
+                    "resolved_at": _ts(a.resolved_at),
+                }
+                for a in alerts
+            ],
+            "reviews": [
+                {"name": r.name, "at": format_ts(r.at), "by": r.by, "note": r.note} for r in ep.reviews
+            ],
+            "manual": ep.manual,
+            "test": ep.test,
+        }
+
     @router.get("/api/incidents/{incident_id}", tags=["incidents"])
     def incident(incident_id: str, who: Staff) -> dict[str, Any]:
-        """One incident record with its parent contacts and addenda. Every read by a person is audited."""
+        """One incident record with what the hub filled in (`auto`), its parent contacts and addenda.
+        Every read by a person is audited."""
         row = found(incident_id, who)
         records.audit(audit(who, "read", "incident", row.id))
         body = incident_json(row)
+        body["auto"] = auto(row)
         body["parent_contacts"] = [
             {
                 "at": format_ts(c.at),

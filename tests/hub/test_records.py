@@ -452,3 +452,34 @@ def test_the_copy_is_emailed_with_the_pdf_attached_and_the_sending_recorded(
         api.service.stop()
         api.client.close()
         api.store.close()
+
+
+def test_the_record_is_filled_in_from_the_episode_with_the_childs_time_in_the_48_hours_before(
+    api: Records,
+) -> None:
+    # Given a child confined for 10 minutes at 10:00 and again at 11:00
+    first = api.ended_episode(0)
+    second = api.ended_episode(3600)
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    pupil = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Sam", "last_name": "Jones"}, headers=senior
+    ).json()
+    api.service.start()
+    try:
+        for ep in (first, second):
+            put = api.client.put(
+                f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": pupil["id"]}, headers=staff
+            )
+            assert put.status_code == 200
+    finally:
+        api.service.stop()
+    # When staff open the second record, then the hub has filled in the episode and the earlier time
+    auto = api.client.get(f"/api/incidents/{second['incident_id']}", headers=staff).json()["auto"]
+    assert auto["started_at"] == "2026-11-23T11:00:02.000Z" and auto["elapsed_minutes"] == 10.0
+    assert auto["segments"] == [{"start": "2026-11-23T11:00:02.000Z", "end": "2026-11-23T11:10:02.000Z"}]
+    assert auto["minutes_in_48h_before"] == 10.0
+    assert auto["supervised_minutes"] == 10.0 and auto["lapses"] == [] and auto["locked"] is False
+    assert [a["kind"] for a in auto["alerts"]] == ["episode_started", "duration_warning"]  # 10 minutes reached
+    earlier = api.client.get(f"/api/incidents/{first['incident_id']}", headers=staff).json()["auto"]
+    assert earlier["minutes_in_48h_before"] == 0.0
