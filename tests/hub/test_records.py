@@ -480,6 +480,9 @@ def test_the_record_is_filled_in_from_the_episode_with_the_childs_time_in_the_48
     assert auto["segments"] == [{"start": "2026-11-23T11:00:02.000Z", "end": "2026-11-23T11:10:02.000Z"}]
     assert auto["minutes_in_48h_before"] == 10.0
     assert auto["supervised_minutes"] == 10.0 and auto["lapses"] == [] and auto["locked"] is False
-    assert [a["kind"] for a in auto["alerts"]] == ["episode_started", "duration_warning"]  # 10 minutes reached
+    assert [a["kind"] for a in auto["alerts"]] == [
+        "episode_started",
+        "duration_warning",
+    ]  # 10 minutes reached
     earlier = api.client.get(f"/api/incidents/{first['incident_id']}", headers=staff).json()["auto"]
     assert earlier["minutes_in_48h_before"] == 0.0
