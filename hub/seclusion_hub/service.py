@@ -141,7 +141,7 @@ class HubService:
         linger_s: float = 0.005,
         metrics: HubMetrics | None = None,
         delivery: AlertDelivery | None = None,
-        coalesce_s: float = 0.1,
+        coalesce_s: float = 0.25,
         report_check_s: float = 60.0,
     ) -> None:
         self.sites = {s.id: s for s in sites}
@@ -512,7 +512,7 @@ class HubService:
         else:
             # A room is looked at once its messages of the moment are in: at once when it was last looked
             # at more than `coalesce_s` ago, else that long after the last look (a room sending 40 events
-            # a second is evaluated 10 times a second, not 40; bench/ingest.py). Its deadlines still
+            # a second is evaluated 4 times a second, not 40; bench/ingest.py). Its deadlines still
             # wake it exactly; this only ever brings a look forward.
             keys = set()
             for key in pending.touched:
