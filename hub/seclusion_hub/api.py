@@ -26,6 +26,7 @@ from .deps import Senior, Staff, needs
 from .errors import BadRequest, RejectedMessage
 from .live import LiveFeed
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
+from .record_pages import record_pages_router
 from .record_store import RecordStore
 from .records import incident_summary, records_router
 from .review import review_router
@@ -597,6 +598,7 @@ def create_app(
     service.room_view = room_json
     app.state.records = records = RecordStore(store.engine)
     app.include_router(records_router(service, records))
+    app.include_router(record_pages_router(service, records))
     app.include_router(review_router(service, records))
     app.state.live = live = live if live is not None else LiveFeed()
     app.include_router(web_router(service, live, needs("staff")))
