@@ -181,12 +181,19 @@ def test_the_demo_runs_three_rooms_through_the_hub(demo: Demo) -> None:
     assert calm3["supervised_s"] == 0
     assert calm3["unsupervised_s"] == calm3["elapsed_s"]
 
+    # Its record awaits staff, who can choose a child from the demo's made-up register
+    record = demo.get(f"/api/incidents/{calm1['incident_id']}")
+    assert record["status"] == "awaiting_record" and record["due"]["record"] is not None
+    register = demo.get("/api/pupils")["items"]
+    assert sorted(p["first_name"] for p in register) == ["Alex", "Robin", "Sam"]
+
     assert demo.stop(signal.SIGINT) == 0
     output = demo.output()
     assert "API docs: http://127.0.0.1:" in output
     assert f"Token:    {demo.token()}" in output
     assert ("Mosquitto" if demo.broker == "mosquitto" else "embedded amqtt") in output
     assert "curl -s -H" in output
+    assert "/records  (complete an episode's record" in output
     assert "calm-1: door closed with a child inside; observer at the panel" in output
     assert "doors opened and rooms left empty; no episode is open" in output
     assert "demo: stopped" in output
