@@ -343,6 +343,15 @@ def test_a_missed_deadline_raises_report_overdue_once_and_it_resolves_when_done(
         for a in overdue.values()
     )
     assert overdue["record"]["due_at"] == "2026-11-24T00:00:00.000Z" and overdue["record"]["late"] is True
+    # A senior member of staff acknowledges it; it cannot be resolved by hand, only by doing the step
+    api.service.start()  # acknowledging goes through the ingest thread
+    acked = api.client.post(f"/api/alerts/{overdue['record']['id']}/ack", headers=senior)
+    assert acked.status_code == 200 and acked.json()["acknowledged_by"] == "senior-user"
+    by_hand = api.client.post(
+        f"/api/alerts/{overdue['record']['id']}/resolve", json={"note": "done"}, headers=senior
+    )
+    assert by_hand.status_code == 409
+    api.service.stop()
     # Looking again raises nothing new
     again = check(dt.datetime(2026, 11, 24, 0, 1, 30, tzinfo=dt.UTC))
     assert {k: a["id"] for k, a in again.items()} == {k: a["id"] for k, a in overdue.items()}
