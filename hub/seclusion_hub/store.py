@@ -167,6 +167,10 @@ def _insert_events(conn: Connection, rows: list[dict[str, Any]], stored_at: dt.d
     conn.exec_driver_sql(sql, params)
 
 
+def _segment_key(ep: Episode) -> tuple[tuple[dt.datetime, dt.datetime | None], ...]:
+    return tuple((seg.start, seg.end) for seg in ep.segments)
+
+
 def episode_row(ep: Episode, now: dt.datetime) -> dict[str, Any]:
     acc = account(ep, now)
     return {
@@ -201,6 +205,7 @@ class Store:
         self.engine = engine
         self._write_lock = threading.Lock()
         self._upserts: dict[tuple[str, str, bool], Any] = {}
+        self._segments_written: dict[str, tuple[tuple[dt.datetime, dt.datetime | None], ...]] = {}
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> Store:
@@ -240,15 +245,23 @@ class Store:
             if batch.episodes:
                 rows = [episode_row(ep, now) for ep in batch.episodes.values()]
                 self._upsert(conn, EpisodeRecord, rows, ["id"])
-                ids = list(batch.episodes)
-                conn.execute(sa.delete(SegmentRecord).where(col(SegmentRecord.episode_id).in_(ids)))
-                segments = [
-                    {"episode_id": ep.id, "idx": i, "start": seg.start, "end": seg.end}
+                # Segments change when a door closes or opens, not with every reading: rewritten only
+                # for the episodes whose segments differ from what this process last wrote.
+                changed = [
+                    ep
                     for ep in batch.episodes.values()
-                    for i, seg in enumerate(ep.segments)
+                    if self._segments_written.get(ep.id) != _segment_key(ep)
                 ]
-                if segments:
-                    conn.execute(sa.insert(SegmentRecord), segments)
+                if changed:
+                    ids = [ep.id for ep in changed]
+                    conn.execute(sa.delete(SegmentRecord).where(col(SegmentRecord.episode_id).in_(ids)))
+                    segments = [
+                        {"episode_id": ep.id, "idx": i, "start": seg.start, "end": seg.end}
+                        for ep in changed
+                        for i, seg in enumerate(ep.segments)
+                    ]
+                    if segments:
+                        conn.execute(sa.insert(SegmentRecord), segments)
             if batch.incidents_opened:
                 self._upsert(conn, IncidentRecord, batch.incidents_opened, ["id"], update=False)
             if batch.incident_status:
@@ -297,6 +310,13 @@ class Store:
                     ),
                     batch.delivery_updates,
                 )
+        # Committed: remember what the open episodes' segments now are (an ended one is forgotten; a
+        # late change to it is simply written again).
+        for ep in batch.episodes.values():
+            if ep.ended_at is None:
+                self._segments_written[ep.id] = _segment_key(ep)
+            else:
+                self._segments_written.pop(ep.id, None)
 
     def _upsert(
         self,

@@ -260,3 +260,26 @@ def test_the_migrations_make_exactly_the_tables_the_models_describe(store: Store
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
+
+
+def test_segments_are_rewritten_only_when_they_change_and_always_match_the_episode(store: Store) -> None:
+    ep = episode(1, T0)
+
+    def rows() -> list[tuple[int, dt.datetime, dt.datetime | None]]:
+        with store.session() as s:
+            found = s.exec(sa.select(SegmentRecord).order_by(SegmentRecord.idx)).all()  # type: ignore[call-overload]
+        return [(r[0].idx, r[0].start, r[0].end) for r in found]
+
+    store.write(Batch(episodes={ep.id: ep}), T0)
+    assert rows() == [(0, T0, None)]
+    store.write(Batch(episodes={ep.id: ep}), T0 + dt.timedelta(seconds=1))  # a reading: segments the same
+    assert rows() == [(0, T0, None)]
+    # The door opens and closes again: a second segment
+    ep.segments[0].end = T0 + dt.timedelta(seconds=30)
+    ep.segments.append(Segment(start=T0 + dt.timedelta(seconds=40)))
+    store.write(Batch(episodes={ep.id: ep}), T0 + dt.timedelta(seconds=41))
+    assert rows() == [(0, T0, T0 + dt.timedelta(seconds=30)), (1, T0 + dt.timedelta(seconds=40), None)]
+    # A new process (a restart) knows nothing of what was written: it writes them again, the same
+    again = Store(store.engine)
+    again.write(Batch(episodes={ep.id: ep}), T0 + dt.timedelta(seconds=42))
+    assert len(rows()) == 2
