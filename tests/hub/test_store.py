@@ -267,8 +267,8 @@ def test_segments_are_rewritten_only_when_they_change_and_always_match_the_episo
 
     def rows() -> list[tuple[int, dt.datetime, dt.datetime | None]]:
         with store.session() as s:
-            found = s.exec(sa.select(SegmentRecord).order_by(SegmentRecord.idx)).all()  # type: ignore[call-overload]
-        return [(r[0].idx, r[0].start, r[0].end) for r in found]
+            found = s.exec(sa.select(SegmentRecord)).all()  # type: ignore[call-overload]
+        return sorted((r[0].idx, r[0].start, r[0].end) for r in found)
 
     store.write(Batch(episodes={ep.id: ep}), T0)
     assert rows() == [(0, T0, None)]
