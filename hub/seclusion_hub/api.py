@@ -24,6 +24,7 @@ from .core.room import RoomMachine
 from .delivery import alert_from_row, alert_json
 from .deps import Senior, Staff, needs
 from .errors import BadRequest, RejectedMessage
+from .leaders import leaders_router
 from .live import LiveFeed
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
 from .record_pages import record_pages_router
@@ -600,6 +601,7 @@ def create_app(
     app.include_router(records_router(service, records))
     app.include_router(record_pages_router(service, records))
     app.include_router(review_router(service, records))
+    app.include_router(leaders_router(service, records))
     app.state.live = live = live if live is not None else LiveFeed()
     app.include_router(web_router(service, live, needs("staff")))
     return app

@@ -201,6 +201,36 @@ class RecordStore:
             query = select(IncidentStaff).where(col(IncidentStaff.incident_id).in_(list(incident_ids)))
             return list(s.exec(query.order_by(col(IncidentStaff.incident_id), col(IncidentStaff.idx))).all())
 
+    def incidents_page(
+        self,
+        site: str,
+        *,
+        status: str | None = None,
+        room: str | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        overdue_at: dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[IncidentRecord]:
+        """A site's incident records, newest first, filtered (the leaders' incident list); `overdue_at`
+        keeps those with a deadline passed at that time and its step not done."""
+        i = IncidentRecord
+        query = select(i).where(i.site == site)
+        if status is not None:
+            query = query.where(i.status == status)
+        if room is not None:
+            query = query.where(i.room == room)
+        if start is not None:
+            query = query.where(col(i.opened_at) >= start)
+        if end is not None:
+            query = query.where(col(i.opened_at) < end)
+        if overdue_at is not None:
+            query = query.where(col(i.status) != "closed", _overdue(overdue_at))
+        with self._session() as s:
+            ordered = query.order_by(col(i.opened_at).desc(), col(i.id).desc())
+            return list(s.exec(ordered.offset(offset).limit(limit)).all())
+
     def lapse_counts(self, episode_ids: Sequence[str]) -> dict[str, int]:
         """Supervision lapses per episode: the `supervision_lapse` alerts raised (each a lapse longer
         than the grace)."""
@@ -219,20 +249,23 @@ class RecordStore:
         """Records with a deadline passed and its step not done (the `report_overdue` alerts)."""
         i = IncidentRecord
         with self._session() as s:
-            query = select(i).where(
-                col(i.status) != "closed",
-                sa.or_(
-                    sa.and_(col(i.record_due_at) <= now, col(i.recorded_at).is_(None)),
-                    sa.and_(col(i.parent_notice_due_at) <= now, col(i.parent_notified_at).is_(None)),
-                    sa.and_(
-                        col(i.parent_copy_due_at) <= now,
-                        col(i.parent_copy_sent_at).is_(None),
-                        col(i.parent_copy_withheld_at).is_(None),
-                    ),
-                    sa.and_(col(i.authority_notice_due_at) <= now, col(i.authority_notified_at).is_(None)),
-                ),
-            )
+            query = select(i).where(col(i.status) != "closed", _overdue(now))
             return list(s.exec(query).all())
+
+
+def _overdue(now: dt.datetime) -> Any:
+    """A record with a deadline passed at `now` and its step not done."""
+    i = IncidentRecord
+    return sa.or_(
+        sa.and_(col(i.record_due_at) <= now, col(i.recorded_at).is_(None)),
+        sa.and_(col(i.parent_notice_due_at) <= now, col(i.parent_notified_at).is_(None)),
+        sa.and_(
+            col(i.parent_copy_due_at) <= now,
+            col(i.parent_copy_sent_at).is_(None),
+            col(i.parent_copy_withheld_at).is_(None),
+        ),
+        sa.and_(col(i.authority_notice_due_at) <= now, col(i.authority_notified_at).is_(None)),
+    )
 
 
 def report_due(row: IncidentRecord) -> ReportDue:

@@ -132,49 +132,7 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
         return Period(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
 
     def facts(site: LoadedSite, when: Period) -> Facts:
-        rows = records.episodes_between([site.id], when.start, when.end)
-        incidents = {i.episode_id: i for i in records.incidents_for([r.id for r in rows])}
-        staff: dict[str, list[str]] = {}
-        for member in records.staff_of([i.id for i in incidents.values()]):
-            if member.role == "involved":
-                staff.setdefault(member.incident_id, []).append(member.name)
-        lapses = records.lapse_counts([r.id for r in rows])
-        episodes = [
-            EpisodeFact(
-                id=r.id,
-                site=r.site,
-                room=r.room,
-                pupil_id=r.pupil_id,
-                started_at=r.started_at,
-                elapsed_s=r.elapsed_s,
-                duration_s=r.duration_s,
-                supervised_s=r.supervised_s,
-                unsupervised_s=r.unsupervised_s,
-                unknown_s=r.unknown_s,
-                lapses=lapses.get(r.id, 0),
-                locked=r.locked,
-                staff=tuple(staff.get(incidents[r.id].id, ())) if r.id in incidents else (),
-                test=r.test,
-                manual=r.manual,
-            )
-            for r in rows
-        ]
-        pupils = [
-            PupilFact(
-                id=p.id,
-                site=p.site,
-                date_of_birth=p.date_of_birth,
-                groups={
-                    "sen": None if p.sen == "unknown" else p.sen,
-                    "sex": p.sex,
-                    "ethnicity": p.ethnicity,
-                    "fsm": p.fsm,
-                    "looked_after": p.looked_after,
-                },
-            )
-            for p in records.pupils([site.id], site.id)
-        ]
-        return Facts(site, when, rows, incidents, episodes, pupils)
+        return gather_facts(records, site, when)
 
     def audited(who: Principal, what: str, site: str, **detail: Any) -> None:
         records.audit(
@@ -320,6 +278,54 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
         )
 
     return router
+
+
+def gather_facts(records: RecordStore, site: LoadedSite, when: Period) -> Facts:
+    """Everything the review reads for one site and period: episodes, their records and staff, lapses
+    and the register."""
+    rows = records.episodes_between([site.id], when.start, when.end)
+    incidents = {i.episode_id: i for i in records.incidents_for([r.id for r in rows])}
+    staff: dict[str, list[str]] = {}
+    for member in records.staff_of([i.id for i in incidents.values()]):
+        if member.role == "involved":
+            staff.setdefault(member.incident_id, []).append(member.name)
+    lapses = records.lapse_counts([r.id for r in rows])
+    episodes = [
+        EpisodeFact(
+            id=r.id,
+            site=r.site,
+            room=r.room,
+            pupil_id=r.pupil_id,
+            started_at=r.started_at,
+            elapsed_s=r.elapsed_s,
+            duration_s=r.duration_s,
+            supervised_s=r.supervised_s,
+            unsupervised_s=r.unsupervised_s,
+            unknown_s=r.unknown_s,
+            lapses=lapses.get(r.id, 0),
+            locked=r.locked,
+            staff=tuple(staff.get(incidents[r.id].id, ())) if r.id in incidents else (),
+            test=r.test,
+            manual=r.manual,
+        )
+        for r in rows
+    ]
+    pupils = [
+        PupilFact(
+            id=p.id,
+            site=p.site,
+            date_of_birth=p.date_of_birth,
+            groups={
+                "sen": None if p.sen == "unknown" else p.sen,
+                "sex": p.sex,
+                "ethnicity": p.ethnicity,
+                "fsm": p.fsm,
+                "looked_after": p.looked_after,
+            },
+        )
+        for p in records.pupils([site.id], site.id)
+    ]
+    return Facts(site, when, rows, incidents, episodes, pupils)
 
 
 def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:

@@ -1,0 +1,451 @@
+"""The leaders' review pages: `/review` (use over time, patterns, supervision, records), `/review/fairness`
+(disproportionality), `/review/children/{id}` (one child's episodes) and `/review/incidents` (the list
+with filters). Server-rendered; every chart is an inline SVG drawn here with its numbers in a table
+beside it, so it reads without sight and without colour. Leaders and admins only, their sites only.
+
+On the leaders' own screen small numbers are shown (they need them to act); the exports linked from
+these pages (the CSV, the governors' PDF) withhold them. Reading a child's page is audited.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.resources
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from seclusion_contract import format_ts
+
+from .auth import Principal, principal_for
+from .config import LoadedSite
+from .core import analytics
+from .core.analytics import CHARACTERISTICS, GroupRate
+from .models import AuditEntry
+from .record_pages import _templates, duration_words, local_date, local_datetime, next_deadline, status_words
+from .record_store import RecordStore
+from .review import Facts, Period, gather_facts, summary_json
+from .service import HubService
+from .web import PAGE_HEADERS, session_token
+
+CHARACTERISTIC_WORDS = {
+    "sen": "Special educational needs",
+    "ehcp": "An education, health and care plan",
+    "sex": "Sex",
+    "ethnicity": "Ethnicity",
+    "fsm": "Free school meals",
+    "looked_after": "Looked-after children",
+    "age_band": "Age",
+}
+GROUP_WORDS = {
+    "sen_support": "SEN support",
+    "ehcp": "an EHC plan",
+    "none": "no SEN",
+    "yes": "yes",
+    "no": "no",
+    "unknown": "not recorded",
+}
+STATUSES = ("open", "awaiting_record", "recorded", "parent_notified", "reviewed", "closed")
+
+
+@dataclass
+class Bar:
+    label: str
+    value: int
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass
+class Chart:
+    """A bar chart in a 640 x 220 viewBox, with an optional fitted line."""
+
+    title: str
+    bars: list[Bar]
+    top: int
+    line: str | None = None  # SVG points of the trend line
+
+
+def bar_chart(title: str, counts: dict[str, int], fitted: list[float] | None = None) -> Chart:
+    width, height, left, bottom = 640.0, 220.0, 36.0, 30.0
+    values = list(counts.values())
+    top = math.ceil(max([*values, *(fitted or []), 1]))
+    step = (width - left) / max(len(values), 1)
+    bars = []
+    for i, (label, value) in enumerate(counts.items()):
+        h = (height - bottom - 10) * value / top
+        bars.append(Bar(label, value, left + i * step + step * 0.1, height - bottom - h, step * 0.8, h))
+    line = None
+    if fitted:
+        points = []
+        for i, level in enumerate(fitted):
+            y = height - bottom - (height - bottom - 10) * max(level, 0) / top
+            points.append(f"{left + i * step + step / 2:.1f},{y:.1f}")
+        line = " ".join(points)
+    return Chart(title, bars, top, line)
+
+
+@dataclass
+class Whisker:
+    """A risk ratio and its interval on a log scale (0.1 to 10) in a 640 x 40 viewBox."""
+
+    x: float | None
+    low: float | None
+    high: float | None
+    one: float
+
+
+def _log_x(value: float) -> float:
+    clamped = min(max(value, 0.1), 10.0)
+    return 20 + (math.log10(clamped) + 1) / 2 * 600
+
+
+def whisker(row: GroupRate) -> Whisker:
+    return Whisker(
+        x=_log_x(row.risk_ratio) if row.risk_ratio else None,
+        low=_log_x(row.ci_low) if row.ci_low else None,
+        high=_log_x(row.ci_high) if row.ci_high else None,
+        one=_log_x(1.0),
+    )
+
+
+def ratio_words(row: GroupRate) -> str:
+    """A risk ratio read aloud, with how sure it is."""
+    if row.risk_ratio is None:
+        return "Cannot be worked out: no other children to compare with, nobody secluded among them, or an empty group."
+    rr = row.risk_ratio
+    if rr >= 1.25:
+        said = f"about {rr:.1f} times as likely to be secluded as other children"
+    elif rr <= 0.8:
+        said = f"less likely to be secluded than other children ({rr:.1f} times the rate)"
+    else:
+        said = "about as likely to be secluded as other children"
+    if row.ci_low is None or row.ci_high is None:
+        return said.capitalize() + "."
+    sure = (
+        "the interval does not include 1: unlikely to be chance"
+        if row.ci_low > 1 or row.ci_high < 1
+        else "the interval includes 1: too few children to be sure"
+    )
+    return f"{said.capitalize()}; 95 % interval {row.ci_low:.1f} to {row.ci_high:.1f}, {sure}."
+
+
+def trend_words(summary: dict[str, Any]) -> str:
+    trend = summary["trend"]
+    bucket = trend["bucket"]
+    rel = trend["relative_slope"]
+    if trend["verdict"] == "unknown":
+        return "Too short a period to tell whether use is rising or falling."
+    if trend["verdict"] == "flat" or rel is None:
+        return f"Use is about level from {bucket} to {bucket}."
+    direction = "rising" if trend["verdict"] == "rising" else "falling"
+    more = "more" if rel > 0 else "fewer"
+    return f"Use is {direction}: about {abs(rel) * 100:.0f} % {more} episodes per {bucket}."
+
+
+def room_name(site: LoadedSite, room: str) -> str:
+    spec = site.room(room)
+    return spec.name if spec is not None else room
+
+
+def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
+    """The leaders' review pages (mounted by api.create_app)."""
+    router = APIRouter()
+    env = _templates()
+
+    def signed_in(request: Request) -> Principal | None:
+        token = session_token(request)
+        return principal_for(service.store, token) if token else None
+
+    def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        body = env.get_template(name).render(**context)
+        return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
+
+    def leader(request: Request) -> Principal | Response:
+        who = signed_in(request)
+        if who is None:
+            return RedirectResponse(
+                "/login", status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
+            )
+        if not who.has_role("leader"):
+            return page(
+                "leaders/refused.html",
+                403,
+                title="Leaders only",
+                user=who,
+                current="review",
+                is_leader=False,
+            )
+        return who
+
+    def site_for(who: Principal, asked: str | None) -> LoadedSite:
+        visible = sorted(s for s in service.sites if who.may_see(s))
+        if not visible:
+            raise HTTPException(403, "no site")
+        if asked is None or asked == "":
+            return service.sites[visible[0]]
+        if asked not in service.sites or not who.may_see(asked):
+            raise HTTPException(403, f"no access to site {asked!r}")
+        return service.sites[asked]
+
+    def period_for(request: Request, zone: ZoneInfo) -> Period:
+        """The form's dates (the site's local days, `to` included), default the last 12 months."""
+        now = service.clock.now()
+        today = now.astimezone(zone).date()
+
+        def day(name: str, default: dt.date) -> dt.date:
+            raw = request.query_params.get(name, "")
+            try:
+                return dt.date.fromisoformat(raw) if raw else default
+            except ValueError:
+                return default
+
+        first = day("from", today.replace(day=1) - dt.timedelta(days=334))
+        last = day("to", today)
+        if last < first:
+            first, last = last, first
+        start = dt.datetime.combine(first, dt.time(0), zone).astimezone(dt.UTC)
+        end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(0), zone).astimezone(dt.UTC)
+        return Period(start, end)
+
+    def common(who: Principal, site: LoadedSite, when: Period, request: Request) -> dict[str, Any]:
+        zone = site.zone
+        return {
+            "user": who,
+            "current": "review",
+            "is_leader": True,
+            "site": site,
+            "sites": sorted(s for s in service.sites if who.may_see(s)),
+            "from_day": when.start.astimezone(zone).date().isoformat(),
+            "to_day": (when.end - dt.timedelta(microseconds=1)).astimezone(zone).date().isoformat(),
+            "period_words": f"{local_date(when.start, zone)} to "
+            f"{local_date(when.end - dt.timedelta(microseconds=1), zone)}",
+            "query": "&".join(
+                f"{k}={v}"
+                for k, v in (
+                    ("site", site.id),
+                    ("from", request.query_params.get("from", "")),
+                    ("to", request.query_params.get("to", "")),
+                )
+                if v
+            ),
+            "export": f"site={site.id}&from={format_ts(when.start)}&to={format_ts(when.end)}",
+        }
+
+    @router.get("/static/leaders/leaders.css", include_in_schema=False)
+    def style() -> Response:
+        """The review pages' style sheet (no data: open like the board's)."""
+        css = (importlib.resources.files("seclusion_hub") / "web" / "leaders.css").read_text(encoding="utf-8")
+        return Response(
+            css,
+            media_type="text/css",
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    @router.get("/review", include_in_schema=False)
+    def overview(request: Request) -> Response:
+        """Use over time against the reduction plan, flags, supervision, records, distributions."""
+        who = leader(request)
+        if not isinstance(who, Principal):
+            return who
+        site = site_for(who, request.query_params.get("site"))
+        when = period_for(request, site.zone)
+        bucket: Literal["week", "month"] = "week" if request.query_params.get("bucket") == "week" else "month"
+        facts: Facts = gather_facts(records, site, when)
+        summary = summary_json(site, facts, bucket, False, service.clock.now())
+        trend = summary["trend"]
+        counts = {b["label"]: b["count"] for b in trend["buckets"]}
+        fitted = None
+        if trend["slope"] is not None and counts:
+            n = len(counts)
+            mean = sum(counts.values()) / n
+            fitted = [mean + trend["slope"] * (i - (n - 1) / 2) for i in range(n)]
+        pupils = {p.id: p for p in records.pupils([site.id], site.id)}
+        flags = []
+        for flag in summary["flags"]:
+            child = pupils.get(flag["pupil_id"]) if flag["pupil_id"] else None
+            started = flag["first_start"]
+            began = dt.datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None
+            flags.append(
+                {**flag, "child": child, "when": local_datetime(began, site.zone) if began else None}
+            )
+        charts = {
+            "trend": bar_chart("Episodes per " + bucket, counts, fitted),
+            "hour": bar_chart(
+                "Episodes by hour of the day", {f"{int(h):02d}": c for h, c in summary["by_hour"].items()}
+            ),
+            "weekday": bar_chart("Episodes by weekday", summary["by_weekday"]),
+            "durations": bar_chart("How long episodes lasted", summary["durations"]),
+        }
+        records.audit(
+            AuditEntry(
+                at=service.clock.now(),
+                actor=who.name,
+                action="read",
+                target_type="review",
+                target_id=site.id,
+                detail={"via": "review_page"},
+            )
+        )
+        return page(
+            "leaders/overview.html",
+            title="Review",
+            summary=summary,
+            charts=charts,
+            flags=flags,
+            trend_words=trend_words(summary),
+            bucket=bucket,
+            **common(who, site, when, request),
+        )
+
+    @router.get("/review/fairness", include_in_schema=False)
+    def fairness(request: Request) -> Response:
+        """Disproportionality: each group of each characteristic against the rest of the register."""
+        who = leader(request)
+        if not isinstance(who, Principal):
+            return who
+        site = site_for(who, request.query_params.get("site"))
+        when = period_for(request, site.zone)
+        facts = gather_facts(records, site, when)
+        tables = []
+        for characteristic in CHARACTERISTICS:
+            rows = analytics.disproportionality(
+                facts.pupils, facts.episodes, characteristic, start=when.start, end=when.end, site=site.id
+            )
+            tables.append(
+                {
+                    "name": characteristic,
+                    "words": CHARACTERISTIC_WORDS[characteristic],
+                    "rows": [
+                        {
+                            "group": GROUP_WORDS.get(r.group, r.group),
+                            "rate": r,
+                            "reading": ratio_words(r),
+                            "whisker": whisker(r),
+                        }
+                        for r in rows
+                    ],
+                }
+            )
+        return page(
+            "leaders/fairness.html",
+            title="Fairness",
+            tables=tables,
+            children=len(facts.pupils),
+            **common(who, site, when, request),
+        )
+
+    @router.get("/review/children/{pupil_id}", include_in_schema=False)
+    def child(request: Request, pupil_id: str) -> Response:
+        """One child's episodes in the period and the patterns they make (audited)."""
+        who = leader(request)
+        if not isinstance(who, Principal):
+            return who
+        pupil = records.pupil(pupil_id)
+        if pupil is None or not who.may_see(pupil.site):
+            return page("not_found.html", 404, title="Not found", user=who, current="review")
+        site = service.sites[pupil.site]
+        when = period_for(request, site.zone)
+        facts = gather_facts(records, site, when)
+        mine = [e for e in analytics.counted(facts.episodes) if e.pupil_id == pupil.id]
+        flags = [
+            f
+            for f in analytics.pattern_flags(
+                facts.episodes, site.policies[next(iter(site.policies))].pattern_triggers, service.clock.now()
+            )
+            if f.pupil_id == pupil.id
+        ]
+        records.audit(
+            AuditEntry(
+                at=service.clock.now(),
+                actor=who.name,
+                action="read",
+                target_type="pupil",
+                target_id=pupil.id,
+                detail={"via": "review_page"},
+            )
+        )
+        rows = []
+        for e in mine:
+            incident = facts.incidents.get(e.id)
+            rows.append(
+                {
+                    "when": local_datetime(e.started_at, site.zone),
+                    "room": room_name(site, e.room),
+                    "minutes": duration_words(e.elapsed_s),
+                    "supervised": f"{e.supervised_s / e.elapsed_s * 100:.0f} %" if e.elapsed_s else "-",
+                    "status": status_words(incident) if incident else "",
+                    "incident_id": incident.id if incident else None,
+                }
+            )
+        return page(
+            "leaders/child.html",
+            title=f"{pupil.first_name} {pupil.last_name}",
+            pupil=pupil,
+            rows=rows,
+            flags=flags,
+            **common(who, site, when, request),
+        )
+
+    @router.get("/review/incidents", include_in_schema=False)
+    def incidents(request: Request) -> Response:
+        """The incident list with filters, newest first, 50 a page."""
+        who = leader(request)
+        if not isinstance(who, Principal):
+            return who
+        site = site_for(who, request.query_params.get("site"))
+        when = period_for(request, site.zone)
+        q = request.query_params
+        chosen_status = q.get("status") if q.get("status") in STATUSES else None
+        chosen_room = q.get("room") if site.room(q.get("room") or "") is not None else None
+        overdue = q.get("overdue") == "1"
+        try:
+            page_no = max(int(q.get("page", "1")), 1)
+        except ValueError:
+            page_no = 1
+        now = service.clock.now()
+        rows = records.incidents_page(
+            site.id,
+            status=chosen_status,
+            room=chosen_room,
+            start=when.start,
+            end=when.end,
+            overdue_at=now if overdue else None,
+            limit=51,
+            offset=(page_no - 1) * 50,
+        )
+        items = []
+        for row in rows[:50]:
+            episode = service.store.get_episode(row.episode_id)
+            deadline = next_deadline(row, site.zone, now)
+            items.append(
+                {
+                    "id": row.id,
+                    "room": room_name(site, row.room),
+                    "when": local_datetime(row.opened_at, site.zone),
+                    "minutes": duration_words(episode.elapsed_s) if episode else "",
+                    "status": status_words(row),
+                    "deadline": deadline,
+                }
+            )
+        return page(
+            "leaders/incidents.html",
+            title="Incidents",
+            items=items,
+            more=len(rows) > 50,
+            page_no=page_no,
+            statuses=STATUSES,
+            chosen_status=chosen_status,
+            chosen_room=chosen_room,
+            overdue=overdue,
+            rooms=site.spec.rooms,
+            **common(who, site, when, request),
+        )
+
+    return router

@@ -1,0 +1,179 @@
+"""The leaders' review pages (`/review`, `/review/fairness`, `/review/children/{id}`, `/review/incidents`):
+access and known answers in process, and a leader's walk through them in Debian's Chromium.
+
+Screenshots: test-artifacts/review-overview.png, review-overview-phone.png, review-fairness.png and
+review-incidents.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, expect, sync_playwright
+from sqlmodel import select
+
+from seclusion_hub.auth import create_token
+from seclusion_hub.models import AuditEntry
+from tests.hub.test_api import T0
+from tests.hub.test_review_api import SITE, START, Review
+from tests.web.test_board import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+DAY = dt.timedelta(days=1)
+PERIOD = "from=2026-09-01&to=2026-11-30"
+
+
+@pytest.fixture
+def review(tmp_path: Path) -> Iterator[Review]:
+    """A register of 20 children (10 with SEN support) and six episodes with known answers: a child
+    with SEN support three times within 30 days, two others once each, and one other child once."""
+    r = Review(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", name="Hillside School", reduction_target_pct=20)
+    sen = [r.pupil(f"Sen{i}", "sen_support") for i in range(10)]
+    other = [r.pupil(f"Other{i}", "none") for i in range(10)]
+    r.episode(sen[0], START + 2 * DAY + dt.timedelta(hours=9), 12)
+    r.episode(sen[0], START + 10 * DAY + dt.timedelta(hours=10), 8)
+    r.episode(sen[0], START + 20 * DAY + dt.timedelta(hours=13), 25, room="calm-2")
+    r.episode(sen[1], START + 40 * DAY + dt.timedelta(hours=9), 4)
+    r.episode(sen[2], START + 50 * DAY + dt.timedelta(hours=11), 6)
+    r.episode(other[0], START + 60 * DAY + dt.timedelta(hours=14), 3)
+    r.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    r.sen = sen  # type: ignore[attr-defined]
+    yield r
+    r.client.close()
+    r.store.close()
+
+
+def _browser(review: Review, role: str, *sites: str) -> TestClient:
+    client = TestClient(review.client.app)
+    token = create_token(review.store, f"{role}-person", role, list(sites), False, T0)  # type: ignore[arg-type]
+    assert client.post("/login", data={"token": token}).status_code == 200
+    return client
+
+
+def test_only_leaders_of_the_site_see_the_review(review: Review) -> None:
+    anonymous = TestClient(review.client.app, follow_redirects=False)
+    for path in ("/review", "/review/fairness", "/review/incidents"):
+        response = anonymous.get(path)
+        assert response.status_code == 303 and response.headers["location"] == "/login"
+    for role in ("staff", "senior"):
+        refused = _browser(review, role, SITE).get("/review")
+        assert refused.status_code == 403 and "For leaders" in refused.text
+    elsewhere = _browser(review, "leader", "other-school")
+    assert elsewhere.get(f"/review?site={SITE}").status_code == 403
+    child = elsewhere.get(f"/review/children/{review.sen[0]}")  # type: ignore[attr-defined]
+    assert child.status_code == 404 and "Sen0" not in child.text
+
+
+def test_the_fairness_page_shows_the_ratio_worked_out_by_hand(review: Review) -> None:
+    page = _browser(review, "leader", SITE).get(f"/review/fairness?{PERIOD}")
+    assert page.status_code == 200
+    # 3 of 10 children with SEN support against 1 of the other 10: 3 times the rate
+    se = math.sqrt(1 / 3 - 1 / 10 + 1 / 1 - 1 / 10)
+    low, high = math.exp(math.log(3) - 1.96 * se), math.exp(math.log(3) + 1.96 * se)
+    assert f"3.00 ({low:.2f} to {high:.2f})" in page.text
+    assert "About 3.0 times as likely to be secluded as other children" in page.text
+    assert "too few children to be sure" in page.text
+    assert "Sen0" not in page.text, "the fairness page names no child"
+
+
+def test_a_childs_page_is_audited_and_the_overview_flags_the_pattern(review: Review) -> None:
+    leader = _browser(review, "leader", SITE)
+    overview = leader.get(f"/review?{PERIOD}")
+    assert "A child has had 3 episodes within the profile" in overview.text
+    assert "Use is falling" in overview.text and "on track" in overview.text
+    link = re.search(r'href="(/review/children/[^"?]+)', overview.text)
+    assert link is not None
+    child = leader.get(link.group(1) + f"?{PERIOD}")
+    assert child.status_code == 200 and "Sen0 Test" in child.text and child.text.count("<tr>") == 4
+    with review.store.session() as s:
+        reads = s.exec(select(AuditEntry).where(AuditEntry.target_type == "pupil")).all()
+    assert [r.actor for r in reads] == ["leader-person"]
+
+
+@pytest.fixture
+def served(review: Review) -> Iterator[str]:
+    """The app on a free loopback port (uvicorn in a thread)."""
+    config = uvicorn.Config(review.client.app, host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def chromium() -> Iterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.mark.integration
+def test_a_leader_walks_through_the_review_in_chromium(
+    review: Review, served: str, chromium: Browser
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    token = create_token(review.store, "Head teacher", "leader", [SITE], False, T0)
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{served}/login")
+    page.get_by_label("Access token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{served}/")
+    # From the records page's header to the review
+    page.goto(f"{served}/records")
+    page.get_by_role("link", name="Review").click()
+    expect(page.get_by_role("heading", name="Use over time: Hillside School")).to_be_visible()
+    # The period with the form: September to November, by month
+    page.get_by_label("From", exact=True).fill("2026-09-01")
+    page.get_by_label("To", exact=True).fill("2026-11-30")
+    page.get_by_label("Group by").select_option("month")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator(".verdict")).to_contain_text("Use is falling")
+    expect(page.locator(".verdict")).to_contain_text("on track")
+    expect(page.locator("#chart-trend-title")).to_have_text("Episodes per month")
+    assert page.locator("figure:has(#chart-trend-title) rect.bar").count() == 3  # September to November
+    expect(page.locator(".flag").first).to_contain_text("A child has had 3 episodes")
+    page.screenshot(path=str(ARTIFACTS / "review-overview.png"), full_page=True)
+    # Fairness between groups
+    page.get_by_role("link", name="Fairness between groups").click()
+    expect(page.get_by_role("heading", name="Special educational needs")).to_be_visible()
+    expect(page.locator("table.fairness").first).to_contain_text("3.00")
+    page.screenshot(path=str(ARTIFACTS / "review-fairness.png"), full_page=True)
+    # The incident list, overdue only: none of the six was ever recorded
+    page.get_by_role("link", name="Incidents").click()
+    page.get_by_label("Overdue only").check()
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("table.incidents tbody tr")).to_have_count(6)
+    expect(page.locator("table.incidents").get_by_text("OVERDUE:").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "review-incidents.png"), full_page=True)
+    # On a phone
+    phone = chromium.new_context(
+        viewport={"width": 390, "height": 844}, storage_state=context.storage_state()
+    )
+    small = phone.new_page()
+    small.goto(f"{served}/review?{PERIOD}")
+    expect(small.locator(".verdict")).to_contain_text("Use is falling")
+    small.screenshot(path=str(ARTIFACTS / "review-overview-phone.png"), full_page=True)
+    phone.close()
+    context.close()
