@@ -118,7 +118,10 @@ def whisker(row: GroupRate) -> Whisker:
 def ratio_words(row: GroupRate) -> str:
     """A risk ratio read aloud, with how sure it is."""
     if row.risk_ratio is None:
-        return "Cannot be worked out: no other children to compare with, nobody secluded among them, or an empty group."
+        return (
+            "Cannot be worked out: no other children to compare with, nobody secluded among them, "
+            "or an empty group."
+        )
     rr = row.risk_ratio
     if rr >= 1.25:
         said = f"about {rr:.1f} times as likely to be secluded as other children"
