@@ -743,6 +743,7 @@ def banner(
         f"            (role admin; also in {token_file})",
         f"  Board:    {base}/  (the live board: sign in there with the token above)",
         f"  Records:  {base}/records  (complete an episode's record; three made-up children on the register)",
+        f"  Review:   {base}/review  (the leaders' figures, patterns and fairness between groups)",
         f"  Broker:   {broker.description} at {broker.redacted}",
         f"  Workdir:  {workdir} (database, device outboxes, broker files; {kept})",
         f'  Try:      curl -s -H "Authorization: Bearer $(cat {token_file})" {base}/api/rooms',
