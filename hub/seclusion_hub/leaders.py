@@ -14,6 +14,7 @@ import importlib.resources
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -93,12 +94,15 @@ def bar_chart(title: str, counts: dict[str, int], fitted: list[float] | None = N
 
 @dataclass
 class Whisker:
-    """A risk ratio and its interval on a log scale (0.1 to 10) in a 640 x 40 viewBox."""
+    """A risk ratio and its interval on a log scale (0.1 to 10) in a 640 x 40 viewBox; an interval
+    running past either end is marked as cut there."""
 
     x: float | None
     low: float | None
     high: float | None
     one: float
+    cut_low: bool = False
+    cut_high: bool = False
 
 
 def _log_x(value: float) -> float:
@@ -112,6 +116,8 @@ def whisker(row: GroupRate) -> Whisker:
         low=_log_x(row.ci_low) if row.ci_low else None,
         high=_log_x(row.ci_high) if row.ci_high else None,
         one=_log_x(1.0),
+        cut_low=row.ci_low is not None and row.ci_low < 0.1,
+        cut_high=row.ci_high is not None and row.ci_high > 10,
     )
 
 
@@ -136,7 +142,7 @@ def ratio_words(row: GroupRate) -> str:
         if row.ci_low > 1 or row.ci_high < 1
         else "the interval includes 1: too few children to be sure"
     )
-    return f"{said.capitalize()}; 95 % interval {row.ci_low:.1f} to {row.ci_high:.1f}, {sure}."
+    return f"{said.capitalize()}; 95 % interval {row.ci_low:.2f} to {row.ci_high:.2f}, {sure}."
 
 
 def trend_words(summary: dict[str, Any]) -> str:
@@ -209,7 +215,9 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             except ValueError:
                 return default
 
-        first = day("from", today.replace(day=1) - dt.timedelta(days=334))
+        # Default: the last 12 calendar months, this one included (whole months from the 1st).
+        back = today.year * 12 + today.month - 1 - 11
+        first = day("from", dt.date(back // 12, back % 12 + 1, 1))
         last = day("to", today)
         if last < first:
             first, last = last, first
@@ -229,16 +237,18 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             "to_day": (when.end - dt.timedelta(microseconds=1)).astimezone(zone).date().isoformat(),
             "period_words": f"{local_date(when.start, zone)} to "
             f"{local_date(when.end - dt.timedelta(microseconds=1), zone)}",
-            "query": "&".join(
-                f"{k}={v}"
-                for k, v in (
-                    ("site", site.id),
-                    ("from", request.query_params.get("from", "")),
-                    ("to", request.query_params.get("to", "")),
-                )
-                if v
+            "query": urlencode(
+                [
+                    (k, v)
+                    for k, v in (
+                        ("site", site.id),
+                        ("from", request.query_params.get("from", "")),
+                        ("to", request.query_params.get("to", "")),
+                    )
+                    if v
+                ]
             ),
-            "export": f"site={site.id}&from={format_ts(when.start)}&to={format_ts(when.end)}",
+            "export": urlencode({"site": site.id, "from": format_ts(when.start), "to": format_ts(when.end)}),
         }
 
     @router.get("/static/leaders/leaders.css", include_in_schema=False)
@@ -270,14 +280,15 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             mean = sum(counts.values()) / n
             fitted = [mean + trend["slope"] * (i - (n - 1) / 2) for i in range(n)]
         pupils = {p.id: p for p in records.pupils([site.id], site.id)}
+        windows = {t.label: t.window_days for p in site.policies.values() for t in p.pattern_triggers}
         flags = []
         for flag in summary["flags"]:
             child = pupils.get(flag["pupil_id"]) if flag["pupil_id"] else None
             started = flag["first_start"]
             began = dt.datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None
-            flags.append(
-                {**flag, "child": child, "when": local_datetime(began, site.zone) if began else None}
-            )
+            when_words = local_datetime(began, site.zone) if began else None
+            flags.append({**flag, "child": child, "when": when_words, "window": windows.get(flag["label"])})
+        named = sorted({f["child"].id for f in flags if f["child"] is not None})
         charts = {
             "trend": bar_chart("Episodes per " + bucket, counts, fitted),
             "hour": bar_chart(
@@ -285,6 +296,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             ),
             "weekday": bar_chart("Episodes by weekday", summary["by_weekday"]),
             "durations": bar_chart("How long episodes lasted", summary["durations"]),
+            "period": bar_chart("Episodes by timetable period", summary["by_period"]),
         }
         records.audit(
             AuditEntry(
@@ -293,7 +305,8 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                 action="read",
                 target_type="review",
                 target_id=site.id,
-                detail={"via": "review_page"},
+                # The flags name children: whose names were on the screen is part of the read.
+                detail={"via": "review_page", "children_named": named},
             )
         )
         return page(
@@ -448,6 +461,20 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             chosen_room=chosen_room,
             overdue=overdue,
             rooms=site.spec.rooms,
+            filters=urlencode(
+                [
+                    (k, v)
+                    for k, v in (
+                        ("site", site.id),
+                        ("from", q.get("from", "")),
+                        ("to", q.get("to", "")),
+                        ("status", chosen_status or ""),
+                        ("room", chosen_room or ""),
+                        ("overdue", "1" if overdue else ""),
+                    )
+                    if v
+                ]
+            ),
             **common(who, site, when, request),
         )
 

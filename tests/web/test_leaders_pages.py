@@ -87,8 +87,10 @@ def test_the_fairness_page_shows_the_ratio_worked_out_by_hand(review: Review) ->
 
 def test_a_childs_page_is_audited_and_the_overview_flags_the_pattern(review: Review) -> None:
     leader = _browser(review, "leader", SITE)
+    # By default the last 12 calendar months, whole ones (the clock is on 1 December 2026)
+    assert "Thursday 1 January 2026 to Tuesday 1 December 2026" in leader.get("/review").text
     overview = leader.get(f"/review?{PERIOD}")
-    assert "A child has had 3 episodes within the profile" in overview.text
+    assert "A child has had 3 episodes within 30 days (repeated seclusion)" in overview.text
     assert "Use is falling" in overview.text and "on track" in overview.text
     link = re.search(r'href="(/review/children/[^"?]+)', overview.text)
     assert link is not None
@@ -97,6 +99,9 @@ def test_a_childs_page_is_audited_and_the_overview_flags_the_pattern(review: Rev
     with review.store.session() as s:
         reads = s.exec(select(AuditEntry).where(AuditEntry.target_type == "pupil")).all()
     assert [r.actor for r in reads] == ["leader-person"]
+    with review.store.session() as s:
+        overview_reads = s.exec(select(AuditEntry).where(AuditEntry.target_type == "review")).all()
+    assert [r.detail["children_named"] for r in overview_reads] == [[review.sen[0]]] * 2  # type: ignore[attr-defined]
 
 
 @pytest.fixture
