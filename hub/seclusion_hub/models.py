@@ -196,7 +196,7 @@ class ParentContact(SQLModel, table=True):
     incident_id: str = Field(foreign_key="incident.id", max_length=36, index=True)
     at: dt.datetime = _ts()
     by: str = Field(max_length=200)
-    kind: str = Field(max_length=16)  # notice | copy
+    kind: str = Field(max_length=16)  # notice | copy (to the parents) | authority (the report to it)
     method: str = Field(max_length=32)  # phone | in_person | email | letter | text_message | other
     outcome: str = Field(max_length=32)  # reached | no_answer | message_left | sent | failed
     note: str = Field(default="", sa_type=sa.Text)

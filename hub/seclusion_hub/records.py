@@ -137,6 +137,7 @@ def incident_json(row: IncidentRecord) -> dict[str, Any]:
         "parent_copy_withheld_at": _ts(row.parent_copy_withheld_at),
         "parent_copy_withheld_by": row.parent_copy_withheld_by,
         "parent_copy_withheld_reason": row.parent_copy_withheld_reason,
+        "authority_notified_at": _ts(row.authority_notified_at),
         "reviewed_at": _ts(row.reviewed_at),
         "reviewed_by": row.reviewed_by,
         "closed_at": _ts(row.closed_at),
@@ -357,6 +358,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         records.audit(audit(who, "read", "incident", row.id))
         body = incident_json(row)
         body["auto"] = auto(row)
+        contacts = records.contacts(row.id)
         body["parent_contacts"] = [
             {
                 "at": format_ts(c.at),
@@ -366,7 +368,11 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                 "outcome": c.outcome,
                 "note": c.note,
             }
-            for c in records.contacts(row.id)
+            for c in contacts
+            if c.kind != "authority"
+        ]
+        body["authority_contacts"] = [
+            {"at": format_ts(c.at), "by": c.by, "note": c.note} for c in contacts if c.kind == "authority"
         ]
         body["addenda"] = [
             {"at": format_ts(a.at), "author": a.author, "field": a.field, "text": a.text}
@@ -436,6 +442,26 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         """Sign the reviewed record off (`closed`): from now on it changes only by addenda."""
         now = service.clock.now()
         return change(incident_id, who, "sign_off", lambda row: workflow.sign_off(_view(row), who.name, now))
+
+    @router.post("/api/incidents/{incident_id}/authority-notice", tags=["incidents"])
+    def authority_notice(incident_id: str, body: NoteIn, who: Senior) -> dict[str, Any]:
+        """Record that the report to the local authority (or the state) was made, with a note of how and
+        to whom; it resolves an overdue report's alert."""
+        now = service.clock.now()
+
+        def decide(row: IncidentRecord) -> dict[str, Any]:
+            return workflow.authority_notified(_view(row), now, row.authority_notified_at)
+
+        note = ParentContact(
+            incident_id=incident_id,
+            at=now,
+            by=who.name,
+            kind="authority",
+            method="other",
+            outcome="sent",
+            note=body.note,
+        )
+        return change(incident_id, who, "authority_notice", decide, contact=note)
 
     @router.post("/api/incidents/{incident_id}/addenda", tags=["incidents"], status_code=201)
     def addendum(incident_id: str, body: AddendumIn, who: Staff) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from sqlmodel import select
 
 from seclusion_hub.auth import create_token
 from seclusion_hub.core import incident as workflow
+from seclusion_hub.core.alerts import AlertSaved, AlertSend
 from seclusion_hub.core.incident import IncidentView, WorkflowError
 from seclusion_hub.models import AuditEntry
 from tests.hub.test_api import T0, Api
@@ -495,3 +496,37 @@ def test_the_record_is_filled_in_from_the_episode_with_the_childs_time_in_the_48
     ]  # 10 minutes reached
     earlier = api.client.get(f"/api/incidents/{first['incident_id']}", headers=staff).json()["auto"]
     assert earlier["minutes_in_48h_before"] == 0.0
+
+
+def test_the_report_to_the_authority_is_recorded_once_even_after_sign_off(api: Records) -> None:
+    ep = api.ended_episode()
+    incident = f"/api/incidents/{ep['incident_id']}"
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    body = {"note": "Emailed to the local authority's safeguarding team."}
+    assert api.client.post(f"{incident}/authority-notice", json=body, headers=staff).status_code == 403
+    done = api.client.post(f"{incident}/authority-notice", json=body, headers=senior)
+    assert done.status_code == 200 and done.json()["authority_notified_at"] is not None
+    assert api.client.post(f"{incident}/authority-notice", json=body, headers=senior).status_code == 409
+    record = api.client.get(incident, headers=staff).json()
+    assert [c["note"] for c in record["authority_contacts"]] == [body["note"]]
+    assert record["parent_contacts"] == []
+
+
+def test_an_overdue_report_to_the_authority_resolves_once_it_is_made() -> None:
+    due = T0 + dt.timedelta(days=2)
+    rec = workflow.ReportDue(
+        incident_id="i",
+        episode_id="e",
+        site="test-school",
+        room="calm-1",
+        due={"authority_notice": due},
+        done={"authority_notice": False},
+    )
+    [saved, send] = workflow.overdue_effects([rec], {}, due + dt.timedelta(minutes=1))
+    assert isinstance(saved, AlertSaved) and isinstance(send, AlertSend)
+    assert saved.alert.rule == "authority_notice" and send.tier == "senior"
+    made = workflow.ReportDue(**{**rec.__dict__, "done": {"authority_notice": True}})
+    [resolved] = workflow.overdue_effects([made], {saved.alert.id: saved.alert}, due + dt.timedelta(hours=1))
+    assert isinstance(resolved, AlertSaved)
+    assert resolved.alert.resolved_at is not None and resolved.change == "resolved"

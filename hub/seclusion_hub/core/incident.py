@@ -237,6 +237,16 @@ def review(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
     return {"status": "reviewed", "reviewed_at": now, "reviewed_by": who}
 
 
+def authority_notified(view: IncidentView, now: dt.datetime, already: dt.datetime | None) -> dict[str, Any]:
+    """The report to the authority (a profile's `authority_notice_due`) was made. Once recorded it
+    stays as it was; a signed record takes it too, since the report may follow the sign-off."""
+    if view.status == "open":
+        raise WorkflowError(409, "status", "the episode is still running")
+    if already is not None:
+        raise WorkflowError(409, "status", "the report to the authority is already recorded")
+    return {"authority_notified_at": now}
+
+
 def sign_off(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
     """A senior member of staff signs the reviewed record off: `reviewed` → `closed`, for good."""
     if view.status != "reviewed":
