@@ -269,6 +269,14 @@ class HubService:
         """The ingest thread's look at records whose deadlines passed (`report_overdue`, semantics 5)."""
 
         def apply(batch: Batch) -> None:
+            try:
+                look(batch)
+            except Exception:
+                # Nobody waits for this command: say it here, and try again at the next look.
+                log.exception("looking for overdue records failed")
+                raise
+
+        def look(batch: Batch) -> None:
             now = self.clock.now()
             overdue = self.records.overdue(now)
             active = self.store.active_alerts_of_kind("report_overdue")
