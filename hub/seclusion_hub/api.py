@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -98,6 +100,53 @@ class EpisodeEnd(_Body):
     ended_at: Timestamp
 
 
+# Text no database here can store: a NUL character (PostgreSQL refuses it, SQLite takes it) and a lone
+# surrogate (a JSON `\ud800` escape without its pair: not UTF-8, so neither can).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable_in(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """Where in a JSON value there is text no database can store (the keys leading to it), or None."""
+    if isinstance(value, str):
+        return path if _UNSTORABLE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if _UNSTORABLE.search(str(key)):
+            return (*path, _UNSTORABLE.sub("", str(key)))
+        found = _unstorable_in(item, (*path, str(key)))
+        if found is not None:
+            return found
+    return None
+
+
+async def refuse_unstorable_text(request: Request) -> None:
+    """A NUL character or a lone surrogate in a path, query or JSON body value is refused with 422
+    naming the field, before it reaches the database (where it was a 500). Form bodies are left
+    alone: they cannot be read twice."""
+    problem = "contains a NUL character or a lone surrogate"
+    for name, value in request.path_params.items():
+        if _UNSTORABLE.search(str(value)):
+            raise BadRequest("path", name, problem)
+    for name, value in request.query_params.multi_items():
+        if _UNSTORABLE.search(name + value):
+            raise BadRequest("query", _UNSTORABLE.sub("", name), problem)
+    content_type = request.headers.get("content-type", "").lower()
+    if request.method not in ("POST", "PUT", "PATCH") or content_type.startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        return
+    raw = await request.body()  # already read (and kept) by FastAPI for a JSON body
+    if b"\x00" in raw:
+        raise BadRequest("body", "body", problem)
+    if b"\\u" in raw:  # only a JSON escape gives either
+        try:
+            found = _unstorable_in(json.loads(raw))
+        except ValueError:
+            return  # not JSON: FastAPI or the endpoint says so
+        if found is not None:
+            raise BadRequest("body", ".".join(found) or "body", problem)
+
+
 def _ts(value: dt.datetime | None) -> str | None:
     return format_ts(value) if value is not None else None
 
@@ -176,6 +225,7 @@ def create_app(
         title="Seclusion hub",
         version=__version__,
         description="Times every confinement, watches supervision, and keeps the record. Contract v1.",
+        dependencies=[Depends(refuse_unstorable_text)],
     )
     store = service.store
     app.state.store = store

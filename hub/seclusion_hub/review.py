@@ -122,11 +122,14 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
 
     def period(start: dt.datetime | None, end: dt.datetime | None) -> Period:
         now = service.clock.now()
+        for name, given in (("from", start), ("to", end)):
+            if given is not None and given.tzinfo is None:
+                raise BadRequest("query", name, "give a time with its offset, e.g. 2026-09-01T00:00:00Z")
+            # Near year 1 or 9999 the date arithmetic below overflows (it was a 500)
+            if given is not None and not 2000 <= given.year < 2100:
+                raise BadRequest("query", name, "must be in the years 2000 to 2099")
         end = end or now
         start = start or end - dt.timedelta(days=365)
-        for name, value in (("from", start), ("to", end)):
-            if value.tzinfo is None:
-                raise BadRequest("query", name, "give a time with its offset, e.g. 2026-09-01T00:00:00Z")
         if start >= end:
             raise BadRequest("query", "from", "must be before `to`")
         return Period(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
