@@ -211,9 +211,11 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         def day(name: str, default: dt.date) -> dt.date:
             raw = request.query_params.get(name, "")
             try:
-                return dt.date.fromisoformat(raw) if raw else default
+                asked = dt.date.fromisoformat(raw) if raw else default
             except ValueError:
                 return default
+            # Like a date that is not one: near year 1 or 9999 the arithmetic below overflowed (a 500)
+            return asked if 2000 <= asked.year < 2100 else default
 
         # Default: the last 12 calendar months, this one included (whole months from the 1st).
         back = today.year * 12 + today.month - 1 - 11
