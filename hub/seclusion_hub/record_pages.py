@@ -30,6 +30,7 @@ from .core.incident import REQUIRED_FOR_REVIEW, IncidentView, RecordFields
 from .delivery import alert_from_row
 from .models import AuditEntry, IncidentRecord
 from .record_store import RecordStore, report_due
+from .reports.parent_copy import format_date
 from .service import HubService
 from .web import PAGE_HEADERS, session_token
 
@@ -224,26 +225,9 @@ _STATIC: Final = {
 
 # -- times, in the site's timezone and in British English whatever the server's locale
 
-_DAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTHS: Final = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-
 
 def local_date(when: dt.datetime, zone: ZoneInfo) -> str:
-    t = when.astimezone(zone)
-    return f"{_DAYS[t.weekday()]} {t.day} {_MONTHS[t.month - 1]} {t.year}"
+    return format_date(when.astimezone(zone).date())
 
 
 def local_time(when: dt.datetime, zone: ZoneInfo, seconds: bool = False) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from playwright.sync_api import Browser, sync_playwright
 
 from seclusion_hub.auth import Role, create_token
 from seclusion_hub.config import HubSettings
@@ -82,3 +84,30 @@ def hub_running(tmp_path: Path, mosquitto: Mosquitto, rooms: list[dict[str, Any]
 def running_hub(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunningHub]:
     with hub_running(tmp_path, mosquitto, [two_device_room("calm-1"), two_device_room("calm-2")]) as hub:
         yield hub
+
+
+# Debian's Chromium, driven by Playwright (its own browsers are never downloaded).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Headless Chromium from Debian's package (Playwright's own browsers are never downloaded)."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from seclusion_contract import format_ts
 from seclusion_hub.api import room_json
@@ -23,32 +21,8 @@ from tests.web.conftest import RunningHub, hub_running
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 WAIT_MS = 10_000
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    """Headless Chromium from Debian's package (Playwright's own browsers are never downloaded)."""
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def devices_online(mosquitto: Mosquitto, room: str) -> tuple[Device, Device]:

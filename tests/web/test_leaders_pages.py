@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -19,14 +18,14 @@ from pathlib import Path
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from sqlmodel import select
 
 from seclusion_hub.auth import create_token
 from seclusion_hub.models import AuditEntry
 from tests.hub.test_api import T0
 from tests.hub.test_review_api import SITE, START, Review
-from tests.web.test_board import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.web.test_board import ARTIFACTS
 
 DAY = dt.timedelta(days=1)
 PERIOD = "from=2026-09-01&to=2026-11-30"
@@ -121,25 +120,11 @@ def served(review: Review) -> Iterator[str]:
     thread.join(10)
 
 
-@pytest.fixture
-def chromium() -> Iterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 @pytest.mark.integration
-def test_a_leader_walks_through_the_review_in_chromium(
-    review: Review, served: str, chromium: Browser
-) -> None:
+def test_a_leader_walks_through_the_review_in_chromium(review: Review, served: str, browser: Browser) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     token = create_token(review.store, "Head teacher", "leader", [SITE], False, T0)
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto(f"{served}/login")
     page.get_by_label("Access token").fill(token)
@@ -173,9 +158,7 @@ def test_a_leader_walks_through_the_review_in_chromium(
     expect(page.locator("table.incidents").get_by_text("OVERDUE:").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "review-incidents.png"), full_page=True)
     # On a phone
-    phone = chromium.new_context(
-        viewport={"width": 390, "height": 844}, storage_state=context.storage_state()
-    )
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, storage_state=context.storage_state())
     small = phone.new_page()
     small.goto(f"{served}/review?{PERIOD}")
     expect(small.locator(".verdict")).to_contain_text("Use is falling")

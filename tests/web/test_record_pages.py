@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlmodel import select
 
 from seclusion_contract import Topics, format_ts
@@ -35,7 +34,7 @@ from seclusion_hub.store import Store
 from tests.support.hub import SITE, Device, api_get, two_device_room, write_site
 from tests.support.processes import Mosquitto, poll
 from tests.web.conftest import RunningHub, hub_running
-from tests.web.test_board import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, devices_online
+from tests.web.test_board import ARTIFACTS, devices_online
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)  # a Monday; London is on GMT
 WAIT_MS = 10_000
@@ -398,19 +397,6 @@ def test_the_pages_are_labelled_in_british_english_and_kind_words(hub: Hub) -> N
 # -- in a real browser
 
 
-@pytest.fixture
-def chromium() -> Iterator[Browser]:
-    """Headless Chromium from Debian's package (Playwright's own browsers are never downloaded)."""
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 def _sign_in(page: Page, base: str, token: str) -> None:
     page.goto(f"{base}/login")
     page.get_by_label("Access token").fill(token)
@@ -424,7 +410,7 @@ def _done(page: Page, words: str) -> None:
 
 @pytest.mark.integration
 def test_a_record_is_completed_from_the_board_to_the_parents_pdf(
-    tmp_path: Path, mosquitto: Mosquitto, chromium: Browser
+    tmp_path: Path, mosquitto: Mosquitto, browser: Browser
 ) -> None:
     """Given a child was in calm-1 for 10 minutes (real device events through Mosquitto), when staff
     follow the board's link to the record, choose the child, complete it, mark it recorded, tell the
@@ -434,8 +420,8 @@ def test_a_record_is_completed_from_the_board_to_the_parents_pdf(
         door, panel = devices_online(mosquitto, "calm-1")
         try:
             incident_id = _episode_happens(hub, door, panel)
-            staff_page = chromium.new_page(viewport={"width": 1024, "height": 900})  # a tablet
-            senior_page = chromium.new_page(viewport={"width": 390, "height": 844})  # a phone
+            staff_page = browser.new_page(viewport={"width": 1024, "height": 900})  # a tablet
+            senior_page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
             errors: list[str] = []
             for p in (staff_page, senior_page):
                 p.on("pageerror", lambda error: errors.append(str(error)))
