@@ -157,7 +157,7 @@ class HubService:
         self.delivery.publish = lambda topic, payload, qos, retain: self.publish(topic, payload, qos, retain)
         self.delivery.connected = lambda: self.listening()
         self.lock = threading.RLock()
-        self.inbox: queue.Queue[Inbound | Command] = queue.Queue()
+        self.inbox: queue.SimpleQueue[Inbound | Command] = queue.SimpleQueue()
         self.machines: dict[tuple[str, str], RoomMachine] = {}
         # Each room's next deadline, kept for the rooms each batch touches: the wait and the tick then
         # look at one number per room, not at its whole state (bench/alerts.py: 2,000 rooms).
@@ -342,11 +342,13 @@ class HubService:
             return items
         # Linger a moment for more: one commit (an fsync) and one room snapshot serve the whole batch, so
         # under load a few milliseconds here buy back far more than they cost (measured: bench/ingest.py).
-        deadline = time.monotonic() + self.linger_s
+        # One sleep, then take what came: waking for every message as it arrives cost more than the
+        # messages (the network thread wants the same interpreter lock).
+        if self.linger_s > 0 and self.inbox.qsize() < self.batch_size:
+            time.sleep(self.linger_s)
         while len(items) < self.batch_size:
-            remaining = deadline - time.monotonic()
             try:
-                items.append(self.inbox.get(timeout=remaining) if remaining > 0 else self.inbox.get_nowait())
+                items.append(self.inbox.get_nowait())
             except queue.Empty:
                 break
         return items

@@ -283,3 +283,90 @@ def test_segments_are_rewritten_only_when_they_change_and_always_match_the_episo
     again = Store(store.engine)
     again.write(Batch(episodes={ep.id: ep}), T0 + dt.timedelta(seconds=42))
     assert len(rows()) == 2
+
+
+def _raw(store: Store, table: str, order: str) -> list[tuple[object, ...]]:
+    with store.engine.connect() as conn:
+        sql = f"SELECT * FROM {table} ORDER BY {order}"  # noqa: S608 (the test's own table names)
+        return [tuple(r) for r in conn.exec_driver_sql(sql)]
+
+
+def test_rows_written_through_the_driver_are_exactly_what_sqlalchemy_writes(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The hot tables skip SQLAlchemy (store._driver_write); what lands must not differ by a character:
+    times as SQLAlchemy stores them, JSON as its text, booleans, bytes, NULLs, an upsert's update."""
+    from seclusion_hub.models import DeadLetter, EpisodeRecord, RoomSnapshot, TimelineNote
+
+    ep = episode(1, T0)
+    later = T0 + dt.timedelta(seconds=1, microseconds=7)
+    cases: list[tuple[type[SQLModel], list[dict[str, object]], list[str] | None, str]] = [
+        (
+            EpisodeRecord,
+            [
+                {
+                    "id": ep.id,
+                    "site": ep.site,
+                    "room": ep.room,
+                    "number": 1,
+                    "started_at": T0,
+                    "ended_at": None,
+                }
+                | {"start_uncertain": False, "end_uncertain": True, "locked": False, "manual": False}
+                | {"test": True, "incident_id": ep.incident_id, "pupil_id": None, "elapsed_s": 1.5}
+                | {"duration_s": 1.25, "supervised_s": 0.0, "unsupervised_s": 1.25, "unknown_s": 0.0}
+                | {"longest_lapse_s": 1.25, "data": ep.model_dump_json(), "saved_at": later}
+            ],
+            ["id"],
+            "id",
+        ),
+        (
+            RoomSnapshot,
+            [{"site": "s", "room": "r", "state": '{"a": "é"}', "updated_at": later}],
+            ["site", "room"],
+            "room",
+        ),
+        (
+            TimelineNote,
+            [
+                {
+                    "site": "s",
+                    "room": "r",
+                    "episode_id": None,
+                    "at": T0,
+                    "kind": "k",
+                    "detail": {"x": [1, "é"]},
+                },
+                {"site": "s", "room": "r", "episode_id": ep.id, "at": later, "kind": "k", "detail": {}},
+            ],
+            None,
+            "id",
+        ),
+        (DeadLetter, [dead_letter_row("a/b", b"\x00\xffbad", "reason", T0)], None, "id"),
+    ]
+    sqlite = store.engine.dialect.name == "sqlite"
+    # The same rows through SQLAlchemy, into a second, empty database of the same kind.
+    if sqlite:
+        other = Store.open(f"sqlite:///{tmp_path / 'other.db'}")
+    else:
+        server = request.getfixturevalue("postgres_server")
+        name = server.create_database()
+        request.addfinalizer(lambda: server.drop_database(name))
+        other = Store.open(server.url(name))
+    try:
+        for model, rows, keys, order in cases:
+            table = str(model.__tablename__)
+            with store.engine.begin() as conn:
+                if keys is None:
+                    store._insert(conn, model, rows)
+                else:
+                    store._upsert(conn, model, rows, keys)
+                    store._upsert(conn, model, rows, keys)  # the update half of the upsert
+            with other.engine.begin() as conn:
+                conn.execute(sa.insert(model), rows)
+            # Every one of them skips SQLAlchemy, except JSON on PostgreSQL (which wants it typed).
+            through_driver = any(k[0] == table for k, w in store._driver_writes.items() if w)
+            assert through_driver == (sqlite or model is not TimelineNote), table
+            assert _raw(store, table, order) == _raw(other, table, order), table
+    finally:
+        other.close()

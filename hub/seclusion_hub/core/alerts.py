@@ -107,6 +107,12 @@ class Alert(_Model):
     def active(self) -> bool:
         return self.resolved_at is None
 
+    def snapshot(self) -> Alert:
+        """A copy that later changes to this alert leave alone: its two containers copied, the rest
+        (times, strings and `Escalation`s, which are never changed once made) shared. A deep copy
+        cost as much as evaluating the room."""
+        return self.model_copy(update={"detail": dict(self.detail), "escalations": list(self.escalations)})
+
 
 @dataclass(frozen=True, slots=True)
 class Condition:
@@ -602,7 +608,7 @@ def _send(alert: Alert, tier: Tier, reason: SendReason, now: dt.datetime, ctx: A
         alert.next_send_at = now + _s(ctx.policy.renotify_s)
     else:
         alert.next_send_at = None
-    return AlertSend(alert.model_copy(deep=True), tier, reason, alert.sends)
+    return AlertSend(alert.snapshot(), tier, reason, alert.sends)
 
 
 def _next_tier(current: Tier, ctx: AlertContext) -> Tier:
