@@ -97,6 +97,15 @@ CYCLE: tuple[tuple[str, str], ...] = (
     ("occupancy", "vacant"),
     ("observer", "absent"),
 )
+# `--story sensors`: the same devices and rate without a single episode (the door stays open while the
+# room fills and empties and the observer comes and goes): what the episodes cost, by difference.
+SENSORS: tuple[tuple[str, str], ...] = (
+    ("occupancy", "occupied"),
+    ("observer", "present"),
+    ("occupancy", "vacant"),
+    ("observer", "absent"),
+)
+STORIES = {"episodes": CYCLE, "sensors": SENSORS}
 
 
 # --- configuration and results exchanged with the worker processes ------------------------------------
@@ -116,6 +125,7 @@ class PublisherJob:
     epoch: int
     seed: int
     window: int  # unacknowledged QoS 1 publishes allowed per device
+    story: str = "episodes"
 
 
 @dataclass
@@ -171,7 +181,8 @@ def _v5_connect_properties(receive_maximum: int | None = None) -> Properties:
 class _Device:
     """One simulated device: its connection, its sequence, its place in the story."""
 
-    def __init__(self, room: str, device: str, epoch: int, window: int) -> None:
+    def __init__(self, room: str, device: str, epoch: int, window: int, story: str = "episodes") -> None:
+        self.story = STORIES[story]
         self.room = room
         self.device = device
         self.topic = f"{DEFAULT_ROOT}/{SITE}/{room}/{device}/event"
@@ -213,7 +224,7 @@ class _Device:
 
     def valid_payload(self, mono: float) -> bytes:
         self.seq += 1
-        kind, value = CYCLE[self.step % len(CYCLE)]
+        kind, value = self.story[self.step % len(self.story)]
         self.step += 1
         # ts: the publish time, to the millisecond, strictly increasing per device.
         ts_ms = max(time.time_ns() // 1_000_000, self.last_ts_ms + 1)
@@ -255,7 +266,7 @@ class _Publisher:
     def __init__(self, job: PublisherJob) -> None:
         self.job = job
         self.rng = random.Random(job.seed)
-        self.devices = [_Device(room, dev, job.epoch, job.window) for room, dev in job.devices]
+        self.devices = [_Device(room, dev, job.epoch, job.window, job.story) for room, dev in job.devices]
         self.selector = selectors.DefaultSelector()
         self.result = PublisherResult(index=job.index)
         self.bad_count = 0
@@ -816,6 +827,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     p.add_argument("--keep", action="store_true", help="keep the working directory (logs, database)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--story",
+        choices=sorted(STORIES),
+        default="episodes",
+        help="episodes: an episode opens and ends every 16 events per device; sensors: no episode at all",
+    )
     args = p.parse_args(argv)
     if args.devices < 1 or args.seconds <= 0 or args.rate < 0 or not 0 <= args.bad_share + args.dup_share < 1:
         p.error("need --devices >= 1, --seconds > 0, --rate >= 0 and 0 <= --bad-share + --dup-share < 1")
@@ -992,6 +1009,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 epoch=epoch,
                 seed=args.seed * 1000 + i,
                 window=args.window,
+                story=args.story,
             )
             proc = ctx.Process(target=publisher_main, args=(job, ready, go, start_at, out), daemon=True)
             proc.start()
@@ -1112,6 +1130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "hub_protocol": args.hub_protocol,
             "pinned": bool(args.pin and len(cpus) > 1),
             "devices": args.devices,
+            "story": args.story,
             "rate_target": args.rate,
             "seconds": args.seconds,
             "publishers": args.publishers,
@@ -1193,7 +1212,7 @@ def report(f: dict[str, Any]) -> bool:
     lines = [
         f"ingest benchmark, {f['date']}, {f['machine']}",
         f"  target rate        {rate}, {f['devices']} devices, {f['seconds']:g} s, "
-        f"{f['publishers']} publisher processes",
+        f"{f['publishers']} publisher processes, story: {f.get('story', 'episodes')}",
         f"  broker / database  {f['broker']} mosquitto.conf / {f['database']}; the hub on MQTT "
         f"{f['hub_protocol']}{'; the hub pinned to a CPU of its own' if f['pinned'] else ''}",
         f"  sent               {f['sent']} messages: {f['valid']} events, {f['dup']} sent twice, "

@@ -2,14 +2,19 @@
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.ingest_path [--devices 50] [--events 20000] [--batch 10] [--profile FILE]
+    .venv/bin/python -m bench.ingest_path [--devices 50] [--events 20000] [--batch 10] [--rate 2000]
+                                          [--story episodes|sensors] [--profile FILE]
 
 Builds the hub's service in this process on the same generated site and the same story per device as
 `bench/ingest.py` (one room per device, SQLite file in a temporary directory), feeds it `--events`
 messages in batches of `--batch` (round-robin over the devices, 1 % malformed, as the ingest benchmark
 sends them) through `HubService.process` (decode, apply, alert rules, one transaction per batch,
 acknowledgements and the devices' acks, which go nowhere here), and prints the CPU microseconds per
-event, the wall time per batch and the rows stored. `--profile FILE` writes a cProfile of the run.
+event, the wall time per batch and the rows stored. `--rate N` instead hands the messages to the
+running ingest thread at N a second, as the MQTT adapter does, and prints the time from hand-over to
+acknowledgement (p50, p99): the ingest thread's part of bench/ingest.py's latency, with nothing else
+on the machine. `--story sensors` sends the same rates without any episode. `--profile FILE` writes a
+cProfile of a batch run.
 
 This is the part of `bench/ingest.py`'s hub CPU that is not paho's network thread: a figure to compare
 changes to the ingest path by, run after run, with far less noise than the whole benchmark.
@@ -42,7 +47,19 @@ from seclusion_hub.store import Store  # noqa: E402
 Message = tuple[str, dict[str, object] | bytes]
 
 
-def messages(devices: list[tuple[str, str]], count: int, topics: Topics) -> list[Message]:
+# `--story sensors`: the same devices and rates without a single episode (the door stays open while
+# the room fills and empties and the observer comes and goes): what the episodes cost, by difference.
+SENSORS: tuple[tuple[str, str], ...] = (
+    ("occupancy", "occupied"),
+    ("observer", "present"),
+    ("occupancy", "vacant"),
+    ("observer", "absent"),
+)
+
+
+def messages(
+    devices: list[tuple[str, str]], count: int, topics: Topics, story: tuple[tuple[str, str], ...] = CYCLE
+) -> list[Message]:
     """`count` messages, round-robin over the devices, each device telling the benchmark's story; a
     valid event is a dict until it is handed over (`encode`), when it gets its `ts`: the devices' clocks
     are the hub's, as in bench/ingest.py."""
@@ -56,7 +73,7 @@ def messages(devices: list[tuple[str, str]], count: int, topics: Topics) -> list
             continue
         seqs[dev] += 1
         seq = seqs[dev]
-        kind, value = CYCLE[(seq - 1) % len(CYCLE)]
+        kind, value = story[(seq - 1) % len(story)]
         body = {"v": 1, "id": f"{dev}:1:{seq}", "seq": seq, "epoch": 1, "boot": "b", "mono_ms": i}
         out.append((topic, body | {"kind": kind, "value": value}))
     return out
@@ -80,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="instead of batches: messages handed to the running ingest thread at this rate (messages/s)",
+    )
+    p.add_argument(
+        "--story",
+        choices=["episodes", "sensors"],
+        default="episodes",
+        help="episodes: bench/ingest.py's story (an episode every 16 events); sensors: no episode at all",
     )
     args = p.parse_args(argv)
 
@@ -109,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         service.process([Command(lambda _b: None)])
         gc.freeze()  # as the hub does once it has started (runtime.py)
 
-        msgs = messages(devices, args.events, topics)
+        msgs = messages(devices, args.events, topics, CYCLE if args.story == "episodes" else SENSORS)
         if args.rate > 0:
-            return paced(service, store, msgs, args.rate)
+            return paced(service, store, msgs, args.rate, args.story)
         batches = [msgs[i : i + args.batch] for i in range(0, len(msgs), args.batch)]
         prof = cProfile.Profile() if args.profile else None
         walls: list[float] = []
@@ -140,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             dead = conn.execute(text("SELECT count(*) FROM dead_letter")).scalar_one()
         store.close()
     walls.sort()
-    print(f"ingest path: {args.events} messages, {args.devices} devices, batches of {args.batch}")
+    print(
+        f"ingest path: {args.events} messages ({args.story}), {args.devices} devices, batches of {args.batch}"
+    )
     print(f"  CPU {cpu:.2f} s = {cpu / args.events * 1e6:.0f} us per message; wall {wall:.2f} s")
     p50 = walls[len(walls) // 2] * 1e3
     p99 = walls[int(len(walls) * 0.99)] * 1e3
@@ -155,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def paced(service: HubService, store: Store, msgs: list[Message], rate: float) -> int:
+def paced(service: HubService, store: Store, msgs: list[Message], rate: float, story: str) -> int:
     """Hand the messages to the ingest thread at `rate` as the MQTT adapter would, and time each one from
     its hand-over to its acknowledgement (after the commit): the ingest thread's part of the latency."""
     handed: dict[int, float] = {}
@@ -183,7 +208,7 @@ def paced(service: HubService, store: Store, msgs: list[Message], rate: float) -
     service.stop()
     store.close()
     lat = sorted((acked[m] - handed[m]) * 1e3 for m in acked)
-    print(f"ingest path, paced: {len(msgs)} messages at {rate:.0f}/s handed to the ingest thread")
+    print(f"ingest path, paced: {len(msgs)} messages ({story}) at {rate:.0f}/s handed to the ingest thread")
     print(f"  CPU {cpu:.2f} s = {cpu / len(msgs) * 1e6:.0f} us per message")
     if lat:
         p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
