@@ -296,7 +296,9 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         stored = service.store.get_episode(row.episode_id)
         if stored is None:
             return None
-        ep = Episode.model_validate_json(stored.data)
+        # An open episode as its room has it now (its row may be up to a second behind: service.py).
+        live = service.live_episode(stored.id) if stored.ended_at is None else None
+        ep = live or Episode.model_validate_json(stored.data)
         now = service.clock.now()
         end = ep.end_or(now)
         acc = account(ep, end)

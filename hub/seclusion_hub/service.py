@@ -127,6 +127,20 @@ class _Pending:
     touched: set[tuple[str, str]] = field(default_factory=set)  # rooms whose state changed
 
 
+# Everything of an episode that its row in the episode table shows, except the supervision evidence
+# (observer marks and check-ins), which may wait for the row's refresh (HubService.episode_refresh_s).
+# Derived from the model, so a field added later is never left out.
+_EVIDENCE = frozenset({"observer", "checks"})
+_ROW_FIELDS = tuple(name for name in Episode.model_fields if name not in _EVIDENCE)
+
+
+def _row_key(ep: Episode) -> tuple[object, ...]:
+    return tuple(
+        tuple(repr(v) for v in value) if isinstance(value, list) else value
+        for value in (getattr(ep, name) for name in _ROW_FIELDS)
+    )
+
+
 class HubService:
     """Owns the room machines. The ingest thread is their only writer; readers take `lock`."""
 
@@ -143,6 +157,7 @@ class HubService:
         delivery: AlertDelivery | None = None,
         coalesce_s: float = 0.25,
         report_check_s: float = 60.0,
+        episode_refresh_s: float = 1.0,
     ) -> None:
         self.sites = {s.id: s for s in sites}
         self.store = store
@@ -171,6 +186,13 @@ class HubService:
         self.report_check_s = report_check_s
         self.records = RecordStore(store.engine)
         self._looked_at: dict[tuple[str, str], dt.datetime] = {}
+        # The episode table's row of an open episode whose only news is supervision evidence (observer
+        # marks, check-ins) is rewritten at most every `episode_refresh_s`; anything else about it is
+        # written with the batch that changed it. The room's state, written with every batch, always
+        # holds the whole episode, and the API reads open episodes from the rooms themselves.
+        self.episode_refresh_s = episode_refresh_s
+        self._episode_rows: dict[str, tuple[tuple[object, ...], dt.datetime]] = {}  # as last committed
+        self._deferred: dict[str, tuple[tuple[str, str], dt.datetime]] = {}  # id: room, deferred since
         # How a room looks on the live board (set by the API, which owns the JSON of a room).
         self.room_view: Callable[[RoomMachine, dt.datetime], dict[str, object]] | None = None
         self.ack_message: Callable[[int, int, int], None] = lambda _mid, _qos, _conn: None
@@ -380,8 +402,11 @@ class HubService:
                 poisoned[id(bad.item)] = bad.reason
                 self._load_machines()  # undo what the batch did before it failed
                 continue
+            written_at = self.clock.now()
+            deferred = self._defer_episode_rows(pending.batch, written_at)
             try:
-                self.store.write(pending.batch, self.clock.now())
+                self.store.write(pending.batch, written_at)
+                self._episode_rows_written(pending.batch, deferred, written_at)
                 break
             except Exception as exc:
                 attempt += 1
@@ -450,8 +475,56 @@ class HubService:
             backlog_through = self.backlog_done() or time.monotonic() - self._listening_since > BACKLOG_WAIT_S
             if backlog_through:
                 self._tick(pending)
+            self._refresh_deferred(pending.batch)
             self._pending = None
         return pending
+
+    def _defer_episode_rows(self, batch: Batch, now: dt.datetime) -> dict[str, tuple[str, str]]:
+        """Take out of the batch the open episodes whose row changed only in supervision evidence since
+        it was last written, less than `episode_refresh_s` ago; returns them (id: room)."""
+        deferred: dict[str, tuple[str, str]] = {}
+        if self.episode_refresh_s <= 0:
+            return deferred
+        refresh = dt.timedelta(seconds=self.episode_refresh_s)
+        for episode_id, ep in list(batch.episodes.items()):
+            last = self._episode_rows.get(episode_id)
+            if ep.ended_at is not None or ep.manual or last is None or now - last[1] >= refresh:
+                continue
+            if last[0] == _row_key(ep):
+                del batch.episodes[episode_id]
+                deferred[episode_id] = (ep.site, ep.room)
+        return deferred
+
+    def _episode_rows_written(
+        self, batch: Batch, deferred: dict[str, tuple[str, str]], now: dt.datetime
+    ) -> None:
+        """After the commit: what the episode table now holds, and what waits for its refresh."""
+        for episode_id, ep in batch.episodes.items():
+            self._deferred.pop(episode_id, None)
+            if ep.ended_at is None and not ep.manual:
+                self._episode_rows[episode_id] = (_row_key(ep), now)
+            else:
+                self._episode_rows.pop(episode_id, None)
+        for episode_id, room in deferred.items():
+            self._deferred.setdefault(episode_id, (room, now))
+
+    def _refresh_deferred(self, batch: Batch) -> None:
+        """Put back into the batch the open episodes whose row was written `episode_refresh_s` ago or
+        more and has news waiting (every batch, an idle one at least every half second, runs this)."""
+        if not self._deferred:
+            return
+        now = self.clock.now()
+        refresh = dt.timedelta(seconds=self.episode_refresh_s)
+        for episode_id, (key, since) in list(self._deferred.items()):
+            written = self._episode_rows.get(episode_id)
+            if now - (written[1] if written is not None else since) < refresh:
+                continue
+            machine = self.machines.get(key)
+            ep = machine.episode if machine is not None else None
+            if ep is None or ep.id != episode_id:
+                del self._deferred[episode_id]  # it ended, and was written then
+                continue
+            batch.episodes[episode_id] = ep
 
     def _apply_one(self, inbound: Inbound, pending: _Pending) -> None:
         batch = pending.batch

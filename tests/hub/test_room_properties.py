@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from seclusion_hub.core.episode import Episode, account
 from seclusion_hub.core.room import (
@@ -17,6 +19,7 @@ from seclusion_hub.core.room import (
     RoomState,
     SensorEvent,
 )
+from seclusion_hub.store import room_state_json
 from tests.hub.rooms import DOOR, PANEL, Room, at
 
 
@@ -148,7 +151,7 @@ def test_a_restart_from_the_stored_snapshot_changes_nothing(steps: list[Step], c
     cut = min(cut, len(steps))
     straight, _ = run(steps)
     head, _ = run(steps[:cut])
-    stored = RoomState.model_validate_json(head.machine.state.model_dump_json())
+    stored = RoomState.model_validate_json(room_state_json(head.machine.state))  # as the store keeps it
     resumed = Room()
     resumed.machine = RoomMachine("demo-school", resumed.spec, resumed.policy, stored)
     run(steps[cut:], resumed)
@@ -167,3 +170,30 @@ def test_a_duplicate_changes_nothing(steps: list[Step], data: st.DataObject) -> 
     outcome = room.machine.handle(again.message, steps[-1].now)
     assert outcome.duplicate and not outcome.applied and not outcome.effects
     assert room.machine.state.model_dump_json() == before
+
+
+def _models_under(model: type[BaseModel], seen: set[type[BaseModel]]) -> None:
+    if model in seen:
+        return
+    seen.add(model)
+    for field in model.model_fields.values():
+        stack: list[object] = [field.annotation]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                _models_under(t, seen)
+            stack.extend(typing.get_args(t))
+
+
+def test_every_field_of_a_stored_room_state_that_may_be_none_defaults_to_none() -> None:
+    """The store leaves absent values out of a room's state (store.room_state_json): that loses nothing
+    only while every field that may be None defaults to None, in RoomState and every model inside it."""
+    models: set[type[BaseModel]] = set()
+    _models_under(RoomState, models)
+    assert len(models) > 5  # the episode, the alert book, the devices... are found
+    for model in models:
+        for name, field in model.model_fields.items():
+            if type(None) in typing.get_args(field.annotation):
+                assert field.default is None, (
+                    f"{model.__name__}.{name} may be None but defaults to {field.default!r}"
+                )

@@ -150,3 +150,52 @@ def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: 
         finally:
             after.stop()
             store.close()
+
+
+def _row(service: HubService, episode_id: str) -> Any:
+    from seclusion_hub.core.episode import Episode
+
+    row = service.store.get_episode(episode_id)
+    assert row is not None
+    return row, Episode.model_validate_json(row.data)
+
+
+def test_an_open_episodes_row_waits_up_to_its_refresh_for_supervision_evidence_only(
+    service: HubService,
+) -> None:
+    """Observer marks of an open episode reach its row within `episode_refresh_s` (1 s), not with every
+    batch; the room's stored state and the live episode have them at once; anything else about the
+    episode (a segment, its end) is written with the batch that changed it."""
+    clock = service.clock
+    assert isinstance(clock, FakeClock)
+    door, panel = "calm-1-door", "calm-1-panel"
+    service.process(
+        [
+            inbound("calm-1", panel, 1, "observer", "present", 0, mid=1),
+            inbound("calm-1", door, 1, "occupancy", "occupied", 0, mid=2),
+            inbound("calm-1", door, 2, "door", "closed", 0, mid=3),
+        ]
+    )
+    ep = service.machines[(SITE, "calm-1")].episode
+    assert ep is not None
+    row, stored = _row(service, ep.id)  # new: written at once
+    marks = len(stored.observer)
+    clock.advance(0.3)
+    service.process([inbound("calm-1", panel, 2, "observer", "absent", 0.3, mid=4)])
+    row2, stored2 = _row(service, ep.id)
+    assert len(stored2.observer) == marks and row2.saved_at == row.saved_at, "evidence only: waits"
+    live = service.live_episode(ep.id)
+    assert live is not None and len(live.observer) == marks + 1  # the API's view: at once
+    snapshot = service.store.load_room_states()[(SITE, "calm-1")]
+    assert snapshot.episode is not None and len(snapshot.episode.observer) == marks + 1  # durable at once
+
+    clock.advance(0.8)  # 1.1 s after the row was written; nothing new arrives: an idle batch refreshes it
+    service.process([])
+    row3, stored3 = _row(service, ep.id)
+    assert len(stored3.observer) == marks + 1 and row3.saved_at > row.saved_at
+
+    clock.advance(0.1)  # a change that is not evidence only: written with its batch, refresh or not
+    service.process([inbound("calm-1", door, 3, "door", "open", 1.2, mid=5)])
+    _, stored4 = _row(service, ep.id)
+    assert stored4.segments[0].end is not None
+    assert len(service.acks) == 5
