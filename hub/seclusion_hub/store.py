@@ -170,25 +170,24 @@ def _insert_events(conn: Connection, rows: list[dict[str, Any]], stored_at: dt.d
 
 @dataclass(frozen=True)
 class _DriverWrite:
-    """An insert or upsert rendered once as the driver's own SQL, with its columns in order and what
-    each value needs on the way in (a time as the dialect stores it, JSON as text)."""
+    """An insert or upsert rendered once as SQLite's own SQL, with its columns in order and what each
+    value needs on the way in (a time as SQLAlchemy stores it there, JSON as text)."""
 
     sql: str
     columns: tuple[str, ...]
     times: frozenset[str]
     json: frozenset[str]
 
-    def params(self, rows: Sequence[dict[str, Any]], sqlite: bool) -> list[tuple[Any, ...]] | None:
+    def params(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]] | None:
         """The rows as the driver's parameters, or None unless every row has exactly these columns
         (SQLAlchemy fills in defaults and checks names: that path is used then)."""
         columns, times, json_columns = self.columns, self.times, self.json
         if any(len(row) != len(columns) for row in rows):
             return None
-        convert = _sqlite_time if sqlite else _utc
         try:
             return [
                 tuple(
-                    (convert(v) if v is not None else None)
+                    (_sqlite_time(v) if v is not None else None)
                     if c in times
                     else (json.dumps(v) if c in json_columns else v)
                     for c in columns
@@ -213,12 +212,16 @@ def _base_type(type_: Any) -> Any:
 def _driver_write(
     table: sa.Table, dialect: sa.Dialect, keys: list[str] | None, update: bool
 ) -> _DriverWrite | None:
-    """`INSERT` (keys None) or `INSERT ... ON CONFLICT` (the same on SQLite and PostgreSQL) for a table of
-    plain columns, or None when a column needs SQLAlchemy's own conversion: those go through SQLAlchemy.
+    """SQLite's `INSERT` (keys None) or `INSERT ... ON CONFLICT` for a table of plain columns, or None
+    when a column needs SQLAlchemy's own conversion, or on another database: those go through SQLAlchemy.
 
-    The hot path of every batch (room states, episodes, alerts, notes, sends): without SQLAlchemy's
-    per-statement and per-value work a small batch's write costs about half as much."""
-    sqlite = dialect.name == "sqlite"
+    The hot path of every batch (room states, episodes, alerts, notes, sends) without SQLAlchemy's
+    per-statement and per-value work."""
+    if dialect.name != "sqlite":
+        # PostgreSQL keeps SQLAlchemy's multi-row INSERT (insertmanyvalues): the driver's executemany
+        # measured no better there (bench/ingest.py --database postgres, 3 runs each, interleaved:
+        # 75-97 % of the bare client's rate either way), and its JSON needs SQLAlchemy's typing.
+        return None
     times: set[str] = set()
     json_columns: set[str] = set()
     names: list[str] = []
@@ -229,19 +232,16 @@ def _driver_write(
         if isinstance(column.type, UTCDateTime):
             times.add(column.name)
         elif isinstance(column.type, sa.JSON):
-            if not sqlite:
-                return None  # PostgreSQL wants its JSON typed: SQLAlchemy does that
-            json_columns.add(column.name)
+            json_columns.add(column.name)  # as SQLAlchemy's JSON on SQLite: json.dumps, None as null
         elif not isinstance(
             _base_type(column.type), sa.String | sa.Integer | sa.Float | sa.Boolean | sa.LargeBinary
         ):
             return None
     quote = dialect.identifier_preparer.quote
-    mark = "?" if sqlite else "%s"
     # Built from our own table metadata, quoted by the dialect; every value is a bound parameter.
     sql = (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)})"  # noqa: S608
-        f" VALUES ({', '.join(mark for _ in names)})"
+        f" VALUES ({', '.join('?' for _ in names)})"
     )
     if keys is not None:
         sql += f" ON CONFLICT ({', '.join(quote(k) for k in keys)})"
@@ -428,7 +428,7 @@ class Store:
             write = self._driver_writes[cache_key] = _driver_write(table, conn.dialect, keys, update)
         if write is None:
             return False
-        params = write.params(rows, conn.dialect.name == "sqlite")
+        params = write.params(rows)
         if params is None:
             return False
         conn.exec_driver_sql(write.sql, params)
