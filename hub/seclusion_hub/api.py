@@ -28,7 +28,7 @@ from .deps import Senior, Staff, needs
 from .errors import BadRequest, RejectedMessage
 from .leaders import leaders_router
 from .live import LiveFeed
-from .models import AuditEntry, EpisodeRecord, IncidentRecord
+from .models import AuditEntry, IncidentRecord
 from .record_pages import record_pages_router
 from .record_store import RecordStore
 from .records import incident_summary, records_router
@@ -297,10 +297,6 @@ def create_app(
         more = start + limit < len(items)
         return {"items": page, "next": str(start + limit) if more else None}
 
-    def _episode_from(row: EpisodeRecord) -> Episode:
-        live = service.live_episode(row.id) if row.ended_at is None else None
-        return live or Episode.model_validate_json(row.data)
-
     @app.get("/api/episodes", tags=["episodes"])
     def episodes(
         who: Staff,
@@ -319,7 +315,7 @@ def create_app(
         except ValueError as exc:
             raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         now = service.clock.now()
-        return {"items": [episode_json(_episode_from(r), now) for r in rows], "next": nxt}
+        return {"items": [episode_json(service.episode_now(r), now) for r in rows], "next": nxt}
 
     @app.get("/api/episodes/{episode_id}", tags=["episodes"])
     def episode(episode_id: str, who: Staff) -> dict[str, Any]:
@@ -328,7 +324,7 @@ def create_app(
         if row is None:
             raise HTTPException(404, "no such episode")
         site_allowed(who, row.site)
-        ep = _episode_from(row)
+        ep = service.episode_now(row)
         now = service.clock.now()
         body = episode_json(ep, now)
         start = ep.earliest_start or ep.started_at
@@ -621,7 +617,7 @@ def create_app(
             service.record_review(row.site, row.room, episode_id, body.name, who.name, body.note)
         except RejectedMessage as exc:
             raise HTTPException(409, exc.reason) from exc
-        ep = _episode_from(store.get_episode(episode_id) or row)
+        ep = service.episode_now(store.get_episode(episode_id) or row)
         return episode_json(ep, service.clock.now())
 
     @app.get("/api/dead-letters", tags=["operations"])

@@ -10,7 +10,6 @@ these pages (the CSV, the governors' PDF) withhold them. Reading a child's page 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.resources
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,7 +30,7 @@ from .record_pages import _templates, duration_words, local_date, local_datetime
 from .record_store import RecordStore
 from .review import Facts, Period, gather_facts, summary_json
 from .service import HubService
-from .web import PAGE_HEADERS, session_token
+from .web import PAGE_HEADERS, session_token, static_file
 
 CHARACTERISTIC_WORDS = {
     "sen": "Special educational needs",
@@ -255,13 +254,8 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
 
     @router.get("/static/leaders/leaders.css", include_in_schema=False)
     def style() -> Response:
-        """The review pages' style sheet (no data: open like the board's)."""
-        css = (importlib.resources.files("seclusion_hub") / "web" / "leaders.css").read_text(encoding="utf-8")
-        return Response(
-            css,
-            media_type="text/css",
-            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
-        )
+        """The review pages' style sheet."""
+        return static_file("leaders.css", {"leaders.css": "text/css"})
 
     @router.get("/review", include_in_schema=False)
     def overview(request: Request) -> Response:

@@ -12,7 +12,6 @@ register is listed only while the child is being chosen.
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at definition time.
 
 import datetime as dt
-import importlib.resources
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,19 +19,19 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import jinja2
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .auth import Principal, principal_for
 from .core import incident as workflow
 from .core.episode import Episode, account
-from .core.incident import REQUIRED_FOR_REVIEW, IncidentView, RecordFields
+from .core.incident import REQUIRED_FOR_REVIEW, RecordFields
 from .delivery import alert_from_row
 from .models import AuditEntry, IncidentRecord
-from .record_store import RecordStore, report_due
+from .record_store import RecordStore, incident_view, report_due
 from .reports.parent_copy import format_date
 from .service import HubService
-from .web import PAGE_HEADERS, session_token
+from .web import PAGE_HEADERS, session_token, static_file
 
 # -- words
 
@@ -300,17 +299,6 @@ class Actions:
     steps: list[str] = field(default_factory=list)
 
 
-def _view(row: IncidentRecord) -> IncidentView:
-    return IncidentView(
-        status=row.status,
-        pupil_id=row.pupil_id,
-        record=row.record,
-        parent_notified_at=row.parent_notified_at,
-        parent_copy_sent_at=row.parent_copy_sent_at,
-        parent_copy_withheld_at=row.parent_copy_withheld_at,
-    )
-
-
 def status_words(row: IncidentRecord) -> str:
     """The record's status in words, with what is left to do once it is recorded."""
     if row.status != "recorded":
@@ -371,10 +359,6 @@ def _templates() -> jinja2.Environment:
     return env
 
 
-def _asset(name: str) -> str:
-    return (importlib.resources.files("seclusion_hub") / "web" / name).read_text(encoding="utf-8")
-
-
 def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
     """`/records`, `/records/{id}` and their two static files (mounted by api.create_app)."""
     router = APIRouter()
@@ -419,22 +403,12 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
 
     def episode_of(row: IncidentRecord) -> Episode | None:
         stored = store.get_episode(row.episode_id)
-        if stored is None:
-            return None
-        live = service.live_episode(stored.id) if stored.ended_at is None else None
-        return live or Episode.model_validate_json(stored.data)
+        return service.episode_now(stored) if stored is not None else None
 
     @router.get("/static/records/{name}", include_in_schema=False)
     def static(name: str) -> Response:
-        """The record pages' script and style sheet (code only, no data: open like the board's)."""
-        media_type = _STATIC.get(name)
-        if media_type is None:
-            raise HTTPException(404, "no such file")
-        return Response(
-            _asset(name),
-            media_type=media_type,
-            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
-        )
+        """The record pages' script and style sheet."""
+        return static_file(name, _STATIC)
 
     @router.get("/records", include_in_schema=False)
     def records_list(request: Request) -> Response:
@@ -508,7 +482,7 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
         audit(who, "read", "incident", row.id)
         audit(who, "read", "episode", ep.id)
 
-        view = _view(row)
+        view = incident_view(row)
         fields = RecordFields.model_validate(row.record)
         senior = who.has_role("senior")
         copy_done = row.parent_copy_sent_at is not None or row.parent_copy_withheld_at is not None

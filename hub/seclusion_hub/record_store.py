@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from .core.incident import ReportDue
+from .core.incident import IncidentView, ReportDue
 from .models import (
     AlertRecord,
     AuditEntry,
@@ -27,6 +27,18 @@ from .models import (
     ParentContact,
     Pupil,
 )
+
+
+def incident_view(row: IncidentRecord) -> IncidentView:
+    """What the record's workflow (core/incident.py) needs of a stored incident."""
+    return IncidentView(
+        status=row.status,
+        pupil_id=row.pupil_id,
+        record=row.record,
+        parent_notified_at=row.parent_notified_at,
+        parent_copy_sent_at=row.parent_copy_sent_at,
+        parent_copy_withheld_at=row.parent_copy_withheld_at,
+    )
 
 
 class NotFound(LookupError):

@@ -23,12 +23,12 @@ from .auth import Principal
 from .core import incident as workflow
 from .core.alerts import Alert
 from .core.episode import Episode, account
-from .core.incident import IncidentView, RecordFields, WorkflowError
+from .core.incident import RecordFields, WorkflowError
 from .deps import Senior, Staff
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
 from .parent_mail import MailError, parent_copy, send_copy
-from .record_store import NotFound, RecordStore
+from .record_store import NotFound, RecordStore, incident_view
 from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
 
@@ -142,7 +142,7 @@ def incident_json(row: IncidentRecord) -> dict[str, Any]:
         "reviewed_by": row.reviewed_by,
         "closed_at": _ts(row.closed_at),
         "closed_by": row.closed_by,
-        "missing": workflow.missing(_view(row)) if row.status in ("open", "awaiting_record") else [],
+        "missing": workflow.missing(incident_view(row)) if row.status in ("open", "awaiting_record") else [],
     }
 
 
@@ -152,17 +152,6 @@ def incident_summary(row: IncidentRecord) -> dict[str, Any]:
     body = incident_json(row)
     del body["record"]
     return body
-
-
-def _view(row: IncidentRecord) -> IncidentView:
-    return IncidentView(
-        status=row.status,
-        pupil_id=row.pupil_id,
-        record=row.record,
-        parent_notified_at=row.parent_notified_at,
-        parent_copy_sent_at=row.parent_copy_sent_at,
-        parent_copy_withheld_at=row.parent_copy_withheld_at,
-    )
 
 
 def _age(born: dt.date | None, on: dt.date) -> int | None:
@@ -296,9 +285,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         stored = service.store.get_episode(row.episode_id)
         if stored is None:
             return None
-        # An open episode as its room has it now (its row may be up to a second behind: service.py).
-        live = service.live_episode(stored.id) if stored.ended_at is None else None
-        ep = live or Episode.model_validate_json(stored.data)
+        ep = service.episode_now(stored)
         now = service.clock.now()
         end = ep.end_or(now)
         acc = account(ep, end)
@@ -386,13 +373,17 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     def edit_incident(incident_id: str, body: RecordFields, who: Staff) -> dict[str, Any]:
         """Add or correct the record's fields (only those sent change). 409 once signed off."""
         changes = body.model_dump(mode="json", exclude_unset=True)
-        return change(incident_id, who, "edit", lambda row: {"record": workflow.edit(_view(row), changes)})
+        return change(
+            incident_id, who, "edit", lambda row: {"record": workflow.edit(incident_view(row), changes)}
+        )
 
     @router.post("/api/incidents/{incident_id}/record", tags=["incidents"])
     def complete_record(incident_id: str, who: Staff) -> dict[str, Any]:
         """Staff say the record is complete (`awaiting_record` → `recorded`); 422 names what is missing."""
         now = service.clock.now()
-        return change(incident_id, who, "record", lambda row: workflow.record(_view(row), who.name, now))
+        return change(
+            incident_id, who, "record", lambda row: workflow.record(incident_view(row), who.name, now)
+        )
 
     @router.post("/api/incidents/{incident_id}/parent-contacts", tags=["incidents"], status_code=201)
     def parent_contact(incident_id: str, body: ContactIn, who: Staff) -> dict[str, Any]:
@@ -411,7 +402,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             incident_id,
             who,
             f"parent_{body.kind}",
-            lambda row: workflow.parent_contact(_view(row), body.kind, body.outcome, now),
+            lambda row: workflow.parent_contact(incident_view(row), body.kind, body.outcome, now),
             contact=contact,
         )
 
@@ -423,7 +414,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             incident_id,
             who,
             "withhold_parent_copy",
-            lambda row: workflow.withhold_copy(_view(row), who.name, who.dsl, body.reason, now),
+            lambda row: workflow.withhold_copy(incident_view(row), who.name, who.dsl, body.reason, now),
         )
 
     @router.post("/api/incidents/{incident_id}/review", tags=["incidents"])
@@ -432,7 +423,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         now = service.clock.now()
 
         def decide(row: IncidentRecord) -> dict[str, Any]:
-            changes = workflow.review(_view(row), who.name, now)
+            changes = workflow.review(incident_view(row), who.name, now)
             if body.note:
                 changes["record"] = {**row.record, "review_note": body.note}
             return changes
@@ -443,7 +434,9 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     def sign_off(incident_id: str, who: Senior) -> dict[str, Any]:
         """Sign the reviewed record off (`closed`): from now on it changes only by addenda."""
         now = service.clock.now()
-        return change(incident_id, who, "sign_off", lambda row: workflow.sign_off(_view(row), who.name, now))
+        return change(
+            incident_id, who, "sign_off", lambda row: workflow.sign_off(incident_view(row), who.name, now)
+        )
 
     @router.post("/api/incidents/{incident_id}/authority-notice", tags=["incidents"])
     def authority_notice(incident_id: str, body: NoteIn, who: Senior) -> dict[str, Any]:
@@ -452,7 +445,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         now = service.clock.now()
 
         def decide(row: IncidentRecord) -> dict[str, Any]:
-            return workflow.authority_notified(_view(row), now, row.authority_notified_at)
+            return workflow.authority_notified(incident_view(row), now, row.authority_notified_at)
 
         note = ParentContact(
             incident_id=incident_id,
@@ -531,7 +524,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                 incident_id,
                 who,
                 "parent_copy",
-                lambda current: workflow.parent_contact(_view(current), "copy", "failed", failed.at),
+                lambda current: workflow.parent_contact(incident_view(current), "copy", "failed", failed.at),
                 contact=failed,
             )
             raise HTTPException(502, f"the written copy was not sent: {exc}") from exc
@@ -549,7 +542,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             incident_id,
             who,
             "parent_copy",
-            lambda current: workflow.parent_contact(_view(current), "copy", "sent", now),
+            lambda current: workflow.parent_contact(incident_view(current), "copy", "sent", now),
             contact=sent,
         )
 

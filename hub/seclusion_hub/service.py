@@ -48,7 +48,7 @@ from .core.room import (
 from .delivery import AlertDelivery, LivePush, Outbound
 from .errors import RejectedMessage
 from .ingest import Decoder, Inbound
-from .models import AuditEntry
+from .models import AuditEntry, EpisodeRecord
 from .record_store import RecordStore, report_due
 from .store import Batch, Store, dead_letter_row
 
@@ -863,6 +863,12 @@ class HubService:
             )
 
     # -- reads for the API (under the lock: the ingest thread mutates the machines)
+
+    def episode_now(self, row: EpisodeRecord) -> Episode:
+        """A stored episode as it is now: an open one from its room (its row may be up to
+        `episode_refresh_s` behind), an ended one as stored."""
+        live = self.live_episode(row.id) if row.ended_at is None else None
+        return live or Episode.model_validate_json(row.data)
 
     def live_episode(self, episode_id: str) -> Episode | None:
         """The open episode with this id, as the machine has it now (fresher than the database)."""

@@ -11,7 +11,7 @@ no build step and nothing fetched from elsewhere (the hub may run on a school ne
 
 import html
 import importlib.resources
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -52,6 +52,19 @@ PAGE_HEADERS: Final = {
 
 def _asset(name: str) -> str:
     return (importlib.resources.files("seclusion_hub") / "web" / name).read_text(encoding="utf-8")
+
+
+def static_file(name: str, media_types: Mapping[str, str]) -> Response:
+    """One of the pages' own scripts or style sheets, by name among `media_types` (code only, no data:
+    served without a session, like the sign-in page); any other name is a 404."""
+    media_type = media_types.get(name)
+    if media_type is None:
+        raise HTTPException(404, "no such file")
+    return Response(
+        _asset(name),
+        media_type=media_type,
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 def _same_origin(request: Request) -> bool:
@@ -149,15 +162,8 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
 
     @router.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
-        """The board's script and style sheet (code only, no data: open like the sign-in page)."""
-        media_type = _STATIC.get(name)
-        if media_type is None:
-            raise HTTPException(404, "no such file")
-        return Response(
-            _asset(name),
-            media_type=media_type,
-            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
-        )
+        """The board's script and style sheet."""
+        return static_file(name, _STATIC)
 
     async def _stream(who: Principal) -> AsyncIterator[str]:
         with live.subscribe(who) as sub:
