@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ingest import CYCLE, SITE, write_site  # noqa: E402
+from bench.ingest import CYCLE, SITE, STORIES, write_site  # noqa: E402
 from seclusion_contract import Topics, format_ts  # noqa: E402
 from seclusion_hub.config import load_sites  # noqa: E402
 from seclusion_hub.core.clock import SystemClock  # noqa: E402
@@ -45,16 +45,6 @@ from seclusion_hub.service import Command, HubService  # noqa: E402
 from seclusion_hub.store import Store  # noqa: E402
 
 Message = tuple[str, dict[str, object] | bytes]
-
-
-# `--story sensors`: the same devices and rates without a single episode (the door stays open while
-# the room fills and empties and the observer comes and goes): what the episodes cost, by difference.
-SENSORS: tuple[tuple[str, str], ...] = (
-    ("occupancy", "occupied"),
-    ("observer", "present"),
-    ("occupancy", "vacant"),
-    ("observer", "absent"),
-)
 
 
 def messages(
@@ -100,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--story",
-        choices=["episodes", "sensors"],
+        choices=sorted(STORIES),
         default="episodes",
         help="episodes: bench/ingest.py's story (an episode every 16 events); sensors: no episode at all",
     )
@@ -132,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         service.process([Command(lambda _b: None)])
         gc.freeze()  # as the hub does once it has started (runtime.py)
 
-        msgs = messages(devices, args.events, topics, CYCLE if args.story == "episodes" else SENSORS)
+        msgs = messages(devices, args.events, topics, STORIES[args.story])
         if args.rate > 0:
             return paced(service, store, msgs, args.rate, args.story)
         batches = [msgs[i : i + args.batch] for i in range(0, len(msgs), args.batch)]
