@@ -50,6 +50,7 @@ class HubMqtt:
         session_expiry_s: int = 7 * 24 * 3600,
         protocol: str = "5",
         receive_maximum: int = 4096,
+        first_conn: int = 0,
     ) -> None:
         self.address = parse_mqtt_url(url)
         self.topics = topics
@@ -60,9 +61,11 @@ class HubMqtt:
         self.receive_maximum = receive_maximum
         self.backlog_done = threading.Event()
         self.on_connected: Callable[[], None] = lambda: None
+        self.on_disconnected: Callable[[], None] = lambda: None
+        self.on_backlog_done: Callable[[], None] = lambda: None
         self._connected = threading.Event()
         self._stopping = False
-        self._conn = 0
+        self._conn = first_conn  # each connection numbered from here (mqtt_process: one range per child)
         self._marker = self.topics.hub_marker(f"{client_id}-{secrets.token_hex(6)}")
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -170,11 +173,16 @@ class HubMqtt:
             log.info("MQTT disconnected: %s", reason)
         else:
             log.warning("MQTT disconnected: %s (reconnecting)", reason)
+        try:
+            self.on_disconnected()
+        except Exception:
+            log.exception("reporting the disconnect failed")
 
     def _on_message(self, client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         try:
             if msg.topic == self._marker:
                 self.backlog_done.set()
+                self.on_backlog_done()
                 if msg.qos:
                     client.ack(msg.mid, msg.qos)
                 return

@@ -19,6 +19,7 @@ from .core.clock import Clock, SystemClock
 from .errors import ConfigError
 from .live import LiveFeed
 from .mqtt import HubMqtt
+from .mqtt_process import MqttProcess
 from .service import HubService
 from .store import Store
 
@@ -33,7 +34,7 @@ class Hub:
     sites: list[LoadedSite]
     store: Store
     service: HubService
-    mqtt: HubMqtt
+    mqtt: HubMqtt | MqttProcess
     app: FastAPI
     live: LiveFeed
 
@@ -54,7 +55,11 @@ class Hub:
             batch_size=settings.ingest_batch,
             linger_s=settings.ingest_linger_ms / 1000,
         )
-        mqtt = HubMqtt(
+        # MQTT in a process of its own (mqtt_process.py) unless told otherwise; its arrival stamps come
+        # from the system clock, so a hub built on another clock (tests) keeps MQTT in this process.
+        own_process = settings.mqtt_process and isinstance(clock, SystemClock)
+        adapter = MqttProcess if own_process else HubMqtt
+        mqtt = adapter(
             settings.mqtt_url,
             topics,
             clock,

@@ -20,7 +20,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from seclusion_contract import format_ts
-from tests.support.processes import free_port, wait_port
+from tests.support.processes import free_port, poll, wait_port
 
 SITE = "test-school"
 
@@ -110,7 +110,9 @@ class HubProcess:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    def start(self) -> HubProcess:
+    def start(self, *, wait_mqtt: bool = True) -> HubProcess:
+        """Start `seclusion-hub serve`; return once it serves HTTP and (unless `wait_mqtt` is false) says
+        it is connected to the broker: devices publishing before a first subscription would be lost."""
         if not self.token:
             self.token = self.create_token()
         with open(self.workdir / "hub.log", "ab") as log:
@@ -123,7 +125,16 @@ class HubProcess:
                 start_new_session=True,
             )
         wait_port(self.port, 30)
+        if wait_mqtt:
+            poll(self._mqtt_connected, 30, what="the hub to connect to the broker")
         return self
+
+    def _mqtt_connected(self) -> bool:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5)
+        except httpx.HTTPError:
+            return False
+        return bool(response.json().get("mqtt_connected"))
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no flush, as in a power cut."""

@@ -1,0 +1,259 @@
+"""The hub's MQTT adapter in a process of its own (hub/seclusion_hub/mqtt_process.py), against a real
+Mosquitto: messages arrive in order, only what the hub acknowledges is settled with the broker, what it
+publishes goes out, and neither side's death loses a message or leaves a process behind."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from seclusion_contract import Topics
+from seclusion_hub.config import HubSettings
+from seclusion_hub.core.clock import FakeClock, SystemClock
+from seclusion_hub.ingest import Inbound
+from seclusion_hub.mqtt import HubMqtt
+from seclusion_hub.mqtt_process import MqttProcess
+from seclusion_hub.runtime import Hub
+from tests.support.hub import two_device_room, write_site
+from tests.support.processes import Mosquitto, poll
+
+TOPIC = "seclusion/v1/test-school/calm-1/calm-1-door/event"
+
+
+class Received:
+    """What the hub side was handed, as the ingest thread would get it."""
+
+    def __init__(self) -> None:
+        self.items: list[Inbound] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, inbound: Inbound) -> None:
+        with self.lock:
+            self.items.append(inbound)
+
+    def payloads(self) -> list[int]:
+        with self.lock:
+            return [json.loads(m.payload)["n"] for m in self.items]
+
+    def take(self) -> list[Inbound]:
+        with self.lock:
+            items, self.items = self.items, []
+            return items
+
+
+def _client(mosquitto: Mosquitto, name: str) -> paho.Client:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=paho.MQTTv5)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    return client
+
+
+def _publish(mosquitto: Mosquitto, numbers: range) -> None:
+    client = _client(mosquitto, "test-device")
+    try:
+        for n in numbers:
+            client.publish(TOPIC, json.dumps({"n": n}).encode(), qos=1).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _retained(mosquitto: Mosquitto, topic: str) -> dict[str, object] | None:
+    """The retained message on `topic` as a fresh subscriber sees it (None if there is none)."""
+    got: list[bytes] = []
+    done = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-reader", protocol=paho.MQTTv5)
+
+    def on_message(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        got.append(bytes(msg.payload))
+        done.set()
+
+    client.on_message = on_message
+    client.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    try:
+        done.wait(3)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return json.loads(got[-1]) if got else None
+
+
+@pytest.fixture
+def hub_mqtt(mosquitto: Mosquitto) -> Iterator[tuple[MqttProcess, Received]]:
+    received = Received()
+    mqtt = MqttProcess(mosquitto.url, Topics(), SystemClock(), received, client_id="test-hub")
+    connects: list[int] = []
+    mqtt.on_connected = lambda: connects.append(1)
+    mqtt.start()
+    try:
+        poll(lambda: mqtt.connected and mqtt.backlog_done.is_set(), 20, what="the MQTT process to connect")
+        assert connects == [1]
+        yield mqtt, received
+    finally:
+        mqtt.stop()
+
+
+def test_messages_arrive_in_order_and_only_acknowledged_ones_are_settled(
+    mosquitto: Mosquitto, hub_mqtt: tuple[MqttProcess, Received]
+) -> None:
+    mqtt, received = hub_mqtt
+    _publish(mosquitto, range(50))
+    poll(lambda: len(received.payloads()) == 50, 20, what="50 messages through the MQTT process")
+    assert received.payloads() == list(range(50))
+    items = received.take()
+    first = items[0]
+    assert first.topic == TOPIC
+    assert first.qos == 1
+    assert first.received_at.tzinfo is not None
+    assert abs((dt.datetime.now(dt.UTC) - first.received_at).total_seconds()) < 30
+    for item in items[:30]:  # the hub stored these; the other 20 it never got to
+        mqtt.ack(item.mid, item.qos, item.conn)
+    mqtt.stop()
+
+    # The next hub (same client id, same session) is given exactly the 20 never acknowledged.
+    again = Received()
+    second = MqttProcess(mosquitto.url, Topics(), SystemClock(), again, client_id="test-hub")
+    second.start()
+    try:
+        poll(lambda: second.backlog_done.is_set(), 20, what="the second MQTT process's backlog")
+        poll(lambda: len(again.payloads()) >= 20, 10, what="the unacknowledged messages again")
+        assert again.payloads() == list(range(30, 50))
+    finally:
+        second.stop()
+
+
+def test_what_the_hub_publishes_goes_out_and_a_clean_stop_says_offline(
+    mosquitto: Mosquitto, hub_mqtt: tuple[MqttProcess, Received]
+) -> None:
+    mqtt, _ = hub_mqtt
+    topics = Topics()
+    online = _retained(mosquitto, topics.hub_status)
+    assert online is not None
+    assert online["online"] is True
+    ack_topic = topics.ack("test-school", "calm-1", "calm-1-door")
+    mqtt.publish(ack_topic, b'{"v":1,"epoch":1,"seq":7}', qos=1, retain=True)
+    assert poll(lambda: _retained(mosquitto, ack_topic), 10, what="the ack") == {"v": 1, "epoch": 1, "seq": 7}
+    pid = mqtt.pid
+    assert pid is not None
+    mqtt.stop()
+    status = _retained(mosquitto, topics.hub_status)
+    assert status is not None
+    assert status["online"] is False
+    assert "ts" in status  # said by the hub as it stopped, not its Last Will (which has no time)
+    assert not _alive(pid)
+
+
+def test_a_killed_mqtt_process_is_replaced_and_what_it_held_comes_again(
+    mosquitto: Mosquitto, hub_mqtt: tuple[MqttProcess, Received], caplog: pytest.LogCaptureFixture
+) -> None:
+    mqtt, received = hub_mqtt
+    _publish(mosquitto, range(10))
+    poll(lambda: len(received.payloads()) == 10, 20, what="10 messages")
+    old = received.take()
+    pid = mqtt.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+    poll(lambda: mqtt.restarts == 1 and mqtt.connected, 30, what="a new MQTT process, connected")
+    assert mqtt.pid != pid
+    assert "ended unexpectedly" in caplog.text
+    # Nothing was acknowledged: the broker gives all 10 to the new process, on a connection of its own.
+    poll(lambda: len(received.payloads()) >= 10, 20, what="the 10 messages again")
+    again = received.take()
+    assert [json.loads(m.payload)["n"] for m in again] == list(range(10))
+    assert {m.conn for m in again}.isdisjoint({m.conn for m in old})
+    for item in old:  # late acks for the dead connection: dropped, never applied to new packet ids
+        mqtt.ack(item.mid, item.qos, item.conn)
+    for item in again:
+        mqtt.ack(item.mid, item.qos, item.conn)
+    _publish(mosquitto, range(10, 12))
+    poll(lambda: received.payloads() == [10, 11], 20, what="new messages after the restart")
+
+
+PARENT = """
+import sys, time
+from seclusion_contract import Topics
+from seclusion_hub.core.clock import SystemClock
+from seclusion_hub.mqtt_process import MqttProcess
+mqtt = MqttProcess(sys.argv[1], Topics(), SystemClock(), lambda m: None, client_id="test-dying-hub")
+mqtt.start()
+while not mqtt.connected:
+    time.sleep(0.05)
+print(mqtt.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_mqtt_process_ends_when_the_hub_dies_and_the_broker_says_the_hub_is_offline(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, mosquitto.url], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        online = _retained(mosquitto, Topics().hub_status)
+        assert online is not None
+        assert online["online"] is True
+        parent.kill()  # SIGKILL: no stop(), no goodbye
+        parent.wait(10)
+        poll(lambda: not _alive(child), 10, what="the orphaned MQTT process to end")
+        # It went without a DISCONNECT, so the broker published the hub's Last Will.
+        assert poll(
+            lambda: (s := _retained(mosquitto, Topics().hub_status)) and s["online"] is False and s,
+            10,
+            what="the hub's Last Will",
+        ) == {"v": 1, "online": False}
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its parent to collect it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_the_hub_puts_mqtt_in_its_own_process_unless_told_otherwise_or_on_another_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = write_site(tmp_path / "site.yaml", [two_device_room()])
+    for name in list(os.environ):
+        if name.startswith("SECLUSION_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SECLUSION_SITE_FILES", str(site))
+    monkeypatch.setenv("SECLUSION_DATABASE_URL", f"sqlite:///{tmp_path / 'hub.db'}")
+    assert HubSettings().mqtt_process is True
+    fake = FakeClock(dt.datetime(2026, 11, 22, 9, tzinfo=dt.UTC))
+
+    def adapter(clock: SystemClock | FakeClock | None = None) -> type[object]:
+        hub = Hub.build(HubSettings(), clock=clock)
+        hub.store.close()
+        return type(hub.mqtt)
+
+    assert adapter() is MqttProcess
+    assert adapter(fake) is HubMqtt  # arrival stamps from the hub's own clock
+    monkeypatch.setenv("SECLUSION_MQTT_PROCESS", "false")
+    assert adapter() is HubMqtt
