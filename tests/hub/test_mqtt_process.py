@@ -4,6 +4,7 @@ publishes goes out, and neither side's death loses a message or leaves a process
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -94,6 +95,13 @@ def _retained(mosquitto: Mosquitto, topic: str) -> dict[str, object] | None:
 @pytest.fixture
 def hub_mqtt(mosquitto: Mosquitto) -> Iterator[tuple[MqttProcess, Received]]:
     received = Received()
+    with _running(mosquitto, received) as mqtt:
+        yield mqtt, received
+
+
+@contextlib.contextmanager
+def _running(mosquitto: Mosquitto, received: Received) -> Iterator[MqttProcess]:
+    """An MQTT process of the hub "test-hub", connected, subscribed and through its backlog."""
     mqtt = MqttProcess(mosquitto.url, Topics(), SystemClock(), received, client_id="test-hub")
     connects: list[int] = []
     mqtt.on_connected = lambda: connects.append(1)
@@ -101,7 +109,7 @@ def hub_mqtt(mosquitto: Mosquitto) -> Iterator[tuple[MqttProcess, Received]]:
     try:
         poll(lambda: mqtt.connected and mqtt.backlog_done.is_set(), 20, what="the MQTT process to connect")
         assert connects == [1]
-        yield mqtt, received
+        yield mqtt
     finally:
         mqtt.stop()
 
@@ -125,14 +133,9 @@ def test_messages_arrive_in_order_and_only_acknowledged_ones_are_settled(
 
     # The next hub (same client id, same session) is given exactly the 20 never acknowledged.
     again = Received()
-    second = MqttProcess(mosquitto.url, Topics(), SystemClock(), again, client_id="test-hub")
-    second.start()
-    try:
-        poll(lambda: second.backlog_done.is_set(), 20, what="the second MQTT process's backlog")
+    with _running(mosquitto, again):
         poll(lambda: len(again.payloads()) >= 20, 10, what="the unacknowledged messages again")
         assert again.payloads() == list(range(30, 50))
-    finally:
-        second.stop()
 
 
 def test_what_the_hub_publishes_goes_out_and_a_clean_stop_says_offline(
