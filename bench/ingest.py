@@ -798,6 +798,16 @@ def histogram_quantile(m: dict[str, float], name: str, q: float) -> float | None
     return math.inf
 
 
+def children(pid: int) -> list[int]:
+    """The process ids of a process's children (the hub's MQTT process), from /proc."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process (all its threads), from /proc."""
     try:
@@ -951,6 +961,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="give the hub the last CPU to itself and run everything else on the others (an experiment)",
     )
     p.add_argument("--hub-protocol", choices=("5", "3.1.1"), default="5", help="the hub's MQTT version (5)")
+    p.add_argument(
+        "--hub-mqtt",
+        choices=("process", "thread"),
+        default="process",
+        help="the hub's MQTT work in a process of its own (as shipped) or in a thread of the hub's process",
+    )
     p.add_argument("--ingest-batch", type=int, default=None, help="SECLUSION_INGEST_BATCH for the hub")
     p.add_argument(
         "--switch-interval",
@@ -1037,6 +1053,7 @@ class Run:
             SECLUSION_MQTT_CLIENT_ID="seclusion-hub-bench",
             SECLUSION_MQTT_PROTOCOL=self.args.hub_protocol,
         )
+        env["SECLUSION_MQTT_PROCESS"] = "true" if self.args.hub_mqtt == "process" else "false"
         if self.args.ingest_batch:
             env["SECLUSION_INGEST_BATCH"] = str(self.args.ingest_batch)
         binary = Path(sys.executable).parent / "seclusion-hub"
@@ -1166,6 +1183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         cpu_before = {
             "hub": cpu_seconds(bench.hub.pid),
+            "hub_mqtt": sum(cpu_seconds(c) for c in children(bench.hub.pid)),
             "broker": cpu_seconds(broker_proc.pid),
             "machine": system_busy_seconds(),
             "bench": time.process_time(),
@@ -1218,6 +1236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         final_metrics = read_metrics(base)
         cpu_after = {
             "hub": cpu_seconds(bench.hub.pid),
+            "hub_mqtt": sum(cpu_seconds(c) for c in children(bench.hub.pid)),
             "broker": cpu_seconds(broker_proc.pid),
             "machine": system_busy_seconds(),
             "bench": time.process_time(),
@@ -1272,6 +1291,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "broker": args.broker + ("" if args.autosave is None else f", autosave {args.autosave}"),
             "database": "postgresql" if db_url.startswith("postgres") else "sqlite",
             "hub_protocol": args.hub_protocol,
+            "hub_mqtt": args.hub_mqtt,
             "pinned": bool(args.pin and len(cpus) > 1),
             "devices": args.devices,
             "story": args.story,
@@ -1302,10 +1322,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "bare_messages": bare_result.messages,
             "cpu_s": {
                 "hub": cpu_after["hub"] - cpu_before["hub"],
+                "hub_mqtt": cpu_after["hub_mqtt"] - cpu_before["hub_mqtt"],
                 "broker": cpu_after["broker"] - cpu_before["broker"],
                 "machine": cpu_after["machine"] - cpu_before["machine"],
                 "others": (cpu_after["machine"] - cpu_before["machine"])
-                - sum(cpu_after[k] - cpu_before[k] for k in ("hub", "broker", "bench"))
+                - sum(cpu_after[k] - cpu_before[k] for k in ("hub", "hub_mqtt", "broker", "bench"))
                 - sum(r.cpu_s for r in results)
                 - bare_result.cpu_s,
                 "publishers": sum(r.cpu_s for r in results),
@@ -1360,7 +1381,8 @@ def report(f: dict[str, Any]) -> bool:
         f"{f['publishers']} publisher processes ({f.get('device_client', 'paho')}), "
         f"story: {f.get('story', 'episodes')}",
         f"  broker / database  {f['broker']} mosquitto.conf / {f['database']}; the hub on MQTT "
-        f"{f['hub_protocol']}{'; the hub pinned to a CPU of its own' if f['pinned'] else ''}",
+        f"{f['hub_protocol']} ({'in its own process' if f.get('hub_mqtt') == 'process' else 'in a thread'})"
+        f"{'; the hub pinned to a CPU of its own' if f['pinned'] else ''}",
         f"  sent               {f['sent']} messages: {f['valid']} events, {f['dup']} sent twice, "
         f"{f['bad']} malformed; at {f['send_rate']:.0f}/s (publishers at most "
         f"{f['publisher_max_behind_ms']:.1f} ms behind schedule)",
@@ -1377,7 +1399,8 @@ def report(f: dict[str, Any]) -> bool:
         f"  hub accounted      {hub['accepted']} applied + {hub['duplicate']} duplicate + "
         f"{hub['rejected_event']} rejected = {accounted} of {f['sent']}; "
         f"rows: {rows['event']} event, {rows['dead_letter']} dead_letter",
-        f"  CPU seconds        hub {cpu['hub']:.1f}, broker {cpu['broker']:.1f}, "
+        f"  CPU seconds        hub {cpu['hub'] + cpu['hub_mqtt']:.1f} "
+        f"(its MQTT process {cpu['hub_mqtt']:.1f}), broker {cpu['broker']:.1f}, "
         f"publishers {cpu['publishers']:.1f}, bare client {cpu['bare']:.1f}, "
         f"other processes {max(0.0, cpu['others']):.1f}, over {cpu['wall']:.1f} s of wall time "
         f"({os.cpu_count()} cores; load average before the run {f['load_before']:.2f})",

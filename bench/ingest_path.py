@@ -69,6 +69,20 @@ def messages(
     return out
 
 
+def stamps(batch: list[Message], now: dt.datetime) -> list[dt.datetime]:
+    """Each message's `ts` within a batch made at `now`: a device's later message a millisecond later,
+    its last one at `now` (in large batches a device has several messages, and readings of the same
+    millisecond would tell a different story: a door opening and the room emptying at one instant)."""
+    left: dict[str, int] = {}
+    for topic, _ in batch:
+        left[topic] = left.get(topic, 0) + 1
+    out = []
+    for topic, _ in batch:
+        left[topic] -= 1
+        out.append(now - dt.timedelta(milliseconds=left[topic]))
+    return out
+
+
 def encode(message: Message, now: dt.datetime) -> bytes:
     body = message[1]
     if isinstance(body, bytes):
@@ -133,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         for n, batch in enumerate(batches):
             now = service.clock.now()
             items: list[Inbound | Command] = [
-                Inbound(m[0], encode(m, now), now, mid=n * args.batch + k + 1, qos=1)
-                for k, m in enumerate(batch)
+                Inbound(m[0], encode(m, ts), now, mid=n * args.batch + k + 1, qos=1)
+                for k, (m, ts) in enumerate(zip(batch, stamps(batch, now), strict=True))
             ]
             w0 = time.perf_counter()
             c0 = time.process_time()
