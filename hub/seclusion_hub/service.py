@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import BaseModel
 
 from seclusion_contract import (
     AckPayload,
@@ -136,9 +137,22 @@ _ROW_FIELDS = tuple(name for name in Episode.model_fields if name not in _EVIDEN
 
 def _row_key(ep: Episode) -> tuple[object, ...]:
     return tuple(
-        tuple(repr(v) for v in value) if isinstance(value, list) else value
+        tuple(_snapshot(v) for v in value) if isinstance(value, list) else value
         for value in (getattr(ep, name) for name in _ROW_FIELDS)
     )
+
+
+_SCALARS = (str, int, float, bool, dt.datetime, type(None))
+
+
+def _snapshot(item: object) -> object:
+    """An item of an episode's list (a segment, an unknown interval, a review) as it is now: its field
+    values, when they are all plain values (which never change in place), else its repr."""
+    if isinstance(item, BaseModel):
+        values = tuple(item.__dict__.values())
+        if all(isinstance(v, _SCALARS) for v in values):
+            return values
+    return repr(item)
 
 
 class HubService:
@@ -403,10 +417,10 @@ class HubService:
                 self._load_machines()  # undo what the batch did before it failed
                 continue
             written_at = self.clock.now()
-            deferred = self._defer_episode_rows(pending.batch, written_at)
+            deferred, keys = self._defer_episode_rows(pending.batch, written_at)
             try:
                 self.store.write(pending.batch, written_at)
-                self._episode_rows_written(pending.batch, deferred, written_at)
+                self._episode_rows_written(pending.batch, deferred, keys, written_at)
                 break
             except Exception as exc:
                 attempt += 1
@@ -479,30 +493,41 @@ class HubService:
             self._pending = None
         return pending
 
-    def _defer_episode_rows(self, batch: Batch, now: dt.datetime) -> dict[str, tuple[str, str]]:
+    def _defer_episode_rows(
+        self, batch: Batch, now: dt.datetime
+    ) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[object, ...]]]:
         """Take out of the batch the open episodes whose row changed only in supervision evidence since
-        it was last written, less than `episode_refresh_s` ago; returns them (id: room)."""
+        it was last written, less than `episode_refresh_s` ago; returns them (id: room), and the row
+        keys it worked out for those that stay (id: key)."""
         deferred: dict[str, tuple[str, str]] = {}
+        keys: dict[str, tuple[object, ...]] = {}
         if self.episode_refresh_s <= 0:
-            return deferred
+            return deferred, keys
         refresh = dt.timedelta(seconds=self.episode_refresh_s)
         for episode_id, ep in list(batch.episodes.items()):
             last = self._episode_rows.get(episode_id)
             if ep.ended_at is not None or ep.manual or last is None or now - last[1] >= refresh:
                 continue
-            if last[0] == _row_key(ep):
+            key = keys[episode_id] = _row_key(ep)
+            if last[0] == key:
                 del batch.episodes[episode_id]
+                del keys[episode_id]
                 deferred[episode_id] = (ep.site, ep.room)
-        return deferred
+        return deferred, keys
 
     def _episode_rows_written(
-        self, batch: Batch, deferred: dict[str, tuple[str, str]], now: dt.datetime
+        self,
+        batch: Batch,
+        deferred: dict[str, tuple[str, str]],
+        keys: dict[str, tuple[object, ...]],
+        now: dt.datetime,
     ) -> None:
         """After the commit: what the episode table now holds, and what waits for its refresh."""
         for episode_id, ep in batch.episodes.items():
             self._deferred.pop(episode_id, None)
             if ep.ended_at is None and not ep.manual:
-                self._episode_rows[episode_id] = (_row_key(ep), now)
+                key = keys.get(episode_id)
+                self._episode_rows[episode_id] = (key if key is not None else _row_key(ep), now)
             else:
                 self._episode_rows.pop(episode_id, None)
         for episode_id, room in deferred.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +199,36 @@ def test_an_open_episodes_row_waits_up_to_its_refresh_for_supervision_evidence_o
     _, stored4 = _row(service, ep.id)
     assert stored4.segments[0].end is not None
     assert len(service.acks) == 5  # type: ignore[attr-defined]
+
+
+def test_an_episodes_row_key_sees_every_change_but_supervision_evidence() -> None:
+    """What decides whether an open episode's row must be written now: any field but the observer marks
+    and check-ins, including a list item changed in place (a segment's end, an unknown interval's end)."""
+    from seclusion_hub.core.episode import Episode, ObserverMark, ReviewRecord, Segment, UnknownInterval
+    from seclusion_hub.service import _row_key
+
+    t0 = dt.datetime(2026, 11, 22, 9, tzinfo=dt.UTC)
+    ep = Episode(
+        id="e",
+        site=SITE,
+        room="calm-1",
+        number=1,
+        started_at=t0,
+        segments=[Segment(start=t0)],
+        incident_id="i",
+    )
+    key = _row_key(ep)
+    ep.observer.append(ObserverMark(ts=t0, present=True))
+    ep.checks.append(t0)
+    assert _row_key(ep) == key, "evidence alone"
+    changes: list[Callable[[], object]] = [
+        lambda: setattr(ep.segments[0], "end", t0 + dt.timedelta(seconds=5)),
+        lambda: ep.unknown.append(UnknownInterval(device="calm-1-door", start=t0)),
+        lambda: setattr(ep.unknown[0], "end", t0 + dt.timedelta(seconds=2)),
+        lambda: ep.reviews.append(ReviewRecord(name="check", at=t0, by="staff")),
+        lambda: setattr(ep, "locked", True),
+    ]
+    for change in changes:
+        change()
+        assert _row_key(ep) != key
+        key = _row_key(ep)
