@@ -335,7 +335,8 @@ class HubService:
         return Command(apply)
 
     def submit(self, inbound: Inbound) -> None:
-        """Called by the MQTT adapter's network thread: hand over, never block."""
+        """Called by the MQTT adapter (paho's network thread, or mqtt_process's reader thread): hand
+        over, never block."""
         self.inbox.put(inbound)
 
     # -- the ingest thread
@@ -379,7 +380,7 @@ class HubService:
         # Linger a moment for more: one commit (an fsync) and one room snapshot serve the whole batch, so
         # under load a few milliseconds here buy back far more than they cost (measured: bench/ingest.py).
         # One sleep, then take what came: waking for every message as it arrives cost more than the
-        # messages (the network thread wants the same interpreter lock).
+        # messages (the thread handing them over wants the same interpreter lock).
         if self.linger_s > 0 and self.inbox.qsize() < self.batch_size:
             time.sleep(self.linger_s)
         while len(items) < self.batch_size:
@@ -833,7 +834,7 @@ class HubService:
         }
 
     def reconnected(self) -> None:
-        """The MQTT link is back (paho's network thread): liveness counts again from now, once the
+        """The MQTT link is back (the MQTT adapter's thread): liveness counts again from now, once the
         backlog the broker kept for the hub is through."""
         self._listening_since = time.monotonic()
 
