@@ -25,6 +25,8 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
+MQTT_READY_WAIT_S = 10.0
+
 
 @dataclass
 class Hub:
@@ -92,6 +94,17 @@ class Hub:
         gc.freeze()
         self.service.start()
         self.mqtt.start()
+        # Serve HTTP once subscribed (the marker the hub sends itself has come back), or after
+        # MQTT_READY_WAIT_S without a broker: whoever sees the port open and then has a device publish
+        # must not lose the message to a subscription not yet made (a first start has no session yet).
+        # The MQTT process needs about half a second to start; a broker that is down delays the HTTP
+        # API by this much at most, and /healthz then says `mqtt_connected: false`.
+        if not self.mqtt.backlog_done.wait(MQTT_READY_WAIT_S):
+            log.warning(
+                "not subscribed to the broker at %s after %.0f s; serving HTTP anyway, still trying",
+                self.mqtt.address.redacted(),
+                MQTT_READY_WAIT_S,
+            )
 
     def stop(self) -> None:
         self.live.close()

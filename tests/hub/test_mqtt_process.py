@@ -12,9 +12,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -25,9 +27,9 @@ from seclusion_hub.core.clock import FakeClock, SystemClock
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.mqtt import HubMqtt
 from seclusion_hub.mqtt_process import MqttProcess
-from seclusion_hub.runtime import Hub
-from tests.support.hub import two_device_room, write_site
-from tests.support.processes import Mosquitto, poll
+from seclusion_hub.runtime import MQTT_READY_WAIT_S, Hub
+from tests.support.hub import SITE, Device, HubProcess, two_device_room, write_site
+from tests.support.processes import Mosquitto, free_port, poll
 
 TOPIC = "seclusion/v1/test-school/calm-1/calm-1-door/event"
 
@@ -260,3 +262,40 @@ def test_the_hub_puts_mqtt_in_its_own_process_unless_told_otherwise_or_on_anothe
     assert adapter(fake) is HubMqtt  # arrival stamps from the hub's own clock
     monkeypatch.setenv("SECLUSION_MQTT_PROCESS", "false")
     assert adapter() is HubMqtt
+
+
+def test_a_hub_serves_http_once_subscribed_so_a_device_publishing_at_once_is_not_lost(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A fresh broker keeps nothing for a hub that has never subscribed: whoever sees the hub's port
+    open and has a device publish at once (the conformance smoke test does) must find it subscribed."""
+    site = write_site(tmp_path / "site.yaml", [two_device_room()])
+    hub = HubProcess(tmp_path / "hub", mosquitto.url, site).start(wait_mqtt=False)
+    door = Device(mosquitto.url, SITE, "calm-1", "calm-1-door")
+    try:
+        door.event("occupancy", "occupied")
+        closed = door.event("door", "closed")
+        episode = poll(
+            lambda: hub.get("/api/episodes", site=SITE, room="calm-1", open="true")["items"],
+            15,
+            what="the episode from the first events",
+        )[0]
+        assert episode["started_at"] == closed["ts"]
+    finally:
+        door.close()
+        hub.stop()
+
+
+def test_without_a_broker_the_hub_still_serves_http_and_says_it_is_not_connected(tmp_path: Path) -> None:
+    site = write_site(tmp_path / "site.yaml", [two_device_room()])
+    nowhere = f"mqtt://127.0.0.1:{free_port()}"
+    hub = HubProcess(tmp_path / "hub", nowhere, site)
+    started = time.monotonic()
+    hub.start(wait_mqtt=False)
+    try:
+        assert time.monotonic() - started < MQTT_READY_WAIT_S + 20
+        health = httpx.get(f"http://127.0.0.1:{hub.port}/healthz", timeout=5).json()
+        assert health["mqtt_connected"] is False
+        assert "not subscribed to the broker" in hub.log()
+    finally:
+        hub.stop()
