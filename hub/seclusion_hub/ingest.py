@@ -12,6 +12,7 @@ from seclusion_contract import (
     EventPayload,
     HeartbeatPayload,
     StatusPayload,
+    TopicAddress,
     Topics,
     payload_to_json,
 )
@@ -63,20 +64,15 @@ class Decoder:
             for room in site.spec.rooms:
                 for device in room.devices:
                     self._rooms[(site.id, device.id)] = room.id
+        self._known: dict[str, TopicAddress] = {}  # topics already checked, for every later message
 
     def decode(self, inbound: Inbound) -> Decoded:
         """The typed message, or RejectedMessage naming what is wrong."""
-        try:
-            address = self.topics.parse_device_topic(inbound.topic)
-        except ContractError as exc:
-            raise RejectedMessage(str(exc)) from exc
-        registered_room = self._rooms.get((address.site, address.device))
-        if registered_room is None:
-            raise RejectedMessage(f"device {address.device!r} is not registered to site {address.site!r}")
-        if registered_room != address.room:
-            raise RejectedMessage(
-                f"device {address.device!r} belongs to room {registered_room!r}, not {address.room!r}"
-            )
+        address = self._known.get(inbound.topic)
+        if address is None:
+            address = self._address(inbound.topic)
+            # Only a registered device's topics are remembered: at most devices x channels entries.
+            self._known[inbound.topic] = address
         try:
             data = payload_to_json(inbound.payload)
         except ContractError as exc:
@@ -93,6 +89,21 @@ class Decoder:
             # mean; kept as a dead letter so that nothing is lost, never applied.
             raise RejectedMessage(f"ts: {when.isoformat()} is not a plausible time for a reading")
         return Decoded(address.site, address.room, message)
+
+    def _address(self, topic: str) -> TopicAddress:
+        """Where a topic points, if it names a registered device in its own room; else RejectedMessage."""
+        try:
+            address = self.topics.parse_device_topic(topic)
+        except ContractError as exc:
+            raise RejectedMessage(str(exc)) from exc
+        registered_room = self._rooms.get((address.site, address.device))
+        if registered_room is None:
+            raise RejectedMessage(f"device {address.device!r} is not registered to site {address.site!r}")
+        if registered_room != address.room:
+            raise RejectedMessage(
+                f"device {address.device!r} belongs to room {registered_room!r}, not {address.room!r}"
+            )
+        return address
 
     @staticmethod
     def _typed(channel: str, device: str, data: dict[str, object], received_at: dt.datetime) -> Message:

@@ -145,6 +145,8 @@ _EVENT_INSERT_DRIVER = _EVENT_INSERT.format("%s")
 def _sqlite_time(when: dt.datetime) -> str:
     # Exactly how SQLAlchemy's SQLite DATETIME (through UTCDateTime) stores a time, so that reads and
     # range comparisons see the same text: naive UTC, `YYYY-MM-DD HH:MM:SS.ffffff`.
+    if when.tzinfo is dt.UTC:  # nearly always (the hub's own times): the text without its "+00:00"
+        return when.isoformat(" ", "microseconds")[:26]
     return _utc(when).astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 

@@ -15,6 +15,7 @@ from seclusion_contract import Topics, format_ts
 from seclusion_hub.config import load_sites
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.room import Message, Outcome, RoomMachine
+from seclusion_hub.errors import RejectedMessage
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import DeadLetter, EventRecord
 from seclusion_hub.notify import verify_signature
@@ -232,3 +233,19 @@ def test_an_episodes_row_key_sees_every_change_but_supervision_evidence() -> Non
         change()
         assert _row_key(ep) != key
         key = _row_key(ep)
+
+
+def test_the_decoder_remembers_only_a_registered_devices_own_topics(service: HubService) -> None:
+    """Topics already checked are not parsed again; a wrong room or an unknown device is refused every
+    time, even after the device's own topic was accepted."""
+    decoder = service.decoder
+    good = inbound("calm-1", "calm-1-door", 1, "door", "closed", 0, mid=1)
+    for _ in range(2):
+        decoded = decoder.decode(good)
+        assert (decoded.site, decoded.room) == (SITE, "calm-1")
+    refused = (("calm-2", "calm-1-door", "belongs to room"), ("calm-1", "ghost", "not registered"))
+    for room, device, reason in refused:
+        bad = inbound(room, device, 1, "door", "closed", 0, mid=2)
+        for _ in range(2):
+            with pytest.raises(RejectedMessage, match=reason):
+                decoder.decode(bad)
