@@ -962,12 +962,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--hub-protocol", choices=("5", "3.1.1"), default="5", help="the hub's MQTT version (5)")
     p.add_argument(
-        "--hub-pipeline",
-        choices=("on", "off"),
-        default="on",
-        help="the hub commits a batch while it applies the next (on, as shipped) or in turn (off)",
-    )
-    p.add_argument(
         "--hub-mqtt",
         choices=("process", "thread"),
         default="process",
@@ -1060,7 +1054,6 @@ class Run:
             SECLUSION_MQTT_PROTOCOL=self.args.hub_protocol,
         )
         env["SECLUSION_MQTT_PROCESS"] = "true" if self.args.hub_mqtt == "process" else "false"
-        env["SECLUSION_INGEST_PIPELINE"] = "true" if self.args.hub_pipeline == "on" else "false"
         if self.args.ingest_batch:
             env["SECLUSION_INGEST_BATCH"] = str(self.args.ingest_batch)
         binary = Path(sys.executable).parent / "seclusion-hub"
@@ -1299,7 +1292,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "database": "postgresql" if db_url.startswith("postgres") else "sqlite",
             "hub_protocol": args.hub_protocol,
             "hub_mqtt": args.hub_mqtt,
-            "hub_pipeline": args.hub_pipeline,
             "pinned": bool(args.pin and len(cpus) > 1),
             "devices": args.devices,
             "story": args.story,
@@ -1389,8 +1381,7 @@ def report(f: dict[str, Any]) -> bool:
         f"{f['publishers']} publisher processes ({f.get('device_client', 'paho')}), "
         f"story: {f.get('story', 'episodes')}",
         f"  broker / database  {f['broker']} mosquitto.conf / {f['database']}; the hub on MQTT "
-        f"{f['hub_protocol']} ({'in its own process' if f.get('hub_mqtt') == 'process' else 'in a thread'}); "
-        f"commits {'pipelined' if f.get('hub_pipeline', 'on') == 'on' else 'in turn'}"
+        f"{f['hub_protocol']} ({'in its own process' if f.get('hub_mqtt') == 'process' else 'in a thread'})"
         f"{'; the hub pinned to a CPU of its own' if f['pinned'] else ''}",
         f"  sent               {f['sent']} messages: {f['valid']} events, {f['dup']} sent twice, "
         f"{f['bad']} malformed; at {f['send_rate']:.0f}/s (publishers at most "

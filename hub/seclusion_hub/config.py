@@ -47,8 +47,6 @@ class HubSettings(BaseSettings):
     public_url: str = ""
     ingest_batch: int = Field(default=500, ge=1, le=10000)
     ingest_linger_ms: float = Field(default=5.0, ge=0, le=1000)
-    # Commit a batch on a writer thread while the next one is applied (docs/hub.md); false: in turn.
-    ingest_pipeline: bool = True
 
     def site_paths(self) -> list[Path]:
         return [Path(p) for p in self.site_files.split(":") if p.strip()]

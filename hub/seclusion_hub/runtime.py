@@ -56,7 +56,6 @@ class Hub:
             topics,
             batch_size=settings.ingest_batch,
             linger_s=settings.ingest_linger_ms / 1000,
-            pipeline=settings.ingest_pipeline,
         )
         # MQTT in a process of its own (mqtt_process.py) unless told otherwise; its arrival stamps come
         # from the system clock, so a hub built on another clock (tests) keeps MQTT in this process.

@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +51,7 @@ from .errors import RejectedMessage
 from .ingest import Decoder, Inbound
 from .models import AuditEntry, EpisodeRecord
 from .record_store import RecordStore, report_due
-from .store import Batch, Rows, Store, dead_letter_row
+from .store import Batch, Store, dead_letter_row
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +126,6 @@ class _Pending:
     commands: list[Command] = field(default_factory=list)
     out: Outbound = field(default_factory=Outbound)  # what to tell once stored
     touched: set[tuple[str, str]] = field(default_factory=set)  # rooms whose state changed
-    # Each device's retained ack (topic, payload): the last event stored, as of this batch.
-    device_acks: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-@dataclass
-class _InFlight:
-    """A batch the ingest thread has applied and handed to the writer thread (`pipeline`)."""
-
-    items: list[Inbound | Command]
-    pending: _Pending
-    deferred: dict[str, tuple[str, str]]
-    keys: dict[str, tuple[object, ...]]
-    written_at: dt.datetime
-    stored: Future[dt.datetime]
 
 
 # Everything of an episode that its row in the episode table shows, except the supervision evidence
@@ -187,7 +172,6 @@ class HubService:
         coalesce_s: float = 0.25,
         report_check_s: float = 60.0,
         episode_refresh_s: float = 1.0,
-        pipeline: bool = True,
     ) -> None:
         self.sites = {s.id: s for s in sites}
         self.store = store
@@ -231,11 +215,6 @@ class HubService:
         self.listening: Callable[[], bool] = lambda: True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # The running ingest thread commits batch n on a writer thread while it applies batch n+1
-        # (`_process_pipelined`); `process` (tests, recovery) applies, writes and acknowledges in turn.
-        self.pipeline = pipeline
-        self._writer: ThreadPoolExecutor | None = None
-        self._inflight: _InFlight | None = None
         self._listening_since = time.monotonic()
         self._evaluated = False
         self.healthy = True
@@ -268,8 +247,6 @@ class HubService:
                 machine.hub_started(now)
         self._resume_deliveries()
         self._stop.clear()
-        if self.pipeline:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seclusion-writer")
         self._thread = threading.Thread(target=self._run, name="seclusion-ingest", daemon=True)
         self._thread.start()
 
@@ -278,9 +255,6 @@ class HubService:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
         self.delivery.stop()
 
     @property
@@ -377,29 +351,14 @@ class HubService:
                     # on time, and it costs one query.
                     next_report_check = time.monotonic() + self.report_check_s
                     self.inbox.put(self.report_check())
-                if self._inflight is not None and self.inbox.empty():
-                    self._settle()  # nothing to apply meanwhile: acks and alerts are not kept waiting
                 items = self._take()
-                if self._writer is not None:
-                    self._process_pipelined(items, self._writer)
-                else:
-                    self.process(items)
+                self.process(items)
             except Exception:
                 # A bug of ours: logged, counted, and the thread goes on. The messages stay
-                # unacknowledged, so the broker delivers them again after a reconnect; the rooms are
-                # put back as stored, so that nothing applied and not stored is taken for done.
+                # unacknowledged, so the broker delivers them again after a reconnect.
                 log.exception("ingest batch of %d messages failed", len(items))
                 self.healthy = False
-                try:
-                    self._settle()
-                    self._load_machines()
-                except Exception:
-                    log.exception("putting the rooms back as stored failed")
                 self._stop.wait(1.0)
-        try:
-            self._settle()  # stopping: what is in flight is written and acknowledged first
-        except Exception:
-            log.exception("writing the last batch while stopping failed")
 
     def run_command(self, apply: Callable[[Batch], object], timeout: float = 15.0) -> object:
         """Run `apply` on the ingest thread within its next batch; return its result once stored."""
@@ -440,17 +399,13 @@ class HubService:
         return max(0.0, min(0.5, (soonest - now).total_seconds()))
 
     def process(self, items: list[Inbound | Command]) -> None:
-        """Apply a batch, write it, then acknowledge it (after finishing any batch in flight).
+        """Apply a batch, write it, then acknowledge it.
 
         A message that a bug of ours fails to apply, or that the database refuses while it accepts
         others, is set aside as a dead letter with the error, and the rest of the batch is applied again
         from the stored state: one poisoned message never stops the rooms. A database that refuses
         everything is retried with backoff, for as long as it takes, and nothing is acknowledged.
         """
-        self._settle()
-        self._process_now(items)
-
-    def _process_now(self, items: list[Inbound | Command]) -> None:
         attempt = 0
         poisoned: dict[int, str] = {}
         while True:
@@ -490,26 +445,16 @@ class HubService:
                     continue
                 if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
                     return
-        stored = self.clock.now()
-        self._acknowledge(pending)
-        self._committed(pending, stored)
-
-    def _acknowledge(self, pending: _Pending) -> None:
-        """After the commit: each message to the broker (PUBACK), each device its retained ack."""
-        for mid, qos, conn in pending.acks:
-            self.ack_message(mid, qos, conn)
-        for topic, payload in pending.device_acks:
-            self.publish(topic, payload, 1, True)
-
-    def _committed(self, pending: _Pending, stored: dt.datetime) -> None:
-        """After the commit and the acknowledgements, on the ingest thread: the figures, the callers of
-        commands, the people (boards, indicators, notifiers)."""
         self.healthy = True
+        stored = self.clock.now()
         for received in pending.received:
             self.metrics.ingest_lag.observe(max(0.0, (stored - received).total_seconds()))
         self.metrics.accepted.inc(len(pending.received))
         for command in pending.commands:
             command.done.set()
+        for mid, qos, conn in pending.acks:
+            self.ack_message(mid, qos, conn)
+        self._tell_devices(pending.devices)
         self._tell_people(pending)
         with self.lock:
             for key in pending.touched:
@@ -519,67 +464,6 @@ class HubService:
                     self._open.discard(key)
             self.metrics.open_episodes.set(len(self._open))
         self.metrics.queue_depth.set(self.inbox.qsize())
-
-    def _process_pipelined(self, items: list[Inbound | Command], writer: ThreadPoolExecutor) -> None:
-        """Apply this batch while the writer thread commits the one before; then hand this one over.
-
-        Nothing is acknowledged before its own commit (the writer thread sends the acks right after
-        it). The rows are taken from the rooms here, before they change again. When anything goes wrong
-        the careful path takes over: the batch in flight is finished, the rooms are put back as stored,
-        and the messages not stored are applied again by `_process_now`, with its retries and its
-        setting aside of a poisoned message.
-        """
-        try:
-            pending = self._apply(items, {})
-        except _Poisoned:
-            self._settle()
-            self._load_machines()  # undo what this batch did before it failed
-            self._process_now(items)
-            return
-        failed = self._drain()
-        if failed is not None:
-            self._load_machines()  # back to before both batches: the one that failed, and this one
-            self._process_now(failed)
-            self._process_now(items)
-            return
-        written_at = self.clock.now()
-        deferred, keys = self._defer_episode_rows(pending.batch, written_at)
-        rows = self.store.freeze(pending.batch, written_at)
-        stored = writer.submit(self._write_and_acknowledge, rows, pending, written_at)
-        self._inflight = _InFlight(items, pending, deferred, keys, written_at, stored)
-
-    def _write_and_acknowledge(self, rows: Rows, pending: _Pending, written_at: dt.datetime) -> dt.datetime:
-        """The writer thread: one batch's transaction, then its acknowledgements."""
-        self.store.write_rows(rows, written_at)
-        stored = self.clock.now()
-        self._acknowledge(pending)
-        return stored
-
-    def _drain(self) -> list[Inbound | Command] | None:
-        """Wait for the batch in flight: after its commit, what follows a commit (None); if its write
-        failed, its messages, to be applied again from the stored state."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is None:
-            return None
-        try:
-            stored = inflight.stored.result()
-        except Exception:
-            self.metrics.write_failures.inc()
-            log.exception("database write failed; the rooms go back as stored and the batch is applied again")
-            self.healthy = False
-            return inflight.items
-        self._episode_rows_written(
-            inflight.pending.batch, inflight.deferred, inflight.keys, inflight.written_at
-        )
-        self._committed(inflight.pending, stored)
-        return None
-
-    def _settle(self) -> None:
-        """Finish the batch in flight, if any; one whose write failed is applied again, carefully."""
-        failed = self._drain()
-        if failed is not None:
-            self._load_machines()
-            self._process_now(failed)
 
     def _apply(self, items: list[Inbound | Command], poisoned: dict[int, str]) -> _Pending:
         pending = _Pending()
@@ -607,7 +491,6 @@ class HubService:
             if backlog_through:
                 self._tick(pending)
             self._refresh_deferred(pending.batch)
-            pending.device_acks = self._device_acks(pending.devices)
             self._pending = None
         return pending
 
@@ -825,16 +708,16 @@ class HubService:
                     }
                 )
 
-    def _device_acks(self, devices: set[tuple[str, str, str]]) -> list[tuple[str, bytes]]:
-        """Each device's retained ack as of the batch just applied (under `lock`): sent once it is stored,
-        never with what a later batch applied."""
+    def _tell_devices(self, devices: set[tuple[str, str, str]]) -> None:
         acks: list[tuple[str, bytes]] = []
-        for site, room, device in sorted(devices):
-            dev = self.machines[(site, room)].state.devices.get(device)
-            if dev is not None:
-                payload = dump_payload(AckPayload(epoch=dev.epoch, seq=dev.seq))
-                acks.append((self.topics.ack(site, room, device), payload))
-        return acks
+        with self.lock:
+            for site, room, device in sorted(devices):
+                dev = self.machines[(site, room)].state.devices.get(device)
+                if dev is not None:
+                    payload = dump_payload(AckPayload(epoch=dev.epoch, seq=dev.seq))
+                    acks.append((self.topics.ack(site, room, device), payload))
+        for topic, payload in acks:
+            self.publish(topic, payload, 1, True)
 
     def set_mode(
         self, site: str, room: str, until: dt.datetime | None, reason: str | None, audit: AuditEntry

@@ -120,23 +120,6 @@ class Batch:
         )
 
 
-@dataclass
-class Rows:
-    """A batch ready to write (`Store.freeze`): its own rows as they are, and what it holds of the live
-    rooms (episodes and their segments, room states, alerts, audits) already turned into rows."""
-
-    batch: Batch
-    episodes: list[dict[str, Any]] = field(default_factory=list)
-    segments_of: list[str] = field(default_factory=list)  # episodes whose segments are rewritten
-    segments: list[dict[str, Any]] = field(default_factory=list)
-    segment_keys: dict[str, tuple[tuple[dt.datetime, dt.datetime | None], ...] | None] = field(
-        default_factory=dict
-    )  # after the commit, per episode: its segments as written (None: ended, forget it)
-    rooms: list[dict[str, Any]] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    audits: list[dict[str, Any]] = field(default_factory=list)
-
-
 def dead_letter_row(topic: str, payload: bytes, reason: str, received_at: dt.datetime) -> dict[str, Any]:
     """A dead-letter row: the payload kept whole up to 1 MiB, its size and hash always."""
     return {
@@ -347,39 +330,6 @@ class Store:
 
     def write(self, batch: Batch, now: dt.datetime) -> None:
         """Write a batch in one transaction; nothing of it is visible until all of it is."""
-        self.write_rows(self.freeze(batch, now), now)
-
-    def freeze(self, batch: Batch, now: dt.datetime) -> Rows:
-        """The batch as rows: what it holds of the live rooms (episodes, room states, alerts, audits) read
-        now, on the ingest thread, so that the rows may be written on another while the rooms change."""
-        rows = Rows(batch)
-        if batch.episodes:
-            rows.episodes = [episode_row(ep, now) for ep in batch.episodes.values()]
-            # Segments change when a door closes or opens, not with every reading: rewritten only for the
-            # episodes whose segments differ from what this process last wrote.
-            for ep in batch.episodes.values():
-                key = _segment_key(ep)
-                if self._segments_written.get(ep.id) != key:
-                    rows.segments_of.append(ep.id)
-                    rows.segments += [
-                        {"episode_id": ep.id, "idx": i, "start": seg.start, "end": seg.end}
-                        for i, seg in enumerate(ep.segments)
-                    ]
-                rows.segment_keys[ep.id] = key if ep.ended_at is None else None
-        if batch.audits:
-            rows.audits = [a.model_dump(exclude={"id"}) for a in batch.audits]
-        if batch.rooms:
-            rows.rooms = [
-                {"site": s, "room": r, "state": room_state_json(state), "updated_at": now}
-                for (s, r), state in batch.rooms.items()
-            ]
-        if batch.alerts:
-            rows.alerts = [alert_row(a, now) for a in batch.alerts.values()]
-        return rows
-
-    def write_rows(self, rows: Rows, now: dt.datetime) -> None:
-        """Write a frozen batch in one transaction (from any thread; one writer at a time)."""
-        batch = rows.batch
         if not batch:
             return
         with self._write_lock, self.engine.begin() as conn:
@@ -387,14 +337,26 @@ class Store:
                 _insert_events(conn, batch.events, now)
             if batch.dead_letters:
                 self._insert(conn, DeadLetter, batch.dead_letters)
-            if rows.episodes:
-                self._upsert(conn, EpisodeRecord, rows.episodes, ["id"])
-            if rows.segments_of:
-                conn.execute(
-                    sa.delete(SegmentRecord).where(col(SegmentRecord.episode_id).in_(rows.segments_of))
-                )
-                if rows.segments:
-                    self._insert(conn, SegmentRecord, rows.segments)
+            if batch.episodes:
+                rows = [episode_row(ep, now) for ep in batch.episodes.values()]
+                self._upsert(conn, EpisodeRecord, rows, ["id"])
+                # Segments change when a door closes or opens, not with every reading: rewritten only
+                # for the episodes whose segments differ from what this process last wrote.
+                changed = [
+                    ep
+                    for ep in batch.episodes.values()
+                    if self._segments_written.get(ep.id) != _segment_key(ep)
+                ]
+                if changed:
+                    ids = [ep.id for ep in changed]
+                    conn.execute(sa.delete(SegmentRecord).where(col(SegmentRecord.episode_id).in_(ids)))
+                    segments = [
+                        {"episode_id": ep.id, "idx": i, "start": seg.start, "end": seg.end}
+                        for ep in changed
+                        for i, seg in enumerate(ep.segments)
+                    ]
+                    if segments:
+                        self._insert(conn, SegmentRecord, segments)
             if batch.incidents_opened:
                 self._upsert(conn, IncidentRecord, batch.incidents_opened, ["id"], update=False)
             if batch.incident_status:
@@ -415,12 +377,16 @@ class Store:
                 conn.execute(sa.update(table).where(table.c.id == incident_id).values(**columns))
             if batch.notes:
                 self._insert(conn, TimelineNote, batch.notes)
-            if rows.audits:
-                conn.execute(sa.insert(AuditEntry), rows.audits)
-            if rows.rooms:
-                self._upsert(conn, RoomSnapshot, rows.rooms, ["site", "room"])
-            if rows.alerts:
-                self._upsert(conn, AlertRecord, rows.alerts, ["id"])
+            if batch.audits:
+                conn.execute(sa.insert(AuditEntry), [a.model_dump(exclude={"id"}) for a in batch.audits])
+            if batch.rooms:
+                rows = [
+                    {"site": s, "room": r, "state": room_state_json(state), "updated_at": now}
+                    for (s, r), state in batch.rooms.items()
+                ]
+                self._upsert(conn, RoomSnapshot, rows, ["site", "room"])
+            if batch.alerts:
+                self._upsert(conn, AlertRecord, [alert_row(a, now) for a in batch.alerts.values()], ["id"])
             if batch.deliveries:
                 self._upsert(conn, DeliveryRecord, batch.deliveries, ["id"], update=False)
             if batch.attempts:
@@ -441,11 +407,11 @@ class Store:
                 )
         # Committed: remember what the open episodes' segments now are (an ended one is forgotten; a
         # late change to it is simply written again).
-        for episode_id, key in rows.segment_keys.items():
-            if key is not None:
-                self._segments_written[episode_id] = key
+        for ep in batch.episodes.values():
+            if ep.ended_at is None:
+                self._segments_written[ep.id] = _segment_key(ep)
             else:
-                self._segments_written.pop(episode_id, None)
+                self._segments_written.pop(ep.id, None)
 
     def _through_driver(
         self,

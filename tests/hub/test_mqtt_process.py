@@ -241,7 +241,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_the_hub_puts_mqtt_in_its_own_process_and_pipelines_commits_unless_told_otherwise(
+def test_the_hub_puts_mqtt_in_its_own_process_unless_told_otherwise_or_on_another_clock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = write_site(tmp_path / "site.yaml", [two_device_room()])
@@ -262,15 +262,6 @@ def test_the_hub_puts_mqtt_in_its_own_process_and_pipelines_commits_unless_told_
     assert adapter(fake) is HubMqtt  # arrival stamps from the hub's own clock
     monkeypatch.setenv("SECLUSION_MQTT_PROCESS", "false")
     assert adapter() is HubMqtt
-
-    def pipelined() -> bool:
-        hub = Hub.build(HubSettings())
-        hub.store.close()
-        return hub.service.pipeline
-
-    assert pipelined() is True  # commits on a writer thread while the next batch is applied
-    monkeypatch.setenv("SECLUSION_INGEST_PIPELINE", "false")
-    assert pipelined() is False
 
 
 def test_a_hub_serves_http_once_subscribed_so_a_device_publishing_at_once_is_not_lost(
