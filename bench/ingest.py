@@ -964,8 +964,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--hub-mqtt",
         choices=("process", "thread"),
-        default="process",
-        help="the hub's MQTT work in a process of its own (as shipped) or in a thread of the hub's process",
+        default="thread",
+        help="the hub's MQTT work in a thread of its process (as shipped) or in a process of its own",
     )
     p.add_argument("--ingest-batch", type=int, default=None, help="SECLUSION_INGEST_BATCH for the hub")
     p.add_argument(

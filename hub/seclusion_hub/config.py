@@ -37,9 +37,9 @@ class HubSettings(BaseSettings):
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
     mqtt_client_id: str = "seclusion-hub"
     mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
-    # MQTT's network work in a child process (hub/seclusion_hub/mqtt_process.py); false keeps it in a
-    # thread of the hub's own process.
-    mqtt_process: bool = True
+    # MQTT's network work in a child process (hub/seclusion_hub/mqtt_process.py) instead of a thread of
+    # the hub's own process: for bursts on a machine with cores to spare (docs/performance.md).
+    mqtt_process: bool = False
     database_url: str = "sqlite:///seclusion-hub.db"
     site_files: str = ""
     http_host: str = "127.0.0.1"

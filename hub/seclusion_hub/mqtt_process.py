@@ -1,9 +1,10 @@
-"""The hub's MQTT adapter in a process of its own (`SECLUSION_MQTT_PROCESS`, on by default for `serve`).
+"""The hub's MQTT adapter in a process of its own (`SECLUSION_MQTT_PROCESS=true`; off by default).
 
-Receiving MQTT costs about as much Python per message as applying it (paho reads and parses every packet,
-answers it, and sends the devices' acks), and in one process both share one interpreter lock: at a few
-thousand events a second the ingest thread waited for paho and paho for it (bench/ingest.py,
-docs/performance.md). Here the same `HubMqtt` runs in a child process and the two talk over two pipes:
+Receiving MQTT costs about half as much Python per message as applying it (paho reads and parses every
+packet, answers it, and sends the devices' acks), and in one process both share one interpreter lock.
+Here the same `HubMqtt` runs in a child process and the two talk over two pipes (measured in
+docs/performance.md: a burst is taken sooner, a steady load no quicker on two cores, for about 1.2
+CPU-s more per 20,000 messages):
 
 - child → hub: what arrived, in arrival order, a list at a time: messages (`Inbound`), and the
   connection's news (connected, disconnected, the backlog marker back);

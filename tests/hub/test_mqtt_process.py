@@ -241,7 +241,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_the_hub_puts_mqtt_in_its_own_process_unless_told_otherwise_or_on_another_clock(
+def test_the_hub_puts_mqtt_in_its_own_process_when_told_and_not_on_another_clock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = write_site(tmp_path / "site.yaml", [two_device_room()])
@@ -250,7 +250,7 @@ def test_the_hub_puts_mqtt_in_its_own_process_unless_told_otherwise_or_on_anothe
             monkeypatch.delenv(name)
     monkeypatch.setenv("SECLUSION_SITE_FILES", str(site))
     monkeypatch.setenv("SECLUSION_DATABASE_URL", f"sqlite:///{tmp_path / 'hub.db'}")
-    assert HubSettings().mqtt_process is True
+    assert HubSettings().mqtt_process is False
     fake = FakeClock(dt.datetime(2026, 11, 22, 9, tzinfo=dt.UTC))
 
     def adapter(clock: SystemClock | FakeClock | None = None) -> type[object]:
@@ -258,19 +258,21 @@ def test_the_hub_puts_mqtt_in_its_own_process_unless_told_otherwise_or_on_anothe
         hub.store.close()
         return type(hub.mqtt)
 
+    assert adapter() is HubMqtt  # one process, unless told
+    monkeypatch.setenv("SECLUSION_MQTT_PROCESS", "true")
     assert adapter() is MqttProcess
     assert adapter(fake) is HubMqtt  # arrival stamps from the hub's own clock
-    monkeypatch.setenv("SECLUSION_MQTT_PROCESS", "false")
-    assert adapter() is HubMqtt
 
 
+@pytest.mark.parametrize("mqtt_process", ["true", "false"])
 def test_a_hub_serves_http_once_subscribed_so_a_device_publishing_at_once_is_not_lost(
-    tmp_path: Path, mosquitto: Mosquitto
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_process: str
 ) -> None:
     """A fresh broker keeps nothing for a hub that has never subscribed: whoever sees the hub's port
     open and has a device publish at once (the conformance smoke test does) must find it subscribed."""
     site = write_site(tmp_path / "site.yaml", [two_device_room()])
-    hub = HubProcess(tmp_path / "hub", mosquitto.url, site).start(wait_mqtt=False)
+    settings = {"SECLUSION_MQTT_PROCESS": mqtt_process}
+    hub = HubProcess(tmp_path / "hub", mosquitto.url, site, extra_env=settings).start(wait_mqtt=False)
     door = Device(mosquitto.url, SITE, "calm-1", "calm-1-door")
     try:
         door.event("occupancy", "occupied")

@@ -17,12 +17,13 @@ def _open_episode(hub: HubProcess) -> dict[str, Any] | None:
     return items[0] if items else None
 
 
-@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+@pytest.mark.parametrize(("protocol", "mqtt_process"), [("5", "false"), ("3.1.1", "false"), ("5", "true")])
 def test_sigkill_mid_episode_then_restart_resumes_the_same_episode(
-    tmp_path: Path, mosquitto: Mosquitto, protocol: str
+    tmp_path: Path, mosquitto: Mosquitto, protocol: str, mqtt_process: str
 ) -> None:
     site = write_site(tmp_path / "site.yaml", [two_device_room()])
-    hub = HubProcess(tmp_path / "hub", mosquitto.url, site, protocol=protocol).start()
+    settings = {"SECLUSION_MQTT_PROCESS": mqtt_process}
+    hub = HubProcess(tmp_path / "hub", mosquitto.url, site, protocol=protocol, extra_env=settings).start()
     door = Device(mosquitto.url, SITE, "calm-1", "calm-1-door")
     panel = Device(mosquitto.url, SITE, "calm-1", "calm-1-panel")
     try:

@@ -82,6 +82,7 @@ class HubProcess:
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
     protocol: str = "5"
+    extra_env: dict[str, str] = field(default_factory=dict)  # more SECLUSION_* settings
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -98,6 +99,7 @@ class HubProcess:
             "SECLUSION_HTTP_HOST": "127.0.0.1",
             "SECLUSION_HTTP_PORT": str(self.port),
             "SECLUSION_MQTT_PROTOCOL": self.protocol,
+            **self.extra_env,
         }
 
     def create_token(self, role: str = "admin", *sites: str) -> str:
