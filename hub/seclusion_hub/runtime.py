@@ -57,8 +57,8 @@ class Hub:
             batch_size=settings.ingest_batch,
             linger_s=settings.ingest_linger_ms / 1000,
         )
-        # MQTT in a process of its own (mqtt_process.py) unless told otherwise; its arrival stamps come
-        # from the system clock, so a hub built on another clock (tests) keeps MQTT in this process.
+        # MQTT in a process of its own (mqtt_process.py) when SECLUSION_MQTT_PROCESS says so; its arrival
+        # stamps come from the system clock, so a hub built on another clock (tests) keeps it in a thread.
         own_process = settings.mqtt_process and isinstance(clock, SystemClock)
         adapter = MqttProcess if own_process else HubMqtt
         mqtt = adapter(
