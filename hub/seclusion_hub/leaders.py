@@ -366,12 +366,19 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         when = period_for(request, site.zone)
         facts = gather_facts(records, site, when)
         mine = [e for e in analytics.counted(facts.episodes) if e.pupil_id == pupil.id]
+        # The pattern's first and last episode as dates where the school is (an episode at 23:30 UTC in
+        # summer began the next day there).
         flags = [
-            f
+            {
+                "count": f.count,
+                "label": f.label,
+                "first": local_date(f.first_start, site.zone),
+                "last": local_date(f.last_start, site.zone),
+            }
             for f in analytics.pattern_flags(
                 facts.episodes, site.policies[next(iter(site.policies))].pattern_triggers, service.clock.now()
             )
-            if f.pupil_id == pupil.id
+            if f.pupil_id == pupil.id and f.first_start is not None and f.last_start is not None
         ]
         records.audit(
             AuditEntry(

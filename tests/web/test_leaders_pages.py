@@ -165,3 +165,20 @@ def test_a_leader_walks_through_the_review_in_chromium(review: Review, served: s
     small.screenshot(path=str(ARTIFACTS / "review-overview-phone.png"), full_page=True)
     phone.close()
     context.close()
+
+
+def test_a_childs_page_gives_the_patterns_dates_where_the_school_is(tmp_path: Path) -> None:
+    """Three episodes late in the evening of British Summer Time: 23:30 UTC is 00:30 the next day in
+    London, and that is the date a leader reads."""
+    review = Review(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", name="Hillside School")
+    try:
+        child = review.pupil("Late", "none")
+        for day in (4, 11, 18):  # 4, 11 and 18 September 2026 at 23:30 UTC
+            review.episode(child, dt.datetime(2026, 9, day, 23, 30, tzinfo=dt.UTC), 5)
+        review.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+        page = _browser(review, "leader", SITE).get(f"/review/children/{child}?{PERIOD}")
+        assert page.status_code == 200
+        assert "3 episodes from Saturday 5 September 2026 to Saturday 19 September 2026" in page.text
+    finally:
+        review.client.close()
+        review.store.close()
