@@ -157,7 +157,9 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
             return RedirectResponse(
                 "/login", status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
             )
-        body = _asset("board.html").replace("{{user}}", html.escape(who.name))
+        # Leaders reach their review from here as from every other page (others would be refused it).
+        review = ' <a href="/review">Review</a>' if who.has_role("leader") else ""
+        body = _asset("board.html").replace("{{user}}", html.escape(who.name)).replace("{{review}}", review)
         return HTMLResponse(body, headers=PAGE_HEADERS)
 
     @router.get("/static/{name}", include_in_schema=False)

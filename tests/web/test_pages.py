@@ -83,6 +83,17 @@ def test_signing_in_sets_an_httponly_strict_cookie_and_opens_the_board(pages: Pa
     assert [(a.actor, a.target_type) for a in logins] == [("Ms <Example>", "web")]
 
 
+def test_the_board_links_to_the_review_for_leaders_only(pages: Pages) -> None:
+    for role, linked in (("staff", False), ("senior", False), ("leader", True), ("admin", True)):
+        client = TestClient(pages.app)
+        assert client.post("/login", data={"token": pages.token(role)}).status_code == 200
+        board = client.get("/")
+        assert board.status_code == 200
+        assert ('<a href="/review">Review</a>' in board.text) is linked, role
+        assert "{{" not in board.text
+        client.close()
+
+
 def test_over_https_the_cookie_is_secure(pages: Pages) -> None:
     client = TestClient(pages.app, base_url="https://hub.school.example")
     response = client.post("/login", data={"token": pages.token()}, follow_redirects=False)
