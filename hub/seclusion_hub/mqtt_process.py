@@ -21,6 +21,7 @@ late ack reaches a message of the new connection).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -76,14 +77,19 @@ class MqttProcess:
         receive_maximum: int = 4096,
     ) -> None:
         self.address = parse_mqtt_url(url)  # a bad address is a ConfigError here, not in the child
-        self._url = url
-        self.topics = topics
-        self.clock = clock
+        # What each child is started with; `_spawn` adds its connection numbers and the log level. The
+        # child stamps arrivals with the system clock (`clock` is taken for HubMqtt's signature only).
+        self._params = _Params(
+            url=url,
+            root=topics.root,
+            client_id=client_id,
+            session_expiry_s=session_expiry_s,
+            protocol=protocol,
+            receive_maximum=receive_maximum,
+            first_conn=0,
+            log_level=logging.NOTSET,
+        )
         self.on_inbound = on_inbound
-        self.client_id = client_id
-        self.session_expiry_s = session_expiry_s
-        self.protocol = protocol
-        self.receive_maximum = receive_maximum
         self.backlog_done = threading.Event()
         self.on_connected: Callable[[], None] = lambda: None
         self._connected = threading.Event()
@@ -193,13 +199,8 @@ class MqttProcess:
         finally:
             os.close(child_in)
             os.close(child_out)
-        params = _Params(
-            url=self._url,
-            root=self.topics.root,
-            client_id=self.client_id,
-            session_expiry_s=self.session_expiry_s,
-            protocol=self.protocol,
-            receive_maximum=self.receive_maximum,
+        params = dataclasses.replace(
+            self._params,
             first_conn=self._generation * _CONN_SPAN,
             log_level=logging.getLogger().getEffectiveLevel(),
         )

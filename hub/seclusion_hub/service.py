@@ -541,11 +541,11 @@ class HubService:
             return
         now = self.clock.now()
         refresh = dt.timedelta(seconds=self.episode_refresh_s)
-        for episode_id, (key, since) in list(self._deferred.items()):
+        for episode_id, (room, since) in list(self._deferred.items()):
             written = self._episode_rows.get(episode_id)
             if now - (written[1] if written is not None else since) < refresh:
                 continue
-            machine = self.machines.get(key)
+            machine = self.machines.get(room)
             ep = machine.episode if machine is not None else None
             if ep is None or ep.id != episode_id:
                 del self._deferred[episode_id]  # it ended, and was written then

@@ -448,11 +448,11 @@ class Store:
         keys: list[str],
         update: bool = True,
     ) -> None:
+        if self._through_driver(conn, model, rows, keys, update):
+            return
         table = model.__table__  # type: ignore[attr-defined]
         dialect = conn.dialect.name
         cache_key = (table.name, dialect, update)
-        if self._through_driver(conn, model, rows, keys, update):
-            return
         # Building an upsert copies every column; the statement is the same each time, so build it once.
         cached = self._upserts.get(cache_key)
         if cached is not None:
