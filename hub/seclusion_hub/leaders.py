@@ -157,6 +157,11 @@ def trend_words(summary: dict[str, Any]) -> str:
     return f"Use is {direction}: about {abs(rel) * 100:.0f} % {more} episodes per {bucket}."
 
 
+# What a completed record says an episode was, in the child page's words.
+CLASS_WORDS = {"seclusion": "seclusion", "voluntary": "the child's own use of the room"}
+UNRECORDED_WORDS = "no completed record yet: counted as seclusion"
+
+
 def room_name(site: LoadedSite, room: str) -> str:
     spec = site.room(room)
     return spec.name if spec is not None else room
@@ -365,7 +370,8 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         site = service.sites[pupil.site]
         when = period_for(request, site.zone)
         facts = gather_facts(records, site, when)
-        mine = [e for e in analytics.counted(facts.episodes) if e.pupil_id == pupil.id]
+        # Every timed episode of the child's, each with what its completed record says it was (2.2).
+        mine = [e for e in analytics.timed(facts.episodes) if e.pupil_id == pupil.id]
         # The pattern's first and last episode as dates where the school is (an episode at 23:30 UTC in
         # summer began the next day there).
         flags = [
@@ -401,6 +407,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                     "supervised": f"{e.supervised_s / e.elapsed_s * 100:.0f} %" if e.elapsed_s else "-",
                     "status": status_words(incident) if incident else "",
                     "incident_id": incident.id if incident else None,
+                    "recorded_as": CLASS_WORDS.get(e.classification or "", UNRECORDED_WORDS),
                 }
             )
         return page(
@@ -408,6 +415,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             title=f"{pupil.first_name} {pupil.last_name}",
             pupil=pupil,
             rows=rows,
+            voluntary=sum(1 for e in mine if e.voluntary),
             flags=flags,
             **common(who, site, when, request),
         )

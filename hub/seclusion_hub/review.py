@@ -63,7 +63,11 @@ CSV_COLUMNS = (
     "parent_copy_withheld_at",
     "reviewed_at",
     "closed_at",
+    "counted_as",
 )
+# A record's classification moves an episode out of the seclusion figures only once the record is
+# completed: a draft, which anyone may still change, never does (the review never under-counts).
+COMPLETED = frozenset({"recorded", "parent_notified", "reviewed", "closed"})
 
 
 Since = Annotated[dt.datetime | None, Query(alias="from", description="start (default: a year before `to`)")]
@@ -218,6 +222,9 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
         f = facts(loaded, period(start, end))
         audited(who, "episodes_csv", loaded.id, rows=len(f.rows))
         lapses = {e.id: e.lapses for e in f.episodes}
+        counted_as = {
+            e.id: "test" if e.test else "voluntary" if e.voluntary else "seclusion" for e in f.episodes
+        }
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
@@ -255,6 +262,7 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
                     _iso(i.parent_copy_withheld_at) if i else "",
                     _iso(i.reviewed_at) if i else "",
                     _iso(i.closed_at) if i else "",
+                    counted_as.get(r.id, ""),
                 ]
             )
         name = f"episodes-{loaded.id}-{f.period.start:%Y%m%d}-{f.period.end:%Y%m%d}.csv"
@@ -310,6 +318,7 @@ def gather_facts(records: RecordStore, site: LoadedSite, when: Period) -> Facts:
             staff=tuple(staff.get(incidents[r.id].id, ())) if r.id in incidents else (),
             test=r.test,
             manual=r.manual,
+            classification=completed_classification(incidents.get(r.id)),
         )
         for r in rows
     ]
@@ -331,9 +340,18 @@ def gather_facts(records: RecordStore, site: LoadedSite, when: Period) -> Facts:
     return Facts(site, when, rows, incidents, episodes, pupils)
 
 
+def completed_classification(incident: IncidentRecord | None) -> str | None:
+    """What a completed record says the episode was ("seclusion", "voluntary"); None without one."""
+    if incident is None or incident.status not in COMPLETED:
+        return None
+    value = incident.record.get("classification")
+    return value if isinstance(value, str) else None
+
+
 def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:
-    """Records and parent copies done late or not done with their deadline passed (test episodes out)."""
-    shown = {e.id for e in analytics.counted(f.episodes)}
+    """Records and parent copies done late or not done with their deadline passed: every timed episode
+    (voluntary use has its record and its parents' copy too), test episodes out."""
+    shown = {e.id for e in analytics.timed(f.episodes)}
     incidents = [i for eid, i in f.incidents.items() if eid in shown]
     copy_done = [(i.parent_copy_sent_at or i.parent_copy_withheld_at) for i in incidents]
     return {
@@ -384,6 +402,10 @@ def summary_json(
     compliance = analytics.supervision_compliance(f.episodes)
     minutes = [e.elapsed_s / 60 for e in shown]
     groups = {name: group for group, names in site.spec.staff_groups.items() for name in names}
+    classes = analytics.classes(f.episodes)
+    split = _counts({"seclusion": classes.seclusion, "voluntary": classes.voluntary}, suppress)
+    unclassified = classes.unclassified
+    with_lapse = classes.voluntary_with_lapse
     return {
         "site": site.id,
         "from": format_ts(f.period.start),
@@ -392,6 +414,14 @@ def summary_json(
         "episodes": len(shown),
         "children": len({e.pupil_id for e in shown if e.pupil_id is not None}),
         "episodes_without_child": sum(1 for e in shown if e.pupil_id is None),
+        # Semantics 2.2: each class apart. Every other figure here is about `seclusion`, which includes
+        # the episodes whose record is not completed yet (`unclassified`).
+        "classes": {
+            **split,
+            "unclassified": None if suppress and analytics.is_small(unclassified) else unclassified,
+            "voluntary_minutes": classes.voluntary_minutes,
+            "voluntary_with_lapse": None if suppress and analytics.is_small(with_lapse) else with_lapse,
+        },
         "minutes": {
             "total": round(sum(minutes), 1),
             "median": round(statistics.median(minutes), 1) if minutes else None,
@@ -455,6 +485,7 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
     )
     timeliness = records_timeliness(f, now)
     children = len({e.pupil_id for e in shown if e.pupil_id is not None})
+    voluntary = analytics.classes(f.episodes).voluntary
     return GovernorsReport(
         school_name=site.spec.name or site.id,
         period_start=f.period.start.astimezone(site.zone).date(),
@@ -467,6 +498,7 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
         lapses=compliance.lapses,
         records_late=timeliness["records_late"],
         parent_copies_late=timeliness["parent_copies_late"],
+        voluntary=None if analytics.is_small(voluntary) else voluntary,
         trend=[Count(label, count) for label, count in months.items()],
         by_room=[Count(room, count) for room, count in rooms.items()],
         by_group=[Count(f"SEN: {r.group}", r.k) for r in sen],

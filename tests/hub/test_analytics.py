@@ -16,6 +16,7 @@ from seclusion_hub.core.analytics import (
     NO_STAFF,
     OUTSIDE_TIMETABLE,
     UNGROUPED_STAFF,
+    Classes,
     EpisodeFact,
     GroupRate,
     PupilFact,
@@ -28,6 +29,8 @@ from seclusion_hub.core.analytics import (
     by_staff_group,
     by_weekday,
     characteristic_value,
+    classes,
+    counted,
     densest_window,
     disproportionality,
     duration_histogram,
@@ -73,6 +76,7 @@ def episode(
     staff: tuple[str, ...] = (),
     test: bool = False,
     site: str = SITE,
+    classification: str | None = None,
 ) -> EpisodeFact:
     return EpisodeFact(
         id=f"e{next(_numbers)}",
@@ -88,6 +92,7 @@ def episode(
         lapses=lapses,
         staff=staff,
         test=test,
+        classification=classification,
     )
 
 
@@ -756,3 +761,47 @@ def test_naive_times_are_refused() -> None:
         episodes_between([], start=dt.datetime(2026, 1, 1), end=END)
     with pytest.raises(ValueError, match="timezone-aware"):
         disproportionality([], [], "sen", start=START, end=dt.datetime(2026, 1, 1))
+
+
+# Classes (semantics 2.2) ------------------------------------------------------------------------------
+
+
+def test_voluntary_use_is_counted_apart_and_an_unclassified_episode_counts_as_seclusion() -> None:
+    own = episode(utc(2026, 2, 2, 10), "p1", elapsed_s=900, lapses=1, classification="voluntary")
+    recorded = episode(utc(2026, 2, 3, 10), "p1", elapsed_s=300, classification="seclusion")
+    waiting = episode(utc(2026, 2, 4, 10), "p2", elapsed_s=480)  # no completed record yet
+    drill = episode(utc(2026, 2, 5, 10), "p2", classification="voluntary", test=True)
+    every = [own, recorded, waiting, drill]
+    assert counted(every) == [recorded, waiting]
+    assert classes(every) == Classes(
+        seclusion=2, unclassified=1, voluntary=1, voluntary_minutes=15.0, voluntary_with_lapse=1
+    )
+    # Every figure is about seclusion: the voluntary episode is in none of them.
+    assert by_room(every) == {"calm-1": 2}
+    assert duration_histogram(every)["10-20 min"] == 0
+    assert supervision_compliance(every).lapses == 0
+    assert (
+        pattern_flags([own, *(episode(utc(2026, 2, d, 10), "p1") for d in (9, 10))], [THREE_IN_30], END) == []
+    )
+    flagged = pattern_flags(
+        [recorded, *(episode(utc(2026, 2, d, 10), "p1") for d in (9, 10))], [THREE_IN_30], END
+    )
+    assert [f.count for f in flagged] == [3]
+    rows = disproportionality(
+        [pupil("p1"), pupil("p2")], [own, waiting], "sex", start=START, end=END, site=SITE
+    )
+    assert [(r.group, r.k, r.episodes) for r in rows] == [("unknown", 1, 1)], "p2 only: p1 chose the room"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([None, "seclusion", "voluntary"]), st.booleans()), max_size=30))
+def test_the_classes_partition_the_timed_episodes(kinds: list[tuple[str | None, bool]]) -> None:
+    every = [
+        episode(START + dt.timedelta(hours=i), classification=c, test=t) for i, (c, t) in enumerate(kinds)
+    ]
+    split = classes(every)
+    real = [e for e in every if not e.test]
+    assert split.seclusion + split.voluntary == len(real)
+    assert split.seclusion == len(counted(every)) == sum(by_room(every).values())
+    assert split.unclassified == sum(1 for e in real if e.classification is None)
+    assert all(e.classification != "voluntary" for e in counted(every)), "never counted as seclusion"

@@ -25,6 +25,7 @@ from seclusion_hub.models import AuditEntry, Pupil
 from seclusion_hub.review import CSV_COLUMNS
 from seclusion_hub.store import Batch
 from tests.hub.test_api import T0, Api
+from tests.hub.test_records import COMPLETE
 
 SITE = "test-school"
 START = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
@@ -54,8 +55,8 @@ class Review(Api):
 
     def episode(
         self, pupil: str | None, start: dt.datetime, minutes: float, room: str = "calm-1", test: bool = False
-    ) -> None:
-        """An ended episode, stored as the hub stores one, supervised throughout."""
+    ) -> str:
+        """An ended episode, stored as the hub stores one, supervised throughout; its incident's id."""
         ident = str(uuid.uuid4())
         end = start + dt.timedelta(minutes=minutes)
         ep = Episode(
@@ -80,6 +81,7 @@ class Review(Api):
             ),
             end,
         )
+        return ep.incident_id
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -187,3 +189,67 @@ def test_the_csv_has_stable_columns_and_no_names_and_the_governors_report_withho
     text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
     assert "Hillside School" in text and "fewer than 5" in text
     assert "Sen0" not in text and "Other0" not in text
+
+
+def test_voluntary_use_is_counted_apart_once_its_record_is_completed_and_never_before(review: Review) -> None:
+    """Semantics 2.2: an episode a completed record calls the child's own use of the calm room leaves the
+    seclusion figures and is counted on its own; a draft saying so moves nothing (never under-count)."""
+    leader, staff = review.leader(), review.token("staff", SITE)
+    child, other = review.pupil("Other8", "none"), review.pupil("Other9", "none")
+    chose = review.episode(child, START + dt.timedelta(days=70, hours=9), 9, room="calm-2")
+    drafted = review.episode(other, START + dt.timedelta(days=71, hours=9), 7, room="calm-2")
+    own_use = {**COMPLETE, "classification": "voluntary", "voluntary_reason": "Asked to go to the calm room."}
+    for incident in (chose, drafted):
+        assert (
+            review.client.patch(f"/api/incidents/{incident}", json=own_use, headers=staff).status_code == 200
+        )
+    assert review.client.post(f"/api/incidents/{chose}/record", headers=staff).status_code == 200
+
+    body = review.client.get(
+        "/api/reports/summary", params={**PERIOD, "suppress": "false"}, headers=leader
+    ).json()
+    assert body["episodes"] == 7, "the six of the fixture and the draft; not the recorded voluntary use"
+    assert body["classes"] == {
+        "seclusion": 7,
+        "voluntary": 1,
+        "unclassified": 7,
+        "voluntary_minutes": 9.0,
+        "voluntary_with_lapse": 0,
+    }
+    assert body["by_room"] == {"calm-1": 5, "calm-2": 2}, "calm-2: the 25 min episode and the draft"
+    assert body["children"] == 5 and body["minutes"]["total"] == 12 + 8 + 25 + 4 + 6 + 3 + 7
+    # Voluntary use keeps its record in the timeliness figures: done, so not missing, but late (it was
+    # recorded on the day of the review, after its deadline); the draft and the fixture's six are missing.
+    assert body["records"]["records_missing"] == 7 and body["records"]["records_late"] == 8
+    rates = review.client.get(
+        "/api/reports/disproportionality",
+        params={**PERIOD, "characteristic": "sen", "suppress": "false"},
+        headers=leader,
+    ).json()["items"]
+    assert {r["group"]: r["k"] for r in rates}["none"] == 2, "Other0 and the draft's child, not Other8"
+
+    hidden = review.client.get("/api/reports/summary", params=PERIOD, headers=leader).json()["classes"]
+    assert hidden["voluntary"] is None and hidden["seclusion"] is None, (
+        "1 is withheld, and 7 would give it back"
+    )
+
+    rows = list(
+        csv.DictReader(
+            io.StringIO(review.client.get("/api/reports/episodes.csv", params=PERIOD, headers=leader).text)
+        )
+    )
+    by_incident = {r["incident_id"]: r for r in rows}
+    assert (
+        by_incident[chose]["counted_as"] == "voluntary"
+        and by_incident[chose]["classification"] == "voluntary"
+    )
+    assert by_incident[drafted]["counted_as"] == "seclusion", "a draft's classification moves nothing"
+    assert sorted(r["counted_as"] for r in rows).count("test") == 1
+
+    pdf = review.client.get("/api/reports/governors.pdf", params=PERIOD, headers=leader)
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    words = " ".join(text.split())
+    assert (
+        "Counted apart: episodes recorded as the child's own choice to use the calm room fewer than 5"
+        in words
+    )

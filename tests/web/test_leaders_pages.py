@@ -24,6 +24,7 @@ from sqlmodel import select
 from seclusion_hub.auth import create_token
 from seclusion_hub.models import AuditEntry
 from tests.hub.test_api import T0
+from tests.hub.test_records import COMPLETE
 from tests.hub.test_review_api import SITE, START, Review
 from tests.web.test_board import ARTIFACTS
 
@@ -182,3 +183,32 @@ def test_a_childs_page_gives_the_patterns_dates_where_the_school_is(tmp_path: Pa
     finally:
         review.client.close()
         review.store.close()
+
+
+def test_the_pages_count_the_childs_own_use_of_the_room_apart(review: Review) -> None:
+    """Semantics 2.2 on the leaders' pages: a completed record saying the child chose the calm room takes
+    the episode out of the figures and onto a line of its own; the child's page still lists it."""
+    leader, staff = _browser(review, "leader", SITE), review.token("staff", SITE)
+    child = review.sen[1]  # type: ignore[attr-defined]
+    own = review.episode(child, START + 41 * DAY + dt.timedelta(hours=9), 15, room="calm-2")
+    record = {**COMPLETE, "classification": "voluntary", "voluntary_reason": "Asked for the calm room."}
+    assert review.client.patch(f"/api/incidents/{own}", json=record, headers=staff).status_code == 200
+    overview = leader.get(f"/review?{PERIOD}")
+    words = " ".join(re.sub(r"<[^>]+>", " ", overview.text).split())
+    # A draft moves nothing: all seven count, and none has a completed record.
+    assert "7 episodes" in words and "7 of these have no completed record yet" in words
+    assert "No episode in this period is recorded as a child's own use of the calm room." in words
+    assert review.client.post(f"/api/incidents/{own}/record", headers=staff).status_code == 200
+    overview = leader.get(f"/review?{PERIOD}")
+    words = " ".join(re.sub(r"<[^>]+>", " ", overview.text).split())
+    assert "6 episodes" in words and "6 of these have no completed record yet" in words
+    assert (
+        "Counted apart, not in the figures on this page: 1 episode recorded as the child's own use of "
+        "the calm room, 15.0 minutes in all." in words
+    )
+    page = leader.get(f"/review/children/{child}?{PERIOD}")
+    text = " ".join(re.sub(r"<[^>]+>", " ", page.text).split())
+    assert "Episodes in the period: 2, of which 1 recorded as the child's own use of the room" in text
+    assert (
+        "the child's own use of the room" in text and "no completed record yet: counted as seclusion" in text
+    )

@@ -2,9 +2,11 @@
 
 Inputs are frozen facts the store hands over (`EpisodeFact`, `PupilFact`); time is passed in, never read.
 Every function leaves out test episodes (a room in maintenance) before counting anything: they are never
-part of any figure. Counts of episodes use `elapsed_s`, the reading that never under-counts (semantics
-2.6). A figure that cannot be computed (a share of nothing, a ratio with no one on one side) is None,
-never a division error.
+part of any figure. Episodes whose completed record classifies them as the child's own (voluntary) use of
+the calm room are counted apart (semantics 2.2, `classes`); every other figure is about seclusion, and an
+episode counts as seclusion until a completed record says otherwise. Counts of episodes use
+`elapsed_s`, the reading that never under-counts (semantics 2.6). A figure that cannot be computed (a
+share of nothing, a ratio with no one on one side) is None, never a division error.
 
 What leaves the leaders' screen goes through `suppress` (group rates) or `suppress_counts` (any table
 of counts): a count from 1 to 4 is withheld, and so is anything from which it could be worked out.
@@ -91,9 +93,17 @@ class EpisodeFact:
     staff: tuple[str, ...] = ()
     test: bool = False
     manual: bool = False
+    # What its record, once recorded, says the episode was: "seclusion" or "voluntary". None while the
+    # record is not completed (a draft classification moves nothing): it is then counted as seclusion.
+    classification: str | None = None
 
     def __post_init__(self) -> None:
         _aware(self.started_at, f"episode {self.id} started_at")
+
+    @property
+    def voluntary(self) -> bool:
+        """Recorded as the child's own use of the calm room: timed, supervised, counted apart."""
+        return self.classification == "voluntary"
 
 
 @dataclass(frozen=True)
@@ -139,9 +149,43 @@ def characteristic_value(pupil: PupilFact, characteristic: Characteristic, on: d
     return value
 
 
-def counted(episodes: Iterable[EpisodeFact]) -> list[EpisodeFact]:
-    """The episodes any figure counts: every one except test episodes."""
+def timed(episodes: Iterable[EpisodeFact]) -> list[EpisodeFact]:
+    """Every episode that really happened, whatever it is recorded as: all but test episodes."""
     return [e for e in episodes if not e.test]
+
+
+def counted(episodes: Iterable[EpisodeFact]) -> list[EpisodeFact]:
+    """The episodes the figures count as seclusion: every one except test episodes and those a
+    completed record classifies as voluntary use (counted apart, `classes`). Unclassified ones count:
+    the review never under-counts."""
+    return [e for e in episodes if not e.test and not e.voluntary]
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The timed episodes of a period, each class apart (semantics 2.2). `seclusion` includes the
+    `unclassified` ones (no completed record yet); `voluntary` the child's own use of the calm room,
+    with its minutes and how many of those episodes had a supervision lapse (it is supervised too)."""
+
+    seclusion: int
+    unclassified: int
+    voluntary: int
+    voluntary_minutes: float
+    voluntary_with_lapse: int
+
+
+def classes(episodes: Iterable[EpisodeFact]) -> Classes:
+    """Count each class of the timed (non-test) episodes apart."""
+    shown = timed(episodes)
+    seclusion = [e for e in shown if not e.voluntary]
+    voluntary = [e for e in shown if e.voluntary]
+    return Classes(
+        seclusion=len(seclusion),
+        unclassified=sum(1 for e in seclusion if e.classification is None),
+        voluntary=len(voluntary),
+        voluntary_minutes=round(sum(e.elapsed_s for e in voluntary) / 60, 1),
+        voluntary_with_lapse=sum(1 for e in voluntary if e.lapses > 0),
+    )
 
 
 def episodes_between(

@@ -55,6 +55,9 @@ class GovernorsReport:
     generated_at: dt.datetime
     site_timezone: str = "Europe/London"
     period_label: str | None = None  # "Autumn term 2026"
+    # Episodes a completed record classifies as the child's own use of the calm room: counted apart,
+    # in none of the figures above (semantics 2.2); None when fewer than 5.
+    voluntary: int | None = 0
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,7 @@ class GovernorsReport:
         if self.period_end < self.period_start:
             raise ValueError("the period ends before it starts")
         counts = [self.episodes, self.lapses, self.records_late, self.parent_copies_late, self.children]
+        counts.append(self.voluntary)
         counts += [row.count for row in (*self.trend, *self.by_room, *self.by_group)]
         if any(value is not None and value < 0 for value in counts):
             raise ValueError("counts cannot be negative")
@@ -133,6 +137,7 @@ def _context(report: GovernorsReport) -> dict[str, object]:
         "lapses": format_count(report.lapses),
         "records_late": format_count(report.records_late),
         "parent_copies_late": format_count(report.parent_copies_late),
+        "voluntary": format_count(report.voluntary),
         "trend": _rows(report.trend, bars=True),
         "by_room": _rows(report.by_room),
         "by_group": _rows(report.by_group),
