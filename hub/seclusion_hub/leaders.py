@@ -158,7 +158,11 @@ def trend_words(summary: dict[str, Any]) -> str:
 
 
 # What a completed record says an episode was, in the child page's words.
-CLASS_WORDS = {"seclusion": "seclusion", "voluntary": "the child's own use of the room"}
+CLASS_WORDS = {
+    "seclusion": "seclusion",
+    "voluntary": "the child's own use of the room",
+    "no_child": "no child in the room (a sensor still reported one)",
+}
 UNRECORDED_WORDS = "no completed record yet: counted as seclusion"
 
 

@@ -44,6 +44,8 @@ STATUS_WORDS: Final = {
     "closed": "Signed off",
 }
 
+NO_CHILD_WORDS: Final = "Recorded as no child in the room: waiting for a senior member of staff to review it"
+
 # What each role finds on its list: staff complete records and tell parents; senior staff also review
 # and sign off.
 STAFF_STATUSES: Final = ("awaiting_record", "recorded")
@@ -152,13 +154,20 @@ FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec(
         "classification",
         "How is this recorded?",
-        "Seclusion: the child was kept in the room. Voluntary: the child chose to go in and could leave.",
+        "Seclusion: the child was kept in the room. Voluntary: the child chose to go in and could leave. "
+        "No child: the room was empty after all, and a sensor still reported a child.",
         "classification",
     ),
     FieldSpec(
         "voluntary_reason",
         "Why is it recorded as the child's own choice?",
         "Needed when the child chose to use the room: how you know they could leave when they wanted.",
+    ),
+    FieldSpec(
+        "no_child_reason",
+        "How do you know no child was in the room?",
+        "Needed when no child was in the room: who looked, when, and where the child was. A senior member "
+        "of staff reviews it.",
     ),
     FieldSpec(
         "what_will_change",
@@ -185,7 +194,7 @@ SECTIONS: Final = (
     ("What happened", ("before", "risk", "de_escalation")),
     ("Afterwards", ("condition", "injuries_child", "injuries_staff", "first_aid")),
     ("The child's views", ("child_account", "child_communication")),
-    ("How it is recorded", ("classification", "voluntary_reason", "what_will_change")),
+    ("How it is recorded", ("classification", "voluntary_reason", "no_child_reason", "what_will_change")),
     (
         "Conversations afterwards (needed before the review)",
         (
@@ -301,6 +310,8 @@ class Actions:
 
 def status_words(row: IncidentRecord) -> str:
     """The record's status in words, with what is left to do once it is recorded."""
+    if row.status == "recorded" and workflow.no_child(row.status, row.record):
+        return NO_CHILD_WORDS
     if row.status != "recorded":
         return STATUS_WORDS.get(row.status, row.status)
     todo = []
@@ -422,6 +433,9 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
         for wanted_status in wanted:
             found, _next = store.list_incidents(sites, None, wanted_status, 1000, None)
             rows.extend(found)
+        if not who.has_role("senior"):
+            # A record of no child in the room, once recorded, waits only for a senior's review.
+            rows = [r for r in rows if not workflow.no_child(r.status, r.record)]
         now = service.clock.now()
         items = []
         for row in rows:
@@ -485,19 +499,22 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
         view = incident_view(row)
         fields = RecordFields.model_validate(row.record)
         senior = who.has_role("senior")
+        # A record completed as no child in the room has no parents to tell (core/incident.py).
+        parents = not view.no_child
         copy_done = row.parent_copy_sent_at is not None or row.parent_copy_withheld_at is not None
-        after_record = row.status in ("recorded", "parent_notified", "reviewed")
+        after_record = parents and row.status in ("recorded", "parent_notified", "reviewed")
         actions = Actions(
             edit=row.status != "closed",
             choose_child=row.status != "closed",
             record=row.status == "awaiting_record",
-            contact=row.status in ("awaiting_record", "recorded", "parent_notified", "reviewed"),
+            contact=parents and row.status in ("awaiting_record", "recorded", "parent_notified", "reviewed"),
             copy_sent=after_record and not copy_done,
             withhold=who.dsl and after_record and not copy_done,
-            review=senior and row.status == "parent_notified",
+            review=senior and (row.status == "parent_notified" or (not parents and row.status == "recorded")),
             sign_off=senior and row.status == "reviewed",
             addendum=row.status == "closed",
-            copy_links=row.status not in ("open", "awaiting_record")
+            copy_links=parents
+            and row.status not in ("open", "awaiting_record")
             and row.pupil_id is not None
             and (row.parent_copy_withheld_at is None or who.dsl),
             senior=senior,
@@ -566,7 +583,7 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
         missing = workflow.missing(view) if row.status in ("open", "awaiting_record") else []
         review_missing = (
             workflow.missing(view, REQUIRED_FOR_REVIEW)
-            if row.status in ("recorded", "parent_notified")
+            if row.status in ("recorded", "parent_notified") and not view.no_child
             else []
         )
         done_key = request.query_params.get("done", "")
@@ -579,6 +596,7 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             row=row,
             ep=ep,
             status_words=status_words(row),
+            no_child=view.no_child,
             site_name=site_name(row.site),
             room_name=room_name(row.site, row.room),
             timezone=str(zone),

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from .core.incident import IncidentView, ReportDue
+from .core.incident import NOT_NEEDED_NO_CHILD, IncidentView, ReportDue, no_child
 from .models import (
     AlertRecord,
     AuditEntry,
@@ -281,7 +281,16 @@ def _overdue(now: dt.datetime) -> Any:
 
 
 def report_due(row: IncidentRecord) -> ReportDue:
-    """A record's deadlines and steps, as the `report_overdue` rule sees them."""
+    """A record's deadlines and steps, as the `report_overdue` rule sees them. A record completed as
+    no child in the room needs no parents' or authority's step: those count as done."""
+    done = {
+        "record": row.recorded_at is not None,
+        "parent_notice": row.parent_notified_at is not None,
+        "parent_copy": row.parent_copy_sent_at is not None or row.parent_copy_withheld_at is not None,
+        "authority_notice": row.authority_notified_at is not None,
+    }
+    if no_child(row.status, row.record):
+        done.update(dict.fromkeys(NOT_NEEDED_NO_CHILD, True))
     return ReportDue(
         incident_id=row.id,
         episode_id=row.episode_id,
@@ -293,11 +302,6 @@ def report_due(row: IncidentRecord) -> ReportDue:
             "parent_copy": row.parent_copy_due_at,
             "authority_notice": row.authority_notice_due_at,
         },
-        done={
-            "record": row.recorded_at is not None,
-            "parent_notice": row.parent_notified_at is not None,
-            "parent_copy": row.parent_copy_sent_at is not None or row.parent_copy_withheld_at is not None,
-            "authority_notice": row.authority_notified_at is not None,
-        },
+        done=done,
         closed=row.status == "closed",
     )

@@ -475,6 +475,8 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         row = found(incident_id, who)
         if row.status in ("open", "awaiting_record"):
             raise HTTPException(409, "the written copy is made from the record: complete and record it first")
+        if workflow.no_child(row.status, row.record):
+            raise HTTPException(409, "the record says no child was in the room: there is no copy for parents")
         if row.parent_copy_withheld_at is not None and not who.dsl:
             raise HTTPException(403, "a designated safeguarding lead withheld the written copy")
         episode = service.store.get_episode(row.episode_id)

@@ -22,6 +22,7 @@ from seclusion_contract import format_ts
 from .auth import Principal
 from .config import LoadedSite
 from .core import analytics
+from .core import incident as workflow
 from .core.analytics import CHARACTERISTICS, Characteristic, EpisodeFact, PupilFact
 from .deps import Leader
 from .errors import BadRequest
@@ -65,9 +66,6 @@ CSV_COLUMNS = (
     "closed_at",
     "counted_as",
 )
-# A record's classification moves an episode out of the seclusion figures only once the record is
-# completed: a draft, which anyone may still change, never does (the review never under-counts).
-COMPLETED = frozenset({"recorded", "parent_notified", "reviewed", "closed"})
 
 
 Since = Annotated[dt.datetime | None, Query(alias="from", description="start (default: a year before `to`)")]
@@ -222,9 +220,7 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
         f = facts(loaded, period(start, end))
         audited(who, "episodes_csv", loaded.id, rows=len(f.rows))
         lapses = {e.id: e.lapses for e in f.episodes}
-        counted_as = {
-            e.id: "test" if e.test else "voluntary" if e.voluntary else "seclusion" for e in f.episodes
-        }
+        counted_as = {e.id: counted_as_words(e) for e in f.episodes}
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
@@ -340,20 +336,35 @@ def gather_facts(records: RecordStore, site: LoadedSite, when: Period) -> Facts:
     return Facts(site, when, rows, incidents, episodes, pupils)
 
 
+def counted_as_words(e: EpisodeFact) -> str:
+    """How the figures count an episode (the CSV's `counted_as`)."""
+    if e.test:
+        return "test"
+    return e.classification if e.classification in ("voluntary", "no_child") else "seclusion"
+
+
 def completed_classification(incident: IncidentRecord | None) -> str | None:
-    """What a completed record says the episode was ("seclusion", "voluntary"); None without one."""
-    if incident is None or incident.status not in COMPLETED:
+    """What a completed record says the episode was ("seclusion", "voluntary", "no_child"); None
+    without one: a classification moves an episode out of the seclusion figures only once its record
+    is completed, never while it is a draft that anyone may still change (never under-count)."""
+    if incident is None or incident.status not in workflow.COMPLETED:
         return None
     value = incident.record.get("classification")
     return value if isinstance(value, str) else None
 
 
+def _no_child(incident: IncidentRecord) -> bool:
+    return workflow.no_child(incident.status, incident.record)
+
+
 def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:
     """Records and parent copies done late or not done with their deadline passed: every timed episode
-    (voluntary use has its record and its parents' copy too), test episodes out."""
+    (voluntary use has its record and its parents' copy too), test episodes out; a record completed as
+    no child in the room has no parents to tell."""
     shown = {e.id for e in analytics.timed(f.episodes)}
     incidents = [i for eid, i in f.incidents.items() if eid in shown]
     copy_done = [(i.parent_copy_sent_at or i.parent_copy_withheld_at) for i in incidents]
+    parents = [(i, done) for i, done in zip(incidents, copy_done, strict=True) if not _no_child(i)]
     return {
         "records_late": sum(1 for i in incidents if _late(i.record_due_at, i.recorded_at, now)),
         "records_missing": sum(
@@ -362,14 +373,12 @@ def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:
             if i.recorded_at is None and i.record_due_at is not None and i.record_due_at < now
         ),
         "parent_notices_late": sum(
-            1 for i in incidents if _late(i.parent_notice_due_at, i.parent_notified_at, now)
+            1 for i, _ in parents if _late(i.parent_notice_due_at, i.parent_notified_at, now)
         ),
-        "parent_copies_late": sum(
-            1 for i, done in zip(incidents, copy_done, strict=True) if _late(i.parent_copy_due_at, done, now)
-        ),
+        "parent_copies_late": sum(1 for i, done in parents if _late(i.parent_copy_due_at, done, now)),
         "parent_copies_missing": sum(
             1
-            for i, done in zip(incidents, copy_done, strict=True)
+            for i, done in parents
             if done is None and i.parent_copy_due_at is not None and i.parent_copy_due_at < now
         ),
     }
@@ -403,7 +412,10 @@ def summary_json(
     minutes = [e.elapsed_s / 60 for e in shown]
     groups = {name: group for group, names in site.spec.staff_groups.items() for name in names}
     classes = analytics.classes(f.episodes)
-    split = _counts({"seclusion": classes.seclusion, "voluntary": classes.voluntary}, suppress)
+    split = _counts(
+        {"seclusion": classes.seclusion, "voluntary": classes.voluntary, "no_child": classes.no_child},
+        suppress,
+    )
     unclassified = classes.unclassified
     with_lapse = classes.voluntary_with_lapse
     return {
@@ -421,6 +433,7 @@ def summary_json(
             "unclassified": None if suppress and analytics.is_small(unclassified) else unclassified,
             "voluntary_minutes": classes.voluntary_minutes,
             "voluntary_with_lapse": None if suppress and analytics.is_small(with_lapse) else with_lapse,
+            "no_child_minutes": classes.no_child_minutes,
         },
         "minutes": {
             "total": round(sum(minutes), 1),
@@ -485,7 +498,8 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
     )
     timeliness = records_timeliness(f, now)
     children = len({e.pupil_id for e in shown if e.pupil_id is not None})
-    voluntary = analytics.classes(f.episodes).voluntary
+    classes = analytics.classes(f.episodes)
+    voluntary, no_child = classes.voluntary, classes.no_child
     return GovernorsReport(
         school_name=site.spec.name or site.id,
         period_start=f.period.start.astimezone(site.zone).date(),
@@ -499,6 +513,7 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
         records_late=timeliness["records_late"],
         parent_copies_late=timeliness["parent_copies_late"],
         voluntary=None if analytics.is_small(voluntary) else voluntary,
+        no_child=None if analytics.is_small(no_child) else no_child,
         trend=[Count(label, count) for label, count in months.items()],
         by_room=[Count(room, count) for room, count in rooms.items()],
         by_group=[Count(f"SEN: {r.group}", r.k) for r in sen],

@@ -771,14 +771,21 @@ def test_voluntary_use_is_counted_apart_and_an_unclassified_episode_counts_as_se
     recorded = episode(utc(2026, 2, 3, 10), "p1", elapsed_s=300, classification="seclusion")
     waiting = episode(utc(2026, 2, 4, 10), "p2", elapsed_s=480)  # no completed record yet
     drill = episode(utc(2026, 2, 5, 10), "p2", classification="voluntary", test=True)
-    every = [own, recorded, waiting, drill]
+    empty = episode(utc(2026, 2, 6, 10), None, elapsed_s=120, classification="no_child")
+    every = [own, recorded, waiting, drill, empty]
     assert counted(every) == [recorded, waiting]
     assert classes(every) == Classes(
-        seclusion=2, unclassified=1, voluntary=1, voluntary_minutes=15.0, voluntary_with_lapse=1
+        seclusion=2,
+        unclassified=1,
+        voluntary=1,
+        voluntary_minutes=15.0,
+        voluntary_with_lapse=1,
+        no_child=1,
+        no_child_minutes=2.0,
     )
     # Every figure is about seclusion: the voluntary episode is in none of them.
     assert by_room(every) == {"calm-1": 2}
-    assert duration_histogram(every)["10-20 min"] == 0
+    assert duration_histogram(every)["10-20 min"] == 0 and duration_histogram(every)["0-5 min"] == 0
     assert supervision_compliance(every).lapses == 0
     assert (
         pattern_flags([own, *(episode(utc(2026, 2, d, 10), "p1") for d in (9, 10))], [THREE_IN_30], END) == []
@@ -794,14 +801,18 @@ def test_voluntary_use_is_counted_apart_and_an_unclassified_episode_counts_as_se
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([None, "seclusion", "voluntary"]), st.booleans()), max_size=30))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([None, "seclusion", "voluntary", "no_child"]), st.booleans()), max_size=30
+    )
+)
 def test_the_classes_partition_the_timed_episodes(kinds: list[tuple[str | None, bool]]) -> None:
     every = [
         episode(START + dt.timedelta(hours=i), classification=c, test=t) for i, (c, t) in enumerate(kinds)
     ]
     split = classes(every)
     real = [e for e in every if not e.test]
-    assert split.seclusion + split.voluntary == len(real)
+    assert split.seclusion + split.voluntary + split.no_child == len(real)
     assert split.seclusion == len(counted(every)) == sum(by_room(every).values())
     assert split.unclassified == sum(1 for e in real if e.classification is None)
-    assert all(e.classification != "voluntary" for e in counted(every)), "never counted as seclusion"
+    assert all(e.classification in (None, "seclusion") for e in counted(every)), "the others count apart"

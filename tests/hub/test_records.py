@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -530,3 +530,93 @@ def test_an_overdue_report_to_the_authority_resolves_once_it_is_made() -> None:
     [resolved] = workflow.overdue_effects([made], {saved.alert.id: saved.alert}, due + dt.timedelta(hours=1))
     assert isinstance(resolved, AlertSaved)
     assert resolved.alert.resolved_at is not None and resolved.change == "resolved"
+
+
+NO_CHILD: dict[str, Any] = {
+    "staff": [{"name": "Ms Adeyemi", "role": "involved"}],
+    "before": "Sam left the calm room at 10:00 and the door swung shut behind him.",
+    "classification": "no_child",
+    "no_child_reason": "Ms Adeyemi looked through the panel at 10:01: the room was empty; Sam was in class.",
+}
+
+
+def test_a_record_of_no_child_in_the_room_asks_only_what_applies_and_has_no_parents_to_tell() -> None:
+    """Semantics 2.2: a sensor reported a child in a room that was empty. The record says how staff know,
+    names no child, skips the parents' and the authority's steps, and a senior member of staff reviews
+    it from `recorded`."""
+    now = T0 + dt.timedelta(hours=1)
+    draft = IncidentView(status="awaiting_record", pupil_id=None, record={"classification": "no_child"})
+    assert workflow.missing(draft) == ["staff", "before", "no_child_reason"], "no child, no child's account"
+    done = IncidentView(status="awaiting_record", pupil_id=None, record=dict(NO_CHILD))
+    assert workflow.missing(done) == [] and workflow.record(done, "a", now)["status"] == "recorded"
+    recorded = IncidentView(status="recorded", pupil_id=None, record=dict(NO_CHILD))
+    assert recorded.no_child and not done.no_child, "only a completed record counts as no child"
+    steps: list[Callable[[], object]] = [
+        lambda: workflow.parent_contact(recorded, "notice", "reached", now),
+        lambda: workflow.parent_contact(recorded, "copy", "sent", now),
+        lambda: workflow.withhold_copy(recorded, "dsl", True, "A reason.", now),
+        lambda: workflow.authority_notified(recorded, now, None),
+    ]
+    for step in steps:
+        with pytest.raises(WorkflowError) as refused:
+            step()
+        assert refused.value.status == 409 and refused.value.field == "classification"
+    reviewed = workflow.review(recorded, "head", now)
+    assert reviewed["status"] == "reviewed" and reviewed["reviewed_by"] == "head"
+    # A draft that says no child changes nothing yet: its parents may still be told, its review waits.
+    assert workflow.parent_contact(done, "notice", "reached", now)["parent_notified_at"] == now
+    # A seclusion record still goes through the parents before its review.
+    seclusion = IncidentView(status="recorded", pupil_id="p", record=dict(COMPLETE))
+    with pytest.raises(WorkflowError):
+        workflow.review(seclusion, "head", now)
+    # Turned into an empty room once recorded, it must say how staff know; it skips the parents then.
+    with pytest.raises(WorkflowError) as unexplained:
+        workflow.edit(seclusion, {"classification": "no_child"})
+    assert unexplained.value.status == 422 and unexplained.value.field == "no_child_reason"
+    changed = workflow.edit(seclusion, {"classification": "no_child", "no_child_reason": "Empty: we looked."})
+    assert IncidentView(status="recorded", pupil_id="p", record=changed).no_child
+    # What a reviewed record says it was stays as reviewed: no quiet change of the figures afterwards.
+    for before, after in (("no_child", "seclusion"), ("seclusion", "voluntary")):
+        record = {**(NO_CHILD if before == "no_child" else COMPLETE), "voluntary_reason": "Chose it."}
+        with pytest.raises(WorkflowError) as frozen:
+            workflow.edit(
+                IncidentView(status="reviewed", pupil_id=None, record=record), {"classification": after}
+            )
+        assert frozen.value.status == 409 and frozen.value.field == "classification"
+    assert workflow.edit(IncidentView(status="reviewed", pupil_id=None, record=NO_CHILD), {"before": "More."})
+
+
+def test_an_empty_rooms_record_resolves_the_parents_deadlines_and_makes_no_copy(api: Records) -> None:
+    ep = api.ended_episode()
+    staff, senior = api.token("staff", "test-school"), api.token("senior", "test-school")
+    incident = f"/api/incidents/{ep['incident_id']}"
+
+    def check(at: dt.datetime) -> dict[str, dict[str, Any]]:
+        api.clock.set(at)
+        api.service.process([api.service.report_check()])
+        items = api.client.get("/api/alerts", params={"state": "all"}, headers=senior).json()["items"]
+        return {a["rule"]: a for a in items if a["kind"] == "report_overdue"}
+
+    overdue = check(dt.datetime(2026, 11, 24, 0, 0, 30, tzinfo=dt.UTC))
+    assert set(overdue) == {"record", "parent_notice"}
+    assert api.client.patch(incident, json=NO_CHILD, headers=staff).status_code == 200
+    assert api.client.post(f"{incident}/record", headers=staff).status_code == 200, "no child is needed"
+    after = check(dt.datetime(2026, 11, 25, 0, 0, 1, tzinfo=dt.UTC))
+    assert set(after) == {"record", "parent_notice"}, "the copy's deadline passed too, but is not needed"
+    assert all(a["resolved_at"] is not None for a in after.values())
+    copy = api.client.get(f"{incident}/parent-copy.pdf", headers=staff)
+    assert copy.status_code == 409 and "no child was in the room" in copy.text
+    contact = api.client.post(
+        f"{incident}/parent-contacts",
+        json={"kind": "notice", "method": "phone", "outcome": "reached"},
+        headers=staff,
+    )
+    assert contact.status_code == 409
+    assert (
+        api.client.post(
+            f"{incident}/review", json={"note": "Checked the panel log."}, headers=senior
+        ).status_code
+        == 200
+    )
+    body = api.client.get(incident, headers=staff).json()
+    assert body["status"] == "reviewed" and body["record"]["review_note"] == "Checked the panel log."

@@ -191,36 +191,51 @@ def test_the_csv_has_stable_columns_and_no_names_and_the_governors_report_withho
     assert "Sen0" not in text and "Other0" not in text
 
 
-def test_voluntary_use_is_counted_apart_once_its_record_is_completed_and_never_before(review: Review) -> None:
-    """Semantics 2.2: an episode a completed record calls the child's own use of the calm room leaves the
-    seclusion figures and is counted on its own; a draft saying so moves nothing (never under-count)."""
+def test_each_class_is_counted_apart_once_its_record_is_completed_and_never_before(review: Review) -> None:
+    """Semantics 2.2: an episode a completed record calls the child's own use of the calm room, or no
+    child in the room, leaves the seclusion figures and is counted on its own line; a draft saying so
+    moves nothing (never under-count)."""
     leader, staff = review.leader(), review.token("staff", SITE)
     child, other = review.pupil("Other8", "none"), review.pupil("Other9", "none")
     chose = review.episode(child, START + dt.timedelta(days=70, hours=9), 9, room="calm-2")
     drafted = review.episode(other, START + dt.timedelta(days=71, hours=9), 7, room="calm-2")
+    empty = review.episode(None, START + dt.timedelta(days=72, hours=9), 5)
     own_use = {**COMPLETE, "classification": "voluntary", "voluntary_reason": "Asked to go to the calm room."}
     for incident in (chose, drafted):
         assert (
             review.client.patch(f"/api/incidents/{incident}", json=own_use, headers=staff).status_code == 200
         )
     assert review.client.post(f"/api/incidents/{chose}/record", headers=staff).status_code == 200
+    nobody = {
+        "staff": COMPLETE["staff"],
+        "before": "Sam left the room at 09:02 and the door swung shut behind him.",
+        "classification": "no_child",
+        "no_child_reason": "Ms Adeyemi looked through the panel at 09:03: the room was empty.",
+    }
+    assert review.client.patch(f"/api/incidents/{empty}", json=nobody, headers=staff).status_code == 200
+    assert review.client.post(f"/api/incidents/{empty}/record", headers=staff).status_code == 200
 
     body = review.client.get(
         "/api/reports/summary", params={**PERIOD, "suppress": "false"}, headers=leader
     ).json()
-    assert body["episodes"] == 7, "the six of the fixture and the draft; not the recorded voluntary use"
+    assert body["episodes"] == 7, "the six of the fixture and the draft; not the two counted apart"
     assert body["classes"] == {
         "seclusion": 7,
         "voluntary": 1,
+        "no_child": 1,
         "unclassified": 7,
         "voluntary_minutes": 9.0,
         "voluntary_with_lapse": 0,
+        "no_child_minutes": 5.0,
     }
     assert body["by_room"] == {"calm-1": 5, "calm-2": 2}, "calm-2: the 25 min episode and the draft"
     assert body["children"] == 5 and body["minutes"]["total"] == 12 + 8 + 25 + 4 + 6 + 3 + 7
-    # Voluntary use keeps its record in the timeliness figures: done, so not missing, but late (it was
-    # recorded on the day of the review, after its deadline); the draft and the fixture's six are missing.
-    assert body["records"]["records_missing"] == 7 and body["records"]["records_late"] == 8
+    records = body["records"]
+    # Every class keeps its record in the timeliness figures: the two recorded on the day of the review
+    # (after their deadline) are late but not missing; the draft and the fixture's six are missing. The
+    # empty room has no parents to tell: 8 notices are late, not 9.
+    assert records["records_missing"] == 7 and records["records_late"] == 9
+    assert records["parent_notices_late"] == 8 and records["parent_copies_missing"] == 8
     rates = review.client.get(
         "/api/reports/disproportionality",
         params={**PERIOD, "characteristic": "sen", "suppress": "false"},
@@ -229,9 +244,7 @@ def test_voluntary_use_is_counted_apart_once_its_record_is_completed_and_never_b
     assert {r["group"]: r["k"] for r in rates}["none"] == 2, "Other0 and the draft's child, not Other8"
 
     hidden = review.client.get("/api/reports/summary", params=PERIOD, headers=leader).json()["classes"]
-    assert hidden["voluntary"] is None and hidden["seclusion"] is None, (
-        "1 is withheld, and 7 would give it back"
-    )
+    assert (hidden["voluntary"], hidden["no_child"], hidden["seclusion"]) == (None, None, 7)
 
     rows = list(
         csv.DictReader(
@@ -244,6 +257,7 @@ def test_voluntary_use_is_counted_apart_once_its_record_is_completed_and_never_b
         and by_incident[chose]["classification"] == "voluntary"
     )
     assert by_incident[drafted]["counted_as"] == "seclusion", "a draft's classification moves nothing"
+    assert by_incident[empty]["counted_as"] == "no_child"
     assert sorted(r["counted_as"] for r in rows).count("test") == 1
 
     pdf = review.client.get("/api/reports/governors.pdf", params=PERIOD, headers=leader)
@@ -253,3 +267,4 @@ def test_voluntary_use_is_counted_apart_once_its_record_is_completed_and_never_b
         "Counted apart: episodes recorded as the child's own choice to use the calm room fewer than 5"
         in words
     )
+    assert "recorded as empty (a sensor still reported a child) fewer than 5" in words

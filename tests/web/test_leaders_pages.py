@@ -24,7 +24,7 @@ from sqlmodel import select
 from seclusion_hub.auth import create_token
 from seclusion_hub.models import AuditEntry
 from tests.hub.test_api import T0
-from tests.hub.test_records import COMPLETE
+from tests.hub.test_records import COMPLETE, NO_CHILD
 from tests.hub.test_review_api import SITE, START, Review
 from tests.web.test_board import ARTIFACTS
 
@@ -199,12 +199,19 @@ def test_the_pages_count_the_childs_own_use_of_the_room_apart(review: Review) ->
     assert "7 episodes" in words and "7 of these have no completed record yet" in words
     assert "No episode in this period is recorded as a child's own use of the calm room." in words
     assert review.client.post(f"/api/incidents/{own}/record", headers=staff).status_code == 200
+    empty = review.episode(None, START + 42 * DAY + dt.timedelta(hours=9), 5)
+    assert review.client.patch(f"/api/incidents/{empty}", json=NO_CHILD, headers=staff).status_code == 200
+    assert review.client.post(f"/api/incidents/{empty}/record", headers=staff).status_code == 200
     overview = leader.get(f"/review?{PERIOD}")
     words = " ".join(re.sub(r"<[^>]+>", " ", overview.text).split())
     assert "6 episodes" in words and "6 of these have no completed record yet" in words
     assert (
         "Counted apart, not in the figures on this page: 1 episode recorded as the child's own use of "
         "the calm room, 15.0 minutes in all." in words
+    )
+    assert (
+        "Also apart: 1 time the room was recorded as empty while a sensor still reported a child (5.0 "
+        "minutes); a senior member of staff reviews each of these records." in words
     )
     page = leader.get(f"/review/children/{child}?{PERIOD}")
     text = " ".join(re.sub(r"<[^>]+>", " ", page.text).split())

@@ -31,6 +31,7 @@ from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import AuditEntry
 from seclusion_hub.service import HubService
 from seclusion_hub.store import Store
+from tests.hub.test_records import NO_CHILD
 from tests.support.hub import SITE, Device, api_get, two_device_room, write_site
 from tests.support.processes import Mosquitto, poll
 from tests.web.conftest import RunningHub, hub_running
@@ -599,3 +600,26 @@ def _senior_staff_review_and_sign_off(page: Page, hub: RunningHub, incident_id: 
     pdf = page.request.get(f"{hub.base}{href}")
     assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf"
     assert pdf.body().startswith(b"%PDF")
+
+
+def test_an_empty_rooms_record_goes_to_a_seniors_review_without_the_parents(hub: Hub) -> None:
+    """A sensor reported a child in a room that was empty: staff record it as such and say how they know;
+    no parents' steps are offered, and the record waits for a senior member of staff's review."""
+    ep = hub.ended_episode()
+    url = f"/records/{ep['incident_id']}"
+    staff, senior = hub.browser("staff", name="Ms Staff"), hub.browser("senior", name="Mrs Senior")
+    form = _text(staff.get(url).text)
+    assert "No child was in the room (a sensor still reported one)" in form
+    assert "How do you know no child was in the room?" in form
+    hub.step(ep, "", NO_CHILD)
+    hub.step(ep, "/record")
+    page = staff.get(url).text
+    assert "there are no parents to tell and no written copy to send" in _text(page)
+    buttons = _buttons(page)
+    assert "Record a contact with the parents" not in buttons and "The written copy was sent" not in buttons
+    assert "Review" not in buttons and "Review" in _buttons(senior.get(url).text)
+    assert "Nothing to do" in staff.get("/records").text
+    waiting = "Recorded as no child in the room: waiting for a senior member of staff to review it"
+    assert waiting in _text(senior.get("/records").text)
+    hub.step(ep, "/review", {"note": "The panel's log agrees."}, role="senior")
+    assert "Sign off" in _buttons(senior.get(url).text)

@@ -3,10 +3,10 @@
 Inputs are frozen facts the store hands over (`EpisodeFact`, `PupilFact`); time is passed in, never read.
 Every function leaves out test episodes (a room in maintenance) before counting anything: they are never
 part of any figure. Episodes whose completed record classifies them as the child's own (voluntary) use of
-the calm room are counted apart (semantics 2.2, `classes`); every other figure is about seclusion, and an
-episode counts as seclusion until a completed record says otherwise. Counts of episodes use
-`elapsed_s`, the reading that never under-counts (semantics 2.6). A figure that cannot be computed (a
-share of nothing, a ratio with no one on one side) is None, never a division error.
+the calm room, or as no child in the room, are counted apart (semantics 2.2, `classes`); every other
+figure is about seclusion, and an episode counts as seclusion until a completed record says otherwise.
+Counts of episodes use `elapsed_s`, the reading that never under-counts (semantics 2.6). A figure that
+cannot be computed (a share of nothing, a ratio with no one on one side) is None, never a division error.
 
 What leaves the leaders' screen goes through `suppress` (group rates) or `suppress_counts` (any table
 of counts): a count from 1 to 4 is withheld, and so is anything from which it could be worked out.
@@ -93,8 +93,8 @@ class EpisodeFact:
     staff: tuple[str, ...] = ()
     test: bool = False
     manual: bool = False
-    # What its record, once recorded, says the episode was: "seclusion" or "voluntary". None while the
-    # record is not completed (a draft classification moves nothing): it is then counted as seclusion.
+    # What its record, once recorded, says the episode was: "seclusion", "voluntary" or "no_child". None
+    # while the record is not completed (a draft moves nothing): it is then counted as seclusion.
     classification: str | None = None
 
     def __post_init__(self) -> None:
@@ -104,6 +104,16 @@ class EpisodeFact:
     def voluntary(self) -> bool:
         """Recorded as the child's own use of the calm room: timed, supervised, counted apart."""
         return self.classification == "voluntary"
+
+    @property
+    def no_child(self) -> bool:
+        """Recorded as no child in the room (a sensor still reported one): counted apart."""
+        return self.classification == "no_child"
+
+    @property
+    def seclusion(self) -> bool:
+        """Counted as seclusion: recorded so, or not (yet) recorded as anything else."""
+        return not (self.voluntary or self.no_child)
 
 
 @dataclass(frozen=True)
@@ -156,35 +166,41 @@ def timed(episodes: Iterable[EpisodeFact]) -> list[EpisodeFact]:
 
 def counted(episodes: Iterable[EpisodeFact]) -> list[EpisodeFact]:
     """The episodes the figures count as seclusion: every one except test episodes and those a
-    completed record classifies as voluntary use (counted apart, `classes`). Unclassified ones count:
-    the review never under-counts."""
-    return [e for e in episodes if not e.test and not e.voluntary]
+    completed record classifies as voluntary use or as no child in the room (counted apart, `classes`).
+    Unclassified ones count: the review never under-counts."""
+    return [e for e in episodes if not e.test and e.seclusion]
 
 
 @dataclass(frozen=True)
 class Classes:
     """The timed episodes of a period, each class apart (semantics 2.2). `seclusion` includes the
     `unclassified` ones (no completed record yet); `voluntary` the child's own use of the calm room,
-    with its minutes and how many of those episodes had a supervision lapse (it is supervised too)."""
+    with its minutes and how many of those episodes had a supervision lapse (it is supervised too);
+    `no_child` the episodes recorded as no child in the room, with their minutes."""
 
     seclusion: int
     unclassified: int
     voluntary: int
     voluntary_minutes: float
     voluntary_with_lapse: int
+    no_child: int = 0
+    no_child_minutes: float = 0.0
 
 
 def classes(episodes: Iterable[EpisodeFact]) -> Classes:
     """Count each class of the timed (non-test) episodes apart."""
     shown = timed(episodes)
-    seclusion = [e for e in shown if not e.voluntary]
+    seclusion = [e for e in shown if e.seclusion]
     voluntary = [e for e in shown if e.voluntary]
+    empty = [e for e in shown if e.no_child]
     return Classes(
         seclusion=len(seclusion),
         unclassified=sum(1 for e in seclusion if e.classification is None),
         voluntary=len(voluntary),
         voluntary_minutes=round(sum(e.elapsed_s for e in voluntary) / 60, 1),
         voluntary_with_lapse=sum(1 for e in voluntary if e.lapses > 0),
+        no_child=len(empty),
+        no_child_minutes=round(sum(e.elapsed_s for e in empty) / 60, 1),
     )
 
 

@@ -10,6 +10,10 @@
 - `review` (senior) needs the debriefs with the child and the staff and the follow-up offer recorded.
 - `sign_off` (senior) closes the record. After it the record never changes: corrections are dated
   addenda with their author. Nothing is ever deleted.
+- A record completed as `no_child` (semantics 2.2: no child was in the room, a sensor still reported
+  one) needs who was there, what happened and how staff know the room was empty (`REQUIRED_NO_CHILD`),
+  names no child, and has no parents to tell: it goes `recorded ──review──▶ reviewed`, and the parents'
+  and the authority's steps are not needed. A senior member of staff's review is what checks it.
 
 Each rule is a function of an `IncidentView` (what the record holds now) that returns the columns to
 change, or raises `WorkflowError` naming the field and the HTTP status that says why.
@@ -56,8 +60,9 @@ class RecordFields(_Strict):
     first_aid: Text | None = None  # first aid or medical checks
     child_account: Text | None = None  # the child's own account and views
     child_communication: Text | None = None  # how a child who does not speak communicated them
-    classification: Literal["seclusion", "voluntary"] | None = None
+    classification: Literal["seclusion", "voluntary", "no_child"] | None = None
     voluntary_reason: Text | None = None  # why it is recorded as the child's own use of the room
+    no_child_reason: Text | None = None  # how staff know no child was in the room (a sensor was wrong)
     what_will_change: Text | None = None
     debrief_child: Text | None = None
     debrief_child_on: dt.date | None = None
@@ -83,8 +88,19 @@ REQUIRED: tuple[str, ...] = (
     "classification",
     "what_will_change",
 )
+# Before `record` when no child was in the room: no child's account, injuries or parents to ask about.
+REQUIRED_NO_CHILD: tuple[str, ...] = ("staff", "before", "classification", "no_child_reason")
 # Before `review`: the conversations that follow an incident.
 REQUIRED_FOR_REVIEW: tuple[str, ...] = ("debrief_child", "debrief_staff", "follow_up_offered")
+# The steps a record completed as `no_child` does not need (no child, so no parents and no report).
+NOT_NEEDED_NO_CHILD: tuple[str, ...] = ("parent_notice", "parent_copy", "authority_notice")
+# A record is completed from `recorded` on; only then does its classification count (a draft moves nothing).
+COMPLETED: tuple[str, ...] = ("recorded", "parent_notified", "reviewed", "closed")
+
+
+def no_child(status: str, record: dict[str, Any]) -> bool:
+    """A completed record saying no child was in the room."""
+    return status in COMPLETED and record.get("classification") == "no_child"
 
 
 class WorkflowError(Exception):
@@ -117,10 +133,17 @@ class IncidentView:
     def signed(self) -> bool:
         return self.status == "closed"
 
+    @property
+    def no_child(self) -> bool:
+        return no_child(self.status, self.record)
+
 
 def missing(view: IncidentView, names: tuple[str, ...] = REQUIRED) -> list[str]:
-    """The required fields still empty (blank text counts as empty), in the form's order."""
+    """The required fields still empty (blank text counts as empty), in the form's order. A record
+    classified `no_child` is asked for `REQUIRED_NO_CHILD` instead of `REQUIRED`, and names no child."""
     fields = view.fields
+    if names is REQUIRED and fields.classification == "no_child":
+        names = REQUIRED_NO_CHILD
     gaps = ["pupil_id"] if view.pupil_id is None and names is REQUIRED else []
     for name in names:
         value = getattr(fields, name)
@@ -137,14 +160,35 @@ def missing(view: IncidentView, names: tuple[str, ...] = REQUIRED) -> list[str]:
     return gaps
 
 
+def _parents_needed(view: IncidentView) -> None:
+    if view.no_child:
+        raise WorkflowError(
+            409, "classification", "the record says no child was in the room: there are no parents to tell"
+        )
+
+
 def edit(view: IncidentView, changes: dict[str, Any]) -> dict[str, Any]:
     """Apply staff's additions or corrections (`PATCH`): the new `record` JSON. A signed record
-    refuses (409): only addenda change it now."""
+    refuses (409): only addenda change it now. What a reviewed record says the episode was stays as
+    reviewed (409), and a completed record turned into `no_child` must say how staff know (422): such a
+    record skips the parents' steps."""
     if view.signed:
         raise WorkflowError(409, "status", "the record is signed off: add a dated addendum instead")
     merged = {**view.record, **changes}
     checked = RecordFields.model_validate(merged)  # raises ValidationError naming the field
-    return checked.model_dump(mode="json", exclude_none=True)
+    result = checked.model_dump(mode="json", exclude_none=True)
+    if checked.classification != view.record.get("classification"):
+        if view.status == "reviewed":
+            raise WorkflowError(
+                409,
+                "classification",
+                "the record was reviewed as it is: sign it off, then add a dated addendum",
+            )
+        after = IncidentView(status=view.status, pupil_id=view.pupil_id, record=result)
+        gaps = missing(after, REQUIRED_NO_CHILD) if after.no_child else []
+        if gaps:
+            raise WorkflowError(422, gaps[0], "an empty room's record needs: " + ", ".join(gaps))
+    return result
 
 
 def record(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
@@ -175,6 +219,7 @@ def parent_contact(
         raise WorkflowError(409, "status", "the record is signed off")
     if view.status == "open":
         raise WorkflowError(409, "status", "the episode is still running")
+    _parents_needed(view)
     changes: dict[str, Any] = {}
     if kind == "copy":
         if view.status == "awaiting_record":
@@ -204,6 +249,7 @@ def withhold_copy(view: IncidentView, who: str, dsl: bool, reason: str, now: dt.
         raise WorkflowError(409, "status", "the record is signed off")
     if view.status in ("open", "awaiting_record"):
         raise WorkflowError(409, "status", "the record comes first: record it, then decide about the copy")
+    _parents_needed(view)
     if view.parent_copy_sent_at is not None:
         raise WorkflowError(409, "status", "the written copy has already been sent")
     changes: dict[str, Any] = {
@@ -223,7 +269,10 @@ def withhold_copy(view: IncidentView, who: str, dsl: bool, reason: str, now: dt.
 
 
 def review(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
-    """A senior member of staff reviews the record: `parent_notified` → `reviewed`."""
+    """A senior member of staff reviews the record: `parent_notified` → `reviewed`; a record of no child
+    in the room, which has no parents to tell and no conversations to record, from `recorded`."""
+    if view.no_child and view.status == "recorded":
+        return {"status": "reviewed", "reviewed_at": now, "reviewed_by": who}
     if view.status != "parent_notified":
         need = {
             "open": "the episode is still running",
@@ -242,6 +291,10 @@ def authority_notified(view: IncidentView, now: dt.datetime, already: dt.datetim
     stays as it was; a signed record takes it too, since the report may follow the sign-off."""
     if view.status == "open":
         raise WorkflowError(409, "status", "the episode is still running")
+    if view.no_child:
+        raise WorkflowError(
+            409, "classification", "the record says no child was in the room: there is nothing to report"
+        )
     if already is not None:
         raise WorkflowError(409, "status", "the report to the authority is already recorded")
     return {"authority_notified_at": now}

@@ -58,6 +58,7 @@ class GovernorsReport:
     # Episodes a completed record classifies as the child's own use of the calm room: counted apart,
     # in none of the figures above (semantics 2.2); None when fewer than 5.
     voluntary: int | None = 0
+    no_child: int | None = 0  # recorded as no child in the room (a sensor still reported one)
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,7 +74,7 @@ class GovernorsReport:
         if self.period_end < self.period_start:
             raise ValueError("the period ends before it starts")
         counts = [self.episodes, self.lapses, self.records_late, self.parent_copies_late, self.children]
-        counts.append(self.voluntary)
+        counts += [self.voluntary, self.no_child]
         counts += [row.count for row in (*self.trend, *self.by_room, *self.by_group)]
         if any(value is not None and value < 0 for value in counts):
             raise ValueError("counts cannot be negative")
@@ -138,6 +139,7 @@ def _context(report: GovernorsReport) -> dict[str, object]:
         "records_late": format_count(report.records_late),
         "parent_copies_late": format_count(report.parent_copies_late),
         "voluntary": format_count(report.voluntary),
+        "no_child": format_count(report.no_child),
         "trend": _rows(report.trend, bars=True),
         "by_room": _rows(report.by_room),
         "by_group": _rows(report.by_group),
