@@ -235,6 +235,27 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(0), zone).astimezone(dt.UTC)
         return Period(start, end)
 
+    def reviewing(request: Request) -> tuple[Principal, LoadedSite, Period] | Response:
+        """The signed-in leader, the site and the period the page's form asks for; or the page that
+        sends a stranger to sign in or refuses someone who is not a leader."""
+        who = leader(request)
+        if not isinstance(who, Principal):
+            return who
+        site = site_for(who, request.query_params.get("site"))
+        return who, site, period_for(request, site.zone)
+
+    def audit_read(who: Principal, target_type: str, target_id: str, **detail: Any) -> None:
+        """A person's read of the review, as an audit entry."""
+        entry = AuditEntry(
+            at=service.clock.now(),
+            actor=who.name,
+            action="read",
+            target_type=target_type,
+            target_id=target_id,
+            detail={"via": "review_page", **detail},
+        )
+        records.audit(entry)
+
     def common(who: Principal, site: LoadedSite, when: Period, request: Request) -> dict[str, Any]:
         zone = site.zone
         return {
@@ -269,11 +290,10 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
     @router.get("/review", include_in_schema=False)
     def overview(request: Request) -> Response:
         """Use over time against the reduction plan, flags, supervision, records, distributions."""
-        who = leader(request)
-        if not isinstance(who, Principal):
-            return who
-        site = site_for(who, request.query_params.get("site"))
-        when = period_for(request, site.zone)
+        chosen = reviewing(request)
+        if not isinstance(chosen, tuple):
+            return chosen
+        who, site, when = chosen
         bucket: Literal["week", "month"] = "week" if request.query_params.get("bucket") == "week" else "month"
         facts: Facts = gather_facts(records, site, when)
         summary = summary_json(site, facts, bucket, False, service.clock.now())
@@ -303,17 +323,8 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             "durations": bar_chart("How long episodes lasted", summary["durations"]),
             "period": bar_chart("Episodes by timetable period", summary["by_period"]),
         }
-        records.audit(
-            AuditEntry(
-                at=service.clock.now(),
-                actor=who.name,
-                action="read",
-                target_type="review",
-                target_id=site.id,
-                # The flags name children: whose names were on the screen is part of the read.
-                detail={"via": "review_page", "children_named": named},
-            )
-        )
+        # The flags name children: whose names were on the screen is part of the read.
+        audit_read(who, "review", site.id, children_named=named)
         return page(
             "leaders/overview.html",
             title="Review",
@@ -328,11 +339,10 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
     @router.get("/review/fairness", include_in_schema=False)
     def fairness(request: Request) -> Response:
         """Disproportionality: each group of each characteristic against the rest of the register."""
-        who = leader(request)
-        if not isinstance(who, Principal):
-            return who
-        site = site_for(who, request.query_params.get("site"))
-        when = period_for(request, site.zone)
+        chosen = reviewing(request)
+        if not isinstance(chosen, tuple):
+            return chosen
+        who, site, when = chosen
         facts = gather_facts(records, site, when)
         tables = []
         for characteristic in CHARACTERISTICS:
@@ -390,16 +400,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             )
             if f.pupil_id == pupil.id and f.first_start is not None and f.last_start is not None
         ]
-        records.audit(
-            AuditEntry(
-                at=service.clock.now(),
-                actor=who.name,
-                action="read",
-                target_type="pupil",
-                target_id=pupil.id,
-                detail={"via": "review_page"},
-            )
-        )
+        audit_read(who, "pupil", pupil.id)
         rows = []
         for e in mine:
             incident = facts.incidents.get(e.id)
@@ -427,11 +428,10 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
     @router.get("/review/incidents", include_in_schema=False)
     def incidents(request: Request) -> Response:
         """The incident list with filters, newest first, 50 a page."""
-        who = leader(request)
-        if not isinstance(who, Principal):
-            return who
-        site = site_for(who, request.query_params.get("site"))
-        when = period_for(request, site.zone)
+        chosen = reviewing(request)
+        if not isinstance(chosen, tuple):
+            return chosen
+        who, site, when = chosen
         q = request.query_params
         chosen_status = q.get("status") if q.get("status") in STATUSES else None
         chosen_room = q.get("room") if site.room(q.get("room") or "") is not None else None
