@@ -612,6 +612,15 @@ def test_an_empty_rooms_record_resolves_the_parents_deadlines_and_makes_no_copy(
         headers=staff,
     )
     assert contact.status_code == 409
+    # Taken back before the review (a child was there after all): the parents' steps are due again,
+    # and so are their alerts; then recorded as no child once more, they resolve again.
+    assert api.client.patch(incident, json={"classification": "seclusion"}, headers=staff).status_code == 200
+    again = check(dt.datetime(2026, 11, 25, 0, 1, 1, tzinfo=dt.UTC))
+    assert again["parent_notice"]["resolved_at"] is None and again["parent_copy"]["resolved_at"] is None
+    assert again["parent_notice"]["id"] == after["parent_notice"]["id"] and again["record"]["resolved_at"]
+    assert api.client.patch(incident, json={"classification": "no_child"}, headers=staff).status_code == 200
+    settled = check(dt.datetime(2026, 11, 25, 0, 2, 1, tzinfo=dt.UTC))
+    assert all(a["resolved_at"] is not None for a in settled.values()) and len(settled) == 3
     assert (
         api.client.post(
             f"{incident}/review", json={"note": "Checked the panel log."}, headers=senior

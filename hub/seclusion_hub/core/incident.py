@@ -330,7 +330,8 @@ def overdue_effects(
 ) -> list[AlertSaved | AlertSend]:
     """The `report_overdue` alerts to raise (sent once to the senior tier) and to resolve (the step was
     done). `known` holds every report alert already raised for these records, active or not: an
-    alert is raised once per record and step, never again after it was resolved."""
+    alert is raised once per record and step, and again only if its step, once done, is due again (a
+    record completed as no child in the room, whose parents' steps were not needed, is corrected)."""
     effects: list[AlertSaved | AlertSend] = []
     for rec in records:
         for step in STEPS:
@@ -339,8 +340,8 @@ def overdue_effects(
             ident = alert_id(rec.site, rec.room, key)
             existing = known.get(ident)
             done = rec.done.get(step, False) or rec.closed
-            if existing is not None:
-                if existing.active and done:
+            if existing is not None and existing.active:
+                if done:
                     resolved = existing.model_copy(deep=True)
                     resolved.resolved_at, resolved.note = now, "the report was done"
                     resolved.next_send_at = None
@@ -348,6 +349,8 @@ def overdue_effects(
                 continue
             if due is None or due > now or done:
                 continue
+            # Here a resolved alert's step is due and not done again: only a record taken back from
+            # "no child in the room" (whose parents' steps were not needed) does that. Raised anew.
             alert = Alert(
                 id=ident,
                 key=key,
