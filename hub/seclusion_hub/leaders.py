@@ -163,7 +163,7 @@ CLASS_WORDS = {
     "voluntary": "the child's own use of the room",
     "no_child": "no child in the room (a sensor still reported one)",
 }
-UNRECORDED_WORDS = "no completed record yet: counted as seclusion"
+UNRECORDED_WORDS = "not recorded yet (an empty room: not reviewed yet): counted as seclusion"
 
 
 def room_name(site: LoadedSite, room: str) -> str:

@@ -346,10 +346,14 @@ def counted_as_words(e: EpisodeFact) -> str:
 def completed_classification(incident: IncidentRecord | None) -> str | None:
     """What a completed record says the episode was ("seclusion", "voluntary", "no_child"); None
     without one: a classification moves an episode out of the seclusion figures only once its record
-    is completed, never while it is a draft that anyone may still change (never under-count)."""
+    is completed, never while it is a draft that anyone may still change (never under-count). An empty
+    room moves it only once a senior member of staff has reviewed the record, since it takes the
+    episode out of every figure about children."""
     if incident is None or incident.status not in workflow.COMPLETED:
         return None
     value = incident.record.get("classification")
+    if value == "no_child" and incident.status not in ("reviewed", "closed"):
+        return None
     return value if isinstance(value, str) else None
 
 

@@ -214,6 +214,12 @@ def test_each_class_is_counted_apart_once_its_record_is_completed_and_never_befo
     }
     assert review.client.patch(f"/api/incidents/{empty}", json=nobody, headers=staff).status_code == 200
     assert review.client.post(f"/api/incidents/{empty}/record", headers=staff).status_code == 200
+    pending = review.client.get(
+        "/api/reports/summary", params={**PERIOD, "suppress": "false"}, headers=leader
+    ).json()
+    assert (pending["episodes"], pending["classes"]["no_child"]) == (8, 0), "an empty room waits for a review"
+    senior = review.token("senior", SITE)
+    assert review.client.post(f"/api/incidents/{empty}/review", json={}, headers=senior).status_code == 200
 
     body = review.client.get(
         "/api/reports/summary", params={**PERIOD, "suppress": "false"}, headers=leader
