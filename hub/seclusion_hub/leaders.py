@@ -24,8 +24,9 @@ from seclusion_contract import format_ts
 from .auth import Principal, principal_for
 from .config import LoadedSite
 from .core import analytics
+from .core import incident as workflow
 from .core.analytics import CHARACTERISTICS, GroupRate
-from .models import AuditEntry
+from .models import AuditEntry, IncidentRecord
 from .record_pages import _templates, duration_words, local_date, local_datetime, next_deadline, status_words
 from .record_store import RecordStore
 from .review import Facts, Period, gather_facts, summary_json
@@ -163,7 +164,20 @@ CLASS_WORDS = {
     "voluntary": "the child's own use of the room",
     "no_child": "no child in the room (a sensor still reported one)",
 }
-UNRECORDED_WORDS = "not recorded yet (an empty room: not reviewed yet): counted as seclusion"
+UNRECORDED_WORDS = "not recorded yet: counted as seclusion"
+UNREVIEWED_EMPTY_WORDS = (
+    "recorded as no child in the room, not yet reviewed by a senior member of staff: counted as seclusion"
+)
+
+
+def recorded_as(classification: str | None, incident: IncidentRecord | None) -> str:
+    """How the child page says what an episode was recorded as (`classification` counts only once it
+    is completed, and for an empty room once reviewed: review.completed_classification)."""
+    if classification in CLASS_WORDS:
+        return CLASS_WORDS[classification]
+    if incident is not None and workflow.no_child(incident.status, incident.record):
+        return UNREVIEWED_EMPTY_WORDS
+    return UNRECORDED_WORDS
 
 
 def room_name(site: LoadedSite, room: str) -> str:
@@ -412,7 +426,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                     "supervised": f"{e.supervised_s / e.elapsed_s * 100:.0f} %" if e.elapsed_s else "-",
                     "status": status_words(incident) if incident else "",
                     "incident_id": incident.id if incident else None,
-                    "recorded_as": CLASS_WORDS.get(e.classification or "", UNRECORDED_WORDS),
+                    "recorded_as": recorded_as(e.classification, incident),
                 }
             )
         return page(

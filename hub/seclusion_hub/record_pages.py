@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from .auth import Principal, principal_for
 from .core import incident as workflow
 from .core.episode import Episode, account
-from .core.incident import REQUIRED_FOR_REVIEW, RecordFields
+from .core.incident import NOT_NEEDED_NO_CHILD, REQUIRED_FOR_REVIEW, RecordFields
 from .delivery import alert_from_row
 from .models import AuditEntry, IncidentRecord
 from .record_store import RecordStore, incident_view, report_due
@@ -275,6 +275,7 @@ class Deadline:
     when: str
     done: bool
     overdue: bool
+    not_needed: bool = False  # a reviewed record of no child in the room: no parents, no report
 
 
 @dataclass
@@ -310,7 +311,7 @@ class Actions:
 
 def status_words(row: IncidentRecord) -> str:
     """The record's status in words, with what is left to do once it is recorded."""
-    if row.status == "recorded" and workflow.no_child(row.status, row.record):
+    if row.status in ("recorded", "parent_notified") and workflow.no_child(row.status, row.record):
         return NO_CHILD_WORDS
     if row.status != "recorded":
         return STATUS_WORDS.get(row.status, row.status)
@@ -325,6 +326,7 @@ def status_words(row: IncidentRecord) -> str:
 def deadlines(row: IncidentRecord, zone: ZoneInfo, now: dt.datetime) -> list[Deadline]:
     """Every deadline the profile sets for the record, in step order, with whether it is done or overdue."""
     due = report_due(row)
+    reviewed_empty = workflow.no_child_reviewed(row.status, row.record)
     items = []
     for step, when in due.due.items():
         if when is None:
@@ -337,6 +339,7 @@ def deadlines(row: IncidentRecord, zone: ZoneInfo, now: dt.datetime) -> list[Dea
                 when=deadline_words(when, zone),
                 done=done,
                 overdue=not done and not due.closed and when <= now,
+                not_needed=reviewed_empty and step in NOT_NEEDED_NO_CHILD,
             )
         )
     return items
@@ -510,7 +513,10 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             contact=parents and row.status in ("awaiting_record", "recorded", "parent_notified", "reviewed"),
             copy_sent=after_record and not copy_done,
             withhold=who.dsl and after_record and not copy_done,
-            review=senior and (row.status == "parent_notified" or (not parents and row.status == "recorded")),
+            # An empty room's record is reviewed by a senior other than the one who recorded it.
+            review=senior
+            and (row.status == "parent_notified" or (view.no_child and row.status == "recorded"))
+            and not (view.no_child and row.recorded_by == who.name),
             sign_off=senior and row.status == "reviewed",
             addendum=row.status == "closed",
             copy_links=parents
@@ -597,6 +603,7 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             ep=ep,
             status_words=status_words(row),
             no_child=view.no_child,
+            no_child_reviewed=view.no_child_reviewed,
             site_name=site_name(row.site),
             room_name=room_name(row.site, row.room),
             timezone=str(zone),

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from .core.incident import NOT_NEEDED_NO_CHILD, IncidentView, ReportDue, no_child
+from .core.incident import NOT_NEEDED_NO_CHILD, REVIEWED, IncidentView, ReportDue, no_child_reviewed
 from .models import (
     AlertRecord,
     AuditEntry,
@@ -38,6 +38,7 @@ def incident_view(row: IncidentRecord) -> IncidentView:
         parent_notified_at=row.parent_notified_at,
         parent_copy_sent_at=row.parent_copy_sent_at,
         parent_copy_withheld_at=row.parent_copy_withheld_at,
+        recorded_by=row.recorded_by,
     )
 
 
@@ -266,30 +267,41 @@ class RecordStore:
 
 
 def _overdue(now: dt.datetime) -> Any:
-    """A record with a deadline passed at `now` and its step not done."""
+    """A record with a deadline passed at `now` and its step not done (as `report_due` says: a reviewed
+    record of no child in the room has no parents' or authority's step)."""
     i = IncidentRecord
+    needs_parents = sa.or_(
+        col(i.status).not_in(REVIEWED),
+        sa.func.coalesce(col(i.record)["classification"].as_string(), "") != "no_child",
+    )
     return sa.or_(
         sa.and_(col(i.record_due_at) <= now, col(i.recorded_at).is_(None)),
-        sa.and_(col(i.parent_notice_due_at) <= now, col(i.parent_notified_at).is_(None)),
         sa.and_(
-            col(i.parent_copy_due_at) <= now,
-            col(i.parent_copy_sent_at).is_(None),
-            col(i.parent_copy_withheld_at).is_(None),
+            needs_parents,
+            sa.or_(
+                sa.and_(col(i.parent_notice_due_at) <= now, col(i.parent_notified_at).is_(None)),
+                sa.and_(
+                    col(i.parent_copy_due_at) <= now,
+                    col(i.parent_copy_sent_at).is_(None),
+                    col(i.parent_copy_withheld_at).is_(None),
+                ),
+                sa.and_(col(i.authority_notice_due_at) <= now, col(i.authority_notified_at).is_(None)),
+            ),
         ),
-        sa.and_(col(i.authority_notice_due_at) <= now, col(i.authority_notified_at).is_(None)),
     )
 
 
 def report_due(row: IncidentRecord) -> ReportDue:
-    """A record's deadlines and steps, as the `report_overdue` rule sees them. A record completed as
-    no child in the room needs no parents' or authority's step: those count as done."""
+    """A record's deadlines and steps, as the `report_overdue` rule sees them. A record of no child in
+    the room, once a senior member of staff has reviewed it, needs no parents' or authority's step:
+    those count as done (until then they run as for any record)."""
     done = {
         "record": row.recorded_at is not None,
         "parent_notice": row.parent_notified_at is not None,
         "parent_copy": row.parent_copy_sent_at is not None or row.parent_copy_withheld_at is not None,
         "authority_notice": row.authority_notified_at is not None,
     }
-    if no_child(row.status, row.record):
+    if no_child_reviewed(row.status, row.record):
         done.update(dict.fromkeys(NOT_NEEDED_NO_CHILD, True))
     return ReportDue(
         incident_id=row.id,

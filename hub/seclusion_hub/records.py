@@ -273,7 +273,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         except WorkflowError as exc:
             if exc.status == 422:
                 raise BadRequest("body", exc.field, exc.message) from exc
-            raise HTTPException(exc.status, exc.message) from exc
+            raise HTTPException(exc.status, f"{exc.field}: {exc.message}") from exc
         except NotFound as exc:
             raise HTTPException(404, "no such incident") from exc
         return incident_json(row)
@@ -476,7 +476,9 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         if row.status in ("open", "awaiting_record"):
             raise HTTPException(409, "the written copy is made from the record: complete and record it first")
         if workflow.no_child(row.status, row.record):
-            raise HTTPException(409, "the record says no child was in the room: there is no copy for parents")
+            raise HTTPException(
+                409, "classification: the record says no child was in the room: there is no copy for parents"
+            )
         if row.parent_copy_withheld_at is not None and not who.dsl:
             raise HTTPException(403, "a designated safeguarding lead withheld the written copy")
         episode = service.store.get_episode(row.episode_id)

@@ -358,13 +358,14 @@ def completed_classification(incident: IncidentRecord | None) -> str | None:
 
 
 def _no_child(incident: IncidentRecord) -> bool:
-    return workflow.no_child(incident.status, incident.record)
+    return workflow.no_child_reviewed(incident.status, incident.record)
 
 
 def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:
     """Records and parent copies done late or not done with their deadline passed: every timed episode
-    (voluntary use has its record and its parents' copy too), test episodes out; a record completed as
-    no child in the room has no parents to tell."""
+    (voluntary use has its record and its parents' copy too), test episodes out; a record of no child in
+    the room has no parents to tell once a senior member of staff has reviewed it (until then its
+    parents' deadlines count as for any record)."""
     shown = {e.id for e in analytics.timed(f.episodes)}
     incidents = [i for eid, i in f.incidents.items() if eid in shown]
     copy_done = [(i.parent_copy_sent_at or i.parent_copy_withheld_at) for i in incidents]

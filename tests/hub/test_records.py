@@ -563,6 +563,16 @@ def test_a_record_of_no_child_in_the_room_asks_only_what_applies_and_has_no_pare
         assert refused.value.status == 409 and refused.value.field == "classification"
     reviewed = workflow.review(recorded, "head", now)
     assert reviewed["status"] == "reviewed" and reviewed["reviewed_by"] == "head"
+    # Its review takes the episode out of every figure about children: not by the one who recorded it.
+    own = IncidentView(status="recorded", pupil_id=None, record=dict(NO_CHILD), recorded_by="head")
+    with pytest.raises(WorkflowError) as self_review:
+        workflow.review(own, "head", now)
+    assert self_review.value.status == 403 and self_review.value.field == "reviewed_by"
+    assert workflow.review(own, "deputy", now)["reviewed_by"] == "deputy"
+    # Told the parents before it was recorded as empty (so `parent_notified`), it is reviewed all the same,
+    # without the debriefs a child's record needs.
+    notified = IncidentView(status="parent_notified", pupil_id=None, record=dict(NO_CHILD))
+    assert workflow.review(notified, "head", now)["status"] == "reviewed"
     # A draft that says no child changes nothing yet: its parents may still be told, its review waits.
     assert workflow.parent_contact(done, "notice", "reached", now)["parent_notified_at"] == now
     # A seclusion record still goes through the parents before its review.
@@ -575,6 +585,31 @@ def test_a_record_of_no_child_in_the_room_asks_only_what_applies_and_has_no_pare
     assert unexplained.value.status == 422 and unexplained.value.field == "no_child_reason"
     changed = workflow.edit(seclusion, {"classification": "no_child", "no_child_reason": "Empty: we looked."})
     assert IncidentView(status="recorded", pupil_id="p", record=changed).no_child
+    # A completed record stays complete whichever way it is changed (never a way round the record or
+    # the review): an empty room's record taken back to seclusion needs the child and all a child's
+    # record says; seclusion turned into voluntary use needs its reason; no required field is emptied.
+    for view, changes, field in (
+        (recorded, {"classification": "seclusion"}, "pupil_id"),
+        (
+            IncidentView(status="recorded", pupil_id="p", record=dict(NO_CHILD)),
+            {"classification": "seclusion"},
+            "risk",
+        ),
+        (seclusion, {"classification": "voluntary"}, "voluntary_reason"),
+        (seclusion, {"risk": "  "}, "risk"),
+        (
+            IncidentView(status="reviewed", pupil_id="p", record={**COMPLETE, "debrief_child": "Talked."}),
+            {"debrief_child": ""},
+            "debrief_child",
+        ),
+    ):
+        with pytest.raises(WorkflowError) as incomplete:
+            workflow.edit(view, changes)
+        assert incomplete.value.status == 422 and incomplete.value.field == field
+    back = workflow.edit(IncidentView(status="recorded", pupil_id="p", record=dict(NO_CHILD)), {**COMPLETE})
+    assert back["classification"] == "seclusion"
+    assert workflow.edit(seclusion, {"classification": "voluntary", "voluntary_reason": "Chose it."})
+    assert workflow.edit(done, {"before": ""}) is not None, "a draft may be emptied and refilled"
     # What a reviewed record says it was stays as reviewed: no quiet change of the figures afterwards.
     for before, after in (("no_child", "seclusion"), ("seclusion", "voluntary")):
         record = {**(NO_CHILD if before == "no_child" else COMPLETE), "voluntary_reason": "Chose it."}
@@ -586,7 +621,10 @@ def test_a_record_of_no_child_in_the_room_asks_only_what_applies_and_has_no_pare
     assert workflow.edit(IncidentView(status="reviewed", pupil_id=None, record=NO_CHILD), {"before": "More."})
 
 
-def test_an_empty_rooms_record_resolves_the_parents_deadlines_and_makes_no_copy(api: Records) -> None:
+def test_an_empty_rooms_record_skips_the_parents_only_once_a_senior_has_reviewed_it(api: Records) -> None:
+    """A record of no child in the room makes no copy and takes no contact with parents; its parents'
+    deadlines still run, and their alerts go to the seniors, until a senior member of staff reviews it.
+    Then those steps are not needed: their alerts resolve and the record is not overdue any more."""
     ep = api.ended_episode()
     staff, senior = api.token("staff", "test-school"), api.token("senior", "test-school")
     incident = f"/api/incidents/{ep['incident_id']}"
@@ -602,8 +640,9 @@ def test_an_empty_rooms_record_resolves_the_parents_deadlines_and_makes_no_copy(
     assert api.client.patch(incident, json=NO_CHILD, headers=staff).status_code == 200
     assert api.client.post(f"{incident}/record", headers=staff).status_code == 200, "no child is needed"
     after = check(dt.datetime(2026, 11, 25, 0, 0, 1, tzinfo=dt.UTC))
-    assert set(after) == {"record", "parent_notice"}, "the copy's deadline passed too, but is not needed"
-    assert all(a["resolved_at"] is not None for a in after.values())
+    assert set(after) == {"record", "parent_notice", "parent_copy"}, "not reviewed: the copy is due too"
+    assert after["record"]["resolved_at"] is not None
+    assert after["parent_notice"]["resolved_at"] is None and after["parent_copy"]["resolved_at"] is None
     copy = api.client.get(f"{incident}/parent-copy.pdf", headers=staff)
     assert copy.status_code == 409 and "no child was in the room" in copy.text
     contact = api.client.post(
@@ -611,21 +650,22 @@ def test_an_empty_rooms_record_resolves_the_parents_deadlines_and_makes_no_copy(
         json={"kind": "notice", "method": "phone", "outcome": "reached"},
         headers=staff,
     )
-    assert contact.status_code == 409
-    # Taken back before the review (a child was there after all): the parents' steps are due again,
-    # and so are their alerts; then recorded as no child once more, they resolve again.
-    assert api.client.patch(incident, json={"classification": "seclusion"}, headers=staff).status_code == 200
-    again = check(dt.datetime(2026, 11, 25, 0, 1, 1, tzinfo=dt.UTC))
-    assert again["parent_notice"]["resolved_at"] is None and again["parent_copy"]["resolved_at"] is None
-    assert again["parent_notice"]["id"] == after["parent_notice"]["id"] and again["record"]["resolved_at"]
-    assert api.client.patch(incident, json={"classification": "no_child"}, headers=staff).status_code == 200
-    settled = check(dt.datetime(2026, 11, 25, 0, 2, 1, tzinfo=dt.UTC))
-    assert all(a["resolved_at"] is not None for a in settled.values()) and len(settled) == 3
+    assert contact.status_code == 409 and "classification" in contact.json()["detail"]
+    # Taken back to seclusion, it must be a whole record of a child: the child first.
+    back = api.client.patch(incident, json={"classification": "seclusion"}, headers=staff)
+    assert back.status_code == 422 and "pupil_id" in back.text
+    now = dt.datetime(2026, 11, 25, 0, 2, 1, tzinfo=dt.UTC)
+    assert [r.id for r in api.service.records.overdue(now)] == [ep["incident_id"]]
     assert (
         api.client.post(
             f"{incident}/review", json={"note": "Checked the panel log."}, headers=senior
         ).status_code
         == 200
     )
+    settled = check(now)
+    assert all(a["resolved_at"] is not None for a in settled.values()) and len(settled) == 3
+    assert api.service.records.overdue(now) == [], "a reviewed empty room has no parents' step"
+    frozen = api.client.patch(incident, json={"classification": "seclusion"}, headers=senior)
+    assert frozen.status_code == 409 and frozen.json()["detail"].startswith("classification:")
     body = api.client.get(incident, headers=staff).json()
     assert body["status"] == "reviewed" and body["record"]["review_note"] == "Checked the panel log."

@@ -22,7 +22,8 @@ from playwright.sync_api import Browser, expect
 from sqlmodel import select
 
 from seclusion_hub.auth import create_token
-from seclusion_hub.models import AuditEntry
+from seclusion_hub.leaders import CLASS_WORDS, UNRECORDED_WORDS, UNREVIEWED_EMPTY_WORDS, recorded_as
+from seclusion_hub.models import AuditEntry, IncidentRecord
 from tests.hub.test_api import T0
 from tests.hub.test_records import COMPLETE, NO_CHILD
 from tests.hub.test_review_api import SITE, START, Review
@@ -220,7 +221,28 @@ def test_the_pages_count_the_childs_own_use_of_the_room_apart(review: Review) ->
     page = leader.get(f"/review/children/{child}?{PERIOD}")
     text = " ".join(re.sub(r"<[^>]+>", " ", page.text).split())
     assert "Episodes in the period: 2, of which 1 recorded as the child's own use of the room" in text
-    assert (
-        "the child's own use of the room" in text
-        and "not recorded yet (an empty room: not reviewed yet): counted as seclusion" in text
-    )
+    assert "the child's own use of the room" in text and "not recorded yet: counted as seclusion" in text
+
+
+def test_the_child_page_says_what_each_episode_was_recorded_as_and_why_it_still_counts() -> None:
+    """An episode counts as seclusion until its record is completed, and an empty room until a senior
+    has reviewed it: the child page says which of the two keeps it counted."""
+
+    def row(status: str, classification: str | None) -> IncidentRecord:
+        record = {"classification": classification} if classification else {}
+        return IncidentRecord(
+            id="i",
+            episode_id="e",
+            site=SITE,
+            room="r",
+            status=status,
+            opened_at=T0,
+            updated_at=T0,
+            record=record,
+        )
+
+    assert recorded_as(None, None) == UNRECORDED_WORDS
+    assert recorded_as(None, row("awaiting_record", "no_child")) == UNRECORDED_WORDS, "a draft says nothing"
+    assert recorded_as(None, row("recorded", "no_child")) == UNREVIEWED_EMPTY_WORDS
+    assert recorded_as("no_child", row("reviewed", "no_child")) == CLASS_WORDS["no_child"]
+    assert recorded_as("voluntary", row("recorded", "voluntary")) == CLASS_WORDS["voluntary"]

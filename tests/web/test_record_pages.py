@@ -614,12 +614,18 @@ def test_an_empty_rooms_record_goes_to_a_seniors_review_without_the_parents(hub:
     hub.step(ep, "", NO_CHILD)
     hub.step(ep, "/record")
     page = staff.get(url).text
-    assert "there are no parents to tell and no written copy to send" in _text(page)
+    assert "the deadlines for telling the parents still stand" in _text(page), "not reviewed yet"
     buttons = _buttons(page)
     assert "Record a contact with the parents" not in buttons and "The written copy was sent" not in buttons
     assert "Review" not in buttons and "Review" in _buttons(senior.get(url).text)
+    # A senior member of staff who recorded it (the same name) is not offered its review.
+    recorder = hub.browser("senior", name="staff-user")
+    assert "Review" not in _buttons(recorder.get(url).text)
     assert "Nothing to do" in staff.get("/records").text
     waiting = "Recorded as no child in the room: waiting for a senior member of staff to review it"
     assert waiting in _text(senior.get("/records").text)
     hub.step(ep, "/review", {"note": "The panel's log agrees."}, role="senior")
+    reviewed = _text(senior.get(url).text)
+    assert "there are no parents to tell and no written copy to send" in reviewed
+    assert "Not needed (no child was in the room): Parents" in reviewed and "Done: Parents" not in reviewed
     assert "Sign off" in _buttons(senior.get(url).text)

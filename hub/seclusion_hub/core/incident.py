@@ -12,8 +12,11 @@
   addenda with their author. Nothing is ever deleted.
 - A record completed as `no_child` (semantics 2.2: no child was in the room, a sensor still reported
   one) needs who was there, what happened and how staff know the room was empty (`REQUIRED_NO_CHILD`),
-  names no child, and has no parents to tell: it goes `recorded ──review──▶ reviewed`, and the parents'
-  and the authority's steps are not needed. A senior member of staff's review is what checks it.
+  and names no child: it goes `recorded (or parent_notified) ──review──▶ reviewed`. A senior member of
+  staff other than the one who recorded it reviews it; until then the parents' and the authority's
+  deadlines run as for any record (a wrong "no child" must never quietly skip the parents), and once
+  reviewed those steps are not needed and the classification stays.
+- A completed record stays complete: an edit that would leave a required field empty is refused (422).
 
 Each rule is a function of an `IncidentView` (what the record holds now) that returns the columns to
 change, or raises `WorkflowError` naming the field and the HTTP status that says why.
@@ -96,11 +99,19 @@ REQUIRED_FOR_REVIEW: tuple[str, ...] = ("debrief_child", "debrief_staff", "follo
 NOT_NEEDED_NO_CHILD: tuple[str, ...] = ("parent_notice", "parent_copy", "authority_notice")
 # A record is completed from `recorded` on; only then does its classification count (a draft moves nothing).
 COMPLETED: tuple[str, ...] = ("recorded", "parent_notified", "reviewed", "closed")
+# A senior member of staff has reviewed the record: from here its classification no longer changes.
+REVIEWED: tuple[str, ...] = ("reviewed", "closed")
 
 
 def no_child(status: str, record: dict[str, Any]) -> bool:
-    """A completed record saying no child was in the room."""
+    """A completed record saying no child was in the room (reviewed or not yet)."""
     return status in COMPLETED and record.get("classification") == "no_child"
+
+
+def no_child_reviewed(status: str, record: dict[str, Any]) -> bool:
+    """A record saying no child was in the room that a senior member of staff has reviewed: only then are
+    the parents' and the authority's steps not needed, and only then does it leave the figures."""
+    return status in REVIEWED and record.get("classification") == "no_child"
 
 
 class WorkflowError(Exception):
@@ -124,6 +135,7 @@ class IncidentView:
     parent_notified_at: dt.datetime | None = None
     parent_copy_sent_at: dt.datetime | None = None
     parent_copy_withheld_at: dt.datetime | None = None
+    recorded_by: str | None = None
 
     @property
     def fields(self) -> RecordFields:
@@ -136,6 +148,10 @@ class IncidentView:
     @property
     def no_child(self) -> bool:
         return no_child(self.status, self.record)
+
+    @property
+    def no_child_reviewed(self) -> bool:
+        return no_child_reviewed(self.status, self.record)
 
 
 def missing(view: IncidentView, names: tuple[str, ...] = REQUIRED) -> list[str]:
@@ -170,24 +186,30 @@ def _parents_needed(view: IncidentView) -> None:
 def edit(view: IncidentView, changes: dict[str, Any]) -> dict[str, Any]:
     """Apply staff's additions or corrections (`PATCH`): the new `record` JSON. A signed record
     refuses (409): only addenda change it now. What a reviewed record says the episode was stays as
-    reviewed (409), and a completed record turned into `no_child` must say how staff know (422): such a
-    record skips the parents' steps."""
+    reviewed (409). A completed record stays complete (422 naming the first field left empty): so a
+    record recorded as one class and turned into another must say all the other class asks for (an
+    empty room's record turned into seclusion needs the child, the risk and the child's account; into
+    voluntary use, the reason)."""
     if view.signed:
         raise WorkflowError(409, "status", "the record is signed off: add a dated addendum instead")
     merged = {**view.record, **changes}
     checked = RecordFields.model_validate(merged)  # raises ValidationError naming the field
     result = checked.model_dump(mode="json", exclude_none=True)
-    if checked.classification != view.record.get("classification"):
-        if view.status == "reviewed":
-            raise WorkflowError(
-                409,
-                "classification",
-                "the record was reviewed as it is: sign it off, then add a dated addendum",
-            )
+    if checked.classification != view.record.get("classification") and view.status in REVIEWED:
+        raise WorkflowError(
+            409,
+            "classification",
+            "the record was reviewed as it is: sign it off, then add a dated addendum",
+        )
+    if view.status in COMPLETED:
         after = IncidentView(status=view.status, pupil_id=view.pupil_id, record=result)
-        gaps = missing(after, REQUIRED_NO_CHILD) if after.no_child else []
+        gaps = missing(after)
+        if view.status in REVIEWED and not after.no_child:
+            gaps += missing(after, REQUIRED_FOR_REVIEW)
         if gaps:
-            raise WorkflowError(422, gaps[0], "an empty room's record needs: " + ", ".join(gaps))
+            raise WorkflowError(
+                422, gaps[0], f"the record is {view.status} and must stay complete: " + ", ".join(gaps)
+            )
     return result
 
 
@@ -269,9 +291,17 @@ def withhold_copy(view: IncidentView, who: str, dsl: bool, reason: str, now: dt.
 
 
 def review(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
-    """A senior member of staff reviews the record: `parent_notified` → `reviewed`; a record of no child
-    in the room, which has no parents to tell and no conversations to record, from `recorded`."""
-    if view.no_child and view.status == "recorded":
+    """A senior member of staff reviews the record: `parent_notified` → `reviewed`. A record of no child
+    in the room, which has no parents to tell and no conversations to record, from `recorded` too; its
+    review takes the episode out of every figure about children, so the one who recorded it does not
+    review it (403)."""
+    if view.no_child and view.status in ("recorded", "parent_notified"):
+        if view.recorded_by is not None and who == view.recorded_by:
+            raise WorkflowError(
+                403,
+                "reviewed_by",
+                "you recorded that no child was in the room: another senior member of staff reviews it",
+            )
         return {"status": "reviewed", "reviewed_at": now, "reviewed_by": who}
     if view.status != "parent_notified":
         need = {
@@ -330,8 +360,8 @@ def overdue_effects(
 ) -> list[AlertSaved | AlertSend]:
     """The `report_overdue` alerts to raise (sent once to the senior tier) and to resolve (the step was
     done). `known` holds every report alert already raised for these records, active or not: an
-    alert is raised once per record and step, and again only if its step, once done, is due again (a
-    record completed as no child in the room, whose parents' steps were not needed, is corrected)."""
+    alert is raised once per record and step. A step once done stays done (a reviewed record's
+    classification no longer changes), so a resolved alert never needs raising again."""
     effects: list[AlertSaved | AlertSend] = []
     for rec in records:
         for step in STEPS:
@@ -340,8 +370,8 @@ def overdue_effects(
             ident = alert_id(rec.site, rec.room, key)
             existing = known.get(ident)
             done = rec.done.get(step, False) or rec.closed
-            if existing is not None and existing.active:
-                if done:
+            if existing is not None:
+                if existing.active and done:
                     resolved = existing.model_copy(deep=True)
                     resolved.resolved_at, resolved.note = now, "the report was done"
                     resolved.next_send_at = None
@@ -349,8 +379,6 @@ def overdue_effects(
                 continue
             if due is None or due > now or done:
                 continue
-            # Here a resolved alert's step is due and not done again: only a record taken back from
-            # "no child in the room" (whose parents' steps were not needed) does that. Raised anew.
             alert = Alert(
                 id=ident,
                 key=key,
