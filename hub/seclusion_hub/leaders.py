@@ -168,16 +168,20 @@ UNRECORDED_WORDS = "not recorded yet: counted as seclusion"
 UNREVIEWED_EMPTY_WORDS = (
     "recorded as no child in the room, not yet reviewed by a senior member of staff: counted as seclusion"
 )
+CORRECTED_WORDS = "what it was is corrected by a dated addendum: counted as seclusion"
 
 
 def recorded_as(classification: str | None, incident: IncidentRecord | None) -> str:
     """How the child page says what an episode was recorded as (`classification` counts only once it
-    is completed, and for an empty room once reviewed: review.completed_classification)."""
+    is completed, for an empty room once reviewed, and not once an addendum corrects it:
+    review.completed_classification)."""
     if classification in CLASS_WORDS:
         return CLASS_WORDS[classification]
-    if incident is not None and workflow.no_child(incident.status, incident.record):
+    if incident is None or incident.status not in workflow.COMPLETED:
+        return UNRECORDED_WORDS
+    if workflow.no_child(incident.status, incident.record) and incident.status not in workflow.REVIEWED:
         return UNREVIEWED_EMPTY_WORDS
-    return UNRECORDED_WORDS
+    return CORRECTED_WORDS
 
 
 def room_name(site: LoadedSite, room: str) -> str:

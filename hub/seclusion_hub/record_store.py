@@ -209,6 +209,13 @@ class RecordStore:
             query = select(IncidentRecord).where(col(IncidentRecord.episode_id).in_(list(episode_ids)))
             return list(s.exec(query).all())
 
+    def corrected(self, incident_ids: Sequence[str], field: str) -> set[str]:
+        """The records among these with a dated addendum on `field`."""
+        a = IncidentAddendum
+        with self._session() as s:
+            query = select(a.incident_id).where(col(a.incident_id).in_(list(incident_ids)), a.field == field)
+            return set(s.exec(query.distinct()).all())
+
     def staff_of(self, incident_ids: Sequence[str]) -> list[IncidentStaff]:
         with self._session() as s:
             query = select(IncidentStaff).where(col(IncidentStaff.incident_id).in_(list(incident_ids)))

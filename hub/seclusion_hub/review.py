@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 import statistics
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
@@ -297,6 +298,7 @@ def gather_facts(records: RecordStore, site: LoadedSite, when: Period) -> Facts:
         if member.role == "involved":
             staff.setdefault(member.incident_id, []).append(member.name)
     lapses = records.lapse_counts([r.id for r in rows])
+    questioned = records.corrected([i.id for i in incidents.values()], "classification")
     episodes = [
         EpisodeFact(
             id=r.id,
@@ -314,7 +316,7 @@ def gather_facts(records: RecordStore, site: LoadedSite, when: Period) -> Facts:
             staff=tuple(staff.get(incidents[r.id].id, ())) if r.id in incidents else (),
             test=r.test,
             manual=r.manual,
-            classification=completed_classification(incidents.get(r.id)),
+            classification=completed_classification(incidents.get(r.id), questioned),
         )
         for r in rows
     ]
@@ -343,33 +345,33 @@ def counted_as_words(e: EpisodeFact) -> str:
     return e.classification if e.classification in ("voluntary", "no_child") else "seclusion"
 
 
-def completed_classification(incident: IncidentRecord | None) -> str | None:
+def completed_classification(
+    incident: IncidentRecord | None, questioned: Collection[str] = frozenset()
+) -> str | None:
     """What a completed record says the episode was ("seclusion", "voluntary", "no_child"); None
     without one: a classification moves an episode out of the seclusion figures only once its record
     is completed, never while it is a draft that anyone may still change (never under-count). An empty
     room moves it only once a senior member of staff has reviewed the record, since it takes the
-    episode out of every figure about children."""
-    if incident is None or incident.status not in workflow.COMPLETED:
+    episode out of every figure about children. A record whose classification a dated addendum
+    corrects (`questioned`: once reviewed, that is the only way to correct it) counts as seclusion
+    again, whatever the addendum's words say: the figures never under-count."""
+    if incident is None or incident.status not in workflow.COMPLETED or incident.id in questioned:
         return None
     value = incident.record.get("classification")
-    if value == "no_child" and incident.status not in ("reviewed", "closed"):
+    if value == "no_child" and incident.status not in workflow.REVIEWED:
         return None
     return value if isinstance(value, str) else None
-
-
-def _no_child(incident: IncidentRecord) -> bool:
-    return workflow.no_child_reviewed(incident.status, incident.record)
 
 
 def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:
     """Records and parent copies done late or not done with their deadline passed: every timed episode
     (voluntary use has its record and its parents' copy too), test episodes out; a record of no child in
-    the room has no parents to tell once a senior member of staff has reviewed it (until then its
-    parents' deadlines count as for any record)."""
-    shown = {e.id for e in analytics.timed(f.episodes)}
-    incidents = [i for eid, i in f.incidents.items() if eid in shown]
-    copy_done = [(i.parent_copy_sent_at or i.parent_copy_withheld_at) for i in incidents]
-    parents = [(i, done) for i, done in zip(incidents, copy_done, strict=True) if not _no_child(i)]
+    the room has no parents to tell once a senior member of staff has reviewed it (until then, or once
+    an addendum corrects it, its parents' deadlines count as for any record: as its episode counts)."""
+    timed = analytics.timed(f.episodes)
+    incidents = [f.incidents[e.id] for e in timed if e.id in f.incidents]
+    with_parents = [f.incidents[e.id] for e in timed if e.id in f.incidents and not e.no_child]
+    parents = [(i, i.parent_copy_sent_at or i.parent_copy_withheld_at) for i in with_parents]
     return {
         "records_late": sum(1 for i in incidents if _late(i.record_due_at, i.recorded_at, now)),
         "records_missing": sum(

@@ -274,3 +274,16 @@ def test_each_class_is_counted_apart_once_its_record_is_completed_and_never_befo
         in words
     )
     assert "recorded as empty (a sensor still reported a child) fewer than 5" in words
+
+    # A reviewed classification changes only by a dated addendum after sign-off; one on the
+    # classification puts the episode back among the seclusion figures, parents' deadlines included,
+    # whatever its words say (never under-count).
+    assert review.client.post(f"/api/incidents/{empty}/sign-off", headers=senior).status_code == 200
+    correction = {"text": "CCTV shows Sam was in the room until 09:20.", "field": "classification"}
+    added = review.client.post(f"/api/incidents/{empty}/addenda", json=correction, headers=staff)
+    assert added.status_code in (200, 201), added.text
+    corrected = review.client.get(
+        "/api/reports/summary", params={**PERIOD, "suppress": "false"}, headers=leader
+    ).json()
+    assert corrected["episodes"] == 8 and corrected["classes"]["no_child"] == 0
+    assert corrected["records"]["parent_notices_late"] == 9

@@ -22,7 +22,13 @@ from playwright.sync_api import Browser, expect
 from sqlmodel import select
 
 from seclusion_hub.auth import create_token
-from seclusion_hub.leaders import CLASS_WORDS, UNRECORDED_WORDS, UNREVIEWED_EMPTY_WORDS, recorded_as
+from seclusion_hub.leaders import (
+    CLASS_WORDS,
+    CORRECTED_WORDS,
+    UNRECORDED_WORDS,
+    UNREVIEWED_EMPTY_WORDS,
+    recorded_as,
+)
 from seclusion_hub.models import AuditEntry, IncidentRecord
 from tests.hub.test_api import T0
 from tests.hub.test_records import COMPLETE, NO_CHILD
@@ -246,3 +252,6 @@ def test_the_child_page_says_what_each_episode_was_recorded_as_and_why_it_still_
     assert recorded_as(None, row("recorded", "no_child")) == UNREVIEWED_EMPTY_WORDS
     assert recorded_as("no_child", row("reviewed", "no_child")) == CLASS_WORDS["no_child"]
     assert recorded_as("voluntary", row("recorded", "voluntary")) == CLASS_WORDS["voluntary"]
+    # Completed, yet counted as seclusion: an addendum corrected what it was.
+    assert recorded_as(None, row("closed", "no_child")) == CORRECTED_WORDS
+    assert recorded_as(None, row("recorded", "voluntary")) == CORRECTED_WORDS
