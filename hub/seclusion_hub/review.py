@@ -438,9 +438,11 @@ def summary_json(
         "classes": {
             **split,
             "unclassified": None if suppress and analytics.is_small(unclassified) else unclassified,
-            "voluntary_minutes": classes.voluntary_minutes,
+            # Minutes go with their count: shown only where the count is (0 minutes would tell a
+            # suppressed count of 0 from one of 1 to 4).
+            "voluntary_minutes": None if split["voluntary"] is None else classes.voluntary_minutes,
             "voluntary_with_lapse": None if suppress and analytics.is_small(with_lapse) else with_lapse,
-            "no_child_minutes": classes.no_child_minutes,
+            "no_child_minutes": None if split["no_child"] is None else classes.no_child_minutes,
         },
         "minutes": {
             "total": round(sum(minutes), 1),

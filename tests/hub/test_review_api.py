@@ -251,6 +251,7 @@ def test_each_class_is_counted_apart_once_its_record_is_completed_and_never_befo
 
     hidden = review.client.get("/api/reports/summary", params=PERIOD, headers=leader).json()["classes"]
     assert (hidden["voluntary"], hidden["no_child"], hidden["seclusion"]) == (None, None, 7)
+    assert (hidden["voluntary_minutes"], hidden["no_child_minutes"]) == (None, None), "minutes go with counts"
 
     rows = list(
         csv.DictReader(
