@@ -414,7 +414,6 @@ def create_app(
             # No sensor saw it: whether the child was supervised is not known to the system.
             unknown=[UnknownInterval(device="manual", start=body.started_at, end=body.ended_at)],
         )
-        status_now = "open" if body.ended_at is None else "awaiting_record"
         batch = Batch(
             episodes={ep.id: ep},
             incidents_opened=[
@@ -423,11 +422,16 @@ def create_app(
                     "episode_id": ep.id,
                     "site": ep.site,
                     "room": ep.room,
-                    "status": status_now,
+                    "status": "open",
                     "opened_at": now,
                     "updated_at": now,
                 }
             ],
+            # Entered already over: `awaiting_record` with the deadlines of any ended episode, counted
+            # from its end, so a record entered late is late in the figures and reminders too.
+            incident_status=[]
+            if body.ended_at is None
+            else [service.incident_end(ep.site, ep.room, ep.incident_id, body.ended_at, now)],
             notes=[
                 {
                     "site": ep.site,

@@ -228,3 +228,28 @@ def test_a_manual_episode_is_marked_manual_audited_and_its_time_unknown(api: Api
     with api.store.session() as s:
         actions = [a.action for a in s.exec(select(AuditEntry)).all()]
     assert "manual_episode" in actions and "manual_episode_end" in actions
+
+
+def test_a_manual_episode_entered_already_over_has_the_deadlines_of_any_ended_episode(api: Api) -> None:
+    senior = api.token("senior", "test-school")
+    started = T0 - dt.timedelta(days=3, minutes=20)
+    ended = T0 - dt.timedelta(days=3)
+    body = {
+        "site": "test-school",
+        "room": "calm-2",
+        "started_at": format_ts(started),
+        "ended_at": format_ts(ended),
+        "reason": "door sensor failed on Friday; entered from the staff's notes",
+    }
+    created = api.client.post("/api/episodes", json=body, headers=senior)
+    assert created.status_code == 201
+    ep = created.json()
+    assert ep["ended_at"] == format_ts(ended) and ep["unknown_s"] == 1200
+    incident = api.client.get(f"/api/incidents/{ep['incident_id']}", headers=senior).json()
+    assert incident["status"] == "awaiting_record"
+    # Counted from the episode's end, as for an episode the sensors timed: already past, so late.
+    due = incident["due"]
+    assert all(due[step] is not None for step in ("record", "parent_notice", "parent_copy"))
+    assert dt.datetime.fromisoformat(due["record"].replace("Z", "+00:00")) < T0
+    same = api.client.get(f"/api/incidents/{ep['incident_id']}", headers=senior).json()
+    assert same["due"] == due
