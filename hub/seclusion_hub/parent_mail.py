@@ -67,6 +67,7 @@ def parent_copy(
             for s in fields.staff or []
         ],
         generated_at=now,
+        supervision=ep.supervision,
         what_happened_before=fields.before,
         reason=fields.risk,
         de_escalation=fields.de_escalation,

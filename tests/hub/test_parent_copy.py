@@ -239,18 +239,31 @@ def test_the_follow_up_date_and_contact_are_offered() -> None:
     assert "please contact Mrs Jo Brown at the school." in text
 
 
-def test_supervision_is_reported_honestly() -> None:
+def test_supervision_is_reported_as_what_the_sensors_recorded_never_as_watching() -> None:
+    """Semantics 3.5: the copy says a person was at the panel or checked in, never that Sam was watched."""
     text = plain(render_html(sam()))
-    assert "supervising Sam for 10 minutes of the 12 minutes." in text
-    assert "For 2 minutes in total, it did not record anyone supervising Sam;" in text
+    assert "recorded a member of staff at the viewing panel for 10 minutes of the 12 minutes." in text
+    assert "For 2 minutes in total, it did not record anyone at the viewing panel;" in text
     assert "the longest single time was 1 minute." in text
     assert "For 30 seconds, the system could not tell whether Sam was being supervised" in text
-    assert "Not for the whole time (see below)" in text
+    assert "Supervision recorded Not for the whole time (see below)" in text
+    assert "The system records that staff were there, not what they saw." in text
+    assert "supervising Sam" not in text
 
     throughout = plain(render_html(sam(supervised_s=720, unsupervised_s=0, unknown_s=0, longest_lapse_s=0)))
-    assert "recorded a member of staff supervising Sam for the whole time." in throughout
+    assert "recorded a member of staff at the viewing panel for the whole time." in throughout
+    assert "Supervision recorded For the whole time" in throughout
+    assert "Yes" not in throughout.split("Was Sam supervised?")[1]
     assert "did not record anyone" not in throughout
     assert "could not tell" not in throughout
+
+    checkin = plain(render_html(sam(supervision="checkin")))
+    assert "recorded staff checking on Sam at the intervals the school sets for 10 minutes" in checkin
+    assert "it did not record a check-in in time;" in checkin
+    both = plain(render_html(sam(supervision="both")))
+    assert "at the viewing panel and checking on Sam" in both
+    with pytest.raises(ValueError, match="supervision"):
+        sam(supervision="cctv")
 
 
 @pytest.mark.parametrize(

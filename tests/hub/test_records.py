@@ -412,6 +412,8 @@ def test_the_parents_copy_is_made_from_the_record_names_only_this_child_and_is_a
     assert "Noor" not in text and "Ms Adeyemi" in text
     page = api.client.get(f"{incident}/parent-copy.html", headers=staff)
     assert page.status_code == 200 and "Sam" in page.text and "Noor" not in page.text
+    # The room's mode (observer) decides what the copy says was recorded: a person at the panel.
+    assert "a member of staff at the viewing panel" in page.text and "supervising Sam" not in page.text
     # Withheld by a DSL: nobody else may open it
     dsl = api.dsl_token()
     withheld = api.client.post(

@@ -23,6 +23,17 @@ from markupsafe import Markup
 LockState = Literal["locked", "held shut", "not locked"]
 LOCK_STATES: Final[frozenset[str]] = frozenset({"locked", "held shut", "not locked"})
 
+# What the monitoring recorded in each supervision mode, and what it did not: the sensors show a person
+# at the viewing panel or a check-in, not what anyone saw (semantics 3.5).
+WATCH_WORDS = {
+    "observer": ("a member of staff at the viewing panel", "anyone at the viewing panel"),
+    "checkin": ("staff checking on {name} at the intervals the school sets", "a check-in in time"),
+    "both": (
+        "a member of staff at the viewing panel and checking on {name} at the intervals the school sets",
+        "both a member of staff at the panel and a check-in in time",
+    ),
+}
+
 # Spelled out rather than strftime's %A / %B, which follow the process locale: the copy is always in
 # British English, whatever the server's LANG.
 _DAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -77,6 +88,9 @@ class ParentCopy:
     room_name: str
     staff: Sequence[StaffMember]
     generated_at: dt.datetime
+    # How the room proves supervision (semantics 3): what the sensors could show, and so what the copy
+    # may say they recorded (a person at the panel, check-ins), never that the child was watched.
+    supervision: str = "observer"
     what_happened_before: str | None = None
     reason: str | None = None
     de_escalation: str | None = None
@@ -111,6 +125,8 @@ class ParentCopy:
         for start, end in self.segments:
             if end < start:
                 raise ValueError("a segment ends before it starts")
+        if self.supervision not in WATCH_WORDS:
+            raise ValueError(f"supervision must be one of {sorted(WATCH_WORDS)}")
         if self.locked_or_held not in LOCK_STATES:
             raise ValueError(f"locked_or_held must be one of {sorted(LOCK_STATES)}")
         figures = (
@@ -274,6 +290,8 @@ def _context(copy: ParentCopy) -> dict[str, object]:
         "segments": segments,
         "reopened": max(len(copy.segments) - 1, 0),
         "supervised_throughout": copy.unsupervised_s == 0 and copy.unknown_s == 0,
+        "recorded_watch": WATCH_WORDS[copy.supervision][0].format(name=copy.child_first_name.strip()),
+        "not_recorded": WATCH_WORDS[copy.supervision][1],
         "follow_up": follow_up,
         "generated": format_moment(copy.generated_at, zone),
         "staff": [member for member in copy.staff if not _is_blank(member.name)],
