@@ -313,6 +313,24 @@ def test_a_lock_where_the_policy_forbids_it_raises_at_once_and_clears_on_release
     assert alert.resolved_at == at(20)
 
 
+def test_locked_again_after_a_release_raises_again_each_engagement_its_own_alert() -> None:
+    room = Room(tiers=ALL_TIERS, lock_mode="forbidden")
+    confined(room)
+    room.send(DOOR, "lock", "engaged", 5)
+    room.send(DOOR, "lock", "released", 20)
+    room.send(DOOR, "lock", "engaged", 40)
+    first, second = sorted(room.alerts("lock_forbidden"), key=lambda a: a.due_at)
+    assert (first.due_at, first.resolved_at) == (at(5), at(20))
+    assert (second.due_at, second.raised_at, second.active) == (at(40), at(40), True)
+    assert [s.alert.id for s in room.sends("lock_forbidden")] == [first.id, second.id]
+    room.send(DOOR, "lock", "engaged", 45)  # the same engagement read again: nothing new
+    assert len(room.alerts("lock_forbidden")) == 2
+    room.send(DOOR, "lock", "released", 60)
+    assert second.resolved_at == at(60)
+    ep = room.machine.episode
+    assert ep is not None and (ep.locked_at, ep.lock_engaged_at) == (at(5), at(40))
+
+
 def test_a_held_door_is_allowed_where_only_held_locks_are() -> None:
     room = Room(tiers=ALL_TIERS, lock_mode="held_only")
     confined(room)

@@ -314,14 +314,16 @@ def _episode_conditions(
             if end is not None and at > end:
                 break
     if ep.locked and ep.locked_at is not None and lock_violates(policy, ep.lock_type):
+        # Each engagement is its own condition: locked again after a release raises again.
+        engaged = ep.lock_engaged_at or ep.locked_at
         lock_end: dt.datetime | None = None
         if live is not None and live.lock is not None and live.lock[0] != "engaged":
-            lock_end = live.lock[1]
+            lock_end = max(live.lock[1], engaged)
         add(
             Condition(
-                f"lock_forbidden/{ep.id}/{format_ts(ep.locked_at)}",
+                f"lock_forbidden/{ep.id}/{format_ts(engaged)}",
                 "lock_forbidden",
-                ep.locked_at,
+                engaged,
                 ended_at=lock_end,
                 episode_id=ep.id,
                 detail={"lock_type": ep.lock_type or "", "lock_mode": policy.lock_mode},

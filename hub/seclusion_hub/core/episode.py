@@ -68,7 +68,8 @@ class Episode(_Model):
     end_earliest: dt.datetime | None = None
     locked: bool = False
     lock_type: str | None = None
-    locked_at: dt.datetime | None = None
+    locked_at: dt.datetime | None = None  # the first time it was locked or held during the episode
+    lock_engaged_at: dt.datetime | None = None  # the start of the latest engagement (a re-lock moves it)
     segments: list[Segment]
     manual: bool = False
     test: bool = False

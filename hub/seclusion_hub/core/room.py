@@ -591,8 +591,11 @@ class RoomMachine:
             if kind == "observer":
                 ep.observer.append(ObserverMark(ts=ts, present=value == "present"))
                 self._saved(ep)
-            elif kind == "lock" and value == "engaged" and not ep.locked:
-                self._mark_locked(ep, device, ts)
+            elif kind == "lock" and value == "engaged":
+                if not ep.locked:
+                    self._mark_locked(ep, device, ts)
+                elif current is None or current.value != "engaged":
+                    self._mark_relocked(ep, device, ts)
         if kind in ("door", "occupancy"):
             self._door_or_occupancy(kind, value, ts)
 
@@ -718,8 +721,19 @@ class RoomMachine:
         spec = self.spec.device(device)
         ep.locked = True
         ep.lock_type = spec.lock_type if spec else None
-        ep.locked_at = max(ts, ep.started_at)
+        ep.locked_at = ep.lock_engaged_at = max(ts, ep.started_at)
         self._note(ep.id, ts, "locked", {"lock_type": ep.lock_type})
+        self._saved(ep)
+
+    def _mark_relocked(self, ep: Episode, device: str, ts: dt.datetime) -> None:
+        """Locked again after a release within the same episode: a new engagement, judged on its own
+        (a lock refused by the profile raises again), and the stronger lock type is the one kept."""
+        spec = self.spec.device(device)
+        kind = spec.lock_type if spec else None
+        if kind in ("bolt", "maglock") and ep.lock_type not in ("bolt", "maglock"):
+            ep.lock_type = kind
+        ep.lock_engaged_at = max(ts, ep.started_at)
+        self._note(ep.id, ts, "locked", {"lock_type": kind, "again": True})
         self._saved(ep)
 
     # -- devices
