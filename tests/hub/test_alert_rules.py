@@ -257,6 +257,24 @@ def test_the_duration_limit_takes_the_youngest_band_when_the_age_is_unknown() ->
     assert (limit.severity, limit.tier, limit.due_at) == ("critical", "senior", at(3602))
 
 
+def test_a_limit_raised_on_the_youngest_band_does_not_stand_in_for_the_childs_own() -> None:
+    bands = [{"max_age": 8, "max_s": 3600}, {"max_age": 17, "max_s": 7200}]
+    room = Room(tiers=ALL_TIERS, age_band_max_s=bands, duration_alerts=[])
+    confined(room)
+    room.tick(3700)
+    [youngest] = room.alerts("duration_limit")
+    ep = room.machine.episode
+    assert ep is not None and youngest.due_at == at(3602)
+    # The register says the child is 12: the limit is the 9-17 band's two hours.
+    room.effects.extend(room.machine.attach_pupil(ep.id, "p-1", 12, "senior-user", at(3710)))
+    assert youngest.resolved_at == at(3710)
+    assert youngest.note == "the episode ended, or the child's age set another limit"
+    assert room.alerts("duration_limit", active=True) == []
+    room.tick(7203)
+    [own] = room.alerts("duration_limit", active=True)
+    assert own.due_at == at(7202) and own.detail == {"limit_s": "7200"}
+
+
 def test_reviews_recur_until_each_is_recorded() -> None:
     room = Room(
         tiers=ALL_TIERS,

@@ -278,9 +278,12 @@ def _episode_conditions(
         )
     limit = duration_limit_s(policy, ep.pupil_age)
     if limit is not None:
+        # Keyed by the limit when the child's age moved it from the unknown-age one: a limit raised on
+        # the youngest band does not stand in for the child's own, which raises in its turn.
+        moved = limit != duration_limit_s(policy, None)
         add(
             Condition(
-                f"duration_limit/{ep.id}",
+                f"duration_limit/{ep.id}" + (f"/{limit:g}" if moved else ""),
                 "duration_limit",
                 start + _s(limit),
                 episode_id=ep.id,
@@ -657,7 +660,7 @@ _ENDED = {
     "supervision_lapse": "supervised again",
     "duration_warning": "the episode ended",
     "duration_escalation": "the episode ended",
-    "duration_limit": "the episode ended",
+    "duration_limit": "the episode ended, or the child's age set another limit",
     "review_due": "the review was recorded, or the episode ended",
     "no_movement": "an occupancy signal, or the episode ended",
     "lock_forbidden": "the lock was released, or the episode ended",
