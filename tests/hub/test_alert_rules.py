@@ -386,7 +386,22 @@ def test_a_device_offline_mid_episode_counts_unknown_time_and_is_critical_after_
     assert room.alerts("supervision_lapse") == []  # unknown time is not unsupervised
     room.status(PANEL, True, 60, boot="b2", uptime_s=1)
     assert alert.resolved_at == at(60)
-    assert alert.note == "the device is back"
+    assert alert.note == "the device is back, or the episode ended"
+
+
+def test_an_outage_that_outlasts_its_episode_goes_on_as_a_warning() -> None:
+    room = Room(tiers=ALL_TIERS, offline_grace_s=20)
+    confined(room)
+    room.heartbeat(PANEL, 5, {"observer": "present"})
+    room.status(PANEL, False, 10)
+    room.run(26)
+    [critical] = room.alerts("device_offline")
+    room.door("open", 40)
+    room.occupancy("vacant", 41)
+    assert room.machine.episode is None
+    assert critical.resolved_at == at(41) and critical.note == "the device is back, or the episode ended"
+    [warning] = room.alerts("device_offline", active=True)
+    assert (warning.severity, warning.tier, warning.episode_id) == ("warning", "senior", None)
 
 
 def test_a_device_offline_outside_an_episode_is_a_warning_to_a_senior() -> None:

@@ -509,12 +509,12 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             if alert.active and not alert.held:
                 effects.append(_send(alert, alert.tier, "late" if alert.late else "raised", now, ctx))
         elif alert.active and cond.ended_at is not None:
-            _resolve(alert, now, None, _ended_note(alert.kind), cond.ended_at)
+            _resolve(alert, now, None, _ended_note(alert), cond.ended_at)
             effects.append(AlertSaved(alert, "resolved"))
     for key, alert in list(book.alerts.items()):
         if alert.active and key not in seen:
             # Its condition no longer holds (an occupancy signal, a recorded review, the device back).
-            _resolve(alert, now, None, _ended_note(alert.kind), None)
+            _resolve(alert, now, None, _ended_note(alert), None)
             effects.append(AlertSaved(alert, "resolved"))
         if not alert.active:
             # Stored by its AlertSaved; the book keeps only its key from now on.
@@ -591,7 +591,7 @@ def _raise(cond: Condition, ctx: AlertContext, now: dt.datetime) -> Alert:
     )
     if cond.ended_at is not None:
         # 4.3: already over when the hub learnt of it: raised once, late, for the record; never sent.
-        _resolve(alert, now, None, _ended_note(alert.kind), cond.ended_at)
+        _resolve(alert, now, None, _ended_note(alert), cond.ended_at)
     return alert
 
 
@@ -672,8 +672,12 @@ _ENDED = {
 }
 
 
-def _ended_note(kind: str) -> str:
-    return _ENDED.get(kind, "the condition ended")
+def _ended_note(alert: Alert) -> str:
+    if alert.kind == "device_offline" and alert.episode_id:
+        # The episode's own outage alert also ends with the episode; an outage that goes on is then
+        # a warning of its own.
+        return "the device is back, or the episode ended"
+    return _ENDED.get(alert.kind, "the condition ended")
 
 
 def active(alerts: Iterable[Alert]) -> list[Alert]:
