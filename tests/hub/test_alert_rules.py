@@ -489,6 +489,38 @@ def test_alerts_of_a_room_in_maintenance_are_recorded_not_sent() -> None:
     assert all(i.level == "none" for i in room.indicator())
 
 
+def test_maintenance_begun_during_a_real_episode_never_holds_that_childs_alerts() -> None:
+    room = Room(tiers=ALL_TIERS)
+    confined(room)  # a real child, before anyone switched the room to maintenance
+    room.effects.extend(room.machine.set_maintenance(at(3600), "cleaning", at(5)))
+    room.observer("absent", 10)
+    room.run(25)
+    [lapse] = room.alerts("supervision_lapse")
+    assert not lapse.held
+    assert [(s.tier, s.reason) for s in room.sends("supervision_lapse")] == [("room", "raised")]
+
+
+def test_a_room_alert_held_in_maintenance_is_sent_when_maintenance_ends_if_it_still_holds() -> None:
+    room = Room(tiers=ALL_TIERS, offline_grace_s=20, heartbeat_s=10)
+    room.effects.extend(room.machine.set_maintenance(at(600), "cleaning", at(0)))
+    room.observer("present", 0)
+    room.occupancy("vacant", 0)
+    room.door("open", 0)
+    for t in range(5, 105, 5):
+        room.tick(t)  # both devices unplugged for the cleaning: found out at T0+30
+    offline = room.alerts("device_offline")
+    assert len(offline) == 2 and all(a.held and a.active for a in offline)
+    assert room.sends() == []
+    room.effects.extend(room.machine.set_maintenance(None, None, at(120)))
+    room.tick(120)
+    sent = room.sends("device_offline")
+    assert sorted((s.alert.rule, s.tier, s.reason) for s in sent) == [
+        (DOOR, "senior", "late"),
+        (PANEL, "senior", "late"),
+    ]
+    assert all(not a.held for a in room.alerts("device_offline"))
+
+
 @pytest.mark.parametrize("grace", [0, 5, 15])
 def test_the_lapse_is_due_exactly_the_grace_after_the_absence(grace: float) -> None:
     room = Room(tiers=ALL_TIERS, lapse_grace_s=grace)

@@ -524,9 +524,30 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
         if key not in seen and (not episode or episode not in ctx.keep_episodes):
             # Resolved, its condition gone, and its episode past: nothing could raise it again.
             del book.resolved[key]
+    for alert in book.alerts.values():
+        if alert.active and alert.held and _may_release(alert, ctx):
+            # Maintenance is over and its condition still holds: staff are told now, marked late.
+            alert.held = False
+            effects.append(_send(alert, alert.tier, "late", now, ctx))
+            effects.append(AlertSaved(alert, "raised"))
     effects.extend(_sends_due(book, ctx, now))
     effects.extend(_indicator(book, now))
     return effects
+
+
+def _holds(episode_id: str | None, ctx: AlertContext) -> bool:
+    """2.7: a test episode's alerts are held; so are the room's own (a device unplugged for cleaning)
+    while it is in maintenance. A real episode's are never held, maintenance or not."""
+    if episode_id:
+        return episode_id in ctx.test_episodes
+    return ctx.held
+
+
+def _may_release(alert: Alert, ctx: AlertContext) -> bool:
+    if not alert.episode_id:
+        return not ctx.held
+    # Held before this rule (a real episode open when maintenance began): its own episode is known.
+    return alert.episode_id in ctx.keep_episodes and alert.episode_id not in ctx.test_episodes
 
 
 def acknowledge(
@@ -587,7 +608,7 @@ def _raise(cond: Condition, ctx: AlertContext, now: dt.datetime) -> Alert:
         late=now - cond.due_at > LATE_AFTER,
         needs_ack=rule.needs_ack,
         tier=tier,
-        held=ctx.held or (cond.episode_id is not None and cond.episode_id in ctx.test_episodes),
+        held=_holds(cond.episode_id, ctx),
     )
     if cond.ended_at is not None:
         # 4.3: already over when the hub learnt of it: raised once, late, for the record; never sent.
