@@ -64,7 +64,7 @@ def messages(
         seqs[dev] += 1
         seq = seqs[dev]
         kind, value = story[(seq - 1) % len(story)]
-        body = {"v": 1, "id": f"{dev}:1:{seq}", "seq": seq, "epoch": 1, "boot": "b", "mono_ms": i}
+        body = {"v": 1, "id": f"{dev}:1:{seq}", "seq": seq, "epoch": 1, "boot": "b"}
         out.append((topic, body | {"kind": kind, "value": value}))
     return out
 
@@ -87,7 +87,10 @@ def encode(message: Message, now: dt.datetime) -> bytes:
     body = message[1]
     if isinstance(body, bytes):
         return body
-    return json.dumps(body | {"ts": format_ts(now)}, separators=(",", ":")).encode()
+    # `mono_ms` as a device's monotonic clock would read at `ts` (its boot at the Unix epoch): with
+    # any other value the hub would see a clock set while the device ran, at every message.
+    mono_ms = int(now.timestamp() * 1000)
+    return json.dumps(body | {"ts": format_ts(now), "mono_ms": mono_ms}, separators=(",", ":")).encode()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,6 +118,8 @@ class Decoder:
                 epoch=ev.epoch,
                 staff=ev.staff,
                 event_id=ev.id,
+                boot=ev.boot,
+                mono_ms=ev.mono_ms,
             )
         if channel == "status":
             st = StatusPayload.model_validate(data)

@@ -46,6 +46,8 @@ class SensorEvent:
     epoch: int = 0
     staff: str | None = None
     event_id: str = ""
+    boot: str | None = None  # the device's boot id and its monotonic clock at `ts` (4.5)
+    mono_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +156,20 @@ class DeviceState(_Model):
     boot: str | None = None
     gaps: int = 0
     readings: dict[str, Reading] = {}
-    # 4.5: arrival minus `ts` of recent heartbeats; the smallest is the best estimate of the offset.
+    # 4.5: arrival minus `ts` of recent heartbeats of the current boot and clock; the smallest is the
+    # best estimate of the offset.
     offsets: list[float] = []
     skew_since: dt.datetime | None = None
     skew_s: float | None = None
+    skew_boot: str | None = None  # the boot whose clock is corrected (its older boots' events are not)
+    skew_floor: bool = False  # the offset is a least value (a restart with the clock behind), not an estimate
+    # 4.5, the device's own timeline: its latest event in (epoch, seq) order (`ts` as applied, its
+    # boot) and that boot's start by the device's clock (`ts - mono_ms`), to find a clock that jumped.
+    event_ts: dt.datetime | None = None
+    event_boot: str | None = None
+    boot_base: dt.datetime | None = None
+    reported_ts: dt.datetime | None = None  # the latest `ts` of its events and heartbeats, as applied
+    booted_after: dt.datetime | None = None  # `reported_ts` when `boot` was announced: it began after
 
 
 class RoomState(_Model):
@@ -481,28 +493,118 @@ class RoomMachine:
     def _corrected(self, message: Message, now: dt.datetime) -> Message:
         """4.5: a device whose clock is off by more than `max_clock_skew_s` has its timestamps corrected
         by the estimated offset, and the episode it touches is marked `clock_uncertain`."""
+        dev = self.state.devices[message.device]
         if isinstance(message, Heartbeat):
             self._sample_offset(message, now)
         if isinstance(message, DeviceStatus):
+            known = dev.boot or dev.event_boot
+            if message.online and message.boot is not None and known not in (None, message.boot):
+                # Restarted: its heartbeats from now on tell the new clock's offset, and the new boot
+                # began after the latest time the old one reported (its clock, corrected as it was).
+                dev.offsets = []
+                dev.booted_after = dev.reported_ts
             return message
-        dev = self.state.devices[message.device]
-        if dev.skew_since is None or dev.skew_s is None:
-            return message
-        return replace(message, ts=message.ts + dt.timedelta(seconds=dev.skew_s))
+        fresh = isinstance(message, SensorEvent) and (message.epoch, message.seq) > (dev.epoch, dev.seq)
+        if fresh and isinstance(message, SensorEvent):
+            self._follow_clock(message, now)
+        corrected = message
+        if dev.skew_since is not None and dev.skew_s is not None:
+            other_boot = (
+                isinstance(message, SensorEvent)
+                and message.boot is not None
+                and dev.skew_boot not in (None, message.boot)
+            )
+            if not other_boot:  # an older boot's events, replayed, were timed by that boot's clock
+                corrected = replace(message, ts=message.ts + dt.timedelta(seconds=dev.skew_s))
+        if fresh:
+            dev.event_ts = corrected.ts
+        if fresh or isinstance(message, Heartbeat):
+            dev.reported_ts = max(dev.reported_ts or corrected.ts, corrected.ts)
+        return corrected
+
+    def _follow_clock(self, ev: SensorEvent, now: dt.datetime) -> None:
+        """4.5: a `boot` change, or a jump of `ts` against `mono_ms`, is a clock that may have moved:
+        found from the device's own events in (epoch, seq) order, and treated as clock skew."""
+        dev = self.state.devices[ev.device]
+        base = None if ev.mono_ms is None else ev.ts - dt.timedelta(milliseconds=ev.mono_ms)
+        bound = self.policy.max_clock_skew_s
+        previous_boot, before, before_base = dev.event_boot, dev.event_ts, dev.boot_base
+        same_boot = ev.boot is not None and ev.boot == previous_boot and ev.epoch == dev.epoch
+        dev.event_boot = ev.boot
+        if not same_boot or before_base is None:
+            dev.boot_base = base
+        if base is None:
+            return
+        if same_boot and before_base is not None:
+            step = (base - before_base).total_seconds()
+            if abs(step) <= bound:
+                return
+            dev.boot_base = base
+            # The clock was set while the device ran (NTP at last, or by hand). What was known of the
+            # clock before (the correction in force, or the heartbeats) says which side was right;
+            # with nothing known the new time is taken, and the next heartbeats check it.
+            floor = False
+            if dev.skew_since is not None and dev.skew_s is not None:
+                offset = dev.skew_s - step
+                floor = dev.skew_floor and offset > bound
+                if dev.skew_floor and not floor:
+                    offset = 0.0  # the correction was only a floor, and the new time fits it
+            elif dev.offsets:
+                offset = min(dev.offsets) - step
+            else:
+                offset = 0.0
+            self._clock_moved(ev, offset, floor, "the device's clock was set while it ran", now)
+            return
+        if ev.boot is None or previous_boot is None or ev.boot == previous_boot:
+            return
+        # A restart. This boot began after the device's last event before it, and after the last
+        # message the hub had from it before it announced this boot: its clock's offset is at least
+        # what puts its start there (a Pi without a real-time clock comes back with the time it last
+        # saved). Heartbeats of this boot, if any came yet, give the estimate itself.
+        after = [t for t in (before, dev.booted_after if dev.boot == ev.boot else None) if t is not None]
+        if not after:
+            return
+        floor_s = (max(after) - base).total_seconds()
+        if dev.offsets and min(dev.offsets) >= floor_s:
+            offset, floor = min(dev.offsets), False
+        else:
+            offset, floor = floor_s, True
+        if offset > bound or (dev.skew_since is not None and dev.skew_boot != ev.boot):
+            self._clock_moved(ev, offset, floor, "the device restarted with its clock behind", now)
+
+    def _clock_moved(self, ev: SensorEvent, offset: float, floor: bool, why: str, now: dt.datetime) -> None:
+        dev = self.state.devices[ev.device]
+        dev.offsets = []  # what the heartbeats said was of the clock before it moved
+        detail: dict[str, object] = {"device": ev.device, "offset_s": round(offset, 3), "reason": why}
+        if abs(offset) > self.policy.max_clock_skew_s:
+            if dev.skew_since is None:
+                dev.skew_since = now
+            dev.skew_s, dev.skew_boot, dev.skew_floor = round(offset, 3), ev.boot, floor
+            self._note(None, now, "clock_skew", detail | {"at_least": floor})
+        elif dev.skew_since is not None:
+            dev.skew_since = dev.skew_s = dev.skew_boot = None
+            self._note(None, now, "clock_skew_cleared", detail)
+        else:
+            self._note(None, now, "clock_jump", detail)
+        ep = self.state.episode
+        if ep is not None and not ep.clock_uncertain:
+            ep.clock_uncertain = True  # some of its times rest on a clock that moved under them
+            self._saved(ep)
 
     def _sample_offset(self, hb: Heartbeat, now: dt.datetime) -> None:
         # Heartbeats only: they are sent live (QoS 0, never replayed from an outbox), so arrival minus
-        # `ts` is the clock offset plus the network's delay, and the smallest of a few is the offset.
+        # `ts` is the clock offset plus the network's delay (never less), and the smallest of a few is
+        # the best estimate of the offset.
         dev = self.state.devices[hb.device]
         dev.offsets = [*dev.offsets[-5:], (now - hb.ts).total_seconds()]
-        offset = min(dev.offsets, key=abs)
+        offset = min(dev.offsets)
         if abs(offset) > self.policy.max_clock_skew_s and len(dev.offsets) >= 3:
             if dev.skew_since is None:
                 dev.skew_since = now
                 self._note(None, now, "clock_skew", {"device": hb.device, "offset_s": round(offset, 3)})
-            dev.skew_s = round(offset, 3)
-        elif abs(offset) <= self.policy.max_clock_skew_s and dev.skew_since is not None:
-            dev.skew_since = dev.skew_s = None
+            dev.skew_s, dev.skew_boot, dev.skew_floor = round(offset, 3), dev.boot, False
+        elif abs(offset) <= self.policy.max_clock_skew_s and len(dev.offsets) >= 3 and dev.skew_since:
+            dev.skew_since = dev.skew_s = dev.skew_boot = None
             self._note(None, now, "clock_skew_cleared", {"device": hb.device})
 
     def _heartbeat(self, hb: Heartbeat, now: dt.datetime) -> None:
