@@ -198,6 +198,16 @@ def load_site(path: Path) -> LoadedSite:
         policies[room.id] = build_policy(
             params, str(path), f"rooms.{index}.policy_overrides", own=room.policy_overrides
         )
+        if policies[room.id].lock_mode == "held_only":
+            # The policy allows a held door and refuses a bolt or a maglock: the default (`held`) would
+            # let a maglock nobody described pass unalerted, so the file must say what each lock is.
+            for n, device in enumerate(room.devices):
+                if room.reports(device.id, "lock") and "lock_type" not in device.model_fields_set:
+                    raise ConfigError(
+                        str(path),
+                        f"rooms.{index}.devices.{n}.lock_type",
+                        "required where the room's policy has lock_mode held_only: held, bolt or maglock",
+                    )
     if spec.parent_mail is not None:
         expand_env(spec.parent_mail, str(path), "parent_mail")
     for index, recipient in enumerate(spec.recipients):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,23 @@ def test_a_bad_site_file_names_the_file_and_the_key(
     assert key in str(err.value)
     if "profile" not in str(err.value):
         assert str(path) in str(err.value)
+
+
+def test_where_only_a_held_lock_is_allowed_every_lock_must_say_what_it_is(tmp_path: Path) -> None:
+    """A maglock nobody described would pass as `held`, the default, and never raise lock_forbidden."""
+    site = copy.deepcopy(SITE)
+    room = site["rooms"][0]
+    room["policy_overrides"]["lock_mode"] = "held_only"
+    with pytest.raises(ConfigError) as err:
+        load_site(write(tmp_path, site))  # the panel lists no sensors: it might report a lock
+    assert "rooms.0.devices.0.lock_type" in str(err.value) and "site.yaml" in str(err.value)
+    room["devices"][0] = {"id": "calm-1-panel", "sensors": ["observer", "check"]}
+    assert load_site(write(tmp_path, site)).policies["calm-1"].lock_mode == "held_only"
+    del room["devices"][1]["lock_type"]
+    with pytest.raises(ConfigError, match=r"rooms\.0\.devices\.1\.lock_type"):
+        load_site(write(tmp_path, site))
+    room["devices"][1]["lock_type"] = "maglock"
+    assert load_site(write(tmp_path, site)).room("calm-1").devices[1].lock_type == "maglock"  # type: ignore[union-attr]
 
 
 def test_a_device_in_two_rooms_and_a_site_in_two_files_are_refused(tmp_path: Path) -> None:

@@ -262,7 +262,10 @@ def room(room_id: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_a_site_picks_a_shipped_profile_by_name(tmp_path: Path) -> None:
-    site = load_site(write(tmp_path / "site.yaml", {**SITE, "policy": "us-md-nonpublic"}))
+    # Where only a held lock is allowed, each lock says what it is (config.py).
+    door = {"id": "calm-1-door", "lock_type": "held"}
+    rooms = [{"id": "calm-1", "name": "Calm room 1", "devices": [door]}]
+    site = load_site(write(tmp_path / "site.yaml", {**SITE, "rooms": rooms, "policy": "us-md-nonpublic"}))
     assert site.policies["calm-1"].max_duration_s == 1800
     assert site.policies["calm-1"].lock_mode == "held_only"
 
