@@ -519,6 +519,37 @@ def test_a_room_alert_held_in_maintenance_is_sent_when_maintenance_ends_if_it_st
         (PANEL, "senior", "late"),
     ]
     assert all(not a.held for a in room.alerts("device_offline"))
+    assert len([e for e in room.effects if isinstance(e, AlertSaved) and e.change == "released"]) == 2
+
+
+def test_maintenance_that_runs_out_by_itself_wakes_the_room_to_tell_what_it_held() -> None:
+    room = Room(tiers=ALL_TIERS, offline_grace_s=20, heartbeat_s=10)
+    room.effects.extend(room.machine.set_maintenance(at(600), "cleaning", at(0)))
+    room.observer("present", 0)
+    room.occupancy("vacant", 0)
+    room.door("open", 0)
+    for t in range(5, 105, 5):
+        room.tick(t)
+    assert all(a.held for a in room.alerts("device_offline"))
+    # Nothing else will happen in this room (its devices are unplugged): its next wake-up is the end.
+    assert room.machine.next_deadline(liveness=False) == at(600)
+    room.tick(600)
+    assert sorted(s.alert.rule for s in room.sends("device_offline")) == [DOOR, PANEL]
+
+
+def test_a_test_episode_that_goes_on_after_maintenance_is_no_longer_silent() -> None:
+    room = Room(tiers=ALL_TIERS)
+    room.effects.extend(room.machine.set_maintenance(at(300), "testing the sensors", at(0)))
+    lapse_raised_at_25(room)
+    ep = room.machine.episode
+    assert ep is not None and ep.test
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.held and room.sends() == []
+    room.run(299, step=5)
+    assert room.sends() == []
+    room.run(301, step=1)  # maintenance is over, and the door is still closed on someone
+    assert not lapse.held
+    assert [(s.tier, s.reason) for s in room.sends("supervision_lapse")] == [("room", "late")]
 
 
 @pytest.mark.parametrize("grace", [0, 5, 15])

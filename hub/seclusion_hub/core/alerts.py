@@ -418,7 +418,7 @@ def _device_conditions(view: RoomView, policy: Policy, now: dt.datetime, due: Du
 # --- effects ------------------------------------------------------------------------------------
 
 
-Change = Literal["raised", "escalated", "renotified", "acknowledged", "resolved"]
+Change = Literal["raised", "released", "escalated", "renotified", "acknowledged", "resolved"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,29 +525,22 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             # Resolved, its condition gone, and its episode past: nothing could raise it again.
             del book.resolved[key]
     for alert in book.alerts.values():
-        if alert.active and alert.held and _may_release(alert, ctx):
-            # Maintenance is over and its condition still holds: staff are told now, marked late.
+        if alert.active and alert.held and not ctx.held:
+            # Maintenance is over and its condition still holds (a device left unplugged, a test
+            # episode still going on): staff are told now, marked late.
             alert.held = False
             effects.append(_send(alert, alert.tier, "late", now, ctx))
-            effects.append(AlertSaved(alert, "raised"))
+            effects.append(AlertSaved(alert, "released"))
     effects.extend(_sends_due(book, ctx, now))
     effects.extend(_indicator(book, now))
     return effects
 
 
 def _holds(episode_id: str | None, ctx: AlertContext) -> bool:
-    """2.7: a test episode's alerts are held; so are the room's own (a device unplugged for cleaning)
-    while it is in maintenance. A real episode's are never held, maintenance or not."""
-    if episode_id:
-        return episode_id in ctx.test_episodes
-    return ctx.held
-
-
-def _may_release(alert: Alert, ctx: AlertContext) -> bool:
-    if not alert.episode_id:
-        return not ctx.held
-    # Held before this rule (a real episode open when maintenance began): its own episode is known.
-    return alert.episode_id in ctx.keep_episodes and alert.episode_id not in ctx.test_episodes
+    """2.7: while the room is in maintenance its own alerts (a device unplugged for cleaning) and its
+    test episodes' are held. A real episode's are never held; and nothing is held once maintenance
+    is over (at most 2 hours), a test episode that goes on after it included."""
+    return ctx.held and (not episode_id or episode_id in ctx.test_episodes)
 
 
 def acknowledge(

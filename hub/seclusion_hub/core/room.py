@@ -377,7 +377,7 @@ class RoomMachine:
                 detail: dict[str, object] = {"alert_id": a.id, "alert": a.kind, "severity": a.severity}
                 if effect.change == "raised":
                     detail.update(due_at=format_ts(a.due_at), late=a.late, held=a.held)
-                elif effect.change in ("escalated", "renotified"):
+                elif effect.change in ("released", "escalated", "renotified"):
                     detail["tier"] = a.tier
                 elif effect.change == "acknowledged":
                     detail.update(by=a.acknowledged_by, via=a.acknowledged_via)
@@ -426,6 +426,9 @@ class RoomMachine:
         send = alerts.next_send(self.state.book)
         if send is not None:
             deadlines.append(send)
+        until = self.state.maintenance_until
+        if until is not None and any(a.held and a.active for a in self.state.book.alerts.values()):
+            deadlines.append(until)  # what maintenance held is told when it runs out by itself
         return min(deadlines, default=None)
 
     @property
