@@ -141,5 +141,6 @@ class Decoder:
                 epoch=hb.epoch,
                 last_seq=hb.last_seq,
                 state={str(k): v for k, v in hb.state.items()},
+                uptime_s=hb.uptime_s,
             )
         raise RejectedMessage(f"topic: devices do not publish on {channel!r}")

@@ -72,6 +72,7 @@ class Heartbeat:
     epoch: int
     last_seq: int
     state: dict[str, str] = field(default_factory=dict)
+    uptime_s: float | None = None  # the agent's, since it started: `ts - uptime_s` moves if its clock is set
 
 
 Message = SensorEvent | DeviceStatus | Heartbeat
@@ -157,17 +158,20 @@ class DeviceState(_Model):
     gaps: int = 0
     readings: dict[str, Reading] = {}
     # 4.5: arrival minus `ts` of recent heartbeats of the current boot and clock; the smallest is the
-    # best estimate of the offset.
+    # best estimate of the offset, taken once there are three (`skew_s`, for this boot's clock).
     offsets: list[float] = []
     skew_since: dt.datetime | None = None
     skew_s: float | None = None
-    skew_boot: str | None = None  # the boot whose clock is corrected (its older boots' events are not)
-    skew_floor: bool = False  # the offset is a least value (a restart with the clock behind), not an estimate
-    # 4.5, the device's own timeline: its latest event in (epoch, seq) order (`ts` as applied, its
-    # boot) and that boot's start by the device's clock (`ts - mono_ms`), to find a clock that jumped.
-    event_ts: dt.datetime | None = None
+    hb_base: dt.datetime | None = None  # `ts - uptime_s` of its last heartbeat: moves when the clock is set
+    clock_sets: int = 0  # how many times its clock was found set while it ran
+    clock_unchecked: bool = False  # set since, and no three heartbeats have checked the new time yet
+    # 4.5, the device's own timeline: its latest event's boot, and a reading the hub timed, with its
+    # `mono_ms`, to time the next by the monotonic clock when the wall clock moves under them.
     event_boot: str | None = None
-    boot_base: dt.datetime | None = None
+    anchor_mono: int | None = None
+    anchor_ts: dt.datetime | None = None
+    anchor_checked: bool = False  # timed on a clock the heartbeats had checked
+    anchor_sets: int = 0  # `clock_sets` when it was taken
     reported_ts: dt.datetime | None = None  # the latest `ts` of its events and heartbeats, as applied
     booted_after: dt.datetime | None = None  # `reported_ts` when `boot` was announced: it began after
 
@@ -495,100 +499,151 @@ class RoomMachine:
 
     def _corrected(self, message: Message, now: dt.datetime) -> Message:
         """4.5: a device whose clock is off by more than `max_clock_skew_s` has its timestamps corrected
-        by the estimated offset, and the episode it touches is marked `clock_uncertain`."""
+        by the estimated offset, and the episode it touches is marked `clock_uncertain`; a clock that
+        moves under a running device, or comes back from a restart behind, is found and said."""
         dev = self.state.devices[message.device]
-        if isinstance(message, Heartbeat):
-            self._sample_offset(message, now)
         if isinstance(message, DeviceStatus):
-            known = dev.boot or dev.event_boot
-            if message.online and message.boot is not None and known not in (None, message.boot):
-                # Restarted: its heartbeats from now on tell the new clock's offset, and the new boot
-                # began after the latest time the old one reported (its clock, corrected as it was).
-                dev.offsets = []
-                dev.booted_after = dev.reported_ts
+            if message.online:
+                dev.hb_base = None  # a new run of the agent: its uptime counts from 0 again
+                known = dev.boot or dev.event_boot
+                if message.boot is not None and known not in (None, message.boot):
+                    self._restarted(message.device, now)
             return message
-        fresh = isinstance(message, SensorEvent) and (message.epoch, message.seq) > (dev.epoch, dev.seq)
-        if fresh and isinstance(message, SensorEvent):
-            self._follow_clock(message, now)
-        corrected = message
-        if dev.skew_since is not None and dev.skew_s is not None:
-            other_boot = (
-                isinstance(message, SensorEvent)
-                and message.boot is not None
-                and dev.skew_boot not in (None, message.boot)
-            )
-            if not other_boot:  # an older boot's events, replayed, were timed by that boot's clock
-                corrected = replace(message, ts=message.ts + dt.timedelta(seconds=dev.skew_s))
-        if fresh:
-            dev.event_ts = corrected.ts
-        if fresh or isinstance(message, Heartbeat):
-            dev.reported_ts = max(dev.reported_ts or corrected.ts, corrected.ts)
-        return corrected
+        if isinstance(message, Heartbeat):
+            self._heartbeat_clock(message, now)
+            shifted = self._shifted(message, dev)
+            dev.reported_ts = max(dev.reported_ts or shifted.ts, shifted.ts)
+            return shifted
+        if (message.epoch, message.seq) <= (dev.epoch, dev.seq):
+            return message  # a duplicate: dropped
+        return self._event_clock(message, now)
 
-    def _follow_clock(self, ev: SensorEvent, now: dt.datetime) -> None:
-        """4.5: a `boot` change, or a jump of `ts` against `mono_ms`, is a clock that may have moved:
-        found from the device's own events in (epoch, seq) order, and treated as clock skew."""
-        dev = self.state.devices[ev.device]
-        base = None if ev.mono_ms is None else ev.ts - dt.timedelta(milliseconds=ev.mono_ms)
-        bound = self.policy.max_clock_skew_s
-        previous_boot, before, before_base = dev.event_boot, dev.event_ts, dev.boot_base
-        same_boot = ev.boot is not None and ev.boot == previous_boot and ev.epoch == dev.epoch
-        dev.event_boot = ev.boot
-        if not same_boot or before_base is None:
-            dev.boot_base = base
-        if base is None:
-            return
-        if same_boot and before_base is not None:
-            step = (base - before_base).total_seconds()
-            if abs(step) <= bound:
-                return
-            dev.boot_base = base
-            # The clock was set while the device ran (NTP at last, or by hand). What was known of the
-            # clock before (the correction in force, or the heartbeats) says which side was right;
-            # with nothing known the new time is taken, and the next heartbeats check it.
-            floor = False
-            if dev.skew_since is not None and dev.skew_s is not None:
-                offset = dev.skew_s - step
-                floor = dev.skew_floor and offset > bound
-                if dev.skew_floor and not floor:
-                    offset = 0.0  # the correction was only a floor, and the new time fits it
-            elif dev.offsets:
-                offset = min(dev.offsets) - step
-            else:
-                offset = 0.0
-            self._clock_moved(ev, offset, floor, "the device's clock was set while it ran", now)
-            return
-        if ev.boot is None or previous_boot is None or ev.boot == previous_boot:
-            return
-        # A restart. This boot began after the device's last event before it, and after the last
-        # message the hub had from it before it announced this boot: its clock's offset is at least
-        # what puts its start there (a Pi without a real-time clock comes back with the time it last
-        # saved). Heartbeats of this boot, if any came yet, give the estimate itself.
-        after = [t for t in (before, dev.booted_after if dev.boot == ev.boot else None) if t is not None]
-        if not after:
-            return
-        floor_s = (max(after) - base).total_seconds()
-        if dev.offsets and min(dev.offsets) >= floor_s:
-            offset, floor = min(dev.offsets), False
-        else:
-            offset, floor = floor_s, True
-        if offset > bound or (dev.skew_since is not None and dev.skew_boot != ev.boot):
-            self._clock_moved(ev, offset, floor, "the device restarted with its clock behind", now)
+    def _shifted(self, message: SensorEvent | Heartbeat, dev: DeviceState) -> SensorEvent | Heartbeat:
+        if dev.skew_since is None or dev.skew_s is None:
+            return message
+        return replace(message, ts=message.ts + dt.timedelta(seconds=dev.skew_s))
 
-    def _clock_moved(self, ev: SensorEvent, offset: float, floor: bool, why: str, now: dt.datetime) -> None:
-        dev = self.state.devices[ev.device]
-        dev.offsets = []  # what the heartbeats said was of the clock before it moved
-        detail: dict[str, object] = {"device": ev.device, "offset_s": round(offset, 3), "reason": why}
-        if abs(offset) > self.policy.max_clock_skew_s:
-            if dev.skew_since is None:
-                dev.skew_since = now
-            dev.skew_s, dev.skew_boot, dev.skew_floor = round(offset, 3), ev.boot, floor
-            self._note(None, now, "clock_skew", detail | {"at_least": floor})
-        elif dev.skew_since is not None:
-            dev.skew_since = dev.skew_s = dev.skew_boot = None
+    def _restarted(self, device: str, now: dt.datetime) -> None:
+        """A new boot: its clock is not the old one's. Its own heartbeats check it again, and it began
+        after the latest time the old boot reported."""
+        dev = self.state.devices[device]
+        dev.offsets = []
+        dev.booted_after = dev.reported_ts
+        dev.clock_unchecked = False
+        if dev.skew_since is not None:
+            dev.skew_since = dev.skew_s = None
+            self._note(None, now, "clock_skew_cleared", {"device": device, "reason": "the device restarted"})
+
+    def _heartbeat_clock(self, hb: Heartbeat, now: dt.datetime) -> None:
+        dev = self.state.devices[hb.device]
+        if hb.uptime_s is not None:
+            base = hb.ts - dt.timedelta(seconds=hb.uptime_s)
+            # A second on top of the bound: an agent may count its uptime in whole seconds.
+            if (
+                dev.hb_base is not None
+                and abs((base - dev.hb_base).total_seconds()) > self.policy.max_clock_skew_s + 1
+            ):
+                self._clock_set(hb.device, now)
+            dev.hb_base = base
+        self._sample_offset(hb, now)
+
+    def _clock_set(self, device: str, now: dt.datetime) -> None:
+        """The device's clock was set while it ran (NTP at last, or by hand): what its heartbeats said
+        was of the old clock; the next three check the new one."""
+        dev = self.state.devices[device]
+        dev.offsets = []
+        if dev.clock_unchecked:
+            return  # the same change, seen again
+        dev.clock_unchecked = True
+        dev.clock_sets += 1
+        detail: dict[str, object] = {"device": device, "reason": "the device's clock was set while it ran"}
+        if dev.skew_since is not None:
+            dev.skew_since = dev.skew_s = None
             self._note(None, now, "clock_skew_cleared", detail)
         else:
             self._note(None, now, "clock_jump", detail)
+        self._clock_uncertain()
+
+    def _event_clock(self, ev: SensorEvent, now: dt.datetime) -> SensorEvent:
+        """The time an event (new, in `(epoch, seq)` order) is applied at. Within one boot, when the wall
+        clock and the monotonic clock disagree, the reading is timed by the monotonic clock from the
+        last reading timed on a checked clock, until heartbeats have checked the new time: so an
+        episode's length never takes the jump. After a restart, no reading is timed before the
+        device's own reports from before it."""
+        dev = self.state.devices[ev.device]
+        bound = dt.timedelta(seconds=self.policy.max_clock_skew_s)
+        current = dev.boot is None or ev.boot is None or ev.boot == dev.boot
+        candidate = self._shifted(ev, dev).ts if current else ev.ts
+        ts = candidate
+        if ev.boot is not None and ev.mono_ms is not None:
+            checked = current and len(dev.offsets) >= 3 and not dev.clock_unchecked
+            if ev.boot == dev.event_boot and dev.anchor_ts is not None and dev.anchor_mono is not None:
+                expected = dev.anchor_ts + dt.timedelta(milliseconds=ev.mono_ms - dev.anchor_mono)
+                if abs(candidate - expected) <= bound:
+                    self._anchor(dev, ev.mono_ms, candidate, dev.anchor_checked or checked)
+                    return self._at(ev, candidate, dev)
+                if (
+                    current
+                    and dev.anchor_checked
+                    and dev.anchor_sets == dev.clock_sets
+                    and not dev.clock_unchecked
+                ):
+                    # The first sign that the clock was set: the heartbeats checked the old one.
+                    self._clock_set(ev.device, now)
+                    candidate, checked = ev.ts, False
+                if checked:
+                    ts = candidate  # checked since it was set: the checked time
+                    self._anchor(dev, ev.mono_ms, ts, True)
+                elif dev.anchor_checked:
+                    ts = expected  # by the monotonic clock, from a reading on a checked clock
+                else:
+                    ts = max(candidate, expected)  # neither checked: never earlier than both say
+                    self._anchor(dev, ev.mono_ms, ts, False)
+                    if ts != expected:
+                        self._note(
+                            None,
+                            now,
+                            "clock_jump",
+                            {"device": ev.device, "reason": "the device's clock moved"},
+                        )
+                self._clock_uncertain()
+            else:
+                restart = dev.event_boot is not None and ev.boot != dev.event_boot
+                after = dev.booted_after if current and dev.booted_after is not None else dev.reported_ts
+                if restart and after is not None:
+                    floor = after + dt.timedelta(milliseconds=ev.mono_ms)
+                    if candidate < floor - bound:
+                        # Restarted with its clock behind (a Pi without a real-time clock comes back
+                        # with the time it last saved): this reading came after the old boot's last.
+                        ts = floor
+                        detail = {
+                            "device": ev.device,
+                            "behind_s": round((floor - candidate).total_seconds(), 3),
+                        }
+                        self._note(None, now, "clock_behind", detail)
+                        self._clock_uncertain()
+                    elif not checked and self.state.episode is not None:
+                        detail = {"device": ev.device, "reason": "restarted during the episode"}
+                        self._note(None, now, "clock_unchecked", detail)
+                        self._clock_uncertain()
+                dev.event_boot = ev.boot
+                self._anchor(dev, ev.mono_ms, ts, checked and ts == candidate)
+        return self._at(ev, ts, dev)
+
+    def _anchor(self, dev: DeviceState, mono_ms: int, ts: dt.datetime, checked: bool) -> None:
+        dev.anchor_mono, dev.anchor_ts, dev.anchor_checked, dev.anchor_sets = (
+            mono_ms,
+            ts,
+            checked,
+            dev.clock_sets,
+        )
+
+    @staticmethod
+    def _at(ev: SensorEvent, ts: dt.datetime, dev: DeviceState) -> SensorEvent:
+        dev.reported_ts = max(dev.reported_ts or ts, ts)
+        return ev if ts == ev.ts else replace(ev, ts=ts)
+
+    def _clock_uncertain(self) -> None:
         ep = self.state.episode
         if ep is not None and not ep.clock_uncertain:
             ep.clock_uncertain = True  # some of its times rest on a clock that moved under them
@@ -600,14 +655,17 @@ class RoomMachine:
         # the best estimate of the offset.
         dev = self.state.devices[hb.device]
         dev.offsets = [*dev.offsets[-5:], (now - hb.ts).total_seconds()]
+        if len(dev.offsets) < 3:
+            return
+        dev.clock_unchecked = False
         offset = min(dev.offsets)
-        if abs(offset) > self.policy.max_clock_skew_s and len(dev.offsets) >= 3:
+        if abs(offset) > self.policy.max_clock_skew_s:
             if dev.skew_since is None:
                 dev.skew_since = now
                 self._note(None, now, "clock_skew", {"device": hb.device, "offset_s": round(offset, 3)})
-            dev.skew_s, dev.skew_boot, dev.skew_floor = round(offset, 3), dev.boot, False
-        elif abs(offset) <= self.policy.max_clock_skew_s and len(dev.offsets) >= 3 and dev.skew_since:
-            dev.skew_since = dev.skew_s = dev.skew_boot = None
+            dev.skew_s = round(offset, 3)
+        elif dev.skew_since is not None:
+            dev.skew_since = dev.skew_s = None
             self._note(None, now, "clock_skew_cleared", {"device": hb.device})
 
     def _heartbeat(self, hb: Heartbeat, now: dt.datetime) -> None:
