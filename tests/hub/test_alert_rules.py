@@ -12,8 +12,9 @@ from seclusion_hub.core.alerts import AlertSaved, IndicatorChanged, duration_lim
 from seclusion_hub.core.episode import account
 from seclusion_hub.core.policy import Policy
 from seclusion_hub.core.room import Heartbeat, RoomMachine, RoomState, SensorEvent
+from seclusion_hub.core.site import RoomSpec
 
-from .rooms import DOOR, PANEL, Room, at
+from .rooms import DOOR, PANEL, T0, Room, at
 
 ALL_TIERS = frozenset({"room", "senior", "dsl", "head"})
 
@@ -347,6 +348,25 @@ def test_locked_again_after_a_release_raises_again_each_engagement_its_own_alert
     assert second.resolved_at == at(60)
     ep = room.machine.episode
     assert ep is not None and (ep.locked_at, ep.lock_engaged_at) == (at(5), at(40))
+
+
+def test_a_maglock_engaged_while_the_door_is_held_raises_where_only_held_locks_are() -> None:
+    room = Room(tiers=ALL_TIERS, lock_mode="held_only")
+    devices = [
+        {"id": DOOR, "sensors": ["door", "lock", "occupancy"], "lock_type": "held"},
+        {"id": PANEL, "sensors": ["observer", "check", "lock"], "lock_type": "maglock"},
+    ]
+    room.spec = RoomSpec.model_validate({"id": "calm-1", "name": "Calm room 1", "devices": devices})
+    room.machine = RoomMachine("demo-school", room.spec, room.policy, tiers=ALL_TIERS)
+    room.machine.hub_started(T0)
+    confined(room)
+    room.send(DOOR, "lock", "engaged", 5)  # held shut: allowed
+    assert room.alerts("lock_forbidden") == []
+    room.send(PANEL, "lock", "engaged", 8)  # the maglock too, while the door is still held
+    [alert] = room.alerts("lock_forbidden")
+    assert (alert.due_at, alert.detail["lock_type"]) == (at(8), "maglock")
+    ep = room.machine.episode
+    assert ep is not None and ep.lock_type == "maglock"
 
 
 def test_a_held_door_is_allowed_where_only_held_locks_are() -> None:

@@ -258,10 +258,15 @@ def test_supervision_is_reported_as_what_the_sensors_recorded_never_as_watching(
     assert "could not tell" not in throughout
 
     checkin = plain(render_html(sam(supervision="checkin")))
-    assert "recorded staff checking on Sam at the intervals the school sets for 10 minutes" in checkin
+    assert (
+        "recorded staff check-ins at the viewing panel, at the intervals the school sets, for 10 minutes"
+        in checkin
+    )
     assert "it did not record a check-in in time;" in checkin
     both = plain(render_html(sam(supervision="both")))
-    assert "at the viewing panel and checking on Sam" in both
+    assert (
+        "a member of staff at the viewing panel, with check-ins at the intervals the school sets, for" in both
+    )
     with pytest.raises(ValueError, match="supervision"):
         sam(supervision="cctv")
 

@@ -757,8 +757,8 @@ class RoomMachine:
             elif kind == "lock" and value == "engaged":
                 if not ep.locked:
                     self._mark_locked(ep, device, ts)
-                elif current is None or current.value != "engaged":
-                    self._mark_relocked(ep, device, ts)
+                elif current is None or current.value != "engaged" or current.device != device:
+                    self._mark_relocked(ep, device, ts)  # again, or another lock of the room
         if kind in ("door", "occupancy"):
             self._door_or_occupancy(kind, value, ts)
 

@@ -27,9 +27,12 @@ LOCK_STATES: Final[frozenset[str]] = frozenset({"locked", "held shut", "not lock
 # at the viewing panel or a check-in, not what anyone saw (semantics 3.5).
 WATCH_WORDS = {
     "observer": ("a member of staff at the viewing panel", "anyone at the viewing panel"),
-    "checkin": ("staff checking on {name} at the intervals the school sets", "a check-in in time"),
+    "checkin": (
+        "staff check-ins at the viewing panel, at the intervals the school sets,",
+        "a check-in in time",
+    ),
     "both": (
-        "a member of staff at the viewing panel and checking on {name} at the intervals the school sets",
+        "a member of staff at the viewing panel, with check-ins at the intervals the school sets,",
         "both a member of staff at the panel and a check-in in time",
     ),
 }
@@ -290,7 +293,7 @@ def _context(copy: ParentCopy) -> dict[str, object]:
         "segments": segments,
         "reopened": max(len(copy.segments) - 1, 0),
         "supervised_throughout": copy.unsupervised_s == 0 and copy.unknown_s == 0,
-        "recorded_watch": WATCH_WORDS[copy.supervision][0].format(name=copy.child_first_name.strip()),
+        "recorded_watch": WATCH_WORDS[copy.supervision][0],
         "not_recorded": WATCH_WORDS[copy.supervision][1],
         "follow_up": follow_up,
         "generated": format_moment(copy.generated_at, zone),
