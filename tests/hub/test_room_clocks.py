@@ -230,3 +230,54 @@ def test_the_offset_is_the_smallest_arrival_minus_ts_not_the_one_nearest_zero() 
         heartbeat(room, t, off=5, arrive_after=delay)  # the device's clock is 5 s ahead
     dev = room.machine.state.devices[DOOR]
     assert dev.skew_s == -4.99
+
+
+def test_a_clock_set_twice_is_never_counted_against_the_episode() -> None:
+    """Set ten minutes ahead (the heartbeats measure it), then put right before the door opens: the
+    second change is found from the event, and the episode is timed by the monotonic clock."""
+    room = Room(max_clock_skew_s=2)
+    for t in (-30, -20, -10):
+        heartbeat(room, t, off=0, started=-40)
+    confined(room, off=0, booted=-50)
+    for t in (30, 40, 50, 60):
+        heartbeat(room, t, off=600, started=-40)  # set ahead at 20
+    assert room.machine.state.devices[DOOR].skew_s == -600.0
+    released(room, 100, off=0, booted=-50)  # put right at 65
+    ep = room.machine.state.last_episode
+    assert ep is not None and ep.ended_at == at(100) and ep.clock_uncertain
+
+
+def test_an_episode_begun_on_a_clock_ahead_not_yet_measured_is_never_shortened() -> None:
+    room = Room(max_clock_skew_s=2)
+    confined(room, off=600, booted=-5)  # timed 602: the clock is not measured yet
+    for t in (5, 15, 25):
+        heartbeat(room, t, off=600, started=-5)
+    reading(room, "door", "open", 100, off=600, booted=-5, boot="b1")
+    ep = room.machine.episode
+    assert ep is not None and ep.clock_uncertain
+    # The door's opening is timed no earlier than the monotonic clock says: 98 s at least.
+    end = ep.segments[-1].end
+    assert end is not None and (end - ep.started_at).total_seconds() >= 98.0
+
+
+def test_an_older_boots_replayed_events_keep_their_own_boots_correction() -> None:
+    room = Room(max_clock_skew_s=2)
+    status(room, -40, off=300, boot="b1", uptime_s=0)
+    for t in (-30, -20, -10):
+        heartbeat(room, t, off=300, started=-40)  # b1 five minutes ahead, measured
+    room.observer("present", 0)
+    status(room, 120, off=0, boot="b2", uptime_s=2)  # b1's outbox comes after b2 announced itself
+    reading(room, "occupancy", "occupied", 49, off=300, boot="b1", booted=-50)
+    reading(room, "door", "closed", 50, off=300, boot="b1", booted=-50)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(50)
+    released(room, 130, off=0, booted=118, boot="b2")
+    assert ep.ended_at == at(130)
+
+
+def test_a_restart_during_an_episode_flags_it_at_once() -> None:
+    room = Room(max_clock_skew_s=2)
+    confined(room, off=0, booted=-100)
+    status(room, 60, off=0, boot="b2", uptime_s=5)
+    ep = room.machine.episode
+    assert ep is not None and ep.clock_uncertain and notes(room, "clock_unchecked")

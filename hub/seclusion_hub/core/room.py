@@ -174,6 +174,8 @@ class DeviceState(_Model):
     anchor_sets: int = 0  # `clock_sets` when it was taken
     reported_ts: dt.datetime | None = None  # the latest `ts` of its events and heartbeats, as applied
     booted_after: dt.datetime | None = None  # `reported_ts` when `boot` was announced: it began after
+    previous_boot: str | None = None  # the boot before, and its correction (for its replayed events)
+    previous_skew_s: float | None = None
 
 
 class RoomState(_Model):
@@ -504,7 +506,11 @@ class RoomMachine:
         dev = self.state.devices[message.device]
         if isinstance(message, DeviceStatus):
             if message.online:
-                dev.hb_base = None  # a new run of the agent: its uptime counts from 0 again
+                # A new connection: the clock may have been set while it was away, where no heartbeat
+                # could see it, so the next three heartbeats measure it again (and a new run of the
+                # agent counts its uptime from 0).
+                dev.hb_base = None
+                dev.offsets = []
                 known = dev.boot or dev.event_boot
                 if message.boot is not None and known not in (None, message.boot):
                     self._restarted(message.device, now)
@@ -512,7 +518,14 @@ class RoomMachine:
         if isinstance(message, Heartbeat):
             self._heartbeat_clock(message, now)
             shifted = self._shifted(message, dev)
-            dev.reported_ts = max(dev.reported_ts or shifted.ts, shifted.ts)
+            if dev.booted_after is not None and message.uptime_s is not None and len(dev.offsets) < 3:
+                # Not yet measured since a restart: never before the old boot's last report.
+                floor = dev.booted_after + dt.timedelta(seconds=message.uptime_s)
+                if shifted.ts < floor - dt.timedelta(seconds=self.policy.max_clock_skew_s):
+                    shifted = replace(shifted, ts=floor)
+                    self._clock_uncertain()
+            if len(dev.offsets) >= 3:  # a time the heartbeats have measured the clock of
+                dev.reported_ts = max(dev.reported_ts or shifted.ts, shifted.ts)
             return shifted
         if (message.epoch, message.seq) <= (dev.epoch, dev.seq):
             return message  # a duplicate: dropped
@@ -530,9 +543,15 @@ class RoomMachine:
         dev.offsets = []
         dev.booted_after = dev.reported_ts
         dev.clock_unchecked = False
+        dev.previous_boot = dev.boot or dev.event_boot
+        dev.previous_skew_s = dev.skew_s if dev.skew_since is not None else None
         if dev.skew_since is not None:
             dev.skew_since = dev.skew_s = None
             self._note(None, now, "clock_skew_cleared", {"device": device, "reason": "the device restarted"})
+        if self.state.episode is not None:
+            detail: dict[str, object] = {"device": device, "reason": "restarted during the episode"}
+            self._note(None, now, "clock_unchecked", detail)
+            self._clock_uncertain()
 
     def _heartbeat_clock(self, hb: Heartbeat, now: dt.datetime) -> None:
         dev = self.state.devices[hb.device]
@@ -573,7 +592,12 @@ class RoomMachine:
         dev = self.state.devices[ev.device]
         bound = dt.timedelta(seconds=self.policy.max_clock_skew_s)
         current = dev.boot is None or ev.boot is None or ev.boot == dev.boot
-        candidate = self._shifted(ev, dev).ts if current else ev.ts
+        if current:
+            candidate = self._shifted(ev, dev).ts
+        elif ev.boot == dev.previous_boot and dev.previous_skew_s is not None:
+            candidate = ev.ts + dt.timedelta(seconds=dev.previous_skew_s)  # its own boot's correction
+        else:
+            candidate = ev.ts
         ts = candidate
         if ev.boot is not None and ev.mono_ms is not None:
             checked = current and len(dev.offsets) >= 3 and not dev.clock_unchecked
@@ -582,18 +606,15 @@ class RoomMachine:
                 if abs(candidate - expected) <= bound:
                     self._anchor(dev, ev.mono_ms, candidate, dev.anchor_checked or checked)
                     return self._at(ev, candidate, dev)
-                if (
-                    current
-                    and dev.anchor_checked
-                    and dev.anchor_sets == dev.clock_sets
-                    and not dev.clock_unchecked
-                ):
+                if current and dev.anchor_checked and not dev.clock_unchecked:
                     # The first sign that the clock was set: the heartbeats checked the old one.
                     self._clock_set(ev.device, now)
                     candidate, checked = ev.ts, False
                 if checked:
-                    ts = candidate  # checked since it was set: the checked time
-                    self._anchor(dev, ev.mono_ms, ts, True)
+                    # Measured since it was set: the measured time; from a reading on an unmeasured
+                    # clock, never earlier than the monotonic clock says.
+                    ts = candidate if dev.anchor_checked else max(candidate, expected)
+                    self._anchor(dev, ev.mono_ms, candidate, True)
                 elif dev.anchor_checked:
                     ts = expected  # by the monotonic clock, from a reading on a checked clock
                 else:
