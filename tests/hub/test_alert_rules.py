@@ -520,14 +520,21 @@ def test_maintenance_begun_during_a_real_episode_never_holds_that_childs_alerts(
     assert [(s.tier, s.reason) for s in room.sends("supervision_lapse")] == [("room", "raised")]
 
 
-def test_a_room_alert_held_in_maintenance_is_sent_when_maintenance_ends_if_it_still_holds() -> None:
+def unplugged_for_cleaning() -> Room:
+    """A room in maintenance until T0+600, its two devices silent from T0 (found out at T0+30), watched
+    to T0+100."""
     room = Room(tiers=ALL_TIERS, offline_grace_s=20, heartbeat_s=10)
     room.effects.extend(room.machine.set_maintenance(at(600), "cleaning", at(0)))
     room.observer("present", 0)
     room.occupancy("vacant", 0)
     room.door("open", 0)
     for t in range(5, 105, 5):
-        room.tick(t)  # both devices unplugged for the cleaning: found out at T0+30
+        room.tick(t)
+    return room
+
+
+def test_a_room_alert_held_in_maintenance_is_sent_when_maintenance_ends_if_it_still_holds() -> None:
+    room = unplugged_for_cleaning()
     offline = room.alerts("device_offline")
     assert len(offline) == 2 and all(a.held and a.active for a in offline)
     assert room.sends() == []
@@ -543,13 +550,7 @@ def test_a_room_alert_held_in_maintenance_is_sent_when_maintenance_ends_if_it_st
 
 
 def test_maintenance_that_runs_out_by_itself_wakes_the_room_to_tell_what_it_held() -> None:
-    room = Room(tiers=ALL_TIERS, offline_grace_s=20, heartbeat_s=10)
-    room.effects.extend(room.machine.set_maintenance(at(600), "cleaning", at(0)))
-    room.observer("present", 0)
-    room.occupancy("vacant", 0)
-    room.door("open", 0)
-    for t in range(5, 105, 5):
-        room.tick(t)
+    room = unplugged_for_cleaning()
     assert all(a.held for a in room.alerts("device_offline"))
     # Nothing else will happen in this room (its devices are unplugged): its next wake-up is the end.
     assert room.machine.next_deadline(liveness=False) == at(600)

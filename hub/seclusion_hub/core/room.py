@@ -163,7 +163,6 @@ class DeviceState(_Model):
     skew_since: dt.datetime | None = None
     skew_s: float | None = None
     hb_base: dt.datetime | None = None  # `ts - uptime_s` of its last heartbeat: moves when the clock is set
-    clock_sets: int = 0  # how many times its clock was found set while it ran
     clock_unchecked: bool = False  # set since, and no three heartbeats have checked the new time yet
     # 4.5, the device's own timeline: its latest event's boot, and a reading the hub timed, with its
     # `mono_ms`, to time the next by the monotonic clock when the wall clock moves under them.
@@ -171,7 +170,6 @@ class DeviceState(_Model):
     anchor_mono: int | None = None
     anchor_ts: dt.datetime | None = None
     anchor_checked: bool = False  # timed on a clock the heartbeats had checked
-    anchor_sets: int = 0  # `clock_sets` when it was taken
     reported_ts: dt.datetime | None = None  # the latest `ts` of its events and heartbeats, as applied
     booted_after: dt.datetime | None = None  # `reported_ts` when `boot` was announced: it began after
     previous_boot: str | None = None  # the boot before, and its correction (for its replayed events)
@@ -574,7 +572,6 @@ class RoomMachine:
         if dev.clock_unchecked:
             return  # the same change, seen again
         dev.clock_unchecked = True
-        dev.clock_sets += 1
         detail: dict[str, object] = {"device": device, "reason": "the device's clock was set while it ran"}
         if dev.skew_since is not None:
             dev.skew_since = dev.skew_s = None
@@ -643,7 +640,8 @@ class RoomMachine:
                         }
                         self._note(None, now, "clock_behind", detail)
                         self._clock_uncertain()
-                    elif not checked and self.state.episode is not None:
+                    elif not checked and self.state.episode and not self.state.episode.clock_uncertain:
+                        # A restart no status announced (one that was has flagged the episode).
                         detail = {"device": ev.device, "reason": "restarted during the episode"}
                         self._note(None, now, "clock_unchecked", detail)
                         self._clock_uncertain()
@@ -652,12 +650,7 @@ class RoomMachine:
         return self._at(ev, ts, dev)
 
     def _anchor(self, dev: DeviceState, mono_ms: int, ts: dt.datetime, checked: bool) -> None:
-        dev.anchor_mono, dev.anchor_ts, dev.anchor_checked, dev.anchor_sets = (
-            mono_ms,
-            ts,
-            checked,
-            dev.clock_sets,
-        )
+        dev.anchor_mono, dev.anchor_ts, dev.anchor_checked = mono_ms, ts, checked
 
     @staticmethod
     def _at(ev: SensorEvent, ts: dt.datetime, dev: DeviceState) -> SensorEvent:
