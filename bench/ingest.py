@@ -969,6 +969,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--ingest-batch", type=int, default=None, help="SECLUSION_INGEST_BATCH for the hub")
     p.add_argument(
+        "--hub-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one more setting for the hub's environment (contract section 5), such as "
+        "SECLUSION_INGEST_LINGER_MS=2; may be given again",
+    )
+    p.add_argument(
         "--switch-interval",
         type=float,
         default=None,
@@ -999,6 +1007,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--autosave: a number of changes (100) or of seconds (1s)")
     if args.autosave is not None and args.broker != "deploy":
         p.error("--autosave changes the deploy configuration: use it with --broker deploy")
+    for setting in args.hub_env:
+        if not re.fullmatch(r"SECLUSION_[A-Z0-9_]+=.*", setting):
+            p.error(f"--hub-env: {setting!r} is not SECLUSION_NAME=value")
     args.publishers = max(1, min(args.publishers, args.devices))
     return args
 
@@ -1056,6 +1067,9 @@ class Run:
         env["SECLUSION_MQTT_PROCESS"] = "true" if self.args.hub_mqtt == "process" else "false"
         if self.args.ingest_batch:
             env["SECLUSION_INGEST_BATCH"] = str(self.args.ingest_batch)
+        for setting in self.args.hub_env:
+            name, _, value = setting.partition("=")
+            env[name] = value
         binary = Path(sys.executable).parent / "seclusion-hub"
         cmd = [str(binary)] if binary.exists() else [sys.executable, "-m", "seclusion_hub.cli"]
         if self.args.switch_interval is not None:

@@ -241,13 +241,18 @@ class TimelineNote(SQLModel, table=True):
 
 
 class RoomSnapshot(SQLModel, table=True):
-    """The room machine's whole state, written in the same transaction as the events that made it."""
+    """The room machine's whole state, written in the same transaction as the events that made it.
+
+    The room's open and latest episodes are in `state` whole unless the episode table holds them as
+    they are: then `state` leaves them out and the two ids say which rows to load them from."""
 
     __tablename__ = "room_state"
 
     site: str = Field(primary_key=True, max_length=63)
     room: str = Field(primary_key=True, max_length=63)
     state: str = Field(sa_type=sa.Text)  # RoomState as JSON text
+    episode_id: str | None = Field(default=None, max_length=36)  # `episode` is that row's
+    last_episode_id: str | None = Field(default=None, max_length=36)  # `last_episode` is that row's
     updated_at: dt.datetime = _ts()
 
 

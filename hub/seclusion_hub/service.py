@@ -419,6 +419,10 @@ class HubService:
                 continue
             written_at = self.clock.now()
             deferred, keys = self._defer_episode_rows(pending.batch, written_at)
+            # What the episode table will not hold as the rooms have it: the rooms carry those whole.
+            pending.batch.stale_episodes = frozenset(deferred) | (
+                self._deferred.keys() - pending.batch.episodes.keys()
+            )
             try:
                 self.store.write(pending.batch, written_at)
                 self._episode_rows_written(pending.batch, deferred, keys, written_at)

@@ -10,8 +10,9 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,6 +45,8 @@ from .models import (
 
 DEAD_LETTER_KEEP_BYTES = 1024 * 1024
 
+log = logging.getLogger(__name__)
+
 
 def make_engine(url: str) -> Engine:
     """An engine for the URL; SQLite gets WAL, a busy timeout and foreign keys on every connection."""
@@ -64,13 +67,13 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration."""
+def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> None:
+    """Bring the schema to the newest migration (or to `revision`; `down`: back to it)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("seclusion_hub") / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        (command.downgrade if down else command.upgrade)(cfg, revision)
 
 
 INCIDENT_END_COLUMNS = (
@@ -101,6 +104,10 @@ class Batch:
     deliveries: list[dict[str, Any]] = field(default_factory=list)  # new sends, `pending`
     attempts: list[dict[str, Any]] = field(default_factory=list)  # outcomes of delivery attempts
     delivery_updates: list[dict[str, Any]] = field(default_factory=list)
+    # The episodes whose row in the episode table is behind the room's copy (a row that waits for its
+    # refresh): the rooms' states carry those whole and name the others' rows. None: the writer does
+    # not know what the table holds, and every room carries its episodes whole.
+    stale_episodes: frozenset[str] | None = None
 
     def __bool__(self) -> bool:
         return bool(
@@ -255,10 +262,35 @@ def _driver_write(
     return _DriverWrite(sql, tuple(names), frozenset(times), frozenset(json_columns))
 
 
-def room_state_json(state: RoomState) -> str:
+def room_state_json(state: RoomState, by_reference: frozenset[str] = frozenset()) -> str:
     """A room's state as stored with every batch: absent values left out (every field that may be None
-    defaults to None, tests/hub/test_room_properties.py), a quarter shorter and quicker to write."""
-    return state.model_dump_json(exclude_none=True)
+    defaults to None, tests/hub/test_room_properties.py), a quarter shorter and quicker to write; the
+    episodes named in `by_reference` (the open and the latest one) left out too, for `room_state_row`."""
+    if not by_reference:
+        return state.model_dump_json(exclude_none=True)
+    return state.model_dump_json(exclude_none=True, exclude=set(by_reference))
+
+
+def room_state_row(state: RoomState, stale: frozenset[str] | None, now: dt.datetime) -> dict[str, Any]:
+    """A room's row: its open and latest episodes named by id unless their row is `stale` (or nothing is
+    known of the episode table: `stale` None). An ended episode's row is written with every change,
+    so only an open one waiting for its refresh is ever carried whole: the state, rewritten with every
+    batch, is half as long without them (bench/ingest.py; docs/performance.md)."""
+    episode = state.episode
+    last = state.last_episode
+    episode_id = episode.id if episode is not None and stale is not None and episode.id not in stale else None
+    last_id = last.id if last is not None and stale is not None and last.id not in stale else None
+    refs = frozenset(
+        name for name, ref in (("episode", episode_id), ("last_episode", last_id)) if ref is not None
+    )
+    return {
+        "site": state.site,
+        "room": state.room,
+        "state": room_state_json(state, refs),
+        "episode_id": episode_id,
+        "last_episode_id": last_id,
+        "updated_at": now,
+    }
 
 
 def _segment_key(ep: Episode) -> tuple[tuple[dt.datetime, dt.datetime | None], ...]:
@@ -290,6 +322,31 @@ def episode_row(ep: Episode, now: dt.datetime) -> dict[str, Any]:
         "data": ep.model_dump_json(),
         "saved_at": now,
     }
+
+
+def restore_room_state(
+    state: str, episode_id: str | None, last_episode_id: str | None, episodes: Mapping[str, str]
+) -> RoomState:
+    """A room's state from its row (`room_state_row`), the episodes it names taken from `episodes`
+    (id: the episode row's `data`)."""
+    restored = RoomState.model_validate_json(state)
+    for name, ref in (("episode", episode_id), ("last_episode", last_episode_id)):
+        if ref is None:
+            continue
+        data = episodes.get(ref)
+        if data is None:
+            # Written in the same transaction as the room's row, so only a damaged database gets
+            # here: say so, and start the room without it rather than not at all.
+            log.error(
+                "room %s/%s: its %s %s is missing from the episode table",
+                restored.site,
+                restored.room,
+                name,
+                ref,
+            )
+            continue
+        setattr(restored, name, Episode.model_validate_json(data))
+    return restored
 
 
 class Store:
@@ -380,10 +437,8 @@ class Store:
             if batch.audits:
                 conn.execute(sa.insert(AuditEntry), [a.model_dump(exclude={"id"}) for a in batch.audits])
             if batch.rooms:
-                rows = [
-                    {"site": s, "room": r, "state": room_state_json(state), "updated_at": now}
-                    for (s, r), state in batch.rooms.items()
-                ]
+                stale = batch.stale_episodes
+                rows = [room_state_row(state, stale, now) for state in batch.rooms.values()]
                 self._upsert(conn, RoomSnapshot, rows, ["site", "room"])
             if batch.alerts:
                 self._upsert(conn, AlertRecord, [alert_row(a, now) for a in batch.alerts.values()], ["id"])
@@ -477,9 +532,18 @@ class Store:
     # -- start-up
 
     def load_room_states(self) -> dict[tuple[str, str], RoomState]:
+        """Every room's stored state, with the episodes it names loaded from their rows."""
         with self.session() as s:
             rows = s.exec(select(RoomSnapshot)).all()
-            return {(r.site, r.room): RoomState.model_validate_json(r.state) for r in rows}
+            refs = {ref for r in rows for ref in (r.episode_id, r.last_episode_id) if ref is not None}
+            stored: dict[str, str] = {}
+            if refs:
+                query = select(EpisodeRecord.id, EpisodeRecord.data).where(col(EpisodeRecord.id).in_(refs))
+                stored = {row[0]: row[1] for row in s.exec(query).all()}
+        return {
+            (r.site, r.room): restore_room_state(r.state, r.episode_id, r.last_episode_id, stored)
+            for r in rows
+        }
 
     # -- reads for the API
 

@@ -17,7 +17,7 @@ from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.room import Message, Outcome, RoomMachine
 from seclusion_hub.errors import RejectedMessage
 from seclusion_hub.ingest import Inbound
-from seclusion_hub.models import DeadLetter, EventRecord
+from seclusion_hub.models import DeadLetter, EventRecord, RoomSnapshot
 from seclusion_hub.notify import verify_signature
 from seclusion_hub.service import HubService
 from seclusion_hub.store import Store
@@ -189,6 +189,7 @@ def test_an_open_episodes_row_waits_up_to_its_refresh_for_supervision_evidence_o
     assert live is not None and len(live.observer) == marks + 1  # the API's view: at once
     snapshot = service.store.load_room_states()[(SITE, "calm-1")]
     assert snapshot.episode is not None and len(snapshot.episode.observer) == marks + 1  # durable at once
+    assert _room_row(service).episode_id is None  # carried whole by the room while its row waits
 
     clock.advance(0.8)  # 1.1 s after the row was written; nothing new arrives: an idle batch refreshes it
     service.process([])
@@ -200,6 +201,18 @@ def test_an_open_episodes_row_waits_up_to_its_refresh_for_supervision_evidence_o
     _, stored4 = _row(service, ep.id)
     assert stored4.segments[0].end is not None
     assert len(service.acks) == 5  # type: ignore[attr-defined]
+    assert _room_row(service).episode_id == ep.id  # its row is current: the room names it
+    assert (
+        service.store.load_room_states()[(SITE, "calm-1")].episode
+        == service.machines[(SITE, "calm-1")].episode
+    )
+
+
+def _room_row(service: HubService) -> RoomSnapshot:
+    with service.store.session() as s:
+        row = s.get(RoomSnapshot, (SITE, "calm-1"))
+    assert row is not None
+    return row
 
 
 def test_an_episodes_row_key_sees_every_change_but_supervision_evidence() -> None:

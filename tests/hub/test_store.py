@@ -13,10 +13,10 @@ from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from seclusion_hub.core.alerts import Alert, Escalation
-from seclusion_hub.core.episode import Episode, Segment
+from seclusion_hub.core.episode import Episode, ObserverMark, Segment
 from seclusion_hub.core.room import RoomState
-from seclusion_hub.models import EventRecord, SegmentRecord
-from seclusion_hub.store import Batch, Store, dead_letter_row
+from seclusion_hub.models import EventRecord, RoomSnapshot, SegmentRecord
+from seclusion_hub.store import Batch, Store, dead_letter_row, make_engine, migrate
 
 T0 = dt.datetime(2026, 10, 25, 0, 30, 0, 123000, tzinfo=dt.UTC)  # the night the clocks go back
 
@@ -323,7 +323,10 @@ def test_rows_written_through_the_driver_are_exactly_what_sqlalchemy_writes(
         ),
         (
             RoomSnapshot,
-            [{"site": "s", "room": "r", "state": '{"a": "é"}', "updated_at": later}],
+            [
+                {"site": "s", "room": "r", "state": '{"a": "é"}', "updated_at": later}
+                | {"episode_id": ep.id, "last_episode_id": None}
+            ],
             ["site", "room"],
             "room",
         ),
@@ -372,3 +375,77 @@ def test_rows_written_through_the_driver_are_exactly_what_sqlalchemy_writes(
             assert _raw(store, table, order) == _raw(other, table, order), table
     finally:
         other.close()
+
+
+def test_a_rooms_state_names_the_rows_of_its_episodes_unless_their_row_is_behind(store: Store) -> None:
+    """The episodes a room holds are read back from the episode table when the row names them, and kept
+    whole in the room's state when their row waits for its refresh (`stale_episodes`) or when the writer
+    does not say (None): a restart finds every room as it was, either way."""
+    latest = episode(1, T0, T0 + dt.timedelta(seconds=60))
+    current = episode(2, T0 + dt.timedelta(seconds=70))
+    key = ("test-school", "calm-1")
+    state = RoomState(site="test-school", room="calm-1", episode=current, last_episode=latest)
+    store.write(Batch(episodes={latest.id: latest, current.id: current}, rooms={key: state}), T0)
+    store.write(Batch(rooms={key: state}, stale_episodes=frozenset()), T0)
+    with store.session() as s:
+        row = s.get(RoomSnapshot, key)
+    assert row is not None and row.episode_id == current.id and row.last_episode_id == latest.id
+    assert '"started_at"' not in row.state  # neither episode is copied into the state
+    assert store.load_room_states()[key] == state
+
+    # The open episode changes, and its row waits: the room carries it whole until the row is written.
+    current.observer.append(ObserverMark(ts=T0 + dt.timedelta(seconds=75), present=True))
+    store.write(Batch(rooms={key: state}, stale_episodes=frozenset({current.id})), T0)
+    with store.session() as s:
+        row = s.get(RoomSnapshot, key)
+    assert row is not None and row.episode_id is None and row.last_episode_id == latest.id
+    loaded = store.load_room_states()[key]
+    assert loaded == state and loaded.episode is not None and len(loaded.episode.observer) == 1
+
+    store.write(Batch(rooms={key: state}), T0)  # the writer does not know the table: both whole
+    with store.session() as s:
+        row = s.get(RoomSnapshot, key)
+    assert row is not None and row.episode_id is None and row.last_episode_id is None
+    assert store.load_room_states()[key] == state
+
+
+def test_a_room_whose_episode_row_is_missing_starts_without_it_and_says_so(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    ep = episode(1, T0)
+    key = ("test-school", "calm-1")
+    state = RoomState(site="test-school", room="calm-1", episode=ep)
+    store.write(Batch(rooms={key: state}, stale_episodes=frozenset()), T0)  # named, never written
+    loaded = store.load_room_states()[key]
+    assert loaded.episode is None and loaded.room == "calm-1"
+    assert f"its episode {ep.id} is missing from the episode table" in caplog.text
+
+
+def test_migration_0004_keeps_the_episodes_of_a_stored_room_both_ways(tmp_path: Path) -> None:
+    """Rows written before 0004 hold their episodes whole and load as they are; going back to 0003 puts
+    the named episodes back into the state."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    migrate(engine, "0003")
+    ep = episode(1, T0)
+    state = RoomState(site="test-school", room="calm-1", episode=ep)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO room_state (site, room, state, updated_at)"
+                " VALUES ('test-school', 'calm-1', :s, :t)"
+            ),
+            {"s": state.model_dump_json(), "t": "2026-11-23 10:00:00.000000"},
+        )
+    migrate(engine)
+    store = Store(engine)
+    key = ("test-school", "calm-1")
+    assert store.load_room_states()[key] == state
+    store.write(Batch(episodes={ep.id: ep}, rooms={key: state}, stale_episodes=frozenset()), T0)
+    with store.session() as s:
+        row = s.get(RoomSnapshot, key)
+    assert row is not None and row.episode_id == ep.id and '"started_at"' not in row.state
+    migrate(engine, "0003", down=True)
+    with engine.connect() as conn:
+        text = conn.execute(sa.text("SELECT state FROM room_state")).scalar_one()
+    assert RoomState.model_validate_json(text) == state
+    engine.dispose()
