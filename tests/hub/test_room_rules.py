@@ -228,12 +228,14 @@ def test_checkin_mode_counts_each_check_for_the_interval() -> None:
     room.send(PANEL, "check", "ok", 0)
     room.occupancy("occupied", 0)
     room.door("closed", 30)  # the check 30 s before still proves 30 s
-    room.send(PANEL, "check", "ok", 100)
+    outcome = room.send(PANEL, "check", "ok", 100)
     ep = room.machine.episode
     assert ep is not None
     acc = account(ep, at(200))
     # supervised 30..60 and 100..160; unsupervised 60..100 and 160..200
     assert (acc.supervised_s, acc.unsupervised_s) == (90, 80)
+    # The check-in is saved with the episode (its row, and a restart that loads the episode from it).
+    assert [e.episode.checks[-1] for e in outcome.effects if isinstance(e, EpisodeSaved)] == [at(100)]
 
 
 def test_a_device_offline_during_an_episode_counts_unknown_time_not_unsupervised() -> None:

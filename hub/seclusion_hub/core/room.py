@@ -752,6 +752,7 @@ class RoomMachine:
                 self.state.last_check = ts
             if ep is not None:
                 ep.checks.append(ts)
+                self._saved(ep)  # evidence: its row may wait for the refresh, the room's state may not
             elif late is not None:
                 # 4.3: what a replay reveals about the past is written into the episode it belongs to.
                 late.checks.append(ts)
