@@ -409,6 +409,50 @@ def test_a_device_offline_mid_episode_counts_unknown_time_and_is_critical_after_
     assert alert.note == "the device is back, or the episode ended"
 
 
+def test_a_lapse_goes_on_through_another_devices_restart_as_one_alert_that_escalates() -> None:
+    """The door device restarts while nobody is at the panel: the outage is unknown time in the
+    accounting, but the lapse alert is not 'supervised again' when the door device is back: it stays
+    the same alert and escalates on its own schedule (semantics 3.1, 5)."""
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.observer("absent", 10)
+    room.run(26)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.due_at == at(25) and lapse.tier == "room"
+    room.heartbeat(DOOR, 84, {"door": "closed", "occupancy": "occupied"})
+    room.status(DOOR, False, 85)  # its Last Will
+    room.status(DOOR, True, 90, boot="b2", uptime_s=2)  # back, after a restart: the gap stays unknown
+    room.heartbeat(DOOR, 91, {"door": "closed", "occupancy": "occupied"})
+    room.run(100)
+    assert room.alerts("supervision_lapse") == [lapse] and lapse.active
+    assert [e.tier for e in lapse.escalations] == ["room", "senior"]  # at T0+85, 60 s after it was raised
+    ep = room.machine.episode
+    assert ep is not None
+    acc = account(ep, at(100))
+    assert acc.unknown_s == 6.0 and acc.unsupervised_s == 84.0  # T0+84 to T0+90 unknown
+    room.observer("present", 120)
+    assert lapse.resolved_at == at(120) and lapse.note == "supervised again"
+
+
+def test_a_lapse_that_began_after_a_device_went_quiet_is_not_hidden_by_its_outage() -> None:
+    """The door device's last message is at T0+72; the panel, online, reports the observer gone at
+    T0+73; the lapse alert is raised at T0+88. When the door device's Last Will arrives, its outage is
+    dated from T0+72 and the time is unknown, but the alert stays: nobody was seen at the panel."""
+    room = Room(tiers=ALL_TIERS, offline_grace_s=20)
+    confined(room)
+    room.heartbeat(DOOR, 72, {"door": "closed", "occupancy": "occupied"})
+    room.observer("absent", 73)
+    room.run(89)
+    [lapse] = room.alerts("supervision_lapse")
+    assert lapse.due_at == at(88)
+    room.status(DOOR, False, 95)
+    room.run(150)
+    assert lapse.active and [e.tier for e in lapse.escalations] == ["room", "senior"]
+    assert [a.severity for a in room.alerts("device_offline")] == ["critical"]
+    ep = room.machine.episode
+    assert ep is not None and account(ep, at(150)).unknown_s == 78.0  # counted unknown, all the same
+
+
 def test_an_outage_that_outlasts_its_episode_goes_on_as_a_warning() -> None:
     room = Room(tiers=ALL_TIERS, offline_grace_s=20)
     confined(room)

@@ -227,13 +227,14 @@ def _episode_conditions(
     # 3: supervision. Every unsupervised interval longer than the grace is a lapse alert, due when the
     # grace ran out; the one running now is due once it has run for the grace.
     grace = _s(policy.lapse_grace_s)
-    acc = account(ep, now)
+    # A lapse alert follows what the panel showed (observer readings, check-ins), through any time a
+    # device was offline: that time counts as unknown in the episode's accounting, but nobody saw the
+    # child supervised in it, so a lapse neither ends nor is hidden by it; the alert resolves only when
+    # supervision is seen again (5's table).
+    seen = ep.model_copy(update={"unknown": []}) if ep.unknown else ep
+    acc = account(seen, now)
     horizon = ep.end_or(now)
-    if ep.is_open and acc.state_now == "unknown":
-        # A device went offline during a lapse: nobody knows it ended, so it still runs (it resolves
-        # only when supervision is seen again, 5's table); the time itself counts as unknown.
-        horizon = min((u.start for u in ep.unknown if u.end is None), default=horizon)
-    ongoing = ep.is_open and acc.state_now in ("unsupervised", "unknown")
+    ongoing = ep.is_open and acc.state_now == "unsupervised"
     for lapse in acc.lapses:
         running = ongoing and lapse.end == horizon
         if not running and lapse.end - lapse.start <= grace:
@@ -257,7 +258,7 @@ def _episode_conditions(
         # already knows: a check-in's proof running out later, or a reading timed at (or, by a clock a
         # little ahead, after) the hub's `now`, which `now` itself cannot see yet.
         probe = max(now, latest) + grace + _s(0.001)
-        ahead = account(ep, probe)
+        ahead = account(seen, probe)
         for lapse in ahead.lapses:
             if lapse.start + grace > now and (
                 lapse.end == ep.end_or(probe) or lapse.end - lapse.start > grace
