@@ -72,6 +72,23 @@ def test_observer_away_for_one_second_more_than_the_grace_raises_the_lapse_at_ex
     assert room.indicator()[-1].level == "info"  # the episode itself is still open
 
 
+@pytest.mark.parametrize("supervision", ["observer", "checkin"])
+def test_a_lapse_under_way_when_an_episode_opens_a_moment_ahead_of_the_hubs_clock_wakes_the_room(
+    supervision: str,
+) -> None:
+    """The door device's clock is 5 ms ahead: the episode starts at a time the hub has not reached.
+    Nobody is at the panel, so the lapse is due a grace after the start, and the room is woken then, not
+    at the next message (the hub wakes a room only at its deadlines: alerts.md)."""
+    room = Room(tiers=ALL_TIERS, supervision=supervision)
+    room.observer("absent", -5)
+    room.occupancy("occupied", 0)
+    room.send(DOOR, "door", "closed", 1, arrive=0.995)
+    woken = room.run_on_deadlines(100)
+    assert 16.0 in woken
+    [lapse] = room.alerts("supervision_lapse")
+    assert (lapse.due_at, lapse.raised_at, lapse.late) == (at(16), at(16), False)
+
+
 def test_never_present_since_the_start_is_a_lapse_due_a_grace_after_the_start() -> None:
     room = Room(tiers=ALL_TIERS)
     confined(room, observer=None)

@@ -249,7 +249,10 @@ def _episode_conditions(
                 detail={"since": format_ts(lapse.start), "mode": ep.supervision},
             )
         )
+    # An episode timed from a moment the hub's clock has not reached yet (a device clock a little
+    # ahead) is looked at from its start: a lapse under way when it opened is due at start + grace.
     latest = max((m.ts for m in ep.observer), default=now)
+    latest = max(latest, start)
     proof = max(ep.checks, default=None)
     if proof is not None and ep.supervision != "observer":
         latest = max(latest, proof + _s(ep.checkin_interval_s))
