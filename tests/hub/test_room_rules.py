@@ -30,6 +30,51 @@ def test_occupancy_reported_within_the_lookback_dates_the_start_back_to_the_clos
     assert ep is not None and ep.started_at == at(0) and not ep.start_uncertain
 
 
+def test_a_start_dated_back_to_the_close_keeps_the_observer_readings_since_the_close() -> None:
+    """The observer at the panel from before the close, away 10 s (under the grace), back; the PIR
+    reports the child only at T0+100: the episode, dated back to the close, shows that one 10 s lapse,
+    not 'never present' from the close until the latest reading (and no late lapse alert)."""
+    room = Room()
+    room.observer("present", -100)
+    room.door("closed", 0)
+    room.observer("absent", 10)
+    room.observer("present", 20)
+    room.occupancy("occupied", 100)
+    room.run(101)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(0)
+    assert [(m.ts, m.present) for m in ep.observer] == [(at(-100), True), (at(10), False), (at(20), True)]
+    acc = account(ep, at(101))
+    assert [(lp.start, lp.end) for lp in acc.lapses] == [(at(10), at(20))] and acc.unsupervised_s == 10
+    assert room.alerts("supervision_lapse") == []
+    assert room.machine.state.marks_since_close == []  # handed to the episode
+
+
+def test_a_start_dated_back_to_the_close_keeps_every_check_in_still_proving_it() -> None:
+    """Check-ins at T0-10 and T0+40 each prove 60 s; the PIR reports the child at T0+100, the start is
+    dated back to the close at T0: covered throughout (the older check-in used to be dropped)."""
+    room = Room(supervision="checkin", checkin_interval_s=60)
+    room.send(PANEL, "check", "ok", -10)
+    room.door("closed", 0)
+    room.send(PANEL, "check", "ok", 40)
+    room.occupancy("occupied", 100)
+    ep = room.machine.episode
+    assert ep is not None and ep.checks == [at(-10), at(40)]
+    acc = account(ep, at(100))
+    assert (acc.supervised_s, acc.unsupervised_s) == (100, 0)
+
+
+def test_the_readings_kept_for_a_dated_back_start_are_bounded_and_dropped_when_the_door_opens() -> None:
+    room = Room()
+    room.door("closed", 0)
+    for i in range(100):
+        room.observer("present" if i % 2 else "absent", 1 + i)
+    kept = room.machine.state.marks_since_close
+    assert len(kept) == 32 and kept[-1].ts == at(100)  # the newest: an older start counts unsupervised
+    room.door("open", 200)
+    assert room.machine.state.marks_since_close == []
+
+
 def test_occupancy_reported_after_the_lookback_starts_at_the_reading_and_says_it_is_uncertain() -> None:
     room = Room(occupancy_lookback_s=120)
     room.door("closed", 0)

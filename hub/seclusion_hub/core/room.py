@@ -28,6 +28,9 @@ from .policy import Policy
 from .site import RoomSpec
 
 NAMESPACE = uuid.UUID("6f1c2d4e-3a5b-4c7d-8e9f-0a1b2c3d4e5f")
+# Observer readings and check-ins kept while a closed room has no episode (RoomState.marks_since_close):
+# a dated-back start older than the oldest kept counts as unsupervised until it, never the other way.
+EVIDENCE_KEPT = 32
 IncidentStatus = Literal["open", "awaiting_record"]
 
 
@@ -196,6 +199,11 @@ class RoomState(_Model):
     alerts_next_at: dt.datetime | None = None
     # Ended episodes changed since the alerts were last evaluated (stored: a crash in between loses none).
     unevaluated: list[Episode] = []
+    # While the door is closed and no episode is open: the supervision evidence since it closed (the
+    # observer reading and check-in it closed on, and each one after), so that an episode dated back to
+    # the close (2.1) starts with all of it (at most EVIDENCE_KEPT each, the newest).
+    marks_since_close: list[ObserverMark] = []
+    checks_since_close: list[dt.datetime] = []
 
 
 # --- the machine ----------------------------------------------------------------------------------
@@ -750,6 +758,8 @@ class RoomMachine:
         if kind == "check":
             if self.state.last_check is None or ts > self.state.last_check:
                 self.state.last_check = ts
+            if ep is None:
+                self._keep_evidence(kind, value, ts)
             if ep is not None:
                 ep.checks.append(ts)
                 self._saved(ep)  # evidence: its row may wait for the refresh, the room's state may not
@@ -765,6 +775,8 @@ class RoomMachine:
         if current is not None and current.device != device and ts < current.ts:
             return  # another device's later reading of this kind wins (semantics 1)
         self.state.readings[kind] = reading
+        if ep is None:
+            self._keep_evidence(kind, value, ts)
         if ep is not None:
             if kind == "observer":
                 ep.observer.append(ObserverMark(ts=ts, present=value == "present"))
@@ -776,6 +788,30 @@ class RoomMachine:
                     self._mark_relocked(ep, device, ts)  # again, or another lock of the room
         if kind in ("door", "occupancy"):
             self._door_or_occupancy(kind, value, ts)
+
+    def _keep_evidence(self, kind: str, value: str, ts: dt.datetime) -> None:
+        """Outside an episode: what an episode dated back to the door's close will need (see RoomState)."""
+        st = self.state
+        if kind == "door":
+            st.marks_since_close, st.checks_since_close = [], []
+            if value == "closed":  # what it closed on
+                observer = st.readings.get("observer")
+                if observer is not None:
+                    st.marks_since_close.append(
+                        ObserverMark(ts=observer.ts, present=observer.value == "present")
+                    )
+                if st.last_check is not None:
+                    st.checks_since_close.append(st.last_check)
+            return
+        door = st.readings.get("door")
+        if door is None or door.value != "closed":
+            return
+        if kind == "observer":
+            st.marks_since_close.append(ObserverMark(ts=ts, present=value == "present"))
+            del st.marks_since_close[:-EVIDENCE_KEPT]
+        elif kind == "check":
+            st.checks_since_close.append(ts)
+            del st.checks_since_close[:-EVIDENCE_KEPT]
 
     def _ended_episode_at(self, ts: dt.datetime) -> Episode | None:
         """The last ended episode, if `ts` falls within it (a replayed reading arriving after its end)."""
@@ -854,12 +890,20 @@ class RoomMachine:
             checkin_interval_s=self.policy.checkin_interval_s,
             test=self.in_maintenance(start),
         )
+        # Supervision as it was from the start: the observer reading at the start and each one after,
+        # and the check-ins still proving it (a start dated back to the door's close needs the readings
+        # since the close, not only the latest).
+        marks = list(st.marks_since_close)
         observer = st.readings.get("observer")
         if observer is not None:
-            ep.observer.append(ObserverMark(ts=observer.ts, present=observer.value == "present"))
+            marks.append(ObserverMark(ts=observer.ts, present=observer.value == "present"))
+        marks = sorted({(m.ts, m.present): m for m in marks}.values(), key=lambda m: m.ts)
+        at_start = [m for m in marks if m.ts <= start][-1:]
+        ep.observer.extend(at_start + [m for m in marks if m.ts > start])
         interval = self._seconds(self.policy.checkin_interval_s)
-        if st.last_check is not None and st.last_check + interval > start:
-            ep.checks.append(st.last_check)
+        checks = set(st.checks_since_close) | ({st.last_check} if st.last_check is not None else set())
+        ep.checks.extend(sorted(c for c in checks if c + interval > start))
+        st.marks_since_close, st.checks_since_close = [], []
         for device, dev in st.devices.items():
             if not dev.online:
                 ep.unknown.append(
