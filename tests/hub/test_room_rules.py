@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from seclusion_hub.core.episode import account
-from seclusion_hub.core.room import EpisodeSaved, IncidentOpened, IncidentStatusChanged, SensorEvent
+from seclusion_hub.core.room import (
+    EpisodeSaved,
+    Heartbeat,
+    IncidentOpened,
+    IncidentStatusChanged,
+    SensorEvent,
+)
 from seclusion_hub.errors import RejectedMessage
 from tests.hub.rooms import DOOR, PANEL, Room, at
 
@@ -386,3 +392,25 @@ def test_every_change_to_an_episode_is_saved() -> None:
     room.occupancy("occupied", 0)
     outcome = room.door("closed", 1)
     assert any(isinstance(e, EpisodeSaved) for e in outcome.effects)
+
+
+def test_a_heartbeat_sent_before_an_event_already_applied_does_not_undo_it() -> None:
+    """The door device's heartbeat of T0+99.9 (its state: closed; `last_seq` 2) arrives just after its
+    event of T0+100 (door open, seq 3): another topic, QoS 0, it can be overtaken. Its older state is not
+    a lost event: the door stays open, and the episode ends at T0+100 when the child walks out."""
+    room = Room()
+    room.observer("present", -10)
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    room.door("open", 100)  # seq 3
+    stale = Heartbeat(
+        device=DOOR, ts=at(99.9), epoch=0, last_seq=2, state={"door": "closed", "occupancy": "occupied"}
+    )
+    room.clock.set(at(100.05))
+    outcome = room.machine.handle(stale, at(100.05))
+    assert room.machine.reading("door") == "open" and not outcome.effects
+    room.occupancy("vacant", 105)
+    room.heartbeat(DOOR, 120, {"door": "open", "occupancy": "vacant"})
+    last = room.machine.state.last_episode
+    assert room.machine.episode is None and last is not None and last.ended_at == at(100)
+    assert [(s.start, s.end) for s in last.segments] == [(at(1), at(100))]

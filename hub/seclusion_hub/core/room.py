@@ -698,6 +698,10 @@ class RoomMachine:
         if self._reports_the_door(hb.device):
             # Every event of the door's device is applied and its clock says this much time has passed.
             self._advance(hb.ts)
+        if (hb.epoch, hb.last_seq) < (dev.epoch, dev.seq):
+            # Sent before events already applied (a heartbeat can overtake nothing, but be overtaken:
+            # another topic, QoS 0): its state is older than theirs, and the next heartbeat tells.
+            return
         for kind, value in sorted(hb.state.items()):
             if kind == "check" or not self.spec.reports(hb.device, kind):
                 continue
