@@ -374,15 +374,21 @@ class HubService:
         timeout = self._wait_seconds()
         items: list[Inbound | Command] = []
         try:
-            items.append(self.inbox.get(timeout=timeout))
+            first = self.inbox.get(timeout=timeout)
         except queue.Empty:
             return items
-        # Linger a moment for more: one commit (an fsync) and one room snapshot serve the whole batch, so
-        # under load a few milliseconds here buy back far more than they cost (measured: bench/ingest.py).
-        # One sleep, then take what came: waking for every message as it arrives cost more than the
-        # messages (the thread handing them over wants the same interpreter lock).
+        items.append(first)
+        # Gather a batch for `linger_s` from the arrival of its first message: one commit (an fsync) and
+        # one room snapshot serve the whole batch (measured: bench/ingest.py). One sleep, then take what
+        # came: waking for every message as it arrives cost more than the messages (the thread handing
+        # them over wants the same interpreter lock). A message that already waited while the last batch
+        # was written has gathered its batch: no more sleep for it than what is left of its linger.
         if self.linger_s > 0 and self.inbox.qsize() < self.batch_size:
-            time.sleep(self.linger_s)
+            waited = (
+                (self.clock.now() - first.received_at).total_seconds() if isinstance(first, Inbound) else 0
+            )
+            if waited < self.linger_s:
+                time.sleep(self.linger_s - max(0.0, waited))
         while len(items) < self.batch_size:
             try:
                 items.append(self.inbox.get_nowait())

@@ -262,3 +262,24 @@ def test_the_decoder_remembers_only_a_registered_devices_own_topics(service: Hub
         for _ in range(2):
             with pytest.raises(RejectedMessage, match=reason):
                 decoder.decode(bad)
+
+
+@pytest.mark.parametrize(("waited_ms", "slept_ms"), [(0, 5.0), (3, 2.0), (5, None), (40, None)])
+def test_a_batch_gathers_for_the_linger_from_its_first_messages_arrival(
+    service: HubService, monkeypatch: pytest.MonkeyPatch, waited_ms: float, slept_ms: float | None
+) -> None:
+    """Woken by a message that just came, the ingest thread lingers 5 ms for more (one commit serves the
+    batch); a message that already waited while the last batch was written is not kept waiting longer
+    than what is left of its linger (docs/performance.md)."""
+    clock = service.clock
+    assert isinstance(clock, FakeClock)
+    slept: list[float] = []
+    monkeypatch.setattr("seclusion_hub.service.time.sleep", slept.append)
+    service.linger_s = 0.005
+    first = inbound("calm-1", "calm-1-door", 1, "door", "closed", 0, mid=1)  # received at T0
+    second = inbound("calm-1", "calm-1-door", 2, "door", "open", 0, mid=2)
+    service.submit(first)
+    service.submit(second)
+    clock.advance(waited_ms / 1000)
+    assert service._take() == [first, second]
+    assert slept == ([] if slept_ms is None else [pytest.approx(slept_ms / 1000)])
