@@ -288,10 +288,15 @@ def test_the_door_is_described(state: str, sentence: str) -> None:
     [
         (1, "1 second"),
         (45, "45 seconds"),
-        (59.4, "59 seconds"),
+        (0, "0 seconds"),
+        (0.4, "1 second"),  # rounded up, as every duration: a confinement is never under-counted
+        (58.2, "59 seconds"),
+        (59.4, "1 minute"),
         (60, "1 minute"),
-        (61, "2 minutes"),  # rounded up: a confinement is never under-counted
+        (60.4, "2 minutes"),
+        (61, "2 minutes"),
         (720, "12 minutes"),
+        (720.4, "13 minutes"),
         (750, "13 minutes"),
         (7200, "120 minutes"),
     ],

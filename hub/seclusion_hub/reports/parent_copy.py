@@ -154,13 +154,14 @@ def _require_aware(moment: dt.datetime) -> None:
 def format_duration(seconds: float) -> str:
     """A duration in plain words: seconds under a minute, otherwise whole minutes ("12 minutes").
 
-    Minutes are rounded up, never down: the hub never under-counts a confinement (semantics), so a
-    parent is never told "12 minutes" about 12 and a half.
+    Seconds and minutes are rounded up, never down: the hub never under-counts a confinement
+    (semantics), so a parent is never told "12 minutes" about 12 and a half, nor "12 minutes" about
+    720.4 seconds (times are to the millisecond), as the record page says (record_pages.duration_words).
     """
-    whole = round(seconds)
+    whole = math.ceil(seconds - 1e-9)  # a float a hair above a whole second is that second
     if whole < 60:
         return "1 second" if whole == 1 else f"{whole} seconds"
-    minutes = math.ceil(whole / 60)
+    minutes = math.ceil(seconds / 60 - 1e-9)
     return "1 minute" if minutes == 1 else f"{minutes:,} minutes"
 
 
