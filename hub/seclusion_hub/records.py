@@ -467,7 +467,15 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         note = IncidentAddendum(
             incident_id=incident_id, at=now, author=who.name, field=body.field, text=body.text
         )
-        return change(incident_id, who, "addendum", lambda _row: {}, addendum=note)
+        change(incident_id, who, "addendum", lambda _row: {}, addendum=note)
+        # The correction as stored (contract section 6), as the record lists it under `addenda`.
+        return {
+            "incident_id": incident_id,
+            "at": format_ts(now),
+            "author": who.name,
+            "field": body.field,
+            "text": body.text,
+        }
 
     def copy_of(incident_id: str, who: Principal) -> tuple[IncidentRecord, ParentCopy]:
         """The written copy of a record: only once it is recorded, with its child attached; a copy a

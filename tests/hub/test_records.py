@@ -237,11 +237,17 @@ def test_a_record_goes_from_awaiting_to_closed_and_then_changes_only_by_addenda(
         headers=staff,
     )
     assert added.status_code == 201
+    correction = added.json()  # the dated correction with its author (contract section 6)
+    assert (correction["author"], correction["field"]) == ("staff-user", "first_aid")
+    assert (
+        correction["text"].startswith("The check was at 10:25")
+        and correction["incident_id"] == ep["incident_id"]
+    )
     final = api.client.get(incident, headers=staff).json()
     assert (
         final["record"]["risk"] == COMPLETE["risk"] and final["record"]["first_aid"] == COMPLETE["first_aid"]
     )
-    assert [a["author"] for a in final["addenda"]] == ["staff-user"]
+    assert final["addenda"] == [{k: correction[k] for k in ("at", "author", "field", "text")}]
     assert [(c["outcome"]) for c in final["parent_contacts"]] == ["no_answer", "reached", "sent"]
     with api.store.session() as s:
         entries = s.exec(select(AuditEntry).where(AuditEntry.target_id == ep["incident_id"])).all()
