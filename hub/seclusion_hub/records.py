@@ -110,8 +110,10 @@ def pupil_json(p: Pupil) -> dict[str, Any]:
     }
 
 
-def incident_json(row: IncidentRecord) -> dict[str, Any]:
-    """The record as the API shows it: no child's name here (the register has it; `pupil_id` links)."""
+def incident_json(row: IncidentRecord, dsl: bool) -> dict[str, Any]:
+    """The record as the API shows it: no child's name here (the register has it; `pupil_id` links). Why
+    a copy was withheld may be a safeguarding matter: only a designated safeguarding lead (`dsl`) sees
+    the reason; everyone else sees that it was withheld, when and by whom (docs/records.md)."""
     return {
         "id": row.id,
         "episode_id": row.episode_id,
@@ -136,7 +138,7 @@ def incident_json(row: IncidentRecord) -> dict[str, Any]:
         "parent_copy_sent_at": _ts(row.parent_copy_sent_at),
         "parent_copy_withheld_at": _ts(row.parent_copy_withheld_at),
         "parent_copy_withheld_by": row.parent_copy_withheld_by,
-        "parent_copy_withheld_reason": row.parent_copy_withheld_reason,
+        "parent_copy_withheld_reason": row.parent_copy_withheld_reason if dsl else None,
         "authority_notified_at": _ts(row.authority_notified_at),
         "reviewed_at": _ts(row.reviewed_at),
         "reviewed_by": row.reviewed_by,
@@ -148,8 +150,9 @@ def incident_json(row: IncidentRecord) -> dict[str, Any]:
 
 def incident_summary(row: IncidentRecord) -> dict[str, Any]:
     """A record in a list: its state and deadlines, without what staff wrote (reading that is a read of
-    the record, audited one by one through `GET /api/incidents/{id}`)."""
-    body = incident_json(row)
+    the record, audited one by one through `GET /api/incidents/{id}`): no reason for a withheld copy
+    either, whoever asks."""
+    body = incident_json(row, dsl=False)
     del body["record"]
     return body
 
@@ -276,7 +279,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             raise HTTPException(exc.status, f"{exc.field}: {exc.message}") from exc
         except NotFound as exc:
             raise HTTPException(404, "no such incident") from exc
-        return incident_json(row)
+        return incident_json(row, who.dsl)
 
     def auto(row: IncidentRecord) -> dict[str, Any] | None:
         """What the hub fills in from the episode: times, segments, lock, supervision, lapses, unknown
@@ -345,7 +348,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         Every read by a person is audited."""
         row = found(incident_id, who)
         records.audit(audit(who, "read", "incident", row.id))
-        body = incident_json(row)
+        body = incident_json(row, who.dsl)
         body["auto"] = auto(row)
         contacts = records.contacts(row.id)
         body["parent_contacts"] = [

@@ -426,6 +426,17 @@ def test_the_parents_copy_is_made_from_the_record_names_only_this_child_and_is_a
         f"{incident}/parent-copy/withhold", json={"reason": "Safeguarding."}, headers=dsl
     )
     assert withheld.status_code == 200
+    assert withheld.json()["parent_copy_withheld_reason"] == "Safeguarding."  # the DSL's own answer
+    # Everyone else sees that it was withheld, when and by whom, never why: not in the record, not in
+    # the list (docs/records.md).
+    seen = api.client.get(incident, headers=staff).json()
+    assert seen["parent_copy_withheld_by"] == withheld.json()["parent_copy_withheld_by"]
+    assert seen["parent_copy_withheld_at"] is not None and seen["parent_copy_withheld_reason"] is None
+    senior = api.token("senior", "test-school")
+    for who in (staff, senior, dsl):
+        listed = api.client.get("/api/incidents", headers=who).json()["items"]
+        assert [i["parent_copy_withheld_reason"] for i in listed] == [None]
+    assert api.client.get(incident, headers=dsl).json()["parent_copy_withheld_reason"] == "Safeguarding."
     assert api.client.get(f"{incident}/parent-copy.pdf", headers=staff).status_code == 403
     assert api.client.get(f"{incident}/parent-copy.pdf", headers=dsl).status_code == 200
     with api.store.session() as s:
