@@ -148,6 +148,9 @@ class IncidentRecord(SQLModel, table=True):
     authority_notice_due_at: dt.datetime | None = _ts(default=None)
     recorded_at: dt.datetime | None = _ts(default=None)
     recorded_by: str | None = Field(default=None, max_length=200)
+    # Who last set the classification of a completed record (recording it, or changing it since): a
+    # `no_child` record is reviewed by someone else (core/incident.py `review`).
+    classified_by: str | None = Field(default=None, max_length=200)
     parent_notified_at: dt.datetime | None = _ts(default=None)
     parent_copy_sent_at: dt.datetime | None = _ts(default=None)
     parent_copy_method: str | None = Field(default=None, max_length=32)

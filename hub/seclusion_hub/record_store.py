@@ -39,6 +39,7 @@ def incident_view(row: IncidentRecord) -> IncidentView:
         parent_copy_sent_at=row.parent_copy_sent_at,
         parent_copy_withheld_at=row.parent_copy_withheld_at,
         recorded_by=row.recorded_by,
+        classified_by=row.classified_by,
     )
 
 

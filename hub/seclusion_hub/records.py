@@ -134,6 +134,7 @@ def incident_json(row: IncidentRecord, dsl: bool) -> dict[str, Any]:
         },
         "recorded_at": _ts(row.recorded_at),
         "recorded_by": row.recorded_by,
+        "classified_by": row.classified_by,
         "parent_notified_at": _ts(row.parent_notified_at),
         "parent_copy_sent_at": _ts(row.parent_copy_sent_at),
         "parent_copy_withheld_at": _ts(row.parent_copy_withheld_at),
@@ -376,9 +377,17 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     def edit_incident(incident_id: str, body: RecordFields, who: Staff) -> dict[str, Any]:
         """Add or correct the record's fields (only those sent change). 409 once signed off."""
         changes = body.model_dump(mode="json", exclude_unset=True)
-        return change(
-            incident_id, who, "edit", lambda row: {"record": workflow.edit(incident_view(row), changes)}
-        )
+
+        def decide(row: IncidentRecord) -> dict[str, Any]:
+            view = incident_view(row)
+            result: dict[str, Any] = {"record": workflow.edit(view, changes)}
+            if view.status in workflow.COMPLETED and result["record"].get("classification") != row.record.get(
+                "classification"
+            ):
+                result["classified_by"] = who.name  # the one who says now what the episode was
+            return result
+
+        return change(incident_id, who, "edit", decide)
 
     @router.post("/api/incidents/{incident_id}/record", tags=["incidents"])
     def complete_record(incident_id: str, who: Staff) -> dict[str, Any]:

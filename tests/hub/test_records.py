@@ -588,6 +588,13 @@ def test_a_record_of_no_child_in_the_room_asks_only_what_applies_and_has_no_pare
         workflow.review(own, "head", now)
     assert self_review.value.status == 403 and self_review.value.field == "reviewed_by"
     assert workflow.review(own, "deputy", now)["reviewed_by"] == "deputy"
+    # Nor by the one who changed a completed record to say so (recorded as seclusion by someone else).
+    relabelled = IncidentView(
+        status="recorded", pupil_id=None, record=dict(NO_CHILD), recorded_by="teacher", classified_by="head"
+    )
+    with pytest.raises(WorkflowError) as changed_own:
+        workflow.review(relabelled, "head", now)
+    assert changed_own.value.status == 403 and changed_own.value.field == "reviewed_by"
     # Told the parents before it was recorded as empty (so `parent_notified`), it is reviewed all the same,
     # without the debriefs a child's record needs.
     notified = IncidentView(status="parent_notified", pupil_id=None, record=dict(NO_CHILD))
@@ -688,3 +695,30 @@ def test_an_empty_rooms_record_skips_the_parents_only_once_a_senior_has_reviewed
     assert frozen.status_code == 409 and frozen.json()["detail"].startswith("classification:")
     body = api.client.get(incident, headers=staff).json()
     assert body["status"] == "reviewed" and body["record"]["review_note"] == "Checked the panel log."
+    # The review note is the reviewer's: an edit cannot put other words under their name.
+    rewrite = api.client.patch(incident, json={"review_note": "Reviewed: all fine."}, headers=staff)
+    assert rewrite.status_code == 422 and "review_note" in rewrite.text
+    unchanged = api.client.patch(incident, json={"review_note": "Checked the panel log."}, headers=staff)
+    assert unchanged.status_code == 200  # the whole record sent back as it is: nothing changes
+
+
+def test_a_senior_who_changes_a_record_to_no_child_does_not_review_it_too(api: Records) -> None:
+    """Four eyes: the review of a `no_child` record takes the episode out of every figure about
+    children, so whoever says no child was there (recording it, or changing a completed record to say
+    so) is not the one who reviews it."""
+    ep = api.ended_episode()
+
+    def senior(name: str) -> dict[str, str]:
+        token = create_token(api.store, name, "senior", ["test-school"], False, T0)
+        return {"Authorization": f"Bearer {token}"}
+
+    senior_b, senior_c = senior("senior-b"), senior("senior-c")
+    incident = _recorded(api, ep)  # as seclusion, by `staff-user`
+    changed = api.client.patch(
+        incident, json={"classification": "no_child", "no_child_reason": "I say so."}, headers=senior_b
+    )
+    assert changed.status_code == 200 and changed.json()["classified_by"] == "senior-b"
+    own = api.client.post(f"{incident}/review", json={}, headers=senior_b)
+    assert own.status_code == 403 and "reviewed_by" in own.text
+    other = api.client.post(f"{incident}/review", json={}, headers=senior_c)
+    assert other.status_code == 200 and other.json()["reviewed_by"] == "senior-c"

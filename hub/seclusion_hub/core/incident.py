@@ -136,6 +136,7 @@ class IncidentView:
     parent_copy_sent_at: dt.datetime | None = None
     parent_copy_withheld_at: dt.datetime | None = None
     recorded_by: str | None = None
+    classified_by: str | None = None  # who last set the classification of the completed record
 
     @property
     def fields(self) -> RecordFields:
@@ -192,6 +193,8 @@ def edit(view: IncidentView, changes: dict[str, Any]) -> dict[str, Any]:
     voluntary use, the reason)."""
     if view.signed:
         raise WorkflowError(409, "status", "the record is signed off: add a dated addendum instead")
+    if "review_note" in changes and changes["review_note"] != view.record.get("review_note"):
+        raise WorkflowError(422, "review_note", "written by the senior who reviews the record (its review)")
     merged = {**view.record, **changes}
     checked = RecordFields.model_validate(merged)  # raises ValidationError naming the field
     result = checked.model_dump(mode="json", exclude_none=True)
@@ -222,7 +225,13 @@ def record(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
     gaps = missing(view)
     if gaps:
         raise WorkflowError(422, gaps[0], "still to complete: " + ", ".join(gaps))
-    return {"status": "recorded", "recorded_at": now, "recorded_by": who, **_maybe_notified(view, "recorded")}
+    return {
+        "status": "recorded",
+        "recorded_at": now,
+        "recorded_by": who,
+        "classified_by": who,
+        **_maybe_notified(view, "recorded"),
+    }
 
 
 def _maybe_notified(view: IncidentView, status: str) -> dict[str, Any]:
@@ -293,10 +302,10 @@ def withhold_copy(view: IncidentView, who: str, dsl: bool, reason: str, now: dt.
 def review(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
     """A senior member of staff reviews the record: `parent_notified` → `reviewed`. A record of no child
     in the room, which has no parents to tell and no conversations to record, from `recorded` too; its
-    review takes the episode out of every figure about children, so the one who recorded it does not
-    review it (403)."""
+    review takes the episode out of every figure about children, so the one who recorded it, or who
+    changed the completed record to say so, does not review it (403)."""
     if view.no_child and view.status in ("recorded", "parent_notified"):
-        if view.recorded_by is not None and who == view.recorded_by:
+        if who in (view.recorded_by, view.classified_by):
             raise WorkflowError(
                 403,
                 "reviewed_by",
