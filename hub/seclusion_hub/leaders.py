@@ -29,7 +29,7 @@ from .core.analytics import CHARACTERISTICS, GroupRate
 from .models import AuditEntry, IncidentRecord
 from .record_pages import _templates, duration_words, local_date, local_datetime, next_deadline, status_words
 from .record_store import RecordStore
-from .review import Facts, Period, gather_facts, summary_json
+from .review import Facts, Period, gather_facts, site_pattern_triggers, summary_json
 from .service import HubService
 from .web import PAGE_HEADERS, session_token, static_file
 
@@ -413,9 +413,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                 "first": local_date(f.first_start, site.zone),
                 "last": local_date(f.last_start, site.zone),
             }
-            for f in analytics.pattern_flags(
-                facts.episodes, site.policies[next(iter(site.policies))].pattern_triggers, service.clock.now()
-            )
+            for f in analytics.pattern_flags(facts.episodes, site_pattern_triggers(site), service.clock.now())
             if f.pupil_id == pupil.id and f.first_start is not None and f.last_start is not None
         ]
         audit_read(who, "pupil", pupil.id)

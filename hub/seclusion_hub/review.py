@@ -25,6 +25,7 @@ from .config import LoadedSite
 from .core import analytics
 from .core import incident as workflow
 from .core.analytics import CHARACTERISTICS, Characteristic, EpisodeFact, PupilFact
+from .core.policy import PatternTrigger
 from .deps import Leader
 from .errors import BadRequest
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
@@ -396,12 +397,19 @@ def _counts(values: dict[Any, int], suppress: bool) -> dict[str, int | None]:
     return dict(analytics.suppress_counts(shown)) if suppress else dict(shown)
 
 
+def site_pattern_triggers(site: LoadedSite) -> list[PatternTrigger]:
+    """Every pattern trigger of the site's rooms' policies, each once (a child's pattern spans rooms)."""
+    triggers: list[PatternTrigger] = []
+    for policy in site.policies.values():
+        triggers.extend(t for t in policy.pattern_triggers if t not in triggers)
+    return triggers
+
+
 def summary_json(
     site: LoadedSite, f: Facts, bucket: Literal["week", "month"], suppress: bool, now: dt.datetime
 ) -> dict[str, Any]:
     """The summary's JSON (also what the leaders' pages draw)."""
     zone = site.zone
-    policy = next(iter(site.policies.values()))
     shown = analytics.counted(f.episodes)
     trend = analytics.trend(
         f.episodes,
@@ -411,9 +419,15 @@ def summary_json(
         tz=zone,
         target_reduction_pct=site.spec.reduction_target_pct,
     )
-    lengthy = policy.duration_alerts[0].after_s if policy.duration_alerts else None
+    # Each room's own first duration alert (its policy overrides may set one), and every trigger any
+    # room's policy names: a flag is never lost because another room's policy says less.
+    lengthy = {
+        room: policy.duration_alerts[0].after_s
+        for room, policy in site.policies.items()
+        if policy.duration_alerts
+    }
     flags = analytics.pattern_flags(
-        f.episodes, policy.pattern_triggers, now, lengthy_after_s=lengthy, trend=trend
+        f.episodes, site_pattern_triggers(site), now, lengthy_after_s=lengthy, trend=trend
     )
     compliance = analytics.supervision_compliance(f.episodes)
     minutes = [e.elapsed_s / 60 for e in shown]

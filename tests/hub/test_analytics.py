@@ -452,6 +452,18 @@ def test_lengthy_episodes() -> None:
     assert pattern_flags(episodes, [], NOW) == []
 
 
+def test_lengthy_is_judged_by_each_rooms_own_first_duration_alert() -> None:
+    """A room whose policy overrides set an earlier first duration alert flags its own episodes by it
+    (the site's first room's policy used to judge every room)."""
+    eight_minutes = [
+        episode(utc(2026, 3, 1), "p1", elapsed_s=480, room="calm-1"),
+        episode(utc(2026, 3, 2), "p1", elapsed_s=480, room="calm-2"),
+        episode(utc(2026, 3, 3), "p1", elapsed_s=480, room="calm-3"),  # a room with no duration alert
+    ]
+    flags = pattern_flags(eight_minutes, [], NOW, lengthy_after_s={"calm-1": 600, "calm-2": 300})
+    assert [f.episode_ids for f in flags] == [(eight_minutes[1].id,)]
+
+
 def test_rising_flag_from_the_trend() -> None:
     rising = weekly_trend([1, 2, 3, 4])
     flags = pattern_flags([], [], NOW, trend=rising)

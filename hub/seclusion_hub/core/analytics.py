@@ -473,7 +473,7 @@ def pattern_flags(
     triggers: Sequence[PatternTrigger],
     now: dt.datetime,
     *,
-    lengthy_after_s: float | None = None,
+    lengthy_after_s: float | Mapping[str, float] | None = None,
     lengthy_label: str = "lengthy episode",
     trend: Trend | None = None,
 ) -> list[Flag]:
@@ -483,8 +483,9 @@ def pattern_flags(
       one window of `window_days` days (a window [t, t + window_days * 24 h), so the first and last
       starts are less than `window_days` days apart). The flag names the episodes of the densest such
       window and its first and last start. Episodes with no child named belong to no pattern.
-    - `lengthy`, when `lengthy_after_s` is given: each episode whose `elapsed_s` is longer than it,
-      whether or not a child is named.
+    - `lengthy`, when `lengthy_after_s` is given: each episode whose `elapsed_s` is longer than it (or
+      than its room's, given as room: seconds; a room not named has none), whether or not a child is
+      named.
     - `rising`, when a `trend` is given and its verdict is "rising": one flag for the whole trend.
     """
     _aware(now, "now")
@@ -509,6 +510,12 @@ def pattern_flags(
                     )
                 )
     if lengthy_after_s is not None:
+        limits = lengthy_after_s
+
+        def lengthy(e: EpisodeFact) -> bool:
+            limit = limits.get(e.room) if isinstance(limits, Mapping) else limits
+            return limit is not None and e.elapsed_s > limit
+
         flags.extend(
             Flag(
                 kind="lengthy",
@@ -519,7 +526,7 @@ def pattern_flags(
                 last_start=e.started_at,
             )
             for e in past
-            if e.elapsed_s > lengthy_after_s
+            if lengthy(e)
         )
     if trend is not None and trend.verdict == "rising":
         flags.append(
