@@ -596,13 +596,26 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         return {"episode_id": episode_id, "pupil_id": pupil.id, "incident_id": row.incident_id}
 
     @router.get("/api/pupils", tags=["pupils"])
-    def pupils(who: Senior, site: Annotated[str | None, Query(max_length=63)] = None) -> dict[str, Any]:
-        """The register of the caller's sites (audited: it holds children's details)."""
+    def pupils(
+        who: Senior,
+        site: Annotated[str | None, Query(max_length=63)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="at most 1000")] = 100,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+    ) -> dict[str, Any]:
+        """The register of the caller's sites, by name, a page at a time (audited: it holds children's
+        details; each page read is an entry with the number of children it showed)."""
         if site is not None:
             allowed(who, site)
+        start = 0
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise BadRequest("query", "cursor", "not a cursor this API returned")
+            start = int(cursor)
         rows = records.pupils(sorted(who.sites) if who.sites is not None else None, site)
-        records.audit(audit(who, "read", "pupils", site or "*", count=len(rows)))
-        return {"items": [pupil_json(p) for p in rows], "next": None}
+        page = rows[start : start + limit]
+        records.audit(audit(who, "read", "pupils", site or "*", count=len(page)))
+        more = start + limit < len(rows)
+        return {"items": [pupil_json(p) for p in page], "next": str(start + limit) if more else None}
 
     @router.post("/api/pupils", tags=["pupils"], status_code=201)
     def add_pupil(body: PupilIn, who: Senior) -> dict[str, Any]:

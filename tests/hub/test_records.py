@@ -136,6 +136,16 @@ def test_the_register_takes_children_one_by_one_and_from_csv_all_or_nothing(api:
     )
     assert unknown.status_code == 422 and "shoe" in _field_of(unknown)
     assert len(api.client.get("/api/pupils", headers=senior).json()["items"]) == 2, "nothing of a bad file"
+    # A page at a time, as every list of the contract: limit and cursor, with no child twice or missed.
+    first = api.client.get("/api/pupils", params={"limit": 1}, headers=senior).json()
+    assert len(first["items"]) == 1 and first["next"] is not None
+    rest = api.client.get("/api/pupils", params={"limit": 1, "cursor": first["next"]}, headers=senior).json()
+    assert rest["next"] is None and {p["id"] for p in first["items"] + rest["items"]} == {
+        p["id"] for p in register.values()
+    }
+    for params in ({"limit": 5000}, {"limit": 0}, {"cursor": "x"}):
+        refused = api.client.get("/api/pupils", params=params, headers=senior)
+        assert refused.status_code == 422 and ("limit" in refused.text or "cursor" in refused.text)
     # staff may not read the register as a list; reading it is audited
     assert api.client.get("/api/pupils", headers=api.token("staff", "test-school")).status_code == 403
     with api.store.session() as s:
