@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -85,6 +86,21 @@ class MailError(Exception):
     """The mail could not be sent; the message is safe to show (no address, no secret)."""
 
 
+class _Redact(logging.Filter):
+    """Replaces a parent's address in the mail library's log records (it is never logged, docs/records.md)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if self.address and self.address.lower() in text.lower():
+            record.msg = re.sub(re.escape(self.address), "(the parent's address)", text, flags=re.IGNORECASE)
+            record.args = ()
+        return True
+
+
 def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: float = 30.0) -> None:
     """Send the PDF to one parent's address from the site's `parent_mail` account."""
     if site.spec.parent_mail is None:
@@ -102,8 +118,10 @@ def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: flo
         "If you would like to talk about it, please reply to this email or call the school."
     )
     result: list[bool] = []
-    # Apprise logs the recipient at INFO: keep its records for this send out of the hub's logs.
+    # Apprise logs the recipient at INFO, and again at WARNING when the server refuses it: keep its
+    # records below WARNING out of the hub's logs for this send, and the address out of the rest.
     logger = logging.getLogger("apprise")
+    redact = _Redact(to)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "written-record.pdf"
         path.write_bytes(pdf)
@@ -113,11 +131,13 @@ def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: flo
 
         level = logger.level
         logger.setLevel(logging.WARNING)
+        logger.addFilter(redact)
         try:
             worker = threading.Thread(target=call, name="parent-mail", daemon=True)
             worker.start()
             worker.join(timeout_s)
         finally:
+            logger.removeFilter(redact)
             logger.setLevel(level)
     if not result:
         raise MailError(f"the mail server did not answer within {timeout_s:g} s")
