@@ -585,14 +585,15 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             raise HTTPException(409, "the record is signed off: add a dated addendum instead")
         ep = Episode.model_validate_json(row.data)
         age = _age(pupil.date_of_birth, ep.started_at.astimezone(service.sites[row.site].zone).date())
+        entry = audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id)
         try:
-            service.attach_pupil(row.site, row.room, episode_id, row.incident_id, pupil.id, age, who.name)
+            # The change and its audit entry in one transaction, whichever way the episode is held.
+            service.attach_pupil(
+                row.site, row.room, episode_id, row.incident_id, pupil.id, age, who.name, entry
+            )
         except RejectedMessage:
             ep.pupil_id, ep.pupil_age = pupil.id, age
-            entry = audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id)
             records.attach_pupil_offline(row, ep.model_dump_json(), pupil.id, entry, service.clock.now())
-        else:
-            records.audit(audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id))
         return {"episode_id": episode_id, "pupil_id": pupil.id, "incident_id": row.incident_id}
 
     @router.get("/api/pupils", tags=["pupils"])

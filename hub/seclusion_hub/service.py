@@ -808,9 +808,11 @@ class HubService:
         pupil_id: str,
         age: int | None,
         who: str,
+        entry: AuditEntry | None = None,
     ) -> None:
         """Attach a child of the register to the room's open or latest episode and to its incident, in
-        one transaction (RejectedMessage when the room no longer holds that episode)."""
+        one transaction with its audit `entry` (RejectedMessage when the room no longer holds that
+        episode: nothing is written then)."""
         key = (site, room)
 
         def apply(batch: Batch) -> None:
@@ -821,6 +823,8 @@ class HubService:
             self._collect(key, effects, pending)
             batch.rooms[key] = machine.state
             batch.incident_changes.append((incident_id, {"pupil_id": pupil_id, "updated_at": now}))
+            if entry is not None:
+                batch.audits.append(entry)
             pending.touched.add(key)
 
         self.run_command(apply)
