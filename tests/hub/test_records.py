@@ -274,11 +274,11 @@ def test_a_record_goes_from_awaiting_to_closed_and_then_changes_only_by_addenda(
     ):
         assert action in actions
     with api.store.session() as s:
-        attached = s.exec(
+        attach_entries = s.exec(
             select(AuditEntry).where(AuditEntry.target_id == ep["id"], AuditEntry.action == "attach_pupil")
         ).all()
     # Attached while the room still held the episode: written with the change, by the ingest thread.
-    assert [(e.action, e.actor) for e in attached] == [("attach_pupil", "staff-user")]
+    assert [(e.action, e.actor) for e in attach_entries] == [("attach_pupil", "staff-user")]
     edit = next(e for e in entries if e.action == "edit")
     assert (
         edit.detail["before"]["record"] == {} and edit.detail["after"]["record"]["risk"] == COMPLETE["risk"]
