@@ -135,6 +135,10 @@ _EVIDENCE = frozenset({"observer", "checks"})
 _ROW_FIELDS = tuple(name for name in Episode.model_fields if name not in _EVIDENCE)
 
 
+# "Deferred since" for an episode whose row nothing is known of: its refresh is due at once.
+LONG_AGO = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
 def _row_key(ep: Episode) -> tuple[object, ...]:
     return tuple(
         tuple(_snapshot(v) for v in value) if isinstance(value, list) else value
@@ -202,11 +206,14 @@ class HubService:
         self._looked_at: dict[tuple[str, str], dt.datetime] = {}
         # The episode table's row of an open episode whose only news is supervision evidence (observer
         # marks, check-ins) is rewritten at most every `episode_refresh_s`; anything else about it is
-        # written with the batch that changed it. The room's state, written with every batch, always
-        # holds the whole episode, and the API reads open episodes from the rooms themselves.
+        # written with the batch that changed it. The API reads open episodes from the rooms themselves.
+        # The room's state, written with every batch, names the episode's row when this process knows
+        # that row holds the episode as it is (`_current_rows`), and otherwise carries it whole
+        # (store.room_state_row): after a (re)load nothing is known, until the row is written again.
         self.episode_refresh_s = episode_refresh_s
         self._episode_rows: dict[str, tuple[tuple[object, ...], dt.datetime]] = {}  # as last committed
         self._deferred: dict[str, tuple[tuple[str, str], dt.datetime]] = {}  # id: room, deferred since
+        self._current_rows: set[str] = set()  # open episodes whose row is the episode as it is
         # How a room looks on the live board (set by the API, which owns the JSON of a room).
         self.room_view: Callable[[RoomMachine, dt.datetime], dict[str, object]] | None = None
         self.ack_message: Callable[[int, int, int], None] = lambda _mid, _qos, _conn: None
@@ -231,6 +238,13 @@ class HubService:
                 machines[(site.id, room.id)] = RoomMachine(
                     site.id, room, site.policies[room.id], state, tiers=self.delivery.tiers(site.id)
                 )
+        # Whatever was known of the episode table is known no longer (a failed write, a restart): every
+        # open episode is carried whole by its room and its row rewritten with the next batch.
+        self._current_rows.clear()
+        for key, machine in machines.items():
+            ep = machine.episode
+            if ep is not None and not ep.manual:
+                self._deferred[ep.id] = (key, LONG_AGO)
         with self.lock:
             self.machines = machines
             self._deadlines = {}
@@ -425,10 +439,7 @@ class HubService:
                 continue
             written_at = self.clock.now()
             deferred, keys = self._defer_episode_rows(pending.batch, written_at)
-            # What the episode table will not hold as the rooms have it: the rooms carry those whole.
-            pending.batch.stale_episodes = frozenset(deferred) | (
-                self._deferred.keys() - pending.batch.episodes.keys()
-            )
+            pending.batch.stale_episodes = self._stale(pending.batch, deferred)
             try:
                 self.store.write(pending.batch, written_at)
                 self._episode_rows_written(pending.batch, deferred, keys, written_at)
@@ -526,6 +537,18 @@ class HubService:
                 deferred[episode_id] = (ep.site, ep.room)
         return deferred, keys
 
+    def _stale(self, batch: Batch, deferred: dict[str, tuple[str, str]]) -> frozenset[str]:
+        """The open episodes of the batch's rooms that the episode table will not hold as the rooms have
+        them once the batch is written: the rooms carry those whole. An ended episode's row is written
+        with every change to it (never deferred), so it is never among them."""
+        written = batch.episodes.keys()
+        stale = set(deferred)
+        for state in batch.rooms.values():
+            ep = state.episode
+            if ep is not None and ep.id not in written and ep.id not in self._current_rows:
+                stale.add(ep.id)
+        return frozenset(stale)
+
     def _episode_rows_written(
         self,
         batch: Batch,
@@ -539,10 +562,13 @@ class HubService:
             if ep.ended_at is None and not ep.manual:
                 key = keys.get(episode_id)
                 self._episode_rows[episode_id] = (key if key is not None else _row_key(ep), now)
+                self._current_rows.add(episode_id)
             else:
                 self._episode_rows.pop(episode_id, None)
+                self._current_rows.discard(episode_id)
         for episode_id, room in deferred.items():
             self._deferred.setdefault(episode_id, (room, now))
+            self._current_rows.discard(episode_id)
 
     def _refresh_deferred(self, batch: Batch) -> None:
         """Put back into the batch the open episodes whose row was written `episode_refresh_s` ago or

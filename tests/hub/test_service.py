@@ -19,7 +19,7 @@ from seclusion_hub.errors import RejectedMessage
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import DeadLetter, EventRecord, RoomSnapshot
 from seclusion_hub.notify import verify_signature
-from seclusion_hub.service import HubService
+from seclusion_hub.service import Command, HubService
 from seclusion_hub.store import Store
 from tests.support.hub import SITE, two_device_room, write_site
 from tests.support.processes import poll
@@ -283,3 +283,36 @@ def test_a_batch_gathers_for_the_linger_from_its_first_messages_arrival(
     clock.advance(waited_ms / 1000)
     assert service._take() == [first, second]
     assert slept == ([] if slept_ms is None else [pytest.approx(slept_ms / 1000)])
+
+
+def test_evidence_waiting_for_its_row_survives_two_crashes_in_a_row(service: HubService) -> None:
+    """An observer mark whose episode row waits for its refresh is kept whole in the room's state. A hub
+    started from that state knows nothing of the row, so it carries the episode whole (and rewrites
+    the row) before it ever names the row: a second crash loses nothing either."""
+    clock = service.clock
+    assert isinstance(clock, FakeClock)
+    door, panel = "calm-1-door", "calm-1-panel"
+    service.process(
+        [
+            inbound("calm-1", panel, 1, "observer", "present", 0, mid=1),
+            inbound("calm-1", door, 1, "occupancy", "occupied", 0, mid=2),
+            inbound("calm-1", door, 2, "door", "closed", 0, mid=3),
+        ]
+    )
+    clock.advance(0.3)
+    service.process([inbound("calm-1", panel, 2, "observer", "absent", 0.3, mid=4)])
+    assert _room_row(service).episode_id is None  # the row waits: the room carries the episode
+
+    def restarted() -> HubService:  # killed, and started again on the same database
+        return HubService(list(service.sites.values()), service.store, clock, Topics())
+
+    second = restarted()
+    ep = second.machines[(SITE, "calm-1")].episode
+    assert ep is not None and [m.present for m in ep.observer] == [True, False]
+    second.process([Command(lambda _batch: None)])  # any first batch (the hub's is its reconnect)
+    second.process([inbound("calm-1", door, 3, "lock", "released", 0.4, mid=5)])  # touches the room
+    third = restarted()
+    ep = third.machines[(SITE, "calm-1")].episode
+    assert ep is not None and [m.present for m in ep.observer] == [True, False]
+    _, stored = _row(third, ep.id)
+    assert [m.present for m in stored.observer] == [True, False]  # the row was written again, whole
