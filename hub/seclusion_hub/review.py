@@ -397,6 +397,17 @@ def _counts(values: dict[Any, int], suppress: bool) -> dict[str, int | None]:
     return dict(analytics.suppress_counts(shown)) if suppress else dict(shown)
 
 
+def site_lengthy_after_s(site: LoadedSite) -> dict[str, float]:
+    """Each room's first duration alert (the earliest, in whatever order its policy lists them; a room's
+    overrides may set their own): past it an episode is flagged `lengthy`. A flag is never lost because
+    another room's policy says less."""
+    return {
+        room: min(rule.after_s for rule in policy.duration_alerts)
+        for room, policy in site.policies.items()
+        if policy.duration_alerts
+    }
+
+
 def site_pattern_triggers(site: LoadedSite) -> list[PatternTrigger]:
     """Every pattern trigger of the site's rooms' policies, each once (a child's pattern spans rooms)."""
     triggers: list[PatternTrigger] = []
@@ -419,15 +430,8 @@ def summary_json(
         tz=zone,
         target_reduction_pct=site.spec.reduction_target_pct,
     )
-    # Each room's own first duration alert (its policy overrides may set one), and every trigger any
-    # room's policy names: a flag is never lost because another room's policy says less.
-    lengthy = {
-        room: policy.duration_alerts[0].after_s
-        for room, policy in site.policies.items()
-        if policy.duration_alerts
-    }
     flags = analytics.pattern_flags(
-        f.episodes, site_pattern_triggers(site), now, lengthy_after_s=lengthy, trend=trend
+        f.episodes, site_pattern_triggers(site), now, lengthy_after_s=site_lengthy_after_s(site), trend=trend
     )
     compliance = analytics.supervision_compliance(f.episodes)
     minutes = [e.elapsed_s / 60 for e in shown]

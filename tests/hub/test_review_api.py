@@ -20,12 +20,14 @@ from pypdf import PdfReader
 from sqlmodel import select
 
 from seclusion_hub.auth import create_token
+from seclusion_hub.config import load_sites
 from seclusion_hub.core.episode import Episode, ObserverMark, Segment
 from seclusion_hub.models import AuditEntry, Pupil
-from seclusion_hub.review import CSV_COLUMNS
+from seclusion_hub.review import CSV_COLUMNS, site_lengthy_after_s, site_pattern_triggers
 from seclusion_hub.store import Batch
 from tests.hub.test_api import T0, Api
 from tests.hub.test_records import COMPLETE
+from tests.support.hub import two_device_room, write_site
 
 SITE = "test-school"
 START = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
@@ -288,3 +290,26 @@ def test_each_class_is_counted_apart_once_its_record_is_completed_and_never_befo
     ).json()
     assert corrected["episodes"] == 8 and corrected["classes"]["no_child"] == 0
     assert corrected["records"]["parent_notices_late"] == 9
+
+
+def test_lengthy_and_pattern_flags_take_every_rooms_own_policy(tmp_path: Path) -> None:
+    """A room whose overrides set an earlier duration alert (listed in any order) is judged by it; the
+    pattern triggers are every room's (the site's first room's policy used to judge them all)."""
+    warn_5 = {"after_s": 300, "kind": "duration_warning", "tier": "room"}
+    warn_30 = {"after_s": 1800, "kind": "duration_warning", "tier": "senior"}
+    weekly = {"count": 2, "window_days": 7, "label": "twice in a week"}
+    write_site(
+        tmp_path / "site.yaml",
+        [
+            two_device_room("calm-1"),
+            two_device_room("calm-2", duration_alerts=[warn_30, warn_5], pattern_triggers=[weekly]),
+        ],
+    )
+    [site] = load_sites([tmp_path / "site.yaml"])
+    first = site.policies["calm-1"]
+    assert site_lengthy_after_s(site) == {
+        "calm-1": min(a.after_s for a in first.duration_alerts),
+        "calm-2": 300,
+    }
+    triggers = site_pattern_triggers(site)
+    assert [t.label for t in triggers] == [*(t.label for t in first.pattern_triggers), "twice in a week"]
