@@ -119,26 +119,27 @@ def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: flo
     )
     result: list[bool] = []
     # Apprise logs the recipient at INFO, and again at WARNING when the server refuses it: keep its
-    # records below WARNING out of the hub's logs for this send, and the address out of the rest.
+    # records below WARNING out of the hub's logs for this send, and the address out of the rest, for
+    # as long as the send goes on (past our timeout too: the worker undoes it when it ends).
     logger = logging.getLogger("apprise")
     redact = _Redact(to)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "written-record.pdf"
-        path.write_bytes(pdf)
 
-        def call() -> None:
-            result.append(bool(sender.notify(body=body, title=title, attach=str(path))))
-
+    def call() -> None:
         level = logger.level
-        logger.setLevel(logging.WARNING)
         logger.addFilter(redact)
+        logger.setLevel(logging.WARNING)
         try:
-            worker = threading.Thread(target=call, name="parent-mail", daemon=True)
-            worker.start()
-            worker.join(timeout_s)
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "written-record.pdf"
+                path.write_bytes(pdf)
+                result.append(bool(sender.notify(body=body, title=title, attach=str(path))))
         finally:
-            logger.removeFilter(redact)
             logger.setLevel(level)
+            logger.removeFilter(redact)
+
+    worker = threading.Thread(target=call, name="parent-mail", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
     if not result:
         raise MailError(f"the mail server did not answer within {timeout_s:g} s")
     if not result[0]:
