@@ -6,9 +6,11 @@ transaction as the change. A signed-off record refuses changes (409): correction
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import io
+import json
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -604,19 +606,30 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
         """The register of the caller's sites, by name, a page at a time (audited: it holds children's
-        details; each page read is an entry with the number of children it showed)."""
+        details; each page read is an entry with the number of children it showed). The cursor is the
+        last child shown: a child added or removed meanwhile neither hides nor repeats another."""
         if site is not None:
             allowed(who, site)
-        start = 0
+        after: tuple[str, str, str] | None = None
         if cursor is not None:
-            if not cursor.isdigit():
-                raise BadRequest("query", "cursor", "not a cursor this API returned")
-            start = int(cursor)
+            try:
+                decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+                after = (str(decoded[0]), str(decoded[1]), str(decoded[2]))
+            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         rows = records.pupils(sorted(who.sites) if who.sites is not None else None, site)
-        page = rows[start : start + limit]
+        # One order for the page and its cursor, whatever the database's collation.
+        rows.sort(key=lambda p: (p.last_name, p.first_name, p.id))
+        if after is not None:
+            rows = [p for p in rows if (p.last_name, p.first_name, p.id) > after]
+        page = rows[:limit]
         records.audit(audit(who, "read", "pupils", site or "*", count=len(page)))
-        more = start + limit < len(rows)
-        return {"items": [pupil_json(p) for p in page], "next": str(start + limit) if more else None}
+        nxt = None
+        if len(rows) > limit:
+            last = page[-1]
+            raw = json.dumps([last.last_name, last.first_name, last.id]).encode()
+            nxt = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return {"items": [pupil_json(p) for p in page], "next": nxt}
 
     @router.post("/api/pupils", tags=["pupils"], status_code=201)
     def add_pupil(body: PupilIn, who: Senior) -> dict[str, Any]:
