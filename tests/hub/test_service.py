@@ -161,12 +161,8 @@ def _row(service: HubService, episode_id: str) -> Any:
     return row, Episode.model_validate_json(row.data)
 
 
-def test_an_open_episodes_row_waits_up_to_its_refresh_for_supervision_evidence_only(
-    service: HubService,
-) -> None:
-    """Observer marks of an open episode reach its row within `episode_refresh_s` (1 s), not with every
-    batch; the room's stored state and the live episode have them at once; anything else about the
-    episode (a segment, its end) is written with the batch that changed it."""
+def supervised_episode(service: HubService) -> FakeClock:
+    """Given an episode in calm-1 with the observer at the panel (messages 1-3, at T0); the clock."""
     clock = service.clock
     assert isinstance(clock, FakeClock)
     door, panel = "calm-1-door", "calm-1-panel"
@@ -177,6 +173,17 @@ def test_an_open_episodes_row_waits_up_to_its_refresh_for_supervision_evidence_o
             inbound("calm-1", door, 2, "door", "closed", 0, mid=3),
         ]
     )
+    return clock
+
+
+def test_an_open_episodes_row_waits_up_to_its_refresh_for_supervision_evidence_only(
+    service: HubService,
+) -> None:
+    """Observer marks of an open episode reach its row within `episode_refresh_s` (1 s), not with every
+    batch; the room's stored state and the live episode have them at once; anything else about the
+    episode (a segment, its end) is written with the batch that changed it."""
+    clock = supervised_episode(service)
+    door, panel = "calm-1-door", "calm-1-panel"
     ep = service.machines[(SITE, "calm-1")].episode
     assert ep is not None
     row, stored = _row(service, ep.id)  # new: written at once
@@ -289,16 +296,8 @@ def test_evidence_waiting_for_its_row_survives_two_crashes_in_a_row(service: Hub
     """An observer mark whose episode row waits for its refresh is kept whole in the room's state. A hub
     started from that state knows nothing of the row, so it carries the episode whole (and rewrites
     the row) before it ever names the row: a second crash loses nothing either."""
-    clock = service.clock
-    assert isinstance(clock, FakeClock)
+    clock = supervised_episode(service)
     door, panel = "calm-1-door", "calm-1-panel"
-    service.process(
-        [
-            inbound("calm-1", panel, 1, "observer", "present", 0, mid=1),
-            inbound("calm-1", door, 1, "occupancy", "occupied", 0, mid=2),
-            inbound("calm-1", door, 2, "door", "closed", 0, mid=3),
-        ]
-    )
     clock.advance(0.3)
     service.process([inbound("calm-1", panel, 2, "observer", "absent", 0.3, mid=4)])
     assert _room_row(service).episode_id is None  # the row waits: the room carries the episode
