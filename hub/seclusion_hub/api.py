@@ -24,7 +24,7 @@ from .core.alerts import Alert, AlertError
 from .core.episode import Episode, Segment, UnknownInterval, account
 from .core.room import RoomMachine
 from .delivery import alert_from_row, alert_json
-from .deps import Senior, Staff, needs
+from .deps import Cursor, Limit, Senior, Staff, needs
 from .errors import BadRequest, RejectedMessage
 from .leaders import leaders_router
 from .live import LiveFeed
@@ -36,9 +36,6 @@ from .review import review_router
 from .service import HubService
 from .store import Batch
 from .web import session_token, web_router
-
-Limit = Annotated[int, Query(ge=1, le=1000, description="at most 1000")]
-Cursor = Annotated[str | None, Query(max_length=500)]
 
 
 class _Body(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .auth import Principal, Role, principal_for
@@ -14,6 +14,10 @@ from .store import Store
 from .web import session_token
 
 _bearer = HTTPBearer(auto_error=False)
+
+# Every list of the API takes these (contract section 6).
+Limit = Annotated[int, Query(ge=1, le=1000, description="at most 1000")]
+Cursor = Annotated[str | None, Query(max_length=500)]
 
 
 def principal(

@@ -6,11 +6,9 @@ transaction as the change. A signed-off record refuses changes (409): correction
 
 from __future__ import annotations
 
-import base64
 import csv
 import datetime as dt
 import io
-import json
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -26,13 +24,14 @@ from .core import incident as workflow
 from .core.alerts import Alert
 from .core.episode import Episode, account
 from .core.incident import RecordFields, WorkflowError
-from .deps import Senior, Staff
+from .deps import Cursor, Limit, Senior, Staff
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
 from .parent_mail import MailError, parent_copy, send_copy
 from .record_store import NotFound, RecordStore, incident_view
 from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
+from .store import pack_cursor, unpack_cursor
 
 SEN = ("none", "sen_support", "ehcp", "unknown")
 
@@ -602,20 +601,19 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     def pupils(
         who: Senior,
         site: Annotated[str | None, Query(max_length=63)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000, description="at most 1000")] = 100,
-        cursor: Annotated[str | None, Query(max_length=500)] = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
         """The register of the caller's sites, by name, a page at a time (audited: it holds children's
         details; each page read is an entry with the number of children it showed). The cursor is the
         last child shown: a child added or removed meanwhile neither hides nor repeats another."""
         if site is not None:
             allowed(who, site)
-        after: tuple[str, str, str] | None = None
+        after: tuple[str, ...] | None = None
         if cursor is not None:
             try:
-                decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-                after = (str(decoded[0]), str(decoded[1]), str(decoded[2]))
-            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                after = tuple(unpack_cursor(cursor, 3))
+            except ValueError as exc:
                 raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         rows = records.pupils(sorted(who.sites) if who.sites is not None else None, site)
         # One order for the page and its cursor, whatever the database's collation.
@@ -624,11 +622,8 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             rows = [p for p in rows if (p.last_name, p.first_name, p.id) > after]
         page = rows[:limit]
         records.audit(audit(who, "read", "pupils", site or "*", count=len(page)))
-        nxt = None
-        if len(rows) > limit:
-            last = page[-1]
-            raw = json.dumps([last.last_name, last.first_name, last.id]).encode()
-            nxt = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        last = page[-1] if len(rows) > limit else None
+        nxt = pack_cursor([last.last_name, last.first_name, last.id]) if last is not None else None
         return {"items": [pupil_json(p) for p in page], "next": nxt}
 
     @router.post("/api/pupils", tags=["pupils"], status_code=201)

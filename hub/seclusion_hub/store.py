@@ -722,19 +722,35 @@ def alert_row(alert: Alert, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def encode_cursor(when: dt.datetime, key: str) -> str:
-    raw = json.dumps([when.isoformat(), key]).encode()
+def pack_cursor(values: Sequence[str]) -> str:
+    """A list cursor: the sort key of the last item shown, opaque to the client."""
+    raw = json.dumps(list(values)).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def unpack_cursor(cursor: str, size: int) -> list[str]:
+    """The `size` strings of a cursor `pack_cursor` made; anything else is a ValueError (the API turns
+    it into a 422)."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError as exc:
+        raise ValueError("cursor: not a cursor this API returned") from exc
+    if not isinstance(values, list) or len(values) != size or not all(isinstance(v, str) for v in values):
+        raise ValueError("cursor: not a cursor this API returned")
+    return values
+
+
+def encode_cursor(when: dt.datetime, key: str) -> str:
+    return pack_cursor([when.isoformat(), key])
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     """Decode a list cursor; a malformed one is a ValueError (the API turns it into a 422)."""
+    when, key = unpack_cursor(cursor, 2)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        when, key = json.loads(raw)
         parsed = dt.datetime.fromisoformat(when)
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise ValueError("cursor: not a cursor this API returned") from exc
-    if parsed.tzinfo is None or not isinstance(key, str):
+    if parsed.tzinfo is None:
         raise ValueError("cursor: not a cursor this API returned")
     return parsed, key
