@@ -762,12 +762,12 @@ class RoomMachine:
         if kind == "check":
             if self.state.last_check is None or ts > self.state.last_check:
                 self.state.last_check = ts
-            if ep is None:
-                self._keep_evidence(kind, value, ts)
             if ep is not None:
                 ep.checks.append(ts)
                 self._saved(ep)  # evidence: its row may wait for the refresh, the room's state may not
-            elif late is not None:
+                return
+            self._keep_evidence(kind, value, ts)
+            if late is not None:
                 # 4.3: what a replay reveals about the past is written into the episode it belongs to.
                 late.checks.append(ts)
                 self._saved(late)
@@ -781,7 +781,7 @@ class RoomMachine:
         self.state.readings[kind] = reading
         if ep is None:
             self._keep_evidence(kind, value, ts)
-        if ep is not None:
+        else:
             if kind == "observer":
                 ep.observer.append(ObserverMark(ts=ts, present=value == "present"))
                 self._saved(ep)

@@ -38,8 +38,10 @@ def downgrade() -> None:
             continue
         whole = json.loads(state)
         for name, ref in (("episode", episode_id), ("last_episode", last_episode_id)):
+            if ref is None:
+                continue
             data = conn.execute(sa.text("SELECT data FROM episode WHERE id = :id"), {"id": ref}).scalar()
-            if ref is not None and data is not None:
+            if data is not None:
                 whole[name] = json.loads(data)
         conn.execute(
             sa.text("UPDATE room_state SET state = :state WHERE site = :site AND room = :room"),
