@@ -726,6 +726,7 @@ class HubService:
                         "status": "open",
                         "opened_at": effect.at,
                         "updated_at": effect.at,
+                        "record": {},  # the column's default, given: the row then skips SQLAlchemy
                     }
                 )
             elif isinstance(effect, IncidentStatusChanged):

@@ -177,6 +177,28 @@ def _insert_events(conn: Connection, rows: list[dict[str, Any]], stored_at: dt.d
     conn.exec_driver_sql(sql, params)
 
 
+# The two other statements of a batch with episodes opening and ending, as SQLite's own SQL: the same
+# as the SQLAlchemy statements beside them in Store.write (tests/hub/test_store.py).
+_SEGMENTS_DELETE_SQLITE = "DELETE FROM segment WHERE episode_id = ?"
+_INCIDENT_END_SQLITE = (
+    "UPDATE incident SET status = ?, updated_at = ?, ended_at = ?, record_due_at = ?,"
+    " parent_notice_due_at = ?, parent_copy_due_at = ?, authority_notice_due_at = ?"
+    " WHERE incident.id = ? AND incident.status = 'open'"
+)  # its parameters: _incident_end_params (INCIDENT_END_COLUMNS in this order)
+
+
+def _incident_end_params(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    def time(v: dt.datetime | None) -> str | None:
+        return None if v is None else _sqlite_time(v)
+
+    return (
+        row["new_status"],
+        time(row["at"]),
+        *(time(row[c]) for c in INCIDENT_END_COLUMNS),
+        row["incident_id"],
+    )
+
+
 @dataclass(frozen=True)
 class _DriverWrite:
     """An insert or upsert rendered once as SQLite's own SQL, with its columns in order and what each
@@ -186,13 +208,17 @@ class _DriverWrite:
     columns: tuple[str, ...]
     times: frozenset[str]
     json: frozenset[str]
+    # Columns a row may leave out, with what SQLAlchemy then stores: NULL, for a column without a
+    # default of any kind (it leaves the column out of its INSERT), JSON columns excepted.
+    fills: Mapping[str, None] = field(default_factory=dict)
 
     def params(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]] | None:
-        """The rows as the driver's parameters, or None unless every row has exactly these columns
-        (SQLAlchemy fills in defaults and checks names: that path is used then)."""
+        """The rows as the driver's parameters, or None unless every row has these columns, or leaves
+        out only columns it may (SQLAlchemy fills in other defaults and checks names: that path is
+        used then)."""
         columns, times, json_columns = self.columns, self.times, self.json
         if any(len(row) != len(columns) for row in rows):
-            return None
+            return self._filled(rows)
         try:
             return [
                 tuple(
@@ -206,6 +232,13 @@ class _DriverWrite:
             ]
         except KeyError:
             return None
+
+    def _filled(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]] | None:
+        """Rows that leave out columns (an incident as it opens): those columns NULL, if they may be."""
+        known = set(self.columns)
+        if any(not known.issuperset(row) or not known.difference(row) <= self.fills.keys() for row in rows):
+            return None
+        return self.params([dict.fromkeys(known.difference(row)) | row for row in rows])
 
 
 def _base_type(type_: Any) -> Any:
@@ -234,9 +267,10 @@ def _driver_write(
     times: set[str] = set()
     json_columns: set[str] = set()
     names: list[str] = []
+    omitted: dict[str, None] = {}
     for column in table.columns:
-        if column.primary_key and column.autoincrement is not False and isinstance(column.type, sa.Integer):
-            continue  # the database numbers it
+        if column is table.autoincrement_column:
+            continue  # the database numbers it (a single integer key, not one of a composite key)
         names.append(column.name)
         if isinstance(column.type, UTCDateTime):
             times.add(column.name)
@@ -246,6 +280,8 @@ def _driver_write(
             _base_type(column.type), sa.String | sa.Integer | sa.Float | sa.Boolean | sa.LargeBinary
         ):
             return None
+        if column.server_default is None and column.default is None and column.name not in json_columns:
+            omitted[column.name] = None  # left out: NULL (a JSON column's None would be JSON null)
     quote = dialect.identifier_preparer.quote
     # Built from our own table metadata, quoted by the dialect; every value is a bound parameter.
     sql = (
@@ -259,7 +295,9 @@ def _driver_write(
             sql += " DO UPDATE SET " + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in rest)
         else:
             sql += " DO NOTHING"
-    return _DriverWrite(sql, tuple(names), frozenset(times), frozenset(json_columns))
+    if keys is not None and update:
+        omitted = {}  # an update of every column from a row that leaves some out: not on this path
+    return _DriverWrite(sql, tuple(names), frozenset(times), frozenset(json_columns), omitted)
 
 
 def room_state_json(state: RoomState, by_reference: frozenset[str] = frozenset()) -> str:
@@ -352,16 +390,19 @@ def restore_room_state(
 class Store:
     """Reads and the single writer. `write` is called from the ingest thread only."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, driver: bool = True) -> None:
         self.engine = engine
+        # False: every write through SQLAlchemy's own statements, none straight to the driver (a test
+        # writes the same batches both ways and compares what lands).
+        self.driver = driver
         self._write_lock = threading.Lock()
         self._upserts: dict[tuple[str, str, bool], Any] = {}
         self._driver_writes: dict[tuple[str, str, tuple[str, ...] | None, bool], _DriverWrite | None] = {}
         self._segments_written: dict[str, tuple[tuple[dt.datetime, dt.datetime | None], ...]] = {}
 
     @classmethod
-    def open(cls, url: str, *, run_migrations: bool = True) -> Store:
-        store = cls(make_engine(url))
+    def open(cls, url: str, *, run_migrations: bool = True, driver: bool = True) -> Store:
+        store = cls(make_engine(url), driver=driver)
         if run_migrations:
             migrate(store.engine)
         return store
@@ -390,8 +431,12 @@ class Store:
         if not batch:
             return
         with self._write_lock, self.engine.begin() as conn:
-            if batch.events:
+            # On SQLite the statements of every batch go straight to the driver (see _driver_write).
+            sqlite = self.driver and conn.dialect.name == "sqlite"
+            if batch.events and self.driver:
                 _insert_events(conn, batch.events, now)
+            elif batch.events:
+                conn.execute(sa.insert(EventRecord), [row | {"stored_at": now} for row in batch.events])
             if batch.dead_letters:
                 self._insert(conn, DeadLetter, batch.dead_letters)
             if batch.episodes:
@@ -406,7 +451,10 @@ class Store:
                 ]
                 if changed:
                     ids = [ep.id for ep in changed]
-                    conn.execute(sa.delete(SegmentRecord).where(col(SegmentRecord.episode_id).in_(ids)))
+                    if sqlite:
+                        conn.exec_driver_sql(_SEGMENTS_DELETE_SQLITE, [(i,) for i in ids])
+                    else:
+                        conn.execute(sa.delete(SegmentRecord).where(col(SegmentRecord.episode_id).in_(ids)))
                     segments = [
                         {"episode_id": ep.id, "idx": i, "start": seg.start, "end": seg.end}
                         for ep in changed
@@ -416,7 +464,10 @@ class Store:
                         self._insert(conn, SegmentRecord, segments)
             if batch.incidents_opened:
                 self._upsert(conn, IncidentRecord, batch.incidents_opened, ["id"], update=False)
-            if batch.incident_status:
+            if batch.incident_status and sqlite:
+                rows = [dict.fromkeys(INCIDENT_END_COLUMNS) | row for row in batch.incident_status]
+                conn.exec_driver_sql(_INCIDENT_END_SQLITE, [_incident_end_params(r) for r in rows])
+            elif batch.incident_status:
                 table = IncidentRecord.__table__  # type: ignore[attr-defined]
                 conn.execute(
                     sa.update(table)
@@ -477,6 +528,8 @@ class Store:
         update: bool = True,
     ) -> bool:
         """Write the rows through the driver if the table allows it; False: nothing written."""
+        if not self.driver:
+            return False
         table = model.__table__  # type: ignore[attr-defined]
         cache_key = (table.name, conn.dialect.name, tuple(keys) if keys is not None else None, update)
         if cache_key in self._driver_writes:

@@ -377,6 +377,73 @@ def test_rows_written_through_the_driver_are_exactly_what_sqlalchemy_writes(
         other.close()
 
 
+def test_an_episodes_batches_land_the_same_through_the_driver_as_through_sqlalchemy(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """An episode's life as the ingest thread writes it (its incident opened, its segments rewritten
+    when the door opens and closes again, its incident's end), written by the store as shipped and by
+    one that uses SQLAlchemy's statements only: the rows must not differ by a character."""
+    if store.engine.dialect.name == "sqlite":
+        other = Store.open(f"sqlite:///{tmp_path / 'other.db'}", driver=False)
+    else:
+        server = request.getfixturevalue("postgres_server")
+        name = server.create_database()
+        request.addfinalizer(lambda: server.drop_database(name))
+        other = Store.open(server.url(name), driver=False)
+    t1, t2, t3 = (T0 + dt.timedelta(seconds=s, microseconds=s) for s in (40, 45, 300))
+    opened = episode(1, T0)
+    reclosed = opened.model_copy(update={"segments": [Segment(start=T0, end=t1), Segment(start=t2)]})
+    ended = opened.model_copy(
+        update={"ended_at": t3, "segments": [Segment(start=T0, end=t1), Segment(start=t2, end=t3)]}
+    )
+    incident = {"id": opened.incident_id, "episode_id": opened.id, "site": opened.site, "room": opened.room}
+    batches = [
+        Batch(
+            events=[event_row(1, T0)],
+            episodes={opened.id: opened},
+            incidents_opened=[incident | {"status": "open", "opened_at": T0, "updated_at": T0, "record": {}}],
+        ),
+        Batch(events=[event_row(2, t1), event_row(3, t2)], episodes={opened.id: reclosed}),
+        Batch(
+            events=[event_row(4, t3)],
+            episodes={opened.id: ended},
+            incident_status=[
+                {
+                    "incident_id": opened.incident_id,
+                    "new_status": "awaiting_record",
+                    "at": t3,
+                    "ended_at": t3,
+                    "record_due_at": t3 + dt.timedelta(days=1),
+                    "parent_notice_due_at": t3 + dt.timedelta(hours=2, microseconds=1),
+                    "parent_copy_due_at": t3 + dt.timedelta(days=3),
+                    "authority_notice_due_at": None,
+                }
+            ],
+        ),
+    ]
+    compiled: list[str] = []  # statements SQLAlchemy compiled for the store as shipped
+
+    def note(_conn: object, _cursor: object, statement: str, _p: object, context: object, _m: bool) -> None:
+        if getattr(context, "compiled", None) is not None:
+            compiled.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", note)
+    try:
+        for n, batch in enumerate(batches):
+            for s in (store, other):
+                s.write(batch, t3 + dt.timedelta(seconds=n))
+        tables = {"event": "seq", "episode": "id", "segment": "episode_id, idx", "incident": "id"}
+        for table, order in tables.items():
+            assert _raw(store, table, order) == _raw(other, table, order), table
+        assert [r[1] for r in _raw(store, "segment", "idx")] == [0, 1]  # rewritten: both, ended
+        assert not other._driver_writes
+        # On SQLite not one statement of these batches went through SQLAlchemy's compiler.
+        assert (compiled == []) == (store.engine.dialect.name == "sqlite"), compiled
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", note)
+        other.close()
+
+
 def test_a_rooms_state_names_the_rows_of_its_episodes_unless_their_row_is_behind(store: Store) -> None:
     """The episodes a room holds are read back from the episode table when the row names them, and kept
     whole in the room's state when their row waits for its refresh (`stale_episodes`) or when the writer
