@@ -85,6 +85,45 @@ def test_a_message_our_code_fails_on_is_set_aside_and_the_rest_of_the_batch_appl
     assert service.healthy
 
 
+def test_a_message_the_database_refuses_is_set_aside_and_the_writer_goes_on(
+    service: HubService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses one event (here a trigger; in life a constraint or a damaged page): the
+    batch is tried again, then message by message, and only that one is set aside with the database's
+    reason; the writer's connection, dropped with the error, is replaced and the next batch lands."""
+    with service.store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON event WHEN NEW.room = 'calm-2' AND NEW.seq = 1"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:  # the backoff between attempts, without waiting
+        waits.append(seconds)
+        return False
+
+    monkeypatch.setattr(service._stop, "wait", wait)
+    service.process(
+        [
+            inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1),
+            inbound("calm-2", "calm-2-door", 1, "occupancy", "occupied", 0, mid=2),
+            inbound("calm-1", "calm-1-door", 2, "door", "closed", 1, mid=3),
+        ]
+    )
+    assert waits, "the whole batch was tried again, with backoff, before message by message"
+    service.process([inbound("calm-2", "calm-2-door", 2, "occupancy", "vacant", 2, mid=4)])
+    with service.store.session() as s:
+        events = s.exec(select(EventRecord)).all()
+        letters = s.exec(select(DeadLetter)).all()
+    assert sorted((e.room, e.seq) for e in events) == [("calm-1", 1), ("calm-1", 2), ("calm-2", 2)]
+    [letter] = letters
+    assert letter.topic.endswith("/calm-2/calm-2-door/event")
+    assert "the database refused it" in letter.reason and "refused by the test" in letter.reason
+    assert sorted(mid for mid, _, _ in service.acks) == [1, 2, 3, 4]  # type: ignore[attr-defined]
+    assert service.machines[(SITE, "calm-1")].episode is not None
+    assert service.healthy
+
+
 def test_liveness_waits_while_the_hub_cannot_hear_the_broker(service: HubService) -> None:
     service.start()
     service.stop()
