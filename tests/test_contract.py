@@ -6,6 +6,8 @@ import datetime as dt
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from seclusion_contract import (
@@ -17,6 +19,7 @@ from seclusion_contract import (
     IndicatorPayload,
     StatusPayload,
     Topics,
+    ack_payload,
     dump_payload,
     format_ts,
     parse_ts,
@@ -135,3 +138,14 @@ def test_broker_urls_of_contract_section_5() -> None:
     for bad in ("http://x:1883", "mqtt://", "mqtt://host:port", "mqtt://host/path"):
         with pytest.raises(ValueError):
             parse_broker_url(bad)
+
+
+@given(st.integers(min_value=0, max_value=2**63 - 1), st.integers(min_value=0, max_value=2**63 - 1))
+def test_the_hubs_ack_written_out_is_the_ack_payload_byte_for_byte(epoch: int, seq: int) -> None:
+    assert ack_payload(epoch, seq) == dump_payload(AckPayload(epoch=epoch, seq=seq))
+    assert AckPayload.model_validate_json(ack_payload(epoch, seq)) == AckPayload(epoch=epoch, seq=seq)
+
+
+def test_an_ack_is_never_written_with_a_negative_number() -> None:
+    with pytest.raises(ValueError, match="never negative"):
+        ack_payload(0, -1)

@@ -36,6 +36,7 @@ __all__ = [
     "Timestamp",
     "TopicAddress",
     "Topics",
+    "ack_payload",
     "dump_payload",
     "format_ts",
     "is_reading",
@@ -217,6 +218,14 @@ class HubStatusPayload(_Payload):
 def dump_payload(payload: BaseModel) -> bytes:
     """The compact JSON bytes of a payload, without fields left at None."""
     return json.dumps(payload.model_dump(mode="json", exclude_none=True), separators=(",", ":")).encode()
+
+
+def ack_payload(epoch: int, seq: int) -> bytes:
+    """`dump_payload(AckPayload(epoch=epoch, seq=seq))`, written out: the hub sends one for nearly every
+    event it stores (tests/test_contract.py holds the two to the same bytes)."""
+    if epoch < 0 or seq < 0:
+        raise ValueError("an ack's epoch and seq are never negative")
+    return b'{"v":1,"epoch":%d,"seq":%d}' % (epoch, seq)
 
 
 Channel = Literal["event", "status", "heartbeat", "ack", "config"]

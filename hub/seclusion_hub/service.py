@@ -22,11 +22,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
 from seclusion_contract import (
-    AckPayload,
     ConfigPayload,
     DurationAlertRule,
     IndicatorPayload,
     Topics,
+    ack_payload,
     dump_payload,
     format_ts,
 )
@@ -751,7 +751,7 @@ class HubService:
             for site, room, device in sorted(devices):
                 dev = self.machines[(site, room)].state.devices.get(device)
                 if dev is not None:
-                    payload = dump_payload(AckPayload(epoch=dev.epoch, seq=dev.seq))
+                    payload = ack_payload(dev.epoch, dev.seq)
                     acks.append((self.topics.ack(site, room, device), payload))
         for topic, payload in acks:
             self.publish(topic, payload, 1, True)
