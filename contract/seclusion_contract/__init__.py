@@ -223,8 +223,8 @@ def dump_payload(payload: BaseModel) -> bytes:
 def ack_payload(epoch: int, seq: int) -> bytes:
     """`dump_payload(AckPayload(epoch=epoch, seq=seq))`, written out: the hub sends one for nearly every
     event it stores (tests/test_contract.py holds the two to the same bytes)."""
-    if epoch < 0 or seq < 0:
-        raise ValueError("an ack's epoch and seq are never negative")
+    if not (0 <= epoch <= MAX_COUNTER and 0 <= seq <= MAX_COUNTER):
+        raise ValueError("an ack's epoch and seq are counters from 0 to MAX_COUNTER")
     return b'{"v":1,"epoch":%d,"seq":%d}' % (epoch, seq)
 
 

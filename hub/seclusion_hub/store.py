@@ -208,8 +208,8 @@ class _DriverWrite:
     columns: tuple[str, ...]
     times: frozenset[str]
     json: frozenset[str]
-    # Columns a row may leave out, with what SQLAlchemy then stores: NULL, for a column without a
-    # default of any kind (it leaves the column out of its INSERT), JSON columns excepted.
+    # Columns a row may leave out, with what SQLAlchemy then stores: NULL, for a nullable column
+    # without a default of any kind (it leaves the column out of its INSERT), JSON columns excepted.
     fills: Mapping[str, None] = field(default_factory=dict)
 
     def params(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]] | None:
@@ -280,7 +280,12 @@ def _driver_write(
             _base_type(column.type), sa.String | sa.Integer | sa.Float | sa.Boolean | sa.LargeBinary
         ):
             return None
-        if column.server_default is None and column.default is None and column.name not in json_columns:
+        if (
+            column.nullable
+            and column.server_default is None
+            and column.default is None
+            and column.name not in json_columns
+        ):
             omitted[column.name] = None  # left out: NULL (a JSON column's None would be JSON null)
     quote = dialect.identifier_preparer.quote
     # Built from our own table metadata, quoted by the dialect; every value is a bound parameter.
@@ -400,6 +405,7 @@ class Store:
         self._driver_writes: dict[tuple[str, str, tuple[str, ...] | None, bool], _DriverWrite | None] = {}
         self._segments_written: dict[str, tuple[tuple[dt.datetime, dt.datetime | None], ...]] = {}
         self._writer: Connection | None = None
+        self._closed = False
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True, driver: bool = True) -> Store:
@@ -410,6 +416,7 @@ class Store:
 
     def close(self) -> None:
         with self._write_lock:
+            self._closed = True  # a write after this (a thread still stopping) keeps no connection
             self._drop_writer()
         self.engine.dispose()
 
@@ -528,8 +535,8 @@ class Store:
         from the pool and giving it back (a rollback on the way in) for every batch cost about 5 % of
         the ingest thread (bench/ingest_path.py). Any error drops it, so the next batch starts afresh.
         A server's connections come from the pool, pinged first: one the server dropped in between
-        is replaced there, not found broken by a batch."""
-        if self.engine.dialect.name != "sqlite":
+        is replaced there, not found broken by a batch; so do all once the store is closed."""
+        if self.engine.dialect.name != "sqlite" or self._closed:
             with self.engine.begin() as conn:
                 yield conn
             return

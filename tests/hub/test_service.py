@@ -93,7 +93,7 @@ def test_a_message_the_database_refuses_is_set_aside_and_the_writer_goes_on(
     reason; the writer's connection, dropped with the error, is replaced and the next batch lands."""
     with service.store.engine.begin() as conn:
         conn.exec_driver_sql(
-            "CREATE TRIGGER refuse BEFORE INSERT ON event WHEN NEW.room = 'calm-2' AND NEW.seq = 1"
+            "CREATE TRIGGER refuse BEFORE INSERT ON event WHEN NEW.device = 'calm-2-door' AND NEW.seq = 1"
             " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
         )
     waits: list[float] = []
@@ -103,6 +103,9 @@ def test_a_message_the_database_refuses_is_set_aside_and_the_writer_goes_on(
         return False
 
     monkeypatch.setattr(service._stop, "wait", wait)
+    service.process([inbound("calm-2", "calm-2-panel", 1, "observer", "present", 0, mid=9)])
+    writer = service.store._writer
+    assert writer is not None and not writer.closed  # the connection the writer keeps between batches
     service.process(
         [
             inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1),
@@ -111,15 +114,22 @@ def test_a_message_the_database_refuses_is_set_aside_and_the_writer_goes_on(
         ]
     )
     assert waits, "the whole batch was tried again, with backoff, before message by message"
+    assert writer.closed, "dropped with the error"
     service.process([inbound("calm-2", "calm-2-door", 2, "occupancy", "vacant", 2, mid=4)])
+    assert service.store._writer is not None and service.store._writer is not writer
     with service.store.session() as s:
         events = s.exec(select(EventRecord)).all()
         letters = s.exec(select(DeadLetter)).all()
-    assert sorted((e.room, e.seq) for e in events) == [("calm-1", 1), ("calm-1", 2), ("calm-2", 2)]
+    assert sorted((e.device, e.seq) for e in events) == [
+        ("calm-1-door", 1),
+        ("calm-1-door", 2),
+        ("calm-2-door", 2),
+        ("calm-2-panel", 1),
+    ]
     [letter] = letters
     assert letter.topic.endswith("/calm-2/calm-2-door/event")
     assert "the database refused it" in letter.reason and "refused by the test" in letter.reason
-    assert sorted(mid for mid, _, _ in service.acks) == [1, 2, 3, 4]  # type: ignore[attr-defined]
+    assert sorted(mid for mid, _, _ in service.acks) == [1, 2, 3, 4, 9]
     assert service.machines[(SITE, "calm-1")].episode is not None
     assert service.healthy
 

@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col
 
 from seclusion_hub.core.alerts import Alert, Escalation
 from seclusion_hub.core.episode import Episode, ObserverMark, Segment
 from seclusion_hub.core.room import RoomState
-from seclusion_hub.models import EventRecord, RoomSnapshot, SegmentRecord
+from seclusion_hub.models import EventRecord, IncidentRecord, RoomSnapshot, SegmentRecord
 from seclusion_hub.store import Batch, Store, dead_letter_row, make_engine, migrate
 
 T0 = dt.datetime(2026, 10, 25, 0, 30, 0, 123000, tzinfo=dt.UTC)  # the night the clocks go back
@@ -391,56 +391,140 @@ def test_an_episodes_batches_land_the_same_through_the_driver_as_through_sqlalch
         request.addfinalizer(lambda: server.drop_database(name))
         other = Store.open(server.url(name), driver=False)
     t1, t2, t3 = (T0 + dt.timedelta(seconds=s, microseconds=s) for s in (40, 45, 300))
-    opened = episode(1, T0)
+    opened, early = episode(1, T0), episode(2, T0)  # the second one's record is completed early
     reclosed = opened.model_copy(update={"segments": [Segment(start=T0, end=t1), Segment(start=t2)]})
     ended = opened.model_copy(
         update={"ended_at": t3, "segments": [Segment(start=T0, end=t1), Segment(start=t2, end=t3)]}
     )
-    incident = {"id": opened.incident_id, "episode_id": opened.id, "site": opened.site, "room": opened.room}
+
+    def incident(ep: Episode) -> dict[str, object]:
+        return {"id": ep.incident_id, "episode_id": ep.id, "site": ep.site, "room": ep.room} | {
+            "status": "open",
+            "opened_at": T0,
+            "updated_at": T0,
+            "record": {},
+        }
+
+    def end(ep: Episode) -> dict[str, object]:
+        return {
+            "incident_id": ep.incident_id,
+            "new_status": "awaiting_record",
+            "at": t3,
+            "ended_at": t3,
+            "record_due_at": t3 + dt.timedelta(days=1),
+            "parent_notice_due_at": t3 + dt.timedelta(hours=2, microseconds=1),
+            "parent_copy_due_at": t3 + dt.timedelta(days=3),
+            "authority_notice_due_at": None,
+        }
+
     batches = [
         Batch(
             events=[event_row(1, T0)],
-            episodes={opened.id: opened},
-            incidents_opened=[incident | {"status": "open", "opened_at": T0, "updated_at": T0, "record": {}}],
+            episodes={opened.id: opened, early.id: early},
+            incidents_opened=[incident(opened), incident(early)],
         ),
         Batch(events=[event_row(2, t1), event_row(3, t2)], episodes={opened.id: reclosed}),
         Batch(
-            events=[event_row(4, t3)],
-            episodes={opened.id: ended},
-            incident_status=[
-                {
-                    "incident_id": opened.incident_id,
-                    "new_status": "awaiting_record",
-                    "at": t3,
-                    "ended_at": t3,
-                    "record_due_at": t3 + dt.timedelta(days=1),
-                    "parent_notice_due_at": t3 + dt.timedelta(hours=2, microseconds=1),
-                    "parent_copy_due_at": t3 + dt.timedelta(days=3),
-                    "authority_notice_due_at": None,
-                }
-            ],
+            events=[event_row(4, t3)], episodes={opened.id: ended}, incident_status=[end(opened), end(early)]
         ),
     ]
-    compiled: list[str] = []  # statements SQLAlchemy compiled for the store as shipped
+    compiled: list[str] = []  # statements SQLAlchemy compiled for the store as shipped, in its writes
+    writing = False
 
     def note(_conn: object, _cursor: object, statement: str, _p: object, context: object, _m: bool) -> None:
-        if getattr(context, "compiled", None) is not None:
+        if writing and getattr(context, "compiled", None) is not None:
             compiled.append(statement)
 
     sa.event.listen(store.engine, "before_cursor_execute", note)
     try:
         for n, batch in enumerate(batches):
             for s in (store, other):
+                if n == 2:  # recorded by staff before the episode's end is written: left as it is
+                    with s.engine.begin() as conn:
+                        conn.execute(
+                            sa.update(IncidentRecord)
+                            .where(col(IncidentRecord.id) == early.incident_id)
+                            .values(status="recorded")
+                        )
+                writing = s is store
                 s.write(batch, t3 + dt.timedelta(seconds=n))
+                writing = False
         tables = {"event": "seq", "episode": "id", "segment": "episode_id, idx", "incident": "id"}
         for table, order in tables.items():
             assert _raw(store, table, order) == _raw(other, table, order), table
-        assert [r[1] for r in _raw(store, "segment", "idx")] == [0, 1]  # rewritten: both, ended
+        segments = [r for r in _raw(store, "segment", "idx") if r[0] == opened.id]
+        assert [r[1] for r in segments] == [0, 1]  # rewritten: both, ended
+        with store.session() as session:
+            assert session.get(IncidentRecord, opened.incident_id).status == "awaiting_record"  # type: ignore[union-attr]
+            assert session.get(IncidentRecord, early.incident_id).status == "recorded"  # type: ignore[union-attr]
         assert not other._driver_writes
         # On SQLite not one statement of these batches went through SQLAlchemy's compiler.
         assert (compiled == []) == (store.engine.dialect.name == "sqlite"), compiled
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", note)
+        other.close()
+
+
+def test_a_driver_row_may_leave_out_only_nullable_columns_without_any_default(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Left out of a row, a column with a default (a constant, or the record's `{}`) gets it from
+    SQLAlchemy, and a JSON column would get JSON `null` from the driver: neither is filled in as NULL.
+    The API's manual episode opens its incident without `record`: it lands as `{}` either way."""
+    from seclusion_hub.store import _driver_write
+
+    dialect = sa.create_engine("sqlite://").dialect
+    for name in ("incident", "episode", "delivery"):
+        table = SQLModel.metadata.tables[name]
+        write = _driver_write(table, dialect, None, False)
+        assert write is not None
+        expected = {
+            c.name
+            for c in table.columns
+            if c.nullable
+            and c.default is None
+            and c.server_default is None
+            and not isinstance(c.type, sa.JSON)
+        }
+        assert set(write.fills) == expected, name
+    incident_write = _driver_write(SQLModel.metadata.tables["incident"], dialect, None, False)
+    assert incident_write is not None and "record" not in incident_write.fills
+    assert {"pupil_id", "ended_at", "closed_by"} <= set(incident_write.fills)
+    episode_write = _driver_write(SQLModel.metadata.tables["episode"], dialect, None, False)
+    assert episode_write is not None and not {"locked", "manual", "elapsed_s"} & set(episode_write.fills)
+    # Each rule on its own, on a table made for it (a nullable JSON column without a default would
+    # get JSON null from the driver where SQLAlchemy leaves SQL NULL).
+    table = sa.Table(
+        "rules",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("doc", sa.JSON, nullable=True),
+        sa.Column("note", sa.String, nullable=True),
+        sa.Column("count", sa.Integer, nullable=True, default=0),
+        sa.Column("name", sa.String, nullable=False),
+    )
+    rules = _driver_write(table, dialect, None, False)
+    assert rules is not None and set(rules.fills) == {"note"}
+    assert rules.params([{"doc": None, "name": "n", "count": 1}]) == [("null", None, 1, "n")]
+    assert rules.params([{"name": "n"}]) is None  # the rest: SQLAlchemy fills in its defaults
+
+    if store.engine.dialect.name == "sqlite":
+        other = Store.open(f"sqlite:///{tmp_path / 'other.db'}", driver=False)
+    else:
+        server = request.getfixturevalue("postgres_server")
+        name = server.create_database()
+        request.addfinalizer(lambda: server.drop_database(name))
+        other = Store.open(server.url(name), driver=False)
+    ep = episode(1, T0, T0 + dt.timedelta(minutes=5)).model_copy(update={"manual": True})
+    row = {"id": ep.incident_id, "episode_id": ep.id, "site": ep.site, "room": ep.room, "status": "open"}
+    batch = Batch(episodes={ep.id: ep}, incidents_opened=[row | {"opened_at": T0, "updated_at": T0}])
+    try:
+        for s in (store, other):
+            s.write(batch, T0)
+        assert _raw(store, "incident", "id") == _raw(other, "incident", "id")
+        with store.session() as session:
+            assert session.get(IncidentRecord, ep.incident_id).record == {}  # type: ignore[union-attr]
+    finally:
         other.close()
 
 
