@@ -285,6 +285,16 @@ def test_segments_are_rewritten_only_when_they_change_and_always_match_the_episo
     assert len(rows()) == 2
 
 
+def _second_store(store: Store, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """An empty database of the same kind as `store`'s, written through SQLAlchemy only."""
+    if store.engine.dialect.name == "sqlite":
+        return Store.open(f"sqlite:///{tmp_path / 'other.db'}", driver=False)
+    server = request.getfixturevalue("postgres_server")
+    name = server.create_database()
+    request.addfinalizer(lambda: server.drop_database(name))
+    return Store.open(server.url(name), driver=False)
+
+
 def _raw(store: Store, table: str, order: str) -> list[tuple[object, ...]]:
     with store.engine.connect() as conn:
         sql = f"SELECT * FROM {table} ORDER BY {order}"  # noqa: S608 (the test's own table names)
@@ -350,13 +360,7 @@ def test_rows_written_through_the_driver_are_exactly_what_sqlalchemy_writes(
     ]
     sqlite = store.engine.dialect.name == "sqlite"
     # The same rows through SQLAlchemy, into a second, empty database of the same kind.
-    if sqlite:
-        other = Store.open(f"sqlite:///{tmp_path / 'other.db'}")
-    else:
-        server = request.getfixturevalue("postgres_server")
-        name = server.create_database()
-        request.addfinalizer(lambda: server.drop_database(name))
-        other = Store.open(server.url(name))
+    other = _second_store(store, request, tmp_path)
     try:
         for model, rows, keys, order in cases:
             table = str(model.__tablename__)
@@ -383,13 +387,7 @@ def test_an_episodes_batches_land_the_same_through_the_driver_as_through_sqlalch
     """An episode's life as the ingest thread writes it (its incident opened, its segments rewritten
     when the door opens and closes again, its incident's end), written by the store as shipped and by
     one that uses SQLAlchemy's statements only: the rows must not differ by a character."""
-    if store.engine.dialect.name == "sqlite":
-        other = Store.open(f"sqlite:///{tmp_path / 'other.db'}", driver=False)
-    else:
-        server = request.getfixturevalue("postgres_server")
-        name = server.create_database()
-        request.addfinalizer(lambda: server.drop_database(name))
-        other = Store.open(server.url(name), driver=False)
+    other = _second_store(store, request, tmp_path)
     t1, t2, t3 = (T0 + dt.timedelta(seconds=s, microseconds=s) for s in (40, 45, 300))
     opened, early = episode(1, T0), episode(2, T0)  # the second one's record is completed early
     reclosed = opened.model_copy(update={"segments": [Segment(start=T0, end=t1), Segment(start=t2)]})
@@ -508,13 +506,7 @@ def test_a_driver_row_may_leave_out_only_nullable_columns_without_any_default(
     assert rules.params([{"doc": None, "name": "n", "count": 1}]) == [("null", None, 1, "n")]
     assert rules.params([{"name": "n"}]) is None  # the rest: SQLAlchemy fills in its defaults
 
-    if store.engine.dialect.name == "sqlite":
-        other = Store.open(f"sqlite:///{tmp_path / 'other.db'}", driver=False)
-    else:
-        server = request.getfixturevalue("postgres_server")
-        name = server.create_database()
-        request.addfinalizer(lambda: server.drop_database(name))
-        other = Store.open(server.url(name), driver=False)
+    other = _second_store(store, request, tmp_path)
     ep = episode(1, T0, T0 + dt.timedelta(minutes=5)).model_copy(update={"manual": True})
     row = {"id": ep.incident_id, "episode_id": ep.id, "site": ep.site, "room": ep.room, "status": "open"}
     batch = Batch(episodes={ep.id: ep}, incidents_opened=[row | {"opened_at": T0, "updated_at": T0}])
