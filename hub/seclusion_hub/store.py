@@ -157,6 +157,10 @@ def _sqlite_time(when: dt.datetime) -> str:
     return _utc(when).astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def _sqlite_time_or_null(when: dt.datetime | None) -> str | None:
+    return None if when is None else _sqlite_time(when)
+
+
 def _utc(when: dt.datetime) -> dt.datetime:
     if when.tzinfo is None:
         raise ValueError("naive datetime refused: the hub stores UTC-aware times only")
@@ -188,13 +192,10 @@ _INCIDENT_END_SQLITE = (
 
 
 def _incident_end_params(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    def time(v: dt.datetime | None) -> str | None:
-        return None if v is None else _sqlite_time(v)
-
     return (
         row["new_status"],
-        time(row["at"]),
-        *(time(row[c]) for c in INCIDENT_END_COLUMNS),
+        _sqlite_time_or_null(row["at"]),
+        *(_sqlite_time_or_null(row[c]) for c in INCIDENT_END_COLUMNS),
         row["incident_id"],
     )
 
@@ -222,9 +223,7 @@ class _DriverWrite:
         try:
             return [
                 tuple(
-                    (_sqlite_time(v) if v is not None else None)
-                    if c in times
-                    else (json.dumps(v) if c in json_columns else v)
+                    _sqlite_time_or_null(v) if c in times else (json.dumps(v) if c in json_columns else v)
                     for c in columns
                     for v in (row[c],)
                 )
@@ -474,10 +473,10 @@ class Store:
                         self._insert(conn, SegmentRecord, segments)
             if batch.incidents_opened:
                 self._upsert(conn, IncidentRecord, batch.incidents_opened, ["id"], update=False)
-            if batch.incident_status and sqlite:
-                rows = [dict.fromkeys(INCIDENT_END_COLUMNS) | row for row in batch.incident_status]
-                conn.exec_driver_sql(_INCIDENT_END_SQLITE, [_incident_end_params(r) for r in rows])
-            elif batch.incident_status:
+            ends = [dict.fromkeys(INCIDENT_END_COLUMNS) | row for row in batch.incident_status]
+            if ends and sqlite:
+                conn.exec_driver_sql(_INCIDENT_END_SQLITE, [_incident_end_params(r) for r in ends])
+            elif ends:
                 table = IncidentRecord.__table__  # type: ignore[attr-defined]
                 conn.execute(
                     sa.update(table)
@@ -488,7 +487,7 @@ class Store:
                         updated_at=sa.bindparam("at"),
                         **{c: sa.bindparam(c) for c in INCIDENT_END_COLUMNS},
                     ),
-                    [dict.fromkeys(INCIDENT_END_COLUMNS) | row for row in batch.incident_status],
+                    ends,
                 )
             for incident_id, columns in batch.incident_changes:
                 table = IncidentRecord.__table__  # type: ignore[attr-defined]
