@@ -592,3 +592,67 @@ def test_migration_0004_keeps_the_episodes_of_a_stored_room_both_ways(tmp_path: 
         text = conn.execute(sa.text("SELECT state FROM room_state")).scalar_one()
     assert RoomState.model_validate_json(text) == state
     engine.dispose()
+
+
+def _room_event(site: str, room: str, seq: int, ts: dt.datetime) -> dict[str, object]:
+    device = f"{room}-door"
+    return event_row(seq, ts) | {"site": site, "room": room, "device": device, "event_id": f"{device}:{seq}"}
+
+
+def test_an_episodes_events_are_its_rooms_in_its_window_in_time_order(store: Store) -> None:
+    """Three rooms (one of another site) publishing at once; the timeline of one room's episode holds
+    exactly that room's events from the window's start to its end (or to now, while it is open)."""
+    rows = []
+    for i in range(60):
+        ts = T0 + dt.timedelta(seconds=i)
+        rows += [_room_event("test-school", room, i + 1, ts) for room in ("calm-1", "calm-2")]
+        rows.append(_room_event("other-school", "calm-1", i + 1, ts))
+    late = _room_event("test-school", "calm-1", 61, T0 + dt.timedelta(seconds=20, milliseconds=500))
+    store.write(Batch(events=rows[:90]), T0)
+    store.write(Batch(events=[*rows[90:], late]), T0)  # an event sent again after a reconnect: older ts
+
+    start, end = T0 + dt.timedelta(seconds=10), T0 + dt.timedelta(seconds=30)
+    found = store.episode_events("test-school", "calm-1", start, end)
+    assert [(e.site, e.room) for e in found] == [("test-school", "calm-1")] * 22
+    assert [e.seq for e in found] == [*range(11, 22), 61, *range(22, 32)]
+    assert [e.ts for e in found] == sorted(e.ts for e in found)
+    still_open = store.episode_events("test-school", "calm-1", T0 + dt.timedelta(seconds=55), None)
+    assert [e.seq for e in still_open] == [56, 57, 58, 59, 60]
+
+
+def test_an_episodes_events_are_read_through_the_time_index_not_a_scan(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    query = (
+        sa.select(EventRecord)
+        .where(
+            col(EventRecord.site) == "test-school",
+            col(EventRecord.room) == "calm-1",
+            col(EventRecord.ts) >= T0,
+            col(EventRecord.ts) <= T0 + dt.timedelta(minutes=5),
+        )
+        .order_by(col(EventRecord.ts), col(EventRecord.id))
+    )
+    compiled = query.compile(store.engine, compile_kwargs={"literal_binds": True})
+    with store.engine.connect() as conn:
+        plan = " / ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+    store.close()
+    assert "USING INDEX ix_event_site_ts_room (site=? AND ts>? AND ts<?)" in plan, plan
+    assert "SCAN event" not in plan, plan
+
+
+def test_migration_0006_moves_the_events_index_both_ways_and_keeps_every_event(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    migrate(engine, "0005")
+    Store(engine).write(Batch(events=[event_row(n, T0 + dt.timedelta(seconds=n)) for n in (1, 2, 3)]), T0)
+
+    def indexes() -> set[str]:
+        return {ix["name"] for ix in sa.inspect(engine).get_indexes("event") if ix["name"]}
+
+    assert "ix_event_room_ts" in indexes()
+    migrate(engine, "0006")
+    assert "ix_event_site_ts_room" in indexes() and "ix_event_room_ts" not in indexes()
+    assert [e.seq for e in Store(engine).episode_events("test-school", "calm-1", T0, None)] == [1, 2, 3]
+    migrate(engine, "0005", down=True)
+    assert "ix_event_room_ts" in indexes() and "ix_event_site_ts_room" not in indexes()
+    assert Store(engine).count(EventRecord) == 3
+    engine.dispose()
