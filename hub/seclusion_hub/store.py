@@ -167,6 +167,20 @@ def _utc(when: dt.datetime) -> dt.datetime:
     return when
 
 
+def _same_keys(rows: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The rows in runs of the same columns, in their order. SQLAlchemy builds one statement for many
+    rows from the first row's columns: a later row with another column would lose its value, and one
+    without a column of the first would be refused."""
+    run: list[dict[str, Any]] = []
+    for row in rows:
+        if run and row.keys() != run[0].keys():
+            yield run
+            run = []
+        run.append(row)
+    if run:
+        yield run
+
+
 def _insert_events(conn: Connection, rows: list[dict[str, Any]], stored_at: dt.datetime) -> None:
     """Insert event rows straight through the driver: the hottest statement, thousands a second, with
     none of the per-value work a compiled SQLAlchemy insert does. `stored_at` is the commit's time."""
@@ -445,7 +459,8 @@ class Store:
             if batch.events and self.driver:
                 _insert_events(conn, batch.events, now)
             elif batch.events:
-                conn.execute(sa.insert(EventRecord), [row | {"stored_at": now} for row in batch.events])
+                for run in _same_keys([row | {"stored_at": now} for row in batch.events]):
+                    conn.execute(sa.insert(EventRecord), run)
             if batch.dead_letters:
                 self._insert(conn, DeadLetter, batch.dead_letters)
             if batch.episodes:
@@ -584,7 +599,8 @@ class Store:
 
     def _insert(self, conn: Connection, model: type[SQLModel], rows: Sequence[dict[str, Any]]) -> None:
         if not self._through_driver(conn, model, rows, None):
-            conn.execute(sa.insert(model), list(rows))
+            for run in _same_keys(rows):
+                conn.execute(sa.insert(model), run)
 
     def _upsert(
         self,
@@ -602,7 +618,8 @@ class Store:
         # Building an upsert copies every column; the statement is the same each time, so build it once.
         cached = self._upserts.get(cache_key)
         if cached is not None:
-            conn.execute(cached, list(rows))
+            for run in _same_keys(rows):
+                conn.execute(cached, run)
             return
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -618,7 +635,8 @@ class Store:
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=keys)
         self._upserts[cache_key] = stmt
-        conn.execute(stmt, list(rows))
+        for run in _same_keys(rows):
+            conn.execute(stmt, run)
 
     # -- start-up
 

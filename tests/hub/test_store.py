@@ -656,3 +656,40 @@ def test_migration_0006_moves_the_events_index_both_ways_and_keeps_every_event(t
     assert "ix_event_room_ts" in indexes() and "ix_event_site_ts_room" not in indexes()
     assert Store(engine).count(EventRecord) == 3
     engine.dispose()
+
+
+def test_rows_of_one_write_keep_their_own_columns_when_they_differ(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A row may give a nullable column the row before it left out, or leave out one it gave: each row
+    lands as given, NULL where it gave nothing, through the driver (SQLite) and through SQLAlchemy alone
+    (PostgreSQL, or a store told not to use the driver), which builds one statement from a first row."""
+    from seclusion_hub.models import RoomSnapshot, TimelineNote
+
+    notes: list[dict[str, object]] = [
+        {"site": "s", "room": "r", "at": T0, "kind": "first", "detail": {}},
+        {"site": "s", "room": "r", "episode_id": "e-2", "at": T0, "kind": "second", "detail": {}},
+        {"site": "s", "room": "r", "episode_id": "e-3", "at": T0, "kind": "third", "detail": {}},
+        {"site": "s", "room": "r", "at": T0, "kind": "fourth", "detail": {}},
+    ]
+    rooms: list[dict[str, object]] = [
+        {"site": "s", "room": "r1", "state": "{}", "updated_at": T0, "episode_id": "e-1"},
+        {"site": "s", "room": "r2", "state": "{}", "updated_at": T0, "last_episode_id": "e-0"},
+    ]
+    plain = _second_store(store, request, tmp_path)
+    try:
+        for s in (store, plain):
+            with s.engine.begin() as conn:
+                s._insert(conn, TimelineNote, notes)
+                s._upsert(conn, RoomSnapshot, rooms, ["site", "room"])
+            with s.session() as session:
+                stored = session.exec(sa.select(TimelineNote.kind, TimelineNote.episode_id)).all()  # type: ignore[call-overload]
+                snaps = session.exec(
+                    sa.select(RoomSnapshot.room, RoomSnapshot.episode_id, RoomSnapshot.last_episode_id)  # type: ignore[call-overload]
+                ).all()
+            assert sorted(tuple(r) for r in stored) == sorted(
+                [("first", None), ("second", "e-2"), ("third", "e-3"), ("fourth", None)]
+            )
+            assert sorted(tuple(r) for r in snaps) == [("r1", "e-1", None), ("r2", None, "e-0")]
+    finally:
+        plain.close()
