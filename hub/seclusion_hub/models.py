@@ -47,10 +47,11 @@ class EventRecord(SQLModel, table=True):
     """Every accepted device event, append-only: the evidence behind every episode."""
 
     __tablename__ = "event"
-    # An episode's timeline reads a room's events by time. The index leads with the time, not the room:
-    # events arrive in time order, so each batch adds to the index's last pages instead of one page per
-    # room (about 30 fewer pages written, and checkpointed, per batch of 22 events from 50 rooms:
-    # bench/ingest.py), and the room is read from the index itself, without a row lookup.
+    # An episode's timeline reads a room's events by time. Within a site the index orders by time, not
+    # by room: events arrive in time order, so each batch adds to the index's last pages instead of one
+    # page per room (about 30 fewer pages written, and checkpointed, per batch of 22 events from 50
+    # rooms). The price is paid by the timeline, which passes over the other rooms' events of its window
+    # inside the index (docs/performance.md: a few milliseconds at a school's volumes).
     __table_args__ = (
         sa.UniqueConstraint("site", "device", "epoch", "seq", name="uq_event_device_seq"),
         sa.Index("ix_event_site_ts_room", "site", "ts", "room"),

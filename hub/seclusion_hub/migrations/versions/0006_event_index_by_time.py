@@ -1,4 +1,4 @@
-"""the events' timeline index leads with the time, so that new events add to its last pages
+"""the events' timeline index orders by time within a site, so that new events add to its last pages
 
 Revision ID: 0006
 Revises: 0005
@@ -16,15 +16,18 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# SQLite commits each index statement on its own: a power cut between them and the version stamp leaves
+# one done, so each is written to be run again (`if_not_exists`, `if_exists`).
+
 
 def upgrade() -> None:
     # The new index is built before the old one goes: an episode's timeline always has one to use.
-    with op.batch_alter_table("event", schema=None) as batch_op:
-        batch_op.create_index("ix_event_site_ts_room", ["site", "ts", "room"], unique=False)
-        batch_op.drop_index("ix_event_room_ts")
+    op.create_index(
+        "ix_event_site_ts_room", "event", ["site", "ts", "room"], unique=False, if_not_exists=True
+    )
+    op.drop_index("ix_event_room_ts", table_name="event", if_exists=True)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("event", schema=None) as batch_op:
-        batch_op.create_index("ix_event_room_ts", ["site", "room", "ts"], unique=False)
-        batch_op.drop_index("ix_event_site_ts_room")
+    op.create_index("ix_event_room_ts", "event", ["site", "room", "ts"], unique=False, if_not_exists=True)
+    op.drop_index("ix_event_site_ts_room", table_name="event", if_exists=True)
