@@ -2,7 +2,7 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-05 23:45:00
+Create Date: 2026-12-05 22:55:00
 """
 
 from __future__ import annotations
