@@ -616,14 +616,17 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             except ValueError as exc:
                 raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         rows = records.pupils(sorted(who.sites) if who.sites is not None else None, site)
+
+        def order(p: Pupil) -> tuple[str, str, str]:
+            return (p.last_name, p.first_name, p.id)
+
         # One order for the page and its cursor, whatever the database's collation.
-        rows.sort(key=lambda p: (p.last_name, p.first_name, p.id))
+        rows.sort(key=order)
         if after is not None:
-            rows = [p for p in rows if (p.last_name, p.first_name, p.id) > after]
+            rows = [p for p in rows if order(p) > after]
         page = rows[:limit]
         records.audit(audit(who, "read", "pupils", site or "*", count=len(page)))
-        last = page[-1] if len(rows) > limit else None
-        nxt = pack_cursor([last.last_name, last.first_name, last.id]) if last is not None else None
+        nxt = pack_cursor(order(page[-1])) if len(rows) > limit else None
         return {"items": [pupil_json(p) for p in page], "next": nxt}
 
     @router.post("/api/pupils", tags=["pupils"], status_code=201)
