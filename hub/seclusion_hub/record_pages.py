@@ -12,7 +12,6 @@ register is listed only while the child is being chosen.
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at definition time.
 
 import datetime as dt
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -29,7 +28,7 @@ from .core.incident import NOT_NEEDED_NO_CHILD, REQUIRED_FOR_REVIEW, RecordField
 from .delivery import alert_from_row
 from .models import AuditEntry, IncidentRecord
 from .record_store import RecordStore, incident_view, report_due
-from .reports.parent_copy import format_date
+from .reports.parent_copy import format_date, format_duration
 from .service import HubService
 from .web import PAGE_HEADERS, session_token, static_file
 
@@ -255,14 +254,12 @@ def deadline_words(when: dt.datetime, zone: ZoneInfo) -> str:
 
 
 def duration_words(seconds: float) -> str:
-    """Seconds under a minute, otherwise whole minutes rounded up (a confinement is never under-counted)."""
+    """The parents' copy's words for a duration (seconds under a minute, otherwise whole minutes, rounded
+    up: a confinement is never under-counted), so that a page and the letter say the same; "none" for
+    no time at all (a page's line of unsupervised time, or of the longest lapse, with nothing in it)."""
     if seconds <= 0:
         return "none"
-    if seconds < 60:
-        n = math.ceil(seconds)
-        return f"{n} second{'s' if n != 1 else ''}"
-    n = math.ceil(seconds / 60 - 1e-9)
-    return f"{n} minute{'s' if n != 1 else ''}"
+    return format_duration(seconds)
 
 
 # -- what the pages show

@@ -18,6 +18,7 @@ from typing import Any
 import pypdf
 import pytest
 
+from seclusion_hub.record_pages import duration_words
 from seclusion_hub.reports import (
     Count,
     GovernorsReport,
@@ -303,6 +304,26 @@ def test_the_door_is_described(state: str, sentence: str) -> None:
 )
 def test_durations_read_in_minutes_or_seconds(seconds: float, words: str) -> None:
     assert format_duration(seconds) == words
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (0, "none"),
+        (-0.001, "none"),
+        (0.001, "1 second"),
+        (5.000000001, "5 seconds"),  # a float a hair above a whole second is that second, not the next
+        (0.1 + 0.2 + 59.7, "1 minute"),
+        (90, "2 minutes"),
+        (75_000, "1,250 minutes"),
+    ],
+)
+def test_a_page_says_what_the_letter_says(seconds: float, words: str) -> None:
+    """The record pages and the leaders' pages word a duration as the parents' copy does (one
+    function), and say "none" where there was no time at all."""
+    assert duration_words(seconds) == words
+    if seconds > 0:
+        assert duration_words(seconds) == format_duration(seconds)
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,7 @@ def format_duration(seconds: float) -> str:
 
     Seconds and minutes are rounded up, never down: the hub never under-counts a confinement
     (semantics), so a parent is never told "12 minutes" about 12 and a half, nor "12 minutes" about
-    720.4 seconds (times are to the millisecond), as the record page says (record_pages.duration_words).
+    720.4 seconds (times are to the millisecond). The pages say the same (record_pages.duration_words).
     """
     whole = math.ceil(seconds - 1e-9)  # a float a hair above a whole second is that second
     if whole < 60:
