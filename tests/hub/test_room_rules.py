@@ -213,6 +213,91 @@ def test_a_replay_after_the_episode_ended_still_reveals_the_lapse() -> None:
     assert acc.unsupervised_s == 100 and [(lp.start, lp.end) for lp in acc.lapses] == [(at(150), at(250))]
 
 
+def test_a_replay_reveals_the_lapse_of_the_ended_episode_while_a_new_one_is_open() -> None:
+    """4.3: replayed readings are written into the episode they belong to, even when another episode
+    opened in the meantime (the panel was away through both)."""
+    room = Room()
+    room.status(PANEL, True, 0, boot="b1", uptime_s=10)
+    room.observer("present", 0)
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    first = room.machine.episode
+    room.status(PANEL, False, 20)  # the panel's Last Will; its outbox keeps what it sees
+    room.door("open", 100)
+    room.occupancy("vacant", 101)
+    room.occupancy("occupied", 150)
+    room.door("closed", 160)
+    second = room.machine.episode
+    assert first is not None and second is not None and second is not first
+    room.status(PANEL, True, 300, boot="b1", uptime_s=310)  # same boot, up all along: the gap is known
+    room.send(PANEL, "observer", "absent", 50, arrive=300)
+    room.send(PANEL, "observer", "present", 80, arrive=300)
+    acc = account(first, at(400))
+    assert first.unknown == [] and [(lp.start, lp.end) for lp in acc.lapses] == [(at(50), at(80))]
+    assert acc.unsupervised_s == 30
+    assert account(second, at(300)).unsupervised_s == 0  # present again at 80, before it started
+    assert room.alerts("supervision_lapse"), "raised late, for the record"
+
+
+def test_a_replayed_check_in_proves_the_ended_episode_while_a_new_one_is_open() -> None:
+    room = Room(supervision="checkin", checkin_interval_s=60)
+    room.status(PANEL, True, 0, boot="b1", uptime_s=10)
+    room.send(PANEL, "check", "ok", 0)
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    first = room.machine.episode
+    room.status(PANEL, False, 20)
+    room.door("open", 100)
+    room.occupancy("vacant", 101)
+    room.occupancy("occupied", 150)
+    room.door("closed", 160)
+    assert room.machine.episode is not None and room.machine.episode is not first
+    room.status(PANEL, True, 300, boot="b1", uptime_s=310)
+    room.send(PANEL, "check", "ok", 55, arrive=300)  # proves 55..115: the first episode checked throughout
+    assert first is not None and first.unknown == []
+    assert account(first, at(400)).unsupervised_s == 0
+
+
+def test_a_replayed_reading_from_before_the_start_is_what_the_ended_episode_started_with() -> None:
+    """3.1 and 4.3: the observer left at T0-10, during the panel's outage, so the episode T0+1..T0+100
+    was never watched: 99 s unsupervised and a lapse, not 99 s supervised on the reading before."""
+    room = Room()
+    room.status(PANEL, True, -40, boot="b1", uptime_s=10)
+    room.observer("present", -30)
+    room.status(PANEL, False, -20)
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    ep = room.machine.episode
+    room.door("open", 100)
+    room.occupancy("vacant", 101)
+    assert room.machine.episode is None and ep is not None and ep.ended_at == at(100)
+    room.status(PANEL, True, 200, boot="b1", uptime_s=250)
+    room.send(PANEL, "observer", "present", -35, arrive=200)  # older than what it started with: no news
+    room.send(PANEL, "observer", "absent", -10, arrive=200)
+    assert ep.unknown == [] and [m.ts for m in ep.observer] == [at(-30), at(-10)]
+    assert account(ep, at(300)).unsupervised_s == 99
+    assert room.alerts("supervision_lapse")
+
+
+def test_a_replayed_check_in_from_before_the_start_still_proves_the_ended_episode() -> None:
+    """3.2: an episode starts checked when a check-in came within `checkin_interval_s` before it."""
+    room = Room(supervision="checkin", checkin_interval_s=60)
+    room.status(PANEL, True, -40, boot="b1", uptime_s=10)
+    room.status(PANEL, False, -20)
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    ep = room.machine.episode
+    room.door("open", 100)
+    room.occupancy("vacant", 101)
+    assert room.machine.episode is None and ep is not None
+    room.status(PANEL, True, 200, boot="b1", uptime_s=250)
+    room.send(PANEL, "check", "ok", -70, arrive=200)  # ran out before the start: nothing to prove
+    room.send(PANEL, "check", "ok", -10, arrive=200)  # proves T0+1..T0+50
+    assert ep.checks == [at(-10)]
+    acc = account(ep, at(300))
+    assert (acc.supervised_s, acc.unsupervised_s) == (49, 50)
+
+
 def test_reclose_after_the_grace_is_a_new_episode() -> None:
     room = Room(reclose_grace_s=30)
     room.occupancy("occupied", 0)

@@ -758,21 +758,22 @@ class RoomMachine:
         reading = Reading(value=value, ts=ts, device=device, uncertain=uncertain)
         dev.readings[kind] = reading
         ep = self.state.episode
-        late = self._ended_episode_at(ts)
+        # 4.3: what a replay reveals about the past is written into the episode it belongs to, the ended
+        # one as well as (or instead of) the one open now.
+        late = self._ended_episode_at(kind, ts)
         if kind == "check":
             if self.state.last_check is None or ts > self.state.last_check:
                 self.state.last_check = ts
+            if late is not None:
+                late.checks.append(ts)
+                self._saved(late)
             if ep is not None:
                 ep.checks.append(ts)
                 self._saved(ep)  # evidence: its row may wait for the refresh, the room's state may not
                 return
             self._keep_evidence(kind, value, ts)
-            if late is not None:
-                # 4.3: what a replay reveals about the past is written into the episode it belongs to.
-                late.checks.append(ts)
-                self._saved(late)
             return
-        if kind == "observer" and ep is None and late is not None:
+        if kind == "observer" and late is not None:
             late.observer.append(ObserverMark(ts=ts, present=value == "present"))
             self._saved(late)
         current = self.state.readings.get(kind)
@@ -817,12 +818,20 @@ class RoomMachine:
             st.checks_since_close.append(ts)
             del st.checks_since_close[:-EVIDENCE_KEPT]
 
-    def _ended_episode_at(self, ts: dt.datetime) -> Episode | None:
-        """The last ended episode, if `ts` falls within it (a replayed reading arriving after its end)."""
+    def _ended_episode_at(self, kind: str, ts: dt.datetime) -> Episode | None:
+        """The last ended episode, if a supervision reading of `kind` timed `ts` bears on it (a replay
+        arriving after its end): timed within it, or before its start when it is what the episode
+        started with: an observer reading later than any it holds from before its start, or a check-in
+        still proving its start (3.2)."""
         last = self.state.last_episode
-        if last is None or last.ended_at is None or not last.started_at <= ts < last.ended_at:
+        if kind not in ("observer", "check") or last is None or last.ended_at is None or ts >= last.ended_at:
             return None
-        return last
+        if ts >= last.started_at:
+            return last
+        if kind == "check":
+            return last if ts + self._seconds(last.checkin_interval_s) > last.started_at else None
+        before = [m.ts for m in last.observer if m.ts <= last.started_at]
+        return last if not before or ts > max(before) else None
 
     def _door_or_occupancy(self, kind: str, value: str, ts: dt.datetime) -> None:
         ep = self.state.episode
