@@ -81,6 +81,61 @@ def test_the_readings_kept_for_a_dated_back_start_are_bounded_and_dropped_when_t
     assert room.machine.state.marks_since_close == []
 
 
+def test_an_outage_between_the_close_and_a_start_dated_back_to_it_is_unknown_time() -> None:
+    """4.1 within 2.1: the panel was away from before the close until T0+50 and came back with a new
+    boot (the gap stays unknown, 4.2); the start is dated back to the close at T0."""
+    room = Room()
+    room.observer("present", -100)
+    room.door("closed", 0)
+    room.status(PANEL, False, 20)  # Last Will: offline since its last message (T0-100)
+    room.status(PANEL, True, 50, boot="b2", uptime_s=5)
+    room.occupancy("occupied", 60)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(0)
+    assert [(g.device, g.start, g.end) for g in ep.unknown] == [(PANEL, at(0), at(50))]
+    acc = account(ep, at(70))
+    assert (acc.unknown_s, acc.supervised_s) == (50, 20)
+
+
+def test_a_lock_engaged_and_released_before_a_dated_back_start_still_marks_the_episode() -> None:
+    """2.5: held shut T0+20..T0+40, inside the episode dated back to the close at T0: `locked`, and
+    `lock_forbidden` raised (late) and resolved with the release."""
+    room = Room(lock_mode="forbidden")
+    room.door("closed", 0)
+    room.send(DOOR, "lock", "engaged", 20)
+    room.send(DOOR, "lock", "released", 40)
+    room.occupancy("occupied", 60)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(0)
+    assert ep.locked and ep.locked_at == at(20) and ep.lock_engaged_at == at(20)
+    room.tick(61)
+    (alert,) = room.alerts("lock_forbidden")
+    assert alert.late and alert.resolved_at is not None
+
+
+def test_a_lock_engaged_after_the_close_is_dated_to_its_reading_not_to_the_close() -> None:
+    room = Room()
+    room.send(DOOR, "lock", "engaged", -50)
+    room.send(DOOR, "lock", "released", -40)
+    room.door("closed", 0)
+    room.send(DOOR, "lock", "engaged", 30)
+    room.send(DOOR, "lock", "released", 35)
+    room.send(DOOR, "lock", "engaged", 45)  # engaged again: its own engagement
+    room.occupancy("occupied", 60)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(0)
+    assert ep.locked and ep.locked_at == at(30) and ep.lock_engaged_at == at(45)
+
+
+def test_a_lock_engaged_when_the_door_closed_dates_the_lock_to_the_start() -> None:
+    room = Room()
+    room.send(DOOR, "lock", "engaged", -5)
+    room.door("closed", 0)
+    room.occupancy("occupied", 10)
+    ep = room.machine.episode
+    assert ep is not None and ep.locked and ep.locked_at == at(0)
+
+
 def test_occupancy_reported_after_the_lookback_starts_at_the_reading_and_says_it_is_uncertain() -> None:
     room = Room(occupancy_lookback_s=120)
     room.door("closed", 0)

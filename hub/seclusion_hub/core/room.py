@@ -204,6 +204,9 @@ class RoomState(_Model):
     # the close (2.1) starts with all of it (at most EVIDENCE_KEPT each, the newest).
     marks_since_close: list[ObserverMark] = []
     checks_since_close: list[dt.datetime] = []
+    # And the lock's readings since the close (the one it closed on, each one after): a lock engaged, or
+    # engaged and released, before the episode was known is still part of it (2.5).
+    locks_since_close: list[Reading] = []
 
 
 # --- the machine ----------------------------------------------------------------------------------
@@ -798,7 +801,7 @@ class RoomMachine:
         """Outside an episode: what an episode dated back to the door's close will need (see RoomState)."""
         st = self.state
         if kind == "door":
-            st.marks_since_close, st.checks_since_close = [], []
+            st.marks_since_close, st.checks_since_close, st.locks_since_close = [], [], []
             if value == "closed":  # what it closed on
                 observer = st.readings.get("observer")
                 if observer is not None:
@@ -807,6 +810,9 @@ class RoomMachine:
                     )
                 if st.last_check is not None:
                     st.checks_since_close.append(st.last_check)
+                lock = st.readings.get("lock")
+                if lock is not None:
+                    st.locks_since_close.append(lock)
             return
         door = st.readings.get("door")
         if door is None or door.value != "closed":
@@ -817,6 +823,11 @@ class RoomMachine:
         elif kind == "check":
             st.checks_since_close.append(ts)
             del st.checks_since_close[:-EVIDENCE_KEPT]
+        elif kind == "lock":
+            reading = st.readings.get("lock")
+            if reading is not None and reading.ts == ts:  # not another lock's older reading (1)
+                st.locks_since_close.append(reading)
+                del st.locks_since_close[:-EVIDENCE_KEPT]
 
     def _ended_episode_at(self, kind: str, ts: dt.datetime) -> Episode | None:
         """The last ended episode, if a supervision reading of `kind` timed `ts` bears on it (a replay
@@ -916,8 +927,16 @@ class RoomMachine:
         interval = self._seconds(self.policy.checkin_interval_s)
         checks = set(st.checks_since_close) | ({st.last_check} if st.last_check is not None else set())
         ep.checks.extend(sorted(c for c in checks if c + interval > start))
-        st.marks_since_close, st.checks_since_close = [], []
+        locks = sorted(st.locks_since_close, key=lambda r: r.ts)
+        st.marks_since_close, st.checks_since_close, st.locks_since_close = [], [], []
         for device, dev in st.devices.items():
+            span = dev.last_offline
+            if span is not None and span.end is not None and span.end > start:
+                # An outage since a close the start is dated back to lies inside the episode: nobody
+                # knows what the device saw then (4.1), unless its return made it known (4.2).
+                ep.unknown.append(
+                    UnknownInterval(device=device, start=max(start, span.start), end=max(start, span.end))
+                )
             if not dev.online:
                 ep.unknown.append(
                     UnknownInterval(device=device, start=max(start, dev.offline_since or start))
@@ -930,8 +949,17 @@ class RoomMachine:
             detail["earliest_start"] = format_ts(earliest)
         self._note(ep.id, start, "episode_started", detail)
         lock = st.readings.get("lock")
-        if lock is not None and lock.value == "engaged":
-            self._mark_locked(ep, lock.device, start)
+        if lock is not None and lock not in locks:
+            locks.append(lock)
+        before: Reading | None = None
+        for reading in locks:  # each engagement since the close, as `_apply` marks one in an episode
+            if reading.value == "engaged":
+                at = max(reading.ts, start)
+                if not ep.locked:
+                    self._mark_locked(ep, reading.device, at)
+                elif before is None or before.value != "engaged" or before.device != reading.device:
+                    self._mark_relocked(ep, reading.device, at)
+            before = reading
         self._saved(ep)
 
     def _end_episode(self, at: dt.datetime, reason: str) -> None:
