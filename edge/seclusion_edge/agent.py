@@ -133,6 +133,11 @@ class EdgeAgent:
         self._outbox: Outbox | None = None
         self._publisher: Publisher | None = None
         self._sent_upto: EventKey | None = None
+        # True from a disconnect (and before the first connect) until `on_connected` has restarted the
+        # replay from the outbox's oldest event: paho says "connected" a moment before it calls
+        # `on_connected`, and a tick in between must not send newer events ahead of older ones the last
+        # connection took but never delivered (the hub would drop those as duplicates).
+        self._replay_due = True
         self._heartbeat_ms = round(config.heartbeat_s * 1000)
         self._next_heartbeat_ms = 0
         self._last_heartbeat_ms: int | None = None
@@ -424,7 +429,7 @@ class EdgeAgent:
         # Caller holds the send lock: events leave strictly in (epoch, seq) order, each exactly once
         # per connection; a failed hand-over stops here and the next connect replays from the outbox.
         publisher = self._publisher
-        if publisher is None or not publisher.is_connected:
+        if publisher is None or not publisher.is_connected or self._replay_due:
             return
         for event in self._require_outbox().pending(after=self._sent_upto):
             if not publisher.publish(Message(self._event_topic, event.payload, qos=1, retain=False)):
@@ -525,6 +530,7 @@ class EdgeAgent:
             )
             self._publisher.publish(Message(self._status_topic, dump_payload(status), qos=1, retain=True))
             self._sent_upto = None
+            self._replay_due = False
             self._send_pending()
             self._next_heartbeat_ms = now.mono_ms  # the hub gets the current readings at once
             log.info(
@@ -534,6 +540,8 @@ class EdgeAgent:
     def on_disconnected(self) -> None:
         """Events stay in the outbox for the next connect; the local fail-safe drives the outputs."""
         self._hub_online = False
+        with self._send_lock:
+            self._replay_due = True  # the next connection replays from the oldest event waiting
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
 
     def on_message(self, topic: str, payload: bytes) -> None:

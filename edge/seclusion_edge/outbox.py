@@ -5,8 +5,10 @@ acknowledged on its `ack` topic, and the last reading published for each sensor 
 numbered and stored in the same transaction, with `synchronous=FULL`, before anything is sent: an event
 that was published is an event that survives a power cut.
 
-Epochs: a new store starts at epoch 0. A store that cannot be read is moved aside
-(`outbox.sqlite3.corrupt-<time>`) and a new one started, also at epoch 0: the old epoch cannot be known.
+Epochs: a new store starts at epoch 0. A store that is damaged (not a database, or a malformed one) is
+moved aside (`outbox.sqlite3.corrupt-<time>`) and a new one started, also at epoch 0: the old epoch
+cannot be known. A store that cannot be opened for now (locked by another process, a disk error) is
+kept, and the agent refuses to start until it can be opened.
 `start_epoch` moves to a new epoch (the `reset-epoch` command, for a replaced SD card); the agent also
 calls it when the hub's ack shows the hub has seen more of this device than the store remembers.
 """
@@ -94,7 +96,11 @@ class Outbox:
         path = state_dir / OUTBOX_FILE
         try:
             connection = _connect(path)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:
+            # Locked by another process, a disk error, no permission: the store may be whole. Keep it
+            # (its events and its seq) and refuse to start; the service manager tries again.
+            raise OutboxError(f"{path}: cannot open the outbox: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
             aside = _move_aside(path)
             log.error(
                 "outbox %s is unreadable (%s); moved to %s, starting a new store at epoch 0", path, exc, aside

@@ -331,6 +331,32 @@ def test_events_while_disconnected_wait_and_are_sent_in_order_after_the_reconnec
     assert link.on("status")[0] is link.sent[0]  # the status goes first, then the replay
 
 
+def test_a_tick_between_paho_saying_connected_and_the_replay_sends_nothing_ahead_of_it(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    """Contract 2: events leave strictly in (epoch, seq) order. paho marks a new connection connected a
+    moment before it calls `on_connected`; a tick then (the ticker thread) must not send newer events
+    ahead of an older one the dead connection took and never delivered: the hub would drop that one
+    as a duplicate, and its ack would then remove it from the outbox."""
+    agent = started_door()
+    link = bench.link
+    link.deliver(ACK, {"v": 1, "epoch": 0, "seq": 3})
+    close_door(agent)
+    bench.settle(agent)  # seq 4 handed to the connection...
+    link.clear()  # ...which had silently died: it never arrived
+    link.drop()
+    agent.pin_for("occupancy").drive_high()
+    bench.settle(agent)  # seq 5 waits in the outbox
+    link.connected = True  # paho: connected...
+    agent.tick()  # ...and the ticker runs before paho calls on_connected
+    assert link.events() == []
+    link.handlers.on_connected(False)
+    assert [(e.seq, e.kind, e.value) for e in link.events()] == [
+        (4, "door", "closed"),
+        (5, "occupancy", "occupied"),
+    ]
+
+
 def test_an_ack_removes_the_events_it_covers_and_a_reconnect_resends_only_the_rest(
     bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
 ) -> None:

@@ -103,6 +103,33 @@ def test_an_unreadable_store_is_moved_aside_and_a_new_one_starts_at_epoch_0(
     assert "unreadable" in caplog.text
 
 
+def test_a_store_that_cannot_be_opened_for_now_is_kept_and_the_agent_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Locked by another process (or a disk error): not damaged, so its waiting events and its seq are
+    kept, never moved aside for a new store that would number events again from seq 1."""
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    for _ in range(3):
+        outbox.append("door", "closed", FakeClock().now(), "boot-1")
+    outbox.close()
+    other = sqlite3.connect(tmp_path / OUTBOX_FILE, isolation_level=None, timeout=0)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("COMMIT")  # in this mode the lock stays
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **kw: connect(*a, **{**kw, "timeout": 0.05}))
+    try:
+        with pytest.raises(OutboxError, match="cannot open the outbox: database is locked"):
+            Outbox.open(tmp_path, "calm-1-door")
+    finally:
+        other.close()
+    assert list(tmp_path.glob(f"{OUTBOX_FILE}.corrupt-*")) == []
+    monkeypatch.undo()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert (outbox.last_seq, outbox.queued()) == (3, 3)
+    outbox.close()
+
+
 def test_a_store_of_another_device_is_refused(tmp_path: Path) -> None:
     Outbox.open(tmp_path, "calm-1-door").close()
     with pytest.raises(OutboxError, match="belongs to device 'calm-1-door', not 'calm-1-panel'"):
