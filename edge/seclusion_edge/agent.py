@@ -391,9 +391,7 @@ class EdgeAgent:
         with self._sensor_lock:
             for kind, debouncer in self._debouncers.items():
                 debouncer.observe(self._sensors[kind].active, now)
-                reading = debouncer.tick(now.mono_ms)
-                if reading is not None:
-                    settled.append((kind, reading))
+                settled.extend((kind, reading) for reading in debouncer.tick(now.mono_ms))
         # The alarm comes before the outbox: it must not wait for the SD card, nor for the network.
         with self._failsafe_lock:
             for kind, reading in settled:

@@ -9,6 +9,8 @@ A *burst* is a run of edges with less than the settle time between them; it ends
 held for the settle time. The settled reading is the level at the end of the burst, and it is reported
 as beginning at the burst's *first* edge: a door that closes at t0 and chatters for 20 ms closed at t0.
 A burst that ends on the reading it started from (a knock on the door, a glitch) reports nothing.
+A level that held for the settle time is a reading even when no tick came while it held (the ticker
+held up by a slow write to the SD card): the next edge ends its burst, and the next tick reports it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Debouncer:
         self._last_edge = at
         # A start-up reading that is not already known is a burst of its own, reported once it has held.
         self._burst_start: Instant | None = None if level == settled else at
+        self._ready: list[Settled] = []  # settled between two ticks, oldest first
 
     @property
     def settled(self) -> bool | None:
@@ -62,18 +65,23 @@ class Debouncer:
         """Record the level seen at `at`; the same level again is not an edge and changes nothing."""
         if level == self._level:
             return
+        self._settle(at.mono_ms)  # the level before this edge may have held long enough, unticked
         self._level = level
         self._last_edge = at
         if self._burst_start is None:
             self._burst_start = at
 
-    def tick(self, now_ms: int) -> Settled | None:
-        """The newly settled reading once the level has held for the settle time at `now_ms`, else None."""
+    def tick(self, now_ms: int) -> list[Settled]:
+        """The readings newly settled by `now_ms`, oldest first (usually none or one)."""
+        self._settle(now_ms)
+        ready, self._ready = self._ready, []
+        return ready
+
+    def _settle(self, now_ms: int) -> None:
         if self._burst_start is None or now_ms - self._last_edge.mono_ms < self.settle_ms:
-            return None
+            return
         began = self._burst_start
         self._burst_start = None
-        if self._level == self._settled:
-            return None
-        self._settled = self._level
-        return Settled(self._level, began)
+        if self._level != self._settled:
+            self._settled = self._level
+            self._ready.append(Settled(self._level, began))

@@ -173,6 +173,28 @@ def test_a_reading_that_could_not_be_stored_is_retried_in_order_on_the_next_tick
     assert bench.link.events()[0].ts == edge.wall
 
 
+def test_a_door_opening_that_held_while_the_ticker_was_held_up_is_still_published(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    """The pin's edges are recorded on gpiozero's thread while the ticker waits (say on a slow SD card
+    write): a door open for 2 s and shut again before the next tick is two events, not none."""
+    agent = started_door()
+    close_door(agent)
+    bench.settle(agent)
+    bench.link.clear()
+    opened = clock.now()
+    open_door(agent)
+    clock.advance(seconds=2)
+    closed = clock.now()
+    close_door(agent)
+    clock.advance(seconds=1)
+    agent.tick()
+    assert [(e.kind, e.value, e.ts) for e in bench.link.events()] == [
+        ("door", "open", opened.wall),
+        ("door", "closed", closed.wall),
+    ]
+
+
 # -------------------------------------------------------------------------------- start-up readings
 
 

@@ -13,7 +13,7 @@ def settled_door(clock: FakeClock) -> Debouncer:
     start = clock.now()
     debouncer = Debouncer(SETTLE, level=False, at=start)
     clock.advance(ms=SETTLE)
-    assert debouncer.tick(clock.now().mono_ms) == Settled(False, start)
+    assert debouncer.tick(clock.now().mono_ms) == [Settled(False, start)]
     return debouncer
 
 
@@ -23,19 +23,19 @@ def test_start_up_reading_is_reported_once_it_has_held() -> None:
     debouncer = Debouncer(SETTLE, level=True, at=start)
     assert debouncer.settled is None
     clock.advance(ms=SETTLE - 1)
-    assert debouncer.tick(clock.now().mono_ms) is None
+    assert debouncer.tick(clock.now().mono_ms) == []
     clock.advance(ms=1)
-    assert debouncer.tick(clock.now().mono_ms) == Settled(True, start)
+    assert debouncer.tick(clock.now().mono_ms) == [Settled(True, start)]
     assert debouncer.settled is True
     clock.advance(ms=1000)
-    assert debouncer.tick(clock.now().mono_ms) is None
+    assert debouncer.tick(clock.now().mono_ms) == []
 
 
 def test_a_known_start_up_reading_is_not_reported_again() -> None:
     clock = FakeClock()
     debouncer = Debouncer(SETTLE, level=False, at=clock.now(), settled=False)
     clock.advance(ms=SETTLE)
-    assert debouncer.tick(clock.now().mono_ms) is None
+    assert debouncer.tick(clock.now().mono_ms) == []
 
 
 def test_a_change_is_reported_after_the_settle_time_dated_by_its_edge() -> None:
@@ -45,10 +45,10 @@ def test_a_change_is_reported_after_the_settle_time_dated_by_its_edge() -> None:
     edge = clock.now()
     debouncer.observe(True, edge)
     clock.advance(ms=SETTLE - 1)
-    assert debouncer.tick(clock.now().mono_ms) is None
+    assert debouncer.tick(clock.now().mono_ms) == []
     assert debouncer.unsettled
     clock.advance(ms=1)
-    assert debouncer.tick(clock.now().mono_ms) == Settled(True, edge)
+    assert debouncer.tick(clock.now().mono_ms) == [Settled(True, edge)]
     assert not debouncer.unsettled
 
 
@@ -59,7 +59,7 @@ def test_a_glitch_shorter_than_the_settle_time_reports_nothing() -> None:
     debouncer.observe(False, clock.advance(ms=SETTLE - 10))
     for _ in range(10):
         clock.advance(ms=SETTLE)
-        assert debouncer.tick(clock.now().mono_ms) is None
+        assert debouncer.tick(clock.now().mono_ms) == []
     assert debouncer.settled is False
 
 
@@ -70,9 +70,9 @@ def test_contact_chatter_is_one_change_from_the_first_edge() -> None:
     debouncer.observe(True, first)
     for level in (False, True, False, True):
         debouncer.observe(level, clock.advance(ms=5))
-        assert debouncer.tick(clock.now().mono_ms) is None
+        assert debouncer.tick(clock.now().mono_ms) == []
     clock.advance(ms=SETTLE)
-    assert debouncer.tick(clock.now().mono_ms) == Settled(True, first)
+    assert debouncer.tick(clock.now().mono_ms) == [Settled(True, first)]
 
 
 def test_a_later_change_starts_its_own_burst() -> None:
@@ -81,11 +81,11 @@ def test_a_later_change_starts_its_own_burst() -> None:
     debouncer.observe(True, clock.advance(ms=100))
     debouncer.observe(False, clock.advance(ms=10))
     clock.advance(ms=SETTLE)
-    assert debouncer.tick(clock.now().mono_ms) is None
+    assert debouncer.tick(clock.now().mono_ms) == []
     real_close = clock.advance(ms=1000)
     debouncer.observe(True, real_close)
     clock.advance(ms=SETTLE)
-    assert debouncer.tick(clock.now().mono_ms) == Settled(True, real_close)
+    assert debouncer.tick(clock.now().mono_ms) == [Settled(True, real_close)]
 
 
 def test_observing_the_same_level_again_is_not_an_edge() -> None:
@@ -95,7 +95,7 @@ def test_observing_the_same_level_again_is_not_an_edge() -> None:
     debouncer.observe(True, edge)
     debouncer.observe(True, clock.advance(ms=SETTLE - 1))  # a poll of the pin, not a new edge
     clock.advance(ms=1)
-    assert debouncer.tick(clock.now().mono_ms) == Settled(True, edge)
+    assert debouncer.tick(clock.now().mono_ms) == [Settled(True, edge)]
 
 
 def test_zero_settle_reports_at_the_next_tick() -> None:
@@ -103,4 +103,20 @@ def test_zero_settle_reports_at_the_next_tick() -> None:
     debouncer = Debouncer(0, level=False, at=clock.now(), settled=False)
     edge = clock.advance(ms=1)
     debouncer.observe(True, edge)
-    assert debouncer.tick(edge.mono_ms) == Settled(True, edge)
+    assert debouncer.tick(edge.mono_ms) == [Settled(True, edge)]
+
+
+def test_a_reading_that_held_for_the_settle_time_counts_even_when_no_tick_came_while_it_held() -> None:
+    """The ticker can be held up (a slow write to the SD card): a door open for 2 s and shut again
+    before the next tick was open for 2 s, and both readings are reported, in order, each dated by its
+    own first edge."""
+    clock = FakeClock()
+    debouncer = settled_door(clock)
+    opened = clock.advance(ms=100)
+    debouncer.observe(True, opened)
+    closed = clock.advance(ms=2000)
+    debouncer.observe(False, closed)
+    debouncer.observe(True, clock.advance(ms=SETTLE - 1))  # chatter: part of the closing's burst
+    debouncer.observe(False, clock.advance(ms=1))
+    assert debouncer.tick(clock.advance(ms=1000).mono_ms) == [Settled(True, opened), Settled(False, closed)]
+    assert debouncer.tick(clock.advance(ms=1000).mono_ms) == []
