@@ -119,12 +119,15 @@ class FailSafe:
     def observe(self, kind: str, value: str, at: Instant) -> bool:
         """Take a reading of the room; returns False when it is not news.
 
-        The reading with the later `ts` (`at.wall`) wins, whichever device sent it, so a replayed older
-        event changes nothing, and neither does the same reading twice.
+        The later reading wins, whichever device sent it, so a replayed older event changes nothing, and
+        neither does the same reading twice. Later on this agent's monotonic clock, where every reading
+        is placed (another device's by its `ts`, `on_local_axis`): this agent's own readings keep their
+        order when its wall clock is set back (an NTP correction), as the hub keeps a device's order by
+        its `seq` (semantics 1).
         """
         current = self._readings.get(kind)
         if current is not None and (
-            at.wall < current.at.wall or (at.wall == current.at.wall and value == current.value)
+            at.mono_ms < current.at.mono_ms or (at.mono_ms == current.at.mono_ms and value == current.value)
         ):
             return False
         self._readings[kind] = RoomReading(value, at)

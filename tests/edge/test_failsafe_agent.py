@@ -217,6 +217,25 @@ def test_a_device_that_never_reached_the_broker_alarms_on_its_own_readings_with_
     assert not sounding(door) and not lit(door)
 
 
+def test_the_devices_own_readings_keep_their_order_when_its_wall_clock_is_set_back(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Its clock was 10 minutes fast and NTP set it back: the door closing on an occupied room after that
+    is still news to the fail-safe (a device's readings come in its own order, semantics 1), so the
+    local alarm sounds past the grace with the broker unreachable."""
+    door = bench.start(door_device(tmp_path / "door", outputs=DOOR_OUTPUTS))
+    bench.settle(door)  # start-up: door open, released, vacant
+    bench.link.deliver(config_topic("calm-1-door"), NUMBERS)
+    bench.link.drop()
+    clock.jump_wall(-dt.timedelta(minutes=10))
+    door.simulate("occupancy", "occupied")
+    door.simulate("door", "closed")
+    bench.settle(door)
+    assert door.room_state()["door"] == "closed" and door.episode_open
+    bench.settle(door, GRACE_S * 1000 + 1000)
+    assert door.local_alarm.level == "critical"
+
+
 def test_the_alarm_does_not_wait_for_the_sd_card(
     bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
