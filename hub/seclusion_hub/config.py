@@ -5,6 +5,7 @@ Every error names the file and the key, so an IT technician can fix it without r
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Collection
@@ -23,6 +24,8 @@ from seclusion_contract import DEFAULT_ROOT
 from .core.policy import Policy, PolicyError, dotted
 from .core.site import RoomSpec, SiteSpec
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -198,6 +201,14 @@ def load_site(path: Path) -> LoadedSite:
         policies[room.id] = build_policy(
             params, str(path), f"rooms.{index}.policy_overrides", own=room.policy_overrides
         )
+        door = {d.id for d in room.devices if room.reports(d.id, "door")}
+        if any(room.reports(d.id, "occupancy") and d.id not in door for d in room.devices) and door:
+            log.warning(
+                "%s: room %s reports occupancy from a device other than the door's: a late occupancy "
+                "reading is judged against the door as it is when it arrives (docs/hub.md, Known limit)",
+                path,
+                room.id,
+            )
         if policies[room.id].lock_mode == "held_only":
             # The policy allows a held door and refuses a bolt or a maglock: the default (`held`) would
             # let a maglock nobody described pass unalerted, so the file must say what each lock is.

@@ -112,6 +112,23 @@ def test_where_only_a_held_lock_is_allowed_every_lock_must_say_what_it_is(tmp_pa
     assert load_site(write(tmp_path, site)).room("calm-1").devices[1].lock_type == "maglock"  # type: ignore[union-attr]
 
 
+def test_occupancy_on_a_device_other_than_the_doors_is_loaded_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A separate inside device is allowed; the technician is told of its known limit (docs/hub.md)."""
+    load_site(write(tmp_path, SITE))
+    assert "occupancy" not in caplog.text  # the door's device reports it: the layout the hub expects
+    site = copy.deepcopy(SITE)
+    site["rooms"][0]["devices"] = [
+        {"id": "calm-1-door", "sensors": ["door", "lock"], "lock_type": "held"},
+        {"id": "calm-1-inside", "sensors": ["occupancy"]},
+        {"id": "calm-1-panel", "sensors": ["observer", "check"]},
+    ]
+    loaded = load_site(write(tmp_path, site))
+    assert loaded.room("calm-1") is not None
+    assert "site.yaml: room calm-1 reports occupancy from a device other than the door's" in caplog.text
+
+
 def test_a_device_in_two_rooms_and_a_site_in_two_files_are_refused(tmp_path: Path) -> None:
     twice = {**SITE, "rooms": [SITE["rooms"][0], {**SITE["rooms"][0], "id": "calm-2"}]}
     with pytest.raises(ConfigError, match="device id belongs to two rooms"):
