@@ -397,7 +397,7 @@ class EdgeAgent:
             for kind, reading in settled:
                 value = self.config.sensor(kind).reading(reading.active)
                 if value is not None:
-                    self._failsafe.observe(kind, value, reading.began)
+                    self._failsafe.observe(kind, value, self._began_for_failsafe(kind, value, reading, now))
         self._drive_outputs(now)
         with self._send_lock:
             if self._stopping:
@@ -433,6 +433,19 @@ class EdgeAgent:
             if not publisher.publish(Message(self._event_topic, event.payload, qos=1, retain=False)):
                 return
             self._sent_upto = event.key
+
+    def _began_for_failsafe(self, kind: Kind, value: str, reading: Settled, now: Instant) -> Instant:
+        """When a settled reading began, for the local timers. A start-up reading that is what this
+        device last numbered before it restarted is not reported again (`_record`): the room has been so
+        since then, and the timers count from then, so that a restart during an episode does not set
+        its duration back (the hub, told nothing new, keeps timing it from the door's close too)."""
+        outbox = self._outbox
+        if kind not in self._first_reading_due or outbox is None:
+            return reading.began
+        since = outbox.last_reading_began(kind, value)
+        if since is None:
+            return reading.began
+        return min(on_local_axis(since, now), reading.began, key=lambda instant: instant.mono_ms)
 
     def _send_heartbeat_if_due(self, now: Instant) -> None:
         publisher = self._publisher

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     PRIMARY KEY (epoch, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS readings (kind TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS readings (kind TEXT PRIMARY KEY, value TEXT NOT NULL, ts TEXT);
 """
 
 EventKey = tuple[int, int]
@@ -152,9 +152,9 @@ class Outbox:
             self._set_meta("last_seq", str(seq))
             if kind != "check":
                 self._db.execute(
-                    "INSERT INTO readings (kind, value) VALUES (?, ?) "
-                    "ON CONFLICT (kind) DO UPDATE SET value = excluded.value",
-                    (kind, value),
+                    "INSERT INTO readings (kind, value, ts) VALUES (?, ?, ?) "
+                    "ON CONFLICT (kind) DO UPDATE SET value = excluded.value, ts = excluded.ts",
+                    (kind, value, began.wall.isoformat()),
                 )
         self._last_seq = seq
         return event
@@ -190,6 +190,15 @@ class Outbox:
         with self._lock:
             row = self._db.execute("SELECT value FROM readings WHERE kind = ?", (kind,)).fetchone()
         return None if row is None else str(row[0])
+
+    def last_reading_began(self, kind: str, value: str) -> dt.datetime | None:
+        """When the last reading of `kind` began (its event's `ts`), if it was `value`; None otherwise, or
+        when a store of an earlier version did not keep it."""
+        with self._lock:
+            row = self._db.execute("SELECT value, ts FROM readings WHERE kind = ?", (kind,)).fetchone()
+        if row is None or row[0] != value or row[1] is None:
+            return None
+        return dt.datetime.fromisoformat(str(row[1]))
 
     def start_epoch(self, at_least: int | None = None, *, renumber_pending: bool = False) -> int:
         """Move to a new epoch (the next one, or `at_least` if higher); seq restarts at 0.
@@ -257,6 +266,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         # FULL: an event is on the card before it is published; events are rare, the cost is nothing.
         connection.execute("PRAGMA synchronous=FULL")
         connection.executescript(_SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(readings)")}
+        if "ts" not in columns:  # a store of an earlier version: when its readings began is not known
+            connection.execute("ALTER TABLE readings ADD COLUMN ts TEXT")
     except BaseException:
         connection.close()
         raise

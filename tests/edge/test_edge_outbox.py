@@ -130,6 +130,31 @@ def test_a_store_that_cannot_be_opened_for_now_is_kept_and_the_agent_refuses_to_
     outbox.close()
 
 
+def test_a_store_remembers_when_each_last_reading_began_and_an_older_store_opens_without_it(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    began = clock.now()
+    outbox.append("door", "closed", began, "boot-1")
+    assert outbox.last_reading_began("door", "closed") == began.wall
+    assert outbox.last_reading_began("door", "open") is None  # not what it was
+    outbox.close()
+    # A store of the version before: its readings table had no `ts` column.
+    db = sqlite3.connect(tmp_path / OUTBOX_FILE)
+    db.executescript(
+        "CREATE TABLE r2 (kind TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO r2 SELECT kind, value"
+        " FROM readings; DROP TABLE readings; ALTER TABLE r2 RENAME TO readings;"
+    )
+    db.close()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert outbox.last_reading("door") == "closed" and outbox.last_reading_began("door", "closed") is None
+    later = clock.advance(seconds=5)
+    outbox.append("door", "open", later, "boot-1")
+    assert outbox.last_reading_began("door", "open") == later.wall
+    outbox.close()
+
+
 def test_a_store_of_another_device_is_refused(tmp_path: Path) -> None:
     Outbox.open(tmp_path, "calm-1-door").close()
     with pytest.raises(OutboxError, match="belongs to device 'calm-1-door', not 'calm-1-panel'"):

@@ -236,6 +236,36 @@ def test_the_devices_own_readings_keep_their_order_when_its_wall_clock_is_set_ba
     assert door.local_alarm.level == "critical"
 
 
+def test_a_restart_during_an_episode_does_not_set_the_local_duration_back(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The agent restarts 500 s into an episode with the broker still down: its start-up readings are
+    what it last reported (not sent again), so the local timers go on from the door's close and the
+    duration limit (600 s) sounds 600 s after it, not 600 s after the restart."""
+    config = door_device(tmp_path / "door", outputs=DOOR_OUTPUTS)
+    first = bench.start(config)
+    bench.settle(first)
+    numbers = {**NUMBERS, "lapse_grace_s": 100_000, "max_duration_s": 600}
+    bench.link.deliver(config_topic("calm-1-door"), numbers)
+    first.simulate("occupancy", "occupied")
+    first.simulate("door", "closed")
+    bench.settle(first)
+    bench.link.drop()
+    assert first.episode_open
+    bench.settle(first, 500_000)
+    assert first.local_alarm.level == "none"
+    first.stop()
+
+    bench.connect_on_start = False
+    second = bench.start(config)  # the numbers come from the file the first one kept
+    second.simulate("occupancy", "occupied")
+    second.simulate("door", "closed")
+    bench.settle(second)
+    assert second.episode_open and second.local_alarm.level == "none"
+    bench.settle(second, 100_000)  # 600 s after the close, give or take the settle times
+    assert second.local_alarm.reason == "duration_limit"
+
+
 def test_the_alarm_does_not_wait_for_the_sd_card(
     bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
