@@ -39,7 +39,8 @@ class Debouncer:
         if settle_ms < 0:
             raise ValueError("settle_ms must not be negative")
         self.settle_ms = settle_ms
-        self._settled = settled
+        self._settled = settled  # as handed out by `tick`
+        self._judged = settled  # the same, and any reading settled since the last tick
         self._level = level
         self._last_edge = at
         # A start-up reading that is not already known is a burst of its own, reported once it has held.
@@ -48,7 +49,8 @@ class Debouncer:
 
     @property
     def settled(self) -> bool | None:
-        """The last reading that held for the settle time, or None before the first one."""
+        """The last reading `tick` handed out, or None before the first one: what the device has
+        reported (a reading settled since, on the edge thread, is news only once a tick takes it)."""
         return self._settled
 
     @property
@@ -75,6 +77,8 @@ class Debouncer:
         """The readings newly settled by `now_ms`, oldest first (usually none or one)."""
         self._settle(now_ms)
         ready, self._ready = self._ready, []
+        if ready:
+            self._settled = ready[-1].active
         return ready
 
     def _settle(self, now_ms: int) -> None:
@@ -82,6 +86,6 @@ class Debouncer:
             return
         began = self._burst_start
         self._burst_start = None
-        if self._level != self._settled:
-            self._settled = self._level
+        if self._level != self._judged:
+            self._judged = self._level
             self._ready.append(Settled(self._level, began))
