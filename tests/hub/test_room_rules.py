@@ -127,6 +127,21 @@ def test_a_lock_engaged_after_the_close_is_dated_to_its_reading_not_to_the_close
     assert ep.locked and ep.locked_at == at(30) and ep.lock_engaged_at == at(45)
 
 
+def test_a_lock_released_before_an_uncertain_start_does_not_mark_the_episode() -> None:
+    """Occupancy first reported long after the close (past the lookback): the episode starts at that
+    report, uncertain, and a lock engaged and released before it did not hold the child in it."""
+    room = Room(lock_mode="forbidden", occupancy_lookback_s=120)
+    room.door("closed", 0)
+    room.send(DOOR, "lock", "engaged", 30)
+    room.send(DOOR, "lock", "released", 35)
+    room.occupancy("occupied", 1000)
+    ep = room.machine.episode
+    assert ep is not None and ep.start_uncertain and ep.started_at == at(1000)
+    assert not ep.locked
+    room.tick(1001)
+    assert room.alerts("lock_forbidden") == []
+
+
 def test_a_lock_engaged_when_the_door_closed_dates_the_lock_to_the_start() -> None:
     room = Room()
     room.send(DOOR, "lock", "engaged", -5)

@@ -950,7 +950,10 @@ class RoomMachine:
         self._note(ep.id, start, "episode_started", detail)
         lock = st.readings.get("lock")
         if lock is not None and lock not in locks:
-            locks.append(lock)
+            locks = sorted([*locks, lock], key=lambda r: r.ts)
+        # The reading in effect at the start, then each one after (a start dated by a late occupancy
+        # reading, 2.1, comes after some of them: a lock released by then did not hold the child).
+        locks = [r for r in locks if r.ts <= start][-1:] + [r for r in locks if r.ts > start]
         before: Reading | None = None
         for reading in locks:  # each engagement since the close, as `_apply` marks one in an episode
             if reading.value == "engaged":
