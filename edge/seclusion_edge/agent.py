@@ -30,6 +30,7 @@ button reports only presses. Heartbeats carry every current reading either way.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import importlib.metadata
 import logging
 import os
@@ -138,6 +139,8 @@ class EdgeAgent:
         # `on_connected`, and a tick in between must not send newer events ahead of older ones the last
         # connection took but never delivered (the hub would drop those as duplicates).
         self._replay_due = True
+        # Each kind's last reading before this start, with when it began: for the fail-safe's timers.
+        self._last_run: dict[str, tuple[str, dt.datetime | None]] = {}
         self._heartbeat_ms = round(config.heartbeat_s * 1000)
         self._next_heartbeat_ms = 0
         self._last_heartbeat_ms: int | None = None
@@ -179,6 +182,8 @@ class EdgeAgent:
         self._first_reading_due.clear()
         self._unrecorded.clear()
         outbox = Outbox.open(self.config.state_dir, self.config.device)
+        self._last_run = {kind: last for kind, last in outbox.last_readings().items() if last[1] is not None}
+        self._replay_due, self._sent_upto = True, None
         self._load_stored_policy()
         with self._failsafe_lock:
             self._failsafe = FailSafe(self.policy)
@@ -439,17 +444,19 @@ class EdgeAgent:
         device last numbered before it restarted is not reported again (`_record`): the room has been so
         since then, and the timers count from then, so that a restart during an episode does not set
         its duration back (the hub, told nothing new, keeps timing it from the door's close too)."""
-        outbox = self._outbox
-        if kind not in self._first_reading_due or outbox is None:
+        last = self._last_run.pop(kind, None)  # the first reading of each kind only, and no SD card here
+        if last is None or last[0] != value or last[1] is None:
             return reading.began
-        since = outbox.last_reading_began(kind, value)
-        if since is None:
-            return reading.began
-        return min(on_local_axis(since, now), reading.began, key=lambda instant: instant.mono_ms)
+        return min(on_local_axis(last[1], now), reading.began, key=lambda instant: instant.mono_ms)
 
     def _send_heartbeat_if_due(self, now: Instant) -> None:
         publisher = self._publisher
-        if publisher is None or not publisher.is_connected or now.mono_ms < self._next_heartbeat_ms:
+        if (
+            publisher is None
+            or not publisher.is_connected
+            or self._replay_due  # the status and the replay go first
+            or now.mono_ms < self._next_heartbeat_ms
+        ):
             return
         outbox = self._require_outbox()
         heartbeat = HeartbeatPayload(
@@ -628,7 +635,7 @@ class EdgeAgent:
             return
         at = on_local_axis(event.ts, self._clock.now())
         with self._failsafe_lock:
-            news = self._failsafe.observe(event.kind, event.value, at)
+            news = self._failsafe.observe(event.kind, event.value, at, device)
         if news:
             log.debug("room reading from %s: %s %s", device, event.kind, event.value)
 

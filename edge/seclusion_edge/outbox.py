@@ -86,8 +86,9 @@ class Outbox:
     def open(cls, state_dir: Path, device: str) -> Outbox:
         """Open (or create) the outbox of `device` in `state_dir`.
 
-        An unreadable file is moved aside and replaced by a new store (logged as an error). A store that
-        belongs to another device is an OutboxError: two devices must never share a sequence.
+        A damaged file is moved aside and replaced by a new store (logged as an error). A store that
+        cannot be opened for now (locked, a disk error) is an OutboxError, and so is one that belongs
+        to another device: two devices must never share a sequence.
         """
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -191,14 +192,15 @@ class Outbox:
             row = self._db.execute("SELECT value FROM readings WHERE kind = ?", (kind,)).fetchone()
         return None if row is None else str(row[0])
 
-    def last_reading_began(self, kind: str, value: str) -> dt.datetime | None:
-        """When the last reading of `kind` began (its event's `ts`), if it was `value`; None otherwise, or
-        when a store of an earlier version did not keep it."""
+    def last_readings(self) -> dict[str, tuple[str, dt.datetime | None]]:
+        """Each kind's last reading this device numbered, with when it began (its event's `ts`; None
+        where a store of an earlier version did not keep it)."""
         with self._lock:
-            row = self._db.execute("SELECT value, ts FROM readings WHERE kind = ?", (kind,)).fetchone()
-        if row is None or row[0] != value or row[1] is None:
-            return None
-        return dt.datetime.fromisoformat(str(row[1]))
+            rows = self._db.execute("SELECT kind, value, ts FROM readings").fetchall()
+        return {
+            str(kind): (str(value), None if ts is None else dt.datetime.fromisoformat(str(ts)))
+            for kind, value, ts in rows
+        }
 
     def start_epoch(self, at_least: int | None = None, *, renumber_pending: bool = False) -> int:
         """Move to a new epoch (the next one, or `at_least` if higher); seq restarts at 0.

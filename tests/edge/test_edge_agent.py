@@ -195,6 +195,38 @@ def test_a_door_opening_that_held_while_the_ticker_was_held_up_is_still_publishe
     ]
 
 
+def test_a_heartbeat_never_reports_a_reading_that_has_no_event_yet(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reading can settle on gpiozero's edge thread while a tick is between taking the settled
+    readings and sending the heartbeat; the heartbeat's `state` must not show it before its event is
+    numbered, or the hub takes it for a lost event (contract 2) and ends the episode as found open."""
+    agent = started_door()
+    agent.pin_for("occupancy").drive_high()
+    close_door(agent)
+    bench.settle(agent)
+    clock.advance(seconds=10)  # a heartbeat is due
+    bench.link.clear()
+    open_door(agent)
+    drive = agent._drive_outputs
+
+    def meanwhile(now: Any) -> None:  # the edge thread, while the ticker waits for the send lock
+        drive(now)
+        if clock.now().mono_ms < now.mono_ms + SETTLE_MS:
+            clock.advance(ms=SETTLE_MS + 10)
+            close_door(agent)  # the open reading has held: it settles on the edge thread
+
+    monkeypatch.setattr(agent, "_drive_outputs", meanwhile)
+    clock.advance(ms=50)
+    agent.tick()
+    (heartbeat,) = bench.link.heartbeats()
+    assert heartbeat.state["door"] == "closed" and heartbeat.last_seq == 5
+    assert [e.kind for e in bench.link.events()] == []  # the opening is numbered at the next tick
+    monkeypatch.undo()
+    agent.tick()
+    assert [(e.seq, e.value) for e in bench.link.events()] == [(6, "open")]
+
+
 # -------------------------------------------------------------------------------- start-up readings
 
 

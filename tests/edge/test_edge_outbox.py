@@ -137,8 +137,7 @@ def test_a_store_remembers_when_each_last_reading_began_and_an_older_store_opens
     outbox = Outbox.open(tmp_path, "calm-1-door")
     began = clock.now()
     outbox.append("door", "closed", began, "boot-1")
-    assert outbox.last_reading_began("door", "closed") == began.wall
-    assert outbox.last_reading_began("door", "open") is None  # not what it was
+    assert outbox.last_readings() == {"door": ("closed", began.wall)}
     outbox.close()
     # A store of the version before: its readings table had no `ts` column.
     db = sqlite3.connect(tmp_path / OUTBOX_FILE)
@@ -148,10 +147,10 @@ def test_a_store_remembers_when_each_last_reading_began_and_an_older_store_opens
     )
     db.close()
     outbox = Outbox.open(tmp_path, "calm-1-door")
-    assert outbox.last_reading("door") == "closed" and outbox.last_reading_began("door", "closed") is None
+    assert outbox.last_readings() == {"door": ("closed", None)}
     later = clock.advance(seconds=5)
     outbox.append("door", "open", later, "boot-1")
-    assert outbox.last_reading_began("door", "open") == later.wall
+    assert outbox.last_readings() == {"door": ("open", later.wall)}
     outbox.close()
 
 

@@ -112,10 +112,28 @@ def test_the_panel_follows_the_door_devices_readings_from_the_rooms_event_topics
     assert panel.room_state() == {"observer": "absent", "occupancy": "occupied", "door": "closed"}
     assert panel.episode_open
 
-    # A replayed older event changes nothing: the later ts wins.
+    # A replayed older event changes nothing: the door device's later reading (by its ts) wins.
     door.reads("door", "open", ts=clock.now().wall - dt.timedelta(minutes=5))
     assert panel.room_state()["door"] == "closed"
     assert panel.episode_open
+
+
+def test_another_devices_newer_reading_wins_after_this_agents_clock_steps_forward(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The panel's NTP steps its clock 60 s forward between two readings of the door device (whose clock
+    is 3 s behind): placed on the panel's monotonic clock by their age, the newer would land before the
+    older; one device's readings are taken in its own order (its `ts`)."""
+    panel = start_panel(bench, tmp_path)
+    door = DoorOverMqtt(bench.link, clock)
+    behind = dt.timedelta(seconds=3)
+    door.reads("occupancy", "occupied", ts=clock.now().wall - behind)
+    opened = clock.now().wall - behind
+    door.reads("door", "open", ts=opened)
+    clock.jump_wall(dt.timedelta(seconds=60))
+    clock.advance(seconds=10)
+    door.reads("door", "closed", ts=opened + dt.timedelta(seconds=10))
+    assert panel.room_state()["door"] == "closed" and panel.episode_open
 
 
 def test_its_own_echoed_events_and_malformed_ones_are_ignored_without_harm(
@@ -264,6 +282,28 @@ def test_a_restart_during_an_episode_does_not_set_the_local_duration_back(
     assert second.episode_open and second.local_alarm.level == "none"
     bench.settle(second, 100_000)  # 600 s after the close, give or take the settle times
     assert second.local_alarm.reason == "duration_limit"
+
+
+def test_only_the_first_reading_after_a_restart_carries_on_from_before_it(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The outbox's last door reading is `closed`; the agent starts with the door open and the door shuts
+    before the first tick: both readings come out of that tick, and the closing (a new one, not the one
+    from before the restart) is what the fail-safe follows."""
+    config = door_device(tmp_path / "door")
+    first = bench.start(config)
+    first.simulate("door", "closed")
+    bench.settle(first)
+    first.stop()
+    clock.advance(seconds=3600)
+    second = bench.start(config)  # fresh mock pins: the door reads open at start
+    second.simulate("occupancy", "occupied")
+    clock.advance(ms=SETTLE_MS + 50)  # the start-up reading has held, the ticker is held up
+    second.simulate("door", "closed")
+    clock.advance(ms=SETTLE_MS + 50)
+    second.tick()
+    assert [e.value for e in bench.link.events() if e.kind == "door"][-2:] == ["open", "closed"]
+    assert second.room_state()["door"] == "closed" and second.episode_open
 
 
 def test_the_alarm_does_not_wait_for_the_sd_card(
