@@ -6,11 +6,12 @@ numbered and stored in the same transaction, with `synchronous=FULL`, before any
 that was published is an event that survives a power cut.
 
 Epochs: a new store starts at epoch 0. A store that is damaged (not a database, or a malformed one) is
-moved aside (`outbox.sqlite3.corrupt-<time>`) and a new one started, also at epoch 0: the old epoch
-cannot be known. A store that cannot be opened for now (locked by another process, a disk error) is
-kept, and the agent refuses to start until it can be opened.
-`start_epoch` moves to a new epoch (the `reset-epoch` command, for a replaced SD card); the agent also
-calls it when the hub's ack shows the hub has seen more of this device than the store remembers.
+moved aside (`outbox.sqlite3.corrupt-<time>`) and a new one started in the next epoch: the damaged
+file's own epoch + 1 when it still tells it, else epoch 1 (most stores never leave epoch 0). A store
+that cannot be opened for now (locked by another process, a disk error) is kept, and the agent refuses
+to start until it can be opened. `start_epoch` moves to a new epoch (the `reset-epoch` command, for a
+replaced SD card); the agent also calls it when the hub's ack shows the hub has seen more of this
+device than the store remembers.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class Outbox:
         except OSError as exc:
             raise OutboxError(f"{state_dir}: cannot create the state directory: {exc.strerror}") from None
         path = state_dir / OUTBOX_FILE
+        lost_epoch: int | None = None
         try:
             connection = _connect(path)
         except sqlite3.OperationalError as exc:
@@ -102,9 +104,18 @@ class Outbox:
             # (its events and its seq) and refuse to start; the service manager tries again.
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from None
         except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            # The store is lost, so the epoch moves on (contract 2): past the damaged file's own, if it
+            # still tells it, else past 0, the epoch almost every store has: new events must not reuse
+            # numbers the hub already has, or it would drop them as duplicates.
+            old = _epoch_of(path)
+            lost_epoch = 1 if old is None else old + 1
             aside = _move_aside(path)
             log.error(
-                "outbox %s is unreadable (%s); moved to %s, starting a new store at epoch 0", path, exc, aside
+                "outbox %s is unreadable (%s); moved to %s, starting a new store at epoch %d",
+                path,
+                exc,
+                aside,
+                lost_epoch,
             )
             try:
                 connection = _connect(path)
@@ -117,7 +128,10 @@ class Outbox:
         except BaseException:
             connection.close()
             raise
-        return cls(connection, path, device)
+        outbox = cls(connection, path, device)
+        if lost_epoch is not None and outbox.epoch < lost_epoch:
+            outbox.start_epoch(lost_epoch)
+        return outbox
 
     @property
     def epoch(self) -> int:
@@ -294,6 +308,19 @@ def _claim(connection: sqlite3.Connection, path: Path, device: str) -> None:
             f"{path}: this outbox belongs to device {row[0]!r}, not {device!r}; "
             "give each device its own state_dir"
         )
+
+
+def _epoch_of(path: Path) -> int | None:
+    """The epoch a damaged store still tells (its `meta` may be readable when other pages are not)."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        finally:
+            db.close()
+        return None if row is None else int(row[0])
+    except (sqlite3.Error, ValueError, TypeError):
+        return None
 
 
 def _move_aside(path: Path) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from seclusion_edge import FakeClock, OutboxError
+from seclusion_edge import outbox as outbox_module
 from seclusion_edge.outbox import OUTBOX_FILE, Outbox
 
 
@@ -92,15 +93,39 @@ def test_renumbering_moves_waiting_events_into_the_new_epoch_in_order(tmp_path: 
     outbox.close()
 
 
-def test_an_unreadable_store_is_moved_aside_and_a_new_one_starts_at_epoch_0(
+def test_an_unreadable_store_is_moved_aside_and_a_new_one_starts_in_the_next_epoch(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Contract 2: the epoch moves on when the store is lost, so that new events never reuse numbers
+    the hub already has (it would drop them as duplicates). The old epoch cannot be read here: 1."""
     (tmp_path / OUTBOX_FILE).write_bytes(b"this is not an SQLite database" * 100)
     outbox = Outbox.open(tmp_path, "calm-1-door")
-    assert (outbox.epoch, outbox.last_seq) == (0, 0)
+    assert (outbox.epoch, outbox.last_seq) == (1, 0)
     outbox.close()
     assert [p.name for p in tmp_path.glob(f"{OUTBOX_FILE}.corrupt-*")]
-    assert "unreadable" in caplog.text
+    assert "unreadable" in caplog.text and "starting a new store at epoch 1" in caplog.text
+
+
+def test_a_damaged_store_that_still_tells_its_epoch_is_followed_by_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    outbox.start_epoch(4)
+    outbox.append("door", "closed", FakeClock().now(), "boot-1")
+    outbox.close()
+    real = outbox_module._connect
+    calls: list[Path] = []
+
+    def damaged_once(path: Path) -> sqlite3.Connection:  # quick_check fails, the meta page is fine
+        calls.append(path)
+        if len(calls) == 1:
+            raise sqlite3.DatabaseError("quick_check: *** in database main *** Page 7: btreeInitPage")
+        return real(path)
+
+    monkeypatch.setattr(outbox_module, "_connect", damaged_once)
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert (outbox.epoch, outbox.last_seq, outbox.queued()) == (5, 0, 0)
+    outbox.close()
 
 
 def test_a_store_that_cannot_be_opened_for_now_is_kept_and_the_agent_refuses_to_start(
