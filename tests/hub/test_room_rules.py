@@ -518,6 +518,34 @@ def test_a_duplicate_is_dropped_and_a_gap_is_possible_loss() -> None:
     assert ep is not None and ep.possible_loss
 
 
+def test_a_gap_revealed_after_an_episode_ended_is_possible_loss_on_that_episode() -> None:
+    """4.4: the panel's replay, after the episode ended, shows two of its events missing between a
+    reading before the episode and one after its end: they may have been in it, and the record says
+    so; an episode the gap cannot touch is left alone."""
+    room = Room()
+    room.observer("present", -10)
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    ep = room.machine.episode
+    room.door("open", 100)
+    room.occupancy("vacant", 101)
+    assert room.machine.episode is None and ep is not None and not ep.possible_loss
+    room.seq[PANEL] += 2  # two of the panel's events lost
+    outcome = room.send(PANEL, "observer", "absent", 150, arrive=200)
+    assert outcome.gap == 2 and ep.possible_loss
+
+    later = Room()
+    later.occupancy("occupied", 0)
+    later.door("closed", 1)
+    first = later.machine.episode
+    later.door("open", 100)
+    later.occupancy("vacant", 101)
+    later.observer("present", 120)  # the panel's latest reading the hub has: after the episode
+    later.seq[PANEL] += 2
+    assert later.send(PANEL, "observer", "absent", 150).gap == 2
+    assert first is not None and not first.possible_loss
+
+
 def test_a_device_of_another_room_is_rejected_and_changes_nothing() -> None:
     room = Room()
     before = room.machine.state.model_dump_json()

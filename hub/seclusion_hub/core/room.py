@@ -475,11 +475,13 @@ class RoomMachine:
         if dev.seq > 0 or dev.epoch > 0:
             expected_first = dev.seq + 1 if ev.epoch == dev.epoch else 1
             gap = ev.seq - expected_first
+        # The missing events fell after the device's latest reading the hub has, before this one.
+        since = max((r.ts for r in dev.readings.values()), default=None)
         dev.epoch, dev.seq = ev.epoch, ev.seq
         self._seen(ev.device, now)
         if gap > 0:
             dev.gaps += gap
-            self._possible_loss(ev.device, gap, ev.ts)
+            self._possible_loss(ev.device, gap, ev.ts, since)
         if self._reports_the_door(ev.device):
             self._advance(ev.ts)
         self._apply(ev.device, ev.kind, ev.value, ev.ts, staff=ev.staff)
@@ -1056,11 +1058,24 @@ class RoomMachine:
                 since = dev.last_seen or self.state.listening_since or now
                 self._go_offline(device, since, now)
 
-    def _possible_loss(self, device: str, missing: int, ts: dt.datetime) -> None:
+    def _possible_loss(self, device: str, missing: int, ts: dt.datetime, since: dt.datetime | None) -> None:
+        """4.4: a gap is possible loss on the device and on the episode the missing events may belong
+        to: the open one, and the last ended one when the gap (from the device's latest reading the hub
+        has to this event; unknown: any time) overlaps it (a replay arriving after it ended)."""
         ep = self.state.episode
         if ep is not None:
             ep.possible_loss = True
             self._saved(ep)
+        last = self.state.last_episode
+        if (
+            last is not None
+            and last.ended_at is not None
+            and not last.possible_loss
+            and (since is None or since < last.ended_at)
+            and ts > last.started_at
+        ):
+            last.possible_loss = True
+            self._saved(last)
         self._note(ep.id if ep else None, ts, "possible_loss", {"device": device, "missing": missing})
 
     # -- effects
