@@ -635,7 +635,7 @@ class EdgeAgent:
             return
         at = on_local_axis(event.ts, self._clock.now())
         with self._failsafe_lock:
-            news = self._failsafe.observe(event.kind, event.value, at, device)
+            news = self._failsafe.observe(event.kind, event.value, at, device, (event.epoch, event.seq))
         if news:
             log.debug("room reading from %s: %s %s", device, event.kind, event.value)
 

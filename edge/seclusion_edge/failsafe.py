@@ -9,9 +9,9 @@ Time. Every reading carries an `Instant`: `wall` is its `ts`, `mono_ms` places i
 monotonic clock, which is what the timers measure. A reading from another device is placed there once,
 when it arrives (`on_local_axis`), so a later jump of the wall clock (NTP after a boot without a
 real-time clock) does not move a running timer. Which reading of a kind is the latest: between two of
-one device, its own order (this agent's by its monotonic clock, another's by its `ts`, both as the
-hub takes a device's readings in its own order); between two devices, the later on this agent's
-monotonic clock.
+one device, that device's own order, as the hub takes them (semantics 1): this agent's by its
+monotonic clock, another's by its `(epoch, seq)`, whatever its clock did; between two devices, the
+later on this agent's monotonic clock.
 
 The rules, a simpler form of semantics.md sections 2 and 3 with the numbers of the `config` topic:
 
@@ -77,6 +77,7 @@ class RoomReading:
     value: str
     at: Instant
     device: str | None = None  # another device of the room; None: this agent's own reading
+    order: tuple[int, int] | None = None  # that device's (epoch, seq) for the reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,27 +120,33 @@ class FailSafe:
         """The room's last known reading of each kind (check-ins left out: they are moments)."""
         return {kind: r.value for kind, r in self._readings.items() if kind != "check"}
 
-    def observe(self, kind: str, value: str, at: Instant, device: str | None = None) -> bool:
-        """Take a reading of the room (`device`: the other device that sent it; None: this agent's
-        own); returns False when it is not news.
+    def observe(
+        self,
+        kind: str,
+        value: str,
+        at: Instant,
+        device: str | None = None,
+        order: tuple[int, int] | None = None,
+    ) -> bool:
+        """Take a reading of the room (`device`, `order`: the other device that sent it and its event's
+        `(epoch, seq)`; None: this agent's own); returns False when it is not news.
 
         The later reading wins, so a replayed older event changes nothing, and neither does the same
-        reading twice. Later in the device's own order when both are one device's (this agent's by its
-        monotonic clock, so that its wall clock set back by NTP does not make its next readings look
-        old; another's by its `ts`, so that this agent's wall clock stepping forward between two of them
-        does not either), else later on this agent's monotonic clock.
+        reading twice. Later in the device's own order when both are one device's, as the hub takes
+        them (semantics 1): this agent's by its monotonic clock, another's by its `(epoch, seq)`, so
+        that no clock set back or stepped forward, its own or this agent's, makes its next reading look
+        old. Between two devices, later on this agent's monotonic clock.
         """
         current = self._readings.get(kind)
         if current is not None:
-            if device is not None and current.device == device:
-                new, old = at.wall, current.at.wall
-                if new < old or (new == old and value == current.value):
+            if device is not None and current.device == device and order and current.order:
+                if order <= current.order:
                     return False
             elif at.mono_ms < current.at.mono_ms or (
                 at.mono_ms == current.at.mono_ms and value == current.value
             ):
                 return False
-        self._readings[kind] = RoomReading(value, at, device)
+        self._readings[kind] = RoomReading(value, at, device, order)
         if kind in ("door", "occupancy"):
             self._follow_episode()
         return True

@@ -411,6 +411,38 @@ def test_a_tick_between_paho_saying_connected_and_the_replay_sends_nothing_ahead
     ]
 
 
+def test_no_heartbeat_goes_before_the_status_and_the_replay(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    bench.link.drop()
+    clock.advance(seconds=30)  # a heartbeat is due
+    bench.link.connected = True  # paho: connected, on_connected not called yet
+    agent.tick()
+    assert bench.link.heartbeats() == []
+    bench.link.handlers.on_connected(False)
+    agent.tick()
+    assert bench.link.on("status")[0] is bench.link.sent[0] and len(bench.link.heartbeats()) == 1
+
+
+def test_an_agent_started_again_in_the_same_process_sends_nothing_before_its_replay(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    agent = bench.start(door_device(tmp_path / "state"))
+    bench.settle(agent)
+    close_door(agent)
+    bench.settle(agent)  # seq 1-4 sent, not acknowledged
+    agent.stop()
+    bench.connect_on_start = False
+    agent.start()
+    bench.link.clear()
+    agent.pin_for("occupancy").drive_high()
+    bench.settle(agent)  # seq 5 numbered
+    bench.link.connected = True  # paho: connected, on_connected not called yet
+    agent.tick()
+    assert bench.link.events() == [] and bench.link.heartbeats() == []
+
+
 def test_an_ack_removes_the_events_it_covers_and_a_reconnect_resends_only_the_rest(
     bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
 ) -> None:

@@ -45,15 +45,18 @@ class DoorOverMqtt:
         self.clock = clock
         self.seq = 0
 
-    def reads(self, kind: str, value: str, ts: dt.datetime | None = None) -> None:
-        self.seq += 1
+    def reads(self, kind: str, value: str, ts: dt.datetime | None = None, seq: int | None = None) -> None:
+        """The door device's next event, or (`seq`) one it sent before, delivered again."""
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
         when = self.clock.now().wall if ts is None else ts
         self.link.deliver(
             DOOR_EVENT,
             {
                 "v": 1,
-                "id": f"calm-1-door:0:{self.seq}",
-                "seq": self.seq,
+                "id": f"calm-1-door:0:{seq}",
+                "seq": seq,
                 "epoch": 0,
                 "ts": format_ts(when),
                 "kind": kind,
@@ -112,10 +115,25 @@ def test_the_panel_follows_the_door_devices_readings_from_the_rooms_event_topics
     assert panel.room_state() == {"observer": "absent", "occupancy": "occupied", "door": "closed"}
     assert panel.episode_open
 
-    # A replayed older event changes nothing: the door device's later reading (by its ts) wins.
-    door.reads("door", "open", ts=clock.now().wall - dt.timedelta(minutes=5))
+    # A replayed older event changes nothing: the door device's later reading (by its seq) wins.
+    door.reads("door", "open", ts=clock.now().wall - dt.timedelta(minutes=5), seq=1)
     assert panel.room_state()["door"] == "closed"
     assert panel.episode_open
+
+
+def test_a_room_devices_next_reading_wins_after_its_clock_was_set_back(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The door device's clock ran 2 min fast and NTP set it right between two of its events: the
+    panel takes them in the device's own order (its seq), as the hub does (semantics 1)."""
+    panel = start_panel(bench, tmp_path)
+    door = DoorOverMqtt(bench.link, clock)
+    ahead = dt.timedelta(seconds=120)
+    door.reads("occupancy", "occupied", ts=clock.now().wall + ahead)
+    door.reads("door", "open", ts=clock.now().wall + ahead)
+    clock.advance(seconds=10)
+    door.reads("door", "closed", ts=clock.now().wall)  # seq 3, dated before the opening
+    assert panel.room_state()["door"] == "closed" and panel.episode_open
 
 
 def test_another_devices_newer_reading_wins_after_this_agents_clock_steps_forward(
