@@ -10,6 +10,7 @@ from seclusion_hub.core.room import (
     Heartbeat,
     IncidentOpened,
     IncidentStatusChanged,
+    Note,
     SensorEvent,
 )
 from seclusion_hub.errors import RejectedMessage
@@ -533,6 +534,9 @@ def test_a_gap_revealed_after_an_episode_ended_is_possible_loss_on_that_episode(
     room.seq[PANEL] += 2  # two of the panel's events lost
     outcome = room.send(PANEL, "observer", "absent", 150, arrive=200)
     assert outcome.gap == 2 and ep.possible_loss
+    assert [n.episode_id for n in outcome.effects if isinstance(n, Note) and n.kind == "possible_loss"] == [
+        ep.id
+    ]
 
     later = Room()
     later.occupancy("occupied", 0)

@@ -1067,16 +1067,18 @@ class RoomMachine:
             ep.possible_loss = True
             self._saved(ep)
         last = self.state.last_episode
+        noted = ep.id if ep else None
         if (
             last is not None
             and last.ended_at is not None
-            and not last.possible_loss
             and (since is None or since < last.ended_at)
             and ts > last.started_at
         ):
-            last.possible_loss = True
-            self._saved(last)
-        self._note(ep.id if ep else None, ts, "possible_loss", {"device": device, "missing": missing})
+            if not last.possible_loss:
+                last.possible_loss = True
+                self._saved(last)
+            noted = noted or last.id  # its timeline says why it is flagged
+        self._note(noted, ts, "possible_loss", {"device": device, "missing": missing})
 
     # -- effects
 
