@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from seclusion_hub.core.episode import account
+from seclusion_hub.core.episode import Episode, account
 from seclusion_hub.core.room import (
     EpisodeSaved,
     Heartbeat,
@@ -265,17 +267,24 @@ def test_a_still_child_is_not_lost_when_every_reclose_is_a_new_episode() -> None
     assert second is not None and second.started_at == at(205) and not second.start_uncertain
 
 
-def test_a_replay_after_the_episode_ended_still_reveals_the_lapse() -> None:
-    room = Room()
+def watched_episode(room: Room) -> Episode:
+    """The panel up (boot b1) with the observer present; the door closes on the occupied room at T0+1."""
     room.status(PANEL, True, 0, boot="b1", uptime_s=10)
     room.observer("present", 0)
     room.occupancy("occupied", 0)
     room.door("closed", 1)
     ep = room.machine.episode
+    assert ep is not None
+    return ep
+
+
+def test_a_replay_after_the_episode_ended_still_reveals_the_lapse() -> None:
+    room = Room()
+    ep = watched_episode(room)
     room.status(PANEL, False, 100)
     room.door("open", 300)
     room.occupancy("vacant", 301)
-    assert room.machine.episode is None and ep is not None and ep.ended_at == at(300)
+    assert room.machine.episode is None and ep.ended_at == at(300)
     room.status(PANEL, True, 400, boot="b1", uptime_s=410)
     room.send(PANEL, "observer", "absent", 150, arrive=400)
     room.send(PANEL, "observer", "present", 250, arrive=400)
@@ -288,18 +297,14 @@ def test_a_replay_reveals_the_lapse_of_the_ended_episode_while_a_new_one_is_open
     """4.3: replayed readings are written into the episode they belong to, even when another episode
     opened in the meantime (the panel was away through both)."""
     room = Room()
-    room.status(PANEL, True, 0, boot="b1", uptime_s=10)
-    room.observer("present", 0)
-    room.occupancy("occupied", 0)
-    room.door("closed", 1)
-    first = room.machine.episode
+    first = watched_episode(room)
     room.status(PANEL, False, 20)  # the panel's Last Will; its outbox keeps what it sees
     room.door("open", 100)
     room.occupancy("vacant", 101)
     room.occupancy("occupied", 150)
     room.door("closed", 160)
     second = room.machine.episode
-    assert first is not None and second is not None and second is not first
+    assert second is not None and second is not first
     room.status(PANEL, True, 300, boot="b1", uptime_s=310)  # same boot, up all along: the gap is known
     room.send(PANEL, "observer", "absent", 50, arrive=300)
     room.send(PANEL, "observer", "present", 80, arrive=300)
@@ -329,12 +334,11 @@ def test_a_replayed_check_in_proves_the_ended_episode_while_a_new_one_is_open() 
     assert account(first, at(400)).unsupervised_s == 0
 
 
-def test_a_replayed_reading_from_before_the_start_is_what_the_ended_episode_started_with() -> None:
-    """3.1 and 4.3: the observer left at T0-10, during the panel's outage, so the episode T0+1..T0+100
-    was never watched: 99 s unsupervised and a lapse, not 99 s supervised on the reading before."""
-    room = Room()
+def episode_while_the_panel_was_away(room: Room, before: Callable[[], object] = lambda: None) -> Episode:
+    """The panel up (boot b1) from T0-40, `before` it goes (its Last Will at T0-20), an episode T0+1 to
+    T0+100 while it is away, and the panel back at T0+200 with the same boot: its outbox replays."""
     room.status(PANEL, True, -40, boot="b1", uptime_s=10)
-    room.observer("present", -30)
+    before()
     room.status(PANEL, False, -20)
     room.occupancy("occupied", 0)
     room.door("closed", 1)
@@ -343,6 +347,14 @@ def test_a_replayed_reading_from_before_the_start_is_what_the_ended_episode_star
     room.occupancy("vacant", 101)
     assert room.machine.episode is None and ep is not None and ep.ended_at == at(100)
     room.status(PANEL, True, 200, boot="b1", uptime_s=250)
+    return ep
+
+
+def test_a_replayed_reading_from_before_the_start_is_what_the_ended_episode_started_with() -> None:
+    """3.1 and 4.3: the observer left at T0-10, during the panel's outage, so the episode T0+1..T0+100
+    was never watched: 99 s unsupervised and a lapse, not 99 s supervised on the reading before."""
+    room = Room()
+    ep = episode_while_the_panel_was_away(room, lambda: room.observer("present", -30))
     room.send(PANEL, "observer", "present", -35, arrive=200)  # older than what it started with: no news
     room.send(PANEL, "observer", "absent", -10, arrive=200)
     assert ep.unknown == [] and [m.ts for m in ep.observer] == [at(-30), at(-10)]
@@ -353,15 +365,7 @@ def test_a_replayed_reading_from_before_the_start_is_what_the_ended_episode_star
 def test_a_replayed_check_in_from_before_the_start_still_proves_the_ended_episode() -> None:
     """3.2: an episode starts checked when a check-in came within `checkin_interval_s` before it."""
     room = Room(supervision="checkin", checkin_interval_s=60)
-    room.status(PANEL, True, -40, boot="b1", uptime_s=10)
-    room.status(PANEL, False, -20)
-    room.occupancy("occupied", 0)
-    room.door("closed", 1)
-    ep = room.machine.episode
-    room.door("open", 100)
-    room.occupancy("vacant", 101)
-    assert room.machine.episode is None and ep is not None
-    room.status(PANEL, True, 200, boot="b1", uptime_s=250)
+    ep = episode_while_the_panel_was_away(room)
     room.send(PANEL, "check", "ok", -70, arrive=200)  # ran out before the start: nothing to prove
     room.send(PANEL, "check", "ok", -10, arrive=200)  # proves T0+1..T0+50
     assert ep.checks == [at(-10)]
