@@ -86,6 +86,11 @@ class MailError(Exception):
     """The mail could not be sent; the message is safe to show (no address, no secret)."""
 
 
+class AddressError(MailError):
+    """The mail library would not send to exactly the address given (it reads it as another, or as
+    none): nothing was sent. The message is safe to show."""
+
+
 class _Redact(logging.Filter):
     """Replaces a parent's address in the mail library's log records (it is never logged, docs/records.md)."""
 
@@ -107,9 +112,25 @@ def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: flo
         raise MailError("this site has no parent_mail account in its site file")
     base = expand_env(site.spec.parent_mail, str(site.path), "parent_mail")
     url = base + ("&" if "?" in base else "?") + "to=" + quote(to, safe="@")
-    plugin = _instantiate(url, apprise.AppriseAsset())
+    logger = logging.getLogger("apprise")
+    redact = _Redact(to)
+    level = logger.level
+    logger.addFilter(redact)  # Apprise logs an address it drops while it reads the URL
+    logger.setLevel(logging.WARNING)
+    try:
+        plugin = _instantiate(url, apprise.AppriseAsset())
+    finally:
+        logger.setLevel(level)
+        logger.removeFilter(redact)
     if plugin is None:
         raise MailError("the site's parent_mail is not a mail URL Apprise understands")
+    # Apprise reads the recipient again itself (a name and an address, several addresses): send only
+    # when it reads exactly the one typed, or the parents' copy could go to someone else.
+    targets = [str(target[-1]).lower() for target in getattr(plugin, "targets", [])]
+    if targets != [to.lower()]:
+        raise AddressError(
+            "the mail service cannot send to this address as typed; check it, or send the copy another way"
+        )
     sender = apprise.Apprise()
     sender.add(plugin)
     title = f"A written record from {school}"
@@ -121,8 +142,6 @@ def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: flo
     # Apprise logs the recipient at INFO, and again at WARNING when the server refuses it: keep its
     # records below WARNING out of the hub's logs for this send, and the address out of the rest, for
     # as long as the send goes on (past our timeout too: the worker undoes it when it ends).
-    logger = logging.getLogger("apprise")
-    redact = _Redact(to)
 
     def call() -> None:
         level = logger.level

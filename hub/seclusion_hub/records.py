@@ -27,7 +27,7 @@ from .core.incident import RecordFields, WorkflowError
 from .deps import Cursor, Limit, Senior, Staff
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
-from .parent_mail import MailError, parent_copy, send_copy
+from .parent_mail import AddressError, MailError, parent_copy, send_copy
 from .record_store import NotFound, RecordStore, incident_view
 from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
@@ -532,9 +532,14 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         """Email the written copy (PDF attached) from the site's `parent_mail` account; the sending
         is recorded as a contact with its outcome, sent or failed (502 when it failed)."""
         row, copy = copy_of(incident_id, who)
+        if row.status == "closed":
+            # Signed off: the record changes only by addenda, and its parents' copy is done with.
+            raise HTTPException(409, "status: the record is signed off; the copy can no longer be sent")
         site = service.sites[row.site]
         try:
             send_copy(site, body.to, copy.school_name, render_pdf(copy))
+        except AddressError as exc:  # nothing was sent: a bad address, not a failed send
+            raise HTTPException(422, f"to: {exc}") from exc
         except MailError as exc:
             failed = ParentContact(
                 incident_id=row.id,

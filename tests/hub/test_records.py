@@ -241,6 +241,10 @@ def test_a_record_goes_from_awaiting_to_closed_and_then_changes_only_by_addenda(
     # Signed: no edit, no pupil change; an addendum is dated, with its author, and the record unchanged
     refused = api.client.patch(incident, json={"risk": "changed"}, headers=senior)
     assert refused.status_code == 409
+    mailed = api.client.post(
+        f"{incident}/parent-copy/send", json={"to": "parent@home.example"}, headers=staff
+    )
+    assert mailed.status_code == 409 and "signed off" in mailed.text  # refused before any mail is sent
     assert (
         api.client.put(
             f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": pupil["id"]}, headers=staff
@@ -486,6 +490,12 @@ def test_the_copy_is_emailed_with_the_pdf_attached_and_the_sending_recorded(
             f"{incident}/parent-copy/send", json={"to": "reject@home.example"}, headers=staff
         )
         assert refused.status_code == 502 and "reject@" not in refused.text
+        # An address the mail library would read as another (a name and an address) or as none (a
+        # double dot): refused, naming the field, nothing sent, nothing recorded, nothing logged.
+        for typed in ("mary.o'neil@home.example", "mary.jones@home..example"):
+            misread = api.client.post(f"{incident}/parent-copy/send", json={"to": typed}, headers=staff)
+            assert misread.status_code == 422 and "to" in _field_of(misread), misread.text
+            assert smtp_endpoint.messages == [] and typed.split("@")[0] not in caplog.text
         sent = api.client.post(
             f"{incident}/parent-copy/send", json={"to": "parent@home.example"}, headers=staff
         )
