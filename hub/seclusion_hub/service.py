@@ -12,6 +12,7 @@ import datetime as dt
 import heapq
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 
 from seclusion_contract import (
     ConfigPayload,
@@ -137,6 +139,13 @@ _ROW_FIELDS = tuple(name for name in Episode.model_fields if name not in _EVIDEN
 
 # "Deferred since" for an episode whose row nothing is known of: its refresh is due at once.
 LONG_AGO = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A database error that says nothing about the message being written: locked by another writer,
+    a disk or connection fault, a server going away. Such a message is retried for as long as it takes,
+    never set aside as refused (a read, `Store.ping`, can succeed while writes still fail)."""
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sqlite3.OperationalError))
 
 
 def _row_key(ep: Episode) -> tuple[object, ...]:
@@ -460,6 +469,7 @@ class HubService:
                     attempt >= 3
                     and isinstance(single, Inbound)
                     and id(single) not in poisoned
+                    and not _transient(exc)
                     and self.store.ping()
                 ):
                     poisoned[id(single)] = f"the database refused it: {type(exc).__name__}: {exc}"[:1500]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from seclusion_contract import Topics, format_ts
@@ -132,6 +134,47 @@ def test_a_message_the_database_refuses_is_set_aside_and_the_writer_goes_on(
     assert sorted(mid for mid, _, _ in service.acks) == [1, 2, 3, 4, 9]
     assert service.machines[(SITE, "calm-1")].episode is not None
     assert service.healthy
+
+
+def test_a_write_lock_held_by_another_writer_never_sets_a_valid_event_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`database is locked` says nothing about the message: it is retried until the lock goes, never
+    kept as a dead letter and acknowledged (a read answers while another writer holds the lock)."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    db = tmp_path / "hub.db"
+    store = Store.open(f"sqlite:///{db}")
+    store.engine.dispose()
+
+    @sa.event.listens_for(store.engine, "connect")
+    def _short_wait(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA busy_timeout=100")
+
+    svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
+    acks: list[int] = []
+    svc.ack_message = lambda mid, qos, conn: acks.append(mid)
+    try:
+        svc.process([inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1)])
+        other = sqlite3.connect(db, timeout=0.1, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # a backup, a long API transaction, a migration
+        waits: list[float] = []
+
+        def wait(seconds: float) -> bool:
+            waits.append(seconds)
+            if len(waits) == 3:
+                other.execute("COMMIT")
+            return False
+
+        monkeypatch.setattr(svc._stop, "wait", wait)
+        svc.process([inbound("calm-1", "calm-1-door", 2, "door", "closed", 5, mid=2)])
+        other.close()
+        with store.session() as s:
+            events = [(e.seq, e.kind) for e in s.exec(select(EventRecord)).all()]
+            letters = s.exec(select(DeadLetter)).all()
+        assert len(waits) == 3 and letters == [] and events == [(1, "occupancy"), (2, "door")]
+        assert acks == [1, 2] and svc.machines[(SITE, "calm-1")].episode is not None
+    finally:
+        store.close()
 
 
 def test_liveness_waits_while_the_hub_cannot_hear_the_broker(service: HubService) -> None:
