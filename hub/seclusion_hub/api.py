@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -22,6 +23,7 @@ from . import __version__
 from .auth import Principal, principal_for
 from .core.alerts import Alert, AlertError
 from .core.episode import Episode, Segment, UnknownInterval, account
+from .core.incident import Status as IncidentStatus
 from .core.room import RoomMachine
 from .delivery import alert_from_row, alert_json
 from .deps import Cursor, Limit, Senior, Staff, needs
@@ -248,6 +250,16 @@ def create_app(
                     headers={"WWW-Authenticate": "Bearer"},
                 )
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 echoes what was sent (`input`): a child's name, a record's free text. Name
+        # the field and the problem, never the value.
+        detail = [
+            {key: value for key, value in error.items() if key in ("loc", "msg", "type")}
+            for error in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.exception_handler(BadRequest)
     async def _bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
@@ -496,12 +508,13 @@ def create_app(
     @app.get("/api/incidents", tags=["incidents"])
     def incidents(
         who: Staff,
-        status_: Annotated[str | None, Query(alias="status", max_length=32)] = None,
+        status_: Annotated[IncidentStatus | None, Query(alias="status")] = None,
         site: Annotated[str | None, Query(max_length=63)] = None,
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> dict[str, Any]:
-        """Incident records, newest first."""
+        """Incident records, newest first (`status`: one of the record's statuses; another is a 422, not
+        an empty list that would read as nothing to do)."""
         if site is not None:
             site_allowed(who, site)
         sites = sorted(who.sites) if who.sites is not None else None

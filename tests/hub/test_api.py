@@ -105,6 +105,21 @@ def test_a_bad_request_is_422_naming_the_field(api: Api) -> None:
     assert response.status_code == 422 and "cursor" in json.dumps(response.json())
     response = api.client.get("/api/alerts", params={"state": "sideways"}, headers=admin)
     assert response.status_code == 422 and "state" in json.dumps(response.json())
+    # A status that is no status is refused, not an empty list that reads as nothing to do.
+    response = api.client.get("/api/incidents", params={"status": "Awaiting_Record"}, headers=admin)
+    assert response.status_code == 422 and "status" in json.dumps(response.json())
+    # The 422 names the field and the problem, never what was sent: a child's details stay out of it.
+    child = {
+        "site": "test-school",
+        "first_name": "Zebedee",
+        "date_of_birth": "2016-04-01",
+        "ethnicity": "WIRI",
+    }
+    response = api.client.post("/api/pupils", json=child, headers=admin)
+    assert response.status_code == 422 and "last_name" in response.text
+    assert (
+        "Zebedee" not in response.text and "2016-04-01" not in response.text and "WIRI" not in response.text
+    )
 
 
 def test_rooms_show_the_live_state_and_the_open_episode(api: Api) -> None:
