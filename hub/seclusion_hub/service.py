@@ -366,22 +366,39 @@ class HubService:
 
     def _run(self) -> None:
         next_report_check = 0.0
+        retry: list[Inbound | Command] = []
+        failures = 0
         while not self._stop.is_set():
-            items: list[Inbound | Command] = []
+            items = retry
             try:
-                if time.monotonic() >= next_report_check:
-                    # Deadlines of records are days, not seconds: a look every `report_check_s` is
-                    # on time, and it costs one query.
-                    next_report_check = time.monotonic() + self.report_check_s
-                    self.inbox.put(self.report_check())
-                items = self._take()
+                if not items:
+                    if time.monotonic() >= next_report_check:
+                        # Deadlines of records are days, not seconds: a look every `report_check_s` is
+                        # on time, and it costs one query.
+                        next_report_check = time.monotonic() + self.report_check_s
+                        self.inbox.put(self.report_check())
+                    items = self._take()
                 self.process(items)
+                retry, failures = [], 0
             except Exception:
-                # A bug of ours: logged, counted, and the thread goes on. The messages stay
-                # unacknowledged, so the broker delivers them again after a reconnect.
-                log.exception("ingest batch of %d messages failed", len(items))
+                # A bug of ours outside a message's own apply (the rules' look at the clock, an effect's
+                # handling): the rooms may have moved ahead of the database. Put them back where the
+                # database is and take the same messages again after a pause, for as long as it takes:
+                # unacknowledged until stored, so none is lost, and a device is never told a later one
+                # is stored while these are not. /healthz says so meanwhile. A person's action already
+                # stored (done) is not taken again.
+                failures += 1
+                log.exception(
+                    "ingest batch of %d messages failed (attempt %d); retrying", len(items), failures
+                )
                 self.healthy = False
-                self._stop.wait(1.0)
+                self.metrics.internal_errors.inc()
+                try:
+                    self._load_machines()
+                except Exception:
+                    log.exception("reloading the rooms failed")
+                retry = [i for i in items if not (isinstance(i, Command) and i.done.is_set())]
+                self._stop.wait(min(30.0, 0.5 * 2**failures))
 
     def run_command(self, apply: Callable[[Batch], object], timeout: float = 15.0) -> object:
         """Run `apply` on the ingest thread within its next batch; return its result once stored."""

@@ -112,6 +112,15 @@ def test_where_only_a_held_lock_is_allowed_every_lock_must_say_what_it_is(tmp_pa
     assert load_site(write(tmp_path, site)).room("calm-1").devices[1].lock_type == "maglock"  # type: ignore[union-attr]
 
 
+def test_a_calendar_without_a_school_day_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """A record's deadlines are counted in school days: with none, the first episode's end would fail."""
+    site = copy.deepcopy(SITE)
+    site["calendar"]["school_days"] = []
+    with pytest.raises(ConfigError, match=r"calendar\.school_days") as err:
+        load_site(write(tmp_path, site))
+    assert "site.yaml" in str(err.value)
+
+
 def test_occupancy_on_a_device_other_than_the_doors_is_loaded_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -248,14 +248,20 @@ class TestSchoolDays:
             2026, 7, 21, 7
         )
 
-    def test_no_school_days_raises_a_clear_error(self) -> None:
-        with pytest.raises(ValueError, match="no school day found within"):
-            due_at(SchoolDays(school_days=1), utc(2026, 7, 15), Calendar(school_days=()), LONDON)
+    def test_a_calendar_without_a_school_day_is_refused(self) -> None:
+        # Refused when the site file is read (the deadline would never come): never at an episode's end.
+        with pytest.raises(ValueError, match="school_days"):
+            Calendar(school_days=())
 
     def test_closure_longer_than_the_search_limit_raises(self) -> None:
-        forever = Closure.model_validate({"from": "2026-01-01", "to": "2030-12-31"})
+        with pytest.raises(ValueError, match="longer than two years"):  # refused in the site file
+            Closure.model_validate({"from": "2026-01-01", "to": "2030-12-31"})
+        # Back to back, closures can still outlast the search: a clear error, never a silent loop.
+        closures = tuple(
+            Closure.model_validate({"from": f"{y}-01-01", "to": f"{y + 1}-12-31"}) for y in (2026, 2028)
+        )
         with pytest.raises(ValueError, match="check the calendar"):
-            next_school_day(dt.date(2026, 7, 15), Calendar(closures=(forever,)))
+            next_school_day(dt.date(2026, 7, 15), Calendar(closures=closures))
 
     def test_long_closure_within_the_limit_is_found(self) -> None:
         year = Closure.model_validate({"from": "2026-07-16", "to": "2027-07-15"})

@@ -35,11 +35,15 @@ class Closure(_Strict):
     def _ordered(self) -> Closure:
         if self.to < self.from_:
             raise ValueError("to: before from")
+        if (self.to - self.from_).days > 730:
+            # Deadlines counted in school days look three years ahead at most (core/deadlines.py).
+            raise ValueError("to: a closure longer than two years (a mistyped year?)")
         return self
 
 
 class Calendar(_Strict):
-    school_days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+    # At least one: a record's deadlines are counted in school days, and none would never come.
+    school_days: Annotated[tuple[Weekday, ...], Field(min_length=1)] = ("mon", "tue", "wed", "thu", "fri")
     closures: tuple[Closure, ...] = ()
 
 
