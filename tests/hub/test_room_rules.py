@@ -8,6 +8,7 @@ import pytest
 
 from seclusion_hub.core.episode import Episode, account
 from seclusion_hub.core.room import (
+    DeviceStatus,
     EpisodeSaved,
     Heartbeat,
     IncidentOpened,
@@ -491,6 +492,21 @@ def test_same_boot_return_replays_the_gap_so_it_is_known_again() -> None:
     assert ep.unknown == []
     acc = account(ep, at(70))
     assert acc.unknown_s == 0 and acc.unsupervised_s == 40
+
+
+def test_a_retained_status_delivered_again_does_not_make_a_silent_devices_gap_known() -> None:
+    """4.2: the broker delivers the panel's retained online status again when the hub subscribes (after a
+    reconnect): the payload the panel sent when it connected, before everything it has reported since.
+    It says nothing about the gap since the panel fell silent, which stays unknown."""
+    room = Room()
+    room.status(PANEL, True, -5, boot="b1", uptime_s=3)
+    ep = watched_episode(room)
+    room.status(PANEL, False, 20)  # its Last Will: offline since its last message (T0)
+    room.clock.set(at(1800))
+    again = DeviceStatus(device=PANEL, online=True, ts=at(-5), boot="b1", uptime_s=3)
+    room.machine.handle(again, at(1800))
+    assert not room.machine.state.devices[PANEL].online
+    assert account(ep, at(1800)).unknown_s == 1799  # T0+1 to now: nobody knows who watched
 
 
 def test_door_found_open_after_a_gap_ends_the_episode_with_its_bounds() -> None:

@@ -494,10 +494,20 @@ class RoomMachine:
             if dev.online:
                 self._go_offline(status.device, dev.last_seen or now, now)
             return
+        same_boot = status.boot is not None and status.boot == dev.boot
+        if (
+            same_boot
+            and status.ts is not None
+            and dev.reported_ts is not None
+            and status.ts < dev.reported_ts
+        ):
+            # Older than what this boot has reported since: the broker's retained copy, delivered again
+            # when the hub subscribes. It says nothing about now: the device is not heard by it, and a
+            # gap in its reports is not made known by it (4.2).
+            return
         was_offline = not dev.online
         self._seen(status.device, now)
         span = dev.last_offline
-        same_boot = status.boot is not None and status.boot == dev.boot
         if span is not None and span.end is not None and same_boot and status.uptime_s is not None:
             booted = (status.ts or now) - dt.timedelta(seconds=status.uptime_s)
             if booted <= span.start:
