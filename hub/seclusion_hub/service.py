@@ -108,6 +108,11 @@ class Command:
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
+    # Once the ingest thread has taken it (`started`), it will be stored; before, the caller who gave up
+    # waiting withdraws it (`withdrawn`), so that a person's retry never applies it twice.
+    claim: threading.Lock = field(default_factory=threading.Lock)
+    started: bool = False
+    withdrawn: bool = False
 
 
 class _Poisoned(Exception):
@@ -405,7 +410,13 @@ class HubService:
         command = Command(apply)
         self.inbox.put(command)
         if not command.done.wait(timeout):
-            raise TimeoutError("the hub did not store the change in time")
+            with command.claim:
+                if not command.started:
+                    command.withdrawn = True  # never applied: the person may safely try again
+                    raise TimeoutError("the hub did not store the change in time; nothing was changed")
+            # Taken and being stored (a slow database): its outcome, not a second try, is the answer.
+            if not command.done.wait(max(60.0, timeout)):
+                raise TimeoutError("the hub is still storing the change: look again before trying again")
         if command.error is not None:
             raise command.error
         return command.result
@@ -519,6 +530,10 @@ class HubService:
             self._pending = pending
             for item in items:
                 if isinstance(item, Command):
+                    with item.claim:
+                        if item.withdrawn:
+                            continue  # its caller gave up before it was taken: never applied
+                        item.started = True
                     pending.commands.append(item)
                     try:
                         item.result = item.apply(pending.batch)

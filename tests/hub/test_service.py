@@ -213,6 +213,23 @@ def test_a_bug_outside_a_messages_own_apply_takes_the_same_messages_again_from_t
     assert service.records.incident(restored.episode.incident_id) is not None
 
 
+def test_a_persons_action_the_hub_did_not_take_in_time_is_withdrawn_never_applied_later(
+    service: HubService,
+) -> None:
+    """The ingest thread was busy (a write waiting out the database), so the API gave up waiting: the
+    action is withdrawn, never applied later, and the person's retry is the one that counts."""
+    supervised_episode(service)
+    applied: list[str] = []
+    with pytest.raises(TimeoutError, match="nothing was changed"):
+        service.run_command(lambda _batch: applied.append("first"), timeout=0.05)
+    service.start()
+    try:
+        service.run_command(lambda _batch: applied.append("retry"))
+    finally:
+        service.stop()
+    assert applied == ["retry"]
+
+
 def test_liveness_waits_while_the_hub_cannot_hear_the_broker(service: HubService) -> None:
     service.start()
     service.stop()
