@@ -167,10 +167,18 @@ class RecordStore:
                     s.add(pupil)
                     added += 1
                     continue
+                changed = sorted(
+                    key
+                    for key, value in pupil.model_dump(exclude={"id", "created_at", "updated_at"}).items()
+                    if getattr(existing, key) != value
+                )
                 for key, value in pupil.model_dump(exclude={"id", "created_at"}).items():
                     setattr(existing, key, value)
                 s.add(existing)
                 updated += 1
+                if len(pupils) == 1:  # one child: the entry names that child, and which fields changed
+                    entry.target_id = existing.id
+                    entry.detail = {**entry.detail, "updated": True, "changed": changed}
             s.add(entry)
             s.commit()
         return added, updated

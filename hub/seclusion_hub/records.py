@@ -45,8 +45,9 @@ class PupilIn(_Body):
 
     site: Annotated[str, Field(pattern=SLUG.pattern)]
     reference: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    first_name: Annotated[str, Field(min_length=1, max_length=100)]
-    last_name: Annotated[str, Field(min_length=1, max_length=100)]
+    # A name is not blank: the parents' copy and every page need one (a space alone is none).
+    first_name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
+    last_name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
     date_of_birth: dt.date | None = None
     year_group: Annotated[str, Field(max_length=16)] | None = None
     sex: Annotated[str, Field(max_length=32)] | None = None
@@ -185,6 +186,13 @@ CSV_COLUMNS = (
 def parse_register_csv(text: str, site: str, now: dt.datetime) -> list[Pupil]:
     """The register from CSV (header row; `first_name` and `last_name` required, the other columns of
     `CSV_COLUMNS` optional). BadRequest names the line and the column of the first problem."""
+    try:
+        return _parse_register_csv(text, site, now)
+    except csv.Error as exc:  # a field past the csv module's limit, a NUL: the line, never a 500
+        raise BadRequest("body", "csv", f"not a CSV the register can read: {exc}") from exc
+
+
+def _parse_register_csv(text: str, site: str, now: dt.datetime) -> list[Pupil]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or []]
     unknown = [h for h in header if h not in CSV_COLUMNS]
@@ -415,7 +423,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             incident_id,
             who,
             f"parent_{body.kind}",
-            lambda row: workflow.parent_contact(incident_view(row), body.kind, body.outcome, now),
+            lambda row: workflow.parent_contact(incident_view(row), body.kind, body.outcome, now, who.dsl),
             contact=contact,
         )
 
@@ -554,7 +562,9 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                 incident_id,
                 who,
                 "parent_copy",
-                lambda current: workflow.parent_contact(incident_view(current), "copy", "failed", failed.at),
+                lambda current: workflow.parent_contact(
+                    incident_view(current), "copy", "failed", failed.at, who.dsl
+                ),
                 contact=failed,
             )
             raise HTTPException(502, f"the written copy was not sent: {exc}") from exc
@@ -572,7 +582,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             incident_id,
             who,
             "parent_copy",
-            lambda current: workflow.parent_contact(incident_view(current), "copy", "sent", now),
+            lambda current: workflow.parent_contact(incident_view(current), "copy", "sent", now, who.dsl),
             contact=sent,
         )
 

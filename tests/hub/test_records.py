@@ -111,6 +111,24 @@ def test_the_register_takes_children_one_by_one_and_from_csv_all_or_nothing(api:
         headers=senior,
     )
     assert one.status_code == 201 and one.json()["sen"] == "ehcp"
+    # The same reference again updates that child, and the audit entry names that child and what changed.
+    again = api.client.post(
+        "/api/pupils",
+        json={
+            "site": "test-school",
+            "reference": "A1",
+            "first_name": "Sam",
+            "last_name": "Jones",
+            "sen": "ehcp",
+            "year_group": "Y4",
+        },
+        headers=senior,
+    )
+    assert again.status_code == 201 and again.json()["id"] == one.json()["id"]
+    with api.store.session() as s:
+        entries = s.exec(select(AuditEntry).where(AuditEntry.action == "add_pupil")).all()
+    assert [e.target_id for e in entries] == [one.json()["id"]] * 2
+    assert entries[-1].detail["changed"] == ["year_group"]
     csv = (
         "reference,first_name,last_name,date_of_birth,sen,fsm,looked_after,characteristics\n"
         "A1,Sam,Jones-Smith,2016-04-01,ehcp,yes,no,\n"
@@ -135,6 +153,22 @@ def test_the_register_takes_children_one_by_one_and_from_csv_all_or_nothing(api:
         headers=senior,
     )
     assert unknown.status_code == 422 and "shoe" in _field_of(unknown)
+    # A field past the csv module's limit is a 422 naming the CSV, not a 500.
+    huge = f"first_name,last_name\nLee,{'x' * 200_000}\n"
+    too_long = api.client.post(
+        "/api/pupils/import", params={"site": "test-school"}, content=huge.encode(), headers=senior
+    )
+    assert too_long.status_code == 422 and "csv" in _field_of(too_long)
+    # A name that is only spaces is no name (the parents' copy could not be made later).
+    blank = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": " ", "last_name": "Park"}, headers=senior
+    )
+    assert blank.status_code == 422 and "first_name" in _field_of(blank)
+    blank_csv = "first_name,last_name\nLee, \t\n"
+    refused = api.client.post(
+        "/api/pupils/import", params={"site": "test-school"}, content=blank_csv.encode(), headers=senior
+    )
+    assert refused.status_code == 422 and "line 2: last_name" in _field_of(refused)
     assert len(api.client.get("/api/pupils", headers=senior).json()["items"]) == 2, "nothing of a bad file"
     # A page at a time, as every list of the contract: limit and cursor, with no child twice or missed.
     first = api.client.get("/api/pupils", params={"limit": 1}, headers=senior).json()
@@ -453,6 +487,11 @@ def test_the_parents_copy_is_made_from_the_record_names_only_this_child_and_is_a
     )
     assert withheld.status_code == 200
     assert withheld.json()["parent_copy_withheld_reason"] == "Safeguarding."  # the DSL's own answer
+    # The decision stands: not withheld again over it, and not recorded as handed over by anyone else.
+    again = api.client.post(f"{incident}/parent-copy/withhold", json={"reason": "Other."}, headers=dsl)
+    assert again.status_code == 409
+    handed = {"kind": "copy", "method": "handed", "outcome": "sent"}
+    assert api.client.post(f"{incident}/parent-contacts", json=handed, headers=staff).status_code == 403
     # Everyone else sees that it was withheld, when and by whom, never why: not in the record, not in
     # the list (docs/records.md).
     seen = api.client.get(incident, headers=staff).json()

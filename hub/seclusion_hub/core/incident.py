@@ -242,10 +242,11 @@ def _maybe_notified(view: IncidentView, status: str) -> dict[str, Any]:
 
 
 def parent_contact(
-    view: IncidentView, kind: Literal["notice", "copy"], outcome: str, now: dt.datetime
+    view: IncidentView, kind: Literal["notice", "copy"], outcome: str, now: dt.datetime, dsl: bool = False
 ) -> dict[str, Any]:
     """A contact with the parents was made (or tried). A notice that reached them marks them told; a
-    copy sent marks the copy sent. The written copy needs the record first: it tells what happened."""
+    copy sent marks the copy sent. The written copy needs the record first: it tells what happened. A
+    copy a designated safeguarding lead withheld is sent only by a designated safeguarding lead."""
     if view.signed:
         raise WorkflowError(409, "status", "the record is signed off")
     if view.status == "open":
@@ -255,6 +256,8 @@ def parent_contact(
     if kind == "copy":
         if view.status == "awaiting_record":
             raise WorkflowError(409, "status", "the written copy is made from the record: record it first")
+        if outcome == "sent" and view.parent_copy_withheld_at is not None and not dsl:
+            raise WorkflowError(403, "dsl", "a designated safeguarding lead withheld the written copy")
         if outcome == "sent" and view.parent_copy_sent_at is None:
             changes["parent_copy_sent_at"] = now
     elif outcome == "reached" and view.parent_notified_at is None:
@@ -283,6 +286,8 @@ def withhold_copy(view: IncidentView, who: str, dsl: bool, reason: str, now: dt.
     _parents_needed(view)
     if view.parent_copy_sent_at is not None:
         raise WorkflowError(409, "status", "the written copy has already been sent")
+    if view.parent_copy_withheld_at is not None:  # the first decision, its author and reason, stand
+        raise WorkflowError(409, "status", "the written copy has already been withheld")
     changes: dict[str, Any] = {
         "parent_copy_withheld_at": now,
         "parent_copy_withheld_by": who,
