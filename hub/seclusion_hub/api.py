@@ -622,6 +622,10 @@ def create_app(
         if row is None:
             raise HTTPException(404, "no such episode")
         site_allowed(who, row.site)
+        record = service.records.incident(row.incident_id) if row.incident_id else None
+        if record is not None and record.status == "closed":
+            # The record shows the reviews done: signed off, it changes only by addenda.
+            raise HTTPException(409, "status: the episode's record is signed off; add an addendum instead")
         policy = service.sites[row.site].policies[row.room]
         names = [r.name for r in policy.reviews]
         if body.name not in names:

@@ -279,6 +279,11 @@ def test_a_record_goes_from_awaiting_to_closed_and_then_changes_only_by_addenda(
         f"{incident}/parent-copy/send", json={"to": "parent@home.example"}, headers=staff
     )
     assert mailed.status_code == 409 and "signed off" in mailed.text  # refused before any mail is sent
+    # The record shows the reviews done: none is added to its episode after the sign-off.
+    review = api.client.post(
+        f"/api/episodes/{ep['id']}/reviews", json={"name": "senior-check"}, headers=staff
+    )
+    assert review.status_code == 409 and "signed off" in review.text
     assert (
         api.client.put(
             f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": pupil["id"]}, headers=staff
