@@ -213,6 +213,10 @@ class HubService:
         self._open: set[tuple[str, str]] = set()  # rooms with an open episode (the gauge)
         self._pending: _Pending | None = None
         self._was_listening = True
+        # True while a batch waits to be stored (a write refused, a bug retried): the messages behind it
+        # wait in the inbox, the devices' heartbeats among them, so the hub is as deaf as without the
+        # broker, and device liveness is not judged (semantics 4.1, 4.6).
+        self._stalled = False
         # While messages are queued, a touched room's alerts are evaluated at most this long after.
         self.coalesce_s = coalesce_s
         self.report_check_s = report_check_s
@@ -397,6 +401,7 @@ class HubService:
                     "ingest batch of %d messages failed (attempt %d); retrying", len(items), failures
                 )
                 self.healthy = False
+                self._stalled = True
                 self.metrics.internal_errors.inc()
                 try:
                     self._load_machines()
@@ -483,6 +488,7 @@ class HubService:
                 break
             except Exception as exc:
                 attempt += 1
+                self._stalled = True
                 self.metrics.write_failures.inc()
                 log.exception("database write failed (attempt %d); reloading the rooms and retrying", attempt)
                 self.healthy = False
@@ -505,6 +511,7 @@ class HubService:
                 if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
                     return
         self.healthy = True
+        self._stalled = False
         stored = self.clock.now()
         for received in pending.received:
             self.metrics.ingest_lag.observe(max(0.0, (stored - received).total_seconds()))
@@ -685,7 +692,7 @@ class HubService:
         are evaluated (always, once the backlog is through) and device liveness judged (only while the
         hub hears the broker: its own deafness is not the devices' downtime, semantics 4.6)."""
         now = self.clock.now()
-        listening = self.listening()
+        listening = self.listening() and not self._stalled
         # The rooms' cached deadlines leave out device silence while the hub is deaf: when hearing comes
         # back (or goes), every room is looked at again.
         everything = not self._evaluated or listening != self._was_listening

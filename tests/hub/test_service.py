@@ -230,6 +230,55 @@ def test_a_persons_action_the_hub_did_not_take_in_time_is_withdrawn_never_applie
     assert applied == ["retry"]
 
 
+def test_liveness_waits_while_a_batch_waits_to_be_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write refused twice, 30 s each (heartbeats every 10 s): the devices' heartbeats came on time
+    and wait in the inbox behind the batch, so nobody is judged offline for that silence (semantics
+    4.1: only while the hub was listening)."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1", heartbeat_s=10)])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    service = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics(), coalesce_s=0)
+    service.ack_message = lambda mid, qos, conn: None
+    service.listening = lambda: True
+    service.backlog_done = lambda: True
+    for machine in service.machines.values():
+        machine.hub_started(T0)
+    clock = supervised_episode(service)
+
+    def heartbeat(device: str, t: float, state: dict[str, str]) -> Inbound:
+        when = T0 + dt.timedelta(seconds=t)
+        body = {"v": 1, "ts": format_ts(when), "epoch": 0, "last_seq": 0, "uptime_s": 100 + t, "state": state}
+        return Inbound(f"seclusion/v1/{SITE}/calm-1/{device}/heartbeat", json.dumps(body).encode(), when)
+
+    real_write = service.store.write
+    refusals = [2]
+
+    def write(batch: Any, now: dt.datetime) -> None:
+        if refusals[0]:
+            refusals[0] -= 1
+            t = (clock.now() - T0).total_seconds()
+            for k in range(1, 4):
+                service.submit(heartbeat("calm-1-panel", t + 10 * k, {"observer": "present"}))
+                service.submit(
+                    heartbeat("calm-1-door", t + 10 * k, {"door": "closed", "occupancy": "occupied"})
+                )
+            clock.advance(30)
+            raise RuntimeError("database is locked")
+        real_write(batch, now)
+
+    monkeypatch.setattr(service.store, "write", write)
+    monkeypatch.setattr(service._stop, "wait", lambda _s: False)
+    clock.advance(5)
+    service.process([inbound("calm-1", "calm-1-panel", 2, "observer", "present", 5, mid=4)])
+    service.process(service._take())
+    machine = service.machines[(SITE, "calm-1")]
+    assert all(dev.online for dev in machine.state.devices.values())
+    ep = machine.episode
+    assert ep is not None and ep.unknown == []
+    store.close()
+
+
 def test_liveness_waits_while_the_hub_cannot_hear_the_broker(service: HubService) -> None:
     service.start()
     service.stop()
