@@ -92,6 +92,7 @@ class MqttProcess:
         self.on_inbound = on_inbound
         self.backlog_done = threading.Event()
         self.on_connected: Callable[[], None] = lambda: None
+        self.on_backlog_done: Callable[[], None] = lambda: None
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._out: list[tuple[Any, ...]] = []
@@ -279,6 +280,10 @@ class MqttProcess:
             self._connected.clear()
         elif kind == "backlog":
             self.backlog_done.set()
+            try:
+                self.on_backlog_done()
+            except Exception:
+                log.exception("reporting the backlog through failed")
 
 
 # -- the child

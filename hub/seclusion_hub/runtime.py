@@ -74,7 +74,10 @@ class Hub:
         service.publish = lambda topic, payload, qos, retain: mqtt.publish(
             topic, payload, qos=qos, retain=retain
         )
-        service.backlog_done = mqtt.backlog_done.is_set
+        # Through once the ingest thread reaches the marker's place in the inbox, not when paho hears it:
+        # the broker's backlog may still wait in the inbox before it.
+        service.backlog_done = service.backlog_applied
+        mqtt.on_backlog_done = service.backlog_marker
         service.listening = lambda: mqtt.connected
 
         def on_connected() -> None:

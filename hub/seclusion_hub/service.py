@@ -217,6 +217,7 @@ class HubService:
         # wait in the inbox, the devices' heartbeats among them, so the hub is as deaf as without the
         # broker, and device liveness is not judged (semantics 4.1, 4.6).
         self._stalled = False
+        self._backlog_applied = False  # the marker's place in the inbox reached (backlog_marker)
         # While messages are queued, a touched room's alerts are evaluated at most this long after.
         self.coalesce_s = coalesce_s
         self.report_check_s = report_check_s
@@ -923,10 +924,25 @@ class HubService:
             "authority_notice_due_at": due.authority_notice,
         }
 
+    def backlog_marker(self) -> None:
+        """The marker the hub sent itself came back (the MQTT adapter's thread): whatever the broker kept
+        for the hub is in the inbox before it. The backlog is through once the ingest thread has applied
+        up to here, not before: a backlog judged against the clock half-applied raises what it shows
+        never happened (semantics 4.6)."""
+
+        def apply(_batch: Batch) -> None:
+            self._backlog_applied = True
+
+        self.inbox.put(Command(apply))
+
+    def backlog_applied(self) -> bool:
+        return self._backlog_applied
+
     def reconnected(self) -> None:
         """The MQTT link is back (the MQTT adapter's thread): liveness counts again from now, once the
         backlog the broker kept for the hub is through."""
         self._listening_since = time.monotonic()
+        self._backlog_applied = False
 
         def apply(batch: Batch) -> None:
             now = self.clock.now()
