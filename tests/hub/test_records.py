@@ -99,31 +99,11 @@ def test_an_ended_episode_leaves_its_record_awaiting_with_deadlines_in_school_da
 
 def test_the_register_takes_children_one_by_one_and_from_csv_all_or_nothing(api: Records) -> None:
     senior = api.token("senior", "test-school")
-    one = api.client.post(
-        "/api/pupils",
-        json={
-            "site": "test-school",
-            "reference": "A1",
-            "first_name": "Sam",
-            "last_name": "Jones",
-            "sen": "ehcp",
-        },
-        headers=senior,
-    )
+    sam = {"site": "test-school", "reference": "A1", "first_name": "Sam", "last_name": "Jones", "sen": "ehcp"}
+    one = api.client.post("/api/pupils", json=sam, headers=senior)
     assert one.status_code == 201 and one.json()["sen"] == "ehcp"
     # The same reference again updates that child, and the audit entry names that child and what changed.
-    again = api.client.post(
-        "/api/pupils",
-        json={
-            "site": "test-school",
-            "reference": "A1",
-            "first_name": "Sam",
-            "last_name": "Jones",
-            "sen": "ehcp",
-            "year_group": "Y4",
-        },
-        headers=senior,
-    )
+    again = api.client.post("/api/pupils", json={**sam, "year_group": "Y4"}, headers=senior)
     assert again.status_code == 201 and again.json()["id"] == one.json()["id"]
     with api.store.session() as s:
         entries = s.exec(select(AuditEntry).where(AuditEntry.action == "add_pupil")).all()
