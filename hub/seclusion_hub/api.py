@@ -480,6 +480,8 @@ def create_app(
         if body.ended_at < ep.started_at:
             raise BadRequest("body", "ended_at", "before started_at")
         now = service.clock.now()
+        if body.ended_at > now + dt.timedelta(minutes=5):  # as when one is entered: a time that has passed
+            raise BadRequest("body", "ended_at", "in the future")
         ep.ended_at = ep.segments[-1].end = body.ended_at
         for gap in ep.unknown:
             gap.end = gap.end or body.ended_at

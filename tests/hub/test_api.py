@@ -230,6 +230,12 @@ def test_a_manual_episode_is_marked_manual_audited_and_its_time_unknown(api: Api
         headers=senior,
     )
     assert backwards.status_code == 422 and "ended_at" in backwards.text
+    ahead = api.client.post(
+        f"/api/episodes/{ep['id']}/end",
+        json={"ended_at": format_ts(T0 + dt.timedelta(hours=2))},
+        headers=senior,
+    )
+    assert ahead.status_code == 422 and "ended_at" in ahead.text and "future" in ahead.text
     ended = api.client.post(
         f"/api/episodes/{ep['id']}/end",
         json={"ended_at": format_ts(T0 - dt.timedelta(minutes=5))},
