@@ -140,7 +140,7 @@ class EdgeAgent:
         # connection took but never delivered (the hub would drop those as duplicates).
         self._replay_due = True
         # Each kind's last reading before this start, with when it began: for the fail-safe's timers.
-        self._last_run: dict[str, tuple[str, dt.datetime | None]] = {}
+        self._last_run: dict[str, tuple[str, dt.datetime]] = {}
         self._heartbeat_ms = round(config.heartbeat_s * 1000)
         self._next_heartbeat_ms = 0
         self._last_heartbeat_ms: int | None = None
@@ -182,7 +182,11 @@ class EdgeAgent:
         self._first_reading_due.clear()
         self._unrecorded.clear()
         outbox = Outbox.open(self.config.state_dir, self.config.device)
-        self._last_run = {kind: last for kind, last in outbox.last_readings().items() if last[1] is not None}
+        self._last_run = {
+            kind: (value, began)
+            for kind, (value, began) in outbox.last_readings().items()
+            if began is not None
+        }
         self._replay_due, self._sent_upto = True, None
         self._load_stored_policy()
         with self._failsafe_lock:
@@ -445,7 +449,7 @@ class EdgeAgent:
         since then, and the timers count from then, so that a restart during an episode does not set
         its duration back (the hub, told nothing new, keeps timing it from the door's close too)."""
         last = self._last_run.pop(kind, None)  # the first reading of each kind only, and no SD card here
-        if last is None or last[0] != value or last[1] is None:
+        if last is None or last[0] != value:
             return reading.began
         return min(on_local_axis(last[1], now), reading.began, key=lambda instant: instant.mono_ms)
 

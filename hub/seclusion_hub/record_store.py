@@ -167,12 +167,11 @@ class RecordStore:
                     s.add(pupil)
                     added += 1
                     continue
+                values = pupil.model_dump(exclude={"id", "created_at"})
                 changed = sorted(
-                    key
-                    for key, value in pupil.model_dump(exclude={"id", "created_at", "updated_at"}).items()
-                    if getattr(existing, key) != value
+                    k for k, v in values.items() if k != "updated_at" and getattr(existing, k) != v
                 )
-                for key, value in pupil.model_dump(exclude={"id", "created_at"}).items():
+                for key, value in values.items():
                     setattr(existing, key, value)
                 s.add(existing)
                 updated += 1

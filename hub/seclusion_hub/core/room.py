@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -207,6 +207,14 @@ class RoomState(_Model):
     # And the lock's readings since the close (the one it closed on, each one after): a lock engaged, or
     # engaged and released, before the episode was known is still part of it (2.5).
     locks_since_close: list[Reading] = []
+
+
+_Timed = TypeVar("_Timed", ObserverMark, Reading)
+
+
+def _from_start(items: list[_Timed], start: dt.datetime) -> list[_Timed]:
+    """Of readings in time order, the one in effect at `start` (the last at or before it) and each after."""
+    return [r for r in items if r.ts <= start][-1:] + [r for r in items if r.ts > start]
 
 
 # --- the machine ----------------------------------------------------------------------------------
@@ -802,10 +810,7 @@ class RoomMachine:
                 ep.observer.append(ObserverMark(ts=ts, present=value == "present"))
                 self._saved(ep)
             elif kind == "lock" and value == "engaged":
-                if not ep.locked:
-                    self._mark_locked(ep, device, ts)
-                elif current is None or current.value != "engaged" or current.device != device:
-                    self._mark_relocked(ep, device, ts)  # again, or another lock of the room
+                self._lock_engaged(ep, device, ts, current)
         if kind in ("door", "occupancy"):
             self._door_or_occupancy(kind, value, ts)
 
@@ -934,12 +939,11 @@ class RoomMachine:
         if observer is not None:
             marks.append(ObserverMark(ts=observer.ts, present=observer.value == "present"))
         marks = sorted({(m.ts, m.present): m for m in marks}.values(), key=lambda m: m.ts)
-        at_start = [m for m in marks if m.ts <= start][-1:]
-        ep.observer.extend(at_start + [m for m in marks if m.ts > start])
+        ep.observer.extend(_from_start(marks, start))
         interval = self._seconds(self.policy.checkin_interval_s)
         checks = set(st.checks_since_close) | ({st.last_check} if st.last_check is not None else set())
         ep.checks.extend(sorted(c for c in checks if c + interval > start))
-        locks = sorted(st.locks_since_close, key=lambda r: r.ts)
+        locks = list(st.locks_since_close)
         st.marks_since_close, st.checks_since_close, st.locks_since_close = [], [], []
         for device, dev in st.devices.items():
             span = dev.last_offline
@@ -962,18 +966,13 @@ class RoomMachine:
         self._note(ep.id, start, "episode_started", detail)
         lock = st.readings.get("lock")
         if lock is not None and lock not in locks:
-            locks = sorted([*locks, lock], key=lambda r: r.ts)
+            locks.append(lock)
         # The reading in effect at the start, then each one after (a start dated by a late occupancy
         # reading, 2.1, comes after some of them: a lock released by then did not hold the child).
-        locks = [r for r in locks if r.ts <= start][-1:] + [r for r in locks if r.ts > start]
         before: Reading | None = None
-        for reading in locks:  # each engagement since the close, as `_apply` marks one in an episode
-            if reading.value == "engaged":
-                at = max(reading.ts, start)
-                if not ep.locked:
-                    self._mark_locked(ep, reading.device, at)
-                elif before is None or before.value != "engaged" or before.device != reading.device:
-                    self._mark_relocked(ep, reading.device, at)
+        for reading in _from_start(sorted(locks, key=lambda r: r.ts), start):
+            if reading.value == "engaged":  # each engagement since the close, as `_apply` marks one
+                self._lock_engaged(ep, reading.device, max(reading.ts, start), before)
             before = reading
         self._saved(ep)
 
@@ -994,6 +993,14 @@ class RoomMachine:
         self._note(ep.id, ep.ended_at, "episode_ended", {"reason": reason, "end_uncertain": ep.end_uncertain})
         self._effects.append(IncidentStatusChanged(ep.incident_id, "awaiting_record", ep.ended_at))
         self._saved(ep)
+
+    def _lock_engaged(self, ep: Episode, device: str, ts: dt.datetime, before: Reading | None) -> None:
+        """A lock engaged during `ep` (`before`: the room's lock reading until then): the first engagement
+        marks it locked; another after a release, or another lock of the room, is an engagement again."""
+        if not ep.locked:
+            self._mark_locked(ep, device, ts)
+        elif before is None or before.value != "engaged" or before.device != device:
+            self._mark_relocked(ep, device, ts)
 
     def _mark_locked(self, ep: Episode, device: str, ts: dt.datetime) -> None:
         spec = self.spec.device(device)
