@@ -167,6 +167,10 @@ class IncidentRecord(SQLModel, table=True):
     reviewed_by: str | None = Field(default=None, max_length=200)
     closed_at: dt.datetime | None = _ts(default=None)
     closed_by: str | None = Field(default=None, max_length=200)
+    # What the hub knew of the episode when the record was signed off (record_facts.py): the signed
+    # record shows this from then on, and what the hub learns later beside it, never folded in.
+    # None is SQL NULL here (not JSON null): no facts kept, as for a record signed before they were.
+    signed: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))
 
 
 class IncidentStaff(SQLModel, table=True):

@@ -23,10 +23,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .auth import Principal, principal_for
 from .core import incident as workflow
-from .core.episode import Episode, account
+from .core.episode import account
 from .core.incident import NOT_NEEDED_NO_CHILD, REQUIRED_FOR_REVIEW, RecordFields
-from .delivery import alert_from_row
 from .models import AuditEntry, IncidentRecord
+from .record_facts import CHANGE_WORDS, shown
 from .record_store import RecordStore, incident_view, report_due
 from .reports.parent_copy import format_date, format_duration
 from .service import HubService
@@ -412,10 +412,6 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
         loaded = service.sites.get(site)
         return (loaded.spec.name or site) if loaded is not None else site
 
-    def episode_of(row: IncidentRecord) -> Episode | None:
-        stored = store.get_episode(row.episode_id)
-        return service.episode_now(stored) if stored is not None else None
-
     @router.get("/static/records/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         """The record pages' script and style sheet."""
@@ -488,9 +484,11 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
         if row is None or not who.may_see(row.site):
             # Another site's record is not found, as if it did not exist: its existence is not shown.
             return page("not_found.html", 404, title="Record not found", user=who, current="")
-        ep = episode_of(row)
-        if ep is None:
+        # A signed-off record shows its episode as signed, and what the hub has learned since apart.
+        facts = shown(service, records, row)
+        if facts is None:
             return page("not_found.html", 404, title="Record not found", user=who, current="")
+        ep = facts.facts.episode
         now = service.clock.now()
         zone = zone_of(row.site)
         audit(who, "read", "incident", row.id)
@@ -513,7 +511,7 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             # An empty room's record is reviewed by a senior other than the one who recorded it.
             review=senior
             and (row.status == "parent_notified" or (view.no_child and row.status == "recorded"))
-            and not (view.no_child and row.recorded_by == who.name),
+            and not workflow.own_no_child(view, who.name),
             sign_off=senior and row.status == "reviewed",
             addendum=row.status == "closed",
             copy_links=parents
@@ -557,10 +555,8 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             {"start": when(lp.start), "end": when(lp.end), "length": duration_words(lp.seconds)}
             for lp in acc.lapses
         ]
-        alert_rows, _next = store.list_alerts(None, None, ep.id, None, 1000, None)
         alerts = []
-        for alert_row in sorted(alert_rows, key=lambda r: (r.raised_at, r.id)):
-            alert = alert_from_row(alert_row)
+        for alert in facts.facts.alerts:
             if alert.acknowledged_at is not None:
                 ack = f"Acknowledged by {alert.acknowledged_by or 'someone'} at {when(alert.acknowledged_at)}"
             elif not alert.needs_ack:
@@ -617,6 +613,8 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             lapses=lapses,
             alerts=alerts,
             reviews=[{"name": r.name, "at": when(r.at), "by": r.by, "note": r.note} for r in ep.reviews],
+            signed_at=local_datetime(facts.facts.signed_at, zone) if facts.facts.signed_at else None,
+            changed_since=[CHANGE_WORDS.get(key, key.replace("_", " ")) for key in facts.changed],
             deadlines=deadlines(row, zone, now),
             pupil=pupil,
             choosing=choosing,

@@ -7,9 +7,10 @@ audit entry in the same transaction. Nothing here deletes a row.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +48,10 @@ class NotFound(LookupError):
     """No such row."""
 
 
+class SignedOff(Exception):
+    """The record is signed off: it changes only by dated addenda."""
+
+
 class RecordStore:
     """Reads and writes of records and the register; safe to call from the API's worker threads."""
 
@@ -54,7 +59,8 @@ class RecordStore:
         self.engine = engine
         # One change of a record at a time in this process: a read, the workflow's decision and the
         # write happen as one step, so two people saving at once cannot undo each other's step.
-        self._lock = threading.Lock()
+        # Re-entrant: `unsigned` holds it across a change that takes it again.
+        self._lock = threading.RLock()
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -104,6 +110,16 @@ class RecordStore:
             s.commit()
             s.refresh(row)
             return row
+
+    @contextlib.contextmanager
+    def unsigned(self, incident_id: str) -> Iterator[None]:
+        """Hold back every change of records while the caller acts on a record that is not signed off
+        (SignedOff if it is): no sign-off can come between the check and the caller's change."""
+        with self._lock:
+            row = self.incident(incident_id)
+            if row is not None and row.status == "closed":
+                raise SignedOff(incident_id)
+            yield
 
     def contacts(self, incident_id: str) -> list[ParentContact]:
         with self._session() as s:

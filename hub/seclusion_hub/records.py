@@ -21,14 +21,14 @@ from seclusion_contract import SLUG, format_ts
 
 from .auth import Principal
 from .core import incident as workflow
-from .core.alerts import Alert
-from .core.episode import Episode, account
+from .core.episode import Episode
 from .core.incident import RecordFields, WorkflowError
 from .deps import Cursor, Limit, Senior, Staff
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
 from .parent_mail import AddressError, MailError, parent_copy, send_copy
-from .record_store import NotFound, RecordStore, incident_view
+from .record_facts import auto_json, facts_now, shown, snapshot
+from .record_store import NotFound, RecordStore, SignedOff, incident_view
 from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
 from .store import pack_cursor, unpack_cursor
@@ -277,8 +277,9 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         now = service.clock.now()
 
         def audited(row: IncidentRecord, changes: dict[str, Any]) -> AuditEntry:
-            before = {k: _jsonable(getattr(row, k)) for k in changes}
-            after = {k: _jsonable(v) for k, v in changes.items()}
+            # The facts a sign-off keeps are the episode's own (its data, read and audited apart).
+            before = {k: _jsonable(getattr(row, k)) for k in changes if k != "signed"}
+            after = {k: _jsonable(v) for k, v in changes.items() if k != "signed"}
             return audit(who, action, "incident", row.id, before=before, after=after)
 
         try:
@@ -291,67 +292,6 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             raise HTTPException(404, "no such incident") from exc
         return incident_json(row, who.dsl)
 
-    def auto(row: IncidentRecord) -> dict[str, Any] | None:
-        """What the hub fills in from the episode: times, segments, lock, supervision, lapses, unknown
-        time, alerts with who acknowledged them, reviews, and the child's minutes in the 48 hours
-        before it started (this episode's own time not included)."""
-        stored = service.store.get_episode(row.episode_id)
-        if stored is None:
-            return None
-        ep = service.episode_now(stored)
-        now = service.clock.now()
-        end = ep.end_or(now)
-        acc = account(ep, end)
-        before_48h: float | None = None
-        if row.pupil_id is not None:
-            window = ep.started_at - dt.timedelta(hours=48)
-            before_48h = 0.0
-            for other in records.child_episodes(row.pupil_id, window, ep.started_at):
-                if other.id == ep.id:
-                    continue
-                other_end = min(other.ended_at or now, ep.started_at)
-                before_48h += max(0.0, (other_end - max(other.started_at, window)).total_seconds())
-        alerts = [Alert.model_validate_json(a.data) for a in records.alerts_of(ep.id)]
-        return {
-            "started_at": format_ts(ep.started_at),
-            "ended_at": _ts(ep.ended_at),
-            "start_uncertain": ep.start_uncertain,
-            "end_uncertain": ep.end_uncertain,
-            "segments": [{"start": format_ts(s.start), "end": _ts(s.end)} for s in ep.segments],
-            "elapsed_minutes": round(ep.elapsed_s(end) / 60, 1),
-            "duration_minutes": round(ep.duration_s(end) / 60, 1),
-            "minutes_in_48h_before": round(before_48h / 60, 1) if before_48h is not None else None,
-            "locked": ep.locked,
-            "lock_type": ep.lock_type,
-            "supervision": ep.supervision,
-            "supervised_minutes": round(acc.supervised_s / 60, 1),
-            "unsupervised_minutes": round(acc.unsupervised_s / 60, 1),
-            "unknown_minutes": round(acc.unknown_s / 60, 1),
-            "lapses": [
-                {"start": format_ts(lapse.start), "end": format_ts(lapse.end)} for lapse in acc.lapses
-            ],
-            "unknown": [
-                {"start": format_ts(u.start), "end": _ts(u.end), "device": u.device} for u in ep.unknown
-            ],
-            "alerts": [
-                {
-                    "id": a.id,
-                    "kind": a.kind,
-                    "severity": a.severity,
-                    "raised_at": format_ts(a.raised_at),
-                    "acknowledged_at": _ts(a.acknowledged_at),
-                    "acknowledged_by": a.acknowledged_by,
-                    "resolved_at": _ts(a.resolved_at),
-                }
-                for a in alerts
-            ],
-            "reviews": [
-                {"name": r.name, "at": format_ts(r.at), "by": r.by, "note": r.note} for r in ep.reviews
-            ],
-            "manual": ep.manual,
-            "test": ep.test,
-        }
-
     @router.get("/api/incidents/{incident_id}", tags=["incidents"])
     def incident(incident_id: str, who: Staff) -> dict[str, Any]:
         """One incident record with what the hub filled in (`auto`), its parent contacts and addenda.
@@ -359,7 +299,14 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         row = found(incident_id, who)
         records.audit(audit(who, "read", "incident", row.id))
         body = incident_json(row, who.dsl)
-        body["auto"] = auto(row)
+        facts = shown(service, records, row)
+        now = service.clock.now()
+        body["auto"] = auto_json(facts.facts, now) if facts is not None else None
+        # A signed-off record shows the episode as it was signed; what the hub has learned since is
+        # beside it, never folded in (record_facts.py).
+        body["auto_signed_at"] = _ts(facts.facts.signed_at) if facts is not None else None
+        body["auto_now"] = auto_json(facts.now, now) if facts is not None and facts.now is not None else None
+        body["auto_changed"] = list(facts.changed) if facts is not None else []
         contacts = records.contacts(row.id)
         body["parent_contacts"] = [
             {
@@ -455,9 +402,16 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     def sign_off(incident_id: str, who: Senior) -> dict[str, Any]:
         """Sign the reviewed record off (`closed`): from now on it changes only by addenda."""
         now = service.clock.now()
-        return change(
-            incident_id, who, "sign_off", lambda row: workflow.sign_off(incident_view(row), who.name, now)
-        )
+
+        def decide(row: IncidentRecord) -> dict[str, Any]:
+            changes = workflow.sign_off(incident_view(row), who.name, now)
+            # Read under the records' lock, as the record is signed: no child attached in between.
+            facts = facts_now(service, records, row)
+            if facts is not None:
+                changes["signed"] = snapshot(facts, now)
+            return changes
+
+        return change(incident_id, who, "sign_off", decide)
 
     @router.post("/api/incidents/{incident_id}/authority-notice", tags=["incidents"])
     def authority_notice(incident_id: str, body: NoteIn, who: Senior) -> dict[str, Any]:
@@ -510,12 +464,11 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             )
         if row.parent_copy_withheld_at is not None and not who.dsl:
             raise HTTPException(403, "a designated safeguarding lead withheld the written copy")
-        episode = service.store.get_episode(row.episode_id)
+        facts = shown(service, records, row)
         pupil = records.pupil(row.pupil_id) if row.pupil_id else None
-        if episode is None or pupil is None:
+        if facts is None or pupil is None:
             raise HTTPException(409, "choose the child on the record first")
-        ep = Episode.model_validate_json(episode.data)
-        return row, parent_copy(service.sites[row.site], row, ep, pupil, service.clock.now())
+        return row, parent_copy(service.sites[row.site], row, facts.facts.episode, pupil, service.clock.now())
 
     @router.get("/api/incidents/{incident_id}/parent-copy.pdf", tags=["incidents"])
     def parent_copy_pdf(incident_id: str, who: Staff) -> Response:
@@ -596,20 +549,24 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         pupil = records.pupil(body.pupil_id)
         if pupil is None or pupil.site != row.site:
             raise BadRequest("body", "pupil_id", "no child with this id on this site's register")
-        incident = records.incident(row.incident_id)
-        if incident is not None and incident.status == "closed":
-            raise HTTPException(409, "the record is signed off: add a dated addendum instead")
         ep = Episode.model_validate_json(row.data)
         age = _age(pupil.date_of_birth, ep.started_at.astimezone(service.sites[row.site].zone).date())
         entry = audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id)
         try:
-            # The change and its audit entry in one transaction, whichever way the episode is held.
-            service.attach_pupil(
-                row.site, row.room, episode_id, row.incident_id, pupil.id, age, who.name, entry
-            )
-        except RejectedMessage:
-            ep.pupil_id, ep.pupil_age = pupil.id, age
-            records.attach_pupil_offline(row, ep.model_dump_json(), pupil.id, entry, service.clock.now())
+            # No sign-off between the check and the change: the signed record keeps its child.
+            with records.unsigned(row.incident_id):
+                try:
+                    # The change and its audit entry in one transaction, whichever way the episode is held.
+                    service.attach_pupil(
+                        row.site, row.room, episode_id, row.incident_id, pupil.id, age, who.name, entry
+                    )
+                except RejectedMessage:
+                    ep.pupil_id, ep.pupil_age = pupil.id, age
+                    records.attach_pupil_offline(
+                        row, ep.model_dump_json(), pupil.id, entry, service.clock.now()
+                    )
+        except SignedOff as exc:
+            raise HTTPException(409, "the record is signed off: add a dated addendum instead") from exc
         return {"episode_id": episode_id, "pupil_id": pupil.id, "incident_id": row.incident_id}
 
     @router.get("/api/pupils", tags=["pupils"])

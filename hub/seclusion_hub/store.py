@@ -284,6 +284,10 @@ def _driver_write(
     for column in table.columns:
         if column is table.autoincrement_column:
             continue  # the database numbers it (a single integer key, not one of a composite key)
+        if isinstance(column.type, sa.JSON) and column.type.none_as_null and column.nullable:
+            # Left out of the statement: NULL as a row opens, untouched by an upsert. A row that sets
+            # it (never one of the ingest path's) goes through SQLAlchemy, which writes None as NULL.
+            continue
         names.append(column.name)
         if isinstance(column.type, UTCDateTime):
             times.add(column.name)

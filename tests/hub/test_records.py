@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from seclusion_hub.auth import create_token
 from seclusion_hub.core import incident as workflow
 from seclusion_hub.core.alerts import AlertSaved, AlertSend
 from seclusion_hub.core.incident import IncidentView, WorkflowError
-from seclusion_hub.models import AuditEntry
+from seclusion_hub.models import AuditEntry, IncidentRecord
 from tests.hub.test_api import T0, Api
 from tests.hub.test_notify import SmtpEndpoint
 
@@ -439,6 +440,116 @@ def _recorded(api: Records, ep: dict[str, Any], first: str = "Sam") -> str:
     api.client.patch(incident, json=COMPLETE, headers=staff)
     assert api.client.post(f"{incident}/record", headers=staff).status_code == 200
     return incident
+
+
+def _signed_off(api: Records, ep: dict[str, Any]) -> str:
+    """Take the episode's record through the parents, the review and the sign-off; returns its URL."""
+    incident = _reviewed(api, ep)
+    senior = api.token("senior", "test-school")
+    assert api.client.post(f"{incident}/sign-off", headers=senior).json()["status"] == "closed"
+    return incident
+
+
+def _reviewed(api: Records, ep: dict[str, Any]) -> str:
+    """Take the episode's record through the parents and the review; returns its URL."""
+    incident = _recorded(api, ep)
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    for contact in (
+        {"method": "phone", "outcome": "reached"},
+        {"kind": "copy", "method": "handed", "outcome": "sent"},
+    ):
+        assert api.client.post(f"{incident}/parent-contacts", json=contact, headers=staff).status_code == 201
+    debriefs = {
+        "debrief_child": "Talked with Sam.",
+        "debrief_staff": "Team debrief.",
+        "follow_up_offered": True,
+    }
+    assert api.client.patch(incident, json=debriefs, headers=staff).status_code == 200
+    assert api.client.post(f"{incident}/review", json={}, headers=senior).status_code == 200
+    return incident
+
+
+def test_a_signed_record_keeps_the_episode_as_signed_and_shows_what_the_hub_learned_since_beside_it(
+    api: Records,
+) -> None:
+    # Given a signed-off record whose episode's 10-minute warning nobody acknowledged
+    ep = api.ended_episode()
+    incident = _signed_off(api, ep)
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    signed = api.client.get(incident, headers=staff).json()
+    warning = next(a for a in signed["auto"]["alerts"] if a["kind"] == "duration_warning")
+    assert warning["acknowledged_at"] is None and signed["auto_now"] is None and signed["auto_changed"] == []
+    assert signed["auto_signed_at"] == signed["closed_at"]
+    # When a senior member of staff acknowledges that warning after the sign-off
+    api.service.start()
+    try:
+        acked = api.client.post(f"/api/alerts/{warning['id']}/ack", headers=senior)
+    finally:
+        api.service.stop()
+    assert acked.status_code == 200 and acked.json()["acknowledged_by"] == "senior-user"
+    # Then the record still shows the alert as it was signed, and the acknowledgement beside it, said plainly
+    after = api.client.get(incident, headers=staff).json()
+    assert after["auto"] == signed["auto"]
+    assert after["auto_changed"] == ["alerts"]
+    now_warning = next(a for a in after["auto_now"]["alerts"] if a["id"] == warning["id"])
+    assert now_warning["acknowledged_by"] == "senior-user"
+    # The sign-off's audit entry names what changed in the record, not the episode's facts it kept
+    with api.store.session() as s:
+        entry = s.exec(
+            select(AuditEntry).where(
+                AuditEntry.target_id == ep["incident_id"], AuditEntry.action == "sign_off"
+            )
+        ).one()
+    assert "signed" not in entry.detail["after"] and entry.detail["after"]["status"] == "closed"
+
+
+def test_a_sign_off_waits_for_a_child_being_attached_and_signs_the_child_attached(
+    api: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a reviewed record, and a second child on the register
+    ep = api.ended_episode()
+    incident = _reviewed(api, ep)
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    other = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Lee", "last_name": "Park"}, headers=senior
+    ).json()
+    # When a senior signs it off while staff are attaching the other child (between the check that the
+    # record is not signed and the change itself)
+    attach = api.service.attach_pupil
+    signing: list[threading.Thread] = []
+    signed: list[int] = []
+
+    def racing(*args: Any, **kwargs: Any) -> None:
+        thread = threading.Thread(
+            target=lambda: signed.append(api.client.post(f"{incident}/sign-off", headers=senior).status_code)
+        )
+        thread.start()
+        signing.append(thread)
+        thread.join(timeout=1.0)  # the sign-off waits for this step; without the wait it is done by now
+        attach(*args, **kwargs)
+
+    monkeypatch.setattr(api.service, "attach_pupil", racing)
+    api.service.start()
+    try:
+        moved = api.client.put(
+            f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": other["id"]}, headers=staff
+        )
+        signing[0].join(timeout=30)
+    finally:
+        api.service.stop()
+    # Then the child is attached first and the record is signed with that child: the signed facts, the
+    # record and the episode all name the same child
+    assert moved.status_code == 200 and signed == [200]
+    body = api.client.get(incident, headers=staff).json()
+    assert body["status"] == "closed" and body["pupil_id"] == other["id"]
+    assert api.client.get(f"/api/episodes/{ep['id']}", headers=staff).json()["pupil_id"] == other["id"]
+    with api.store.session() as s:
+        row = s.get(IncidentRecord, ep["incident_id"])
+    assert row is not None and row.signed is not None and row.signed["episode"]["pupil_id"] == other["id"]
+    assert body["auto_changed"] == []
 
 
 def test_the_parents_copy_is_made_from_the_record_names_only_this_child_and_is_audited(api: Records) -> None:

@@ -271,6 +271,20 @@ def test_each_user_sees_only_the_steps_they_may_take_now(hub: Hub) -> None:
     assert "This record was signed off by senior-user" in closed
     assert "Add a dated correction" in _buttons(closed)
     assert COMPLETE["risk"] in closed
+    assert (
+        "As the hub knew it when the record was signed off" in closed and 'id="changed-since"' not in closed
+    )
+
+    # The 10-minute warning acknowledged after the sign-off: the page keeps the alert as signed, and
+    # says plainly that the hub has learned more since.
+    admin = hub.bearer("admin")
+    alerts = hub.api.get("/api/alerts", params={"state": "all", "episode_id": ep["id"]}, headers=admin)
+    [warning] = [a for a in alerts.json()["items"] if a["kind"] == "duration_warning"]
+    acker = {"Authorization": f"Bearer {hub.token('senior', name='Mr Late')}"}
+    assert hub.api.post(f"/api/alerts/{warning['id']}/ack", headers=acker).status_code == 200
+    later = _text(staff.get(url).text)
+    assert "Since the record was signed off, the hub has learned more about this episode: the alerts" in later
+    assert "Not acknowledged" in later and "Acknowledged by Mr Late" not in later
 
 
 def test_a_record_field_holding_markup_is_shown_as_text(hub: Hub) -> None:
@@ -600,6 +614,22 @@ def _senior_staff_review_and_sign_off(page: Page, hub: RunningHub, incident_id: 
     pdf = page.request.get(f"{hub.base}{href}")
     assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf"
     assert pdf.body().startswith(b"%PDF")
+
+
+def test_a_senior_who_changed_a_record_to_no_child_is_not_offered_its_review(hub: Hub) -> None:
+    """The page offers the review only to those the API lets review: not the senior member of staff who
+    changed a completed record to say no child was in the room (the API answers 403)."""
+    ep = hub.ended_episode()
+    url = f"/records/{ep['incident_id']}"
+    hub.attach(ep, hub.pupil("Sam", "Taylor"))
+    hub.step(ep, "", COMPLETE)
+    hub.step(ep, "/record")
+    changer, other = hub.browser("senior", name="Mr Changer"), hub.browser("senior", name="Mrs Other")
+    changed = changer.patch(f"/api/incidents/{ep['incident_id']}", json=NO_CHILD)
+    assert changed.status_code == 200 and changed.json()["classified_by"] == "Mr Changer"
+    assert "Review" not in _buttons(changer.get(url).text)
+    assert changer.post(f"/api/incidents/{ep['incident_id']}/review", json={}).status_code == 403
+    assert "Review" in _buttons(other.get(url).text)
 
 
 def test_an_empty_rooms_record_goes_to_a_seniors_review_without_the_parents(hub: Hub) -> None:

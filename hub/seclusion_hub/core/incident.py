@@ -304,13 +304,19 @@ def withhold_copy(view: IncidentView, who: str, dsl: bool, reason: str, now: dt.
     return {**changes, **_maybe_notified(after, view.status)}
 
 
+def own_no_child(view: IncidentView, who: str) -> bool:
+    """A record of no child in the room that `who` recorded, or changed to say so: another senior member
+    of staff reviews it (`review`)."""
+    return view.no_child and who in (view.recorded_by, view.classified_by)
+
+
 def review(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
     """A senior member of staff reviews the record: `parent_notified` → `reviewed`. A record of no child
     in the room, which has no parents to tell and no conversations to record, from `recorded` too; its
     review takes the episode out of every figure about children, so the one who recorded it, or who
     changed the completed record to say so, does not review it (403)."""
     if view.no_child and view.status in ("recorded", "parent_notified"):
-        if who in (view.recorded_by, view.classified_by):
+        if own_no_child(view, who):
             raise WorkflowError(
                 403,
                 "reviewed_by",
