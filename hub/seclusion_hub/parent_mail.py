@@ -7,11 +7,14 @@ the child is the one on the record, named by first name. The mail goes through A
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
 import tempfile
 import threading
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -91,19 +94,52 @@ class AddressError(MailError):
     none): nothing was sent. The message is safe to show."""
 
 
-class _Redact(logging.Filter):
-    """Replaces a parent's address in the mail library's log records (it is never logged, docs/records.md)."""
+class _ParentMailLog(logging.Filter):
+    """Installed once on the mail library's logger: while a parents' copy is being prepared or sent, its
+    address never reaches a log (replaced in every record, whichever thread logs it), and the records
+    below WARNING of the threads doing that work are dropped (Apprise logs the recipient at INFO). Nothing
+    changes the logger's level, so two copies sent at once cannot leave it changed."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.address = address
+        self._lock = threading.Lock()
+        self._addresses: Counter[str] = Counter()  # lower-cased address: sends using it now
+        self._threads: Counter[int] = Counter()  # thread ident: sends it is doing now
+
+    @contextlib.contextmanager
+    def sending(self, address: str) -> Iterator[None]:
+        """Keep `address` out of the log, and this thread's records below WARNING, until the block ends."""
+        key, thread = address.lower(), threading.get_ident()
+        with self._lock:
+            self._addresses[key] += 1
+            self._threads[thread] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._addresses[key] -= 1
+                self._threads[thread] -= 1
+                self._addresses, self._threads = +self._addresses, +self._threads  # drop the zeros
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not self._addresses:
+            return True
+        with self._lock:
+            addresses, threads = list(self._addresses), set(self._threads)
+        if record.levelno < logging.WARNING and record.thread in threads:
+            return False
         text = record.getMessage()
-        if self.address and self.address.lower() in text.lower():
-            record.msg = re.sub(re.escape(self.address), "(the parent's address)", text, flags=re.IGNORECASE)
-            record.args = ()
+        lowered = text.lower()
+        found = [a for a in addresses if a and a in lowered]
+        if found:
+            for address in found:
+                text = re.sub(re.escape(address), "(the parent's address)", text, flags=re.IGNORECASE)
+            record.msg, record.args = text, ()
         return True
+
+
+_LOG = _ParentMailLog()
+logging.getLogger("apprise").addFilter(_LOG)
 
 
 def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: float = 30.0) -> None:
@@ -112,16 +148,8 @@ def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: flo
         raise MailError("this site has no parent_mail account in its site file")
     base = expand_env(site.spec.parent_mail, str(site.path), "parent_mail")
     url = base + ("&" if "?" in base else "?") + "to=" + quote(to, safe="@")
-    logger = logging.getLogger("apprise")
-    redact = _Redact(to)
-    level = logger.level
-    logger.addFilter(redact)  # Apprise logs an address it drops while it reads the URL
-    logger.setLevel(logging.WARNING)
-    try:
+    with _LOG.sending(to):  # Apprise logs an address it drops while it reads the URL
         plugin = _instantiate(url, apprise.AppriseAsset())
-    finally:
-        logger.setLevel(level)
-        logger.removeFilter(redact)
     if plugin is None:
         raise MailError("the site's parent_mail is not a mail URL Apprise understands")
     # Apprise reads the recipient again itself (a name and an address, several addresses): send only
@@ -141,20 +169,13 @@ def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: flo
     result: list[bool] = []
     # Apprise logs the recipient at INFO, and again at WARNING when the server refuses it: keep its
     # records below WARNING out of the hub's logs for this send, and the address out of the rest, for
-    # as long as the send goes on (past our timeout too: the worker undoes it when it ends).
+    # as long as the send goes on (past our timeout too: the worker's block ends when the send does).
 
     def call() -> None:
-        level = logger.level
-        logger.addFilter(redact)
-        logger.setLevel(logging.WARNING)
-        try:
-            with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / "written-record.pdf"
-                path.write_bytes(pdf)
-                result.append(bool(sender.notify(body=body, title=title, attach=str(path))))
-        finally:
-            logger.setLevel(level)
-            logger.removeFilter(redact)
+        with _LOG.sending(to), tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "written-record.pdf"
+            path.write_bytes(pdf)
+            result.append(bool(sender.notify(body=body, title=title, attach=str(path))))
 
     worker = threading.Thread(target=call, name="parent-mail", daemon=True)
     worker.start()

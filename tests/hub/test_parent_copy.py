@@ -10,14 +10,17 @@ import dataclasses
 import datetime as dt
 import difflib
 import io
+import logging
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 import pypdf
 import pytest
 
+from seclusion_hub.parent_mail import _LOG
 from seclusion_hub.record_pages import duration_words
 from seclusion_hub.reports import (
     Count,
@@ -394,3 +397,42 @@ def test_governors_report_refuses_an_unsuppressed_small_group() -> None:
 def test_governors_share_is_never_rounded_up() -> None:
     assert "recorded as supervised 99%" in plain(render_governors_html(autumn(supervised_share=0.999)))
     assert "recorded as supervised 100%" in plain(render_governors_html(autumn(supervised_share=1.0)))
+
+
+def test_two_copies_sent_at_once_keep_both_addresses_out_of_the_log_and_the_loggers_level_as_it_was(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Apprise logs a recipient at INFO, and at WARNING when a server refuses it. Two parents' copies
+    overlapping (the first ends while the second is still sending) must keep the second's address out
+    of the log and leave the logger's level as the operator set it."""
+    logger = logging.getLogger("apprise")
+    caplog.set_level(logging.INFO, logger="apprise")
+    level = logger.level
+    first_in, first_out, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with _LOG.sending("one@home.example"):
+            first_in.set()
+            assert second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        assert first_in.wait(10)
+        with _LOG.sending("Two@Home.example"):
+            second_in.set()
+            assert first_out.wait(10)
+            logger.info("Sending email to two@home.example")  # dropped: this thread is sending
+            logger.warning("Recipient two@home.example refused")  # kept, without the address
+        logger.info("a later line about two@home.example")  # no send now: left as it is
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    messages = [r.getMessage() for r in caplog.records if r.name == "apprise"]
+    assert messages == [
+        "Recipient (the parent's address) refused",
+        "a later line about two@home.example",
+    ]
+    assert logger.level == level and logging.INFO >= logger.getEffectiveLevel()
