@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from .core.episode import Episode
 from .core.incident import NOT_NEEDED_NO_CHILD, REVIEWED, IncidentView, ReportDue, no_child_reviewed
 from .models import (
     AlertRecord,
@@ -137,19 +138,33 @@ class RecordStore:
             s.commit()
 
     def attach_pupil_offline(
-        self, episode: EpisodeRecord, data: str, pupil_id: str, entry: AuditEntry, now: dt.datetime
+        self, episode: EpisodeRecord, pupil_id: str, age: int | None, entry: AuditEntry, now: dt.datetime
     ) -> None:
         """Attach a child to an episode the room no longer holds (older than its latest): the stored
-        episode and its incident, in one transaction."""
-        with self._lock, self._session() as s:
-            row = s.get(EpisodeRecord, episode.id)
-            incident = s.get(IncidentRecord, episode.incident_id)
-            if row is None or incident is None:
-                raise NotFound(episode.id)
-            row.pupil_id, row.data = pupil_id, data
-            incident.pupil_id, incident.updated_at = pupil_id, now
-            s.add_all([row, incident, entry])
-            s.commit()
+        episode and its incident, in one transaction. The hub's writer may change such an episode
+        meanwhile (a gap flags it `possible_loss`, semantics 4.4): the child is set on the row as it is
+        when written, never on an older copy of it."""
+        table = EpisodeRecord.__table__  # type: ignore[attr-defined]
+        for _ in range(10):
+            with self._lock, self._session() as s:
+                row = s.get(EpisodeRecord, episode.id)
+                incident = s.get(IncidentRecord, episode.incident_id)
+                if row is None or incident is None:
+                    raise NotFound(episode.id)
+                ep = Episode.model_validate_json(row.data)
+                ep.pupil_id, ep.pupil_age = pupil_id, age
+                changed = s.connection().execute(
+                    sa.update(table)
+                    .where(table.c.id == row.id, table.c.data == row.data)
+                    .values(pupil_id=pupil_id, data=ep.model_dump_json())
+                )
+                if changed.rowcount != 1:
+                    continue  # written in between: again, on what it is now
+                incident.pupil_id, incident.updated_at = pupil_id, now
+                s.add_all([incident, entry])
+                s.commit()
+                return
+        raise RuntimeError(f"episode {episode.id} kept changing while a child was attached to it")
 
     # -- the pupil register
 

@@ -561,10 +561,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                         row.site, row.room, episode_id, row.incident_id, pupil.id, age, who.name, entry
                     )
                 except RejectedMessage:
-                    ep.pupil_id, ep.pupil_age = pupil.id, age
-                    records.attach_pupil_offline(
-                        row, ep.model_dump_json(), pupil.id, entry, service.clock.now()
-                    )
+                    records.attach_pupil_offline(row, pupil.id, age, entry, service.clock.now())
         except SignedOff as exc:
             raise HTTPException(409, "the record is signed off: add a dated addendum instead") from exc
         return {"episode_id": episode_id, "pupil_id": pupil.id, "incident_id": row.incident_id}

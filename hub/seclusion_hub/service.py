@@ -45,6 +45,7 @@ from .core.room import (
     IncidentOpened,
     IncidentStatusChanged,
     Note,
+    OlderLoss,
     RoomMachine,
     SensorEvent,
 )
@@ -783,6 +784,8 @@ class HubService:
                 batch.incident_status.append(
                     self.incident_end(site, room, effect.incident_id, effect.at, effect.at)
                 )
+            elif isinstance(effect, OlderLoss):
+                batch.loss_windows.append(effect)
             elif isinstance(effect, Note):
                 batch.notes.append(
                     {

@@ -26,7 +26,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from .core.alerts import Alert
 from .core.episode import Episode, account
-from .core.room import RoomState
+from .core.room import OlderLoss, RoomState
 from .models import (
     AlertRecord,
     ApiToken,
@@ -98,6 +98,9 @@ class Batch:
     incident_status: list[dict[str, Any]] = field(default_factory=list)
     incident_changes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (id, columns)
     notes: list[dict[str, Any]] = field(default_factory=list)
+    # Gaps whose window may cover ended episodes the rooms no longer hold: flagged `possible_loss`, with
+    # a note, in the episode table (semantics 4.4).
+    loss_windows: list[OlderLoss] = field(default_factory=list)
     rooms: dict[tuple[str, str], RoomState] = field(default_factory=dict)
     audits: list[AuditEntry] = field(default_factory=list)
     alerts: dict[str, Alert] = field(default_factory=dict)
@@ -123,6 +126,7 @@ class Batch:
             or self.incident_status
             or self.incident_changes
             or self.notes
+            or self.loss_windows
             or self.rooms
         )
 
@@ -384,6 +388,41 @@ def episode_row(ep: Episode, now: dt.datetime) -> dict[str, Any]:
     }
 
 
+def _flag_older_losses(conn: Connection, windows: Sequence[OlderLoss]) -> list[dict[str, Any]]:
+    """Semantics 4.4 for the episodes a room no longer holds: every ended episode of the window's room
+    that overlaps it (`ended_at > since`, `started_at < until`), but those it skips, is flagged
+    `possible_loss` in its stored `data`; returns a `possible_loss` note for each one newly flagged."""
+    table = EpisodeRecord.__table__  # type: ignore[attr-defined]
+    notes: list[dict[str, Any]] = []
+    for w in windows:
+        query = sa.select(table.c.id, table.c.data).where(
+            table.c.site == w.site,
+            table.c.room == w.room,
+            table.c.ended_at.is_not(None),
+            table.c.ended_at > w.since,
+            table.c.started_at < w.until,
+        )
+        if w.skip:
+            query = query.where(table.c.id.not_in(w.skip))
+        for episode_id, data in conn.execute(query.order_by(table.c.started_at, table.c.id)).all():
+            ep = Episode.model_validate_json(data)
+            if ep.possible_loss:
+                continue
+            ep.possible_loss = True
+            conn.execute(sa.update(table).where(table.c.id == episode_id).values(data=ep.model_dump_json()))
+            notes.append(
+                {
+                    "site": w.site,
+                    "room": w.room,
+                    "episode_id": episode_id,
+                    "at": w.until,
+                    "kind": "possible_loss",
+                    "detail": {"device": w.device, "missing": w.missing},
+                }
+            )
+    return notes
+
+
 def restore_room_state(
     state: str, episode_id: str | None, last_episode_id: str | None, episodes: Mapping[str, str]
 ) -> RoomState:
@@ -511,8 +550,12 @@ class Store:
             for incident_id, columns in batch.incident_changes:
                 table = IncidentRecord.__table__  # type: ignore[attr-defined]
                 conn.execute(sa.update(table).where(table.c.id == incident_id).values(**columns))
-            if batch.notes:
-                self._insert(conn, TimelineNote, batch.notes)
+            notes = batch.notes
+            if batch.loss_windows:
+                # After the episodes' rows: an episode that ended earlier in this batch is among them.
+                notes = notes + _flag_older_losses(conn, batch.loss_windows)
+            if notes:
+                self._insert(conn, TimelineNote, notes)
             if batch.audits:
                 conn.execute(sa.insert(AuditEntry), [a.model_dump(exclude={"id"}) for a in batch.audits])
             if batch.rooms:

@@ -21,8 +21,12 @@ from sqlmodel import select
 from seclusion_hub.auth import create_token
 from seclusion_hub.core import incident as workflow
 from seclusion_hub.core.alerts import AlertSaved, AlertSend
+from seclusion_hub.core.episode import Episode
 from seclusion_hub.core.incident import IncidentView, WorkflowError
+from seclusion_hub.core.room import OlderLoss
 from seclusion_hub.models import AuditEntry, IncidentRecord
+from seclusion_hub.record_store import RecordStore
+from seclusion_hub.store import Batch
 from tests.hub.test_api import T0, Api
 from tests.hub.test_notify import SmtpEndpoint
 
@@ -335,6 +339,45 @@ def test_a_running_episode_cannot_be_recorded_but_its_child_can_be_attached(api:
     assert (
         api.client.get(f"/api/incidents/{ep['incident_id']}", headers=staff).json()["pupil_id"] == pupil["id"]
     )
+
+
+def test_a_child_attached_to_an_older_episode_keeps_what_the_hub_wrote_on_it_meanwhile(
+    api: Records,
+) -> None:
+    """An episode older than the room's latest is changed in the episode table alone, by the API (a
+    child attached) and by the hub's writer (a gap flags it `possible_loss`, semantics 4.4): the child
+    is set on the row as it is then, so the flag written after the API read the row is kept."""
+    first = api.ended_episode(0)
+    api.ended_episode(1000)  # the room's latest now: `first` is older
+    api.service.start()
+    senior, staff = api.token("senior", "test-school"), api.token("staff", "test-school")
+    pupil = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Ana", "last_name": "Lima"}, headers=senior
+    ).json()
+    read = api.store.get_episode(first["id"])  # the API's copy, before the writer's change
+    assert read is not None
+    window = OlderLoss("test-school", "calm-1", "calm-1-panel", 2, T0, T0 + dt.timedelta(seconds=700), ())
+    api.store.write(Batch(loss_windows=[window]), api.clock.now())
+    entry = AuditEntry(
+        at=api.clock.now(),
+        actor="staff-user",
+        action="attach_pupil",
+        target_type="episode",
+        target_id=read.id,
+    )
+    RecordStore(api.store.engine).attach_pupil_offline(read, pupil["id"], 9, entry, api.clock.now())
+    row = api.store.get_episode(first["id"])
+    assert row is not None and row.pupil_id == pupil["id"]
+    stored = Episode.model_validate_json(row.data)
+    assert stored.possible_loss and (stored.pupil_id, stored.pupil_age) == (pupil["id"], 9)
+    # Through the API, on the same older episode: the room no longer holds it, so the same path.
+    other = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Bo", "last_name": "Lima"}, headers=senior
+    ).json()
+    put = api.client.put(f"/api/episodes/{first['id']}/pupil", json={"pupil_id": other["id"]}, headers=staff)
+    assert put.status_code == 200
+    shown = api.client.get(f"/api/episodes/{first['id']}", headers=staff).json()
+    assert shown["pupil_id"] == other["id"] and shown["possible_loss"]
 
 
 def test_the_workflow_table_refuses_every_step_out_of_order() -> None:

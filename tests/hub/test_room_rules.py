@@ -14,6 +14,7 @@ from seclusion_hub.core.room import (
     IncidentOpened,
     IncidentStatusChanged,
     Note,
+    OlderLoss,
     SensorEvent,
 )
 from seclusion_hub.errors import RejectedMessage
@@ -568,6 +569,39 @@ def test_a_gap_revealed_after_an_episode_ended_is_possible_loss_on_that_episode(
     later.seq[PANEL] += 2
     assert later.send(PANEL, "observer", "absent", 150).gap == 2
     assert first is not None and not first.possible_loss
+
+
+def test_a_gap_asks_the_writer_to_flag_the_older_episodes_it_overlaps_that_the_room_no_longer_holds() -> None:
+    """4.4: the panel's events are lost while two episodes end and a third starts; the event after the
+    gap shows the window (its latest reading the hub has, to this event). The machine flags the open and
+    latest episodes itself, and asks the writer to flag any older one the window overlaps: the room holds
+    only the open and the latest, and an older one would otherwise claim a completeness nobody knows."""
+    room = Room()
+    room.observer("present", -10)  # the panel's latest reading the hub has: the window's start
+    for start in (0, 200):
+        room.occupancy("occupied", start)
+        room.door("closed", start + 1)
+        room.door("open", start + 100)
+        room.occupancy("vacant", start + 101)
+    last = room.machine.state.last_episode
+    room.occupancy("occupied", 400)
+    room.door("closed", 401)
+    open_ep = room.machine.episode
+    assert last is not None and open_ep is not None and last.started_at == at(201)
+    room.seq[PANEL] += 3  # three of the panel's events lost
+    outcome = room.send(PANEL, "observer", "absent", 450)
+    assert outcome.gap == 3 and open_ep.possible_loss and last.possible_loss
+    assert [e for e in outcome.effects if isinstance(e, OlderLoss)] == [
+        OlderLoss(
+            site="demo-school",
+            room="calm-1",
+            device=PANEL,
+            missing=3,
+            since=at(-10),
+            until=at(450),
+            skip=(open_ep.id, last.id),
+        )
+    ]
 
 
 def test_a_device_of_another_room_is_rejected_and_changes_nothing() -> None:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from seclusion_contract import Topics, format_ts
+from seclusion_hub.api import episode_json
 from seclusion_hub.config import load_sites
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.room import Message, Outcome, RoomMachine
@@ -544,3 +545,75 @@ def test_evidence_waiting_for_its_row_survives_two_crashes_in_a_row(service: Hub
     assert ep is not None and [m.present for m in ep.observer] == [True, False]
     _, stored = _row(third, ep.id)
     assert [m.present for m in stored.observer] == [True, False]  # the row was written again, whole
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def service_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubService]:
+    """The service on SQLite and on a real PostgreSQL server."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'hub.db'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_db")
+    store = Store.open(url)
+    svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
+    svc.ack_message = lambda mid, qos, conn: None
+    yield svc
+    store.close()
+
+
+def test_a_gap_flags_every_ended_episode_its_window_overlaps_not_only_the_latest(
+    service_on: HubService,
+) -> None:
+    """4.4: the panel's events are lost while two episodes end in the room; the event after the gap
+    shows the window (from the panel's latest reading the hub has, to it). Both episodes are stored
+    `possible_loss`, the older one (which the room no longer holds) with its timeline note; an episode
+    that ended before the window is left alone."""
+    service = service_on
+    clock = service.clock
+    assert isinstance(clock, FakeClock)
+    door, panel = "calm-1-door", "calm-1-panel"
+    machine = service.machines[(SITE, "calm-1")]
+    ended: list[str] = []
+    seq = {door: 0, panel: 0}
+    mid = 0
+
+    def send(device: str, kind: str, value: str, t: float) -> None:
+        nonlocal mid
+        seq[device] += 1
+        mid += 1
+        clock.set(T0 + dt.timedelta(seconds=t))
+        service.process([inbound("calm-1", device, seq[device], kind, value, t, mid=mid)])
+
+    def episode(start: float) -> None:
+        send(door, "occupancy", "occupied", start)
+        send(door, "door", "closed", start + 1)
+        send(door, "door", "open", start + 50)
+        send(door, "occupancy", "vacant", start + 51)
+        last = machine.state.last_episode
+        assert last is not None and last.ended_at is not None
+        ended.append(last.id)
+
+    episode(0)  # ends at T0+50
+    send(panel, "observer", "present", 60)  # the panel's latest reading the hub will have
+    episode(100)  # the panel's events from here on are lost
+    episode(200)
+    seq[panel] += 2
+    send(panel, "observer", "absent", 300)  # the gap: two events missing between T0+60 and T0+300
+    before, older, latest = ended
+    assert machine.state.last_episode is not None and machine.state.last_episode.id == latest
+
+    flagged = {}
+    for episode_id in ended:
+        row, stored = _row(service, episode_id)
+        flagged[episode_id] = stored.possible_loss
+        assert episode_json(service.episode_now(row), clock.now())["possible_loss"] == stored.possible_loss
+    assert flagged == {before: False, older: True, latest: True}
+
+    def loss_notes(episode_id: str) -> list[tuple[dt.datetime, object]]:
+        notes = service.store.episode_notes(episode_id)
+        return [(n.at, n.detail) for n in notes if n.kind == "possible_loss"]
+
+    said = [(T0 + dt.timedelta(seconds=300), {"device": panel, "missing": 2})]
+    assert loss_notes(older) == said and loss_notes(latest) == said
+    assert loss_notes(before) == []

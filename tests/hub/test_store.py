@@ -15,7 +15,7 @@ from sqlmodel import SQLModel, col
 
 from seclusion_hub.core.alerts import Alert, Escalation
 from seclusion_hub.core.episode import Episode, ObserverMark, Segment
-from seclusion_hub.core.room import RoomState
+from seclusion_hub.core.room import OlderLoss, RoomState
 from seclusion_hub.models import EventRecord, IncidentRecord, RoomSnapshot, SegmentRecord
 from seclusion_hub.store import Batch, Store, dead_letter_row, make_engine, migrate
 
@@ -284,6 +284,57 @@ def test_segments_are_rewritten_only_when_they_change_and_always_match_the_episo
     again = Store(store.engine)
     again.write(Batch(episodes={ep.id: ep}), T0 + dt.timedelta(seconds=42))
     assert len(rows()) == 2
+
+
+def test_a_loss_window_flags_the_ended_episodes_of_its_room_it_overlaps_once_with_a_note(
+    store: Store,
+) -> None:
+    """Semantics 4.4 in the episode table: an ended episode of the room whose span overlaps the window
+    (ended after `since`, started before `until`) is flagged `possible_loss`, with a note, once; one that
+    only touches it, an open one, one it skips and another room's are left alone. An episode ended in
+    the same batch is seen."""
+
+    def s(seconds: float) -> dt.datetime:
+        return T0 + dt.timedelta(seconds=seconds)
+
+    touching_start, inside, touching_end = (
+        episode(1, s(0), s(10)),
+        episode(2, s(20), s(30)),
+        episode(3, s(40), s(50)),
+    )
+    skipped, still_open = episode(4, s(12), s(14)), episode(5, s(60))
+    elsewhere = episode(6, s(20), s(30)).model_copy(update={"room": "calm-2"})
+    eps = [touching_start, inside, touching_end, skipped, still_open, elsewhere]
+    store.write(Batch(episodes={e.id: e for e in eps}), s(70))
+
+    def window(since: float, until: float, *skip: str) -> OlderLoss:
+        return OlderLoss("test-school", "calm-1", "calm-1-panel", 2, s(since), s(until), skip)
+
+    def flagged() -> list[int]:
+        return [
+            e.number for e in eps if Episode.model_validate_json(_episode_data(store, e.id)).possible_loss
+        ]
+
+    def notes(e: Episode) -> list[tuple[dt.datetime, str, object]]:
+        return [(n.at, n.kind, n.detail) for n in store.episode_notes(e.id)]
+
+    store.write(Batch(loss_windows=[window(10, 40, skipped.id)]), s(71))
+    assert flagged() == [2]
+    assert notes(inside) == [(s(40), "possible_loss", {"device": "calm-1-panel", "missing": 2})]
+    assert all(notes(e) == [] for e in eps if e is not inside)
+
+    later = episode(7, s(61), s(65))  # written and flagged in one batch
+    store.write(Batch(episodes={later.id: later}, loss_windows=[window(5, 100, skipped.id)]), s(101))
+    eps.append(later)
+    assert flagged() == [1, 2, 3, 7]  # the second window: `inside` is flagged already, noted once
+    assert len(notes(inside)) == 1 and len(notes(later)) == 1
+    assert all(notes(e) == [] for e in (skipped, still_open, elsewhere))
+
+
+def _episode_data(store: Store, episode_id: str) -> str:
+    row = store.get_episode(episode_id)
+    assert row is not None
+    return row.data
 
 
 def _second_store(store: Store, request: pytest.FixtureRequest, tmp_path: Path) -> Store:

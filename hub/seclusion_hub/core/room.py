@@ -117,7 +117,24 @@ class Note:
     detail: dict[str, object]
 
 
-Effect = EpisodeSaved | IncidentOpened | IncidentStatusChanged | Note | AlertEffect
+@dataclass(frozen=True, slots=True)
+class OlderLoss:
+    """4.4: a gap whose missing events fell between `since` (the device's latest reading the hub has)
+    and `until` (the event after the gap) may belong to any episode of the room that overlaps that
+    window, not only the open and latest ones the machine holds. The writer flags `possible_loss`, with
+    a `possible_loss` note, on every ended episode of the room stored with `ended_at > since` and
+    `started_at < until`, except those in `skip` (the open and latest ones: the machine's own business)."""
+
+    site: str
+    room: str
+    device: str
+    missing: int
+    since: dt.datetime
+    until: dt.datetime
+    skip: tuple[str, ...]
+
+
+Effect = EpisodeSaved | IncidentOpened | IncidentStatusChanged | Note | OlderLoss | AlertEffect
 
 
 @dataclass(slots=True)
@@ -1076,9 +1093,11 @@ class RoomMachine:
                 self._go_offline(device, since, now)
 
     def _possible_loss(self, device: str, missing: int, ts: dt.datetime, since: dt.datetime | None) -> None:
-        """4.4: a gap is possible loss on the device and on the episode the missing events may belong
-        to: the open one, and the last ended one when the gap (from the device's latest reading the hub
-        has to this event; unknown: any time) overlaps it (a replay arriving after it ended)."""
+        """4.4: a gap is possible loss on the device and on every episode the missing events may belong
+        to: the open one, the last ended one when the gap (from the device's latest reading the hub has
+        to this event; unknown: any time) overlaps it (a replay arriving after it ended), and any older
+        one it overlaps (more than one episode ended while the events were being lost), which the room
+        no longer holds: the writer flags those in the stored episodes (`OlderLoss`)."""
         ep = self.state.episode
         if ep is not None:
             ep.possible_loss = True
@@ -1096,6 +1115,11 @@ class RoomMachine:
                 self._saved(last)
             noted = noted or last.id  # its timeline says why it is flagged
         self._note(noted, ts, "possible_loss", {"device": device, "missing": missing})
+        if since is not None:
+            held = tuple(e.id for e in (ep, last) if e is not None)
+            self._effects.append(OlderLoss(self.site, self.spec.id, device, missing, since, ts, held))
+        # `since` unknown (no reading of the device kept): the window has no start, and only the open
+        # and latest episodes are flagged (above), as before; older ones are left as they are.
 
     # -- effects
 
