@@ -96,38 +96,36 @@ class AddressError(MailError):
 
 class _ParentMailLog(logging.Filter):
     """Installed once on the mail library's logger: while a parents' copy is being prepared or sent, its
-    address never reaches a log (replaced in every record, whichever thread logs it), and the records
-    below WARNING of the threads doing that work are dropped (Apprise logs the recipient at INFO). Nothing
-    changes the logger's level, so two copies sent at once cannot leave it changed."""
+    address never reaches a log (replaced in every record), and the library's records below WARNING are
+    dropped, whichever thread logs them (Apprise logs the recipient at INFO and DEBUG, from a thread of
+    its own pool). Nothing changes the logger's level, so two copies sent at once cannot leave it
+    changed."""
 
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
         self._addresses: Counter[str] = Counter()  # lower-cased address: sends using it now
-        self._threads: Counter[int] = Counter()  # thread ident: sends it is doing now
 
     @contextlib.contextmanager
     def sending(self, address: str) -> Iterator[None]:
-        """Keep `address` out of the log, and this thread's records below WARNING, until the block ends."""
-        key, thread = address.lower(), threading.get_ident()
+        """Keep `address` out of the log, and the library's records below WARNING, until the block ends."""
+        key = address.lower()
         with self._lock:
             self._addresses[key] += 1
-            self._threads[thread] += 1
         try:
             yield
         finally:
             with self._lock:
                 self._addresses[key] -= 1
-                self._threads[thread] -= 1
-                self._addresses, self._threads = +self._addresses, +self._threads  # drop the zeros
+                self._addresses = +self._addresses  # drop the zeros
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._addresses:
             return True
-        with self._lock:
-            addresses, threads = list(self._addresses), set(self._threads)
-        if record.levelno < logging.WARNING and record.thread in threads:
+        if record.levelno < logging.WARNING:
             return False
+        with self._lock:
+            addresses = list(self._addresses)
         text = record.getMessage()
         lowered = text.lower()
         found = [a for a in addresses if a and a in lowered]
@@ -144,12 +142,17 @@ logging.getLogger("apprise").addFilter(_LOG)
 
 def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: float = 30.0) -> None:
     """Send the PDF to one parent's address from the site's `parent_mail` account."""
+    # Apprise logs an address it drops while it reads the URL, and the recipient as it sends.
+    with _LOG.sending(to):
+        _send_copy(site, to, school, pdf, timeout_s)
+
+
+def _send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: float) -> None:
     if site.spec.parent_mail is None:
         raise MailError("this site has no parent_mail account in its site file")
     base = expand_env(site.spec.parent_mail, str(site.path), "parent_mail")
     url = base + ("&" if "?" in base else "?") + "to=" + quote(to, safe="@")
-    with _LOG.sending(to):  # Apprise logs an address it drops while it reads the URL
-        plugin = _instantiate(url, apprise.AppriseAsset())
+    plugin = _instantiate(url, apprise.AppriseAsset())
     if plugin is None:
         raise MailError("the site's parent_mail is not a mail URL Apprise understands")
     # Apprise reads the recipient again itself (a name and an address, several addresses): send only

@@ -42,11 +42,18 @@ CHANGE_WORDS = {
     "unknown_minutes": "the time the hub could not know",
     "lapses": "the lapses in supervision",
     "unknown": "the devices' outages",
-    "alerts": "the alerts (an acknowledgement or an end recorded since)",
+    "alerts": "the alerts (one acknowledged, ended or raised since)",
     "reviews": "the reviews while the child was in the room",
     "manual": "whether it was entered by hand",
     "test": "whether it was a test",
+    "possible_loss": "that some of a device's readings may be missing",
 }
+
+
+# Alerts about the record rather than the episode (a step of the record overdue): they carry the
+# episode's id, but they are the record's deadlines (shown with them), and the sign-off itself resolves
+# them, which is no news about the episode.
+RECORD_KINDS = frozenset({"report_overdue"})
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ def facts_now(service: HubService, records: RecordStore, row: IncidentRecord) ->
             other_end = min(other.ended_at or now, ep.started_at)
             before_48h += max(0.0, (other_end - max(other.started_at, window)).total_seconds())
     alerts = [Alert.model_validate_json(a.data) for a in records.alerts_of(ep.id)]
+    alerts = [a for a in alerts if a.kind not in RECORD_KINDS]
     alerts.sort(key=lambda a: (a.raised_at, a.id))
     return Facts(ep, tuple(alerts), before_48h)
 
@@ -173,4 +181,5 @@ def auto_json(facts: Facts, now: dt.datetime) -> dict[str, Any]:
         "reviews": [{"name": r.name, "at": format_ts(r.at), "by": r.by, "note": r.note} for r in ep.reviews],
         "manual": ep.manual,
         "test": ep.test,
+        "possible_loss": ep.possible_loss,
     }

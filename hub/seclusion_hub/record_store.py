@@ -60,8 +60,12 @@ class RecordStore:
         self.engine = engine
         # One change of a record at a time in this process: a read, the workflow's decision and the
         # write happen as one step, so two people saving at once cannot undo each other's step.
-        # Re-entrant: `unsigned` holds it across a change that takes it again.
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        # And one step on each record at a time, held longer (`unsigned`: a child being attached, which
+        # waits for the ingest thread) without holding back the other records; always taken before
+        # `_lock`, never after it.
+        self._guard = threading.Lock()
+        self._held: dict[str, tuple[threading.Lock, int]] = {}
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -84,7 +88,7 @@ class RecordStore:
     ) -> IncidentRecord:
         """Read the record, let `decide` return the columns to change (it may raise to refuse), and
         write them with the audit entry (and a contact or addendum) in one transaction."""
-        with self._lock, self._session() as s:
+        with self._one_step(incident_id), self._lock, self._session() as s:
             row = s.get(IncidentRecord, incident_id)
             if row is None:
                 raise NotFound(incident_id)
@@ -113,10 +117,27 @@ class RecordStore:
             return row
 
     @contextlib.contextmanager
+    def _one_step(self, incident_id: str) -> Iterator[None]:
+        """Hold this record's own lock (made while someone holds or waits for it, then dropped)."""
+        with self._guard:
+            lock, users = self._held.get(incident_id, (threading.Lock(), 0))
+            self._held[incident_id] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._held[incident_id]
+                if users == 1:
+                    del self._held[incident_id]
+                else:
+                    self._held[incident_id] = (lock, users - 1)
+
+    @contextlib.contextmanager
     def unsigned(self, incident_id: str) -> Iterator[None]:
-        """Hold back every change of records while the caller acts on a record that is not signed off
-        (SignedOff if it is): no sign-off can come between the check and the caller's change."""
-        with self._lock:
+        """Hold back every change of this record while the caller acts on it, not signed off (SignedOff
+        if it is): no sign-off can come between the check and the caller's change. Other records go on."""
+        with self._one_step(incident_id):
             row = self.incident(incident_id)
             if row is not None and row.status == "closed":
                 raise SignedOff(incident_id)

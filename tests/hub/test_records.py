@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -548,6 +549,63 @@ def test_a_signed_record_keeps_the_episode_as_signed_and_shows_what_the_hub_lear
     assert "signed" not in entry.detail["after"] and entry.detail["after"]["status"] == "closed"
 
 
+def test_a_child_being_attached_holds_back_only_its_own_record(api: Records) -> None:
+    # Given a child being attached to one record's episode: the step holds that record while it waits
+    # for the ingest thread (up to 15 s, longer behind a backlog)
+    first, second = api.ended_episode(0), api.ended_episode(3600)
+    records = api.client.app.state.records  # type: ignore[attr-defined]
+    held, release = threading.Event(), threading.Event()
+
+    def attaching() -> None:
+        with records.unsigned(first["incident_id"]):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=attaching)
+    holder.start()
+    assert held.wait(10)
+    # When staff save another record meanwhile
+    saved: list[int] = []
+    saver = threading.Thread(
+        target=lambda: saved.append(
+            api.client.patch(
+                f"/api/incidents/{second['incident_id']}",
+                json={"before": "Upset after lunch."},
+                headers=api.token("staff", "test-school"),
+            ).status_code
+        )
+    )
+    saver.start()
+    saver.join(10)
+    # Then it is saved without waiting for the attach
+    try:
+        assert not saver.is_alive() and saved == [200]
+    finally:
+        release.set()
+        holder.join(10)
+        saver.join(30)
+
+
+def test_the_sign_off_resolving_the_records_own_overdue_alerts_is_no_news_about_the_episode(
+    api: Records,
+) -> None:
+    # Given a record completed the morning after, its deadlines passed: the hub raised report_overdue
+    ep = api.ended_episode()
+    api.clock.set(dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC))
+    api.service.process([api.service.report_check()])
+    senior = api.token("senior", "test-school")
+    raised = api.client.get("/api/alerts", params={"state": "all"}, headers=senior).json()["items"]
+    assert {a["kind"] for a in raised} >= {"report_overdue"}
+    incident = _signed_off(api, ep)
+    # When the hub next looks at the deadlines, the sign-off resolves the record's own alerts
+    api.clock.set(dt.datetime(2026, 11, 24, 8, 1, tzinfo=dt.UTC))
+    api.service.process([api.service.report_check()])
+    # Then the signed record reports nothing learned about the episode: those alerts are the record's
+    body = api.client.get(incident, headers=api.token("staff", "test-school")).json()
+    assert body["auto_changed"] == [] and body["auto_now"] is None
+    assert [a["kind"] for a in body["auto"]["alerts"]] == ["episode_started", "duration_warning"]
+
+
 def test_a_sign_off_waits_for_a_child_being_attached_and_signs_the_child_attached(
     api: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -593,6 +651,38 @@ def test_a_sign_off_waits_for_a_child_being_attached_and_signs_the_child_attache
         row = s.get(IncidentRecord, ep["incident_id"])
     assert row is not None and row.signed is not None and row.signed["episode"]["pupil_id"] == other["id"]
     assert body["auto_changed"] == []
+
+
+def test_while_a_copy_is_emailed_the_mail_librarys_lines_below_warning_stay_out_of_the_log(
+    tmp_path: Path, smtp_endpoint: SmtpEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Apprise logs the recipient, the sender and the server at DEBUG and INFO, from a thread of its own
+    pool: none of those lines reaches the hub's log, even with the operator's level at DEBUG."""
+    api = Records(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'hub.db'}",
+        parent_mail=f"mailto://office@127.0.0.1:{smtp_endpoint.port}?from=office@hillside.example",
+    )
+    try:
+        incident = _recorded(api, api.ended_episode())
+        caplog.set_level(logging.DEBUG, logger="apprise")
+        caplog.clear()
+        sent = api.client.post(
+            f"{incident}/parent-copy/send",
+            json={"to": "parent@home.example"},
+            headers=api.token("staff", "test-school"),
+        )
+        assert sent.status_code == 200 and len(smtp_endpoint.messages) == 1
+        low = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name.startswith("apprise") and r.levelno < logging.WARNING
+        ]
+        assert low == [] and "parent@home" not in caplog.text
+    finally:
+        api.service.stop()
+        api.client.close()
+        api.store.close()
 
 
 def test_the_parents_copy_is_made_from_the_record_names_only_this_child_and_is_audited(api: Records) -> None:

@@ -354,6 +354,24 @@ def test_the_record_shows_the_episode_in_local_time_and_its_alerts(hub: Hub) -> 
     assert {(r.action, r.target_type) for r in reads} >= {("read", "incident"), ("read", "episode")}
 
 
+def test_a_record_says_plainly_when_a_devices_readings_may_be_missing(hub: Hub) -> None:
+    # Given an episode during which the panel's events 2 to 4 never reached the hub (a gap in its seq)
+    hub.event("calm-1-panel", "observer", "present", 0)
+    hub.event("calm-1-door", "occupancy", "occupied", 1)
+    hub.event("calm-1-door", "door", "closed", 2)
+    hub.seq["calm-1-panel"] += 3
+    hub.event("calm-1-panel", "observer", "present", 300)
+    hub.event("calm-1-door", "door", "open", 602)
+    hub.event("calm-1-door", "occupancy", "vacant", 640)
+    [ep] = hub.api.get("/api/episodes", headers=hub.bearer("admin")).json()["items"]
+    assert ep["possible_loss"] is True
+    # Then its record says so beside the times, and the API's filled-in part carries it
+    page = _text(hub.browser("staff").get(f"/records/{ep['incident_id']}").text)
+    assert "Readings missing Some of a device's readings may be missing" in page
+    auto = hub.api.get(f"/api/incidents/{ep['incident_id']}", headers=hub.bearer("staff")).json()["auto"]
+    assert auto["possible_loss"] is True
+
+
 def test_the_register_is_listed_only_while_the_child_is_chosen_and_that_read_is_audited(hub: Hub) -> None:
     ep = hub.ended_episode()
     sam = hub.pupil("Sam", "Taylor")
