@@ -110,7 +110,9 @@ def snapshot(facts: Facts, at: dt.datetime) -> dict[str, Any]:
 
 
 def signed_facts(row: IncidentRecord) -> Facts | None:
-    """The facts the record was signed off with, if the hub kept them."""
+    """The facts the record was signed off with, if the hub kept them. `Episode` and `Alert` refuse
+    unknown fields: a change that renames or removes a field of theirs migrates `incident.signed` too
+    (a field added with a default needs nothing)."""
     kept = row.signed
     if not kept:
         return None
