@@ -27,7 +27,7 @@ from .deps import Cursor, Limit, Senior, Staff
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
 from .parent_mail import AddressError, MailError, parent_copy, send_copy
-from .record_facts import auto_json, facts_now, shown, snapshot
+from .record_facts import _ts, auto_json, facts_now, shown, snapshot
 from .record_store import NotFound, RecordStore, SignedOff, incident_view
 from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
@@ -88,10 +88,6 @@ class AddendumIn(_Body):
 
     text: Annotated[str, Field(min_length=3, max_length=10_000)]
     field: Annotated[str, Field(max_length=64)] | None = None
-
-
-def _ts(when: dt.datetime | None) -> str | None:
-    return format_ts(when) if when is not None else None
 
 
 def pupil_json(p: Pupil) -> dict[str, Any]:
