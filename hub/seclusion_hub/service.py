@@ -726,9 +726,14 @@ class HubService:
                 if self._deadlines.get(key) == when:
                     keys.add(key)
                     self._deadlines[key] = None  # consumed: whatever comes next is pushed anew
-        for key in keys:
+        # After a look at every room, their next looks are spread over the coalescing window rather than
+        # left due together: otherwise busy rooms stay in step, and every `coalesce_s` one batch
+        # evaluates and writes them all (a 30 ms batch among 4 ms ones at 50 rooms, bench/ingest.py).
+        # A room's look is only ever brought forward by this.
+        spread = self.coalesce_s / len(keys) if everything and keys and self.coalesce_s > 0 else 0.0
+        for i, key in enumerate(sorted(keys) if spread else keys):
             machine = self.machines[key]
-            self._looked_at[key] = now
+            self._looked_at[key] = now - dt.timedelta(seconds=spread * i)
             effects = machine.tick(now, liveness=listening)
             if effects:
                 self._collect(key, effects, pending)

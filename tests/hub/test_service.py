@@ -617,3 +617,43 @@ def test_a_gap_flags_every_ended_episode_its_window_overlaps_not_only_the_latest
     said = [(T0 + dt.timedelta(seconds=300), {"device": panel, "missing": 2})]
     assert loss_notes(older) == said and loss_notes(latest) == said
     assert loss_notes(before) == []
+
+
+def test_busy_rooms_looked_at_together_are_not_kept_in_step(tmp_path: Path, monkeypatch: Any) -> None:
+    """After a look at every room (the first one after a start), rooms busy within the coalescing window
+    are looked at again spread over it, each no later than `coalesce_s` after its last look, rather than
+    all in one batch: in step, every `coalesce_s` one batch would evaluate and write them all."""
+    rooms = [f"calm-{i}" for i in range(1, 5)]
+    write_site(tmp_path / "site.yaml", [two_device_room(r) for r in rooms])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    clock = FakeClock(T0)
+    service = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
+    service.ack_message = lambda mid, qos, conn: None
+    looked: list[tuple[dt.datetime, str]] = []
+    for (_, room), machine in service.machines.items():
+        tick = machine.tick
+
+        def counting(now: dt.datetime, *, liveness: bool, _room: str = room, _tick: Any = tick) -> Any:
+            looked.append((now, _room))
+            return _tick(now, liveness=liveness)
+
+        monkeypatch.setattr(machine, "tick", counting)
+    try:
+        service.process([])  # the first look, at every room
+        assert sorted(r for _, r in looked) == rooms
+        looked.clear()
+        clock.advance(0.01)  # every room busy again at once, within the window
+        busy: list[Inbound | Command] = [
+            inbound(r, f"{r}-door", 1, "door", "open", 0.01, mid=i) for i, r in enumerate(rooms)
+        ]
+        service.process(busy)
+        for _ in range(30):  # idle batches every 10 ms: deadlines wake the rooms
+            clock.advance(0.01)
+            service.process([])
+        times = {r: [t for t, room in looked if room == r] for r in rooms}
+        assert all(len(ts) == 1 for ts in times.values()), times
+        when = [ts[0] for ts in times.values()]
+        assert all(w <= T0 + dt.timedelta(seconds=service.coalesce_s) for w in when)
+        assert len(set(when)) == len(rooms), "looked at in one batch: still in step"
+    finally:
+        store.close()
