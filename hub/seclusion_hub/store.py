@@ -548,8 +548,15 @@ class Store:
                     ends,
                 )
             for incident_id, columns in batch.incident_changes:
+                # Never a signed-off record (semantics 6: it changes only by dated addenda). The API holds
+                # back a sign-off while it waits for such a change; one that gave up waiting (a stalled
+                # database) may see the sign-off land first, and the record then stays as signed.
                 table = IncidentRecord.__table__  # type: ignore[attr-defined]
-                conn.execute(sa.update(table).where(table.c.id == incident_id).values(**columns))
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.id == incident_id, table.c.status != "closed")
+                    .values(**columns)
+                )
             notes = batch.notes
             if batch.loss_windows:
                 # After the episodes' rows: an episode that ended earlier in this batch is among them.

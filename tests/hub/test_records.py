@@ -653,6 +653,33 @@ def test_a_sign_off_waits_for_a_child_being_attached_and_signs_the_child_attache
     assert body["auto_changed"] == []
 
 
+def test_a_child_attached_too_late_for_its_record_leaves_the_signed_record_as_signed(api: Records) -> None:
+    # Given a signed-off record, and a second child on the register
+    ep = api.ended_episode()
+    incident = _signed_off(api, ep)
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    before = api.client.get(incident, headers=staff).json()
+    other = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Lee", "last_name": "Park"}, headers=senior
+    ).json()
+    # When the ingest thread stores an attach only after the sign-off (the API gave up waiting for it on
+    # a stalled database, so its check came before the sign-off)
+    api.service.start()
+    try:
+        api.service.attach_pupil(
+            "test-school", "calm-1", ep["id"], ep["incident_id"], other["id"], None, "Jo Smith"
+        )
+    finally:
+        api.service.stop()
+    # Then the signed record keeps the child it was signed with and what it said; the episode, which is
+    # not the record, has the new child
+    body = api.client.get(incident, headers=staff).json()
+    assert body["status"] == "closed" and body["pupil_id"] == before["pupil_id"] != other["id"]
+    assert body["updated_at"] == before["updated_at"] and body["auto"] == before["auto"]
+    assert api.client.get(f"/api/episodes/{ep['id']}", headers=staff).json()["pupil_id"] == other["id"]
+
+
 def test_while_a_copy_is_emailed_the_mail_librarys_lines_below_warning_stay_out_of_the_log(
     tmp_path: Path, smtp_endpoint: SmtpEndpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
