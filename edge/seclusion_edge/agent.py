@@ -131,6 +131,11 @@ class EdgeAgent:
         self._first_reading_due: set[Kind] = set()
         # Settled readings not yet in the outbox (a failed write is retried next tick, in order).
         self._unrecorded: list[tuple[Kind, Settled]] = []
+        # Settled readings waiting for another sensor's burst that began before them (`_in_order`), and
+        # the reading of each kind last let through: what the events and the heartbeat have said.
+        self._held: list[tuple[Kind, Settled]] = []
+        self._let_through: dict[Kind, bool | None] = {}
+        self._hold_limit_ms = 0
         self._outbox: Outbox | None = None
         self._publisher: Publisher | None = None
         self._sent_upto: EventKey | None = None
@@ -181,6 +186,9 @@ class EdgeAgent:
         self._stopping = False
         self._first_reading_due.clear()
         self._unrecorded.clear()
+        self._held.clear()
+        self._let_through.clear()
+        self._hold_limit_ms = 0
         outbox = Outbox.open(self.config.state_dir, self.config.device)
         self._last_run = {
             kind: (value, began)
@@ -231,7 +239,8 @@ class EdgeAgent:
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop ticking, publish the retained offline status, disconnect, and release pins and files.
 
-        A reading still settling is dropped: the next start observes it again as a start-up reading.
+        A reading still settling is dropped: the next start observes it again as a start-up reading. One
+        that settled and waits for another sensor's (`_in_order`) is numbered now, with its own time.
         """
         if not self._running:
             return
@@ -240,6 +249,17 @@ class EdgeAgent:
             self._ticker.join()
             self._ticker = None
         with self._send_lock:
+            with self._sensor_lock:
+                waiting = sorted(self._held, key=lambda item: item[1].began.mono_ms)
+                self._held = []
+            self._unrecorded.extend(waiting)
+            try:
+                while self._unrecorded:
+                    kind, reading = self._unrecorded[0]
+                    self._record(kind, reading)
+                    del self._unrecorded[0]
+            except Exception:
+                log.exception("readings not yet numbered at the stop could not be stored")
             self._stopping = True
         farewell = Message(
             self._status_topic,
@@ -379,7 +399,7 @@ class EdgeAgent:
     def readings(self) -> dict[Kind, str]:
         """The current debounced reading of each sensor (a check button has none)."""
         with self._sensor_lock:
-            settled = {kind: debouncer.settled for kind, debouncer in self._debouncers.items()}
+            settled = {kind: self._let_through.get(kind) for kind in self._debouncers}
         state: dict[Kind, str] = {}
         for kind, active in settled.items():
             if active is None or kind == "check":
@@ -396,11 +416,11 @@ class EdgeAgent:
         if not self._running:
             return
         now = self._clock.now()
-        settled: list[tuple[Kind, Settled]] = []
         with self._sensor_lock:
             for kind, debouncer in self._debouncers.items():
                 debouncer.observe(self._sensors[kind].active, now)
-                settled.extend((kind, reading) for reading in debouncer.tick(now.mono_ms))
+                self._held.extend((kind, reading) for reading in debouncer.tick(now.mono_ms))
+            settled = self._in_order(now)
         # The alarm comes before the outbox: it must not wait for the SD card, nor for the network.
         with self._failsafe_lock:
             for kind, reading in settled:
@@ -418,6 +438,28 @@ class EdgeAgent:
                 del self._unrecorded[0]
             self._send_pending()
             self._send_heartbeat_if_due(now)
+
+    def _in_order(self, now: Instant) -> list[tuple[Kind, Settled]]:
+        """The settled readings that may be numbered now, in the order they began (semantics 1: the hub
+        applies a device's events in `seq` order). Sensors settle at different speeds (a door in 100 ms,
+        a radar in 500): a reading waits while another sensor's burst that began before it has not
+        settled (one of the same instant does not hold it), so that the child leaving just before the
+        door shut is not numbered after the shut (the hub would time an empty room). It waits at most
+        twice the longest settle time (a sensor chattering without end holds nothing back for longer).
+        The fail-safe takes the readings in the same order. Caller holds `_sensor_lock`."""
+        held = sorted(self._held, key=lambda item: item[1].began.mono_ms)  # stable: one instant, pin order
+        bursts = [d.burst_began.mono_ms for d in self._debouncers.values() if d.burst_began is not None]
+        first_burst = min(bursts, default=None)
+        ready = 0
+        for _kind, reading in held:
+            began = reading.began.mono_ms
+            if first_burst is not None and began > first_burst and now.mono_ms - began < self._hold_limit_ms:
+                break
+            ready += 1
+        out, self._held = held[:ready], held[ready:]
+        for kind, reading in out:
+            self._let_through[kind] = reading.active
+        return out
 
     def _record(self, kind: Kind, reading: Settled) -> None:
         sensor = self.config.sensor(kind)
@@ -727,6 +769,8 @@ class EdgeAgent:
                 known = False if config.kind == "check" else None
                 with self._sensor_lock:
                     self._debouncers[config.kind] = Debouncer(settle, sensor.active, now, settled=known)
+                    self._let_through[config.kind] = known
+                    self._hold_limit_ms = max(self._hold_limit_ms, 2 * settle)
                 self._first_reading_due.add(config.kind)
         except BaseException:
             for sensor in self._sensors.values():

@@ -63,6 +63,12 @@ class Debouncer:
         """True while a burst of edges has not yet held for the settle time."""
         return self._burst_start is not None
 
+    @property
+    def burst_began(self) -> Instant | None:
+        """The first edge of the burst not yet settled (None when there is none): a reading it settles
+        into will be reported as beginning then."""
+        return self._burst_start
+
     def observe(self, level: bool, at: Instant) -> None:
         """Record the level seen at `at`; the same level again is not an edge and changes nothing."""
         if level == self._level:

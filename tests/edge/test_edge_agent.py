@@ -12,6 +12,7 @@ import pytest
 
 from seclusion_contract import format_ts
 from seclusion_edge import EdgeAgent, FakeClock, reset_epoch
+from seclusion_edge.config import EdgeConfig
 from tests.edge.conftest import SETTLE_MS, Bench, door_device, panel_device
 
 ACK = "seclusion/v1/demo-school/calm-1/calm-1-door/ack"
@@ -225,6 +226,135 @@ def test_a_heartbeat_never_reports_a_reading_that_has_no_event_yet(
     monkeypatch.undo()
     agent.tick()
     assert [(e.seq, e.value) for e in bench.link.events()] == [(6, "open")]
+
+
+def _radar_room(tmp_path: Path) -> EdgeConfig:
+    """calm-1-door as shipped: the door settles in 100 ms, the occupancy radar in 500 ms."""
+    return door_device(
+        tmp_path,
+        sensors=[
+            {"kind": "door", "pin": 17, "pull": "up", "active": "low", "active_value": "closed"},
+            {
+                "kind": "occupancy",
+                "pin": 22,
+                "pull": "down",
+                "active": "high",
+                "active_value": "occupied",
+                "settle_ms": 500,
+            },
+        ],
+    )
+
+
+def _tick_every_10_ms(bench: Bench, agent: EdgeAgent, ms: int) -> None:
+    for _ in range(ms // 10):
+        bench.settle(agent, 10)
+
+
+def test_the_child_leaving_just_before_the_door_shuts_is_numbered_before_the_shut(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    # Given an occupied room with its door open (the radar settles in 500 ms, the door in 100)
+    agent = bench.start(_radar_room(tmp_path))
+    agent.pin_for("occupancy").drive_high()
+    _tick_every_10_ms(bench, agent, 600)
+    bench.link.clear()
+    # When the child leaves and the door shuts 200 ms later
+    left = clock.now()
+    agent.pin_for("occupancy").drive_low()
+    _tick_every_10_ms(bench, agent, 200)
+    shut = clock.now()
+    close_door(agent)
+    _tick_every_10_ms(bench, agent, 150)
+    # Then the shut, settled first, waits for the reading that began before it ...
+    assert bench.link.events() == []
+    assert agent.readings()["door"] == "open"  # nor does the heartbeat's state run ahead of the events
+    _tick_every_10_ms(bench, agent, 200)
+    # ... and the hub is told in the order it happened: no episode for an empty room
+    assert [(e.kind, e.value, e.ts) for e in bench.link.events()] == [
+        ("occupancy", "vacant", left.wall),
+        ("door", "closed", shut.wall),
+    ]
+    assert [e.seq for e in bench.link.events()] == sorted(e.seq for e in bench.link.events())
+    assert agent.readings() == {"door": "closed", "occupancy": "vacant"}
+
+
+def test_readings_settled_in_one_late_tick_are_numbered_in_the_order_they_began(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    # Given an occupied room with its door closed (an episode), and the ticker held up by a slow write
+    agent = bench.start(door_device(tmp_path / "state"))
+    agent.pin_for("occupancy").drive_high()
+    close_door(agent)
+    bench.settle(agent)
+    bench.link.clear()
+    # When the door opens, the room empties a second later and the door shuts half a second after that,
+    # all before the next tick
+    opened = clock.now()
+    open_door(agent)
+    clock.advance(seconds=1)
+    vacant = clock.now()
+    agent.pin_for("occupancy").drive_low()
+    clock.advance(seconds=0.5)
+    shut = clock.now()
+    close_door(agent)
+    bench.settle(agent, 1000)
+    # Then they are numbered as they happened (by sensor they would end the episode after the shut)
+    assert [(e.kind, e.value, e.ts) for e in bench.link.events()] == [
+        ("door", "open", opened.wall),
+        ("occupancy", "vacant", vacant.wall),
+        ("door", "closed", shut.wall),
+    ]
+
+
+def test_a_sensor_that_never_settles_holds_the_others_back_only_briefly(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    # Given the radar (500 ms) flickering without end
+    agent = bench.start(_radar_room(tmp_path))
+    _tick_every_10_ms(bench, agent, 600)
+    bench.link.clear()
+    radar = agent.pin_for("occupancy")
+    radar.drive_high()
+    _tick_every_10_ms(bench, agent, 50)
+    # When the door shuts while it flickers
+    shut = clock.now()
+    close_door(agent)
+    published_at = None
+    for step in range(200):
+        if step % 20 == 0:
+            radar.drive_low() if step % 40 == 0 else radar.drive_high()
+        bench.settle(agent, 10)
+        if published_at is None and bench.link.events():
+            published_at = clock.now()
+    # Then the shut is numbered within twice the longest settle time of its own beginning
+    assert [(e.kind, e.value, e.ts) for e in bench.link.events()] == [("door", "closed", shut.wall)]
+    assert published_at is not None and published_at.mono_ms - shut.mono_ms <= 2 * 500 + 10
+
+
+def test_a_reading_waiting_for_another_is_numbered_at_the_stop_with_its_own_time(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    # Given the radar's reading settling while the door's shut waits behind it
+    agent = bench.start(_radar_room(tmp_path))
+    agent.pin_for("occupancy").drive_high()
+    _tick_every_10_ms(bench, agent, 600)
+    agent.pin_for("occupancy").drive_low()
+    _tick_every_10_ms(bench, agent, 100)
+    shut = clock.now()
+    close_door(agent)
+    _tick_every_10_ms(bench, agent, 150)
+    link = bench.link
+    link.clear()
+    # When the agent is stopped before the radar settles
+    agent.stop()
+    # Then the shut is in the outbox with its own time, sent at the next start (the vacant, still
+    # settling, is observed again then)
+    again = bench.start(_radar_room(tmp_path))
+    bench.settle(again, 0)
+    sent = [(e.kind, e.value, e.ts) for e in bench.link.events()]
+    assert ("door", "closed", shut.wall) in sent
+    assert link.events() == []
 
 
 # -------------------------------------------------------------------------------- start-up readings

@@ -49,6 +49,14 @@ def test_check_config_reports_a_bad_key_with_the_file_and_exit_status_2(
     assert f"{device_file}: sensors.1.pull: Input should be" in capsys.readouterr().err
 
 
+def test_check_config_names_a_file_that_is_not_utf8_with_exit_status_2(
+    device_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    device_file.write_bytes(("# posée\n" + DEVICE).encode("latin-1"))
+    assert main(["check-config", "--config", str(device_file)]) == 2
+    assert f"{device_file}: line 1: not UTF-8 text" in capsys.readouterr().err
+
+
 def test_check_config_tries_the_wiring_on_mock_pins(
     device_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

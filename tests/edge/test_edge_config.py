@@ -146,6 +146,10 @@ def test_an_unreadable_or_malformed_file_is_named(tmp_path: Path) -> None:
         load_config(write(tmp_path, "site: a\n  room: [\n", "bad.yaml"))
     with pytest.raises(ConfigError, match=r"list\.yaml: the file must be a mapping"):
         load_config(write(tmp_path, "- a\n", "list.yaml"))
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(("# porte posée en 2026\n" + GOOD).encode("latin-1"))  # an editor's other encoding
+    with pytest.raises(ConfigError, match=r"latin\.yaml: line 1: not UTF-8 text"):
+        load_config(latin)
 
 
 def test_outputs_take_a_buzzer_type(tmp_path: Path) -> None:
