@@ -104,21 +104,7 @@ def test_a_chattering_close_is_one_event_from_the_first_edge(
 def test_each_sensor_is_debounced_on_its_own_settle_time(
     bench: Bench, clock: FakeClock, tmp_path: Path
 ) -> None:
-    config = door_device(
-        tmp_path,
-        sensors=[
-            {"kind": "door", "pin": 17, "pull": "up", "active": "low", "active_value": "closed"},
-            {
-                "kind": "occupancy",
-                "pin": 22,
-                "pull": "down",
-                "active": "high",
-                "active_value": "occupied",
-                "settle_ms": 500,
-            },
-        ],
-    )
-    agent = bench.start(config)
+    agent = bench.start(_radar_room(tmp_path))
     bench.settle(agent, 500)
     bench.link.clear()
     close_door(agent)
