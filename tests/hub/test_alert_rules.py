@@ -726,3 +726,43 @@ def test_escalations_and_duration_rules_fire_on_their_deadlines_alone() -> None:
     assert [e.at for e in lapse.escalations][:4] == [at(25), at(85), at(145), at(205)]
     [warning] = room.alerts("duration_warning")
     assert warning.raised_at == at(602)
+
+
+def test_with_no_grace_an_absence_wakes_the_room_once_and_raises_the_lapse_at_that_moment() -> None:
+    # Given a policy with no grace (0 is allowed) and a child confined with the observer present
+    room = Room(tiers=ALL_TIERS, lapse_grace_s=0)
+    confined(room)
+    # When the observer leaves at T0+10 and the hub wakes the room only at its deadlines
+    room.observer("absent", 10)
+    woken = room.run_on_deadlines(60)
+    # Then the lapse is raised at the moment of the absence, on time, and the room is not woken again
+    # and again at that moment
+    [lapse] = room.alerts("supervision_lapse")
+    assert (lapse.due_at, lapse.raised_at, lapse.late) == (at(10), at(10), False)
+    assert woken.count(10.0) <= 1
+
+
+def test_with_no_grace_a_check_in_running_out_raises_the_lapse_when_its_proof_ends() -> None:
+    # Given check-in supervision with no grace, and a check-in at T0 that proves observation until T0+60
+    room = Room(tiers=ALL_TIERS, supervision="checkin", checkin_interval_s=60, lapse_grace_s=0)
+    room.send(PANEL, "check", "ok", 0)
+    room.occupancy("occupied", 1)
+    room.door("closed", 2)
+    # When nothing more arrives and the hub wakes the room only at its deadlines
+    woken = room.run_on_deadlines(120)
+    # Then the room is woken once at T0+60 and the lapse is raised then, on time
+    assert woken.count(60.0) == 1
+    [lapse] = room.alerts("supervision_lapse")
+    assert (lapse.due_at, lapse.raised_at, lapse.late) == (at(60), at(60), False)
+
+
+def test_with_no_grace_an_episode_opened_with_nobody_at_the_panel_raises_the_lapse_at_its_start() -> None:
+    # Given a policy with no grace and nobody at the panel
+    room = Room(tiers=ALL_TIERS, lapse_grace_s=0)
+    # When a child is confined at T0+2
+    confined(room, observer=None)
+    room.run_on_deadlines(60)
+    # Then the lapse is raised at the start, since when nobody has been at the panel
+    [lapse] = room.alerts("supervision_lapse")
+    assert (lapse.due_at, lapse.raised_at, lapse.late) == (at(2), at(2), False)
+    assert lapse.detail["since"] == "2026-11-23T10:00:02.000Z"

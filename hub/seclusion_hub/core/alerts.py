@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from seclusion_contract import format_ts
 
-from .episode import Episode, account
+from .episode import Episode, Lapse, account
 from .policy import Policy, Tier
 
 Severity = Literal["info", "warning", "critical"]
@@ -235,7 +235,12 @@ def _episode_conditions(
     acc = account(seen, now)
     horizon = ep.end_or(now)
     ongoing = ep.is_open and acc.state_now == "unsupervised"
-    for lapse in acc.lapses:
+    lapses = list(acc.lapses)
+    if ongoing and horizon >= start and not (lapses and lapses[-1].end == horizon):
+        # A lapse that begins at this very moment has no length yet, so the accounting lists none; with
+        # a grace of 0 it is due now (3.1, 3.2), and is raised now rather than at the next wake-up.
+        lapses.append(Lapse(horizon, horizon))
+    for lapse in lapses:
         running = ongoing and lapse.end == horizon
         if not running and lapse.end - lapse.start <= grace:
             continue
