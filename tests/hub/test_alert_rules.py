@@ -514,6 +514,55 @@ def test_a_sensor_fault_is_raised_at_once_and_cleared_by_the_device() -> None:
     assert alert.resolved_at == at(50)
 
 
+def test_a_different_fault_code_goes_on_with_the_same_sensor_fault_until_the_device_says_ok() -> None:
+    # Given a device's fault, unacknowledged and escalated from senior to dsl at T0+65
+    room = Room(tiers=ALL_TIERS)
+    room.send(DOOR, "fault", "pir-stuck", 5)
+    room.run(70)
+    [fault] = room.alerts("sensor_fault")
+    assert fault.tier == "dsl"
+    # When the device reports another fault code, first as an event, then in a heartbeat
+    room.send(DOOR, "fault", "door-sensor-disconnected", 80)
+    room.run(90)
+    # Then it is the same alert, still active and escalating on its own schedule, saying the latest code
+    [fault] = room.alerts("sensor_fault")
+    assert (fault.active, fault.due_at, fault.note) == (True, at(5), None)
+    assert fault.detail == {"device": DOOR, "code": "door-sensor-disconnected"}
+    assert [e.tier for e in fault.escalations] == ["senior", "dsl"]
+    updated = [e for e in room.effects if isinstance(e, AlertSaved) and e.change == "updated"]
+    assert [e.alert.detail["code"] for e in updated] == ["door-sensor-disconnected"]
+    room.heartbeat(DOOR, 100, {"fault": "pir-stuck"})
+    room.run(130)
+    [fault] = room.alerts("sensor_fault")
+    assert fault.active and fault.detail["code"] == "pir-stuck"
+    assert [e.tier for e in fault.escalations] == ["senior", "dsl", "head"]
+    # And only `fault: ok` from the device resolves it; a fault after that is a new alert
+    room.send(DOOR, "fault", "ok", 140)
+    assert (fault.resolved_at, fault.note) == (at(140), "the device reported its fault cleared")
+    room.send(DOOR, "fault", "pir-stuck", 150)
+    assert [a.due_at for a in room.alerts("sensor_fault", active=True)] == [at(150)]
+
+
+def test_a_sensor_fault_stored_before_the_run_was_kept_goes_on_with_the_same_alert() -> None:
+    # Given a room state stored by a hub that did not keep when a device's faults began: its active
+    # sensor_fault is keyed by the fault reading it holds
+    room = Room(tiers=ALL_TIERS)
+    room.send(DOOR, "fault", "pir-stuck", 5)
+    [fault] = room.alerts("sensor_fault")
+    room.machine.state.devices[DOOR].fault_since = None
+    stored = room.machine.state.model_dump_json(exclude_none=True)
+    assert "fault_since" not in stored
+    room.machine = RoomMachine(
+        "demo-school", room.spec, room.policy, RoomState.model_validate_json(stored), tiers=ALL_TIERS
+    )
+    # When the restored room hears of another fault code
+    room.send(DOOR, "fault", "door-sensor-disconnected", 80)
+    # Then the stored alert goes on, neither resolved nor raised again
+    [still] = room.machine.state.book.alerts.values()
+    assert (still.id, still.active, still.detail["code"]) == (fault.id, True, "door-sensor-disconnected")
+    assert [a.id for a in room.alerts("sensor_fault")] == [fault.id]
+
+
 def test_a_clock_off_by_more_than_the_bound_raises_clock_skew_and_its_times_are_corrected() -> None:
     room = Room(tiers=ALL_TIERS, max_clock_skew_s=2)
     for t in (10, 20, 30):

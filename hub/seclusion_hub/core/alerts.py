@@ -127,6 +127,9 @@ class Condition:
     tier: Tier | None = None
     severity: Severity | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    # The alert's detail follows this one's while it lasts (a device's latest fault code); otherwise it
+    # is the detail it was raised with.
+    follows: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,8 @@ class DeviceView:
     online: bool
     offline_since: dt.datetime | None
     offline_detected_at: dt.datetime | None
-    fault: tuple[str, dt.datetime] | None  # a fault code other than `ok`, since when
+    fault: tuple[str, dt.datetime] | None  # its latest fault code other than `ok`, and since when it
+    # has been faulty (its first fault since its last `ok`)
     skew: tuple[float, dt.datetime] | None  # an offset beyond bounds, and since when
 
 
@@ -401,6 +405,8 @@ def _device_conditions(view: RoomView, policy: Policy, now: dt.datetime, due: Du
                 )
             )
         if dev.fault is not None:
+            # One alert from the device's first fault to its `fault: ok`: keyed by the start of the run,
+            # so a different code in between goes on with it, and says its latest code.
             code, since = dev.fault
             add(
                 Condition(
@@ -409,6 +415,7 @@ def _device_conditions(view: RoomView, policy: Policy, now: dt.datetime, due: Du
                     min(since, now),
                     rule=dev.device,
                     detail={"device": dev.device, "code": code},
+                    follows=True,
                 )
             )
         if dev.skew is not None:
@@ -427,7 +434,8 @@ def _device_conditions(view: RoomView, policy: Policy, now: dt.datetime, due: Du
 # --- effects ------------------------------------------------------------------------------------
 
 
-Change = Literal["raised", "released", "escalated", "renotified", "acknowledged", "resolved"]
+# "updated": its detail changed while its condition lasts (a device's new fault code).
+Change = Literal["raised", "released", "escalated", "renotified", "acknowledged", "resolved", "updated"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +528,9 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
         elif alert.active and cond.ended_at is not None:
             _resolve(alert, now, None, _ended_note(alert), cond.ended_at)
             effects.append(AlertSaved(alert, "resolved"))
+        elif alert.active and cond.follows and cond.detail != alert.detail:
+            alert.detail = dict(cond.detail)
+            effects.append(AlertSaved(alert, "updated"))
     for key, alert in list(book.alerts.items()):
         if alert.active and key not in seen:
             # Its condition no longer holds (an occupancy signal, a recorded review, the device back).

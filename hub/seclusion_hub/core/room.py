@@ -194,6 +194,10 @@ class DeviceState(_Model):
     booted_after: dt.datetime | None = None  # `reported_ts` when `boot` was announced: it began after
     previous_boot: str | None = None  # the boot before, and its correction (for its replayed events)
     previous_skew_s: float | None = None
+    # The start of the device's current run of faults: its first fault reading since its last `fault: ok`
+    # (a different code in between is the same fault going on: sensor_fault resolves on `ok` alone).
+    # None with a fault reading held: a state stored before this was kept, and that reading began it.
+    fault_since: dt.datetime | None = None
 
 
 class RoomState(_Model):
@@ -232,6 +236,16 @@ _Timed = TypeVar("_Timed", ObserverMark, Reading)
 def _from_start(items: list[_Timed], start: dt.datetime) -> list[_Timed]:
     """Of readings in time order, the one in effect at `start` (the last at or before it) and each after."""
     return [r for r in items if r.ts <= start][-1:] + [r for r in items if r.ts > start]
+
+
+def _fault_run(dev: DeviceState, value: str, ts: dt.datetime) -> None:
+    """A fault reading of the device (before it is kept): `ok` ends the run of faults; the first fault
+    after it begins one, which a different code goes on with (semantics 5's table)."""
+    if value == "ok":
+        dev.fault_since = None
+    elif dev.fault_since is None:
+        held = dev.readings.get("fault")
+        dev.fault_since = held.ts if held is not None and held.value != "ok" else ts
 
 
 # --- the machine ----------------------------------------------------------------------------------
@@ -380,7 +394,9 @@ class RoomMachine:
                     online=dev.online,
                     offline_since=dev.offline_since,
                     offline_detected_at=dev.offline_detected_at,
-                    fault=(fault.value, fault.ts) if fault is not None and fault.value != "ok" else None,
+                    fault=(fault.value, dev.fault_since or fault.ts)
+                    if fault is not None and fault.value != "ok"
+                    else None,
                     skew=(dev.skew_s, dev.skew_since)
                     if dev.skew_since is not None and dev.skew_s is not None
                     else None,
@@ -423,6 +439,8 @@ class RoomMachine:
                     detail.update(by=a.acknowledged_by, via=a.acknowledged_via)
                 elif effect.change == "resolved":
                     detail.update(by=a.resolved_by, note=a.note)
+                elif effect.change == "updated":
+                    detail["detail"] = dict(a.detail)
                 out.append(Note(a.episode_id, now, f"alert_{effect.change}", detail))
         return out
 
@@ -796,6 +814,8 @@ class RoomMachine:
     ) -> None:
         dev = self.state.devices[device]
         reading = Reading(value=value, ts=ts, device=device, uncertain=uncertain)
+        if kind == "fault":
+            _fault_run(dev, value, ts)
         dev.readings[kind] = reading
         ep = self.state.episode
         # 4.3: what a replay reveals about the past is written into the episode it belongs to, the ended
