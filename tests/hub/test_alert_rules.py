@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from seclusion_hub.core.alerts import AlertSaved, IndicatorChanged, duration_limit_s
+from seclusion_hub.core.alerts import AlertSaved, IndicatorChanged, alert_id, duration_limit_s
 from seclusion_hub.core.episode import account
 from seclusion_hub.core.policy import Policy
 from seclusion_hub.core.room import Heartbeat, RoomMachine, RoomState, SensorEvent
@@ -291,6 +291,83 @@ def test_a_limit_raised_on_the_youngest_band_does_not_stand_in_for_the_childs_ow
     room.tick(7203)
     [own] = room.alerts("duration_limit", active=True)
     assert own.due_at == at(7202) and own.detail == {"limit_s": "7200"}
+
+
+def test_two_duration_alerts_are_two_rules_however_close_their_times() -> None:
+    # Given two duration rules a second apart, at times `:g` would write alike (1e+06)
+    room = Room(
+        tiers=ALL_TIERS,
+        duration_alerts=[
+            {"after_s": 1000000, "kind": "duration_escalation", "tier": "senior"},
+            {"after_s": 1000001, "kind": "duration_escalation", "tier": "head"},
+        ],
+    )
+    confined(room)
+    # When the episode has run past both
+    room.tick(1000010, liveness=False)
+    # Then each raised its own alert, to its own tier, saying its own time; the first keeps the key it
+    # always had
+    found = sorted(room.alerts("duration_escalation"), key=lambda a: a.due_at)
+    assert [(a.due_at, a.tier, a.rule, a.detail["after_s"]) for a in found] == [
+        (at(1000002), "senior", "1e+06", "1e+06"),
+        (at(1000003), "head", "1000001.0", "1000001.0"),
+    ]
+    ep = room.machine.episode
+    assert ep is not None
+    assert [a.key for a in found] == [
+        f"duration_escalation/{ep.id}/1e+06",
+        f"duration_escalation/{ep.id}/1000001.0",
+    ]
+
+
+def test_a_rules_number_in_its_key_is_as_it_always_was_wherever_that_is_exact() -> None:
+    # Given the usual numbers of duration rules and limits
+    room = Room(
+        tiers=ALL_TIERS,
+        duration_alerts=[
+            {"after_s": 600, "kind": "duration_warning", "tier": "room"},
+            {"after_s": 1200.5, "kind": "duration_escalation", "tier": "senior"},
+        ],
+        age_band_max_s=[{"max_age": 8, "max_s": 3600}, {"max_age": 17, "max_s": 7200.25}],
+    )
+    confined(room)
+    ep = room.machine.episode
+    assert ep is not None
+    # When they fall due (the child's age, attached, sets the later limit)
+    room.effects.extend(room.machine.attach_pupil(ep.id, "p-1", 12, "senior-user", at(10)))
+    room.tick(7300, liveness=False)
+    # Then their keys say them as `:g` always did, so stored alerts keep their ids
+    found = {a.key: a.id for a in room.alerts() if a.kind != "episode_started"}
+    keys = [
+        f"duration_warning/{ep.id}/600",
+        f"duration_escalation/{ep.id}/1200.5",
+        f"duration_limit/{ep.id}/7200.25",
+    ]
+    assert found == {key: alert_id("demo-school", "calm-1", key) for key in keys}
+
+
+def test_two_limits_set_by_the_childs_age_are_two_alerts_however_close_their_times() -> None:
+    # Given age bands whose limits `:g` would write alike (1e+06), and a child first said to be 10
+    bands = [
+        {"max_age": 8, "max_s": 1000000},
+        {"max_age": 12, "max_s": 1000001},
+        {"max_age": 17, "max_s": 1000002},
+    ]
+    room = Room(tiers=ALL_TIERS, age_band_max_s=bands, duration_alerts=[])
+    confined(room)
+    ep = room.machine.episode
+    assert ep is not None
+    room.effects.extend(room.machine.attach_pupil(ep.id, "p-1", 10, "senior-user", at(10)))
+    room.tick(1000003.5, liveness=False)
+    [first] = room.alerts("duration_limit", active=True)
+    assert first.detail == {"limit_s": "1000001.0"}
+    # When the register corrects the age to 15
+    room.effects.extend(room.machine.attach_pupil(ep.id, "p-1", 15, "senior-user", at(1000003.6)))
+    room.tick(1000005, liveness=False)
+    # Then the first limit's alert resolves and the child's own limit raises its own
+    assert first.note == "the episode ended, or the child's age set another limit"
+    [own] = room.alerts("duration_limit", active=True)
+    assert (own.due_at, own.detail) == (at(1000004), {"limit_s": "1000002.0"})
 
 
 def test_reviews_recur_until_each_is_recorded() -> None:

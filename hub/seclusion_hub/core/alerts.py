@@ -172,6 +172,14 @@ def _s(value: float) -> dt.timedelta:
     return dt.timedelta(seconds=value)
 
 
+def _number(value: float) -> str:
+    """A rule's number as its key, rule and detail say it: `:g` (600, 1200.5) wherever that gives the
+    number back exactly, so stored keys stay as they were; otherwise the float's own repr (1000001.0,
+    which `:g` would round to 1e+06, the key of another rule)."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(float(value))
+
+
 def duration_limit_s(policy: Policy, age: int | None) -> float | None:
     """The hard limit (2.6): the age band's maximum (the youngest band when the age is unknown), and
     `max_duration_s`; when both apply, the shorter, so the limit is never later than either says."""
@@ -278,15 +286,16 @@ def _episode_conditions(
                 due.later(lapse.start + grace)
     # 2.6: duration rules count elapsed time, the reading that never under-counts.
     for rule in policy.duration_alerts:
+        after = _number(rule.after_s)
         add(
             Condition(
-                f"{rule.kind}/{ep.id}/{rule.after_s:g}",
+                f"{rule.kind}/{ep.id}/{after}",
                 rule.kind,
                 start + _s(rule.after_s),
                 episode_id=ep.id,
-                rule=f"{rule.after_s:g}",
+                rule=after,
                 tier=rule.tier,
-                detail={"after_s": f"{rule.after_s:g}"},
+                detail={"after_s": after},
             )
         )
     limit = duration_limit_s(policy, ep.pupil_age)
@@ -294,14 +303,15 @@ def _episode_conditions(
         # Keyed by the limit when the child's age moved it from the unknown-age one: a limit raised on
         # the youngest band does not stand in for the child's own, which raises in its turn.
         moved = limit != duration_limit_s(policy, None)
+        limit_s = _number(limit)
         add(
             Condition(
-                f"duration_limit/{ep.id}" + (f"/{limit:g}" if moved else ""),
+                f"duration_limit/{ep.id}" + (f"/{limit_s}" if moved else ""),
                 "duration_limit",
                 start + _s(limit),
                 episode_id=ep.id,
-                rule=f"{limit:g}",
-                detail={"limit_s": f"{limit:g}"},
+                rule=limit_s,
+                detail={"limit_s": limit_s},
             )
         )
     for review in policy.reviews:
