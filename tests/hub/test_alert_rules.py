@@ -234,6 +234,41 @@ def test_the_start_of_an_episode_is_told_to_a_senior_once_and_needs_no_acknowled
     assert room.alerts("episode_started", active=True) == []
 
 
+def test_an_alert_that_needs_no_acknowledgement_is_recorded_as_acknowledged_and_not_sent_again() -> None:
+    # Given the start of an episode, told to a senior once (it needs no acknowledgement)
+    room = Room(tiers=ALL_TIERS, renotify_s=300)
+    confined(room)
+    [started] = room.alerts("episode_started")
+    # When a senior acknowledges it from the board, and the hub wakes the room only at its deadlines
+    acked, _ = room.machine.acknowledge(started.id, "Ms Reed", "board", at(3))
+    woken = room.run_on_deadlines(1000)
+    # Then who acknowledged it is recorded, and it is never sent again: renotify is for alerts that
+    # need acknowledgement (5.2), and the room is not woken for it
+    assert (acked.acknowledged_at, acked.acknowledged_by, acked.acknowledged_via) == (
+        at(3),
+        "Ms Reed",
+        "board",
+    )
+    assert (acked.active, acked.next_send_at) == (True, None)
+    assert [(s.tier, s.reason) for s in room.sends("episode_started")] == [("senior", "raised")]
+    assert 303.0 not in woken
+
+
+def test_a_re_send_an_earlier_hub_stored_for_an_acknowledged_alert_that_needs_none_is_dropped() -> None:
+    # Given an acknowledged episode_started whose stored state still holds a re-send at T0+303 (as an
+    # earlier hub scheduled one for any acknowledged alert)
+    room = Room(tiers=ALL_TIERS, renotify_s=300)
+    confined(room)
+    [started] = room.alerts("episode_started")
+    room.machine.acknowledge(started.id, "Ms Reed", "board", at(3))
+    started.next_send_at = at(303)
+    # When the room is woken at that deadline, and time goes on
+    room.run_on_deadlines(1000)
+    # Then nothing more is sent, and nothing is waiting to be sent
+    assert [s.reason for s in room.sends("episode_started")] == ["raised"]
+    assert started.next_send_at is None
+
+
 # --- duration (semantics 2.6) ----------------------------------------------------------------------
 
 

@@ -581,8 +581,11 @@ def acknowledge(
     if alert.acknowledged_at is not None:
         return alert, []
     alert.acknowledged_at, alert.acknowledged_by, alert.acknowledged_via = now, who, via
-    # While the condition lasts it is sent again to the acknowledging tier every `renotify_s`.
-    alert.next_send_at = now + _s(ctx.policy.renotify_s) if alert.active and not alert.held else None
+    # While the condition lasts it is sent again to the acknowledging tier every `renotify_s` (5.2): an
+    # alert that needs acknowledgement. One that needs none (the start of an episode) was sent once; that
+    # someone acknowledged it is recorded, and it is not sent again.
+    renotify = alert.active and not alert.held and alert.needs_ack
+    alert.next_send_at = now + _s(ctx.policy.renotify_s) if renotify else None
     effects: list[AlertEffect] = [AlertSaved(alert, "acknowledged")]
     effects.extend(_indicator(book, now))
     return alert, effects
@@ -676,6 +679,10 @@ def _sends_due(book: AlertBook, ctx: AlertContext, now: dt.datetime) -> list[Ale
         if alert.acknowledged_at is None:
             effects.append(_send(alert, _next_tier(alert.tier, ctx), "escalated", now, ctx))
             effects.append(AlertSaved(alert, "escalated"))
+        elif not alert.needs_ack:
+            # Acknowledged, and needs no acknowledgement: never sent again (a re-send stored by an
+            # earlier hub, which scheduled one for it, is dropped).
+            alert.next_send_at = None
         else:
             effects.append(_send(alert, alert.tier, "renotify", now, ctx))
             effects.append(AlertSaved(alert, "renotified"))
