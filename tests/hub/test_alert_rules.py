@@ -13,6 +13,7 @@ from seclusion_hub.core.episode import account
 from seclusion_hub.core.policy import Policy
 from seclusion_hub.core.room import Heartbeat, RoomMachine, RoomState, SensorEvent
 from seclusion_hub.core.site import RoomSpec
+from seclusion_hub.errors import RejectedMessage
 
 from .rooms import DOOR, PANEL, T0, Room, at
 
@@ -421,7 +422,7 @@ def test_reviews_recur_until_each_is_recorded() -> None:
     assert ep is not None
     room.clock.set(at(950))
     room.machine.record_review(ep.id, "nursing review", "Nurse Lee", "calm, talking", at(950))
-    assert first.resolved_at == at(950)
+    assert (first.resolved_at, first.note) == (at(950), "the review was recorded")
     room.tick(1802)
     [second] = room.alerts("review_due", active=True)
     assert second.rule == "nursing review#2"
@@ -431,6 +432,118 @@ def test_reviews_recur_until_each_is_recorded() -> None:
         "nursing review#2",
         "nursing review#3",
     ]
+
+
+MEDICAL_REVIEW = [{"name": "medical review", "first_s": 100, "tier": "senior"}]
+
+
+def released_before_the_review(room: Room) -> str:
+    """Given a medical review due at T0+102, not recorded, and the child released at T0+120: returns the
+    ended episode's id."""
+    confined(room)
+    room.run(110)
+    [review] = room.alerts("review_due", active=True)
+    assert review.due_at == at(102)
+    room.door("open", 120)
+    room.occupancy("vacant", 121)
+    ended = room.machine.state.last_episode
+    assert room.machine.episode is None and ended is not None
+    return ended.id
+
+
+def test_a_due_review_not_recorded_stays_active_after_the_episode_ends_until_it_is_recorded() -> None:
+    # Given a review due during the episode and not recorded when the child is released
+    room = Room(tiers=ALL_TIERS, duration_alerts=[], reviews=MEDICAL_REVIEW, ack_timeout_s=60)
+    episode = released_before_the_review(room)
+    # When time passes after the end
+    room.run(300, step=1)
+    # Then the alert is still active and still escalating (5's table: it resolves when the review is
+    # recorded; the episode's end is not in its row)
+    [review] = room.alerts("review_due")
+    assert (review.active, review.note) == (True, None)
+    assert [e.tier for e in review.escalations] == ["senior", "dsl", "head", "head"]
+    # When the review is recorded on the ended episode, the room's latest
+    room.clock.set(at(310))
+    room.effects.extend(room.machine.record_review(episode, "medical review", "Dr Shah", "seen", at(310)))
+    # Then it resolves, saying so
+    assert (review.resolved_at, review.note) == (at(310), "the review was recorded")
+    assert room.alerts("review_due", active=True) == []
+
+
+def test_a_due_review_left_after_the_episode_ends_survives_a_restart_and_a_senior_may_resolve_it() -> None:
+    # Given a review still due after its episode ended
+    room = Room(tiers=ALL_TIERS, duration_alerts=[], reviews=MEDICAL_REVIEW)
+    released_before_the_review(room)
+    [review] = room.alerts("review_due", active=True)
+    # When the hub restarts from the room's stored state and time passes
+    stored = room.machine.state.model_dump_json(exclude_none=True)
+    room.machine = RoomMachine(
+        "demo-school", room.spec, room.policy, RoomState.model_validate_json(stored), tiers=ALL_TIERS
+    )
+    room.run(200, step=1)
+    # Then it is still active
+    [review] = room.alerts("review_due", active=True)
+    # And a senior member of staff may resolve it with a note
+    resolved, _ = room.machine.resolve_alert(review.id, "Mrs Senior", "reviewed on the ward", at(201))
+    assert (resolved.resolved_by, resolved.note) == ("Mrs Senior", "reviewed on the ward")
+    room.run(260, step=1)
+    assert room.alerts("review_due", active=True) == []
+
+
+def test_a_due_review_is_not_resolved_by_the_next_episode_in_the_room() -> None:
+    # Given a review still due after its episode (the first) ended
+    room = Room(tiers=ALL_TIERS, duration_alerts=[], reviews=MEDICAL_REVIEW)
+    first = released_before_the_review(room)
+    [review] = room.alerts("review_due", active=True)
+    # When a second episode opens in the room
+    room.door("closed", 150)
+    room.occupancy("occupied", 151)
+    second = room.machine.episode
+    assert second is not None and second.id != first
+    room.run(200, step=1)
+    # Then the first episode's review is still due, and can still be recorded on it (the room's latest)
+    assert review.active
+    room.clock.set(at(201))
+    room.effects.extend(room.machine.record_review(first, "medical review", "Dr Shah", "seen", at(201)))
+    assert (review.active, review.note) == (False, "the review was recorded")
+
+
+def test_a_due_review_outlasts_even_the_episode_after_next_and_only_a_senior_can_then_resolve_it() -> None:
+    # Given a review still due after its episode (the first) ended
+    room = Room(tiers=ALL_TIERS, duration_alerts=[], reviews=MEDICAL_REVIEW)
+    first = released_before_the_review(room)
+    [review] = room.alerts("review_due", active=True)
+    # When a second episode opens and ends before its own review falls due: the room no longer holds
+    # the first
+    room.door("closed", 150)
+    room.occupancy("occupied", 151)
+    room.run(200, step=1)
+    room.door("open", 220)
+    room.occupancy("vacant", 221)
+    room.run(400, step=1)
+    assert room.machine.state.last_episode is not None and room.machine.state.last_episode.id != first
+    # Then the first episode's review is still active, never resolved on the room's behalf
+    assert review.active and review.note is None
+    assert room.alerts("review_due") == [review]
+    # A review can no longer be recorded on that episode; a senior resolves the alert with a note
+    with pytest.raises(RejectedMessage):
+        room.machine.record_review(first, "medical review", "Dr Shah", "seen", at(401))
+    room.machine.resolve_alert(review.id, "Mrs Senior", "the review was done on paper", at(402))
+    assert (review.active, review.resolved_by) == (False, "Mrs Senior")
+
+
+def test_a_review_raised_before_the_hub_knew_the_child_was_free_resolves_saying_so() -> None:
+    # Given a review due at T0+102, raised on time, while the door device's events were held up
+    room = Room(tiers=ALL_TIERS, duration_alerts=[], reviews=MEDICAL_REVIEW)
+    confined(room)
+    room.run(110, step=1)
+    [review] = room.alerts("review_due", active=True)
+    # When its outbox shows the door opened at T0+60 and the room was vacant after
+    room.replay([(DOOR, "door", "open", 60), (DOOR, "occupancy", "vacant", 61)], arrive=120)
+    # Then the episode ended before the review fell due: it resolves, and says that, not that it was
+    # recorded
+    assert room.machine.episode is None
+    assert (review.active, review.note) == (False, "the episode ended before it fell due")
 
 
 # --- the other rules -------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class KindRule:
     severity: Severity
     tier: Tier | None
     needs_ack: bool
+    # Its condition can outlast its episode: the episode's end does not resolve it, and it is judged only
+    # when its episode is looked at again (a review recorded on the ended episode).
+    outlives_episode: bool = False
 
 
 KINDS: dict[str, KindRule] = {
@@ -49,7 +52,8 @@ KINDS: dict[str, KindRule] = {
     "duration_warning": KindRule("warning", None, needs_ack=True),
     "duration_escalation": KindRule("warning", None, needs_ack=True),
     "duration_limit": KindRule("critical", "senior", needs_ack=True),
-    "review_due": KindRule("warning", None, needs_ack=True),
+    # Resolves when the review is recorded, not when the episode ends (5's table).
+    "review_due": KindRule("warning", None, needs_ack=True, outlives_episode=True),
     "no_movement": KindRule("critical", "room", needs_ack=True),
     "lock_forbidden": KindRule("critical", "senior", needs_ack=True),
     "seclusion_prohibited": KindRule("critical", "senior", needs_ack=True),
@@ -162,6 +166,11 @@ class Due:
 
     conditions: list[Condition] = field(default_factory=list)
     next_at: dt.datetime | None = None
+    # The episodes whose conditions were all looked at: an alert of another episode whose condition
+    # outlives it (KindRule.outlives_episode) is left as it is.
+    looked_at: set[str] = field(default_factory=set)
+    # Why a condition that no longer holds ended, where its rule knows better than its kind's note.
+    notes: dict[str, str] = field(default_factory=dict)
 
     def later(self, when: dt.datetime) -> None:
         if self.next_at is None or when < self.next_at:
@@ -207,8 +216,10 @@ def conditions(view: RoomView, policy: Policy, now: dt.datetime) -> Due:
     due = Due()
     if view.episode is not None:
         _episode_conditions(view.episode, view, policy, now, due)
+        due.looked_at.add(view.episode.id)
     for ended in view.ended:
         _episode_conditions(ended, None, policy, now, due)
+        due.looked_at.add(ended.id)
     _device_conditions(view, policy, now, due)
     return due
 
@@ -228,7 +239,8 @@ def _episode_conditions(
             return
         if cond.due_at > now:
             return
-        if end is not None and (cond.ended_at is None or cond.ended_at > end):
+        outlives = KINDS[cond.kind].outlives_episode
+        if end is not None and (cond.ended_at is None or cond.ended_at > end) and not outlives:
             cond = replace(cond, ended_at=end)
         due.conditions.append(cond)
 
@@ -315,30 +327,40 @@ def _episode_conditions(
             )
         )
     for review in policy.reviews:
+        # Each occurrence is due until a review of its name is recorded (a recording counts for the
+        # oldest one not yet recorded), the episode's end included: the child is out, the review still
+        # has to be done and recorded (5's table).
         recorded = sum(1 for r in ep.reviews if r.name == review.name)
         n = 1
         at = start + _s(review.first_s)
         while True:
-            if n > recorded:
-                cond = Condition(
-                    f"review_due/{ep.id}/{review.name}/{n}",
-                    "review_due",
-                    at,
-                    # A review's condition lasts until it is recorded; the child's release ends it too.
-                    episode_id=ep.id,
-                    rule=f"{review.name}#{n}",
-                    tier=review.tier,
-                    detail={"review": review.name, "number": str(n)},
+            key = f"review_due/{ep.id}/{review.name}/{n}"
+            if end is not None and at > end:
+                # Due after the child was free: never due. One raised before the hub knew of the end
+                # resolves, saying so.
+                due.notes[key] = "the episode ended before it fell due"
+                if at > now or review.every_s is None:
+                    break
+            elif n <= recorded:
+                due.notes[key] = "the review was recorded"
+            else:
+                add(
+                    Condition(
+                        key,
+                        "review_due",
+                        at,
+                        episode_id=ep.id,
+                        rule=f"{review.name}#{n}",
+                        tier=review.tier,
+                        detail={"review": review.name, "number": str(n)},
+                    )
                 )
-                add(cond)
                 if at > now:
                     break
             if review.every_s is None:
                 break
             n += 1
             at = at + _s(review.every_s)
-            if end is not None and at > end:
-                break
     if ep.locked and ep.locked_at is not None and lock_violates(policy, ep.lock_type):
         # Each engagement is its own condition: locked again after a release raises again.
         engaged = ep.lock_engaged_at or ep.locked_at
@@ -542,9 +564,9 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             alert.detail = dict(cond.detail)
             effects.append(AlertSaved(alert, "updated"))
     for key, alert in list(book.alerts.items()):
-        if alert.active and key not in seen:
+        if alert.active and key not in seen and _looked_at(alert, due):
             # Its condition no longer holds (an occupancy signal, a recorded review, the device back).
-            _resolve(alert, now, None, _ended_note(alert), None)
+            _resolve(alert, now, None, due.notes.get(key) or _ended_note(alert), None)
             effects.append(AlertSaved(alert, "resolved"))
         if not alert.active:
             # Stored by its AlertSaved; the book keeps only its key from now on.
@@ -564,6 +586,15 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
     effects.extend(_sends_due(book, ctx, now))
     effects.extend(_indicator(book, now))
     return effects
+
+
+def _looked_at(alert: Alert, due: Due) -> bool:
+    """Whether what `due` says is all there is to say about the alert's condition: an alert whose
+    condition outlives its episode (a review not yet recorded) is judged only when its ended episode is
+    looked at again (a review recorded on it); the room may not even hold that episode any more."""
+    if not KINDS[alert.kind].outlives_episode or not alert.episode_id:
+        return True
+    return alert.episode_id in due.looked_at
 
 
 def _holds(episode_id: str | None, ctx: AlertContext) -> bool:
@@ -712,7 +743,8 @@ _ENDED = {
     "duration_warning": "the episode ended",
     "duration_escalation": "the episode ended",
     "duration_limit": "the episode ended, or the child's age set another limit",
-    "review_due": "the review was recorded, or the episode ended",
+    # A recorded review says so (Due.notes); this is any other way its occurrence stopped being due.
+    "review_due": "the review is no longer due",
     "no_movement": "an occupancy signal, or the episode ended",
     "lock_forbidden": "the lock was released, or the episode ended",
     "seclusion_prohibited": "the episode ended",

@@ -332,8 +332,9 @@ class RoomMachine:
     def record_review(
         self, episode_id: str, name: str, who: str, note: str, now: dt.datetime
     ) -> list[Effect]:
-        """A review of the policy's `reviews` was done (2.6): its due alert resolves. Raises
-        RejectedMessage when the episode is not this room's open or latest one."""
+        """A review of the policy's `reviews` was done (2.6): its due alert resolves, the episode's end
+        having left it active (5's table). Raises RejectedMessage when the episode is not this room's
+        open or latest one (an older one's alert is then resolved by a senior, with a note)."""
         ep = next(
             (e for e in (self.state.episode, self.state.last_episode) if e and e.id == episode_id), None
         )
