@@ -470,6 +470,27 @@ def test_a_due_review_not_recorded_stays_active_after_the_episode_ends_until_it_
     assert room.alerts("review_due", active=True) == []
 
 
+def test_a_review_left_due_after_the_child_is_out_does_not_light_the_rooms_door() -> None:
+    # Given a review due during the episode: the room's indicator shows the warning
+    room = Room(tiers=ALL_TIERS, duration_alerts=[], reviews=MEDICAL_REVIEW)
+    confined(room)
+    room.run(110)
+    assert room.indicator()[-1].level == "warning"
+    # When the child is released with the review not recorded
+    room.door("open", 120)
+    room.occupancy("vacant", 121)
+    room.run(200, step=1)
+    # Then the alert goes on for the staff, but the door's LED no longer says someone is inside
+    assert [a.active for a in room.alerts("review_due")] == [True]
+    assert room.indicator()[-1].level == "none"
+    assert room.machine.state.book.indicator.level == "none"
+    # And a new episode's own alerts light it again as ever
+    room.door("closed", 250)
+    room.occupancy("occupied", 251)
+    room.run(260, step=1)
+    assert room.indicator()[-1].level == "info"
+
+
 def test_a_due_review_left_after_the_episode_ends_survives_a_restart_and_a_senior_may_resolve_it() -> None:
     # Given a review still due after its episode ended
     room = Room(tiers=ALL_TIERS, duration_alerts=[], reviews=MEDICAL_REVIEW)

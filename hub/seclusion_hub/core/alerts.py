@@ -536,6 +536,9 @@ class AlertContext:
     # The room's open and latest episodes: their resolved alerts are kept, so late data about them
     # finds its alert already there instead of raising it again.
     keep_episodes: frozenset[str] = frozenset()
+    # The room's open episode, if any: an alert that outlives its ended episode (a review not recorded)
+    # is for the staff's screens, not the room's LED, which would say a child is still inside.
+    open_episode: str | None = None
 
 
 def alert_id(site: str, room: str, key: str) -> str:
@@ -584,7 +587,7 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             effects.append(_send(alert, alert.tier, "late", now, ctx))
             effects.append(AlertSaved(alert, "released"))
     effects.extend(_sends_due(book, ctx, now))
-    effects.extend(_indicator(book, now))
+    effects.extend(_indicator(book, ctx, now))
     return effects
 
 
@@ -618,12 +621,12 @@ def acknowledge(
     renotify = alert.active and not alert.held and alert.needs_ack
     alert.next_send_at = now + _s(ctx.policy.renotify_s) if renotify else None
     effects: list[AlertEffect] = [AlertSaved(alert, "acknowledged")]
-    effects.extend(_indicator(book, now))
+    effects.extend(_indicator(book, ctx, now))
     return alert, effects
 
 
 def resolve_by_person(
-    book: AlertBook, alert_id_: str, who: str, note: str, now: dt.datetime
+    book: AlertBook, alert_id_: str, who: str, note: str, ctx: AlertContext, now: dt.datetime
 ) -> tuple[Alert, list[AlertEffect]]:
     """A senior member of staff resolves it with a note. The same condition will not raise it again;
     a new one (a new lapse) will."""
@@ -632,7 +635,7 @@ def resolve_by_person(
         raise AlertError("the alert is already resolved")
     _resolve(alert, now, who, note, None)
     effects: list[AlertEffect] = [AlertSaved(alert, "resolved")]
-    effects.extend(_indicator(book, now))
+    effects.extend(_indicator(book, ctx, now))
     return alert, effects
 
 
@@ -720,8 +723,8 @@ def _sends_due(book: AlertBook, ctx: AlertContext, now: dt.datetime) -> list[Ale
     return effects
 
 
-def _indicator(book: AlertBook, now: dt.datetime) -> list[AlertEffect]:
-    active = [a for a in book.alerts.values() if a.active and not a.held]
+def _indicator(book: AlertBook, ctx: AlertContext, now: dt.datetime) -> list[AlertEffect]:
+    active = [a for a in book.alerts.values() if a.active and not a.held and _at_the_door(a, ctx)]
     if active:
         top = max(active, key=lambda a: (RANK[a.severity], -a.raised_at.timestamp()))
         level: Level = top.severity
@@ -735,6 +738,11 @@ def _indicator(book: AlertBook, now: dt.datetime) -> list[AlertEffect]:
         return []
     book.indicator = new
     return [IndicatorChanged(level, reason, acknowledged, now)]
+
+
+def _at_the_door(alert: Alert, ctx: AlertContext) -> bool:
+    """Whether the alert lights the room's indicator: not one that outlives its ended episode."""
+    return not KINDS[alert.kind].outlives_episode or alert.episode_id == ctx.open_episode
 
 
 _ENDED = {

@@ -326,7 +326,9 @@ class RoomMachine:
         self, alert_id: str, who: str, note: str, now: dt.datetime
     ) -> tuple[Alert, list[Effect]]:
         """A senior member of staff resolves an alert with a note."""
-        alert, effects = alerts.resolve_by_person(self.state.book, alert_id, who, note, now)
+        alert, effects = alerts.resolve_by_person(
+            self.state.book, alert_id, who, note, self._alert_context(now), now
+        )
         return alert, self._with_notes(effects, now)
 
     def record_review(
@@ -381,7 +383,14 @@ class RoomMachine:
         )
         keep = frozenset(e.id for e in (self.state.episode, self.state.last_episode) if e is not None)
         return AlertContext(
-            self.site, self.spec.id, self.policy, self.tiers, self.in_maintenance(now), tests, keep
+            self.site,
+            self.spec.id,
+            self.policy,
+            self.tiers,
+            self.in_maintenance(now),
+            tests,
+            keep,
+            self.state.episode.id if self.state.episode is not None else None,
         )
 
     def _view(self) -> RoomView:
