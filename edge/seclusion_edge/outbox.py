@@ -6,10 +6,13 @@ numbered and stored in the same transaction, with `synchronous=FULL`, before any
 that was published is an event that survives a power cut.
 
 Epochs: a new store starts at epoch 0. A store that is damaged (not a database, or a malformed one) is
-moved aside (`outbox.sqlite3.corrupt-<time>`) and a new one started in the next epoch: the damaged
-file's own epoch + 1 when it still tells it, else epoch 1 (most stores never leave epoch 0). A store
-that cannot be opened for now (locked by another process, a disk error) is kept, and the agent refuses
-to start until it can be opened. `start_epoch` moves to a new epoch (the `reset-epoch` command, for a
+moved aside (`outbox.sqlite3.corrupt-<time>`) and a new one started in the next epoch: past the epoch
+each damaged file still tells (+ 1), else epoch 1 (most stores never leave epoch 0). The new store is
+built whole under a temporary name, its epoch in the same transaction as its creation, and only then
+renamed into place, so that a power cut at any step never leaves a store at epoch 0 where one was
+lost: a store missing beside a moved-aside `.corrupt-*` file is a lost store too. A store that cannot
+be opened for now (locked by another process, a disk error) is kept, and the agent refuses to start
+until it can be opened. `start_epoch` moves to a new epoch (the `reset-epoch` command, for a
 replaced SD card); the agent also calls it when the hub's ack shows the hub has seen more of this
 device than the store remembers.
 """
@@ -20,6 +23,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -96,7 +100,10 @@ class Outbox:
         except OSError as exc:
             raise OutboxError(f"{state_dir}: cannot create the state directory: {exc.strerror}") from None
         path = state_dir / OUTBOX_FILE
-        lost_epoch: int | None = None
+        if not path.exists() and _moved_aside(path):
+            # A store was moved aside and its replacement never made it into place (a power cut in
+            # between): the store is lost all the same, and the epoch moves on.
+            _replace_lost(path, device, "missing beside a damaged store moved aside")
         try:
             connection = _connect(path)
         except sqlite3.OperationalError as exc:
@@ -104,23 +111,11 @@ class Outbox:
             # (its events and its seq) and refuse to start; the service manager tries again.
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from None
         except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
-            # The store is lost, so the epoch moves on (contract 2): past the damaged file's own, if it
-            # still tells it, else past 0, the epoch almost every store has: new events must not reuse
-            # numbers the hub already has, or it would drop them as duplicates.
-            old = _epoch_of(path)
-            lost_epoch = 1 if old is None else old + 1
-            aside = _move_aside(path)
-            log.error(
-                "outbox %s is unreadable (%s); moved to %s, starting a new store at epoch %d",
-                path,
-                exc,
-                aside,
-                lost_epoch,
-            )
+            _replace_lost(path, device, f"unreadable ({exc})")
             try:
                 connection = _connect(path)
             except sqlite3.Error as again:
-                raise OutboxError(f"{path}: cannot create a new outbox: {again}") from None
+                raise OutboxError(f"{path}: cannot open the new outbox: {again}") from None
         except sqlite3.Error as exc:
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from None
         try:
@@ -128,10 +123,7 @@ class Outbox:
         except BaseException:
             connection.close()
             raise
-        outbox = cls(connection, path, device)
-        if lost_epoch is not None and outbox.epoch < lost_epoch:
-            outbox.start_epoch(lost_epoch)
-        return outbox
+        return cls(connection, path, device)
 
     @property
     def epoch(self) -> int:
@@ -310,6 +302,78 @@ def _claim(connection: sqlite3.Connection, path: Path, device: str) -> None:
         )
 
 
+def _replace_lost(path: Path, device: str, why: str) -> None:
+    """Replace a lost store with a new one in the next epoch, so that a power cut at any step never
+    leaves a store that numbers from epoch 0 again.
+
+    The damaged file (if still in place) is moved aside first; the new store is then built whole under
+    a temporary name, its epoch written in the transaction that creates it, and renamed into place, the
+    directory synced after each rename. Until that rename there is no store, only the moved-aside file:
+    the next open comes back here.
+    """
+    aside = _move_aside(path)
+    if aside is not None:
+        _fsync(path.parent)
+    # The epoch moves on (contract 2): past each damaged file's own, where it still tells it, else past
+    # 0, the epoch almost every store has: new events must not reuse numbers the hub already has, or it
+    # would drop them as duplicates.
+    epoch = max((1 if e is None else e + 1 for e in map(_epoch_of, _moved_aside(path))), default=1)
+    log.error(
+        "outbox %s is %s%s; starting a new store at epoch %d",
+        path,
+        why,
+        "" if aside is None else f"; moved to {aside}",
+        epoch,
+    )
+    partial = path.with_name(path.name + ".new")
+    try:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            partial.with_name(partial.name + suffix).unlink(missing_ok=True)
+        _build(partial, device, epoch)
+        _fsync(partial)
+        partial.replace(path)
+        _fsync(path.parent)
+    except (OSError, sqlite3.Error) as exc:
+        raise OutboxError(f"{path}: cannot create a new outbox: {exc}") from None
+
+
+def _build(path: Path, device: str, epoch: int) -> None:
+    """A whole new store at `path` in `epoch`: created and claimed in one transaction, in a single file
+    (rollback journal; WAL is switched on when it is opened), so that it can be renamed into place."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=10)
+    try:
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [("device", device), ("schema", str(SCHEMA_VERSION)), ("epoch", str(epoch)), ("last_seq", "0")],
+        )
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+def _fsync(path: Path) -> None:
+    """Make a file's contents, or a directory's entries (a rename), durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _moved_aside(path: Path) -> list[Path]:
+    """The damaged stores moved aside beside `path` (their main files, not their `-wal` and `-shm`)."""
+    prefix = f"{path.name}.corrupt-"
+    return sorted(
+        p for p in path.parent.glob(prefix + "*") if not p.name.endswith(("-wal", "-shm", "-journal"))
+    )
+
+
 def _epoch_of(path: Path) -> int | None:
     """The epoch a damaged store still tells (its `meta` may be readable when other pages are not)."""
     try:
@@ -323,11 +387,21 @@ def _epoch_of(path: Path) -> int | None:
         return None
 
 
-def _move_aside(path: Path) -> Path:
+def _move_aside(path: Path) -> Path | None:
+    """Move the store's files (main, `-wal`, `-shm`) aside as `<name>.corrupt-<time>`; returns the new
+    name, or None when there was nothing to move."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    taken = 1
+    while any(aside.with_name(aside.name + s).exists() for s in ("", "-wal", "-shm")):
+        taken += 1  # never over an earlier damaged store (two in one second)
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{taken}")
+    moved = False
+    # The main file first: a power cut after it leaves no store, which the next open treats as lost
+    # (and moves the rest aside then); never a store left without its write-ahead log.
     for suffix in ("", "-wal", "-shm"):
         source = path.with_name(path.name + suffix)
         if source.exists():
             source.replace(aside.with_name(aside.name + suffix))
-    return aside
+            moved = True
+    return aside if moved else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,83 @@ def test_a_state_dir_that_cannot_be_created_is_an_outbox_error(tmp_path: Path) -
     blocker.write_text("x")
     with pytest.raises(OutboxError, match="cannot create the state directory"):
         Outbox.open(blocker / "state", "calm-1-door")
+
+
+class PowerCut(BaseException):
+    """The Pi loses power: nothing after this point runs."""
+
+
+# The durable steps of replacing a lost store, in order; a cut may come after any of them.
+REPLACING_STEPS = [
+    ("_move_aside", "the damaged store moved aside"),
+    ("_fsync", "the damaged store moved aside for good, no new one yet"),
+    ("_build", "the new store built under its temporary name"),
+    ("_fsync", "the new store synced, not yet renamed into place"),
+    ("_fsync", "the new store renamed into place, the directory not yet synced"),
+]
+
+
+@pytest.mark.parametrize("cut_after", range(len(REPLACING_STEPS)), ids=[why for _, why in REPLACING_STEPS])
+def test_a_power_cut_while_a_lost_store_is_replaced_never_brings_it_back_at_epoch_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut_after: int
+) -> None:
+    """Contract 2: `epoch` is incremented when a device's store is lost. Whichever step of replacing a
+    damaged store a power cut interrupts, the next start numbers in the next epoch, never epoch 0 again
+    (the hub would drop the new events as duplicates of the lost store's)."""
+    # Given a damaged store
+    (tmp_path / OUTBOX_FILE).write_bytes(b"this is not an SQLite database" * 100)
+    done: list[str] = []
+
+    def step(name: str) -> Any:
+        real = getattr(outbox_module, name)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            result = real(*args, **kwargs)
+            done.append(name)
+            if len(done) > cut_after:
+                raise PowerCut
+            return result
+
+        return run
+
+    for name in {name for name, _ in REPLACING_STEPS}:
+        monkeypatch.setattr(outbox_module, name, step(name))
+    # When the power goes while the agent replaces it
+    with pytest.raises(PowerCut):
+        Outbox.open(tmp_path, "calm-1-door")
+    assert done == [name for name, _ in REPLACING_STEPS[: cut_after + 1]]
+    monkeypatch.undo()
+
+    # Then the next start opens a store in epoch 1, which numbers from seq 1 and keeps its events
+    again = Outbox.open(tmp_path, "calm-1-door")
+    assert (again.epoch, again.last_seq) == (1, 0)
+    assert add(again, FakeClock()) == 1
+    again.close()
+    again = Outbox.open(tmp_path, "calm-1-door")
+    assert (again.epoch, again.last_seq, again.queued()) == (1, 1, 1)
+    again.close()
+
+
+def test_a_store_missing_beside_damaged_ones_moved_aside_is_lost_and_follows_their_epochs(
+    tmp_path: Path,
+) -> None:
+    """A store that was moved aside and never replaced (or deleted by hand) is lost all the same: the
+    new one follows the highest epoch the damaged files still tell."""
+    # Given two damaged stores moved aside, one that still tells epoch 4, and no store
+    older = Outbox.open(tmp_path, "calm-1-door")
+    older.start_epoch(4)
+    older.close()
+    (tmp_path / OUTBOX_FILE).replace(tmp_path / f"{OUTBOX_FILE}.corrupt-20260101T000000Z")
+    (tmp_path / f"{OUTBOX_FILE}.corrupt-20260102T000000Z").write_bytes(b"not a database" * 100)
+    # When the agent starts
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    # Then it numbers in epoch 5
+    assert (outbox.epoch, outbox.last_seq) == (5, 0)
+    outbox.close()
+
+
+def test_two_stores_damaged_within_one_second_are_both_kept_aside(tmp_path: Path) -> None:
+    for _ in range(2):
+        (tmp_path / OUTBOX_FILE).write_bytes(b"this is not an SQLite database" * 100)
+        Outbox.open(tmp_path, "calm-1-door").close()
+    assert len(list(tmp_path.glob(f"{OUTBOX_FILE}.corrupt-*"))) == 2
