@@ -205,6 +205,10 @@ class ConfigPayload(_Payload):
     duration_alerts: list[DurationAlertRule] = Field(default_factory=list)
     max_duration_s: Annotated[float, Field(gt=0)] | None = None
     heartbeat_s: Annotated[float, Field(gt=0)] = 10
+    # An addition to the contract: how late occupancy may be reported after the door closed and still
+    # date the episode's start back to the close (semantics 2.1). The default is the policy default, for
+    # a hub that does not send it.
+    occupancy_lookback_s: Annotated[float, Field(ge=0)] = 120
     ts: Timestamp | None = None
 
 

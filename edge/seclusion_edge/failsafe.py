@@ -16,8 +16,9 @@ later on this agent's monotonic clock.
 The rules, a simpler form of semantics.md sections 2 and 3 with the numbers of the `config` topic:
 
 - An episode opens when the door is `closed` and the room `occupied`; it starts at the door's close,
-  or at the occupancy reading when that came later. `vacant` while the door stays closed does not end
-  it (a still child is quiet to a PIR); the door's `open` does.
+  also when occupancy was reported after it but within `occupancy_lookback_s` (nobody enters through a
+  closed door), else at the occupancy reading. `vacant` while the door stays closed does not end it (a
+  still child is quiet to a PIR); the door's `open` does.
 - Observer mode: a lapse is due `lapse_grace_s` after the observer went absent, or after the start
   when nobody has been present since. Check-in mode: each `check: ok` proves observation for
   `checkin_interval_s`; the lapse is due `lapse_grace_s` after the proof runs out (after the start when
@@ -160,8 +161,20 @@ class FailSafe:
             return  # still closed: `vacant` does not end an episode
         occupancy = self._readings.get("occupancy")
         if occupancy is not None and occupancy.value == "occupied":
-            # Occupied before the door shut: it started at the close; reported later: from that report.
-            self._episode_start = max(door.at, occupancy.at, key=lambda instant: instant.mono_ms)
+            # 2.1: occupied before the door shut, or reported within the lookback after it: the child was
+            # shut in at the close. Reported later (a PIR that woke long after an empty room was shut):
+            # from that report.
+            lookback_ms = _ms(self._number("occupancy_lookback_s"))
+            if occupancy.at.mono_ms <= door.at.mono_ms + lookback_ms:
+                self._episode_start = door.at
+            else:
+                self._episode_start = occupancy.at
+
+    def _number(self, name: str) -> float:
+        """A number of the room's `config`; without one yet, the policy default the contract gives it."""
+        if self.policy is not None:
+            return float(getattr(self.policy, name))
+        return float(ConfigPayload.model_fields[name].default)
 
     def lapse_due_ms(self) -> int | None:
         """When a supervision lapse is (or was) due, on the monotonic clock; None while supervised."""

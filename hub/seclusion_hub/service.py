@@ -979,6 +979,7 @@ class HubService:
                         ],
                         max_duration_s=policy.max_duration_s,
                         heartbeat_s=policy.heartbeat_s,
+                        occupancy_lookback_s=policy.occupancy_lookback_s,
                         ts=now,
                     )
                 )

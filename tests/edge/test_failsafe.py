@@ -126,13 +126,39 @@ def test_an_episode_starts_at_the_door_close_when_the_child_was_inside_first() -
     assert room.after(2).alarm == LAPSE
 
 
-def test_an_episode_starts_at_the_occupancy_reading_when_that_came_after_the_close() -> None:
-    room = Room(policy()).reads("door", "closed").after(20)
-    occupied = room.clock.now()
+def test_an_episode_starts_at_the_door_close_when_occupancy_is_reported_within_the_lookback() -> None:
+    """Semantics 2.1: nobody enters through a closed door, so occupancy first reported within
+    `occupancy_lookback_s` (120 s, the policy default, when the hub's config does not say) of the close
+    dates the start back to the close, and the lapse is due a grace after the close, not after the PIR."""
+    # Given a door closed, and nobody at the panel
+    room = Room(policy()).reads("door", "closed")
+    closed = room.clock.now()
+    # When the PIR reports the child 20 s later
+    room.after(20).reads("occupancy", "occupied")
+    # Then the episode started at the close, and its lapse is already due
+    assert room.failsafe.episode_start == closed
+    assert room.alarm == LAPSE
+
+
+def test_an_episode_starts_at_the_occupancy_reading_when_that_came_after_the_lookback() -> None:
+    """Semantics 2.1: reported later than the lookback (a PIR that woke long after an empty room was
+    shut), the start is the occupancy reading."""
+    # Given a door closed on a room with a 60 s lookback
+    room = Room(policy(occupancy_lookback_s=60)).reads("door", "closed")
+    # When the PIR reports someone 61 s later
+    occupied = room.after(61).clock.now()
     room.reads("occupancy", "occupied")
+    # Then the episode starts at that reading, and the grace counts from it
     assert room.failsafe.episode_start == occupied
     assert room.after(GRACE_S - 1).alarm == NONE
     assert room.after(2).alarm == LAPSE
+
+
+def test_an_episode_reported_at_the_end_of_the_lookback_still_starts_at_the_close() -> None:
+    room = Room(policy(occupancy_lookback_s=60)).reads("door", "closed")
+    closed = room.clock.now()
+    room.after(60).reads("occupancy", "occupied")
+    assert room.failsafe.episode_start == closed
 
 
 def test_a_door_closed_again_on_a_child_still_inside_is_a_new_episode_from_the_new_close() -> None:

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from seclusion_contract import Topics, format_ts
+from seclusion_contract import ConfigPayload, Topics, format_ts
 from seclusion_hub.api import episode_json
 from seclusion_hub.config import load_sites
 from seclusion_hub.core.clock import FakeClock
@@ -657,3 +657,26 @@ def test_busy_rooms_looked_at_together_are_not_kept_in_step(tmp_path: Path, monk
         assert len(set(when)) == len(rooms), "looked at in one batch: still in step"
     finally:
         store.close()
+
+
+def test_each_device_is_told_its_rooms_numbers_for_its_own_fail_safe(tmp_path: Path) -> None:
+    """Contract 3: the retained `config` carries the numbers an agent needs to run its own timers,
+    `occupancy_lookback_s` among them (semantics 2.1), from the room's policy."""
+    # Given a room whose policy shortens the lookback
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1", occupancy_lookback_s=45)])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
+        sent: dict[str, tuple[bytes, int, bool]] = {}
+        svc.publish = lambda topic, payload, qos, retain: sent.__setitem__(topic, (payload, qos, retain))
+        # When the hub publishes the devices' configs
+        svc.publish_configs()
+    finally:
+        store.close()
+    # Then each device of the room has them, retained
+    for device in ("calm-1-door", "calm-1-panel"):
+        payload, qos, retain = sent[f"seclusion/v1/{SITE}/calm-1/{device}/config"]
+        config = ConfigPayload.model_validate_json(payload)
+        assert (qos, retain) == (1, True)
+        assert config.occupancy_lookback_s == 45
+        assert "occupancy_lookback_s" in config.model_fields_set
