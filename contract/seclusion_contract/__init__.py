@@ -209,6 +209,11 @@ class ConfigPayload(_Payload):
     # date the episode's start back to the close (semantics 2.1). The default is the policy default, for
     # a hub that does not send it.
     occupancy_lookback_s: Annotated[float, Field(ge=0)] = 120
+    # Additions too: a door closed again within `reclose_grace_s` of its opening, with no `vacant` timed
+    # after the opening, goes on with the same episode, or starts a new one when `reclose_is_new_episode`
+    # (semantics 2.4). Defaults: the policy's.
+    reclose_grace_s: Annotated[float, Field(ge=0)] = 30
+    reclose_is_new_episode: bool = False
     ts: Timestamp | None = None
 
 

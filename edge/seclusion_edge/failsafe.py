@@ -18,7 +18,11 @@ The rules, a simpler form of semantics.md sections 2 and 3 with the numbers of t
 - An episode opens when the door is `closed` and the room `occupied`; it starts at the door's close,
   also when occupancy was reported after it but within `occupancy_lookback_s` (nobody enters through a
   closed door), else at the occupancy reading. `vacant` while the door stays closed does not end it (a
-  still child is quiet to a PIR); the door's `open` does.
+  still child is quiet to a PIR). The door's `open` stops its alarm; closed again within
+  `reclose_grace_s` of the opening, with no `vacant` timed after the opening, the same episode goes on
+  from its start (semantics 2.4 and 2.6: duration counts the elapsed time), or a new one starts at the
+  re-close when `reclose_is_new_episode`; later, or after such a `vacant`, the rules above start a new
+  one.
 - Observer mode: a lapse is due `lapse_grace_s` after the observer went absent, or after the start
   when nobody has been present since. Check-in mode: each `check: ok` proves observation for
   `checkin_interval_s`; the lapse is due `lapse_grace_s` after the proof runs out (after the start when
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from seclusion_contract import ConfigPayload, IndicatorPayload
 from seclusion_edge.clock import Instant
@@ -107,6 +111,8 @@ class FailSafe:
         self.policy = policy
         self._readings: dict[str, RoomReading] = {}
         self._episode_start: Instant | None = None
+        # The episode the door last opened on: (its start, the door's opening), while it may go on.
+        self._opened: tuple[Instant, Instant] | None = None
 
     @property
     def episode_start(self) -> Instant | None:
@@ -148,6 +154,14 @@ class FailSafe:
             ):
                 return False
         self._readings[kind] = RoomReading(value, at, device, order)
+        opened = self._opened
+        if (
+            kind == "occupancy"
+            and value == "vacant"
+            and opened is not None
+            and at.mono_ms > opened[1].mono_ms
+        ):
+            self._opened = None  # 2.4: vacant after the door opened: the child left, the episode is over
         if kind in ("door", "occupancy"):
             self._follow_episode()
         return True
@@ -155,10 +169,19 @@ class FailSafe:
     def _follow_episode(self) -> None:
         door = self._readings.get("door")
         if door is None or door.value != "closed":
+            if door is not None and self._episode_start is not None:
+                self._opened = (self._episode_start, door.at)  # 2.4: it may go on if the door re-closes
             self._episode_start = None  # the door opened: the child is free to leave
             return
         if self._episode_start is not None:
             return  # still closed: `vacant` does not end an episode
+        opened, self._opened = self._opened, None
+        if opened is not None and door.at.mono_ms - opened[1].mono_ms <= _ms(self._number("reclose_grace_s")):
+            # 2.4: closed again within the grace and nobody left: the same episode goes on (its duration
+            # counts from its start, 2.6), or, by policy, a new one starts now, whatever the PIR says.
+            new_episode = self._setting("reclose_is_new_episode")
+            self._episode_start = door.at if new_episode else opened[0]
+            return
         occupancy = self._readings.get("occupancy")
         if occupancy is not None and occupancy.value == "occupied":
             # 2.1: occupied before the door shut, or reported within the lookback after it: the child was
@@ -172,9 +195,12 @@ class FailSafe:
 
     def _number(self, name: str) -> float:
         """A number of the room's `config`; without one yet, the policy default the contract gives it."""
+        return float(self._setting(name))
+
+    def _setting(self, name: str) -> Any:
         if self.policy is not None:
-            return float(getattr(self.policy, name))
-        return float(ConfigPayload.model_fields[name].default)
+            return getattr(self.policy, name)
+        return ConfigPayload.model_fields[name].default
 
     def lapse_due_ms(self) -> int | None:
         """When a supervision lapse is (or was) due, on the monotonic clock; None while supervised."""

@@ -980,6 +980,8 @@ class HubService:
                         max_duration_s=policy.max_duration_s,
                         heartbeat_s=policy.heartbeat_s,
                         occupancy_lookback_s=policy.occupancy_lookback_s,
+                        reclose_grace_s=policy.reclose_grace_s,
+                        reclose_is_new_episode=policy.reclose_is_new_episode,
                         ts=now,
                     )
                 )

@@ -161,8 +161,68 @@ def test_an_episode_reported_at_the_end_of_the_lookback_still_starts_at_the_clos
     assert room.failsafe.episode_start == closed
 
 
-def test_a_door_closed_again_on_a_child_still_inside_is_a_new_episode_from_the_new_close() -> None:
-    room = episode(observer="present").after(100).reads("door", "open").after(10).reads("door", "closed")
+def test_a_door_closed_again_within_the_reclose_grace_goes_on_with_the_same_episode() -> None:
+    """Semantics 2.4: closed again within `reclose_grace_s` (30 s, the policy default, when the hub's
+    config does not say) and no `vacant` after the opening: the same episode goes on, and 2.6: its
+    duration counts from its start, not from the re-close."""
+    # Given an episode of 1700 s in a room with a 1800 s limit, watched from the panel
+    room = episode(policy(max_duration_s=1800), observer="present")
+    start = room.failsafe.episode_start
+    room.after(1700)
+    # When the door opens for 5 s and closes again on the child
+    room.reads("door", "open")
+    assert room.alarm == NONE  # the door is open: no alarm while it is
+    room.after(5).reads("door", "closed")
+    # Then it is the same episode: the limit is due 1800 s after its start
+    assert room.failsafe.episode_start == start
+    assert room.after(94).alarm == NONE
+    assert room.after(1).alarm == LocalAlarm("critical", "duration_limit")
+
+
+def test_a_door_closed_again_after_the_reclose_grace_is_a_new_episode_from_the_new_close() -> None:
+    # Given an episode in a room with a 20 s re-close grace
+    room = episode(policy(reclose_grace_s=20), observer="present").after(100)
+    # When the door opens and closes again 21 s later, the child still inside
+    room.reads("door", "open").after(21).reads("door", "closed")
+    # Then a new episode starts at the new close
+    assert room.failsafe.episode_start == room.clock.now()
+
+
+def test_a_door_closed_again_at_the_end_of_the_reclose_grace_goes_on_with_the_same_episode() -> None:
+    room = episode(policy(reclose_grace_s=20), observer="present")
+    start = room.failsafe.episode_start
+    room.after(100).reads("door", "open").after(20).reads("door", "closed")
+    assert room.failsafe.episode_start == start
+
+
+def test_a_door_closed_again_after_the_room_was_vacant_is_a_new_episode() -> None:
+    """Semantics 2.4: a `vacant` timed after the opening ends the episode: the child left. Another
+    child (or the same one) shut in again is a new episode."""
+    # Given an episode whose door opens
+    room = episode(observer="present").after(100).reads("door", "open")
+    # When the room reads vacant, then occupied again, and the door closes, all within the grace
+    room.after(2).reads("occupancy", "vacant").after(2).reads("occupancy", "occupied")
+    room.after(2).reads("door", "closed")
+    # Then a new episode starts at that close
+    assert room.failsafe.episode_start == room.clock.now()
+
+
+def test_a_door_closed_again_on_a_room_read_vacant_before_it_opened_goes_on_with_the_episode() -> None:
+    """Only a `vacant` timed after the opening ends it: a still child read vacant while the door was
+    shut is still inside."""
+    room = episode(observer="present")
+    start = room.failsafe.episode_start
+    room.after(60).reads("occupancy", "vacant").after(60).reads("door", "open")
+    room.after(5).reads("door", "closed")
+    assert room.failsafe.episode_start == start
+
+
+def test_a_door_closed_again_within_the_grace_is_a_new_episode_when_the_policy_says_so() -> None:
+    """Semantics 2.4, `reclose_is_new_episode`: a new episode from the re-close, even when the PIR last
+    read vacant (nobody left: the child is shut in again)."""
+    room = episode(policy(reclose_is_new_episode=True), observer="present")
+    room.after(60).reads("occupancy", "vacant").after(60).reads("door", "open")
+    room.after(5).reads("door", "closed")
     assert room.failsafe.episode_start == room.clock.now()
 
 

@@ -661,9 +661,11 @@ def test_busy_rooms_looked_at_together_are_not_kept_in_step(tmp_path: Path, monk
 
 def test_each_device_is_told_its_rooms_numbers_for_its_own_fail_safe(tmp_path: Path) -> None:
     """Contract 3: the retained `config` carries the numbers an agent needs to run its own timers,
-    `occupancy_lookback_s` among them (semantics 2.1), from the room's policy."""
-    # Given a room whose policy shortens the lookback
-    write_site(tmp_path / "site.yaml", [two_device_room("calm-1", occupancy_lookback_s=45)])
+    `occupancy_lookback_s` (semantics 2.1) and the re-close rules (2.4) among them, from the room's
+    policy."""
+    # Given a room whose policy changes the lookback and the re-close rules
+    room = two_device_room("calm-1", occupancy_lookback_s=45, reclose_grace_s=12, reclose_is_new_episode=True)
+    write_site(tmp_path / "site.yaml", [room])
     store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
     try:
         svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
@@ -678,5 +680,8 @@ def test_each_device_is_told_its_rooms_numbers_for_its_own_fail_safe(tmp_path: P
         payload, qos, retain = sent[f"seclusion/v1/{SITE}/calm-1/{device}/config"]
         config = ConfigPayload.model_validate_json(payload)
         assert (qos, retain) == (1, True)
-        assert config.occupancy_lookback_s == 45
-        assert "occupancy_lookback_s" in config.model_fields_set
+        assert (config.occupancy_lookback_s, config.reclose_grace_s, config.reclose_is_new_episode) == (
+            45,
+            12,
+            True,
+        )
