@@ -9,6 +9,7 @@ promise, that it keeps QoS 1 messages for a disconnected persistent session, is 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -409,6 +410,43 @@ def test_embedded_broker_sends_a_client_the_retained_messages_of_its_own_subscri
     finally:
         _close(hub)
         _close(device)
+
+
+def test_embedded_broker_hands_a_new_store_the_hubs_retained_ack_before_the_copy_of_its_status(
+    embedded: EmbeddedBrokerAddress, tmp_path: Path
+) -> None:
+    """The edge agent's new store sends nothing until the copy of the status it published after
+    subscribing comes back, counting on the broker to send the retained `ack` first: amqtt does too. A
+    replaced SD card numbered (0,1..3) offline; the hub had stored (0,2) of the old one."""
+    from gpiozero.pins.mock import MockFactory
+
+    from seclusion_edge import EdgeAgent, FakeClock
+    from seclusion_edge.outbox import Outbox
+    from tests.edge.conftest import door_device
+
+    root = "seclusion/v1/demo-school/calm-1/calm-1-door"
+    events: queue.Queue[dict[str, Any]] = queue.Queue()
+    hub = _client(embedded, "listener", f"hub-{uuid.uuid4().hex[:8]}")
+    hub.on_message = lambda _c, _u, message: events.put(json.loads(message.payload))
+    assert not _connect(hub, embedded)[0].is_failure
+    hub.subscribe(f"{root}/event", qos=1)
+    hub.publish(f"{root}/ack", b'{"v":1,"epoch":0,"seq":2}', qos=1, retain=True).wait_for_publish(10)
+    outbox = Outbox.open(tmp_path / "state", "calm-1-door")
+    for kind, value in (("door", "open"), ("lock", "released"), ("occupancy", "vacant")):
+        outbox.append(kind, value, FakeClock().now(), "boot-1")  # type: ignore[arg-type]
+    outbox.close()
+    config = door_device(tmp_path / "state", mqtt={"url": embedded.url("sender"), "protocol": "3.1.1"})
+    agent = EdgeAgent(config, pin_factory=MockFactory(), tick_interval_s=0.01).start()
+    try:
+        got = [events.get(timeout=5) for _ in range(3)]
+    finally:
+        agent.stop()
+        _close(hub)
+    assert [(e["epoch"], e["seq"], e["kind"]) for e in got] == [
+        (1, 1, "door"),
+        (1, 2, "lock"),
+        (1, 3, "occupancy"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,15 @@ How it runs:
 - The hub's retained `ack` removes the events it covers. An ack *above* anything this store has
   numbered means the store was lost or replaced (the hub would drop our low numbers as duplicates), so
   the agent moves to a new epoch and renumbers what is waiting.
+- A new store (a fresh SD card, a lost store's replacement, `reset-epoch`) is *unconfirmed*: the hub may
+  have this device's numbers from before it, even above what it has numbered itself, which no later ack
+  could tell apart from its own. So it sends no event and no heartbeat until the connection has shown
+  it the hub's retained ack, or that there is none: the agent subscribes to its own status too, and the
+  broker's copy of the status it published after subscribing comes back after any retained message of
+  that subscription. Any ack it receives meanwhile is about events it never sent; one that names its
+  epoch or later moves it past it, renumbering what waits. Then the store is confirmed, for good, and
+  the replay starts. If the status never comes back (a broker that withholds it) the agent goes ahead
+  after `CONFIRM_TIMEOUT_S`, with a warning.
 - The edge fail-safe (`seclusion_edge.failsafe`): the agent follows the room's last known state (its
   own readings, and the other devices' from the room's event topics) with the room's numbers from its
   `config` topic (kept in the state directory, so they survive a restart without a broker). Each tick
@@ -66,6 +75,9 @@ from seclusion_edge.sensors import SensorInput
 log = logging.getLogger(__name__)
 
 DEFAULT_TICK_INTERVAL_S: Final = 0.02
+# How long a new store waits on a connection for its own status to come back (normally milliseconds)
+# before it sends its events without having seen what the hub has of this device.
+CONFIRM_TIMEOUT_S: Final = 10.0
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
 POLICY_FILE: Final = "failsafe-config.json"
 
@@ -144,6 +156,10 @@ class EdgeAgent:
         # `on_connected`, and a tick in between must not send newer events ahead of older ones the last
         # connection took but never delivered (the hub would drop those as duplicates).
         self._replay_due = True
+        # The status published on the current connection, and when: a new store waits for the broker's
+        # copy of it (see the module's docstring), or for CONFIRM_TIMEOUT_S from then.
+        self._status_sent: bytes | None = None
+        self._connected_ms: int | None = None
         # Each kind's last reading before this start, with when it began: for the fail-safe's timers.
         self._last_run: dict[str, tuple[str, dt.datetime]] = {}
         self._heartbeat_ms = round(config.heartbeat_s * 1000)
@@ -196,6 +212,7 @@ class EdgeAgent:
             if began is not None
         }
         self._replay_due, self._sent_upto = True, None
+        self._status_sent, self._connected_ms = None, None
         self._load_stored_policy()
         with self._failsafe_lock:
             self._failsafe = FailSafe(self.policy)
@@ -219,13 +236,14 @@ class EdgeAgent:
         self._publisher = factory(self._link_settings(), self)
         self._running = True
         log.info(
-            "agent %s/%s/%s starting: epoch %d, last seq %d, %d queued",
+            "agent %s/%s/%s starting: epoch %d, last seq %d, %d queued%s",
             self.config.site,
             self.config.room,
             self.config.device,
             outbox.epoch,
             outbox.last_seq,
             outbox.queued(),
+            "" if outbox.confirmed else " (a new store: its events wait for the hub's ack, or none, first)",
         )
         self._publisher.start()
         if self._tick_interval_s is not None:
@@ -436,6 +454,7 @@ class EdgeAgent:
                 kind, reading = self._unrecorded[0]
                 self._record(kind, reading)  # raises if the store fails; the reading stays queued
                 del self._unrecorded[0]
+            self._confirm_if_waited_too_long(now)
             self._send_pending()
             self._send_heartbeat_if_due(now)
 
@@ -478,9 +497,10 @@ class EdgeAgent:
         # Caller holds the send lock: events leave strictly in (epoch, seq) order, each exactly once
         # per connection; a failed hand-over stops here and the next connect replays from the outbox.
         publisher = self._publisher
-        if publisher is None or not publisher.is_connected or self._replay_due:
+        outbox = self._require_outbox()
+        if publisher is None or not publisher.is_connected or self._replay_due or not outbox.confirmed:
             return
-        for event in self._require_outbox().pending(after=self._sent_upto):
+        for event in outbox.pending(after=self._sent_upto):
             if not publisher.publish(Message(self._event_topic, event.payload, qos=1, retain=False)):
                 return
             self._sent_upto = event.key
@@ -497,14 +517,15 @@ class EdgeAgent:
 
     def _send_heartbeat_if_due(self, now: Instant) -> None:
         publisher = self._publisher
+        outbox = self._require_outbox()
         if (
             publisher is None
             or not publisher.is_connected
             or self._replay_due  # the status and the replay go first
+            or not outbox.confirmed  # its epoch and last_seq may yet change
             or now.mono_ms < self._next_heartbeat_ms
         ):
             return
-        outbox = self._require_outbox()
         heartbeat = HeartbeatPayload(
             ts=now.wall,
             epoch=outbox.epoch,
@@ -592,7 +613,9 @@ class EdgeAgent:
                 epoch=outbox.epoch,
                 last_seq=outbox.last_seq,
             )
-            self._publisher.publish(Message(self._status_topic, dump_payload(status), qos=1, retain=True))
+            payload = dump_payload(status)
+            self._status_sent, self._connected_ms = payload, now.mono_ms
+            self._publisher.publish(Message(self._status_topic, payload, qos=1, retain=True))
             self._sent_upto = None
             self._replay_due = False
             self._send_pending()
@@ -606,6 +629,7 @@ class EdgeAgent:
         self._hub_online = False
         with self._send_lock:
             self._replay_due = True  # the next connection replays from the oldest event waiting
+            self._status_sent, self._connected_ms = None, None
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -613,6 +637,9 @@ class EdgeAgent:
         room's events."""
         if topic.startswith(self._room_prefix) and topic.endswith("/event"):
             self._take_room_event(topic, payload)
+            return
+        if topic == self._status_topic:
+            self._take_own_status(payload)
             return
         if not payload:
             # A retained message being cleared: no indicator or hub status any more (the fail-safe's
@@ -644,6 +671,9 @@ class EdgeAgent:
             if self._stopping:
                 return
             outbox = self._require_outbox()
+            if not outbox.confirmed:
+                self._apply_ack_to_a_new_store(outbox, ack)
+                return
             if (ack.epoch, ack.seq) > (outbox.epoch, outbox.last_seq):
                 log.warning(
                     "the hub has stored up to epoch %d seq %d, beyond this store (epoch %d, last seq %d): "
@@ -660,6 +690,57 @@ class EdgeAgent:
             removed = outbox.acknowledge(ack.epoch, ack.seq)
             if removed:
                 log.debug("hub acknowledged up to %d:%d; %d events done", ack.epoch, ack.seq, removed)
+
+    def _apply_ack_to_a_new_store(self, outbox: Outbox, ack: AckPayload) -> None:
+        # Caller holds the send lock. The store has sent nothing in its epoch (it sends only once
+        # confirmed), so this ack is about events of a store before it: one that names its epoch or
+        # later would have the hub drop its numbers up to there as duplicates, and then cover them.
+        if (ack.epoch, ack.seq) >= (outbox.epoch, 1):
+            log.warning(
+                "the hub has stored up to epoch %d seq %d of this device, from before this new store "
+                "(epoch %d, last seq %d): renumbering its waiting events into epoch %d",
+                ack.epoch,
+                ack.seq,
+                outbox.epoch,
+                outbox.last_seq,
+                ack.epoch + 1,
+            )
+            outbox.start_epoch(ack.epoch + 1, renumber_pending=True)
+            self._sent_upto = None
+        else:
+            # Older epochs only: events this store sent before `reset-epoch`, which it covers as usual.
+            outbox.acknowledge(ack.epoch, ack.seq)
+        # Still unconfirmed: a later ack (the retained one after those the session queued) may name more.
+
+    def _take_own_status(self, payload: bytes) -> None:
+        """The broker's copy of a status of this device: the one published on this connection, after
+        the subscriptions, comes after every retained message they brought, the hub's ack included."""
+        with self._send_lock:
+            if self._stopping or self._outbox is None or self._outbox.confirmed:
+                return
+            if self._status_sent is None or payload != self._status_sent:
+                return  # the retained copy from before this connection (or its Last Will)
+            self._confirm("the hub's retained ack, if any, has been seen")
+
+    def _confirm_if_waited_too_long(self, now: Instant) -> None:
+        # Caller holds the send lock.
+        outbox = self._require_outbox()
+        if outbox.confirmed or self._replay_due or self._connected_ms is None or not self.is_connected:
+            return
+        if now.mono_ms - self._connected_ms >= round(CONFIRM_TIMEOUT_S * 1000):
+            log.warning(
+                "the broker has not sent back this device's status within %g s; sending the new store's "
+                "events without knowing what the hub already has of this device",
+                CONFIRM_TIMEOUT_S,
+            )
+            self._confirm("timed out")
+
+    def _confirm(self, why: str) -> None:
+        # Caller holds the send lock.
+        outbox = self._require_outbox()
+        outbox.confirm()
+        log.info("new store confirmed (%s): epoch %d, last seq %d", why, outbox.epoch, outbox.last_seq)
+        self._send_pending()
 
     def _take_room_event(self, topic: str, payload: bytes) -> None:
         """A reading from another device of the room, for the fail-safe's view of the room."""
@@ -802,6 +883,7 @@ class EdgeAgent:
                 self._indicator_topic,
                 self._hub_status_topic,
                 self._room_events_topic,
+                self._status_topic,  # its own: the copy of the status published after subscribing
             ),
             protocol=mqtt.protocol,
             tls=broker.tls,
@@ -834,4 +916,6 @@ def reset_epoch(config: EdgeConfig) -> int:
     """Move the device's outbox to a new epoch (after a lost or replaced store); returns the new epoch."""
     outbox = Outbox.open(config.state_dir, config.device)
     with contextlib.closing(outbox):
-        return outbox.start_epoch()
+        # Unconfirmed: the hub may have numbers of the new epoch too (a store lost twice); the agent
+        # looks at its retained ack before it sends any.
+        return outbox.start_epoch(unconfirmed=True)

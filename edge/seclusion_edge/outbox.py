@@ -15,6 +15,13 @@ be opened for now (locked by another process, a disk error) is kept, and the age
 until it can be opened. `start_epoch` moves to a new epoch (the `reset-epoch` command, for a
 replaced SD card); the agent also calls it when the hub's ack shows the hub has seen more of this
 device than the store remembers.
+
+Confirmed or not: a store created new (a fresh SD card, a lost store's replacement) or moved to a new
+epoch by `reset-epoch` cannot know what the hub already has of this device: a replaced card's
+predecessor may have sent the very numbers it is about to give out. It starts *unconfirmed*; the agent
+sends none of its events until it has seen the hub's retained ack on a connection (or that there is
+none), moves past it if it names numbers of this store's epoch or later, and then `confirm`s it. A store
+of an earlier version, which has no such mark, is confirmed.
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._epoch = int(self._meta("epoch", "0"))
         self._last_seq = int(self._meta("last_seq", "0"))
+        self._confirmed = self._meta("confirmed", "1") == "1"
 
     @classmethod
     def open(cls, state_dir: Path, device: str) -> Outbox:
@@ -134,6 +142,18 @@ class Outbox:
     def last_seq(self) -> int:
         """The last seq given out in the current epoch (0 before the first event)."""
         return self._last_seq
+
+    @property
+    def confirmed(self) -> bool:
+        """False for a new store until the agent has seen the hub's view of this device (see `confirm`)."""
+        return self._confirmed
+
+    def confirm(self) -> None:
+        """Mark the store's numbers as its own: the hub's retained ack, if any, named none of its epoch
+        (or the store has moved past it), so the hub's acks from now on are about this store's events."""
+        with self._lock, self._transaction():
+            self._set_meta("confirmed", "1")
+        self._confirmed = True
 
     def append(
         self, kind: Kind, value: str, began: Instant, boot: str | None, staff: str | None = None
@@ -208,11 +228,15 @@ class Outbox:
             for kind, value, ts in rows
         }
 
-    def start_epoch(self, at_least: int | None = None, *, renumber_pending: bool = False) -> int:
+    def start_epoch(
+        self, at_least: int | None = None, *, renumber_pending: bool = False, unconfirmed: bool = False
+    ) -> int:
         """Move to a new epoch (the next one, or `at_least` if higher); seq restarts at 0.
 
         With `renumber_pending`, events still waiting are moved into the new epoch, in order, as seq 1,
         2, ...: used when the hub has already seen higher numbers than this store, so it would drop them.
+        With `unconfirmed`, the store is unconfirmed again (`reset-epoch`: the store was lost, and the
+        hub may have numbers of the new epoch too).
         """
         with self._lock, self._transaction():
             epoch = max(self._epoch + 1, at_least or 0)
@@ -232,7 +256,10 @@ class Outbox:
                     )
             self._set_meta("epoch", str(epoch))
             self._set_meta("last_seq", str(seq))
+            if unconfirmed:
+                self._set_meta("confirmed", "0")
         self._epoch, self._last_seq = epoch, seq
+        self._confirmed = self._confirmed and not unconfirmed
         log.warning("device %s now numbers its events in epoch %d", self.device, epoch)
         return epoch
 
@@ -292,6 +319,7 @@ def _claim(connection: sqlite3.Connection, path: Path, device: str) -> None:
             ("schema", str(SCHEMA_VERSION)),
             ("epoch", "0"),
             ("last_seq", "0"),
+            ("confirmed", "0"),  # a new store: what the hub has of this device is not known yet
         ):
             connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
         connection.execute("COMMIT")
@@ -350,7 +378,13 @@ def _build(path: Path, device: str, epoch: int) -> None:
                 db.execute(statement)
         db.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
-            [("device", device), ("schema", str(SCHEMA_VERSION)), ("epoch", str(epoch)), ("last_seq", "0")],
+            [
+                ("device", device),
+                ("schema", str(SCHEMA_VERSION)),
+                ("epoch", str(epoch)),
+                ("last_seq", "0"),
+                ("confirmed", "0"),
+            ],
         )
         db.execute("COMMIT")
     finally:

@@ -17,17 +17,45 @@ from seclusion_edge.link import LinkHandlers, LinkSettings, Message
 SETTLE_MS = 100
 
 
-class FakeLink:
-    """An in-memory broker connection: the test decides when it is up, and reads what was sent."""
+def matches(topic: str, subscription: str) -> bool:
+    """Whether an MQTT topic filter (`+` one level, `#` the rest) matches a topic."""
+    levels, filters = topic.split("/"), subscription.split("/")
+    for index, part in enumerate(filters):
+        if part == "#":
+            return True
+        if index >= len(levels) or (part != "+" and part != levels[index]):
+            return False
+    return len(levels) == len(filters)
 
-    def __init__(self, settings: LinkSettings, handlers: LinkHandlers, connect_on_start: bool = True) -> None:
+
+class FakeLink:
+    """An in-memory broker connection: the test decides when it is up, and reads what was sent.
+
+    Like a broker, it delivers what the agent publishes on its own subscriptions back to it (`echo`),
+    and on every connect the retained messages of its subscriptions (`retained`, shared by the links
+    of one bench) after the agent's `on_connected` and before the copies of what it published there.
+    """
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        handlers: LinkHandlers,
+        connect_on_start: bool = True,
+        retained: dict[str, bytes] | None = None,
+        echo: bool = True,
+    ) -> None:
         self.settings = settings
         self.handlers = handlers
         self.connect_on_start = connect_on_start
+        self.retained = {} if retained is None else retained
+        self.echo = echo
         self.connected = False
         self.started = False
         self.stopped = False
         self.sent: list[Message] = []
+        self._inbound: list[tuple[str, bytes]] = []
+        self._holding = 0  # inside connect(): the copies wait for the retained messages
+        self._delivering = False
 
     @property
     def is_connected(self) -> bool:
@@ -40,17 +68,46 @@ class FakeLink:
 
     def connect(self) -> None:
         self.connected = True
-        self.handlers.on_connected(False)
+        # What the broker holds as the subscriptions are made, before anything this connection publishes.
+        held = [(topic, payload) for topic, payload in self.retained.items() if self._subscribed(topic)]
+        self._holding += 1
+        try:
+            self.handlers.on_connected(False)
+        finally:
+            self._holding -= 1
+        self._inbound = held + self._inbound
+        self._deliver()
 
     def drop(self) -> None:
         self.connected = False
+        self._inbound.clear()
         self.handlers.on_disconnected()
 
     def publish(self, message: Message) -> bool:
         if not self.connected:
             return False
         self.sent.append(message)
+        if message.retain:
+            self.retained[message.topic] = message.payload
+        if self.echo and self._subscribed(message.topic):
+            self._inbound.append((message.topic, message.payload))
+            if not self._holding:
+                self._deliver()
         return True
+
+    def _subscribed(self, topic: str) -> bool:
+        return any(matches(topic, subscription) for subscription in self.settings.subscriptions)
+
+    def _deliver(self) -> None:
+        if self._delivering:
+            return  # a handler published: the outer loop delivers it in turn
+        self._delivering = True
+        try:
+            while self._inbound and self.connected:
+                topic, payload = self._inbound.pop(0)
+                self.handlers.on_message(topic, payload)
+        finally:
+            self._delivering = False
 
     def stop(self, farewell: Message | None = None, timeout_s: float = 2.0) -> None:
         if farewell is not None and self.connected:
@@ -125,6 +182,8 @@ class Bench:
         self.links: list[FakeLink] = []
         self.agents: list[EdgeAgent] = []
         self.connect_on_start = True
+        self.echo = True
+        self.retained: dict[str, bytes] = {}  # the broker's retained messages, across the agent's links
 
     @property
     def link(self) -> FakeLink:
@@ -132,7 +191,7 @@ class Bench:
         return self.links[-1]
 
     def factory(self, settings: LinkSettings, handlers: LinkHandlers) -> FakeLink:
-        link = FakeLink(settings, handlers, self.connect_on_start)
+        link = FakeLink(settings, handlers, self.connect_on_start, self.retained, self.echo)
         self.links.append(link)
         return link
 

@@ -12,6 +12,7 @@ import pytest
 
 from seclusion_contract import format_ts
 from seclusion_edge import EdgeAgent, FakeClock, reset_epoch
+from seclusion_edge.agent import CONFIRM_TIMEOUT_S
 from seclusion_edge.config import EdgeConfig
 from tests.edge.conftest import SETTLE_MS, Bench, door_device, panel_device
 
@@ -424,7 +425,7 @@ def test_every_connect_publishes_a_retained_online_status_and_the_will_says_offl
     assert status["agent"]
 
 
-def test_the_agent_subscribes_to_its_ack_config_the_room_indicator_the_hub_status_and_the_room_events(
+def test_the_agent_subscribes_to_its_ack_config_room_indicator_hub_status_room_events_and_own_status(
     bench: Bench, tmp_path: Path
 ) -> None:
     bench.start(door_device(tmp_path))
@@ -434,6 +435,7 @@ def test_the_agent_subscribes_to_its_ack_config_the_room_indicator_the_hub_statu
         "seclusion/v1/demo-school/calm-1/indicator",
         "seclusion/v1/_hub/status",
         "seclusion/v1/demo-school/calm-1/+/event",
+        STATUS,  # its own: a new store waits for the copy of the status it published
     }
     assert bench.link.settings.protocol == "5"
     assert bench.link.settings.client_id == "seclusion-edge-demo-school-calm-1-door"
@@ -642,6 +644,141 @@ def test_an_ack_beyond_the_store_means_the_store_was_lost_so_waiting_events_move
     close_door(agent)
     bench.settle(agent)
     assert (bench.link.events()[-1].epoch, bench.link.events()[-1].seq) == (1, 4)
+
+
+def ack(epoch: int, seq: int) -> bytes:
+    return json.dumps({"v": 1, "epoch": epoch, "seq": seq}).encode()
+
+
+def test_a_new_store_that_numbered_past_the_hubs_last_seq_offline_moves_past_the_retained_ack_first(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A replaced SD card: the new store starts at epoch 0 and numbers its start-up readings (0,1..3)
+    while offline, but the hub has stored (0,2) from the old card, and a retained ack says so. Sent as
+    they are, (0,1) and (0,2) would be dropped as duplicates and the ack (0,2) would then cover them:
+    lost. The new store sends nothing until the connection has shown it the hub's retained ack."""
+    # Given the hub's retained ack of the old card's events, and a new card that starts offline
+    bench.retained[ACK] = ack(0, 2)
+    bench.connect_on_start = False
+    agent = bench.start(door_device(tmp_path / "new-sd-card"))
+    bench.settle(agent)
+    assert (agent.epoch, agent.last_seq) == (0, 3)
+    # When it connects (the broker sends the retained ack, then the copy of the agent's status)
+    bench.link.connect()
+    # Then its events went out in the next epoch, all three, once each, and none in epoch 0
+    events = bench.link.events()
+    assert [(e.epoch, e.seq, e.kind) for e in events] == [(1, 1, "door"), (1, 2, "lock"), (1, 3, "occupancy")]
+    assert events[0].id == "calm-1-door:1:1"
+    # And the hub's acks of them work as ever
+    bench.link.deliver(ACK, ack(1, 3))
+    assert agent.queued == 0
+
+
+def test_a_new_device_the_hub_never_stored_anything_of_sends_once_its_own_status_comes_back(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """No retained ack at all (a new device): the copy of the status published after subscribing comes
+    after any retained message, so once it is back there is none, and the events go in epoch 0."""
+    # Given a new store on a broker that does not send its messages back at once
+    bench.echo = False
+    agent = bench.start(door_device(tmp_path / "state"))
+    bench.settle(agent)  # a heartbeat is due from the connect on
+    # Then nothing but its status went out: no event, no heartbeat
+    assert [m.topic for m in bench.link.sent] == [STATUS]
+    # When the broker delivers an older retained status of the device (its Last Will), nothing changes
+    bench.link.deliver(STATUS, {"v": 1, "online": False})
+    agent.tick()
+    assert bench.link.events() == [] and bench.link.heartbeats() == []
+    # When the copy of this connection's status arrives
+    bench.link.deliver(STATUS, bench.link.sent[0].payload)
+    # Then the events go, in epoch 0, and the heartbeat follows at the next tick
+    assert [(e.epoch, e.seq) for e in bench.link.events()] == [(0, 1), (0, 2), (0, 3)]
+    agent.tick()
+    assert len(bench.link.heartbeats()) == 1
+
+
+def test_every_ack_before_the_status_comes_back_counts_and_the_store_moves_past_the_highest(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The device's persistent session may hold acks published while it was away, before the retained
+    one: the store stays unconfirmed, moving past each that names its epoch or later, until the copy of
+    its status says the retained messages are through."""
+    bench.echo = False
+    agent = bench.start(door_device(tmp_path / "state"))
+    bench.settle(agent)
+    bench.link.deliver(ACK, ack(0, 5))  # queued for the session
+    assert (agent.epoch, agent.last_seq, agent.queued) == (1, 3, 3)
+    bench.link.deliver(ACK, ack(1, 7))  # the retained one: the old card had moved to epoch 1 since
+    assert (agent.epoch, agent.last_seq, agent.queued) == (2, 3, 3)
+    assert bench.link.events() == []
+    bench.link.deliver(STATUS, bench.link.on("status")[-1].payload)
+    assert [(e.epoch, e.seq) for e in bench.link.events()] == [(2, 1), (2, 2), (2, 3)]
+    bench.link.deliver(ACK, ack(1, 7))  # a stale ack from after that changes nothing
+    assert (agent.epoch, agent.last_seq, agent.queued) == (2, 3, 3)
+
+
+def test_a_new_store_stays_unconfirmed_across_a_restart_until_a_connection_has_shown_it_the_hubs_ack(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    config = door_device(tmp_path / "state")
+    bench.echo = False
+    agent = bench.start(config)
+    bench.settle(agent)
+    agent.stop()  # connected, but its status never came back
+
+    bench.echo = True
+    bench.retained[ACK] = ack(0, 9)
+    bench.start(config)
+    assert [(e.epoch, e.seq) for e in bench.link.events()] == [(1, 1), (1, 2), (1, 3)]
+
+
+def test_a_new_store_whose_status_never_comes_back_sends_after_the_timeout_with_a_warning(
+    bench: Bench, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bench.echo = False
+    agent = bench.start(door_device(tmp_path / "state"))
+    bench.settle(agent)
+    clock.advance(seconds=CONFIRM_TIMEOUT_S - 1)
+    agent.tick()
+    assert bench.link.events() == []
+    clock.advance(seconds=1)
+    agent.tick()
+    assert [(e.epoch, e.seq) for e in bench.link.events()] == [(0, 1), (0, 2), (0, 3)]
+    assert "has not sent back this device's status" in caplog.text
+    # Confirmed for good: after a reconnect, it replays at once
+    bench.link.drop()
+    bench.link.clear()
+    bench.link.connect()
+    assert [(e.epoch, e.seq) for e in bench.link.events()] == [(0, 1), (0, 2), (0, 3)]
+
+
+def test_after_reset_epoch_the_store_looks_at_the_hubs_ack_again_and_its_older_events_are_acked_as_ever(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """`reset-epoch` says the store was lost: the hub may already have numbers of the new epoch too
+    (a store lost twice)."""
+    # Given a store that sent (0,1..3), then moved to epoch 1 by `reset-epoch`, and numbered (1,1)
+    config = door_device(tmp_path / "state")
+    agent = bench.start(config)
+    bench.settle(agent)
+    agent.stop()
+    assert reset_epoch(config) == 1
+    bench.echo = False
+    agent = bench.start(config)
+    close_door(agent)
+    bench.settle(agent)
+    # When an ack of its own epoch-0 events arrives, it covers them as ever
+    bench.link.deliver(ACK, ack(0, 2))
+    assert agent.queued == 2
+    # When the hub's ack names epoch 1 (a store before this one had reached it), the store moves past
+    bench.link.deliver(ACK, ack(1, 4))
+    assert bench.link.events() == []
+    bench.link.deliver(STATUS, bench.link.on("status")[-1].payload)
+    # Then what waited goes out in epoch 2 (the hub would have dropped (0,3) too, below its (1,4))
+    assert [(e.epoch, e.seq, e.kind, e.value) for e in bench.link.events()] == [
+        (2, 1, "occupancy", "vacant"),
+        (2, 2, "door", "closed"),
+    ]
 
 
 def test_stop_publishes_a_retained_offline_status(

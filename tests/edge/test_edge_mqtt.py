@@ -143,6 +143,35 @@ def test_protocol_3_1_1_with_a_persistent_session(
     poll(lambda: agent.queued == 0, 10, what="ack received over 3.1.1")
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_new_store_moves_past_the_hubs_retained_ack_before_it_sends_anything(
+    mosquitto: Mosquitto,
+    hub: HubDouble,
+    start_agent: Callable[..., EdgeAgent],
+    protocol: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replaced SD card: the hub has stored (0,2) of the old card, and its ack is retained. The new
+    store (epoch 0) sends nothing before Mosquitto has handed it that ack, which comes before the copy
+    of the status it published after subscribing; so none of its events is dropped as a duplicate."""
+    # Given the hub's retained ack of the old card's events, and the new card numbering its start-up
+    # readings (0,1..3) while the broker is down
+    hub.ack(ACK, 0, 2)
+    mosquitto.stop()
+    agent = start_agent(mosquitto.url, protocol=protocol)
+    poll(lambda: agent.last_seq == 3, 10, what="start-up readings numbered offline")
+    # When the broker comes back
+    restarted = Mosquitto(mosquitto.workdir, port=mosquitto.port).start()
+    try:
+        # Then its readings arrive in epoch 1, well before the agent would stop waiting for its status
+        events = poll(lambda: hub.events() if len(hub.events()) >= 3 else None, 8, what="start-up readings")
+        assert [(e["epoch"], e["seq"]) for e in events] == [(1, 1), (1, 2), (1, 3)]
+        assert agent.epoch == 1
+        assert "has not sent back" not in caplog.text  # the copy of its status came back
+    finally:
+        restarted.stop()
+
+
 def test_the_agent_is_not_connected_while_the_broker_is_down(
     tmp_path: Path, start_agent: Callable[..., EdgeAgent]
 ) -> None:

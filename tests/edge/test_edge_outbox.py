@@ -271,3 +271,42 @@ def test_two_stores_damaged_within_one_second_are_both_kept_aside(tmp_path: Path
         (tmp_path / OUTBOX_FILE).write_bytes(b"this is not an SQLite database" * 100)
         Outbox.open(tmp_path, "calm-1-door").close()
     assert len(list(tmp_path.glob(f"{OUTBOX_FILE}.corrupt-*"))) == 2
+
+
+def test_a_new_store_is_unconfirmed_until_confirmed_and_a_store_of_an_earlier_version_is_confirmed(
+    tmp_path: Path,
+) -> None:
+    """A new store cannot know what the hub has of this device (a replaced SD card's predecessor may
+    have sent the numbers it gives out): the agent sends none of its events while it is unconfirmed."""
+    # Given a new store
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert not outbox.confirmed
+    outbox.close()
+    # Then it stays unconfirmed across a restart, until confirmed, for good
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert not outbox.confirmed
+    outbox.confirm()
+    outbox.close()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert outbox.confirmed
+    # And `reset-epoch` makes it unconfirmed again, a renumbering alone does not
+    outbox.start_epoch(renumber_pending=True)
+    assert outbox.confirmed
+    outbox.start_epoch(unconfirmed=True)
+    assert not outbox.confirmed
+    outbox.close()
+    assert not Outbox.open(tmp_path, "calm-1-door").confirmed
+    # A store of an earlier version, which kept no such mark, has been in use: confirmed
+    with sqlite3.connect(tmp_path / OUTBOX_FILE) as db:
+        db.execute("DELETE FROM meta WHERE key = 'confirmed'")
+    db.close()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert outbox.confirmed
+    outbox.close()
+
+
+def test_a_lost_stores_replacement_is_unconfirmed(tmp_path: Path) -> None:
+    (tmp_path / OUTBOX_FILE).write_bytes(b"this is not an SQLite database" * 100)
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert (outbox.epoch, outbox.confirmed) == (1, False)
+    outbox.close()
