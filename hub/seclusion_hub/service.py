@@ -954,11 +954,17 @@ class HubService:
 
         def apply(batch: Batch) -> None:
             now = self.clock.now()
-            touched = self._current().touched
+            pending = self._current()
             for key, machine in self.machines.items():
                 machine.hub_started(now)
                 batch.rooms[key] = machine.state
-                touched.add(key)  # their deadlines count device silence again
+                pending.touched.add(key)  # their deadlines count device silence again
+                # Each device's retained ack again, after this batch's commit: a broker that lost its
+                # store (and the acks in it) would otherwise leave a device with a new SD card unable
+                # to learn what the hub already has of it (docs/edge.md), until its next event.
+                for device, dev in machine.state.devices.items():
+                    if dev.epoch or dev.seq:
+                        pending.devices.add((key[0], key[1], device))
 
         self.inbox.put(Command(apply))
 

@@ -685,3 +685,22 @@ def test_each_device_is_told_its_rooms_numbers_for_its_own_fail_safe(tmp_path: P
             12,
             True,
         )
+
+
+def test_on_each_connect_the_hub_tells_every_device_it_has_heard_its_ack_again_once_stored(
+    service: HubService,
+) -> None:
+    """A broker that lost its store lost the retained acks with it: a device on a new SD card then waits
+    for one that never comes (docs/edge.md). So every (re)connect publishes each heard device's ack
+    again, from the stored state, after the commit; a device never heard gets none."""
+    published: list[tuple[str, bytes, int, bool]] = []
+    service.publish = lambda topic, payload, qos, retain: published.append((topic, payload, qos, retain))
+    service.process([inbound("calm-1", "calm-1-door", 1, "door", "open", 0, mid=1)])
+    service.process([inbound("calm-1", "calm-1-door", 2, "door", "closed", 1, mid=2)])
+    published.clear()
+    # When the hub's connection to the broker comes back
+    service.reconnected()
+    service.process([service.inbox.get_nowait()])  # what the ingest thread would take next
+    # Then the door device's ack is published again, retained; the panel, never heard, gets none
+    acks = [(t, json.loads(p), q, r) for t, p, q, r in published if t.endswith("/ack")]
+    assert acks == [(f"seclusion/v1/{SITE}/calm-1/calm-1-door/ack", {"v": 1, "epoch": 0, "seq": 2}, 1, True)]
