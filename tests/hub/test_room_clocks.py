@@ -7,8 +7,9 @@ In these stories `t` is the true time (the hub's clock, seconds after T0); a dev
 
 from __future__ import annotations
 
+from seclusion_hub.core.episode import account
 from seclusion_hub.core.room import DeviceStatus, Heartbeat, Note, SensorEvent
-from tests.hub.rooms import DOOR, Room, at
+from tests.hub.rooms import DOOR, PANEL, Room, at
 
 
 def reading(room: Room, kind: str, value: str, t: float, *, off: float, boot: str, booted: float) -> None:
@@ -281,3 +282,75 @@ def test_a_restart_during_an_episode_flags_it_at_once() -> None:
     status(room, 60, off=0, boot="b2", uptime_s=5)
     ep = room.machine.episode
     assert ep is not None and ep.clock_uncertain and notes(room, "clock_unchecked")
+
+
+# A device status's `ts` is a device timestamp too: corrected like the rest (4.5 with 4.2).
+
+PANEL_OFF = -60.0  # the panel's clock reads 60 s behind the hub's
+
+
+def _panel_hb(room: Room, t: float) -> None:
+    room.clock.set(at(t))
+    hb = Heartbeat(device=PANEL, ts=at(t + PANEL_OFF), epoch=0, last_seq=room.seq[PANEL], state={})
+    room.machine.handle(hb, at(t))
+    room.effects.extend(room.machine.tick(at(t), liveness=False))
+
+
+def _panel_event(room: Room, kind: str, value: str, t: float, arrive: float) -> None:
+    room.seq[PANEL] += 1
+    ev = SensorEvent(device=PANEL, kind=kind, value=value, ts=at(t + PANEL_OFF), seq=room.seq[PANEL])
+    room.clock.set(at(arrive))
+    room.machine.handle(ev, at(arrive))
+    room.effects.extend(room.machine.tick(at(arrive), liveness=False))
+
+
+def _panel_status(room: Room, t: float, *, boot: str, uptime_s: float) -> None:
+    room.clock.set(at(t))
+    st = DeviceStatus(device=PANEL, online=True, ts=at(t + PANEL_OFF), boot=boot, uptime_s=uptime_s)
+    room.machine.handle(st, at(t))
+    room.effects.extend(room.machine.tick(at(t), liveness=False))
+
+
+def _skewed_panel_episode(room: Room) -> None:
+    _panel_status(room, 0, boot="b1", uptime_s=1000)
+    for t in (1, 11, 21):
+        _panel_hb(room, t)
+    dev = room.machine.state.devices[PANEL]
+    assert dev.skew_s == 60 and dev.skew_since is not None  # clock_skew found and corrected (4.5)
+    _panel_event(room, "observer", "present", 25, arrive=25)
+    room.occupancy("occupied", 26)
+    room.door("closed", 27)
+    _panel_hb(room, 30)
+
+
+def test_a_skewed_device_back_on_the_same_boot_makes_its_gap_known_again() -> None:
+    """semantics 4.2: 'When its status shows the same boot with an uptime covering the gap, the replayed
+    events make the gap known again and unknown_s shrinks accordingly'; 4.5: the hub 'corrects that
+    device's timestamps by the estimated offset'. The panel (clock 60 s slow, corrected) drops off for
+    40 s without rebooting; its status, timed by its slow clock, is taken for the broker's old copy."""
+    room = Room()
+    _skewed_panel_episode(room)
+    room.status(PANEL, False, 50)  # Last Will: offline since T0+30
+    ep = room.machine.episode
+    assert ep is not None and ep.unknown
+    _panel_status(room, 70, boot="b1", uptime_s=1070)  # same boot, up all along
+    _panel_event(room, "observer", "absent", 40, arrive=70)  # replayed from its outbox
+    assert ep.unknown == [], ep.unknown
+    acc = account(ep, at(80))
+    assert acc.unknown_s == 0
+
+
+def test_a_skewed_devices_agent_restarted_in_its_gap_leaves_the_gap_unknown() -> None:
+    """semantics 4.2: '...with an uptime covering the gap, ... unknown_s shrinks; otherwise the gap stays
+    unknown'. The panel's agent went down at T0+30 (same kernel boot) and started again at T0+80: its
+    uptime (120 s at T0+200) does not cover the gap from T0+30, but read against its slow clock
+    (uncorrected) it seems to."""
+    room = Room()
+    _skewed_panel_episode(room)
+    room.status(PANEL, False, 50)  # Last Will: offline since T0+30
+    ep = room.machine.episode
+    assert ep is not None
+    _panel_status(room, 200, boot="b1", uptime_s=120)  # agent started at T0+80
+    assert any(g.device == PANEL for g in ep.unknown), "the gap T0+30..T0+80 was forgotten"
+    acc = account(ep, at(200))
+    assert acc.unknown_s >= 50

@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
+from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.episode import Episode, account
+from seclusion_hub.core.policy import Policy
 from seclusion_hub.core.room import (
     DeviceStatus,
     EpisodeSaved,
@@ -15,10 +17,12 @@ from seclusion_hub.core.room import (
     IncidentStatusChanged,
     Note,
     OlderLoss,
+    RoomMachine,
     SensorEvent,
 )
+from seclusion_hub.core.site import RoomSpec
 from seclusion_hub.errors import RejectedMessage
-from tests.hub.rooms import DOOR, PANEL, Room, at
+from tests.hub.rooms import DOOR, PANEL, T0, Room, at
 
 
 def test_door_closing_on_an_occupied_room_starts_an_episode_at_the_close() -> None:
@@ -655,3 +659,52 @@ def test_a_heartbeat_sent_before_an_event_already_applied_does_not_undo_it() -> 
     last = room.machine.state.last_episode
     assert room.machine.episode is None and last is not None and last.ended_at == at(100)
     assert [(s.start, s.end) for s in last.segments] == [(at(1), at(100))]
+
+
+INSIDE = "calm-1-pir"
+
+
+class SplitRoom:
+    """A door device (door, lock), a PIR inside (occupancy) and a panel (observer, check)."""
+
+    def __init__(self, **policy: object) -> None:
+        spec = RoomSpec.model_validate(
+            {
+                "id": "calm-1",
+                "name": "Calm room 1",
+                "devices": [
+                    {"id": DOOR, "sensors": ["door", "lock"], "lock_type": "held"},
+                    {"id": INSIDE, "sensors": ["occupancy"]},
+                    {"id": PANEL, "sensors": ["observer", "check"]},
+                ],
+            }
+        )
+        self.clock = FakeClock(T0)
+        self.machine = RoomMachine("demo-school", spec, Policy.model_validate(policy))
+        self.machine.hub_started(T0)
+        self.seq = {DOOR: 0, INSIDE: 0, PANEL: 0}
+
+    def send(self, device: str, kind: str, value: str, t: float, arrive: float | None = None) -> None:
+        self.seq[device] += 1
+        ev = SensorEvent(device=device, kind=kind, value=value, ts=at(t), seq=self.seq[device])
+        now = at(arrive if arrive is not None else t)
+        self.clock.set(now)
+        self.machine.handle(ev, now)
+        self.machine.tick(now, liveness=False)
+
+
+def test_a_vacant_timed_after_the_opening_that_overtook_the_doors_message_ends_the_episode() -> None:
+    """semantics 2.4: 'If the door closes again within that grace and no `vacant` reading timed after the
+    opening has arrived, the same episode goes on ... If ... a `vacant` reading timed after the opening
+    arrives, the episode ends, and `ended_at` is the time the door opened'. The PIR's vacant (T0+55)
+    reached the hub a moment before the door device's open (T0+50); the door re-closed at T0+60."""
+    room = SplitRoom()
+    room.send(INSIDE, "occupancy", "occupied", 0)
+    room.send(DOOR, "door", "closed", 5)
+    ep = room.machine.episode
+    assert ep is not None
+    room.send(INSIDE, "occupancy", "vacant", 55, arrive=55.1)
+    room.send(DOOR, "door", "open", 50, arrive=55.2)  # the door device's message was a little slower
+    room.send(DOOR, "door", "closed", 60)
+    assert ep.ended_at == at(50), (ep.ended_at, ep.segments)
+    assert room.machine.episode is None

@@ -548,6 +548,9 @@ class RoomMachine:
                 self._go_offline(status.device, dev.last_seen or now, now)
             return
         same_boot = status.boot is not None and status.boot == dev.boot
+        if same_boot and status.ts is not None and dev.skew_since is not None and dev.skew_s is not None:
+            # 4.5: on the corrected clock, as this boot's other reports are (and `uptime_s` below).
+            status = replace(status, ts=status.ts + dt.timedelta(seconds=dev.skew_s))
         if (
             same_boot
             and status.ts is not None
@@ -921,6 +924,11 @@ class RoomMachine:
                 self.state.door_opened_at = ts
                 self._note(ep.id, ts, "door_opened", {})
                 self._saved(ep)
+                # 2.4: a vacant reading timed after the opening ends it, also one that reached the hub
+                # first (occupancy from a device of its own, whose message overtook the door's).
+                held = self.state.readings.get("occupancy")
+                if held is not None and held.value == "vacant" and held.ts > ts:
+                    self._end_episode(ts, "the room was vacant after the door opened")
             # 2.3: vacant while the door is closed never ends an episode.
             return
         if kind == "occupancy" and value == "vacant" and ts > opened:
