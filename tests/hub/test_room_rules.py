@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -18,10 +19,12 @@ from seclusion_hub.core.room import (
     Note,
     OlderLoss,
     RoomMachine,
+    RoomState,
     SensorEvent,
 )
 from seclusion_hub.core.site import RoomSpec
 from seclusion_hub.errors import RejectedMessage
+from seclusion_hub.store import room_state_json
 from tests.hub.rooms import DOOR, PANEL, T0, Room, at
 
 
@@ -104,6 +107,101 @@ def test_an_outage_between_the_close_and_a_start_dated_back_to_it_is_unknown_tim
     assert [(g.device, g.start, g.end) for g in ep.unknown] == [(PANEL, at(0), at(50))]
     acc = account(ep, at(70))
     assert (acc.unknown_s, acc.supervised_s) == (50, 20)
+
+
+def test_every_outage_between_the_close_and_a_start_dated_back_to_it_is_unknown_time() -> None:
+    """4.1 within 2.1: the panel was away twice between the close and the occupancy reading that dates
+    the start back to it, each time coming back with a new boot (each gap stays unknown, 4.2). Both
+    are unknown time, not only the latest: the first used to count as supervised."""
+    # Given a room whose door closed at T0 with the observer present
+    room = Room()
+    room.door("closed", 0)
+    room.observer("present", 1)
+    # When the panel is away from T0+1 to T0+30 and from T0+31 to T0+60, each return a new boot
+    room.status(PANEL, False, 10)  # Last Will: offline since its last message (T0+1)
+    room.status(PANEL, True, 30, boot="b2", uptime_s=2)
+    room.observer("present", 31)
+    room.status(PANEL, False, 40)  # offline since T0+31
+    room.status(PANEL, True, 60, boot="b3", uptime_s=2)
+    room.observer("present", 61)
+    # And the PIR reports the child within the lookback
+    room.occupancy("occupied", 100)
+    # Then the episode, dated back to the close, holds both outages as unknown time
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(0)
+    spans = sorted((g.device, g.start, g.end) for g in ep.unknown)
+    assert spans == [(PANEL, at(1), at(30)), (PANEL, at(31), at(60))]
+    acc = account(ep, at(100))
+    assert (acc.unknown_s, acc.supervised_s, acc.unsupervised_s) == (58, 41, 1)  # T0..T0+1: no reading yet
+    assert room.machine.state.outages_since_close == []  # handed to the episode
+
+
+def test_a_room_state_stored_before_outages_were_kept_still_counts_the_latest_outage() -> None:
+    """A state stored by a hub that kept only each device's latest outage (no `outages_since_close`)
+    loads and counts that outage as unknown time, as it did."""
+    # Given a closed room whose panel was away from T0+1 to T0+30 (a new boot on return)
+    room = Room()
+    room.door("closed", 0)
+    room.observer("present", 1)
+    room.status(PANEL, False, 10)
+    room.status(PANEL, True, 30, boot="b2", uptime_s=2)
+    # And its state as that hub stored it
+    stored = json.loads(room_state_json(room.machine.state))
+    del stored["outages_since_close"]
+    # When a hub loads it and the PIR reports the child within the lookback
+    resumed = Room()
+    state = RoomState.model_validate(stored)
+    resumed.machine = RoomMachine("demo-school", resumed.spec, resumed.policy, state)
+    resumed.seq = dict(room.seq)
+    resumed.occupancy("occupied", 100)
+    # Then the outage is unknown time in the episode dated back to the close
+    ep = resumed.machine.episode
+    assert ep is not None and ep.started_at == at(0)
+    assert [(g.device, g.start, g.end) for g in ep.unknown] == [(PANEL, at(1), at(30))]
+
+
+def test_an_outage_a_same_boot_return_made_known_is_not_kept_for_a_dated_back_start() -> None:
+    """4.2 within 2.1: of the panel's two outages since the close, the first ended in a new boot (it
+    stays unknown), the second in the same boot up all along (known again: its outbox replays it)."""
+    # Given a room whose door closed at T0 with the observer present
+    room = Room()
+    room.door("closed", 0)
+    room.observer("present", 1)
+    # When the panel is away from T0+1 to T0+30 and comes back with a new boot
+    room.status(PANEL, False, 10)
+    room.status(PANEL, True, 30, boot="b2", uptime_s=2)
+    room.observer("present", 31)
+    # And is away again from T0+31 to T0+60 and comes back on that boot, up all along
+    room.status(PANEL, False, 40)
+    room.status(PANEL, True, 60, boot="b2", uptime_s=32)
+    # And the PIR reports the child within the lookback
+    room.occupancy("occupied", 100)
+    # Then only the first outage is unknown time
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(0)
+    assert [(g.device, g.start, g.end) for g in ep.unknown] == [(PANEL, at(1), at(30))]
+    assert account(ep, at(100)).unknown_s == 29
+
+
+def test_the_outages_kept_for_a_dated_back_start_are_bounded_and_dropped_when_the_door_opens() -> None:
+    """Beyond 32 outages of a device, its two oldest become one span: the time between them counts as
+    unknown, never as known."""
+    # Given a closed door
+    room = Room()
+    room.door("closed", 0)
+    # When the panel drops off 40 times (from T0+10i-3 to T0+10i+5), each return a new boot
+    for i in range(40):
+        room.status(PANEL, False, 10 * i + 1)  # offline since its last message
+        room.status(PANEL, True, 10 * i + 5, boot=f"b{i}", uptime_s=1)
+        room.observer("present", 10 * i + 7)
+    # Then 32 spans are kept, the oldest covering the first nine outages and the time between them
+    kept = room.machine.state.outages_since_close
+    assert len(kept) == 32 and (kept[0].start, kept[0].end) == (at(1), at(85))
+    assert (kept[1].start, kept[1].end) == (at(87), at(95))
+    assert (kept[-1].start, kept[-1].end) == (at(387), at(395))
+    # And when the door opens they are dropped
+    room.door("open", 400)
+    assert room.machine.state.outages_since_close == []
 
 
 def test_a_lock_engaged_and_released_before_a_dated_back_start_still_marks_the_episode() -> None:

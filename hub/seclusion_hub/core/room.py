@@ -228,6 +228,12 @@ class RoomState(_Model):
     # And the lock's readings since the close (the one it closed on, each one after): a lock engaged, or
     # engaged and released, before the episode was known is still part of it (2.5).
     locks_since_close: list[Reading] = []
+    # And each device's outages that ended since the close and that its return left unknown (4.2): an
+    # episode dated back to the close has every one of them as unknown time (4.1), not only the latest
+    # (`DeviceState.last_offline`, which a state stored before this list still brings). At most
+    # EVIDENCE_KEPT a device: beyond that its two oldest become one span covering both, so the time
+    # between them counts as unknown, never as known.
+    outages_since_close: list[UnknownInterval] = []
 
 
 _Timed = TypeVar("_Timed", ObserverMark, Reading)
@@ -869,6 +875,7 @@ class RoomMachine:
         st = self.state
         if kind == "door":
             st.marks_since_close, st.checks_since_close, st.locks_since_close = [], [], []
+            st.outages_since_close = []
             if value == "closed":  # what it closed on
                 observer = st.readings.get("observer")
                 if observer is not None:
@@ -999,15 +1006,24 @@ class RoomMachine:
         checks = set(st.checks_since_close) | ({st.last_check} if st.last_check is not None else set())
         ep.checks.extend(sorted(c for c in checks if c + interval > start))
         locks = list(st.locks_since_close)
-        st.marks_since_close, st.checks_since_close, st.locks_since_close = [], [], []
+        # Every outage since a close the start is dated back to lies inside the episode: nobody knows
+        # what the device saw then (4.1), unless its return made it known (4.2, and then it is not kept).
+        outages = {(o.device, o.start, o.end): o for o in st.outages_since_close}
         for device, dev in st.devices.items():
             span = dev.last_offline
-            if span is not None and span.end is not None and span.end > start:
-                # An outage since a close the start is dated back to lies inside the episode: nobody
-                # knows what the device saw then (4.1), unless its return made it known (4.2).
+            if span is not None:
+                key = (device, span.start, span.end)
+                outages.setdefault(key, UnknownInterval(device=device, start=span.start, end=span.end))
+        st.marks_since_close, st.checks_since_close, st.locks_since_close = [], [], []
+        st.outages_since_close = []
+        for outage in sorted(outages.values(), key=lambda o: (o.start, o.device)):
+            if outage.end is not None and outage.end > start:
                 ep.unknown.append(
-                    UnknownInterval(device=device, start=max(start, span.start), end=max(start, span.end))
+                    UnknownInterval(
+                        device=outage.device, start=max(start, outage.start), end=max(start, outage.end)
+                    )
                 )
+        for device, dev in st.devices.items():
             if not dev.online:
                 ep.unknown.append(
                     UnknownInterval(device=device, start=max(start, dev.offline_since or start))
@@ -1088,11 +1104,29 @@ class RoomMachine:
         dev.offline_since = dev.offline_detected_at = None
         dev.last_offline = OfflineSpan(start=since, end=now)
         ep = self.state.episode
-        if ep is not None:
-            for gap in ep.unknown:
-                if gap.device == device and gap.end is None:
-                    gap.end = max(now, gap.start)
-            self._saved(ep)
+        if ep is None:
+            self._keep_outage(UnknownInterval(device=device, start=since, end=now))
+            return
+        for gap in ep.unknown:
+            if gap.device == device and gap.end is None:
+                gap.end = max(now, gap.start)
+        self._saved(ep)
+
+    def _keep_outage(self, outage: UnknownInterval) -> None:
+        """Outside an episode: an outage that ended while the door was closed, which an episode dated
+        back to the close will need (see RoomState.outages_since_close)."""
+        st = self.state
+        door = st.readings.get("door")
+        if door is None or door.value != "closed":
+            return  # the door's next change clears what is kept
+        st.outages_since_close.append(outage)
+        mine = [i for i, o in enumerate(st.outages_since_close) if o.device == outage.device]
+        if len(mine) > EVIDENCE_KEPT:
+            first, second = st.outages_since_close[mine[0]], st.outages_since_close[mine[1]]
+            st.outages_since_close[mine[1]] = UnknownInterval(
+                device=outage.device, start=min(first.start, second.start), end=second.end
+            )
+            del st.outages_since_close[mine[0]]
 
     def _go_offline(self, device: str, since: dt.datetime, now: dt.datetime) -> None:
         dev = self.state.devices[device]
@@ -1108,6 +1142,10 @@ class RoomMachine:
         )
 
     def _forget_unknown(self, device: str, start: dt.datetime) -> None:
+        st = self.state
+        st.outages_since_close = [
+            o for o in st.outages_since_close if not (o.device == device and o.start >= start)
+        ]
         for ep in (self.state.episode, self.state.last_episode):
             if ep is None:
                 continue
