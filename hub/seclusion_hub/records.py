@@ -431,14 +431,15 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
 
     @router.post("/api/incidents/{incident_id}/addenda", tags=["incidents"], status_code=201)
     def addendum(incident_id: str, body: AddendumIn, who: Staff) -> dict[str, Any]:
-        """A dated correction with its author; the record itself is left as it was signed."""
+        """A dated correction with its author, on a signed-off record only (409 before: the record itself
+        is edited until then); the record is left as it was signed."""
         if body.field is not None and body.field not in RecordFields.model_fields:
             raise BadRequest("body", "field", "not a field of the record")
         now = service.clock.now()
         note = IncidentAddendum(
             incident_id=incident_id, at=now, author=who.name, field=body.field, text=body.text
         )
-        change(incident_id, who, "addendum", lambda _row: {}, addendum=note)
+        change(incident_id, who, "addendum", lambda row: workflow.addendum(incident_view(row)), addendum=note)
         # The correction as stored (contract section 6), as the record lists it under `addenda`.
         return {
             "incident_id": incident_id,

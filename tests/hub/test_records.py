@@ -846,6 +846,28 @@ def test_the_record_is_filled_in_from_the_episode_with_the_childs_time_in_the_48
     assert earlier["minutes_in_48h_before"] == 0.0
 
 
+def test_a_dated_correction_is_refused_until_the_record_is_signed_off(api: Records) -> None:
+    """docs/records.md: "Add a dated correction | staff and above | after sign-off", and the API checks the
+    rules again: before sign-off the record itself is edited, so a correction is a 409 naming `status`."""
+    # Given a record still awaiting its record
+    ep = api.ended_episode()
+    incident = f"/api/incidents/{ep['incident_id']}"
+    staff = api.token("staff", "test-school")
+    assert api.client.get(incident, headers=staff).json()["status"] == "awaiting_record"
+    # When staff add a dated correction to it
+    added = api.client.post(
+        f"{incident}/addenda",
+        json={"text": "The child was in fact in the room until 10:20.", "field": "classification"},
+        headers=staff,
+    )
+    # Then it is refused, naming the status, and nothing is added to the record or its audit
+    assert added.status_code == 409 and "status" in added.text
+    assert api.client.get(incident, headers=staff).json()["addenda"] == []
+    with api.store.session() as s:
+        done = s.exec(select(AuditEntry).where(AuditEntry.action == "addendum")).all()
+    assert done == []
+
+
 def test_the_report_to_the_authority_is_recorded_once_even_after_sign_off(api: Records) -> None:
     ep = api.ended_episode()
     incident = f"/api/incidents/{ep['incident_id']}"

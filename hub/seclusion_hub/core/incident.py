@@ -357,6 +357,19 @@ def sign_off(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
     return {"status": "closed", "closed_at": now, "closed_by": who}
 
 
+def addendum(view: IncidentView) -> dict[str, Any]:
+    """A dated correction is added to a signed-off record (`closed`) only: until then the record itself
+    is still edited (docs/records.md, "Add a dated correction ... after sign-off"). It changes nothing
+    of the record's own columns."""
+    if view.status != "closed":
+        raise WorkflowError(
+            409,
+            "status",
+            f"a dated correction is added after sign-off: edit the record instead (it is {view.status})",
+        )
+    return {}
+
+
 # -- report_overdue (semantics 5): a deadline of the record passed and its step is not done
 
 STEPS = ("record", "parent_notice", "parent_copy", "authority_notice")
