@@ -149,10 +149,14 @@ def incident_json(row: IncidentRecord, dsl: bool) -> dict[str, Any]:
 
 def incident_summary(row: IncidentRecord) -> dict[str, Any]:
     """A record in a list: its state and deadlines, without what staff wrote (reading that is a read of
-    the record, audited one by one through `GET /api/incidents/{id}`): no reason for a withheld copy
-    either, whoever asks."""
+    the record, audited one by one through `GET /api/incidents/{id}`): not the record's fields, not its
+    `classification` (a draft's too), no reason for a withheld copy either, whoever asks. Nor `missing`:
+    the fields a record asks for follow its classification (`voluntary_reason` for voluntary use,
+    `no_child_reason` and none of the child's for an empty room), so the list of what is still empty
+    would say what a draft was classified as."""
     body = incident_json(row, dsl=False)
-    del body["record"]
+    for written in ("record", "classification", "missing"):
+        del body[written]
     return body
 
 

@@ -868,6 +868,28 @@ def test_a_dated_correction_is_refused_until_the_record_is_signed_off(api: Recor
     assert done == []
 
 
+def test_the_incident_list_shows_state_and_deadlines_not_what_staff_wrote(api: Records) -> None:
+    """docs/incidents.md, Audit: the list (`GET /api/incidents`) is not audited, so it shows state and
+    deadlines, not what staff wrote: no draft's classification, nor the list of empty fields that follows
+    from it (a voluntary draft asks for `voluntary_reason`)."""
+    # Given a draft that staff classified as the child's own use of the room
+    ep = api.ended_episode()
+    staff = api.token("staff", "test-school")
+    draft = {"classification": "voluntary", "voluntary_reason": "She asked to go in and left when ready."}
+    incident = f"/api/incidents/{ep['incident_id']}"
+    assert api.client.patch(incident, json=draft, headers=staff).status_code == 200
+    # When staff list the incidents
+    [listed] = api.client.get("/api/incidents", headers=staff).json()["items"]
+    # Then the record is there with its state and deadlines, and nothing of what staff wrote
+    assert listed["id"] == ep["incident_id"] and listed["status"] == "awaiting_record"
+    assert listed["due"]["record"] is not None
+    assert not {"record", "classification", "missing"} & listed.keys(), listed
+    assert "voluntary" not in json.dumps(listed)
+    # And the record itself, read one by one (and audited), still has them
+    record = api.client.get(incident, headers=staff).json()
+    assert record["classification"] == "voluntary" and "pupil_id" in record["missing"]
+
+
 def test_the_report_to_the_authority_is_recorded_once_even_after_sign_off(api: Records) -> None:
     ep = api.ended_episode()
     incident = f"/api/incidents/{ep['incident_id']}"
