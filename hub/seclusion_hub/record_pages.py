@@ -427,8 +427,14 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
         wanted = SENIOR_STATUSES if who.has_role("senior") else STAFF_STATUSES
         rows: list[IncidentRecord] = []
         for wanted_status in wanted:
-            found, _next = store.list_incidents(sites, None, wanted_status, 1000, None)
-            rows.extend(found)
+            # Every record of the status, page after page: the list comes newest first, so stopping at a
+            # page would drop the oldest, the most overdue.
+            cursor: str | None = None
+            while True:
+                found, cursor = store.list_incidents(sites, None, wanted_status, 1000, cursor)
+                rows.extend(found)
+                if cursor is None:
+                    break
         if not who.has_role("senior"):
             # A record of no child in the room, once recorded, waits only for a senior's review.
             rows = [r for r in rows if not workflow.no_child(r.status, r.record)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -28,7 +29,7 @@ from seclusion_hub.auth import Role, create_token
 from seclusion_hub.config import load_sites
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.ingest import Inbound
-from seclusion_hub.models import AuditEntry
+from seclusion_hub.models import AuditEntry, IncidentRecord
 from seclusion_hub.service import HubService
 from seclusion_hub.store import Store
 from tests.hub.test_records import NO_CHILD
@@ -315,6 +316,41 @@ def test_the_list_gives_status_and_deadline_in_words_and_says_overdue(hub: Hub) 
     hub.clock.set(dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC))
     late = _text(staff.get("/records").text)
     assert "OVERDUE: Record to be completed by the end of Monday 23 November 2026" in late
+
+
+def test_the_list_of_records_to_complete_has_every_one_the_most_overdue_first(hub: Hub) -> None:
+    """docs/records.md: the list of records that need something done, "the most urgent first (overdue
+    ones at the top)". It is read a page at a time, newest first: every page, or the oldest (the most
+    overdue) would be dropped past the first 1000 of a status."""
+    # Given 1001 records awaiting their record from a month ago (each a minute after the other), and today's
+    ep = hub.ended_episode()
+    now = hub.clock.now()
+    old = []
+    with hub.store.session() as s:
+        for i in range(1001):
+            opened = now - dt.timedelta(days=30) + dt.timedelta(minutes=i)
+            row = IncidentRecord(
+                id=str(uuid.uuid4()),
+                episode_id=ep["id"],
+                site=SITE,
+                room="calm-1",
+                status="awaiting_record",
+                opened_at=opened,
+                updated_at=opened,
+                ended_at=opened + dt.timedelta(minutes=5),
+                record_due_at=opened + dt.timedelta(days=1),
+                parent_notice_due_at=opened + dt.timedelta(days=1),
+            )
+            old.append(row.id)
+            s.add(row)
+        s.commit()
+    # When staff open the list of records to complete
+    page = hub.browser("staff").get("/records")
+    # Then every record is there once, the oldest (the most overdue) at the top
+    assert page.status_code == 200
+    listed = re.findall(r'data-incident="([0-9a-f-]{36})"', page.text)
+    assert sorted(listed) == sorted([*old, ep["incident_id"]])
+    assert listed[0] == old[0], "the most overdue record is not at the top"
 
 
 def test_the_record_shows_the_episode_in_local_time_and_its_alerts(hub: Hub) -> None:
