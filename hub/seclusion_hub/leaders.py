@@ -456,6 +456,8 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             page_no = max(int(q.get("page", "1")), 1)
         except ValueError:
             page_no = 1
+        if page_no > 10**9:  # like a number that is not one: past what the database takes (it was a 500)
+            page_no = 1
         now = service.clock.now()
         rows = records.incidents_page(
             site.id,

@@ -111,6 +111,23 @@ def test_a_childs_page_is_audited_and_the_overview_flags_the_pattern(review: Rev
     assert [r.detail["children_named"] for r in overview_reads] == [[review.sen[0]]] * 2  # type: ignore[attr-defined]
 
 
+def test_the_incident_list_takes_any_page_asked_for_without_an_error(review: Review) -> None:
+    """A bad request is never a 5xx: a page number the database cannot take (10**30 overflowed SQLite's
+    OFFSET) is page 1, as one that is not a number is; a page past the end lists nothing."""
+    leader = _browser(review, "leader", SITE)
+    first = leader.get(f"/review/incidents?{PERIOD}")
+    assert first.status_code == 200 and first.text.count('href="/records/') == 6
+    # When a leader's address asks for a page too big for the database, or one that is not a number
+    for asked in (str(10**30), "-1", "two", "9" * 5000):
+        shown = leader.get(f"/review/incidents?{PERIOD}&page={asked}")
+        # Then the page is the first one, no error
+        assert shown.status_code == 200, (asked[:20], shown.status_code)
+        assert shown.text.count('href="/records/') == 6, asked[:20]
+    # And a page past the end says nothing matches
+    past = leader.get(f"/review/incidents?{PERIOD}&page=3")
+    assert past.status_code == 200 and "No incident matches." in past.text
+
+
 @pytest.fixture
 def served(review: Review) -> Iterator[str]:
     """The app on a free loopback port (uvicorn in a thread)."""
