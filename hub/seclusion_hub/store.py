@@ -912,8 +912,11 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     when, key = unpack_cursor(cursor, 2)
     try:
         parsed = dt.datetime.fromisoformat(when)
-    except ValueError as exc:
+        # In UTC, as the cursors made here are: one with an offset near year 1 or 9999 overflows here
+        # (a 422), not where the database binds it (a 500).
+        utc = parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError) as exc:
         raise ValueError("cursor: not a cursor this API returned") from exc
-    if parsed.tzinfo is None:
+    if utc is None:
         raise ValueError("cursor: not a cursor this API returned")
-    return parsed, key
+    return utc, key

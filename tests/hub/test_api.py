@@ -20,7 +20,7 @@ from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import AuditEntry
 from seclusion_hub.service import HubService
-from seclusion_hub.store import Store
+from seclusion_hub.store import Store, pack_cursor
 from tests.support.hub import two_device_room, write_site
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
@@ -103,6 +103,12 @@ def test_a_bad_request_is_422_naming_the_field(api: Api) -> None:
     assert "limit" in json.dumps(response.json())
     response = api.client.get("/api/episodes", params={"cursor": "%%%"}, headers=admin)
     assert response.status_code == 422 and "cursor" in json.dumps(response.json())
+    # A cursor made up with a time the database cannot take (an offset at the edge of the calendar)
+    for edge in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        made_up = pack_cursor([edge, "x"])
+        for path in ("/api/episodes", "/api/alerts", "/api/incidents"):
+            response = api.client.get(path, params={"cursor": made_up}, headers=admin)
+            assert response.status_code == 422 and "cursor" in response.text, (path, edge)
     response = api.client.get("/api/alerts", params={"state": "sideways"}, headers=admin)
     assert response.status_code == 422 and "state" in json.dumps(response.json())
     # A status that is no status is refused, not an empty list that reads as nothing to do.
