@@ -31,6 +31,7 @@ from .record_pages import _templates, duration_words, local_date, local_datetime
 from .record_store import RecordStore
 from .review import Facts, Period, gather_facts, site_pattern_triggers, summary_json
 from .service import HubService
+from .store import decode_cursor, encode_cursor
 from .web import PAGE_HEADERS, session_token, static_file
 
 CHARACTERISTIC_WORDS = {
@@ -51,6 +52,7 @@ GROUP_WORDS = {
     "unknown": "not recorded",
 }
 STATUSES = ("open", "awaiting_record", "recorded", "parent_notified", "reviewed", "closed")
+PAGE = 50  # records on a page of the incident list
 
 
 @dataclass
@@ -182,6 +184,11 @@ def recorded_as(classification: str | None, incident: IncidentRecord | None) -> 
     if workflow.no_child(incident.status, incident.record) and incident.status not in workflow.REVIEWED:
         return UNREVIEWED_EMPTY_WORDS
     return CORRECTED_WORDS
+
+
+def _key(row: IncidentRecord) -> tuple[dt.datetime, str]:
+    """Where a record sits in the incident list (newest first)."""
+    return row.opened_at, row.id
 
 
 def room_name(site: LoadedSite, room: str) -> str:
@@ -443,7 +450,8 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
 
     @router.get("/review/incidents", include_in_schema=False)
     def incidents(request: Request) -> Response:
-        """The incident list with filters, newest first, 50 a page."""
+        """The incident list with filters, newest first, 50 a page, paged by the Newer and Older links'
+        edges (`before`, `after`: the first and last record shown)."""
         chosen = reviewing(request)
         if not isinstance(chosen, tuple):
             return chosen
@@ -452,25 +460,54 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         chosen_status = q.get("status") if q.get("status") in STATUSES else None
         chosen_room = q.get("room") if site.room(q.get("room") or "") is not None else None
         overdue = q.get("overdue") == "1"
-        try:
-            page_no = max(int(q.get("page", "1")), 1)
-        except ValueError:
-            page_no = 1
-        if page_no > 10**9:  # like a number that is not one: past what the database takes (it was a 500)
-            page_no = 1
         now = service.clock.now()
-        rows = records.incidents_page(
-            site.id,
-            status=chosen_status,
-            room=chosen_room,
-            start=when.start,
-            end=when.end,
-            overdue_at=now if overdue else None,
-            limit=51,
-            offset=(page_no - 1) * 50,
-        )
+
+        def key(name: str) -> tuple[dt.datetime, str] | None:
+            """The page's edge from the address (a cursor the Newer or Older link gave); one that is not
+            one is no edge, as a date that is not one is ignored: the first page."""
+            raw = q.get(name)
+            try:
+                return decode_cursor(raw) if raw else None
+            except ValueError:
+                return None
+
+        def listed(**edge: Any) -> list[IncidentRecord]:
+            return records.incidents_page(
+                site.id,
+                status=chosen_status,
+                room=chosen_room,
+                start=when.start,
+                end=when.end,
+                overdue_at=now if overdue else None,
+                **edge,
+            )
+
+        # A page by its edges (opened_at, id), never by a count of rows: a record done or opened while a
+        # leader pages moves no other record across an edge (an offset hid one, or showed one twice).
+        rows: list[IncidentRecord] = []
+        newer_edge: tuple[dt.datetime, str] | None = None  # the Newer link's: the first record shown
+        older_edge: tuple[dt.datetime, str] | None = None  # the Older link's: the last record shown
+        asked_newer = key("before")
+        if asked_newer is not None:
+            nearest = listed(before=asked_newer, limit=PAGE + 1)
+            if len(nearest) > PAGE:  # more still newer: the PAGE records nearest the edge
+                rows = nearest[1:]
+                newer_edge = _key(rows[0])
+                if listed(after=_key(rows[-1]), limit=1):
+                    older_edge = _key(rows[-1])
+            # else back at the top: the first page, full
+        if not rows:
+            asked_older = key("after") if asked_newer is None else None
+            found = listed(after=asked_older, limit=PAGE + 1)
+            rows = found[:PAGE]
+            if len(found) > PAGE:
+                older_edge = _key(rows[-1])
+            # Newer ones above this page (an empty page past records since done: above its edge)
+            top = _key(rows[0]) if rows else asked_older
+            if top is not None and listed(before=top, limit=1):
+                newer_edge = top
         items = []
-        for row in rows[:50]:
+        for row in rows:
             episode = service.store.get_episode(row.episode_id)
             deadline = next_deadline(row, site.zone, now)
             items.append(
@@ -487,8 +524,8 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             "leaders/incidents.html",
             title="Incidents",
             items=items,
-            more=len(rows) > 50,
-            page_no=page_no,
+            newer=encode_cursor(*newer_edge) if newer_edge is not None else None,
+            older=encode_cursor(*older_edge) if older_edge is not None else None,
             statuses=STATUSES,
             chosen_status=chosen_status,
             chosen_room=chosen_room,

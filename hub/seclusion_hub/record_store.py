@@ -291,10 +291,14 @@ class RecordStore:
         end: dt.datetime | None = None,
         overdue_at: dt.datetime | None = None,
         limit: int = 50,
-        offset: int = 0,
+        after: tuple[dt.datetime, str] | None = None,
+        before: tuple[dt.datetime, str] | None = None,
     ) -> list[IncidentRecord]:
         """A site's incident records, newest first, filtered (the leaders' incident list); `overdue_at`
-        keeps those with a deadline passed at that time and its step not done."""
+        keeps those with a deadline passed at that time and its step not done. A page by its key
+        (opened_at, id), as the API's lists: `after` a key, the `limit` next older than it; `before` a
+        key, the `limit` newer ones nearest it (still newest first). A record that changes or comes
+        meanwhile moves no other across a page's edge, as an offset would."""
         i = IncidentRecord
         query = select(i).where(i.site == site)
         if status is not None:
@@ -307,9 +311,16 @@ class RecordStore:
             query = query.where(col(i.opened_at) < end)
         if overdue_at is not None:
             query = query.where(col(i.status) != "closed", _overdue(overdue_at))
+        when, key = col(i.opened_at), col(i.id)
+        if after is not None:
+            query = query.where(sa.or_(when < after[0], sa.and_(when == after[0], key < after[1])))
+        if before is not None:
+            query = query.where(sa.or_(when > before[0], sa.and_(when == before[0], key > before[1])))
+            with self._session() as s:
+                nearest = s.exec(query.order_by(when.asc(), key.asc()).limit(limit)).all()
+            return list(reversed(nearest))
         with self._session() as s:
-            ordered = query.order_by(col(i.opened_at).desc(), col(i.id).desc())
-            return list(s.exec(ordered.offset(offset).limit(limit)).all())
+            return list(s.exec(query.order_by(when.desc(), key.desc()).limit(limit)).all())
 
     def lapse_counts(self, episode_ids: Sequence[str]) -> dict[str, int]:
         """Supervision lapses per episode: the `supervision_lapse` alerts raised (each a lapse longer

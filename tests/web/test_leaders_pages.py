@@ -8,6 +8,7 @@ review-incidents.png.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import math
 import re
 import threading
@@ -30,6 +31,7 @@ from seclusion_hub.leaders import (
     recorded_as,
 )
 from seclusion_hub.models import AuditEntry, IncidentRecord
+from seclusion_hub.store import pack_cursor
 from tests.hub.test_api import T0
 from tests.hub.test_records import COMPLETE, NO_CHILD
 from tests.hub.test_review_api import SITE, START, Review
@@ -113,19 +115,82 @@ def test_a_childs_page_is_audited_and_the_overview_flags_the_pattern(review: Rev
 
 def test_the_incident_list_takes_any_page_asked_for_without_an_error(review: Review) -> None:
     """A bad request is never a 5xx: a page number the database cannot take (10**30 overflowed SQLite's
-    OFFSET) is page 1, as one that is not a number is; a page past the end lists nothing."""
+    OFFSET) is no longer read at all, and an edge that is no cursor, or one made up at the edge of the
+    calendar, is the first page, as a date that is not one is ignored."""
     leader = _browser(review, "leader", SITE)
     first = leader.get(f"/review/incidents?{PERIOD}")
     assert first.status_code == 200 and first.text.count('href="/records/') == 6
-    # When a leader's address asks for a page too big for the database, or one that is not a number
-    for asked in (str(10**30), "-1", "two", "9" * 5000):
-        shown = leader.get(f"/review/incidents?{PERIOD}&page={asked}")
-        # Then the page is the first one, no error
+    made_up = [
+        pack_cursor([edge, "x"]) for edge in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00")
+    ]
+    # When a leader's address asks for a page the list cannot give
+    for asked in (f"page={10**30}", "after=%%%", "before=nope", "after=" + "9" * 5000, "before=", "page=two"):
+        shown = leader.get(f"/review/incidents?{PERIOD}&{asked}")
+        # Then it shows the first page, no error
         assert shown.status_code == 200, (asked[:20], shown.status_code)
         assert shown.text.count('href="/records/') == 6, asked[:20]
-    # And a page past the end says nothing matches
-    past = leader.get(f"/review/incidents?{PERIOD}&page=3")
+    for cursor in made_up:
+        for edge in ("after", "before"):
+            shown = leader.get(f"/review/incidents?{PERIOD}", params={edge: cursor})
+            assert shown.status_code == 200, (edge, cursor)
+    # And past the last record nothing matches (a made-up edge older than every record)
+    past = leader.get(
+        f"/review/incidents?{PERIOD}", params={"after": pack_cursor(["2000-01-01T00:00:00+00:00", ""])}
+    )
     assert past.status_code == 200 and "No incident matches." in past.text
+
+
+def _incidents_page(leader: TestClient, url: str) -> tuple[list[str], str | None, str | None]:
+    """The records listed on a page of the incident list, and its Newer and Older links."""
+    page = leader.get(url)
+    assert page.status_code == 200, page.text
+    links = {
+        name: "/review/incidents" + html.unescape(href)
+        for href, name in re.findall(r'<a href="(\?[^"]*)" rel="(?:prev|next)">(Newer|Older)</a>', page.text)
+    }
+    return re.findall(r'href="/records/([0-9a-f-]{36})"', page.text), links.get("Newer"), links.get("Older")
+
+
+def test_the_incident_list_neither_hides_nor_repeats_a_record_that_changes_while_a_leader_pages(
+    tmp_path: Path,
+) -> None:
+    """docs/review.md: the records of the period, newest first, 50 a page, filtered by status. A page
+    starts where the last one ended (the record shown last), not after a count of rows: a record done
+    while a leader reads the first page used to slide the first of the second page onto the first,
+    never shown; a new record used to push one onto the second page twice."""
+    review = Review(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", name="Hillside School")
+    try:
+        # Given 52 records awaiting their record, an hour apart
+        ids = [review.episode(None, START + DAY + dt.timedelta(hours=i), 5) for i in range(52)]
+        review.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+        leader = _browser(review, "leader", SITE)
+        filtered = f"/review/incidents?site={SITE}&{PERIOD}&status=awaiting_record"
+        # When a leader reads the first page: the 50 newest, an Older link and no Newer one
+        first, newer, older = _incidents_page(leader, filtered)
+        assert first == ids[::-1][:50] and newer is None and older is not None
+        # And meanwhile a record on it is completed and a new one opens
+        done = first[10]
+        with review.store.session() as s:
+            row = s.get(IncidentRecord, done)
+            assert row is not None
+            row.status, row.recorded_at = "recorded", review.clock.now()
+            s.add(row)
+            s.commit()
+        fresh = [review.episode(None, START + (60 + i) * DAY, 5) for i in range(3)]
+        # Then the older page has the two records after the first page's last, each once
+        second, newer, older = _incidents_page(leader, older)
+        assert second == ids[1::-1] and older is None and newer is not None
+        assert set(ids) <= set(first) | set(second) and not set(first) & set(second)
+        # And its Newer link gives the 50 just above it: the done one left out, the oldest new one on top
+        back, newer, older = _incidents_page(leader, newer)
+        assert back == [fresh[0], *(i for i in ids[:1:-1] if i != done)]
+        assert newer is not None and older is not None
+        # And the next Newer is the first page, the newest first, with no Newer link
+        top, newer, _ = _incidents_page(leader, newer)
+        assert top[:3] == fresh[::-1] and len(top) == 50 and newer is None
+    finally:
+        review.client.close()
+        review.store.close()
 
 
 @pytest.fixture
