@@ -52,7 +52,11 @@ class HubSettings(BaseSettings):
     ingest_linger_ms: float = Field(default=5.0, ge=0, le=1000)
 
     def site_paths(self) -> list[Path]:
-        return [Path(p) for p in self.site_files.split(":") if p.strip()]
+        """The site files (colon-separated); at least one, or a ConfigError naming the setting."""
+        paths = [Path(p) for p in self.site_files.split(":") if p.strip()]
+        if not paths:
+            raise ConfigError("SECLUSION_SITE_FILES", "", "no site file given (colon-separated paths)")
+        return paths
 
 
 def _error_location(exc: ValidationError) -> tuple[str, str]:
@@ -192,7 +196,16 @@ def load_site(path: Path) -> LoadedSite:
         zone = ZoneInfo(spec.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(str(path), "timezone", f"unknown timezone {spec.timezone!r}") from exc
-    base = profile_parameters(spec.policy, path.parent)
+    if _is_profile_path(spec.policy):
+        asked = Path(spec.policy) if Path(spec.policy).is_absolute() else path.parent / spec.policy
+        if not asked.is_file():
+            raise ConfigError(str(path), "policy", f"no profile file at {asked}")
+    try:
+        base = profile_parameters(spec.policy, path.parent)
+    except ConfigError as exc:
+        if exc.source != "policy" or exc.key != spec.policy:
+            raise  # a problem inside the profile file: it names that file and its key
+        raise ConfigError(str(path), "policy", f"{exc.key}: {exc.problem}") from exc
     policies: dict[str, Policy] = {}
     for index, room in enumerate(spec.rooms):
         params = {**base, **room.policy_overrides}
@@ -221,16 +234,27 @@ def load_site(path: Path) -> LoadedSite:
                     )
     if spec.parent_mail is not None:
         expand_env(spec.parent_mail, str(path), "parent_mail")
+    # Each channel is built once here, so that a URL the hub could not use is refused now, naming the
+    # file and the entry (never the URL: it may hold a password), by `check-config` too.
+    from .notify.channels import AppriseChannel, ChannelError, WebhookChannel  # they import this module
+
     for index, recipient in enumerate(spec.recipients):
         for n, url in enumerate(recipient.notify):
-            expand_env(url, str(path), f"recipients.{index}.notify.{n}")
+            key = f"recipients.{index}.notify.{n}"
+            try:
+                AppriseChannel(expand_env(url, str(path), key))
+            except ChannelError as exc:
+                raise ConfigError(str(path), key, str(exc)) from None
         for n, hook in enumerate(recipient.webhooks):
-            expand_env(hook.url, str(path), f"recipients.{index}.webhooks.{n}.url")
-            secret = expand_env(hook.secret, str(path), f"recipients.{index}.webhooks.{n}.secret")
+            key = f"recipients.{index}.webhooks.{n}"
+            hook_url = expand_env(hook.url, str(path), f"{key}.url")
+            secret = expand_env(hook.secret, str(path), f"{key}.secret")
             if len(secret) < 16:
-                raise ConfigError(
-                    str(path), f"recipients.{index}.webhooks.{n}.secret", "at least 16 characters, please"
-                )
+                raise ConfigError(str(path), f"{key}.secret", "at least 16 characters, please")
+            try:
+                WebhookChannel(hook_url, secret)
+            except ChannelError as exc:
+                raise ConfigError(str(path), key, str(exc)) from None
     return LoadedSite(path=path, spec=spec, zone=zone, policies=policies)
 
 

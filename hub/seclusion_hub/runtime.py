@@ -16,7 +16,6 @@ from seclusion_contract import Topics
 from .api import create_app
 from .config import HubSettings, LoadedSite, load_sites
 from .core.clock import Clock, SystemClock
-from .errors import ConfigError
 from .live import LiveFeed
 from .mqtt import HubMqtt
 from .mqtt_process import MqttProcess
@@ -43,10 +42,7 @@ class Hub:
     @classmethod
     def build(cls, settings: HubSettings, clock: Clock | None = None, protocol: str | None = None) -> Hub:
         clock = clock or SystemClock()
-        paths = settings.site_paths()
-        if not paths:
-            raise ConfigError("SECLUSION_SITE_FILES", "", "no site file given (colon-separated paths)")
-        sites = load_sites(paths)
+        sites = load_sites(settings.site_paths())
         store = Store.open(settings.database_url)
         topics = Topics(settings.mqtt_root)
         service = HubService(

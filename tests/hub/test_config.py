@@ -77,7 +77,24 @@ def test_the_default_profile_is_read_from_its_file_and_matches_policies_md() -> 
             "rooms.0.policy_overrides.lapse_grace_s",
         ),
         ({"timezone": "Europe/Atlantis"}, "timezone"),
-        ({"policy": "no-such-profile"}, "no-such-profile"),
+        ({"policy": "no-such-profile"}, "policy: no-such-profile: no such profile"),
+        ({"policy": "./missing-profile.yaml"}, "policy: "),
+        (
+            {"recipients": [{"name": "x", "tier": "senior", "notify": ["no-such-service://host/x"]}]},
+            "recipients.0.notify.0: not an Apprise URL",
+        ),
+        (
+            {
+                "recipients": [
+                    {
+                        "name": "x",
+                        "tier": "senior",
+                        "webhooks": [{"url": "https:///no-host", "secret": "s" * 16}],
+                    }
+                ]
+            },
+            "recipients.0.webhooks.0: a webhook URL must be http",
+        ),
         (
             {"recipients": [{"name": "x", "tier": "senior", "notify": ["mailtos://${NOT_SET_ANYWHERE}@x"]}]},
             "recipients.0.notify.0",
@@ -90,9 +107,7 @@ def test_a_bad_site_file_names_the_file_and_the_key(
     path = write(tmp_path, {**SITE, **change})
     with pytest.raises(ConfigError) as err:
         load_site(path)
-    assert key in str(err.value)
-    if "profile" not in str(err.value):
-        assert str(path) in str(err.value)
+    assert key in str(err.value) and str(path) in str(err.value)
 
 
 def test_where_only_a_held_lock_is_allowed_every_lock_must_say_what_it_is(tmp_path: Path) -> None:
@@ -186,3 +201,28 @@ def test_a_webhook_secret_too_short_once_expanded_is_refused_naming_the_key(
     assert str(site) in str(raised.value)
     monkeypatch.setenv("HOOK_SECRET", "long-enough-secret-value")
     assert load_site(site).spec.recipients[0].webhooks[0].secret == "${HOOK_SECRET}"
+
+
+def test_check_config_reports_each_site_file_or_what_is_wrong_with_exit_status_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from seclusion_hub import cli
+
+    monkeypatch.chdir(tmp_path)
+    # No site file at all: said, not a silent success
+    monkeypatch.delenv("SECLUSION_SITE_FILES", raising=False)
+    assert cli.main(["check-config"]) == 2
+    assert "SECLUSION_SITE_FILES: no site file given" in capsys.readouterr().err
+    # A good one: named, with its rooms
+    good = write(tmp_path, SITE)
+    monkeypatch.setenv("SECLUSION_SITE_FILES", str(good))
+    assert cli.main(["check-config"]) == 0
+    assert f"{good}: site demo-school, rooms calm-1: ok" in capsys.readouterr().out
+    # A notify URL the hub could not use: the file and the entry, never the URL (it may hold a password)
+    body = copy.deepcopy(SITE)
+    body["recipients"] = [{"name": "x", "tier": "senior", "notify": ["no-such-service://user:pw@host/x"]}]
+    bad = write(tmp_path, body, "bad.yaml")
+    monkeypatch.setenv("SECLUSION_SITE_FILES", str(bad))
+    assert cli.main(["check-config"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: recipients.0.notify.0: not an Apprise URL" in err and "pw@" not in err

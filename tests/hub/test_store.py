@@ -763,3 +763,31 @@ def test_rows_of_one_write_keep_their_own_columns_when_they_differ(
             assert sorted(tuple(r) for r in snaps) == [("r1", "e-1", None), ("r2", None, "e-0")]
     finally:
         plain.close()
+
+
+def test_a_database_error_never_carries_the_values_it_was_writing(store: Store) -> None:
+    # Given a child on the register
+    from seclusion_hub.models import Pupil
+
+    def child() -> Pupil:
+        return Pupil(
+            id="p-1",
+            site="test-school",
+            first_name="Jamiesonia",
+            last_name="Quillfeather",
+            created_at=T0,
+            updated_at=T0,
+        )
+
+    with store.session() as s:
+        s.add(child())
+        s.commit()
+    # When the database refuses a write with those values (the same id again: any refusal, a locked
+    # database or a full disk alike, is raised with its statement)
+    with pytest.raises(sa.exc.IntegrityError) as refused, store.session() as s:
+        s.add(child())
+        s.commit()
+    # Then the error's text, which the hub and its web server log, does not carry the child's name
+    text = str(refused.value)
+    assert "INSERT INTO pupil" in text
+    assert "Jamiesonia" not in text and "Quillfeather" not in text
