@@ -29,7 +29,7 @@ from .core.analytics import CHARACTERISTICS, GroupRate
 from .models import AuditEntry, IncidentRecord
 from .record_pages import _templates, duration_words, local_date, local_datetime, next_deadline, status_words
 from .record_store import RecordStore
-from .review import Facts, Period, gather_facts, site_pattern_triggers, summary_json
+from .review import Facts, Period, gather_facts, reading, site_pattern_triggers, summary_json
 from .service import HubService
 from .store import decode_cursor, encode_cursor
 from .web import PAGE_HEADERS, session_token, static_file
@@ -320,7 +320,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             return chosen
         who, site, when = chosen
         bucket: Literal["week", "month"] = "week" if request.query_params.get("bucket") == "week" else "month"
-        facts: Facts = gather_facts(records, site, when)
+        facts: Facts = gather_facts(service, records, site, when)
         summary = summary_json(site, facts, bucket, False, service.clock.now())
         trend = summary["trend"]
         counts = {b["label"]: b["count"] for b in trend["buckets"]}
@@ -368,7 +368,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         if not isinstance(chosen, tuple):
             return chosen
         who, site, when = chosen
-        facts = gather_facts(records, site, when)
+        facts = gather_facts(service, records, site, when)
         tables = []
         for characteristic in CHARACTERISTICS:
             rows = analytics.disproportionality(
@@ -408,7 +408,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             return page("not_found.html", 404, title="Not found", user=who, current="review")
         site = service.sites[pupil.site]
         when = period_for(request, site.zone)
-        facts = gather_facts(records, site, when)
+        facts = gather_facts(service, records, site, when)
         # Every timed episode of the child's, each with what its completed record says it was (2.2).
         mine = [e for e in analytics.timed(facts.episodes) if e.pupil_id == pupil.id]
         # The pattern's first and last episode as dates where the school is (an episode at 23:30 UTC in
@@ -515,7 +515,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                     "id": row.id,
                     "room": room_name(site, row.room),
                     "when": local_datetime(row.opened_at, site.zone),
-                    "minutes": duration_words(episode.elapsed_s) if episode else "",
+                    "minutes": duration_words(reading(episode, service, now).elapsed_s) if episode else "",
                     "status": status_words(row),
                     "deadline": deadline,
                 }

@@ -25,6 +25,7 @@ from .config import LoadedSite
 from .core import analytics
 from .core import incident as workflow
 from .core.analytics import CHARACTERISTICS, Characteristic, EpisodeFact, PupilFact
+from .core.episode import account
 from .core.policy import PatternTrigger
 from .deps import Leader
 from .errors import BadRequest
@@ -91,6 +92,7 @@ class Facts:
     incidents: dict[str, IncidentRecord]  # by episode id
     episodes: list[EpisodeFact]
     pupils: list[PupilFact]
+    clocks: dict[str, Reading]  # by episode id: an open episode's run to now
 
 
 def _iso(when: dt.datetime | None) -> str:
@@ -139,7 +141,7 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
         return Period(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
 
     def facts(site: LoadedSite, when: Period) -> Facts:
-        return gather_facts(records, site, when)
+        return gather_facts(service, records, site, when)
 
     def audited(who: Principal, what: str, site: str, **detail: Any) -> None:
         records.audit(
@@ -228,6 +230,7 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
         writer.writerow(CSV_COLUMNS)
         for r in f.rows:
             i = f.incidents.get(r.id)
+            c = f.clocks[r.id]
             writer.writerow(
                 [
                     r.id,
@@ -237,12 +240,12 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
                     _iso(r.ended_at),
                     r.start_uncertain,
                     r.end_uncertain,
-                    f"{r.elapsed_s:.3f}",
-                    f"{r.duration_s:.3f}",
-                    f"{r.supervised_s:.3f}",
-                    f"{r.unsupervised_s:.3f}",
-                    f"{r.unknown_s:.3f}",
-                    f"{r.longest_lapse_s:.3f}",
+                    f"{c.elapsed_s:.3f}",
+                    f"{c.duration_s:.3f}",
+                    f"{c.supervised_s:.3f}",
+                    f"{c.unsupervised_s:.3f}",
+                    f"{c.unknown_s:.3f}",
+                    f"{c.longest_lapse_s:.3f}",
                     lapses.get(r.id, 0),
                     r.locked,
                     r.manual,
@@ -289,10 +292,49 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
     return router
 
 
-def gather_facts(records: RecordStore, site: LoadedSite, when: Period) -> Facts:
+@dataclass(frozen=True)
+class Reading:
+    """An episode's clocks as the figures read them: an ended episode's as stored, an open one's at now."""
+
+    elapsed_s: float
+    duration_s: float
+    supervised_s: float
+    unsupervised_s: float
+    unknown_s: float
+    longest_lapse_s: float
+
+
+def reading(row: EpisodeRecord, service: HubService, now: dt.datetime) -> Reading:
+    """The episode's clocks: an ended one's as its row has them; an open one's run to `now`, from the
+    episode as its room has it (its row is rewritten only when something about it changes, so its stored
+    clocks stand still while the child is still in the room: the figures would under-count)."""
+    if row.ended_at is not None:
+        return Reading(
+            row.elapsed_s,
+            row.duration_s,
+            row.supervised_s,
+            row.unsupervised_s,
+            row.unknown_s,
+            row.longest_lapse_s,
+        )
+    ep = service.episode_now(row)
+    acc = account(ep, now)
+    return Reading(
+        ep.elapsed_s(now),
+        ep.duration_s(now),
+        acc.supervised_s,
+        acc.unsupervised_s,
+        acc.unknown_s,
+        acc.longest_lapse_s,
+    )
+
+
+def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, when: Period) -> Facts:
     """Everything the review reads for one site and period: episodes, their records and staff, lapses
-    and the register."""
+    and the register. An open episode's clocks run to now (`reading`)."""
+    now = service.clock.now()
     rows = records.episodes_between([site.id], when.start, when.end)
+    clocks = {r.id: reading(r, service, now) for r in rows}
     incidents = {i.episode_id: i for i in records.incidents_for([r.id for r in rows])}
     staff: dict[str, list[str]] = {}
     for member in records.staff_of([i.id for i in incidents.values()]):
@@ -307,11 +349,11 @@ def gather_facts(records: RecordStore, site: LoadedSite, when: Period) -> Facts:
             room=r.room,
             pupil_id=r.pupil_id,
             started_at=r.started_at,
-            elapsed_s=r.elapsed_s,
-            duration_s=r.duration_s,
-            supervised_s=r.supervised_s,
-            unsupervised_s=r.unsupervised_s,
-            unknown_s=r.unknown_s,
+            elapsed_s=clocks[r.id].elapsed_s,
+            duration_s=clocks[r.id].duration_s,
+            supervised_s=clocks[r.id].supervised_s,
+            unsupervised_s=clocks[r.id].unsupervised_s,
+            unknown_s=clocks[r.id].unknown_s,
             lapses=lapses.get(r.id, 0),
             locked=r.locked,
             staff=tuple(staff.get(incidents[r.id].id, ())) if r.id in incidents else (),
@@ -336,7 +378,7 @@ def gather_facts(records: RecordStore, site: LoadedSite, when: Period) -> Facts:
         )
         for p in records.pupils([site.id], site.id)
     ]
-    return Facts(site, when, rows, incidents, episodes, pupils)
+    return Facts(site, when, rows, incidents, episodes, pupils, clocks)
 
 
 def counted_as_words(e: EpisodeFact) -> str:

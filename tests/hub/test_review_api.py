@@ -111,6 +111,20 @@ def review(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Review]:
     r.store.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bare(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Review]:
+    """A site with no register and no episodes yet."""
+    url = (
+        f"sqlite:///{tmp_path / 'hub.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("fresh_postgres_db")
+    )
+    r = Review(tmp_path, url)
+    yield r
+    r.client.close()
+    r.store.close()
+
+
 PERIOD = {"site": SITE, "from": "2026-09-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
 
 
@@ -313,3 +327,31 @@ def test_lengthy_and_pattern_flags_take_every_rooms_own_policy(tmp_path: Path) -
     }
     triggers = site_pattern_triggers(site)
     assert [t.label for t in triggers] == [*(t.label for t in first.pattern_triggers), "twice in a week"]
+
+
+def test_an_open_episode_counts_to_now_in_every_figure(bare: Review) -> None:
+    """review.md: length is `elapsed_s`, from the start of the episode to its end, the reading that never
+    under-counts; semantics 2.6: to `ended_at` or now. An open episode's row is rewritten only when
+    something about it changes: its stored clocks stood still while the child was in the room (the
+    summary said 0 minutes of a 40-minute episode, the CSV 0 s, and no lengthy flag)."""
+    bare.event(SITE, "calm-1", "calm-1-panel", "observer", "present", 0)
+    bare.event(SITE, "calm-1", "calm-1-door", "occupancy", "occupied", 1)
+    bare.event(SITE, "calm-1", "calm-1-door", "door", "closed", 2)
+    for minute in range(1, 41):  # 40 minutes on, the child still in the room; the hub's idle batches run
+        bare.clock.set(T0 + dt.timedelta(minutes=minute, seconds=2))
+        bare.service.process([])
+    live = bare.client.get("/api/episodes", headers=bare.token("staff", SITE)).json()["items"]
+    assert live and live[0]["elapsed_s"] >= 40 * 60 - 1, "the live board says 40 minutes"
+    day = {"site": SITE, "from": "2026-11-23T00:00:00Z", "to": "2026-11-24T00:00:00Z"}
+    body = bare.client.get(
+        "/api/reports/summary", params={**day, "suppress": "false"}, headers=bare.leader()
+    ).json()
+    assert body["episodes"] == 1 and body["minutes"]["total"] >= 40.0, body["minutes"]
+    assert body["durations"]["30+ min"] == 1
+    assert [f["kind"] for f in body["flags"]] == ["lengthy"], "past the first duration alert (10 min)"
+    assert body["supervision"]["supervised_share"] == 1.0, "watched throughout, to now"
+    [row] = csv.DictReader(
+        io.StringIO(bare.client.get("/api/reports/episodes.csv", params=day, headers=bare.leader()).text)
+    )
+    assert row["ended_at"] == "" and float(row["elapsed_s"]) >= 40 * 60 - 1
+    assert float(row["supervised_s"]) == float(row["elapsed_s"])

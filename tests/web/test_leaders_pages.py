@@ -274,6 +274,27 @@ def test_a_childs_page_gives_the_patterns_dates_where_the_school_is(tmp_path: Pa
         review.store.close()
 
 
+def test_the_pages_count_an_open_episode_to_now(tmp_path: Path) -> None:
+    """An open episode's row is rewritten only when something about it changes: the incident list said
+    "none" of a child 40 minutes in the room, and the overview counted no minutes of it."""
+    review = Review(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        review.event(SITE, "calm-1", "calm-1-panel", "observer", "present", 0)
+        review.event(SITE, "calm-1", "calm-1-door", "occupancy", "occupied", 1)
+        review.event(SITE, "calm-1", "calm-1-door", "door", "closed", 2)
+        for minute in range(1, 41):
+            review.clock.set(T0 + dt.timedelta(minutes=minute, seconds=2))
+            review.service.process([])
+        leader = _browser(review, "leader", SITE)
+        listed = leader.get("/review/incidents?from=2026-11-23&to=2026-11-23")
+        assert listed.status_code == 200 and "<td>40 minutes</td>" in listed.text
+        overview = leader.get("/review?from=2026-11-23&to=2026-11-23")
+        assert overview.status_code == 200 and "lengthy episode" in overview.text
+    finally:
+        review.client.close()
+        review.store.close()
+
+
 def test_the_pages_count_the_childs_own_use_of_the_room_apart(review: Review) -> None:
     """Semantics 2.2 on the leaders' pages: a completed record saying the child chose the calm room takes
     the episode out of the figures and onto a line of its own; the child's page still lists it."""
