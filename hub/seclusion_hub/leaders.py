@@ -372,7 +372,13 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         tables = []
         for characteristic in CHARACTERISTICS:
             rows = analytics.disproportionality(
-                facts.pupils, facts.episodes, characteristic, start=when.start, end=when.end, site=site.id
+                facts.pupils,
+                facts.episodes,
+                characteristic,
+                start=when.start,
+                end=when.end,
+                tz=site.zone,
+                site=site.id,
             )
             tables.append(
                 {

@@ -157,7 +157,13 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
 
     def rates(f: Facts, characteristic: Characteristic, suppress: bool) -> list[dict[str, Any]]:
         rows = analytics.disproportionality(
-            f.pupils, f.episodes, characteristic, start=f.period.start, end=f.period.end, site=f.site.id
+            f.pupils,
+            f.episodes,
+            characteristic,
+            start=f.period.start,
+            end=f.period.end,
+            tz=f.site.zone,
+            site=f.site.id,
         )
         if suppress:
             rows = analytics.suppress(rows)
@@ -562,7 +568,7 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
     rooms = analytics.suppress_counts(analytics.by_room(shown))
     sen = analytics.suppress(
         analytics.disproportionality(
-            f.pupils, f.episodes, "sen", start=f.period.start, end=f.period.end, site=site.id
+            f.pupils, f.episodes, "sen", start=f.period.start, end=f.period.end, tz=site.zone, site=site.id
         )
     )
     timeliness = records_timeliness(f, now)

@@ -128,7 +128,7 @@ def sen_school() -> tuple[list[PupilFact], list[EpisodeFact]]:
 
 def test_risk_ratio_of_4_with_its_katz_interval() -> None:
     pupils, episodes = sen_school()
-    rows = disproportionality(pupils, episodes, "sen", start=START, end=END, site=SITE)
+    rows = disproportionality(pupils, episodes, "sen", start=START, end=END, tz=UTC, site=SITE)
     assert [row.group for row in rows] == ["none", "ehcp"]
     ehcp = rows[1]
     assert (ehcp.n, ehcp.k, ehcp.episodes) == (40, 8, 10)
@@ -152,11 +152,11 @@ def test_risk_ratio_of_4_with_its_katz_interval() -> None:
 
 def test_ehcp_derived_from_sen_gives_the_same_answer() -> None:
     pupils, episodes = sen_school()
-    rows = disproportionality(pupils, episodes, "ehcp", start=START, end=END, site=SITE)
+    rows = disproportionality(pupils, episodes, "ehcp", start=START, end=END, tz=UTC, site=SITE)
     assert [(r.group, r.n, r.k) for r in rows] == [("yes", 40, 8), ("no", 160, 8)]
     assert rows[0].risk_ratio == pytest.approx(4.0) and rows[1].risk_ratio == pytest.approx(0.25)
     # without site=, the other site's episode of ehcp-23 counts: 9 of 40 secluded
-    everywhere = disproportionality(pupils, episodes, "ehcp", start=START, end=END)
+    everywhere = disproportionality(pupils, episodes, "ehcp", start=START, end=END, tz=UTC)
     assert everywhere[0].k == 9
 
 
@@ -169,7 +169,9 @@ def test_unknown_values_form_their_own_group() -> None:
         episode(utc(2026, 2, 3), "a0"),
         episode(utc(2026, 2, 4), "b1"),
     ]
-    rows = {row.group: row for row in disproportionality(pupils, episodes, "sex", start=START, end=END)}
+    rows = {
+        row.group: row for row in disproportionality(pupils, episodes, "sex", start=START, end=END, tz=UTC)
+    }
     assert list(rows) == ["female", "male", "unknown"]
     assert (rows["unknown"].n, rows["unknown"].k, rows["unknown"].rest_n, rows["unknown"].rest_k) == (
         7,
@@ -184,7 +186,9 @@ def test_undefined_ratios_are_none_never_an_error() -> None:
     # nobody secluded in the rest: no ratio; nobody secluded in the group: ratio 0, no interval
     pupils = [pupil(f"y{i}", fsm=True) for i in range(10)] + [pupil(f"n{i}", fsm=False) for i in range(10)]
     episodes = [episode(utc(2026, 2, 2), "y0")]
-    rows = {row.group: row for row in disproportionality(pupils, episodes, "fsm", start=START, end=END)}
+    rows = {
+        row.group: row for row in disproportionality(pupils, episodes, "fsm", start=START, end=END, tz=UTC)
+    }
     assert rows["yes"].risk_ratio is None and rows["yes"].ci_low is None and rows["yes"].ci_high is None
     assert rows["no"].risk_ratio == 0.0 and rows["no"].ci_low is None
     assert rows["no"].rate_per_100 == 0.0
@@ -193,21 +197,21 @@ def test_undefined_ratios_are_none_never_an_error() -> None:
 def test_everyone_in_one_group_has_no_rest() -> None:
     pupils = [pupil(f"p{i}", looked_after=True) for i in range(6)]
     (row,) = disproportionality(
-        pupils, [episode(utc(2026, 2, 2), "p0")], "looked_after", start=START, end=END
+        pupils, [episode(utc(2026, 2, 2), "p0")], "looked_after", start=START, end=END, tz=UTC
     )
     assert (row.group, row.n, row.k, row.rest_n, row.rest_k) == ("yes", 6, 1, 0, 0)
     assert row.rest_rate_per_100 is None and row.risk_ratio is None and row.ci_low is None
 
 
 def test_empty_register_and_no_episodes() -> None:
-    assert disproportionality([], [], "sen", start=START, end=END) == []
-    rows = disproportionality([pupil("a", sen="none")], [], "sen", start=START, end=END)
+    assert disproportionality([], [], "sen", start=START, end=END, tz=UTC) == []
+    rows = disproportionality([pupil("a", sen="none")], [], "sen", start=START, end=END, tz=UTC)
     assert rows[0].k == 0 and rows[0].rate_per_100 == 0.0 and rows[0].risk_ratio is None
 
 
 def test_unknown_characteristic_is_refused() -> None:
     with pytest.raises(ValueError, match="not a characteristic"):
-        disproportionality([], [], "shoe_size", start=START, end=END)  # type: ignore[arg-type]
+        disproportionality([], [], "shoe_size", start=START, end=END, tz=UTC)  # type: ignore[arg-type]
 
 
 def test_katz_interval_edges() -> None:
@@ -259,10 +263,21 @@ def test_age_band_groups_in_order_at_the_reference_date() -> None:
         pupil("turns-11", born=dt.date(2015, 1, 10)),
         pupil("nobody-knows"),
     ]
-    rows = disproportionality(pupils, [], "age_band", start=START, end=END)
+    rows = disproportionality(pupils, [], "age_band", start=START, end=END, tz=UTC)
     assert [(r.group, r.n) for r in rows] == [("5-6", 1), ("7-10", 1), ("16+", 1), ("unknown", 1)]
-    later = disproportionality(pupils, [], "age_band", start=START, end=END, on=dt.date(2026, 2, 1))
+    later = disproportionality(pupils, [], "age_band", start=START, end=END, tz=UTC, on=dt.date(2026, 2, 1))
     assert [(r.group, r.n) for r in later] == [("5-6", 1), ("11-13", 1), ("16+", 1), ("unknown", 1)]
+
+
+def test_age_band_is_the_age_on_the_first_day_of_the_period_at_the_school() -> None:
+    """A term from midnight BST on 1 September is 23:00 UTC on 31 August: a child born on 1 September
+    2021 is 5 on the school's first day of the period (the UTC date made it 4, "under 5")."""
+    term = dt.datetime(2026, 9, 1, tzinfo=LONDON)
+    birthday = [pupil("birthday", born=dt.date(2021, 9, 1))]
+    rows = disproportionality(
+        birthday, [], "age_band", start=term, end=term + dt.timedelta(days=90), tz=LONDON
+    )
+    assert [(r.group, r.n) for r in rows] == [("5-6", 1)]
 
 
 # Suppression ----------------------------------------------------------------------------------------
@@ -355,7 +370,7 @@ def test_suppressed_reports_cannot_be_back_calculated(register: list[tuple[str |
         for i, (_, times) in enumerate(register)
         for j in range(times)
     ]
-    rows = disproportionality(pupils, episodes, "sen", start=START, end=END)
+    rows = disproportionality(pupils, episodes, "sen", start=START, end=END, tz=UTC)
     shown = suppress(rows)
     assert [r.group for r in shown] == [r.group for r in rows]
     for before, after in zip(rows, shown, strict=True):
@@ -737,7 +752,7 @@ FIGURES: list[tuple[str, Callable[[list[EpisodeFact]], object]]] = [
     (
         "disproportionality",
         lambda es: disproportionality(
-            [pupil("p1", sen="ehcp"), pupil("p2")], es, "sen", start=START, end=END
+            [pupil("p1", sen="ehcp"), pupil("p2")], es, "sen", start=START, end=END, tz=UTC
         ),
     ),
 ]
@@ -772,7 +787,7 @@ def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         episodes_between([], start=dt.datetime(2026, 1, 1), end=END)
     with pytest.raises(ValueError, match="timezone-aware"):
-        disproportionality([], [], "sen", start=START, end=dt.datetime(2026, 1, 1))
+        disproportionality([], [], "sen", start=START, end=dt.datetime(2026, 1, 1), tz=UTC)
 
 
 # Classes (semantics 2.2) ------------------------------------------------------------------------------
@@ -807,7 +822,7 @@ def test_voluntary_use_is_counted_apart_and_an_unclassified_episode_counts_as_se
     )
     assert [f.count for f in flagged] == [3]
     rows = disproportionality(
-        [pupil("p1"), pupil("p2")], [own, waiting], "sex", start=START, end=END, site=SITE
+        [pupil("p1"), pupil("p2")], [own, waiting], "sex", start=START, end=END, tz=UTC, site=SITE
     )
     assert [(r.group, r.k, r.episodes) for r in rows] == [("unknown", 1, 1)], "p2 only: p1 chose the room"
 

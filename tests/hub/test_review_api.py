@@ -38,7 +38,7 @@ class Review(Api):
         token = create_token(self.store, "head", "leader", [SITE], False, T0)
         return {"Authorization": f"Bearer {token}"}
 
-    def pupil(self, first: str, sen: str) -> str:
+    def pupil(self, first: str, sen: str, born: dt.date | None = None) -> str:
         ident = str(uuid.uuid4())
         with self.store.session() as s:
             s.add(
@@ -48,6 +48,7 @@ class Review(Api):
                     first_name=first,
                     last_name="Test",
                     sen=sen,
+                    date_of_birth=born,
                     created_at=T0,
                     updated_at=T0,
                 )
@@ -355,3 +356,19 @@ def test_an_open_episode_counts_to_now_in_every_figure(bare: Review) -> None:
     )
     assert row["ended_at"] == "" and float(row["elapsed_s"]) >= 40 * 60 - 1
     assert float(row["supervised_s"]) == float(row["elapsed_s"])
+
+
+def test_the_age_band_is_the_age_on_the_schools_first_day_of_the_period(bare: Review) -> None:
+    """review.md: `age_band` in completed years on the first day of the period; hours, days, weeks and
+    months are the school's, not UTC. A term from 1 September (BST) began on 31 August in UTC: a child
+    born on 1 September 2021 is 5 on its first day, not "under 5"."""
+    bare.pupil("Birthday", "none", born=dt.date(2021, 9, 1))
+    bare.pupil("Older", "none", born=dt.date(2019, 1, 1))
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    term = {"site": SITE, "from": "2026-09-01T00:00:00+01:00", "to": "2026-12-01T00:00:00Z"}
+    rows = bare.client.get(
+        "/api/reports/disproportionality",
+        params={**term, "characteristic": "age_band", "suppress": "false"},
+        headers=bare.leader(),
+    ).json()["items"]
+    assert {r["group"]: r["n"] for r in rows} == {"5-6": 1, "7-10": 1}

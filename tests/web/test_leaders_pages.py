@@ -295,6 +295,21 @@ def test_the_pages_count_an_open_episode_to_now(tmp_path: Path) -> None:
         review.store.close()
 
 
+def test_the_fairness_page_puts_a_child_in_its_age_band_on_the_schools_first_day(tmp_path: Path) -> None:
+    """The period from 1 September is 00:00 BST, 31 August in UTC: a child born on 1 September 2021 is 5
+    on the first day of the period at the school (the UTC date made it "under 5")."""
+    review = Review(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        review.pupil("Birthday", "none", born=dt.date(2021, 9, 1))
+        review.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+        page = _browser(review, "leader", SITE).get("/review/fairness?from=2026-09-01&to=2026-11-30")
+        assert page.status_code == 200
+        assert "5-6" in page.text and "under 5" not in page.text
+    finally:
+        review.client.close()
+        review.store.close()
+
+
 def test_the_pages_count_the_childs_own_use_of_the_room_apart(review: Review) -> None:
     """Semantics 2.2 on the leaders' pages: a completed record saying the child chose the calm room takes
     the episode out of the figures and onto a line of its own; the child's page still lists it."""

@@ -287,6 +287,7 @@ def disproportionality(
     *,
     start: dt.datetime,
     end: dt.datetime,
+    tz: dt.tzinfo,
     site: str | None = None,
     on: dt.date | None = None,
 ) -> list[GroupRate]:
@@ -299,7 +300,8 @@ def disproportionality(
     The register is `pupils` (only those of `site` when given; episodes too). Episodes of a child not on
     the register, or with no child named, belong to no group and are not counted here. Children with no
     recorded value form the group "unknown", reported like any other. The age band is the age on `on`,
-    by default the date `start` falls on (UTC). Figures are unsuppressed: pass the result to `suppress`
+    by default the date `start` falls on at the school (`tz`, the site's clocks: a term from midnight BST
+    on 1 September starts on 31 August in UTC). Figures are unsuppressed: pass the result to `suppress`
     before it leaves the leaders' screen.
     """
     if characteristic not in CHARACTERISTICS:
@@ -308,7 +310,7 @@ def disproportionality(
     _aware(end, "end")
     register = [p for p in pupils if site is None or p.site == site]
     in_site = [e for e in episodes if site is None or e.site == site]
-    reference = on if on is not None else start.astimezone(dt.UTC).date()
+    reference = on if on is not None else local_date(start, tz)
     group_of = {p.id: characteristic_value(p, characteristic, reference) for p in register}
     per_child = Counter(
         e.pupil_id
