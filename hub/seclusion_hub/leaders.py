@@ -75,10 +75,10 @@ class Chart:
     line: str | None = None  # SVG points of the trend line
 
 
-def bar_chart(title: str, counts: dict[str, int], fitted: list[float] | None = None) -> Chart:
+def bar_chart(title: str, counts: dict[str, int], fitted: list[float | None] | None = None) -> Chart:
     width, height, left, bottom = 640.0, 220.0, 36.0, 30.0
     values = list(counts.values())
-    top = math.ceil(max([*values, *(fitted or []), 1]))
+    top = math.ceil(max([*values, *(level for level in fitted or [] if level is not None), 1]))
     step = (width - left) / max(len(values), 1)
     bars = []
     for i, (label, value) in enumerate(counts.items()):
@@ -88,6 +88,8 @@ def bar_chart(title: str, counts: dict[str, int], fitted: list[float] | None = N
     if fitted:
         points = []
         for i, level in enumerate(fitted):
+            if level is None:  # a partial bucket: left out of the fit
+                continue
             y = height - bottom - (height - bottom - 10) * max(level, 0) / top
             points.append(f"{left + i * step + step / 2:.1f},{y:.1f}")
         line = " ".join(points)
@@ -148,16 +150,27 @@ def ratio_words(row: GroupRate) -> str:
 
 
 def trend_words(summary: dict[str, Any]) -> str:
+    """The trend's verdict in words, saying which weeks or months it rests on: a partial one is left out
+    of the fit (its count is of fewer days), and the words say so."""
     trend = summary["trend"]
     bucket = trend["bucket"]
     rel = trend["relative_slope"]
+    partial = [b["label"] for b in trend["buckets"] if b["partial"]]
+    whole = len(trend["buckets"]) - len(partial)
+    left_out = ""
+    if partial:
+        left_out = (
+            f" {' and '.join(partial)} {'is' if len(partial) == 1 else 'are'} only partly inside the period"
+            f" (marked partial) and left out of the trend, which rests on the {whole} whole {bucket}"
+            f"{'' if whole == 1 else 's'}."
+        )
     if trend["verdict"] == "unknown":
-        return "Too short a period to tell whether use is rising or falling."
+        return f"Too short a period to tell whether use is rising or falling.{left_out}"
     if trend["verdict"] == "flat" or rel is None:
-        return f"Use is about level from {bucket} to {bucket}."
+        return f"Use is about level from {bucket} to {bucket}.{left_out}"
     direction = "rising" if trend["verdict"] == "rising" else "falling"
     more = "more" if rel > 0 else "fewer"
-    return f"Use is {direction}: about {abs(rel) * 100:.0f} % {more} episodes per {bucket}."
+    return f"Use is {direction}: about {abs(rel) * 100:.0f} % {more} episodes per {bucket}.{left_out}"
 
 
 # What a completed record says an episode was, in the child page's words.
@@ -323,12 +336,9 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         facts: Facts = gather_facts(service, records, site, when)
         summary = summary_json(site, facts, bucket, False, service.clock.now())
         trend = summary["trend"]
-        counts = {b["label"]: b["count"] for b in trend["buckets"]}
-        fitted = None
-        if trend["slope"] is not None and counts:
-            n = len(counts)
-            mean = sum(counts.values()) / n
-            fitted = [mean + trend["slope"] * (i - (n - 1) / 2) for i in range(n)]
+        # A week or month only partly inside the period is marked, and has no point on the fitted line
+        counts = {b["label"] + (" (partial)" if b["partial"] else ""): b["count"] for b in trend["buckets"]}
+        fitted = [b["fitted"] for b in trend["buckets"]] if trend["slope"] is not None else None
         pupils = {p.id: p for p in records.pupils([site.id], site.id)}
         windows = {t.label: t.window_days for p in site.policies.values() for t in p.pattern_triggers}
         flags = []

@@ -523,8 +523,15 @@ def summary_json(
             "target_reduction_pct": trend.target_reduction_pct,
             "target_verdict": trend.target_verdict,
             "buckets": [
-                {"label": b.label, "start": format_ts(b.start), "count": b.count, "partial": b.partial}
-                for b in trend.buckets
+                {
+                    "label": b.label,
+                    "start": format_ts(b.start),
+                    "count": b.count,
+                    # partly outside the period: fewer days counted, left out of the fit (None)
+                    "partial": b.partial,
+                    "fitted": _number(level),
+                }
+                for b, level in zip(trend.buckets, trend.fitted or [None] * len(trend.buckets), strict=True)
             ],
         },
         "flags": [
@@ -565,6 +572,7 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
     compliance = analytics.supervision_compliance(f.episodes)
     trend = analytics.trend(f.episodes, start=f.period.start, end=f.period.end, bucket="month", tz=site.zone)
     months = analytics.suppress_counts({b.label: b.count for b in trend.buckets})
+    partial = {b.label for b in trend.buckets if b.partial}  # marked: its count is of fewer days
     rooms = analytics.suppress_counts(analytics.by_room(shown))
     sen = analytics.suppress(
         analytics.disproportionality(
@@ -589,7 +597,7 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
         parent_copies_late=timeliness["parent_copies_late"],
         voluntary=None if analytics.is_small(voluntary) else voluntary,
         no_child=None if analytics.is_small(no_child) else no_child,
-        trend=[Count(label, count) for label, count in months.items()],
+        trend=[Count(label, count, label in partial) for label, count in months.items()],
         by_room=[Count(room, count) for room, count in rooms.items()],
         by_group=[Count(f"SEN: {r.group}", r.k) for r in sen],
         generated_at=now,

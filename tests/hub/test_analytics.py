@@ -569,6 +569,31 @@ def test_monthly_buckets_and_partial_ones() -> None:
     assert result.buckets[3].end == utc(2026, 4, 30, 23)
 
 
+def test_a_partial_bucket_is_left_out_of_the_fit() -> None:
+    """Steady use, 4 a week, and a period ending on the Tuesday of the fourth week: that week's 1 is of
+    two days, not a fall. It is marked partial and the line is fitted to the three whole weeks."""
+    steady = [
+        episode(START + dt.timedelta(weeks=w, days=d, hours=10), "p1") for w in range(3) for d in range(4)
+    ]
+    steady.append(episode(START + dt.timedelta(weeks=3, hours=10), "p1"))
+    result = trend(
+        steady, start=START, end=START + dt.timedelta(weeks=3, days=2), tz=LONDON, target_reduction_pct=20
+    )
+    assert [(b.count, b.partial) for b in result.buckets] == [(4, False), (4, False), (4, False), (1, True)]
+    assert result.partial_left_out == 1 and result.fitted == (4.0, 4.0, 4.0, None)
+    assert result.slope == pytest.approx(0.0) and result.mean == 4.0 and result.verdict == "flat"
+    assert result.target_verdict == "behind", "level at 4 against a target of 3.2"
+    # A first partial week too: still the whole ones only
+    late_start = trend(
+        steady, start=START + dt.timedelta(days=3), end=START + dt.timedelta(weeks=3, days=2), tz=LONDON
+    )
+    assert [b.partial for b in late_start.buckets] == [True, False, False, True]
+    assert late_start.fitted == (None, 4.0, 4.0, None) and late_start.verdict == "flat"
+    # Fewer than two whole weeks: no trend to tell
+    short = trend(steady, start=START, end=START + dt.timedelta(weeks=1, days=2), tz=LONDON)
+    assert short.verdict == "unknown" and short.slope is None and short.fitted == ()
+
+
 def test_weeks_follow_local_time_across_the_clock_changes() -> None:
     episodes = [
         episode(utc(2026, 3, 29, 22, 30), "p1"),  # Sunday 23:30 BST: the week of 23 March

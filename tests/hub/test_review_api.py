@@ -372,3 +372,29 @@ def test_the_age_band_is_the_age_on_the_schools_first_day_of_the_period(bare: Re
         headers=bare.leader(),
     ).json()["items"]
     assert {r["group"]: r["n"] for r in rows} == {"5-6": 1, "7-10": 1}
+
+
+def test_a_month_only_partly_inside_the_period_is_marked_and_left_out_of_the_fit(bare: Review) -> None:
+    """review.md, Trend: "A week or month only partly inside the period is marked partial". A term to
+    2 December: December's 0 is two days, not a month of no seclusion; the governors' PDF printed it as a
+    month like the others, and the summary's fit took it for a fall."""
+    child = bare.pupil("Steady", "none")
+    for month in (9, 10, 11):
+        for day in (3, 8, 10, 17, 24):
+            bare.episode(child, dt.datetime(2026, month, day, 10, tzinfo=dt.UTC), 5)
+    bare.clock.set(dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC))
+    term = {"site": SITE, "from": "2026-09-01T00:00:00+01:00", "to": "2026-12-02T12:00:00Z"}
+    trend = bare.client.get(
+        "/api/reports/summary", params={**term, "bucket": "month", "suppress": "false"}, headers=bare.leader()
+    ).json()["trend"]
+    assert [(b["label"], b["count"], b["partial"], b["fitted"]) for b in trend["buckets"]] == [
+        ("2026-09", 5, False, 5.0),
+        ("2026-10", 5, False, 5.0),
+        ("2026-11", 5, False, 5.0),
+        ("2026-12", 0, True, None),
+    ]
+    assert trend["verdict"] == "flat" and trend["slope"] == 0.0
+    pdf = bare.client.get("/api/reports/governors.pdf", params=term, headers=bare.leader())
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages).split())
+    assert "2026-12 (partial) 0" in text and "2026-11 5" in text and "2026-11 (partial)" not in text
+    assert "A month marked partial is only partly inside the period" in text

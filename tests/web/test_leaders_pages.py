@@ -310,6 +310,33 @@ def test_the_fairness_page_puts_a_child_in_its_age_band_on_the_schools_first_day
         review.store.close()
 
 
+def test_the_overview_marks_a_month_only_partly_inside_the_period_and_fits_the_whole_ones(
+    tmp_path: Path,
+) -> None:
+    """review.md, Trend: a week or month only partly inside the period is marked partial and left out of
+    the fit. Steady use, 4 a month, and a period to 2 December: December's 0 is of two days; it fell
+    into the fit unmarked, and the page said use was falling."""
+    review = Review(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        child = review.pupil("Steady", "none")
+        for month in (9, 10, 11):
+            for day in (3, 10, 17, 24):
+                review.episode(child, dt.datetime(2026, month, day, 10, tzinfo=dt.UTC), 5)
+        review.clock.set(dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC))
+        page = _browser(review, "leader", SITE).get("/review?from=2026-09-01&to=2026-12-02&bucket=month")
+        assert page.status_code == 200
+        verdict = re.search(r'<p class="verdict">(.*?)</p>', page.text, re.S)
+        assert verdict is not None
+        assert html.unescape(verdict.group(1)).startswith(
+            "Use is about level from month to month. 2026-12 is only partly inside the period (marked"
+            " partial) and left out of the trend, which rests on the 3 whole months."
+        )
+        assert "2026-12 (partial)" in page.text and "2026-11 (partial)" not in page.text
+    finally:
+        review.client.close()
+        review.store.close()
+
+
 def test_the_pages_count_the_childs_own_use_of_the_room_apart(review: Review) -> None:
     """Semantics 2.2 on the leaders' pages: a completed record saying the child chose the calm room takes
     the episode out of the figures and onto a line of its own; the child's page still lists it."""

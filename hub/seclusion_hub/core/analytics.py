@@ -562,9 +562,12 @@ class TrendBucket:
 
 @dataclass(frozen=True)
 class Trend:
-    """Episodes per bucket and what they show. `slope` is the least-squares slope in episodes per
-    bucket; `relative_slope` is slope / mean. The target compares the fitted last bucket with the
-    fitted first bucket reduced by `target_reduction_pct`."""
+    """Episodes per bucket and what they show. The line is fitted to the whole buckets only: a partial
+    one (fewer days counted) would read as a fall. `slope` is the least-squares slope in episodes per
+    bucket; `mean` the mean count of the whole buckets (of every bucket when none is whole);
+    `relative_slope` is slope / mean; `fitted` the line's level at each bucket, None at a partial one
+    (left out). The target compares the fitted last whole bucket with the fitted first whole bucket
+    reduced by `target_reduction_pct`."""
 
     bucket: Bucket
     buckets: tuple[TrendBucket, ...]
@@ -576,6 +579,12 @@ class Trend:
     expected_last: float | None = None
     fitted_last: float | None = None
     target_verdict: Literal["on track", "behind"] | None = None
+    fitted: tuple[float | None, ...] = ()
+
+    @property
+    def partial_left_out(self) -> int:
+        """How many partial buckets the fit leaves out (a first, a last, or both)."""
+        return sum(1 for b in self.buckets if b.partial)
 
 
 def _bucket_start(day: dt.date, bucket: Bucket) -> dt.date:
@@ -618,14 +627,15 @@ def trend(
 ) -> Trend:
     """Counted episodes that started in [start, end), per local week (Monday to Sunday) or calendar
     month of the site, every bucket from the one holding `start` to the one holding the last moment
-    before `end`, empty ones as 0. A bucket reaching outside [start, end) is marked `partial`: pass
-    whole weeks or months to compare like with like.
+    before `end`, empty ones as 0. A bucket reaching outside [start, end) is marked `partial` and left
+    out of the fit (its count is of fewer days: a last week of two days would read as a fall); pass
+    whole weeks or months to have every bucket in it.
 
-    The verdict: `relative_slope` = least-squares slope / mean count per bucket; above +5 % "rising",
-    below -5 % "falling", else "flat" (also when there are no episodes at all); "unknown" with fewer than
-    2 buckets. With `target_reduction_pct`, the fitted level of the first bucket (at least 0) reduced by
-    that percentage is `expected_last`; the fitted level of the last bucket at or below it is "on track",
-    above it "behind".
+    The verdict, from the whole buckets only: `relative_slope` = least-squares slope / mean count per
+    whole bucket; above +5 % "rising", below -5 % "falling", else "flat" (also when there are no
+    episodes at all); "unknown" with fewer than 2 whole buckets. With `target_reduction_pct`, the fitted
+    level of the first whole bucket (at least 0) reduced by that percentage is `expected_last`; the
+    fitted level of the last whole bucket at or below it is "on track", above it "behind".
     """
     _aware(start, "start")
     _aware(end, "end")
@@ -657,9 +667,10 @@ def trend(
                 partial=b_start < start or b_end > end,
             )
         )
-    counts = [float(b.count) for b in buckets]
+    whole = [float(b.count) for b in buckets if not b.partial]  # contiguous: only an end can be partial
+    counts = whole or [float(b.count) for b in buckets]
     mean = sum(counts) / len(counts)
-    slope = least_squares_slope(counts)
+    slope = least_squares_slope(whole)
     relative = None if slope is None or mean == 0 else slope / mean
     verdict: Verdict
     if slope is None:
@@ -678,10 +689,19 @@ def trend(
         relative_slope=relative,
         verdict=verdict,
     )
-    if target_reduction_pct is None or slope is None:
+    if slope is None:
         return replace(result, target_reduction_pct=target_reduction_pct)
-    intercept = mean - slope * (len(counts) - 1) / 2
-    fitted_last = intercept + slope * (len(counts) - 1)
+    intercept = mean - slope * (len(whole) - 1) / 2  # the level at the first whole bucket
+    first_whole = next(i for i, b in enumerate(buckets) if not b.partial)
+    result = replace(
+        result,
+        fitted=tuple(
+            None if b.partial else intercept + slope * (i - first_whole) for i, b in enumerate(buckets)
+        ),
+    )
+    if target_reduction_pct is None:
+        return result
+    fitted_last = intercept + slope * (len(whole) - 1)
     expected_last = max(0.0, intercept) * (1 - target_reduction_pct / 100)
     return replace(
         result,

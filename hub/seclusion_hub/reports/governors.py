@@ -22,10 +22,12 @@ SUPPRESSED_TEXT: Final = f"fewer than {SUPPRESSION_THRESHOLD}"
 
 @dataclass(frozen=True)
 class Count:
-    """One labelled figure of a breakdown (a month, a room, a group); `count=None` is "fewer than 5"."""
+    """One labelled figure of a breakdown (a month, a room, a group); `count=None` is "fewer than 5";
+    `partial`: a month only partly inside the period (printed so: its count is of fewer days)."""
 
     label: str
     count: int | None
+    partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def _rows(counts: Sequence[Count], *, bars: bool = False) -> list[dict[str, obje
     top = max(known, default=0)
     return [
         {
-            "label": row.label,
+            "label": f"{row.label} (partial)" if row.partial else row.label,
             "text": format_count(row.count),
             # A bar up to 10em long. None for a suppressed figure: its length would give the number away.
             "bar": f"{10 * row.count / top:.2f}em" if bars and top and row.count else None,
@@ -141,6 +143,7 @@ def _context(report: GovernorsReport) -> dict[str, object]:
         "voluntary": format_count(report.voluntary),
         "no_child": format_count(report.no_child),
         "trend": _rows(report.trend, bars=True),
+        "partial_months": any(row.partial for row in report.trend),
         "by_room": _rows(report.by_room),
         "by_group": _rows(report.by_group),
         "threshold": SUPPRESSION_THRESHOLD,
