@@ -366,6 +366,7 @@ def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, wh
             test=r.test,
             manual=r.manual,
             classification=completed_classification(incidents.get(r.id), questioned),
+            corrected=corrected(incidents.get(r.id), questioned),
         )
         for r in rows
     ]
@@ -410,6 +411,12 @@ def completed_classification(
     if value == "no_child" and incident.status not in workflow.REVIEWED:
         return None
     return value if isinstance(value, str) else None
+
+
+def corrected(incident: IncidentRecord | None, questioned: Collection[str]) -> bool:
+    """A completed record whose classification a dated addendum corrects (`questioned`): its episode
+    counts as seclusion (`completed_classification`), but it waits for no completed record."""
+    return incident is not None and incident.status in workflow.COMPLETED and incident.id in questioned
 
 
 def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:
@@ -489,7 +496,7 @@ def summary_json(
         {"seclusion": classes.seclusion, "voluntary": classes.voluntary, "no_child": classes.no_child},
         suppress,
     )
-    unclassified = classes.unclassified
+    unclassified, corrected_ = classes.unclassified, classes.corrected
     with_lapse = classes.voluntary_with_lapse
     return {
         "site": site.id,
@@ -500,10 +507,13 @@ def summary_json(
         "children": len({e.pupil_id for e in shown if e.pupil_id is not None}),
         "episodes_without_child": sum(1 for e in shown if e.pupil_id is None),
         # Semantics 2.2: each class apart. Every other figure here is about `seclusion`, which includes
-        # the episodes whose record is not completed yet (`unclassified`).
+        # the episodes whose record is not completed yet (`unclassified`) and those whose completed
+        # record's classification an addendum corrects (`corrected`).
         "classes": {
             **split,
             "unclassified": None if suppress and analytics.is_small(unclassified) else unclassified,
+            # Of `seclusion` too: completed records whose classification an addendum corrects
+            "corrected": None if suppress and analytics.is_small(corrected_) else corrected_,
             # Minutes go with their count: shown only where the count is (0 minutes would tell a
             # suppressed count of 0 from one of 1 to 4).
             "voluntary_minutes": None if split["voluntary"] is None else classes.voluntary_minutes,

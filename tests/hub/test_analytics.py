@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Callable, Sequence
@@ -837,6 +838,11 @@ def test_voluntary_use_is_counted_apart_and_an_unclassified_episode_counts_as_se
     )
     # Every figure is about seclusion: the voluntary episode is in none of them.
     assert by_room(every) == {"calm-1": 2}
+    # A completed record whose classification an addendum corrects counts as seclusion, apart from
+    # those still waiting for a completed record
+    corrected = dataclasses.replace(recorded, id="e-corrected", classification=None, corrected=True)
+    assert (classes([*every, corrected]).seclusion, classes([*every, corrected]).unclassified) == (3, 1)
+    assert classes([*every, corrected]).corrected == 1 and counted([corrected]) == [corrected]
     assert duration_histogram(every)["10-20 min"] == 0 and duration_histogram(every)["0-5 min"] == 0
     assert supervision_compliance(every).lapses == 0
     assert (

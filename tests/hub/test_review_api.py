@@ -247,6 +247,7 @@ def test_each_class_is_counted_apart_once_its_record_is_completed_and_never_befo
         "voluntary": 1,
         "no_child": 1,
         "unclassified": 7,
+        "corrected": 0,
         "voluntary_minutes": 9.0,
         "voluntary_with_lapse": 0,
         "no_child_minutes": 5.0,
@@ -304,6 +305,7 @@ def test_each_class_is_counted_apart_once_its_record_is_completed_and_never_befo
         "/api/reports/summary", params={**PERIOD, "suppress": "false"}, headers=leader
     ).json()
     assert corrected["episodes"] == 8 and corrected["classes"]["no_child"] == 0
+    assert (corrected["classes"]["unclassified"], corrected["classes"]["corrected"]) == (7, 1)
     assert corrected["records"]["parent_notices_late"] == 9
 
 
@@ -398,3 +400,34 @@ def test_a_month_only_partly_inside_the_period_is_marked_and_left_out_of_the_fit
     text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages).split())
     assert "2026-12 (partial) 0" in text and "2026-11 5" in text and "2026-11 (partial)" not in text
     assert "A month marked partial is only partly inside the period" in text
+
+
+def test_a_record_corrected_by_addendum_is_not_waiting_for_a_completed_record(bare: Review) -> None:
+    """review.md: `unclassified` is "the ones with no completed record yet, or recorded as `no_child` and
+    not yet reviewed". A closed record whose classification an addendum corrects has a completed,
+    reviewed record: it counts as seclusion, apart as `corrected`, and waits for nothing."""
+    child = bare.pupil("Sam", "none")
+    incident = bare.episode(child, dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC), 9)
+    staff, senior = bare.token("staff", SITE), bare.token("senior", SITE)
+    nobody = {
+        "staff": COMPLETE["staff"],
+        "before": "Sam left the room at 09:02 and the door swung shut behind him.",
+        "classification": "no_child",
+        "no_child_reason": "Ms Adeyemi looked through the panel at 09:03: the room was empty.",
+    }
+    assert bare.client.patch(f"/api/incidents/{incident}", json=nobody, headers=staff).status_code == 200
+    assert bare.client.post(f"/api/incidents/{incident}/record", headers=staff).status_code == 200
+    assert bare.client.post(f"/api/incidents/{incident}/review", json={}, headers=senior).status_code == 200
+    assert bare.client.post(f"/api/incidents/{incident}/sign-off", headers=senior).status_code == 200
+    correction = {"text": "CCTV shows Sam was in the room until 09:20.", "field": "classification"}
+    added = bare.client.post(f"/api/incidents/{incident}/addenda", json=correction, headers=staff)
+    assert added.status_code in (200, 201), added.text
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    november = {"site": SITE, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+    body = bare.client.get(
+        "/api/reports/summary", params={**november, "suppress": "false"}, headers=bare.leader()
+    ).json()
+    assert body["episodes"] == 1 and body["classes"]["seclusion"] == 1 and body["classes"]["no_child"] == 0
+    assert body["classes"]["unclassified"] == 0 and body["classes"]["corrected"] == 1
+    withheld = bare.client.get("/api/reports/summary", params=november, headers=bare.leader()).json()
+    assert withheld["classes"]["corrected"] is None, "1 is a small number"

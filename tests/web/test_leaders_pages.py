@@ -337,6 +337,27 @@ def test_the_overview_marks_a_month_only_partly_inside_the_period_and_fits_the_w
         review.store.close()
 
 
+def test_the_overview_tells_a_corrected_record_from_one_still_waiting(review: Review) -> None:
+    """A signed-off record whose classification a dated addendum corrects counts as seclusion, but it
+    has its completed record: the overview said it had none yet."""
+    leader, staff, senior = (
+        _browser(review, "leader", SITE),
+        review.token("staff", SITE),
+        review.token("senior", SITE),
+    )
+    empty = review.episode(None, START + 72 * DAY + dt.timedelta(hours=9), 5)
+    assert review.client.patch(f"/api/incidents/{empty}", json=NO_CHILD, headers=staff).status_code == 200
+    for step, who in (("record", staff), ("review", senior), ("sign-off", senior)):
+        body: dict[str, str] | None = {} if step == "review" else None
+        assert review.client.post(f"/api/incidents/{empty}/{step}", json=body, headers=who).status_code == 200
+    correction = {"text": "CCTV shows a child was in the room until 09:20.", "field": "classification"}
+    added = review.client.post(f"/api/incidents/{empty}/addenda", json=correction, headers=staff)
+    assert added.status_code in (200, 201), added.text
+    page = html.unescape(leader.get(f"/review?{PERIOD}").text)
+    assert "6 of these have no completed record yet" in page, "the fixture's six, not the corrected one"
+    assert "1 of these has a completed record whose classification a dated addendum corrects" in page
+
+
 def test_the_pages_count_the_childs_own_use_of_the_room_apart(review: Review) -> None:
     """Semantics 2.2 on the leaders' pages: a completed record saying the child chose the calm room takes
     the episode out of the figures and onto a line of its own; the child's page still lists it."""

@@ -96,6 +96,10 @@ class EpisodeFact:
     # What its record, once recorded, says the episode was: "seclusion", "voluntary" or "no_child". None
     # while the record is not completed (a draft moves nothing): it is then counted as seclusion.
     classification: str | None = None
+    # Its record was completed, and a dated addendum corrects its classification since: counted as
+    # seclusion whatever the addendum says (never under-count), with `classification` None, but not
+    # waiting for a completed record.
+    corrected: bool = False
 
     def __post_init__(self) -> None:
         _aware(self.started_at, f"episode {self.id} started_at")
@@ -174,7 +178,9 @@ def counted(episodes: Iterable[EpisodeFact]) -> list[EpisodeFact]:
 @dataclass(frozen=True)
 class Classes:
     """The timed episodes of a period, each class apart (semantics 2.2). `seclusion` includes the
-    `unclassified` ones (no completed record yet); `voluntary` the child's own use of the calm room,
+    `unclassified` ones (no completed record yet, or an empty room not yet reviewed) and the `corrected`
+    ones (a completed record whose classification a dated addendum corrects: counted as seclusion, but
+    waiting for nothing); `voluntary` the child's own use of the calm room,
     with its minutes and how many of those episodes had a supervision lapse (it is supervised too);
     `no_child` the episodes recorded as no child in the room, with their minutes."""
 
@@ -185,6 +191,7 @@ class Classes:
     voluntary_with_lapse: int
     no_child: int = 0
     no_child_minutes: float = 0.0
+    corrected: int = 0
 
 
 def classes(episodes: Iterable[EpisodeFact]) -> Classes:
@@ -195,12 +202,13 @@ def classes(episodes: Iterable[EpisodeFact]) -> Classes:
     empty = [e for e in shown if e.no_child]
     return Classes(
         seclusion=len(seclusion),
-        unclassified=sum(1 for e in seclusion if e.classification is None),
+        unclassified=sum(1 for e in seclusion if e.classification is None and not e.corrected),
         voluntary=len(voluntary),
         voluntary_minutes=round(sum(e.elapsed_s for e in voluntary) / 60, 1),
         voluntary_with_lapse=sum(1 for e in voluntary if e.lapses > 0),
         no_child=len(empty),
         no_child_minutes=round(sum(e.elapsed_s for e in empty) / 60, 1),
+        corrected=sum(1 for e in seclusion if e.corrected),
     )
 
 
