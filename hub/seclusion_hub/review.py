@@ -447,6 +447,11 @@ def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:
     }
 
 
+def _small(count: int, suppress: bool) -> int | None:
+    """One count as it leaves the screen: None when `suppress` and it is 1 to 4."""
+    return None if suppress and analytics.is_small(count) else count
+
+
 def _counts(values: dict[Any, int], suppress: bool) -> dict[str, int | None]:
     shown = {str(k): v for k, v in values.items()}
     return dict(analytics.suppress_counts(shown)) if suppress else dict(shown)
@@ -498,26 +503,32 @@ def summary_json(
     )
     unclassified, corrected_ = classes.unclassified, classes.corrected
     with_lapse = classes.voluntary_with_lapse
+    children = len({e.pupil_id for e in shown if e.pupil_id is not None})
+    lapses = _small(compliance.lapses, suppress)
+    # A bucket's count of 1 to 4 is withheld (with another, as in any table of counts); the fitted line
+    # and its slope could then work it back (they rest on the counts' sum and weighted sum): withheld too.
+    counts = _counts({b.label: b.count for b in trend.buckets}, suppress)
+    line_withheld = None in counts.values()
     return {
         "site": site.id,
         "from": format_ts(f.period.start),
         "to": format_ts(f.period.end),
         "suppressed": suppress,
-        "episodes": len(shown),
-        "children": len({e.pupil_id for e in shown if e.pupil_id is not None}),
-        "episodes_without_child": sum(1 for e in shown if e.pupil_id is None),
+        "episodes": _small(len(shown), suppress),
+        "children": _small(children, suppress),
+        "episodes_without_child": _small(sum(1 for e in shown if e.pupil_id is None), suppress),
         # Semantics 2.2: each class apart. Every other figure here is about `seclusion`, which includes
         # the episodes whose record is not completed yet (`unclassified`) and those whose completed
         # record's classification an addendum corrects (`corrected`).
         "classes": {
             **split,
-            "unclassified": None if suppress and analytics.is_small(unclassified) else unclassified,
+            "unclassified": _small(unclassified, suppress),
             # Of `seclusion` too: completed records whose classification an addendum corrects
-            "corrected": None if suppress and analytics.is_small(corrected_) else corrected_,
+            "corrected": _small(corrected_, suppress),
             # Minutes go with their count: shown only where the count is (0 minutes would tell a
             # suppressed count of 0 from one of 1 to 4).
             "voluntary_minutes": None if split["voluntary"] is None else classes.voluntary_minutes,
-            "voluntary_with_lapse": None if suppress and analytics.is_small(with_lapse) else with_lapse,
+            "voluntary_with_lapse": _small(with_lapse, suppress),
             "no_child_minutes": None if split["no_child"] is None else classes.no_child_minutes,
         },
         "minutes": {
@@ -528,18 +539,18 @@ def summary_json(
         "trend": {
             "bucket": trend.bucket,
             "verdict": trend.verdict,
-            "slope": _number(trend.slope),
-            "relative_slope": _number(trend.relative_slope),
+            "slope": None if line_withheld else _number(trend.slope),
+            "relative_slope": None if line_withheld else _number(trend.relative_slope),
             "target_reduction_pct": trend.target_reduction_pct,
             "target_verdict": trend.target_verdict,
             "buckets": [
                 {
                     "label": b.label,
                     "start": format_ts(b.start),
-                    "count": b.count,
+                    "count": counts[b.label],
                     # partly outside the period: fewer days counted, left out of the fit (None)
                     "partial": b.partial,
-                    "fitted": _number(level),
+                    "fitted": None if line_withheld else _number(level),
                 }
                 for b, level in zip(trend.buckets, trend.fitted or [None] * len(trend.buckets), strict=True)
             ],
@@ -547,7 +558,8 @@ def summary_json(
         "flags": [
             {
                 "kind": fl.kind,
-                "label": fl.label,
+                # "rising: +40% of the mean per week" is the withheld line's relative slope
+                "label": "rising" if fl.kind == "rising" and line_withheld else fl.label,
                 "pupil_id": fl.pupil_id,
                 "count": fl.count,
                 "episode_ids": list(fl.episode_ids),
@@ -567,11 +579,14 @@ def summary_json(
             "supervised_share": _number(compliance.supervised_share),
             "unsupervised_share": _number(compliance.unsupervised_share),
             "unknown_share": _number(compliance.unknown_share),
-            "lapses": compliance.lapses,
-            "lapses_per_episode": _number(compliance.lapses_per_episode, 2),
-            "episodes_with_lapse": compliance.episodes_with_lapse,
+            "lapses": lapses,
+            # lapses / episodes: withheld with either count
+            "lapses_per_episode": None
+            if lapses is None or _small(len(shown), suppress) is None
+            else _number(compliance.lapses_per_episode, 2),
+            "episodes_with_lapse": _small(compliance.episodes_with_lapse, suppress),
         },
-        "records": records_timeliness(f, now),
+        "records": {k: _small(v, suppress) for k, v in records_timeliness(f, now).items()},
     }
 
 

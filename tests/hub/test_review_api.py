@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
-from sqlmodel import select
+from sqlmodel import col, select
 
 from seclusion_hub.auth import create_token
 from seclusion_hub.config import load_sites
 from seclusion_hub.core.episode import Episode, ObserverMark, Segment
-from seclusion_hub.models import AuditEntry, Pupil
+from seclusion_hub.models import AlertRecord, AuditEntry, EpisodeRecord, Pupil
 from seclusion_hub.review import CSV_COLUMNS, site_lengthy_after_s, site_pattern_triggers
 from seclusion_hub.store import Batch
 from tests.hub.test_api import T0, Api
@@ -431,3 +431,57 @@ def test_a_record_corrected_by_addendum_is_not_waiting_for_a_completed_record(ba
     assert body["classes"]["unclassified"] == 0 and body["classes"]["corrected"] == 1
     withheld = bare.client.get("/api/reports/summary", params=november, headers=bare.leader()).json()
     assert withheld["classes"]["corrected"] is None, "1 is a small number"
+
+
+def test_the_suppressed_summary_withholds_every_small_count(bare: Review) -> None:
+    """review.md: anything that leaves the leaders' screen withholds every count from 1 to 4 (children
+    in a group, children secluded, episodes ...), as the governors' PDF withholds "Children involved". Six
+    episodes of two children, one with a lapse in supervision and none recorded: the suppressed summary
+    said `children: 2` under `suppressed: true`, and its lapses, trend and records likewise."""
+    kids = [bare.pupil(f"Kid{i}", "none") for i in range(2)]
+    for i in range(6):  # 3, 2 and 1 in the weeks from 2, 9 and 16 November
+        bare.episode(kids[i % 2], dt.datetime(2026, 11, 2 + 3 * i, 10, tzinfo=dt.UTC), 5)
+    with bare.store.session() as s:
+        first = s.exec(select(EpisodeRecord).order_by(col(EpisodeRecord.started_at))).first()
+        assert first is not None
+        s.add(
+            AlertRecord(
+                id=str(uuid.uuid4()),
+                episode_id=first.id,
+                site=SITE,
+                room="calm-1",
+                kind="supervision_lapse",
+                severity="warning",
+                active=False,
+                raised_at=first.started_at,
+                data="{}",
+                updated_at=first.started_at,
+            )
+        )
+        s.commit()
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    november = {"site": SITE, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "bucket": "week"}
+    shown = bare.client.get(
+        "/api/reports/summary", params={**november, "suppress": "false"}, headers=bare.leader()
+    ).json()
+    assert (
+        shown["children"],
+        shown["supervision"]["lapses"],
+        shown["supervision"]["episodes_with_lapse"],
+    ) == (
+        2,
+        1,
+        1,
+    )
+    body = bare.client.get("/api/reports/summary", params=november, headers=bare.leader()).json()
+    assert body["suppressed"] is True and body["episodes"] == 6, "6 is not a small number"
+    assert body["children"] is None and body["episodes_without_child"] == 0, "0 names nobody"
+    supervision = body["supervision"]
+    assert (supervision["lapses"], supervision["episodes_with_lapse"], supervision["lapses_per_episode"]) == (
+        None,
+        None,
+        None,
+    ), "lapses per episode would give the lapses back"
+    assert all(b["count"] in (None, 0) or b["count"] >= 5 for b in body["trend"]["buckets"])
+    assert body["trend"]["slope"] is None and {b["fitted"] for b in body["trend"]["buckets"]} == {None}
+    assert body["records"]["records_missing"] == 6 and body["records"]["records_late"] == 6
