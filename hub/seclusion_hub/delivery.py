@@ -22,7 +22,7 @@ from .core.alerts import TIERS, Alert, AlertSend, IndicatorChanged, SendReason
 from .core.clock import Clock
 from .core.policy import Tier
 from .models import AlertRecord, DeliveryRecord
-from .notify import Attempt, Channel, Dispatcher, Notice, channels_for
+from .notify import Attempt, Channel, Dispatcher, DispatcherStopped, Notice, channels_for
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,10 @@ class AlertDelivery:
         self._notice_tier[notice.delivery_id] = (alert.site, send.tier)
         try:
             self.dispatcher.submit(notice, channels)
+        except DispatcherStopped:
+            # Decided while the hub stops: its delivery rows are stored `pending`, taken up at the next start.
+            log.warning("the hub is stopping: the notice of alert %s is sent when it starts again", alert.id)
+            return False
         except Exception:
             log.exception("could not queue the notice of alert %s", alert.id)
             return False

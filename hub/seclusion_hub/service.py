@@ -285,11 +285,48 @@ class HubService:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        """Stop the notifiers, then the ingest thread, and write what they reported on the way.
+
+        The notifiers stop first, while the ingest thread still runs: the notices they try once as they
+        stop report their outcomes to the inbox, and those are written like any other. What arrived
+        after the ingest thread's last batch is written here, once it has ended (the database has one
+        writer at a time), each message acknowledged only after its commit, as always. An outcome never
+        written would leave its delivery `pending`, and the next start would send it again.
+        """
         self.delivery.stop()
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error(
+                "the ingest thread did not end within %.0f s; what is left in its inbox is not written",
+                timeout,
+            )
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        """After the ingest thread ended: take and write what is left in its inbox, in order. The
+        outcomes reported by writing it (the live board's, the indicator's) are taken too."""
+        for _ in range(3):
+            items: list[Inbound | Command] = []
+            while True:
+                try:
+                    items.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if not items:
+                return
+            for start in range(0, len(items), self.batch_size):
+                try:
+                    self.process(items[start : start + self.batch_size])
+                except Exception:
+                    # Nothing of this batch is acknowledged: the broker sends its messages again, and
+                    # its sends stay `pending`, taken up at the next start.
+                    log.exception("writing what was left in the inbox at stop failed")
+                    return
 
     @property
     def live(self) -> LivePush | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ from seclusion_hub.api import episode_json
 from seclusion_hub.config import load_sites
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.room import Message, Outcome, RoomMachine
+from seclusion_hub.delivery import AlertDelivery
 from seclusion_hub.errors import RejectedMessage
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import DeadLetter, EventRecord, RoomSnapshot
-from seclusion_hub.notify import verify_signature
+from seclusion_hub.notify import Channel, DeliveryError, Notice, verify_signature
 from seclusion_hub.service import Command, HubService
 from seclusion_hub.store import Store
 from tests.support.hub import SITE, two_device_room, write_site
@@ -381,6 +383,93 @@ def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: 
         finally:
             after.stop()
             store.close()
+
+
+class GateChannel:
+    """A notification channel whose send waits for `release`, then succeeds; it keeps what it sent."""
+
+    label = "test:gate"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.sent: list[Notice] = []
+
+    def send(self, notice: Notice) -> None:
+        self.started.set()
+        if not self.release.wait(10):
+            raise DeliveryError("not released")
+        self.sent.append(notice)
+
+
+def gated_hub(tmp_path: Path, store: Store, clock: FakeClock, gate: GateChannel) -> HubService:
+    """A hub whose room tier of calm-1 (lapse grace 5 s) is told through `gate` alone."""
+    sites = load_sites([write_site(tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)])])
+    channels: dict[tuple[str, str], list[tuple[str, Channel]]] = {(SITE, "room"): [("Room staff", gate)]}
+    delivery = AlertDelivery({s.id: s for s in sites}, Topics(), clock, channels=channels)
+    return HubService(sites, store, clock, Topics(), delivery=delivery, linger_s=0)
+
+
+def test_a_notice_delivered_while_the_hub_stops_is_recorded_and_not_sent_again(tmp_path: Path) -> None:
+    """Given a running hub whose one room channel is in the middle of sending a supervision lapse,
+    when the hub is told to stop and the send succeeds while it stops, then the attempt is recorded
+    (semantics 5.3) and the next start sends nothing again."""
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    clock = FakeClock(T0)
+    gate = GateChannel()
+    hub = gated_hub(tmp_path, store, clock, gate)
+    hub.start()
+    for message in (
+        inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+        inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+        inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+        inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
+    ):
+        hub.submit(message)
+
+    def observer_left() -> bool:
+        with hub.lock:
+            episode = hub.machines[(SITE, "calm-1")].episode
+            return episode is not None and len(episode.observer) == 2
+
+    poll(observer_left, 10, what="the observer to leave")
+    clock.set(T0 + dt.timedelta(seconds=16))  # the lapse is due
+    assert gate.started.wait(10), "the lapse reached the channel"
+
+    # When: the hub stops, and the send completes once its notifiers are stopping.
+    stopping = threading.Event()
+    stop_notifiers = hub.delivery.stop
+
+    def stop_then_release(timeout: float = 5.0) -> None:
+        stopping.set()
+        stop_notifiers(timeout)
+
+    hub.delivery.stop = stop_then_release  # type: ignore[method-assign]
+    stopper = threading.Thread(target=hub.stop)
+    stopper.start()
+    assert stopping.wait(10)
+    gate.release.set()
+    stopper.join(20)
+    assert not stopper.is_alive() and len(gate.sent) == 1
+
+    # Then: the attempt is recorded, and a new start has nothing to send again.
+    [row] = [
+        d
+        for a in store.list_alerts(None, None, None, None, 100, None)[0]
+        for d in store.deliveries(a.id)
+        if d.channel == GateChannel.label
+    ]
+    assert (row.status, row.attempts) == ("sent", 1)
+    assert store.unfinished_deliveries() == []
+    again = GateChannel()
+    again.release.set()
+    after = gated_hub(tmp_path, store, clock, again)
+    after.start()  # unfinished sends are taken up here, before it returns
+    try:
+        assert after.delivery.dispatcher.pending() == 0 and again.sent == []
+    finally:
+        after.stop()
+        store.close()
 
 
 def _row(service: HubService, episode_id: str) -> Any:
