@@ -125,7 +125,6 @@ class AlertDelivery:
         self.connected: Callable[[], bool] = lambda: False
         # Where attempts' outcomes go: to the ingest thread, which writes them (set by the service).
         self.record_rows: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] = lambda _a, _u: None
-        self._notice_tier: dict[str, tuple[str, str]] = {}  # notice id -> (site, tier)
         self._room_names = {(s.id, r.id): r.name for s in sites.values() for r in s.spec.rooms}
         self.dispatcher = Dispatcher(self._record, clock=clock)
 
@@ -209,12 +208,12 @@ class AlertDelivery:
         """Queue the notice on the tier's channels (those whose delivery rows are in `only`, if given)."""
         alert = send.alert
         base = f"{alert.id}/{send.number}"
-        channels = [
-            channel
-            for i, (_, channel) in enumerate(self.channels.get((alert.site, send.tier), []))
-            if only is None or f"{base}/{i}" in only
-        ]
-        if not channels:
+        # Each channel's own delivery row, by its place in the tier: two channels may share a label.
+        refs: dict[Channel, str] = {}
+        for i, (_, channel) in enumerate(self.channels.get((alert.site, send.tier), [])):
+            if (only is None or f"{base}/{i}" in only) and channel not in refs:
+                refs[channel] = f"{base}/{i}"
+        if not refs:
             return False
         site = self.sites.get(alert.site)
         notice = Notice(
@@ -233,9 +232,8 @@ class AlertDelivery:
             link=f"{self.public_url}/#alert-{alert.id}" if self.public_url else None,
             timezone=site.spec.timezone if site is not None else "UTC",
         )
-        self._notice_tier[notice.delivery_id] = (alert.site, send.tier)
         try:
-            self.dispatcher.submit(notice, channels)
+            self.dispatcher.submit(notice, list(refs), refs)
         except DispatcherStopped:
             # Decided while the hub stops: its delivery rows are stored `pending`, taken up at the next start.
             log.warning("the hub is stopping: the notice of alert %s is sent when it starts again", alert.id)
@@ -276,7 +274,7 @@ class AlertDelivery:
 
     def _record(self, attempt: Attempt) -> None:
         """The dispatcher's callback (a channel's worker thread)."""
-        row_id = self._row_id(attempt.delivery_id, attempt.channel)
+        row_id = attempt.ref or f"{attempt.delivery_id}/?"
         attempts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         self._outcome(
@@ -299,14 +297,6 @@ class AlertDelivery:
                 attempt.error,
             )
         self.record_rows(attempts, updates)
-
-    def _row_id(self, notice_id: str, label: str) -> str:
-        """The delivery row of one notice through one channel: `{alert}/{n}/{channel's index in the tier}`."""
-        site_tier = self._notice_tier.get(notice_id)
-        for i, (_recipient, channel) in enumerate(self.channels.get(site_tier, []) if site_tier else []):
-            if channel.label == label:
-                return f"{notice_id}/{i}"
-        return f"{notice_id}/?"
 
     @staticmethod
     def _outcome(

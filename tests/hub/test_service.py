@@ -472,6 +472,55 @@ def test_a_notice_delivered_while_the_hub_stops_is_recorded_and_not_sent_again(t
         store.close()
 
 
+def test_two_webhooks_with_one_url_and_two_secrets_each_have_their_attempt_recorded(tmp_path: Path) -> None:
+    """Given two recipients of the room tier whose webhooks share a URL but not a secret (two channels
+    with one label), when a supervision lapse is sent to both, then each delivery row records its own
+    attempt (semantics 5.3), and neither is left `pending` to be sent again at the next start."""
+    with running_sink() as hook:
+        recipients = [
+            {"name": name, "tier": "room", "webhooks": [{"url": f"{hook.url}/hook", "secret": secret}]}
+            for name, secret in (
+                ("A", "first-secret-of-enough-length"),
+                ("B", "second-secret-of-enough-length"),
+            )
+        ]
+        write_site(
+            tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)], recipients=recipients
+        )
+        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        clock = FakeClock(T0)
+        hub = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
+        hub.process(
+            [
+                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+                inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
+            ]
+        )
+        hub.start()
+        try:
+            clock.set(T0 + dt.timedelta(seconds=16))  # the lapse is due: both webhooks are told
+            poll(lambda: len(hook.received()) == 2 or None, 10, what="both webhooks")
+
+            def settled() -> list[Any]:
+                rows = [
+                    d
+                    for a in store.list_alerts(None, None, None, None, 100, None)[0]
+                    for d in store.deliveries(a.id)
+                    if d.channel.startswith("webhook:")
+                ]
+                return rows if len(rows) == 2 and all(d.status != "pending" for d in rows) else []
+
+            first, second = poll(settled, 10, what="both webhook rows to be settled")
+            assert first.channel == second.channel  # one label for both
+            assert [(d.status, d.attempts) for d in (first, second)] == [("sent", 1), ("sent", 1)]
+            assert [len(store.delivery_attempts(d.id)) for d in (first, second)] == [1, 1]
+        finally:
+            hub.stop()
+            store.close()
+
+
 def _row(service: HubService, episode_id: str) -> Any:
     from seclusion_hub.core.episode import Episode
 

@@ -15,7 +15,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..core.clock import Clock, SystemClock
@@ -68,6 +68,7 @@ class Attempt:
     error: str | None  # short, no secrets; None when ok
     next_retry_at: dt.datetime | None  # None when delivered or given up
     gave_up: bool
+    ref: str | None = None  # what the caller named this notice on this channel (`submit`'s `refs`)
 
 
 @dataclass(order=True)
@@ -77,6 +78,7 @@ class _Delivery:
     notice: Notice = field(compare=False)
     first_at: dt.datetime | None = field(default=None, compare=False)
     attempts: int = field(default=0, compare=False)
+    ref: str | None = field(default=None, compare=False)
 
 
 class _Worker:
@@ -194,6 +196,7 @@ class _Worker:
             error=error,
             next_retry_at=next_retry,
             gave_up=gave_up,
+            ref=delivery.ref,
         )
         context = (self.label, notice.kind, notice.alert_id, notice.delivery_id, delivery.attempts)
         if error is None:
@@ -277,9 +280,16 @@ class Dispatcher:
         self._seq = itertools.count()
         self._stopped = False
 
-    def submit(self, notice: Notice, channels: Iterable[Channel]) -> None:
-        """Queue `notice` on every channel (each distinct channel once) and return at once."""
+    def submit(
+        self, notice: Notice, channels: Iterable[Channel], refs: Mapping[Channel, str] | None = None
+    ) -> None:
+        """Queue `notice` on every channel (each distinct channel once) and return at once.
+
+        `refs` names the notice on each channel for the caller (its delivery row): every attempt carries
+        it back as `Attempt.ref`. A label may be shared by two channels (one URL, two secrets), a ref not.
+        """
         now = self.clock.now()
+        refs = refs or {}
         with self._lock:
             if self._stopped:
                 raise DispatcherStopped(f"notice {notice.delivery_id} submitted after stop()")
@@ -288,7 +298,7 @@ class Dispatcher:
                 if worker is None:
                     worker = self._workers[channel] = _Worker(channel, self)
                     worker.thread.start()
-                worker.put(_Delivery(due=now, seq=next(self._seq), notice=notice))
+                worker.put(_Delivery(due=now, seq=next(self._seq), notice=notice, ref=refs.get(channel)))
 
     def pending(self) -> int:
         """Deliveries not finished yet: queued, waiting for a retry, or being attempted."""
