@@ -11,6 +11,7 @@ no build step and nothing fetched from elsewhere (the hub may run on a school ne
 
 import html
 import importlib.resources
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Final
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +26,8 @@ from .auth import Principal, principal_for
 from .live import RETRY_MS, LiveFeed, SubscriptionEnded, sse_frame
 from .models import AuditEntry
 from .service import HubService
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE: Final = "seclusion_session"
 MAX_FORM_BYTES: Final = 4096
@@ -86,6 +89,14 @@ def session_token(request: Request) -> str | None:
     if request.method not in SAFE_METHODS and not _same_origin(request):
         return None
     return token
+
+
+def request_token(request: Request) -> str | None:
+    """The token a request presents: its bearer token, else the session cookie (as `deps.principal`)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return session_token(request)
 
 
 def _login_page(error: str | None = None, status_code: int = 200) -> HTMLResponse:
@@ -167,7 +178,17 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
         """The board's script and style sheet."""
         return static_file(name, _STATIC)
 
-    async def _stream(who: Principal) -> AsyncIterator[str]:
+    async def _still(who: Principal, token: str) -> bool:
+        """Whether the stream's token still stands for who opened it (not revoked since)."""
+        try:
+            return await run_in_threadpool(principal_for, store, token) == who
+        except Exception:
+            # The database did not answer: the stream goes on (it carries the alerts), and the token
+            # is looked at again with the next event or keep-alive.
+            log.warning("could not look at a live stream's token again", exc_info=True)
+            return True
+
+    async def _stream(who: Principal, token: str) -> AsyncIterator[str]:
         with live.subscribe(who) as sub:
             hello = {
                 "v": 1,
@@ -184,6 +205,11 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
                 except SubscriptionEnded as end:
                     yield sse_frame("reload", {"reason": end.reason})
                     return
+                # A token revoked while its stream is open ends the session straight away (docs/board.md):
+                # looked at again before each burst of events and each keep-alive (every 15 s at most).
+                if not await _still(who, token):
+                    yield sse_frame("signed_out", {})
+                    return
                 yield "".join(item.sse() for item in batch) if batch else ": keep-alive\n\n"
 
     @router.get(
@@ -193,19 +219,25 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
         responses={
             200: {
                 "content": {"text/event-stream": {}},
-                "description": "Server-Sent Events: `hello`, then `alert` and `room`; `reload` ends it",
+                "description": (
+                    "Server-Sent Events: `hello`, then `alert` and `room`; `reload` or `signed_out` ends it"
+                ),
             },
             503: {"description": "the hub is stopping"},
         },
     )
-    async def live_stream(who: Annotated[Principal, Depends(staff)]) -> StreamingResponse:
+    async def live_stream(request: Request, who: Annotated[Principal, Depends(staff)]) -> StreamingResponse:
         """The live stream of the caller's sites (docs/board.md): `hello`, then every `alert` and `room`
         change as it happens, and a comment line every 15 s. A stream that falls behind, or the hub
-        stopping, ends it with a `reload` event: fetch the rooms and alerts again once reconnected."""
+        stopping, ends it with a `reload` event: fetch the rooms and alerts again once reconnected. A
+        token revoked while its stream is open ends it with a `signed_out` event."""
         if live.closed:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the hub is stopping")
+        token = request_token(request)
+        if token is None:  # the dependency admitted the caller: never so
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "credentials required")
         return StreamingResponse(
-            _stream(who),
+            _stream(who, token),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

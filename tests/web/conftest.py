@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, sync_playwright
+from sqlmodel import select
 
-from seclusion_hub.auth import Role, create_token
+from seclusion_hub.auth import Role, create_token, hash_token
 from seclusion_hub.config import HubSettings
+from seclusion_hub.models import ApiToken
 from seclusion_hub.runtime import Hub
 from tests.support.hub import SITE, two_device_room, write_site
 from tests.support.processes import Mosquitto, free_port, poll
@@ -41,6 +43,14 @@ class RunningHub:
         return create_token(
             self.hub.store, name or f"board-{role}", role, chosen, False, dt.datetime.now(dt.UTC)
         )
+
+    def revoke(self, token: str) -> None:
+        """Revoke a token as an administrator would (there is no command for it: the row's revoked_at)."""
+        with self.hub.store.session() as session:
+            row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).one()
+            row.revoked_at = dt.datetime.now(dt.UTC)
+            session.add(row)
+            session.commit()
 
     def stop(self) -> None:
         """Stop HTTP as SIGINT would, then the hub; fails if an open stream holds the server up."""

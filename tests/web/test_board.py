@@ -254,6 +254,14 @@ def test_a_real_lapse_reaches_the_board_and_is_acknowledged_from_it(
             stored = api_get(hub.port, token, f"/api/alerts/{alert['id']}")
             assert (stored["acknowledged_by"], stored["acknowledged_via"]) == ("Mr Board", "board")
             assert stored["resolved_at"] is None  # acknowledged, not resolved: the child is still alone
+
+            # When its token is revoked, the open board says it is signed out with the next change, at
+            # once: not after the browser's reconnect (3 s) is refused.
+            hub.revoke(token)
+            publish_room(hub, "calm-1")
+            expect(page.get_by_text("You are signed out")).to_be_visible(timeout=2_000)
+            expect(body).to_have_attribute("data-live", "off")
+            assert page.evaluate("window.notReloaded") is True, "the page was reloaded"
             assert errors == [], "the board's script failed"
         except BaseException:
             ARTIFACTS.mkdir(exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,6 +106,44 @@ def test_the_session_cookie_opens_the_stream_like_a_bearer_token(running_hub: Ru
         assert read_event(lines)[1]["user"] == "staff-two"
         running_hub.hub.live.publish("alert", alert("a-2"))
         assert read_event(lines) == ("alert", alert("a-2"))
+
+
+def test_an_open_live_stream_ends_when_its_token_is_revoked(running_hub: RunningHub) -> None:
+    """Given a staff member's stream, open with `hello`, when their token is revoked and an alert is
+    published, then the stream carries not the alert but `signed_out`, and ends (docs/board.md: revoking
+    the token ends the session straight away)."""
+    token = running_hub.token("staff", SITE, name="wall screen")
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", f"{running_hub.base}/api/live", headers=headers) as response,
+    ):
+        lines = response.iter_lines()
+        assert read_event(lines)[0] == "hello"
+        running_hub.revoke(token)
+        assert client.get(f"{running_hub.base}/api/rooms", headers=headers).status_code == 401
+        running_hub.hub.live.publish("alert", alert("a-3"))
+        assert read_event(lines) == ("signed_out", {})
+        with pytest.raises(EOFError):
+            read_event(lines, comments=True)
+
+
+def test_a_quiet_stream_ends_at_its_keep_alive_once_its_token_is_revoked(running_hub: RunningHub) -> None:
+    """Given a stream with nothing to carry, when its token is revoked, then it ends at the next
+    keep-alive (every 15 s in service) with `signed_out`, not a keep-alive."""
+    running_hub.hub.live.keepalive_s = 0.2
+    cookie = login_cookie(running_hub, token := running_hub.token("staff", SITE))
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", f"{running_hub.base}/api/live", headers={"Cookie": cookie}) as response,
+    ):
+        lines = response.iter_lines()
+        assert read_event(lines, comments=True)[0] == "hello"
+        running_hub.revoke(token)
+        deadline = time.monotonic() + 10
+        while (event := read_event(lines, comments=True)) == (":", "keep-alive"):
+            assert time.monotonic() < deadline, "the stream went on with keep-alives"
+        assert event == ("signed_out", {})
 
 
 def test_a_quiet_stream_gets_a_keep_alive_comment(running_hub: RunningHub) -> None:

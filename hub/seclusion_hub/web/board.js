@@ -464,6 +464,8 @@
     });
     es.addEventListener("room", (event) => onData("room", event));
     es.addEventListener("alert", (event) => onData("alert", event));
+    // The token was revoked while the stream was open: the session is over, say so and stop trying.
+    es.addEventListener("signed_out", () => showSignedOut());
     es.addEventListener("reload", () => {
       // The hub ended this stream (it fell behind, or the hub is stopping). The browser reconnects
       // by itself and the next `hello` fetches everything again. Never reload the page: that
