@@ -1,10 +1,12 @@
-"""`seclusion-hub`: serve, token create, migrate, check-config."""
+"""`seclusion-hub`: serve, token create/list/revoke, migrate, check-config."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+
+from seclusion_contract import format_ts
 
 from . import __version__
 from .auth import ROLES, create_token
@@ -29,7 +31,35 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--site", action="append", default=[], help="limit to this site (repeatable)")
     create.add_argument("--dsl", action="store_true", help="a designated safeguarding lead")
+    token_sub.add_parser("list", help="every token: id, name, role, sites, made, revoked (never the token)")
+    revoke = token_sub.add_parser("revoke", help="revoke a token now (a lost phone, someone who left)")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, help="the token's id (from `token list`)")
+    which.add_argument("--name", help="every live token of this name")
     return parser
+
+
+def _token_command(args: argparse.Namespace, store: Store) -> int:
+    now = SystemClock().now()
+    action = str(args.token_command)
+    if action == "create":
+        token = create_token(store, args.name, args.role, args.site, args.dsl, now)
+        sys.stdout.write(token + "\n")
+    elif action == "list":
+        for row in store.tokens():
+            sites = ",".join(row.sites) if row.sites else "all sites"
+            state = f"revoked {format_ts(row.revoked_at)}" if row.revoked_at is not None else "live"
+            dsl = " dsl" if row.dsl else ""
+            made = format_ts(row.created_at)
+            sys.stdout.write(f"{row.id}\t{row.name}\t{row.role}{dsl}\t{sites}\tmade {made}\t{state}\n")
+    else:
+        gone = store.revoke_tokens(token_id=args.id, name=args.name, now=now)
+        if not gone:
+            sys.stderr.write("error: no live token matches; `seclusion-hub token list` shows them\n")
+            return 2
+        for row in gone:
+            sys.stdout.write(f"revoked token {row.id} ({row.name}, {row.role})\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,10 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "token":
             store = Store.open(settings.database_url)
             try:
-                token = create_token(store, args.name, args.role, args.site, args.dsl, SystemClock().now())
+                return _token_command(args, store)
             finally:
                 store.close()
-            sys.stdout.write(token + "\n")
     except ConfigError as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
         return 2

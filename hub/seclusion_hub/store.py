@@ -867,6 +867,27 @@ class Store:
             row = s.exec(select(ApiToken).where(ApiToken.token_hash == token_hash)).first()
             return row if row is not None and row.revoked_at is None else None
 
+    def tokens(self) -> list[ApiToken]:
+        """Every token ever made, oldest first (their hashes included: for the CLI, never printed)."""
+        with self.session() as s:
+            return list(s.exec(select(ApiToken).order_by(col(ApiToken.id))).all())
+
+    def revoke_tokens(self, *, token_id: int | None, name: str | None, now: dt.datetime) -> list[ApiToken]:
+        """Revoke the live token with this id, or every live token of this name; returns those revoked.
+        A revoked token is refused at once: each request looks its token up (auth.principal_for)."""
+        with self.session() as s:
+            query = select(ApiToken).where(col(ApiToken.revoked_at).is_(None))
+            if token_id is not None:
+                query = query.where(ApiToken.id == token_id)
+            if name is not None:
+                query = query.where(ApiToken.name == name)
+            rows = list(s.exec(query).all())
+            for row in rows:
+                row.revoked_at = now
+                s.add(row)
+            s.commit()
+            return rows
+
     def audit(self, entry: AuditEntry) -> None:
         with self.session() as s:
             s.add(entry)

@@ -226,3 +226,36 @@ def test_check_config_reports_each_site_file_or_what_is_wrong_with_exit_status_2
     assert cli.main(["check-config"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: recipients.0.notify.0: not an Apprise URL" in err and "pw@" not in err
+
+
+def test_tokens_are_made_listed_and_revoked_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from seclusion_hub import cli
+    from seclusion_hub.auth import principal_for
+    from seclusion_hub.store import Store
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SECLUSION_DATABASE_URL", url)
+    # Given a phone's token for a member of staff
+    assert cli.main(["token", "create", "--name", "Phone 3", "--role", "staff", "--site", "demo-school"]) == 0
+    token = capsys.readouterr().out.strip()
+    # The list names it, live, and never shows the token
+    assert cli.main(["token", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "\tPhone 3\tstaff\tdemo-school\tmade " in listed and listed.rstrip().endswith("\tlive")
+    assert token not in listed
+    # When the phone is lost and its token revoked by name
+    assert cli.main(["token", "revoke", "--name", "Phone 3"]) == 0
+    assert "revoked token 1 (Phone 3, staff)" in capsys.readouterr().out
+    # Then the token opens nothing any more, the list says so, and revoking again says nothing matched
+    store = Store.open(url)
+    try:
+        assert principal_for(store, token) is None
+    finally:
+        store.close()
+    assert cli.main(["token", "list"]) == 0
+    assert "\trevoked " in capsys.readouterr().out
+    assert cli.main(["token", "revoke", "--id", "1"]) == 2
+    assert "no live token matches" in capsys.readouterr().err
