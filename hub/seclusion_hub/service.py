@@ -241,6 +241,7 @@ class HubService:
         self.backlog_done: Callable[[], bool] = lambda: True
         self.listening: Callable[[], bool] = lambda: True
         self._stop = threading.Event()
+        self._gave_up = False  # a batch given up unwritten as the hub stopped (process)
         self._thread: threading.Thread | None = None
         self._listening_since = time.monotonic()
         self._evaluated = False
@@ -281,6 +282,7 @@ class HubService:
                 machine.hub_started(now)
         self._resume_deliveries()
         self._stop.clear()
+        self._gave_up = False
         self._thread = threading.Thread(target=self._run, name="seclusion-ingest", daemon=True)
         self._thread.start()
 
@@ -309,7 +311,12 @@ class HubService:
 
     def _drain(self) -> None:
         """After the ingest thread ended: take and write what is left in its inbox, in order. The
-        outcomes reported by writing it (the live board's, the indicator's) are taken too."""
+        outcomes reported by writing it (the live board's, the indicator's) are taken too. Nothing, if
+        a batch was given up unwritten as the hub stopped (a stalled database): what came after it must
+        not be stored before it (process)."""
+        if self._gave_up:
+            log.warning("a batch was left unwritten at stop; what is left in the inbox is not written either")
+            return
         for _ in range(3):
             items: list[Inbound | Command] = []
             while True:
@@ -321,11 +328,14 @@ class HubService:
                 return
             for start in range(0, len(items), self.batch_size):
                 try:
-                    self.process(items[start : start + self.batch_size])
+                    written = self.process(items[start : start + self.batch_size])
                 except Exception:
-                    # Nothing of this batch is acknowledged: the broker sends its messages again, and
-                    # its sends stay `pending`, taken up at the next start.
+                    written = False
                     log.exception("writing what was left in the inbox at stop failed")
+                if not written:
+                    # Nothing of this batch, nor anything after it, is acknowledged: the broker sends
+                    # the messages again, in order, and their sends stay `pending`, for the next start.
+                    log.warning("the database did not take what was left in the inbox at stop")
                     return
 
     @property
@@ -499,8 +509,10 @@ class HubService:
             return 0.5
         return max(0.0, min(0.5, (soonest - now).total_seconds()))
 
-    def process(self, items: list[Inbound | Command]) -> None:
-        """Apply a batch, write it, then acknowledge it.
+    def process(self, items: list[Inbound | Command]) -> bool:
+        """Apply a batch, write it, then acknowledge it; False only when the hub is stopping and the
+        batch was given up unwritten (nothing after it may then be written: its devices would be told
+        a later `seq` is stored, and this batch's events, sent again, would be taken for duplicates).
 
         A message that a bug of ours fails to apply, or that the database refuses while it accepts
         others, is set aside as a dead letter with the error, and the rest of the batch is applied again
@@ -535,8 +547,9 @@ class HubService:
                 self._load_machines()
                 if attempt >= 3 and len(items) > 1:
                     for item in items:  # find the message the database refuses, if it is one
-                        self.process([item])
-                    return
+                        if not self.process([item]):
+                            return False  # stopping: nothing after it
+                    return True
                 single = items[0] if len(items) == 1 else None
                 if (
                     attempt >= 3
@@ -548,7 +561,8 @@ class HubService:
                     poisoned[id(single)] = f"the database refused it: {type(exc).__name__}: {exc}"[:1500]
                     continue
                 if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
-                    return
+                    self._gave_up = True  # `_drain` then writes nothing after it
+                    return False
         self.healthy = True
         self._stalled = False
         stored = self.clock.now()
@@ -569,6 +583,7 @@ class HubService:
                     self._open.discard(key)
             self.metrics.open_episodes.set(len(self._open))
         self.metrics.queue_depth.set(self.inbox.qsize())
+        return True
 
     def _apply(self, items: list[Inbound | Command], poisoned: dict[int, str]) -> _Pending:
         pending = _Pending()

@@ -842,3 +842,73 @@ def test_on_each_connect_the_hub_tells_every_device_it_has_heard_its_ack_again_o
     # Then the door device's ack is published again, retained; the panel, never heard, gets none
     acks = [(t, json.loads(p), q, r) for t, p, q, r in published if t.endswith("/ack")]
     assert acks == [(f"seclusion/v1/{SITE}/calm-1/calm-1-door/ack", {"v": 1, "epoch": 0, "seq": 2}, 1, True)]
+
+
+def _failing_writes(store: Store, failures: int) -> dict[str, int]:
+    """The store's next `failures` writes fail as a locked database does (then it writes again)."""
+    real_write = store.write
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+        real_write(*args, **kwargs)
+
+    store.write = flaky  # type: ignore[method-assign]
+    return calls
+
+
+def _stored_seqs(store: Store) -> list[int]:
+    with store.session() as s:
+        return sorted(e.seq for e in s.exec(select(EventRecord)).all())
+
+
+def test_at_stop_nothing_is_written_after_a_batch_the_database_did_not_take(tmp_path: Path) -> None:
+    """What is left in the inbox at stop is written in order, but never past a batch whose write was
+    given up: its device would be told a later seq is stored, and the given-up events, sent again at
+    the next start, would be dropped as duplicates: lost."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    service = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics(), batch_size=1)
+    acked: list[int] = []
+    service.ack_message = lambda mid, qos, conn: acked.append(mid)
+    try:
+        # Given two events left in the inbox as the hub stops, and a database locked for a moment
+        _failing_writes(store, 1)
+        service.inbox.put(inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1))
+        service.inbox.put(inbound("calm-1", "calm-1-door", 2, "door", "closed", 1, mid=2))
+        # When the hub stops: its ingest thread has ended, and what is left in the inbox is written
+        service._stop.set()
+        service._drain()
+        # Then neither is stored or acknowledged: the broker sends both again, in order
+        assert _stored_seqs(store) == [] and acked == []
+        # And at the next start both are taken, the first not mistaken for a duplicate
+        service._stop.clear()
+        service.process([inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=3)])
+        service.process([inbound("calm-1", "calm-1-door", 2, "door", "closed", 1, mid=4)])
+        assert _stored_seqs(store) == [1, 2] and acked == [3, 4]
+    finally:
+        store.close()
+
+
+def test_at_stop_the_inbox_is_left_alone_once_the_ingest_thread_gave_up_a_batch(tmp_path: Path) -> None:
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    service = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics(), batch_size=1)
+    service.ack_message = lambda mid, qos, conn: None
+    try:
+        # Given the ingest thread retrying its batch against a stalled database
+        calls = _failing_writes(store, 1_000)
+        service.start()
+        service.submit(inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1))
+        poll(lambda: calls["n"] >= 1 or None, 10, what="the first write tried")
+        # and a later event waiting in the inbox behind it
+        service.submit(inbound("calm-1", "calm-1-door", 2, "door", "closed", 1, mid=2))
+        # When the hub stops (the thread gives its batch up), with the database back
+        calls["n"] = 10_000
+        service.stop()
+        # Then the later event is not written ahead of the one given up
+        assert _stored_seqs(store) == []
+    finally:
+        store.close()
