@@ -272,10 +272,7 @@ class EdgeAgent:
                 self._held = []
             self._unrecorded.extend(waiting)
             try:
-                while self._unrecorded:
-                    kind, reading = self._unrecorded[0]
-                    self._record(kind, reading)
-                    del self._unrecorded[0]
+                self._record_unrecorded()
             except Exception:
                 log.exception("readings not yet numbered at the stop could not be stored")
             self._stopping = True
@@ -450,10 +447,7 @@ class EdgeAgent:
             if self._stopping:
                 return
             self._unrecorded.extend(settled)
-            while self._unrecorded:
-                kind, reading = self._unrecorded[0]
-                self._record(kind, reading)  # raises if the store fails; the reading stays queued
-                del self._unrecorded[0]
+            self._record_unrecorded()
             self._confirm_if_waited_too_long(now)
             self._send_pending()
             self._send_heartbeat_if_due(now)
@@ -479,6 +473,14 @@ class EdgeAgent:
         for kind, reading in out:
             self._let_through[kind] = reading.active
         return out
+
+    def _record_unrecorded(self) -> None:
+        """Number and store the settled readings not yet in the outbox, in order (caller holds the send
+        lock). Raises if the store fails; that reading and those after it stay queued."""
+        while self._unrecorded:
+            kind, reading = self._unrecorded[0]
+            self._record(kind, reading)
+            del self._unrecorded[0]
 
     def _record(self, kind: Kind, reading: Settled) -> None:
         sensor = self.config.sensor(kind)

@@ -310,17 +310,23 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
+def _new_store_meta(device: str, epoch: int) -> list[tuple[str, str]]:
+    """A new store's `meta` rows: its device, schema and epoch, nothing numbered, and unconfirmed (what
+    the hub has of this device is not known yet)."""
+    return [
+        ("device", device),
+        ("schema", str(SCHEMA_VERSION)),
+        ("epoch", str(epoch)),
+        ("last_seq", "0"),
+        ("confirmed", "0"),
+    ]
+
+
 def _claim(connection: sqlite3.Connection, path: Path, device: str) -> None:
     row = connection.execute("SELECT value FROM meta WHERE key = 'device'").fetchone()
     if row is None:
         connection.execute("BEGIN IMMEDIATE")
-        for key, value in (
-            ("device", device),
-            ("schema", str(SCHEMA_VERSION)),
-            ("epoch", "0"),
-            ("last_seq", "0"),
-            ("confirmed", "0"),  # a new store: what the hub has of this device is not known yet
-        ):
+        for key, value in _new_store_meta(device, 0):
             connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
         connection.execute("COMMIT")
     elif row[0] != device:
@@ -376,16 +382,7 @@ def _build(path: Path, device: str, epoch: int) -> None:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
-        db.executemany(
-            "INSERT INTO meta (key, value) VALUES (?, ?)",
-            [
-                ("device", device),
-                ("schema", str(SCHEMA_VERSION)),
-                ("epoch", str(epoch)),
-                ("last_seq", "0"),
-                ("confirmed", "0"),
-            ],
-        )
+        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", _new_store_meta(device, epoch))
         db.execute("COMMIT")
     finally:
         db.close()
