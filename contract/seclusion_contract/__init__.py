@@ -39,6 +39,7 @@ __all__ = [
     "ack_payload",
     "dump_payload",
     "format_ts",
+    "format_ts_or_none",
     "is_reading",
     "parse_broker_url",
     "parse_ts",
@@ -80,6 +81,11 @@ def format_ts(when: dt.datetime) -> str:
         raise ContractError("timestamps must be timezone-aware")
     utc = when.astimezone(dt.UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def format_ts_or_none(when: dt.datetime | None) -> str | None:
+    """`format_ts`, or None for a time not known (yet): the JSON's null."""
+    return format_ts(when) if when is not None else None
 
 
 def parse_ts(text: object) -> dt.datetime:

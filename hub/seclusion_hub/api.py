@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from seclusion_contract import SLUG, Timestamp, format_ts
+from seclusion_contract import SLUG, Timestamp, format_ts, format_ts_or_none
 
 from . import __version__
 from .auth import Principal, principal_for
@@ -146,10 +146,6 @@ async def refuse_unstorable_text(request: Request) -> None:
             raise BadRequest("body", ".".join(found) or "body", problem)
 
 
-def _ts(value: dt.datetime | None) -> str | None:
-    return format_ts(value) if value is not None else None
-
-
 def episode_json(ep: Episode, now: dt.datetime) -> dict[str, Any]:
     """An episode as contract section 6 shows it, its clocks read at `now`."""
     acc = account(ep, now)
@@ -159,10 +155,10 @@ def episode_json(ep: Episode, now: dt.datetime) -> dict[str, Any]:
         "room": ep.room,
         "started_at": format_ts(ep.started_at),
         "start_uncertain": ep.start_uncertain,
-        "earliest_start": _ts(ep.earliest_start),
-        "ended_at": _ts(ep.ended_at),
+        "earliest_start": format_ts_or_none(ep.earliest_start),
+        "ended_at": format_ts_or_none(ep.ended_at),
         "end_uncertain": ep.end_uncertain,
-        "end_earliest": _ts(ep.end_earliest),
+        "end_earliest": format_ts_or_none(ep.end_earliest),
         "elapsed_s": ep.elapsed_s(now),
         "duration_s": ep.duration_s(now),
         "locked": ep.locked,
@@ -175,14 +171,17 @@ def episode_json(ep: Episode, now: dt.datetime) -> dict[str, Any]:
         "lapses": [
             {"start": format_ts(lp.start), "end": format_ts(lp.end), "s": lp.seconds} for lp in acc.lapses
         ],
-        "unknown": [{"device": u.device, "start": format_ts(u.start), "end": _ts(u.end)} for u in ep.unknown],
+        "unknown": [
+            {"device": u.device, "start": format_ts(u.start), "end": format_ts_or_none(u.end)}
+            for u in ep.unknown
+        ],
         "incident_id": ep.incident_id,
         "pupil_id": ep.pupil_id,
         "manual": ep.manual,
         "test": ep.test,
         "possible_loss": ep.possible_loss,
         "clock_uncertain": ep.clock_uncertain,
-        "segments": [{"start": format_ts(s.start), "end": _ts(s.end)} for s in ep.segments],
+        "segments": [{"start": format_ts(s.start), "end": format_ts_or_none(s.end)} for s in ep.segments],
     }
 
 
@@ -210,7 +209,7 @@ def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
         "episode_start_uncertain": ep.start_uncertain if ep else None,
         "supervised": supervised,
         "mode": "maintenance" if maintenance else "normal",
-        "mode_until": _ts(st.maintenance_until) if maintenance else None,
+        "mode_until": format_ts_or_none(st.maintenance_until) if maintenance else None,
         "mode_reason": st.maintenance_reason if maintenance else None,
         "supervision": machine.mode,
     }
@@ -393,7 +392,7 @@ def create_app(
                 action=f"mode_{change.mode}",
                 target_type="room",
                 target_id=f"{site}/{room}",
-                detail={"reason": change.reason, "expires_at": _ts(until)},
+                detail={"reason": change.reason, "expires_at": format_ts_or_none(until)},
             ),
         )
         with service.lock:

@@ -16,7 +16,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from seclusion_contract import format_ts
+from seclusion_contract import format_ts, format_ts_or_none
 
 from .core.alerts import Alert
 from .core.episode import Episode, account
@@ -139,10 +139,6 @@ def shown(service: HubService, records: RecordStore, row: IncidentRecord) -> Sho
     return Shown(signed, live, changed) if changed else Shown(signed)
 
 
-def _ts(when: dt.datetime | None) -> str | None:
-    return format_ts(when) if when is not None else None
-
-
 def auto_json(facts: Facts, now: dt.datetime) -> dict[str, Any]:
     """What the hub fills in from the episode (the API's `auto`): times, segments, lock, supervision,
     lapses, unknown time, alerts with who acknowledged them, reviews, and the child's minutes in the
@@ -153,10 +149,10 @@ def auto_json(facts: Facts, now: dt.datetime) -> dict[str, Any]:
     before_48h = facts.before_48h_s
     return {
         "started_at": format_ts(ep.started_at),
-        "ended_at": _ts(ep.ended_at),
+        "ended_at": format_ts_or_none(ep.ended_at),
         "start_uncertain": ep.start_uncertain,
         "end_uncertain": ep.end_uncertain,
-        "segments": [{"start": format_ts(s.start), "end": _ts(s.end)} for s in ep.segments],
+        "segments": [{"start": format_ts(s.start), "end": format_ts_or_none(s.end)} for s in ep.segments],
         "elapsed_minutes": round(ep.elapsed_s(end) / 60, 1),
         "duration_minutes": round(ep.duration_s(end) / 60, 1),
         "minutes_in_48h_before": round(before_48h / 60, 1) if before_48h is not None else None,
@@ -167,16 +163,19 @@ def auto_json(facts: Facts, now: dt.datetime) -> dict[str, Any]:
         "unsupervised_minutes": round(acc.unsupervised_s / 60, 1),
         "unknown_minutes": round(acc.unknown_s / 60, 1),
         "lapses": [{"start": format_ts(lapse.start), "end": format_ts(lapse.end)} for lapse in acc.lapses],
-        "unknown": [{"start": format_ts(u.start), "end": _ts(u.end), "device": u.device} for u in ep.unknown],
+        "unknown": [
+            {"start": format_ts(u.start), "end": format_ts_or_none(u.end), "device": u.device}
+            for u in ep.unknown
+        ],
         "alerts": [
             {
                 "id": a.id,
                 "kind": a.kind,
                 "severity": a.severity,
                 "raised_at": format_ts(a.raised_at),
-                "acknowledged_at": _ts(a.acknowledged_at),
+                "acknowledged_at": format_ts_or_none(a.acknowledged_at),
                 "acknowledged_by": a.acknowledged_by,
-                "resolved_at": _ts(a.resolved_at),
+                "resolved_at": format_ts_or_none(a.resolved_at),
             }
             for a in facts.alerts
         ],

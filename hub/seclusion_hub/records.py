@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from seclusion_contract import SLUG, format_ts
+from seclusion_contract import SLUG, format_ts, format_ts_or_none
 
 from .auth import Principal
 from .core import incident as workflow
@@ -27,7 +27,7 @@ from .deps import Cursor, Limit, Senior, Staff
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
 from .parent_mail import AddressError, MailError, parent_copy, send_copy
-from .record_facts import _ts, auto_json, facts_now, shown, snapshot
+from .record_facts import auto_json, facts_now, shown, snapshot
 from .record_store import NotFound, RecordStore, SignedOff, incident_view
 from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
@@ -120,28 +120,28 @@ def incident_json(row: IncidentRecord, dsl: bool) -> dict[str, Any]:
         "status": row.status,
         "opened_at": format_ts(row.opened_at),
         "updated_at": format_ts(row.updated_at),
-        "ended_at": _ts(row.ended_at),
+        "ended_at": format_ts_or_none(row.ended_at),
         "pupil_id": row.pupil_id,
         "classification": row.record.get("classification"),
         "record": row.record,
         "due": {
-            "record": _ts(row.record_due_at),
-            "parent_notice": _ts(row.parent_notice_due_at),
-            "parent_copy": _ts(row.parent_copy_due_at),
-            "authority_notice": _ts(row.authority_notice_due_at),
+            "record": format_ts_or_none(row.record_due_at),
+            "parent_notice": format_ts_or_none(row.parent_notice_due_at),
+            "parent_copy": format_ts_or_none(row.parent_copy_due_at),
+            "authority_notice": format_ts_or_none(row.authority_notice_due_at),
         },
-        "recorded_at": _ts(row.recorded_at),
+        "recorded_at": format_ts_or_none(row.recorded_at),
         "recorded_by": row.recorded_by,
         "classified_by": row.classified_by,
-        "parent_notified_at": _ts(row.parent_notified_at),
-        "parent_copy_sent_at": _ts(row.parent_copy_sent_at),
-        "parent_copy_withheld_at": _ts(row.parent_copy_withheld_at),
+        "parent_notified_at": format_ts_or_none(row.parent_notified_at),
+        "parent_copy_sent_at": format_ts_or_none(row.parent_copy_sent_at),
+        "parent_copy_withheld_at": format_ts_or_none(row.parent_copy_withheld_at),
         "parent_copy_withheld_by": row.parent_copy_withheld_by,
         "parent_copy_withheld_reason": row.parent_copy_withheld_reason if dsl else None,
-        "authority_notified_at": _ts(row.authority_notified_at),
-        "reviewed_at": _ts(row.reviewed_at),
+        "authority_notified_at": format_ts_or_none(row.authority_notified_at),
+        "reviewed_at": format_ts_or_none(row.reviewed_at),
         "reviewed_by": row.reviewed_by,
-        "closed_at": _ts(row.closed_at),
+        "closed_at": format_ts_or_none(row.closed_at),
         "closed_by": row.closed_by,
         "missing": workflow.missing(incident_view(row)) if row.status in ("open", "awaiting_record") else [],
     }
@@ -304,7 +304,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         body["auto"] = auto_json(facts.facts, now) if facts is not None else None
         # A signed-off record shows the episode as it was signed; what the hub has learned since is
         # beside it, never folded in (record_facts.py).
-        body["auto_signed_at"] = _ts(facts.facts.signed_at) if facts is not None else None
+        body["auto_signed_at"] = format_ts_or_none(facts.facts.signed_at) if facts is not None else None
         body["auto_now"] = auto_json(facts.now, now) if facts is not None and facts.now is not None else None
         body["auto_changed"] = list(facts.changed) if facts is not None else []
         contacts = records.contacts(row.id)

@@ -504,6 +504,7 @@ def summary_json(
     unclassified, corrected_ = classes.unclassified, classes.corrected
     with_lapse = classes.voluntary_with_lapse
     children = len({e.pupil_id for e in shown if e.pupil_id is not None})
+    episodes = _small(len(shown), suppress)
     lapses = _small(compliance.lapses, suppress)
     # A bucket's count of 1 to 4 is withheld (with another, as in any table of counts); the fitted line
     # and its slope could then work it back (they rest on the counts' sum and weighted sum): withheld too.
@@ -514,7 +515,7 @@ def summary_json(
         "from": format_ts(f.period.start),
         "to": format_ts(f.period.end),
         "suppressed": suppress,
-        "episodes": _small(len(shown), suppress),
+        "episodes": episodes,
         "children": _small(children, suppress),
         "episodes_without_child": _small(sum(1 for e in shown if e.pupil_id is None), suppress),
         # Semantics 2.2: each class apart. Every other figure here is about `seclusion`, which includes
@@ -582,7 +583,7 @@ def summary_json(
             "lapses": lapses,
             # lapses / episodes: withheld with either count
             "lapses_per_episode": None
-            if lapses is None or _small(len(shown), suppress) is None
+            if lapses is None or episodes is None
             else _number(compliance.lapses_per_episode, 2),
             "episodes_with_lapse": _small(compliance.episodes_with_lapse, suppress),
         },
@@ -613,15 +614,15 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
         period_start=f.period.start.astimezone(site.zone).date(),
         period_end=(f.period.end - dt.timedelta(microseconds=1)).astimezone(site.zone).date(),
         episodes=len(shown),
-        children=None if analytics.is_small(children) else children,
+        children=_small(children, True),
         total_minutes=round(sum(minutes), 1),
         median_minutes=round(statistics.median(minutes), 1) if minutes else None,
         supervised_share=compliance.supervised_share,
         lapses=compliance.lapses,
         records_late=timeliness["records_late"],
         parent_copies_late=timeliness["parent_copies_late"],
-        voluntary=None if analytics.is_small(voluntary) else voluntary,
-        no_child=None if analytics.is_small(no_child) else no_child,
+        voluntary=_small(voluntary, True),
+        no_child=_small(no_child, True),
         trend=[Count(label, count, label in partial) for label, count in months.items()],
         by_room=[Count(room, count) for room, count in rooms.items()],
         by_group=[Count(f"SEN: {r.group}", r.k) for r in sen],
