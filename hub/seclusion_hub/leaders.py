@@ -3,8 +3,9 @@
 with filters). Server-rendered; every chart is an inline SVG drawn here with its numbers in a table
 beside it, so it reads without sight and without colour. Leaders and admins only, their sites only.
 
-On the leaders' own screen small numbers are shown (they need them to act); the exports linked from
-these pages (the CSV, the governors' PDF) withhold them. Reading a child's page is audited.
+On the leaders' own screen small numbers are shown (they need them to act); the governors' PDF linked
+from these pages withholds them (the episodes CSV is one row per episode: the page says it is personal
+data). Reading a child's page is audited.
 """
 
 from __future__ import annotations

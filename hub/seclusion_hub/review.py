@@ -1,8 +1,9 @@
 """The leaders' review (contract section 6 `/api/reports/...`): figures over a period for one site,
 computed by core/analytics.py from the stored episodes, records and register.
 
-What leaves the leaders' screen (the API's JSON unless `suppress=false`, the CSV's summary, the
-governors' PDF) has small numbers suppressed (1 to 4 shown as "fewer than 5"). Every read is audited.
+What leaves the leaders' screen (the API's JSON unless `suppress=false`, the governors' PDF) has small
+numbers suppressed (1 to 4 shown as "fewer than 5"), minutes withheld with their episode count and no
+child's flag; the episodes CSV is one row per episode (no names). Every read is audited.
 """
 
 from __future__ import annotations
@@ -532,10 +533,12 @@ def summary_json(
             "voluntary_with_lapse": _small(with_lapse, suppress),
             "no_child_minutes": None if split["no_child"] is None else classes.no_child_minutes,
         },
+        # Minutes go with their count: with 1 to 4 episodes, their total, median and longest give
+        # each child's time away (and, with one episode, the count too).
         "minutes": {
-            "total": round(sum(minutes), 1),
-            "median": round(statistics.median(minutes), 1) if minutes else None,
-            "longest": round(max(minutes), 1) if minutes else None,
+            "total": None if episodes is None else round(sum(minutes), 1),
+            "median": round(statistics.median(minutes), 1) if minutes and episodes is not None else None,
+            "longest": round(max(minutes), 1) if minutes and episodes is not None else None,
         },
         "trend": {
             "bucket": trend.bucket,
@@ -556,19 +559,8 @@ def summary_json(
                 for b, level in zip(trend.buckets, trend.fitted or [None] * len(trend.buckets), strict=True)
             ],
         },
-        "flags": [
-            {
-                "kind": fl.kind,
-                # "rising: +40% of the mean per week" is the withheld line's relative slope
-                "label": "rising" if fl.kind == "rising" and line_withheld else fl.label,
-                "pupil_id": fl.pupil_id,
-                "count": fl.count,
-                "episode_ids": list(fl.episode_ids),
-                "first_start": _iso(fl.first_start) or None,
-                "last_start": _iso(fl.last_start) or None,
-            }
-            for fl in flags
-        ],
+        # (Unsuppressed, no count is withheld, nor the trend line.)
+        "flags": _flags_suppressed(flags, line_withheld) if suppress else [_flag_json(fl) for fl in flags],
         "by_room": _counts(analytics.by_room(shown), suppress),
         "by_staff": _counts(analytics.by_staff(shown), suppress),
         "by_staff_group": _counts(analytics.by_staff_group(shown, groups), suppress),
@@ -591,6 +583,49 @@ def summary_json(
     }
 
 
+def _flag_json(fl: analytics.Flag) -> dict[str, Any]:
+    return {
+        "kind": fl.kind,
+        "label": fl.label,
+        "pupil_id": fl.pupil_id,
+        "count": fl.count,
+        "episode_ids": list(fl.episode_ids),
+        "first_start": _iso(fl.first_start) or None,
+        "last_start": _iso(fl.last_start) or None,
+    }
+
+
+def _flags_suppressed(flags: list[analytics.Flag], line_withheld: bool) -> list[dict[str, Any]]:
+    """The flags as they leave the screen: none names a child or an episode (a child's flag would show
+    their register id, their episodes and when, and a list's length is a count), but one line per
+    pattern trigger with the children it flags, and one with the lengthy episodes, each count withheld
+    from 1 to 4 like the others; `rising` as it is ("rising: +40% of the mean per week" is the trend
+    line's relative slope: just "rising" when the line is withheld)."""
+    out: list[dict[str, Any]] = []
+    blank: dict[str, Any] = {
+        "pupil_id": None,
+        "count": None,
+        "episode_ids": [],
+        "first_start": None,
+        "last_start": None,
+    }
+    children: dict[str, set[str | None]] = {}
+    lengthy: list[analytics.Flag] = []
+    for fl in flags:
+        if fl.kind == "pattern":
+            children.setdefault(fl.label, set()).add(fl.pupil_id)
+        elif fl.kind == "lengthy":
+            lengthy.append(fl)
+    for label, kids in children.items():
+        out.append({"kind": "pattern", "label": label, **blank, "children": _small(len(kids), True)})
+    if lengthy:
+        label = lengthy[0].label
+        out.append({"kind": "lengthy", "label": label, **blank, "episodes": _small(len(lengthy), True)})
+    rising = [fl for fl in flags if fl.kind == "rising"]
+    out.extend(_flag_json(fl) | {"label": "rising" if line_withheld else fl.label} for fl in rising)
+    return out
+
+
 def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsReport:
     """The governors' report's figures, small numbers withheld."""
     shown = analytics.counted(f.episodes)
@@ -607,20 +642,22 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
     )
     timeliness = records_timeliness(f, now)
     children = len({e.pupil_id for e in shown if e.pupil_id is not None})
+    episodes = _small(len(shown), True)
     classes = analytics.classes(f.episodes)
     voluntary, no_child = classes.voluntary, classes.no_child
     return GovernorsReport(
         school_name=site.spec.name or site.id,
         period_start=f.period.start.astimezone(site.zone).date(),
         period_end=(f.period.end - dt.timedelta(microseconds=1)).astimezone(site.zone).date(),
-        episodes=len(shown),
+        episodes=episodes,
         children=_small(children, True),
-        total_minutes=round(sum(minutes), 1),
-        median_minutes=round(statistics.median(minutes), 1) if minutes else None,
+        # Minutes go with their count (as in the suppressed summary)
+        total_minutes=None if episodes is None else round(sum(minutes), 1),
+        median_minutes=round(statistics.median(minutes), 1) if minutes and episodes is not None else None,
         supervised_share=compliance.supervised_share,
-        lapses=compliance.lapses,
-        records_late=timeliness["records_late"],
-        parent_copies_late=timeliness["parent_copies_late"],
+        lapses=_small(compliance.lapses, True),
+        records_late=_small(timeliness["records_late"], True),
+        parent_copies_late=_small(timeliness["parent_copies_late"], True),
         voluntary=_small(voluntary, True),
         no_child=_small(no_child, True),
         trend=[Count(label, count, label in partial) for label, count in months.items()],

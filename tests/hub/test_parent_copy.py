@@ -346,7 +346,7 @@ def test_a_wrong_copy_is_refused(change: dict[str, Any]) -> None:
 
 
 def autumn(**changes: Any) -> GovernorsReport:
-    """The autumn term's figures, with three suppressed (None) figures."""
+    """The autumn term's figures, with five suppressed (None) figures."""
     report = GovernorsReport(
         school_name="Oak Hill School",
         period_start=dt.date(2026, 9, 1),
@@ -357,8 +357,8 @@ def autumn(**changes: Any) -> GovernorsReport:
         total_minutes=301.4,
         median_minutes=11.5,
         supervised_share=0.973,
-        lapses=3,
-        records_late=1,
+        lapses=None,
+        records_late=None,
         parent_copies_late=0,
         trend=[Count("September 2026", 8), Count("October 2026", 12), Count("November 2026", None)],
         by_room=[Count("Calm room 1", 15), Count("Calm room 2", 8)],
@@ -392,6 +392,44 @@ def test_governors_pdf_names_no_pupil_and_keeps_suppression() -> None:
 def test_governors_report_refuses_an_unsuppressed_small_group() -> None:
     with pytest.raises(ValueError, match="suppress"):
         autumn(by_group=[Count("Looked-after children", 3)])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"episodes": 4},
+        {"lapses": 1},
+        {"records_late": 2},
+        {"parent_copies_late": 3},
+        {"children": 4},
+        {"voluntary": 1},
+        {"no_child": 2},
+        {"trend": [Count("September 2026", 3)]},
+        {"by_room": [Count("Calm room 1", 1)]},
+        {"episodes": None},  # its minutes are still there
+    ],
+)
+def test_governors_report_refuses_any_unsuppressed_small_count(change: dict[str, Any]) -> None:
+    """review.md: every count of 1 to 4 is withheld, not only the children's (the PDF printed a term's
+    3 episodes and 1 lapse), and minutes go with their episode count."""
+    with pytest.raises(ValueError, match="suppress"):
+        autumn(**change)
+
+
+def test_governors_report_withholds_the_minutes_of_a_suppressed_episode_count() -> None:
+    text = plain(
+        render_governors_html(
+            autumn(episodes=None, total_minutes=None, median_minutes=None, trend=[], by_room=[])
+        )
+    )
+    assert "Episodes fewer than 5" in text
+    assert "Total time in the rooms not shown (fewer than 5 episodes)" in text
+    assert "length of an episode not shown (fewer than 5 episodes)" in text
+    assert "no member of staff recorded supervising) fewer than 5" in text
+    assert "Incident records completed late fewer than 5" in text
+    empty = plain(render_governors_html(autumn(episodes=0, total_minutes=0, median_minutes=None)))
+    assert "Episodes 0" in empty and "Total time in the rooms 0 minutes" in empty
+    assert "length of an episode none" in empty
 
 
 def test_governors_share_is_never_rounded_up() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import math
 import uuid
 from collections.abc import Iterator
@@ -485,3 +486,76 @@ def test_the_suppressed_summary_withholds_every_small_count(bare: Review) -> Non
     assert all(b["count"] in (None, 0) or b["count"] >= 5 for b in body["trend"]["buckets"])
     assert body["trend"]["slope"] is None and {b["fitted"] for b in body["trend"]["buckets"]} == {None}
     assert body["records"]["records_missing"] == 6 and body["records"]["records_late"] == 6
+
+
+def test_what_leaves_the_screen_withholds_small_counts_their_minutes_and_each_childs_flags(
+    bare: Review,
+) -> None:
+    """review.md: everything that leaves the leaders' screen withholds counts of 1 to 4. The governors'
+    PDF printed 3 episodes, their total and median minutes (with 3 episodes of one child, the minutes
+    give each child's time away) and 1 lapse; the suppressed summary listed the child's pattern flag with
+    their register id, episodes and dates, and the lengthy episode's own flag."""
+    kid = bare.pupil("Kid", "none")
+    for day, minutes in ((2, 5), (9, 6), (16, 40)):  # 3 in 30 days: a pattern; 40 minutes: lengthy
+        bare.episode(kid, dt.datetime(2026, 11, day, 10, tzinfo=dt.UTC), minutes)
+    with bare.store.session() as s:
+        first = s.exec(select(EpisodeRecord).order_by(col(EpisodeRecord.started_at))).first()
+        assert first is not None
+        s.add(
+            AlertRecord(
+                id=str(uuid.uuid4()),
+                episode_id=first.id,
+                site=SITE,
+                room="calm-1",
+                kind="supervision_lapse",
+                severity="warning",
+                active=False,
+                raised_at=first.started_at,
+                data="{}",
+                updated_at=first.started_at,
+            )
+        )
+        s.commit()
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    november = {"site": SITE, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+
+    shown = bare.client.get(
+        "/api/reports/summary", params={**november, "suppress": "false"}, headers=bare.leader()
+    ).json()
+    assert {f["kind"] for f in shown["flags"]} == {"pattern", "lengthy"}
+    assert [f["pupil_id"] for f in shown["flags"] if f["kind"] == "pattern"] == [kid]
+    assert shown["minutes"]["total"] == 51.0, "the leaders' own screen has everything"
+
+    body = bare.client.get("/api/reports/summary", params=november, headers=bare.leader()).json()
+    assert body["suppressed"] is True and body["episodes"] is None
+    assert body["minutes"] == {"total": None, "median": None, "longest": None}, "minutes go with their count"
+    assert kid not in json.dumps(body), "no child's register id leaves the screen"
+    flags = {f["kind"]: f for f in body["flags"]}
+    assert set(flags) == {"pattern", "lengthy"}
+    for flag in flags.values():
+        assert flag["pupil_id"] is None and flag["episode_ids"] == [] and flag["count"] is None
+        assert flag["first_start"] is None and flag["last_start"] is None
+    assert flags["pattern"]["children"] is None and flags["lengthy"]["episodes"] is None, "1 is small"
+
+    pdf = bare.client.get("/api/reports/governors.pdf", params=november, headers=bare.leader())
+    words = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages).split())
+    assert "Episodes fewer than 5" in words
+    assert "(no member of staff recorded supervising) fewer than 5" in words
+    assert "Total time in the rooms not shown" in words and "51 minutes" not in words
+    assert "episode not shown" in words
+
+
+def test_the_suppressed_summary_counts_the_children_a_pattern_flags(bare: Review) -> None:
+    """With enough children flagged, the suppressed summary says how many for each trigger, and how many
+    episodes were lengthy, still without naming one."""
+    kids = [bare.pupil(f"Kid{i}", "none") for i in range(5)]
+    for i, kid in enumerate(kids):
+        for day in (2, 9, 16):
+            bare.episode(kid, dt.datetime(2026, 11, day, 10 + i, tzinfo=dt.UTC), 35 if day == 2 else 5)
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    november = {"site": SITE, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+    body = bare.client.get("/api/reports/summary", params=november, headers=bare.leader()).json()
+    flags = {f["kind"]: f for f in body["flags"]}
+    assert flags["pattern"]["children"] == 5 and flags["lengthy"]["episodes"] == 5
+    assert body["episodes"] == 15 and body["minutes"]["total"] == 5 * 45.0
+    assert not any(kid in json.dumps(body) for kid in kids)

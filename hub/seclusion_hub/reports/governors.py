@@ -18,6 +18,7 @@ from .parent_copy import environment, format_date, format_moment, html_to_pdf
 
 SUPPRESSION_THRESHOLD: Final = 5
 SUPPRESSED_TEXT: Final = f"fewer than {SUPPRESSION_THRESHOLD}"
+WITHHELD_MINUTES: Final = f"not shown (fewer than {SUPPRESSION_THRESHOLD} episodes)"
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,14 @@ class GovernorsReport:
     school_name: str
     period_start: dt.date
     period_end: dt.date
-    episodes: int
+    episodes: int | None
     children: int | None
-    total_minutes: float
+    total_minutes: float | None  # None with the episodes: 1 to 4 episodes' minutes give each one away
     median_minutes: float | None
     supervised_share: float | None
-    lapses: int
-    records_late: int
-    parent_copies_late: int
+    lapses: int | None
+    records_late: int | None
+    parent_copies_late: int | None
     trend: Sequence[Count]
     by_room: Sequence[Count]
     by_group: Sequence[Count]
@@ -80,17 +81,34 @@ class GovernorsReport:
         counts += [row.count for row in (*self.trend, *self.by_room, *self.by_group)]
         if any(value is not None and value < 0 for value in counts):
             raise ValueError("counts cannot be negative")
-        if self.total_minutes < 0 or (self.median_minutes is not None and self.median_minutes < 0):
+        minutes = (self.total_minutes, self.median_minutes)
+        if any(m is not None and m < 0 for m in minutes):
             raise ValueError("minutes cannot be negative")
         if self.supervised_share is not None and not 0 <= self.supervised_share <= 1:
             raise ValueError("supervised_share is a fraction between 0 and 1")
-        # Suppression is the caller's job, but a group figure of 1 to 4 printed by mistake could identify
-        # a child: refuse it rather than print it.
+        # Suppression is the caller's job, but a figure of 1 to 4 printed by mistake could identify a
+        # child: refuse it rather than print it.
         for row in self.by_group:
             if row.count is not None and 0 < row.count < SUPPRESSION_THRESHOLD:
                 raise ValueError(
                     f"group {row.label!r} has {row.count} children: suppress it (None) before rendering"
                 )
+        named = {
+            "episodes": self.episodes,
+            "children": self.children,
+            "lapses": self.lapses,
+            "records_late": self.records_late,
+            "parent_copies_late": self.parent_copies_late,
+            "voluntary": self.voluntary,
+            "no_child": self.no_child,
+        }
+        named |= {f"trend {row.label!r}": row.count for row in self.trend}
+        named |= {f"by_room {row.label!r}": row.count for row in self.by_room}
+        for name, value in named.items():
+            if value is not None and 0 < value < SUPPRESSION_THRESHOLD:
+                raise ValueError(f"{name} is {value}: suppress it (None) before rendering")
+        if self.episodes is None and self.total_minutes is not None:
+            raise ValueError("total_minutes of a suppressed episode count: suppress it (None) too")
 
 
 def format_count(count: int | None) -> str:
@@ -110,6 +128,12 @@ def format_share(share: float | None) -> str:
         return "no time to report"
     # The small epsilon keeps 0.29 (stored as 0.28999...) at 29 %, not 28 %.
     return f"{math.floor(share * 100 + 1e-9)}%"
+
+
+def _median(report: GovernorsReport) -> str:
+    if report.median_minutes is not None:
+        return format_minutes(report.median_minutes)
+    return WITHHELD_MINUTES if report.episodes is None else "none"
 
 
 def _rows(counts: Sequence[Count], *, bars: bool = False) -> list[dict[str, object]]:
@@ -134,8 +158,11 @@ def _context(report: GovernorsReport) -> dict[str, object]:
         "title": report.period_label or period,
         "episodes": format_count(report.episodes),
         "children": format_count(report.children),
-        "total": f"{math.ceil(report.total_minutes):,} minutes",  # up: time is never under-counted
-        "median": "none" if report.median_minutes is None else format_minutes(report.median_minutes),
+        # Up: time is never under-counted. Withheld with a suppressed episode count.
+        "total": WITHHELD_MINUTES
+        if report.total_minutes is None
+        else f"{math.ceil(report.total_minutes):,} minutes",
+        "median": _median(report),
         "supervised": format_share(report.supervised_share),
         "lapses": format_count(report.lapses),
         "records_late": format_count(report.records_late),
