@@ -216,9 +216,14 @@ def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
 
 
 def create_app(
-    service: HubService, mqtt_connected: Callable[[], bool] = lambda: False, live: LiveFeed | None = None
+    service: HubService,
+    mqtt_connected: Callable[[], bool] = lambda: False,
+    live: LiveFeed | None = None,
+    *,
+    public_url: str = "",
 ) -> FastAPI:
-    """The FastAPI application over a running HubService, with the web pages and the live stream."""
+    """The FastAPI application over a running HubService, with the web pages and the live stream;
+    `public_url`: where people reach the hub (SECLUSION_PUBLIC_URL), behind a proxy perhaps."""
     app = FastAPI(
         title="Seclusion hub",
         version=__version__,
@@ -227,6 +232,7 @@ def create_app(
     )
     store = service.store
     app.state.store = store
+    app.state.public_url = public_url.rstrip("/")
 
     def site_allowed(who: Principal, site: str) -> None:
         if not who.may_see(site):

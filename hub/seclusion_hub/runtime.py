@@ -52,6 +52,7 @@ class Hub:
             topics,
             batch_size=settings.ingest_batch,
             linger_s=settings.ingest_linger_ms / 1000,
+            public_url=settings.public_url,
         )
         # MQTT in a process of its own (mqtt_process.py) when SECLUSION_MQTT_PROCESS says so; its arrival
         # stamps come from the system clock, so a hub built on another clock (tests) keeps it in a thread.
@@ -83,7 +84,7 @@ class Hub:
         mqtt.on_connected = on_connected
         live = LiveFeed()
         service.live = live  # the service pushes every alert and room change to the live boards
-        app = create_app(service, lambda: mqtt.connected, live)
+        app = create_app(service, lambda: mqtt.connected, live, public_url=settings.public_url)
         return cls(settings, sites, store, service, mqtt, app, live)
 
     def start(self) -> None:

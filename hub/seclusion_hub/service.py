@@ -191,6 +191,7 @@ class HubService:
         coalesce_s: float = 0.25,
         report_check_s: float = 60.0,
         episode_refresh_s: float = 1.0,
+        public_url: str = "",
     ) -> None:
         self.sites = {s.id: s for s in sites}
         self.store = store
@@ -200,7 +201,7 @@ class HubService:
         self.linger_s = linger_s
         self.metrics = metrics or HubMetrics()
         self.decoder = Decoder(topics, sites)
-        self.delivery = delivery or AlertDelivery(self.sites, topics, clock)
+        self.delivery = delivery or AlertDelivery(self.sites, topics, clock, public_url=public_url)
         self.delivery.record_rows = self._record_delivery
         self.delivery.publish = lambda topic, payload, qos, retain: self.publish(topic, payload, qos, retain)
         self.delivery.connected = lambda: self.listening()

@@ -70,14 +70,35 @@ def static_file(name: str, media_types: Mapping[str, str]) -> Response:
     )
 
 
+def _public(request: Request) -> tuple[str, str] | None:
+    """The scheme and host people reach the hub at (SECLUSION_PUBLIC_URL), if it is set: behind the
+    school's HTTPS proxy the hub itself is asked over plain http, perhaps with the proxy's own Host."""
+    url = str(getattr(request.app.state, "public_url", "") or "")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _secure(request: Request) -> bool:
+    """Whether the session cookie is marked Secure: the page was served over https, here or at the
+    public address in front of the hub."""
+    public = _public(request)
+    return request.url.scheme == "https" or (public is not None and public[0] == "https")
+
+
 def _same_origin(request: Request) -> bool:
-    """Whether a browser's request comes from the hub's own pages (no Origin: not a browser's cross-site
-    request, which SameSite=Strict keeps cookieless anyway)."""
+    """Whether a browser's request comes from the hub's own pages: its Origin is the hub's Host, or the
+    public address (scheme and host); no Origin: not a browser's cross-site request, which
+    SameSite=Strict keeps cookieless anyway."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
+    parts = urlsplit(origin)
     host = request.headers.get("host")
-    return host is not None and urlsplit(origin).netloc == host
+    if host is not None and parts.netloc == host:
+        return True
+    return _public(request) == (parts.scheme.lower(), parts.netloc.lower())
 
 
 def session_token(request: Request) -> str | None:
@@ -145,7 +166,7 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
             httponly=True,
             samesite="strict",
             path="/",
-            secure=request.url.scheme == "https",
+            secure=_secure(request),
         )
         return response
 
@@ -156,7 +177,7 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
             "/login", status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
         )
         response.delete_cookie(
-            SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+            SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request)
         )
         return response
 

@@ -259,3 +259,27 @@ def test_tokens_are_made_listed_and_revoked_from_the_command_line(
     assert "\trevoked " in capsys.readouterr().out
     assert cli.main(["token", "revoke", "--id", "1"]) == 2
     assert "no live token matches" in capsys.readouterr().err
+
+
+def test_the_public_url_reaches_the_alerts_links_and_the_pages(tmp_path: Path) -> None:
+    """SECLUSION_PUBLIC_URL was read and never passed on: no notice ever carried its link
+    (notifications.md), not even the demo's."""
+    from seclusion_hub.config import HubSettings
+    from seclusion_hub.runtime import Hub
+    from tests.support.hub import two_device_room, write_site
+
+    site = write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    settings = HubSettings(
+        _env_file=None,
+        mqtt_url="mqtt://127.0.0.1:9",
+        database_url=f"sqlite:///{tmp_path / 'hub.db'}",
+        site_files=str(site),
+        public_url="https://hub.school.example/",
+        mqtt_process=False,
+    )
+    hub = Hub.build(settings)
+    try:
+        assert hub.service.delivery.public_url == "https://hub.school.example"
+        assert hub.app.state.public_url == "https://hub.school.example"
+    finally:
+        hub.store.close()

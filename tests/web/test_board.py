@@ -153,6 +153,11 @@ def _story(page: Page, hub: RunningHub, token: str, door: Device, panel: Device)
     expect(body).to_have_attribute("data-alarm", "on")
     assert page.evaluate("window.notReloaded") is True, "the page was reloaded"
 
+    # A notice's link (notifications.md: …/#alert-{id}) brings its alert's Acknowledge button forward.
+    page.evaluate("location.hash = '#alert-alert-1'")
+    expect(item.get_by_role("button", name=re.compile("^Acknowledge"))).to_be_focused(timeout=WAIT_MS)
+    expect(item).to_have_class(re.compile(r"\blinked\b"))
+
     # Sound needs a person's click first; until then the board says it is off.
     page.get_by_role("button", name="Enable sound").click()
     expect(body).to_have_attribute("data-sound", "on")

@@ -142,3 +142,34 @@ def test_the_live_stream_is_documented_and_the_pages_are_not(pages: Pages) -> No
     paths = pages.client.get("/openapi.json").json()["paths"]
     assert "text/event-stream" in paths["/api/live"]["get"]["responses"]["200"]["content"]
     assert not {"/", "/login", "/logout"} & set(paths)
+
+
+def test_behind_the_schools_https_proxy_the_cookie_is_secure_and_the_pages_may_act(tmp_path: Path) -> None:
+    """operations.md puts the hub behind the school's HTTPS reverse proxy, which speaks plain http to it
+    with its own Host (nginx's default: the upstream's name). With SECLUSION_PUBLIC_URL saying where
+    people reach the hub, the cookie is Secure and the board's own requests (Origin: the public
+    address) may act; before, the cookie went out without Secure and Acknowledge was refused (401)."""
+    site = write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    service = HubService(load_sites([site]), store, FakeClock(T0), Topics())
+    app = create_app(service, public_url="https://hub.school.example/")
+    client = TestClient(app, base_url="http://hub:8000")
+    try:
+        token = create_token(store, "Ms Example", "senior", [SITE], False, T0)
+        public = {"Origin": "https://hub.school.example"}
+        response = client.post("/login", data={"token": token}, headers=public, follow_redirects=False)
+        assert response.status_code == 303
+        assert "Secure" in response.headers["set-cookie"]
+        # The browser sends the cookie to the proxy over https; the proxy passes it on over http.
+        client.cookies.clear()
+        cookie = {"Cookie": f"seclusion_session={token}"}
+        body = {"site": SITE, "room": "calm-1", "started_at": "2026-11-23T09:00:00.000Z", "reason": "door"}
+        assert client.post("/api/episodes", json=body, headers=public | cookie).status_code == 201
+        elsewhere = {"Origin": "https://elsewhere.example"}
+        assert client.post("/api/episodes", json=body, headers=elsewhere | cookie).status_code == 401
+        # The public address's scheme counts too: the same host over plain http is another origin.
+        downgraded = {"Origin": "http://hub.school.example"}
+        assert client.post("/api/episodes", json=body, headers=downgraded | cookie).status_code == 401
+    finally:
+        client.close()
+        store.close()

@@ -180,6 +180,8 @@
   function alertView(a) {
     const li = el("li", `alert sev-${a.severity}`);
     li.dataset.alertId = a.id;
+    li.id = `alert-${a.id}`; // a notice's link ends in #alert-{id}
+    li.tabIndex = -1;
     li.classList.toggle("needs-action", needsAction(a));
     li.classList.toggle("acknowledged", Boolean(a.acknowledged_at));
     li.classList.toggle("held", Boolean(a.held));
@@ -264,7 +266,27 @@
       : "";
     document.title = waiting ? `(${waiting}) Live board — Seclusion rooms` : "Live board — Seclusion rooms";
     updateAlarm();
+    showLinked();
   }
+
+  // A notice's link (…/#alert-{id}) opens the board at its alert: once it is on the board, it is brought
+  // into view and its Acknowledge button (or the alert itself) takes the focus, once per link followed.
+  let linked = location.hash;
+
+  function showLinked() {
+    if (!linked.startsWith("#alert-")) return;
+    const li = document.getElementById(decodeURIComponent(linked.slice(1)));
+    if (!li) return;
+    linked = "";
+    li.classList.add("linked");
+    li.scrollIntoView({ block: "center" });
+    (li.querySelector(".ack-button") || li).focus();
+  }
+
+  window.addEventListener("hashchange", () => {
+    linked = location.hash;
+    showLinked();
+  });
 
   function upsertAlert(a) {
     if (a.resolved_at) alerts.delete(a.id);
