@@ -13,6 +13,10 @@ from seclusion_hub.core.site import RoomSpec
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, 0, tzinfo=dt.UTC)
 DOOR, PANEL = "calm-1-door", "calm-1-panel"
+DEVICES: list[dict[str, Any]] = [
+    {"id": DOOR, "sensors": ["door", "lock", "occupancy"], "lock_type": "held"},
+    {"id": PANEL, "sensors": ["observer", "check"]},
+]
 
 
 def at(seconds: float) -> dt.datetime:
@@ -20,24 +24,23 @@ def at(seconds: float) -> dt.datetime:
 
 
 class Room:
-    """Given a room with a door device (door, lock, occupancy) and a panel device (observer, check)."""
+    """Given a room with a door device (door, lock, occupancy) and a panel device (observer, check), or
+    the `devices` given."""
 
-    def __init__(self, *, tiers: frozenset[str] = frozenset(), **policy: Any) -> None:
-        self.spec = RoomSpec.model_validate(
-            {
-                "id": "calm-1",
-                "name": "Calm room 1",
-                "devices": [
-                    {"id": DOOR, "sensors": ["door", "lock", "occupancy"], "lock_type": "held"},
-                    {"id": PANEL, "sensors": ["observer", "check"]},
-                ],
-            }
-        )
+    def __init__(
+        self,
+        *,
+        tiers: frozenset[str] = frozenset(),
+        devices: list[dict[str, Any]] | None = None,
+        **policy: Any,
+    ) -> None:
+        devices = DEVICES if devices is None else devices
+        self.spec = RoomSpec.model_validate({"id": "calm-1", "name": "Calm room 1", "devices": devices})
         self.policy = Policy.model_validate(policy)
         self.clock = FakeClock(T0)
         self.machine = RoomMachine("demo-school", self.spec, self.policy, tiers=tiers)
         self.machine.hub_started(T0)
-        self.seq = {DOOR: 0, PANEL: 0}
+        self.seq = {str(d["id"]): 0 for d in devices}
         self.outcomes: list[Outcome] = []
         self.effects: list[Effect] = []  # every effect of every tick, in order
 

@@ -15,7 +15,7 @@ from seclusion_hub.core.room import Heartbeat, RoomMachine, RoomState, SensorEve
 from seclusion_hub.core.site import RoomSpec
 from seclusion_hub.errors import RejectedMessage
 
-from .rooms import DOOR, PANEL, T0, Room, at
+from .rooms import DEVICES, DOOR, PANEL, T0, Room, at
 
 ALL_TIERS = frozenset({"room", "senior", "dsl", "head"})
 
@@ -122,6 +122,114 @@ def test_both_modes_need_the_observer_and_the_check_in() -> None:
     assert room.alerts("supervision_lapse") == []
     room.run(75.5)
     assert len(room.alerts("supervision_lapse", active=True)) == 1
+
+
+@pytest.mark.parametrize("arrive", [30, 30.2])
+def test_an_absence_of_the_same_millisecond_as_the_presence_that_ended_a_lapse_is_a_new_lapse(
+    arrive: float,
+) -> None:
+    """The observer is back at T0+30 (the lapse alert raised at T0+25 resolves), and an `absent` of the
+    same millisecond comes in the next message (a sensor bouncing at the resolution of `ts`): the
+    later reading wins, so the child is unsupervised from T0+30, and that absence is a new lapse, alerted
+    a grace later (5.1: a condition that comes back after resolution is a new alert), not merged into the
+    resolved one and never alerted."""
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.observer("absent", 10)
+    room.run(26)
+    room.observer("present", 30)
+    [first] = room.alerts("supervision_lapse")
+    assert (first.resolved_at, first.condition_ended_at) == (at(30), at(30))
+    room.send(PANEL, "observer", "absent", 30, arrive=arrive)
+    assert room.machine.reading("observer") == "absent"
+    room.run(44.9)
+    assert room.alerts("supervision_lapse", active=True) == []
+    room.run(46)
+    [again] = room.alerts("supervision_lapse", active=True)
+    assert again.id != first.id
+    assert (again.due_at, again.raised_at, again.late) == (at(45), at(45), False)
+    assert again.detail["since"] == "2026-11-23T10:00:30.000Z"
+    assert [(s.alert.id, s.reason) for s in room.sends("supervision_lapse")] == [
+        (first.id, "raised"),
+        (again.id, "raised"),
+    ]
+    assert room.indicator()[-1].level == "critical"
+    # The accounting agrees: two lapses, the time from T0+30 unsupervised.
+    ep = room.machine.episode
+    assert ep is not None
+    acc = account(ep, at(60))
+    assert [(lp.start, lp.end) for lp in acc.lapses] == [(at(10), at(30)), (at(30), at(60))]
+    assert (acc.supervised_s, acc.unsupervised_s, acc.unknown_s) == (8, 50, 0)
+    assert acc.longest_lapse_s == 30
+
+
+def test_present_and_absent_of_one_millisecond_in_one_batch_end_the_lapse_and_begin_a_new_one() -> None:
+    """Both readings of T0+30 come in one batch, `present` then `absent`: the later wins (the child is
+    unsupervised from T0+30), the lapse alert raised at T0+25 resolves at the presence, as it would
+    had the batch been split, and the absence after it is a new lapse, alerted a grace later."""
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.observer("absent", 10)
+    room.run(26)
+    room.replay([(PANEL, "observer", "present", 30), (PANEL, "observer", "absent", 30)], arrive=30.1)
+    [first] = room.alerts("supervision_lapse")
+    assert (first.resolved_at, first.condition_ended_at) == (at(30.1), at(30))
+    room.run(46)
+    [again] = room.alerts("supervision_lapse", active=True)
+    assert (again.due_at, again.raised_at, again.late) == (at(45), at(45), False)
+    assert again.detail["since"] == "2026-11-23T10:00:30.000Z"
+
+
+def test_an_absence_of_the_same_millisecond_as_another_panels_presence_is_a_new_lapse() -> None:
+    """Two devices at the viewing panel: one sees the observer back at T0+30, the other reads `absent`
+    in the same millisecond, arriving after it. The later reading wins (semantics 1): a new lapse from
+    T0+30, alerted a grace later."""
+    other = "calm-1-panel-2"
+    devices = [*DEVICES, {"id": other, "sensors": ["observer"]}]
+    room = Room(tiers=ALL_TIERS, devices=devices)
+    confined(room)
+    room.observer("absent", 10)
+    room.run(26)
+    room.send(other, "observer", "present", 30)
+    assert room.alerts("supervision_lapse", active=True) == []
+    room.send(PANEL, "observer", "absent", 30, arrive=30.05)
+    assert 45 in room.run_on_deadlines(46)
+    [again] = room.alerts("supervision_lapse", active=True)
+    assert (again.due_at, again.raised_at) == (at(45), at(45))
+    assert len(room.alerts("supervision_lapse")) == 2
+    ep = room.machine.episode
+    assert ep is not None
+    assert account(ep, at(60)).longest_lapse_s == 30
+
+
+def test_with_no_grace_an_absence_after_a_presence_of_its_millisecond_is_due_at_once() -> None:
+    """With `lapse_grace_s: 0` the absence after the presence is due at once, the moment it begins."""
+    room = Room(tiers=ALL_TIERS, lapse_grace_s=0)
+    confined(room)
+    room.observer("absent", 10)
+    room.observer("present", 30)
+    [first] = room.alerts("supervision_lapse")
+    assert first.resolved_at == at(30)
+    room.observer("absent", 30)
+    [again] = room.alerts("supervision_lapse", active=True)
+    assert (again.due_at, again.raised_at) == (at(30), at(30))
+    assert again.detail["since"] == "2026-11-23T10:00:30.000Z"
+
+
+def test_an_absence_replaced_by_a_presence_of_the_same_millisecond_leaves_the_room_supervised() -> None:
+    """`absent` then `present`, both of T0+30, in separate messages: the later wins, the observer is at
+    the panel, and an absence that lasted no time at all is no lapse."""
+    room = Room(tiers=ALL_TIERS)
+    confined(room)
+    room.observer("absent", 30)
+    room.send(PANEL, "observer", "present", 30, arrive=30.2)
+    room.run(100)
+    assert room.alerts("supervision_lapse") == []
+    ep = room.machine.episode
+    assert ep is not None
+    acc = account(ep, at(100))
+    assert acc.lapses == () and (acc.supervised_s, acc.unsupervised_s) == (98, 0)
+    assert acc.state_now == "supervised"
 
 
 # --- escalation (semantics 5.2) --------------------------------------------------------------------

@@ -68,6 +68,26 @@ def test_a_start_dated_back_to_the_close_keeps_the_observer_readings_since_the_c
     assert room.machine.state.marks_since_close == []  # handed to the episode
 
 
+def test_a_start_dated_back_to_the_close_keeps_the_last_of_the_observer_readings_of_one_millisecond() -> None:
+    """Since the close the panel read `present`, `absent` and `present` again, all of T0+10, in that
+    order: the last is what the room holds (the observer is there), and the episode dated back to the
+    close says so too: one lapse, from the close to T0+10, not one from T0+10 on."""
+    room = Room(tiers=frozenset({"room", "senior"}))
+    room.observer("absent", -100)
+    room.door("closed", 0)
+    for value, arrive in (("present", 10), ("absent", 10.1), ("present", 10.2)):
+        room.send(PANEL, "observer", value, 10, arrive=arrive)
+    assert room.machine.reading("observer") == "present"
+    room.occupancy("occupied", 30)
+    room.run(100)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(0)
+    acc = account(ep, at(100))
+    assert [(lp.start, lp.end) for lp in acc.lapses] == [(at(0), at(10))]
+    assert acc.state_now == "supervised"
+    assert room.alerts("supervision_lapse", active=True) == []
+
+
 def test_a_start_dated_back_to_the_close_keeps_every_check_in_still_proving_it() -> None:
     """Check-ins at T0-10 and T0+40 each prove 60 s; the PIR reports the child at T0+100, the start is
     dated back to the close at T0: covered throughout (the older check-in used to be dropped)."""
@@ -462,6 +482,18 @@ def test_a_replayed_reading_from_before_the_start_is_what_the_ended_episode_star
     room.send(PANEL, "observer", "present", -35, arrive=200)  # older than what it started with: no news
     room.send(PANEL, "observer", "absent", -10, arrive=200)
     assert ep.unknown == [] and [m.ts for m in ep.observer] == [at(-30), at(-10)]
+    assert account(ep, at(300)).unsupervised_s == 99
+    assert room.alerts("supervision_lapse")
+
+
+def test_a_replayed_reading_of_the_same_millisecond_as_the_one_the_ended_episode_started_with_wins() -> None:
+    """The panel read `present` and then `absent`, both of T0-30 (a bounce at the resolution of `ts`);
+    only the first reached the hub before the panel's outage. Replayed after the episode ended, the
+    later reading of that millisecond is what the episode started with: never watched, a lapse."""
+    room = Room()
+    ep = episode_while_the_panel_was_away(room, lambda: room.observer("present", -30))
+    room.send(PANEL, "observer", "absent", -30, arrive=200)
+    assert [(m.ts, m.present) for m in ep.observer] == [(at(-30), True), (at(-30), False)]
     assert account(ep, at(300)).unsupervised_s == 99
     assert room.alerts("supervision_lapse")
 

@@ -260,12 +260,13 @@ def _episode_conditions(
     horizon = ep.end_or(now)
     ongoing = ep.is_open and acc.state_now == "unsupervised"
     lapses = list(acc.lapses)
-    if ongoing and horizon >= start and not (lapses and lapses[-1].end == horizon):
+    if ongoing and horizon >= start and (acc.seen_at_end or not (lapses and lapses[-1].end == horizon)):
         # A lapse that begins at this very moment has no length yet, so the accounting lists none; with
-        # a grace of 0 it is due now (3.1, 3.2), and is raised now rather than at the next wake-up.
+        # a grace of 0 it is due now (3.1, 3.2), and is raised now rather than at the next wake-up. Also
+        # when supervision was seen at this moment, only for it: the lapse before ended there.
         lapses.append(Lapse(horizon, horizon))
     for lapse in lapses:
-        running = ongoing and lapse.end == horizon
+        running = ongoing and lapse is lapses[-1]
         if not running and lapse.end - lapse.start <= grace:
             continue
         add(

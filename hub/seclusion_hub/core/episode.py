@@ -137,6 +137,9 @@ class Accounting:
     unknown_s: float
     lapses: tuple[Lapse, ...] = field(default=())
     state_now: State | None = None
+    # Supervision was seen at the very end, only for that instant (see `_seen_at`): the last lapse, which
+    # ends there, is over, and an absence going on now is a new lapse that has only just begun.
+    seen_at_end: bool = False
 
     @property
     def longest_lapse_s(self) -> float:
@@ -173,7 +176,7 @@ def account(episode: Episode, now: dt.datetime) -> Accounting:
         state = _state_at(episode, a + (b - a) / 2, lookups)
         totals[state] += b - a
         if state == "unsupervised":
-            if lapses and lapses[-1].end == a:
+            if lapses and lapses[-1].end == a and not _seen_at(episode, a, lookups):
                 lapses[-1] = Lapse(lapses[-1].start, b)
             else:
                 lapses.append(Lapse(a, b))
@@ -181,7 +184,8 @@ def account(episode: Episode, now: dt.datetime) -> Accounting:
     # Rounding each part separately could drift from elapsed by a millisecond: unknown takes the rest.
     unknown = round(seconds(end - start) - sup - unsup, 3)
     state_now = _state_at(episode, end, lookups) if episode.is_open else None
-    return Accounting(sup, unsup, max(unknown, 0.0), tuple(lapses), state_now)
+    seen_at_end = state_now == "unsupervised" and _seen_at(episode, end, lookups)
+    return Accounting(sup, unsup, max(unknown, 0.0), tuple(lapses), state_now, seen_at_end)
 
 
 class _Lookups:
@@ -194,12 +198,14 @@ class _Lookups:
         self.checks = sorted(episode.checks)
 
 
-def _state_at(episode: Episode, when: dt.datetime, lookups: _Lookups) -> State:
+def _state_at(episode: Episode, when: dt.datetime, lookups: _Lookups, *, present: bool = False) -> State:
+    """The state at `when`: the observer's is the last of the marks at or before it (of one millisecond,
+    the last to arrive), or present when `present` says so."""
     for gap in episode.unknown:
         if gap.start <= when and (gap.end is None or when < gap.end):
             return "unknown"
     observed = True
-    if episode.supervision in ("observer", "both"):
+    if episode.supervision in ("observer", "both") and not present:
         i = bisect.bisect_right(lookups.mark_ts, when)
         # Never present since the start counts as absent (semantics 3.1).
         observed = i > 0 and lookups.mark_present[i - 1]
@@ -209,3 +215,18 @@ def _state_at(episode: Episode, when: dt.datetime, lookups: _Lookups) -> State:
         interval = dt.timedelta(seconds=episode.checkin_interval_s)
         checked = i > 0 and when < lookups.checks[i - 1] + interval
     return "supervised" if observed and checked else "unsupervised"
+
+
+def _seen_at(episode: Episode, when: dt.datetime, lookups: _Lookups) -> bool:
+    """Whether supervision was seen at the instant `when` only: an observer's `present` that a reading of
+    the same millisecond, arriving after it, replaced (a sensor bouncing at the resolution of `ts`, or
+    two devices at the panel). No interval shows it, yet the panel showed someone: the lapse before it
+    ended there (its alert resolved, if it was raised) and the absence after it is a new lapse, however
+    soon it came (semantics 3.4, 5.1), never merged into the one before."""
+    if episode.supervision == "checkin":
+        return False
+    first = bisect.bisect_left(lookups.mark_ts, when)
+    last = bisect.bisect_right(lookups.mark_ts, when)
+    if not any(lookups.mark_present[first:last]):
+        return False
+    return _state_at(episode, when, lookups, present=True) == "supervised"

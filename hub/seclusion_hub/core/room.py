@@ -906,8 +906,8 @@ class RoomMachine:
     def _ended_episode_at(self, kind: str, ts: dt.datetime) -> Episode | None:
         """The last ended episode, if a supervision reading of `kind` timed `ts` bears on it (a replay
         arriving after its end): timed within it, or before its start when it is what the episode
-        started with: an observer reading later than any it holds from before its start, or a check-in
-        still proving its start (3.2)."""
+        started with: an observer reading no older than any it holds from before its start (of one
+        millisecond, the later to arrive wins: semantics 1), or a check-in still proving its start (3.2)."""
         last = self.state.last_episode
         if kind not in ("observer", "check") or last is None or last.ended_at is None or ts >= last.ended_at:
             return None
@@ -916,7 +916,7 @@ class RoomMachine:
         if kind == "check":
             return last if ts + self._seconds(last.checkin_interval_s) > last.started_at else None
         before = [m.ts for m in last.observer if m.ts <= last.started_at]
-        return last if not before or ts > max(before) else None
+        return last if not before or ts >= max(before) else None
 
     def _door_or_occupancy(self, kind: str, value: str, ts: dt.datetime) -> None:
         ep = self.state.episode
@@ -1000,7 +1000,10 @@ class RoomMachine:
         observer = st.readings.get("observer")
         if observer is not None:
             marks.append(ObserverMark(ts=observer.ts, present=observer.value == "present"))
-        marks = sorted({(m.ts, m.present): m for m in marks}.values(), key=lambda m: m.ts)
+        # Of readings of one millisecond the last to arrive is the room's (semantics 1), so a reading
+        # kept twice keeps the place of its later copy.
+        marks = list({(m.ts, m.present): m for m in reversed(marks)}.values())[::-1]
+        marks.sort(key=lambda m: m.ts)
         ep.observer.extend(_from_start(marks, start))
         interval = self._seconds(self.policy.checkin_interval_s)
         checks = set(st.checks_since_close) | ({st.last_check} if st.last_check is not None else set())
