@@ -34,11 +34,21 @@ from seclusion_contract import (
 )
 
 from .config import LoadedSite
-from .core.alerts import Alert, AlertError, AlertSaved, AlertSend, IndicatorChanged, alert_id
+from .core.alerts import (
+    Alert,
+    AlertContext,
+    AlertError,
+    AlertSaved,
+    AlertSend,
+    IndicatorChanged,
+    acknowledge_alert,
+    alert_id,
+)
 from .core.clock import Clock
 from .core.deadlines import due_dates
 from .core.episode import Episode
 from .core.incident import STEPS, overdue_effects
+from .core.policy import Policy
 from .core.room import (
     Effect,
     EpisodeSaved,
@@ -406,15 +416,28 @@ class HubService:
                     rows[row.id] = row
             dues = [report_due(row) for row in rows.values()]
             keys = [(d.site, d.room, f"report_overdue/{d.incident_id}/{s}") for d in dues for s in STEPS]
-            known = self.store.alerts_by_id([alert_id(*k) for k in keys])
+            alert_ids = [alert_id(*k) for k in keys]
+            known = self.store.alerts_by_id(alert_ids)
+            # An alert this batch already changed (acknowledged just before) is taken as it now is.
+            known.update({i: batch.alerts[i] for i in alert_ids if i in batch.alerts})
             by_room: dict[tuple[str, str], list[AlertSaved | AlertSend]] = {}
-            for effect in overdue_effects(dues, known, now):
+            for effect in overdue_effects(dues, known, self._report_context, now):
                 by_room.setdefault((effect.alert.site, effect.alert.room), []).append(effect)
             pending = self._current()
             for key, effects in by_room.items():
                 self._collect(key, list(effects), pending)
 
         return Command(apply)
+
+    def _report_context(self, site: str, room: str) -> AlertContext:
+        """What a record's `report_overdue` alerts are sent by (5.2): its room's policy (`ack_timeout_s`,
+        `renotify_s`, the room's `policy_overrides` included) and the tiers with recipients, as the
+        room's machine has them. Never held: a record's deadline is no device of a room in maintenance.
+        A room no longer configured is sent by the default policy to its site's tiers."""
+        machine = self.machines.get((site, room))
+        if machine is None:
+            return AlertContext(site, room, Policy(), self.delivery.tiers(site), held=False)
+        return AlertContext(site, room, machine.policy, machine.tiers, held=False)
 
     def submit(self, inbound: Inbound) -> None:
         """Called by the MQTT adapter (paho's network thread, or mqtt_process's reader thread): hand
@@ -905,17 +928,34 @@ class HubService:
         return self.run_command(apply)
 
     def acknowledge_alert(self, site: str, room: str, alert_id: str, who: str, via: str) -> Alert | None:
-        """Acknowledge an alert of a room; None when the room no longer holds it (long resolved)."""
+        """Acknowledge an alert of a room, or a record's `report_overdue` (which no room holds: it lives
+        in the alert table only); None when neither holds it (long resolved)."""
 
         def act(machine: RoomMachine, now: dt.datetime) -> tuple[object, list[Effect]]:
             try:
                 alert, effects = machine.acknowledge(alert_id, who, via, now)
             except AlertError:
-                return None, []
+                return self._acknowledge_report(machine, alert_id, who, via, now)
             return alert.model_copy(deep=True), effects
 
         result = self._room_command((site, room), act)
         return result if isinstance(result, Alert) else None
+
+    def _acknowledge_report(
+        self, machine: RoomMachine, alert_id: str, who: str, via: str, now: dt.datetime
+    ) -> tuple[Alert | None, list[Effect]]:
+        """On the ingest thread, which alone sends `report_overdue` on (`report_check`): acknowledged
+        here, it is never overwritten by a look that read it unacknowledged. Its escalation stops, and
+        it is sent again to the acknowledging tier every `renotify_s` of its room's policy."""
+        pending = self._current()
+        stored = pending.batch.alerts.get(alert_id) or self.store.alerts_by_id([alert_id]).get(alert_id)
+        if stored is None or stored.kind != "report_overdue":
+            return None, []
+        alert = stored.model_copy(deep=True)
+        policy = self._report_context(machine.site, machine.spec.id).policy
+        if not acknowledge_alert(alert, who, via, policy, now):
+            return alert, []
+        return alert.model_copy(deep=True), [AlertSaved(alert, "acknowledged")]
 
     def resolve_alert(self, site: str, room: str, alert_id: str, who: str, note: str) -> Alert:
         """Resolve an active alert with a note; AlertError when it is not active in the room."""

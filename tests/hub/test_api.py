@@ -27,8 +27,11 @@ T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
 
 class Api:
-    def __init__(self, tmp_path: Path, database_url: str, **site: Any) -> None:
-        write_site(tmp_path / "a.yaml", [two_device_room("calm-1"), two_device_room("calm-2")], **site)
+    def __init__(
+        self, tmp_path: Path, database_url: str, rooms: list[dict[str, Any]] | None = None, **site: Any
+    ) -> None:
+        rooms = rooms if rooms is not None else [two_device_room("calm-1"), two_device_room("calm-2")]
+        write_site(tmp_path / "a.yaml", rooms, **site)
         other = tmp_path / "b.yaml"
         other.write_text(
             json.dumps(

@@ -21,15 +21,17 @@ from sqlmodel import select
 
 from seclusion_hub.auth import create_token
 from seclusion_hub.core import incident as workflow
-from seclusion_hub.core.alerts import AlertSaved, AlertSend
+from seclusion_hub.core.alerts import Alert, AlertContext, AlertSaved, AlertSend, Escalation, alert_id
 from seclusion_hub.core.episode import Episode
 from seclusion_hub.core.incident import IncidentView, WorkflowError
+from seclusion_hub.core.policy import Policy
 from seclusion_hub.core.room import OlderLoss
 from seclusion_hub.models import AuditEntry, IncidentRecord
 from seclusion_hub.record_store import RecordStore
 from seclusion_hub.store import Batch
 from tests.hub.test_api import T0, Api
 from tests.hub.test_notify import SmtpEndpoint
+from tests.support.hub import two_device_room
 
 COMPLETE: dict[str, Any] = {
     "staff": [{"name": "Ms Adeyemi", "role": "involved"}, {"name": "Mr Hale", "role": "witness"}],
@@ -466,6 +468,251 @@ def test_a_missed_deadline_raises_report_overdue_once_and_it_resolves_when_done(
     # The written copy falls due at the end of Tuesday, the next school day
     later = check(dt.datetime(2026, 11, 25, 0, 0, 1, tzinfo=dt.UTC))
     assert later["parent_copy"]["resolved_at"] is None and len(later) == 3
+
+
+# report_overdue escalates and is sent again like any alert that needs acknowledgement (semantics 5.2)
+
+MIDNIGHT = dt.datetime(2026, 11, 24, 0, 0, tzinfo=dt.UTC)  # the record of Monday's episode falls due
+
+
+def _after_midnight(seconds: float) -> dt.datetime:
+    return MIDNIGHT + dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def escalating(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Records]]:
+    """A hub whose site has recipients on `tiers` (a channel nobody listens on) and whose room calm-1
+    waits 600 s for an acknowledgement and sends an acknowledged alert again every 1800 s."""
+    made: list[Records] = []
+
+    def make(tiers: tuple[str, ...]) -> Records:
+        url = (
+            f"sqlite:///{tmp_path / 'hub.db'}"
+            if request.param == "sqlite"
+            else request.getfixturevalue("fresh_postgres_db")
+        )
+        recipients = [{"name": f"The {t}", "tier": t, "notify": ["json://127.0.0.1:9/"]} for t in tiers]
+        rooms = [two_device_room("calm-1", ack_timeout_s=600, renotify_s=1800), two_device_room("calm-2")]
+        made.append(Records(tmp_path, url, rooms=rooms, recipients=recipients))
+        return made[-1]
+
+    yield make
+    for a in made:
+        a.service.stop()
+        a.client.close()
+        a.store.close()
+
+
+def _report_alerts(api: Records, at: dt.datetime) -> dict[str, dict[str, Any]]:
+    """The hub looks at the records' deadlines at `at`: every report_overdue alert, by step."""
+    api.clock.set(at)
+    api.service.process([api.service.report_check()])
+    senior = api.token("senior", "test-school")
+    items = api.client.get("/api/alerts", params={"state": "all"}, headers=senior).json()["items"]
+    return {a["rule"]: a for a in items if a["kind"] == "report_overdue"}
+
+
+def _sends(api: Records, alert: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """Every send of the alert, in order: its number, tier and reason (one row per channel, merged)."""
+    senior = api.token("senior", "test-school")
+    body = api.client.get(f"/api/alerts/{alert['id']}", headers=senior).json()
+    return sorted({(d["number"], d["tier"], d["reason"]) for d in body["deliveries"]})
+
+
+def _climb(alert: dict[str, Any]) -> list[tuple[str, dt.datetime]]:
+    return [(e["tier"], dt.datetime.fromisoformat(e["at"])) for e in alert["escalations"]]
+
+
+def test_an_unacknowledged_report_overdue_climbs_each_tier_after_the_rooms_ack_timeout_then_repeats_to_head(
+    escalating: Callable[..., Records],
+) -> None:
+    # Given a site with someone to tell on every tier above the room, and a record due at midnight
+    api = escalating(("senior", "dsl", "head"))
+    ep = api.ended_episode()
+    # When the hub looks just after midnight, the record is overdue: told to the seniors
+    raised = _report_alerts(api, _after_midnight(30))["record"]
+    assert (raised["tier"], _climb(raised)) == ("senior", [("senior", _after_midnight(30))])
+    # Not yet acknowledged 590 s later: the room's ack_timeout_s (600 s) has not run out
+    assert _report_alerts(api, _after_midnight(620))["record"]["tier"] == "senior"
+    # Then, at each look once it has run out, it moves up a tier: the DSL, the head, and the head again
+    dsl = _report_alerts(api, _after_midnight(630))["record"]
+    head = _report_alerts(api, _after_midnight(1230))["record"]
+    again = _report_alerts(api, _after_midnight(1830))["record"]
+    assert (dsl["tier"], head["tier"], again["tier"]) == ("dsl", "head", "head")
+    assert _climb(again) == [
+        ("senior", _after_midnight(30)),
+        ("dsl", _after_midnight(630)),
+        ("head", _after_midnight(1230)),
+        ("head", _after_midnight(1830)),
+    ]
+    assert _sends(api, again) == [
+        (1, "senior", "raised"),
+        (2, "dsl", "escalated"),
+        (3, "head", "escalated"),
+        (4, "head", "escalated"),
+    ]
+    # When the record is done, the alert resolves, and nothing more is sent however long the hub looks
+    _recorded(api, ep)
+    done = _report_alerts(api, _after_midnight(2000))["record"]
+    assert done["resolved_at"] is not None and done["note"] == "the report was done"
+    for hours in (1, 2, 24):
+        after = _report_alerts(api, _after_midnight(2000 + hours * 3600))["record"]
+        assert _climb(after) == _climb(again)
+    assert len(_sends(api, after)) == 4
+
+
+def test_report_overdue_escalation_skips_a_tier_with_nobody_to_tell(
+    escalating: Callable[..., Records],
+) -> None:
+    # Given a site with seniors and a head to tell, and no designated safeguarding lead
+    api = escalating(("senior", "head"))
+    api.ended_episode()
+    _report_alerts(api, _after_midnight(30))
+    # When nobody acknowledges the overdue record, it goes from the seniors straight to the head
+    _report_alerts(api, _after_midnight(630))
+    alert = _report_alerts(api, _after_midnight(1230))["record"]
+    assert [e["tier"] for e in alert["escalations"]] == ["senior", "head", "head"]
+    assert [tier for _, tier, _ in _sends(api, alert)] == ["senior", "head", "head"]
+
+
+def test_an_acknowledged_report_overdue_stops_climbing_and_is_sent_again_to_its_tier_every_renotify_s(
+    escalating: Callable[..., Records],
+) -> None:
+    # Given an overdue record that has already reached the DSL
+    api = escalating(("senior", "dsl", "head"))
+    ep = api.ended_episode()
+    _report_alerts(api, _after_midnight(30))
+    alert = _report_alerts(api, _after_midnight(630))["record"]
+    assert alert["tier"] == "dsl"
+    # When the DSL acknowledges it (through the ingest thread, like any acknowledgement)
+    api.clock.set(_after_midnight(700))
+    api.service.start()
+    try:
+        acked = api.client.post(f"/api/alerts/{alert['id']}/ack", headers=api.token("senior", "test-school"))
+    finally:
+        api.service.stop()
+    assert acked.status_code == 200 and acked.json()["acknowledged_at"] == "2026-11-24T00:11:40.000Z"
+    # Then it climbs no further: still with the DSL past another ack_timeout_s
+    for seconds in (1230, 1830, 2490):
+        still = _report_alerts(api, _after_midnight(seconds))["record"]
+        assert still["tier"] == "dsl" and len(still["escalations"]) == 2
+    # and it is sent again to the DSL once renotify_s (1800 s) has passed since the acknowledgement,
+    # and every renotify_s after that, while the record is not done
+    first = _report_alerts(api, _after_midnight(2500))["record"]
+    second = _report_alerts(api, _after_midnight(4300))["record"]
+    assert _climb(second) == [
+        ("senior", _after_midnight(30)),
+        ("dsl", _after_midnight(630)),
+        ("dsl", _after_midnight(2500)),
+        ("dsl", _after_midnight(4300)),
+    ]
+    assert first["acknowledged_by"] == second["acknowledged_by"] == "senior-user"
+    assert _sends(api, second) == [
+        (1, "senior", "raised"),
+        (2, "dsl", "escalated"),
+        (3, "dsl", "renotify"),
+        (4, "dsl", "renotify"),
+    ]
+    # It still cannot be resolved by hand
+    api.service.start()
+    try:
+        by_hand = api.client.post(
+            f"/api/alerts/{alert['id']}/resolve",
+            json={"note": "done"},
+            headers=api.token("senior", "test-school"),
+        )
+    finally:
+        api.service.stop()
+    assert by_hand.status_code == 409
+    # When the record is done, it resolves and is never sent again
+    _recorded(api, ep)
+    _report_alerts(api, _after_midnight(5000))
+    after = _report_alerts(api, _after_midnight(5000 + 6 * 3600))["record"]
+    assert after["resolved_at"] is not None and len(_sends(api, after)) == 4
+
+
+def test_an_acknowledgement_in_the_same_batch_as_a_look_at_the_deadlines_is_kept(api: Records) -> None:
+    """A record's alert is acknowledged on the ingest thread, which alone sends it on: whichever comes
+    first in a batch, the look never stores it unacknowledged over the acknowledgement."""
+    api.ended_episode()
+    overdue = _report_alerts(api, _after_midnight(30))
+    svc = api.service
+
+    def acknowledge_with_a_look(alert: dict[str, Any], look_first: bool) -> tuple[object, dict[str, Any]]:
+        while not svc.inbox.empty():  # what the last batch left for the ingest thread (outcomes)
+            svc.process([svc.inbox.get_nowait()])
+        done: list[object] = []
+        thread = threading.Thread(
+            target=lambda: done.append(
+                svc.acknowledge_alert("test-school", "calm-1", alert["id"], "Ms Reed", "board")
+            )
+        )
+        thread.start()
+        ack = svc.inbox.get(timeout=10)
+        svc.process([svc.report_check(), ack] if look_first else [ack, svc.report_check()])
+        thread.join(10)
+        senior = api.token("senior", "test-school")
+        return done[0], api.client.get(f"/api/alerts/{alert['id']}", headers=senior).json()
+
+    # When, its ack_timeout_s (60 s) run out, the record's alert is acknowledged just before the look
+    api.clock.set(_after_midnight(100))
+    returned, stored = acknowledge_with_a_look(overdue["record"], look_first=False)
+    # Then it stays acknowledged, with the seniors, not sent on
+    assert isinstance(returned, Alert) and returned.acknowledged_by == "Ms Reed"
+    assert stored["acknowledged_by"] == "Ms Reed" and len(stored["escalations"]) == 1
+    # When the parents' notice's alert is acknowledged just after a look that sends it on
+    returned, stored = acknowledge_with_a_look(overdue["parent_notice"], look_first=True)
+    # Then it was sent on once, and the acknowledgement is kept on top of it
+    assert stored["acknowledged_by"] == "Ms Reed" and len(stored["escalations"]) == 2
+    assert sorted({(d["number"], d["reason"]) for d in stored["deliveries"]}) == [
+        (1, "raised"),
+        (2, "escalated"),
+    ]
+
+
+def test_a_report_overdue_raised_before_it_escalated_is_taken_up_from_its_last_send() -> None:
+    """An alert stored by a hub that never escalated report_overdue has nothing scheduled: it climbs
+    from its last send (or from its acknowledgement, sent again) as if it had been raised now."""
+    now = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
+    due = workflow.ReportDue(
+        "inc-1",
+        "ep-1",
+        "test-school",
+        "calm-1",
+        due={"record": MIDNIGHT},
+        done={"record": False},
+    )
+    ident = alert_id("test-school", "calm-1", "report_overdue/inc-1/record")
+    stored = Alert(
+        id=ident,
+        key="report_overdue/inc-1/record",
+        kind="report_overdue",
+        severity="warning",
+        site="test-school",
+        room="calm-1",
+        episode_id="ep-1",
+        rule="record",
+        due_at=MIDNIGHT,
+        raised_at=_after_midnight(30),
+        tier="senior",
+        escalations=[Escalation(tier="senior", at=_after_midnight(30))],
+        sends=1,
+    )
+    ctx = AlertContext(
+        "test-school", "calm-1", Policy(ack_timeout_s=600), frozenset({"senior", "head"}), False
+    )
+    [send, saved] = workflow.overdue_effects([due], {ident: stored}, lambda _s, _r: ctx, now)
+    assert isinstance(send, AlertSend) and (send.tier, send.reason, send.number) == ("head", "escalated", 2)
+    assert isinstance(saved, AlertSaved) and saved.change == "escalated"
+    assert saved.alert.next_send_at == now + dt.timedelta(seconds=600)
+    assert stored.sends == 1, "the stored alert is not changed in place"
+    # Acknowledged by that hub: sent again to its tier renotify_s (300 s) after its acknowledgement
+    stored.acknowledged_at = now - dt.timedelta(seconds=100)
+    assert workflow.overdue_effects([due], {ident: stored}, lambda _s, _r: ctx, now) == []
+    later = now + dt.timedelta(seconds=200)
+    [send, saved] = workflow.overdue_effects([due], {ident: stored}, lambda _s, _r: ctx, later)
+    assert isinstance(send, AlertSend) and (send.tier, send.reason) == ("senior", "renotify")
+    assert saved.alert.next_send_at == later + dt.timedelta(seconds=300)
 
 
 def _recorded(api: Records, ep: dict[str, Any], first: str = "Sam") -> str:
@@ -915,11 +1162,17 @@ def test_an_overdue_report_to_the_authority_resolves_once_it_is_made() -> None:
         due={"authority_notice": due},
         done={"authority_notice": False},
     )
-    [saved, send] = workflow.overdue_effects([rec], {}, due + dt.timedelta(minutes=1))
+
+    def context(site: str, room: str) -> AlertContext:
+        return AlertContext(site, room, Policy(), frozenset(), held=False)
+
+    [saved, send] = workflow.overdue_effects([rec], {}, context, due + dt.timedelta(minutes=1))
     assert isinstance(saved, AlertSaved) and isinstance(send, AlertSend)
     assert saved.alert.rule == "authority_notice" and send.tier == "senior"
     made = workflow.ReportDue(**{**rec.__dict__, "done": {"authority_notice": True}})
-    [resolved] = workflow.overdue_effects([made], {saved.alert.id: saved.alert}, due + dt.timedelta(hours=1))
+    [resolved] = workflow.overdue_effects(
+        [made], {saved.alert.id: saved.alert}, context, due + dt.timedelta(hours=1)
+    )
     assert isinstance(resolved, AlertSaved)
     assert resolved.alert.resolved_at is not None and resolved.change == "resolved"
 

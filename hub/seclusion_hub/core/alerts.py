@@ -560,7 +560,7 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             book.alerts[cond.key] = alert
             effects.append(AlertSaved(alert, "raised"))
             if alert.active and not alert.held:
-                effects.append(_send(alert, alert.tier, "late" if alert.late else "raised", now, ctx))
+                effects.append(send(alert, alert.tier, "late" if alert.late else "raised", now, ctx))
         elif alert.active and cond.ended_at is not None:
             _resolve(alert, now, None, _ended_note(alert), cond.ended_at)
             effects.append(AlertSaved(alert, "resolved"))
@@ -585,7 +585,7 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             # Maintenance is over and its condition still holds (a device left unplugged, a test
             # episode still going on): staff are told now, marked late.
             alert.held = False
-            effects.append(_send(alert, alert.tier, "late", now, ctx))
+            effects.append(send(alert, alert.tier, "late", now, ctx))
             effects.append(AlertSaved(alert, "released"))
     effects.extend(_sends_due(book, ctx, now))
     effects.extend(_indicator(book, ctx, now))
@@ -613,17 +613,25 @@ def acknowledge(
 ) -> tuple[Alert, list[AlertEffect]]:
     """A person has seen it and is acting: escalation stops. Acknowledging again changes nothing."""
     alert = find(book, alert_id_)
-    if alert.acknowledged_at is not None:
+    if not acknowledge_alert(alert, who, via, ctx.policy, now):
         return alert, []
+    effects: list[AlertEffect] = [AlertSaved(alert, "acknowledged")]
+    effects.extend(_indicator(book, ctx, now))
+    return alert, effects
+
+
+def acknowledge_alert(alert: Alert, who: str, via: str, policy: Policy, now: dt.datetime) -> bool:
+    """Record the acknowledgement on the alert itself (a room's, or one no room holds: a record's
+    `report_overdue`); False when it was already acknowledged, which changes nothing."""
+    if alert.acknowledged_at is not None:
+        return False
     alert.acknowledged_at, alert.acknowledged_by, alert.acknowledged_via = now, who, via
     # While the condition lasts it is sent again to the acknowledging tier every `renotify_s` (5.2): an
     # alert that needs acknowledgement. One that needs none (the start of an episode) was sent once; that
     # someone acknowledged it is recorded, and it is not sent again.
     renotify = alert.active and not alert.held and alert.needs_ack
-    alert.next_send_at = now + _s(ctx.policy.renotify_s) if renotify else None
-    effects: list[AlertEffect] = [AlertSaved(alert, "acknowledged")]
-    effects.extend(_indicator(book, ctx, now))
-    return alert, effects
+    alert.next_send_at = now + _s(policy.renotify_s) if renotify else None
+    return True
 
 
 def resolve_by_person(
@@ -685,7 +693,10 @@ def _resolve(
     alert.next_send_at = None
 
 
-def _send(alert: Alert, tier: Tier, reason: SendReason, now: dt.datetime, ctx: AlertContext) -> AlertSend:
+def send(alert: Alert, tier: Tier, reason: SendReason, now: dt.datetime, ctx: AlertContext) -> AlertSend:
+    """Send the alert to `tier` now, recorded as an escalation on it, and schedule what follows: the
+    next tier after `ack_timeout_s` while unacknowledged, the same tier after `renotify_s` once
+    acknowledged (5.2)."""
     alert.escalations.append(Escalation(tier=tier, at=now))
     alert.tier = tier
     alert.sends += 1
@@ -709,19 +720,26 @@ def _next_tier(current: Tier, ctx: AlertContext) -> Tier:
 def _sends_due(book: AlertBook, ctx: AlertContext, now: dt.datetime) -> list[AlertEffect]:
     effects: list[AlertEffect] = []
     for alert in book.alerts.values():
-        if alert.next_send_at is None or alert.next_send_at > now or not alert.active or alert.held:
-            continue
-        if alert.acknowledged_at is None:
-            effects.append(_send(alert, _next_tier(alert.tier, ctx), "escalated", now, ctx))
-            effects.append(AlertSaved(alert, "escalated"))
-        elif not alert.needs_ack:
-            # Acknowledged, and needs no acknowledgement: never sent again (a re-send stored by an
-            # earlier hub, which scheduled one for it, is dropped).
-            alert.next_send_at = None
-        else:
-            effects.append(_send(alert, alert.tier, "renotify", now, ctx))
-            effects.append(AlertSaved(alert, "renotified"))
+        effects.extend(send_due(alert, ctx, now))
     return effects
+
+
+def send_due(alert: Alert, ctx: AlertContext, now: dt.datetime) -> list[AlertSend | AlertSaved]:
+    """5.2 for one alert at `now`: escalated to the next tier, or sent again to its tier, if its
+    `next_send_at` has come (a room's alerts, and a record's `report_overdue`, which no room holds)."""
+    if alert.next_send_at is None or alert.next_send_at > now or not alert.active or alert.held:
+        return []
+    if alert.acknowledged_at is None:
+        return [
+            send(alert, _next_tier(alert.tier, ctx), "escalated", now, ctx),
+            AlertSaved(alert, "escalated"),
+        ]
+    if not alert.needs_ack:
+        # Acknowledged, and needs no acknowledgement: never sent again (a re-send stored by an
+        # earlier hub, which scheduled one for it, is dropped).
+        alert.next_send_at = None
+        return []
+    return [send(alert, alert.tier, "renotify", now, ctx), AlertSaved(alert, "renotified")]
 
 
 def _indicator(book: AlertBook, ctx: AlertContext, now: dt.datetime) -> list[AlertEffect]:

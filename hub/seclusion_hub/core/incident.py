@@ -25,12 +25,14 @@ change, or raises `WorkflowError` naming the field and the HTTP status that says
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .alerts import LATE_AFTER, Alert, AlertSaved, AlertSend, Escalation, alert_id
+from .alerts import LATE_AFTER, Alert, AlertContext, AlertSaved, AlertSend, alert_id, send, send_due
+from .policy import Policy
 
 STATUSES = ("open", "awaiting_record", "recorded", "parent_notified", "reviewed", "closed")
 Status = Literal["open", "awaiting_record", "recorded", "parent_notified", "reviewed", "closed"]
@@ -389,12 +391,19 @@ class ReportDue:
 
 
 def overdue_effects(
-    records: list[ReportDue], known: dict[str, Alert], now: dt.datetime
+    records: list[ReportDue],
+    known: dict[str, Alert],
+    context: Callable[[str, str], AlertContext],
+    now: dt.datetime,
 ) -> list[AlertSaved | AlertSend]:
-    """The `report_overdue` alerts to raise (sent once to the senior tier) and to resolve (the step was
-    done). `known` holds every report alert already raised for these records, active or not: an
-    alert is raised once per record and step. A step once done stays done (a reviewed record's
-    classification no longer changes), so a resolved alert never needs raising again."""
+    """The `report_overdue` alerts to raise (sent to the senior tier), to send on (5.2, as a room's
+    alerts are: to the next tier with recipients once `ack_timeout_s` has passed unacknowledged, past
+    `head` to `head` again; once acknowledged, to the acknowledging tier every `renotify_s`) and to
+    resolve (the step was done, or the record closed). `known` holds every report alert already raised
+    for these records, active or not: an alert is raised once per record and step. A step once done
+    stays done (a reviewed record's classification no longer changes), so a resolved alert never needs
+    raising again. `context(site, room)` gives the room's policy (`ack_timeout_s`, `renotify_s`) and the
+    tiers that have someone to tell. Nothing in `known` is changed: what changes is a copy."""
     effects: list[AlertSaved | AlertSend] = []
     for rec in records:
         for step in STEPS:
@@ -409,6 +418,11 @@ def overdue_effects(
                     resolved.resolved_at, resolved.note = now, "the report was done"
                     resolved.next_send_at = None
                     effects.append(AlertSaved(resolved, "resolved"))
+                elif existing.active:
+                    ctx = context(rec.site, rec.room)
+                    alert = existing.model_copy(deep=True)
+                    _take_up(alert, ctx.policy)
+                    effects += send_due(alert, ctx, now)
                 continue
             if due is None or due > now or done:
                 continue
@@ -427,8 +441,19 @@ def overdue_effects(
                 late=now - due > LATE_AFTER,
                 needs_ack=True,
                 tier="senior",
-                escalations=[Escalation(tier="senior", at=now)],
-                sends=1,
             )
-            effects += [AlertSaved(alert, "raised"), AlertSend(alert, "senior", "raised", 1)]
+            effects.append(AlertSaved(alert, "raised"))
+            effects.append(send(alert, "senior", "raised", now, context(rec.site, rec.room)))
     return effects
+
+
+def _take_up(alert: Alert, policy: Policy) -> None:
+    """An alert stored by a hub that sent `report_overdue` once and never again has no next send: it is
+    taken up from its last send (unacknowledged) or from its acknowledgement, as if sent by this one."""
+    if alert.next_send_at is not None or alert.held:
+        return
+    if alert.acknowledged_at is not None:
+        alert.next_send_at = alert.acknowledged_at + dt.timedelta(seconds=policy.renotify_s)
+    else:
+        last = alert.escalations[-1].at if alert.escalations else alert.raised_at
+        alert.next_send_at = last + dt.timedelta(seconds=policy.ack_timeout_s)
