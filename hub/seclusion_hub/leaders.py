@@ -406,6 +406,9 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                     ],
                 }
             )
+        # Groups are shown unsuppressed (one child by ethnicity, care or SEN): the read is audited, as
+        # the same figures through the API are.
+        audit_read(who, "fairness", site.id)
         return page(
             "leaders/fairness.html",
             title="Fairness",

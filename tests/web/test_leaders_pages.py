@@ -92,6 +92,11 @@ def test_the_fairness_page_shows_the_ratio_worked_out_by_hand(review: Review) ->
     assert "About 3.0 times as likely to be secluded as other children" in page.text
     assert "too few children to be sure" in page.text
     assert "Sen0" not in page.text, "the fairness page names no child"
+    # Its groups are shown unsuppressed (a group of one child by ethnicity or care): the read is audited,
+    # as the same figures through GET /api/reports/disproportionality are (found by a review).
+    with review.store.session() as s:
+        reads = s.exec(select(AuditEntry).where(AuditEntry.target_type == "fairness")).all()
+    assert [(r.actor, r.action, r.target_id) for r in reads] == [("leader-person", "read", SITE)]
 
 
 def test_a_childs_page_is_audited_and_the_overview_flags_the_pattern(review: Review) -> None:
