@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -204,12 +204,16 @@ class RecordStore:
         with self._session() as s:
             return s.get(Pupil, pupil_id)
 
-    def save_pupils(self, pupils: list[Pupil], entry: AuditEntry) -> tuple[int, int]:
+    def save_pupils(
+        self, pupils: list[Pupil], entry: AuditEntry, sent: Sequence[Collection[str]] | None = None
+    ) -> tuple[int, int]:
         """Add or update children (matched on site and the school's reference when one is given), all
-        or none; returns (added, updated)."""
+        or none; returns (added, updated). `sent[i]`: the fields given for `pupils[i]` (a request's
+        fields, a file's columns): an update changes those and keeps the others (a correction of a
+        name, or a file from another system with fewer columns, never empties the rest); None: all."""
         added = updated = 0
         with self._lock, self._session() as s:
-            for pupil in pupils:
+            for i, pupil in enumerate(pupils):
                 existing = None
                 if pupil.reference:
                     existing = s.exec(
@@ -220,6 +224,9 @@ class RecordStore:
                     added += 1
                     continue
                 values = pupil.model_dump(exclude={"id", "created_at"})
+                if sent is not None:
+                    given = set(sent[i]) | {"site", "reference", "updated_at"}
+                    values = {k: v for k, v in values.items() if k in given}
                 changed = sorted(
                     k for k, v in values.items() if k != "updated_at" and getattr(existing, k) != v
                 )

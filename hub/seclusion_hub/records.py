@@ -183,16 +183,17 @@ CSV_COLUMNS = (
 )
 
 
-def parse_register_csv(text: str, site: str, now: dt.datetime) -> list[Pupil]:
+def parse_register_csv(text: str, site: str, now: dt.datetime) -> tuple[list[Pupil], frozenset[str]]:
     """The register from CSV (header row; `first_name` and `last_name` required, the other columns of
-    `CSV_COLUMNS` optional). BadRequest names the line and the column of the first problem."""
+    `CSV_COLUMNS` optional), and the columns it has. BadRequest names the line and the column of the
+    first problem."""
     try:
         return _parse_register_csv(text, site, now)
     except csv.Error as exc:  # a field past the csv module's limit, a NUL: the line, never a 500
         raise BadRequest("body", "csv", f"not a CSV the register can read: {exc}") from exc
 
 
-def _parse_register_csv(text: str, site: str, now: dt.datetime) -> list[Pupil]:
+def _parse_register_csv(text: str, site: str, now: dt.datetime) -> tuple[list[Pupil], frozenset[str]]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or []]
     unknown = [h for h in header if h not in CSV_COLUMNS]
@@ -238,7 +239,7 @@ def _parse_register_csv(text: str, site: str, now: dt.datetime) -> list[Pupil]:
                 raise BadRequest("body", f"line {line}: reference", "listed twice in this file")
             seen.add(checked.reference)
         pupils.append(Pupil(id=str(uuid.uuid4()), created_at=now, updated_at=now, **checked.model_dump()))
-    return pupils
+    return pupils, frozenset(header)
 
 
 def records_router(service: HubService, records: RecordStore) -> APIRouter:
@@ -607,7 +608,8 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         if body.site not in service.sites:
             raise BadRequest("body", "site", "not a site of this hub")
         pupil = Pupil(id=str(uuid.uuid4()), created_at=now, updated_at=now, **body.model_dump())
-        records.save_pupils([pupil], audit(who, "add_pupil", "pupil", pupil.id))
+        # An update changes what the request gives (null included) and keeps the rest.
+        records.save_pupils([pupil], audit(who, "add_pupil", "pupil", pupil.id), [body.model_fields_set])
         saved = records.pupils(None, body.site)
         match = next(
             (p for p in saved if p.id == pupil.id or (pupil.reference and p.reference == pupil.reference)),
@@ -632,9 +634,12 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         except UnicodeDecodeError as exc:
             raise BadRequest("body", "encoding", "the CSV must be UTF-8") from exc
         now = service.clock.now()
-        pupils = parse_register_csv(text, site, now)
+        pupils, columns = parse_register_csv(text, site, now)
+        # An update changes the file's columns (an empty cell clears) and keeps the others.
         added, updated = records.save_pupils(
-            pupils, audit(who, "import_pupils", "pupils", site, rows=len(pupils))
+            pupils,
+            audit(who, "import_pupils", "pupils", site, rows=len(pupils), columns=sorted(columns)),
+            [columns] * len(pupils),
         )
         return {"added": added, "updated": updated}
 

@@ -105,6 +105,50 @@ def test_an_ended_episode_leaves_its_record_awaiting_with_deadlines_in_school_da
     assert "pupil_id" in body["missing"] and "risk" in body["missing"]
 
 
+def test_updating_a_child_by_reference_changes_only_what_was_sent(api: Records) -> None:
+    """Adding a child again by reference (a correction of the name, or a CSV from another system with
+    fewer columns) reset the date of birth, SEN, ethnicity, FSM and looked-after status to empty: the
+    fairness figures were quietly distorted and the age band's time limit (semantics 2.6) lost the
+    child's age (found by a review). A field sent, or a column in the file, is the new value, an empty
+    one included; one left out keeps what the register had."""
+    senior = api.token("senior", "test-school")
+    full = {
+        "site": "test-school",
+        "reference": "A1",
+        "first_name": "Sam",
+        "last_name": "Jones",
+        "date_of_birth": "2016-03-04",
+        "year_group": "Y5",
+        "sen": "ehcp",
+        "ethnicity": "WBRI",
+        "fsm": True,
+        "looked_after": True,
+        "characteristics": ["disability"],
+    }
+    assert api.client.post("/api/pupils", json=full, headers=senior).status_code == 201
+    renamed = {"site": "test-school", "reference": "A1", "first_name": "Sam", "last_name": "Jones-Smith"}
+    body = api.client.post("/api/pupils", json=renamed, headers=senior).json()
+    kept = ("date_of_birth", "year_group", "sen", "ethnicity", "fsm", "looked_after", "characteristics")
+    assert body["last_name"] == "Jones-Smith"
+    assert {k: body[k] for k in kept} == {k: full[k] for k in kept}
+    with api.store.session() as s:
+        entry = s.exec(select(AuditEntry).where(AuditEntry.action == "add_pupil")).all()[-1]
+    assert entry.detail["changed"] == ["last_name"]
+    # Sent as null: cleared, on purpose.
+    cleared = api.client.post("/api/pupils", json={**renamed, "ethnicity": None}, headers=senior).json()
+    assert cleared["ethnicity"] is None and cleared["sen"] == "ehcp"
+    # A file with fewer columns changes those columns only; an empty cell in a column it has clears.
+    csv = "reference,first_name,last_name,year_group,fsm\nA1,Sam,Jones-Smith,Y6,\n"
+    done = api.client.post(
+        "/api/pupils/import", params={"site": "test-school"}, content=csv.encode(), headers=senior
+    )
+    assert done.status_code == 200 and done.json() == {"added": 0, "updated": 1}
+    (child,) = api.client.get("/api/pupils", headers=senior).json()["items"]
+    assert (child["year_group"], child["fsm"]) == ("Y6", None)
+    assert (child["date_of_birth"], child["sen"], child["looked_after"]) == ("2016-03-04", "ehcp", True)
+    assert child["characteristics"] == ["disability"]
+
+
 def test_the_register_takes_children_one_by_one_and_from_csv_all_or_nothing(api: Records) -> None:
     senior = api.token("senior", "test-school")
     sam = {"site": "test-school", "reference": "A1", "first_name": "Sam", "last_name": "Jones", "sen": "ehcp"}
