@@ -112,6 +112,18 @@ def test_broker_uses_the_deploy_config_and_keeps_its_data(resolved: dict[str, An
     assert targets["/mosquitto/data"]["type"] == "volume"
 
 
+def test_the_broker_mounts_of_a_secured_site_are_there_to_uncomment() -> None:
+    """docs/operations.md ("Secure the broker") has the technician uncomment these two mounts: the
+    files that mosquitto.conf's commented password_file and acl_file lines name in the container."""
+    lines = [line.strip() for line in COMPOSE_FILE.read_text().splitlines()]
+    assert "# - ./deploy/mosquitto/passwd:/mosquitto/config/passwd:ro" in lines
+    assert "# - ./deploy/mosquitto/acl:/mosquitto/config/acl:ro" in lines
+    conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    assert "#password_file /mosquitto/config/passwd" in conf
+    assert "#acl_file /mosquitto/config/acl" in conf
+    assert (ROOT / "deploy" / "mosquitto" / "acl.example").is_file()
+
+
 def test_postgres_is_only_started_on_request(tmp_path: Path) -> None:
     result = run_compose("config", "--services", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
