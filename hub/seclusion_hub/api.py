@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -27,7 +26,7 @@ from .core.incident import Status as IncidentStatus
 from .core.room import RoomMachine
 from .delivery import alert_from_row, alert_json
 from .deps import Cursor, Limit, Senior, Staff, needs
-from .errors import BadRequest, RejectedMessage
+from .errors import UNSTORABLE, UNSTORABLE_PROBLEM, BadRequest, ChangeRefused, RejectedMessage, unstorable_in
 from .leaders import leaders_router
 from .live import LiveFeed
 from .models import AuditEntry, IncidentRecord
@@ -101,34 +100,19 @@ class EpisodeEnd(_Body):
 
 # Text no database here can store: a NUL character (PostgreSQL refuses it, SQLite takes it) and a lone
 # surrogate (a JSON `\ud800` escape without its pair: not UTF-8, so neither can).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _unstorable_in(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
-    """Where in a JSON value there is text no database can store (the keys leading to it), or None."""
-    if isinstance(value, str):
-        return path if _UNSTORABLE.search(value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        if _UNSTORABLE.search(str(key)):
-            return (*path, _UNSTORABLE.sub("", str(key)))
-        found = _unstorable_in(item, (*path, str(key)))
-        if found is not None:
-            return found
-    return None
 
 
 async def refuse_unstorable_text(request: Request) -> None:
     """A NUL character or a lone surrogate in a path, query or JSON body value is refused with 422
     naming the field, before it reaches the database (where it was a 500). Form bodies are left
     alone: they cannot be read twice."""
-    problem = "contains a NUL character or a lone surrogate"
+    problem = UNSTORABLE_PROBLEM
     for name, value in request.path_params.items():
-        if _UNSTORABLE.search(str(value)):
+        if UNSTORABLE.search(str(value)):
             raise BadRequest("path", name, problem)
     for name, value in request.query_params.multi_items():
-        if _UNSTORABLE.search(name + value):
-            raise BadRequest("query", _UNSTORABLE.sub("", name), problem)
+        if UNSTORABLE.search(name + value):
+            raise BadRequest("query", UNSTORABLE.sub("", name), problem)
     content_type = request.headers.get("content-type", "").lower()
     if request.method not in ("POST", "PUT", "PATCH") or content_type.startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -139,7 +123,7 @@ async def refuse_unstorable_text(request: Request) -> None:
         raise BadRequest("body", "body", problem)
     if b"\\u" in raw:  # only a JSON escape gives either
         try:
-            found = _unstorable_in(json.loads(raw))
+            found = unstorable_in(json.loads(raw))
         except ValueError:
             return  # not JSON: FastAPI or the endpoint says so
         if found is not None:
@@ -270,6 +254,17 @@ def create_app(
     async def _bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
         detail = [{"loc": [exc.location, exc.field], "msg": exc.problem, "type": "value_error"}]
         return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(ChangeRefused)
+    async def _refused(_request: Request, exc: ChangeRefused) -> JSONResponse:
+        # A bug of ours (the hub's log has the database's error): the person is told nothing changed.
+        return JSONResponse(status_code=500, content={"detail": str(exc)})
+
+    @app.exception_handler(TimeoutError)
+    async def _timeout(_request: Request, exc: TimeoutError) -> JSONResponse:
+        # The ingest thread did not store a person's change in time (a slow or stalled database): its
+        # message says whether it may be tried again (run_command).
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:

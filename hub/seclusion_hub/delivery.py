@@ -311,6 +311,8 @@ class AlertDelivery:
         *,
         gave_up: bool = False,
     ) -> None:
+        # Both columns hold 500 characters (PostgreSQL refuses more: the batch would stall on it).
+        error = (error or None) and str(error)[:500]
         attempts.append({"delivery_id": row_id, "attempt": number, "at": at, "ok": ok, "error": error})
         status = "sent" if ok else ("failed" if gave_up or retry_at is None else "retrying")
         updates.append(
@@ -320,7 +322,7 @@ class AlertDelivery:
                 "attempt": number,
                 "at": at,
                 "retry_at": retry_at,
-                "error": (error or None) and str(error)[:500],
+                "error": error,
             }
         )
 

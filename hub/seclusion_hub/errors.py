@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+# Text no database keeps: PostgreSQL's text columns refuse NUL, and a lone surrogate is no UTF-8.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_PROBLEM = "contains a NUL character or a lone surrogate"
+
+
+def unstorable_in(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """Where in a JSON value there is text no database can store (the keys leading to it, each with
+    such characters taken out), or None."""
+    if isinstance(value, str):
+        return path if UNSTORABLE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if UNSTORABLE.search(str(key)):
+            return (*path, UNSTORABLE.sub("", str(key)))
+        found = unstorable_in(item, (*path, str(key)))
+        if found is not None:
+            return found
+    return None
+
 
 class SeclusionError(Exception):
     """Root of every error this project raises on purpose."""
@@ -33,3 +55,8 @@ class BadRequest(SeclusionError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+
+class ChangeRefused(SeclusionError, RuntimeError):
+    """A person's change that the database refused for good (not a fault that passes): nothing of it
+    was stored, and the hub went on without it. The API answers 500 with this message."""

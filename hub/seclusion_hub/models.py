@@ -293,7 +293,7 @@ class AuditEntry(SQLModel, table=True):
     actor: str = Field(max_length=200)
     action: str = Field(max_length=64)
     target_type: str = Field(max_length=32)
-    target_id: str = Field(max_length=64)
+    target_id: str = Field(max_length=200)  # an id, or "site/room" (63 characters each)
     detail: dict[str, Any] = _json(default_factory=dict)
 
 

@@ -60,7 +60,7 @@ from .core.room import (
     SensorEvent,
 )
 from .delivery import AlertDelivery, LivePush, Outbound
-from .errors import RejectedMessage
+from .errors import ChangeRefused, RejectedMessage
 from .ingest import Decoder, Inbound
 from .models import AuditEntry, EpisodeRecord
 from .record_store import RecordStore, report_due
@@ -575,15 +575,23 @@ class HubService:
                             return False  # stopping: nothing after it
                     return True
                 single = items[0] if len(items) == 1 else None
-                if (
-                    attempt >= 3
-                    and isinstance(single, Inbound)
-                    and id(single) not in poisoned
-                    and not _transient(exc)
-                    and self.store.ping()
-                ):
+                refused_for_good = attempt >= 3 and not _transient(exc) and self.store.ping()
+                if refused_for_good and isinstance(single, Inbound) and id(single) not in poisoned:
                     poisoned[id(single)] = f"the database refused it: {type(exc).__name__}: {exc}"[:1500]
                     continue
+                if refused_for_good and isinstance(single, Command):
+                    # A person's change the database refuses alone, while it answers (a bug of ours):
+                    # tried again for ever, it would hold back every later message. Nothing of it is
+                    # kept (the rooms were put back above); the person is told, the hub goes on.
+                    log.error("a person's change was refused by the database; nothing of it was stored")
+                    single.error = ChangeRefused(
+                        "the database refused this change, so nothing was changed (the hub's log has "
+                        f"the reason: {type(exc).__name__})"
+                    )
+                    single.done.set()
+                    self.healthy = True
+                    self._stalled = False
+                    return True
                 if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
                     self._gave_up = True  # `_drain` then writes nothing after it
                     return False

@@ -216,6 +216,34 @@ def test_maintenance_mode_flags_episodes_as_tests_needs_a_reason_and_at_most_two
     assert "mode_maintenance" in actions
 
 
+def test_a_change_the_hub_could_not_store_is_answered_plainly(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person's change the database refused for good is a 500 saying nothing changed; one the hub did
+    not store in time (a stalled database) a 503 saying whether to try again. Before, both were a bare
+    500 "Internal Server Error"."""
+    from seclusion_hub.errors import ChangeRefused
+
+    senior = api.token("senior", "test-school")
+    url = "/api/rooms/test-school/calm-1/mode"
+    body = {
+        "mode": "maintenance",
+        "reason": "deep clean",
+        "expires_at": format_ts(T0 + dt.timedelta(hours=1)),
+    }
+    for error, status in (
+        (ChangeRefused("the database refused this change, so nothing was changed"), 500),
+        (TimeoutError("the hub did not store the change in time; nothing was changed"), 503),
+    ):
+
+        def fail(*_args: Any, error: Exception = error) -> None:
+            raise error
+
+        monkeypatch.setattr(api.service, "set_mode", fail)
+        answer = api.client.put(url, json=body, headers=senior)
+        assert (answer.status_code, answer.json()) == (status, {"detail": str(error)})
+
+
 def test_a_manual_episode_is_marked_manual_audited_and_its_time_unknown(api: Api) -> None:
     senior = api.token("senior", "test-school")
     staff = api.token("staff", "test-school")

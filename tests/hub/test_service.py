@@ -912,3 +912,91 @@ def test_at_stop_the_inbox_is_left_alone_once_the_ingest_thread_gave_up_a_batch(
         assert _stored_seqs(store) == []
     finally:
         store.close()
+
+
+def test_an_event_with_text_no_database_can_keep_is_set_aside_at_once_on_every_database(
+    service_on: HubService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NUL in an event's `id` (JSON "\\u0000"): PostgreSQL's text columns refuse it, so the batch was
+    tried three times, then message by message, every room waiting about 6 s, before the event was set
+    aside; SQLite stored it. Now it is a dead letter at the boundary on both, naming the field, as the
+    API refuses such text with 422 (found by a review)."""
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:  # the backoff between attempts, without waiting
+        waits.append(seconds)
+        return False
+
+    monkeypatch.setattr(service_on._stop, "wait", wait)
+    door = f"seclusion/v1/{SITE}/calm-1/calm-1-door/event"
+    body = {"v": 1, "id": "calm-1-door:0:1\u0000", "seq": 1, "ts": format_ts(T0), "kind": "door"}
+    bad = Inbound(door, json.dumps({**body, "value": "closed"}).encode(), T0, mid=1, qos=1)
+    state = {"v": 1, "seq": 1, "ts": format_ts(T0), "state": {"door\u0000": "closed"}}
+    beat = Inbound(door.replace("/event", "/heartbeat"), json.dumps(state).encode(), T0, mid=2, qos=1)
+    assert service_on.process([bad, beat, inbound("calm-1", "calm-1-door", 2, "occupancy", "occupied", 1, 3)])
+    assert waits == [], "nothing for the database to refuse, nothing retried"
+    with service_on.store.session() as s:
+        letters = sorted(s.exec(select(DeadLetter)).all(), key=lambda d: d.topic)
+        events = s.exec(select(EventRecord)).all()
+    assert [e.seq for e in events] == [2]
+    assert [d.topic.rsplit("/", 1)[1] for d in letters] == ["event", "heartbeat"]
+    assert "id: contains a NUL character" in letters[0].reason
+    assert "state.door: contains a NUL character" in letters[1].reason
+    assert "\x00" not in letters[1].reason
+
+
+def test_a_persons_change_the_database_refuses_is_answered_and_the_hub_goes_on(
+    service_on: HubService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person's change in a batch the database refuses for good (a bug of ours: a value too long for
+    its column, a constraint) was tried again for ever, with backoff: nothing after it was stored or
+    acknowledged, no alert raised, until the hub was restarted (found by a review). Now, once the
+    database still answers and refuses that change alone, the change fails with the reason, nothing of
+    it is kept, and the next batch lands."""
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:  # no waiting; "stopping" after a dozen: retried for ever, it returns
+        waits.append(seconds)
+        return len(waits) > 12
+
+    monkeypatch.setattr(service_on._stop, "wait", wait)
+
+    def refused(batch: Any) -> None:  # rows no database takes: one id twice in one insert
+        letter = {"received_at": T0, "topic": "t", "reason": "r", "payload": b"", "payload_size": 0}
+        letter |= {"id": 7, "payload_sha256": "0" * 64, "truncated": False}
+        batch.dead_letters.extend([letter, dict(letter)])
+
+    command = Command(refused)
+    assert service_on.process([command, inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, 1)])
+    assert command.done.is_set() and command.error is not None
+    assert "the database refused this change" in str(command.error)
+    assert len(waits) < 10, "not tried again for ever"
+    service_on.process([inbound("calm-1", "calm-1-door", 2, "door", "closed", 1, 2)])
+    with service_on.store.session() as s:
+        assert sorted(e.seq for e in s.exec(select(EventRecord)).all()) == [1, 2]
+        assert s.exec(select(DeadLetter)).all() == []
+    assert service_on.machines[(SITE, "calm-1")].episode is not None
+    assert service_on.healthy
+
+
+def test_a_maintenance_change_of_a_room_with_the_longest_ids_is_stored(service_on: HubService) -> None:
+    """Its audit entry's target is "site/room": up to 127 characters (contract 1: 63 each), and the
+    column held 64: PostgreSQL refused the change (and, before, the hub stalled on it)."""
+    from seclusion_hub.models import AuditEntry
+
+    target = f"{'s' * 63}/{'r' * 63}"
+    entry = AuditEntry(at=T0, actor="Ms Head", action="mode_normal", target_type="room", target_id=target)
+    command = Command(lambda batch: batch.audits.append(entry))
+    assert service_on.process([command])
+    assert command.error is None
+    with service_on.store.session() as s:
+        assert [a.target_id for a in s.exec(select(AuditEntry)).all()] == [target]
+
+
+def test_a_channels_long_error_fits_both_of_its_columns() -> None:
+    """The attempt's error went to its 500-character column whole (the delivery's was cut): latent while
+    channels' errors stay short, but PostgreSQL would refuse the batch (found by a review)."""
+    attempts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    AlertDelivery._outcome(attempts, updates, "a/1/live", 1, T0, False, "x" * 2000, None)
+    assert len(attempts[0]["error"]) == len(updates[0]["error"]) == 500
