@@ -642,10 +642,13 @@ def create_app(
 
     @app.get("/api/dead-letters", tags=["operations"])
     def dead_letters(
-        who: Annotated[Principal, Depends(needs("admin"))], limit: Limit = 100
+        who: Annotated[Principal, Depends(needs("admin"))], limit: Limit = 100, cursor: Cursor = None
     ) -> dict[str, Any]:
-        """The newest rejected messages, with their reasons (payloads as text where they are text)."""
-        rows = store.dead_letters(limit)
+        """The rejected messages, newest first, with their reasons, a page at a time."""
+        try:
+            rows, nxt = store.dead_letters(limit, cursor)
+        except ValueError as exc:
+            raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         return {
             "items": [
                 {
@@ -659,7 +662,7 @@ def create_app(
                 }
                 for r in rows
             ],
-            "next": None,
+            "next": nxt,
         }
 
     service.room_view = room_json

@@ -79,6 +79,9 @@ class Decoder:
             raise RejectedMessage(str(exc)) from exc
         if not isinstance(data, dict):
             raise RejectedMessage("payload is not a JSON object")
+        if "v" not in data:
+            # Contract 2: required on every device message (the models take 1 when the hub builds one).
+            raise RejectedMessage("v: Field required")
         if b"\\u" in inbound.payload:  # only a JSON escape gives a NUL or a lone surrogate
             found = unstorable_in(data)
             if found is not None:

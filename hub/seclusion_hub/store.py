@@ -849,9 +849,22 @@ class Store:
         with self.session() as s:
             return int(s.exec(select(sa.func.count()).select_from(model)).one())
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+    def dead_letters(
+        self, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[DeadLetter], str | None]:
+        """Newest first, keyset-paginated on the id: the page, and the cursor of the next (None: no more;
+        a malformed cursor is a ValueError)."""
+        query = select(DeadLetter)
+        if cursor is not None:
+            (after,) = unpack_cursor(cursor, 1)
+            if not after.isdigit() or len(after) > 19:
+                raise ValueError("cursor: not a cursor this API returned")
+            query = query.where(col(DeadLetter.id) < int(after))
         with self.session() as s:
-            return list(s.exec(select(DeadLetter).order_by(col(DeadLetter.id).desc()).limit(limit)).all())
+            rows = list(s.exec(query.order_by(col(DeadLetter.id).desc()).limit(limit + 1)).all())
+        if len(rows) > limit:
+            return rows[:limit], pack_cursor([str(rows[limit - 1].id)])
+        return rows, None
 
     # -- tokens and audit
 

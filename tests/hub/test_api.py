@@ -86,6 +86,25 @@ def test_without_credentials_everything_but_the_open_endpoints_is_401(api: Api) 
         assert api.client.get(path).status_code == 200
 
 
+def test_dead_letters_are_listed_a_page_at_a_time_like_every_list(api: Api) -> None:
+    """Contract 6: lists take `limit` and `cursor` and say `next`; the dead letters' list always said
+    `next: null`, so past its first page a rejected message could never be reached."""
+    for i in range(3):
+        topic = "seclusion/v1/test-school/calm-1/calm-1-door/event"
+        api.service.process([Inbound(topic, b"{not json" + str(i).encode(), T0, i + 1, 1)])
+    admin = api.token("admin")
+    first = api.client.get("/api/dead-letters", params={"limit": 2}, headers=admin).json()
+    assert len(first["items"]) == 2 and first["next"] is not None
+    rest = api.client.get(
+        "/api/dead-letters", params={"limit": 2, "cursor": first["next"]}, headers=admin
+    ).json()
+    assert len(rest["items"]) == 1 and rest["next"] is None
+    ids = [d["id"] for d in first["items"] + rest["items"]]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 3, "newest first, each once"
+    bad = api.client.get("/api/dead-letters", params={"cursor": "x"}, headers=admin)
+    assert bad.status_code == 422 and "cursor" in bad.text
+
+
 def test_staff_see_only_their_site_and_too_small_a_role_is_403(api: Api) -> None:
     staff = api.token("staff", "test-school")
     rooms = api.client.get("/api/rooms", headers=staff).json()["items"]

@@ -38,6 +38,16 @@ HOSTILE: list[tuple[str, str, str, bytes, str]] = [
     ("calm-1", "calm-1-door", "event", _with(seq=0), "seq"),
     ("calm-1", "calm-1-door", "event", _with(epoch=-1), "epoch"),
     ("calm-1", "calm-1-door", "event", _with(v=2), "v"),
+    # contract 2: `v` is required (it was taken as 1 when missing)
+    ("calm-1", "calm-1-door", "event", _with(v=...), "v: Field required"),
+    ("calm-1", "calm-1-door", "status", json.dumps({"online": False}).encode(), "v: Field required"),
+    (
+        "calm-1",
+        "calm-1-door",
+        "heartbeat",
+        json.dumps({"ts": GOOD["ts"], "state": {"door": "open"}}).encode(),
+        "v: Field required",
+    ),
     ("calm-1", "calm-1-door", "event", _with(ts=1763720102), "ts"),
     ("calm-1", "calm-1-door", "event", _with(ts="2026-11-21T10:15:02Z"), "ts"),
     ("calm-1", "calm-1-door", "event", _with(ts="2026-11-21 10:15:02.123+01:00"), "ts"),

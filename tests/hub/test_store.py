@@ -100,7 +100,7 @@ def test_a_batch_is_written_whole_and_read_back_in_aware_utc(store: Store) -> No
     incident = store.get_incident(ep.incident_id)
     assert incident is not None and incident.status == "open"
     assert [n.kind for n in store.episode_notes(ep.id)] == ["episode_started"]
-    letters = store.dead_letters()
+    letters, _ = store.dead_letters()
     assert letters[0].payload == b"\xffbad" and letters[0].reason == "payload is not UTF-8"
     states = store.load_room_states()
     restored = states[("test-school", "calm-1")].episode
