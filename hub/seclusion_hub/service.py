@@ -43,6 +43,7 @@ from .core.alerts import (
     IndicatorChanged,
     acknowledge_alert,
     alert_id,
+    resolve_alert_by_person,
 )
 from .core.clock import Clock
 from .core.deadlines import due_dates
@@ -949,15 +950,20 @@ class HubService:
         result = self._room_command((site, room), act)
         return result if isinstance(result, Alert) else None
 
+    def _report_alert(self, alert_id: str) -> Alert | None:
+        """A record's `report_overdue` alert as it now is (this batch's change first), or None."""
+        pending = self._current()
+        stored = pending.batch.alerts.get(alert_id) or self.store.alerts_by_id([alert_id]).get(alert_id)
+        return stored if stored is not None and stored.kind == "report_overdue" else None
+
     def _acknowledge_report(
         self, machine: RoomMachine, alert_id: str, who: str, via: str, now: dt.datetime
     ) -> tuple[Alert | None, list[Effect]]:
         """On the ingest thread, which alone sends `report_overdue` on (`report_check`): acknowledged
         here, it is never overwritten by a look that read it unacknowledged. Its escalation stops, and
         it is sent again to the acknowledging tier every `renotify_s` of its room's policy."""
-        pending = self._current()
-        stored = pending.batch.alerts.get(alert_id) or self.store.alerts_by_id([alert_id]).get(alert_id)
-        if stored is None or stored.kind != "report_overdue":
+        stored = self._report_alert(alert_id)
+        if stored is None:
             return None, []
         alert = stored.model_copy(deep=True)
         policy = self._report_context(machine.site, machine.spec.id).policy
@@ -969,7 +975,17 @@ class HubService:
         """Resolve an active alert with a note; AlertError when it is not active in the room."""
 
         def act(machine: RoomMachine, now: dt.datetime) -> tuple[object, list[Effect]]:
-            alert, effects = machine.resolve_alert(alert_id, who, note, now)
+            try:
+                alert, effects = machine.resolve_alert(alert_id, who, note, now)
+            except AlertError:
+                # A record's `report_overdue` lives in the alert table only (semantics 5.1: any alert
+                # may be resolved by a senior with a note); on this thread, like its acknowledgement.
+                report = self._report_alert(alert_id)
+                if report is None:
+                    raise
+                resolved = report.model_copy(deep=True)
+                resolve_alert_by_person(resolved, who, note, now)
+                return resolved.model_copy(deep=True), [AlertSaved(resolved, "resolved")]
             return alert.model_copy(deep=True), effects
 
         result = self._room_command((site, room), act)

@@ -648,6 +648,14 @@ def resolve_by_person(
     return alert, effects
 
 
+def resolve_alert_by_person(alert: Alert, who: str, note: str, now: dt.datetime) -> None:
+    """A senior member of staff resolves an alert no room holds (a record's `report_overdue`) with a
+    note: nothing more is sent for it, and it is not raised again for the same step."""
+    if not alert.active:
+        raise AlertError("the alert is already resolved")
+    _resolve(alert, now, who, note, None)
+
+
 def find(book: AlertBook, alert_id_: str) -> Alert:
     for alert in book.alerts.values():
         if alert.id == alert_id_:
