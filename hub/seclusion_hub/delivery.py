@@ -22,12 +22,13 @@ from .core.alerts import TIERS, Alert, AlertSend, IndicatorChanged, SendReason
 from .core.clock import Clock
 from .core.policy import Tier
 from .models import AlertRecord, DeliveryRecord
-from .notify import Attempt, Channel, Dispatcher, DispatcherStopped, Notice, channels_for
+from .notify import Attempt, Channel, Dispatcher, DispatcherStopped, Notice, Progress, channels_for
 
 log = logging.getLogger(__name__)
 
 LIVE = "live"
 INDICATOR = "indicator"
+RESOLVED = "the alert was resolved before this notice could be delivered"
 
 
 class LivePush(Protocol):
@@ -171,6 +172,8 @@ class AlertDelivery:
     def carry_out(self, out: Outbound, rooms: list[dict[str, Any]]) -> None:
         """Push, publish and notify what a stored batch decided. Never raises: a failing channel is
         recorded and retried, and never holds the others back."""
+        # An alert stored resolved: its notices still retrying are dropped (docs/notifications.md).
+        self.resolved(out.alerts)
         now = self.clock.now()
         live = self.live
         boards = 0
@@ -204,15 +207,20 @@ class AlertDelivery:
         if attempts:
             self.record_rows(attempts, updates)
 
-    def _notify(self, send: AlertSend, only: set[str] | None = None) -> bool:
-        """Queue the notice on the tier's channels (those whose delivery rows are in `only`, if given)."""
+    def _notify(self, send: AlertSend, only: Mapping[str, DeliveryRecord] | None = None) -> bool:
+        """Queue the notice on the tier's channels (those whose delivery rows are in `only`, if given,
+        each carrying on from its row: its attempts so far and its creation time)."""
         alert = send.alert
         base = f"{alert.id}/{send.number}"
         # Each channel's own delivery row, by its place in the tier: two channels may share a label.
         refs: dict[Channel, str] = {}
+        progress: dict[Channel, Progress] = {}
         for i, (_, channel) in enumerate(self.channels.get((alert.site, send.tier), [])):
             if (only is None or f"{base}/{i}" in only) and channel not in refs:
                 refs[channel] = f"{base}/{i}"
+                row = only.get(f"{base}/{i}") if only is not None else None
+                if row is not None:
+                    progress[channel] = Progress(row.attempts, row.created_at, row.last_attempt_at)
         if not refs:
             return False
         site = self.sites.get(alert.site)
@@ -233,7 +241,7 @@ class AlertDelivery:
             timezone=site.spec.timezone if site is not None else "UTC",
         )
         try:
-            self.dispatcher.submit(notice, list(refs), refs)
+            self.dispatcher.submit(notice, list(refs), refs, progress)
         except DispatcherStopped:
             # Decided while the hub stops: its delivery rows are stored `pending`, taken up at the next start.
             log.warning("the hub is stopping: the notice of alert %s is sent when it starts again", alert.id)
@@ -255,7 +263,7 @@ class AlertDelivery:
         count = 0
         for (alert_id, number), rows in groups.items():
             alert = alerts.get(alert_id)
-            open_ids = {row.id for row in rows}
+            open_rows = {row.id: row for row in rows if row.channel not in (LIVE, INDICATOR)}
             for row in rows:
                 if row.channel in (LIVE, INDICATOR) or alert is None:
                     # A live push or an indicator is a moment, not a message: it cannot be sent late.
@@ -264,11 +272,28 @@ class AlertDelivery:
                     self._outcome(attempts, updates, row.id, row.attempts + 1, now, False, reason, None)
             if alert is None:
                 continue
+            if alert.resolved_at is not None and any(row.attempts > 0 for row in open_rows.values()):
+                # Resolved while it was retrying: its retries are dropped, as they are while the hub runs.
+                for row in [r for r in open_rows.values() if r.attempts > 0]:
+                    self._outcome(
+                        attempts,
+                        updates,
+                        row.id,
+                        row.attempts,
+                        row.last_attempt_at or now,
+                        False,
+                        RESOLVED,
+                        None,
+                        tried=False,
+                    )
+                    del open_rows[row.id]
+            if not open_rows:
+                continue
             reason_of: dict[str, SendReason] = {"raised": "raised", "late": "late", "escalated": "escalated"}
             send = AlertSend(alert, _tier(rows[0].tier), reason_of.get(rows[0].reason, "renotify"), number)
-            if self._notify(send, only=open_ids):
+            if self._notify(send, only=open_rows):
                 count += 1
-        if attempts:
+        if attempts or updates:
             self.record_rows(attempts, updates)
         return count
 
@@ -287,8 +312,9 @@ class AlertDelivery:
             attempt.error,
             attempt.next_retry_at,
             gave_up=attempt.gave_up,
+            tried=attempt.tried,
         )
-        if not attempt.ok:
+        if not attempt.ok and attempt.tried:
             log.warning(
                 "delivery %s through %s failed (attempt %d): %s",
                 attempt.delivery_id,
@@ -310,10 +336,15 @@ class AlertDelivery:
         retry_at: dt.datetime | None,
         *,
         gave_up: bool = False,
+        tried: bool = True,
     ) -> None:
+        """One attempt's row and its delivery's update. Not `tried` (given up unsent): the delivery is
+        updated, `failed` with the reason, its attempt count and last attempt as they were; no attempt
+        row is added, since nothing was sent."""
         # Both columns hold 500 characters (PostgreSQL refuses more: the batch would stall on it).
         error = (error or None) and str(error)[:500]
-        attempts.append({"delivery_id": row_id, "attempt": number, "at": at, "ok": ok, "error": error})
+        if tried:
+            attempts.append({"delivery_id": row_id, "attempt": number, "at": at, "ok": ok, "error": error})
         status = "sent" if ok else ("failed" if gave_up or retry_at is None else "retrying")
         updates.append(
             {
@@ -325,6 +356,14 @@ class AlertDelivery:
                 "error": error,
             }
         )
+
+    def resolved(self, alerts: Mapping[str, Alert]) -> None:
+        """Alerts just stored resolved: the retries of their notices are dropped and recorded `failed`
+        (RESOLVED). A notice never tried yet keeps its one try. Called by the ingest thread after the
+        commit; never waits for a channel."""
+        for alert in alerts.values():
+            if alert.resolved_at is not None:
+                self.dispatcher.drop_retries(alert.id, RESOLVED)
 
     def stop(self, timeout: float = 5.0) -> None:
         self.dispatcher.stop(timeout)

@@ -40,6 +40,7 @@ from seclusion_hub.notify import (
     Dispatcher,
     DispatcherStopped,
     Notice,
+    Progress,
     RetryPolicy,
     WebhookChannel,
     channels_for,
@@ -961,6 +962,107 @@ def test_cancel_stops_the_retries_of_one_alert_only(
     dispatcher.stop(WAIT_S)
 
     assert [a.alert_id for a in recorder.attempts] == ["alert-1", "alert-2", "alert-2"]
+
+
+def test_a_delivery_taken_up_after_a_restart_numbers_its_attempts_on_and_keeps_its_limits(
+    clock: FakeClock, dispatcher: Dispatcher, recorder: Recorder
+) -> None:
+    # Given a delivery tried twice before the hub stopped (the policy allows 5 attempts)
+    dead = FakeChannel("dead", fail=100)
+    began = Progress(
+        attempts=2, first_at=DUE - dt.timedelta(seconds=3), last_at=DUE - dt.timedelta(seconds=2)
+    )
+
+    dispatcher.submit(notice(), [dead], {dead: "row-1"}, {dead: began})
+    for n in (1, 2):
+        recorder.wait_for(count_is(n), f"attempt {n} since the restart")
+        step(clock, dispatcher, 60)
+    attempts = recorder.wait_for(count_is(3), "the fifth attempt")
+
+    # Then its attempts are numbered on from 3, and it is given up at the fifth, not the eighth
+    assert [(a.attempt, a.gave_up, a.tried) for a in attempts] == [
+        (3, False, True),
+        (4, False, True),
+        (5, True, True),
+    ]
+    assert dead.calls == 3
+    assert dispatcher.pending() == 0
+
+
+@pytest.mark.parametrize(
+    ("began", "why"),
+    [
+        (Progress(2, DUE - dt.timedelta(hours=2), DUE - dt.timedelta(hours=2)), "s old (the retry limit)"),
+        (Progress(0, DUE - dt.timedelta(hours=2)), "s old (the retry limit)"),
+        (Progress(5, DUE - dt.timedelta(minutes=5), DUE - dt.timedelta(minutes=4)), "5 attempts made"),
+    ],
+    ids=["two-hours-old", "never-tried-two-hours-old", "attempts-spent"],
+)
+def test_a_delivery_taken_up_past_a_retry_limit_is_given_up_unsent(
+    dispatcher: Dispatcher, recorder: Recorder, began: Progress, why: str
+) -> None:
+    dead = FakeChannel("dead")
+
+    dispatcher.submit(notice(), [dead], {dead: "row-1"}, {dead: began})
+    [given_up] = recorder.wait_for(count_is(1), "the delivery to be given up")
+
+    assert dead.calls == 0  # a stale alarm is not sent
+    assert (given_up.ok, given_up.gave_up, given_up.tried, given_up.ref) == (False, True, False, "row-1")
+    assert given_up.attempt == began.attempts and given_up.next_retry_at is None
+    assert given_up.error is not None and given_up.error.startswith("not sent") and why in given_up.error
+    assert given_up.at == (began.last_at or DUE)
+    assert dispatcher.pending() == 0
+
+
+def test_drop_retries_gives_up_the_retries_of_one_alert_and_leaves_a_first_try(
+    clock: FakeClock, dispatcher: Dispatcher, recorder: Recorder
+) -> None:
+    # Given two alerts' notices waiting for their retries, and one of alert-1's not tried yet
+    dead = FakeChannel("dead", fail=100)
+    dispatcher.submit(notice(alert_id="alert-1"), [dead], {dead: "a1"})
+    dispatcher.submit(notice(alert_id="alert-2"), [dead], {dead: "a2"})
+    recorder.wait_for(count_is(2), "both first attempts")
+    busy = FakeChannel("busy")
+    busy.gate = threading.Event()
+    dispatcher.submit(notice(alert_id="alert-0"), [busy])
+    assert busy.entered.wait(WAIT_S)
+    dispatcher.submit(notice(alert_id="alert-1"), [busy], {busy: "a1-next"})  # queued behind the gate
+
+    # When alert-1 is resolved
+    assert dispatcher.drop_retries("alert-1", "resolved") == 1
+
+    # Then its retry is reported given up, unsent; alert-2's goes on; the untried notice keeps its try
+    dropped = recorder.wait_for(count_is(3), "the dropped retry")[-1]
+    assert (dropped.ref, dropped.attempt, dropped.tried, dropped.gave_up, dropped.error) == (
+        "a1",
+        1,
+        False,
+        True,
+        "resolved",
+    )
+    busy.gate.set()
+    step(clock, dispatcher, 1)
+    recorder.wait_for(lambda a: len(a) == 6, "alert-2's retry and the two gated notices")
+    assert [a.alert_id for a in recorder.on("dead")] == ["alert-1", "alert-2", "alert-1", "alert-2"]
+    assert [n.alert_id for n in busy.sent] == ["alert-0", "alert-1"]
+    assert dead.calls == 3
+
+
+def test_a_retry_of_a_resolved_alert_being_tried_is_not_retried_after_it(
+    dispatcher: Dispatcher, recorder: Recorder
+) -> None:
+    dead = FakeChannel("dead", fail=100)
+    dead.gate = threading.Event()
+    dispatcher.submit(notice(alert_id="alert-1"), [dead])
+    assert dead.entered.wait(WAIT_S)
+
+    assert dispatcher.drop_retries("alert-1", "the alert was resolved") == 0  # in flight: not in a queue
+    dead.gate.set()
+    [attempt] = recorder.wait_for(count_is(1), "the attempt in flight")
+
+    assert (attempt.ok, attempt.gave_up, attempt.next_retry_at) == (False, True, None)
+    assert attempt.error == "HTTP 503; not retried: the alert was resolved"
+    assert dispatcher.pending() == 0
 
 
 def test_stop_abandons_waiting_retries_and_refuses_new_notices(

@@ -385,6 +385,150 @@ def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: 
             store.close()
 
 
+HOOK_SECRET = "a-secret-of-enough-length"
+
+
+def hooked_hub(tmp_path: Path, url: str, clock: FakeClock, store: Store) -> HubService:
+    """A hub whose room tier has one webhook, `url`; the lapse of calm-1 is due 5 s after it begins."""
+    recipients = [{"name": "Room staff", "tier": "room", "webhooks": [{"url": url, "secret": HOOK_SECRET}]}]
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)], recipients=recipients)
+    return HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics(), linger_s=0)
+
+
+def webhook_row(store: Store, alert_id: str) -> Any:
+    rows = [d for d in store.deliveries(alert_id) if d.channel.startswith("webhook:")]
+    return rows[0] if rows else None
+
+
+def lapse_refused_twice(tmp_path: Path, url: str, clock: FakeClock, store: Store) -> tuple[HubService, str]:
+    """A running hub whose webhook refuses: the lapse raised at 15 s is tried twice and waits for its
+    third try. Returns the hub (still running) and the lapse's id."""
+    hub = hooked_hub(tmp_path, url, clock, store)
+    hub.process(
+        [
+            inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+            inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+            inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+            inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
+        ]
+    )
+    hub.start()
+    clock.set(T0 + dt.timedelta(seconds=16))
+    [lapse] = poll(lambda: store.active_alerts_of_kind("supervision_lapse"), 10, what="the lapse")
+    alert_id = lapse.id
+    poll(lambda: getattr(webhook_row(store, alert_id), "attempts", 0) == 1, 10, what="the first attempt")
+    clock.advance(1.5)
+    hub.delivery.dispatcher.wake()
+    poll(lambda: webhook_row(store, alert_id).attempts == 2, 10, what="the second attempt")
+    return hub, alert_id
+
+
+def test_a_retry_taken_up_after_a_restart_numbers_its_attempts_on(tmp_path: Path) -> None:
+    with running_sink(status=500) as hook:
+        clock = FakeClock(T0)
+        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        before, alert_id = lapse_refused_twice(tmp_path, f"{hook.url}/hook", clock, store)
+        before.stop()
+        row = webhook_row(store, alert_id)
+        assert (row.status, row.attempts) == ("retrying", 2)
+
+        hook.status = 200  # the receiver is back
+        after = hooked_hub(tmp_path, f"{hook.url}/hook", clock, store)
+        after.start()
+        try:
+            poll(
+                lambda: webhook_row(store, alert_id).status == "sent",
+                10,
+                what="the delivery after the restart",
+            )
+            assert webhook_row(store, alert_id).attempts == 3
+            assert [a.attempt for a in store.delivery_attempts(row.id)] == [1, 2, 3]
+            assert len(hook.received()) == 3
+        finally:
+            after.stop()
+            store.close()
+
+
+def test_a_retry_past_the_one_hour_limit_is_given_up_at_start_and_not_sent(tmp_path: Path) -> None:
+    with running_sink(status=500) as hook:
+        clock = FakeClock(T0)
+        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        before, alert_id = lapse_refused_twice(tmp_path, f"{hook.url}/hook", clock, store)
+        before.stop()
+        row = webhook_row(store, alert_id)
+        last_try = row.last_attempt_at
+
+        hook.status = 200
+        clock.advance(2 * 3600)  # the hub was down for two hours
+        after = hooked_hub(tmp_path, f"{hook.url}/hook", clock, store)
+        after.start()
+        try:
+            poll(lambda: webhook_row(store, alert_id).status != "retrying", 10, what="the delivery to settle")
+            done = webhook_row(store, alert_id)
+            assert (done.status, done.attempts, done.next_retry_at) == ("failed", 2, None)
+            assert (
+                done.last_error is not None
+                and "not sent" in done.last_error
+                and "3600 s old" in done.last_error
+            )
+            assert done.last_attempt_at == last_try  # nothing was tried
+            assert [a.attempt for a in store.delivery_attempts(row.id)] == [1, 2]
+            # The two refused attempts before the restart, nothing since (the alert, still active after two
+            # hours, is sent anew as a late notice or a reminder: another delivery, with its own id).
+            stale = [r for r in hook.received() if r.headers.get("x-seclusion-delivery") == f"{alert_id}/1"]
+            assert len(stale) == 2
+        finally:
+            after.stop()
+            store.close()
+
+
+def test_a_retrying_notice_is_dropped_when_its_alert_is_resolved(tmp_path: Path) -> None:
+    with running_sink(status=500) as hook:
+        clock = FakeClock(T0)
+        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        hub, alert_id = lapse_refused_twice(tmp_path, f"{hook.url}/hook", clock, store)
+        try:
+            hub.resolve_alert(SITE, "calm-1", alert_id, "Ms Senior", "seen to")
+            poll(lambda: webhook_row(store, alert_id).status == "failed", 10, what="the retry to be dropped")
+            hook.status = 200
+            clock.advance(3600)
+            hub.delivery.dispatcher.wake()
+            assert hub.delivery.dispatcher.pending() == 0
+            dropped = webhook_row(store, alert_id)
+            assert dropped.last_error == "the alert was resolved before this notice could be delivered"
+            assert (dropped.attempts, dropped.next_retry_at) == (2, None)
+            assert [a.attempt for a in store.delivery_attempts(dropped.id)] == [1, 2]
+            assert len(hook.received()) == 2
+        finally:
+            hub.stop()
+            store.close()
+
+
+def test_a_retrying_notice_of_an_alert_resolved_before_a_restart_is_not_sent_at_start(tmp_path: Path) -> None:
+    with running_sink(status=500) as hook:
+        clock = FakeClock(T0)
+        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        before, alert_id = lapse_refused_twice(tmp_path, f"{hook.url}/hook", clock, store)
+        # The hub stops after the resolve is stored and before its retries are dropped.
+        before.delivery.resolved = lambda alerts: None  # type: ignore[method-assign]
+        before.resolve_alert(SITE, "calm-1", alert_id, "Ms Senior", "seen to")
+        before.stop()
+        assert webhook_row(store, alert_id).status == "retrying"
+
+        hook.status = 200
+        after = hooked_hub(tmp_path, f"{hook.url}/hook", clock, store)
+        after.start()
+        try:
+            poll(lambda: webhook_row(store, alert_id).status == "failed", 10, what="the retry to be dropped")
+            assert webhook_row(store, alert_id).last_error == (
+                "the alert was resolved before this notice could be delivered"
+            )
+            assert len(hook.received()) == 2
+        finally:
+            after.stop()
+            store.close()
+
+
 class GateChannel:
     """A notification channel whose send waits for `release`, then succeeds; it keeps what it sent."""
 

@@ -21,7 +21,7 @@ from .channels import (
     verify_signature,
     webhook_payload,
 )
-from .dispatch import Attempt, Dispatcher, DispatcherStopped, RetryPolicy
+from .dispatch import Attempt, Dispatcher, DispatcherStopped, Progress, RetryPolicy
 from .notice import WORDING, Message, Notice, Reason, Severity, Wording, new_delivery_id, render_message
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "DispatcherStopped",
     "Message",
     "Notice",
+    "Progress",
     "Reason",
     "RetryPolicy",
     "Severity",

@@ -54,6 +54,25 @@ class RetryPolicy:
         """Seconds to wait after the `failures`-th failed attempt (1, 2, 4 ... capped)."""
         return float(min(self.max_delay_s, self.first_delay_s * self.factor ** max(0, failures - 1)))
 
+    def spent(self, attempts: int, first_at: dt.datetime | None, now: dt.datetime) -> str | None:
+        """Why a delivery `attempts` tries in, begun at `first_at`, must not be tried again at `now`;
+        None while it may be."""
+        if attempts >= self.max_attempts:
+            return f"not sent: {attempts} attempts made (the retry limit)"
+        if first_at is not None and (now - first_at).total_seconds() > self.max_age_s:
+            return f"not sent: more than {self.max_age_s:.0f} s old (the retry limit)"
+        return None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a delivery taken up after a restart stands: its attempts so far, when it began (its
+    delivery row's creation) and when it was last tried. The retry limits count from there."""
+
+    attempts: int
+    first_at: dt.datetime
+    last_at: dt.datetime | None = None
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -69,6 +88,7 @@ class Attempt:
     next_retry_at: dt.datetime | None  # None when delivered or given up
     gave_up: bool
     ref: str | None = None  # what the caller named this notice on this channel (`submit`'s `refs`)
+    tried: bool = True  # False: not tried, given up unsent (past a limit, or its alert resolved)
 
 
 @dataclass(order=True)
@@ -79,6 +99,8 @@ class _Delivery:
     first_at: dt.datetime | None = field(default=None, compare=False)
     attempts: int = field(default=0, compare=False)
     ref: str | None = field(default=None, compare=False)
+    last_at: dt.datetime | None = field(default=None, compare=False)  # when it was last tried
+    dropped: str | None = field(default=None, compare=False)  # why it must not be retried (drop_retries)
 
 
 class _Worker:
@@ -152,9 +174,15 @@ class _Worker:
         dispatcher = self.dispatcher
         notice = delivery.notice
         started = dispatcher.clock.now()
+        spent = dispatcher.retry.spent(delivery.attempts, delivery.first_at, started)
+        if spent is not None:
+            # Taken up after a restart past a limit: a stale alarm is not sent (8 attempts, one hour).
+            self._give_up_unsent(delivery, spent, started)
+            return
         if delivery.first_at is None:
             delivery.first_at = started
         delivery.attempts += 1
+        delivery.last_at = started
         error: str | None = None
         try:
             self.channel.send(notice)
@@ -172,20 +200,28 @@ class _Worker:
         ended = dispatcher.clock.now()
         next_retry: dt.datetime | None = None
         gave_up = False
-        if error is not None:
-            policy = dispatcher.retry
-            candidate = ended + dt.timedelta(seconds=policy.delay(delivery.attempts))
-            with self.cond:
-                stopping = self.stopping
-            if stopping:
-                error += "; not retried: the hub is stopping"
-                gave_up = True
-            elif delivery.attempts >= policy.max_attempts:
-                gave_up = True
-            elif (candidate - delivery.first_at).total_seconds() > policy.max_age_s:
-                gave_up = True
-            else:
-                next_retry = candidate
+        with self.cond:
+            # Decided and settled under one lock: drop_retries cannot slip in between.
+            if error is not None:
+                policy = dispatcher.retry
+                candidate = ended + dt.timedelta(seconds=policy.delay(delivery.attempts))
+                if self.stopping:
+                    error += "; not retried: the hub is stopping"
+                    gave_up = True
+                elif delivery.dropped is not None:
+                    error += f"; not retried: {delivery.dropped}"
+                    gave_up = True
+                elif delivery.attempts >= policy.max_attempts:
+                    gave_up = True
+                elif (candidate - delivery.first_at).total_seconds() > policy.max_age_s:
+                    gave_up = True
+                else:
+                    next_retry = candidate
+            # Settled before it is reported, so that pending() agrees with what was recorded.
+            self.in_flight = None
+            if next_retry is not None:
+                delivery.due = next_retry
+                heapq.heappush(self.queue, delivery)
         attempt = Attempt(
             delivery_id=notice.delivery_id,
             alert_id=notice.alert_id,
@@ -215,13 +251,42 @@ class _Worker:
                 *context,
                 error,
             )
-        with self.cond:
-            # Settled before it is reported, so that pending() agrees with what was recorded.
-            self.in_flight = None
-            if next_retry is not None:
-                delivery.due = next_retry
-                heapq.heappush(self.queue, delivery)
         dispatcher.report(attempt)
+
+    def _give_up_unsent(
+        self, delivery: _Delivery, reason: str, now: dt.datetime, level: int = logging.ERROR
+    ) -> None:
+        """Record `delivery` as given up without trying it (its attempt count stays as it was)."""
+        notice = delivery.notice
+        log.log(
+            level,
+            "notice NOT delivered, given up unsent: channel=%s kind=%s alert=%s delivery=%s after %d "
+            "attempts: %s",
+            self.label,
+            notice.kind,
+            notice.alert_id,
+            notice.delivery_id,
+            delivery.attempts,
+            reason,
+        )
+        with self.cond:
+            if self.in_flight is delivery:
+                self.in_flight = None
+        self.dispatcher.report(
+            Attempt(
+                delivery_id=notice.delivery_id,
+                alert_id=notice.alert_id,
+                channel=self.label,
+                attempt=delivery.attempts,
+                at=delivery.last_at or now,
+                ok=False,
+                error=reason,
+                next_retry_at=None,
+                gave_up=True,
+                ref=delivery.ref,
+                tried=False,
+            )
+        )
 
     def cancel(self, alert_id: str) -> list[_Delivery]:
         with self.cond:
@@ -229,6 +294,18 @@ class _Worker:
             if dropped:
                 self.queue = [d for d in self.queue if d.notice.alert_id != alert_id]
                 heapq.heapify(self.queue)
+            return dropped
+
+    def drop_retries(self, alert_id: str, reason: str) -> list[_Delivery]:
+        """Take out the retries of one alert (deliveries tried at least once); the one being tried is
+        not retried after it. A delivery never tried is left to its one try."""
+        with self.cond:
+            dropped = [d for d in self.queue if d.notice.alert_id == alert_id and d.attempts > 0]
+            if dropped:
+                self.queue = [d for d in self.queue if not any(d is x for x in dropped)]
+                heapq.heapify(self.queue)
+            if self.in_flight is not None and self.in_flight.notice.alert_id == alert_id:
+                self.in_flight.dropped = reason
             return dropped
 
     def begin_stop(self) -> list[_Delivery]:
@@ -281,15 +358,23 @@ class Dispatcher:
         self._stopped = False
 
     def submit(
-        self, notice: Notice, channels: Iterable[Channel], refs: Mapping[Channel, str] | None = None
+        self,
+        notice: Notice,
+        channels: Iterable[Channel],
+        refs: Mapping[Channel, str] | None = None,
+        progress: Mapping[Channel, Progress] | None = None,
     ) -> None:
         """Queue `notice` on every channel (each distinct channel once) and return at once.
 
         `refs` names the notice on each channel for the caller (its delivery row): every attempt carries
         it back as `Attempt.ref`. A label may be shared by two channels (one URL, two secrets), a ref not.
+        `progress` carries on a delivery taken up after a restart: its attempts are numbered on from
+        there, and the retry limits count its earlier attempts and its age; one already past a limit is
+        reported given up (`tried=False`) and not sent.
         """
         now = self.clock.now()
         refs = refs or {}
+        progress = progress or {}
         with self._lock:
             if self._stopped:
                 raise DispatcherStopped(f"notice {notice.delivery_id} submitted after stop()")
@@ -298,7 +383,12 @@ class Dispatcher:
                 if worker is None:
                     worker = self._workers[channel] = _Worker(channel, self)
                     worker.thread.start()
-                worker.put(_Delivery(due=now, seq=next(self._seq), notice=notice, ref=refs.get(channel)))
+                delivery = _Delivery(due=now, seq=next(self._seq), notice=notice, ref=refs.get(channel))
+                began = progress.get(channel)
+                if began is not None:
+                    delivery.attempts, delivery.first_at = began.attempts, began.first_at
+                    delivery.last_at = began.last_at
+                worker.put(delivery)
 
     def pending(self) -> int:
         """Deliveries not finished yet: queued, waiting for a retry, or being attempted."""
@@ -309,8 +399,8 @@ class Dispatcher:
     def cancel(self, alert_id: str) -> int:
         """Stop trying the queued deliveries of one alert (not one being attempted); returns how many.
 
-        Nothing calls this by default: a notice that was due is still delivered after the alert is
-        acknowledged or resolved. Offered for an operator who must silence a runaway alert.
+        The hub itself calls `drop_retries` when an alert is resolved; this is for an operator who
+        must silence a runaway alert.
         """
         with self._lock:
             workers = list(self._workers.values())
@@ -325,6 +415,23 @@ class Dispatcher:
                     delivery.notice.delivery_id,
                     delivery.attempts,
                 )
+        return count
+
+    def drop_retries(self, alert_id: str, reason: str) -> int:
+        """Stop retrying the notices of one alert: each delivery waiting for a retry is reported given
+        up unsent with `reason` (`tried=False`); the one being tried, if it fails, is not retried. A
+        delivery never tried yet keeps its one try. Returns how many were dropped now.
+
+        Never blocks on a channel: it takes each worker's lock only as long as its queue is changed,
+        so the ingest thread may call it."""
+        with self._lock:
+            workers = list(self._workers.values())
+        count = 0
+        now = self.clock.now()
+        for worker in workers:
+            for delivery in worker.drop_retries(alert_id, reason):
+                count += 1
+                worker._give_up_unsent(delivery, reason, now, logging.WARNING)
         return count
 
     def wake(self) -> None:
