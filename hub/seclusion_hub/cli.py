@@ -11,6 +11,7 @@ from seclusion_contract import format_ts
 from . import __version__
 from .auth import ROLES, create_token
 from .config import HubSettings, load_sites
+from .core.alerts import TIERS
 from .core.clock import SystemClock
 from .errors import ConfigError
 from .runtime import Hub
@@ -76,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
             for site in sites:
                 rooms = ", ".join(r.id for r in site.spec.rooms)
                 sys.stdout.write(f"{site.path}: site {site.id}, rooms {rooms}: ok\n")
+                have = site.tiers_with_recipients()
+                if not have:
+                    sys.stdout.write(
+                        f"{site.path}: warning: site {site.id} has no recipients: every alert reaches only "
+                        "the live board and the room's indicator\n"
+                    )
+                elif empty := [t for t in TIERS if t not in have]:
+                    sys.stdout.write(
+                        f"{site.path}: note: site {site.id} has nobody on the tiers {', '.join(empty)}\n"
+                    )
         elif args.command == "token":
             store = Store.open(settings.database_url)
             try:

@@ -183,6 +183,10 @@ class LoadedSite:
     def room(self, room_id: str) -> RoomSpec | None:
         return next((r for r in self.spec.rooms if r.id == room_id), None)
 
+    def tiers_with_recipients(self) -> frozenset[str]:
+        """The tiers on which some recipient has a channel (an Apprise URL or a webhook)."""
+        return frozenset(r.tier for r in self.spec.recipients if r.notify or r.webhooks)
+
 
 def load_site(path: Path) -> LoadedSite:
     """Read one site file (contract section 4)."""

@@ -35,6 +35,7 @@ from seclusion_contract import (
 
 from .config import LoadedSite
 from .core.alerts import (
+    TIERS,
     Alert,
     AlertContext,
     AlertError,
@@ -288,6 +289,13 @@ class HubService:
         self.metrics.open_episodes.set(len(self._open))
 
     def start(self) -> None:
+        for site in self.sites_without_recipients():
+            # Site id and tier names only: never a recipient's name or URL.
+            log.warning(
+                "site %s has no recipients: every alert reaches only the live board and the room's "
+                "indicator (add `recipients` to its site file)",
+                site,
+            )
         now = self.clock.now()
         with self.lock:
             for machine in self.machines.values():
@@ -1145,10 +1153,20 @@ class HubService:
                     return ep.model_copy(deep=True)
         return None
 
+    def sites_without_recipients(self) -> list[str]:
+        """The sites nobody is told of: their alerts reach only the live board and the indicator."""
+        return sorted(site for site in self.sites if not self.delivery.tiers(site))
+
+    def tiers_without_recipients(self) -> dict[str, list[str]]:
+        """For each site, its tiers with nobody to tell, in order (escalation skips them)."""
+        return {site: [t for t in TIERS if t not in self.delivery.tiers(site)] for site in sorted(self.sites)}
+
     def status(self) -> dict[str, object]:
         return {
             "healthy": self.healthy,
             "queue": self.inbox.qsize(),
             "evaluated": self._evaluated,
             "now": format_ts(self.clock.now()),
+            "sites_without_recipients": self.sites_without_recipients(),
+            "tiers_without_recipients": self.tiers_without_recipients(),
         }

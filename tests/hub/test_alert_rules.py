@@ -271,6 +271,66 @@ def test_escalation_skips_the_tiers_nobody_is_on() -> None:
     assert [e.tier for e in lapse.escalations] == ["room", "senior", "head", "head"]
 
 
+HEAD_AT_30_S = [{"after_s": 30, "kind": "duration_escalation", "tier": "head"}]
+
+
+def test_an_alert_whose_tier_has_nobody_goes_to_the_highest_tier_below_that_has_and_repeats_there() -> None:
+    # Given a school whose only people to tell are seniors, and a rule to the head (nobody)
+    room = Room(tiers=frozenset({"senior"}), ack_timeout_s=60, duration_alerts=HEAD_AT_30_S)
+    confined(room)
+    # When the rule falls due and nobody acknowledges it
+    room.run(32 + 3 * 60, step=1)
+    # Then it is sent to the seniors at once, and again to them at each escalation, never to nobody
+    [alert] = room.alerts("duration_escalation")
+    assert [(s.tier, s.reason) for s in room.sends("duration_escalation")] == [
+        ("senior", "raised"),
+        ("senior", "escalated"),
+        ("senior", "escalated"),
+        ("senior", "escalated"),
+    ]
+    assert alert.tier == "senior"
+
+
+def test_an_alert_whose_tier_has_nobody_goes_first_to_the_next_tier_up_that_has() -> None:
+    # Given a rule to the seniors at a school with nobody there but a DSL and a head
+    rule = [{"after_s": 30, "kind": "duration_escalation", "tier": "senior"}]
+    room = Room(tiers=frozenset({"room", "dsl", "head"}), ack_timeout_s=60, duration_alerts=rule)
+    confined(room)
+    room.run(32 + 2 * 60, step=1)
+    [alert] = room.alerts("duration_escalation")
+    # Then it goes up to the DSL, not down to the room, then to the head, and stays there
+    assert [e.tier for e in alert.escalations] == ["dsl", "head", "head"]
+
+
+def test_past_head_with_nobody_on_head_it_repeats_to_the_highest_tier_that_has_someone() -> None:
+    # Given a lapse at a school with people on the room and senior tiers only
+    room = Room(tiers=frozenset({"room", "senior"}), ack_timeout_s=60)
+    lapse_raised_at_25(room)
+    room.run(25 + 3 * 60, step=1)
+    [lapse] = room.alerts("supervision_lapse")
+    # Then, nobody being further up, it repeats to the seniors
+    assert [e.tier for e in lapse.escalations] == ["room", "senior", "senior", "senior"]
+
+
+def test_a_room_alert_is_sent_to_the_room_first_even_with_nobody_on_the_room_tier() -> None:
+    # Given a school with only seniors to tell: the room's own channels (the LED at the door and the
+    # board) are how room staff are told, so a lapse is sent to the room first, then on after ack_timeout_s
+    room = Room(tiers=frozenset({"senior"}), ack_timeout_s=60)
+    lapse_raised_at_25(room)
+    room.run(25 + 2 * 60, step=1)
+    [lapse] = room.alerts("supervision_lapse")
+    assert [e.tier for e in lapse.escalations] == ["room", "senior", "senior"]
+
+
+def test_with_nobody_to_tell_at_all_an_alert_keeps_its_own_tier() -> None:
+    # Given a site with no recipients at all: only the board and the LED are told
+    room = Room(ack_timeout_s=60, duration_alerts=HEAD_AT_30_S)
+    confined(room)
+    room.run(32 + 60, step=1)
+    [alert] = room.alerts("duration_escalation")
+    assert [e.tier for e in alert.escalations] == ["head", "head"]
+
+
 def test_acknowledging_stops_the_escalation_and_the_alert_is_sent_again_while_it_lasts() -> None:
     room = Room(tiers=ALL_TIERS, ack_timeout_s=60, renotify_s=300)
     lapse_raised_at_25(room)

@@ -137,7 +137,13 @@ def test_an_observer_absent_past_the_grace_is_alerted_everywhere_at_once_and_ack
             assert shown["reason"] == "supervision_lapse"
             assert shown["acknowledged"] is False
 
-            hooked = poll(hook.received, 10, what="the webhook")[0]
+            def hooked_of(kind: str) -> list[Any]:
+                return [r for r in hook.received() if json.loads(r.body)["kind"] == kind]
+
+            hooked = poll(lambda: hooked_of("supervision_lapse"), 10, what="the webhook")[0]
+            # With nobody on the senior tier, the start of the episode (first tier `senior`) went to the
+            # room's staff, the highest tier below with someone on it (alerts.md, "Tiers with nobody")
+            assert json.loads(hooked_of("episode_started")[0].body)["tier"] == "room"
             assert verify_signature(SECRET, hooked.headers["x-seclusion-signature"], hooked.body)
             assert not verify_signature(
                 "another-secret-entirely", hooked.headers["x-seclusion-signature"], hooked.body

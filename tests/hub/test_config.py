@@ -226,6 +226,24 @@ def test_check_config_reports_each_site_file_or_what_is_wrong_with_exit_status_2
     assert cli.main(["check-config"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: recipients.0.notify.0: not an Apprise URL" in err and "pw@" not in err
+    # A site with nobody to tell: said plainly, still exit status 0 (a demo site may have none)
+    body = copy.deepcopy(SITE)
+    del body["recipients"]
+    alone = write(tmp_path, body, "alone.yaml")
+    monkeypatch.setenv("SECLUSION_SITE_FILES", str(alone))
+    assert cli.main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert f"{alone}: site demo-school, rooms calm-1: ok" in out
+    assert (
+        f"{alone}: warning: site demo-school has no recipients: every alert reaches only the live board "
+        "and the room's indicator" in out
+    )
+    # Tiers with nobody on them are named (escalation skips them)
+    monkeypatch.setenv("SECLUSION_SITE_FILES", str(good))
+    assert cli.main(["check-config"]) == 0
+    assert (
+        f"{good}: note: site demo-school has nobody on the tiers room, dsl, head" in capsys.readouterr().out
+    )
 
 
 def test_tokens_are_made_listed_and_revoked_from_the_command_line(

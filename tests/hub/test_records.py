@@ -1242,6 +1242,23 @@ def test_an_overdue_report_to_the_authority_resolves_once_it_is_made() -> None:
     assert resolved.alert.resolved_at is not None and resolved.change == "resolved"
 
 
+@pytest.mark.parametrize(
+    ("tiers", "first"),
+    [({"senior", "dsl"}, "senior"), ({"dsl", "head"}, "dsl"), ({"room"}, "room"), (set(), "senior")],
+)
+def test_an_overdue_report_goes_first_to_the_seniors_or_the_nearest_tier_with_someone_to_tell(
+    tiers: set[str], first: str
+) -> None:
+    """report_overdue's first tier is `senior`; with nobody there it goes up to the next tier that has
+    someone, else down to the highest that has, never to nobody (alerts.md, "Tiers")."""
+    due = T0 + dt.timedelta(days=2)
+    rec = workflow.ReportDue("i", "e", "test-school", "calm-1", due={"record": due}, done={"record": False})
+    ctx = AlertContext("test-school", "calm-1", Policy(), frozenset(tiers), held=False)
+    [saved, send] = workflow.overdue_effects([rec], {}, lambda _s, _r: ctx, due + dt.timedelta(minutes=1))
+    assert isinstance(saved, AlertSaved) and isinstance(send, AlertSend)
+    assert (send.tier, saved.alert.tier, send.alert.tier) == (first, first, first)
+
+
 NO_CHILD: dict[str, Any] = {
     "staff": [{"name": "Ms Adeyemi", "role": "involved"}],
     "before": "Sam left the calm room at 10:00 and the door swung shut behind him.",

@@ -338,7 +338,10 @@ def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: 
                 "name": "Room staff",
                 "tier": "room",
                 "webhooks": [{"url": f"{hook.url}/hook", "secret": "a-secret-of-enough-length"}],
-            }
+            },
+            # A senior to tell (a channel nobody listens on): the start of the episode (first tier
+            # `senior`) goes there, not to the room, which would be the nearest tier with someone on it.
+            {"name": "Duty senior", "tier": "senior", "notify": ["json://127.0.0.1:9/"]},
         ]
         write_site(
             tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)], recipients=recipients
@@ -546,10 +549,23 @@ class GateChannel:
         self.sent.append(notice)
 
 
+class QuietChannel:
+    """A notification channel that delivers every notice at once and keeps nothing."""
+
+    label = "test:quiet"
+
+    def send(self, notice: Notice) -> None:
+        pass
+
+
 def gated_hub(tmp_path: Path, store: Store, clock: FakeClock, gate: GateChannel) -> HubService:
-    """A hub whose room tier of calm-1 (lapse grace 5 s) is told through `gate` alone."""
+    """A hub whose room tier of calm-1 (lapse grace 5 s) is told through `gate` alone, and its senior
+    tier through a channel that keeps nothing (the start of the episode goes there, not to the gate)."""
     sites = load_sites([write_site(tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)])])
-    channels: dict[tuple[str, str], list[tuple[str, Channel]]] = {(SITE, "room"): [("Room staff", gate)]}
+    channels: dict[tuple[str, str], list[tuple[str, Channel]]] = {
+        (SITE, "room"): [("Room staff", gate)],
+        (SITE, "senior"): [("Duty senior", QuietChannel())],
+    }
     delivery = AlertDelivery({s.id: s for s in sites}, Topics(), clock, channels=channels)
     return HubService(sites, store, clock, Topics(), delivery=delivery, linger_s=0)
 
@@ -627,7 +643,7 @@ def test_two_webhooks_with_one_url_and_two_secrets_each_have_their_attempt_recor
                 ("A", "first-secret-of-enough-length"),
                 ("B", "second-secret-of-enough-length"),
             )
-        ]
+        ] + [{"name": "Duty senior", "tier": "senior", "notify": ["json://127.0.0.1:9/"]}]  # as above
         write_site(
             tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)], recipients=recipients
         )
@@ -1144,3 +1160,35 @@ def test_a_channels_long_error_fits_both_of_its_columns() -> None:
     updates: list[dict[str, Any]] = []
     AlertDelivery._outcome(attempts, updates, "a/1/live", 1, T0, False, "x" * 2000, None)
     assert len(attempts[0]["error"]) == len(updates[0]["error"]) == 500
+
+
+def test_a_site_with_nobody_to_tell_is_said_at_start_and_in_the_status(
+    service: HubService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A site with no recipients (or none with a channel): every alert reaches only the live board and the
+    room's indicator. Said at start (site id and tier names only) and in status(), which /healthz shows."""
+    caplog.set_level("WARNING", logger="seclusion_hub.service")
+    service.start()
+    try:
+        status = service.status()
+    finally:
+        service.stop()
+    assert status["sites_without_recipients"] == ["test-school"]
+    assert status["tiers_without_recipients"] == {"test-school": ["room", "senior", "dsl", "head"]}
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("test-school" in m and "no recipients" in m for m in said), said
+    # A site with someone on one tier: not said at start; its empty tiers are in the status
+    recipients = [{"name": "Duty senior", "tier": "senior", "notify": ["json://127.0.0.1:9/"]}]
+    write_site(tmp_path / "other.yaml", [two_device_room("calm-1")], recipients=recipients)
+    store = Store.open(f"sqlite:///{tmp_path / 'other.db'}")
+    other = HubService(load_sites([tmp_path / "other.yaml"]), store, FakeClock(T0), Topics())
+    caplog.clear()
+    try:
+        other.start()
+        other.stop()
+        status = other.status()
+    finally:
+        store.close()
+    assert status["sites_without_recipients"] == []
+    assert status["tiers_without_recipients"] == {"test-school": ["room", "dsl", "head"]}
+    assert not [r for r in caplog.records if "no recipients" in r.getMessage()]

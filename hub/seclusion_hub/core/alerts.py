@@ -585,7 +585,7 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             # Maintenance is over and its condition still holds (a device left unplugged, a test
             # episode still going on): staff are told now, marked late.
             alert.held = False
-            effects.append(send(alert, alert.tier, "late", now, ctx))
+            effects.append(send(alert, first_tier(alert.tier, ctx), "late", now, ctx))
             effects.append(AlertSaved(alert, "released"))
     effects.extend(_sends_due(book, ctx, now))
     effects.extend(_indicator(book, ctx, now))
@@ -667,9 +667,32 @@ def next_send(book: AlertBook) -> dt.datetime | None:
     return min((a.next_send_at for a in book.alerts.values() if a.next_send_at is not None), default=None)
 
 
+def tier_to_tell(wanted: Tier, ctx: AlertContext) -> Tier:
+    """The tier an alert meant for `wanted` is sent to, so that it reaches a person: `wanted` if someone
+    is on it, else the next tier up that has someone, else the highest tier below it that has, else
+    `wanted` itself (nobody at all on the site: the live board and the room's indicator only)."""
+    have = ctx.tiers_with_recipients
+    i = TIERS.index(wanted)
+    for tier in TIERS[i:]:
+        if tier in have:
+            return tier
+    for tier in reversed(TIERS[:i]):
+        if tier in have:
+            return tier
+    return wanted
+
+
+def first_tier(wanted: Tier, ctx: AlertContext) -> Tier:
+    """The first tier an alert is sent to (5's table, or its rule's). `room` stays `room` with nobody
+    listed on it: the room's own channels (the indicator at the door, the live board that every send goes
+    through) are how room staff are told, and escalation moves it on after `ack_timeout_s`. Any other
+    tier with nobody on it: the nearest that has someone (`tier_to_tell`)."""
+    return wanted if wanted == "room" else tier_to_tell(wanted, ctx)
+
+
 def _raise(cond: Condition, ctx: AlertContext, now: dt.datetime) -> Alert:
     rule = KINDS[cond.kind]
-    tier: Tier = cond.tier or rule.tier or "senior"
+    tier: Tier = first_tier(cond.tier or rule.tier or "senior", ctx)
     alert = Alert(
         id=alert_id(ctx.site, ctx.room, cond.key),
         key=cond.key,
@@ -718,11 +741,13 @@ def send(alert: Alert, tier: Tier, reason: SendReason, now: dt.datetime, ctx: Al
 
 
 def _next_tier(current: Tier, ctx: AlertContext) -> Tier:
-    """5.2: the next tier that has someone to tell; past `head` (or with nobody further) it repeats."""
-    for tier in TIERS[TIERS.index(current) + 1 :]:
-        if tier in ctx.tiers_with_recipients:
-            return tier
-    return current if current == "head" or "head" not in ctx.tiers_with_recipients else "head"
+    """5.2: the next tier up that has someone to tell; past `head`, or with nobody further up, the highest
+    tier that has someone (never one with nobody). With nobody at all on the site it stays where it is."""
+    if not ctx.tiers_with_recipients:
+        return current
+    if current == "head":
+        return tier_to_tell("head", ctx)
+    return tier_to_tell(TIERS[TIERS.index(current) + 1], ctx)
 
 
 def _sends_due(book: AlertBook, ctx: AlertContext, now: dt.datetime) -> list[AlertEffect]:

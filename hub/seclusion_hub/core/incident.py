@@ -31,7 +31,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .alerts import LATE_AFTER, Alert, AlertContext, AlertSaved, AlertSend, alert_id, send, send_due
+from .alerts import (
+    LATE_AFTER,
+    Alert,
+    AlertContext,
+    AlertSaved,
+    AlertSend,
+    alert_id,
+    first_tier,
+    send,
+    send_due,
+)
 from .policy import Policy
 
 STATUSES = ("open", "awaiting_record", "recorded", "parent_notified", "reviewed", "closed")
@@ -396,7 +406,8 @@ def overdue_effects(
     context: Callable[[str, str], AlertContext],
     now: dt.datetime,
 ) -> list[AlertSaved | AlertSend]:
-    """The `report_overdue` alerts to raise (sent to the senior tier), to send on (5.2, as a room's
+    """The `report_overdue` alerts to raise (sent to the senior tier, or the nearest with someone to tell:
+    `first_tier`), to send on (5.2, as a room's
     alerts are: to the next tier with recipients once `ack_timeout_s` has passed unacknowledged, past
     `head` to `head` again; once acknowledged, to the acknowledging tier every `renotify_s`) and to
     resolve (the step was done, or the record closed). `known` holds every report alert already raised
@@ -426,6 +437,7 @@ def overdue_effects(
                 continue
             if due is None or due > now or done:
                 continue
+            ctx = context(rec.site, rec.room)
             alert = Alert(
                 id=ident,
                 key=key,
@@ -440,10 +452,10 @@ def overdue_effects(
                 raised_at=now,
                 late=now - due > LATE_AFTER,
                 needs_ack=True,
-                tier="senior",
+                tier=first_tier("senior", ctx),
             )
             effects.append(AlertSaved(alert, "raised"))
-            effects.append(send(alert, "senior", "raised", now, context(rec.site, rec.room)))
+            effects.append(send(alert, alert.tier, "raised", now, ctx))
     return effects
 
 
