@@ -578,10 +578,20 @@ def test_the_brief_example_reads_as_written() -> None:
     message = render_message(notice())
 
     assert message.title == "CRITICAL: supervision lapse, Calm room 1"
+    # The time is when the grace ran out, and the words say so (they said "since", 15 s late).
     assert message.body == (
-        "Nobody has been seen at the viewing panel of Calm room 1 since 10:15:02 (Europe/London local "
-        f"time). Go to the room now. Acknowledge: {LINK}"
+        "Nobody has been recorded supervising Calm room 1 (at the viewing panel, or by a check-in) for "
+        "longer than allowed, as of 10:15:02 (Europe/London local time). Go to the room now. "
+        f"Acknowledge: {LINK}"
     )
+
+
+def test_the_start_of_an_episode_says_a_child_is_in_a_closed_room_never_that_it_is_in_use() -> None:
+    message = render_message(notice(kind="episode_started", severity="info"))
+
+    assert message.title == "INFO: child in a closed room, Calm room 1"
+    assert message.body.startswith("A child has been in Calm room 1 with the door closed since ")
+    assert "in use" not in message.title + message.body
 
 
 def test_without_a_link_the_message_says_where_to_go_and_never_none() -> None:

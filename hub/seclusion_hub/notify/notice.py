@@ -72,14 +72,16 @@ class Wording:
 # One sentence per kind of semantics.md section 5. `{time}` is the alert's due time in the site's zone.
 WORDING: dict[str, Wording] = {
     "episode_started": Wording(
-        "room in use",
-        "{room} has been in use with its door closed since {time}.",
+        "child in a closed room",
+        "A child has been in {room} with the door closed since {time}.",
         "Make sure someone is supervising at the viewing panel.",
         needs_ack=False,
     ),
     "supervision_lapse": Wording(
         "supervision lapse",
-        "Nobody has been seen at the viewing panel of {room} since {time}.",
+        # {time} is when the grace ran out, not when nobody was last seen: said so.
+        "Nobody has been recorded supervising {room} (at the viewing panel, or by a check-in) for "
+        "longer than allowed, as of {time}.",
         "Go to the room now.",
         needs_ack=True,
     ),
@@ -121,7 +123,7 @@ WORDING: dict[str, Wording] = {
     ),
     "seclusion_prohibited": Wording(
         "seclusion not allowed",
-        "{room} has been in use with its door closed since {time}, and seclusion is not allowed here.",
+        "A child has been in {room} with the door closed since {time}, and seclusion is not allowed here.",
         "Go to the room now and end it.",
         needs_ack=True,
     ),
