@@ -200,6 +200,14 @@ def recorded_as(classification: str | None, incident: IncidentRecord | None) -> 
     return CORRECTED_WORDS
 
 
+def supervised_percent(supervised_s: float, elapsed_s: float) -> str:
+    """A share of time recorded as supervised, rounded down (as the governors' report does): 99.6 %
+    after a lapse is 99 %, never 100 %; "-" for no time."""
+    if not elapsed_s:
+        return "-"
+    return f"{math.floor(supervised_s / elapsed_s * 100 + 1e-9)} %"
+
+
 def _key(row: IncidentRecord) -> tuple[dt.datetime, str]:
     """Where a record sits in the incident list (newest first)."""
     return row.opened_at, row.id
@@ -452,7 +460,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                     "when": local_datetime(e.started_at, site.zone),
                     "room": room_name(site, e.room),
                     "minutes": duration_words(e.elapsed_s),
-                    "supervised": f"{e.supervised_s / e.elapsed_s * 100:.0f} %" if e.elapsed_s else "-",
+                    "supervised": supervised_percent(e.supervised_s, e.elapsed_s),
                     "status": status_words(incident) if incident else "",
                     "incident_id": incident.id if incident else None,
                     "recorded_as": recorded_as(e.classification, incident),

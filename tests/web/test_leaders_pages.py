@@ -426,3 +426,14 @@ def test_the_child_page_says_what_each_episode_was_recorded_as_and_why_it_still_
     # Completed, yet counted as seclusion: an addendum corrected what it was.
     assert recorded_as(None, row("closed", "no_child")) == CORRECTED_WORDS
     assert recorded_as(None, row("recorded", "voluntary")) == CORRECTED_WORDS
+
+
+def test_a_share_of_supervised_time_is_never_rounded_up() -> None:
+    """A child's page printed 99.6 % of an episode recorded as supervised as "100 %", after a lapse;
+    the governors' report rounds down so that supervision is never flattered (found by a review)."""
+    from seclusion_hub.leaders import supervised_percent
+
+    assert supervised_percent(597.6, 600) == "99 %"
+    assert supervised_percent(600, 600) == "100 %"
+    assert supervised_percent(0.29 * 600, 600) == "29 %"
+    assert supervised_percent(0, 0) == "-"
