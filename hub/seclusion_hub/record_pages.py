@@ -238,7 +238,13 @@ def local_date(when: dt.datetime, zone: ZoneInfo) -> str:
 
 
 def local_time(when: dt.datetime, zone: ZoneInfo, seconds: bool = False) -> str:
-    return when.astimezone(zone).strftime("%H:%M:%S" if seconds else "%H:%M")
+    """The local wall time; in the hour the clocks go back, which happens twice, with its zone
+    ("01:50 BST", then "01:20 GMT"), or a child could be read as out before they were in."""
+    local = when.astimezone(zone)
+    text = local.strftime("%H:%M:%S" if seconds else "%H:%M")
+    if local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset():
+        text += f" {local.tzname()}"
+    return text
 
 
 def local_datetime(when: dt.datetime, zone: ZoneInfo, seconds: bool = False) -> str:

@@ -273,7 +273,10 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
                     counted_as.get(r.id, ""),
                 ]
             )
-        name = f"episodes-{loaded.id}-{f.period.start:%Y%m%d}-{f.period.end:%Y%m%d}.csv"
+        # Named by the school's own days: the period's first and last local day (its end is exclusive).
+        first = f.period.start.astimezone(loaded.zone)
+        last = (f.period.end - dt.timedelta(microseconds=1)).astimezone(loaded.zone)
+        name = f"episodes-{loaded.id}-{first:%Y%m%d}-{last:%Y%m%d}.csv"
         return Response(
             out.getvalue(),
             media_type="text/csv; charset=utf-8",

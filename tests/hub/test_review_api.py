@@ -559,3 +559,12 @@ def test_the_suppressed_summary_counts_the_children_a_pattern_flags(bare: Review
     assert flags["pattern"]["children"] == 5 and flags["lengthy"]["episodes"] == 5
     assert body["episodes"] == 15 and body["minutes"]["total"] == 5 * 45.0
     assert not any(kid in json.dumps(body) for kid in kids)
+
+
+def test_the_episodes_csv_is_named_by_the_schools_own_days(bare: Review) -> None:
+    """The leaders' page asks for 1 September to 31 October (local days) as 2026-08-31T23:00Z to
+    2026-11-01T00:00Z; the file was named 20260831-20261101, two days nobody chose."""
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    params = {"site": SITE, "from": "2026-08-31T23:00:00Z", "to": "2026-11-01T00:00:00Z"}
+    got = bare.client.get("/api/reports/episodes.csv", params=params, headers=bare.leader())
+    assert "episodes-test-school-20260901-20261031.csv" in got.headers["content-disposition"]

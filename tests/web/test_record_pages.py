@@ -713,3 +713,27 @@ def test_an_empty_rooms_record_goes_to_a_seniors_review_without_the_parents(hub:
     assert "there are no parents to tell and no written copy to send" in reviewed
     assert "Not needed (no child was in the room): Parents" in reviewed and "Done: Parents" not in reviewed
     assert "Sign off" in _buttons(senior.get(url).text)
+
+
+def test_the_record_page_names_the_zone_of_a_time_in_the_hour_the_clocks_go_back(tmp_path: Path) -> None:
+    """A child in the room from 00:50:02 to 01:20:02 UTC on 25 October 2026 (Europe/London) was shown as
+    started 01:50:02, ended 01:20:02: out before in, on the record inspectors read. In the hour that
+    happens twice, a time now carries its zone (found by a review of local times)."""
+    hub = Hub(tmp_path)
+    hub.service.start()
+    try:
+        start = (dt.datetime(2026, 10, 25, 0, 50, tzinfo=dt.UTC) - T0).total_seconds()
+        hub.clock.set(T0 + dt.timedelta(seconds=start))
+        hub.event("calm-1-panel", "observer", "present", start)
+        hub.event("calm-1-door", "occupancy", "occupied", start + 1)
+        hub.event("calm-1-door", "door", "closed", start + 2)
+        hub.event("calm-1-door", "door", "open", start + 1802)
+        hub.event("calm-1-door", "occupancy", "vacant", start + 1840)
+        [ep] = hub.api.get("/api/episodes", headers=hub.bearer("admin")).json()["items"]
+        page = _text(hub.browser("staff").get(f"/records/{ep['incident_id']}").text)
+        assert "01:50:02 BST" in page and "01:20:02 GMT" in page, page[page.find("Started") :][:200]
+    finally:
+        hub.service.stop()
+        for client in hub.clients:
+            client.close()
+        hub.store.close()
