@@ -23,11 +23,24 @@ import apprise
 from .config import LoadedSite, expand_env
 from .core.episode import Episode, account
 from .core.incident import RecordFields
+from .core.site import RoomSpec
 from .models import IncidentRecord, Pupil
 from .notify.channels import _instantiate
 from .reports import ParentCopy, StaffMember
+from .reports.parent_copy import LockState, format_date
 
-_LOCKS = {"bolt": "locked", "maglock": "locked", "held": "held shut"}
+_LOCKS: dict[str, LockState] = {"bolt": "locked", "maglock": "locked", "held": "held shut"}
+
+
+def _lock_state(ep: Episode, room: RoomSpec | None) -> LockState:
+    """What the copy may say about the lock. Lock sensors are optional: "not locked" only when one of the
+    room's devices reports the lock; with none (or the room no longer in the site file) it was not
+    recorded, and the copy says so rather than "not locked"."""
+    if ep.locked:
+        return _LOCKS.get(ep.lock_type or "held", "held shut")
+    if room is not None and any(room.reports(device.id, "lock") for device in room.devices):
+        return "not locked"
+    return "not recorded"
 
 
 def _joined(*parts: tuple[str, str | None]) -> str | None:
@@ -48,7 +61,7 @@ def parent_copy(
     acc = account(ep, ep.end_or(now))
     room = site.room(incident.room)
     end = ep.ended_at or now
-    locked = _LOCKS.get(ep.lock_type or "held", "held shut") if ep.locked else "not locked"
+    locked = _lock_state(ep, room)
     contact = site.spec.contact
     return ParentCopy(
         school_name=site.spec.name or site.id,
@@ -64,7 +77,7 @@ def parent_copy(
         unsupervised_s=acc.unsupervised_s,
         unknown_s=acc.unknown_s,
         longest_lapse_s=acc.longest_lapse_s,
-        locked_or_held=locked,  # type: ignore[arg-type]
+        locked_or_held=locked,
         room_name=room.name if room is not None else incident.room,
         staff=[
             StaffMember(name=s.name, role=None if s.role == "involved" else "who saw what happened")
@@ -82,7 +95,33 @@ def parent_copy(
         follow_up=fields.follow_up_on,
         contact_name=contact.name if contact is not None else None,
         contact_phone=contact.phone if contact is not None else None,
+        start_uncertain=ep.start_uncertain,
+        end_uncertain=ep.end_uncertain,
+        manual=ep.manual,
     )
+
+
+def covering_email(copy: ParentCopy) -> tuple[str, str]:
+    """The covering email's title and body for a copy: what is attached, and whom to ask. It promises
+    nothing that may not have happened (a conversation), and names the letter's contact when there is one."""
+    school = copy.school_name
+    day = format_date(copy.started_at.astimezone(copy.zone).date())
+    name = copy.child_first_name.strip()
+    attached = (
+        f"Please find attached the written record from {school} about the time {name} spent in "
+        f"{copy.room_name} on {day}."
+    )
+    contact_name = (copy.contact_name or "").strip()
+    phone = (copy.contact_phone or "").strip()
+    if contact_name and phone:
+        ask = f"please contact {contact_name} on {phone}."
+    elif contact_name:
+        ask = f"please contact {contact_name} at the school."
+    elif phone:
+        ask = f"please call the school on {phone}."
+    else:
+        ask = "please reply to this email or call the school."
+    return f"A written record from {school}", f"{attached}\n\nIf you would like to talk about it, {ask}"
 
 
 class MailError(Exception):
@@ -140,14 +179,14 @@ _LOG = _ParentMailLog()
 logging.getLogger("apprise").addFilter(_LOG)
 
 
-def send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: float = 30.0) -> None:
-    """Send the PDF to one parent's address from the site's `parent_mail` account."""
+def send_copy(site: LoadedSite, to: str, copy: ParentCopy, pdf: bytes, timeout_s: float = 30.0) -> None:
+    """Send the PDF of `copy` to one parent's address from the site's `parent_mail` account."""
     # Apprise logs an address it drops while it reads the URL, and the recipient as it sends.
     with _LOG.sending(to):
-        _send_copy(site, to, school, pdf, timeout_s)
+        _send_copy(site, to, copy, pdf, timeout_s)
 
 
-def _send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: float) -> None:
+def _send_copy(site: LoadedSite, to: str, copy: ParentCopy, pdf: bytes, timeout_s: float) -> None:
     if site.spec.parent_mail is None:
         raise MailError("this site has no parent_mail account in its site file")
     base = expand_env(site.spec.parent_mail, str(site.path), "parent_mail")
@@ -164,11 +203,7 @@ def _send_copy(site: LoadedSite, to: str, school: str, pdf: bytes, timeout_s: fl
         )
     sender = apprise.Apprise()
     sender.add(plugin)
-    title = f"A written record from {school}"
-    body = (
-        f"Please find attached the written record from {school} that we promised when we spoke to you.\n\n"
-        "If you would like to talk about it, please reply to this email or call the school."
-    )
+    title, body = covering_email(copy)
     result: list[bool] = []
     # Apprise logs the recipient at INFO, and again at WARNING when the server refuses it: keep its
     # records below WARNING out of the hub's logs for this send, and the address out of the rest, for

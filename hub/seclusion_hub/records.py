@@ -500,7 +500,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             raise HTTPException(409, "status: the record is signed off; the copy can no longer be sent")
         site = service.sites[row.site]
         try:
-            send_copy(site, body.to, copy.school_name, render_pdf(copy))
+            send_copy(site, body.to, copy, render_pdf(copy))
         except AddressError as exc:  # nothing was sent: a bad address, not a failed send
             raise HTTPException(422, f"to: {exc}") from exc
         except MailError as exc:

@@ -20,7 +20,9 @@ from typing import Any
 import pypdf
 import pytest
 
-from seclusion_hub.parent_mail import _LOG
+from seclusion_hub.core.episode import Episode, Segment
+from seclusion_hub.core.site import RoomSpec
+from seclusion_hub.parent_mail import _LOG, _lock_state, covering_email
 from seclusion_hub.record_pages import duration_words
 from seclusion_hub.reports import (
     Count,
@@ -32,7 +34,7 @@ from seclusion_hub.reports import (
     render_html,
     render_pdf,
 )
-from seclusion_hub.reports.parent_copy import format_duration
+from seclusion_hub.reports.parent_copy import format_duration, format_duration_down
 
 GOLDEN = Path(__file__).parent / "golden" / "parent_copy.html"
 UTC = dt.UTC
@@ -127,7 +129,7 @@ def test_html_is_accessible_and_self_contained() -> None:
 def test_pdf_has_the_name_the_local_times_and_the_duration(sam_pdf: bytes) -> None:
     text = pdf_text(sam_pdf)
     assert sam_pdf.startswith(b"%PDF-")
-    assert "Sam spent 12 minutes in the calm room" in text
+    assert "Sam was kept in the calm room, with the door held shut, for 12 minutes." in text
     assert "Tuesday 3 November 2026, 10:02 to 10:14" in text
     assert "10:08" in text  # the door's reopening, from the segments table
 
@@ -249,9 +251,9 @@ def test_supervision_is_reported_as_what_the_sensors_recorded_never_as_watching(
     assert "recorded a member of staff at the viewing panel for 10 minutes of the 12 minutes." in text
     assert "For 2 minutes in total, it did not record anyone at the viewing panel;" in text
     assert "the longest single time was 1 minute." in text
-    assert "For 30 seconds, the system could not tell whether Sam was being supervised" in text
+    assert "For 30 seconds, the system could not tell whether anyone was at the viewing panel" in text
     assert "Supervision recorded Not for the whole time (see below)" in text
-    assert "The system records that staff were there, not what they saw." in text
+    assert "The system records whether someone was at the viewing panel, not what they saw." in text
     assert "supervising Sam" not in text
 
     throughout = plain(render_html(sam(supervised_s=720, unsupervised_s=0, unknown_s=0, longest_lapse_s=0)))
@@ -281,10 +283,184 @@ def test_supervision_is_reported_as_what_the_sensors_recorded_never_as_watching(
         ("locked", "The door was closed and locked."),
         ("held shut", "The door was closed and held shut. It was not locked."),
         ("not locked", "The door was closed. It was not locked."),
+        (
+            "not recorded",
+            "The door was closed. This room has no sensor on the lock, so whether it was locked or held "
+            "shut was not recorded.",
+        ),
     ],
 )
 def test_the_door_is_described(state: str, sentence: str) -> None:
     assert sentence in plain(render_html(sam(locked_or_held=state)))
+
+
+def test_supervised_time_is_rounded_down_so_supervision_is_never_flattered() -> None:
+    """541 s of 600 supervised is "9 minutes of the 10 minutes", never "10 of 10"; the time in the room
+    and the time without anyone recorded are still rounded up (a confinement is never under-counted)."""
+    text = plain(
+        render_html(
+            sam(
+                elapsed_s=600,
+                duration_s=600,
+                supervised_s=541,
+                unsupervised_s=59,
+                unknown_s=0,
+                longest_lapse_s=59,
+            )
+        )
+    )
+    assert "at the viewing panel for 9 minutes of the 10 minutes." in text
+    assert "10 minutes of the 10 minutes" not in text
+    assert "For 59 seconds in total, it did not record anyone at the viewing panel." in text
+    assert "Sam was kept in the calm room, with the door held shut, for 10 minutes." in text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (0.9, "0 seconds"),
+        (1, "1 second"),
+        (59.9, "59 seconds"),
+        (60, "1 minute"),
+        (541, "9 minutes"),
+        (600, "10 minutes"),
+        (0.1 + 0.2 + 59.7, "1 minute"),
+    ],
+)
+def test_supervised_durations_round_down(seconds: float, words: str) -> None:
+    assert format_duration_down(seconds) == words
+
+
+@pytest.mark.parametrize(
+    ("mode", "limit", "unknown"),
+    [
+        (
+            "observer",
+            "The system records whether someone was at the viewing panel, not what they saw.",
+            "the system could not tell whether anyone was at the viewing panel, because part of the "
+            "monitoring equipment was not sending readings.",
+        ),
+        (
+            "checkin",
+            "The system records whether check-ins were made, not what staff saw.",
+            "the system could not tell whether check-ins were made, because part of the monitoring "
+            "equipment was not sending readings.",
+        ),
+        (
+            "both",
+            "The system records whether someone was at the viewing panel and whether check-ins were made, "
+            "not what staff saw.",
+            "the system could not tell whether anyone was at the viewing panel or whether check-ins were "
+            "made, because part of the monitoring equipment was not sending readings.",
+        ),
+    ],
+)
+def test_the_copy_claims_no_more_than_the_sensors_recorded(mode: str, limit: str, unknown: str) -> None:
+    """Nobody recorded, or the equipment silent: the copy never says staff were there, nor that the
+    system could not tell whether the child "was being supervised" (it cannot know that either)."""
+    nobody = plain(
+        render_html(
+            sam(supervision=mode, supervised_s=0, unsupervised_s=690, unknown_s=30, longest_lapse_s=690)
+        )
+    )
+    assert limit in nobody
+    assert unknown in nobody
+    for old in ("staff were there", "was being supervised", "was not working"):
+        assert old not in nobody
+
+
+def _episode(**changes: Any) -> Episode:
+    start, end = at(2026, 11, 3, 10, 2), at(2026, 11, 3, 10, 14)
+    fields: dict[str, Any] = {
+        "id": "ep-1",
+        "site": "oak-hill",
+        "room": "calm",
+        "number": 1,
+        "started_at": start,
+        "ended_at": end,
+        "segments": [Segment(start=start, end=end)],
+        "incident_id": "inc-1",
+    }
+    return Episode(**(fields | changes))
+
+
+def _room(*sensors: tuple[str, ...] | None) -> RoomSpec:
+    devices = [{"id": f"d{n}", "sensors": kinds} for n, kinds in enumerate(sensors)]
+    return RoomSpec.model_validate({"id": "calm", "name": "the calm room", "devices": devices})
+
+
+def test_no_lock_sensor_is_not_recorded_never_not_locked() -> None:
+    """Lock sensors are optional: a room without one says nothing about the lock it cannot see."""
+    unlocked = _episode()
+    assert _lock_state(unlocked, _room(("door", "occupancy"), ("observer",))) == "not recorded"
+    assert _lock_state(unlocked, None) == "not recorded"
+    assert _lock_state(unlocked, _room(("door", "lock"))) == "not locked"
+    assert _lock_state(unlocked, _room(None)) == "not locked"  # no `sensors`: it reports every kind
+    assert _lock_state(_episode(locked=True, lock_type="bolt"), _room(("door",))) == "locked"
+    assert _lock_state(_episode(locked=True, lock_type="held"), _room(("door", "lock"))) == "held shut"
+    text = plain(render_html(sam(locked_or_held="not recorded")))
+    assert "It was not locked" not in text and "not locked" not in text
+    assert "The door Closed; whether it was locked or held shut was not recorded" in text
+
+
+@pytest.mark.parametrize(
+    ("state", "opening"),
+    [
+        ("locked", "Sam was kept in the calm room, with the door locked, for 12 minutes."),
+        ("held shut", "Sam was kept in the calm room, with the door held shut, for 12 minutes."),
+        ("not locked", "Sam spent 12 minutes in the calm room."),
+        ("not recorded", "Sam spent 12 minutes in the calm room."),
+    ],
+)
+def test_the_opening_says_sam_was_kept_in_when_the_door_was_locked_or_held(state: str, opening: str) -> None:
+    text = plain(render_html(sam(locked_or_held=state)))
+    assert f"We are writing to tell you that {opening}" in text
+    if state in ("locked", "held shut"):
+        assert "Sam spent 12 minutes" not in text
+
+
+def test_the_covering_email_promises_nothing_and_names_the_contact() -> None:
+    title, body = covering_email(sam())
+    assert title == "A written record from Oak Hill School"
+    assert body.startswith(
+        "Please find attached the written record from Oak Hill School about the time Sam spent in the "
+        "calm room on Tuesday 3 November 2026.\n\n"
+    )
+    assert body.endswith("If you would like to talk about it, please contact Mrs Jo Brown on 01632 960123.")
+    assert "promised" not in body and "reply to this email" not in body
+    _, only_name = covering_email(sam(contact_phone=None))
+    assert only_name.endswith("please contact Mrs Jo Brown at the school.")
+    _, nobody = covering_email(sam(contact_name=None, contact_phone=None))
+    assert nobody.endswith("please reply to this email or call the school.") and "promised" not in nobody
+
+
+@pytest.mark.parametrize(
+    ("flags", "sentence"),
+    [
+        (
+            {"start_uncertain": True},
+            "The start time is approximate: the monitoring system did not record it exactly.",
+        ),
+        (
+            {"end_uncertain": True},
+            "The end time is approximate: the monitoring system did not record it exactly.",
+        ),
+        (
+            {"start_uncertain": True, "end_uncertain": True},
+            "The start and end times are approximate: the monitoring system did not record them exactly.",
+        ),
+        (
+            {"manual": True, "start_uncertain": True},
+            "This time was entered by a member of staff; the room's monitoring did not record it.",
+        ),
+    ],
+)
+def test_uncertain_or_hand_entered_times_are_not_shown_as_exact(
+    flags: dict[str, bool], sentence: str
+) -> None:
+    assert sentence in plain(render_html(sam(**flags)))
+    exact = plain(render_html(sam()))
+    assert "approximate" not in exact and "entered by a member of staff" not in exact
 
 
 @pytest.mark.parametrize(

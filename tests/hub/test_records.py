@@ -1109,6 +1109,14 @@ def test_the_copy_is_emailed_with_the_pdf_attached_and_the_sending_recorded(
         assert sent.status_code == 200 and sent.json()["parent_copy_sent_at"] is not None
         [mail] = smtp_endpoint.messages
         assert mail["To"] == "parent@home.example" and "Hillside School" in mail["Subject"]
+        text_part = mail.get_body(("plain", "html"))
+        assert text_part is not None
+        covering = " ".join(str(text_part.get_content()).split())
+        assert (
+            "Please find attached the written record from Hillside School about the time Sam spent"
+            in covering
+        )
+        assert "promised" not in covering and "Mrs Okafor" in covering
         [attached] = list(mail.iter_attachments())
         pdf = attached.get_content()
         assert isinstance(pdf, bytes) and pdf.startswith(b"%PDF")

@@ -20,12 +20,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from markupsafe import Markup
 
-LockState = Literal["locked", "held shut", "not locked"]
-LOCK_STATES: Final[frozenset[str]] = frozenset({"locked", "held shut", "not locked"})
+# "not recorded": the room has no sensor on its lock, so the copy cannot say whether it was locked or held.
+LockState = Literal["locked", "held shut", "not locked", "not recorded"]
+LOCK_STATES: Final[frozenset[str]] = frozenset({"locked", "held shut", "not locked", "not recorded"})
 
 # What the monitoring recorded in each supervision mode, and what it did not: the sensors show a person
 # at the viewing panel or a check-in, not what anyone saw (semantics 3.5).
-WATCH_WORDS = {
+WATCH_WORDS: Final[dict[str, tuple[str, str]]] = {
     "observer": ("a member of staff at the viewing panel", "anyone at the viewing panel"),
     "checkin": (
         "staff check-ins at the viewing panel, at the intervals the school sets,",
@@ -34,6 +35,22 @@ WATCH_WORDS = {
     "both": (
         "a member of staff at the viewing panel, with check-ins at the intervals the school sets,",
         "both a member of staff at the panel and a check-in in time",
+    ),
+}
+
+# What the system could not tell while part of the equipment sent no readings, and what it records at
+# all (never what anyone saw), in each supervision mode.
+UNKNOWN_WORDS: Final[dict[str, str]] = {
+    "observer": "whether anyone was at the viewing panel",
+    "checkin": "whether check-ins were made",
+    "both": "whether anyone was at the viewing panel or whether check-ins were made",
+}
+LIMIT_WORDS: Final[dict[str, str]] = {
+    "observer": "The system records whether someone was at the viewing panel, not what they saw.",
+    "checkin": "The system records whether check-ins were made, not what staff saw.",
+    "both": (
+        "The system records whether someone was at the viewing panel and whether check-ins were made, "
+        "not what staff saw."
     ),
 }
 
@@ -105,6 +122,11 @@ class ParentCopy:
     follow_up: dt.date | None = None
     contact_name: str | None = None
     contact_phone: str | None = None
+    # The monitoring did not record the start (or the end) exactly, or staff entered the episode by hand:
+    # the copy then says so rather than show the times as exact.
+    start_uncertain: bool = False
+    end_uncertain: bool = False
+    manual: bool = False
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -162,6 +184,16 @@ def format_duration(seconds: float) -> str:
     if whole < 60:
         return "1 second" if whole == 1 else f"{whole} seconds"
     minutes = math.ceil(seconds / 60 - 1e-9)
+    return "1 minute" if minutes == 1 else f"{minutes:,} minutes"
+
+
+def format_duration_down(seconds: float) -> str:
+    """A duration rounded down, for supervised time only: supervision is never flattered (541 seconds of
+    supervision is "9 minutes", not "10"), as the governors' report rounds its supervised share down."""
+    whole = math.floor(seconds + 1e-9)  # a float a hair below a whole second is that second
+    if whole < 60:
+        return "1 second" if whole == 1 else f"{whole} seconds"
+    minutes = math.floor(seconds / 60 + 1e-9)
     return "1 minute" if minutes == 1 else f"{minutes:,} minutes"
 
 
@@ -227,6 +259,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["paragraphs"] = paragraphs
     env.filters["duration"] = format_duration
+    env.filters["duration_down"] = format_duration_down
     env.filters["capfirst"] = capfirst
     return env
 
@@ -296,6 +329,8 @@ def _context(copy: ParentCopy) -> dict[str, object]:
         "supervised_throughout": copy.unsupervised_s == 0 and copy.unknown_s == 0,
         "recorded_watch": WATCH_WORDS[copy.supervision][0],
         "not_recorded": WATCH_WORDS[copy.supervision][1],
+        "could_not_tell": UNKNOWN_WORDS[copy.supervision],
+        "records_only": LIMIT_WORDS[copy.supervision],
         "follow_up": follow_up,
         "generated": format_moment(copy.generated_at, zone),
         "staff": [member for member in copy.staff if not _is_blank(member.name)],
