@@ -108,7 +108,8 @@ def covering_email(copy: ParentCopy) -> tuple[str, str]:
     day = format_date(copy.started_at.astimezone(copy.zone).date())
     name = copy.child_first_name.strip()
     attached = (
-        f"Please find attached the written record from {school} about the time {name} spent in "
+        f"Please find attached the written record from {school} about the time {name} "
+        f"{'was kept in' if copy.locked_or_held in ('locked', 'held shut') else 'spent in'} "
         f"{copy.room_name} on {day}."
     )
     contact_name = (copy.contact_name or "").strip()

@@ -413,17 +413,23 @@ def test_no_lock_sensor_is_not_recorded_never_not_locked() -> None:
     ],
 )
 def test_the_opening_says_sam_was_kept_in_when_the_door_was_locked_or_held(state: str, opening: str) -> None:
-    text = plain(render_html(sam(locked_or_held=state)))
+    copy = sam(locked_or_held=state)
+    text = plain(render_html(copy))
     assert f"We are writing to tell you that {opening}" in text
-    if state in ("locked", "held shut"):
+    kept = state in ("locked", "held shut")
+    if kept:
         assert "Sam spent 12 minutes" not in text
+    # The heading and the covering email say it the same way (they said "spent" whatever the door did).
+    verb = "was kept in" if kept else "spent in"
+    assert f"About the time Sam {verb} the calm room on" in text
+    assert f"about the time Sam {verb} the calm room on" in covering_email(copy)[1]
 
 
 def test_the_covering_email_promises_nothing_and_names_the_contact() -> None:
     title, body = covering_email(sam())
     assert title == "A written record from Oak Hill School"
     assert body.startswith(
-        "Please find attached the written record from Oak Hill School about the time Sam spent in the "
+        "Please find attached the written record from Oak Hill School about the time Sam was kept in the "
         "calm room on Tuesday 3 November 2026.\n\n"
     )
     assert body.endswith("If you would like to talk about it, please contact Mrs Jo Brown on 01632 960123.")
