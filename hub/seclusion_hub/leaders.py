@@ -30,6 +30,7 @@ from .core.analytics import CHARACTERISTICS, GroupRate
 from .models import AuditEntry, IncidentRecord
 from .record_pages import _templates, duration_words, local_date, local_datetime, next_deadline, status_words
 from .record_store import RecordStore
+from .reports.governors import percent_down
 from .review import Facts, Period, gather_facts, reading, site_pattern_triggers, summary_json
 from .service import HubService
 from .store import decode_cursor, encode_cursor
@@ -205,7 +206,7 @@ def supervised_percent(supervised_s: float, elapsed_s: float) -> str:
     after a lapse is 99 %, never 100 %; "-" for no time."""
     if not elapsed_s:
         return "-"
-    return f"{math.floor(supervised_s / elapsed_s * 100 + 1e-9)} %"
+    return f"{percent_down(supervised_s / elapsed_s)} %"
 
 
 def _key(row: IncidentRecord) -> tuple[dt.datetime, str]:

@@ -434,15 +434,9 @@ def test_a_record_corrected_by_addendum_is_not_waiting_for_a_completed_record(ba
     assert withheld["classes"]["corrected"] is None, "1 is a small number"
 
 
-def test_the_suppressed_summary_withholds_every_small_count(bare: Review) -> None:
-    """review.md: anything that leaves the leaders' screen withholds every count from 1 to 4 (children
-    in a group, children secluded, episodes ...), as the governors' PDF withholds "Children involved". Six
-    episodes of two children, one with a lapse in supervision and none recorded: the suppressed summary
-    said `children: 2` under `suppressed: true`, and its lapses, trend and records likewise."""
-    kids = [bare.pupil(f"Kid{i}", "none") for i in range(2)]
-    for i in range(6):  # 3, 2 and 1 in the weeks from 2, 9 and 16 November
-        bare.episode(kids[i % 2], dt.datetime(2026, 11, 2 + 3 * i, 10, tzinfo=dt.UTC), 5)
-    with bare.store.session() as s:
+def _lapse_in_first_episode(review: Review) -> None:
+    """A (resolved) supervision lapse stored against the earliest episode."""
+    with review.store.session() as s:
         first = s.exec(select(EpisodeRecord).order_by(col(EpisodeRecord.started_at))).first()
         assert first is not None
         s.add(
@@ -460,6 +454,17 @@ def test_the_suppressed_summary_withholds_every_small_count(bare: Review) -> Non
             )
         )
         s.commit()
+
+
+def test_the_suppressed_summary_withholds_every_small_count(bare: Review) -> None:
+    """review.md: anything that leaves the leaders' screen withholds every count from 1 to 4 (children
+    in a group, children secluded, episodes ...), as the governors' PDF withholds "Children involved". Six
+    episodes of two children, one with a lapse in supervision and none recorded: the suppressed summary
+    said `children: 2` under `suppressed: true`, and its lapses, trend and records likewise."""
+    kids = [bare.pupil(f"Kid{i}", "none") for i in range(2)]
+    for i in range(6):  # 3, 2 and 1 in the weeks from 2, 9 and 16 November
+        bare.episode(kids[i % 2], dt.datetime(2026, 11, 2 + 3 * i, 10, tzinfo=dt.UTC), 5)
+    _lapse_in_first_episode(bare)
     bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
     november = {"site": SITE, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "bucket": "week"}
     shown = bare.client.get(
@@ -498,24 +503,7 @@ def test_what_leaves_the_screen_withholds_small_counts_their_minutes_and_each_ch
     kid = bare.pupil("Kid", "none")
     for day, minutes in ((2, 5), (9, 6), (16, 40)):  # 3 in 30 days: a pattern; 40 minutes: lengthy
         bare.episode(kid, dt.datetime(2026, 11, day, 10, tzinfo=dt.UTC), minutes)
-    with bare.store.session() as s:
-        first = s.exec(select(EpisodeRecord).order_by(col(EpisodeRecord.started_at))).first()
-        assert first is not None
-        s.add(
-            AlertRecord(
-                id=str(uuid.uuid4()),
-                episode_id=first.id,
-                site=SITE,
-                room="calm-1",
-                kind="supervision_lapse",
-                severity="warning",
-                active=False,
-                raised_at=first.started_at,
-                data="{}",
-                updated_at=first.started_at,
-            )
-        )
-        s.commit()
+    _lapse_in_first_episode(bare)
     bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
     november = {"site": SITE, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
 

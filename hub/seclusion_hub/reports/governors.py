@@ -122,12 +122,17 @@ def format_minutes(minutes: float) -> str:
     return "1 minute" if text == "1" else f"{text} minutes"
 
 
+def percent_down(share: float) -> int:
+    """A fraction as a whole percentage, rounded down so that supervision is never flattered. The small
+    epsilon keeps 0.29 (stored as 0.28999...) at 29 %, not 28 %."""
+    return math.floor(share * 100 + 1e-9)
+
+
 def format_share(share: float | None) -> str:
-    """A fraction as a whole percentage, rounded down so that supervision is never flattered."""
+    """A fraction as a whole percentage, rounded down (`percent_down`)."""
     if share is None:
         return "no time to report"
-    # The small epsilon keeps 0.29 (stored as 0.28999...) at 29 %, not 28 %.
-    return f"{math.floor(share * 100 + 1e-9)}%"
+    return f"{percent_down(share)}%"
 
 
 def _median(report: GovernorsReport) -> str:

@@ -180,20 +180,21 @@ def format_duration(seconds: float) -> str:
     (semantics), so a parent is never told "12 minutes" about 12 and a half, nor "12 minutes" about
     720.4 seconds (times are to the millisecond). The pages say the same (record_pages.duration_words).
     """
-    whole = math.ceil(seconds - 1e-9)  # a float a hair above a whole second is that second
-    if whole < 60:
-        return "1 second" if whole == 1 else f"{whole} seconds"
-    minutes = math.ceil(seconds / 60 - 1e-9)
-    return "1 minute" if minutes == 1 else f"{minutes:,} minutes"
+    # A float a hair above a whole second (or minute) is that second.
+    return _duration_words(math.ceil(seconds - 1e-9), math.ceil(seconds / 60 - 1e-9))
 
 
 def format_duration_down(seconds: float) -> str:
     """A duration rounded down, for supervised time only: supervision is never flattered (541 seconds of
     supervision is "9 minutes", not "10"), as the governors' report rounds its supervised share down."""
-    whole = math.floor(seconds + 1e-9)  # a float a hair below a whole second is that second
-    if whole < 60:
-        return "1 second" if whole == 1 else f"{whole} seconds"
-    minutes = math.floor(seconds / 60 + 1e-9)
+    # A float a hair below a whole second (or minute) is that second.
+    return _duration_words(math.floor(seconds + 1e-9), math.floor(seconds / 60 + 1e-9))
+
+
+def _duration_words(whole_seconds: int, minutes: int) -> str:
+    """Seconds under a minute, otherwise whole minutes, each already rounded the caller's way."""
+    if whole_seconds < 60:
+        return "1 second" if whole_seconds == 1 else f"{whole_seconds} seconds"
     return "1 minute" if minutes == 1 else f"{minutes:,} minutes"
 
 
