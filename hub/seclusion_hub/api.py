@@ -23,6 +23,7 @@ from .auth import Principal, principal_for
 from .core.alerts import Alert, AlertError
 from .core.episode import Episode, Segment, UnknownInterval, account
 from .core.incident import Status as IncidentStatus
+from .core.policy import Policy
 from .core.room import RoomMachine
 from .delivery import alert_from_row, alert_json
 from .deps import Cursor, Limit, Senior, Staff, needs
@@ -338,9 +339,19 @@ def create_app(
         body = episode_json(ep, now)
         start = ep.earliest_start or ep.started_at
         # The readings that led to it come before the start: include the look-back window.
-        window_start = start - dt.timedelta(
-            seconds=service.sites[ep.site].policies[ep.room].occupancy_lookback_s
+        # A room taken out of the site file since has no policy left: the widest look-back its site's
+        # rooms have (the profile's default when none is left), so no reading that led to it is hidden.
+        loaded = service.sites.get(ep.site)
+        policies = loaded.policies if loaded is not None else {}
+        policy = policies.get(ep.room)
+        lookback = (
+            policy.occupancy_lookback_s
+            if policy is not None
+            else max(
+                (p.occupancy_lookback_s for p in policies.values()), default=Policy().occupancy_lookback_s
+            )
         )
+        window_start = start - dt.timedelta(seconds=lookback)
         timeline: list[dict[str, Any]] = [
             {
                 "at": format_ts(ev.ts),
@@ -628,7 +639,12 @@ def create_app(
         if record is not None and record.status == "closed":
             # The record shows the reviews done: signed off, it changes only by addenda.
             raise HTTPException(409, "status: the episode's record is signed off; add an addendum instead")
-        policy = service.sites[row.site].policies[row.room]
+        loaded = service.sites.get(row.site)
+        policy = loaded.policies.get(row.room) if loaded is not None else None
+        if policy is None:
+            raise HTTPException(
+                409, f"room {row.room!r} is no longer in the site file: its policy's reviews are unknown"
+            )
         names = [r.name for r in policy.reviews]
         if body.name not in names:
             known = ", ".join(names) if names else "none: this room's policy asks for no reviews"

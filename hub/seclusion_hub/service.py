@@ -272,6 +272,14 @@ class HubService:
                 machines[(site.id, room.id)] = RoomMachine(
                     site.id, room, site.policies[room.id], state, tiers=self.delivery.tiers(site.id)
                 )
+        # Rooms the database holds that no site file names any more (taken out, renamed): nothing times
+        # them now, so an episode left open there stays open until a person sees to it. Said at start
+        # and in /healthz; their alerts can still be acknowledged and resolved.
+        self.unconfigured_rooms: list[dict[str, object]] = [
+            {"site": site, "room": room, "open_episode": state.episode is not None}
+            for (site, room), state in sorted(snapshots.items())
+            if (site, room) not in machines
+        ]
         # Whatever was known of the episode table is known no longer (a failed write, a restart): every
         # open episode is carried whole by its room and its row rewritten with the next batch.
         self._current_rows.clear()
@@ -295,6 +303,17 @@ class HubService:
                 "site %s has no recipients: every alert reaches only the live board and the room's "
                 "indicator (add `recipients` to its site file)",
                 site,
+            )
+        for gone in self.unconfigured_rooms:
+            # Site and room ids only, never a child's.
+            log.warning(
+                "room %s of site %s is in the database but in no site file: it is not watched%s",
+                gone["room"],
+                gone["site"],
+                ", and an episode there is still open: nothing times it or alerts on it (put the room "
+                "back in its site file to go on timing it)"
+                if gone["open_episode"]
+                else "",
             )
         now = self.clock.now()
         with self.lock:
@@ -930,13 +949,25 @@ class HubService:
     # -- people's actions on alerts, stored through the ingest thread
 
     def _room_command(
-        self, key: tuple[str, str], act: Callable[[RoomMachine, dt.datetime], tuple[object, list[Effect]]]
+        self,
+        key: tuple[str, str],
+        act: Callable[[RoomMachine, dt.datetime], tuple[object, list[Effect]]],
+        unheld: Callable[[dt.datetime], tuple[object, list[Effect]]] | None = None,
     ) -> object:
+        """Run `act` on the room's machine in the next batch. A room no longer in the site file has no
+        machine: `unheld` then changes what it left in the tables (its alerts), or the change is refused."""
+
         def apply(batch: Batch) -> object:
-            machine = self.machines[key]
+            machine = self.machines.get(key)
             now = self.clock.now()
-            result, effects = act(machine, now)
             pending = self._current()
+            if machine is None:
+                if unheld is None:
+                    raise RejectedMessage(f"room {key[1]!r} is no longer in the site file of {key[0]!r}")
+                result, effects = unheld(now)
+                self._collect(key, effects, pending)
+                return result
+            result, effects = act(machine, now)
             self._collect(key, effects, pending)
             batch.rooms[key] = machine.state
             pending.touched.add(key)
@@ -955,13 +986,28 @@ class HubService:
                 return self._acknowledge_report(machine, alert_id, who, via, now)
             return alert.model_copy(deep=True), effects
 
-        result = self._room_command((site, room), act)
+        def unheld(now: dt.datetime) -> tuple[object, list[Effect]]:
+            # Its room left the site file: the acknowledgement is recorded, and nothing is sent again
+            # (no room's policy or recipients remain to send it by).
+            alert = self._stored_alert(alert_id)
+            if alert is None or alert.acknowledged_at is not None:
+                return alert, []
+            alert.acknowledged_at, alert.acknowledged_by, alert.acknowledged_via = now, who, via
+            alert.next_send_at = None
+            return alert.model_copy(deep=True), [AlertSaved(alert, "acknowledged")]
+
+        result = self._room_command((site, room), act, unheld)
         return result if isinstance(result, Alert) else None
+
+    def _stored_alert(self, alert_id: str) -> Alert | None:
+        """An alert as it now is in the table (this batch's change first), as a copy to change."""
+        pending = self._current()
+        stored = pending.batch.alerts.get(alert_id) or self.store.alerts_by_id([alert_id]).get(alert_id)
+        return stored.model_copy(deep=True) if stored is not None else None
 
     def _report_alert(self, alert_id: str) -> Alert | None:
         """A record's `report_overdue` alert as it now is (this batch's change first), or None."""
-        pending = self._current()
-        stored = pending.batch.alerts.get(alert_id) or self.store.alerts_by_id([alert_id]).get(alert_id)
+        stored = self._stored_alert(alert_id)
         return stored if stored is not None and stored.kind == "report_overdue" else None
 
     def _acknowledge_report(
@@ -970,10 +1016,9 @@ class HubService:
         """On the ingest thread, which alone sends `report_overdue` on (`report_check`): acknowledged
         here, it is never overwritten by a look that read it unacknowledged. Its escalation stops, and
         it is sent again to the acknowledging tier every `renotify_s` of its room's policy."""
-        stored = self._report_alert(alert_id)
-        if stored is None:
+        alert = self._report_alert(alert_id)
+        if alert is None:
             return None, []
-        alert = stored.model_copy(deep=True)
         policy = self._report_context(machine.site, machine.spec.id).policy
         if not acknowledge_alert(alert, who, via, policy, now):
             return alert, []
@@ -988,15 +1033,21 @@ class HubService:
             except AlertError:
                 # A record's `report_overdue` lives in the alert table only (semantics 5.1: any alert
                 # may be resolved by a senior with a note); on this thread, like its acknowledgement.
-                report = self._report_alert(alert_id)
-                if report is None:
+                resolved = self._report_alert(alert_id)
+                if resolved is None:
                     raise
-                resolved = report.model_copy(deep=True)
                 resolve_alert_by_person(resolved, who, note, now)
                 return resolved.model_copy(deep=True), [AlertSaved(resolved, "resolved")]
             return alert.model_copy(deep=True), effects
 
-        result = self._room_command((site, room), act)
+        def unheld(now: dt.datetime) -> tuple[object, list[Effect]]:
+            alert = self._stored_alert(alert_id)  # of a room no longer in the site file
+            if alert is None:
+                raise AlertError("no such alert")
+            resolve_alert_by_person(alert, who, note, now)
+            return alert.model_copy(deep=True), [AlertSaved(alert, "resolved")]
+
+        result = self._room_command((site, room), act, unheld)
         if not isinstance(result, Alert):
             raise TypeError("resolving an alert returned no alert")
         return result
@@ -1026,7 +1077,9 @@ class HubService:
         key = (site, room)
 
         def apply(batch: Batch) -> None:
-            machine = self.machines[key]
+            machine = self.machines.get(key)
+            if machine is None:  # its room left the site file: the episode's row is changed instead
+                raise RejectedMessage(f"room {room!r} is no longer in the site file of {site!r}")
             now = self.clock.now()
             effects = machine.attach_pupil(episode_id, pupil_id, age, who, now)
             pending = self._current()
@@ -1169,4 +1222,5 @@ class HubService:
             "now": format_ts(self.clock.now()),
             "sites_without_recipients": self.sites_without_recipients(),
             "tiers_without_recipients": self.tiers_without_recipients(),
+            "rooms_not_in_site_files": self.unconfigured_rooms,
         }

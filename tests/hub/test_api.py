@@ -330,3 +330,64 @@ def test_a_manual_episode_entered_already_over_has_the_deadlines_of_any_ended_ep
     assert dt.datetime.fromisoformat(due["record"].replace("Z", "+00:00")) < T0
     same = api.client.get(f"/api/incidents/{ep['incident_id']}", headers=senior).json()
     assert same["due"] == due
+
+
+def test_a_room_taken_out_of_the_site_file_leaves_alerts_people_can_still_close(tmp_path: Path) -> None:
+    """A room taken out of the site file (closed for building work) while it had an active alert and an
+    episode: acknowledging and resolving the alert, attaching a child to the episode and recording a
+    review were 500s (no room machine, no policy). Now the first three work on the stored rows, and the
+    review, whose names the room's policy gave, is refused saying why."""
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    before = Api(tmp_path, url)
+    before.event("test-school", "calm-2", "calm-2-door", "occupancy", "occupied", 0)
+    before.event("test-school", "calm-2", "calm-2-door", "door", "closed", 1)
+    before.clock.set(T0 + dt.timedelta(seconds=60))
+    before.service.process([])
+    before.event("test-school", "calm-2", "calm-2-door", "door", "open", 70)
+    admin = before.token("admin")
+    active = before.client.get("/api/alerts", params={"state": "active"}, headers=admin).json()["items"]
+    [lapse] = [a for a in active if a["kind"] == "supervision_lapse"]
+    [episode] = before.client.get("/api/episodes", params={"room": "calm-2"}, headers=admin).json()["items"]
+    assert lapse["kind"] == "supervision_lapse" and lapse["room"] == "calm-2"
+    before.client.close()
+    before.store.close()
+
+    after = Api(tmp_path, url, rooms=[two_device_room("calm-1")])
+    after.service.start()
+    try:
+        staff = after.token("staff", "test-school")
+        senior = after.token("senior", "test-school")
+        acked = after.client.post(f"/api/alerts/{lapse['id']}/ack", headers=staff)
+        assert acked.status_code == 200, acked.text
+        assert acked.json()["acknowledged_by"] == "staff-user"
+        resolved = after.client.post(
+            f"/api/alerts/{lapse['id']}/resolve", json={"note": "room closed for works"}, headers=senior
+        )
+        assert resolved.status_code == 200, resolved.text
+        assert (
+            resolved.json()["resolved_by"] == "senior-user"
+            and resolved.json()["note"] == "room closed for works"
+        )
+        still = after.client.get("/api/alerts", params={"state": "active"}, headers=staff).json()["items"]
+        assert lapse["id"] not in [a["id"] for a in still]
+
+        pupil = after.client.post(
+            "/api/pupils",
+            json={"site": "test-school", "reference": "A1", "first_name": "Sam", "last_name": "Jones"},
+            headers=senior,
+        ).json()
+        attached = after.client.put(
+            f"/api/episodes/{episode['id']}/pupil", json={"pupil_id": pupil["id"]}, headers=staff
+        )
+        assert attached.status_code == 200, attached.text
+        got = after.client.get(f"/api/episodes/{episode['id']}", headers=staff).json()
+        assert got["pupil_id"] == pupil["id"]
+
+        review = after.client.post(
+            f"/api/episodes/{episode['id']}/reviews", json={"name": "senior-check"}, headers=staff
+        )
+        assert review.status_code == 409 and "no longer in the site file" in review.json()["detail"]
+    finally:
+        after.service.stop()
+        after.client.close()
+        after.store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from sqlmodel import select
 from seclusion_contract import ConfigPayload, Topics, format_ts
 from seclusion_hub.api import episode_json
 from seclusion_hub.config import load_sites
+from seclusion_hub.core.alerts import AlertError
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.room import Message, Outcome, RoomMachine
 from seclusion_hub.delivery import AlertDelivery
@@ -1198,3 +1200,54 @@ def test_a_site_with_nobody_to_tell_is_said_at_start_and_in_the_status(
     assert status["sites_without_recipients"] == []
     assert status["tiers_without_recipients"] == {"test-school": ["room", "dsl", "head"]}
     assert not [r for r in caplog.records if "no recipients" in r.getMessage()]
+
+
+def test_an_alert_of_a_room_taken_out_of_the_site_file_can_still_be_acknowledged_and_resolved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A room taken out of the site file (closed for building work) keeps its active alerts in the
+    table: staff must still be able to acknowledge them and a senior to resolve them with a note (it
+    was a 500: no room machine held them)."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1"), two_device_room("calm-2")])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    clock = FakeClock(T0)
+    try:
+        before = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics(), linger_s=0)
+        before.process(
+            [
+                inbound("calm-2", "calm-2-door", 1, "occupancy", "occupied", 0, 1),
+                inbound("calm-2", "calm-2-door", 2, "door", "closed", 1, 2),
+            ]
+        )
+        clock.advance(60)
+        before.process([])
+        [lapse] = store.active_alerts_of_kind("supervision_lapse")
+        assert lapse.room == "calm-2" and lapse.acknowledged_at is None
+
+        write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+        after = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics(), linger_s=0)
+        # Said plainly: the room is not watched, and the episode there is still open.
+        assert after.status()["rooms_not_in_site_files"] == [
+            {"site": SITE, "room": "calm-2", "open_episode": True}
+        ]
+        with caplog.at_level(logging.WARNING, logger="seclusion_hub.service"):
+            after.start()
+        assert "room calm-2 of site test-school is in the database but in no site file" in caplog.text
+        assert "an episode there is still open" in caplog.text
+        try:
+            acked = after.acknowledge_alert(SITE, "calm-2", lapse.id, "Mr Staff", "board")
+            assert acked is not None and acked.acknowledged_by == "Mr Staff"
+            [stored] = store.active_alerts_of_kind("supervision_lapse")
+            assert (stored.acknowledged_by, stored.acknowledged_via) == ("Mr Staff", "board")
+            assert stored.next_send_at is None  # no room to send it on for
+
+            resolved = after.resolve_alert(SITE, "calm-2", lapse.id, "Ms Senior", "room closed for works")
+            assert (resolved.resolved_by, resolved.note) == ("Ms Senior", "room closed for works")
+            assert store.active_alerts_of_kind("supervision_lapse") == []
+            with pytest.raises(AlertError):
+                after.resolve_alert(SITE, "calm-2", lapse.id, "Ms Senior", "again")
+            assert after.acknowledge_alert(SITE, "calm-2", "no-such-alert", "Mr Staff", "board") is None
+        finally:
+            after.stop()
+    finally:
+        store.close()
