@@ -239,6 +239,7 @@ class AlertDelivery:
             late=alert.late,
             link=f"{self.public_url}/#alert-{alert.id}" if self.public_url else None,
             timezone=site.spec.timezone if site is not None else "UTC",
+            rule=alert.rule,
         )
         try:
             self.dispatcher.submit(notice, list(refs), refs, progress)

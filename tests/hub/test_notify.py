@@ -655,9 +655,36 @@ def test_a_notice_has_no_field_for_personal_data() -> None:
         "late",
         "link",
         "timezone",
+        "rule",  # the rule's name from our code (a record's step), never free text
     }
     with pytest.raises(TypeError):
         notice(child_name="anyone")
+
+
+@pytest.mark.parametrize(
+    ("step", "title", "says", "asks"),
+    [
+        ("record", "record overdue", "The record of an episode in Calm room 1", "Complete the record."),
+        ("parent_notice", "parents not yet told", "were to be told of it by", "Tell the parents"),
+        ("parent_copy", "parents' written copy overdue", "written copy", "Send the written copy"),
+        ("authority_notice", "report to the authority overdue", "report to the authority", "Make the report"),
+    ],
+)
+def test_an_overdue_record_notice_names_the_step_that_is_late_and_what_to_do(
+    step: str, title: str, says: str, asks: str
+) -> None:
+    """A record's steps each have their own deadline and their own `report_overdue`: the notice said
+    "the written report ... Complete the record and the report to parents" for all four, so a late
+    report to the authority asked for the wrong thing."""
+    message = render_message(notice(kind="report_overdue", severity="warning", rule=step))
+    assert message.title.startswith(f"WARNING: {title}, Calm room 1")
+    assert says in message.body and asks in message.body
+    assert "due at 10:15:02 (Europe/London local time)" in message.body or "by 10:15:02" in message.body
+
+
+def test_an_overdue_record_notice_of_a_step_it_does_not_know_keeps_the_general_words() -> None:
+    message = render_message(notice(kind="report_overdue", severity="warning", rule="a-newer-step"))
+    assert message.title.startswith("WARNING: report overdue, Calm room 1")
 
 
 def test_a_notice_with_a_naive_time_is_refused_where_it_is_made() -> None:

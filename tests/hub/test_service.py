@@ -25,7 +25,7 @@ from seclusion_hub.delivery import AlertDelivery
 from seclusion_hub.errors import RejectedMessage
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import DeadLetter, EventRecord, RoomSnapshot
-from seclusion_hub.notify import Channel, DeliveryError, Notice, verify_signature
+from seclusion_hub.notify import Channel, DeliveryError, Notice, render_message, verify_signature
 from seclusion_hub.service import Command, HubService
 from seclusion_hub.store import Store
 from tests.support.hub import SITE, two_device_room, write_site
@@ -1250,4 +1250,57 @@ def test_an_alert_of_a_room_taken_out_of_the_site_file_can_still_be_acknowledged
         finally:
             after.stop()
     finally:
+        store.close()
+
+
+class KeepChannel:
+    """A notification channel that delivers every notice at once and keeps it."""
+
+    label = "test:keep"
+
+    def __init__(self) -> None:
+        self.sent: list[Notice] = []
+
+    def send(self, notice: Notice) -> None:
+        self.sent.append(notice)
+
+
+def test_the_notices_of_an_overdue_record_name_each_late_step(tmp_path: Path) -> None:
+    """The record and the parents' notice are both due by the end of the day (default profile): the
+    seniors are told of each, in words naming that step, not one wording for every step."""
+    sites = load_sites([write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])])
+    seniors = KeepChannel()
+    channels: dict[tuple[str, str], list[tuple[str, Channel]]] = {
+        (SITE, "senior"): [("Duty senior", seniors)]
+    }
+    clock = FakeClock(T0)
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    delivery = AlertDelivery({s.id: s for s in sites}, Topics(), clock, channels=channels)
+    hub = HubService(sites, store, clock, Topics(), delivery=delivery, linger_s=0)
+    try:
+        hub.process(
+            [
+                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+                inbound("calm-1", "calm-1-door", 3, "door", "open", 60, 4),
+                inbound("calm-1", "calm-1-door", 4, "occupancy", "vacant", 61, 5),
+            ]
+        )
+        clock.set(dt.datetime(2026, 11, 24, 0, 1, tzinfo=dt.UTC))  # past midnight in London (GMT)
+        hub.start()
+        hub.inbox.put(hub.report_check())
+
+        def overdue() -> list[Notice]:
+            return [n for n in seniors.sent if n.kind == "report_overdue"]
+
+        poll(lambda: len(overdue()) == 2, 10, what="the two overdue steps to be told")
+        by_step = {n.rule: render_message(n) for n in overdue()}
+        assert set(by_step) == {"record", "parent_notice"}
+        assert by_step["record"].title.startswith("WARNING: record overdue")
+        assert "Complete the record." in by_step["record"].body
+        assert by_step["parent_notice"].title.startswith("WARNING: parents not yet told")
+        assert "Tell the parents, and record that you have." in by_step["parent_notice"].body
+    finally:
+        hub.stop()
         store.close()

@@ -36,6 +36,7 @@ class Notice:
     late: bool
     link: str | None
     timezone: str
+    rule: str = ""  # the alert's rule: for `report_overdue`, the step of the record that is late
 
     def __post_init__(self) -> None:
         # A bad notice is our bug: refuse it where it is made, not later in a delivery thread.
@@ -153,6 +154,37 @@ WORDING: dict[str, Wording] = {
     ),
 }
 
+# `report_overdue` is raised for each step of a record on its own deadline (core/incident.py STEPS):
+# the notice names the step that is late and what to do about it.
+REPORT_STEPS: dict[str, Wording] = {
+    "record": Wording(
+        "record overdue",
+        "The record of an episode in {room} was due at {time} and is not complete.",
+        "Complete the record.",
+        needs_ack=True,
+    ),
+    "parent_notice": Wording(
+        "parents not yet told",
+        "The parents of the child in an episode in {room} were to be told of it by {time}, and this "
+        "is not recorded as done.",
+        "Tell the parents, and record that you have.",
+        needs_ack=True,
+    ),
+    "parent_copy": Wording(
+        "parents' written copy overdue",
+        "The parents' written copy of the record of an episode in {room} was due at {time} and is not "
+        "recorded as sent.",
+        "Send the written copy (or have a DSL record why it is withheld), and record it.",
+        needs_ack=True,
+    ),
+    "authority_notice": Wording(
+        "report to the authority overdue",
+        "The report to the authority of an episode in {room} was due at {time} and is not recorded as made.",
+        "Make the report, and record it.",
+        needs_ack=True,
+    ),
+}
+
 # A kind this table does not know (a newer hub rule) is still sent, in general words: never dropped.
 FALLBACK = Wording(
     "alert", "An alert about {room} was due at {time}.", "Open the live board.", needs_ack=True
@@ -193,6 +225,8 @@ def _local(when: dt.datetime, zone: dt.tzinfo, reference: dt.datetime) -> str:
 def render_message(notice: Notice) -> Message:
     """Title and body for a person: the room, what happened and when (site time), what to do, a link."""
     wording = WORDING.get(notice.kind, FALLBACK)
+    if notice.kind == "report_overdue":
+        wording = REPORT_STEPS.get(notice.rule, wording)
     zone, zone_name = _zone(notice.timezone)
     room = notice.room_name.strip() or notice.room
     name = wording.name if notice.kind in WORDING else notice.kind.replace("_", " ")
