@@ -198,6 +198,23 @@ def _story(page: Page, hub: RunningHub, token: str, door: Device, panel: Device)
     expect(page.locator('[data-alert-id="alert-3"]')).to_contain_text("Held: room in maintenance")
     expect(page.locator('[data-alert-id="alert-2"]')).to_contain_text("Time in the room is getting long")
     expect(body).to_have_attribute("data-alarm", "off")  # a held alert is not sounded
+    # A record's overdue alerts name the step that is late (its rule), one alert per step.
+    for n, (step, words) in enumerate(
+        [
+            ("parent_copy", "The parents' written copy is overdue"),
+            ("authority_notice", "The report to the authority is overdue"),
+            ("a-newer-step", "The written record is overdue"),
+        ]
+    ):
+        overdue = {
+            **acked,
+            "id": f"report-{n}",
+            "kind": "report_overdue",
+            "severity": "warning",
+            "rule": step,
+        }
+        hub.hub.live.publish("alert", overdue)
+        expect(page.locator(f'[data-alert-id="report-{n}"]')).to_contain_text(f"{words} — Calm room calm-1")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "board.png", full_page=True)
 

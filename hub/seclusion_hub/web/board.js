@@ -21,6 +21,13 @@
     clock_skew: "A room sensor's clock is wrong",
     report_overdue: "The written record is overdue",
   };
+  // A record's overdue alert is raised for each step on its own deadline (its `rule`): name the step.
+  const REPORT_STEP = {
+    record: "The record is overdue",
+    parent_notice: "The parents have not yet been told",
+    parent_copy: "The parents' written copy is overdue",
+    authority_notice: "The report to the authority is overdue",
+  };
   const TIER = {
     room: "Room staff",
     senior: "Senior staff",
@@ -188,7 +195,8 @@
 
     const room = rooms.get(roomKey(a.site, a.room));
     const roomName = a.room_name || (room && room.name) || a.room;
-    const what = KIND[a.kind] || String(a.kind).replaceAll("_", " ");
+    const what =
+      (a.kind === "report_overdue" && REPORT_STEP[a.rule]) || KIND[a.kind] || String(a.kind).replaceAll("_", " ");
     const h = el("h3");
     const sev = el("span", "severity", (a.severity === "critical" ? "⚠ " : "") + (SEVERITY[a.severity] || a.severity));
     h.append(sev, `${what} — ${roomName}`);
