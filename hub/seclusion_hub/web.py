@@ -11,6 +11,7 @@ no build step and nothing fetched from elsewhere (the hub may run on a school ne
 
 import html
 import importlib.resources
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Final
@@ -191,7 +192,15 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
             )
         # Leaders reach their review from here as from every other page (others would be refused it).
         review = ' <a href="/review">Review</a>' if who.has_role("leader") else ""
-        body = _asset("board.html").replace("{{user}}", html.escape(who.name)).replace("{{review}}", review)
+        # Each site's timezone (no personal data): the board shows times as the school's clocks do, on
+        # any browser (a laptop still on another zone, a leader away).
+        zones = json.dumps({site_id: site.spec.timezone for site_id, site in service.sites.items()})
+        body = (
+            _asset("board.html")
+            .replace("{{user}}", html.escape(who.name))
+            .replace("{{review}}", review)
+            .replace("{{zones}}", html.escape(zones, quote=True))
+        )
         return HTMLResponse(body, headers=PAGE_HEADERS)
 
     @router.get("/static/{name}", include_in_schema=False)

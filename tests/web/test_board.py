@@ -292,3 +292,49 @@ def test_a_real_lapse_reaches_the_board_and_is_acknowledged_from_it(
         finally:
             door.close()
             panel.close()
+
+
+def test_the_board_shows_times_in_the_sites_timezone_whatever_the_browsers(
+    running_hub: RunningHub, browser: Browser
+) -> None:
+    """A laptop still set to another zone (or a leader away) showed the hub's times in its own zone: a
+    lapse raised at 10:15:02 in a London school read 05:15:02 in New York's. Now the school's clock."""
+    token = running_hub.token("staff", SITE, name="Ms Example")
+    context = browser.new_context(timezone_id="America/New_York", locale="en-GB")
+    page = context.new_page()
+    try:
+        page.goto(f"{running_hub.base}/login")
+        page.get_by_label("Access token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("body")).to_have_attribute("data-live", "on", timeout=WAIT_MS)
+        raised = dt.datetime(2026, 6, 15, 9, 15, 2, tzinfo=dt.UTC)  # 10:15:02 in London (BST)
+        running_hub.hub.live.publish(
+            "alert",
+            {
+                "id": "alert-tz",
+                "kind": "supervision_lapse",
+                "severity": "critical",
+                "site": SITE,
+                "room": "calm-1",
+                "room_name": "Calm room calm-1",
+                "episode_id": "ep-1",
+                "due_at": format_ts(raised),
+                "raised_at": format_ts(raised),
+                "late": False,
+                "tier": "room",
+                "escalations": [{"tier": "room", "at": format_ts(raised)}],
+                "acknowledged_at": format_ts(raised + dt.timedelta(minutes=1)),
+                "acknowledged_by": "Mr Duty",
+                "resolved_at": None,
+                "resolved_by": None,
+                "note": None,
+                "needs_ack": True,
+                "held": False,
+            },
+        )
+        item = page.locator('[data-alert-id="alert-tz"]')
+        expect(item).to_contain_text("Raised 10:15:02", timeout=WAIT_MS)
+        expect(item).to_contain_text("Acknowledged by Mr Duty at 10:16:02")
+        assert page.evaluate("new Date().getTimezoneOffset()") in (240, 300)  # the browser is in New York
+    finally:
+        context.close()

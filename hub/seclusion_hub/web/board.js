@@ -80,10 +80,27 @@
     return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
   }
 
-  function timeText(iso) {
+  // Each site's timezone, from the page: times are shown as the school's clocks show them.
+  let zones = {};
+  try {
+    zones = JSON.parse(document.body.dataset.zones || "{}");
+  } catch (e) {
+    zones = {};
+  }
+
+  function timeText(iso, site) {
     if (!iso) return "";
     const d = new Date(iso);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    const options = { hour: "2-digit", minute: "2-digit", second: "2-digit" };
+    const zone = zones[site];
+    if (zone) {
+      try {
+        return d.toLocaleTimeString([], { ...options, timeZone: zone });
+      } catch (e) {
+        // A zone this browser does not know: its own clock, as before.
+      }
+    }
+    return d.toLocaleTimeString([], options);
   }
 
   // ------------------------------------------------------------------------------------- status
@@ -155,7 +172,7 @@
     if (r.supervision) row("Supervision by", SUPERVISION_MODE[r.supervision] || r.supervision);
     row("Sensors", r.online ? "Online" : "OFFLINE — the hub hears nothing from this room", !r.online);
     if (r.mode === "maintenance") {
-      const until = r.mode_until ? ` until ${timeText(r.mode_until)}` : "";
+      const until = r.mode_until ? ` until ${timeText(r.mode_until, r.site)}` : "";
       const why = r.mode_reason ? ` (${r.mode_reason})` : "";
       row("Mode", `Maintenance${until}${why}: alerts held`, true);
     } else {
@@ -203,7 +220,7 @@
     li.append(h);
 
     const meta = el("p", "meta");
-    meta.append(`Raised ${timeText(a.raised_at)}`);
+    meta.append(`Raised ${timeText(a.raised_at, a.site)}`);
     if (a.tier) {
       const escalated = Array.isArray(a.escalations) ? a.escalations.length - 1 : 0;
       meta.append(` · Told: ${TIER[a.tier] || a.tier}`);
@@ -223,7 +240,7 @@
 
     const line = el("p", "ack-line");
     if (a.acknowledged_at) {
-      line.append(el("span", "ack-done", `Acknowledged by ${a.acknowledged_by || "someone"} at ${timeText(a.acknowledged_at)}`));
+      line.append(el("span", "ack-done", `Acknowledged by ${a.acknowledged_by || "someone"} at ${timeText(a.acknowledged_at, a.site)}`));
     } else if (a.needs_ack === false) {
       line.append(el("span", "meta", "For information: no acknowledgement needed"));
     } else {
