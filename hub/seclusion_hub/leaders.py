@@ -54,6 +54,15 @@ GROUP_WORDS = {
     "unknown": "not recorded",
 }
 STATUSES = ("open", "awaiting_record", "recorded", "parent_notified", "reviewed", "closed")
+# The incident list's filter, in words (the record pages' longer sentences would not fit a menu).
+STATUS_CHOICES = {
+    "open": "Episode still going on",
+    "awaiting_record": "Record to complete",
+    "recorded": "Recorded",
+    "parent_notified": "Parents told",
+    "reviewed": "Reviewed",
+    "closed": "Signed off",
+}
 PAGE = 50  # records on a page of the incident list
 
 
@@ -555,7 +564,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             items=items,
             newer=encode_cursor(*newer_edge) if newer_edge is not None else None,
             older=encode_cursor(*older_edge) if older_edge is not None else None,
-            statuses=STATUSES,
+            statuses=STATUS_CHOICES,
             chosen_status=chosen_status,
             chosen_room=chosen_room,
             overdue=overdue,

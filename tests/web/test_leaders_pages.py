@@ -26,6 +26,8 @@ from seclusion_hub.auth import create_token
 from seclusion_hub.leaders import (
     CLASS_WORDS,
     CORRECTED_WORDS,
+    STATUS_CHOICES,
+    STATUSES,
     UNRECORDED_WORDS,
     UNREVIEWED_EMPTY_WORDS,
     recorded_as,
@@ -154,6 +156,16 @@ def _incidents_page(leader: TestClient, url: str) -> tuple[list[str], str | None
         for href, name in re.findall(r'<a href="(\?[^"]*)" rel="(?:prev|next)">(Newer|Older)</a>', page.text)
     }
     return re.findall(r'href="/records/([0-9a-f-]{36})"', page.text), links.get("Newer"), links.get("Older")
+
+
+def test_the_incident_lists_status_filter_is_in_words(review: Review) -> None:
+    """The filter showed the status names of the code ("parent notified", "awaiting record")."""
+    assert set(STATUS_CHOICES) == set(STATUSES)
+    leader = _browser(review, "leader", SITE)
+    shown = leader.get(f"/review/incidents?{PERIOD}&status=parent_notified").text
+    assert '<option value="awaiting_record">Record to complete</option>' in shown
+    assert '<option value="parent_notified" selected>Parents told</option>' in shown
+    assert "awaiting record" not in shown
 
 
 def test_the_incident_list_neither_hides_nor_repeats_a_record_that_changes_while_a_leader_pages(
