@@ -559,6 +559,8 @@ def test_governors_report_prints_suppressed_figures_as_fewer_than_5() -> None:
     assert "Year 7 6" in text
     assert "Share of the time a child was recorded as supervised 97%" in text
     assert "Total time in the rooms 302 minutes" in text
+    # Any period may be reported, not only a term: the opening says "this report's period".
+    assert "with the door closed during the period of this report" in text and "the term" not in text
     # A suppressed month has no bar: its length would give the number away.
     assert html.count('class="bar"') == 2
 

@@ -241,6 +241,7 @@ def test_a_leader_walks_through_the_review_in_chromium(review: Review, served: s
     page.goto(f"{served}/records")
     page.get_by_role("link", name="Review").click()
     expect(page.get_by_role("heading", name="Use over time: Hillside School")).to_be_visible()
+    expect(page.get_by_role("heading", name="Patterns to look into")).to_be_visible()
     # The period with the form: September to November, by month
     page.get_by_label("From", exact=True).fill("2026-09-01")
     page.get_by_label("To", exact=True).fill("2026-11-30")
