@@ -44,6 +44,7 @@ from .core.alerts import (
     IndicatorChanged,
     acknowledge_alert,
     alert_id,
+    duration_limit_s,
     resolve_alert_by_person,
 )
 from .core.clock import Clock
@@ -1161,7 +1162,10 @@ class HubService:
                             DurationAlertRule(after_s=r.after_s, kind=r.kind, tier=r.tier)
                             for r in policy.duration_alerts
                         ],
-                        max_duration_s=policy.max_duration_s,
+                        # The limit as the hub applies it to a child whose age it does not know
+                        # (2.6: the youngest band's, or max_duration_s if shorter): devices hold no
+                        # child's details, so their fail-safe sounds the earliest limit that may apply.
+                        max_duration_s=duration_limit_s(policy, None),
                         heartbeat_s=policy.heartbeat_s,
                         occupancy_lookback_s=policy.occupancy_lookback_s,
                         reclose_grace_s=policy.reclose_grace_s,

@@ -993,6 +993,35 @@ def test_each_device_is_told_its_rooms_numbers_for_its_own_fail_safe(tmp_path: P
         )
 
 
+@pytest.mark.parametrize(
+    ("policy", "overrides", "limit"),
+    [
+        ("us-cms-hospital", {}, 3600),  # no max_duration_s: the youngest age band's hour
+        ("us-cms-hospital", {"max_duration_s": 1800}, 1800),  # shorter than every band: it
+        ("england-schools-2026", {}, None),  # neither: no limit
+    ],
+)
+def test_a_devices_fail_safe_is_told_the_time_limit_the_hub_applies_to_a_child_of_unknown_age(
+    tmp_path: Path, policy: str, overrides: dict[str, Any], limit: float | None
+) -> None:
+    """Semantics 2.6 and 5.4: with the hub down, the door's fail-safe must sound the time limit. The
+    config carried `max_duration_s` alone, so under a profile with age bands (us-cms-hospital: 1 h under
+    9) and no `max_duration_s` the agent had no limit at all (found by a review). Devices hold no
+    child's details: they are told the earliest limit that may apply, as the hub applies it to a child
+    whose age it does not know."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1", **overrides)], policy=policy)
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
+        sent: dict[str, bytes] = {}
+        svc.publish = lambda topic, payload, qos, retain: sent.__setitem__(topic, payload)
+        svc.publish_configs()
+    finally:
+        store.close()
+    config = ConfigPayload.model_validate_json(sent[f"seclusion/v1/{SITE}/calm-1/calm-1-door/config"])
+    assert config.max_duration_s == limit
+
+
 def test_on_each_connect_the_hub_tells_every_device_it_has_heard_its_ack_again_once_stored(
     service: HubService,
 ) -> None:
