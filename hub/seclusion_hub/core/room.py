@@ -191,6 +191,10 @@ class DeviceState(_Model):
     anchor_ts: dt.datetime | None = None
     anchor_checked: bool = False  # timed on a clock the heartbeats had checked
     reported_ts: dt.datetime | None = None  # the latest `ts` of its events and heartbeats, as applied
+    # The latest `ts` of anything heard from its current boot (events, heartbeats, its online status),
+    # on its corrected clock: a Last Will is offline from its last message (4.1), which a backlog taken
+    # after the hub's own downtime can only date by this, not by its arrival.
+    heard_ts: dt.datetime | None = None
     booted_after: dt.datetime | None = None  # `reported_ts` when `boot` was announced: it began after
     previous_boot: str | None = None  # the boot before, and its correction (for its replayed events)
     previous_skew_s: float | None = None
@@ -287,6 +291,7 @@ class RoomMachine:
         self._effects = []
         original = message
         message = self._corrected(message, now)
+        self._heard(message)
         if isinstance(message, SensorEvent):
             outcome = self._event(message, now)
         elif isinstance(message, DeviceStatus):
@@ -549,9 +554,14 @@ class RoomMachine:
     def _status(self, status: DeviceStatus, now: dt.datetime) -> None:
         dev = self.state.devices[status.device]
         if not status.online:
-            # A Last Will: offline from the device's last message (semantics 4.1).
+            # A Last Will: offline from the device's last message (semantics 4.1): when it arrived, or
+            # the time it carried if earlier (a backlog taken after the hub's own downtime arrives all
+            # at once, long after the device sent it).
             if dev.online:
-                self._go_offline(status.device, dev.last_seen or now, now)
+                since = dev.last_seen or now
+                if dev.heard_ts is not None:
+                    since = min(since, dev.heard_ts)
+                self._go_offline(status.device, since, now)
             return
         same_boot = status.boot is not None and status.boot == dev.boot
         if same_boot and status.ts is not None and dev.skew_since is not None and dev.skew_s is not None:
@@ -568,7 +578,8 @@ class RoomMachine:
             # gap in its reports is not made known by it (4.2).
             return
         was_offline = not dev.online
-        self._seen(status.device, now)
+        # Back from the time its status says (before its arrival in a backlog), never before it left.
+        self._seen(status.device, now, at=status.ts)
         span = dev.last_offline
         if span is not None and span.end is not None and same_boot and status.uptime_s is not None:
             booted = (status.ts or now) - dt.timedelta(seconds=status.uptime_s)
@@ -1097,22 +1108,38 @@ class RoomMachine:
 
     # -- devices
 
-    def _seen(self, device: str, now: dt.datetime) -> None:
+    def _heard(self, message: Message) -> None:
+        """Keep the latest time the device's current boot has reported (`DeviceState.heard_ts`)."""
+        dev = self.state.devices[message.device]
+        ts = message.ts
+        if isinstance(message, DeviceStatus):
+            if not message.online or ts is None:
+                return
+            if message.boot is not None and message.boot != dev.boot:
+                dev.heard_ts = ts  # a new boot: its clock, not the old one's
+                return
+        if ts is not None:
+            dev.heard_ts = max(dev.heard_ts or ts, ts)
+
+    def _seen(self, device: str, now: dt.datetime, at: dt.datetime | None = None) -> None:
+        """The device is heard (`now`, the arrival); back from offline at `at` when the message says
+        when it came back, else at its arrival."""
         dev = self.state.devices[device]
         dev.last_seen = now
         if dev.online:
             return
         dev.online = True
         since = dev.offline_since or now
+        back = max(since, min(now, at)) if at is not None else now
         dev.offline_since = dev.offline_detected_at = None
-        dev.last_offline = OfflineSpan(start=since, end=now)
+        dev.last_offline = OfflineSpan(start=since, end=back)
         ep = self.state.episode
         if ep is None:
-            self._keep_outage(UnknownInterval(device=device, start=since, end=now))
+            self._keep_outage(UnknownInterval(device=device, start=since, end=back))
             return
         for gap in ep.unknown:
             if gap.device == device and gap.end is None:
-                gap.end = max(now, gap.start)
+                gap.end = max(back, gap.start)
         self._saved(ep)
 
     def _keep_outage(self, outage: UnknownInterval) -> None:

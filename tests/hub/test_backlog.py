@@ -1,0 +1,112 @@
+"""What a backlog tells the hub after its own downtime (semantics 4.1-4.6): the broker's persistent
+session hands over, all at once, what the devices published while the hub was down. Their times are
+the devices' own; the arrival times say only when the hub came back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from seclusion_contract import Topics, format_ts
+from seclusion_hub.config import load_sites
+from seclusion_hub.core.clock import FakeClock
+from seclusion_hub.core.episode import account
+from seclusion_hub.ingest import Inbound
+from seclusion_hub.service import HubService
+from seclusion_hub.store import Store
+from tests.hub.rooms import DOOR, PANEL
+from tests.support.hub import SITE, two_device_room, write_site
+
+T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
+
+
+def _t(t: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=t)
+
+
+def event(device: str, seq: int, kind: str, value: str, t: float, arrive: float, mid: int) -> Inbound:
+    body = {
+        "v": 1,
+        "id": f"{device}:0:{seq}",
+        "seq": seq,
+        "ts": format_ts(_t(t)),
+        "kind": kind,
+        "value": value,
+    }
+    topic = f"seclusion/v1/{SITE}/calm-1/{device}/event"
+    return Inbound(topic, json.dumps(body).encode(), _t(arrive), mid=mid, qos=1)
+
+
+def status(device: str, arrive: float, mid: int, **body: Any) -> Inbound:
+    payload = {"v": 1, **body}
+    if "ts" in payload:
+        payload["ts"] = format_ts(_t(payload["ts"]))
+    topic = f"seclusion/v1/{SITE}/calm-1/{device}/status"
+    return Inbound(topic, json.dumps(payload).encode(), _t(arrive), mid=mid, qos=1)
+
+
+def running(tmp_path: Path, clock: FakeClock) -> tuple[HubService, Store]:
+    site = tmp_path / "site.yaml"
+    if not site.exists():
+        write_site(site, [two_device_room("calm-1")])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    hub = HubService(load_sites([site]), store, clock, Topics(), coalesce_s=0)
+    hub.ack_message = lambda mid, qos, conn: None
+    return hub, store
+
+
+def restarted(tmp_path: Path, clock: FakeClock, store: Store, backlog: list[Inbound]) -> HubService:
+    """A hub killed and started again on the same database; the broker hands it `backlog`, then the
+    marker comes back (as runtime.py wires it)."""
+    after = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics(), coalesce_s=0)
+    after.ack_message = lambda mid, qos, conn: None
+    after.backlog_done = after.backlog_applied
+    for machine in after.machines.values():
+        machine.hub_started(clock.now())
+    for item in backlog:
+        after.submit(item)
+    after.backlog_marker()
+    while items := after._take():
+        after.process(items)
+    assert after.backlog_applied()
+    return after
+
+
+def test_a_device_outage_while_the_hub_was_down_is_unknown_time_not_supervised(tmp_path: Path) -> None:
+    """The hub is down from T0+100 to T0+1000. The backlog: the observer came back at T0+250, then the
+    panel died (its Last Will) and came back on a new boot at T0+900. Nobody knows who was at the
+    panel from T0+250 to T0+900: unknown time (4.1, 4.2). The outage was timed by the backlog's
+    arrival (all at T0+1000), so it shrank to nothing and 650 s were recorded as supervised (found by
+    a review)."""
+    clock = FakeClock(T0)
+    hub, store = running(tmp_path, clock)
+    try:
+        hub.process(
+            [
+                status(PANEL, -10, 1, online=True, ts=-10, boot="p1", uptime_s=100),
+                event(PANEL, 1, "observer", "present", 0, 0, 2),
+                event(DOOR, 1, "occupancy", "occupied", 0, 0, 3),
+                event(DOOR, 2, "door", "closed", 1, 1, 4),
+            ]
+        )
+        clock.set(_t(1000))
+        backlog = [
+            event(PANEL, 2, "observer", "absent", 200, 1000, 10),
+            event(PANEL, 3, "observer", "present", 250, 1000, 11),
+            status(PANEL, 1000, 12, online=False),  # its Last Will, kept for the hub's session
+            status(PANEL, 1000, 13, online=True, ts=900, boot="p2", uptime_s=0, epoch=0, last_seq=3),
+        ]
+        after = restarted(tmp_path, clock, store, backlog)
+        ep = after.machines[(SITE, "calm-1")].episode
+        assert ep is not None
+        acc = account(ep, _t(1000))
+        assert acc.supervised_s + acc.unsupervised_s + acc.unknown_s == ep.elapsed_s(_t(1000))
+        # Unknown from its last message (T0+250) until it said it was back (T0+900), no more, no less.
+        [gap] = [g for g in ep.unknown if g.device == PANEL]
+        assert (gap.start, gap.end) == (_t(250), _t(900))
+        assert acc.unknown_s == 650
+        assert acc.unsupervised_s == 50  # T0+200 to T0+250, from the backlog's own times
+    finally:
+        store.close()
