@@ -11,7 +11,7 @@ import pytest
 from seclusion_hub.core.alerts import AlertSaved, IndicatorChanged, alert_id, duration_limit_s
 from seclusion_hub.core.episode import account
 from seclusion_hub.core.policy import Policy
-from seclusion_hub.core.room import Heartbeat, RoomMachine, RoomState, SensorEvent
+from seclusion_hub.core.room import DeviceStatus, Heartbeat, RoomMachine, RoomState, SensorEvent
 from seclusion_hub.core.site import RoomSpec
 from seclusion_hub.errors import RejectedMessage
 
@@ -1229,3 +1229,79 @@ def test_with_no_grace_an_episode_opened_with_nobody_at_the_panel_raises_the_lap
     [lapse] = room.alerts("supervision_lapse")
     assert (lapse.due_at, lapse.raised_at, lapse.late) == (at(2), at(2), False)
     assert lapse.detail["since"] == "2026-11-23T10:00:02.000Z"
+
+
+def test_a_duration_rule_reached_by_an_episode_that_ended_a_moment_ahead_of_the_hubs_clock_is_raised() -> (
+    None
+):
+    """2.6/4.3: the door device's clock runs 1.5 s ahead of the hub's (under max_clock_skew_s: not
+    corrected). The child is confined from T0 to T0+600.5 by the device's clock (elapsed_s 600.5), past
+    the 600 s duration_warning. The episode ends in a batch the hub applies at its T0+599.3: an ended
+    episode is evaluated once (`unevaluated` is emptied), and its warning, not yet due by the hub's
+    clock, was dropped then and never looked at again: no alert, not even late and resolved (found by a
+    review). Now it is looked at again when the hub's clock reaches the due time, and raised late."""
+    room = Room(tiers=frozenset({"room", "senior"}))
+    room.send(PANEL, "observer", "present", -5, arrive=-6.5)
+    room.send(DOOR, "occupancy", "occupied", -1, arrive=-2.5)
+    room.send(DOOR, "door", "closed", 0, arrive=-1.5)
+    room.run(598)
+    room.send(DOOR, "door", "open", 600.5, arrive=599.0)
+    room.send(DOOR, "occupancy", "vacant", 600.8, arrive=599.3)
+    room.run(700)
+    ended = room.machine.state.last_episode
+    assert ended is not None and ended.elapsed_s(at(700)) == 600.5
+    assert [a.kind for a in room.alerts("duration_warning")] == ["duration_warning"]
+
+
+def test_a_hub_clock_put_back_mid_episode_never_loses_the_duration_warning() -> None:
+    """4.5 with the hub's own clock stepping: the hub's clock runs 600 s ahead, so every device (right
+    all along) is corrected +600 s (clock_skew). At T0+100 NTP puts the hub right. The door device
+    sends boot and mono_ms, so the episode is recorded with its true 700 s (door closed T0+1, opened
+    T0+701). But its start stays in the old frame (T0+601 on the hub's clock): the live warning at
+    600 s was not due by the hub's clock while the child was inside, and when the episode ends at
+    T0+701 (hub) its warning is due at T0+1201: it was dropped with the ended episode, never raised
+    (found by a review). Now it is raised, late, when the hub's clock reaches it."""
+    room = Room(heartbeat_s=10, tiers=frozenset({"room", "senior"}))
+    m = room.machine
+    ahead = 600
+
+    def hb(dev: str, t: float, skew: float, state: dict[str, str]) -> None:
+        m.handle(
+            Heartbeat(device=dev, ts=at(t), epoch=0, last_seq=room.seq[dev], state=state, uptime_s=1000 + t),
+            at(t + skew),
+        )
+        room.effects.extend(m.tick(at(t + skew), liveness=False))
+
+    def ev(dev: str, kind: str, value: str, t: float, skew: float) -> None:
+        room.seq[dev] += 1
+        e = SensorEvent(
+            device=dev,
+            kind=kind,
+            value=value,
+            ts=at(t),
+            seq=room.seq[dev],
+            boot="b",
+            mono_ms=int((1000 + t) * 1000),
+        )
+        m.handle(e, at(t + skew))
+        room.effects.extend(m.tick(at(t + skew), liveness=False))
+
+    for d in (DOOR, PANEL):
+        m.handle(DeviceStatus(device=d, online=True, ts=at(-50), boot="b", uptime_s=950), at(-50 + ahead))
+    for t in (-40, -30, -20):
+        hb(DOOR, t, ahead, {})
+        hb(PANEL, t, ahead, {})
+    ev(PANEL, "observer", "present", -5, ahead)
+    ev(DOOR, "occupancy", "occupied", 0, ahead)
+    ev(DOOR, "door", "closed", 1, ahead)
+    for t in range(100, 700, 10):  # the hub's clock is right from here on
+        hb(DOOR, t, 0, {"door": "closed", "occupancy": "occupied"})
+        hb(PANEL, t, 0, {"observer": "present"})
+    ev(DOOR, "door", "open", 701, 0)
+    ev(DOOR, "occupancy", "vacant", 703, 0)
+    for t in range(710, 2000, 10):
+        hb(DOOR, t, 0, {"door": "open", "occupancy": "vacant"})
+        hb(PANEL, t, 0, {"observer": "present"})
+    ended = m.state.last_episode
+    assert ended is not None and ended.elapsed_s(at(2000)) == 700  # the record itself is right
+    assert room.alerts("duration_warning"), "a 700 s confinement never had its 600 s warning"

@@ -171,6 +171,9 @@ class Due:
     looked_at: set[str] = field(default_factory=set)
     # Why a condition that no longer holds ended, where its rule knows better than its kind's note.
     notes: dict[str, str] = field(default_factory=dict)
+    # Ended episodes with a condition due before their end but after `now` (the hub's clock behind the
+    # devices', or put back): looked at again when it falls due, never dropped.
+    waiting: set[str] = field(default_factory=set)
 
     def later(self, when: dt.datetime) -> None:
         if self.next_at is None or when < self.next_at:
@@ -234,10 +237,14 @@ def _episode_conditions(
     def add(cond: Condition) -> None:
         if end is not None and cond.due_at > end:
             return  # it would have fallen due after the child was free: never due
-        if cond.due_at > now and end is None:
-            due.later(cond.due_at)
-            return
         if cond.due_at > now:
+            # Not yet due by the hub's clock. For an ended episode too: its devices' clocks (by which it
+            # is timed) may run a little ahead of the hub's, or the hub's was put back; the condition
+            # did fall due before the child was free, so it is raised (late) when the hub's clock
+            # reaches it.
+            due.later(cond.due_at)
+            if end is not None:
+                due.waiting.add(ep.id)
             return
         outlives = KINDS[cond.kind].outlives_episode
         if end is not None and (cond.ended_at is None or cond.ended_at > end) and not outlives:

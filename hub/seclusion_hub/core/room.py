@@ -438,7 +438,8 @@ class RoomMachine:
 
     def _evaluate(self, now: dt.datetime) -> None:
         due = alerts.conditions(self._view(), self.policy, now)
-        self.state.unevaluated = []
+        # Looked at: only those with a condition still to fall due (by the hub's clock) are kept.
+        self.state.unevaluated = [e for e in self.state.unevaluated if e.id in due.waiting]
         effects = alerts.reconcile(self.state.book, due, self._alert_context(now), now)
         self.state.alerts_next_at = due.next_at
         self._effects.extend(self._with_notes(effects, now))
