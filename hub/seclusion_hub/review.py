@@ -499,7 +499,6 @@ def summary_json(
     )
     compliance = analytics.supervision_compliance(f.episodes)
     minutes = [e.elapsed_s / 60 for e in shown]
-    groups = {name: group for group, names in site.spec.staff_groups.items() for name in names}
     classes = analytics.classes(f.episodes)
     split = _counts(
         {"seclusion": classes.seclusion, "voluntary": classes.voluntary, "no_child": classes.no_child},
@@ -566,7 +565,7 @@ def summary_json(
         "flags": _flags_suppressed(flags, line_withheld) if suppress else [_flag_json(fl) for fl in flags],
         "by_room": _counts(analytics.by_room(shown), suppress),
         "by_staff": _counts(analytics.by_staff(shown), suppress),
-        "by_staff_group": _counts(analytics.by_staff_group(shown, groups), suppress),
+        "by_staff_group": _counts(analytics.by_staff_group(shown, site.spec.staff_groups), suppress),
         "by_hour": _counts(analytics.by_hour(shown, zone), suppress),
         "by_weekday": _counts(analytics.by_weekday(shown, zone), suppress),
         "by_period": _counts(analytics.by_period(shown, site.spec.timetable, zone), suppress),

@@ -556,3 +556,26 @@ def test_the_episodes_csv_is_named_by_the_schools_own_days(bare: Review) -> None
     params = {"site": SITE, "from": "2026-08-31T23:00:00Z", "to": "2026-11-01T00:00:00Z"}
     got = bare.client.get("/api/reports/episodes.csv", params=params, headers=bare.leader())
     assert "episodes-test-school-20260901-20261031.csv" in got.headers["content-disposition"]
+
+
+def test_an_episode_counts_for_every_group_its_member_of_staff_is_in(tmp_path: Path) -> None:
+    """review.md, group of staff: "an episode counts once for a group however many of its members were
+    there". The site file accepts a name in two groups; the summary built a name -> group dict, so the
+    last group won and the episode disappeared from the other."""
+    groups = {"teaching assistants": ["Ms Adeyemi"], "team-teach trained": ["Ms Adeyemi", "Mr Bell"]}
+    r = Review(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", staff_groups=groups)
+    try:
+        incident = r.episode(r.pupil("Ann", "none"), dt.datetime(2026, 10, 5, 10, tzinfo=dt.UTC), 5)
+        staff = {
+            "staff": [{"name": "Ms Adeyemi", "role": "involved"}, {"name": "Mr Bell", "role": "involved"}]
+        }
+        patched = r.client.patch(f"/api/incidents/{incident}", json=staff, headers=r.token("staff", SITE))
+        assert patched.status_code == 200, patched.text
+        r.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+        body = r.client.get(
+            "/api/reports/summary", params={**PERIOD, "suppress": "false"}, headers=r.leader()
+        ).json()
+        assert body["by_staff_group"] == {"team-teach trained": 1, "teaching assistants": 1}
+    finally:
+        r.client.close()
+        r.store.close()

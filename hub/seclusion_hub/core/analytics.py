@@ -781,13 +781,20 @@ def by_staff(episodes: Iterable[EpisodeFact]) -> dict[str, int]:
     return _sorted_counts(names)
 
 
-def by_staff_group(episodes: Iterable[EpisodeFact], groups: Mapping[str, str]) -> dict[str, int]:
-    """Episodes each group of staff (`groups`: a name to its group) was involved in, an episode counting
-    once per group however many of its members were there; staff not in `groups` count under
+def by_staff_group(episodes: Iterable[EpisodeFact], groups: Mapping[str, Iterable[str]]) -> dict[str, int]:
+    """Episodes each group of staff (`groups`: each group's members, as the site file's `staff_groups`
+    lists them) was involved in, an episode counting once per group however many of its members were
+    there. A name listed in several groups counts for each of them; staff in no group count under
     "not in a group", episodes naming nobody under "no staff named"."""
+    groups_of: dict[str, set[str]] = defaultdict(set)
+    for group, names in groups.items():
+        for name in names:
+            groups_of[name].add(group)
     counts = Counter[str]()
     for e in counted(episodes):
-        counts.update({groups.get(name, UNGROUPED_STAFF) for name in e.staff} or {NO_STAFF})
+        counts.update(
+            {group for name in e.staff for group in groups_of.get(name) or {UNGROUPED_STAFF}} or {NO_STAFF}
+        )
     return _sorted_counts(counts)
 
 

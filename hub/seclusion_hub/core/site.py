@@ -114,8 +114,9 @@ class SiteSpec(_Strict):
     # An Apprise mail URL (mailto:// or mailtos://, ${VAR} from the environment) the parents' written copy
     # is sent from; the parent's address is added as `to=` when it is sent.
     parent_mail: Annotated[str, Field(pattern=r"^(mailtos?://|\$\{)")] | None = None
-    # The leaders' review: groups of staff (a name may be in one group), and the reduction plan's
-    # target, the cut in use over a review period in per cent (the trend says "on track" or "behind").
+    # The leaders' review: groups of staff (a name may be in several: it counts for each), and the
+    # reduction plan's target, the cut in use over a review period in per cent (the trend says "on
+    # track" or "behind").
     staff_groups: dict[Annotated[str, Field(min_length=1, max_length=100)], tuple[str, ...]] = Field(
         default_factory=dict
     )
