@@ -218,6 +218,12 @@ def supervised_percent(supervised_s: float, elapsed_s: float) -> str:
     return f"{percent_down(supervised_s / elapsed_s)} %"
 
 
+def share_percent(share: float | None) -> str:
+    """A share of the summary (already rounded to 3 decimals, supervised down and the rest up:
+    review.share_down, share_up) as a percentage to a tenth: 0.999 is "99.9 %"; "-" for none."""
+    return "-" if share is None else f"{share * 100:.1f} %"
+
+
 def _key(row: IncidentRecord) -> tuple[dt.datetime, str]:
     """Where a record sits in the incident list (newest first)."""
     return row.opened_at, row.id
@@ -386,6 +392,10 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             charts=charts,
             flags=flags,
             trend_words=trend_words(summary),
+            shares={
+                name: share_percent(summary["supervision"][f"{name}_share"])
+                for name in ("supervised", "unsupervised", "unknown")
+            },
             bucket=bucket,
             **common(who, site, when, request),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 import statistics
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
@@ -102,6 +103,19 @@ def _iso(when: dt.datetime | None) -> str:
 
 def _number(value: float | None, digits: int = 3) -> float | None:
     return round(value, digits) if value is not None else None
+
+
+def share_down(share: float | None) -> float | None:
+    """A share of time to 3 decimals, rounded down (the time supervised), as the governors' report rounds
+    its percentage (reports.governors.percent_down): supervision is never flattered. The small epsilon
+    keeps 0.29 (stored as 0.28999...) at 0.29."""
+    return None if share is None else math.floor(share * 1000 + 1e-9) / 1000
+
+
+def share_up(share: float | None) -> float | None:
+    """A share of time to 3 decimals, rounded up (the time not supervised, or unknown): one lapse of a
+    second in hours of supervision is never rounded away to 0."""
+    return None if share is None else math.ceil(share * 1000 - 1e-9) / 1000
 
 
 def _late(due: dt.datetime | None, done: dt.datetime | None, now: dt.datetime) -> bool:
@@ -571,9 +585,11 @@ def summary_json(
         "by_period": _counts(analytics.by_period(shown, site.spec.timetable, zone), suppress),
         "durations": _counts(analytics.duration_histogram(shown), suppress),
         "supervision": {
-            "supervised_share": _number(compliance.supervised_share),
-            "unsupervised_share": _number(compliance.unsupervised_share),
-            "unknown_share": _number(compliance.unknown_share),
+            # Supervised rounded down, not supervised and unknown up: a lapse is never rounded away (the
+            # three may add up to a little more than 1).
+            "supervised_share": share_down(compliance.supervised_share),
+            "unsupervised_share": share_up(compliance.unsupervised_share),
+            "unknown_share": share_up(compliance.unknown_share),
             "lapses": lapses,
             # lapses / episodes: withheld with either count
             "lapses_per_episode": None

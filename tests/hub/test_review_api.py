@@ -24,7 +24,13 @@ from seclusion_hub.auth import create_token
 from seclusion_hub.config import load_sites
 from seclusion_hub.core.episode import Episode, ObserverMark, Segment
 from seclusion_hub.models import AlertRecord, AuditEntry, EpisodeRecord, Pupil
-from seclusion_hub.review import CSV_COLUMNS, site_lengthy_after_s, site_pattern_triggers
+from seclusion_hub.review import (
+    CSV_COLUMNS,
+    share_down,
+    share_up,
+    site_lengthy_after_s,
+    site_pattern_triggers,
+)
 from seclusion_hub.store import Batch
 from tests.hub.test_api import T0, Api
 from tests.hub.test_records import COMPLETE
@@ -58,9 +64,16 @@ class Review(Api):
         return ident
 
     def episode(
-        self, pupil: str | None, start: dt.datetime, minutes: float, room: str = "calm-1", test: bool = False
+        self,
+        pupil: str | None,
+        start: dt.datetime,
+        minutes: float,
+        room: str = "calm-1",
+        test: bool = False,
+        observer: list[ObserverMark] | None = None,
     ) -> str:
-        """An ended episode, stored as the hub stores one, supervised throughout; its incident's id."""
+        """An ended episode, stored as the hub stores one, supervised throughout unless `observer` gives
+        other marks; its incident's id."""
         ident = str(uuid.uuid4())
         end = start + dt.timedelta(minutes=minutes)
         ep = Episode(
@@ -73,7 +86,7 @@ class Review(Api):
             segments=[Segment(start=start, end=end)],
             incident_id=str(uuid.uuid4()),
             pupil_id=pupil,
-            observer=[ObserverMark(ts=start, present=True)],
+            observer=observer if observer is not None else [ObserverMark(ts=start, present=True)],
             test=test,
         )
         opened = {"id": ep.incident_id, "episode_id": ident, "site": SITE, "room": room, "status": "open"}
@@ -579,3 +592,40 @@ def test_an_episode_counts_for_every_group_its_member_of_staff_is_in(tmp_path: P
     finally:
         r.client.close()
         r.store.close()
+
+
+def absent(start: dt.datetime, after: dt.timedelta, seconds: float) -> list[ObserverMark]:
+    """Observer marks: present from `start`, away for `seconds` from `after` later, then back."""
+    away = start + after
+    return [
+        ObserverMark(ts=start, present=True),
+        ObserverMark(ts=away, present=False),
+        ObserverMark(ts=away + dt.timedelta(seconds=seconds), present=True),
+    ]
+
+
+def test_a_lapse_is_never_rounded_away_in_the_supervision_shares(bare: Review) -> None:
+    """An hour with 1.5 s unsupervised: the summary rounded each share to 3 decimals to nearest, so it
+    said supervised 1.0 and not supervised 0.0 (and the overview page 100.0 % and 0.0 %), while the
+    child page and the governors' PDF (percent_down) said 99 %. Supervised now rounds down, the rest up."""
+    start = dt.datetime(2026, 10, 5, 10, tzinfo=dt.UTC)
+    bare.episode(None, start, 60, observer=absent(start, dt.timedelta(minutes=30), 1.5))
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    for hidden in ("true", "false"):
+        shares = bare.client.get(
+            "/api/reports/summary", params={**PERIOD, "suppress": hidden}, headers=bare.leader()
+        ).json()["supervision"]
+        assert (shares["supervised_share"], shares["unsupervised_share"], shares["unknown_share"]) == (
+            0.999,
+            0.001,
+            0.0,
+        )
+
+
+@pytest.mark.parametrize(
+    ("share", "down", "up"),
+    [(0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.29, 0.29, 0.29), (0.0004, 0.0, 0.001), (0.9996, 0.999, 1.0)],
+)
+def test_shares_round_down_when_supervised_and_up_otherwise(share: float, down: float, up: float) -> None:
+    assert (share_down(share), share_up(share)) == (down, up)
+    assert share_down(None) is None and share_up(None) is None

@@ -36,7 +36,7 @@ from seclusion_hub.models import AuditEntry, IncidentRecord
 from seclusion_hub.store import pack_cursor
 from tests.hub.test_api import T0
 from tests.hub.test_records import COMPLETE, NO_CHILD
-from tests.hub.test_review_api import SITE, START, Review
+from tests.hub.test_review_api import SITE, START, Review, absent
 from tests.web.test_board import ARTIFACTS
 
 DAY = dt.timedelta(days=1)
@@ -450,3 +450,21 @@ def test_a_share_of_supervised_time_is_never_rounded_up() -> None:
     assert supervised_percent(600, 600) == "100 %"
     assert supervised_percent(0.29 * 600, 600) == "29 %"
     assert supervised_percent(0, 0) == "-"
+
+
+def test_the_overview_never_says_100_percent_supervised_after_a_lapse(tmp_path: Path) -> None:
+    """An hour with 1.5 s unsupervised read "Time supervised 100.0 %, not supervised 0.0 %" on /review,
+    while the governors' PDF of the same period said 99 %: the summary rounded the shares to nearest
+    before the page rounded them down or up."""
+    r = Review(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
+    start = dt.datetime(2026, 10, 5, 10, tzinfo=dt.UTC)
+    r.episode(None, start, 60, observer=absent(start, dt.timedelta(minutes=30), 1.5))
+    r.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    try:
+        page = _browser(r, "leader", SITE).get(f"/review?{PERIOD}").text
+        assert "<dt>Time supervised</dt><dd>99.9 %</dd>" in page
+        assert "<dt>Time not supervised</dt><dd>0.1 %</dd>" in page
+        assert "<dt>Time the system could not tell</dt><dd>0.0 %</dd>" in page
+    finally:
+        r.client.close()
+        r.store.close()
