@@ -9,7 +9,7 @@ import logging
 import os
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -175,6 +175,9 @@ class LoadedSite:
     spec: SiteSpec
     zone: ZoneInfo
     policies: dict[str, Policy]
+    # The site's profile as it is, without any room's overrides (what a room taken out of the file falls
+    # back to where no room is left to judge by)
+    profile: Policy = field(default_factory=Policy)
 
     @property
     def id(self) -> str:
@@ -259,7 +262,8 @@ def load_site(path: Path) -> LoadedSite:
                 WebhookChannel(hook_url, secret)
             except ChannelError as exc:
                 raise ConfigError(str(path), key, str(exc)) from None
-    return LoadedSite(path=path, spec=spec, zone=zone, policies=policies)
+    profile = build_policy(base, str(path), "policy")
+    return LoadedSite(path=path, spec=spec, zone=zone, policies=policies, profile=profile)
 
 
 def load_sites(paths: list[Path]) -> list[LoadedSite]:

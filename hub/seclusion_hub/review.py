@@ -13,7 +13,7 @@ import datetime as dt
 import io
 import math
 import statistics
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
@@ -28,7 +28,7 @@ from .core import analytics
 from .core import incident as workflow
 from .core.analytics import CHARACTERISTICS, Characteristic, EpisodeFact, PupilFact
 from .core.episode import account
-from .core.policy import PatternTrigger
+from .core.policy import PatternTrigger, Policy
 from .deps import Leader
 from .errors import BadRequest
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
@@ -475,15 +475,27 @@ def _counts(values: dict[Any, int], suppress: bool) -> dict[str, int | None]:
     return dict(analytics.suppress_counts(shown)) if suppress else dict(shown)
 
 
-def site_lengthy_after_s(site: LoadedSite) -> dict[str, float]:
+def site_lengthy_after_s(site: LoadedSite, rooms: Iterable[str] = ()) -> dict[str, float]:
     """Each room's first duration alert (the earliest, in whatever order its policy lists them; a room's
     overrides may set their own): past it an episode is flagged `lengthy`. A flag is never lost because
-    another room's policy says less."""
-    return {
+    another room's policy says less.
+
+    Each of `rooms` the site file no longer has (a room taken out: its episodes still count) gets the
+    lowest first duration alert of the site's rooms, or where none has one the profile's (the built-in
+    default where the profile has none either): such a room never goes without a threshold."""
+    limits = {
         room: min(rule.after_s for rule in policy.duration_alerts)
         for room, policy in site.policies.items()
         if policy.duration_alerts
     }
+    gone = [room for room in rooms if room not in site.policies]
+    if gone:
+        fallback = min(
+            limits.values(),
+            default=min(rule.after_s for rule in (site.profile.duration_alerts or Policy().duration_alerts)),
+        )
+        limits |= dict.fromkeys(gone, fallback)
+    return limits
 
 
 def site_pattern_triggers(site: LoadedSite) -> list[PatternTrigger]:
@@ -509,7 +521,11 @@ def summary_json(
         target_reduction_pct=site.spec.reduction_target_pct,
     )
     flags = analytics.pattern_flags(
-        f.episodes, site_pattern_triggers(site), now, lengthy_after_s=site_lengthy_after_s(site), trend=trend
+        f.episodes,
+        site_pattern_triggers(site),
+        now,
+        lengthy_after_s=site_lengthy_after_s(site, {e.room for e in f.episodes}),
+        trend=trend,
     )
     compliance = analytics.supervision_compliance(f.episodes)
     minutes = [e.elapsed_s / 60 for e in shown]

@@ -23,7 +23,7 @@ from sqlmodel import col, select
 from seclusion_hub.auth import create_token
 from seclusion_hub.config import load_sites
 from seclusion_hub.core.episode import Episode, ObserverMark, Segment
-from seclusion_hub.models import AlertRecord, AuditEntry, EpisodeRecord, Pupil
+from seclusion_hub.models import AlertRecord, AuditEntry, EpisodeRecord, IncidentRecord, Pupil
 from seclusion_hub.review import (
     CSV_COLUMNS,
     share_down,
@@ -629,3 +629,48 @@ def test_a_lapse_is_never_rounded_away_in_the_supervision_shares(bare: Review) -
 def test_shares_round_down_when_supervised_and_up_otherwise(share: float, down: float, up: float) -> None:
     assert (share_down(share), share_up(share)) == (down, up)
     assert share_down(None) is None and share_up(None) is None
+
+
+def test_a_room_taken_out_of_the_site_file_is_judged_by_the_lowest_first_duration_alert(
+    tmp_path: Path,
+) -> None:
+    """review.md: lengthy flags every episode past its room's first duration alert. A room taken out of
+    the site file keeps its episodes in every count, but had no threshold at all, so a 45-minute episode
+    there was never flagged. It now falls back to the lowest first alert of the site's rooms, or the
+    profile's where no room has one."""
+    warn_5 = {"after_s": 300, "kind": "duration_warning", "tier": "room"}
+    write_site(
+        tmp_path / "site.yaml",
+        [two_device_room("calm-1"), two_device_room("calm-2", duration_alerts=[warn_5])],
+    )
+    [site] = load_sites([tmp_path / "site.yaml"])
+    limits = site_lengthy_after_s(site, ["calm-1", "old-room"])
+    assert limits == {"calm-1": 600, "calm-2": 300, "old-room": 300}
+    write_site(tmp_path / "quiet.yaml", [two_device_room("calm-1", duration_alerts=[])])
+    [quiet] = load_sites([tmp_path / "quiet.yaml"])
+    assert site_lengthy_after_s(quiet, ["calm-1", "old-room"]) == {"old-room": 600}, "the profile's first"
+
+
+def test_a_lengthy_episode_in_a_room_taken_out_of_the_site_file_is_still_flagged(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    (tmp_path / "before").mkdir()
+    (tmp_path / "after").mkdir()
+    before = Review(tmp_path / "before", url, rooms=[two_device_room("calm-1"), two_device_room("old-room")])
+    long_one = before.episode(None, dt.datetime(2026, 10, 5, 10, tzinfo=dt.UTC), 45, room="old-room")
+    before.episode(None, dt.datetime(2026, 10, 6, 10, tzinfo=dt.UTC), 9, room="old-room")
+    before.client.close()
+    before.store.close()
+    after = Review(tmp_path / "after", url, rooms=[two_device_room("calm-1")])  # old-room taken out
+    try:
+        after.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+        body = after.client.get(
+            "/api/reports/summary", params={**PERIOD, "suppress": "false"}, headers=after.leader()
+        ).json()
+        assert body["by_room"] == {"old-room": 2}, "counted ..."
+        with after.store.session() as s:
+            episode_id = s.exec(select(IncidentRecord.episode_id).where(IncidentRecord.id == long_one)).one()
+        lengthy = [f["episode_ids"] for f in body["flags"] if f["kind"] == "lengthy"]
+        assert lengthy == [[episode_id]], "... and 45 minutes is past the lowest first alert (10 min)"
+    finally:
+        after.client.close()
+        after.store.close()
