@@ -468,7 +468,12 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                 "first": local_date(f.first_start, site.zone),
                 "last": local_date(f.last_start, site.zone),
             }
-            for f in analytics.pattern_flags(facts.episodes, site_pattern_triggers(site), service.clock.now())
+            for f in analytics.pattern_flags(
+                [*facts.earlier, *facts.episodes],
+                site_pattern_triggers(site),
+                service.clock.now(),
+                since=when.start,
+            )
             if f.pupil_id == pupil.id and f.first_start is not None and f.last_start is not None
         ]
         audit_read(who, "pupil", pupil.id)

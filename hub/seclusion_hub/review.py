@@ -14,7 +14,7 @@ import io
 import math
 import statistics
 from collections.abc import Collection, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -95,6 +95,9 @@ class Facts:
     episodes: list[EpisodeFact]
     pupils: list[PupilFact]
     clocks: dict[str, Reading]  # by episode id: an open episode's run to now
+    # The episodes of the look-back before the period (the largest `window_days` of the site's pattern
+    # triggers): they only complete a pattern across the period's start (`flags`), and count nowhere.
+    earlier: list[EpisodeFact] = field(default_factory=list)
 
 
 def _iso(when: dt.datetime | None) -> str:
@@ -353,20 +356,26 @@ def reading(row: EpisodeRecord, service: HubService, now: dt.datetime) -> Readin
     )
 
 
+def pattern_lookback(site: LoadedSite) -> dt.timedelta:
+    """How far before a period the patterns look: the largest `window_days` of the site's triggers."""
+    return dt.timedelta(days=max((t.window_days for t in site_pattern_triggers(site)), default=0))
+
+
 def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, when: Period) -> Facts:
     """Everything the review reads for one site and period: episodes, their records and staff, lapses
-    and the register. An open episode's clocks run to now (`reading`)."""
+    and the register; and, apart (`earlier`), the episodes of the patterns' look-back before the period.
+    An open episode's clocks run to now (`reading`)."""
     now = service.clock.now()
-    rows = records.episodes_between([site.id], when.start, when.end)
-    clocks = {r.id: reading(r, service, now) for r in rows}
-    incidents = {i.episode_id: i for i in records.incidents_for([r.id for r in rows])}
+    loaded = records.episodes_between([site.id], when.start - pattern_lookback(site), when.end)
+    clocks = {r.id: reading(r, service, now) for r in loaded}
+    incidents = {i.episode_id: i for i in records.incidents_for([r.id for r in loaded])}
     staff: dict[str, list[str]] = {}
     for member in records.staff_of([i.id for i in incidents.values()]):
         if member.role == "involved":
             staff.setdefault(member.incident_id, []).append(member.name)
-    lapses = records.lapse_counts([r.id for r in rows])
+    lapses = records.lapse_counts([r.id for r in loaded])
     questioned = records.corrected([i.id for i in incidents.values()], "classification")
-    episodes = [
+    facts = [
         EpisodeFact(
             id=r.id,
             site=r.site,
@@ -386,8 +395,13 @@ def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, wh
             classification=completed_classification(incidents.get(r.id), questioned),
             corrected=corrected(incidents.get(r.id), questioned),
         )
-        for r in rows
+        for r in loaded
     ]
+    rows = [r for r in loaded if r.started_at >= when.start]
+    episodes = [e for e in facts if e.started_at >= when.start]
+    earlier = [e for e in facts if e.started_at < when.start]
+    clocks = {r.id: clocks[r.id] for r in rows}
+    incidents = {r.id: incidents[r.id] for r in rows if r.id in incidents}
     pupils = [
         PupilFact(
             id=p.id,
@@ -403,7 +417,7 @@ def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, wh
         )
         for p in records.pupils([site.id], site.id)
     ]
-    return Facts(site, when, rows, incidents, episodes, pupils, clocks)
+    return Facts(site, when, rows, incidents, episodes, pupils, clocks, earlier)
 
 
 def counted_as_words(e: EpisodeFact) -> str:
@@ -521,11 +535,12 @@ def summary_json(
         target_reduction_pct=site.spec.reduction_target_pct,
     )
     flags = analytics.pattern_flags(
-        f.episodes,
+        [*f.earlier, *f.episodes],
         site_pattern_triggers(site),
         now,
         lengthy_after_s=site_lengthy_after_s(site, {e.room for e in f.episodes}),
         trend=trend,
+        since=f.period.start,
     )
     compliance = analytics.supervision_compliance(f.episodes)
     minutes = [e.elapsed_s / 60 for e in shown]

@@ -428,6 +428,12 @@ def test_densest_window_prefers_the_latest_of_equals() -> None:
     episodes = [episode(utc(2026, 1, 1) + dt.timedelta(days=d), "p1") for d in (0, 1, 100, 101)]
     assert densest_window(episodes, dt.timedelta(days=30)) == episodes[2:]
     assert densest_window([], dt.timedelta(days=30)) == []
+    # with `since`, a run must reach it: the densest of those with an episode from then on
+    trio = [episode(utc(2026, 1, 1) + dt.timedelta(days=d), "p1") for d in (0, 1, 2, 100)]
+    month = dt.timedelta(days=30)
+    assert densest_window(trio, month) == densest_window(trio, month, utc(2026, 1, 3)) == trio[:3]
+    assert densest_window(trio, month, utc(2026, 1, 4)) == trio[3:]
+    assert densest_window(trio, month, utc(2026, 5, 1)) == []
 
 
 def test_only_episodes_up_to_now_and_not_tests() -> None:
@@ -446,6 +452,30 @@ def test_only_episodes_up_to_now_and_not_tests() -> None:
     assert pattern_flags(episodes, [THREE_IN_30], NOW) == []
     at_now = [*episodes[:2], episode(NOW, "p1")]  # at now counts
     assert [f.pupil_id for f in pattern_flags(at_now, [THREE_IN_30], NOW)] == ["p1"]
+
+
+def test_a_pattern_across_the_start_of_the_period_is_flagged_when_one_episode_is_in_it() -> None:
+    """review.md, Patterns: `count` episodes within one window, "at any time up to now". The figures read
+    only the period's episodes, so a child secluded on 24 and 28 August and again on 2 September (3 in
+    9 days) was not flagged on the autumn term's review. With `since`, earlier episodes complete a
+    window, and a window is flagged only when one of its episodes is in the period."""
+    term, now = utc(2026, 8, 31, 23), utc(2026, 12, 1)  # 1 September at the school; the review
+    august = [episode(utc(2026, 8, 24, 10), "p1"), episode(utc(2026, 8, 28, 10), "p1")]
+    september = episode(utc(2026, 9, 2, 10), "p1")
+    (flag,) = pattern_flags([*august, september], [THREE_IN_30], now, since=term)
+    assert flag.episode_ids == (*(e.id for e in august), september.id)
+    assert (flag.first_start, flag.last_start) == (august[0].started_at, september.started_at)
+    # Three all before the period: a window with none of its episodes in the period is not this review's
+    before = [*august, episode(utc(2026, 8, 30, 10), "p1")]
+    assert pattern_flags(before, [THREE_IN_30], now, since=term) == []
+    assert len(pattern_flags(before, [THREE_IN_30], now)) == 1
+    # The densest window with an episode in the period is named, not a denser one wholly before it
+    early = [episode(utc(2026, 7, 1, 10 + i), "p1") for i in range(4)]
+    (flag,) = pattern_flags([*early, *august, september], [THREE_IN_30], now, since=term)
+    assert flag.count == 3 and flag.last_start == september.started_at
+    # A lengthy episode before the period is not flagged on this review
+    long_before = episode(utc(2026, 8, 30, 10), "p2", elapsed_s=3600)
+    assert pattern_flags([long_before], [], now, lengthy_after_s=600, since=term) == []
 
 
 def test_each_trigger_is_its_own_flag() -> None:

@@ -674,3 +674,39 @@ def test_a_lengthy_episode_in_a_room_taken_out_of_the_site_file_is_still_flagged
     finally:
         after.client.close()
         after.store.close()
+
+
+def test_three_episodes_within_30_days_are_flagged_even_across_the_start_of_the_period(bare: Review) -> None:
+    """review.md, Patterns: a child is flagged when `count` or more of their episodes started within one
+    window, "at any time up to now". The figures read only the episodes that started in the chosen
+    period, so a child secluded on 24 and 28 August and again on 2 September (3 in 9 days) was not
+    flagged on the autumn term's review. The look-back (30 days, the largest window) completes it; the
+    August episodes count nowhere else."""
+    child = bare.pupil("Ann", "none")
+    for day in (dt.datetime(2026, 8, 24, 10), dt.datetime(2026, 8, 28, 10), dt.datetime(2026, 9, 2, 10)):
+        bare.episode(child, day.replace(tzinfo=dt.UTC), 45)
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    term = {"site": SITE, "from": "2026-09-01T00:00:00+01:00", "to": "2026-12-01T00:00:00Z"}
+    body = bare.client.get(
+        "/api/reports/summary", params={**term, "suppress": "false"}, headers=bare.leader()
+    ).json()
+    (pattern,) = [f for f in body["flags"] if f["kind"] == "pattern"]
+    assert (pattern["pupil_id"], pattern["count"]) == (child, 3)
+    assert pattern["first_start"] == "2026-08-24T10:00:00.000Z", "the window begins before the period"
+    assert pattern["last_start"] == "2026-09-02T10:00:00.000Z"
+    assert [f["count"] for f in body["flags"] if f["kind"] == "lengthy"] == [1], "September's 45 min only"
+    assert body["episodes"] == 1 and body["minutes"]["total"] == 45.0, "August counts nowhere else"
+    rows = list(
+        csv.DictReader(
+            io.StringIO(bare.client.get("/api/reports/episodes.csv", params=term, headers=bare.leader()).text)
+        )
+    )
+    assert len(rows) == 1
+    hidden = bare.client.get("/api/reports/summary", params=term, headers=bare.leader()).json()
+    assert [f["children"] for f in hidden["flags"] if f["kind"] == "pattern"] == [None], "1 child: small"
+    # A term that starts after the third: nothing of it in the period, no flag
+    later = {**term, "from": "2026-09-03T00:00:00Z"}
+    body = bare.client.get(
+        "/api/reports/summary", params={**later, "suppress": "false"}, headers=bare.leader()
+    ).json()
+    assert body["flags"] == []

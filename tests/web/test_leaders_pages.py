@@ -468,3 +468,24 @@ def test_the_overview_never_says_100_percent_supervised_after_a_lapse(tmp_path: 
     finally:
         r.client.close()
         r.store.close()
+
+
+def test_the_pages_flag_a_pattern_across_the_start_of_the_period(tmp_path: Path) -> None:
+    """24 and 28 August and 2 September: 3 episodes in 9 days, the last in the autumn term. The overview
+    and the child's page read only the term's episodes and flagged nothing."""
+    r = Review(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        child = r.pupil("Ann", "none")
+        for day in (24, 28):
+            r.episode(child, dt.datetime(2026, 8, day, 10, tzinfo=dt.UTC), 5)
+        r.episode(child, dt.datetime(2026, 9, 2, 10, tzinfo=dt.UTC), 5)
+        r.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+        leader = _browser(r, "leader", SITE)
+        overview = leader.get(f"/review?{PERIOD}").text
+        assert "A child has had 3 episodes within 30 days (repeated seclusion)" in overview
+        page = leader.get(f"/review/children/{child}?{PERIOD}").text
+        assert "3 episodes from Monday 24 August 2026 to Wednesday 2 September 2026" in page
+        assert page.count("<tr>") == 2, "the child's episodes in the period: the heading and one"
+    finally:
+        r.client.close()
+        r.store.close()

@@ -465,14 +465,19 @@ class Flag:
         return len(self.episode_ids)
 
 
-def densest_window(starts: Sequence[EpisodeFact], window: dt.timedelta) -> list[EpisodeFact]:
+def densest_window(
+    starts: Sequence[EpisodeFact], window: dt.timedelta, since: dt.datetime | None = None
+) -> list[EpisodeFact]:
     """The largest run of episodes (sorted by start) whose first and last starts are less than `window`
-    apart, i.e. that fit in one window [t, t + window); of equal runs, the latest."""
+    apart, i.e. that fit in one window [t, t + window); of equal runs, the latest. With `since`, only
+    runs with at least one episode that started at or after it (earlier ones only complete a run)."""
     best: tuple[int, int] = (0, 0)
     first = 0
     for last, episode in enumerate(starts):
         while episode.started_at - starts[first].started_at >= window:
             first += 1
+        if since is not None and episode.started_at < since:
+            continue  # the run's latest episode, and so every one of it, is before `since`
         if last + 1 - first >= best[1] - best[0]:
             best = (first, last + 1)
     return list(starts[best[0] : best[1]])
@@ -486,6 +491,7 @@ def pattern_flags(
     lengthy_after_s: float | Mapping[str, float] | None = None,
     lengthy_label: str = "lengthy episode",
     trend: Trend | None = None,
+    since: dt.datetime | None = None,
 ) -> list[Flag]:
     """The review's flags, for the counted episodes that started at or before `now`:
 
@@ -497,8 +503,15 @@ def pattern_flags(
       than its room's, given as room: seconds; a room not named has none), whether or not a child is
       named.
     - `rising`, when a `trend` is given and its verdict is "rising": one flag for the whole trend.
+
+    With `since` (a period's start), episodes before it only complete a pattern: a window is flagged
+    only when at least one of its episodes started at or after `since`, and lengthy flags are about
+    those episodes only. Pass the episodes of the largest `window_days` before it, so that a pattern
+    across the period's start is seen.
     """
     _aware(now, "now")
+    if since is not None:
+        _aware(since, "since")
     past = sorted((e for e in counted(episodes) if e.started_at <= now), key=lambda e: e.started_at)
     by_child: dict[str, list[EpisodeFact]] = defaultdict(list)
     for episode in past:
@@ -507,7 +520,7 @@ def pattern_flags(
     flags: list[Flag] = []
     for child in sorted(by_child):
         for trigger in triggers:
-            densest = densest_window(by_child[child], dt.timedelta(days=trigger.window_days))
+            densest = densest_window(by_child[child], dt.timedelta(days=trigger.window_days), since)
             if len(densest) >= trigger.count:
                 flags.append(
                     Flag(
@@ -536,7 +549,7 @@ def pattern_flags(
                 last_start=e.started_at,
             )
             for e in past
-            if lengthy(e)
+            if lengthy(e) and (since is None or e.started_at >= since)
         )
     if trend is not None and trend.verdict == "rising":
         flags.append(
