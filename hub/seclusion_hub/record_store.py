@@ -329,9 +329,9 @@ class RecordStore:
         with self._session() as s:
             return list(s.exec(query.order_by(when.desc(), key.desc()).limit(limit)).all())
 
-    def lapse_counts(self, episode_ids: Sequence[str]) -> dict[str, int]:
-        """Supervision lapses per episode: the `supervision_lapse` alerts raised (each a lapse longer
-        than the grace)."""
+    def lapse_alert_counts(self, episode_ids: Sequence[str]) -> dict[str, int]:
+        """The `supervision_lapse` alerts raised per episode (each for a lapse longer than the grace; the
+        episode's lapses themselves are every unsupervised interval of its accounting)."""
         if not episode_ids:
             return {}
         a = AlertRecord

@@ -70,6 +70,7 @@ CSV_COLUMNS = (
     "reviewed_at",
     "closed_at",
     "counted_as",
+    "lapse_alerts",
 )
 
 
@@ -247,7 +248,7 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
         loaded = site_of(who, site)
         f = facts(loaded, period(start, end))
         audited(who, "episodes_csv", loaded.id, rows=len(f.rows))
-        lapses = {e.id: e.lapses for e in f.episodes}
+        alerts = {e.id: e.lapse_alerts for e in f.episodes}
         counted_as = {e.id: counted_as_words(e) for e in f.episodes}
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
@@ -270,7 +271,7 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
                     f"{c.unsupervised_s:.3f}",
                     f"{c.unknown_s:.3f}",
                     f"{c.longest_lapse_s:.3f}",
-                    lapses.get(r.id, 0),
+                    c.lapses,
                     r.locked,
                     r.manual,
                     r.test,
@@ -288,6 +289,7 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
                     _iso(i.reviewed_at) if i else "",
                     _iso(i.closed_at) if i else "",
                     counted_as.get(r.id, ""),
+                    alerts.get(r.id, 0),
                 ]
             )
         # Named by the school's own days: the period's first and last local day (its end is exclusive).
@@ -329,12 +331,18 @@ class Reading:
     unsupervised_s: float
     unknown_s: float
     longest_lapse_s: float
+    # Every unsupervised interval of the episode's accounting (semantics 3.4: grace included and however
+    # short), of which `longest_lapse_s` is the longest
+    lapses: int = 0
 
 
 def reading(row: EpisodeRecord, service: HubService, now: dt.datetime) -> Reading:
     """The episode's clocks: an ended one's as its row has them; an open one's run to `now`, from the
     episode as its room has it (its row is rewritten only when something about it changes, so its stored
-    clocks stand still while the child is still in the room: the figures would under-count)."""
+    clocks stand still while the child is still in the room: the figures would under-count). Its lapses
+    are those of its accounting (`account(...).lapses`), the stored episode's for an ended one."""
+    ep = service.episode_now(row)
+    acc = account(ep, now)
     if row.ended_at is not None:
         return Reading(
             row.elapsed_s,
@@ -343,9 +351,8 @@ def reading(row: EpisodeRecord, service: HubService, now: dt.datetime) -> Readin
             row.unsupervised_s,
             row.unknown_s,
             row.longest_lapse_s,
+            len(acc.lapses),
         )
-    ep = service.episode_now(row)
-    acc = account(ep, now)
     return Reading(
         ep.elapsed_s(now),
         ep.duration_s(now),
@@ -353,6 +360,7 @@ def reading(row: EpisodeRecord, service: HubService, now: dt.datetime) -> Readin
         acc.unsupervised_s,
         acc.unknown_s,
         acc.longest_lapse_s,
+        len(acc.lapses),
     )
 
 
@@ -373,7 +381,7 @@ def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, wh
     for member in records.staff_of([i.id for i in incidents.values()]):
         if member.role == "involved":
             staff.setdefault(member.incident_id, []).append(member.name)
-    lapses = records.lapse_counts([r.id for r in loaded])
+    lapse_alerts = records.lapse_alert_counts([r.id for r in loaded])
     questioned = records.corrected([i.id for i in incidents.values()], "classification")
     facts = [
         EpisodeFact(
@@ -387,7 +395,8 @@ def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, wh
             supervised_s=clocks[r.id].supervised_s,
             unsupervised_s=clocks[r.id].unsupervised_s,
             unknown_s=clocks[r.id].unknown_s,
-            lapses=lapses.get(r.id, 0),
+            lapses=clocks[r.id].lapses,
+            lapse_alerts=lapse_alerts.get(r.id, 0),
             locked=r.locked,
             staff=tuple(staff.get(incidents[r.id].id, ())) if r.id in incidents else (),
             test=r.test,

@@ -38,6 +38,7 @@ from tests.support.hub import two_device_room, write_site
 
 SITE = "test-school"
 START = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+MINUTE = dt.timedelta(minutes=1)
 
 
 class Review(Api):
@@ -447,8 +448,8 @@ def test_a_record_corrected_by_addendum_is_not_waiting_for_a_completed_record(ba
     assert withheld["classes"]["corrected"] is None, "1 is a small number"
 
 
-def _lapse_in_first_episode(review: Review) -> None:
-    """A (resolved) supervision lapse stored against the earliest episode."""
+def _lapse_alert_on_first_episode(review: Review) -> None:
+    """A (resolved) supervision lapse alert stored against the earliest episode."""
     with review.store.session() as s:
         first = s.exec(select(EpisodeRecord).order_by(col(EpisodeRecord.started_at))).first()
         assert first is not None
@@ -475,9 +476,9 @@ def test_the_suppressed_summary_withholds_every_small_count(bare: Review) -> Non
     episodes of two children, one with a lapse in supervision and none recorded: the suppressed summary
     said `children: 2` under `suppressed: true`, and its lapses, trend and records likewise."""
     kids = [bare.pupil(f"Kid{i}", "none") for i in range(2)]
-    for i in range(6):  # 3, 2 and 1 in the weeks from 2, 9 and 16 November
-        bare.episode(kids[i % 2], dt.datetime(2026, 11, 2 + 3 * i, 10, tzinfo=dt.UTC), 5)
-    _lapse_in_first_episode(bare)
+    for i in range(6):  # 3, 2 and 1 in the weeks from 2, 9 and 16 November; a lapse in the first
+        start = dt.datetime(2026, 11, 2 + 3 * i, 10, tzinfo=dt.UTC)
+        bare.episode(kids[i % 2], start, 5, observer=absent(start, MINUTE, 20) if i == 0 else None)
     bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
     november = {"site": SITE, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "bucket": "week"}
     shown = bare.client.get(
@@ -515,8 +516,8 @@ def test_what_leaves_the_screen_withholds_small_counts_their_minutes_and_each_ch
     their register id, episodes and dates, and the lengthy episode's own flag."""
     kid = bare.pupil("Kid", "none")
     for day, minutes in ((2, 5), (9, 6), (16, 40)):  # 3 in 30 days: a pattern; 40 minutes: lengthy
-        bare.episode(kid, dt.datetime(2026, 11, day, 10, tzinfo=dt.UTC), minutes)
-    _lapse_in_first_episode(bare)
+        start = dt.datetime(2026, 11, day, 10, tzinfo=dt.UTC)
+        bare.episode(kid, start, minutes, observer=absent(start, MINUTE, 20) if day == 2 else None)
     bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
     november = {"site": SITE, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
 
@@ -710,3 +711,46 @@ def test_three_episodes_within_30_days_are_flagged_even_across_the_start_of_the_
         "/api/reports/summary", params={**later, "suppress": "false"}, headers=bare.leader()
     ).json()
     assert body["flags"] == []
+
+
+def test_the_lapses_count_every_unsupervised_interval_as_longest_lapse_s_does(bare: Review) -> None:
+    """Semantics 3.4: every unsupervised interval is a lapse, "grace included and however short", and
+    `longest_lapse_s` is the longest of them. The review counted lapses as `supervision_lapse` alerts
+    (only those past the grace), so the CSV said lapses 0 next to longest_lapse_s 10, and the summary
+    that no episode had a lapse while the time not supervised was not 0. The alerts are counted apart,
+    as `lapse_alerts`."""
+    start = dt.datetime(2026, 10, 5, 10, tzinfo=dt.UTC)
+    # away 10 s (within the 15 s grace: no alert), then 20 s (past it); a second episode with no lapse
+    marks = [
+        ObserverMark(ts=start + dt.timedelta(seconds=t), present=present)
+        for t, present in ((0, True), (300, False), (310, True), (360, False), (380, True))
+    ]
+    bare.episode(None, start, 12, observer=marks)
+    bare.episode(None, start + dt.timedelta(days=1), 12)
+    _lapse_alert_on_first_episode(bare)  # as the hub raised it, for the 20 s
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    text = bare.client.get("/api/reports/episodes.csv", params=PERIOD, headers=bare.leader()).text
+    first, second = csv.DictReader(io.StringIO(text))
+    assert (float(first["unsupervised_s"]), float(first["longest_lapse_s"])) == (30.0, 20.0)
+    assert (first["lapses"], first["lapse_alerts"]) == ("2", "1")
+    assert (second["lapses"], second["lapse_alerts"], second["longest_lapse_s"]) == ("0", "0", "0.000")
+    body = bare.client.get(
+        "/api/reports/summary", params={**PERIOD, "suppress": "false"}, headers=bare.leader()
+    ).json()["supervision"]
+    assert (body["lapses"], body["episodes_with_lapse"], body["lapses_per_episode"]) == (2, 1, 1.0)
+
+
+def test_an_open_episodes_lapses_count_to_now(bare: Review) -> None:
+    """An open episode's lapses are those of its accounting to now, as its other clocks are."""
+    bare.event(SITE, "calm-1", "calm-1-panel", "observer", "present", 0)
+    bare.event(SITE, "calm-1", "calm-1-door", "occupancy", "occupied", 1)
+    bare.event(SITE, "calm-1", "calm-1-door", "door", "closed", 2)
+    bare.event(SITE, "calm-1", "calm-1-panel", "observer", "absent", 60)
+    bare.event(SITE, "calm-1", "calm-1-panel", "observer", "present", 65)  # 5 s: within the grace
+    bare.clock.set(T0 + dt.timedelta(minutes=2))
+    day = {"site": SITE, "from": "2026-11-23T00:00:00Z", "to": "2026-11-24T00:00:00Z"}
+    [row] = csv.DictReader(
+        io.StringIO(bare.client.get("/api/reports/episodes.csv", params=day, headers=bare.leader()).text)
+    )
+    assert row["ended_at"] == "" and (row["lapses"], row["lapse_alerts"]) == ("1", "0")
+    assert float(row["longest_lapse_s"]) == 5.0

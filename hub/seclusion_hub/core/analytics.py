@@ -76,7 +76,9 @@ def _aware(at: dt.datetime, name: str) -> None:
 @dataclass(frozen=True)
 class EpisodeFact:
     """One episode as the review sees it. `started_at` is timezone-aware; times are seconds; `lapses`
-    is the number of supervision lapses; `staff` names every adult involved."""
+    is the number of supervision lapses, every unsupervised interval of its accounting (semantics 3.4:
+    grace included and however short); `lapse_alerts` the `supervision_lapse` alerts raised (a lapse
+    past the grace); `staff` names every adult involved."""
 
     id: str
     site: str
@@ -100,6 +102,7 @@ class EpisodeFact:
     # seclusion whatever the addendum says (never under-count), with `classification` None, but not
     # waiting for a completed record.
     corrected: bool = False
+    lapse_alerts: int = 0
 
     def __post_init__(self) -> None:
         _aware(self.started_at, f"episode {self.id} started_at")
@@ -844,7 +847,8 @@ class Compliance:
 
 def supervision_compliance(episodes: Iterable[EpisodeFact]) -> Compliance:
     """Share of episode time supervised (sum of `supervised_s` / sum of `elapsed_s`), unsupervised and
-    unknown likewise; lapses per episode; episodes with at least one lapse."""
+    unknown likewise; lapses (every unsupervised interval: `EpisodeFact.lapses`), lapses per episode;
+    episodes with at least one lapse."""
     shown = counted(episodes)
     elapsed = sum(e.elapsed_s for e in shown)
 
