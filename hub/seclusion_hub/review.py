@@ -27,6 +27,7 @@ from .config import LoadedSite
 from .core import analytics
 from .core import incident as workflow
 from .core.analytics import CHARACTERISTICS, Characteristic, EpisodeFact, PupilFact
+from .core.deadlines import local_date
 from .core.episode import account
 from .core.policy import PatternTrigger, Policy
 from .deps import Leader
@@ -174,18 +175,7 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
             )
         )
 
-    def rates(f: Facts, characteristic: Characteristic, suppress: bool) -> list[dict[str, Any]]:
-        rows = analytics.disproportionality(
-            f.pupils,
-            f.episodes,
-            characteristic,
-            start=f.period.start,
-            end=f.period.end,
-            tz=f.site.zone,
-            site=f.site.id,
-        )
-        if suppress:
-            rows = analytics.suppress(rows)
+    def rates(rows: list[analytics.GroupRate]) -> list[dict[str, Any]]:
         return [
             {
                 **asdict(r),
@@ -214,13 +204,14 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
         f = facts(loaded, period(start, end))
         audited(who, "disproportionality", loaded.id, suppress=suppress)
         chosen = [characteristic] if characteristic is not None else list(CHARACTERISTICS)
+        tables = disproportionality_tables(f, chosen, suppress)
         return {
             "site": loaded.id,
             "from": format_ts(f.period.start),
             "to": format_ts(f.period.end),
             "suppressed": suppress,
             "children": len(f.pupils),
-            "items": [row for c in chosen for row in rates(f, c, suppress)],
+            "items": [row for c in chosen for row in rates(tables[c])],
             "next": None,
         }
 
@@ -488,6 +479,41 @@ def records_timeliness(f: Facts, now: dt.datetime) -> dict[str, int]:
     }
 
 
+# Characteristics suppressed together (`ehcp` is derived from `sen`: one table's withheld count would
+# be a difference of the other's shown ones)
+LINKED: tuple[Characteristic, Characteristic] = ("sen", "ehcp")
+
+
+def disproportionality_tables(
+    f: Facts, chosen: Collection[Characteristic], suppress: bool
+) -> dict[Characteristic, list[analytics.GroupRate]]:
+    """Each chosen characteristic's rows (`analytics.disproportionality`). Suppressed, `sen` and `ehcp`
+    are suppressed together (`analytics.suppress_linked`) whichever of them is asked for, so that asking
+    for one and then the other gives no more than asking for both; every other one on its own."""
+
+    def rows(characteristic: Characteristic) -> list[analytics.GroupRate]:
+        return analytics.disproportionality(
+            f.pupils,
+            f.episodes,
+            characteristic,
+            start=f.period.start,
+            end=f.period.end,
+            tz=f.site.zone,
+            site=f.site.id,
+        )
+
+    tables = {c: rows(c) for c in chosen}
+    if not suppress:
+        return tables
+    tables = {c: analytics.suppress(table) for c, table in tables.items() if c not in LINKED}
+    if any(c in LINKED for c in chosen):
+        first, second = LINKED
+        on = local_date(f.period.start, f.site.zone)
+        links = analytics.shared_groups(f.pupils, first, second, on=on, site=f.site.id)
+        tables[first], tables[second] = analytics.suppress_linked(rows(first), rows(second), links)
+    return {c: tables[c] for c in chosen}
+
+
 def _small(count: int, suppress: bool) -> int | None:
     """One count as it leaves the screen: None when `suppress` and it is 1 to 4."""
     return None if suppress and analytics.is_small(count) else count
@@ -693,11 +719,7 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
     months = analytics.suppress_counts({b.label: b.count for b in trend.buckets})
     partial = {b.label for b in trend.buckets if b.partial}  # marked: its count is of fewer days
     rooms = analytics.suppress_counts(analytics.by_room(shown))
-    sen = analytics.suppress(
-        analytics.disproportionality(
-            f.pupils, f.episodes, "sen", start=f.period.start, end=f.period.end, tz=site.zone, site=site.id
-        )
-    )
+    sen = disproportionality_tables(f, ["sen"], True)["sen"]  # with `ehcp`, which the API may give
     timeliness = records_timeliness(f, now)
     children = len({e.pupil_id for e in shown if e.pupil_id is not None})
     episodes = _small(len(shown), True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,9 +42,11 @@ from seclusion_hub.core.analytics import (
     pattern_flags,
     period_of,
     risk_ratio,
+    shared_groups,
     supervision_compliance,
     suppress,
     suppress_counts,
+    suppress_linked,
     trend,
 )
 from seclusion_hub.core.policy import PatternTrigger
@@ -390,6 +393,140 @@ def test_suppressed_reports_cannot_be_back_calculated(register: list[tuple[str |
         for name in ("n", "k", "episodes"):
             # one lone withheld count in a column would be the total minus the others
             assert sum(getattr(r, name) is None for r in shown) != 1
+
+
+def _rank(vectors: list[list[Fraction]]) -> int:
+    """The rank of a few short vectors (Gaussian elimination in exact fractions)."""
+    rows = [list(v) for v in vectors]
+    rank = 0
+    for col in range(len(rows[0]) if rows else 0):
+        pivot = next((r for r in range(rank, len(rows)) if rows[r][col] != 0), None)
+        if pivot is None:
+            continue
+        rows[rank], rows[pivot] = rows[pivot], rows[rank]
+        for r in range(len(rows)):
+            if r != rank and rows[r][col] != 0:
+                factor = rows[r][col] / rows[rank][col]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[rank], strict=True)]
+        rank += 1
+    return rank
+
+
+def worked_out(tables: Sequence[Sequence[GroupRate]], links: Collection[tuple[str, str]]) -> list[str]:
+    """The withheld counts of two linked tables that a reader can work out from the shown ones by sums
+    and differences. Each column (n, k, episodes) is a sum over the children, each of whom is in one
+    group of each table: its unknowns are the counts of each linked pair of groups (0 for a pair with no
+    child in common, which the register tells). A group's count is the sum of its pairs, the rest's the
+    sum of the others; a withheld count can be worked out exactly when its sum is a combination of the
+    shown ones."""
+    pairs = sorted(links)
+    found = []
+    for group_name, rest_name in (("n", "rest_n"), ("k", "rest_k"), ("episodes", "rest_episodes")):
+        shown: list[list[Fraction]] = []
+        withheld: list[tuple[str, list[Fraction]]] = []
+        for side, rows in enumerate(tables):
+            for r in rows:
+                member = [Fraction(int(pair[side] == r.group)) for pair in pairs]
+                for name, vector in ((group_name, member), (rest_name, [1 - m for m in member])):
+                    if getattr(r, name) is None:
+                        withheld.append((f"{r.characteristic} {r.group} {name}", vector))
+                    else:
+                        shown.append(vector)
+        known = _rank(shown)
+        # (a sum over no pair, such as the rest of a table's only group, is 0 whatever the register)
+        found += [cell for cell, vector in withheld if any(vector) and _rank([*shown, vector]) == known]
+    return found
+
+
+def sen_and_ehcp(
+    pupils: list[PupilFact], episodes: list[EpisodeFact]
+) -> tuple[list[GroupRate], list[GroupRate], set[tuple[str, str]]]:
+    sen = disproportionality(pupils, episodes, "sen", start=START, end=END, tz=UTC)
+    ehcp = disproportionality(pupils, episodes, "ehcp", start=START, end=END, tz=UTC)
+    return sen, ehcp, shared_groups(pupils, "sen", "ehcp", on=START.date())
+
+
+def test_sen_and_ehcp_suppressed_one_by_one_give_back_a_withheld_count() -> None:
+    """review.md: small numbers are withheld "so that no child can be identified from a small count".
+    `ehcp` is derived from `sen`, so its "no" group is sen none plus SEN support. Each table suppressed
+    on its own withheld the 3 children with an EHC plan secluded, yet the two tables together gave the 3
+    back: 34 secluded in all, less none's 20, less (ehcp "no" 25 less none's 20), less unknown's 6."""
+    pupils, episodes = [], []
+    groups = [("none", "none", 100, 20), ("support", "sen_support", 30, 5), ("ehcp", "ehcp", 10, 3)]
+    for prefix, value, n, k in [*groups, ("unknown", None, 20, 6)]:
+        for i in range(n):
+            pupils.append(pupil(f"{prefix}{i}", sen=value))
+            if i < k:
+                episodes.append(episode(START + dt.timedelta(days=1), f"{prefix}{i}"))
+    sen, ehcp, links = sen_and_ehcp(pupils, episodes)
+    assert links == {("none", "no"), ("sen_support", "no"), ("ehcp", "yes"), ("unknown", "unknown")}
+    apart = [*suppress(sen), *suppress(ehcp)]
+    assert "sen ehcp k" in worked_out([suppress(sen), suppress(ehcp)], links), "the leak, one by one"
+    shown_sen, shown_ehcp = suppress_linked(sen, ehcp, links)
+    assert worked_out([shown_sen, shown_ehcp], links) == []
+    # The 3 is withheld in both; withholding it in one spreads to its links in the other, whose lone
+    # withheld count takes another with it, and so on: here every k and episodes count of both.
+    assert {r.group: r.k for r in shown_sen} == dict.fromkeys(["none", "sen_support", "ehcp", "unknown"])
+    assert {r.group: r.k for r in shown_ehcp} == dict.fromkeys(["yes", "no", "unknown"])
+    assert [r.n for r in shown_sen] == [100, 30, 10, 20], "nothing small among the n: all shown"
+    assert [r.n for r in shown_ehcp] == [10, 130, 20]
+    assert all(r.suppressed for r in (*shown_sen, *shown_ehcp)) and any(not r.suppressed for r in apart)
+
+
+def test_suppress_linked_withholds_no_more_than_its_links_need() -> None:
+    """A small count in a group linked to nothing small spreads to its links and, through their lone
+    withheld counts, to as few others as the rules need; groups with nothing to hide stay shown."""
+    pupils = [pupil(f"a{i}", sen="none") for i in range(40)] + [pupil(f"b{i}", sen="ehcp") for i in range(40)]
+    pupils += [pupil(f"c{i}", sen="sen_support") for i in range(40)]
+    day = START + dt.timedelta(days=1)
+    episodes = [episode(day, f"a{i}") for i in range(10)] + [episode(day, f"b{i}") for i in range(2)]
+    episodes += [episode(day, f"c{i}") for i in range(12)]
+    sen, ehcp, links = sen_and_ehcp(pupils, episodes)
+    shown_sen, shown_ehcp = suppress_linked(sen, ehcp, links)
+    assert worked_out([shown_sen, shown_ehcp], links) == []
+    # sen k: none 10, support 12, ehcp 2: the 2 and (smallest other) none's 10; ehcp k: yes 2, no 22:
+    # yes and no; no's links, none and SEN support, are withheld in sen: all three.
+    assert [r.k for r in shown_sen] == [None, None, None] and [r.k for r in shown_ehcp] == [None, None]
+    assert all(r.n == 40 for r in shown_sen), "n has nothing small: shown"
+
+
+sen_registers = st.lists(
+    st.tuples(
+        st.sampled_from(["none", "sen_support", "ehcp", None]),
+        st.sampled_from([None, None, True, False]),  # an EHC plan recorded itself now and then
+        st.integers(0, 3),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(register=sen_registers)
+def test_linked_sen_and_ehcp_tables_cannot_be_back_calculated(
+    register: list[tuple[str | None, bool | None, int]],
+) -> None:
+    """No withheld count of either table is a sum or difference of shown counts of both, and every rule
+    of `suppress` still holds in each table."""
+    pupils = [pupil(f"p{i}", sen=sen, ehcp=ehcp) for i, (sen, ehcp, _) in enumerate(register)]
+    episodes = [
+        episode(START + dt.timedelta(days=j), f"p{i}")
+        for i, (_, _, times) in enumerate(register)
+        for j in range(times)
+    ]
+    sen, ehcp, links = sen_and_ehcp(pupils, episodes)
+    shown = suppress_linked(sen, ehcp, links)
+    assert worked_out(shown, links) == []
+    for rows, after_rows in zip((sen, ehcp), shown, strict=True):
+        single = suppress(rows)
+        for before, alone, after in zip(rows, single, after_rows, strict=True):
+            for name in ("n", "k", "episodes", "rest_n", "rest_k", "rest_episodes"):
+                value = getattr(after, name)
+                assert value is None or value == getattr(before, name)
+                assert getattr(alone, name) is not None or value is None, "at least what suppress withholds"
+            if after.k is None or after.n is None or after.rest_k is None or after.rest_n is None:
+                assert after.risk_ratio is None and after.ci_low is None and after.ci_high is None
+            assert (after == before) != after.suppressed
 
 
 # Patterns -------------------------------------------------------------------------------------------

@@ -754,3 +754,43 @@ def test_an_open_episodes_lapses_count_to_now(bare: Review) -> None:
     )
     assert row["ended_at"] == "" and (row["lapses"], row["lapse_alerts"]) == ("1", "0")
     assert float(row["longest_lapse_s"]) == 5.0
+
+
+def test_the_sen_and_ehcp_tables_are_suppressed_together_wherever_either_is(bare: Review) -> None:
+    """`ehcp` is derived from `sen`: its "no" is sen none plus SEN support. Suppressed one by one, sen
+    showed SEN support 5 and unknown 5 and ehcp showed "no" 10, with 18 secluded in all: none is 10 - 5
+    and the 3 children with an EHC plan 18 - 5 - 5 - 5, both withheld. Now a count withheld in either
+    table withholds its linked groups' in the other, through the API (one characteristic or all) and in
+    the governors' SEN table alike."""
+    groups = [("N", "none", 8, 5), ("S", "sen_support", 6, 5), ("E", "ehcp", 5, 3), ("U", "unknown", 5, 5)]
+    for prefix, sen, n, k in groups:
+        for i in range(n):
+            child = bare.pupil(f"{prefix}{i}", sen)
+            if i < k:
+                bare.episode(child, dt.datetime(2026, 10, 5 + i, 10, tzinfo=dt.UTC), 5)
+    bare.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+
+    def table(**asked: str) -> dict[tuple[str, str], dict[str, object]]:
+        items = bare.client.get(
+            "/api/reports/disproportionality", params={**PERIOD, **asked}, headers=bare.leader()
+        ).json()["items"]
+        return {(r["characteristic"], r["group"]): r for r in items if r["characteristic"] in ("sen", "ehcp")}
+
+    shown = table(suppress="false")
+    assert {g: r["k"] for (c, g), r in shown.items() if c == "sen"} == {
+        "none": 5,
+        "sen_support": 5,
+        "ehcp": 3,
+        "unknown": 5,
+    }
+    assert {g: r["k"] for (c, g), r in shown.items() if c == "ehcp"} == {"yes": 3, "no": 10, "unknown": 5}
+    every = table()
+    assert {key: r["k"] for key, r in every.items()} == dict.fromkeys(every), "every k withheld"
+    assert {key: r["n"] for key, r in every.items()} == {key: r["n"] for key, r in shown.items()}
+    assert all(r["suppressed"] and r["risk_ratio"] is None for r in every.values())
+    one_by_one = {**table(characteristic="sen"), **table(characteristic="ehcp")}
+    assert one_by_one == every, "asking for one and then the other gives no more than asking for both"
+    pdf = bare.client.get("/api/reports/governors.pdf", params=PERIOD, headers=bare.leader())
+    words = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages).split())
+    assert "SEN: sen_support fewer than 5" in words and "SEN: sen_support 5" not in words
+    assert "SEN: unknown 5" not in words

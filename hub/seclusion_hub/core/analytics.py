@@ -8,8 +8,9 @@ figure is about seclusion, and an episode counts as seclusion until a completed 
 Counts of episodes use `elapsed_s`, the reading that never under-counts (semantics 2.6). A figure that
 cannot be computed (a share of nothing, a ratio with no one on one side) is None, never a division error.
 
-What leaves the leaders' screen goes through `suppress` (group rates) or `suppress_counts` (any table
-of counts): a count from 1 to 4 is withheld, and so is anything from which it could be worked out.
+What leaves the leaders' screen goes through `suppress` (group rates), `suppress_linked` (the group rates
+of two characteristics that share children: `sen` and `ehcp`) or `suppress_counts` (any table of
+counts): a count from 1 to 4 is withheld, and so is anything from which it could be worked out.
 """
 
 from __future__ import annotations
@@ -367,43 +368,47 @@ def is_small(count: int | None) -> bool:
     return count is not None and 0 < count < SUPPRESS_BELOW
 
 
-def _secondary(values: Sequence[int | None], hidden: set[int]) -> set[int]:
+def _secondary(values: Sequence[int | None], hidden: set[int], zero_too: bool = False) -> set[int]:
     """Indexes to withhold in one column whose total can be known: if exactly one is withheld, the
-    smallest other non-zero count goes too, so that total minus the rest does not give it back."""
+    smallest other non-zero count goes too, so that total minus the rest does not give it back. With
+    `zero_too`, a 0 goes where no other count is non-zero (`suppress_linked`: a count withheld only as a
+    link, with every other count of its table 0, would be the total that the other table gives)."""
     if len(hidden) != 1:
         return set()
-    candidates = [
-        (value, i) for i, value in enumerate(values) if i not in hidden and value is not None and value > 0
-    ]
+    others = [(value, i) for i, value in enumerate(values) if i not in hidden and value is not None]
+    candidates = [(value, i) for value, i in others if value > 0] or (others if zero_too else [])
     return {min(candidates)[1]} if candidates else set()
 
 
 _PAIRS = (("n", "rest_n"), ("k", "rest_k"), ("episodes", "rest_episodes"))
+_COLUMNS = tuple(name for pair in _PAIRS for name in pair)
+Hidden = dict[str, set[int]]  # column -> the indexes of the rows withheld in it
 
 
-def suppress(rows: Sequence[GroupRate]) -> list[GroupRate]:
-    """The rows of one characteristic fit to leave the leaders' screen (docs/review.md, "Suppression"):
+def _small_cells(rows: Sequence[GroupRate]) -> Hidden:
+    """Rule 1: every count from 1 to 4, column by column."""
+    return {name: {i for i, row in enumerate(rows) if is_small(getattr(row, name))} for name in _COLUMNS}
 
-    1. every count from 1 to 4 (n, k, episodes and the rest's) is withheld (None); 0 is shown;
-    2. a group's count and the rest's are withheld together, since they add up to the register's
-       total, which the other rows show;
-    3. within a column, if only one group's count is withheld, the smallest other non-zero count is
-       withheld too, since the groups' counts add up to the same total;
-    4. rules 2 and 3 repeat until nothing changes; then every rate, ratio and interval that rests on a
-       withheld count is withheld. A row with anything withheld has `suppressed` True.
-    """
-    values = {name: [getattr(row, name) for row in rows] for pair in _PAIRS for name in pair}
-    hidden: dict[str, set[int]] = {
-        name: {i for i, value in enumerate(column) if is_small(value)} for name, column in values.items()
-    }
+
+def _within(rows: Sequence[GroupRate], hidden: Hidden, zero_too: bool = False) -> bool:
+    """Rules 2 and 3 until nothing changes (each pass only adds indexes, so this ends); True when
+    anything was added."""
+    added = False
     changed = True
-    while changed:  # each pass only adds indexes, so this ends
+    while changed:
         changed = False
         for group_name, rest_name in _PAIRS:
+            values = [getattr(row, group_name) for row in rows]
             linked = hidden[group_name] | hidden[rest_name]
-            linked |= _secondary(values[group_name], linked)
+            linked |= _secondary(values, linked, zero_too)
             changed |= linked != hidden[group_name] or linked != hidden[rest_name]
             hidden[group_name] = hidden[rest_name] = linked
+        added |= changed
+    return added
+
+
+def _withhold(rows: Sequence[GroupRate], hidden: Hidden) -> list[GroupRate]:
+    """Rule 4: the withheld counts as None, with every rate, ratio and interval resting on one."""
     shown: list[GroupRate] = []
     for i, row in enumerate(rows):
         withheld = {name for name, indexes in hidden.items() if i in indexes}
@@ -411,7 +416,7 @@ def suppress(rows: Sequence[GroupRate]) -> list[GroupRate]:
             shown.append(row)
             continue
         counts: dict[str, int | None] = {
-            name: None if name in withheld else getattr(row, name) for pair in _PAIRS for name in pair
+            name: None if name in withheld else getattr(row, name) for name in _COLUMNS
         }
         k_n_hidden = bool(withheld & {"k", "n"})
         rest_hidden = bool(withheld & {"rest_k", "rest_n"})
@@ -434,6 +439,85 @@ def suppress(rows: Sequence[GroupRate]) -> list[GroupRate]:
             )
         )
     return shown
+
+
+def suppress(rows: Sequence[GroupRate]) -> list[GroupRate]:
+    """The rows of one characteristic fit to leave the leaders' screen (docs/review.md, "Suppression"):
+
+    1. every count from 1 to 4 (n, k, episodes and the rest's) is withheld (None); 0 is shown;
+    2. a group's count and the rest's are withheld together, since they add up to the register's
+       total, which the other rows show;
+    3. within a column, if only one group's count is withheld, the smallest other non-zero count is
+       withheld too, since the groups' counts add up to the same total;
+    4. rules 2 and 3 repeat until nothing changes; then every rate, ratio and interval that rests on a
+       withheld count is withheld. A row with anything withheld has `suppressed` True.
+
+    Two characteristics that share children in a known way (`sen` and `ehcp`, derived from it) are
+    suppressed together: `suppress_linked`.
+    """
+    hidden = _small_cells(rows)
+    _within(rows, hidden)
+    return _withhold(rows, hidden)
+
+
+def shared_groups(
+    pupils: Iterable[PupilFact],
+    first: Characteristic,
+    second: Characteristic,
+    *,
+    on: dt.date,
+    site: str | None = None,
+) -> set[tuple[str, str]]:
+    """The pairs (a group of `first`, a group of `second`) that share at least one child on the register
+    (only the children of `site` when given), each child's group as `characteristic_value` gives it on
+    `on`: for `sen` and a derived `ehcp`, ("ehcp", "yes"), ("none", "no"), ("sen_support", "no") and
+    ("unknown", "unknown")."""
+    return {
+        (characteristic_value(p, first, on), characteristic_value(p, second, on))
+        for p in pupils
+        if site is None or p.site == site
+    }
+
+
+def suppress_linked(
+    first: Sequence[GroupRate], second: Sequence[GroupRate], links: Iterable[tuple[str, str]]
+) -> tuple[list[GroupRate], list[GroupRate]]:
+    """Two characteristics' rows fit to leave the leaders' screen together, when their groups share
+    children (`links`: pairs of a group of `first` and a group of `second` with a child in common, from
+    `shared_groups`). Suppressed one by one (`suppress`), `sen` and `ehcp` give back what each withholds:
+    `ehcp` "no" is `sen` none plus SEN support, so with the total a withheld count of children with an
+    EHC plan is a difference of shown counts of both tables.
+
+    So, column by column (n, k, episodes and the rest's): a count withheld in one table withholds every
+    linked group's count in the other, and the rules of `suppress` (group and rest together; a lone
+    withheld count takes another with it, a 0 where no other is non-zero) run again in both tables,
+    until nothing changes. Then no withheld count of either table is a sum or difference of shown ones:
+    in each column the withheld groups of both tables are whole sets of linked groups, at least two in
+    any table that withholds one. Rates, ratios and intervals go with their counts as in `suppress`.
+    """
+    index_first = {row.group: i for i, row in enumerate(first)}
+    index_second = {row.group: i for i, row in enumerate(second)}
+    to_second: dict[int, set[int]] = defaultdict(set)
+    to_first: dict[int, set[int]] = defaultdict(set)
+    for a, b in links:
+        if a in index_first and b in index_second:
+            to_second[index_first[a]].add(index_second[b])
+            to_first[index_second[b]].add(index_first[a])
+    hidden_first, hidden_second = _small_cells(first), _small_cells(second)
+    changed = True
+    while changed:  # each pass only adds indexes, so this ends
+        changed = _within(first, hidden_first, zero_too=True)
+        changed |= _within(second, hidden_second, zero_too=True)
+        for name in _COLUMNS:
+            for source, target, links_of in (
+                (hidden_first, hidden_second, to_second),
+                (hidden_second, hidden_first, to_first),
+            ):
+                linked = {j for i in source[name] for j in links_of[i]}
+                if not linked <= target[name]:
+                    target[name] |= linked
+                    changed = True
+    return _withhold(first, hidden_first), _withhold(second, hidden_second)
 
 
 def suppress_counts(counts: Mapping[K, int]) -> dict[K, int | None]:
