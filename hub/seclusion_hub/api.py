@@ -170,6 +170,21 @@ def episode_json(ep: Episode, now: dt.datetime) -> dict[str, Any]:
     }
 
 
+def _list_read(
+    who: Principal, listed: str, site: str | None, filters: dict[str, Any], count: int, now: dt.datetime
+) -> AuditEntry:
+    """The audit entry of one page of a list read by a person: what was listed (against the site asked
+    for, `*` for all the caller's), the filter and how many it showed; never what the items hold."""
+    return AuditEntry(
+        at=now,
+        actor=who.name,
+        action="read",
+        target_type=listed,
+        target_id=site or "*",
+        detail={"filter": {k: v for k, v in filters.items() if v is not None}, "count": count},
+    )
+
+
 def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
     """A room's live state as contract section 6 shows it."""
     ep = machine.episode
@@ -325,6 +340,15 @@ def create_app(
         except ValueError as exc:
             raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         now = service.clock.now()
+        # A page of episodes is a read of each child's episodes (their ids, times, supervision): audited
+        # as the register's pages are, one entry per page with its filter and count, nothing personal.
+        filters = {
+            "site": site,
+            "room": room,
+            "open": open,
+            "next_page": True if cursor is not None else None,
+        }
+        store.audit(_list_read(who, "episodes", site, filters, len(rows), now))
         return {"items": [episode_json(service.episode_now(r), now) for r in rows], "next": nxt}
 
     @app.get("/api/episodes/{episode_id}", tags=["episodes"])
@@ -535,6 +559,8 @@ def create_app(
             rows, nxt = store.list_incidents(sites, site, status_, limit, cursor)
         except ValueError as exc:
             raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
+        filters = {"site": site, "status": status_, "next_page": True if cursor is not None else None}
+        store.audit(_list_read(who, "incidents", site, filters, len(rows), service.clock.now()))
         return {"items": [incident_summary(r) for r in rows], "next": nxt}
 
     @app.get("/api/alerts", tags=["alerts"])

@@ -199,6 +199,7 @@ def test_reading_an_episode_or_an_incident_is_audited(api: Api) -> None:
     with api.store.session() as s:
         audit = s.exec(select(AuditEntry)).all()
     assert {(a.actor, a.target_type, a.target_id) for a in audit} == {
+        ("staff-user", "episodes", "*"),  # the list's page, as read
         ("staff-user", "episode", ep["id"]),
         ("staff-user", "incident", ep["incident_id"]),
     }
