@@ -87,12 +87,17 @@ class RecordStore:
         addendum: IncidentAddendum | None = None,
     ) -> IncidentRecord:
         """Read the record, let `decide` return the columns to change (it may raise to refuse), and
-        write them with the audit entry (and a contact or addendum) in one transaction."""
+        write them with the audit entry (and a contact or addendum) in one transaction. `audit` is
+        called with the contact or addendum already given its id, the record not yet changed."""
         with self._one_step(incident_id), self._lock, self._session() as s:
             row = s.get(IncidentRecord, incident_id)
             if row is None:
                 raise NotFound(incident_id)
             changes = decide(row)
+            added = [item for item in (contact, addendum) if item is not None]
+            if added:
+                s.add_all(added)
+                s.flush()  # their ids, for the audit entry to name what was added
             entry = audit(row, changes)
             for key, value in changes.items():
                 setattr(row, key, value)
@@ -106,10 +111,6 @@ class RecordStore:
                     )
                     for i, m in enumerate(staff)
                 )
-            if contact is not None:
-                s.add(contact)
-            if addendum is not None:
-                s.add(addendum)
             s.add(row)
             s.add(entry)
             s.commit()

@@ -281,7 +281,22 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             # The facts a sign-off keeps are the episode's own (its data, read and audited apart).
             before = {k: _jsonable(getattr(row, k)) for k in changes if k != "signed"}
             after = {k: _jsonable(v) for k, v in changes.items() if k != "signed"}
-            return audit(who, action, "incident", row.id, before=before, after=after)
+            # What was added besides (the record's own columns may not change): a contact by its kind,
+            # method and outcome, an addendum by its field and time, each by its id; never their free
+            # text (a note, a correction), which the record keeps and its reads are audited.
+            added: dict[str, Any] = {}
+            contact: ParentContact | None = extra.get("contact")
+            if contact is not None:
+                added["contact"] = {
+                    "id": contact.id,
+                    "kind": contact.kind,
+                    "method": contact.method,
+                    "outcome": contact.outcome,
+                }
+            addendum: IncidentAddendum | None = extra.get("addendum")
+            if addendum is not None:
+                added["addendum"] = {"id": addendum.id, "at": format_ts(addendum.at), "field": addendum.field}
+            return audit(who, action, "incident", row.id, before=before, after=after, **added)
 
         try:
             row = records.change_incident(incident_id, decide, audited, now, **extra)

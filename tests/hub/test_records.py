@@ -1188,6 +1188,48 @@ def test_a_dated_correction_is_refused_until_the_record_is_signed_off(api: Recor
     assert done == []
 
 
+def test_the_audit_entries_of_a_contact_and_of_a_dated_correction_say_what_was_added(api: Records) -> None:
+    """An addendum's audit entry held `before: {}, after: {}` (not its field, not when), and a contact's
+    only the record's columns it changed: a call nobody answered left an entry saying nothing (found by a
+    review). Each now says what was added, by its id: a contact's kind, method and outcome, an addendum's
+    field and time; never their free text (the note, the correction), which the record holds."""
+    # Given a call to the parents nobody answered, on one record
+    first = api.ended_episode()
+    incident = _recorded(api, first)
+    staff = api.token("staff", "test-school")
+    call = {"method": "phone", "outcome": "no_answer", "note": "Mum's mobile, 07700 900123"}
+    assert api.client.post(f"{incident}/parent-contacts", json=call, headers=staff).status_code == 201
+    (unanswered,) = _audit(api, target_id=first["incident_id"], action="parent_notice")
+    assert unanswered.detail["after"] == {}
+    assert unanswered.detail["contact"] == {
+        "id": unanswered.detail["contact"]["id"],
+        "kind": "notice",
+        "method": "phone",
+        "outcome": "no_answer",
+    }
+    assert "07700" not in json.dumps(unanswered.detail)
+    # And another record, its copy handed to the parents, signed off and then corrected
+    second = api.ended_episode(3600)
+    incident = _signed_off(api, second)
+    (handed,) = _audit(api, target_id=second["incident_id"], action="parent_copy")
+    assert {k: handed.detail["contact"][k] for k in ("kind", "method", "outcome")} == {
+        "kind": "copy",
+        "method": "handed",
+        "outcome": "sent",
+    }
+    assert "parent_copy_sent_at" in handed.detail["after"]
+    added = api.client.post(
+        f"{incident}/addenda", json={"field": "first_aid", "text": "The check was at 10:25."}, headers=staff
+    )
+    assert added.status_code == 201
+    # Then the correction's entry names the field corrected and the addendum's time, not what it says
+    (entry,) = _audit(api, target_id=second["incident_id"], action="addendum")
+    assert entry.detail["addendum"]["field"] == "first_aid"
+    assert entry.detail["addendum"]["at"] == added.json()["at"]
+    assert isinstance(entry.detail["addendum"]["id"], int)
+    assert "10:25" not in json.dumps(entry.detail)
+
+
 def test_the_incident_list_shows_state_and_deadlines_not_what_staff_wrote(api: Records) -> None:
     """docs/incidents.md, Audit: the list (`GET /api/incidents`) is audited a page at a time, not record
     by record, so it shows state and deadlines, not what staff wrote: no draft's classification, nor the
