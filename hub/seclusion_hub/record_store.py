@@ -62,10 +62,11 @@ class RecordStore:
         # write happen as one step, so two people saving at once cannot undo each other's step.
         self._lock = threading.Lock()
         # And one step on each record at a time, held longer (`unsigned`: a child being attached, which
-        # waits for the ingest thread) without holding back the other records; always taken before
-        # `_lock`, never after it.
+        # waits for the ingest thread; the copy being emailed) without holding back the other records;
+        # always taken before `_lock`, never after it. Reentrant: the thread holding it (`unsigned`)
+        # writes its change through `change_incident`, which takes it again.
         self._guard = threading.Lock()
-        self._held: dict[str, tuple[threading.Lock, int]] = {}
+        self._held: dict[str, tuple[threading.RLock, int]] = {}
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -121,7 +122,7 @@ class RecordStore:
     def _one_step(self, incident_id: str) -> Iterator[None]:
         """Hold this record's own lock (made while someone holds or waits for it, then dropped)."""
         with self._guard:
-            lock, users = self._held.get(incident_id, (threading.Lock(), 0))
+            lock, users = self._held.get(incident_id, (threading.RLock(), 0))
             self._held[incident_id] = (lock, users + 1)
         try:
             with lock:
@@ -137,7 +138,8 @@ class RecordStore:
     @contextlib.contextmanager
     def unsigned(self, incident_id: str) -> Iterator[None]:
         """Hold back every change of this record while the caller acts on it, not signed off (SignedOff
-        if it is): no sign-off can come between the check and the caller's change. Other records go on."""
+        if it is): no sign-off can come between the check and the caller's change, which the caller's
+        thread may write with `change_incident` meanwhile. Other records go on."""
         with self._one_step(incident_id):
             row = self.incident(incident_id)
             if row is not None and row.status == "closed":

@@ -508,11 +508,22 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     @router.post("/api/incidents/{incident_id}/parent-copy/send", tags=["incidents"])
     def send_parent_copy(incident_id: str, body: SendCopyIn, who: Staff) -> dict[str, Any]:
         """Email the written copy (PDF attached) from the site's `parent_mail` account; the sending
-        is recorded as a contact with its outcome, sent or failed (502 when it failed)."""
-        row, copy = copy_of(incident_id, who)
-        if row.status == "closed":
+        is recorded as a contact with its outcome, sent or failed (502 when it failed). The record is
+        held from the check that it is not signed off to the contact's write: a sign-off waits for the
+        send, so a copy that went out is always recorded and audited, and a signed record refuses
+        before anything is sent."""
+        found(incident_id, who)
+        try:
+            with records.unsigned(incident_id):
+                return _send_copy(incident_id, body, who)
+        except SignedOff as exc:
             # Signed off: the record changes only by addenda, and its parents' copy is done with.
-            raise HTTPException(409, "status: the record is signed off; the copy can no longer be sent")
+            raise HTTPException(
+                409, "status: the record is signed off; the copy can no longer be sent"
+            ) from exc
+
+    def _send_copy(incident_id: str, body: SendCopyIn, who: Principal) -> dict[str, Any]:
+        row, copy = copy_of(incident_id, who)
         site = service.sites[row.site]
         try:
             send_copy(site, body.to, copy, render_pdf(copy))

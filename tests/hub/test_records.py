@@ -1132,6 +1132,57 @@ def test_the_copy_is_emailed_with_the_pdf_attached_and_the_sending_recorded(
         api.store.close()
 
 
+def test_a_sign_off_while_the_copy_is_emailed_waits_and_the_copy_sent_is_recorded_and_audited(
+    api: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The send checked `closed` on a row read before the mail went out, outside the record's lock: a
+    sign-off landing while the mail server was talked to (seconds on SMTP) left a copy at the parent's
+    address with no contact and no audit entry (found by a review). The record is now held from the
+    check to the contact's write: the sign-off waits for the send, then signs a record that has it."""
+    # Given a reviewed record (its copy handed over already; a second one is emailed)
+    ep = api.ended_episode()
+    incident = _reviewed(api, ep)
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    mailed: list[str] = []
+    signing: list[threading.Thread] = []
+    signed: list[int] = []
+
+    def sending(site: Any, to: str, copy: Any, pdf: bytes) -> None:
+        # When a senior signs the record off while the mail server is being talked to
+        thread = threading.Thread(
+            target=lambda: signed.append(api.client.post(f"{incident}/sign-off", headers=senior).status_code)
+        )
+        thread.start()
+        signing.append(thread)
+        thread.join(timeout=1.0)  # the sign-off waits for this send; without the wait it is done by now
+        mailed.append(to)  # the mail server took it
+
+    monkeypatch.setattr("seclusion_hub.records.send_copy", sending)
+    answer = api.client.post(
+        f"{incident}/parent-copy/send", json={"to": "parent@home.example"}, headers=staff
+    )
+    signing[0].join(timeout=30)
+    # Then the copy sent is recorded and audited, and the record is signed off after it, with it
+    assert answer.status_code == 200, answer.text
+    assert mailed == ["parent@home.example"] and signed == [200]
+    body = api.client.get(incident, headers=staff).json()
+    assert body["status"] == "closed"
+    assert [(c["method"], c["outcome"]) for c in body["parent_contacts"] if c["kind"] == "copy"] == [
+        ("handed", "sent"),
+        ("email", "sent"),
+    ]
+    sends = _audit(api, target_id=ep["incident_id"], action="parent_copy")
+    assert [e.detail["contact"]["method"] for e in sends] == ["handed", "email"]
+    with api.store.session() as s:
+        entries = s.exec(select(AuditEntry).where(AuditEntry.target_id == ep["incident_id"])).all()
+    actions = [e.action for e in sorted(entries, key=lambda e: e.id or 0) if e.action != "read"]
+    assert actions[-2:] == ["parent_copy", "sign_off"]
+    # And once signed, sending is refused before anything is sent
+    again = api.client.post(f"{incident}/parent-copy/send", json={"to": "parent@home.example"}, headers=staff)
+    assert again.status_code == 409 and "signed off" in again.text and len(mailed) == 1
+
+
 def test_the_record_is_filled_in_from_the_episode_with_the_childs_time_in_the_48_hours_before(
     api: Records,
 ) -> None:
