@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -32,7 +33,7 @@ from .leaders import leaders_router
 from .live import LiveFeed
 from .models import AuditEntry, IncidentRecord
 from .record_pages import record_pages_router
-from .record_store import RecordStore
+from .record_store import RecordStore, SignedOff
 from .records import incident_summary, records_router
 from .review import review_router
 from .service import HubService
@@ -168,6 +169,14 @@ def episode_json(ep: Episode, now: dt.datetime) -> dict[str, Any]:
         "clock_uncertain": ep.clock_uncertain,
         "segments": [{"start": format_ts(s.start), "end": format_ts_or_none(s.end)} for s in ep.segments],
     }
+
+
+class SignedOffReview(HTTPException):
+    """A review recorded on the episode of a signed-off record: the record shows the reviews done, and
+    signed off it changes only by addenda."""
+
+    def __init__(self) -> None:
+        super().__init__(409, "status: the episode's record is signed off; add an addendum instead")
 
 
 def _list_read(
@@ -661,10 +670,10 @@ def create_app(
         if row is None:
             raise HTTPException(404, "no such episode")
         site_allowed(who, row.site)
-        record = service.records.incident(row.incident_id) if row.incident_id else None
+        records: RecordStore = app.state.records
+        record = records.incident(row.incident_id) if row.incident_id else None
         if record is not None and record.status == "closed":
-            # The record shows the reviews done: signed off, it changes only by addenda.
-            raise HTTPException(409, "status: the episode's record is signed off; add an addendum instead")
+            raise SignedOffReview()
         loaded = service.sites.get(row.site)
         policy = loaded.policies.get(row.room) if loaded is not None else None
         if policy is None:
@@ -676,7 +685,11 @@ def create_app(
             known = ", ".join(names) if names else "none: this room's policy asks for no reviews"
             raise BadRequest("body", "name", f"not a review of this room's policy (reviews: {known})")
         try:
-            service.record_review(row.site, row.room, episode_id, body.name, who.name, body.note)
+            # Held from the check to the review's write (as a child's attach is): a sign-off waits for it.
+            with records.unsigned(row.incident_id) if row.incident_id else contextlib.nullcontext():
+                service.record_review(row.site, row.room, episode_id, body.name, who.name, body.note)
+        except SignedOff as exc:
+            raise SignedOffReview() from exc
         except RejectedMessage as exc:
             raise HTTPException(409, exc.reason) from exc
         ep = service.episode_now(store.get_episode(episode_id) or row)

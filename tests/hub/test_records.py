@@ -965,6 +965,71 @@ def test_a_sign_off_waits_for_a_child_being_attached_and_signs_the_child_attache
     assert body["auto_changed"] == []
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def reviewing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Records]:
+    """A hub whose room calm-1's policy asks for a senior's check every 15 minutes (`senior-check`)."""
+    url = (
+        f"sqlite:///{tmp_path / 'hub.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("fresh_postgres_db")
+    )
+    check = [{"name": "senior-check", "first_s": 900, "every_s": 900, "tier": "senior"}]
+    a = Records(tmp_path, url, rooms=[two_device_room("calm-1", reviews=check), two_device_room("calm-2")])
+    yield a
+    a.service.stop()
+    a.client.close()
+    a.store.close()
+
+
+def test_a_sign_off_waits_for_a_review_being_recorded_on_the_episode_and_a_later_review_is_refused(
+    reviewing: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording a review checked the record, then handed the review to the ingest thread without
+    holding the record: a sign-off in between let the review land on the signed record's episode, and
+    the record page then said the hub had learned more (found by a review). The record is now held from
+    the check to the review's write, as a child's attach holds it: the sign-off waits and signs with it."""
+    # Given a reviewed record
+    api = reviewing
+    ep = api.ended_episode()
+    incident = _reviewed(api, ep)
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    original = api.service.record_review
+    signing: list[threading.Thread] = []
+    signed: list[int] = []
+
+    def racing(*args: Any, **kwargs: Any) -> None:
+        # When a senior signs it off between the check that it is not signed and the review's write
+        thread = threading.Thread(
+            target=lambda: signed.append(api.client.post(f"{incident}/sign-off", headers=senior).status_code)
+        )
+        thread.start()
+        signing.append(thread)
+        thread.join(timeout=1.0)  # the sign-off waits for this review; without the wait it is done by now
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(api.service, "record_review", racing)
+    api.service.start()
+    try:
+        answer = api.client.post(
+            f"/api/episodes/{ep['id']}/reviews", json={"name": "senior-check"}, headers=staff
+        )
+        signing[0].join(timeout=30)
+        # Then the review is recorded first, and the record is signed with it: nothing learned since
+        assert answer.status_code == 201 and signed == [200], answer.text
+        body = api.client.get(incident, headers=staff).json()
+        assert body["status"] == "closed" and body["auto_changed"] == []
+        assert [r["name"] for r in body["auto"]["reviews"]] == ["senior-check"]
+        # And a review recorded after the sign-off is refused, the episode left as signed
+        late = api.client.post(
+            f"/api/episodes/{ep['id']}/reviews", json={"name": "senior-check"}, headers=staff
+        )
+    finally:
+        api.service.stop()
+    assert late.status_code == 409 and "signed off" in late.text
+    assert api.client.get(incident, headers=staff).json()["auto_changed"] == []
+
+
 def test_a_child_attached_too_late_for_its_record_leaves_the_signed_record_as_signed(api: Records) -> None:
     # Given a signed-off record, and a second child on the register
     ep = api.ended_episode()
