@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import apprise
@@ -53,19 +54,36 @@ def _joined(*parts: tuple[str, str | None]) -> str | None:
     return "\n\n".join(f"{label}{text}" for label, text in said)
 
 
+def site_said(site: LoadedSite, room_id: str, ep: Episode) -> dict[str, Any]:
+    """What the copy of a record of this room says from the site file (the school, its timezone and
+    contact, the room's name, what it may say about the lock): the sign-off keeps it with the record's
+    facts (`IncidentRecord.signed["copy"]`), so the signed copy says what it said when it was signed."""
+    room = site.room(room_id)
+    contact = site.spec.contact
+    return {
+        "school_name": site.spec.name or site.id,
+        "timezone": site.spec.timezone,
+        "room_name": room.name if room is not None else room_id,
+        "locked_or_held": _lock_state(ep, room),
+        "contact_name": contact.name if contact is not None else None,
+        "contact_phone": contact.phone if contact is not None else None,
+    }
+
+
 def parent_copy(
     site: LoadedSite, incident: IncidentRecord, ep: Episode, pupil: Pupil, now: dt.datetime
 ) -> ParentCopy:
-    """The written copy of one record, for the parents of the child on it."""
+    """The written copy of one record, for the parents of the child on it. A signed-off record's copy
+    says what the sign-off kept of the site file; one signed before the hub kept it (or not signed)
+    reads the site file as it is now."""
     fields = RecordFields.model_validate(incident.record)
     acc = account(ep, ep.end_or(now))
-    room = site.room(incident.room)
     end = ep.ended_at or now
-    locked = _lock_state(ep, room)
-    contact = site.spec.contact
+    kept = (incident.signed or {}).get("copy") if incident.status == "closed" else None
+    said = kept if kept is not None else site_said(site, incident.room, ep)
     return ParentCopy(
-        school_name=site.spec.name or site.id,
-        site_timezone=site.spec.timezone,
+        school_name=said["school_name"],
+        site_timezone=said["timezone"],
         child_first_name=pupil.first_name,
         child_full_name=f"{pupil.first_name} {pupil.last_name}",
         started_at=ep.started_at,
@@ -77,8 +95,8 @@ def parent_copy(
         unsupervised_s=acc.unsupervised_s,
         unknown_s=acc.unknown_s,
         longest_lapse_s=acc.longest_lapse_s,
-        locked_or_held=locked,
-        room_name=room.name if room is not None else incident.room,
+        locked_or_held=said["locked_or_held"],
+        room_name=said["room_name"],
         staff=[
             StaffMember(name=s.name, role=None if s.role == "involved" else "who saw what happened")
             for s in fields.staff or []
@@ -93,8 +111,8 @@ def parent_copy(
         child_views=_joined(("", fields.child_account), ("How they told us: ", fields.child_communication)),
         what_will_change=fields.what_will_change,
         follow_up=fields.follow_up_on,
-        contact_name=contact.name if contact is not None else None,
-        contact_phone=contact.phone if contact is not None else None,
+        contact_name=said["contact_name"],
+        contact_phone=said["contact_phone"],
         start_uncertain=ep.start_uncertain,
         end_uncertain=ep.end_uncertain,
         manual=ep.manual,

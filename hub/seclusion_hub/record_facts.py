@@ -99,14 +99,18 @@ def facts_now(service: HubService, records: RecordStore, row: IncidentRecord) ->
     return Facts(ep, tuple(alerts), before_48h)
 
 
-def snapshot(facts: Facts, at: dt.datetime) -> dict[str, Any]:
-    """The facts as the sign-off keeps them (the `signed` column)."""
-    return {
+def snapshot(facts: Facts, at: dt.datetime, copy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The facts as the sign-off keeps them (the `signed` column), with what the parents' copy says from
+    the site file (`copy`: parent_mail.site_said), so the signed copy keeps saying it."""
+    kept: dict[str, Any] = {
         "at": format_ts(at),
         "episode": facts.episode.model_dump(mode="json"),
         "alerts": [a.model_dump(mode="json") for a in facts.alerts],
         "before_48h_s": facts.before_48h_s,
     }
+    if copy is not None:
+        kept["copy"] = copy
+    return kept
 
 
 def signed_facts(row: IncidentRecord) -> Facts | None:

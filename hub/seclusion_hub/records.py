@@ -26,7 +26,7 @@ from .core.incident import RecordFields, WorkflowError
 from .deps import Cursor, Limit, Senior, Staff
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
-from .parent_mail import AddressError, MailError, parent_copy, send_copy
+from .parent_mail import AddressError, MailError, parent_copy, send_copy, site_said
 from .record_facts import auto_json, facts_now, shown, snapshot
 from .record_store import NotFound, RecordStore, SignedOff, incident_view
 from .reports import ParentCopy, render_html, render_pdf
@@ -424,7 +424,9 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             # Read under the records' lock, as the record is signed: no child attached in between.
             facts = facts_now(service, records, row)
             if facts is not None:
-                changes["signed"] = snapshot(facts, now)
+                # And what the parents' copy says from the site file: the signed copy keeps saying it.
+                said = site_said(service.sites[row.site], row.room, facts.episode)
+                changes["signed"] = snapshot(facts, now, said)
             return changes
 
         return change(incident_id, who, "sign_off", decide)

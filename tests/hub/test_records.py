@@ -826,6 +826,65 @@ def _reviewed(api: Records, ep: dict[str, Any]) -> str:
     return incident
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One database's URL, for a hub and the same hub restarted on it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return str(request.getfixturevalue("fresh_postgres_db"))
+
+
+def test_the_signed_parents_copy_keeps_what_it_said_when_the_site_file_changes_after_sign_off(
+    tmp_path: Path, database: str
+) -> None:
+    """The copy's door sentence, the room's name, the school's name and contact were read from the site
+    file at every rendering, not from what was signed: a lock sensor taken out of the site file a term
+    later rewrote what the signed letter said about the door (found by a review). The sign-off now keeps
+    them with the episode's facts, and the signed copy says them from then on."""
+    # Given a record signed off while the room's door reported its lock
+    first = tmp_path / "first"
+    first.mkdir()
+    api = Records(first, database, name="Hillside School", contact={"name": "Mrs Okafor", "phone": "01234"})
+    try:
+        ep = api.ended_episode()
+        incident = _signed_off(api, ep)
+        staff = api.token("staff", "test-school")
+        signed_copy = api.client.get(f"{incident}/parent-copy.html", headers=staff).text
+    finally:
+        api.client.close()
+        api.store.close()
+    assert "It was not locked." in signed_copy and "Calm room calm-1" in signed_copy
+    assert "Hillside School" in signed_copy and "Mrs Okafor" in signed_copy
+    # When, a term later, the lock sensor is taken out, the room renamed, the school's contact changed
+    room = two_device_room("calm-1")
+    room["devices"][0]["sensors"] = ["door", "occupancy"]
+    room["name"] = "The Nest"
+    later_dir = tmp_path / "later"
+    later_dir.mkdir()
+    later = Records(
+        later_dir, database, rooms=[room, two_device_room("calm-2")], name="Hillside Academy", contact=None
+    )
+    try:
+        token = later.token("staff", "test-school")
+        assert later.client.get(incident, headers=token).json()["status"] == "closed"
+        copy_now = later.client.get(f"{incident}/parent-copy.html", headers=token).text
+        # (A record signed before the hub kept these reads the site file as it is now, as it did)
+        with later.store.session() as s:
+            row = s.get(IncidentRecord, ep["incident_id"])
+            assert row is not None and row.signed is not None
+            row.signed = {k: v for k, v in row.signed.items() if k != "copy"}
+            s.add(row)
+            s.commit()
+        older = later.client.get(f"{incident}/parent-copy.html", headers=token).text
+    finally:
+        later.client.close()
+        later.store.close()
+    # Then the signed copy says what it said when it was signed
+    assert "It was not locked." in copy_now and "Calm room calm-1" in copy_now and "The Nest" not in copy_now
+    assert "Hillside School" in copy_now and "Mrs Okafor" in copy_now
+    assert "It was not locked." not in older and "The Nest" in older and "Hillside Academy" in older
+
+
 def test_a_signed_record_keeps_the_episode_as_signed_and_shows_what_the_hub_learned_since_beside_it(
     api: Records,
 ) -> None:
