@@ -162,7 +162,13 @@ class RecordStore:
             s.commit()
 
     def attach_pupil_offline(
-        self, episode: EpisodeRecord, pupil_id: str, age: int | None, entry: AuditEntry, now: dt.datetime
+        self,
+        episode: EpisodeRecord,
+        pupil_id: str,
+        age: int | None,
+        entry: AuditEntry,
+        now: dt.datetime,
+        changes: dict[str, Any] | None = None,
     ) -> None:
         """Attach a child to an episode the room no longer holds (older than its latest): the stored
         episode and its incident, in one transaction. The hub's writer may change such an episode
@@ -184,6 +190,8 @@ class RecordStore:
                 )
                 if changed.rowcount != 1:
                     continue  # written in between: again, on what it is now
+                for key, value in (changes or {}).items():
+                    setattr(incident, key, value)
                 incident.pupil_id, incident.updated_at = pupil_id, now
                 s.add_all([incident, entry])
                 s.commit()

@@ -581,17 +581,27 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             raise BadRequest("body", "pupil_id", "no child with this id on this site's register")
         ep = Episode.model_validate_json(row.data)
         age = _age(pupil.date_of_birth, ep.started_at.astimezone(service.sites[row.site].zone).date())
-        entry = audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id)
         try:
             # No sign-off between the check and the change: the signed record keeps its child.
             with records.unsigned(row.incident_id):
+                incident = records.incident(row.incident_id)
+                restart, detail = _parents_again(incident, pupil.id, records) if incident else ({}, {})
+                entry = audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id, **detail)
                 try:
                     # The change and its audit entry in one transaction, whichever way the episode is held.
                     service.attach_pupil(
-                        row.site, row.room, episode_id, row.incident_id, pupil.id, age, who.name, entry
+                        row.site,
+                        row.room,
+                        episode_id,
+                        row.incident_id,
+                        pupil.id,
+                        age,
+                        who.name,
+                        entry,
+                        restart,
                     )
                 except RejectedMessage:
-                    records.attach_pupil_offline(row, pupil.id, age, entry, service.clock.now())
+                    records.attach_pupil_offline(row, pupil.id, age, entry, service.clock.now(), restart)
         except SignedOff as exc:
             raise HTTPException(409, "the record is signed off: add a dated addendum instead") from exc
         return {"episode_id": episode_id, "pupil_id": pupil.id, "incident_id": row.incident_id}
@@ -672,6 +682,49 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         return {"added": added, "updated": updated}
 
     return router
+
+
+# The parents' steps of a record: told, and the copy sent or withheld (by whom, why, how it was sent).
+PARENT_STEPS = (
+    "parent_notified_at",
+    "parent_copy_sent_at",
+    "parent_copy_method",
+    "parent_copy_withheld_at",
+    "parent_copy_withheld_by",
+    "parent_copy_withheld_reason",
+)
+
+
+def _parents_again(
+    row: IncidentRecord, pupil_id: str, records: RecordStore
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A record's child changed to another: the parents told so far were another child's. Their steps
+    start again for the new child (the dates cleared, so the deadlines and `report_overdue` apply again;
+    `parent_notified` back to `recorded`, and a review made about the other child's record with it).
+    Returns the columns to change and what the audit entry says: the register ids before and after,
+    the steps' dates before, and the ids of the earlier contacts (kept, about the previous child); the
+    reason a copy was withheld stays in the withholding's own entry, never copied here."""
+    previous = row.pupil_id
+    if previous is None or previous == pupil_id:
+        return {}, {}
+    detail: dict[str, Any] = {"previous_pupil_id": previous}
+    done = {k: getattr(row, k) for k in PARENT_STEPS if getattr(row, k) is not None}
+    if not done:
+        return {}, detail
+    changes: dict[str, Any] = dict.fromkeys(PARENT_STEPS)
+    if row.status in ("parent_notified", "reviewed"):
+        changes.update(status="recorded", reviewed_at=None, reviewed_by=None)
+    contacts = [c.id for c in records.contacts(row.id) if c.kind in ("notice", "copy")]
+    detail["parents_again"] = {
+        "before": {
+            "status": row.status,
+            **{k: _jsonable(v) for k, v in done.items() if k != "parent_copy_withheld_reason"},
+            **({"reviewed_at": _jsonable(row.reviewed_at)} if row.reviewed_at is not None else {}),
+        },
+        "after": {"status": changes.get("status", row.status)},
+        "contacts_about_previous_child": contacts,
+    }
+    return changes, detail
 
 
 def _jsonable(value: Any) -> Any:

@@ -1071,10 +1071,12 @@ class HubService:
         age: int | None,
         who: str,
         entry: AuditEntry | None = None,
+        incident: dict[str, Any] | None = None,
     ) -> None:
         """Attach a child of the register to the room's open or latest episode and to its incident, in
         one transaction with its audit `entry` (RejectedMessage when the room no longer holds that
-        episode: nothing is written then)."""
+        episode: nothing is written then). `incident`: more of the record's columns to change with it
+        (the parents' steps started again for another child)."""
         key = (site, room)
 
         def apply(batch: Batch) -> None:
@@ -1086,7 +1088,9 @@ class HubService:
             pending = self._current()
             self._collect(key, effects, pending)
             batch.rooms[key] = machine.state
-            batch.incident_changes.append((incident_id, {"pupil_id": pupil_id, "updated_at": now}))
+            batch.incident_changes.append(
+                (incident_id, {**(incident or {}), "pupil_id": pupil_id, "updated_at": now})
+            )
             if entry is not None:
                 batch.audits.append(entry)
             pending.touched.add(key)

@@ -977,7 +977,7 @@ def test_the_sign_off_resolving_the_records_own_overdue_alerts_is_no_news_about_
     assert [a["kind"] for a in body["auto"]["alerts"]] == ["episode_started", "duration_warning"]
 
 
-def test_a_sign_off_waits_for_a_child_being_attached_and_signs_the_child_attached(
+def test_a_sign_off_waits_for_a_child_being_attached_and_then_judges_the_record_with_that_child(
     api: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a reviewed record, and a second child on the register
@@ -1012,16 +1012,15 @@ def test_a_sign_off_waits_for_a_child_being_attached_and_signs_the_child_attache
         signing[0].join(timeout=30)
     finally:
         api.service.stop()
-    # Then the child is attached first and the record is signed with that child: the signed facts, the
-    # record and the episode all name the same child
-    assert moved.status_code == 200 and signed == [200]
+    # Then the child is attached first, and the sign-off then finds a record whose parents' steps start
+    # again for the new child (refused: the record and the episode both name the new child, unsigned)
+    assert moved.status_code == 200 and signed == [409]
     body = api.client.get(incident, headers=staff).json()
-    assert body["status"] == "closed" and body["pupil_id"] == other["id"]
+    assert body["status"] == "recorded" and body["pupil_id"] == other["id"]
     assert api.client.get(f"/api/episodes/{ep['id']}", headers=staff).json()["pupil_id"] == other["id"]
     with api.store.session() as s:
         row = s.get(IncidentRecord, ep["incident_id"])
-    assert row is not None and row.signed is not None and row.signed["episode"]["pupil_id"] == other["id"]
-    assert body["auto_changed"] == []
+    assert row is not None and row.signed is None
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -1087,6 +1086,56 @@ def test_a_sign_off_waits_for_a_review_being_recorded_on_the_episode_and_a_later
         api.service.stop()
     assert late.status_code == 409 and "signed off" in late.text
     assert api.client.get(incident, headers=staff).json()["auto_changed"] == []
+
+
+def test_changing_the_child_after_the_parents_were_told_starts_the_parents_steps_again(api: Records) -> None:
+    """The child of a record may be changed until sign-off. Changed after one family was told and sent
+    the copy, the record kept `parent_notified` and went on to review and sign-off: the new child's
+    parents were never told, and no `report_overdue` was raised for them (found by a review). Now the
+    parents' steps start again for the new child; the earlier contacts stay, and the audit entry says
+    which child they were about, by register id."""
+    # Given a record whose child's parents were told and handed the copy
+    ep = api.ended_episode()
+    incident = _recorded(api, ep, first="Sam")
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    sam = api.client.get(incident, headers=staff).json()["pupil_id"]
+    for contact in (
+        {"method": "phone", "outcome": "reached"},
+        {"kind": "copy", "method": "handed", "outcome": "sent"},
+    ):
+        assert api.client.post(f"{incident}/parent-contacts", json=contact, headers=staff).status_code == 201
+    assert api.client.get(incident, headers=staff).json()["status"] == "parent_notified"
+    # When staff realise it was another child, and choose her
+    lee = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Lee", "last_name": "Park"}, headers=senior
+    ).json()
+    api.service.start()
+    try:
+        moved = api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": lee["id"]}, headers=staff)
+    finally:
+        api.service.stop()
+    # Then the record is hers, back to `recorded`, her parents not yet told nor sent the copy
+    assert moved.status_code == 200, moved.text
+    body = api.client.get(incident, headers=staff).json()
+    assert body["pupil_id"] == lee["id"] and body["status"] == "recorded"
+    assert body["parent_notified_at"] is None and body["parent_copy_sent_at"] is None
+    # The earlier contacts are kept, and the audit entry names both children by register id only
+    assert [(c["kind"], c["outcome"]) for c in body["parent_contacts"]] == [
+        ("notice", "reached"),
+        ("copy", "sent"),
+    ]
+    (entry,) = _audit(api, target_id=ep["id"], action="attach_pupil")[-1:]
+    assert entry.detail["pupil_id"] == lee["id"] and entry.detail["previous_pupil_id"] == sam
+    again = entry.detail["parents_again"]
+    assert again["before"]["status"] == "parent_notified" and again["after"] == {"status": "recorded"}
+    assert {"parent_notified_at", "parent_copy_sent_at"} <= again["before"].keys()
+    assert len(again["contacts_about_previous_child"]) == 2
+    assert "Lee" not in json.dumps(entry.detail) and "Sam" not in json.dumps(entry.detail)
+    # And the review waits for her parents; their deadlines are overdue again
+    assert api.client.post(f"{incident}/review", json={}, headers=senior).status_code == 409
+    later = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.UTC)
+    assert ep["incident_id"] in {r.id for r in api.client.app.state.records.overdue(later)}  # type: ignore[attr-defined]
 
 
 def test_a_child_attached_too_late_for_its_record_leaves_the_signed_record_as_signed(api: Records) -> None:
