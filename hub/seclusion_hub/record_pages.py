@@ -28,6 +28,7 @@ from .core.incident import NOT_NEEDED_NO_CHILD, REQUIRED_FOR_REVIEW, RecordField
 from .models import AuditEntry, IncidentRecord
 from .record_facts import CHANGE_WORDS, shown
 from .record_store import RecordStore, incident_view, report_due
+from .records import record_version
 from .reports.parent_copy import format_date, format_duration
 from .service import HubService
 from .web import PAGE_HEADERS, session_token, static_file
@@ -605,6 +606,8 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             user=who,
             current="record",
             row=row,
+            # The version the form shows: its save is refused (412) if the record changed since.
+            version=record_version(row),
             ep=ep,
             status_words=status_words(row),
             no_child=view.no_child,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
+import json
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -108,6 +110,21 @@ def pupil_json(p: Pupil) -> dict[str, Any]:
     }
 
 
+def record_version(row: IncidentRecord) -> str:
+    """The record's version as stored, as an HTTP entity tag (quoted): a digest of every column, so any
+    change of the record (a field, a step, its child) is a new version, even two within one tick of the
+    clock. `GET` gives it (`ETag`, and `version`); `PATCH` with `If-Match` saves only onto it."""
+    stored = json.dumps(row.model_dump(), sort_keys=True, default=str)
+    return '"' + hashlib.sha256(stored.encode()).hexdigest()[:32] + '"'
+
+
+def version_matches(if_match: str, version: str) -> bool:
+    """`If-Match` (RFC 9110 13.1.1): `*`, or a list of entity tags compared strongly (a weak one never
+    matches)."""
+    tags = [t.strip() for t in if_match.split(",")]
+    return "*" in tags or version in tags
+
+
 def incident_json(row: IncidentRecord, dsl: bool) -> dict[str, Any]:
     """The record as the API shows it: no child's name here (the register has it; `pupil_id` links). Why
     a copy was withheld may be a safeguarding matter: only a designated safeguarding lead (`dsl`) sees
@@ -118,6 +135,7 @@ def incident_json(row: IncidentRecord, dsl: bool) -> dict[str, Any]:
         "site": row.site,
         "room": row.room,
         "status": row.status,
+        "version": record_version(row),
         "opened_at": format_ts(row.opened_at),
         "updated_at": format_ts(row.updated_at),
         "ended_at": format_ts_or_none(row.ended_at),
@@ -309,12 +327,13 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         return incident_json(row, who.dsl)
 
     @router.get("/api/incidents/{incident_id}", tags=["incidents"])
-    def incident(incident_id: str, who: Staff) -> dict[str, Any]:
+    def incident(incident_id: str, who: Staff, response: Response) -> dict[str, Any]:
         """One incident record with what the hub filled in (`auto`), its parent contacts and addenda.
-        Every read by a person is audited."""
+        Every read by a person is audited. `ETag`: the record's version, for `PATCH` with `If-Match`."""
         row = found(incident_id, who)
         records.audit(audit(who, "read", "incident", row.id))
         body = incident_json(row, who.dsl)
+        response.headers["ETag"] = body["version"]
         facts = shown(service, records, row)
         now = service.clock.now()
         body["auto"] = auto_json(facts.facts, now) if facts is not None else None
@@ -345,12 +364,31 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         ]
         return body
 
-    @router.patch("/api/incidents/{incident_id}", tags=["incidents"])
-    def edit_incident(incident_id: str, body: RecordFields, who: Staff) -> dict[str, Any]:
-        """Add or correct the record's fields (only those sent change). 409 once signed off."""
+    @router.patch(
+        "/api/incidents/{incident_id}",
+        tags=["incidents"],
+        responses={412: {"description": "someone else changed the record since `If-Match`: nothing saved"}},
+    )
+    def edit_incident(
+        incident_id: str,
+        body: RecordFields,
+        who: Staff,
+        response: Response,
+        if_match: Annotated[str | None, Header(max_length=1000)] = None,
+    ) -> dict[str, Any]:
+        """Add or correct the record's fields (only those sent change). 409 once signed off. With
+        `If-Match` (the `ETag` of the record read): saved only if nobody changed the record since, else
+        412 and nothing is saved. Without it, the fields sent are saved onto the record as it is now."""
         changes = body.model_dump(mode="json", exclude_unset=True)
 
         def decide(row: IncidentRecord) -> dict[str, Any]:
+            if if_match is not None and not version_matches(if_match, record_version(row)):
+                raise WorkflowError(
+                    412,
+                    "If-Match",
+                    "someone else changed the record since you read it; nothing was saved: read it again "
+                    "to see their change",
+                )
             view = incident_view(row)
             result: dict[str, Any] = {"record": workflow.edit(view, changes)}
             if view.status in workflow.COMPLETED and result["record"].get("classification") != row.record.get(
@@ -359,7 +397,9 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                 result["classified_by"] = who.name  # the one who says now what the episode was
             return result
 
-        return change(incident_id, who, "edit", decide)
+        saved = change(incident_id, who, "edit", decide)
+        response.headers["ETag"] = saved["version"]
+        return saved
 
     @router.post("/api/incidents/{incident_id}/record", tags=["incidents"])
     def complete_record(incident_id: str, who: Staff) -> dict[str, Any]:

@@ -366,6 +366,54 @@ def test_a_record_goes_from_awaiting_to_closed_and_then_changes_only_by_addenda(
     )
 
 
+def test_two_people_saving_the_record_form_the_second_is_told_someone_else_changed_it(api: Records) -> None:
+    """Two people with the record page open each saved the whole form: the second save silently undid the
+    first one's correction (found by a review). `GET` now gives the record's version (`ETag`) and `PATCH`
+    with `If-Match` saves only onto that version: a record changed since answers 412, nothing saved."""
+    ep = api.ended_episode()
+    incident = f"/api/incidents/{ep['incident_id']}"
+    staff_a = api.token("staff", "test-school")
+    staff_b = api.token("staff", "test-school")
+    api.client.patch(incident, json=COMPLETE, headers=staff_a)
+    # Given both open the record (the form shows the record as it is now, and its version)
+    seen_by_a, seen_by_b = (api.client.get(incident, headers=h) for h in (staff_a, staff_b))
+    assert seen_by_a.headers["ETag"] == seen_by_b.headers["ETag"] == seen_by_a.json()["version"]
+    # When A corrects the injuries and saves
+    correction = {"injuries_child": "A graze on the left knee, cleaned by the first aider."}
+    saved = api.client.patch(
+        incident, json=correction, headers={**staff_a, "If-Match": seen_by_a.headers["ETag"]}
+    )
+    assert saved.status_code == 200 and saved.headers["ETag"] != seen_by_a.headers["ETag"]
+    assert saved.headers["ETag"] == saved.json()["version"]
+    # And B, whose page still shows the old record, saves the whole form with the child's account added
+    b_form = {**seen_by_b.json()["record"], "child_account": "Sam said he felt trapped by the noise."}
+    refused = api.client.patch(
+        incident, json=b_form, headers={**staff_b, "If-Match": seen_by_b.headers["ETag"]}
+    )
+    # Then B is told someone else changed it and nothing was saved; A's correction is kept
+    assert refused.status_code == 412 and "someone else changed the record" in refused.text
+    final = api.client.get(incident, headers=staff_a)
+    assert final.json()["record"]["injuries_child"].startswith("A graze")
+    assert final.json()["record"]["child_account"] == COMPLETE["child_account"]
+    assert final.headers["ETag"] == saved.headers["ETag"]
+    # Two corrections within one tick of the clock are two versions; `*` and a list of tags match
+    again = api.client.patch(
+        incident,
+        json={"injuries_staff": "None seen."},
+        headers={**staff_a, "If-Match": f'"x", {final.headers["ETag"]}'},
+    )
+    assert again.status_code == 200 and again.headers["ETag"] != final.headers["ETag"]
+    assert (
+        api.client.patch(
+            incident, json={"risk": COMPLETE["risk"]}, headers={**staff_b, "If-Match": "*"}
+        ).status_code
+        == 200
+    )
+    # Without If-Match the fields sent are added to the record as it is now, as before
+    plain = api.client.patch(incident, json={"child_account": "Sam said he felt trapped."}, headers=staff_b)
+    assert plain.status_code == 200 and plain.json()["record"]["injuries_child"].startswith("A graze")
+
+
 def test_a_running_episode_cannot_be_recorded_but_its_child_can_be_attached(api: Records) -> None:
     api.event("test-school", "calm-1", "calm-1-door", "occupancy", "occupied", 0)
     api.event("test-school", "calm-1", "calm-1-door", "door", "closed", 1)

@@ -509,6 +509,67 @@ def test_a_record_is_completed_from_the_board_to_the_parents_pdf(
             panel.close()
 
 
+@pytest.mark.integration
+def test_two_people_saving_the_record_at_once_the_second_is_told_and_keeps_what_they_typed(
+    tmp_path: Path, mosquitto: Mosquitto, browser: Browser
+) -> None:
+    """Two people had the record page open and each saved the whole form: the second save silently
+    undid the first (found by a review). Now each page sends only the fields its person changed, onto
+    the version it showed: the second is told that someone else changed the record meanwhile, nothing of
+    theirs is saved, and what they typed stays on the page."""
+    with hub_running(tmp_path, mosquitto, [two_device_room("calm-1")]) as hub:
+        door, panel = devices_online(mosquitto, "calm-1")
+        try:
+            incident_id = _episode_happens(hub, door, panel)
+            now = dt.datetime.now(dt.UTC)
+            pages = []
+            for name in ("Ms Adeyemi", "Mr Hale"):
+                page = browser.new_page(viewport={"width": 1024, "height": 900})
+                _sign_in(page, hub.base, create_token(hub.hub.store, name, "staff", [SITE], False, now))
+                page.goto(f"{hub.base}/records/{incident_id}")
+                pages.append(page)
+            first, second = pages
+            try:
+                # Given both have the record open; the first saves what happened before
+                first.get_by_label("What happened just before?").fill(COMPLETE["before"])
+                first.get_by_role("button", name="Save the record").click()
+                _done(first, "The record was saved.")
+                # When the second, whose page still shows the record as it was, saves the risk
+                second.get_by_label("What was the risk of harm that made this necessary?").fill(
+                    COMPLETE["risk"]
+                )
+                second.get_by_role("button", name="Save the record").click()
+                # Then they are told plainly, nothing is saved, and what they typed is still there
+                expect(second.locator("#record-errors")).to_contain_text(
+                    "Someone else changed this record while you had it open. Nothing was saved",
+                    timeout=WAIT_MS,
+                )
+                assert "done=saved" not in second.url
+                expect(
+                    second.get_by_label("What was the risk of harm that made this necessary?")
+                ).to_have_value(COMPLETE["risk"])
+                token = hub.token("admin", name="Duty office")
+                record = api_get(hub.port, token, f"/api/incidents/{incident_id}")["record"]
+                assert record == {"before": COMPLETE["before"]}
+                # And once they reload, they see the first one's words and save theirs onto them
+                second.reload()
+                expect(second.get_by_label("What happened just before?")).to_have_value(COMPLETE["before"])
+                second.get_by_label("What was the risk of harm that made this necessary?").fill(
+                    COMPLETE["risk"]
+                )
+                second.get_by_role("button", name="Save the record").click()
+                _done(second, "The record was saved.")
+                record = api_get(hub.port, token, f"/api/incidents/{incident_id}")["record"]
+                assert record == {"before": COMPLETE["before"], "risk": COMPLETE["risk"]}
+            except BaseException:
+                ARTIFACTS.mkdir(exist_ok=True)
+                second.screenshot(path=ARTIFACTS / "records-failure.png", full_page=True)
+                raise
+        finally:
+            door.close()
+            panel.close()
+
+
 def _episode_happens(hub: RunningHub, door: Device, panel: Device) -> str:
     """Sam is in calm-1 for 10 minutes, 12 minutes ago (the devices' outboxes replay it now), with a
     minute and a half when nobody was at the viewing panel. Returns the record's id."""

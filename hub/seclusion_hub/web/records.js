@@ -11,8 +11,8 @@
     location.assign(`${page}?done=${encodeURIComponent(key)}`);
   }
 
-  async function send(method, url, body) {
-    const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  async function send(method, url, body, headers) {
+    const init = { method, credentials: "same-origin", headers: { Accept: "application/json", ...headers } };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -29,7 +29,7 @@
     } catch (_error) {
       data = null;
     }
-    return { ok: response.ok, status: response.status, data };
+    return { ok: response.ok, status: response.status, data, etag: response.headers.get("ETag") };
   }
 
   function labelOf(form, name) {
@@ -72,6 +72,11 @@
       lines.push("The hub could not be reached. Nothing was saved: try again.");
     } else if (result.status === 401) {
       lines.push("You are signed out. Sign in again (your changes on this page were not saved).");
+    } else if (result.status === 412) {
+      lines.push(
+        "Someone else changed this record while you had it open. Nothing was saved: what you typed is " +
+          "still here. Reload the page to see their change (copy what you typed first), then add yours.",
+      );
     } else if (Array.isArray(detail)) {
       for (const item of detail) {
         const loc = (item.loc || []).filter((part) => typeof part === "string" && part !== "body");
@@ -186,11 +191,30 @@
     form.addEventListener("input", () => {
       changed = true;
     });
+    // The record as the page showed it: a save sends only the fields the person changed, onto the
+    // version the page showed (If-Match). Changed by someone else meanwhile, the hub saves nothing
+    // (412) and the page keeps what was typed.
+    let shown = recordBody(form);
     const save = async () => {
       clearErrors(box);
-      const result = await send("PATCH", `/api/incidents/${form.dataset.incident}`, recordBody(form));
+      const now = recordBody(form);
+      const body = {};
+      for (const [name, value] of Object.entries(now)) {
+        if (JSON.stringify(value) !== JSON.stringify(shown[name])) body[name] = value;
+      }
+      if (Object.keys(body).length === 0) {
+        changed = false;
+        return true;
+      }
+      const result = await send("PATCH", `/api/incidents/${form.dataset.incident}`, body, {
+        "If-Match": form.dataset.version,
+      });
       if (!result.ok) showErrors(form, box, result, "Not saved:");
-      if (result.ok) changed = false;
+      if (result.ok) {
+        changed = false;
+        shown = now;
+        if (result.etag) form.dataset.version = result.etag;
+      }
       return result.ok;
     };
     saveChanges = async () => (changed ? save() : true);
