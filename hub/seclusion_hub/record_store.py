@@ -354,6 +354,27 @@ class RecordStore:
             )
             return {str(e): int(n) for e, n in s.exec(query).all()}
 
+    def next_deadline(self, now: dt.datetime) -> dt.datetime | None:
+        """The soonest deadline after `now` of a step not yet done, on a record not signed off: when the
+        next `report_overdue` may fall due (the ingest thread looks then, not up to a minute later)."""
+        i = IncidentRecord
+        steps = (
+            (i.record_due_at, (i.recorded_at,)),
+            (i.parent_notice_due_at, (i.parent_notified_at,)),
+            (i.parent_copy_due_at, (i.parent_copy_sent_at, i.parent_copy_withheld_at)),
+            (i.authority_notice_due_at, (i.authority_notified_at,)),
+        )
+        found: list[dt.datetime] = []
+        with self._session() as s:
+            for due, done in steps:
+                query = select(sa.func.min(due)).where(
+                    col(i.status) != "closed", col(due) > now, *(col(d).is_(None) for d in done)
+                )
+                soonest = s.exec(query).one()
+                if soonest is not None:
+                    found.append(soonest)
+        return min(found, default=None)
+
     def overdue(self, now: dt.datetime) -> list[IncidentRecord]:
         """Records with a deadline passed and its step not done (the `report_overdue` alerts)."""
         i = IncidentRecord

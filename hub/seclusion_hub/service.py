@@ -236,6 +236,7 @@ class HubService:
         # While messages are queued, a touched room's alerts are evaluated at most this long after.
         self.coalesce_s = coalesce_s
         self.report_check_s = report_check_s
+        self._report_next: dt.datetime | None = None  # set by the last look at the records (ingest thread)
         self.records = RecordStore(store.engine)
         self._looked_at: dict[tuple[str, str], dt.datetime] = {}
         # The episode table's row of an open episode whose only news is supervision evidence (observer
@@ -450,11 +451,22 @@ class HubService:
             # An alert this batch already changed (acknowledged just before) is taken as it now is.
             known.update({i: batch.alerts[i] for i in alert_ids if i in batch.alerts})
             by_room: dict[tuple[str, str], list[AlertSaved | AlertSend]] = {}
+            changed: dict[str, Alert] = dict(known)
             for effect in overdue_effects(dues, known, self._report_context, now):
                 by_room.setdefault((effect.alert.site, effect.alert.room), []).append(effect)
+                changed[effect.alert.id] = effect.alert
             pending = self._current()
             for key, effects in by_room.items():
                 self._collect(key, list(effects), pending)
+            # The next look: at the soonest record deadline or send due (escalation, reminder), so an
+            # overdue record is raised on time rather than up to `report_check_s` late.
+            sends = [
+                a.next_send_at
+                for a in changed.values()
+                if a.active and a.next_send_at is not None and a.next_send_at > now
+            ]
+            upcoming = [t for t in (self.records.next_deadline(now), *sends) if t is not None]
+            self._report_next = min(upcoming, default=None)
 
         return Command(apply)
 
@@ -483,10 +495,12 @@ class HubService:
             items = retry
             try:
                 if not items:
-                    if time.monotonic() >= next_report_check:
-                        # Deadlines of records are days, not seconds: a look every `report_check_s` is
-                        # on time, and it costs one query.
+                    due = self._report_next is not None and self.clock.now() >= self._report_next
+                    if due or time.monotonic() >= next_report_check:
+                        # A look every `report_check_s`, and at the soonest deadline or send the last
+                        # look found (`_report_next`): a record's deadline is raised on time, not late.
                         next_report_check = time.monotonic() + self.report_check_s
+                        self._report_next = None  # the look works it out again
                         self.inbox.put(self.report_check())
                     items = self._take()
                 self.process(items)

@@ -1333,3 +1333,38 @@ def test_the_notices_of_an_overdue_record_name_each_late_step(tmp_path: Path) ->
     finally:
         hub.stop()
         store.close()
+
+
+def test_an_overdue_record_is_raised_when_its_deadline_passes_not_up_to_a_minute_later(
+    tmp_path: Path,
+) -> None:
+    """The records' deadlines were looked at once a minute: every `report_overdue` was raised up to a
+    minute after its deadline, so each was marked late and its notice said the hub learned of it late.
+    The look now also comes at the soonest deadline the last look found."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    clock = FakeClock(T0)
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    hub = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics(), linger_s=0)
+    try:
+        hub.process(
+            [
+                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+                inbound("calm-1", "calm-1-door", 3, "door", "open", 60, 4),
+                inbound("calm-1", "calm-1-door", 4, "occupancy", "vacant", 61, 5),
+            ]
+        )
+        midnight = dt.datetime(2026, 11, 24, 0, 0, tzinfo=dt.UTC)  # the record's deadline (London, GMT)
+        clock.set(midnight - dt.timedelta(minutes=5))
+        hub.start()  # its first look finds nothing overdue, and the deadline to come
+        poll(lambda: hub._report_next == midnight, 10, what="the next deadline to be known")
+        clock.set(midnight + dt.timedelta(milliseconds=200))
+        raised = poll(
+            lambda: store.active_alerts_of_kind("report_overdue"), 10, what="the overdue record to be raised"
+        )
+        assert {a.rule for a in raised} == {"record", "parent_notice"}
+        assert all(not a.late for a in raised), [(a.rule, a.raised_at) for a in raised]
+    finally:
+        hub.stop()
+        store.close()
