@@ -43,6 +43,7 @@ import datetime as dt
 import importlib.metadata
 import logging
 import os
+import sqlite3
 import threading
 from types import TracebackType
 from typing import Any, Final
@@ -66,6 +67,7 @@ from seclusion_contract import (
 from seclusion_edge.clock import Clock, Instant, SystemClock, read_boot_id
 from seclusion_edge.config import EdgeConfig
 from seclusion_edge.debounce import Debouncer, Settled
+from seclusion_edge.errors import OutboxError
 from seclusion_edge.failsafe import NO_ALARM, QUIET, Alarm, FailSafe, LocalAlarm, choose_alarm, on_local_axis
 from seclusion_edge.link import LinkSettings, Message, Publisher, PublisherFactory
 from seclusion_edge.outbox import EventKey, Outbox
@@ -143,6 +145,8 @@ class EdgeAgent:
         self._first_reading_due: set[Kind] = set()
         # Settled readings not yet in the outbox (a failed write is retried next tick, in order).
         self._unrecorded: list[tuple[Kind, Settled]] = []
+        # True from a failed write to the outbox until one succeeds: logged once, not at every tick.
+        self._store_failed = False
         # Settled readings waiting for another sensor's burst that began before them (`_in_order`), and
         # the reading of each kind last let through: what the events and the heartbeat have said.
         self._held: list[tuple[Kind, Settled]] = []
@@ -202,6 +206,7 @@ class EdgeAgent:
         self._stopping = False
         self._first_reading_due.clear()
         self._unrecorded.clear()
+        self._store_failed = False
         self._held.clear()
         self._let_through.clear()
         self._hold_limit_ms = 0
@@ -447,7 +452,7 @@ class EdgeAgent:
             if self._stopping:
                 return
             self._unrecorded.extend(settled)
-            self._record_unrecorded()
+            self._record_or_keep_queued()
             self._confirm_if_waited_too_long(now)
             self._send_pending()
             self._send_heartbeat_if_due(now)
@@ -473,6 +478,28 @@ class EdgeAgent:
         for kind, reading in out:
             self._let_through[kind] = reading.active
         return out
+
+    def _record_or_keep_queued(self) -> None:
+        """`_record_unrecorded`, but a store that fails (a full SD card, a disk error) is logged, once per
+        run of failures, and does not stop the tick: the readings stay queued, in order, for the next
+        tick, and what already waits in the outbox and the heartbeat still go out (caller holds the send
+        lock). The log names the error and how many readings wait, never a reading's content."""
+        try:
+            self._record_unrecorded()
+        except (sqlite3.Error, OSError, OutboxError) as exc:
+            if not self._store_failed:
+                log.error(
+                    "cannot number readings in the outbox %s (%s: %s); %d waiting, retried every tick",
+                    self._require_outbox().path,
+                    type(exc).__name__,
+                    exc,
+                    len(self._unrecorded),
+                )
+            self._store_failed = True
+        else:
+            if self._store_failed:
+                log.warning("the outbox takes readings again; those that waited are numbered")
+            self._store_failed = False
 
     def _record_unrecorded(self) -> None:
         """Number and store the settled readings not yet in the outbox, in order (caller holds the send
@@ -591,7 +618,7 @@ class EdgeAgent:
             try:
                 self.tick()
             except Exception:
-                # A failing tick (a full SD card, say) must not end the agent; it is retried next tick.
+                # A failing tick must not end the agent (a full SD card is handled in the tick itself).
                 log.exception("agent tick failed")
 
     # ------------------------------------------------------------------ LinkHandlers (network thread)

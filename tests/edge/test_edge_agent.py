@@ -150,8 +150,7 @@ def test_a_reading_that_could_not_be_stored_is_retried_in_order_on_the_next_tick
     close_door(agent)
     agent.pin_for("occupancy").drive_high()
     clock.advance(ms=SETTLE_MS)
-    with pytest.raises(sqlite3.OperationalError):
-        agent.tick()
+    agent.tick()  # the failure is logged, not raised
     assert bench.link.events() == []
     agent.tick()
     assert [(e.kind, e.value, e.seq) for e in bench.link.events()] == [
@@ -159,6 +158,59 @@ def test_a_reading_that_could_not_be_stored_is_retried_in_order_on_the_next_tick
         ("occupancy", "occupied", 5),
     ]
     assert bench.link.events()[0].ts == edge.wall
+
+
+def test_a_full_sd_card_keeps_the_readings_queued_and_the_heartbeat_and_waiting_events_going(
+    bench: Bench,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Contract 2: a heartbeat every heartbeat_s with the current readings. A full card stops the
+    numbering of readings, not the device: it must go on telling the hub it is there and what its
+    sensors read (else the hub declares it offline after three heartbeats), send what already waits in
+    the outbox, and number the queued readings, in order, once the card has room again."""
+    bench.connect_on_start = False
+    agent = bench.start(panel_device(tmp_path, heartbeat_s=10))
+    bench.settle(agent)  # observer absent: numbered, waiting for a connection
+    outbox = agent._outbox
+    assert outbox is not None
+    real_append = outbox.append
+    full = True
+
+    def full_card(*args: Any, **kwargs: Any) -> Any:
+        if full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "append", full_card)
+    caplog.set_level("DEBUG", logger="seclusion_edge")
+    pressed = clock.advance(seconds=1)
+    agent.simulate("check", "ok")
+    bench.settle(agent)
+    agent.set_contact("check", False)
+    present = clock.advance(seconds=1)
+    agent.simulate("observer", "present")
+    bench.settle(agent)
+    bench.link.connect()
+    for _ in range(6):  # a minute: the hub declares a device offline after three missed heartbeats
+        bench.settle(agent, 10_000)
+    assert [(e.kind, e.value) for e in bench.link.events()] == [("observer", "absent")]
+    heartbeats = bench.link.heartbeats()
+    assert len(heartbeats) >= 6
+    assert heartbeats[-1].state == {"observer": "present"} and heartbeats[-1].last_seq == 1
+    assert caplog.text.count("cannot number readings") == 1  # once, not at every tick
+    assert "database or disk is full" in caplog.text
+    assert "badge-0042" not in caplog.text  # the check button's staff reference is not logged
+
+    full = False
+    agent.tick()
+    assert [(e.kind, e.value, e.ts, e.seq) for e in bench.link.events()[1:]] == [
+        ("check", "ok", pressed.wall, 2),
+        ("observer", "present", present.wall, 3),
+    ]
+    assert "the outbox takes readings again" in caplog.text
 
 
 def test_a_door_opening_that_held_while_the_ticker_was_held_up_is_still_published(

@@ -341,8 +341,7 @@ def test_the_alarm_does_not_wait_for_the_sd_card(
     door.simulate("occupancy", "occupied")
     door.simulate("door", "closed")
     clock.advance(ms=SETTLE_MS + GRACE_S * 1000 + 1000)
-    with pytest.raises(sqlite3.OperationalError):
-        door.tick()
+    door.tick()  # the failure is logged, not raised
     assert sounding(door)
 
 
