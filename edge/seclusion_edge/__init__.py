@@ -10,7 +10,7 @@ from __future__ import annotations
 from seclusion_edge.agent import EdgeAgent, agent_version, reset_epoch
 from seclusion_edge.clock import Clock, FakeClock, Instant, SystemClock
 from seclusion_edge.config import EdgeConfig, load_config
-from seclusion_edge.errors import ConfigError, EdgeError, OutboxError, WiringError
+from seclusion_edge.errors import ConfigError, EdgeError, LinkError, OutboxError, WiringError
 
 __all__ = [
     "Clock",
@@ -20,6 +20,7 @@ __all__ = [
     "EdgeError",
     "FakeClock",
     "Instant",
+    "LinkError",
     "OutboxError",
     "SystemClock",
     "WiringError",

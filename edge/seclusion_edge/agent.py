@@ -67,7 +67,7 @@ from seclusion_contract import (
 from seclusion_edge.clock import Clock, Instant, SystemClock, read_boot_id
 from seclusion_edge.config import EdgeConfig
 from seclusion_edge.debounce import Debouncer, Settled
-from seclusion_edge.errors import OutboxError
+from seclusion_edge.errors import LinkError, OutboxError
 from seclusion_edge.failsafe import NO_ALARM, QUIET, Alarm, FailSafe, LocalAlarm, choose_alarm, on_local_axis
 from seclusion_edge.link import LinkSettings, Message, Publisher, PublisherFactory
 from seclusion_edge.outbox import EventKey, Outbox
@@ -200,7 +200,12 @@ class EdgeAgent:
     # ----------------------------------------------------------------------------------- life cycle
 
     def start(self) -> EdgeAgent:
-        """Open the outbox, set up the pins, start connecting and (unless disabled) the ticker thread."""
+        """Open the outbox, set up the pins, start connecting and (unless disabled) the ticker thread.
+
+        If any step fails, what the earlier ones opened (the outbox, the pins) is closed again. A broker
+        link that cannot be set up (TLS with a CA file that cannot be read) is a `LinkError` naming the
+        device file and the key.
+        """
         if self._running:
             raise RuntimeError("the agent is already running")
         self._stopping = False
@@ -229,16 +234,20 @@ class EdgeAgent:
             self._outputs = AlarmOutputs(
                 self.config.outputs, self._pin_factory, key=self.config.where("outputs")
             )
-        except BaseException:
+            factory = self._publisher_factory or _default_publisher_factory()
+            publisher = factory(self._link_settings(), self)
+        except BaseException as exc:
             self._close_pins()
             outbox.close()
+            if isinstance(exc, LinkError):
+                key = "mqtt.url" if self.config.mqtt.ca_file is None else "mqtt.ca_file"
+                raise LinkError(f"{self.config.where(key)}: {exc}") from None
             raise
         self._outbox = outbox
+        self._publisher = publisher
         now = self._clock.now()
         self._started_ms = now.mono_ms
         self._next_heartbeat_ms = now.mono_ms
-        factory = self._publisher_factory or _default_publisher_factory()
-        self._publisher = factory(self._link_settings(), self)
         self._running = True
         log.info(
             "agent %s/%s/%s starting: epoch %d, last seq %d, %d queued%s",

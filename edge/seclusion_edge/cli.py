@@ -4,7 +4,8 @@
     seclusion-edge check-config --config firmware-config/calm-1-door.yaml
     seclusion-edge reset-epoch --config firmware-config/calm-1-door.yaml
 
-Exit status: 0 success, 2 a bad device file or wiring, 1 anything else (the outbox cannot be opened).
+Exit status: 0 success, 2 a bad device file or wiring (an `mqtt.ca_file` that cannot be read included),
+1 anything else (the outbox cannot be opened, the broker link cannot be set up).
 `run` stops cleanly on SIGTERM or SIGINT: the retained status becomes `{"v":1,"online":false}`, then
 the agent disconnects (a crash leaves the same status through the broker's Last Will).
 """

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -169,6 +170,17 @@ def _expand(text: str) -> str:
     return _ENV_VAR.sub(value, text)
 
 
+def check_ca_file(path: Path) -> None:
+    """Raise ValueError unless `path` can be read and holds at least one certificate (PEM): what the
+    TLS setup at the first connect needs, checked before any pin or socket is touched."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError as exc:
+        raise ValueError(f"{path} holds no CA certificate that can be read ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def broker_address(url: str) -> BrokerAddress:
     """Parse a broker URL, reading `${VAR}` in the host, user name and password from the environment."""
     return parse_broker_url(url, _expand)
@@ -210,7 +222,11 @@ class MqttConfig(BaseModel):
     @field_validator("ca_file")
     @classmethod
     def _ca_file_beside_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _beside_file(value, info)
+        if value is None:
+            return None
+        path = _beside_file(value, info)
+        check_ca_file(path)  # fail at load time (and in check-config), naming mqtt.ca_file
+        return path
 
     @field_validator("root")
     @classmethod

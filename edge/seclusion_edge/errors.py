@@ -15,5 +15,9 @@ class OutboxError(EdgeError, RuntimeError):
     """The sequence store or outbox cannot be used (wrong device, unwritable directory)."""
 
 
+class LinkError(EdgeError, RuntimeError):
+    """The broker link cannot be set up (TLS: a CA file that cannot be read or holds no certificate)."""
+
+
 class WiringError(ConfigError):
     """A sensor's pin cannot be set up as configured (pin in use, fixed pull, unknown name)."""

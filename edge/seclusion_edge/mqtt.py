@@ -5,7 +5,8 @@ A persistent session either way: MQTT v5 with `clean_start=False` and a Session 
 reconnects on its own (`connect_async` + `loop_start`, with `reconnect_delay_set` backoff).
 `is_connected` is our own flag: set by an accepted CONNACK, cleared by a disconnect or a failed
 connect, so the agent never believes it is connected when it is not. Exceptions raised by the agent's
-handlers are logged here and never reach paho's network thread.
+handlers are logged here and never reach paho's network thread. A TLS setup that fails (a CA file
+that cannot be read or holds no certificate) is a `LinkError` as the publisher is built.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from seclusion_edge.errors import LinkError
 from seclusion_edge.link import LinkHandlers, LinkSettings, Message
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,12 @@ class PahoPublisher:
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
         if s.tls:
-            client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
+            try:
+                client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                with_what = f"the CA file {s.ca_file}" if s.ca_file else "the system's CA certificates"
+                reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+                raise LinkError(f"cannot set up TLS with {with_what}: {reason}") from None
         client.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
         client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)
         client.on_connect = self._on_connect

@@ -16,6 +16,21 @@ from seclusion_edge.link import LinkHandlers, LinkSettings, Message
 
 SETTLE_MS = 100
 
+# A self-signed CA certificate (no key anywhere): a device file's `mqtt.ca_file` must hold one.
+TEST_CA_PEM = """\
+-----BEGIN CERTIFICATE-----
+MIIBjjCCATWgAwIBAgIUZScNP4OXjZUrNMhTfhYMgsOVLCIwCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRc2VjbHVzaW9uIHRlc3QgQ0EwIBcNMjYxMjA2MTExMzM2WhgP
+MjEyNjExMTIxMTEzMzZaMBwxGjAYBgNVBAMMEXNlY2x1c2lvbiB0ZXN0IENBMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAETDi0nuFFTG9rspEvEvKkWgR6EIqXjnpm
+WT/EWkQOz/Jdw6w/PFeN3F+WPRyPPPn08b3hlt8+QwvN1SvOvaVYg6NTMFEwHQYD
+VR0OBBYEFBgWGR6xdZdmuzZvG7GJXwaMRGJFMB8GA1UdIwQYMBaAFBgWGR6xdZdm
+uzZvG7GJXwaMRGJFMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIg
+GcN4GMjMIdE4Gce0+cfyAr8V0xAXQxn3AAWEhGvdOgcCIBee4uUbnGNZ30edyqWO
+F20vf9i8KG2SpQSMyGsY7CCB
+-----END CERTIFICATE-----
+"""
+
 
 def matches(topic: str, subscription: str) -> bool:
     """Whether an MQTT topic filter (`+` one level, `#` the rest) matches a topic."""

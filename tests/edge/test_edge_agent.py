@@ -14,7 +14,7 @@ from seclusion_contract import format_ts
 from seclusion_edge import EdgeAgent, FakeClock, reset_epoch
 from seclusion_edge.agent import CONFIRM_TIMEOUT_S
 from seclusion_edge.config import EdgeConfig
-from tests.edge.conftest import SETTLE_MS, Bench, door_device, panel_device
+from tests.edge.conftest import SETTLE_MS, TEST_CA_PEM, Bench, door_device, panel_device
 
 ACK = "seclusion/v1/demo-school/calm-1/calm-1-door/ack"
 EVENT = "seclusion/v1/demo-school/calm-1/calm-1-door/event"
@@ -915,3 +915,46 @@ def test_a_pin_that_cannot_be_used_is_a_wiring_error_naming_the_key(bench: Bench
     )
     with pytest.raises(WiringError, match=r"sensors\.0\.pin: cannot use pin 2"):
         bench.start(config)
+
+
+def test_a_broker_link_that_cannot_be_set_up_is_a_link_error_and_start_releases_the_outbox_and_pins(
+    bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CA file that was readable when the device file was loaded and is gone at the start (paho's TLS
+    setup raised a bare FileNotFoundError, and the outbox and the pins stayed open)."""
+    from gpiozero.pins.mock import MockFactory
+
+    from seclusion_edge import LinkError, load_config
+    from seclusion_edge.outbox import Outbox
+
+    ca = tmp_path / "school-ca.pem"
+    ca.write_text(TEST_CA_PEM)
+    device = tmp_path / "calm-1-door.yaml"
+    device.write_text(
+        "site: demo-school\nroom: calm-1\ndevice: calm-1-door\n"
+        "mqtt: {url: 'mqtts://127.0.0.1:8883', ca_file: school-ca.pem}\nstate_dir: state\n"
+        "sensors:\n  - {kind: door, pin: 17, pull: up, active: low, active_value: closed}\n"
+        "outputs: {buzzer: 18}\n"
+    )
+    config = load_config(device)
+    ca.unlink()
+    closed: list[Path] = []
+    close = Outbox.close
+
+    def close_and_note(outbox: Outbox) -> None:
+        closed.append(outbox.path)
+        close(outbox)
+
+    monkeypatch.setattr(Outbox, "close", close_and_note)
+    pins = MockFactory()
+    agent = EdgeAgent(config, pin_factory=pins, clock=clock, tick_interval_s=None)  # paho's publisher
+    with pytest.raises(LinkError) as error:
+        agent.start()
+    assert str(error.value) == (
+        f"{device}: mqtt.ca_file: cannot set up TLS with the CA file {ca.resolve()}: "
+        "No such file or directory"
+    )
+    assert closed == [config.state_dir / "outbox.sqlite3"]
+    # The pins are free again: the same pins of the same factory can be set up.
+    again = bench.start(door_device(config.state_dir, outputs={"buzzer": 18}), pin_factory=pins)
+    assert again.readings() == {} and again.pin_for("buzzer") is not None

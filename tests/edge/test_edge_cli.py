@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,19 @@ def test_check_config_tries_the_outputs_too(device_file: Path, capsys: pytest.Ca
     device_file.write_text(DEVICE + "outputs: {buzzer: 18, led: BOARD12}\n")  # BOARD12 is GPIO18
     assert main(["check-config", "--config", str(device_file)]) == 2
     assert f"{device_file}: outputs.led: cannot use pin BOARD12" in capsys.readouterr().err
+
+
+def test_a_ca_file_that_cannot_be_read_fails_check_config_and_run_with_status_2(
+    device_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check-config (run by the unit before each start) passed a missing ca_file, and `run` then died
+    with a bare FileNotFoundError traceback at every start."""
+    device_file.write_text(DEVICE.replace("@127.0.0.1:1883", "@127.0.0.1:8883\n  ca_file: school-ca.pem"))
+    device_file.write_text(device_file.read_text().replace("mqtt://", "mqtts://"))
+    message = f"{device_file}: mqtt.ca_file: cannot read {device_file.parent.resolve() / 'school-ca.pem'}"
+    assert main(["check-config", "--config", str(device_file)]) == 2
+    assert message in capsys.readouterr().err
+
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's own handlers
+    assert main(["run", "--config", str(device_file), "--mock-pins"]) == 2
+    assert message in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from seclusion_edge import ConfigError, load_config
+from tests.edge.conftest import TEST_CA_PEM
 
 FIRMWARE_CONFIG = Path(__file__).resolve().parents[2] / "firmware-config"
 
@@ -75,6 +76,30 @@ def test_protocol_3_1_1_and_mqtts(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert broker.broker.tls and broker.broker.port == 8883
     assert (broker.broker.username, broker.broker.password) == ("calm-1-door", "p@ss:word")
     assert broker.broker.redacted() == "mqtts://calm-1-door:***@hub.example.org:8883"
+
+
+def test_a_ca_file_is_taken_beside_the_file_and_must_hold_a_certificate(tmp_path: Path) -> None:
+    """A ca_file that cannot be used passed check-config (which the unit runs before each start), and
+    `run` then died at every start with a bare FileNotFoundError: the device never ran its fail-safe,
+    and the log named neither the file nor the key."""
+    tls = GOOD.replace("mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8883\n  ca_file: school-ca.pem")
+    path = write(tmp_path, tls)
+    with pytest.raises(ConfigError) as missing:
+        load_config(path)
+    ca = tmp_path.resolve() / "school-ca.pem"
+    assert str(missing.value) == f"{path}: mqtt.ca_file: cannot read {ca}: No such file or directory"
+
+    ca.mkdir()
+    with pytest.raises(ConfigError, match=r"x\.yaml: mqtt\.ca_file: cannot read .*school-ca\.pem"):
+        load_config(path)
+    ca.rmdir()
+
+    ca.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"x\.yaml: mqtt\.ca_file: .*school-ca\.pem holds no CA cert"):
+        load_config(path)
+
+    ca.write_text(TEST_CA_PEM)
+    assert load_config(path).mqtt.ca_file == ca
 
 
 @pytest.mark.parametrize(
