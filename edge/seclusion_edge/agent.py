@@ -272,7 +272,9 @@ class EdgeAgent:
         """Stop ticking, publish the retained offline status, disconnect, and release pins and files.
 
         A reading still settling is dropped: the next start observes it again as a start-up reading. One
-        that settled and waits for another sensor's (`_in_order`) is numbered now, with its own time.
+        that has settled is numbered now, with its own time, in the order the readings began: one that
+        waits for another sensor's (`_in_order`), and one that has held for the settle time but was not
+        ticked yet (the stop came between two ticks).
         """
         if not self._running:
             return
@@ -282,6 +284,10 @@ class EdgeAgent:
             self._ticker = None
         with self._send_lock:
             with self._sensor_lock:
+                now = self._clock.now()
+                for kind, debouncer in self._debouncers.items():
+                    debouncer.observe(self._sensors[kind].active, now)
+                    self._held.extend((kind, reading) for reading in debouncer.tick(now.mono_ms))
                 waiting = sorted(self._held, key=lambda item: item[1].began.mono_ms)
                 self._held = []
             self._unrecorded.extend(waiting)

@@ -396,6 +396,28 @@ def test_a_reading_waiting_for_another_is_numbered_at_the_stop_with_its_own_time
     assert link.events() == []
 
 
+def test_a_reading_that_had_settled_before_the_stop_is_numbered_at_the_stop_one_still_settling_is_not(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Only a reading *still settling* is dropped at a stop. A door shut that had held for the settle
+    time when SIGTERM came (the ticker simply had not run since) is a reading: it was lost, and if the
+    door opened again before the restart the hub never heard of the confinement at all."""
+    agent = bench.start(door_device(tmp_path / "state"))
+    bench.settle(agent)
+    shut = clock.advance(seconds=1)
+    close_door(agent)
+    clock.advance(ms=SETTLE_MS + 15)  # settled; the stop comes before the next tick
+    agent.pin_for("occupancy").drive_high()  # and the child's arrival is still settling
+    clock.advance(ms=SETTLE_MS - 1)
+    link = bench.link
+    link.clear()
+    agent.stop()
+    assert [(e.kind, e.value, e.ts) for e in link.events()] == []  # numbered, not sent: it was stopping
+    bench.start(door_device(tmp_path / "state"))  # the replay: nothing was acked
+    replayed = [(e.seq, e.kind, e.value, e.ts) for e in bench.link.events()]
+    assert replayed[3:] == [(4, "door", "closed", shut.wall)]  # and not the occupancy, still settling
+
+
 # -------------------------------------------------------------------------------- start-up readings
 
 
