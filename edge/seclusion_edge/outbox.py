@@ -5,16 +5,16 @@ acknowledged on its `ack` topic, and the last reading published for each sensor 
 numbered and stored in the same transaction, with `synchronous=FULL`, before anything is sent: an event
 that was published is an event that survives a power cut.
 
-Epochs: a new store starts at epoch 0. A store that is damaged (not a database, or a malformed one) is
-moved aside (`outbox.sqlite3.corrupt-<time>`) and a new one started in the next epoch: past the epoch
-each damaged file still tells (+ 1), else epoch 1 (most stores never leave epoch 0). The new store is
-built whole under a temporary name, its epoch in the same transaction as its creation, and only then
-renamed into place, so that a power cut at any step never leaves a store at epoch 0 where one was
-lost: a store missing beside a moved-aside `.corrupt-*` file is a lost store too. A store that cannot
-be opened for now (locked by another process, a disk error) is kept, and the agent refuses to start
-until it can be opened. `start_epoch` moves to a new epoch (the `reset-epoch` command, for a
-replaced SD card); the agent also calls it when the hub's ack shows the hub has seen more of this
-device than the store remembers.
+Epochs: a new store starts at epoch 0. A store that is damaged (not a database, a malformed one, or one
+whose `meta` epoch or last_seq does not parse as a count) is moved aside (`outbox.sqlite3.corrupt-<time>`)
+and a new one started in the next epoch: past the epoch each damaged file still tells (+ 1), else
+epoch 1 (most stores never leave epoch 0). The new store is built whole under a temporary name, its
+epoch in the same transaction as its creation, and only then renamed into place, so that a power cut
+at any step never leaves a store at epoch 0 where one was lost: a store missing beside a moved-aside
+`.corrupt-*` file is a lost store too. A store that cannot be opened for now (locked by another
+process, a disk error) is kept, and the agent refuses to start until it can be opened. `start_epoch`
+moves to a new epoch (the `reset-epoch` command, for a replaced SD card); the agent also calls it when
+the hub's ack shows the hub has seen more of this device than the store remembers.
 
 Confirmed or not: a store created new (a fresh SD card, a lost store's replacement) or moved to a new
 epoch by `reset-epoch` cannot know what the hub already has of this device: a replaced card's
@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -59,6 +60,8 @@ CREATE TABLE IF NOT EXISTS readings (kind TEXT PRIMARY KEY, value TEXT NOT NULL,
 """
 
 EventKey = tuple[int, int]
+
+_COUNT: Final = re.compile(r"[0-9]{1,18}")  # an epoch or a seq as the store keeps it
 
 
 def event_id(device: str, epoch: int, seq: int) -> str:
@@ -128,9 +131,25 @@ class Outbox:
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from None
         try:
             _claim(connection, path, device)
+            garbled = _garbled_number(connection)
         except BaseException:
             connection.close()
             raise
+        if garbled is not None:
+            # The pages are sound (quick_check passed) but a number the sequence rests on does not
+            # parse (a flipped bit on the card): the store's numbering cannot be trusted, so it is
+            # damaged like an unreadable one, not a crash at every start.
+            connection.close()
+            _replace_lost(path, device, f"garbled ({garbled})")
+            try:
+                connection = _connect(path)
+            except sqlite3.Error as again:
+                raise OutboxError(f"{path}: cannot open the new outbox: {again}") from None
+            try:
+                _claim(connection, path, device)
+            except BaseException:
+                connection.close()
+                raise
         return cls(connection, path, device)
 
     @property
@@ -220,13 +239,25 @@ class Outbox:
 
     def last_readings(self) -> dict[str, tuple[str, dt.datetime | None]]:
         """Each kind's last reading this device numbered, with when it began (its event's `ts`; None
-        where a store of an earlier version did not keep it)."""
+        where a store of an earlier version did not keep it, or where it is garbled)."""
         with self._lock:
             rows = self._db.execute("SELECT kind, value, ts FROM readings").fetchall()
-        return {
-            str(kind): (str(value), None if ts is None else dt.datetime.fromisoformat(str(ts)))
-            for kind, value, ts in rows
-        }
+        return {str(kind): (str(value), self._began(str(kind), ts)) for kind, value, ts in rows}
+
+    def _began(self, kind: str, ts: object) -> dt.datetime | None:
+        # A `ts` that does not parse (a flipped bit on the card) is not known, as in a store of an
+        # earlier version: it only dates the fail-safe's timers, and the store's numbers and waiting
+        # events are not to be thrown away for it.
+        if ts is None:
+            return None
+        try:
+            began = dt.datetime.fromisoformat(str(ts))
+        except ValueError:
+            began = None
+        if began is None or began.tzinfo is None:
+            log.warning("outbox %s: the last %s reading's time is garbled; not known", self.path, kind)
+            return None
+        return began
 
     def start_epoch(
         self, at_least: int | None = None, *, renumber_pending: bool = False, unconfirmed: bool = False
@@ -336,6 +367,15 @@ def _claim(connection: sqlite3.Connection, path: Path, device: str) -> None:
         )
 
 
+def _garbled_number(connection: sqlite3.Connection) -> str | None:
+    """Which of the store's numbers (`meta` epoch, last_seq) does not parse as a count, or None."""
+    for key in ("epoch", "last_seq"):
+        row = connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is not None and not _COUNT.fullmatch(str(row[0])):
+            return f"meta {key} is {str(row[0])[:20]!r}, not a number"
+    return None
+
+
 def _replace_lost(path: Path, device: str, why: str) -> None:
     """Replace a lost store with a new one in the next epoch, so that a power cut at any step never
     leaves a store that numbers from epoch 0 again.
@@ -413,9 +453,11 @@ def _epoch_of(path: Path) -> int | None:
             row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         finally:
             db.close()
-        return None if row is None else int(row[0])
-    except (sqlite3.Error, ValueError, TypeError):
+    except sqlite3.Error:
         return None
+    if row is None or not _COUNT.fullmatch(str(row[0])):
+        return None  # none, or garbled: not a number this store can be said to have used
+    return int(row[0])
 
 
 def _move_aside(path: Path) -> Path | None:

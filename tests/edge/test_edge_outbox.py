@@ -129,6 +129,68 @@ def test_a_damaged_store_that_still_tells_its_epoch_is_followed_by_the_next_one(
     outbox.close()
 
 
+@pytest.mark.parametrize(
+    ("key", "garbled", "epoch"),
+    [
+        ("last_seq", "w", 3),  # a flipped bit: "7" became "w"; the epoch it tells is followed
+        ("epoch", "2\x00", 1),  # the epoch itself cannot be told: past 0, as for an unreadable store
+        ("epoch", "-1", 1),
+    ],
+)
+def test_a_store_whose_numbers_are_garbled_is_moved_aside_and_a_new_one_starts_in_the_next_epoch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, key: str, garbled: str, epoch: int
+) -> None:
+    """A store whose pages are sound (quick_check passes) but whose `meta` numbers do not parse made
+    Outbox.open raise a bare ValueError: the agent died at every start, its buzzer silent. Its numbering
+    cannot be trusted: it is a damaged store."""
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    outbox.start_epoch(2)
+    add(outbox, clock)
+    outbox.close()
+    with sqlite3.connect(tmp_path / OUTBOX_FILE) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (garbled, key))
+    db.close()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert (outbox.epoch, outbox.last_seq, outbox.queued(), outbox.confirmed) == (epoch, 0, 0, False)
+    outbox.close()
+    assert len(outbox_module._moved_aside(tmp_path / OUTBOX_FILE)) == 1
+    assert f"is garbled (meta {key} is" in caplog.text
+    assert f"starting a new store at epoch {epoch}" in caplog.text
+    again = Outbox.open(tmp_path, "calm-1-door")  # and the new store is whole
+    assert (again.epoch, again.last_seq) == (epoch, 0)
+    again.close()
+
+
+def test_a_last_reading_whose_time_is_garbled_is_taken_as_not_known_and_the_store_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reading's `ts` only dates the fail-safe's timers: one that does not parse (it crashed every
+    start with a ValueError) is not known, as in a store of an earlier version; the store's numbers
+    and its waiting events are kept."""
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    add(outbox, clock, "door", "closed")
+    began = clock.advance(seconds=1)
+    outbox.append("lock", "engaged", began, "boot-1")
+    outbox.append("occupancy", "occupied", began, "boot-1")
+    outbox.close()
+    with sqlite3.connect(tmp_path / OUTBOX_FILE) as db:
+        db.execute("UPDATE readings SET ts = '2026-11-2w' WHERE kind = 'door'")
+        db.execute("UPDATE readings SET ts = '2026-11-21T10:00:00' WHERE kind = 'lock'")  # no zone
+    db.close()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert outbox.last_readings() == {
+        "door": ("closed", None),
+        "lock": ("engaged", None),
+        "occupancy": ("occupied", began.wall),
+    }
+    assert (outbox.last_seq, outbox.queued()) == (3, 3)
+    outbox.close()
+    assert list(tmp_path.glob(f"{OUTBOX_FILE}.corrupt-*")) == []
+    assert "the last door reading's time is garbled" in caplog.text
+
+
 def test_a_store_that_cannot_be_opened_for_now_is_kept_and_the_agent_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
