@@ -557,7 +557,8 @@ class RoomMachine:
         if not status.online:
             # A Last Will: offline from the device's last message (semantics 4.1): when it arrived, or
             # the time it carried if earlier (a backlog taken after the hub's own downtime arrives all
-            # at once, long after the device sent it).
+            # at once, long after the device sent it). Only ever earlier: an outage is never shortened
+            # by a device's clock.
             if dev.online:
                 since = dev.last_seen or now
                 if dev.heard_ts is not None:
@@ -579,8 +580,10 @@ class RoomMachine:
             # gap in its reports is not made known by it (4.2).
             return
         was_offline = not dev.online
-        # Back from the time its status says (before its arrival in a backlog), never before it left.
-        self._seen(status.device, now, at=status.ts)
+        # Back from the status's arrival, not the time it carries: a device back from a restart may
+        # come with its clock behind (a Pi without a real-time clock), and an outage is never shortened
+        # on a clock nobody has checked.
+        self._seen(status.device, now)
         span = dev.last_offline
         if span is not None and span.end is not None and same_boot and status.uptime_s is not None:
             booted = (status.ts or now) - dt.timedelta(seconds=status.uptime_s)
@@ -1122,25 +1125,22 @@ class RoomMachine:
         if ts is not None:
             dev.heard_ts = max(dev.heard_ts or ts, ts)
 
-    def _seen(self, device: str, now: dt.datetime, at: dt.datetime | None = None) -> None:
-        """The device is heard (`now`, the arrival); back from offline at `at` when the message says
-        when it came back, else at its arrival."""
+    def _seen(self, device: str, now: dt.datetime) -> None:
         dev = self.state.devices[device]
         dev.last_seen = now
         if dev.online:
             return
         dev.online = True
         since = dev.offline_since or now
-        back = max(since, min(now, at)) if at is not None else now
         dev.offline_since = dev.offline_detected_at = None
-        dev.last_offline = OfflineSpan(start=since, end=back)
+        dev.last_offline = OfflineSpan(start=since, end=now)
         ep = self.state.episode
         if ep is None:
-            self._keep_outage(UnknownInterval(device=device, start=since, end=back))
+            self._keep_outage(UnknownInterval(device=device, start=since, end=now))
             return
         for gap in ep.unknown:
             if gap.device == device and gap.end is None:
-                gap.end = max(back, gap.start)
+                gap.end = max(now, gap.start)
         self._saved(ep)
 
     def _keep_outage(self, outage: UnknownInterval) -> None:
