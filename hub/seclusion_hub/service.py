@@ -43,14 +43,13 @@ from .core.alerts import (
     AlertSend,
     IndicatorChanged,
     acknowledge_alert,
-    alert_id,
     duration_limit_s,
     resolve_alert_by_person,
 )
 from .core.clock import Clock
 from .core.deadlines import due_dates
 from .core.episode import Episode
-from .core.incident import STEPS, overdue_effects
+from .core.incident import overdue_effects
 from .core.policy import Policy
 from .core.room import (
     Effect,
@@ -445,11 +444,18 @@ class HubService:
                 if row is not None:
                     rows[row.id] = row
             dues = [report_due(row) for row in rows.values()]
-            keys = [(d.site, d.room, f"report_overdue/{d.incident_id}/{s}") for d in dues for s in STEPS]
-            alert_ids = [alert_id(*k) for k in keys]
-            known = self.store.alerts_by_id(alert_ids)
-            # An alert this batch already changed (acknowledged just before) is taken as it now is.
-            known.update({i: batch.alerts[i] for i in alert_ids if i in batch.alerts})
+            episodes = {d.episode_id for d in dues}
+            # Every report alert of these records, active or not (a step has one per round: a record's
+            # child changed starts the parents' steps again); one this batch already changed
+            # (acknowledged just before) is taken as it now is.
+            known = self.store.alerts_of_episodes("report_overdue", sorted(episodes))
+            known.update(
+                {
+                    i: a
+                    for i, a in batch.alerts.items()
+                    if a.kind == "report_overdue" and a.episode_id in episodes
+                }
+            )
             by_room: dict[tuple[str, str], list[AlertSaved | AlertSend]] = {}
             changed: dict[str, Alert] = dict(known)
             for effect in overdue_effects(dues, known, self._report_context, now):

@@ -811,6 +811,15 @@ class Store:
             query = select(AlertRecord).where(AlertRecord.kind == kind, col(AlertRecord.active).is_(True))
             return [Alert.model_validate_json(r.data) for r in s.exec(query).all()]
 
+    def alerts_of_episodes(self, kind: str, episode_ids: Sequence[str]) -> dict[str, Alert]:
+        """Every alert of `kind` (active or not) of these episodes, by id."""
+        if not episode_ids:
+            return {}
+        a = AlertRecord
+        with self.session() as s:
+            query = select(a).where(a.kind == kind, col(a.episode_id).in_(list(episode_ids)))
+            return {r.id: Alert.model_validate_json(r.data) for r in s.exec(query).all()}
+
     def alerts_by_id(self, ids: Sequence[str]) -> dict[str, Alert]:
         if not ids:
             return {}

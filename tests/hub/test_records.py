@@ -1784,3 +1784,65 @@ def test_a_senior_who_changes_a_record_to_no_child_does_not_review_it_too(api: R
     assert own.status_code == 403 and "reviewed_by" in own.text
     other = api.client.post(f"{incident}/review", json={}, headers=senior_c)
     assert other.status_code == 200 and other.json()["reviewed_by"] == "senior-c"
+
+
+def test_after_the_records_child_is_changed_the_new_childs_overdue_parents_notice_is_raised_again(
+    api: Records,
+) -> None:
+    """Changing a record's child starts the parents' steps again. A step whose `report_overdue` had been
+    raised and resolved (the first family told) was never raised again: the new child's parents were
+    never told and no senior was chased (found by a review). It is now raised again, as a new round with
+    its own id; the first round stays as it was."""
+    ep = api.ended_episode()
+    # The parents' notice falls overdue at midnight and is raised
+    first = _report_alerts(api, _after_midnight(30))
+    assert first["parent_notice"]["resolved_at"] is None
+    incident = _recorded(api, ep, first="Sam")
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    told = api.client.post(
+        f"{incident}/parent-contacts",
+        json={"kind": "notice", "method": "phone", "outcome": "reached"},
+        headers=staff,
+    )
+    assert told.status_code == 201, told.text
+    resolved = _report_alerts(api, _after_midnight(9 * 3600))["parent_notice"]
+    assert resolved["resolved_at"] is not None and resolved["note"] == "the report was done"
+    # The child was another: her parents' steps start again, the notice's deadline long passed
+    lee = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Lee", "last_name": "Park"}, headers=senior
+    ).json()
+    api.service.start()
+    try:
+        moved = api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": lee["id"]}, headers=staff)
+    finally:
+        api.service.stop()
+    assert moved.status_code == 200, moved.text
+    assert api.client.get(incident, headers=staff).json()["parent_notified_at"] is None
+    _report_alerts(api, _after_midnight(10 * 3600))
+    items = api.client.get("/api/alerts", params={"state": "all"}, headers=senior).json()["items"]
+    notices = sorted(
+        (a for a in items if a["kind"] == "report_overdue" and a["rule"] == "parent_notice"),
+        key=lambda a: a["raised_at"],
+    )
+    assert [(a["id"] == resolved["id"], a["resolved_at"] is None) for a in notices] == [
+        (True, False),
+        (False, True),
+    ]
+    assert notices[1]["late"] is True and notices[1]["tier"] == resolved["tier"]
+    # Looked at again, nothing more is raised; told, the new round resolves like the first
+    _report_alerts(api, _after_midnight(10 * 3600 + 60))
+    again = api.client.get("/api/alerts", params={"state": "all"}, headers=senior).json()["items"]
+    assert len([a for a in again if a["kind"] == "report_overdue" and a["rule"] == "parent_notice"]) == 2
+    assert (
+        api.client.post(
+            f"{incident}/parent-contacts",
+            json={"kind": "notice", "method": "phone", "outcome": "reached"},
+            headers=staff,
+        ).status_code
+        == 201
+    )
+    _report_alerts(api, _after_midnight(11 * 3600))
+    final = api.client.get("/api/alerts", params={"state": "all"}, headers=senior).json()["items"]
+    rounds = [a for a in final if a["kind"] == "report_overdue" and a["rule"] == "parent_notice"]
+    assert len(rounds) == 2 and all(a["resolved_at"] is not None for a in rounds)

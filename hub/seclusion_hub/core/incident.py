@@ -411,25 +411,30 @@ def overdue_effects(
     alerts are: to the next tier with recipients once `ack_timeout_s` has passed unacknowledged, past
     `head` to `head` again; once acknowledged, to the acknowledging tier every `renotify_s`) and to
     resolve (the step was done, or the record closed). `known` holds every report alert already raised
-    for these records, active or not: an alert is raised once per record and step. A step once done
-    stays done (a reviewed record's classification no longer changes), so a resolved alert never needs
-    raising again. `context(site, room)` gives the room's policy (`ack_timeout_s`, `renotify_s`) and the
-    tiers that have someone to tell. Nothing in `known` is changed: what changes is a copy."""
+    for these records, active or not: an alert is raised once per record and step, and again only when
+    a step it resolved as done is to do once more (the record's child changed: the parents' steps start
+    again for the new child), as a new round with its own id. One a person resolved with a note is not
+    raised again while its step stays not done. `context(site, room)` gives the room's policy
+    (`ack_timeout_s`, `renotify_s`) and the tiers that have someone to tell. Nothing in `known` is
+    changed: what changes is a copy."""
     effects: list[AlertSaved | AlertSend] = []
     for rec in records:
         for step in STEPS:
             due = rec.due.get(step)
-            key = f"report_overdue/{rec.incident_id}/{step}"
-            ident = alert_id(rec.site, rec.room, key)
-            existing = known.get(ident)
             done = rec.done.get(step, False) or rec.closed
-            if existing is not None:
-                if existing.active and done:
+            key = f"report_overdue/{rec.incident_id}/{step}"  # a later round's: key + "/2", ...
+            rounds = sorted(
+                (a for a in known.values() if a.key == key or a.key.startswith(f"{key}/")),
+                key=lambda a: (a.raised_at, a.id),
+            )
+            existing = next((a for a in rounds if a.active), rounds[-1] if rounds else None)
+            if existing is not None and existing.active:
+                if done:
                     resolved = existing.model_copy(deep=True)
                     resolved.resolved_at, resolved.note = now, "the report was done"
                     resolved.next_send_at = None
                     effects.append(AlertSaved(resolved, "resolved"))
-                elif existing.active:
+                else:
                     ctx = context(rec.site, rec.room)
                     alert = existing.model_copy(deep=True)
                     _take_up(alert, ctx.policy)
@@ -437,6 +442,12 @@ def overdue_effects(
                 continue
             if due is None or due > now or done:
                 continue
+            if existing is not None:
+                if existing.resolved_by is not None:
+                    continue  # a person resolved it, with a note: not raised again for this step
+                # Resolved when its step was done, and the step is to do again: a new round.
+                key = f"{key}/{len(rounds) + 1}"
+            ident = alert_id(rec.site, rec.room, key)
             ctx = context(rec.site, rec.room)
             alert = Alert(
                 id=ident,
