@@ -191,6 +191,9 @@ def test_the_demo_runs_three_rooms_through_the_hub(demo: Demo) -> None:
     assert demo.stop(signal.SIGINT) == 0
     output = demo.output()
     assert "API docs: http://127.0.0.1:" in output
+    # The API address it prints is one that answers (/api/rooms, read above; it printed /api: a 404)
+    api_line = next(line for line in output.splitlines() if line.strip().startswith("API:"))
+    assert api_line.split()[1].endswith("/api/rooms")
     assert f"Token:    {demo.token()}" in output
     assert ("Mosquitto" if demo.broker == "mosquitto" else "embedded amqtt") in output
     assert "curl -s -H" in output

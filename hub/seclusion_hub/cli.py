@@ -10,7 +10,7 @@ from seclusion_contract import format_ts
 
 from . import __version__
 from .auth import ROLES, create_token
-from .config import HubSettings, load_sites
+from .config import load_settings, load_sites
 from .core.alerts import TIERS
 from .core.clock import SystemClock
 from .errors import ConfigError
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = HubSettings()
+        settings = load_settings()
         if args.command == "serve":
             Hub.build(settings).serve()
         elif args.command == "migrate":

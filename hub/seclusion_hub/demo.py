@@ -737,7 +737,7 @@ def banner(
     lines = [
         "",
         f"Seclusion demo {__version__} is running {until}{speed}.",
-        f"  API:      {base}/api  (rooms: {base}/api/rooms, episodes: {base}/api/episodes)",
+        f"  API:      {base}/api/rooms  (and {base}/api/episodes, ...; every endpoint in the docs below)",
         f"  API docs: {base}/docs",
         f"  Token:    {token}",
         f"            (role admin; also in {token_file})",

@@ -301,3 +301,97 @@ def test_the_public_url_reaches_the_alerts_links_and_the_pages(tmp_path: Path) -
         assert hub.app.state.public_url == "https://hub.school.example"
     finally:
         hub.store.close()
+
+
+# -- the hub's settings (contract section 5): every error names the variable and where it was set
+
+
+@pytest.fixture
+def clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No SECLUSION_* variable from the test's own environment, and the working directory empty."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SECLUSION_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_setting_that_cannot_be_used_is_named_with_where_it_was_set(
+    clean_settings: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from seclusion_hub.cli import main
+    from seclusion_hub.config import load_settings
+
+    monkeypatch.setenv("SECLUSION_HTTP_PORT", "abc")
+    with pytest.raises(ConfigError) as from_env:
+        load_settings()
+    assert (from_env.value.source, from_env.value.key) == ("environment", "SECLUSION_HTTP_PORT")
+    assert "errors.pydantic.dev" not in str(from_env.value)
+    # The same from the .env file: its path is named
+    monkeypatch.delenv("SECLUSION_HTTP_PORT")
+    (clean_settings / ".env").write_text("SECLUSION_HTTP_PORT=99999\n")
+    with pytest.raises(ConfigError) as from_file:
+        load_settings()
+    assert (from_file.value.source, from_file.value.key) == (
+        str(clean_settings / ".env"),
+        "SECLUSION_HTTP_PORT",
+    )
+    assert "less than or equal to 65535" in from_file.value.problem
+    # The command says so, and exits 2 (no traceback)
+    assert main(["check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error: ") and "SECLUSION_HTTP_PORT" in err and ".env" in err
+
+
+def test_a_misspelt_setting_is_refused_with_the_one_it_was_meant_to_be(
+    clean_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo was ignored: the hub then kept its records in the default SQLite file while the school
+    backed up its PostgreSQL database."""
+    from seclusion_hub.config import load_settings
+
+    (clean_settings / ".env").write_text("SECLUSION_DATABSE_URL=postgresql+psycopg://u:p@db/seclusion\n")
+    with pytest.raises(ConfigError) as typo:
+        load_settings()
+    assert typo.value.key == "SECLUSION_DATABSE_URL"
+    assert "did you mean SECLUSION_DATABASE_URL?" in typo.value.problem
+    # Names other parts read (Compose's, the edge agent's) are not the hub's business
+    (clean_settings / ".env").write_text("SECLUSION_SITE_FILE_ON_HOST=./deploy/site.yaml\n")
+    monkeypatch.setenv("SECLUSION_MQTT_PASSWORD", "secret")
+    monkeypatch.setenv("SECLUSION_INGEST_LINGER_MS", "2")
+    assert load_settings().ingest_linger_ms == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgres://u:p@127.0.0.1:1/db", "for PostgreSQL write postgresql+psycopg://"),
+        (
+            "sqlite:////nonexistent-folder/x.db",
+            "the folder /nonexistent-folder of the SQLite file does not exist",
+        ),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_a_database_url_that_cannot_work_is_refused_before_anything_connects(
+    clean_settings: Path, monkeypatch: pytest.MonkeyPatch, url: str, says: str
+) -> None:
+    from seclusion_hub.config import load_settings
+
+    monkeypatch.setenv("SECLUSION_DATABASE_URL", url)
+    with pytest.raises(ConfigError) as bad:
+        load_settings()
+    assert bad.value.key == "SECLUSION_DATABASE_URL" and says in bad.value.problem
+
+
+def test_every_setting_of_the_hub_is_in_the_operations_guide() -> None:
+    import re
+
+    from seclusion_hub.config import HubSettings
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    table = text[text.index("## Settings") : text.index("Only for `docker-compose.yml`")]
+    listed = set(re.findall(r"^\| `(SECLUSION_[A-Z_]+)`", table, re.M))
+    assert {f"SECLUSION_{name.upper()}" for name in HubSettings.model_fields} == listed
