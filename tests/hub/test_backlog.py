@@ -14,7 +14,7 @@ from seclusion_hub.config import load_sites
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.episode import account
 from seclusion_hub.ingest import Inbound
-from seclusion_hub.service import HubService
+from seclusion_hub.service import Command, HubService
 from seclusion_hub.store import Store
 from tests.hub.rooms import DOOR, PANEL
 from tests.support.hub import SITE, two_device_room, write_site
@@ -74,6 +74,16 @@ def restarted(tmp_path: Path, clock: FakeClock, store: Store, backlog: list[Inbo
     return after
 
 
+def supervised_episode() -> list[Inbound | Command]:
+    """The panel online (boot p1) with the observer present; a child shut in calm-1 at T0+1."""
+    return [
+        status(PANEL, -10, 1, online=True, ts=-10, boot="p1", uptime_s=100),
+        event(PANEL, 1, "observer", "present", 0, 0, 2),
+        event(DOOR, 1, "occupancy", "occupied", 0, 0, 3),
+        event(DOOR, 2, "door", "closed", 1, 1, 4),
+    ]
+
+
 def test_a_device_outage_while_the_hub_was_down_is_unknown_time_not_supervised(tmp_path: Path) -> None:
     """The hub is down from T0+100 to T0+1000. The backlog: the observer came back at T0+250, then the
     panel died (its Last Will) and came back on a new boot at T0+900. Nobody knows who was at the
@@ -83,14 +93,7 @@ def test_a_device_outage_while_the_hub_was_down_is_unknown_time_not_supervised(t
     clock = FakeClock(T0)
     hub, store = running(tmp_path, clock)
     try:
-        hub.process(
-            [
-                status(PANEL, -10, 1, online=True, ts=-10, boot="p1", uptime_s=100),
-                event(PANEL, 1, "observer", "present", 0, 0, 2),
-                event(DOOR, 1, "occupancy", "occupied", 0, 0, 3),
-                event(DOOR, 2, "door", "closed", 1, 1, 4),
-            ]
-        )
+        hub.process(supervised_episode())
         clock.set(_t(1000))
         backlog = [
             event(PANEL, 2, "observer", "absent", 200, 1000, 10),
@@ -121,14 +124,7 @@ def test_a_device_back_from_a_power_cut_with_its_clock_behind_keeps_its_whole_ou
     clock = FakeClock(T0)
     hub, store = running(tmp_path, clock)
     try:
-        hub.process(
-            [
-                status(PANEL, -10, 1, online=True, ts=-10, boot="p1", uptime_s=100),
-                event(PANEL, 1, "observer", "present", 0, 0, 2),
-                event(DOOR, 1, "occupancy", "occupied", 0, 0, 3),
-                event(DOOR, 2, "door", "closed", 1, 1, 4),
-            ]
-        )
+        hub.process(supervised_episode())
         clock.set(_t(100))
         hub.process([status(PANEL, 100, 5, online=False)])  # its Last Will, live
         clock.set(_t(500))

@@ -1025,6 +1025,28 @@ def test_the_sign_off_resolving_the_records_own_overdue_alerts_is_no_news_about_
     assert [a["kind"] for a in body["auto"]["alerts"]] == ["episode_started", "duration_warning"]
 
 
+def _sign_off_during(
+    api: Records, incident: str, step: Callable[..., Any]
+) -> tuple[Callable[..., None], list[threading.Thread], list[int]]:
+    """`step` wrapped so that a senior's sign-off of `incident` starts while it is under way (after its
+    check that the record is not signed, before its write); returns the wrapper, the sign-off's thread
+    (once started) and its answer's status code (once answered)."""
+    senior = api.token("senior", "test-school")
+    signing: list[threading.Thread] = []
+    signed: list[int] = []
+
+    def racing(*args: Any, **kwargs: Any) -> None:
+        thread = threading.Thread(
+            target=lambda: signed.append(api.client.post(f"{incident}/sign-off", headers=senior).status_code)
+        )
+        thread.start()
+        signing.append(thread)
+        thread.join(timeout=1.0)  # the sign-off waits for the step; without the wait it is done by now
+        step(*args, **kwargs)
+
+    return racing, signing, signed
+
+
 def test_a_sign_off_waits_for_a_child_being_attached_and_then_judges_the_record_with_that_child(
     api: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1038,19 +1060,7 @@ def test_a_sign_off_waits_for_a_child_being_attached_and_then_judges_the_record_
     ).json()
     # When a senior signs it off while staff are attaching the other child (between the check that the
     # record is not signed and the change itself)
-    attach = api.service.attach_pupil
-    signing: list[threading.Thread] = []
-    signed: list[int] = []
-
-    def racing(*args: Any, **kwargs: Any) -> None:
-        thread = threading.Thread(
-            target=lambda: signed.append(api.client.post(f"{incident}/sign-off", headers=senior).status_code)
-        )
-        thread.start()
-        signing.append(thread)
-        thread.join(timeout=1.0)  # the sign-off waits for this step; without the wait it is done by now
-        attach(*args, **kwargs)
-
+    racing, signing, signed = _sign_off_during(api, incident, api.service.attach_pupil)
     monkeypatch.setattr(api.service, "attach_pupil", racing)
     api.service.start()
     try:
@@ -1099,21 +1109,8 @@ def test_a_sign_off_waits_for_a_review_being_recorded_on_the_episode_and_a_later
     ep = api.ended_episode()
     incident = _reviewed(api, ep)
     staff = api.token("staff", "test-school")
-    senior = api.token("senior", "test-school")
-    original = api.service.record_review
-    signing: list[threading.Thread] = []
-    signed: list[int] = []
-
-    def racing(*args: Any, **kwargs: Any) -> None:
-        # When a senior signs it off between the check that it is not signed and the review's write
-        thread = threading.Thread(
-            target=lambda: signed.append(api.client.post(f"{incident}/sign-off", headers=senior).status_code)
-        )
-        thread.start()
-        signing.append(thread)
-        thread.join(timeout=1.0)  # the sign-off waits for this review; without the wait it is done by now
-        original(*args, **kwargs)
-
+    # When a senior signs it off between the check that it is not signed and the review's write
+    racing, signing, signed = _sign_off_during(api, incident, api.service.record_review)
     monkeypatch.setattr(api.service, "record_review", racing)
     api.service.start()
     try:

@@ -1282,6 +1282,17 @@ def test_an_alert_of_a_room_taken_out_of_the_site_file_can_still_be_acknowledged
         store.close()
 
 
+def ended_episode() -> list[Inbound | Command]:
+    """An episode of calm-1 from T0+2 to T0+60, supervised throughout (its record due at midnight)."""
+    return [
+        inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+        inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+        inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+        inbound("calm-1", "calm-1-door", 3, "door", "open", 60, 4),
+        inbound("calm-1", "calm-1-door", 4, "occupancy", "vacant", 61, 5),
+    ]
+
+
 class KeepChannel:
     """A notification channel that delivers every notice at once and keeps it."""
 
@@ -1307,15 +1318,7 @@ def test_the_notices_of_an_overdue_record_name_each_late_step(tmp_path: Path) ->
     delivery = AlertDelivery({s.id: s for s in sites}, Topics(), clock, channels=channels)
     hub = HubService(sites, store, clock, Topics(), delivery=delivery, linger_s=0)
     try:
-        hub.process(
-            [
-                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-                inbound("calm-1", "calm-1-door", 3, "door", "open", 60, 4),
-                inbound("calm-1", "calm-1-door", 4, "occupancy", "vacant", 61, 5),
-            ]
-        )
+        hub.process(ended_episode())
         clock.set(dt.datetime(2026, 11, 24, 0, 1, tzinfo=dt.UTC))  # past midnight in London (GMT)
         hub.start()
         hub.inbox.put(hub.report_check())
@@ -1346,15 +1349,7 @@ def test_an_overdue_record_is_raised_when_its_deadline_passes_not_up_to_a_minute
     store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
     hub = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics(), linger_s=0)
     try:
-        hub.process(
-            [
-                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-                inbound("calm-1", "calm-1-door", 3, "door", "open", 60, 4),
-                inbound("calm-1", "calm-1-door", 4, "occupancy", "vacant", 61, 5),
-            ]
-        )
+        hub.process(ended_episode())
         midnight = dt.datetime(2026, 11, 24, 0, 0, tzinfo=dt.UTC)  # the record's deadline (London, GMT)
         clock.set(midnight - dt.timedelta(minutes=5))
         hub.start()  # its first look finds nothing overdue, and the deadline to come
