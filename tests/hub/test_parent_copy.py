@@ -551,11 +551,16 @@ def autumn(**changes: Any) -> GovernorsReport:
 
 
 def test_governors_report_prints_suppressed_figures_as_fewer_than_5() -> None:
+    """A figure on its own reads "fewer than 5"; a table's withheld count reads "withheld", since it may
+    be one withheld with a small one (so that the total does not give it back), of any size: "fewer
+    than 5" was untrue of those (found by review)."""
     html = render_governors_html(autumn())
     text = plain(html)
     assert "Children involved fewer than 5" in text
-    assert "November 2026 fewer than 5" in text
-    assert "Looked-after children fewer than 5" in text
+    assert "November 2026 withheld" in text
+    assert "Looked-after children withheld" in text
+    assert "fewer than 5 " not in text.split("By group of children")[1].split("In the tables")[0]
+    assert '"withheld" stands for a count from 1 to 4, or for another count withheld with it' in text
     assert "Year 7 6" in text
     assert "Share of the time a child was recorded as supervised 97%" in text
     assert "Total time in the rooms 302 minutes" in text
@@ -567,7 +572,7 @@ def test_governors_report_prints_suppressed_figures_as_fewer_than_5() -> None:
 
 def test_governors_pdf_names_no_pupil_and_keeps_suppression() -> None:
     text = pdf_text(render_governors_pdf(autumn()))
-    assert "Looked-after children fewer than 5" in text
+    assert "Looked-after children withheld" in text
     assert "Children involved fewer than 5" in text
     for name in (*OTHER_PUPILS, "Sam", "Taylor"):
         assert name not in text

@@ -18,12 +18,14 @@ from .parent_copy import environment, format_date, format_moment, html_to_pdf
 
 SUPPRESSION_THRESHOLD: Final = 5
 SUPPRESSED_TEXT: Final = f"fewer than {SUPPRESSION_THRESHOLD}"
+WITHHELD_IN_TABLE: Final = "withheld"
 WITHHELD_MINUTES: Final = f"not shown (fewer than {SUPPRESSION_THRESHOLD} episodes)"
 
 
 @dataclass(frozen=True)
 class Count:
-    """One labelled figure of a breakdown (a month, a room, a group); `count=None` is "fewer than 5";
+    """One labelled figure of a breakdown (a month, a room, a group); `count=None` is "withheld" (a count
+    of fewer than 5, or one withheld with it);
     `partial`: a month only partly inside the period (printed so: its count is of fewer days)."""
 
     label: str
@@ -147,7 +149,9 @@ def _rows(counts: Sequence[Count], *, bars: bool = False) -> list[dict[str, obje
     return [
         {
             "label": f"{row.label} (partial)" if row.partial else row.label,
-            "text": format_count(row.count),
+            # In a table a count may be withheld with a small one (so that the total, or another table,
+            # does not give the small one back): "fewer than 5" would be untrue of it.
+            "text": WITHHELD_IN_TABLE if row.count is None else format_count(row.count),
             # A bar up to 10em long. None for a suppressed figure: its length would give the number away.
             "bar": f"{10 * row.count / top:.2f}em" if bars and top and row.count else None,
         }
