@@ -828,6 +828,21 @@ def test_a_report_overdue_raised_before_it_escalated_is_taken_up_from_its_last_s
     assert saved.alert.next_send_at == later + dt.timedelta(seconds=300)
 
 
+def _another_child_chosen(api: Records, ep: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Staff choose another child, Lee, for the episode's record: the child and the answer to the PUT."""
+    staff = api.token("staff", "test-school")
+    senior = api.token("senior", "test-school")
+    lee = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": "Lee", "last_name": "Park"}, headers=senior
+    ).json()
+    api.service.start()
+    try:
+        moved = api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": lee["id"]}, headers=staff)
+    finally:
+        api.service.stop()
+    return lee, moved
+
+
 def _recorded(api: Records, ep: dict[str, Any], first: str = "Sam") -> str:
     """Take the episode's record to `recorded` with a child called `first`; returns the incident URL."""
     staff = api.token("staff", "test-school")
@@ -1152,14 +1167,7 @@ def test_changing_the_child_after_the_parents_were_told_starts_the_parents_steps
         assert api.client.post(f"{incident}/parent-contacts", json=contact, headers=staff).status_code == 201
     assert api.client.get(incident, headers=staff).json()["status"] == "parent_notified"
     # When staff realise it was another child, and choose her
-    lee = api.client.post(
-        "/api/pupils", json={"site": "test-school", "first_name": "Lee", "last_name": "Park"}, headers=senior
-    ).json()
-    api.service.start()
-    try:
-        moved = api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": lee["id"]}, headers=staff)
-    finally:
-        api.service.stop()
+    lee, moved = _another_child_chosen(api, ep)
     # Then the record is hers, back to `recorded`, her parents not yet told nor sent the copy
     assert moved.status_code == 200, moved.text
     body = api.client.get(incident, headers=staff).json()
@@ -1806,14 +1814,7 @@ def test_after_the_records_child_is_changed_the_new_childs_overdue_parents_notic
     resolved = _report_alerts(api, _after_midnight(9 * 3600))["parent_notice"]
     assert resolved["resolved_at"] is not None and resolved["note"] == "the report was done"
     # The child was another: her parents' steps start again, the notice's deadline long passed
-    lee = api.client.post(
-        "/api/pupils", json={"site": "test-school", "first_name": "Lee", "last_name": "Park"}, headers=senior
-    ).json()
-    api.service.start()
-    try:
-        moved = api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": lee["id"]}, headers=staff)
-    finally:
-        api.service.stop()
+    _, moved = _another_child_chosen(api, ep)
     assert moved.status_code == 200, moved.text
     assert api.client.get(incident, headers=staff).json()["parent_notified_at"] is None
     _report_alerts(api, _after_midnight(10 * 3600))
