@@ -295,9 +295,9 @@ class Topics:
     def hub_status(self) -> str:
         return f"{self.root}/_hub/status"
 
-    def hub_marker(self, nonce: str) -> str:
+    def hub_marker(self, name: str) -> str:
         """A topic the hub publishes to itself to learn that the broker's backlog is through."""
-        return f"{self.root}/_hub/marker/{nonce}"
+        return f"{self.root}/_hub/marker/{name}"
 
     def hub_subscriptions(self) -> list[str]:
         """What the hub subscribes to: every device's event, status and heartbeat."""

@@ -8,6 +8,7 @@ changed is committed, so a crash between the two gets it delivered again, never 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import ssl
 import threading
@@ -66,7 +67,12 @@ class HubMqtt:
         self._connected = threading.Event()
         self._stopping = False
         self._conn = first_conn  # each connection numbered from here (mqtt_process: one range per child)
-        self._marker = self.topics.hub_marker(f"{client_id}-{secrets.token_hex(6)}")
+        # One marker topic for the client id (a persistent session keeps its subscriptions: a topic of
+        # its own per start would pile them up), and a payload naming this adapter and its connection:
+        # a marker sent on an earlier connection, or by an earlier process, can come back after a
+        # reconnect ahead of the backlog the broker kept since, and must not end it.
+        self._marker = self.topics.hub_marker(re.sub(r"[^A-Za-z0-9_.-]", "_", client_id))
+        self._nonce = secrets.token_hex(6)
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -135,6 +141,9 @@ class HubMqtt:
             # With no connection paho keeps QoS>0 messages queued for the reconnect; anything else is a fault.
             log.error("publish to %s failed: %s", topic, paho.error_string(result.rc))
 
+    def _marker_payload(self, conn: int) -> bytes:
+        return f"{self._nonce}/{conn}".encode()
+
     # -- paho callbacks (network thread): never raise out of them
 
     def _on_connect(self, client: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
@@ -151,7 +160,7 @@ class HubMqtt:
             online = HubStatusPayload(online=True, ts=self.clock.now())
             client.publish(self.topics.hub_status, dump_payload(online), qos=1, retain=True)
             # Queued messages of our session come before this marker: when it returns, the backlog is through.
-            client.publish(self._marker, b"{}", qos=1)
+            client.publish(self._marker, self._marker_payload(self._conn), qos=1)
         except Exception:
             # Never let an error escape into paho's network thread (it would die silently). Without its
             # subscriptions the hub is not really connected: drop the socket so that paho reconnects.
@@ -181,8 +190,11 @@ class HubMqtt:
     def _on_message(self, client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         try:
             if msg.topic == self._marker:
-                self.backlog_done.set()
-                self.on_backlog_done()
+                if bytes(msg.payload) == self._marker_payload(self._conn):
+                    self.backlog_done.set()
+                    self.on_backlog_done()
+                else:
+                    log.debug("a backlog marker of an earlier connection came back; not this one's")
                 if msg.qos:
                     client.ack(msg.mid, msg.qos)
                 return

@@ -232,6 +232,7 @@ class HubService:
         # broker, and device liveness is not judged (semantics 4.1, 4.6).
         self._stalled = False
         self._backlog_applied = False  # the marker's place in the inbox reached (backlog_marker)
+        self._connection = 0  # counts `reconnected`: a marker counts only for its own connection
         # While messages are queued, a touched room's alerts are evaluated at most this long after.
         self.coalesce_s = coalesce_s
         self.report_check_s = report_check_s
@@ -1141,8 +1142,13 @@ class HubService:
         up to here, not before: a backlog judged against the clock half-applied raises what it shows
         never happened (semantics 4.6)."""
 
+        connection = self._connection
+
         def apply(_batch: Batch) -> None:
-            self._backlog_applied = True
+            # Only for the connection it came on: a marker heard just before the link dropped may be
+            # applied after the next connection began, with that connection's backlog still to come.
+            if connection == self._connection:
+                self._backlog_applied = True
 
         self.inbox.put(Command(apply))
 
@@ -1153,6 +1159,7 @@ class HubService:
         """The MQTT link is back (the MQTT adapter's thread): liveness counts again from now, once the
         backlog the broker kept for the hub is through."""
         self._listening_since = time.monotonic()
+        self._connection += 1
         self._backlog_applied = False
 
         def apply(batch: Batch) -> None:

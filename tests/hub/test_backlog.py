@@ -136,3 +136,24 @@ def test_a_device_back_from_a_power_cut_with_its_clock_behind_keeps_its_whole_ou
         assert account(ep, _t(500)).unknown_s == 499  # the episode began at T0+1
     finally:
         store.close()
+
+
+def test_a_marker_heard_before_a_reconnect_does_not_end_the_next_connections_backlog(
+    tmp_path: Path,
+) -> None:
+    """The marker came back on one connection and waits in the inbox; the link drops and comes back
+    before the ingest thread reaches it. That marker says nothing of the new connection's backlog:
+    the backlog is through only at the new connection's own marker (found by a review)."""
+    clock = FakeClock(T0)
+    hub, _store = running(tmp_path, clock)
+    hub.backlog_done = hub.backlog_applied
+    hub.reconnected()  # the first connection
+    hub.backlog_marker()  # its marker heard, not yet applied
+    hub.reconnected()  # the link dropped and came back
+    while items := hub._take():
+        hub.process(items)
+    assert not hub.backlog_applied()
+    hub.backlog_marker()  # the new connection's marker
+    while items := hub._take():
+        hub.process(items)
+    assert hub.backlog_applied()
