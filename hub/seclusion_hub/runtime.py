@@ -107,9 +107,15 @@ class Hub:
             )
 
     def stop(self) -> None:
+        """Stop in the order that loses nothing and repeats nothing: take no more messages (what the
+        broker delivers now stays unacknowledged and comes again at the next start); write what was
+        taken and acknowledge it while the connection is still open (acknowledged after it closed, a
+        stored message would be delivered again: a Last Will applied twice); then say offline and
+        disconnect."""
         self.live.close()
-        self.mqtt.stop()
+        self.service.stop_taking()
         self.service.stop()
+        self.mqtt.stop()
         self.store.close()
 
     def serve(self) -> None:

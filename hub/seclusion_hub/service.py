@@ -256,6 +256,7 @@ class HubService:
         self.backlog_done: Callable[[], bool] = lambda: True
         self.listening: Callable[[], bool] = lambda: True
         self._stop = threading.Event()
+        self._taking = True  # False from `stop_taking`: what the broker delivers is left to it
         self._gave_up = False  # a batch given up unwritten as the hub stopped (process)
         self._thread: threading.Thread | None = None
         self._listening_since = time.monotonic()
@@ -323,9 +324,16 @@ class HubService:
                 machine.hub_started(now)
         self._resume_deliveries()
         self._stop.clear()
+        self._taking = True
         self._gave_up = False
         self._thread = threading.Thread(target=self._run, name="seclusion-ingest", daemon=True)
         self._thread.start()
+
+    def stop_taking(self) -> None:
+        """Take no more messages from the broker (the hub is stopping): each one delivered from now on
+        is left unacknowledged, so the broker keeps it and delivers it again at the next start, after
+        everything taken before it (none is lost, and none is stored twice over)."""
+        self._taking = False
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the notifiers, then the ingest thread, and write what they reported on the way.
@@ -490,7 +498,8 @@ class HubService:
     def submit(self, inbound: Inbound) -> None:
         """Called by the MQTT adapter (paho's network thread, or mqtt_process's reader thread): hand
         over, never block."""
-        self.inbox.put(inbound)
+        if self._taking:
+            self.inbox.put(inbound)
 
     # -- the ingest thread
 

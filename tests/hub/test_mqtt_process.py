@@ -20,14 +20,17 @@ import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlmodel import select
 
 from seclusion_contract import Topics
 from seclusion_hub.config import HubSettings
 from seclusion_hub.core.clock import FakeClock, SystemClock
 from seclusion_hub.ingest import Inbound
+from seclusion_hub.models import EventRecord
 from seclusion_hub.mqtt import HubMqtt
 from seclusion_hub.mqtt_process import MqttProcess
 from seclusion_hub.runtime import MQTT_READY_WAIT_S, Hub
+from seclusion_hub.store import Store
 from tests.support.hub import SITE, Device, HubProcess, two_device_room, write_site
 from tests.support.processes import Mosquitto, free_port, poll
 
@@ -192,6 +195,7 @@ PARENT = """
 import sys, time
 from seclusion_contract import Topics
 from seclusion_hub.core.clock import SystemClock
+from seclusion_hub.models import EventRecord
 from seclusion_hub.mqtt_process import MqttProcess
 mqtt = MqttProcess(sys.argv[1], Topics(), SystemClock(), lambda m: None, client_id="test-dying-hub")
 mqtt.start()
@@ -350,3 +354,72 @@ def test_a_marker_of_an_earlier_connection_does_not_end_the_next_connections_bac
             assert seen == ["message 0", "message 1", "message 2", "through"]
     finally:
         mqtt.stop()
+
+
+def _redelivered(mosquitto: Mosquitto, client_id: str) -> list[int]:
+    """The seqs of the device events the broker delivers again to the session of `client_id` (what it
+    holds unacknowledged), read until a message published after connecting comes back through it."""
+    got: list[int] = []
+    done = threading.Event()
+    marker = Topics().hub_marker(client_id)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+
+    def on_message(c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        if msg.topic == marker and msg.payload == b"end":
+            done.set()
+        elif msg.topic.endswith("/event"):
+            got.append(json.loads(msg.payload)["seq"])
+
+    client.on_message = on_message
+    client.on_connect = lambda c, *_a: c.publish(marker, b"end", qos=1)
+    client.connect("127.0.0.1", mosquitto.port, clean_start=False)
+    client.loop_start()
+    try:
+        assert done.wait(10), "the session's own message did not come back"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return got
+
+
+@pytest.mark.parametrize("own_process", [False, True])
+def test_a_clean_stop_acknowledges_what_it_stored_before_it_disconnects(
+    tmp_path: Path, mosquitto: Mosquitto, own_process: bool
+) -> None:
+    """SIGTERM while messages wait in the inbox: the hub writes them and acknowledges them before it
+    disconnects. Acknowledged after the disconnect (the order until a review found it), every one was
+    delivered again at the next start: harmless for an event (a duplicate by its seq), but a Last Will,
+    which has no seq, was applied twice. What the hub did not store, the broker still holds: each
+    event is stored or held, never both, never neither."""
+    site = write_site(tmp_path / "site.yaml", [two_device_room()])
+    client_id = f"hub-stop-{int(own_process)}"
+    settings = HubSettings(
+        _env_file=None,
+        mqtt_url=mosquitto.url,
+        database_url=f"sqlite:///{tmp_path / 'hub.db'}",
+        site_files=str(site),
+        mqtt_client_id=client_id,
+        mqtt_process=own_process,
+        ingest_linger_ms=1000,  # the ingest thread waits a second for its batch: they are in the inbox
+    )
+    hub = Hub.build(settings)
+    hub.start()
+    door = Device(mosquitto.url, SITE, "calm-1", "calm-1-door")
+    try:
+        assert hub.mqtt.backlog_done.wait(15)
+        for n in range(20):
+            door.event("occupancy", "occupied" if n % 2 else "vacant")
+        poll(lambda: hub.service.inbox.qsize() >= 10, 10, what="the events handed to the ingest thread")
+    finally:
+        hub.stop()  # at once (a device's client takes up to a second to stop)
+        door.close()
+    store = Store.open(settings.database_url)
+    try:
+        with store.session() as session:
+            stored = sorted(session.exec(select(EventRecord.seq)).all())
+    finally:
+        store.close()
+    held = _redelivered(mosquitto, client_id)
+    assert stored, "the hub stored nothing before it stopped"
+    assert not set(stored) & set(held), "stored events delivered again: their acks never reached the broker"
+    assert sorted(stored + held) == list(range(1, 21))
