@@ -26,6 +26,7 @@ from sqlalchemy import exc as sa_exc
 from seclusion_contract import (
     ConfigPayload,
     DurationAlertRule,
+    HubStatusPayload,
     IndicatorPayload,
     Topics,
     ack_payload,
@@ -72,6 +73,11 @@ log = logging.getLogger(__name__)
 
 # The backlog marker normally returns within milliseconds; past this the hub evaluates anyway.
 BACKLOG_WAIT_S = 30.0
+# A batch not stored after this long (a database refusing writes, or hanging, or a bug retried): the
+# hub says it is offline on its status topic, so that the rooms' own fail-safe sounds their alarms
+# (semantics 5.4). Well under any profile's `lapse_grace_s` (15 s in england-schools-2026); a batch
+# takes milliseconds, a few hundred at most on a busy SD card.
+STALL_S = 5.0
 
 
 class HubMetrics:
@@ -204,6 +210,7 @@ class HubService:
         report_check_s: float = 60.0,
         episode_refresh_s: float = 1.0,
         public_url: str = "",
+        stall_s: float = STALL_S,
     ) -> None:
         self.sites = {s.id: s for s in sites}
         self.store = store
@@ -232,6 +239,13 @@ class HubService:
         # broker, and device liveness is not judged (semantics 4.1, 4.6).
         self._stalled = False
         self._backlog_applied = False  # the marker's place in the inbox reached (backlog_marker)
+        # Since when the batch in hand has waited to be stored (None between batches), and whether the
+        # hub has said it is offline because of it (`watch`): online again with the next commit.
+        self.stall_s = stall_s
+        self.monotonic: Callable[[], float] = time.monotonic
+        self._unstored_since: float | None = None
+        self._said_offline = False
+        self._status_lock = threading.Lock()
         self._connection = 0  # counts `reconnected`: a marker counts only for its own connection
         # While messages are queued, a touched room's alerts are evaluated at most this long after.
         self.coalesce_s = coalesce_s
@@ -259,6 +273,7 @@ class HubService:
         self._taking = True  # False from `stop_taking`: what the broker delivers is left to it
         self._gave_up = False  # a batch given up unwritten as the hub stopped (process)
         self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
         self._listening_since = time.monotonic()
         self._evaluated = False
         self.healthy = True
@@ -328,6 +343,8 @@ class HubService:
         self._gave_up = False
         self._thread = threading.Thread(target=self._run, name="seclusion-ingest", daemon=True)
         self._thread.start()
+        self._watcher = threading.Thread(target=self._watch_loop, name="seclusion-stall-watch", daemon=True)
+        self._watcher.start()
 
     def stop_taking(self) -> None:
         """Take no more messages from the broker (the hub is stopping): each one delivered from now on
@@ -346,6 +363,9 @@ class HubService:
         """
         self.delivery.stop()
         self._stop.set()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.join(timeout)
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -602,6 +622,8 @@ class HubService:
         from the stored state: one poisoned message never stops the rooms. A database that refuses
         everything is retried with backoff, for as long as it takes, and nothing is acknowledged.
         """
+        if self._unstored_since is None:
+            self._unstored_since = self.monotonic()
         attempt = 0
         poisoned: dict[int, str] = {}
         while True:
@@ -648,14 +670,12 @@ class HubService:
                         f"the reason: {type(exc).__name__})"
                     )
                     single.done.set()
-                    self.healthy = True
-                    self._stalled = False
+                    self._stored()
                     return True
                 if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
                     self._gave_up = True  # `_drain` then writes nothing after it
                     return False
-        self.healthy = True
-        self._stalled = False
+        self._stored()
         stored = self.clock.now()
         for received in pending.received:
             self.metrics.ingest_lag.observe(max(0.0, (stored - received).total_seconds()))
@@ -675,6 +695,52 @@ class HubService:
             self.metrics.open_episodes.set(len(self._open))
         self.metrics.queue_depth.set(self.inbox.qsize())
         return True
+
+    def _stored(self) -> None:
+        """A batch is stored: the hub is healthy again, and says it is online if it had said otherwise."""
+        self.healthy = True
+        self._stalled = False
+        with self._status_lock:
+            self._unstored_since = None
+            if not self._said_offline:
+                return
+            self._said_offline = False
+            self._publish_status(online=True)
+        log.warning("storing again: the hub says it is online")
+
+    # -- the stall watch: a database that takes nothing must not leave the rooms relying on the hub
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self.watch()
+            except Exception:
+                log.exception("watching the ingest for a stall failed")
+
+    def watch(self) -> None:
+        """Say the hub is offline (retained `_hub/status`) once a batch has waited `stall_s` to be
+        stored: the hub hears the broker but can neither keep nor act on what it hears, so no alert
+        would be raised, and the rooms, believing the hub online, would keep their own alarms quiet.
+        With the hub offline each room's agent runs its fail-safe (semantics 5.4); the next stored batch
+        says online again (`_stored`). `/healthz` says `healthy: false` meanwhile."""
+        with self._status_lock:
+            since = self._unstored_since
+            if since is None or self._said_offline:
+                return
+            waited = self.monotonic() - since
+            if waited < self.stall_s:
+                return
+            self._said_offline = True
+            self._publish_status(online=False)
+        log.error(
+            "nothing stored for %.0f s (the database refuses or does not answer): the hub now says it "
+            "is offline, so that the rooms' own alarms take over until it stores again",
+            waited,
+        )
+
+    def _publish_status(self, *, online: bool) -> None:
+        payload = HubStatusPayload(online=online, ts=self.clock.now())
+        self.publish(self.topics.hub_status, dump_payload(payload), 1, True)
 
     def _apply(self, items: list[Inbound | Command], poisoned: dict[int, str]) -> _Pending:
         pending = _Pending()
@@ -1170,6 +1236,10 @@ class HubService:
         self._listening_since = time.monotonic()
         self._connection += 1
         self._backlog_applied = False
+        with self._status_lock:
+            if self._said_offline:
+                # The MQTT adapter has just said online as it connected: not while nothing is stored.
+                self._publish_status(online=False)
 
         def apply(batch: Batch) -> None:
             now = self.clock.now()
@@ -1261,6 +1331,8 @@ class HubService:
     def status(self) -> dict[str, object]:
         return {
             "healthy": self.healthy,
+            # True while the hub says it is offline because nothing is stored (`watch`).
+            "storing_stalled": self._said_offline,
             "queue": self.inbox.qsize(),
             "evaluated": self._evaluated,
             "now": format_ts(self.clock.now()),

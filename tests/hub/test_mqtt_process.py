@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -423,3 +424,50 @@ def test_a_clean_stop_acknowledges_what_it_stored_before_it_disconnects(
     assert stored, "the hub stored nothing before it stopped"
     assert not set(stored) & set(held), "stored events delivered again: their acks never reached the broker"
     assert sorted(stored + held) == list(range(1, 21))
+
+
+def test_while_its_database_takes_nothing_the_hub_says_offline_and_the_rooms_hear_it(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Another writer holds the SQLite database (a backup, a stuck migration): the hub's write waits.
+    The rooms must not go on believing a hub that can raise no alert: its retained status turns
+    offline after `stall_s`, and online again once the write goes through."""
+    site = write_site(tmp_path / "site.yaml", [two_device_room()])
+    db = tmp_path / "hub.db"
+    settings = HubSettings(
+        _env_file=None,
+        mqtt_url=mosquitto.url,
+        database_url=f"sqlite:///{db}",
+        site_files=str(site),
+        mqtt_client_id="hub-stall",
+    )
+    hub = Hub.build(settings)
+    hub.service.stall_s = 1.0
+    hub.start()
+    door = Device(mosquitto.url, SITE, "calm-1", "calm-1-door")
+    other = sqlite3.connect(db, isolation_level=None)
+    status = Topics().hub_status
+    try:
+        assert hub.mqtt.backlog_done.wait(15)
+        assert poll(lambda: _retained(mosquitto, status), 10, what="the hub online")["online"] is True
+        other.execute("BEGIN IMMEDIATE")
+        door.event("occupancy", "occupied")
+        offline = poll(
+            lambda: (_retained(mosquitto, status) or {}).get("online") is False,
+            20,
+            what="the hub's status offline while nothing is stored",
+        )
+        assert offline is True
+        assert "ts" in (_retained(mosquitto, status) or {})  # said by the hub, not its Last Will
+        assert hub.service.status()["storing_stalled"] is True
+        other.execute("COMMIT")
+        poll(
+            lambda: (_retained(mosquitto, status) or {}).get("online") is True,
+            40,
+            what="the hub's status online once the write went through",
+        )
+        assert hub.service.status()["storing_stalled"] is False
+    finally:
+        other.close()
+        hub.stop()
+        door.close()

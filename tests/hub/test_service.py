@@ -182,6 +182,65 @@ def test_a_write_lock_held_by_another_writer_never_sets_a_valid_event_aside(
         store.close()
 
 
+def test_a_database_that_takes_nothing_for_a_few_seconds_turns_the_hubs_status_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While nothing is stored the hub can raise no alert, yet the rooms, seeing its status online,
+    keep their own alarms quiet (found by a review: a database refusing every write left it so for
+    as long as it lasted). After `stall_s` without a stored batch the hub says offline on its
+    retained status, again after a reconnect (the adapter says online as it connects), and online
+    once a batch is stored."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    db = tmp_path / "hub.db"
+    store = Store.open(f"sqlite:///{db}")
+    store.engine.dispose()
+
+    @sa.event.listens_for(store.engine, "connect")
+    def _short_wait(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA busy_timeout=100")
+
+    svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics(), stall_s=5)
+    said: list[bool] = []
+
+    def publish(topic: str, payload: bytes, _qos: int, retain: bool) -> None:
+        if topic == Topics().hub_status:
+            assert retain
+            said.append(json.loads(payload)["online"])
+
+    svc.publish = publish
+    seconds = [0.0]
+    svc.monotonic = lambda: seconds[0]
+    try:
+        svc.process([inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1)])
+        svc.watch()
+        assert said == []  # stored at once: nothing to say
+        other = sqlite3.connect(db, timeout=0.1, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the database takes nothing
+        seen: list[tuple[float, list[bool], bool]] = []
+
+        def wait(backoff: float) -> bool:  # the writer's pause between attempts, on the fake clock
+            seconds[0] += backoff
+            svc.watch()
+            if len(seen) == 2:
+                svc.reconnected()  # the link dropped and came back meanwhile
+            seen.append((seconds[0], list(said), svc.status()["storing_stalled"] is True))
+            if seconds[0] >= 7:
+                other.execute("COMMIT")
+            return False
+
+        monkeypatch.setattr(svc._stop, "wait", wait)
+        svc.process([inbound("calm-1", "calm-1-door", 2, "door", "closed", 5, mid=2)])
+        other.close()
+        # 1 s and 3 s: not yet; at 7 s offline, and offline again after the reconnect's online.
+        assert seen == [(1.0, [], False), (3.0, [], False), (7.0, [False, False], True)]
+        assert said == [False, False, True]  # stored again: online
+        assert svc.status()["storing_stalled"] is False and svc.healthy
+        svc.watch()
+        assert said == [False, False, True]
+    finally:
+        store.close()
+
+
 def test_a_bug_outside_a_messages_own_apply_takes_the_same_messages_again_from_the_stored_rooms(
     service: HubService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
