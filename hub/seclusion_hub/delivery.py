@@ -207,8 +207,8 @@ class AlertDelivery:
         if attempts:
             self.record_rows(attempts, updates)
 
-    def _notify(self, send: AlertSend, only: Mapping[str, DeliveryRecord] | None = None) -> bool:
-        """Queue the notice on the tier's channels (those whose delivery rows are in `only`, if given,
+    def _notify(self, send: AlertSend, only: Mapping[int, DeliveryRecord] | None = None) -> bool:
+        """Queue the notice on the tier's channels (only those at the places `only` gives, if given,
         each carrying on from its row: its attempts so far and its creation time)."""
         alert = send.alert
         base = f"{alert.id}/{send.number}"
@@ -216,11 +216,14 @@ class AlertDelivery:
         refs: dict[Channel, str] = {}
         progress: dict[Channel, Progress] = {}
         for i, (_, channel) in enumerate(self.channels.get((alert.site, send.tier), [])):
-            if (only is None or f"{base}/{i}" in only) and channel not in refs:
+            if channel in refs:
+                continue
+            if only is None:
                 refs[channel] = f"{base}/{i}"
-                row = only.get(f"{base}/{i}") if only is not None else None
-                if row is not None:
-                    progress[channel] = Progress(row.attempts, row.created_at, row.last_attempt_at)
+            elif i in only:
+                row = only[i]
+                refs[channel] = row.id
+                progress[channel] = Progress(row.attempts, row.created_at, row.last_attempt_at)
         if not refs:
             return False
         site = self.sites.get(alert.site)
@@ -292,11 +295,39 @@ class AlertDelivery:
                 continue
             reason_of: dict[str, SendReason] = {"raised": "raised", "late": "late", "escalated": "escalated"}
             send = AlertSend(alert, _tier(rows[0].tier), reason_of.get(rows[0].reason, "renotify"), number)
-            if self._notify(send, only=open_rows):
+            places = self._places(send, list(open_rows.values()), attempts, updates, now)
+            if places and self._notify(send, only=places):
                 count += 1
         if attempts or updates:
             self.record_rows(attempts, updates)
         return count
+
+    def _places(
+        self,
+        send: AlertSend,
+        rows: list[DeliveryRecord],
+        attempts: list[dict[str, Any]],
+        updates: list[dict[str, Any]],
+        now: dt.datetime,
+    ) -> dict[int, DeliveryRecord]:
+        """Each unfinished row's channel in the tier as the site file lists it now, found by its
+        recipient and its channel's label, not by its old place: recipients may have been added,
+        removed or reordered since (by place, a row was sent to somebody else's channel, and a removed
+        recipient's send recorded as sent). A row whose recipient and channel are gone from the tier is
+        recorded as not sent, with why; it is not left pending for ever."""
+        free: dict[tuple[str, str], list[int]] = {}
+        for i, (recipient, channel) in enumerate(self.channels.get((send.alert.site, send.tier), [])):
+            free.setdefault((recipient[:200], channel.label[:300]), []).append(i)
+        places: dict[int, DeliveryRecord] = {}
+        for row in sorted(rows, key=lambda r: _place_of(r.id)):
+            found = free.get((row.recipient, row.channel))
+            if found:
+                places[found.pop(0)] = row
+                continue
+            reason = "no longer a recipient of this tier in the site file: not sent"
+            at = row.last_attempt_at or now
+            self._outcome(attempts, updates, row.id, row.attempts, at, False, reason, None, tried=False)
+        return places
 
     def _record(self, attempt: Attempt) -> None:
         """The dispatcher's callback (a channel's worker thread)."""
@@ -368,3 +399,9 @@ class AlertDelivery:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.dispatcher.stop(timeout)
+
+
+def _place_of(row_id: str) -> int:
+    """A channel row's place in its tier when it was decided (the last part of its id)."""
+    last = row_id.rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else 0

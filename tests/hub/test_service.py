@@ -449,6 +449,67 @@ def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: 
             store.close()
 
 
+def test_a_send_taken_up_after_a_restart_goes_to_its_own_recipient_when_the_site_file_changed(
+    tmp_path: Path,
+) -> None:
+    """Two room-tier webhooks, First and Second; a lapse decided, then a crash. Before the restart
+    First is taken out of the site file. Second is sent its notice on its own row; First's row is
+    recorded as not sent, with why. Matched by place (until a review found it), First's row went
+    to Second's channel and was recorded `sent`, and Second's row stayed `pending` for ever."""
+    with running_sink() as hook:
+        senior = {"name": "Duty senior", "tier": "senior", "notify": ["json://127.0.0.1:9/"]}
+
+        def recipients(*names: str) -> list[dict[str, Any]]:
+            return [
+                {"name": n, "tier": "room", "webhooks": [{"url": f"{hook.url}/{n}", "secret": HOOK_SECRET}]}
+                for n in names
+            ] + [senior]
+
+        room = two_device_room("calm-1", lapse_grace_s=5)
+        write_site(tmp_path / "site.yaml", [room], recipients=recipients("First", "Second"))
+        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        clock = FakeClock(T0)
+        before = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
+        before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]  # the crash
+        before.process(
+            [
+                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+                inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
+            ]
+        )
+        clock.set(T0 + dt.timedelta(seconds=16))
+        before.process([])
+        pending = [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
+        assert sorted(d.recipient for d in pending) == ["First", "Second"]
+        alert_id = pending[0].alert_id
+
+        write_site(tmp_path / "site.yaml", [room], recipients=recipients("Second"))
+        after = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
+        after.start()
+        try:
+            [told] = poll(hook.received, 10, what="the webhook after the restart")
+            assert told.path == "/Second"
+
+            def settled() -> dict[str, tuple[str, str | None]]:
+                rows = {
+                    d.recipient: (d.status, d.last_error)
+                    for d in store.deliveries(alert_id)
+                    if d.channel.startswith("webhook:")
+                }
+                return rows if all(s != "pending" for s, _ in rows.values()) else {}
+
+            rows = poll(settled, 10, what="both webhook rows settled")
+            assert rows["Second"] == ("sent", None)
+            assert rows["First"][0] == "failed"
+            assert "no longer a recipient" in (rows["First"][1] or "")
+            assert len(hook.received()) == 1
+        finally:
+            after.stop()
+            store.close()
+
+
 HOOK_SECRET = "a-secret-of-enough-length"
 
 
