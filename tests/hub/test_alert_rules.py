@@ -752,6 +752,61 @@ def test_no_movement_while_closed_is_a_welfare_check_and_an_occupancy_signal_res
     assert alert.resolved_at == at(140)
 
 
+def test_a_quiet_spell_learnt_of_only_from_a_replay_is_raised_late_for_the_record() -> None:
+    """The door's device was away from T0+5 to T0+400; its outbox shows the room quiet from T0+10 to
+    T0+300, longer than `no_movement_s`, then movement. Nobody could be told in time, but the welfare
+    check that fell due at T0+130 is raised once, late, already resolved at T0+300, and never sent
+    (semantics 4.3; until a review found it, nothing was raised: the rule looked only at the reading
+    held now)."""
+    room = Room(tiers=ALL_TIERS, no_movement_s=120)
+    confined(room)
+    room.replay([(DOOR, "occupancy", "vacant", 10), (DOOR, "occupancy", "occupied", 300)], arrive=400)
+    [alert] = room.alerts("no_movement")
+    assert (alert.due_at, alert.late, alert.active) == (at(130), True, False)
+    assert alert.condition_ended_at == at(300)
+    assert alert.sends == 0
+    ep = room.machine.episode
+    assert ep is not None
+    assert [(s.start, s.end) for s in ep.quiet] == [(at(10), at(300))]
+    room.run(410)
+    assert len(room.alerts("no_movement")) == 1  # raised once, never again
+
+
+def test_a_short_quiet_spell_in_a_replay_raises_nothing_and_a_live_one_resolves_at_its_end() -> None:
+    room = Room(tiers=ALL_TIERS, no_movement_s=120)
+    confined(room)
+    room.replay([(DOOR, "occupancy", "vacant", 10), (DOOR, "occupancy", "occupied", 129)], arrive=200)
+    assert room.alerts("no_movement") == []
+    ep = room.machine.episode
+    assert ep is not None and ep.quiet == []
+    room.occupancy("vacant", 210)
+    room.run(331)
+    [alert] = room.alerts("no_movement")
+    assert (alert.due_at, alert.late, alert.active) == (at(330), False, True)
+    room.occupancy("occupied", 340)
+    assert (alert.resolved_at, alert.condition_ended_at) == (at(340), at(340))
+    room.run(350)
+    assert len(room.alerts("no_movement")) == 1
+
+
+def test_a_quiet_spell_until_the_episode_ended_learnt_of_late_is_raised_for_the_ended_episode() -> None:
+    """The outbox shows the room quiet from T0+10 and the door opening at T0+300 with nobody coming
+    out before the re-close grace ran out: the episode ended at T0+300 with the spell going on. The
+    welfare check due at T0+130 belongs to that episode, raised late, resolved at its end."""
+    room = Room(tiers=ALL_TIERS, no_movement_s=120)
+    confined(room)
+    room.replay([(DOOR, "occupancy", "vacant", 10), (DOOR, "door", "open", 300)], arrive=1000)
+    room.heartbeat(DOOR, 1000, {"door": "open", "occupancy": "vacant"})  # device time moves on
+    assert room.machine.episode is None
+    [alert] = room.alerts("no_movement")
+    assert (alert.due_at, alert.late, alert.active, alert.condition_ended_at) == (
+        at(130),
+        True,
+        False,
+        at(300),
+    )
+
+
 def test_a_lock_where_the_policy_forbids_it_raises_at_once_and_clears_on_release() -> None:
     room = Room(tiers=ALL_TIERS, lock_mode="forbidden")
     confined(room)

@@ -11,6 +11,7 @@ from typing import Any
 
 from seclusion_contract import Topics, format_ts
 from seclusion_hub.config import load_sites
+from seclusion_hub.core.alerts import Alert
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.episode import account
 from seclusion_hub.ingest import Inbound
@@ -134,6 +135,36 @@ def test_a_device_back_from_a_power_cut_with_its_clock_behind_keeps_its_whole_ou
         [gap] = [g for g in ep.unknown if g.device == PANEL]
         assert (gap.start, gap.end) == (_t(1), _t(500))  # its last message (T0+0) is before the start
         assert account(ep, _t(500)).unknown_s == 499  # the episode began at T0+1
+    finally:
+        store.close()
+
+
+def test_a_quiet_spell_the_backlog_reveals_is_raised_late_and_kept_with_the_episode(tmp_path: Path) -> None:
+    """The hub is down from T0+5 to T0+600. The backlog: the occupancy sensor read no movement from
+    T0+20 to T0+400 (the profile's `no_movement_s` is 120 s). The welfare check that fell due at T0+140
+    is stored, late, resolved at T0+400, for the record; and the spell stays with the episode across
+    the restart after (semantics 4.3, 4.6)."""
+    clock = FakeClock(T0)
+    hub, store = running(tmp_path, clock)
+    try:
+        hub.process(supervised_episode())
+        clock.set(_t(600))
+        backlog = [
+            event(DOOR, 3, "occupancy", "vacant", 20, 600, 10),
+            event(DOOR, 4, "occupancy", "occupied", 400, 600, 11),
+        ]
+        after = restarted(tmp_path, clock, store, backlog)
+        alerts = [
+            a for a in store.list_alerts(None, None, None, None, 100, None)[0] if a.kind == "no_movement"
+        ]
+        assert len(alerts) == 1
+        alert = Alert.model_validate_json(alerts[0].data)
+        assert (alert.due_at, alert.late, alert.active) == (_t(140), True, False)
+        assert alert.condition_ended_at == _t(400)
+        again = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics(), coalesce_s=0)
+        ep = again.machines[(SITE, "calm-1")].episode
+        assert ep is not None and [(q.start, q.end) for q in ep.quiet] == [(_t(20), _t(400))]
+        assert after.machines[(SITE, "calm-1")].episode is not None
     finally:
         store.close()
 

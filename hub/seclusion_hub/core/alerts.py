@@ -385,14 +385,21 @@ def _episode_conditions(
                 detail={"lock_type": ep.lock_type or "", "lock_mode": policy.lock_mode},
             )
         )
+    # 2.3: a PIR goes quiet when a child is still; quiet too long is a welfare check. The spell going on
+    # now, and each one the episode recorded as over (4.3: one learnt of only afterwards, from a replay
+    # or the hub's backlog, is raised late, for the record; one raised live resolves at its end).
+    quiet: list[tuple[dt.datetime, dt.datetime | None]] = [(spell.start, spell.end) for spell in ep.quiet]
     if live is not None and live.occupancy is not None and live.occupancy[0] == "vacant":
-        # 2.3: a PIR goes quiet when a child is still; quiet too long is a welfare check.
         since = max(live.occupancy[1], start)
+        if all(spell_start != since for spell_start, _ in quiet):
+            quiet.append((since, None))
+    for since, quiet_end in quiet:
         add(
             Condition(
                 f"no_movement/{ep.id}/{format_ts(since)}",
                 "no_movement",
                 since + _s(policy.no_movement_s),
+                ended_at=quiet_end,
                 episode_id=ep.id,
                 detail={"since": format_ts(since)},
             )

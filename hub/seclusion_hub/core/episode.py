@@ -36,6 +36,16 @@ class ObserverMark(_Model):
     present: bool
 
 
+class QuietSpell(_Model):
+    """A spell in which the room's occupancy sensor read no movement (`vacant`) during the episode,
+    longer than the profile's `no_movement_s`, from its start (or the episode's) to the next movement
+    or the episode's end. Kept so that one learnt of late (a replay, the hub's backlog) is still
+    raised as `no_movement`, late, as a lapse revealed that way is (semantics 4.3)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+
 class UnknownInterval(_Model):
     """Time the room's state could not be known because `device` was offline."""
 
@@ -84,6 +94,7 @@ class Episode(_Model):
     checks: list[dt.datetime] = []
     unknown: list[UnknownInterval] = []
     reviews: list[ReviewRecord] = []
+    quiet: list[QuietSpell] = []
 
     @property
     def is_open(self) -> bool:

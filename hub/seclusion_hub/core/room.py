@@ -23,7 +23,7 @@ from seclusion_contract import format_ts
 from ..errors import RejectedMessage
 from . import alerts
 from .alerts import Alert, AlertBook, AlertContext, AlertEffect, DeviceView, RoomView
-from .episode import Episode, ObserverMark, ReviewRecord, Segment, UnknownInterval
+from .episode import Episode, ObserverMark, QuietSpell, ReviewRecord, Segment, UnknownInterval
 from .policy import Policy
 from .site import RoomSpec
 
@@ -873,6 +873,9 @@ class RoomMachine:
         current = self.state.readings.get(kind)
         if current is not None and current.device != device and ts < current.ts:
             return  # another device's later reading of this kind wins (semantics 1)
+        if kind == "occupancy" and ep is not None and current is not None and current.value == "vacant":
+            if value == "occupied":
+                self._quiet_spell(ep, current.ts, ts)
         self.state.readings[kind] = reading
         if ep is None:
             self._keep_evidence(kind, value, ts)
@@ -1070,6 +1073,9 @@ class RoomMachine:
         if ep is None:
             return
         ep.ended_at = max(at, ep.started_at)
+        occupancy = self.state.readings.get("occupancy")
+        if occupancy is not None and occupancy.value == "vacant":
+            self._quiet_spell(ep, occupancy.ts, ep.ended_at)
         last = ep.segments[-1]
         if last.end is None:
             last.end = max(ep.ended_at, last.start)
@@ -1081,6 +1087,17 @@ class RoomMachine:
         self.state.door_opened_at = None
         self._note(ep.id, ep.ended_at, "episode_ended", {"reason": reason, "end_uncertain": ep.end_uncertain})
         self._effects.append(IncidentStatusChanged(ep.incident_id, "awaiting_record", ep.ended_at))
+        self._saved(ep)
+
+    def _quiet_spell(self, ep: Episode, since: dt.datetime, until: dt.datetime) -> None:
+        """No movement read from `since` to `until` during `ep`: kept when longer than `no_movement_s`,
+        so that the alert rules raise it even when the hub learns of it only afterwards."""
+        start = max(since, ep.started_at)
+        if (until - start).total_seconds() <= self.policy.no_movement_s:
+            return
+        if any(spell.start == start for spell in ep.quiet):
+            return
+        ep.quiet.append(QuietSpell(start=start, end=until))
         self._saved(ep)
 
     def _lock_engaged(self, ep: Episode, device: str, ts: dt.datetime, before: Reading | None) -> None:
