@@ -1,8 +1,8 @@
 """The leaders' review pages (`/review`, `/review/fairness`, `/review/children/{id}`, `/review/incidents`):
 access and known answers in process, and a leader's walk through them in Debian's Chromium.
 
-Screenshots: test-artifacts/review-overview.png, review-overview-phone.png, review-fairness.png and
-review-incidents.png.
+Screenshots: test-artifacts/review-overview.png, review-overview-phone.png, review-overview-320.png,
+review-fairness.png and review-incidents.png.
 """
 
 from __future__ import annotations
@@ -489,3 +489,50 @@ def test_the_pages_flag_a_pattern_across_the_start_of_the_period(tmp_path: Path)
     finally:
         r.client.close()
         r.store.close()
+
+
+# What sticks out past the right edge of the page: the widest element (tag, class) and its right edge.
+_WIDEST = """() => {
+  const width = document.documentElement.clientWidth;
+  const out = [...document.querySelectorAll("body *")]
+    .map((el) => [el, el.getBoundingClientRect().right])
+    .filter(([el, right]) => right > width + 0.5)
+    .filter(([el]) => !el.parentElement.closest(".table-wrap") || getComputedStyle(el).position === "absolute")
+    .sort((a, b) => b[1] - a[1]);
+  return out.slice(0, 5).map(([el, right]) => `${el.tagName.toLowerCase()}.${el.className} ${Math.round(right)}`);
+}"""
+
+
+@pytest.mark.integration
+def test_the_review_pages_fit_a_320_pixel_screen(review: Review, served: str, browser: Browser) -> None:
+    """WCAG 1.4.10 (reflow): at 320 CSS pixels wide the overview was 437 px wide (its figures' grid kept
+    each label on one line) and the fairness, incident and child's tables pushed their pages wider too.
+    Now only a wide table scrolls, in its own region (.table-wrap); the page itself is no wider."""
+    token = create_token(review.store, "Head teacher", "leader", [SITE], False, T0)
+    context = browser.new_context(viewport={"width": 320, "height": 640})
+    page = context.new_page()
+    try:
+        page.goto(f"{served}/login")
+        page.get_by_label("Access token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{served}/")
+        for path, heading in (
+            ("/review", "Use over time: Hillside School"),
+            ("/review/fairness", "Fairness between groups of children: Hillside School"),
+            ("/review/incidents", "Incidents: Hillside School"),
+        ):
+            page.goto(f"{served}{path}?{PERIOD}")
+            expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 320, (path, width, page.evaluate(_WIDEST))
+            if path == "/review":
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "review-overview-320.png"), full_page=True)
+        # A child's page, from the overview's flag: its table of episodes scrolls in its own region too.
+        page.goto(f"{served}/review?{PERIOD}")
+        page.locator(".flag").get_by_role("link").first.click()
+        expect(page.get_by_role("table", name="Episodes")).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 320, ("a child's page", width, page.evaluate(_WIDEST))
+    finally:
+        context.close()
