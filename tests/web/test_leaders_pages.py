@@ -494,12 +494,13 @@ def test_the_pages_flag_a_pattern_across_the_start_of_the_period(tmp_path: Path)
 # What sticks out past the right edge of the page: the widest element (tag, class) and its right edge.
 _WIDEST = """() => {
   const width = document.documentElement.clientWidth;
+  const clipped = (el) =>
+    el.parentElement.closest(".table-wrap") && getComputedStyle(el).position !== "absolute";
   const out = [...document.querySelectorAll("body *")]
     .map((el) => [el, el.getBoundingClientRect().right])
-    .filter(([el, right]) => right > width + 0.5)
-    .filter(([el]) => !el.parentElement.closest(".table-wrap") || getComputedStyle(el).position === "absolute")
+    .filter(([el, right]) => right > width + 0.5 && !clipped(el))
     .sort((a, b) => b[1] - a[1]);
-  return out.slice(0, 5).map(([el, right]) => `${el.tagName.toLowerCase()}.${el.className} ${Math.round(right)}`);
+  return out.slice(0, 5).map(([el, right]) => `${el.tagName.toLowerCase()}.${el.className} ${right}`);
 }"""
 
 
