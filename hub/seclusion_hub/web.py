@@ -121,9 +121,12 @@ def request_token(request: Request) -> str | None:
     return session_token(request)
 
 
-def _login_page(error: str | None = None, status_code: int = 200) -> HTMLResponse:
-    message = f'<p class="form-error" role="alert">{html.escape(error)}</p>' if error else ""
-    body = _asset("login.html").replace("{{error}}", message)
+def _login_page(error: str | None = None, status_code: int = 200, token_refused: bool = True) -> HTMLResponse:
+    """The sign-in form, with `error` above it (read out at once: role=alert). An error about the token
+    also marks the token field invalid, describes the field by it and puts the cursor back in it."""
+    message = f'<p id="login-error" class="form-error" role="alert">{html.escape(error)}</p>' if error else ""
+    field = ' aria-invalid="true" aria-describedby="login-error" autofocus' if error and token_refused else ""
+    body = _asset("login.html").replace("{{error}}", message).replace("{{token_field}}", field)
     return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
 
 
@@ -145,7 +148,8 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
     async def login(request: Request) -> Response:
         """Check the pasted token and keep it in the session cookie."""
         if not _same_origin(request):
-            return _login_page("This form must be sent from the hub's own sign-in page.", 403)
+            refused = "This form must be sent from the hub's own sign-in page."
+            return _login_page(refused, 403, token_refused=False)
         body = await request.body()
         if len(body) > MAX_FORM_BYTES:
             return _login_page("That is not an access token.", 401)

@@ -294,6 +294,31 @@ def test_a_real_lapse_reaches_the_board_and_is_acknowledged_from_it(
             panel.close()
 
 
+def test_a_refused_token_is_read_out_and_tied_to_its_field(running_hub: RunningHub, browser: Browser) -> None:
+    """The sign-in page's error stood apart from the token field: a screen reader on the field heard
+    nothing of it. Now the error is an alert, the field is marked invalid and described by it, and the
+    cursor is back in the field to try again."""
+    page = browser.new_page()
+    try:
+        page.goto(f"{running_hub.base}/login")
+        field = page.get_by_label("Access token")
+        expect(field).not_to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_role("alert")).to_have_count(0)
+        field.fill("sct_not-a-token")
+        page.get_by_role("button", name="Sign in").click()
+        words = "That token is not valid (unknown, mistyped or revoked). Try again."
+        expect(page.get_by_role("alert")).to_have_text(words)
+        expect(field).to_have_attribute("aria-invalid", "true")
+        expect(field).to_have_accessible_description(words)
+        expect(field).to_be_focused()
+        # Typed again, right this time: signed in.
+        field.fill(running_hub.token("staff", SITE, name="Ms Example"))
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{running_hub.base}/")
+    finally:
+        page.close()
+
+
 def test_the_board_shows_times_in_the_sites_timezone_whatever_the_browsers(
     running_hub: RunningHub, browser: Browser
 ) -> None:

@@ -62,6 +62,20 @@ def test_a_wrong_token_gets_the_form_again_with_a_plain_error_and_no_cookie(page
     assert pages.client.post("/login", data={}, follow_redirects=False).status_code == 401
 
 
+def test_only_an_error_about_the_token_marks_the_token_field_invalid(pages: Pages) -> None:
+    """A refused token marks its field (aria-invalid, described by the error); a form sent from another
+    site's page says so, but the token typed may be right, so the field is not marked."""
+    assert "aria-invalid" not in pages.client.get("/login").text
+    refused = pages.client.post("/login", data={"token": "sct_not-a-token"})
+    assert 'id="login-error"' in refused.text
+    assert 'aria-invalid="true" aria-describedby="login-error"' in refused.text
+    foreign = pages.client.post(
+        "/login", data={"token": pages.token()}, headers={"Origin": "https://elsewhere.example"}
+    )
+    assert foreign.status_code == 403 and "own sign-in page" in foreign.text
+    assert "aria-invalid" not in foreign.text and "{{" not in foreign.text
+
+
 def test_signing_in_sets_an_httponly_strict_cookie_and_opens_the_board(pages: Pages) -> None:
     """Given a token made by `seclusion-hub token create`, when it is pasted into the form, then the hub
     keeps it in a session cookie that scripts cannot read, and the board greets its holder by name."""
