@@ -30,6 +30,7 @@ from seclusion_hub.config import load_sites
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import AuditEntry, IncidentRecord
+from seclusion_hub.record_pages import FIELDS
 from seclusion_hub.service import HubService
 from seclusion_hub.store import Store
 from tests.hub.test_records import NO_CHILD
@@ -564,6 +565,49 @@ def test_two_people_saving_the_record_at_once_the_second_is_told_and_keeps_what_
             except BaseException:
                 ARTIFACTS.mkdir(exist_ok=True)
                 second.screenshot(path=ARTIFACTS / "records-failure.png", full_page=True)
+                raise
+        finally:
+            door.close()
+            panel.close()
+
+
+@pytest.mark.integration
+def test_the_adults_fields_are_described_by_their_error(
+    tmp_path: Path, mosquitto: Mosquitto, browser: Browser
+) -> None:
+    """The adults' error ("This is still to complete.") was shown above their rows, but their fields were
+    described by the hint alone: a screen reader on "Adult 1: name" heard "invalid" and not why. Now each
+    adult's name and role are described by the error too (the name by the hint first), rows added
+    after it included."""
+    with hub_running(tmp_path, mosquitto, [two_device_room("calm-1")]) as hub:
+        door, panel = devices_online(mosquitto, "calm-1")
+        try:
+            incident_id = _episode_happens(hub, door, panel)
+            page = browser.new_page(viewport={"width": 1024, "height": 900})
+            try:
+                now = dt.datetime.now(dt.UTC)
+                _sign_in(
+                    page, hub.base, create_token(hub.hub.store, "Ms Adeyemi", "staff", [SITE], False, now)
+                )
+                page.goto(f"{hub.base}/records/{incident_id}")
+                name, role = page.get_by_label("Adult 1: name"), page.get_by_label("Adult 1: role")
+                [hint] = [f.hint for f in FIELDS if f.name == "staff"]
+                expect(name).to_have_accessible_description(hint)
+                page.get_by_role("button", name="Mark as recorded").click()
+                missing = "This is still to complete."
+                # The error's "⚠" (a CSS ::before) is read out too.
+                hinted = re.compile(rf"^{re.escape(hint)} .*{re.escape(missing)}$")
+                unhinted = re.compile(rf"^\W*{re.escape(missing)}$")
+                expect(page.locator("#err-staff")).to_have_text(missing, timeout=WAIT_MS)
+                expect(name).to_have_attribute("aria-invalid", "true")
+                expect(name).to_have_accessible_description(hinted)
+                expect(role).to_have_accessible_description(unhinted)
+                page.get_by_role("button", name="Add another adult").click()
+                expect(page.get_by_label("Adult 2: name")).to_have_accessible_description(hinted)
+                expect(page.get_by_label("Adult 2: role")).to_have_accessible_description(unhinted)
+            except BaseException:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=ARTIFACTS / "records-failure.png", full_page=True)
                 raise
         finally:
             door.close()
