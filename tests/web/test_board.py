@@ -42,6 +42,40 @@ def publish_room(hub: RunningHub, room: str, **changes: Any) -> dict[str, Any]:
     return body
 
 
+def board_alert(alert_id: str, raised: dt.datetime, **changes: Any) -> dict[str, Any]:
+    """An alert as the service publishes it: a lapse in calm-1 waiting for acknowledgement, unless
+    `changes` say otherwise."""
+    alert: dict[str, Any] = {
+        "id": alert_id,
+        "kind": "supervision_lapse",
+        "severity": "critical",
+        "site": SITE,
+        "room": "calm-1",
+        "room_name": "Calm room calm-1",
+        "episode_id": "ep-1",
+        "due_at": format_ts(raised),
+        "raised_at": format_ts(raised),
+        "late": False,
+        "tier": "room",
+        "escalations": [{"tier": "room", "at": format_ts(raised)}],
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "resolved_at": None,
+        "resolved_by": None,
+        "note": None,
+        "needs_ack": True,
+        "held": False,
+    }
+    return {**alert, **changes}
+
+
+def signed_in_board(page: Page, hub: RunningHub, name: str = "Ms Example") -> None:
+    page.goto(f"{hub.base}/login")
+    page.get_by_label("Access token").fill(hub.token("staff", SITE, name=name))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("body")).to_have_attribute("data-live", "on", timeout=WAIT_MS)
+
+
 def test_the_board_shows_a_room_and_an_alert_live_and_acknowledges_it(
     running_hub: RunningHub, mosquitto: Mosquitto, browser: Browser
 ) -> None:
@@ -363,3 +397,93 @@ def test_the_board_shows_times_in_the_sites_timezone_whatever_the_browsers(
         assert page.evaluate("new Date().getTimezoneOffset()") in (240, 300)  # the browser is in New York
     finally:
         context.close()
+
+
+# The contrast (WCAG 2.x) of every piece of text in an element with what is behind it, as the browser
+# paints it: each ancestor's background (every colour of a striped one) and opacity composited.
+_CONTRASTS = """(root) => {
+  const parse = (c) => {
+    const p = c.match(/rgba?\\(([^)]*)\\)/)[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, below) => {
+    const a = top[3] + below[3] * (1 - top[3]);
+    if (a === 0) return [0, 0, 0, 0];
+    const mix = (i) => (top[i] * top[3] + below[i] * below[3] * (1 - top[3])) / a;
+    return [mix(0), mix(1), mix(2), a];
+  };
+  const fills = (el) => {
+    const style = getComputedStyle(el);
+    const colour = parse(style.backgroundColor);
+    const stops = (style.backgroundImage.match(/rgba?\\([^)]*\\)/g) || []).map(parse);
+    return stops.length ? stops.map((stop) => over(stop, colour)) : [colour];
+  };
+  // Each way the text's backdrop may look: its colour inside the innermost opacity group, and the groups.
+  const backdrops = (el) => {
+    const chain = [];
+    for (let node = el; node; node = node.parentElement) chain.unshift(node);
+    let paths = [{ inside: [255, 255, 255, 1], groups: [] }];
+    for (const node of chain) {
+      const opacity = Number(getComputedStyle(node).opacity);
+      if (opacity < 1) {
+        const group = (p) => ({ inside: [0, 0, 0, 0], groups: [...p.groups, { opacity, behind: p.inside }] });
+        paths = paths.map(group);
+      }
+      paths = paths.flatMap((p) => fills(node).map((fill) => ({ ...p, inside: over(fill, p.inside) })));
+    }
+    return paths;
+  };
+  const flatten = (path, colour) => {
+    let c = colour;
+    for (const g of [...path.groups].reverse()) c = over([c[0], c[1], c[2], c[3] * g.opacity], g.behind);
+    return c;
+  };
+  const luminance = (c) => {
+    const lin = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
+  };
+  const ratio = (a, b) => {
+    const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+    return (hi + 0.05) / (lo + 0.05);
+  };
+  const texts = [root, ...root.querySelectorAll("*")].filter(
+    (el) => el.checkVisibility() && [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim()),
+  );
+  return texts.map((el) => {
+    const text = parse(getComputedStyle(el).color);
+    const worst = Math.min(
+      ...backdrops(el).map((p) => ratio(flatten(p, over(text, p.inside)), flatten(p, p.inside))),
+    );
+    return [el.textContent.trim().slice(0, 40), Math.round(worst * 100) / 100];
+  });
+}"""
+
+
+def test_every_text_of_an_acknowledged_alert_has_enough_contrast(
+    running_hub: RunningHub, browser: Browser
+) -> None:
+    """An acknowledged alert was faded with opacity .85: its grey and green text fell to 4.2-4.4:1, below
+    WCAG AA's 4.5:1. Now it is told apart by colours that keep every text at 4.5:1 or more."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        signed_in_board(page, running_hub)
+        raised = dt.datetime.now(dt.UTC)
+        acked = {"acknowledged_at": format_ts(raised), "acknowledged_by": "Ms Example"}
+        for alert in (
+            board_alert("acked-critical", raised, late=True, **acked),
+            board_alert("acked-warning", raised, kind="duration_warning", severity="warning", **acked),
+            board_alert("acked-info", raised, kind="device_offline", severity="info", **acked),
+            board_alert(
+                "acked-held", raised, room="calm-2", room_name="Calm room calm-2", held=True, **acked
+            ),
+        ):
+            running_hub.hub.live.publish("alert", alert)
+            card = page.locator(f'[data-alert-id="{alert["id"]}"]')
+            expect(card).to_contain_text("Acknowledged by Ms Example", timeout=WAIT_MS)
+            expect(card).to_have_class(re.compile(r"\backnowledged\b"))
+            contrasts = card.evaluate(_CONTRASTS)
+            assert len(contrasts) >= 4, contrasts  # the heading, its severity, the times, who acknowledged
+            low = [(text, ratio) for text, ratio in contrasts if ratio < 4.5]
+            assert low == [], (alert["id"], low)
+    finally:
+        page.close()
