@@ -487,3 +487,123 @@ def test_every_text_of_an_acknowledged_alert_has_enough_contrast(
             assert low == [], (alert["id"], low)
     finally:
         page.close()
+
+
+def _child_shut_in_alone(hub: RunningHub, door: Device, panel: Device, token: str) -> dict[str, Any]:
+    """A child shut in calm-1 and the observer gone from its viewing panel (real device events): the
+    hub's own lapse alert, once raised (the room's lapse grace is 2 s)."""
+    panel.event("observer", "present")
+    door.event("occupancy", "occupied")
+    door.event("door", "closed")
+    panel.event("observer", "absent")
+    [alert] = poll(
+        lambda: [
+            a
+            for a in api_get(hub.port, token, "/api/alerts", state="active")["items"]
+            if a["kind"] == "supervision_lapse"
+        ],
+        15,
+        what="the hub's lapse alert",
+    )
+    return dict(alert)
+
+
+@pytest.mark.parametrize("move_before", [True, False], ids=["moveBefore", "without-moveBefore"])
+def test_the_focus_stays_on_an_alert_while_the_board_changes_and_goes_to_its_card_once_acknowledged(
+    tmp_path: Path, mosquitto: Mosquitto, browser: Browser, move_before: bool
+) -> None:
+    """Every live update rebuilt the list of alerts: a keyboard user on an Acknowledge button lost the
+    focus (to the page) whenever anything changed, and again once it was pressed. Now each alert's card
+    is changed in place: the focus stays on the button whatever changes around it, even as its card
+    moves up the list; once acknowledged, it is on the card, which says who acknowledged it; once the
+    alert has left the board, on the list's heading. In a browser without Element.moveBefore (which
+    moves a card with its focus), the focus is given back after the move."""
+    rooms = [two_device_room("calm-1", lapse_grace_s=2), two_device_room("calm-2")]
+    with hub_running(tmp_path, mosquitto, rooms) as hub:
+        door, panel = devices_online(mosquitto, "calm-1")
+        others = devices_online(mosquitto, "calm-2")
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        if not move_before:
+            page.add_init_script("delete Element.prototype.moveBefore")
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            signed_in_board(page, hub, name="Mr Keys")
+            assert page.evaluate("typeof document.body.moveBefore === 'function'") is move_before
+            token = hub.token("staff", SITE, name="Duty office")
+            # An older alert in calm-2 waiting too (as the service publishes one): listed first.
+            earlier = board_alert(
+                "calm-2-lapse",
+                dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
+                room="calm-2",
+                room_name="Calm room calm-2",
+            )
+            hub.hub.live.publish("alert", earlier)
+            first = page.locator('[data-alert-id="calm-2-lapse"]')
+            expect(first).to_be_visible(timeout=WAIT_MS)
+            alert = _child_shut_in_alone(hub, door, panel, token)
+            card = page.locator(f'[data-alert-id="{alert["id"]}"]')
+            button = card.get_by_role("button", name=re.compile("^Acknowledge"))
+            expect(button).to_be_visible(timeout=WAIT_MS)
+            cards = page.locator("#alerts > li")
+            expect(cards.nth(1)).to_have_attribute("data-alert-id", alert["id"])
+            # A keyboard user goes from the first alert's button to this one's.
+            first.get_by_role("button").focus()
+            page.keyboard.press("Tab")
+            expect(button).to_be_focused()
+
+            # A room changes ...
+            publish_room(hub, "calm-2", name="Calm room calm-2 (east)")
+            expect(page.get_by_role("heading", name="Calm room calm-2 (east)")).to_be_visible(timeout=WAIT_MS)
+            expect(button).to_be_focused()
+            # ... a new alert comes ...
+            warning = board_alert(
+                "calm-2-warning",
+                dt.datetime.now(dt.UTC),
+                kind="duration_warning",
+                severity="warning",
+                room="calm-2",
+                room_name="Calm room calm-2",
+            )
+            hub.hub.live.publish("alert", warning)
+            expect(page.locator('[data-alert-id="calm-2-warning"]')).to_be_visible(timeout=WAIT_MS)
+            expect(button).to_be_focused()
+            # ... this alert itself is escalated ...
+            told = [*alert["escalations"], {"tier": "senior", "at": format_ts(dt.datetime.now(dt.UTC))}]
+            hub.hub.live.publish("alert", {**alert, "tier": "senior", "escalations": told})
+            expect(card).to_contain_text(
+                "Told: Senior staff (escalated 1\N{MULTIPLICATION SIGN})", timeout=WAIT_MS
+            )
+            expect(button).to_be_focused()
+            # ... and the first is acknowledged on another screen: this one moves to the top.
+            acked_elsewhere = {
+                "acknowledged_at": format_ts(dt.datetime.now(dt.UTC)),
+                "acknowledged_by": "Ms Other",
+            }
+            hub.hub.live.publish("alert", {**earlier, **acked_elsewhere})
+            expect(cards.first).to_have_attribute("data-alert-id", alert["id"], timeout=WAIT_MS)
+            expect(button).to_be_focused()
+
+            # Enter acknowledges it at the hub; the focus goes to its card, which now says so.
+            page.keyboard.press("Enter")
+            expect(card).to_contain_text("Acknowledged by Mr Keys", timeout=WAIT_MS)
+            expect(card).to_be_focused()
+            expect(card).to_have_accessible_name(
+                re.compile("Nobody at the viewing panel — Calm room calm-1$")
+            )
+            expect(card).to_have_accessible_description(re.compile("Acknowledged by Mr Keys at "))
+            assert api_get(hub.port, token, f"/api/alerts/{alert['id']}")["acknowledged_by"] == "Mr Keys"
+
+            # The observer is back: the hub resolves the lapse, its card leaves; the focus goes to the
+            # list's heading.
+            panel.event("observer", "present")
+            expect(card).to_have_count(0, timeout=WAIT_MS)
+            expect(page.get_by_role("heading", name=re.compile("^Active alerts"))).to_be_focused()
+            assert errors == [], "the board's script failed"
+        except BaseException:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "board-focus-failure.png", full_page=True)
+            raise
+        finally:
+            for device in (door, panel, *others):
+                device.close()

@@ -201,26 +201,49 @@
 
   const needsAction = (a) => a.needs_ack !== false && !a.acknowledged_at && !a.resolved_at;
 
-  function alertView(a) {
-    const li = el("li", `alert sev-${a.severity}`);
-    li.dataset.alertId = a.id;
-    li.id = `alert-${a.id}`; // a notice's link ends in #alert-{id}
-    li.tabIndex = -1;
-    li.classList.toggle("needs-action", needsAction(a));
-    li.classList.toggle("acknowledged", Boolean(a.acknowledged_at));
-    li.classList.toggle("held", Boolean(a.held));
-
+  // What an alert is about, in the words its card shows: the kind and the room (the hub sends no
+  // child's name with an alert, and the board shows none).
+  function alertWords(a) {
     const room = rooms.get(roomKey(a.site, a.room));
     const roomName = a.room_name || (room && room.name) || a.room;
     const what =
       (a.kind === "report_overdue" && REPORT_STEP[a.rule]) || KIND[a.kind] || String(a.kind).replaceAll("_", " ");
-    const h = el("h3");
-    const sev = el("span", "severity", (a.severity === "critical" ? "⚠ " : "") + (SEVERITY[a.severity] || a.severity));
-    h.append(sev, `${what} — ${roomName}`);
-    li.append(h);
+    return { what, roomName };
+  }
 
-    const meta = el("p", "meta");
-    meta.append(`Raised ${timeText(a.raised_at, a.site)}`);
+  // An alert's card, empty: `fillAlertCard` writes it, and writes it again in place on every change, so
+  // that its controls (and the focus on them) stay while the alert is on the board.
+  function alertCard(a) {
+    const li = el("li", "alert");
+    li.dataset.alertId = a.id;
+    li.id = `alert-${a.id}`; // a notice's link ends in #alert-{id}
+    li.tabIndex = -1; // focused when its Acknowledge button goes (acknowledged)
+    const h = el("h3");
+    h.id = `alert-${a.id}-what`;
+    const line = el("p", "ack-line");
+    line.id = `alert-${a.id}-ack`;
+    li.setAttribute("aria-labelledby", h.id);
+    li.setAttribute("aria-describedby", line.id);
+    const error = el("p", "ack-error");
+    error.setAttribute("role", "alert");
+    li.append(h, el("p", "meta"), line, error);
+    return li;
+  }
+
+  function fillAlertCard(li, a) {
+    const [h, meta, line, error] = li.children;
+    const linked = li.classList.contains("linked");
+    li.className = `alert sev-${a.severity}`;
+    li.classList.toggle("linked", linked);
+    li.classList.toggle("needs-action", needsAction(a));
+    li.classList.toggle("acknowledged", Boolean(a.acknowledged_at));
+    li.classList.toggle("held", Boolean(a.held));
+
+    const { what, roomName } = alertWords(a);
+    const sev = el("span", "severity", (a.severity === "critical" ? "⚠ " : "") + (SEVERITY[a.severity] || a.severity));
+    h.replaceChildren(sev, `${what} — ${roomName}`);
+
+    meta.replaceChildren(`Raised ${timeText(a.raised_at, a.site)}`);
     if (a.tier) {
       const escalated = Array.isArray(a.escalations) ? a.escalations.length - 1 : 0;
       meta.append(` · Told: ${TIER[a.tier] || a.tier}`);
@@ -236,26 +259,28 @@
       m.title = "The room is in maintenance: this alert is recorded but not sent to anyone.";
       meta.append(m);
     }
-    li.append(meta);
 
-    const line = el("p", "ack-line");
-    if (a.acknowledged_at) {
-      line.append(el("span", "ack-done", `Acknowledged by ${a.acknowledged_by || "someone"} at ${timeText(a.acknowledged_at, a.site)}`));
-    } else if (a.needs_ack === false) {
-      line.append(el("span", "meta", "For information: no acknowledgement needed"));
-    } else {
-      line.append(el("span", null, "Waiting for acknowledgement"));
-      const button = el("button", "ack-button", "Acknowledge");
-      button.type = "button";
-      button.setAttribute("aria-label", `Acknowledge: ${what} — ${roomName}`);
-      button.addEventListener("click", () => acknowledge(a.id, button, li));
-      line.append(button);
+    const state = a.acknowledged_at ? "done" : a.needs_ack === false ? "info" : "waiting";
+    // Still waiting: the line and its button stay as they are (a button being pressed keeps its focus).
+    if (state !== "waiting" || line.dataset.state !== "waiting") {
+      line.dataset.state = state;
+      if (state === "done") {
+        line.replaceChildren(
+          el("span", "ack-done", `Acknowledged by ${a.acknowledged_by || "someone"} at ${timeText(a.acknowledged_at, a.site)}`),
+        );
+      } else if (state === "info") {
+        line.replaceChildren(el("span", "meta", "For information: no acknowledgement needed"));
+      } else {
+        const button = el("button", "ack-button", "Acknowledge");
+        button.type = "button";
+        button.dataset.control = "ack";
+        button.addEventListener("click", () => acknowledge(a.id, button, li));
+        line.replaceChildren(el("span", null, "Waiting for acknowledgement"), button);
+      }
+      if (state !== "waiting") error.textContent = "";
     }
-    li.append(line);
-    const error = el("p", "ack-error");
-    error.setAttribute("role", "alert");
-    li.append(error);
-    return li;
+    const button = line.querySelector(".ack-button");
+    if (button) button.setAttribute("aria-label", `Acknowledge: ${what} — ${roomName}`);
   }
 
   // First what a person must act on now; a held alert (room in maintenance) is sent to nobody.
@@ -270,20 +295,54 @@
     );
   }
 
+  // Moves a card in the list: with moveBefore where the browser has it, a card keeps the focus on it or
+  // in it; elsewhere `keepFocus` gives it back.
+  function place(list, li, before) {
+    if (li.parentNode === list && typeof list.moveBefore === "function") {
+      try {
+        list.moveBefore(li, before);
+        return;
+      } catch (err) {
+        // not movable so: insert it as usual
+      }
+    }
+    list.insertBefore(li, before);
+  }
+
+  // After the list changed: where the focus was on an alert's card (or a control in it), it is there
+  // still; else on that card's same control, or on the card itself once the control has gone (its
+  // Acknowledge button, once acknowledged); on the list's heading if the alert has left the board.
+  function keepFocus(focused, card, control) {
+    if (!card || (focused.isConnected && document.activeElement === focused)) return;
+    if (!card.isConnected) {
+      $("alerts-heading").focus();
+      return;
+    }
+    const same = control ? card.querySelector(`[data-control="${control}"]`) : null;
+    (same || card).focus();
+  }
+
   function renderAlerts() {
     const list = $("alerts");
     const active = [...alerts.values()].sort(alertOrder);
-    // Keep the element of an alert that did not change, so that a button keeps its focus.
-    const old = new Map([...list.children].map((li) => [li.dataset.alertId, li]));
-    const views = active.map((a) => {
+    const focused = document.activeElement;
+    const focusedCard = focused && focused !== list && list.contains(focused) ? focused.closest(".alert") : null;
+    const control = focusedCard && focused !== focusedCard ? focused.dataset.control || null : null;
+    // Each alert keeps its card: changed in place, moved when its place in the order changes.
+    const cards = new Map([...list.children].map((li) => [li.dataset.alertId, li]));
+    const shown = new Set(active.map((a) => a.id));
+    for (const [id, li] of cards) if (!shown.has(id)) li.remove();
+    active.forEach((a, i) => {
+      const card = cards.get(a.id) || alertCard(a);
       const stamp = JSON.stringify(a) + (rooms.get(roomKey(a.site, a.room))?.name || "");
-      const kept = old.get(a.id);
-      if (kept && kept.dataset.stamp === stamp) return kept;
-      const view = alertView(a);
-      view.dataset.stamp = stamp;
-      return view;
+      if (card.dataset.stamp !== stamp) {
+        fillAlertCard(card, a);
+        card.dataset.stamp = stamp;
+      }
+      const here = list.children[i] || null;
+      if (here !== card) place(list, card, here);
     });
-    list.replaceChildren(...views);
+    keepFocus(focused, focusedCard, control);
     $("no-alerts").hidden = active.length > 0;
     const waiting = active.filter(needsAction).length;
     $("alert-count").textContent = active.length
@@ -318,9 +377,12 @@
     else alerts.set(a.id, a);
   }
 
+  // While the hub is asked, the button is aria-disabled, not disabled: a disabled button would lose the
+  // focus (to the page), and the focus goes from it to its card once the alert is acknowledged.
   async function acknowledge(id, button, li) {
+    if (button.getAttribute("aria-disabled") === "true") return;
     const error = li.querySelector(".ack-error");
-    button.disabled = true;
+    button.setAttribute("aria-disabled", "true");
     button.textContent = "Acknowledging…";
     error.textContent = "";
     let problem = "";
@@ -347,9 +409,10 @@
     } catch (err) {
       problem = "the hub could not be reached";
     }
-    button.disabled = false;
+    button.removeAttribute("aria-disabled");
     button.textContent = "Acknowledge";
-    error.textContent = `Not acknowledged: ${problem}. Try again.`;
+    // Acknowledged meanwhile (by someone else: the button has gone), there is nothing to try again.
+    if (button.isConnected) error.textContent = `Not acknowledged: ${problem}. Try again.`;
   }
 
   // ------------------------------------------------------------------------------------- sound
