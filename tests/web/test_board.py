@@ -607,3 +607,69 @@ def test_the_focus_stays_on_an_alert_while_the_board_changes_and_goes_to_its_car
         finally:
             for device in (door, panel, *others):
                 device.close()
+
+
+def test_a_new_alert_is_announced_once_in_words(
+    tmp_path: Path, mosquitto: Mosquitto, browser: Browser
+) -> None:
+    """New alerts were shown but not announced: a screen reader user heard nothing. Now each new alert is
+    announced once, in the words its card shows (the kind and the room, no child's name): a critical one
+    waiting for someone at once (assertive), any other politely; not again when it changes, and not the
+    alerts already on the board when it opens."""
+    rooms = [two_device_room("calm-1", lapse_grace_s=2), two_device_room("calm-2")]
+    with hub_running(tmp_path, mosquitto, rooms) as hub:
+        door, panel = devices_online(mosquitto, "calm-1")
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            signed_in_board(page, hub, name="Ms Listener")
+            news, urgent_news = page.locator("#alert-news"), page.locator("#alert-news-urgent")
+            expect(news).to_have_attribute("aria-live", "polite")
+            expect(urgent_news).to_have_attribute("aria-live", "assertive")
+            expect(news.locator("p")).to_have_count(0)
+            token = hub.token("staff", SITE, name="Duty office")
+
+            # The hub's own alerts for a child shut in alone: the start (for information) and the lapse.
+            alert = _child_shut_in_alone(hub, door, panel, token)
+            lapse = "New alert (Critical): Nobody at the viewing panel — Calm room calm-1."
+            started = "New alert (Information): A child is in a closed room — Calm room calm-1."
+            expect(urgent_news.locator("p")).to_have_text([lapse], timeout=WAIT_MS)
+            expect(news.locator("p")).to_have_text([started])
+            # A warning, and a critical alert held by maintenance (sent to nobody: not urgent either).
+            now = dt.datetime.now(dt.UTC)
+            calm2 = {"room": "calm-2", "room_name": "Calm room calm-2"}
+            hub.hub.live.publish(
+                "alert", board_alert("warning-1", now, kind="duration_warning", severity="warning", **calm2)
+            )
+            hub.hub.live.publish("alert", board_alert("held-1", now, held=True, **calm2))
+            told = [
+                started,
+                "New alert (Warning): Time in the room is getting long — Calm room calm-2.",
+                "New alert (Critical): Nobody at the viewing panel — Calm room calm-2."
+                " Held: room in maintenance.",
+            ]
+            expect(news.locator("p")).to_have_text(told, timeout=WAIT_MS)
+
+            # Shown again and again (a room changes, the lapse is escalated and acknowledged): told once.
+            publish_room(hub, "calm-2", name="Calm room calm-2 (east)")
+            expect(page.get_by_role("heading", name="Calm room calm-2 (east)")).to_be_visible(timeout=WAIT_MS)
+            card = page.locator(f'[data-alert-id="{alert["id"]}"]')
+            escalated = [*alert["escalations"], {"tier": "senior", "at": format_ts(dt.datetime.now(dt.UTC))}]
+            hub.hub.live.publish("alert", {**alert, "tier": "senior", "escalations": escalated})
+            expect(card).to_contain_text("escalated 1\N{MULTIPLICATION SIGN}", timeout=WAIT_MS)
+            card.get_by_role("button", name=re.compile("^Acknowledge")).click()
+            expect(card).to_contain_text("Acknowledged by Ms Listener", timeout=WAIT_MS)
+            expect(urgent_news.locator("p")).to_have_text([lapse])
+            expect(news.locator("p")).to_have_text(told)
+
+            # A board opened now shows the lapse, and announces nothing: it is on the list already.
+            later = browser.new_page(viewport={"width": 1280, "height": 900})
+            signed_in_board(later, hub, name="Mr Later")
+            expect(later.locator(f'[data-alert-id="{alert["id"]}"]')).to_be_visible(timeout=WAIT_MS)
+            expect(later.locator("#alert-news p, #alert-news-urgent p")).to_have_count(0)
+        except BaseException:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "board-news-failure.png", full_page=True)
+            raise
+        finally:
+            door.close()
+            panel.close()

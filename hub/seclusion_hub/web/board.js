@@ -349,8 +349,36 @@
       ? `(${active.length}; ${waiting} waiting for acknowledgement)`
       : "";
     document.title = waiting ? `(${waiting}) Live board — Seclusion rooms` : "Live board — Seclusion rooms";
+    announceNew(active);
     updateAlarm();
     showLinked();
+  }
+
+  // ------------------------------------------------------------------------------ announcements
+
+  // Screen readers are told of each new alert once, in the words its card shows (the kind and the
+  // room; never a child's name): a critical alert that waits for someone at once (assertive), any
+  // other politely. Alerts already active when the board opens are not news: they are on the list.
+  const ANNOUNCED_KEPT = 5;
+  let known = null; // ids of the alerts on the board, once the first full list has been shown
+
+  function say(regionId, words) {
+    const region = $(regionId);
+    region.append(el("p", null, words));
+    while (region.childElementCount > ANNOUNCED_KEPT) region.firstElementChild.remove();
+  }
+
+  function announceNew(active) {
+    if (known === null) return;
+    for (const a of active) {
+      if (known.has(a.id)) continue;
+      const { what, roomName } = alertWords(a);
+      let words = `New alert (${SEVERITY[a.severity] || a.severity}): ${what} — ${roomName}.`;
+      if (a.held) words += " Held: room in maintenance.";
+      else if (a.acknowledged_at) words += " Already acknowledged.";
+      say(a.severity === "critical" && urgent(a) ? "alert-news-urgent" : "alert-news", words);
+    }
+    known = new Set(active.map((a) => a.id));
   }
 
   // A notice's link (…/#alert-{id}) opens the board at its alert: once it is on the board, it is brought
@@ -537,6 +565,7 @@
       }
       renderRooms();
       renderAlerts();
+      if (known === null) known = new Set(alerts.keys()); // what the board opened with is not news
       reconnectMs = 1000;
       setLive("on");
     } catch (err) {
