@@ -526,6 +526,13 @@ def test_the_review_pages_fit_a_320_pixel_screen(review: Review, served: str, br
             expect(page.get_by_role("heading", level=1)).to_have_text(heading)
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 320, (path, width, page.evaluate(_WIDEST))
+            # A keyboard reaches each scrolling table (Safari does not on its own), named by its heading.
+            for wrap in page.locator(".table-wrap").all():
+                assert wrap.get_attribute("tabindex") == "0", path
+                assert wrap.get_attribute("role") == "region", path
+                assert wrap.get_attribute("aria-label") or wrap.get_attribute("aria-labelledby"), path
+            if path == "/review/incidents":
+                expect(page.get_by_role("region", name="Incidents")).to_be_visible()
             if path == "/review":
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "review-overview-320.png"), full_page=True)

@@ -304,6 +304,19 @@ def test_a_record_field_holding_markup_is_shown_as_text(hub: Hub) -> None:
     assert page.headers["x-frame-options"] == "DENY"
 
 
+def test_each_table_that_scrolls_on_a_phone_is_a_named_region_a_keyboard_reaches(hub: Hub) -> None:
+    """A wide table scrolls inside its own box on a narrow screen: Safari's keyboard does not reach
+    such a box unless it can take the focus, and a screen reader names it by its table's heading."""
+    ep = hub.ended_episode()
+    page = hub.browser("staff").get(f"/records/{ep['incident_id']}")
+    assert page.status_code == 200
+    wraps = re.findall(r'<div class="table-wrap"[^>]*>', page.text)
+    assert wraps
+    for wrap in wraps:
+        assert 'tabindex="0"' in wrap and 'role="region"' in wrap and "aria-labelledby=" in wrap
+    assert '<div class="table-wrap" tabindex="0" role="region" aria-labelledby="h-segments">' in page.text
+
+
 def test_the_list_gives_status_and_deadline_in_words_and_says_overdue(hub: Hub) -> None:
     hub.ended_episode()
     staff = hub.browser("staff")
