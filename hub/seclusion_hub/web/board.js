@@ -360,7 +360,7 @@
   // room; never a child's name): a critical alert that waits for someone at once (assertive), any
   // other politely. Alerts already active when the board opens are not news: they are on the list.
   const ANNOUNCED_KEPT = 5;
-  let known = null; // ids of the alerts on the board, once the first full list has been shown
+  let known = null; // the alerts on the board (id: held?), once the first full list has been shown
 
   function say(regionId, words) {
     const region = $(regionId);
@@ -371,14 +371,21 @@
   function announceNew(active) {
     if (known === null) return;
     for (const a of active) {
-      if (known.has(a.id)) continue;
       const { what, roomName } = alertWords(a);
+      if (known.has(a.id)) {
+        // Held while the room was in maintenance, and now sent to staff: news as much as a new one.
+        if (known.get(a.id) && !a.held) {
+          const words = `Maintenance over, alert now sent (${SEVERITY[a.severity] || a.severity}): ${what} — ${roomName}.`;
+          say(a.severity === "critical" && urgent(a) ? "alert-news-urgent" : "alert-news", words);
+        }
+        continue;
+      }
       let words = `New alert (${SEVERITY[a.severity] || a.severity}): ${what} — ${roomName}.`;
       if (a.held) words += " Held: room in maintenance.";
       else if (a.acknowledged_at) words += " Already acknowledged.";
       say(a.severity === "critical" && urgent(a) ? "alert-news-urgent" : "alert-news", words);
     }
-    known = new Set(active.map((a) => a.id));
+    known = new Map(active.map((a) => [a.id, Boolean(a.held)]));
   }
 
   // A notice's link (…/#alert-{id}) opens the board at its alert: once it is on the board, it is brought
@@ -427,7 +434,9 @@
       }
       if (response.ok) {
         const alert = await response.json();
-        if (alert && alert.id === id) {
+        // Only while it is still on the board: the live stream may already have said it was resolved
+        // (in the same batch as the acknowledgement), and this answer, older, would bring it back.
+        if (alert && alert.id === id && alerts.has(id)) {
           upsertAlert(alert);
           renderAlerts();
         }
@@ -565,7 +574,8 @@
       }
       renderRooms();
       renderAlerts();
-      if (known === null) known = new Set(alerts.keys()); // what the board opened with is not news
+      // What the board opened with is not news.
+      if (known === null) known = new Map([...alerts.values()].map((a) => [a.id, Boolean(a.held)]));
       reconnectMs = 1000;
       setLive("on");
     } catch (err) {
