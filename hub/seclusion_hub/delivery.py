@@ -316,13 +316,25 @@ class AlertDelivery:
         recipient's send recorded as sent). A row whose recipient and channel are gone from the tier is
         recorded as not sent, with why; it is not left pending for ever."""
         free: dict[tuple[str, str], list[int]] = {}
+        by_label: dict[str, list[int]] = {}
         for i, (recipient, channel) in enumerate(self.channels.get((send.alert.site, send.tier), [])):
             free.setdefault((recipient[:200], channel.label[:300]), []).append(i)
+            by_label.setdefault(channel.label[:300], []).append(i)
         places: dict[int, DeliveryRecord] = {}
-        for row in sorted(rows, key=lambda r: _place_of(r.id)):
-            found = free.get((row.recipient, row.channel))
+        ordered = sorted(rows, key=lambda r: _place_of(r.id))
+        unmatched: list[DeliveryRecord] = []
+        for row in ordered:
+            found = [i for i in free.get((row.recipient, row.channel), []) if i not in places]
             if found:
-                places[found.pop(0)] = row
+                places[found[0]] = row
+            else:
+                unmatched.append(row)
+        for row in unmatched:
+            # A destination two recipients of the tier share (a duty phone) is kept once, under the
+            # first listed: after a reorder, or with that one removed, it is the same destination.
+            same = [i for i in by_label.get(row.channel, []) if i not in places]
+            if same:
+                places[same[0]] = row
                 continue
             reason = "no longer a recipient of this tier in the site file: not sent"
             at = row.last_attempt_at or now

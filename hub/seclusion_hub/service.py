@@ -340,6 +340,7 @@ class HubService:
         self._resume_deliveries()
         self._stop.clear()
         self._taking = True
+        self._said_offline = False
         self._gave_up = False
         self._thread = threading.Thread(target=self._run, name="seclusion-ingest", daemon=True)
         self._thread.start()
@@ -349,8 +350,13 @@ class HubService:
     def stop_taking(self) -> None:
         """Take no more messages from the broker (the hub is stopping): each one delivered from now on
         is left unacknowledged, so the broker keeps it and delivers it again at the next start, after
-        everything taken before it (none is lost, and none is stored twice over)."""
-        self._taking = False
+        everything taken before it (none is lost, and none is stored twice over). The hub says it is
+        offline at once: while it writes what it took (seconds, with a notice in flight) the rooms run
+        their own fail-safe, as nothing it hears now is acted on."""
+        with self._status_lock:
+            self._taking = False
+            self._said_offline = True
+            self._publish_status(online=False)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the notifiers, then the ingest thread, and write what they reported on the way.
@@ -702,7 +708,7 @@ class HubService:
         self._stalled = False
         with self._status_lock:
             self._unstored_since = None
-            if not self._said_offline:
+            if not self._said_offline or not self._taking:
                 return
             self._said_offline = False
             self._publish_status(online=True)
@@ -731,6 +737,7 @@ class HubService:
             if waited < self.stall_s:
                 return
             self._said_offline = True
+            self.healthy = False  # a write that waits (a lock held, a server silent) raises nothing
             self._publish_status(online=False)
         log.error(
             "nothing stored for %.0f s (the database refuses or does not answer): the hub now says it "
@@ -739,6 +746,11 @@ class HubService:
         )
 
     def _publish_status(self, *, online: bool) -> None:
+        """Only while connected: paho would queue it and send it after a reconnect, behind the status
+        the reconnect says, and an older word would be the one the broker keeps. After a reconnect the
+        status is said again once the backlog marker is back (`backlog_marker`)."""
+        if not self.listening():
+            return
         payload = HubStatusPayload(online=online, ts=self.clock.now())
         self.publish(self.topics.hub_status, dump_payload(payload), 1, True)
 
@@ -1224,6 +1236,10 @@ class HubService:
             # applied after the next connection began, with that connection's backlog still to come.
             if connection == self._connection:
                 self._backlog_applied = True
+                # What paho kept from before the reconnect has gone out by now: say the status as it
+                # is, so that no older word queued then is the one the broker keeps.
+                with self._status_lock:
+                    self._publish_status(online=not self._said_offline)
 
         self.inbox.put(Command(apply))
 

@@ -513,6 +513,59 @@ def test_a_send_taken_up_after_a_restart_goes_to_its_own_recipient_when_the_site
 HOOK_SECRET = "a-secret-of-enough-length"
 
 
+def test_a_shared_destination_is_still_told_after_the_recipients_are_reordered(tmp_path: Path) -> None:
+    """A destination two recipients of a tier share (a duty phone) is kept once, under the first one
+    listed. With the site file only reordered, the pending send was recorded `failed: no longer a
+    recipient` and never sent, though both people and the phone remain (found by a review)."""
+    with running_sink() as hook:
+        senior = {"name": "Duty senior", "tier": "senior", "notify": ["json://127.0.0.1:9/"]}
+
+        def recipients(*names: str) -> list[dict[str, Any]]:
+            shared = {"url": f"{hook.url}/duty-phone", "secret": HOOK_SECRET}
+            return [{"name": n, "tier": "room", "webhooks": [shared]} for n in names] + [senior]
+
+        room = two_device_room("calm-1", lapse_grace_s=5)
+        write_site(tmp_path / "site.yaml", [room], recipients=recipients("First", "Second"))
+        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+        clock = FakeClock(T0)
+        before = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
+        before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]  # the crash
+        before.process(
+            [
+                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+                inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
+            ]
+        )
+        clock.set(T0 + dt.timedelta(seconds=16))
+        before.process([])
+        pending = [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
+        assert [d.recipient for d in pending] == ["First"]  # one row: the destination is told once
+        alert_id = pending[0].alert_id
+
+        # Only the order changes: both people, and the duty phone, are still on the room tier.
+        write_site(tmp_path / "site.yaml", [room], recipients=recipients("Second", "First"))
+        after = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
+        after.start()
+        try:
+
+            def settled() -> list[tuple[str, str | None]]:
+                rows = [
+                    (d.status, d.last_error)
+                    for d in store.deliveries(alert_id)
+                    if d.channel.startswith("webhook:")
+                ]
+                return rows if all(s != "pending" for s, _ in rows) else []
+
+            rows = poll(settled, 10, what="the webhook row settled")
+            assert rows == [("sent", None)], f"the supervision lapse's notice was not sent: {rows}"
+            assert len(hook.received()) == 1
+        finally:
+            after.stop()
+            store.close()
+
+
 def hooked_hub(tmp_path: Path, url: str, clock: FakeClock, store: Store) -> HubService:
     """A hub whose room tier has one webhook, `url`; the lapse of calm-1 is due 5 s after it begins. A
     senior is listed too, so that the start of the episode (first tier senior) is not sent to the room's
@@ -1483,3 +1536,77 @@ def test_an_overdue_record_is_raised_when_its_deadline_passes_not_up_to_a_minute
     finally:
         hub.stop()
         store.close()
+
+
+def _status_said(svc: HubService) -> list[bool]:
+    said: list[bool] = []
+
+    def publish(topic: str, payload: bytes, _qos: int, retain: bool) -> None:
+        if topic == Topics().hub_status:
+            assert retain
+            said.append(json.loads(payload)["online"])
+
+    svc.publish = publish
+    return said
+
+
+def test_a_write_that_hangs_turns_the_hub_unhealthy_and_offline_until_it_returns(
+    service: HubService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that waits (another writer holding SQLite's lock, a PostgreSQL server that does not
+    answer) raises nothing: /healthz said 200 "ok" while the hub said offline (found by a review)."""
+    said = _status_said(service)
+    seconds = [0.0]
+    service.monotonic = lambda: seconds[0]
+    real_write = service.store.write
+    during: list[tuple[bool, list[bool]]] = []
+
+    def slow_write(batch: Any, at: dt.datetime) -> None:
+        seconds[0] += 6  # the write takes six seconds
+        service.watch()  # the watcher's look meanwhile
+        during.append((service.healthy, list(said)))
+        real_write(batch, at)
+
+    monkeypatch.setattr(service.store, "write", slow_write)
+    service.process([inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1)])
+    assert during == [(False, [False])]
+    assert service.healthy and said == [False, True]
+
+
+def test_the_status_is_said_only_while_connected_and_again_when_the_backlog_marker_is_back(
+    service: HubService,
+) -> None:
+    """Said while the link was down, paho queued it and sent it after the reconnect, behind the status
+    the reconnect said: an older word was the one the broker kept (found by a review). Now nothing is
+    said while disconnected, and the status as it is is said again once the marker is back."""
+    said = _status_said(service)
+    seconds = [0.0]
+    service.monotonic = lambda: seconds[0]
+    connected = [True]
+    service.listening = lambda: connected[0]
+    service._unstored_since = seconds[0]
+    seconds[0] += 6
+    service.watch()
+    assert said == [False]
+    connected[0] = False
+    service.process([])  # a batch stored while the link is down: online, but not said now
+    assert said == [False] and service.status()["storing_stalled"] is False
+    connected[0] = True
+    service.reconnected()  # the adapter said online as it connected; nothing is stalled
+    service.backlog_marker()
+    while items := service._take():
+        service.process(items)
+    assert said == [False, True]  # said again after whatever paho had queued
+
+
+def test_a_clean_stop_says_offline_as_soon_as_it_takes_no_more_messages(service: HubService) -> None:
+    """The hub writes what it took while stopping (seconds, with a notice in flight), and takes nothing
+    new: the rooms are told at once, not once the connection closes (found by a review); a batch
+    stored meanwhile does not say online again."""
+    said = _status_said(service)
+    service.stop_taking()
+    assert said == [False]
+    service.submit(inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1))
+    assert service.inbox.qsize() == 0  # left to the broker, for the next start
+    service.process([])
+    assert said == [False]
