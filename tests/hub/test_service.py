@@ -392,6 +392,21 @@ def test_liveness_waits_while_the_hub_cannot_hear_the_broker(service: HubService
     assert not any(dev.online for m in service.machines.values() for dev in m.state.devices.values())
 
 
+def _a_lapse_decided_then_a_crash(before: HubService, clock: FakeClock) -> None:
+    """calm-1's observer leaves during an episode and the lapse falls due (grace 5 s): its sends are
+    stored `pending` by a hub whose `carry_out` was made to do nothing (it crashed after the commit)."""
+    before.process(
+        [
+            inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+            inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+            inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+            inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
+        ]
+    )
+    clock.set(T0 + dt.timedelta(seconds=16))
+    before.process([])
+
+
 def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: Path) -> None:
     with running_sink() as hook:
         recipients = [
@@ -413,16 +428,7 @@ def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: 
         before = HubService(sites, store, clock, Topics())
         # The crash: the batch that raised the alert is committed, and nothing after it happens.
         before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]
-        before.process(
-            [
-                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-                inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
-            ]
-        )
-        clock.set(T0 + dt.timedelta(seconds=16))
-        before.process([])
+        _a_lapse_decided_then_a_crash(before, clock)
         [pending] = [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
         assert hook.received() == []
 
@@ -471,16 +477,7 @@ def test_a_send_taken_up_after_a_restart_goes_to_its_own_recipient_when_the_site
         clock = FakeClock(T0)
         before = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
         before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]  # the crash
-        before.process(
-            [
-                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-                inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
-            ]
-        )
-        clock.set(T0 + dt.timedelta(seconds=16))
-        before.process([])
+        _a_lapse_decided_then_a_crash(before, clock)
         pending = [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
         assert sorted(d.recipient for d in pending) == ["First", "Second"]
         alert_id = pending[0].alert_id
@@ -530,16 +527,7 @@ def test_a_shared_destination_is_still_told_after_the_recipients_are_reordered(t
         clock = FakeClock(T0)
         before = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
         before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]  # the crash
-        before.process(
-            [
-                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-                inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
-            ]
-        )
-        clock.set(T0 + dt.timedelta(seconds=16))
-        before.process([])
+        _a_lapse_decided_then_a_crash(before, clock)
         pending = [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
         assert [d.recipient for d in pending] == ["First"]  # one row: the destination is told once
         alert_id = pending[0].alert_id
