@@ -108,10 +108,10 @@ class Hub:
 
     def stop(self) -> None:
         """Stop in the order that loses nothing and repeats nothing: take no more messages (what the
-        broker delivers now stays unacknowledged and comes again at the next start); write what was
-        taken and acknowledge it while the connection is still open (acknowledged after it closed, a
-        stored message would be delivered again: a Last Will applied twice); then say offline and
-        disconnect."""
+        broker delivers now stays unacknowledged and comes again at the next start) and say offline at
+        once (the rooms' fail-safe takes over); write what was taken and acknowledge it while the
+        connection is still open (acknowledged after it closed, a stored message would be delivered
+        again: a Last Will applied twice); then disconnect."""
         self.live.close()
         self.service.stop_taking()
         self.service.stop()

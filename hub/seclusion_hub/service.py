@@ -1348,7 +1348,7 @@ class HubService:
         return {
             "healthy": self.healthy,
             # True while the hub says it is offline because nothing is stored (`watch`).
-            "storing_stalled": self._said_offline,
+            "storing_stalled": self._said_offline and self._taking,
             "queue": self.inbox.qsize(),
             "evaluated": self._evaluated,
             "now": format_ts(self.clock.now()),
