@@ -141,13 +141,8 @@ def test_a_message_the_database_refuses_is_set_aside_and_the_writer_goes_on(
     assert service.healthy
 
 
-def test_a_write_lock_held_by_another_writer_never_sets_a_valid_event_aside(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`database is locked` says nothing about the message: it is retried until the lock goes, never
-    kept as a dead letter and acknowledged (a read answers while another writer holds the lock)."""
-    write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
-    db = tmp_path / "hub.db"
+def _store_waiting_briefly_for_locks(db: Path) -> Store:
+    """A SQLite store whose writes give up on another writer's lock after 0.1 s (30 s as shipped)."""
     store = Store.open(f"sqlite:///{db}")
     store.engine.dispose()
 
@@ -155,6 +150,17 @@ def test_a_write_lock_held_by_another_writer_never_sets_a_valid_event_aside(
     def _short_wait(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.execute("PRAGMA busy_timeout=100")
 
+    return store
+
+
+def test_a_write_lock_held_by_another_writer_never_sets_a_valid_event_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`database is locked` says nothing about the message: it is retried until the lock goes, never
+    kept as a dead letter and acknowledged (a read answers while another writer holds the lock)."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    db = tmp_path / "hub.db"
+    store = _store_waiting_briefly_for_locks(db)
     svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
     acks: list[int] = []
     svc.ack_message = lambda mid, qos, conn: acks.append(mid)
@@ -192,13 +198,7 @@ def test_a_database_that_takes_nothing_for_a_few_seconds_turns_the_hubs_status_o
     once a batch is stored."""
     write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
     db = tmp_path / "hub.db"
-    store = Store.open(f"sqlite:///{db}")
-    store.engine.dispose()
-
-    @sa.event.listens_for(store.engine, "connect")
-    def _short_wait(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.execute("PRAGMA busy_timeout=100")
-
+    store = _store_waiting_briefly_for_locks(db)
     svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics(), stall_s=5)
     said: list[bool] = []
 

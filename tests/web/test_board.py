@@ -284,19 +284,7 @@ def test_a_real_lapse_reaches_the_board_and_is_acknowledged_from_it(
             expect(body).to_have_attribute("data-live", "on", timeout=WAIT_MS)
             page.evaluate("window.notReloaded = true")
 
-            panel.event("observer", "present")
-            door.event("occupancy", "occupied")
-            door.event("door", "closed")
-            panel.event("observer", "absent")
-            [alert] = poll(
-                lambda: [
-                    a
-                    for a in api_get(hub.port, token, "/api/alerts", state="active")["items"]
-                    if a["kind"] == "supervision_lapse"
-                ],
-                15,
-                what="the hub's lapse alert",
-            )
+            alert = _child_shut_in_alone(hub, door, panel, token)
             item = page.locator(f'[data-alert-id="{alert["id"]}"]')
             expect(item).to_contain_text("Nobody at the viewing panel — Calm room calm-1", timeout=WAIT_MS)
             expect(body).to_have_attribute("data-alarm", "on")

@@ -11,6 +11,8 @@ from typing import Any
 
 from playwright.sync_api import Browser, Page, expect
 
+from tests.web.test_board import board_alert
+
 WEB = Path(__file__).resolve().parents[2] / "hub/seclusion_hub/web"
 BASE = "http://board.test"
 
@@ -44,29 +46,9 @@ FAKE = r"""
 
 
 def alert(alert_id: str, **changes: Any) -> dict[str, Any]:
-    now = dt.datetime.now(dt.UTC).isoformat()
-    a: dict[str, Any] = {
-        "id": alert_id,
-        "kind": "no_movement",
-        "severity": "critical",
-        "site": "s",
-        "room": "calm-1",
-        "room_name": "Calm room 1",
-        "episode_id": "ep-1",
-        "due_at": now,
-        "raised_at": now,
-        "late": False,
-        "tier": "room",
-        "escalations": [{"tier": "room", "at": now}],
-        "acknowledged_at": None,
-        "acknowledged_by": None,
-        "resolved_at": None,
-        "resolved_by": None,
-        "note": None,
-        "needs_ack": True,
-        "held": False,
-    }
-    return {**a, **changes}
+    """A no-movement alert in calm-1 ("Calm room 1"), waiting for acknowledgement."""
+    now = dt.datetime.now(dt.UTC)
+    return board_alert(alert_id, now, **{"kind": "no_movement", "room_name": "Calm room 1", **changes})
 
 
 def open_board(page: Page, alerts: list[dict[str, Any]]) -> None:
