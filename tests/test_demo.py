@@ -337,6 +337,12 @@ def _connect(client: mqtt.Client, address: EmbeddedBrokerAddress) -> tuple[Reaso
 def _close(client: mqtt.Client) -> None:
     client.disconnect()
     client.loop_stop()
+    # A client the broker refused is not connected, so `disconnect` closes nothing: its last socket
+    # stayed open until the collector found it, failing whichever test was running then (a
+    # ResourceWarning seen once in CI).
+    sock = client.socket()
+    if sock is not None:
+        sock.close()
 
 
 @pytest.fixture
