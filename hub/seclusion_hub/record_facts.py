@@ -180,6 +180,13 @@ def auto_json(facts: Facts, now: dt.datetime) -> dict[str, Any]:
                 "acknowledged_at": format_ts_or_none(a.acknowledged_at),
                 "acknowledged_by": a.acknowledged_by,
                 "resolved_at": format_ts_or_none(a.resolved_at),
+                # Added: when it was due, raised late (4.3), whether it reached anyone (never, when the
+                # hub learnt of it only once it was over, or the room was in maintenance), and when its
+                # condition ended by the devices' clocks.
+                "due_at": format_ts(a.due_at),
+                "late": a.late,
+                "sent": a.sends > 0,
+                "condition_ended_at": format_ts_or_none(a.condition_ended_at),
             }
             for a in facts.alerts
         ],

@@ -12,7 +12,7 @@ register is listed only while the child is being chosen.
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at definition time.
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .auth import Principal, principal_for
 from .core import incident as workflow
+from .core.alerts import Alert
 from .core.episode import account
 from .core.incident import NOT_NEEDED_NO_CHILD, REQUIRED_FOR_REVIEW, RecordFields
 from .models import AuditEntry, IncidentRecord
@@ -362,6 +363,40 @@ def next_deadline(row: IncidentRecord, zone: ZoneInfo, now: dt.datetime) -> Dead
     return Deadline(step, STEP_WORDS.get(step, step), deadline_words(when, zone), False, when <= now)
 
 
+def alert_line(alert: Alert, when: Callable[[dt.datetime | None], str]) -> dict[str, str]:
+    """An alert as the record's table says it: when it was raised (and, raised late, when it was due),
+    whether it reached anyone and who acknowledged it, and when its condition ended by the devices'
+    clocks (or who resolved it). One the hub learnt of only once it was over (4.3: a replay, the hub's
+    backlog) was never sent, so it is not "not acknowledged"; a held one was kept from everyone while
+    the room was in maintenance."""
+    raised = when(alert.raised_at)
+    if alert.late:
+        raised = f"{raised} (due at {when(alert.due_at)}; the hub learnt of it late)"
+    if alert.acknowledged_at is not None:
+        ack = f"Acknowledged by {alert.acknowledged_by or 'someone'} at {when(alert.acknowledged_at)}"
+    elif alert.sends == 0 and alert.held:
+        ack = "Not sent to anyone: the room was in maintenance"
+    elif alert.sends == 0 and not alert.active:
+        ack = "Not sent: already over when the hub learnt of it"
+    elif not alert.needs_ack:
+        ack = "No acknowledgement needed"
+    else:
+        ack = "Not acknowledged"
+    if alert.active:
+        ended = "Still active"
+    elif alert.resolved_by is not None:
+        ended = f"Resolved by {alert.resolved_by} at {when(alert.resolved_at)}"
+    else:
+        ended = f"Ended at {when(alert.condition_ended_at or alert.resolved_at)}"
+    return {
+        "what": ALERT_WORDS.get(alert.kind, alert.kind.replace("_", " ")),
+        "severity": SEVERITY_WORDS.get(alert.severity, alert.severity),
+        "raised": raised,
+        "ack": ack,
+        "resolved": ended,
+    }
+
+
 def missing_labels(names: Sequence[str]) -> list[tuple[str, str]]:
     return [(name, LABELS.get(name, name)) for name in names]
 
@@ -568,25 +603,7 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             {"start": when(lp.start), "end": when(lp.end), "length": duration_words(lp.seconds)}
             for lp in acc.lapses
         ]
-        alerts = []
-        for alert in facts.facts.alerts:
-            if alert.acknowledged_at is not None:
-                ack = f"Acknowledged by {alert.acknowledged_by or 'someone'} at {when(alert.acknowledged_at)}"
-            elif not alert.needs_ack:
-                ack = "No acknowledgement needed"
-            else:
-                ack = "Not acknowledged"
-            alerts.append(
-                {
-                    "what": ALERT_WORDS.get(alert.kind, alert.kind.replace("_", " ")),
-                    "severity": SEVERITY_WORDS.get(alert.severity, alert.severity),
-                    "raised": when(alert.raised_at),
-                    "ack": ack,
-                    "resolved": f"Ended at {when(alert.resolved_at)}"
-                    if alert.resolved_at
-                    else "Still active",
-                }
-            )
+        alerts = [alert_line(alert, when) for alert in facts.facts.alerts]
         if ep.locked:
             door = {"bolt": "Locked", "maglock": "Locked"}.get(ep.lock_type or "held", "Held shut")
         else:

@@ -88,17 +88,26 @@ class Hub:
         return client
 
     def event(self, device: str, kind: str, value: str, t: float) -> None:
-        self.seq[device] = self.seq.get(device, 0) + 1
-        when = T0 + dt.timedelta(seconds=t)
-        self.clock.set(when)
-        body = {
-            "v": 1,
-            "id": f"{device}:0:{self.seq[device]}",
-            "seq": self.seq[device],
-            "ts": format_ts(when),
-        }
-        payload = json.dumps({**body, "kind": kind, "value": value}).encode()
-        self.service.process([Inbound(f"seclusion/v1/{SITE}/calm-1/{device}/event", payload, when, 1, 1)])
+        self.events_together([(device, kind, value, t)], t)
+
+    def events_together(self, readings: list[tuple[str, str, str, float]], arrives: float) -> None:
+        """Readings (device, kind, value, seconds after T0) that reach the hub in one batch at `arrives`
+        (as a device's outbox replays them after an outage)."""
+        self.clock.set(T0 + dt.timedelta(seconds=arrives))
+        batch = []
+        for device, kind, value, t in readings:
+            self.seq[device] = self.seq.get(device, 0) + 1
+            body = {
+                "v": 1,
+                "id": f"{device}:0:{self.seq[device]}",
+                "seq": self.seq[device],
+                "ts": format_ts(T0 + dt.timedelta(seconds=t)),
+                "kind": kind,
+                "value": value,
+            }
+            topic = f"seclusion/v1/{SITE}/calm-1/{device}/event"
+            batch.append(Inbound(topic, json.dumps(body).encode(), self.clock.now(), 1, 1))
+        self.service.process(list(batch))
 
     def ended_episode(self) -> dict[str, Any]:
         """A child in calm-1 from 10:00:02 to 10:10:02 (GMT), supervised throughout."""
@@ -375,6 +384,8 @@ def test_the_record_shows_the_episode_in_local_time_and_its_alerts(hub: Hub) -> 
     hub.event("calm-1-door", "occupancy", "occupied", start + 1)
     hub.event("calm-1-door", "door", "closed", start + 2)
     hub.event("calm-1-panel", "observer", "absent", start + 60)
+    hub.clock.set(hub.clock.now() + dt.timedelta(seconds=15))
+    hub.service.process([])  # the lapse's grace runs out: raised on time, and sent
     hub.event("calm-1-panel", "observer", "present", start + 150)
     hub.event("calm-1-door", "door", "open", start + 302)
     hub.event("calm-1-door", "occupancy", "vacant", start + 340)
@@ -396,12 +407,51 @@ def test_the_record_shows_the_episode_in_local_time_and_its_alerts(hub: Hub) -> 
     )
     assert "10:01:00 10:02:30 2 minutes" in page  # the lapse: from, to, how long (rounded up)
     assert re.search(
-        r"Critical: Nobody at the viewing panel 10:02:30 Acknowledged by Mr Duty at \d\d:\d\d:\d\d", page
+        r"Critical: Nobody at the viewing panel 10:01:15 Acknowledged by Mr Duty at \d\d:\d\d:\d\d"
+        r" Ended at 10:02:30",
+        page,
     )
     assert "Information: A child is in a closed room 10:00:02 No acknowledgement needed" in page
     with hub.store.session() as s:
         reads = s.exec(select(AuditEntry).where(AuditEntry.actor == "Ms Reader")).all()
     assert {(r.action, r.target_type) for r in reads} >= {("read", "incident"), ("read", "episode")}
+
+
+def test_a_record_says_an_alert_learnt_of_late_was_never_sent_and_when_its_condition_ended(
+    hub: Hub,
+) -> None:
+    # Given a lapse the hub learnt of only once it was over (the panel's readings arrived together,
+    # as from an outbox after an outage), and one it raised on time and nobody acknowledged
+    hub.event("calm-1-panel", "observer", "present", 0)
+    hub.event("calm-1-door", "occupancy", "occupied", 1)
+    hub.event("calm-1-door", "door", "closed", 2)
+    hub.events_together(
+        [("calm-1-panel", "observer", "absent", 60), ("calm-1-panel", "observer", "present", 150)], 200
+    )
+    hub.event("calm-1-panel", "observer", "absent", 300)
+    hub.clock.set(T0 + dt.timedelta(seconds=315))
+    hub.service.process([])
+    hub.event("calm-1-door", "door", "open", 400)
+    hub.event("calm-1-door", "occupancy", "vacant", 440)
+    [ep] = hub.api.get("/api/episodes", headers=hub.bearer("admin")).json()["items"]
+    # When a member of staff reads the record
+    page = _text(hub.browser("staff").get(f"/records/{ep['incident_id']}").text)
+    # Then the late one says when it was due, that it reached nobody, and when the lapse itself ended
+    # by the panel's clock, not when the hub heard of it
+    assert (
+        "Critical: Nobody at the viewing panel 10:03:20 (due at 10:01:15; the hub learnt of it late)"
+        " Not sent: already over when the hub learnt of it Ended at 10:02:30"
+    ) in page
+    # And the one raised on time and never acknowledged says so, ended when the door opened
+    assert "Critical: Nobody at the viewing panel 10:05:15 Not acknowledged Ended at 10:06:40" in page
+    assert "Not acknowledged Ended at 10:03:20" not in page
+    # And the API's facts say the same
+    record = hub.api.get(f"/api/incidents/{ep['incident_id']}", headers=hub.bearer("admin")).json()
+    lapses = [a for a in record["auto"]["alerts"] if a["kind"] == "supervision_lapse"]
+    assert [(a["late"], a["sent"], a["due_at"], a["condition_ended_at"]) for a in lapses] == [
+        (True, False, "2026-11-23T10:01:15.000Z", "2026-11-23T10:02:30.000Z"),
+        (False, True, "2026-11-23T10:05:15.000Z", "2026-11-23T10:06:40.000Z"),
+    ]
 
 
 def test_a_record_says_plainly_when_a_devices_readings_may_be_missing(hub: Hub) -> None:
