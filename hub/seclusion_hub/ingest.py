@@ -21,8 +21,12 @@ from .config import LoadedSite
 from .core.room import DeviceStatus, Heartbeat, Message, SensorEvent
 from .errors import UNSTORABLE_PROBLEM, RejectedMessage, unstorable_in
 
-EARLIEST_TS = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-LATEST_AHEAD = dt.timedelta(days=1)
+# Times no device clock can give at all: before the Unix epoch (where a Raspberry Pi without a clock
+# starts), or a century after the message arrived. Kept out so that no arithmetic on them overflows; a
+# clock that is merely wrong (1970, a year ahead) is the room machine's to time (core/room.py,
+# `plausible`), never dropped.
+EARLIEST_TS = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST_AHEAD = dt.timedelta(days=36_525)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +98,9 @@ class Decoder:
             raise RejectedMessage(_reason(exc)) from exc
         when = message.ts
         if when is not None and not (EARLIEST_TS <= when <= inbound.received_at + LATEST_AHEAD):
-            # Not a clock that is a little off (semantics 4.5 corrects those) but a value no device can
-            # mean; kept as a dead letter so that nothing is lost, never applied.
-            raise RejectedMessage(f"ts: {when.isoformat()} is not a plausible time for a reading")
+            # Not a clock that is off (semantics 4.5, and the room machine, time those) but a value no
+            # device clock gives; kept as a dead letter so that nothing is lost, never applied.
+            raise RejectedMessage(f"ts: {when.isoformat()} is not a time any device clock gives")
         return Decoded(address.site, address.room, message)
 
     def _address(self, topic: str) -> TopicAddress:

@@ -7,9 +7,11 @@ In these stories `t` is the true time (the hub's clock, seconds after T0); a dev
 
 from __future__ import annotations
 
+import datetime as dt
+
 from seclusion_hub.core.episode import account
 from seclusion_hub.core.room import DeviceStatus, Heartbeat, Note, SensorEvent
-from tests.hub.rooms import DOOR, PANEL, Room, at
+from tests.hub.rooms import DOOR, PANEL, T0, Room, at
 
 
 def reading(room: Room, kind: str, value: str, t: float, *, off: float, boot: str, booted: float) -> None:
@@ -354,3 +356,51 @@ def test_a_skewed_devices_agent_restarted_in_its_gap_leaves_the_gap_unknown() ->
     assert any(g.device == PANEL for g in ep.unknown), "the gap T0+30..T0+80 was forgotten"
     acc = account(ep, at(200))
     assert acc.unknown_s >= 50
+
+
+# A Raspberry Pi that booted with neither the network nor a saved time reads 1970.
+EPOCH_OFF = (dt.datetime(1970, 1, 1, 0, 5, tzinfo=dt.UTC) - T0).total_seconds()
+
+
+def test_a_device_whose_clock_reads_1970_still_has_its_episode_timed_from_arrival_then_measured() -> None:
+    """Semantics 4.5 and "never under-count": readings on a clock no one could mean (1970) are not
+    dropped; until heartbeats measure the clock they are timed as they arrive, said once in the
+    timeline, and the episode is marked clock_uncertain; once measured, the clock is corrected."""
+    room = Room(max_clock_skew_s=2)
+    confined(room, off=EPOCH_OFF, booted=-5)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(2) and ep.clock_uncertain
+    [said] = notes(room, "clock_implausible")
+    assert said.detail == {"device": DOOR, "said": "1970-01-01T00:05:01.000Z"}
+    # Its heartbeats, on the same clock, measure it: clock_skew, and its readings are corrected.
+    for t in (10, 20, 30):
+        heartbeat(room, t, off=EPOCH_OFF, arrive_after=0.05, started=-5)
+    assert room.alerts("clock_skew", active=True)
+    released(room, 600, off=EPOCH_OFF, booted=-5)
+    ended = room.machine.state.last_episode
+    assert ended is not None and ended.ended_at is not None
+    assert abs((ended.ended_at - at(600)).total_seconds()) <= 0.05
+    assert len(notes(room, "clock_implausible")) == 1  # said once for the one run of such readings
+    reported = room.machine.state.devices[DOOR].reported_ts
+    assert reported is not None and reported > at(0)  # no restart will take 1970 for its last report
+
+
+def test_a_clock_days_ahead_is_timed_on_arrival_and_nothing_is_dated_by_it() -> None:
+    """A clock set by hand two days ahead: its readings are timed as they arrive (never two days
+    ahead, which would run every duration rule at once), and its status's time dates nothing."""
+    room = Room(max_clock_skew_s=2)
+    ahead = 2 * 86_400
+    status(room, -3, off=ahead, boot="b1", uptime_s=2)
+    confined(room, off=ahead, booted=-5)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(2) and ep.clock_uncertain
+    assert room.machine.state.devices[DOOR].heard_ts == at(2)
+    assert room.alerts("duration_limit") == []
+    heartbeat(room, 20, off=ahead, started=-5)
+    released(room, 60, off=ahead, booted=-5)
+    ended = room.machine.state.last_episode
+    assert ended is not None and ended.ended_at == at(60) and ended.elapsed_s(at(70)) == 58.0
+    # Put right (NTP): plausible again, and a later run of such readings is said again.
+    reading(room, "occupancy", "occupied", 80, off=0, boot="b1", booted=-5)
+    assert room.machine.state.readings["occupancy"].ts == at(80)
+    assert not room.machine.state.devices[DOOR].clock_implausible

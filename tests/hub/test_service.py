@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -966,6 +967,37 @@ def test_the_decoder_remembers_only_a_registered_devices_own_topics(service: Hub
         for _ in range(2):
             with pytest.raises(RejectedMessage, match=reason):
                 decoder.decode(bad)
+
+
+def test_readings_from_a_clock_that_reads_1970_are_applied_and_only_impossible_times_set_aside(
+    service: HubService,
+) -> None:
+    """A Raspberry Pi that booted with no network and no saved time reads 1970: its door closing on a
+    child is still an episode (timed on arrival, clock_uncertain); only a time no clock gives (before
+    the Unix epoch, a century ahead) is a dead letter, named."""
+
+    def on_clock(message: Inbound, said: str) -> Inbound:
+        body = json.loads(message.payload)
+        return dataclasses.replace(message, payload=json.dumps({**body, "ts": said}).encode())
+
+    service.process(
+        [
+            on_clock(
+                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, 1), "1970-01-01T00:00:41.000Z"
+            ),
+            on_clock(inbound("calm-1", "calm-1-door", 2, "door", "closed", 1, 2), "1970-01-01T00:00:42.000Z"),
+            on_clock(inbound("calm-2", "calm-2-door", 1, "door", "closed", 1, 3), "1969-12-31T23:59:59.000Z"),
+            on_clock(inbound("calm-2", "calm-2-door", 2, "door", "open", 1, 4), "2127-01-01T00:00:00.000Z"),
+        ]
+    )
+    ep = service.machines[(SITE, "calm-1")].state.episode
+    assert ep is not None and ep.started_at == T0 + dt.timedelta(seconds=1) and ep.clock_uncertain
+    assert service.store.count(EventRecord) == 2
+    reasons = sorted(d.reason for d in service.store.dead_letters(limit=10)[0])
+    assert reasons == [
+        "ts: 1969-12-31T23:59:59+00:00 is not a time any device clock gives",
+        "ts: 2127-01-01T00:00:00+00:00 is not a time any device clock gives",
+    ]
 
 
 @pytest.mark.parametrize(("waited_ms", "slept_ms"), [(0, 5.0), (3, 2.0), (5, None), (40, None)])

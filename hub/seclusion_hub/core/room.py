@@ -28,6 +28,20 @@ from .policy import Policy
 from .site import RoomSpec
 
 NAMESPACE = uuid.UUID("6f1c2d4e-3a5b-4c7d-8e9f-0a1b2c3d4e5f")
+
+# 4.5: a clock that is off is corrected by its measured offset. A time no running clock reads today (a
+# Raspberry Pi that booted without the network or a saved time reads 1970; a clock set by hand years
+# ahead) is not a time to put on an episode: until the heartbeats have measured such a clock, the
+# reading is timed at its arrival (`plausible`), and the episode marked `clock_uncertain`. Never
+# dropped: a door closing on a child is a door closing, whatever the clock beside it says.
+EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST_AHEAD = dt.timedelta(days=1)
+
+
+def plausible(ts: dt.datetime, arrival: dt.datetime) -> bool:
+    """Whether `ts` can be a device's reading that arrived at `arrival` (semantics 4.5 corrects a clock a
+    little off; this is the test for one that is no clock at all)."""
+    return EARLIEST_PLAUSIBLE <= ts <= arrival + LATEST_AHEAD
 # Observer readings and check-ins kept while a closed room has no episode (RoomState.marks_since_close):
 # a dated-back start older than the oldest kept counts as unsupervised until it, never the other way.
 EVIDENCE_KEPT = 32
@@ -202,6 +216,9 @@ class DeviceState(_Model):
     # (a different code in between is the same fault going on: sensor_fault resolves on `ok` alone).
     # None with a fault reading held: a state stored before this was kept, and that reading began it.
     fault_since: dt.datetime | None = None
+    # Its readings carry a time no clock reads today (`plausible`), so they are timed at their arrival
+    # until its heartbeats have measured the clock: said once in the timeline, until a plausible one.
+    clock_implausible: bool = False
 
 
 class RoomState(_Model):
@@ -612,6 +629,14 @@ class RoomMachine:
                 known = dev.boot or dev.event_boot
                 if message.boot is not None and known not in (None, message.boot):
                     self._restarted(message.device, now)
+            if message.ts is not None:
+                same_boot = message.boot is not None and message.boot == dev.boot
+                skew = dev.skew_s if same_boot and dev.skew_since is not None else None
+                shown = message.ts + dt.timedelta(seconds=skew) if skew is not None else message.ts
+                if not plausible(shown, now):
+                    # A time of no use to date anything by (its Last Will's outage, its boot): none.
+                    self._implausible(message.device, message.ts, now)
+                    return replace(message, ts=None)
             return message
         if isinstance(message, Heartbeat):
             self._heartbeat_clock(message, now)
@@ -622,6 +647,11 @@ class RoomMachine:
                 if shifted.ts < floor - dt.timedelta(seconds=self.policy.max_clock_skew_s):
                     shifted = replace(shifted, ts=floor)
                     self._clock_uncertain()
+            if not plausible(shifted.ts, now):
+                # Its offset is sampled above from the time it said; applied, it is timed on arrival.
+                self._implausible(message.device, message.ts, now)
+                return replace(shifted, ts=now)
+            dev.clock_implausible = False
             if len(dev.offsets) >= 3:  # a time the heartbeats have measured the clock of
                 dev.reported_ts = max(dev.reported_ts or shifted.ts, shifted.ts)
             return shifted
@@ -695,14 +725,20 @@ class RoomMachine:
             candidate = ev.ts + dt.timedelta(seconds=dev.previous_skew_s)  # its own boot's correction
         else:
             candidate = ev.ts
+        measured = True
+        if plausible(candidate, now):
+            dev.clock_implausible = False
+        else:
+            self._implausible(ev.device, ev.ts, now)
+            candidate, measured = now, False
         ts = candidate
         if ev.boot is not None and ev.mono_ms is not None:
-            checked = current and len(dev.offsets) >= 3 and not dev.clock_unchecked
+            checked = measured and current and len(dev.offsets) >= 3 and not dev.clock_unchecked
             if ev.boot == dev.event_boot and dev.anchor_ts is not None and dev.anchor_mono is not None:
                 expected = dev.anchor_ts + dt.timedelta(milliseconds=ev.mono_ms - dev.anchor_mono)
                 if abs(candidate - expected) <= bound:
                     self._anchor(dev, ev.mono_ms, candidate, dev.anchor_checked or checked)
-                    return self._at(ev, candidate, dev)
+                    return self._at(ev, candidate, dev, now)
                 if current and dev.anchor_checked and not dev.clock_unchecked:
                     # The first sign that the clock was set: the heartbeats checked the old one.
                     self._clock_set(ev.device, now)
@@ -747,15 +783,28 @@ class RoomMachine:
                         self._clock_uncertain()
                 dev.event_boot = ev.boot
                 self._anchor(dev, ev.mono_ms, ts, checked and ts == candidate)
-        return self._at(ev, ts, dev)
+        return self._at(ev, ts, dev, now)
 
     def _anchor(self, dev: DeviceState, mono_ms: int, ts: dt.datetime, checked: bool) -> None:
         dev.anchor_mono, dev.anchor_ts, dev.anchor_checked = mono_ms, ts, checked
 
-    @staticmethod
-    def _at(ev: SensorEvent, ts: dt.datetime, dev: DeviceState) -> SensorEvent:
+    def _at(self, ev: SensorEvent, ts: dt.datetime, dev: DeviceState, now: dt.datetime) -> SensorEvent:
+        if not plausible(ts, now):
+            # Timed by the monotonic clock into a time no clock reads (a `mono_ms` far off): on arrival.
+            self._implausible(ev.device, ts, now)
+            ts = now
         dev.reported_ts = max(dev.reported_ts or ts, ts)
         return ev if ts == ev.ts else replace(ev, ts=ts)
+
+    def _implausible(self, device: str, said: dt.datetime, now: dt.datetime) -> None:
+        """A reading whose time no clock reads today (`plausible`): said once in the timeline, and the
+        open episode's times rest on a guess."""
+        dev = self.state.devices[device]
+        if not dev.clock_implausible:
+            dev.clock_implausible = True
+            detail: dict[str, object] = {"device": device, "said": format_ts(said)}
+            self._note(None, now, "clock_implausible", detail)
+        self._clock_uncertain()
 
     def _clock_uncertain(self) -> None:
         ep = self.state.episode
