@@ -395,6 +395,8 @@ def create_app(
                 "seq": ev.seq,
                 "epoch": ev.epoch,
                 "received_at": format_ts(ev.received_at),
+                # Added: what the device's clock said, when the hub timed the reading otherwise (4.5).
+                "device_ts": format_ts_or_none(ev.device_ts),
             }
             for ev in store.episode_events(ep.site, ep.room, window_start, ep.ended_at)
         ]

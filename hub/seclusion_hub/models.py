@@ -67,7 +67,11 @@ class EventRecord(SQLModel, table=True):
     kind: str = Field(max_length=16)
     value: str = Field(max_length=64)
     staff: str | None = Field(default=None, max_length=100)
+    # The time the hub applied it at: the device's `ts`, or, where semantics 4.5 timed it otherwise
+    # (a clock corrected by its measured offset, or one that read no plausible time), that time, with
+    # the device's own `ts` kept in `device_ts` (null when the two are the same).
     ts: dt.datetime = _ts()
+    device_ts: dt.datetime | None = _ts(default=None, nullable=True)
     received_at: dt.datetime = _ts()
     stored_at: dt.datetime = _ts()
 

@@ -901,7 +901,10 @@ class HubService:
                     "kind": message.kind,
                     "value": message.value,
                     "staff": message.staff,
-                    "ts": message.ts,
+                    # Stored at the time it was applied at, so an episode's timeline finds it; the
+                    # device's own `ts`, when 4.5 timed it otherwise, beside it.
+                    "ts": outcome.ts or message.ts,
+                    "device_ts": message.ts if outcome.ts not in (None, message.ts) else None,
                     "received_at": inbound.received_at,
                 }
             )

@@ -151,7 +151,8 @@ def dead_letter_row(topic: str, payload: bytes, reason: str, received_at: dt.dat
 _EVENT_COLUMNS = ("site", "room", "device", "epoch", "seq", "event_id", "kind", "value", "staff")
 _EVENT_INSERT = (
     "INSERT INTO event (site, room, device, epoch, seq, event_id, kind, value, staff,"
-    " ts, received_at, stored_at) VALUES ({0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0})"
+    " ts, device_ts, received_at, stored_at)"
+    " VALUES ({0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0})"
 )
 _EVENT_INSERT_SQLITE = _EVENT_INSERT.format("?")
 _EVENT_INSERT_DRIVER = _EVENT_INSERT.format("%s")
@@ -197,7 +198,13 @@ def _insert_events(conn: Connection, rows: list[dict[str, Any]], stored_at: dt.d
     sql = _EVENT_INSERT_SQLITE if sqlite else _EVENT_INSERT_DRIVER
     stored = convert(stored_at)
     params = [
-        (*(row[c] for c in _EVENT_COLUMNS), convert(row["ts"]), convert(row["received_at"]), stored)
+        (
+            *(row[c] for c in _EVENT_COLUMNS),
+            convert(row["ts"]),
+            None if row.get("device_ts") is None else convert(row["device_ts"]),
+            convert(row["received_at"]),
+            stored,
+        )
         for row in rows
     ]
     conn.exec_driver_sql(sql, params)

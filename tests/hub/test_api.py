@@ -48,7 +48,10 @@ class Api:
         token = create_token(self.store, f"{role}-user", role, list(sites), False, T0)  # type: ignore[arg-type]
         return {"Authorization": f"Bearer {token}"}
 
-    def event(self, site: str, room: str, device: str, kind: str, value: str, t: float) -> None:
+    def event(
+        self, site: str, room: str, device: str, kind: str, value: str, t: float, said: str | None = None
+    ) -> None:
+        """A reading at `t` seconds after T0, arriving at once; `said`: the time its clock gave instead."""
         self.seq[device] = self.seq.get(device, 0) + 1
         when = T0 + dt.timedelta(seconds=t)
         self.clock.set(when)
@@ -56,7 +59,7 @@ class Api:
             "v": 1,
             "id": f"{device}:0:{self.seq[device]}",
             "seq": self.seq[device],
-            "ts": format_ts(when),
+            "ts": said or format_ts(when),
         }
         payload = json.dumps({**body, "kind": kind, "value": value}).encode()
         self.service.process([Inbound(f"seclusion/v1/{site}/{room}/{device}/event", payload, when, 1, 1)])
@@ -185,6 +188,26 @@ def test_episodes_are_listed_newest_first_with_a_cursor(api: Api) -> None:
     assert seen == sorted(seen, reverse=True)
     closed = api.client.get("/api/episodes", params={"open": "false"}, headers=admin).json()["items"]
     assert all(e["ended_at"] is not None and e["duration_s"] == 99 for e in closed)
+
+
+def test_a_timeline_lists_readings_the_hub_timed_otherwise_than_their_device_said(api: Api) -> None:
+    """A door device whose clock reads 1970 (semantics 4.5): its readings are in the episode's timeline at
+    the time they were applied at, each with what the device's clock said."""
+    api.event("test-school", "calm-1", "calm-1-panel", "observer", "present", 0)
+    api.event(
+        "test-school", "calm-1", "calm-1-door", "occupancy", "occupied", 1, said="1970-01-01T00:01:01.000Z"
+    )
+    api.event("test-school", "calm-1", "calm-1-door", "door", "closed", 2, said="1970-01-01T00:01:02.000Z")
+    staff = api.token("staff", "test-school")
+    ep = api.client.get("/api/episodes", headers=staff).json()["items"][0]
+    assert ep["started_at"] == "2026-11-23T10:00:02.000Z" and ep["clock_uncertain"] is True
+    full = api.client.get(f"/api/episodes/{ep['id']}", headers=staff).json()
+    events = [(t["kind"], t["at"], t["device_ts"]) for t in full["timeline"] if t["type"] == "event"]
+    assert events == [
+        ("observer", "2026-11-23T10:00:00.000Z", None),
+        ("occupancy", "2026-11-23T10:00:01.000Z", "1970-01-01T00:01:01.000Z"),
+        ("door", "2026-11-23T10:00:02.000Z", "1970-01-01T00:01:02.000Z"),
+    ]
 
 
 def test_reading_an_episode_or_an_incident_is_audited(api: Api) -> None:

@@ -992,7 +992,12 @@ def test_readings_from_a_clock_that_reads_1970_are_applied_and_only_impossible_t
     )
     ep = service.machines[(SITE, "calm-1")].state.episode
     assert ep is not None and ep.started_at == T0 + dt.timedelta(seconds=1) and ep.clock_uncertain
-    assert service.store.count(EventRecord) == 2
+    # Stored at the time applied, so the episode's timeline finds them, with what the device said.
+    stored = service.store.episode_events(SITE, "calm-1", T0 - dt.timedelta(seconds=60), None)
+    assert [(e.kind, e.ts, e.device_ts) for e in stored] == [
+        ("occupancy", T0, dt.datetime(1970, 1, 1, 0, 0, 41, tzinfo=dt.UTC)),
+        ("door", T0 + dt.timedelta(seconds=1), dt.datetime(1970, 1, 1, 0, 0, 42, tzinfo=dt.UTC)),
+    ]
     reasons = sorted(d.reason for d in service.store.dead_letters(limit=10)[0])
     assert reasons == [
         "ts: 1969-12-31T23:59:59+00:00 is not a time any device clock gives",

@@ -16,7 +16,7 @@ from sqlmodel import SQLModel, col
 from seclusion_hub.core.alerts import Alert, Escalation
 from seclusion_hub.core.episode import Episode, ObserverMark, Segment
 from seclusion_hub.core.room import OlderLoss, RoomState
-from seclusion_hub.models import EventRecord, IncidentRecord, RoomSnapshot, SegmentRecord
+from seclusion_hub.models import EventRecord, IncidentRecord, RoomSnapshot, SegmentRecord, UTCDateTime
 from seclusion_hub.store import Batch, Store, dead_letter_row, make_engine, migrate
 
 T0 = dt.datetime(2026, 10, 25, 0, 30, 0, 123000, tzinfo=dt.UTC)  # the night the clocks go back
@@ -711,7 +711,11 @@ def test_migration_0006_moves_the_events_index_both_ways_and_keeps_every_event(
     )
     engine = make_engine(url)
     migrate(engine, "0005")
-    Store(engine).write(Batch(events=[event_row(n, T0 + dt.timedelta(seconds=n)) for n in (1, 2, 3)]), T0)
+    # Written into the 0005 table as it was then (today's Store writes columns added since).
+    times = ("ts", "received_at", "stored_at")
+    then = sa.table("event", *(sa.column(n, UTCDateTime() if n in times else None) for n in event_row(0, T0)))
+    with engine.begin() as conn:
+        conn.execute(then.insert(), [event_row(n, T0 + dt.timedelta(seconds=n)) for n in (1, 2, 3)])
 
     def indexes() -> set[str]:
         return {ix["name"] for ix in sa.inspect(engine).get_indexes("event") if ix["name"]}
@@ -721,10 +725,44 @@ def test_migration_0006_moves_the_events_index_both_ways_and_keeps_every_event(
         conn.execute(sa.text("CREATE INDEX ix_event_site_ts_room ON event (site, ts, room)"))
     migrate(engine, "0006")
     assert "ix_event_site_ts_room" in indexes() and "ix_event_room_ts" not in indexes()
-    assert [e.seq for e in Store(engine).episode_events("test-school", "calm-1", T0, None)] == [1, 2, 3]
+    with engine.connect() as conn:
+        query = sa.select(then.c.seq).where(then.c.site == "test-school", then.c.ts >= T0).order_by(then.c.ts)
+        assert list(conn.execute(query).scalars()) == [1, 2, 3]
     migrate(engine, "0005", down=True)
     assert "ix_event_room_ts" in indexes() and "ix_event_site_ts_room" not in indexes()
     assert Store(engine).count(EventRecord) == 3
+    engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_migration_0009_adds_the_devices_own_time_beside_every_event_both_ways(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Events stored before 0009 keep their time in `ts` (read as they were, `device_ts` null); after
+    it a reading timed otherwise than its device said keeps both; back down, every event is kept."""
+    url = (
+        f"sqlite:///{tmp_path / 'hub.db'}"
+        if kind == "sqlite"
+        else request.getfixturevalue("fresh_postgres_db")
+    )
+    engine = make_engine(url)
+    migrate(engine, "0008")
+    times = ("ts", "received_at", "stored_at")
+    then = sa.table("event", *(sa.column(n, UTCDateTime() if n in times else None) for n in event_row(0, T0)))
+    with engine.begin() as conn:
+        conn.execute(then.insert(), [event_row(1, T0)])
+    migrate(engine)
+    store = Store(engine)
+    said = dt.datetime(1970, 1, 1, 0, 0, 2, tzinfo=dt.UTC)
+    store.write(Batch(events=[event_row(2, T0 + dt.timedelta(seconds=2)) | {"device_ts": said}]), T0)
+    got = store.episode_events("test-school", "calm-1", T0, None)
+    assert [(e.seq, e.ts, e.device_ts) for e in got] == [
+        (1, T0, None),
+        (2, T0 + dt.timedelta(seconds=2), said),
+    ]
+    migrate(engine, "0008", down=True)
+    assert "device_ts" not in {c["name"] for c in sa.inspect(engine).get_columns("event")}
+    assert store.count(EventRecord) == 2
     engine.dispose()
 
 

@@ -42,6 +42,8 @@ def plausible(ts: dt.datetime, arrival: dt.datetime) -> bool:
     """Whether `ts` can be a device's reading that arrived at `arrival` (semantics 4.5 corrects a clock a
     little off; this is the test for one that is no clock at all)."""
     return EARLIEST_PLAUSIBLE <= ts <= arrival + LATEST_AHEAD
+
+
 # Observer readings and check-ins kept while a closed room has no episode (RoomState.marks_since_close):
 # a dated-back start older than the oldest kept counts as unsupervised until it, never the other way.
 EVIDENCE_KEPT = 32
@@ -159,6 +161,8 @@ class Outcome:
     duplicate: bool = False
     gap: int = 0
     effects: list[Effect] = field(default_factory=list)
+    # An event's time as applied: its `ts`, or the time 4.5 put it at (a corrected or unreadable clock).
+    ts: dt.datetime | None = None
 
 
 # --- state ----------------------------------------------------------------------------------------
@@ -567,7 +571,7 @@ class RoomMachine:
         if self._reports_the_door(ev.device):
             self._advance(ev.ts)
         self._apply(ev.device, ev.kind, ev.value, ev.ts, staff=ev.staff)
-        return Outcome(applied=True, gap=max(gap, 0))
+        return Outcome(applied=True, gap=max(gap, 0), ts=ev.ts)
 
     def _status(self, status: DeviceStatus, now: dt.datetime) -> None:
         dev = self.state.devices[status.device]
