@@ -9,27 +9,45 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from seclusion_hub.core.episode import account
 from seclusion_hub.core.room import DeviceStatus, Heartbeat, Note, SensorEvent
 from tests.hub.rooms import DOOR, PANEL, T0, Room, at
 
 
-def reading(room: Room, kind: str, value: str, t: float, *, off: float, boot: str, booted: float) -> None:
-    """The door device reports `kind: value` that began at true time `t`, read on a clock `off` seconds
-    wrong, in a boot that began at true time `booted`; it arrives at once."""
-    room.seq[DOOR] += 1
+def reading(
+    room: Room,
+    kind: str,
+    value: str,
+    t: float,
+    *,
+    off: float,
+    boot: str,
+    booted: float,
+    arrive: float | None = None,
+    device: str = DOOR,
+) -> dt.datetime:
+    """The door device (or `device`) reports `kind: value` that began at true time `t`, read on a clock
+    `off` seconds wrong, in a boot that began at true time `booted`; it arrives at once, or at true time
+    `arrive` (replayed from its outbox). Returns the time the hub applied it at."""
+    room.seq[device] += 1
     event = SensorEvent(
-        device=DOOR,
+        device=device,
         kind=kind,
         value=value,
         ts=at(t + off),
-        seq=room.seq[DOOR],
+        seq=room.seq[device],
         boot=boot,
         mono_ms=round((t - booted) * 1000),
     )
-    room.clock.set(at(t))
-    room.outcomes.append(room.machine.handle(event, at(t)))
-    room.effects.extend(room.machine.tick(at(t), liveness=False))
+    when = at(t if arrive is None else arrive)
+    room.clock.set(when)
+    outcome = room.machine.handle(event, when)
+    room.outcomes.append(outcome)
+    room.effects.extend(room.machine.tick(when, liveness=False))
+    assert outcome.ts is not None
+    return outcome.ts
 
 
 def heartbeat(
@@ -404,3 +422,132 @@ def test_a_clock_days_ahead_is_timed_on_arrival_and_nothing_is_dated_by_it() -> 
     reading(room, "occupancy", "occupied", 80, off=0, boot="b1", booted=-5)
     assert room.machine.state.readings["occupancy"].ts == at(80)
     assert not room.machine.state.devices[DOOR].clock_implausible
+
+
+def test_a_pi_that_booted_without_network_has_its_replay_kept_in_order_and_never_in_the_future() -> None:
+    """Booted with no network (1970), a child shut in at 100 and let out at 400; it connects at 1000 and
+    replays them all at once. Timed by the monotonic clock from the first, never after their arrival
+    (but a millisecond apart, in the device's order): the episode ends, at the opening."""
+    room = Room(max_clock_skew_s=2)
+    room.observer("present", 0)
+    status(room, 1000, off=EPOCH_OFF, boot="b1", uptime_s=1000)
+    times = [
+        reading(room, kind, value, t, off=EPOCH_OFF, boot="b1", booted=0, arrive=1000)
+        for kind, value, t in (
+            ("occupancy", "occupied", 100),
+            ("door", "closed", 101),
+            ("door", "open", 400),
+            ("occupancy", "vacant", 401),
+        )
+    ]
+    assert times == sorted(times) and len(set(times)) == 4
+    assert all(at(1000) <= ts <= at(1000.01) for ts in times)
+    ended = room.machine.state.last_episode
+    assert room.machine.episode is None and ended is not None and ended.clock_uncertain
+    assert ended.started_at == times[1] and ended.ended_at == times[2]
+    reported = room.machine.state.devices[DOOR].reported_ts
+    assert reported is not None and reported <= at(1000.01)
+
+
+def test_after_a_replay_timed_on_arrival_the_measured_clock_times_the_next_episode_exactly() -> None:
+    """A reading timed at its arrival gives only a latest time: once heartbeats have measured the 1970
+    clock, the next episode starts when the door closed, and its lapse is raised on time."""
+    room = Room(max_clock_skew_s=2)
+    status(room, 7200, off=EPOCH_OFF, boot="b1", uptime_s=7200)
+    reading(room, "door", "open", 3, off=EPOCH_OFF, boot="b1", booted=0, arrive=7200)
+    reading(room, "occupancy", "vacant", 3, off=EPOCH_OFF, boot="b1", booted=0, arrive=7200)
+    for t in (7210, 7220, 7230):
+        heartbeat(room, t, off=EPOCH_OFF, arrive_after=0.05, started=0)
+    assert room.alerts("clock_skew", active=True)
+    reading(room, "occupancy", "occupied", 10_800, off=EPOCH_OFF, boot="b1", booted=0)
+    reading(room, "door", "closed", 10_801, off=EPOCH_OFF, boot="b1", booted=0)
+    ep = room.machine.episode
+    assert ep is not None and abs((ep.started_at - at(10_801)).total_seconds()) <= 0.05
+    room.run(10_830, step=1)
+    [lapse] = room.alerts("supervision_lapse")
+    assert not lapse.late
+
+
+def test_a_1970_heartbeat_after_a_restart_is_timed_on_arrival_not_at_the_restart_floor() -> None:
+    """A power cut mid-episode; the device comes back reading 1970, its outbox lost, and its first
+    heartbeat shows the door open. The door is first known open when that heartbeat is heard, not at
+    the least time a restart allows (which ended the episode before anyone could know)."""
+    room = Room(max_clock_skew_s=2)
+    for t in (-30, -20, -10):
+        heartbeat(room, t, off=0, started=-100)
+    confined(room, off=0, booted=-100)
+    heartbeat(room, 10, off=0, started=-100)
+    status(room, 300, off=EPOCH_OFF, boot="b2", uptime_s=10)
+    room.clock.set(at(301))
+    found_open = Heartbeat(
+        device=DOOR,
+        ts=at(301 + EPOCH_OFF),
+        epoch=0,
+        last_seq=room.seq[DOOR],
+        state={"door": "open", "occupancy": "occupied"},
+        uptime_s=11,
+    )
+    room.outcomes.append(room.machine.handle(found_open, at(301)))
+    ended = room.machine.state.last_episode
+    assert ended is not None and ended.ended_at is not None
+    assert ended.ended_at == at(301) or ended.ended_at == ended.end_earliest
+    assert ended.ended_at > at(21)
+    assert len(notes(room, "clock_implausible")) == 1
+
+
+def _retained_1970_status(room: Room, t: float) -> None:
+    """The online status the agent published when it connected at true -95, before NTP set its clock,
+    delivered again by the broker (retained) at true `t`."""
+    status(room, t, off=-95 - t + EPOCH_OFF, boot="b1", uptime_s=5)
+
+
+def _measured_then_confined() -> Room:
+    room = Room(max_clock_skew_s=2)
+    _retained_1970_status(room, -95)
+    for t in (-60, -50, -40):
+        heartbeat(room, t, off=0, started=-100)
+    room.observer("present", 0)
+    room.occupancy("occupied", 1)
+    room.door("closed", 2)
+    heartbeat(room, 10, off=0, started=-100)
+    return room
+
+
+def test_a_retained_1970_status_delivered_again_flags_nothing_and_brings_no_silent_device_back() -> None:
+    room = _measured_then_confined()
+    ep = room.machine.episode
+    assert ep is not None
+    _retained_1970_status(room, 20)  # the hub resubscribed
+    assert not ep.clock_uncertain and not notes(room, "clock_implausible")
+    room.tick(50)  # nothing from it since 10: offline (3 x heartbeat_s)
+    assert not room.machine.state.devices[DOOR].online
+    room.machine.hub_started(at(60))
+    _retained_1970_status(room, 60)  # the hub restarted: the broker hands it the retained copy again
+    assert not room.machine.state.devices[DOOR].online
+
+
+@pytest.mark.parametrize("off", [0.0, EPOCH_OFF], ids=["clock-right", "clock-1970"])
+def test_a_late_vacant_from_a_1970_pir_is_timed_by_its_monotonic_clock(off: float) -> None:
+    """A separate PIR reading 1970: its `vacant` from 50 (a still child), held in its outbox over a blip,
+    arrives after staff opened the door at 100 for a look. Timed by its monotonic clock from its live
+    reading (at 50), not at its arrival (after the opening, which would end the episode): the door
+    re-closes within the grace and the same episode goes on."""
+    pir = "calm-1-pir"
+    room = Room(
+        devices=[
+            {"id": DOOR, "sensors": ["door", "lock"], "lock_type": "held"},
+            {"id": pir, "sensors": ["occupancy"]},
+            {"id": PANEL, "sensors": ["observer", "check"]},
+        ]
+    )
+    room.observer("present", 0)
+    reading(room, "occupancy", "occupied", 1, off=off, boot="p1", booted=-500, device=pir)
+    room.door("closed", 2)
+    ep = room.machine.episode
+    assert ep is not None
+    room.door("open", 100)
+    vacant = reading(room, "occupancy", "vacant", 50, off=off, boot="p1", booted=-500, arrive=103, device=pir)
+    assert vacant == at(50)
+    room.door("closed", 105)
+    room.tick(110, liveness=False)
+    assert room.machine.episode is ep and len(ep.segments) == 2

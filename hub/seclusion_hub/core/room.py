@@ -30,18 +30,22 @@ from .site import RoomSpec
 NAMESPACE = uuid.UUID("6f1c2d4e-3a5b-4c7d-8e9f-0a1b2c3d4e5f")
 
 # 4.5: a clock that is off is corrected by its measured offset. A time no running clock reads today (a
-# Raspberry Pi that booted without the network or a saved time reads 1970; a clock set by hand years
-# ahead) is not a time to put on an episode: until the heartbeats have measured such a clock, the
-# reading is timed at its arrival (`plausible`), and the episode marked `clock_uncertain`. Never
-# dropped: a door closing on a child is a door closing, whatever the clock beside it says.
+# Raspberry Pi that booted without the network or a saved time reads 1970), or a reading timed after it
+# arrived (a clock ahead), is not a time to put on an episode: until the heartbeats have measured such
+# a clock, the reading is timed by the monotonic clock from the device's last reading, never after its
+# arrival, or at its arrival, and the episode is marked `clock_uncertain`. Never dropped: a door
+# closing on a child is a door closing, whatever the clock beside it says.
 EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+# The bound of a time the monotonic clock gives from a reading the hub timed: later than its arrival when
+# the hub's own clock was put back (its earlier readings are in the old frame, and the episode keeps its
+# true length), but never by more than this (a `mono_ms` far off).
 LATEST_AHEAD = dt.timedelta(days=1)
 
 
-def plausible(ts: dt.datetime, arrival: dt.datetime) -> bool:
-    """Whether `ts` can be a device's reading that arrived at `arrival` (semantics 4.5 corrects a clock a
-    little off; this is the test for one that is no clock at all)."""
-    return EARLIEST_PLAUSIBLE <= ts <= arrival + LATEST_AHEAD
+def plausible(ts: dt.datetime, arrival: dt.datetime, ahead: dt.timedelta) -> bool:
+    """Whether `ts` can be the time of a device's reading that arrived at `arrival`, on a clock at most
+    `ahead` (`max_clock_skew_s`) ahead of the hub's."""
+    return EARLIEST_PLAUSIBLE <= ts <= arrival + ahead
 
 
 # Observer readings and check-ins kept while a closed room has no episode (RoomState.marks_since_close):
@@ -80,6 +84,8 @@ class DeviceStatus:
     uptime_s: float | None = None
     epoch: int | None = None
     last_seq: int | None = None
+    # The time it carried when that was no plausible time (4.5; `ts` is then None): it dates nothing.
+    said_ts: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +214,9 @@ class DeviceState(_Model):
     anchor_mono: int | None = None
     anchor_ts: dt.datetime | None = None
     anchor_checked: bool = False  # timed on a clock the heartbeats had checked
+    # Timed at an arrival (its clock read no plausible time): the reading was then or earlier, so the
+    # monotonic clock from it gives a latest time, never a least one.
+    anchor_late: bool = False
     reported_ts: dt.datetime | None = None  # the latest `ts` of its events and heartbeats, as applied
     # The latest `ts` of anything heard from its current boot (events, heartbeats, its online status),
     # on its corrected clock: a Last Will is offline from its last message (4.1), which a backlog taken
@@ -322,7 +331,12 @@ class RoomMachine:
             self._heartbeat(message, now)
             outcome = Outcome(applied=True)
         ep = self.state.episode
-        if message is not original and ep is not None and not ep.clock_uncertain:
+        if (
+            message is not original
+            and ep is not None
+            and not ep.clock_uncertain
+            and not isinstance(message, DeviceStatus)
+        ):
             ep.clock_uncertain = True  # its times rest on a corrected clock (4.5)
             self._saved(ep)
         outcome.effects = self._effects
@@ -587,18 +601,16 @@ class RoomMachine:
                 self._go_offline(status.device, since, now)
             return
         same_boot = status.boot is not None and status.boot == dev.boot
-        if same_boot and status.ts is not None and dev.skew_since is not None and dev.skew_s is not None:
-            # 4.5: on the corrected clock, as this boot's other reports are (and `uptime_s` below).
-            status = replace(status, ts=status.ts + dt.timedelta(seconds=dev.skew_s))
+        # Its `ts` is on the corrected clock already (`_corrected`), as this boot's other reports are.
         if (
             same_boot
-            and status.ts is not None
             and dev.reported_ts is not None
-            and status.ts < dev.reported_ts
+            and ((status.ts is not None and status.ts < dev.reported_ts) or status.said_ts is not None)
         ):
             # Older than what this boot has reported since: the broker's retained copy, delivered again
             # when the hub subscribes. It says nothing about now: the device is not heard by it, and a
-            # gap in its reports is not made known by it (4.2).
+            # gap in its reports is not made known by it (4.2). One whose time is no plausible time
+            # cannot be shown newer: taken the same way (its device's next report tells).
             return
         was_offline = not dev.online
         # Back from the status's arrival, not the time it carries: a device back from a restart may
@@ -633,28 +645,28 @@ class RoomMachine:
                 known = dev.boot or dev.event_boot
                 if message.boot is not None and known not in (None, message.boot):
                     self._restarted(message.device, now)
-            if message.ts is not None:
-                same_boot = message.boot is not None and message.boot == dev.boot
-                skew = dev.skew_s if same_boot and dev.skew_since is not None else None
-                shown = message.ts + dt.timedelta(seconds=skew) if skew is not None else message.ts
-                if not plausible(shown, now):
-                    # A time of no use to date anything by (its Last Will's outage, its boot): none.
-                    self._implausible(message.device, message.ts, now)
-                    return replace(message, ts=None)
+                if message.ts is not None:
+                    same_boot = message.boot is not None and message.boot == dev.boot
+                    if same_boot and dev.skew_since is not None and dev.skew_s is not None:
+                        # 4.5: on the corrected clock, as this boot's other reports are.
+                        message = replace(message, ts=message.ts + dt.timedelta(seconds=dev.skew_s))
+                    if message.ts is not None and not self._plausible(message.ts, now):
+                        # A time of no use to date anything by (an outage, its boot): none.
+                        return replace(message, ts=None, said_ts=message.ts)
             return message
         if isinstance(message, Heartbeat):
             self._heartbeat_clock(message, now)
             shifted = self._shifted(message, dev)
+            if not self._plausible(shifted.ts, now):
+                # Its offset is sampled above from the time it said; sent live, it is timed on arrival.
+                self._implausible(message.device, message.ts, now)
+                return replace(shifted, ts=now)
             if dev.booted_after is not None and message.uptime_s is not None and len(dev.offsets) < 3:
                 # Not yet measured since a restart: never before the old boot's last report.
                 floor = dev.booted_after + dt.timedelta(seconds=message.uptime_s)
                 if shifted.ts < floor - dt.timedelta(seconds=self.policy.max_clock_skew_s):
                     shifted = replace(shifted, ts=floor)
                     self._clock_uncertain()
-            if not plausible(shifted.ts, now):
-                # Its offset is sampled above from the time it said; applied, it is timed on arrival.
-                self._implausible(message.device, message.ts, now)
-                return replace(shifted, ts=now)
             dev.clock_implausible = False
             if len(dev.offsets) >= 3:  # a time the heartbeats have measured the clock of
                 dev.reported_ts = max(dev.reported_ts or shifted.ts, shifted.ts)
@@ -729,33 +741,47 @@ class RoomMachine:
             candidate = ev.ts + dt.timedelta(seconds=dev.previous_skew_s)  # its own boot's correction
         else:
             candidate = ev.ts
-        measured = True
-        if plausible(candidate, now):
+        readable = self._plausible(candidate, now)
+        if readable:
             dev.clock_implausible = False
-        else:
-            self._implausible(ev.device, ev.ts, now)
-            candidate, measured = now, False
-        ts = candidate
+        ts = candidate if readable else now
         if ev.boot is not None and ev.mono_ms is not None:
-            checked = measured and current and len(dev.offsets) >= 3 and not dev.clock_unchecked
+            checked = readable and current and len(dev.offsets) >= 3 and not dev.clock_unchecked
             if ev.boot == dev.event_boot and dev.anchor_ts is not None and dev.anchor_mono is not None:
                 expected = dev.anchor_ts + dt.timedelta(milliseconds=ev.mono_ms - dev.anchor_mono)
-                if abs(candidate - expected) <= bound:
+                if readable and abs(candidate - expected) <= bound:
                     self._anchor(dev, ev.mono_ms, candidate, dev.anchor_checked or checked)
                     return self._at(ev, candidate, dev, now)
                 if current and dev.anchor_checked and not dev.clock_unchecked:
                     # The first sign that the clock was set: the heartbeats checked the old one.
                     self._clock_set(ev.device, now)
                     candidate, checked = ev.ts, False
+                    readable = self._plausible(candidate, now)
+                if not readable:
+                    # No clock to go by: the monotonic clock from the last reading timed, never later
+                    # than its arrival (a reading timed at an arrival gives only a latest time).
+                    self._implausible(ev.device, ev.ts, now)
+                    ts = min(expected, now)
+                    if ev.mono_ms > dev.anchor_mono:
+                        # A run replayed from its outbox arrives at once: each after the one before,
+                        # as the device saw them (a vacant reading after the door opened ends the
+                        # episode), a millisecond apart where the arrival leaves no more room.
+                        ts = max(ts, dev.anchor_ts + dt.timedelta(milliseconds=1))
+                    late = ts != expected or dev.anchor_late
+                    self._anchor(dev, ev.mono_ms, ts, dev.anchor_checked and not late, late=late)
+                    return self._at(ev, ts, dev, now)
                 if checked:
                     # Measured since it was set: the measured time; from a reading on an unmeasured
-                    # clock, never earlier than the monotonic clock says.
-                    ts = candidate if dev.anchor_checked else max(candidate, expected)
+                    # clock, never earlier than the monotonic clock says (from one timed at an arrival,
+                    # the monotonic clock gives a latest time only).
+                    exact = dev.anchor_checked or dev.anchor_late
+                    ts = candidate if exact else max(candidate, expected)
                     self._anchor(dev, ev.mono_ms, candidate, True)
                 elif dev.anchor_checked:
                     ts = expected  # by the monotonic clock, from a reading on a checked clock
                 else:
-                    ts = max(candidate, expected)  # neither checked: never earlier than both say
+                    # Neither checked: never earlier than both say (a latest time is no least one).
+                    ts = candidate if dev.anchor_late else max(candidate, expected)
                     self._anchor(dev, ev.mono_ms, ts, False)
                     if ts != expected:
                         self._note(
@@ -766,18 +792,20 @@ class RoomMachine:
                         )
                 self._clock_uncertain()
             else:
+                if not readable:
+                    self._implausible(ev.device, ev.ts, now)
                 restart = dev.event_boot is not None and ev.boot != dev.event_boot
                 after = dev.booted_after if current and dev.booted_after is not None else dev.reported_ts
                 if restart and after is not None:
                     floor = after + dt.timedelta(milliseconds=ev.mono_ms)
-                    if candidate < floor - bound:
+                    if ts < floor - bound:
                         # Restarted with its clock behind (a Pi without a real-time clock comes back
                         # with the time it last saved): this reading came after the old boot's last.
-                        ts = floor
                         detail = {
                             "device": ev.device,
-                            "behind_s": round((floor - candidate).total_seconds(), 3),
+                            "behind_s": round((floor - ts).total_seconds(), 3),
                         }
+                        ts = floor
                         self._note(None, now, "clock_behind", detail)
                         self._clock_uncertain()
                     elif not checked and self.state.episode and not self.state.episode.clock_uncertain:
@@ -786,23 +814,30 @@ class RoomMachine:
                         self._note(None, now, "clock_unchecked", detail)
                         self._clock_uncertain()
                 dev.event_boot = ev.boot
-                self._anchor(dev, ev.mono_ms, ts, checked and ts == candidate)
+                self._anchor(dev, ev.mono_ms, ts, checked and ts == candidate, late=not readable)
+        elif not readable:
+            self._implausible(ev.device, ev.ts, now)
         return self._at(ev, ts, dev, now)
 
-    def _anchor(self, dev: DeviceState, mono_ms: int, ts: dt.datetime, checked: bool) -> None:
-        dev.anchor_mono, dev.anchor_ts, dev.anchor_checked = mono_ms, ts, checked
+    def _anchor(
+        self, dev: DeviceState, mono_ms: int, ts: dt.datetime, checked: bool, *, late: bool = False
+    ) -> None:
+        dev.anchor_mono, dev.anchor_ts, dev.anchor_checked, dev.anchor_late = mono_ms, ts, checked, late
+
+    def _plausible(self, ts: dt.datetime, now: dt.datetime) -> bool:
+        return plausible(ts, now, dt.timedelta(seconds=self.policy.max_clock_skew_s))
 
     def _at(self, ev: SensorEvent, ts: dt.datetime, dev: DeviceState, now: dt.datetime) -> SensorEvent:
-        if not plausible(ts, now):
+        if not plausible(ts, now, LATEST_AHEAD):
             # Timed by the monotonic clock into a time no clock reads (a `mono_ms` far off): on arrival.
-            self._implausible(ev.device, ts, now)
+            self._implausible(ev.device, ev.ts, now)
             ts = now
         dev.reported_ts = max(dev.reported_ts or ts, ts)
         return ev if ts == ev.ts else replace(ev, ts=ts)
 
     def _implausible(self, device: str, said: dt.datetime, now: dt.datetime) -> None:
-        """A reading whose time no clock reads today (`plausible`): said once in the timeline, and the
-        open episode's times rest on a guess."""
+        """A reading whose time no clock reads today, or after its arrival (`plausible`): said once in the
+        timeline for a run of such readings, and the open episode's times rest on a guess."""
         dev = self.state.devices[device]
         if not dev.clock_implausible:
             dev.clock_implausible = True
@@ -1187,11 +1222,13 @@ class RoomMachine:
         dev = self.state.devices[message.device]
         ts = message.ts
         if isinstance(message, DeviceStatus):
-            if not message.online or ts is None:
+            if not message.online:
                 return
             if message.boot is not None and message.boot != dev.boot:
-                dev.heard_ts = ts  # a new boot: its clock, not the old one's
+                dev.heard_ts = ts  # a new boot: its clock, not the old one's (None: no time to go by)
                 return
+        elif isinstance(message, SensorEvent) and (message.epoch, message.seq) <= (dev.epoch, dev.seq):
+            return  # a duplicate, on its uncorrected clock: it tells nothing new
         if ts is not None:
             dev.heard_ts = max(dev.heard_ts or ts, ts)
 

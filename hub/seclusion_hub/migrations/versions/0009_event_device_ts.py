@@ -32,5 +32,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Back to `ts` as the device's own time, which is what the code before 0009 reads it as.
+    op.execute("UPDATE event SET ts = device_ts WHERE device_ts IS NOT NULL")
     with op.batch_alter_table("event", schema=None) as batch_op:
         batch_op.drop_column("device_ts")
