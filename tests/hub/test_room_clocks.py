@@ -551,3 +551,53 @@ def test_a_late_vacant_from_a_1970_pir_is_timed_by_its_monotonic_clock(off: floa
     room.door("closed", 105)
     room.tick(110, liveness=False)
     assert room.machine.episode is ep and len(ep.segments) == 2
+
+
+def test_an_outbox_spanning_the_ntp_setting_keeps_the_opening_after_the_closing() -> None:
+    """Booted with no network (1970), the door closed at 100; NTP set the clock at 405, before MQTT came
+    back; the door opened at 410; all replayed at 420. The opening's own (right) time is before the
+    closing's arrival-timed one: the monotonic clock keeps them in order and the episode its length."""
+    room = Room(max_clock_skew_s=2)
+    room.observer("present", 0)
+    reading(room, "occupancy", "occupied", 99, off=EPOCH_OFF, boot="b1", booted=0, arrive=420)
+    closed = reading(room, "door", "closed", 100, off=EPOCH_OFF, boot="b1", booted=0, arrive=420)
+    opened = reading(room, "door", "open", 410, off=0, boot="b1", booted=0, arrive=420)
+    reading(room, "occupancy", "vacant", 411, off=0, boot="b1", booted=0, arrive=420)
+    ended = room.machine.state.last_episode
+    assert ended is not None and ended.ended_at == opened and opened - closed == dt.timedelta(seconds=310)
+
+
+def test_a_1970_pi_restarted_while_the_hub_was_down_is_never_timed_after_its_arrival() -> None:
+    """The restart floor (the old boot's last report plus the new boot's monotonic clock) is a least
+    time only when that report was timed on a clock: from one timed at its arrival, it is capped there."""
+    room = Room(max_clock_skew_s=2)
+    room.observer("present", -10)
+    reading(room, "occupancy", "occupied", 100, off=EPOCH_OFF, boot="b1", booted=0, arrive=1000)
+    b2 = EPOCH_OFF - 200  # the new boot reads 1970 from its own start, at 200
+    closed = reading(room, "door", "closed", 300, off=b2, boot="b2", booted=200, arrive=1000)
+    opened = reading(room, "door", "open", 500, off=b2, boot="b2", booted=200, arrive=1000)
+    assert closed <= at(1000) < opened <= at(1000.01)
+    assert not notes(room, "clock_behind")
+
+
+@pytest.mark.parametrize("with_mono", [True, False])
+def test_the_hubs_own_clock_put_back_mid_episode_keeps_the_episodes_length(with_mono: bool) -> None:
+    """The devices' clocks are right; the hub's is put back 600 s at true 100, so their readings arrive
+    600 s 'ahead': a clock that is off, not one no one could mean. The episode keeps its 298 s."""
+    room = Room(max_clock_skew_s=2)
+    for t in (-30, -20, -10):
+        heartbeat(room, t, off=0, started=-100)
+    room.observer("present", 0)
+    if with_mono:
+        reading(room, "occupancy", "occupied", 1, off=0, boot="b1", booted=-100)
+        reading(room, "door", "closed", 2, off=0, boot="b1", booted=-100)
+        reading(room, "door", "open", 300, off=0, boot="b1", booted=-100, arrive=300 - 600)
+        reading(room, "occupancy", "vacant", 301, off=0, boot="b1", booted=-100, arrive=301 - 600)
+    else:
+        room.occupancy("occupied", 1)
+        room.door("closed", 2)
+        room.send(DOOR, "door", "open", 300, arrive=300 - 600)
+        room.send(DOOR, "occupancy", "vacant", 301, arrive=301 - 600)
+    ended = room.machine.state.last_episode
+    assert ended is not None and ended.started_at == at(2) and ended.ended_at == at(300)
+    assert not notes(room, "clock_implausible")

@@ -30,22 +30,20 @@ from .site import RoomSpec
 NAMESPACE = uuid.UUID("6f1c2d4e-3a5b-4c7d-8e9f-0a1b2c3d4e5f")
 
 # 4.5: a clock that is off is corrected by its measured offset. A time no running clock reads today (a
-# Raspberry Pi that booted without the network or a saved time reads 1970), or a reading timed after it
-# arrived (a clock ahead), is not a time to put on an episode: until the heartbeats have measured such
-# a clock, the reading is timed by the monotonic clock from the device's last reading, never after its
-# arrival, or at its arrival, and the episode is marked `clock_uncertain`. Never dropped: a door
-# closing on a child is a door closing, whatever the clock beside it says.
+# Raspberry Pi that booted without the network or a saved time reads 1970; a clock set by hand days
+# ahead) is not a time to put on an episode: until the heartbeats have measured such a clock, the
+# reading is timed by the monotonic clock from the device's last reading, never after its arrival, or
+# at its arrival, and the episode is marked `clock_uncertain`. Never dropped: a door closing on a
+# child is a door closing, whatever the clock beside it says. A clock less than a day ahead is a
+# clock that is off (and the hub's own clock may have been put back: a time somewhat after its
+# arrival is then the right one), measured and corrected as any other.
 EARLIEST_PLAUSIBLE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-# The bound of a time the monotonic clock gives from a reading the hub timed: later than its arrival when
-# the hub's own clock was put back (its earlier readings are in the old frame, and the episode keeps its
-# true length), but never by more than this (a `mono_ms` far off).
 LATEST_AHEAD = dt.timedelta(days=1)
 
 
-def plausible(ts: dt.datetime, arrival: dt.datetime, ahead: dt.timedelta) -> bool:
-    """Whether `ts` can be the time of a device's reading that arrived at `arrival`, on a clock at most
-    `ahead` (`max_clock_skew_s`) ahead of the hub's."""
-    return EARLIEST_PLAUSIBLE <= ts <= arrival + ahead
+def plausible(ts: dt.datetime, arrival: dt.datetime) -> bool:
+    """Whether `ts` can be the time of a device's reading that arrived at `arrival` (`LATEST_AHEAD`)."""
+    return EARLIEST_PLAUSIBLE <= ts <= arrival + LATEST_AHEAD
 
 
 # Observer readings and check-ins kept while a closed room has no episode (RoomState.marks_since_close):
@@ -650,14 +648,14 @@ class RoomMachine:
                     if same_boot and dev.skew_since is not None and dev.skew_s is not None:
                         # 4.5: on the corrected clock, as this boot's other reports are.
                         message = replace(message, ts=message.ts + dt.timedelta(seconds=dev.skew_s))
-                    if message.ts is not None and not self._plausible(message.ts, now):
+                    if message.ts is not None and not plausible(message.ts, now):
                         # A time of no use to date anything by (an outage, its boot): none.
                         return replace(message, ts=None, said_ts=message.ts)
             return message
         if isinstance(message, Heartbeat):
             self._heartbeat_clock(message, now)
             shifted = self._shifted(message, dev)
-            if not self._plausible(shifted.ts, now):
+            if not plausible(shifted.ts, now):
                 # Its offset is sampled above from the time it said; sent live, it is timed on arrival.
                 self._implausible(message.device, message.ts, now)
                 return replace(shifted, ts=now)
@@ -741,7 +739,7 @@ class RoomMachine:
             candidate = ev.ts + dt.timedelta(seconds=dev.previous_skew_s)  # its own boot's correction
         else:
             candidate = ev.ts
-        readable = self._plausible(candidate, now)
+        readable = plausible(candidate, now)
         if readable:
             dev.clock_implausible = False
         ts = candidate if readable else now
@@ -756,7 +754,7 @@ class RoomMachine:
                     # The first sign that the clock was set: the heartbeats checked the old one.
                     self._clock_set(ev.device, now)
                     candidate, checked = ev.ts, False
-                    readable = self._plausible(candidate, now)
+                    readable = plausible(candidate, now)
                 if not readable:
                     # No clock to go by: the monotonic clock from the last reading timed, never later
                     # than its arrival (a reading timed at an arrival gives only a latest time).
@@ -780,9 +778,15 @@ class RoomMachine:
                 elif dev.anchor_checked:
                     ts = expected  # by the monotonic clock, from a reading on a checked clock
                 else:
-                    # Neither checked: never earlier than both say (a latest time is no least one).
-                    ts = candidate if dev.anchor_late else max(candidate, expected)
-                    self._anchor(dev, ev.mono_ms, ts, False)
+                    if dev.anchor_late:
+                        # From a reading timed at an arrival, the monotonic clock gives a latest time:
+                        # a candidate after it is too late, and one before that reading would put
+                        # this one before the one it followed; either way the monotonic clock.
+                        late = candidate > expected or candidate < dev.anchor_ts
+                        ts = expected if late else candidate
+                    else:
+                        late, ts = False, max(candidate, expected)  # never earlier than both say
+                    self._anchor(dev, ev.mono_ms, ts, False, late=late)
                     if ts != expected:
                         self._note(
                             None,
@@ -798,6 +802,8 @@ class RoomMachine:
                 after = dev.booted_after if current and dev.booted_after is not None else dev.reported_ts
                 if restart and after is not None:
                     floor = after + dt.timedelta(milliseconds=ev.mono_ms)
+                    if not readable:
+                        floor = min(floor, now)  # timed at its arrival: never later than that
                     if ts < floor - bound:
                         # Restarted with its clock behind (a Pi without a real-time clock comes back
                         # with the time it last saved): this reading came after the old boot's last.
@@ -824,11 +830,8 @@ class RoomMachine:
     ) -> None:
         dev.anchor_mono, dev.anchor_ts, dev.anchor_checked, dev.anchor_late = mono_ms, ts, checked, late
 
-    def _plausible(self, ts: dt.datetime, now: dt.datetime) -> bool:
-        return plausible(ts, now, dt.timedelta(seconds=self.policy.max_clock_skew_s))
-
     def _at(self, ev: SensorEvent, ts: dt.datetime, dev: DeviceState, now: dt.datetime) -> SensorEvent:
-        if not plausible(ts, now, LATEST_AHEAD):
+        if not plausible(ts, now):
             # Timed by the monotonic clock into a time no clock reads (a `mono_ms` far off): on arrival.
             self._implausible(ev.device, ev.ts, now)
             ts = now
