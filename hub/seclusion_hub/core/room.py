@@ -227,8 +227,9 @@ class DeviceState(_Model):
     # (a different code in between is the same fault going on: sensor_fault resolves on `ok` alone).
     # None with a fault reading held: a state stored before this was kept, and that reading began it.
     fault_since: dt.datetime | None = None
-    # Its readings carry a time no clock reads today (`plausible`), so they are timed at their arrival
-    # until its heartbeats have measured the clock: said once in the timeline, until a plausible one.
+    # Its readings carry a time no clock reads today (`plausible`), so they are timed without it (the
+    # monotonic clock, their arrival) until its heartbeats have measured the clock: said once in the
+    # timeline for a run of such readings, until a plausible one.
     clock_implausible: bool = False
 
 
@@ -839,8 +840,8 @@ class RoomMachine:
         return ev if ts == ev.ts else replace(ev, ts=ts)
 
     def _implausible(self, device: str, said: dt.datetime, now: dt.datetime) -> None:
-        """A reading whose time no clock reads today, or after its arrival (`plausible`): said once in the
-        timeline for a run of such readings, and the open episode's times rest on a guess."""
+        """A reading whose time no clock reads today (`plausible`): said once in the timeline for a run of
+        such readings, and the open episode's times rest on a guess."""
         dev = self.state.devices[device]
         if not dev.clock_implausible:
             dev.clock_implausible = True
