@@ -472,6 +472,24 @@ def test_a_record_says_plainly_when_a_devices_readings_may_be_missing(hub: Hub) 
     assert auto["possible_loss"] is True
 
 
+def test_a_record_says_plainly_when_its_times_rest_on_a_device_clock_that_was_wrong(hub: Hub) -> None:
+    # Given an episode whose door device's clock read 1970 (a Pi that booted without the network)
+    hub.event("calm-1-panel", "observer", "present", 0)
+    for n, (kind, value) in enumerate((("occupancy", "occupied"), ("door", "closed")), start=1):
+        body = {"v": 1, "id": f"calm-1-door:0:{n}", "seq": n, "ts": f"1970-01-01T00:00:0{n}.000Z"}
+        payload = json.dumps({**body, "kind": kind, "value": value}).encode()
+        arrived = T0 + dt.timedelta(seconds=n)
+        hub.clock.set(arrived)
+        hub.service.process(
+            [Inbound(f"seclusion/v1/{SITE}/calm-1/calm-1-door/event", payload, arrived, 1, 1)]
+        )
+    [ep] = hub.api.get("/api/episodes", headers=hub.bearer("admin")).json()["items"]
+    assert ep["clock_uncertain"] is True and ep["started_at"] == "2026-11-23T10:00:02.000Z"
+    # Then its record says so beside the times
+    page = _text(hub.browser("staff").get(f"/records/{ep['incident_id']}").text)
+    assert "Device clocks A device's clock was wrong, was set, or restarted during this time" in page
+
+
 def test_the_register_is_listed_only_while_the_child_is_chosen_and_that_read_is_audited(hub: Hub) -> None:
     ep = hub.ended_episode()
     sam = hub.pupil("Sam", "Taylor")
