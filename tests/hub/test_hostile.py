@@ -52,6 +52,14 @@ HOSTILE: list[tuple[str, str, str, bytes, str]] = [
     ("calm-1", "calm-1-door", "event", _with(ts="2026-11-21T10:15:02Z"), "ts"),
     ("calm-1", "calm-1-door", "event", _with(ts="2026-11-21 10:15:02.123+01:00"), "ts"),
     ("calm-1", "calm-1-door", "event", _with(ts="2026-13-45T10:15:02.123Z"), "ts"),
+    # before the Unix epoch: no device clock gives it (1970 itself is a clock that is wrong: applied)
+    (
+        "calm-1",
+        "calm-1-door",
+        "event",
+        _with(ts="1969-12-31T23:59:59.000Z"),
+        "not a time any device clock gives",
+    ),
     ("calm-1", "calm-1-door", "event", _with(kind="window"), "kind"),
     ("calm-1", "calm-1-door", "event", _with(value="ajar"), "value"),
     ("calm-1", "calm-1-door", "event", _with(kind="fault", value="Bad Code!"), "value"),
