@@ -821,8 +821,10 @@ def cpu_seconds(pid: int) -> float:
 class StoredRows:
     events: int
     dead_letters: int
-    receive_lag: list[float]  # hub received_at minus the event's ts (= its publish time, to the ms)
-    write_lag: list[float]  # hub stored_at (its batch's write) minus the event's ts
+    # hub received_at minus the event's own ts (= its publish time, to the ms): `device_ts` where the hub
+    # timed it otherwise (a corrected clock), else `ts`
+    receive_lag: list[float]
+    write_lag: list[float]  # hub stored_at (its batch's write) minus the event's own ts
 
 
 def read_database(url: str, epoch: int, since: dt.datetime) -> StoredRows:
@@ -835,9 +837,11 @@ def read_database(url: str, epoch: int, since: dt.datetime) -> StoredRows:
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(EventRecord.ts, EventRecord.received_at, EventRecord.stored_at).where(
-                    EventRecord.site == SITE, EventRecord.epoch == epoch
-                )
+                select(
+                    sa.func.coalesce(EventRecord.device_ts, EventRecord.ts),
+                    EventRecord.received_at,
+                    EventRecord.stored_at,
+                ).where(EventRecord.site == SITE, EventRecord.epoch == epoch)
             ).all()
             dead = conn.execute(
                 select(sa.func.count())

@@ -181,12 +181,15 @@ def auto_json(facts: Facts, now: dt.datetime) -> dict[str, Any]:
                 "acknowledged_by": a.acknowledged_by,
                 "resolved_at": format_ts_or_none(a.resolved_at),
                 # Added: when it was due, raised late (4.3), whether it reached anyone (never, when the
-                # hub learnt of it only once it was over, or the room was in maintenance), and when its
-                # condition ended by the devices' clocks.
+                # hub learnt of it only once it was over, or the room was in maintenance), when its
+                # condition ended by the devices' clocks (null where they do not tell, or a person
+                # resolved it), and who resolved it by hand and why.
                 "due_at": format_ts(a.due_at),
                 "late": a.late,
                 "sent": a.sends > 0,
                 "condition_ended_at": format_ts_or_none(a.condition_ended_at),
+                "resolved_by": a.resolved_by,  # a person who resolved it by hand, with their reason
+                "resolution_note": a.note if a.resolved_by is not None else None,
             }
             for a in facts.alerts
         ],

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .auth import Principal, principal_for
 from .core import incident as workflow
-from .core.alerts import Alert
+from .core.alerts import LATE_AFTER, Alert
 from .core.episode import account
 from .core.incident import NOT_NEEDED_NO_CHILD, REQUIRED_FOR_REVIEW, RecordFields
 from .models import AuditEntry, IncidentRecord
@@ -372,12 +372,21 @@ def alert_line(alert: Alert, when: Callable[[dt.datetime | None], str]) -> dict[
     raised = when(alert.raised_at)
     if alert.late:
         raised = f"{raised} (due at {when(alert.due_at)}; the hub learnt of it late)"
+    first_sent = alert.escalations[0].at if alert.escalations else None
+    if first_sent is not None and first_sent - alert.raised_at > LATE_AFTER:
+        # Held while the room was in maintenance (the only thing that delays a first send), sent after.
+        raised = f"{raised} (held while the room was in maintenance; first sent at {when(first_sent)})"
+    never_sent = None
+    if alert.sends == 0 and alert.held:
+        never_sent = "Not sent to anyone: the room was in maintenance"
+    elif alert.sends == 0 and not alert.active:
+        never_sent = "Not sent: already over when the hub learnt of it"
     if alert.acknowledged_at is not None:
         ack = f"Acknowledged by {alert.acknowledged_by or 'someone'} at {when(alert.acknowledged_at)}"
-    elif alert.sends == 0 and alert.held:
-        ack = "Not sent to anyone: the room was in maintenance"
-    elif alert.sends == 0 and not alert.active:
-        ack = "Not sent: already over when the hub learnt of it"
+        if never_sent is not None:
+            ack = f"{ack} ({never_sent[0].lower()}{never_sent[1:]})"
+    elif never_sent is not None:
+        ack = never_sent
     elif not alert.needs_ack:
         ack = "No acknowledgement needed"
     else:
@@ -386,7 +395,11 @@ def alert_line(alert: Alert, when: Callable[[dt.datetime | None], str]) -> dict[
         ended = "Still active"
     elif alert.resolved_by is not None:
         ended = f"Resolved by {alert.resolved_by} at {when(alert.resolved_at)}"
+        if alert.note:
+            ended = f"{ended}: “{alert.note}”"
     else:
+        # When the condition ended by the devices' clocks where they tell (a lapse over, the episode
+        # ended), else when the hub saw it end (a device back, a review recorded).
         ended = f"Ended at {when(alert.condition_ended_at or alert.resolved_at)}"
     return {
         "what": ALERT_WORDS.get(alert.kind, alert.kind.replace("_", " ")),

@@ -454,6 +454,68 @@ def test_a_record_says_an_alert_learnt_of_late_was_never_sent_and_when_its_condi
     ]
 
 
+def _mode(hub: Hub, mode: str, until: dt.datetime | None = None) -> None:
+    body: dict[str, Any] = {"mode": mode}
+    if until is not None:
+        body |= {"reason": "cleaning the room", "expires_at": format_ts(until)}
+    done = hub.api.put(f"/api/rooms/{SITE}/calm-1/mode", json=body, headers=hub.bearer("senior"))
+    assert done.status_code == 200, done.text
+
+
+def _at(hub: Hub, t: float) -> None:
+    """The hub's clock at T0 + `t` and its timer run (alerts due, sends)."""
+    hub.clock.set(T0 + dt.timedelta(seconds=t))
+    hub.service.process([])
+
+
+def test_a_record_says_when_an_alert_held_in_maintenance_was_first_sent(hub: Hub) -> None:
+    # Given a lapse due at 10:01:15 in a room in maintenance, held, then sent when the maintenance ended
+    # at 10:16:40 and never acknowledged
+    hub.event("calm-1-panel", "observer", "present", 0)
+    _mode(hub, "maintenance", T0 + dt.timedelta(hours=1))
+    hub.event("calm-1-door", "occupancy", "occupied", 1)
+    hub.event("calm-1-door", "door", "closed", 2)
+    hub.event("calm-1-panel", "observer", "absent", 60)
+    _at(hub, 75)
+    hub.clock.set(T0 + dt.timedelta(seconds=1000))
+    _mode(hub, "normal")
+    _at(hub, 1000)
+    hub.event("calm-1-panel", "observer", "present", 1100)
+    hub.event("calm-1-door", "door", "open", 1200)
+    hub.event("calm-1-door", "occupancy", "vacant", 1240)
+    [ep] = hub.api.get("/api/episodes", headers=hub.bearer("admin")).json()["items"]
+    # Then its record says nobody was told before then (not "not acknowledged" from 10:01:15)
+    page = _text(hub.browser("staff").get(f"/records/{ep['incident_id']}").text)
+    assert (
+        "Critical: Nobody at the viewing panel 10:01:15 (held while the room was in maintenance; first sent"
+        " at 10:16:40) Not acknowledged Ended at 10:18:20"
+    ) in page
+
+
+def test_a_record_shows_who_resolved_an_alert_by_hand_and_why(hub: Hub) -> None:
+    hub.event("calm-1-panel", "observer", "present", 0)
+    hub.event("calm-1-door", "occupancy", "occupied", 1)
+    hub.event("calm-1-door", "door", "closed", 2)
+    hub.event("calm-1-panel", "observer", "absent", 60)
+    _at(hub, 75)
+    items = hub.api.get("/api/alerts", headers=hub.bearer("senior")).json()["items"]
+    [lapse] = [a for a in items if a["kind"] == "supervision_lapse"]
+    note = "The teacher was in the room with him"
+    done = hub.api.post(
+        f"/api/alerts/{lapse['id']}/resolve", json={"note": note}, headers=hub.bearer("senior")
+    )
+    assert done.status_code == 200, done.text
+    hub.event("calm-1-panel", "observer", "present", 150)
+    hub.event("calm-1-door", "door", "open", 300)
+    hub.event("calm-1-door", "occupancy", "vacant", 340)
+    [ep] = hub.api.get("/api/episodes", headers=hub.bearer("admin")).json()["items"]
+    page = _text(hub.browser("staff").get(f"/records/{ep['incident_id']}").text)
+    assert f"Not acknowledged Resolved by senior-user at 10:01:15: “{note}”" in page
+    record = hub.api.get(f"/api/incidents/{ep['incident_id']}", headers=hub.bearer("admin")).json()
+    [resolved] = [a for a in record["auto"]["alerts"] if a["kind"] == "supervision_lapse"]
+    assert (resolved["resolved_by"], resolved["resolution_note"]) == ("senior-user", note)
+
+
 def test_a_record_says_plainly_when_a_devices_readings_may_be_missing(hub: Hub) -> None:
     # Given an episode during which the panel's events 2 to 4 never reached the hub (a gap in its seq)
     hub.event("calm-1-panel", "observer", "present", 0)
