@@ -700,20 +700,28 @@ def test_an_episodes_events_are_read_through_the_time_index_not_a_scan(tmp_path:
         assert not re.search(r"SCAN (TABLE )?event\b", plan), plan
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_migration_0006_moves_the_events_index_both_ways_and_keeps_every_event(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
+def _events_before(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, revision: str
+) -> tuple[sa.Engine, sa.TableClause]:
+    """A database of `kind` at `revision`, and its event table as it was then (today's Store writes
+    columns added since), to write rows into before a migration."""
     url = (
         f"sqlite:///{tmp_path / 'hub.db'}"
         if kind == "sqlite"
         else request.getfixturevalue("fresh_postgres_db")
     )
     engine = make_engine(url)
-    migrate(engine, "0005")
-    # Written into the 0005 table as it was then (today's Store writes columns added since).
+    migrate(engine, revision)
     times = ("ts", "received_at", "stored_at")
     then = sa.table("event", *(sa.column(n, UTCDateTime() if n in times else None) for n in event_row(0, T0)))
+    return engine, then
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_migration_0006_moves_the_events_index_both_ways_and_keeps_every_event(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    engine, then = _events_before(kind, request, tmp_path, "0005")
     with engine.begin() as conn:
         conn.execute(then.insert(), [event_row(n, T0 + dt.timedelta(seconds=n)) for n in (1, 2, 3)])
 
@@ -740,15 +748,7 @@ def test_migration_0009_adds_the_devices_own_time_beside_every_event_both_ways(
 ) -> None:
     """Events stored before 0009 keep their time in `ts` (read as they were, `device_ts` null); after
     it a reading timed otherwise than its device said keeps both; back down, every event is kept."""
-    url = (
-        f"sqlite:///{tmp_path / 'hub.db'}"
-        if kind == "sqlite"
-        else request.getfixturevalue("fresh_postgres_db")
-    )
-    engine = make_engine(url)
-    migrate(engine, "0008")
-    times = ("ts", "received_at", "stored_at")
-    then = sa.table("event", *(sa.column(n, UTCDateTime() if n in times else None) for n in event_row(0, T0)))
+    engine, then = _events_before(kind, request, tmp_path, "0008")
     with engine.begin() as conn:
         conn.execute(then.insert(), [event_row(1, T0)])
     migrate(engine)

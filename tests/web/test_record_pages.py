@@ -109,6 +109,14 @@ class Hub:
             batch.append(Inbound(topic, json.dumps(body).encode(), self.clock.now(), 1, 1))
         self.service.process(list(batch))
 
+    def let_out(self, t: float) -> dict[str, Any]:
+        """The door opens at `t` and the room is empty 40 s later: the one episode, ended."""
+        self.event("calm-1-door", "door", "open", t)
+        self.event("calm-1-door", "occupancy", "vacant", t + 40)
+        [ep] = self.api.get("/api/episodes", headers=self.bearer("admin")).json()["items"]
+        assert ep["ended_at"] is not None
+        return dict(ep)
+
     def ended_episode(self) -> dict[str, Any]:
         """A child in calm-1 from 10:00:02 to 10:10:02 (GMT), supervised throughout."""
         self.event("calm-1-panel", "observer", "present", 0)
@@ -160,6 +168,20 @@ def _text(html: str) -> str:
     """The page's words, as a person reads them (tags, scripts and templates aside)."""
     body = re.sub(r"<(script|template)\b.*?</\1>", " ", html, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
+
+
+def _mode(hub: Hub, mode: str, until: dt.datetime | None = None) -> None:
+    body: dict[str, Any] = {"mode": mode}
+    if until is not None:
+        body |= {"reason": "cleaning the room", "expires_at": format_ts(until)}
+    done = hub.api.put(f"/api/rooms/{SITE}/calm-1/mode", json=body, headers=hub.bearer("senior"))
+    assert done.status_code == 200, done.text
+
+
+def _at(hub: Hub, t: float) -> None:
+    """The hub's clock at T0 + `t` and its timer run (alerts due, sends)."""
+    hub.clock.set(T0 + dt.timedelta(seconds=t))
+    hub.service.process([])
 
 
 def _buttons(html: str) -> list[str]:
@@ -384,8 +406,7 @@ def test_the_record_shows_the_episode_in_local_time_and_its_alerts(hub: Hub) -> 
     hub.event("calm-1-door", "occupancy", "occupied", start + 1)
     hub.event("calm-1-door", "door", "closed", start + 2)
     hub.event("calm-1-panel", "observer", "absent", start + 60)
-    hub.clock.set(hub.clock.now() + dt.timedelta(seconds=15))
-    hub.service.process([])  # the lapse's grace runs out: raised on time, and sent
+    _at(hub, start + 75)  # the lapse's grace runs out: raised on time, and sent
     hub.event("calm-1-panel", "observer", "present", start + 150)
     hub.event("calm-1-door", "door", "open", start + 302)
     hub.event("calm-1-door", "occupancy", "vacant", start + 340)
@@ -429,11 +450,8 @@ def test_a_record_says_an_alert_learnt_of_late_was_never_sent_and_when_its_condi
         [("calm-1-panel", "observer", "absent", 60), ("calm-1-panel", "observer", "present", 150)], 200
     )
     hub.event("calm-1-panel", "observer", "absent", 300)
-    hub.clock.set(T0 + dt.timedelta(seconds=315))
-    hub.service.process([])
-    hub.event("calm-1-door", "door", "open", 400)
-    hub.event("calm-1-door", "occupancy", "vacant", 440)
-    [ep] = hub.api.get("/api/episodes", headers=hub.bearer("admin")).json()["items"]
+    _at(hub, 315)
+    ep = hub.let_out(400)
     # When a member of staff reads the record
     page = _text(hub.browser("staff").get(f"/records/{ep['incident_id']}").text)
     # Then the late one says when it was due, that it reached nobody, and when the lapse itself ended
@@ -454,20 +472,6 @@ def test_a_record_says_an_alert_learnt_of_late_was_never_sent_and_when_its_condi
     ]
 
 
-def _mode(hub: Hub, mode: str, until: dt.datetime | None = None) -> None:
-    body: dict[str, Any] = {"mode": mode}
-    if until is not None:
-        body |= {"reason": "cleaning the room", "expires_at": format_ts(until)}
-    done = hub.api.put(f"/api/rooms/{SITE}/calm-1/mode", json=body, headers=hub.bearer("senior"))
-    assert done.status_code == 200, done.text
-
-
-def _at(hub: Hub, t: float) -> None:
-    """The hub's clock at T0 + `t` and its timer run (alerts due, sends)."""
-    hub.clock.set(T0 + dt.timedelta(seconds=t))
-    hub.service.process([])
-
-
 def test_a_record_says_when_an_alert_held_in_maintenance_was_first_sent(hub: Hub) -> None:
     # Given a lapse due at 10:01:15 in a room in maintenance, held, then sent when the maintenance ended
     # at 10:16:40 and never acknowledged
@@ -481,9 +485,7 @@ def test_a_record_says_when_an_alert_held_in_maintenance_was_first_sent(hub: Hub
     _mode(hub, "normal")
     _at(hub, 1000)
     hub.event("calm-1-panel", "observer", "present", 1100)
-    hub.event("calm-1-door", "door", "open", 1200)
-    hub.event("calm-1-door", "occupancy", "vacant", 1240)
-    [ep] = hub.api.get("/api/episodes", headers=hub.bearer("admin")).json()["items"]
+    ep = hub.let_out(1200)
     # Then its record says nobody was told before then (not "not acknowledged" from 10:01:15)
     page = _text(hub.browser("staff").get(f"/records/{ep['incident_id']}").text)
     assert (
@@ -506,9 +508,7 @@ def test_a_record_shows_who_resolved_an_alert_by_hand_and_why(hub: Hub) -> None:
     )
     assert done.status_code == 200, done.text
     hub.event("calm-1-panel", "observer", "present", 150)
-    hub.event("calm-1-door", "door", "open", 300)
-    hub.event("calm-1-door", "occupancy", "vacant", 340)
-    [ep] = hub.api.get("/api/episodes", headers=hub.bearer("admin")).json()["items"]
+    ep = hub.let_out(300)
     page = _text(hub.browser("staff").get(f"/records/{ep['incident_id']}").text)
     assert f"Not acknowledged Resolved by senior-user at 10:01:15: “{note}”" in page
     record = hub.api.get(f"/api/incidents/{ep['incident_id']}", headers=hub.bearer("admin")).json()
