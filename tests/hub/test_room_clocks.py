@@ -445,8 +445,8 @@ def test_a_pi_that_booted_without_network_has_its_replay_kept_in_order_and_never
     ended = room.machine.state.last_episode
     assert room.machine.episode is None and ended is not None and ended.clock_uncertain
     assert ended.started_at == times[1] and ended.ended_at == times[2]
-    reported = room.machine.state.devices[DOOR].reported_ts
-    assert reported is not None and reported <= at(1000.01)
+    # Timed at their arrival, they are latest times only: no restart's floor is built on them.
+    assert room.machine.state.devices[DOOR].reported_ts is None
 
 
 def test_after_a_replay_timed_on_arrival_the_measured_clock_times_the_next_episode_exactly() -> None:
@@ -601,3 +601,26 @@ def test_the_hubs_own_clock_put_back_mid_episode_keeps_the_episodes_length(with_
     ended = room.machine.state.last_episode
     assert ended is not None and ended.started_at == at(2) and ended.ended_at == at(300)
     assert not notes(room, "clock_implausible")
+
+
+def test_a_restart_floor_is_the_old_boots_last_report_never_the_new_boots_own_heartbeats() -> None:
+    """All clocks right. The device restarts (announced, nothing heard of the old boot yet), its new
+    boot's heartbeats come, then its outbox: the old boot's readings, then the new boot's. The new
+    boot's first reading is timed when it happened (not pushed to its own later heartbeats as if its
+    clock were behind), and after every reading of the old boot."""
+    room = Room(max_clock_skew_s=2)
+    status(room, 0, off=0, boot="b1", uptime_s=100)
+    status(room, 30, off=0, boot="b3", uptime_s=0)
+    for _ in range(3):
+        heartbeat(room, 33, off=0, arrive_after=0.05, started=30)
+    old = [
+        reading(room, kind, value, 0, off=0, boot="b1", booted=-100, arrive=60)
+        for kind, value in (("door", "open"), ("door", "closed"))
+    ]
+    occupied = reading(room, "occupancy", "occupied", 30, off=0, boot="b3", booted=30, arrive=60)
+    opened = reading(room, "door", "open", 33, off=0, boot="b3", booted=30, arrive=60)
+    reclosed = reading(room, "door", "closed", 33, off=0, boot="b3", booted=30, arrive=60)
+    assert old == [at(0), at(0)] and (occupied, opened, reclosed) == (at(30), at(33), at(33))
+    assert not notes(room, "clock_behind")
+    ep = room.machine.episode
+    assert ep is not None and [(s.start, s.end) for s in ep.segments] == [(at(0), at(33)), (at(33), None)]

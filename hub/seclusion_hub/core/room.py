@@ -215,6 +215,9 @@ class DeviceState(_Model):
     # Timed at an arrival (its clock read no plausible time): the reading was then or earlier, so the
     # monotonic clock from it gives a latest time, never a least one.
     anchor_late: bool = False
+    # When its current boot was first heard of (its status): an older boot's reading, replayed after
+    # it, happened before then (the latest time of one whose clock read no plausible time).
+    boot_heard_at: dt.datetime | None = None
     reported_ts: dt.datetime | None = None  # the latest `ts` of its events and heartbeats, as applied
     # The latest `ts` of anything heard from its current boot (events, heartbeats, its online status),
     # on its corrected clock: a Last Will is offline from its last message (4.1), which a backlog taken
@@ -627,6 +630,8 @@ class RoomMachine:
         elif was_offline:
             self._note(None, now, "device_back", {"device": status.device, "same_boot": same_boot})
         if status.boot is not None:
+            if status.boot != dev.boot:
+                dev.boot_heard_at = now
             dev.boot = status.boot
 
     def _corrected(self, message: Message, now: dt.datetime) -> Message:
@@ -743,7 +748,7 @@ class RoomMachine:
         readable = plausible(candidate, now)
         if readable:
             dev.clock_implausible = False
-        ts = candidate if readable else now
+        ts = candidate if readable else self._latest(ev, now)
         if ev.boot is not None and ev.mono_ms is not None:
             checked = readable and current and len(dev.offsets) >= 3 and not dev.clock_unchecked
             if ev.boot == dev.event_boot and dev.anchor_ts is not None and dev.anchor_mono is not None:
@@ -760,15 +765,15 @@ class RoomMachine:
                     # No clock to go by: the monotonic clock from the last reading timed, never later
                     # than its arrival (a reading timed at an arrival gives only a latest time).
                     self._implausible(ev.device, ev.ts, now)
-                    ts = min(expected, now)
-                    if ev.mono_ms > dev.anchor_mono:
-                        # A run replayed from its outbox arrives at once: each after the one before,
-                        # as the device saw them (a vacant reading after the door opened ends the
-                        # episode), a millisecond apart where the arrival leaves no more room.
-                        ts = max(ts, dev.anchor_ts + dt.timedelta(milliseconds=1))
+                    # Never before the reading it followed (that one may be ahead of the hub's clock):
+                    # a run replayed from its outbox arrives at once, each after the one before, as
+                    # the device saw them (a vacant reading after the door opened ends the episode),
+                    # a millisecond apart where the arrival leaves no more room.
+                    step = dt.timedelta(milliseconds=1 if ev.mono_ms > dev.anchor_mono else 0)
+                    ts = max(min(expected, self._latest(ev, now)), dev.anchor_ts + step)
                     late = ts != expected or dev.anchor_late
                     self._anchor(dev, ev.mono_ms, ts, dev.anchor_checked and not late, late=late)
-                    return self._at(ev, ts, dev, now)
+                    return self._at(ev, ts, dev, now, late=late)
                 if checked:
                     # Measured since it was set: the measured time; from a reading on an unmeasured
                     # clock, never earlier than the monotonic clock says (from one timed at an arrival,
@@ -800,12 +805,18 @@ class RoomMachine:
                 if not readable:
                     self._implausible(ev.device, ev.ts, now)
                 restart = dev.event_boot is not None and ev.boot != dev.event_boot
-                after = dev.booted_after if current and dev.booted_after is not None else dev.reported_ts
+                # Announced by its status: after what the old boot reported before it (nothing known:
+                # no floor; the latest report now may be this boot's own heartbeats). Unannounced:
+                # after the latest report heard.
+                announced = dev.boot is not None and ev.boot == dev.boot
+                after = dev.booted_after if announced else dev.reported_ts
                 if restart and after is not None:
                     floor = after + dt.timedelta(milliseconds=ev.mono_ms)
                     if not readable:
-                        floor = min(floor, now)  # timed at its arrival: never later than that
-                    if ts < floor - bound:
+                        # Timed at the latest it can have happened (its arrival): never before the old
+                        # boot's last report (a clock that was ahead).
+                        ts = max(ts, after)
+                    elif ts < floor - bound:
                         # Restarted with its clock behind (a Pi without a real-time clock comes back
                         # with the time it last saved): this reading came after the old boot's last.
                         detail = {
@@ -820,23 +831,52 @@ class RoomMachine:
                         detail = {"device": ev.device, "reason": "restarted during the episode"}
                         self._note(None, now, "clock_unchecked", detail)
                         self._clock_uncertain()
+                prior = max((r.ts for r in dev.readings.values()), default=None)
+                if restart and prior is not None and ts < prior:
+                    # A new boot's readings all came after the old boot's: never timed before them
+                    # (timed at an arrival, or on a clock that was ahead, they may be later than it).
+                    ts = prior
+                    self._clock_uncertain()
                 dev.event_boot = ev.boot
                 self._anchor(dev, ev.mono_ms, ts, checked and ts == candidate, late=not readable)
         elif not readable:
             self._implausible(ev.device, ev.ts, now)
-        return self._at(ev, ts, dev, now)
+        late = dev.anchor_late if ev.boot is not None and ev.mono_ms is not None else not readable
+        return self._at(ev, ts, dev, now, late=late)
+
+    def _latest(self, ev: SensorEvent, now: dt.datetime) -> dt.datetime:
+        """The latest time a reading can have happened at: its arrival, or, from an older boot than the
+        device's current one, when the current one was first heard of."""
+        dev = self.state.devices[ev.device]
+        if (
+            ev.boot is not None
+            and dev.boot is not None
+            and ev.boot != dev.boot
+            and dev.boot_heard_at is not None
+        ):
+            return min(now, dev.boot_heard_at)
+        return now
 
     def _anchor(
         self, dev: DeviceState, mono_ms: int, ts: dt.datetime, checked: bool, *, late: bool = False
     ) -> None:
         dev.anchor_mono, dev.anchor_ts, dev.anchor_checked, dev.anchor_late = mono_ms, ts, checked, late
 
-    def _at(self, ev: SensorEvent, ts: dt.datetime, dev: DeviceState, now: dt.datetime) -> SensorEvent:
+    def _at(
+        self, ev: SensorEvent, ts: dt.datetime, dev: DeviceState, now: dt.datetime, *, late: bool = False
+    ) -> SensorEvent:
+        """The event at `ts`. One timed at a latest time only (`late`: its arrival, its device's clock
+        unreadable) is not what the device last reported: a restart's floor is never built on it."""
         if not plausible(ts, now):
             # Timed by the monotonic clock into a time no clock reads (a `mono_ms` far off): on arrival.
             self._implausible(ev.device, ev.ts, now)
-            ts = now
-        dev.reported_ts = max(dev.reported_ts or ts, ts)
+            ts, late = now, True
+        if not late:
+            dev.reported_ts = max(dev.reported_ts or ts, ts)
+            if ev.boot is not None and dev.boot is not None and ev.boot != dev.boot:
+                # An older boot's reading replayed after the new one announced itself: the new boot
+                # began after it too.
+                dev.booted_after = max(dev.booted_after or ts, ts)
         return ev if ts == ev.ts else replace(ev, ts=ts)
 
     def _implausible(self, device: str, said: dt.datetime, now: dt.datetime) -> None:
