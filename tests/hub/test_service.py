@@ -25,7 +25,7 @@ from seclusion_hub.core.room import Message, Outcome, RoomMachine
 from seclusion_hub.delivery import AlertDelivery
 from seclusion_hub.errors import RejectedMessage
 from seclusion_hub.ingest import Inbound
-from seclusion_hub.models import DeadLetter, EventRecord, RoomSnapshot
+from seclusion_hub.models import DeadLetter, DeliveryRecord, EventRecord, RoomSnapshot
 from seclusion_hub.notify import Channel, DeliveryError, Notice, render_message, verify_signature
 from seclusion_hub.service import Command, HubService
 from seclusion_hub.store import Store
@@ -201,14 +201,7 @@ def test_a_database_that_takes_nothing_for_a_few_seconds_turns_the_hubs_status_o
     db = tmp_path / "hub.db"
     store = _store_waiting_briefly_for_locks(db)
     svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics(), stall_s=5)
-    said: list[bool] = []
-
-    def publish(topic: str, payload: bytes, _qos: int, retain: bool) -> None:
-        if topic == Topics().hub_status:
-            assert retain
-            said.append(json.loads(payload)["online"])
-
-    svc.publish = publish
+    said = _status_said(svc)
     seconds = [0.0]
     svc.monotonic = lambda: seconds[0]
     try:
@@ -408,9 +401,37 @@ def _a_lapse_decided_then_a_crash(before: HubService, clock: FakeClock) -> None:
     before.process([])
 
 
+def _webhook_sends_pending_after_a_crash(
+    tmp_path: Path, recipients: list[dict[str, Any]]
+) -> tuple[Store, FakeClock, list[DeliveryRecord]]:
+    """calm-1 (lapse grace 5 s) on a site with `recipients`; a hub decides the lapse's sends and crashes
+    before carrying them out (the batch that raised it is committed, nothing after it happens): the
+    store, the clock and the webhook rows it left `pending`."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)], recipients=recipients)
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    clock = FakeClock(T0)
+    before = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
+    before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]  # the crash
+    _a_lapse_decided_then_a_crash(before, clock)
+    return store, clock, [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
+
+
+def _restarted(
+    tmp_path: Path, store: Store, clock: FakeClock, recipients: list[dict[str, Any]] | None = None
+) -> HubService:
+    """The hub started again on the same store (on a site file with `recipients` now, when given)."""
+    if recipients is not None:
+        write_site(
+            tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)], recipients=recipients
+        )
+    after = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
+    after.start()
+    return after
+
+
 def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: Path) -> None:
     with running_sink() as hook:
-        recipients = [
+        recipients: list[dict[str, Any]] = [
             {
                 "name": "Room staff",
                 "tier": "room",
@@ -420,21 +441,10 @@ def test_a_send_decided_before_a_crash_is_delivered_after_the_restart(tmp_path: 
             # `senior`) goes there, not to the room, which would be the nearest tier with someone on it.
             {"name": "Duty senior", "tier": "senior", "notify": ["json://127.0.0.1:9/"]},
         ]
-        write_site(
-            tmp_path / "site.yaml", [two_device_room("calm-1", lapse_grace_s=5)], recipients=recipients
-        )
-        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
-        sites = load_sites([tmp_path / "site.yaml"])
-        clock = FakeClock(T0)
-        before = HubService(sites, store, clock, Topics())
-        # The crash: the batch that raised the alert is committed, and nothing after it happens.
-        before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]
-        _a_lapse_decided_then_a_crash(before, clock)
-        [pending] = [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
+        store, clock, [pending] = _webhook_sends_pending_after_a_crash(tmp_path, recipients)
         assert hook.received() == []
 
-        after = HubService(sites, store, clock, Topics())
-        after.start()
+        after = _restarted(tmp_path, store, clock)
         try:
             [told] = poll(hook.received, 10, what="the webhook after the restart")
             assert verify_signature(
@@ -472,20 +482,11 @@ def test_a_send_taken_up_after_a_restart_goes_to_its_own_recipient_when_the_site
                 for n in names
             ] + [senior]
 
-        room = two_device_room("calm-1", lapse_grace_s=5)
-        write_site(tmp_path / "site.yaml", [room], recipients=recipients("First", "Second"))
-        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
-        clock = FakeClock(T0)
-        before = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
-        before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]  # the crash
-        _a_lapse_decided_then_a_crash(before, clock)
-        pending = [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
+        store, clock, pending = _webhook_sends_pending_after_a_crash(tmp_path, recipients("First", "Second"))
         assert sorted(d.recipient for d in pending) == ["First", "Second"]
         alert_id = pending[0].alert_id
 
-        write_site(tmp_path / "site.yaml", [room], recipients=recipients("Second"))
-        after = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
-        after.start()
+        after = _restarted(tmp_path, store, clock, recipients("Second"))
         try:
             [told] = poll(hook.received, 10, what="the webhook after the restart")
             assert told.path == "/Second"
@@ -522,21 +523,12 @@ def test_a_shared_destination_is_still_told_after_the_recipients_are_reordered(t
             shared = {"url": f"{hook.url}/duty-phone", "secret": HOOK_SECRET}
             return [{"name": n, "tier": "room", "webhooks": [shared]} for n in names] + [senior]
 
-        room = two_device_room("calm-1", lapse_grace_s=5)
-        write_site(tmp_path / "site.yaml", [room], recipients=recipients("First", "Second"))
-        store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
-        clock = FakeClock(T0)
-        before = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
-        before.delivery.carry_out = lambda *_a: None  # type: ignore[method-assign]  # the crash
-        _a_lapse_decided_then_a_crash(before, clock)
-        pending = [d for d in store.unfinished_deliveries() if d.channel.startswith("webhook:")]
+        store, clock, pending = _webhook_sends_pending_after_a_crash(tmp_path, recipients("First", "Second"))
         assert [d.recipient for d in pending] == ["First"]  # one row: the destination is told once
         alert_id = pending[0].alert_id
 
         # Only the order changes: both people, and the duty phone, are still on the room tier.
-        write_site(tmp_path / "site.yaml", [room], recipients=recipients("Second", "First"))
-        after = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
-        after.start()
+        after = _restarted(tmp_path, store, clock, recipients("Second", "First"))
         try:
 
             def settled() -> list[tuple[str, str | None]]:
