@@ -4,6 +4,7 @@ no plausible time at all (semantics 4.5), with readings live or replayed late (h
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +43,8 @@ def clock_stories(draw: st.DrawFn) -> list[Step]:
     out: list[tuple[float, int, Message]] = []
     seq = {DOOR: 0, PANEL: 0}
     t, last_door_arrival = 0.0, 0.0
-    off, boot, booted, booted_arrival = draw(st.sampled_from(CLOCKS)), "b1", -100.0, 0.0
+    off, boot, booted, booted_arrival = draw(st.sampled_from(CLOCKS)), "b0", -100.0, 0.0
+    boots, order = 1, itertools.count(1)
     out.append((0.0, 0, DeviceStatus(DOOR, True, at(off), boot=boot, uptime_s=100.0)))
     for _ in range(draw(st.integers(1, 40))):
         t += draw(st.sampled_from([0.0, 0.5, 3.0, 16.0, 31.0, 90.0]))
@@ -51,19 +53,21 @@ def clock_stories(draw: st.DrawFn) -> list[Step]:
             off = 0.0  # set right while it runs (NTP at last)
         elif action == 1:  # restarted: a new boot, on whatever clock it comes back with
             t += 30.0  # a Raspberry Pi takes half a minute to boot
-            off, boot, booted = draw(st.sampled_from(CLOCKS)), f"b{len(out)}", t
+            off, boot, booted, boots = draw(st.sampled_from(CLOCKS)), f"b{boots}", t, boots + 1
+            # The old boot's heartbeats not yet out by now never went (the agent went down first).
+            out = [item for item in out if not (isinstance(item[2], Heartbeat) and item[0] >= t)]
             # Its status goes out as it connects; its outbox (the old boot's readings) follows.
             booted_arrival = t
-            out.append((t, len(out), DeviceStatus(DOOR, True, at(t + off), boot=boot, uptime_s=0.0)))
+            out.append((t, next(order), DeviceStatus(DOOR, True, at(t + off), boot=boot, uptime_s=0.0)))
         elif action == 2:
             hb = Heartbeat(DOOR, at(t + off), 0, seq[DOOR], {}, uptime_s=t - booted)
             # Sent only while connected, so after its boot's status (heartbeats carry no boot: one
             # before it would be taken for the old boot's) and after its outbox has gone out.
-            out.append((max(t + 0.05, booted_arrival, last_door_arrival), len(out), hb))
+            out.append((max(t + 0.05, booted_arrival, last_door_arrival), next(order), hb))
         elif action == 3:
             seq[PANEL] += 1
             value = draw(st.sampled_from(["present", "absent"]))
-            out.append((t, len(out), SensorEvent(PANEL, "observer", value, at(t), seq[PANEL])))
+            out.append((t, next(order), SensorEvent(PANEL, "observer", value, at(t), seq[PANEL])))
         else:
             kind, value = draw(st.sampled_from(DOOR_READINGS))
             seq[DOOR] += 1
@@ -72,7 +76,7 @@ def clock_stories(draw: st.DrawFn) -> list[Step]:
             ev = SensorEvent(
                 DOOR, kind, value, at(t + off), seq[DOOR], boot=boot, mono_ms=round((t - booted) * 1000)
             )
-            out.append((last_door_arrival, len(out), ev))
+            out.append((last_door_arrival, next(order), ev))
     out.sort(key=lambda item: (item[0], item[1]))
     return [Step(message, arrival) for arrival, _, message in out]
 
@@ -89,8 +93,10 @@ def _checked(ep: Episode, now: dt.datetime) -> None:
     assert abs(acc.supervised_s + acc.unsupervised_s + acc.unknown_s - ep.elapsed_s(now)) < 0.002
 
 
-# Derandomized: the same 400 stories in every run (a wider search, 4,000 random stories, found one
-# more failure in the older clock-set logic, noted in docs/alerts.md's known limits).
+# Derandomized: the same 400 stories in every run. Wider searches (8,000 random stories) find one
+# more kind of failure: a clock ahead, or measured ahead, set right with readings of both times in
+# flight (docs/alerts.md's known limits); what else they found is fixed, each with a story in
+# test_room_clocks.py.
 @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(clock_stories())
 def test_whatever_a_device_clock_says_readings_are_applied_at_plausible_times_and_episodes_hold(

@@ -624,3 +624,45 @@ def test_a_restart_floor_is_the_old_boots_last_report_never_the_new_boots_own_he
     assert not notes(room, "clock_behind")
     ep = room.machine.episode
     assert ep is not None and [(s.start, s.end) for s in ep.segments] == [(at(0), at(33)), (at(33), None)]
+
+
+def test_a_clock_measured_days_ahead_then_set_right_never_dates_a_reading_days_back() -> None:
+    """A Pi back with its clock two days ahead (timed on arrival), a child shut in, its heartbeats
+    measure the clock; then NTP sets it right and the door opens and closes again before a heartbeat
+    has seen it. The correction the heartbeats measured is of the old clock: taken, it would date the
+    opening two days back, before the closing it followed (and the re-closing two days before the
+    episode began). The monotonic clock times them instead, in their order."""
+    room = Room(max_clock_skew_s=2)
+    ahead = 2 * 86_400
+    status(room, 0, off=ahead, boot="b1", uptime_s=0)
+    confined(room, off=ahead, booted=0)
+    for t in (3, 4, 5):
+        heartbeat(room, t, off=ahead, arrive_after=0.05, started=0)
+    assert room.alerts("clock_skew", active=True)
+    assert reading(room, "door", "open", 10, off=0, boot="b1", booted=0) == at(10)
+    assert reading(room, "door", "closed", 12, off=0, boot="b1", booted=0) == at(12)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(2) and ep.clock_uncertain
+    assert [(s.start, s.end) for s in ep.segments] == [(at(2), at(10)), (at(12), None)]
+    assert room.alerts("duration_limit") == []
+    # Its next heartbeat finds the setting; from then on, its clock as it now reads.
+    heartbeat(room, 20, off=0, arrive_after=0.05, started=0)
+    assert reading(room, "door", "open", 30, off=0, boot="b1", booted=0) == at(30)
+    assert ep.segments[-1].end == at(30) and ep.duration_s(at(30)) == 26.0
+
+
+def test_an_older_boots_replay_across_its_ntp_setting_is_never_timed_after_the_next_boot_began() -> None:
+    """A Pi booted at 30 reading 1970; NTP set its clock at 300; the door shut at 316; it restarted
+    (the new boot heard of at 346) before its outbox went out, at 630. The opening, on no clock, is
+    timed at the latest it can have happened (346); the closing, on the set clock but before it, by
+    the monotonic clock, and never after 346 either: the old boot was over by then."""
+    room = Room(max_clock_skew_s=2)
+    status(room, 0, off=0, boot="b0", uptime_s=100)
+    status(room, 30, off=EPOCH_OFF, boot="b1", uptime_s=0)
+    status(room, 346, off=0, boot="b2", uptime_s=0)
+    opened = reading(room, "door", "open", 30, off=EPOCH_OFF, boot="b1", booted=30, arrive=630)
+    closed = reading(room, "door", "closed", 316, off=0, boot="b1", booted=30, arrive=630)
+    assert opened == at(346) and closed == at(346)
+    assert reading(room, "occupancy", "occupied", 630, off=0, boot="b2", booted=346) == at(630)
+    ep = room.machine.episode  # occupancy first reported long after the close (2.1)
+    assert ep is not None and ep.started_at == at(630) and ep.earliest_start == at(346)

@@ -774,7 +774,13 @@ class RoomMachine:
                     late = ts != expected or dev.anchor_late
                     self._anchor(dev, ev.mono_ms, ts, dev.anchor_checked and not late, late=late)
                     return self._at(ev, ts, dev, now, late=late)
-                if checked:
+                if checked and dev.anchor_late and candidate < dev.anchor_ts:
+                    # Measured, yet before the reading it followed (timed at an arrival, a latest
+                    # time): the clock was set since its heartbeats measured it, and the correction
+                    # is of the old clock. The monotonic clock, until a heartbeat finds the setting.
+                    ts = max(min(expected, self._latest(ev, now)), dev.anchor_ts)
+                    self._anchor(dev, ev.mono_ms, ts, False, late=True)
+                elif checked:
                     # Measured since it was set: the measured time; from a reading on an unmeasured
                     # clock, never earlier than the monotonic clock says (from one timed at an arrival,
                     # the monotonic clock gives a latest time only).
@@ -790,6 +796,10 @@ class RoomMachine:
                         # this one before the one it followed; either way the monotonic clock.
                         late = candidate > expected or candidate < dev.anchor_ts
                         ts = expected if late else candidate
+                        if dev.boot is not None and ev.boot != dev.boot:
+                            # An older boot's: never after the new one was first heard of, nor
+                            # before the reading it followed.
+                            ts = max(min(ts, self._latest(ev, now)), dev.anchor_ts)
                     else:
                         late, ts = False, max(candidate, expected)  # never earlier than both say
                     self._anchor(dev, ev.mono_ms, ts, False, late=late)
