@@ -245,7 +245,8 @@ def create_app(
 
     def site_allowed(who: Principal, site: str) -> None:
         if not who.may_see(site):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"no access to site {site!r}")
+            # Never which site: asked for by id, a record's school is not the caller's to learn.
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "not one of your sites")
 
     @app.middleware("http")
     async def _credentials_first(request: Request, call_next: Any) -> Any:
@@ -695,7 +696,19 @@ def create_app(
         except RejectedMessage as exc:
             raise HTTPException(409, exc.reason) from exc
         ep = service.episode_now(store.get_episode(episode_id) or row)
-        return episode_json(ep, service.clock.now())
+        now = service.clock.now()
+        # A change by a person, and a read: the answer shows the whole episode (its child's id too).
+        store.audit(
+            AuditEntry(
+                at=now,
+                actor=who.name,
+                action="review",
+                target_type="episode",
+                target_id=episode_id,
+                detail={"review": body.name},
+            )
+        )
+        return episode_json(ep, now)
 
     @app.get("/api/dead-letters", tags=["operations"])
     def dead_letters(

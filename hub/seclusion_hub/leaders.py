@@ -373,7 +373,8 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             began = dt.datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None
             when_words = local_datetime(began, site.zone) if began else None
             flags.append({**flag, "child": child, "when": when_words, "window": windows.get(flag["label"])})
-        named = sorted({f["child"].id for f in flags if f["child"] is not None})
+        # Only the flags that name their child on the page (overview.html: patterns) name one here.
+        named = sorted({f["child"].id for f in flags if f["child"] is not None and f["kind"] == "pattern"})
         charts = {
             "trend": bar_chart("Episodes per " + bucket, counts, fitted),
             "hour": bar_chart(

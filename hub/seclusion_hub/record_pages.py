@@ -557,6 +557,7 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
 
         view = incident_view(row)
         fields = RecordFields.model_validate(row.record)
+        contacts = records.contacts(row.id)
         senior = who.has_role("senior")
         # A record completed as no child in the room has no parents to tell (core/incident.py).
         parents = not view.no_child
@@ -686,7 +687,15 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
                     "outcome": OUTCOME_WORDS.get(c.outcome, c.outcome),
                     "note": c.note,
                 }
-                for c in records.contacts(row.id)
+                for c in contacts
+                if c.kind != "authority"
+            ],
+            # The report to the local authority is not a contact with the parents (the API keeps it
+            # apart too, `authority_contacts`).
+            authority_contacts=[
+                {"at": local_datetime(c.at, zone), "by": c.by, "note": c.note}
+                for c in contacts
+                if c.kind == "authority"
             ],
             addenda=[
                 {

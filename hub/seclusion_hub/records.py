@@ -214,9 +214,14 @@ def parse_register_csv(text: str, site: str, now: dt.datetime) -> tuple[list[Pup
 def _parse_register_csv(text: str, site: str, now: dt.datetime) -> tuple[list[Pupil], frozenset[str]]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or []]
+    columns = ", ".join(CSV_COLUMNS)
+    if header and not any(h in CSV_COLUMNS for h in header):
+        # Most likely a file without its header row: the first child's line. Never echoed (a name).
+        raise BadRequest("body", "header", f"the first line must be the header row (columns: {columns})")
     unknown = [h for h in header if h not in CSV_COLUMNS]
     if unknown:
-        raise BadRequest("body", unknown[0], f"unknown column (columns: {', '.join(CSV_COLUMNS)})")
+        # A header row (it has a known heading) with one the register does not know: a heading, named.
+        raise BadRequest("body", unknown[0], f"unknown column (columns: {columns})")
     for needed in ("first_name", "last_name"):
         if needed not in header:
             raise BadRequest("body", needed, "the CSV needs this column")
@@ -266,7 +271,8 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
 
     def allowed(who: Principal, site: str) -> None:
         if not who.may_see(site):
-            raise HTTPException(403, f"no access to site {site!r}")
+            # Never which site: asked for by id, the record's school is not the caller's to learn.
+            raise HTTPException(403, "not one of your sites")
 
     def audit(who: Principal, action: str, target_type: str, target_id: str, **detail: Any) -> AuditEntry:
         return AuditEntry(

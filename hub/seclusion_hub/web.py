@@ -198,7 +198,10 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
         review = ' <a href="/review">Review</a>' if who.has_role("leader") else ""
         # Each site's timezone (no personal data): the board shows times as the school's clocks do, on
         # any browser (a laptop still on another zone, a leader away).
-        zones = json.dumps({site_id: site.spec.timezone for site_id, site in service.sites.items()})
+        # Only the user's own sites: another school on the same hub is none of their business.
+        zones = json.dumps(
+            {site_id: site.spec.timezone for site_id, site in service.sites.items() if who.may_see(site_id)}
+        )
         body = (
             _asset("board.html")
             .replace("{{user}}", html.escape(who.name))
