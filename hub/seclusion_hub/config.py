@@ -294,7 +294,8 @@ def load_site(path: Path) -> LoadedSite:
         if any(room.reports(d.id, "occupancy") and d.id not in door for d in room.devices) and door:
             log.warning(
                 "%s: room %s reports occupancy from a device other than the door's: a late occupancy "
-                "reading is judged against the door as it is when it arrives (docs/hub.md, Known limit)",
+                "reading with the door closed now is judged against the door as it is when it arrives "
+                "(docs/hub.md, Known limit)",
                 path,
                 room.id,
             )

@@ -415,3 +415,45 @@ def test_a_room_taken_out_of_the_site_file_leaves_alerts_people_can_still_close(
         after.service.stop()
         after.client.close()
         after.store.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_confinement_found_in_an_inside_devices_replay_is_stored_with_its_record(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Occupancy on a PIR of its own, whose link was down while a child was shut in (T0+100..T0+400);
+    its outbox arrives at T0+1000. The episode it reveals is stored with its timeline note, and its
+    record is open, awaiting completion from its end (docs/hub.md, occupancy on a device of its own)."""
+    url = (
+        f"sqlite:///{tmp_path / 'hub.db'}"
+        if database == "sqlite"
+        else request.getfixturevalue("fresh_postgres_db")
+    )
+    room = two_device_room("calm-1")
+    room["devices"] = [
+        {"id": "calm-1-door", "sensors": ["door", "lock"], "lock_type": "held"},
+        {"id": "calm-1-pir", "sensors": ["occupancy"]},
+        {"id": "calm-1-panel", "sensors": ["observer", "check"]},
+    ]
+    api = Api(tmp_path, url, rooms=[room])
+    try:
+        api.event("test-school", "calm-1", "calm-1-pir", "occupancy", "vacant", 0)
+        api.event("test-school", "calm-1", "calm-1-door", "door", "closed", 100)
+        api.event("test-school", "calm-1", "calm-1-door", "door", "open", 400)
+        replayed = format_ts(T0 + dt.timedelta(seconds=105))
+        api.event("test-school", "calm-1", "calm-1-pir", "occupancy", "occupied", 1000, said=replayed)
+        admin = api.token("admin")
+        [ep] = api.client.get("/api/episodes", params={"room": "calm-1"}, headers=admin).json()["items"]
+        assert (ep["started_at"], ep["ended_at"]) == (
+            format_ts(T0 + dt.timedelta(seconds=100)),
+            format_ts(T0 + dt.timedelta(seconds=400)),
+        )
+        assert ep["duration_s"] == 300.0 and ep["unsupervised_s"] == 300.0
+        incident = api.client.get(f"/api/incidents/{ep['incident_id']}", headers=admin).json()
+        assert incident["status"] == "awaiting_record"
+        timeline = api.client.get(f"/api/episodes/{ep['id']}", headers=admin).json()["timeline"]
+        [started] = [i for i in timeline if i.get("kind") == "episode_started"]
+        assert started["detail"]["found_late_from"] == "calm-1-pir"
+    finally:
+        api.client.close()
+        api.store.close()

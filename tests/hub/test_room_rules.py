@@ -7,11 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
+from seclusion_hub.core.alerts import AlertSaved
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.episode import Episode, account
 from seclusion_hub.core.policy import Policy
 from seclusion_hub.core.room import (
     DeviceStatus,
+    Effect,
     EpisodeSaved,
     Heartbeat,
     IncidentOpened,
@@ -813,14 +815,21 @@ class SplitRoom:
         self.machine = RoomMachine("demo-school", spec, Policy.model_validate(policy))
         self.machine.hub_started(T0)
         self.seq = {DOOR: 0, INSIDE: 0, PANEL: 0}
+        self.effects: list[Effect] = []
 
     def send(self, device: str, kind: str, value: str, t: float, arrive: float | None = None) -> None:
         self.seq[device] += 1
         ev = SensorEvent(device=device, kind=kind, value=value, ts=at(t), seq=self.seq[device])
         now = at(arrive if arrive is not None else t)
         self.clock.set(now)
-        self.machine.handle(ev, now)
-        self.machine.tick(now, liveness=False)
+        self.effects += self.machine.handle(ev, now).effects
+        self.effects += self.machine.tick(now, liveness=False)
+
+    def status(self, device: str, online: bool, t: float, **kw: object) -> None:
+        self.clock.set(at(t))
+        message = DeviceStatus(device=device, online=online, ts=at(t), **kw)  # type: ignore[arg-type]
+        self.effects += self.machine.handle(message, at(t)).effects
+        self.effects += self.machine.tick(at(t), liveness=False)
 
 
 def test_a_vacant_timed_after_the_opening_that_overtook_the_doors_message_ends_the_episode() -> None:
@@ -838,3 +847,114 @@ def test_a_vacant_timed_after_the_opening_that_overtook_the_doors_message_ends_t
     room.send(DOOR, "door", "closed", 60)
     assert ep.ended_at == at(50), (ep.ended_at, ep.segments)
     assert room.machine.episode is None
+
+
+def _door_moves(room: SplitRoom, *moves: tuple[str, float]) -> None:
+    for value, t in moves:
+        room.send(DOOR, "door", value, t)
+
+
+def test_a_confinement_while_the_inside_device_was_away_is_recorded_when_its_replay_comes() -> None:
+    """2.1 and 4.3 with occupancy on a device of its own: the PIR's link was down while a child was shut
+    in from T0+100 to T0+400 (the door device live); its outbox comes at T0+1000. Judged against the
+    door as it was at each reading's time, it was a confinement: recorded, from the close to the
+    opening, its supervision as the panel showed it live (an observer there until T0+250), its record
+    opened and awaiting completion, its lapse raised late for the record."""
+    room = SplitRoom()
+    room.send(INSIDE, "occupancy", "vacant", 0)
+    room.send(PANEL, "observer", "present", 90)
+    _door_moves(room, ("closed", 100))
+    room.send(PANEL, "observer", "absent", 250)
+    _door_moves(room, ("open", 400))
+    assert room.machine.state.last_episode is None
+    room.send(INSIDE, "occupancy", "occupied", 105, arrive=1000)
+    room.send(INSIDE, "occupancy", "occupied", 300, arrive=1000)  # the same confinement: once
+    room.send(INSIDE, "occupancy", "vacant", 410, arrive=1000)
+    ep = room.machine.state.last_episode
+    assert ep is not None and room.machine.episode is None
+    assert (ep.started_at, ep.ended_at, ep.start_uncertain) == (at(100), at(400), False)
+    assert [(s.start, s.end) for s in ep.segments] == [(at(100), at(400))]
+    acc = account(ep, at(1000))
+    assert (acc.supervised_s, acc.unsupervised_s, acc.unknown_s) == (150.0, 150.0, 0.0)
+    [lapse] = [
+        e.alert for e in room.effects if isinstance(e, AlertSaved) and e.alert.kind == "supervision_lapse"
+    ]
+    assert lapse.late and lapse.due_at == at(250 + 15) and lapse.episode_id == ep.id
+    opened = [e for e in room.effects if isinstance(e, IncidentOpened)]
+    assert [(e.episode_id, e.at) for e in opened] == [(ep.id, at(100))]
+    [ended] = [e for e in room.effects if isinstance(e, IncidentStatusChanged)]
+    assert (ended.incident_id, ended.status, ended.at) == (ep.incident_id, "awaiting_record", at(400))
+
+
+def test_a_replayed_confinement_goes_on_through_a_reclosing_within_the_grace() -> None:
+    """2.4: the door opened at T0+200 and closed again at T0+210, within the 30 s grace, with no vacant
+    after the opening: the same episode, two segments, ended at the opening at T0+400."""
+    room = SplitRoom()
+    room.send(INSIDE, "occupancy", "vacant", 0)
+    _door_moves(room, ("closed", 100), ("open", 200), ("closed", 210), ("open", 400), ("closed", 900))
+    room.send(INSIDE, "occupancy", "occupied", 101, arrive=1000)
+    ep = room.machine.state.last_episode
+    assert ep is not None and ep.ended_at == at(400)
+    assert [(s.start, s.end) for s in ep.segments] == [(at(100), at(200)), (at(210), at(400))]
+
+
+def test_a_replayed_presence_long_after_the_close_dates_the_start_by_itself() -> None:
+    """2.1: occupancy first reported more than `occupancy_lookback_s` after the close: the start is the
+    reading's time, uncertain, with the close as its earliest possible start."""
+    room = SplitRoom()
+    room.send(INSIDE, "occupancy", "vacant", 0)
+    _door_moves(room, ("closed", 100), ("open", 900))
+    room.send(INSIDE, "occupancy", "occupied", 500, arrive=1000)
+    ep = room.machine.state.last_episode
+    assert ep is not None and (ep.started_at, ep.start_uncertain, ep.earliest_start) == (
+        at(500),
+        True,
+        at(100),
+    )
+    assert [(s.start, s.end) for s in ep.segments] == [(at(500), at(900))]
+
+
+def test_a_replayed_presence_while_the_door_was_open_is_no_confinement() -> None:
+    room = SplitRoom()
+    room.send(INSIDE, "occupancy", "vacant", 0)
+    _door_moves(room, ("open", 50), ("closed", 100), ("open", 400))
+    room.send(INSIDE, "occupancy", "occupied", 60, arrive=1000)
+    room.send(INSIDE, "occupancy", "vacant", 90, arrive=1000)
+    assert room.machine.state.last_episode is None and room.machine.episode is None
+
+
+def test_a_confinement_timed_live_is_not_recorded_again_by_the_replay() -> None:
+    """The PIR's last word before its link went was `occupied`: the close at T0+100 opened the episode
+    live. Its replay, arriving after the door opened, adds no second episode."""
+    room = SplitRoom()
+    room.send(INSIDE, "occupancy", "occupied", 0)
+    _door_moves(room, ("closed", 100), ("open", 400))
+    live = room.machine.episode
+    assert live is not None and live.started_at == at(100)
+    room.send(INSIDE, "occupancy", "occupied", 150, arrive=1000)
+    assert room.machine.state.episode_count == 1 and room.machine.state.last_episode is None
+
+
+def test_only_a_room_with_occupancy_apart_keeps_the_doors_history() -> None:
+    """The shipped layout (occupancy on the door's device) stores no door history with every batch."""
+    room = Room()
+    room.occupancy("occupied", 0)
+    room.door("closed", 1)
+    room.door("open", 50)
+    assert room.machine.state.door_history is None
+    assert "door_history" not in room_state_json(room.machine.state)
+
+
+def test_a_replayed_confinement_keeps_an_outage_its_devices_return_left_unknown() -> None:
+    """4.1 and 4.2: the PIR's Last Will came at T0+50 and it came back on a new boot at T0+990 (so its
+    gap stays unknown): the confinement its outbox reveals counts that time as unknown."""
+    room = SplitRoom()
+    room.send(INSIDE, "occupancy", "vacant", 0)
+    room.send(PANEL, "observer", "present", 90)
+    room.status(INSIDE, False, 50)
+    _door_moves(room, ("closed", 100), ("open", 400))
+    room.status(INSIDE, True, 990, boot="b2", uptime_s=5)
+    room.send(INSIDE, "occupancy", "occupied", 105, arrive=1000)
+    ep = room.machine.state.last_episode
+    assert ep is not None and [(u.device, u.start, u.end) for u in ep.unknown] == [(INSIDE, at(100), at(400))]
+    assert account(ep, at(1000)).unknown_s == 300.0

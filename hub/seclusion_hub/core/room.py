@@ -49,6 +49,8 @@ def plausible(ts: dt.datetime, arrival: dt.datetime) -> bool:
 # Observer readings and check-ins kept while a closed room has no episode (RoomState.marks_since_close):
 # a dated-back start older than the oldest kept counts as unsupervised until it, never the other way.
 EVIDENCE_KEPT = 32
+# Door readings kept for a room whose occupancy comes from a device of its own (`door_history`).
+DOOR_HISTORY_KEPT = 256
 IncidentStatus = Literal["open", "awaiting_record"]
 
 
@@ -270,6 +272,15 @@ class RoomState(_Model):
     # EVIDENCE_KEPT a device: beyond that its two oldest become one span covering both, so the time
     # between them counts as unknown, never as known.
     outages_since_close: list[UnknownInterval] = []
+    # Only for a room whose occupancy comes from a device that does not report the door: the door's
+    # readings since the oldest latest occupancy reading of such a device (the one in effect then, and
+    # each one after; at most DOOR_HISTORY_KEPT), so that an occupancy reading replayed after the door
+    # has moved on is judged against the door as it was at the reading's time (`_confined_while_away`).
+    door_history: list[Reading] | None = None
+    # And the panel's readings over the same time (the observer's, the check-ins'): the supervision of
+    # such a confinement, for its record and its alerts (a lapse follows what the panel showed).
+    observer_history: list[ObserverMark] | None = None
+    check_history: list[dt.datetime] | None = None
 
 
 _Timed = TypeVar("_Timed", ObserverMark, Reading)
@@ -313,6 +324,10 @@ class RoomMachine:
         self.state = state if state is not None else RoomState(site=site, room=spec.id)
         for device in spec.devices:
             self.state.devices.setdefault(device.id, DeviceState())
+        # Devices that report occupancy but not the door: their readings reach the hub in their own order.
+        self._inside = frozenset(
+            d.id for d in spec.devices if spec.reports(d.id, "occupancy") and not spec.reports(d.id, "door")
+        )
         self._effects: list[Effect] = []
 
     # -- public API
@@ -993,6 +1008,8 @@ class RoomMachine:
         if kind == "fault":
             _fault_run(dev, value, ts)
         dev.readings[kind] = reading
+        if self._inside:
+            self._keep_history(device, kind, reading)
         ep = self.state.episode
         # 4.3: what a replay reveals about the past is written into the episode it belongs to, the ended
         # one as well as (or instead of) the one open now.
@@ -1029,6 +1046,131 @@ class RoomMachine:
                 self._lock_engaged(ep, device, ts, current)
         if kind in ("door", "occupancy"):
             self._door_or_occupancy(kind, value, ts)
+
+    def _keep_history(self, device: str, kind: str, reading: Reading) -> None:
+        """A room with occupancy on a device apart from the door's: the door's and the panel's readings
+        kept, in time order, for as long as an inside device's next reading may be older than them."""
+        st = self.state
+        if kind == "door":
+            doors = list(st.door_history or [])
+            at = len(doors)
+            while at and doors[at - 1].ts > reading.ts:  # a door device's replay: kept in time order
+                at -= 1
+            doors.insert(at, reading)
+            st.door_history = doors
+        elif kind == "observer":
+            mark = ObserverMark(ts=reading.ts, present=reading.value == "present")
+            st.observer_history = sorted([*(st.observer_history or []), mark], key=lambda m: m.ts)
+        elif kind == "check":
+            st.check_history = sorted([*(st.check_history or []), reading.ts])
+        elif kind == "occupancy" and device in self._inside and reading.value == "occupied":
+            door = st.readings.get("door")
+            if door is not None and door.ts > reading.ts:
+                self._episode_from_history(device, reading.ts)
+        self._prune_history()
+
+    def _prune_history(self) -> None:
+        """From the readings in effect at the oldest of the inside devices' latest occupancy readings
+        (each device's come in its order: nothing older is judged again), at most DOOR_HISTORY_KEPT."""
+        st = self.state
+        latest = [st.devices[d].readings.get("occupancy") for d in self._inside]
+        floor = min(r.ts for r in latest if r is not None) if all(latest) else None
+        if st.door_history is not None:
+            doors = st.door_history
+            if floor is not None:
+                doors = [r for r in doors if r.ts <= floor][-1:] + [r for r in doors if r.ts > floor]
+            st.door_history = doors[-DOOR_HISTORY_KEPT:]
+        if st.observer_history is not None:
+            marks = st.observer_history
+            if floor is not None:
+                marks = [m for m in marks if m.ts <= floor][-1:] + [m for m in marks if m.ts > floor]
+            st.observer_history = marks[-DOOR_HISTORY_KEPT:]
+        if st.check_history is not None:
+            checks = st.check_history
+            if floor is not None:
+                proof = floor - self._seconds(self.policy.checkin_interval_s)
+                checks = [c for c in checks if c > proof]
+            st.check_history = checks[-DOOR_HISTORY_KEPT:]
+
+    def _episode_from_history(self, device: str, ts: dt.datetime) -> None:
+        """2.1 and 4.3 for occupancy on a device apart from the door's: a child's presence replayed after
+        the door has moved on, timed while the door was closed and then opened again, was a confinement
+        nobody timed. It is written as the episode it was, from the door's history: its start as 2.1
+        dates it, its segments and end as the door moved (re-closings within the grace go on with it),
+        its supervision as the panel showed it, the devices' outages left unknown as unknown, its record
+        opened, its alerts raised late."""
+        history = self.state.door_history or []
+        before = [r for r in history if r.ts <= ts]
+        if not before or before[-1].value != "closed":
+            return  # the door was open (or not known): nobody was shut in then
+        closed = before[-1]
+        grace = self._seconds(self.policy.reclose_grace_s)
+        segments: list[Segment] = []
+        start_segment, opened = closed.ts, None
+        for r in (r for r in history if r.ts > ts):
+            if r.value == "open" and opened is None:
+                segments.append(Segment(start=start_segment, end=r.ts))
+                opened = r.ts
+            elif r.value == "closed" and opened is not None:
+                if r.ts > opened + grace or self.policy.reclose_is_new_episode:
+                    break
+                start_segment, opened = r.ts, None
+        if opened is None:
+            return  # the door is closed still: the room as it is now opens the episode (2.1)
+        end = opened
+        st = self.state
+        for known in (st.episode, st.last_episode):
+            if known is not None and known.started_at <= end and (known.ended_at or end) >= closed.ts:
+                return  # timed already, live or by an earlier reading of this replay
+        lookback = self._seconds(self.policy.occupancy_lookback_s)
+        uncertain = closed.uncertain or ts > closed.ts + lookback
+        start = ts if ts > closed.ts + lookback else closed.ts
+        segments[0].start = start
+        st.episode_count += 1
+        episode_id = str(
+            uuid.uuid5(NAMESPACE, f"{self.site}/{self.spec.id}/{format_ts(start)}/{st.episode_count}")
+        )
+        ep = Episode(
+            id=episode_id,
+            site=self.site,
+            room=self.spec.id,
+            number=st.episode_count,
+            started_at=start,
+            start_uncertain=uncertain,
+            earliest_start=closed.ts if start != closed.ts else None,
+            ended_at=end,
+            segments=segments,
+            incident_id=str(uuid.uuid5(NAMESPACE, f"incident/{episode_id}")),
+            supervision=self.mode,
+            checkin_interval_s=self.policy.checkin_interval_s,
+            test=self.in_maintenance(start),
+        )
+        marks = sorted(st.observer_history or [], key=lambda m: m.ts)
+        ep.observer.extend(m for m in _from_start(marks, start) if m.ts <= end)
+        interval = self._seconds(self.policy.checkin_interval_s)
+        ep.checks.extend(c for c in st.check_history or [] if start < c + interval and c <= end)
+        # 4.1: a device's outage its return left unknown is unknown time here too.
+        for dev_id, dev in st.devices.items():
+            spans = [(o.start, o.end) for o in [dev.last_offline] if o is not None]
+            if not dev.online:
+                spans.append((dev.offline_since or start, None))
+            for since, until in spans:
+                if since < end and (until is None or until > start):
+                    cut = UnknownInterval(device=dev_id, start=max(start, since), end=min(end, until or end))
+                    ep.unknown.append(cut)
+        self._effects.append(IncidentOpened(ep.incident_id, ep.id, self.site, self.spec.id, start))
+        detail: dict[str, object] = {"start_uncertain": uncertain, "found_late_from": device}
+        if ep.earliest_start is not None:
+            detail["earliest_start"] = format_ts(ep.earliest_start)
+        self._note(ep.id, start, "episode_started", detail)
+        reason = "the door opened (found from the door's history when the inside device's readings came)"
+        self._note(ep.id, end, "episode_ended", {"reason": reason, "end_uncertain": False})
+        self._effects.append(IncidentStatusChanged(ep.incident_id, "awaiting_record", end))
+        if st.last_episode is None or (st.last_episode.ended_at or end) <= start:
+            st.last_episode = ep  # the latest ended episode: late supervision readings find it
+        self._saved(ep)
+        # What it covered is known now: nothing up to its end is judged again.
+        st.door_history = [r for r in history if r.ts >= end]
 
     def _keep_evidence(self, kind: str, value: str, ts: dt.datetime) -> None:
         """Outside an episode: what an episode dated back to the door's close will need (see RoomState)."""
