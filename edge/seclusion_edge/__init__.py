@@ -10,7 +10,14 @@ from __future__ import annotations
 from seclusion_edge.agent import EdgeAgent, agent_version, reset_epoch
 from seclusion_edge.clock import Clock, FakeClock, Instant, SystemClock
 from seclusion_edge.config import EdgeConfig, load_config
-from seclusion_edge.errors import ConfigError, EdgeError, LinkError, OutboxError, WiringError
+from seclusion_edge.errors import (
+    ConfigError,
+    EdgeError,
+    LinkError,
+    OutboxError,
+    OutboxUnavailable,
+    WiringError,
+)
 
 __all__ = [
     "Clock",
@@ -22,6 +29,7 @@ __all__ = [
     "Instant",
     "LinkError",
     "OutboxError",
+    "OutboxUnavailable",
     "SystemClock",
     "WiringError",
     "agent_version",

@@ -29,6 +29,12 @@ How it runs:
   `config` topic (kept in the state directory, so they survive a restart without a broker). Each tick
   decides what the buzzer and LED show: the room's `indicator` while the broker is connected and the
   hub's status is online, the local fail-safe's own timers otherwise. No network is needed for that.
+- No SD card is needed for it either. A store that cannot be opened for now (a full or read-only card,
+  a disk error, a lock) does not stop the start: the agent runs without it, settled readings waiting in
+  memory as when the card fills while it runs, and tries to open it every `REOPEN_INTERVAL_S` from the
+  tick. Meanwhile it reports only numbers it can read (`Outbox.open_readable`): with none, it publishes
+  no status and no heartbeat (it would have to invent `epoch` and `last_seq`) and the local fail-safe
+  drives the outputs, since the hub hears nothing of this device. Acks wait in memory for the store.
 
 Start-up readings: each sensor's first settled reading is published only if it differs from the last
 reading the outbox published for that kind (or there is none): the hub already knows an unchanged
@@ -67,7 +73,7 @@ from seclusion_contract import (
 from seclusion_edge.clock import Clock, Instant, SystemClock, read_boot_id
 from seclusion_edge.config import EdgeConfig
 from seclusion_edge.debounce import Debouncer, Settled
-from seclusion_edge.errors import LinkError, OutboxError
+from seclusion_edge.errors import LinkError, OutboxError, OutboxUnavailable
 from seclusion_edge.failsafe import NO_ALARM, QUIET, Alarm, FailSafe, LocalAlarm, choose_alarm, on_local_axis
 from seclusion_edge.link import LinkSettings, Message, Publisher, PublisherFactory
 from seclusion_edge.outbox import EventKey, Outbox
@@ -80,6 +86,8 @@ DEFAULT_TICK_INTERVAL_S: Final = 0.02
 # How long a new store waits on a connection for its own status to come back (normally milliseconds)
 # before it sends its events without having seen what the hub has of this device.
 CONFIRM_TIMEOUT_S: Final = 10.0
+# How often the tick tries again to open a store that could not be opened (a full or read-only card).
+REOPEN_INTERVAL_S: Final = 5.0
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
 POLICY_FILE: Final = "failsafe-config.json"
 
@@ -152,7 +160,14 @@ class EdgeAgent:
         self._held: list[tuple[Kind, Settled]] = []
         self._let_through: dict[Kind, bool | None] = {}
         self._hold_limit_ms = 0
+        # The store; a read-only view of it (`Outbox.open_readable`) or None while it cannot be opened,
+        # tried again from the tick at `_next_open_ms`. The hub's latest ack waits for it meanwhile.
         self._outbox: Outbox | None = None
+        self._next_open_ms = 0
+        self._open_refused = False
+        self._unapplied_ack: AckPayload | None = None
+        # True while the current connection has had no status: its numbers were not known at connect.
+        self._unannounced = False
         self._publisher: Publisher | None = None
         self._sent_upto: EventKey | None = None
         # True from a disconnect (and before the first connect) until `on_connected` has restarted the
@@ -204,7 +219,9 @@ class EdgeAgent:
 
         If any step fails, what the earlier ones opened (the outbox, the pins) is closed again. A broker
         link that cannot be set up (TLS with a CA file that cannot be read) is a `LinkError` naming the
-        device file and the key.
+        device file and the key. A store that cannot be opened for now (`OutboxUnavailable`: a full or
+        read-only card) is no failure: the agent starts without it and the tick tries it again; one of
+        another device is still an OutboxError.
         """
         if self._running:
             raise RuntimeError("the agent is already running")
@@ -215,10 +232,24 @@ class EdgeAgent:
         self._held.clear()
         self._let_through.clear()
         self._hold_limit_ms = 0
-        outbox = Outbox.open(self.config.state_dir, self.config.device)
+        self._unapplied_ack, self._unannounced, self._open_refused = None, False, False
+        try:
+            outbox: Outbox | None = Outbox.open(self.config.state_dir, self.config.device)
+        except OutboxUnavailable as exc:
+            # The alarm does not wait for the card: run without the store (a store of another device
+            # is still refused, by open_readable, when it can tell).
+            outbox = Outbox.open_readable(self.config.state_dir, self.config.device)
+            log.error(
+                "%s; readings wait in memory, the outbox is tried again every %g s; %s",
+                exc,
+                REOPEN_INTERVAL_S,
+                "no status or heartbeat until its numbers can be read"
+                if outbox is None
+                else f"its numbers read as they stand: epoch {outbox.epoch}, last seq {outbox.last_seq}",
+            )
         self._last_run = {
             kind: (value, began)
-            for kind, (value, began) in outbox.last_readings().items()
+            for kind, (value, began) in ({} if outbox is None else outbox.last_readings()).items()
             if began is not None
         }
         self._replay_due, self._sent_upto = True, None
@@ -238,7 +269,8 @@ class EdgeAgent:
             publisher = factory(self._link_settings(), self)
         except BaseException as exc:
             self._close_pins()
-            outbox.close()
+            if outbox is not None:
+                outbox.close()
             if isinstance(exc, LinkError):
                 key = "mqtt.url" if self.config.mqtt.ca_file is None else "mqtt.ca_file"
                 raise LinkError(f"{self.config.where(key)}: {exc}") from None
@@ -248,16 +280,21 @@ class EdgeAgent:
         now = self._clock.now()
         self._started_ms = now.mono_ms
         self._next_heartbeat_ms = now.mono_ms
+        self._next_open_ms = now.mono_ms + round(REOPEN_INTERVAL_S * 1000)
         self._running = True
         log.info(
-            "agent %s/%s/%s starting: epoch %d, last seq %d, %d queued%s",
+            "agent %s/%s/%s starting: %s",
             self.config.site,
             self.config.room,
             self.config.device,
-            outbox.epoch,
-            outbox.last_seq,
-            outbox.queued(),
-            "" if outbox.confirmed else " (a new store: its events wait for the hub's ack, or none, first)",
+            "without its outbox"
+            if outbox is None
+            else f"epoch {outbox.epoch}, last seq {outbox.last_seq}, {outbox.queued()} queued"
+            + (
+                ""
+                if outbox.confirmed
+                else " (a new store: its events wait for the hub's ack, or none, first)"
+            ),
         )
         self._publisher.start()
         if self._tick_interval_s is not None:
@@ -291,10 +328,14 @@ class EdgeAgent:
                 waiting = sorted(self._held, key=lambda item: item[1].began.mono_ms)
                 self._held = []
             self._unrecorded.extend(waiting)
-            try:
-                self._record_unrecorded()
-            except Exception:
-                log.exception("readings not yet numbered at the stop could not be stored")
+            if self._outbox is None or self._outbox.read_only:
+                if self._unrecorded:
+                    log.error("%d readings are lost: the outbox could not be opened", len(self._unrecorded))
+            else:
+                try:
+                    self._record_unrecorded()
+                except Exception:
+                    log.exception("readings not yet numbered at the stop could not be stored")
             self._stopping = True
         farewell = Message(
             self._status_topic,
@@ -417,8 +458,9 @@ class EdgeAgent:
 
     @property
     def hub_drives(self) -> bool:
-        """True while the room's indicator drives the outputs: connected, and the hub said online."""
-        return self.is_connected and self._hub_online
+        """True while the room's indicator drives the outputs: connected, the hub said online, and the
+        hub hears this device (not while the store's numbers cannot be read: no status, no heartbeat)."""
+        return self.is_connected and self._hub_online and self._outbox is not None
 
     @property
     def episode_open(self) -> bool:
@@ -466,6 +508,7 @@ class EdgeAgent:
         with self._send_lock:
             if self._stopping:
                 return
+            self._open_outbox_if_due(now)
             self._unrecorded.extend(settled)
             self._record_or_keep_queued()
             self._confirm_if_waited_too_long(now)
@@ -498,14 +541,18 @@ class EdgeAgent:
         """`_record_unrecorded`, but a store that fails (a full SD card, a disk error) is logged, once per
         run of failures, and does not stop the tick: the readings stay queued, in order, for the next
         tick, and what already waits in the outbox and the heartbeat still go out (caller holds the send
-        lock). The log names the error and how many readings wait, never a reading's content."""
+        lock). The log names the error and how many readings wait, never a reading's content. A store
+        not open yet (`_open_outbox_if_due`) keeps them queued the same way."""
+        outbox = self._outbox
+        if outbox is None or outbox.read_only:
+            return
         try:
             self._record_unrecorded()
         except (sqlite3.Error, OSError, OutboxError) as exc:
             if not self._store_failed:
                 log.error(
                     "cannot number readings in the outbox %s (%s: %s); %d waiting, retried every tick",
-                    self._require_outbox().path,
+                    outbox.path,
                     type(exc).__name__,
                     exc,
                     len(self._unrecorded),
@@ -515,6 +562,40 @@ class EdgeAgent:
             if self._store_failed:
                 log.warning("the outbox takes readings again; those that waited are numbered")
             self._store_failed = False
+
+    def _open_outbox_if_due(self, now: Instant) -> None:
+        """Try again, every REOPEN_INTERVAL_S, to open a store that could not be opened at the start
+        (caller holds the send lock). Once open, the hub's ack that waited is applied, and a connection
+        that could not be told the store's numbers (or was told others) gets its status and replay."""
+        readable = self._outbox
+        if (readable is not None and not readable.read_only) or now.mono_ms < self._next_open_ms:
+            return
+        self._next_open_ms = now.mono_ms + round(REOPEN_INTERVAL_S * 1000)
+        try:
+            outbox = Outbox.open(self.config.state_dir, self.config.device, wait_s=0)
+        except (OutboxError, sqlite3.Error, OSError) as exc:
+            if isinstance(exc, OutboxUnavailable):
+                log.debug("the outbox still cannot be opened: %s", exc)
+            elif not self._open_refused:
+                log.error("the outbox cannot be used (%s); retried every %g s", exc, REOPEN_INTERVAL_S)
+                self._open_refused = True
+            return
+        self._outbox = outbox
+        if readable is not None:
+            readable.close()
+        log.warning(
+            "the outbox opens: epoch %d, last seq %d, %d queued; the %d readings that waited follow",
+            outbox.epoch,
+            outbox.last_seq,
+            outbox.queued(),
+            len(self._unrecorded) + len(self._held),
+        )
+        told = readable is not None and (readable.epoch, readable.last_seq) == (outbox.epoch, outbox.last_seq)
+        ack, self._unapplied_ack = self._unapplied_ack, None
+        if ack is not None:
+            self._apply_ack(ack)
+        if self.is_connected and (self._unannounced or not (self._replay_due or (told and outbox.confirmed))):
+            self._announce(now)
 
     def _record_unrecorded(self) -> None:
         """Number and store the settled readings not yet in the outbox, in order (caller holds the send
@@ -541,8 +622,14 @@ class EdgeAgent:
         # Caller holds the send lock: events leave strictly in (epoch, seq) order, each exactly once
         # per connection; a failed hand-over stops here and the next connect replays from the outbox.
         publisher = self._publisher
-        outbox = self._require_outbox()
-        if publisher is None or not publisher.is_connected or self._replay_due or not outbox.confirmed:
+        outbox = self._outbox
+        if (
+            publisher is None
+            or outbox is None
+            or not publisher.is_connected
+            or self._replay_due
+            or not outbox.confirmed
+        ):
             return
         for event in outbox.pending(after=self._sent_upto):
             if not publisher.publish(Message(self._event_topic, event.payload, qos=1, retain=False)):
@@ -561,9 +648,10 @@ class EdgeAgent:
 
     def _send_heartbeat_if_due(self, now: Instant) -> None:
         publisher = self._publisher
-        outbox = self._require_outbox()
+        outbox = self._outbox
         if (
             publisher is None
+            or outbox is None  # its numbers are not known: none are invented
             or not publisher.is_connected
             or self._replay_due  # the status and the replay go first
             or not outbox.confirmed  # its epoch and last_seq may yet change
@@ -645,35 +733,45 @@ class EdgeAgent:
         with self._send_lock:
             if self._stopping or self._publisher is None:
                 return
-            now = self._clock.now()
-            outbox = self._require_outbox()
-            status = StatusPayload(
-                online=True,
-                ts=now.wall,
-                agent=agent_version(),
-                boot=self.boot_id,
-                uptime_s=self._uptime_s(now),
-                sensors=self.sensor_kinds,
-                epoch=outbox.epoch,
-                last_seq=outbox.last_seq,
-            )
-            payload = dump_payload(status)
-            self._status_sent, self._connected_ms = payload, now.mono_ms
-            self._publisher.publish(Message(self._status_topic, payload, qos=1, retain=True))
-            self._sent_upto = None
-            self._replay_due = False
-            self._send_pending()
-            self._next_heartbeat_ms = now.mono_ms  # the hub gets the current readings at once
-            log.info(
-                "online: epoch %d, last seq %d, %d queued", outbox.epoch, outbox.last_seq, outbox.queued()
-            )
+            if self._outbox is None:
+                # No status: it would have to invent the store's numbers. The broker keeps the last one
+                # (offline), and the hub hears from this device once the store opens.
+                self._unannounced = True
+                log.info("connected, but the outbox's numbers are not known: no status until they are")
+                return
+            self._announce(self._clock.now())
+
+    def _announce(self, now: Instant) -> None:
+        """The retained online status and the replay of the outbox (caller holds the send lock)."""
+        publisher = self._publisher
+        outbox = self._outbox
+        if publisher is None or outbox is None:
+            return
+        status = StatusPayload(
+            online=True,
+            ts=now.wall,
+            agent=agent_version(),
+            boot=self.boot_id,
+            uptime_s=self._uptime_s(now),
+            sensors=self.sensor_kinds,
+            epoch=outbox.epoch,
+            last_seq=outbox.last_seq,
+        )
+        payload = dump_payload(status)
+        self._status_sent, self._connected_ms = payload, now.mono_ms
+        publisher.publish(Message(self._status_topic, payload, qos=1, retain=True))
+        self._sent_upto = None
+        self._replay_due, self._unannounced = False, False
+        self._send_pending()
+        self._next_heartbeat_ms = now.mono_ms  # the hub gets the current readings at once
+        log.info("online: epoch %d, last seq %d, %d queued", outbox.epoch, outbox.last_seq, outbox.queued())
 
     def on_disconnected(self) -> None:
         """Events stay in the outbox for the next connect; the local fail-safe drives the outputs."""
         self._hub_online = False
         with self._send_lock:
             self._replay_due = True  # the next connection replays from the oldest event waiting
-            self._status_sent, self._connected_ms = None, None
+            self._status_sent, self._connected_ms, self._unannounced = None, None, False
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -714,7 +812,15 @@ class EdgeAgent:
         with self._send_lock:
             if self._stopping:
                 return
-            outbox = self._require_outbox()
+            outbox = self._outbox
+            if outbox is None or outbox.read_only:
+                # Nothing can be written (or even read): the latest ack waits for the store to open.
+                if self._unapplied_ack is None or (ack.epoch, ack.seq) > (
+                    self._unapplied_ack.epoch,
+                    self._unapplied_ack.seq,
+                ):
+                    self._unapplied_ack = ack
+                return
             if not outbox.confirmed:
                 self._apply_ack_to_a_new_store(outbox, ack)
                 return
@@ -768,8 +874,14 @@ class EdgeAgent:
 
     def _confirm_if_waited_too_long(self, now: Instant) -> None:
         # Caller holds the send lock.
-        outbox = self._require_outbox()
-        if outbox.confirmed or self._replay_due or self._connected_ms is None or not self.is_connected:
+        outbox = self._outbox
+        if (
+            outbox is None
+            or outbox.confirmed
+            or self._replay_due
+            or self._connected_ms is None
+            or not self.is_connected
+        ):
             return
         if now.mono_ms - self._connected_ms >= round(CONFIRM_TIMEOUT_S * 1000):
             log.warning(
@@ -945,7 +1057,7 @@ class EdgeAgent:
 
     def _require_outbox(self) -> Outbox:
         if self._outbox is None:
-            raise RuntimeError("the agent is not started")
+            raise RuntimeError("the outbox is not open yet" if self._running else "the agent is not started")
         return self._outbox
 
 

@@ -15,6 +15,10 @@ class OutboxError(EdgeError, RuntimeError):
     """The sequence store or outbox cannot be used (wrong device, unwritable directory)."""
 
 
+class OutboxUnavailable(OutboxError):
+    """The store cannot be opened for now (a full or read-only SD card, a disk error, a lock); it is kept."""
+
+
 class LinkError(EdgeError, RuntimeError):
     """The broker link cannot be set up (TLS: a CA file that cannot be read or holds no certificate)."""
 

@@ -11,8 +11,10 @@ and a new one started in the next epoch: past the epoch each damaged file still 
 epoch 1 (most stores never leave epoch 0). The new store is built whole under a temporary name, its
 epoch in the same transaction as its creation, and only then renamed into place, so that a power cut
 at any step never leaves a store at epoch 0 where one was lost: a store missing beside a moved-aside
-`.corrupt-*` file is a lost store too. A store that cannot be opened for now (locked by another
-process, a disk error) is kept, and the agent refuses to start until it can be opened. `start_epoch`
+`.corrupt-*` file is a lost store too. A store that cannot be opened for now (a full or read-only SD
+card, a disk error, locked by another process) is kept, never replaced: `open` raises
+`OutboxUnavailable`, and the agent runs without it, trying again every few seconds (`open_readable`
+reads its numbers meanwhile, when that is safe). `start_epoch`
 moves to a new epoch (the `reset-epoch` command, for a replaced SD card); the agent also calls it when
 the hub's ack shows the hub has seen more of this device than the store remembers.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -41,7 +44,7 @@ from typing import Final
 
 from seclusion_contract import EventPayload, Kind, dump_payload
 from seclusion_edge.clock import Instant
-from seclusion_edge.errors import OutboxError
+from seclusion_edge.errors import OutboxError, OutboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,29 @@ CREATE TABLE IF NOT EXISTS readings (kind TEXT PRIMARY KEY, value TEXT NOT NULL,
 EventKey = tuple[int, int]
 
 _COUNT: Final = re.compile(r"[0-9]{1,18}")  # an epoch or a seq as the store keeps it
+
+# How long a write waits for another process's lock on the store (SQLite's busy timeout).
+BUSY_TIMEOUT_S: Final = 10.0
+
+# Failures that say nothing about the store itself, which may be whole: it cannot be opened *for now*.
+# SQLite's primary result codes (an OperationalError without one, as a test raises it, counts too)...
+_FOR_NOW_SQLITE: Final = frozenset(
+    {
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+# ... and the system's errors (creating the state directory, building a lost store's replacement).
+_FOR_NOW_ERRNO: Final = frozenset(
+    {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EACCES, errno.EPERM}
+)
 
 
 def event_id(device: str, epoch: int, seq: int) -> str:
@@ -89,44 +115,49 @@ class Outbox:
     Thread-safe: the agent's ticker and the MQTT network thread both use it.
     """
 
-    def __init__(self, connection: sqlite3.Connection, path: Path, device: str) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, device: str, *, read_only: bool = False
+    ) -> None:
         self._db = connection
         self.path = path
         self.device = device
+        self.read_only = read_only
+        """True for `open_readable`'s view: its numbers and events can be read, nothing can be written."""
         self._lock = threading.Lock()
         self._epoch = int(self._meta("epoch", "0"))
         self._last_seq = int(self._meta("last_seq", "0"))
         self._confirmed = self._meta("confirmed", "1") == "1"
 
     @classmethod
-    def open(cls, state_dir: Path, device: str) -> Outbox:
+    def open(cls, state_dir: Path, device: str, *, wait_s: float = BUSY_TIMEOUT_S) -> Outbox:
         """Open (or create) the outbox of `device` in `state_dir`.
 
         A damaged file is moved aside and replaced by a new store (logged as an error). A store that
-        cannot be opened for now (locked, a disk error) is an OutboxError, and so is one that belongs
-        to another device: two devices must never share a sequence.
+        cannot be opened for now (a full or read-only card, a disk error, locked for longer than
+        `wait_s`) is an `OutboxUnavailable`, kept as it is. One that belongs to another device is an
+        OutboxError: two devices must never share a sequence.
         """
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutboxError(f"{state_dir}: cannot create the state directory: {exc.strerror}") from None
+            raise _cannot(exc, f"{state_dir}: cannot create the state directory: {exc.strerror}") from None
         path = state_dir / OUTBOX_FILE
         if not path.exists() and _moved_aside(path):
             # A store was moved aside and its replacement never made it into place (a power cut in
             # between): the store is lost all the same, and the epoch moves on.
             _replace_lost(path, device, "missing beside a damaged store moved aside")
         try:
-            connection = _connect(path)
+            connection = _connect(path, wait_s)
         except sqlite3.OperationalError as exc:
-            # Locked by another process, a disk error, no permission: the store may be whole. Keep it
-            # (its events and its seq) and refuse to start; the service manager tries again.
-            raise OutboxError(f"{path}: cannot open the outbox: {exc}") from None
+            # Full, read-only, a disk error, locked by another process, no permission: the store may be
+            # whole. Keep it (its events and its seq); the agent runs without it and tries again.
+            raise _cannot(exc, f"{path}: cannot open the outbox: {exc}") from None
         except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
             _replace_lost(path, device, f"unreadable ({exc})")
             try:
-                connection = _connect(path)
+                connection = _connect(path, wait_s)
             except sqlite3.Error as again:
-                raise OutboxError(f"{path}: cannot open the new outbox: {again}") from None
+                raise _cannot(again, f"{path}: cannot open the new outbox: {again}") from None
         except sqlite3.Error as exc:
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from None
         try:
@@ -142,15 +173,53 @@ class Outbox:
             connection.close()
             _replace_lost(path, device, f"garbled ({garbled})")
             try:
-                connection = _connect(path)
+                connection = _connect(path, wait_s)
             except sqlite3.Error as again:
-                raise OutboxError(f"{path}: cannot open the new outbox: {again}") from None
+                raise _cannot(again, f"{path}: cannot open the new outbox: {again}") from None
             try:
                 _claim(connection, path, device)
             except BaseException:
                 connection.close()
                 raise
         return cls(connection, path, device)
+
+    @classmethod
+    def open_readable(cls, state_dir: Path, device: str) -> Outbox | None:
+        """The store as it stands, read-only, for when `open` cannot open it for now; None when its
+        numbers cannot be known.
+
+        Read in place (`mode=ro`), or, where SQLite cannot even do that (a store in WAL mode on a
+        read-only or full card, whose `-shm` it cannot create), as `immutable=1`: but only with no
+        write-ahead log or rollback journal beside it holding anything (its last transactions could be
+        there, and the file alone would tell older numbers) and not held by another process (which may
+        be writing). None, too, for a store that is damaged, of an earlier version, new (no device
+        yet) or not confirmed (its numbers may still move when it sees the hub's ack). An OutboxError
+        for a store of another device.
+        """
+        path = state_dir / OUTBOX_FILE
+        connection = _connect_read_only(path)
+        if connection is None:
+            return None
+        try:
+            row = connection.execute("SELECT value FROM meta WHERE key = 'device'").fetchone()
+            if row is not None and row[0] != device:
+                raise OutboxError(
+                    f"{path}: this outbox belongs to device {row[0]!r}, not {device!r}; "
+                    "give each device its own state_dir"
+                )
+            columns = {column[1] for column in connection.execute("PRAGMA table_info(readings)")}
+            connection.execute("SELECT count(*) FROM outbox").fetchone()
+            known = row is not None and "ts" in columns and _garbled_number(connection) is None
+            outbox = cls(connection, path, device, read_only=True) if known else None
+        except sqlite3.Error:
+            outbox = None
+        except BaseException:
+            connection.close()
+            raise
+        if outbox is None or not outbox.confirmed:
+            connection.close()
+            return None
+        return outbox
 
     @property
     def epoch(self) -> int:
@@ -321,9 +390,9 @@ class Outbox:
         )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, wait_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
     # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) so none is left open.
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=wait_s)
     try:
         (check,) = connection.execute("PRAGMA quick_check").fetchone()
         if check != "ok":
@@ -335,10 +404,65 @@ def _connect(path: Path) -> sqlite3.Connection:
         columns = {row[1] for row in connection.execute("PRAGMA table_info(readings)")}
         if "ts" not in columns:  # a store of an earlier version: when its readings began is not known
             connection.execute("ALTER TABLE readings ADD COLUMN ts TEXT")
+        connection.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")  # once open, as ever
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection | None:
+    """A connection that can only read the store (see `Outbox.open_readable`), or None."""
+    if not path.exists():
+        return None
+    uri = path.resolve().as_uri()
+    try:
+        return _checked(sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=0))
+    except sqlite3.OperationalError as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None or code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return None  # held by another process, which may be writing: the file alone may be stale
+    except sqlite3.Error:
+        return None
+    if any(_size(path.with_name(path.name + suffix)) for suffix in ("-wal", "-journal")):
+        return None  # its last transactions may be there, not in the file: immutable would read stale numbers
+    try:
+        return _checked(sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, timeout=0))
+    except sqlite3.Error:
+        return None
+
+
+def _checked(connection: sqlite3.Connection) -> sqlite3.Connection:
+    """The connection, once its pages pass `quick_check` (closed, and a DatabaseError, if not)."""
+    try:
+        (check,) = connection.execute("PRAGMA quick_check").fetchone()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {check}")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _size(path: Path) -> int:
+    """A file's size; 0 when there is none."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _for_now(exc: BaseException) -> bool:
+    """Whether a failure to open the store may pass, the store being whole (see `_FOR_NOW_SQLITE`)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is None or code & 0xFF in _FOR_NOW_SQLITE
+    return isinstance(exc, OSError) and exc.errno in _FOR_NOW_ERRNO
+
+
+def _cannot(exc: BaseException, message: str) -> OutboxError:
+    """`OutboxUnavailable` for a failure that may pass (`_for_now`), an OutboxError for any other."""
+    return OutboxUnavailable(message) if _for_now(exc) else OutboxError(message)
 
 
 def _new_store_meta(device: str, epoch: int) -> list[tuple[str, str]]:
@@ -408,7 +532,7 @@ def _replace_lost(path: Path, device: str, why: str) -> None:
         partial.replace(path)
         _fsync(path.parent)
     except (OSError, sqlite3.Error) as exc:
-        raise OutboxError(f"{path}: cannot create a new outbox: {exc}") from None
+        raise _cannot(exc, f"{path}: cannot create a new outbox: {exc}") from None
 
 
 def _build(path: Path, device: str, epoch: int) -> None:

@@ -117,11 +117,11 @@ def test_a_damaged_store_that_still_tells_its_epoch_is_followed_by_the_next_one(
     real = outbox_module._connect
     calls: list[Path] = []
 
-    def damaged_once(path: Path) -> sqlite3.Connection:  # quick_check fails, the meta page is fine
+    def damaged_once(path: Path, *wait_s: float) -> sqlite3.Connection:  # quick_check fails, not meta
         calls.append(path)
         if len(calls) == 1:
             raise sqlite3.DatabaseError("quick_check: *** in database main *** Page 7: btreeInitPage")
-        return real(path)
+        return real(path, *wait_s)
 
     monkeypatch.setattr(outbox_module, "_connect", damaged_once)
     outbox = Outbox.open(tmp_path, "calm-1-door")
