@@ -243,6 +243,7 @@ class AlertDelivery:
             link=f"{self.public_url}/#alert-{alert.id}" if self.public_url else None,
             timezone=site.spec.timezone if site is not None else "UTC",
             rule=alert.rule,
+            sent_at=self.clock.now(),
         )
         try:
             self.dispatcher.submit(notice, list(refs), refs, progress)

@@ -1046,9 +1046,13 @@ class HubService:
 
         def apply(batch: Batch) -> None:
             machine = self.machines[key]
-            self._collect(key, machine.set_maintenance(until, reason, self.clock.now()), self._current())
+            pending = self._current()
+            self._collect(key, machine.set_maintenance(until, reason, self.clock.now()), pending)
             batch.rooms[key] = machine.state
             batch.audits.append(audit)
+            # Looked at in this batch: maintenance ended early sends what it held now, and the room's
+            # next wake-up is no longer the old end of maintenance.
+            pending.touched.add(key)
 
         self.run_command(apply)
 

@@ -1360,3 +1360,27 @@ def test_a_hub_clock_put_back_mid_episode_never_loses_the_duration_warning() -> 
     ended = m.state.last_episode
     assert ended is not None and ended.elapsed_s(at(2000)) == 700  # the record itself is right
     assert room.alerts("duration_warning"), "a 700 s confinement never had its 600 s warning"
+
+
+def test_an_outage_warning_is_not_resolved_as_the_device_back_while_it_is_still_offline() -> None:
+    """A device's outage warning (raised outside any episode) gives way to the episode's own critical
+    alert when an episode opens dated back (2.1) to before the outage began: its record says so, never
+    "the device is back" while it is still offline."""
+    room = Room(tiers=ALL_TIERS, offline_grace_s=20, heartbeat_s=10)
+    room.door("closed", 5)  # nobody seen inside yet: no episode
+    room.observer("present", 6)
+    room.status(PANEL, False, 10)  # the panel's Last Will: offline from its last message (T0+6)
+    room.run(40, step=1)
+    [warning] = room.alerts("device_offline")
+    assert warning.active and warning.episode_id is None and warning.severity == "warning"
+
+    room.occupancy("occupied", 60)  # within occupancy_lookback_s: the episode starts at the close, T0+5
+    assert room.machine.episode is not None and room.machine.episode.started_at == at(5)
+    room.run(70, step=1)
+    assert not room.machine.state.devices[PANEL].online, "the panel is still offline"
+    warning = next(a for a in room.alerts("device_offline") if a.episode_id is None)
+    # The device is not back: the warning does not say it is; the episode's critical alert is raised.
+    assert warning.active or warning.note != "the device is back", (warning.resolved_at, warning.note)
+    assert warning.note == "still offline: the episode's own alert speaks for it"
+    [critical] = [a for a in room.alerts("device_offline") if a.episode_id is not None]
+    assert critical.severity == "critical" and critical.active

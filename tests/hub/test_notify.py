@@ -49,6 +49,7 @@ from seclusion_hub.notify import (
     sign,
     verify_signature,
 )
+from seclusion_hub.notify.channels import webhook_payload
 
 # Summer time in London: 09:15:02 UTC is 10:15:02 on the school's clocks.
 DUE = dt.datetime(2026, 6, 15, 9, 15, 2, tzinfo=dt.UTC)
@@ -586,6 +587,19 @@ def test_the_brief_example_reads_as_written() -> None:
     )
 
 
+def test_a_reminder_sent_days_after_its_alert_dates_its_times() -> None:
+    """docs/notifications.md: "Times are in the site's `timezone`, with the date in front when it is not
+    today's": today is the day it is sent (a review's reminder, an escalation overnight), not the day
+    the alert was raised."""
+    later = DUE + dt.timedelta(days=2)
+    reminder = notice(kind="review_due", severity="warning", reason="renotify", sent_at=later)
+    assert "15 Jun 2026 10:15:02" in render_message(reminder).body
+    # The webhook's words are dated against the moment it goes out.
+    undated = notice(kind="review_due", severity="warning", reason="renotify")
+    assert "15 Jun 2026 10:15:02" in webhook_payload(undated, later)["body"]
+    assert "15 Jun" not in render_message(undated).body  # sent the day it was raised: the time alone
+
+
 def test_the_start_of_an_episode_says_a_child_is_in_a_closed_room_never_that_it_is_in_use() -> None:
     message = render_message(notice(kind="episode_started", severity="info"))
 
@@ -656,6 +670,7 @@ def test_a_notice_has_no_field_for_personal_data() -> None:
         "link",
         "timezone",
         "rule",  # the rule's name from our code (a record's step), never free text
+        "sent_at",  # when the hub decided to send it
     }
     with pytest.raises(TypeError):
         notice(child_name="anyone")

@@ -437,6 +437,11 @@ def _device_conditions(view: RoomView, policy: Policy, now: dt.datetime, due: Du
         # An outage that began outside an episode is a warning to a senior; during an episode the
         # episode's own (critical) alert speaks for it, so one outage does not page twice.
         outside = ep is None or (dev.offline_since is not None and dev.offline_since < ep.started_at)
+        if not dev.online and dev.offline_since is not None and not outside:
+            # A warning raised before the episode was known (its start dated back to the door's close,
+            # 2.1, before the outage began) gives way to the episode's own alert: said as it is.
+            key = f"device_offline/-/{dev.device}/{format_ts(dev.offline_since)}"
+            due.notes[key] = "still offline: the episode's own alert speaks for it"
         if not dev.online and dev.offline_since is not None and outside:
             since = dev.offline_since
             # Due once offline for the grace, and never before the hub could know (a silent device is

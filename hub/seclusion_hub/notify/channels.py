@@ -313,7 +313,7 @@ def verify_signature(
 
 def webhook_payload(notice: Notice, sent_at: dt.datetime) -> dict[str, Any]:
     """The JSON body of a webhook: the notice, its words for a person, and when it was sent (`ts`)."""
-    message = render_message(notice)
+    message = render_message(notice, sent_at)
     return {
         "v": WEBHOOK_VERSION,
         "delivery_id": notice.delivery_id,

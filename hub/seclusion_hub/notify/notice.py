@@ -37,11 +37,16 @@ class Notice:
     link: str | None
     timezone: str
     rule: str = ""  # the alert's rule: for `report_overdue`, the step of the record that is late
+    # When the hub decided to send it (a reminder or an escalation may come days after the alert was
+    # raised): its times say their date when it is not this one's day. None: `raised_at`.
+    sent_at: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         # A bad notice is our bug: refuse it where it is made, not later in a delivery thread.
-        for name in ("due_at", "raised_at"):
+        for name in ("due_at", "raised_at", "sent_at"):
             value = getattr(self, name)
+            if name == "sent_at" and value is None:
+                continue
             if not isinstance(value, dt.datetime) or value.tzinfo is None:
                 raise ValueError(f"Notice.{name} must be a timezone-aware datetime")
         if self.severity not in SEVERITIES:
@@ -222,8 +227,9 @@ def _local(when: dt.datetime, zone: dt.tzinfo, reference: dt.datetime) -> str:
     return f"{local.day} {local.strftime('%b %Y %H:%M:%S')}"
 
 
-def render_message(notice: Notice) -> Message:
-    """Title and body for a person: the room, what happened and when (site time), what to do, a link."""
+def render_message(notice: Notice, sent_at: dt.datetime | None = None) -> Message:
+    """Title and body for a person: the room, what happened and when (site time, dated when not of the
+    day it is sent: `sent_at`, else the notice's), what to do, a link."""
     wording = WORDING.get(notice.kind, FALLBACK)
     if notice.kind == "report_overdue":
         wording = REPORT_STEPS.get(notice.rule, wording)
@@ -234,14 +240,15 @@ def render_message(notice: Notice) -> Message:
     if notice.late or notice.reason == "late":
         tag += " (late)"
     title = f"{_SEVERITY_WORD.get(notice.severity, 'ALERT')}: {name}{tag}, {room}"
-    time = f"{_local(notice.due_at, zone, notice.raised_at)} ({zone_name} local time)"
+    today = sent_at or notice.sent_at or notice.raised_at
+    time = f"{_local(notice.due_at, zone, today)} ({zone_name} local time)"
     parts = [wording.sentence.format(room=room, time=time)]
     if notice.reason == "escalated":
         parts.append("Nobody has acknowledged it yet.")
     elif notice.reason == "renotify":
         parts.append("This is a reminder: it is still going on.")
     if notice.late or notice.reason == "late":
-        raised = _local(notice.raised_at, zone, notice.raised_at)
+        raised = _local(notice.raised_at, zone, today)
         parts.append(f"The hub learned of it late, at {raised}.")
     parts.append(wording.action)
     verb = "Acknowledge" if wording.needs_ack else "Details"
