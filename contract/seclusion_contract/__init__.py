@@ -21,6 +21,7 @@ __all__ = [
     "KINDS",
     "MAX_PAYLOAD_BYTES",
     "SLUG",
+    "TOPIC_ROOT",
     "VALUES",
     "AckPayload",
     "BrokerAddress",
@@ -47,6 +48,8 @@ __all__ = [
 
 CONTRACT_VERSION: Final = 1
 DEFAULT_ROOT: Final = "seclusion/v1"
+# A topic root: a prefix such as `seclusion/v1`, no wildcards, no empty level, no leading or trailing /.
+TOPIC_ROOT: Final = re.compile(r"^[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*$")
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
 SLUG: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 FAULT_CODE: Final = re.compile(r"^[a-z0-9-]{1,64}$")

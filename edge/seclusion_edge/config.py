@@ -31,7 +31,16 @@ from pydantic import (
     model_validator,
 )
 
-from seclusion_contract import DEFAULT_ROOT, SLUG, VALUES, BrokerAddress, Kind, parse_broker_url
+from seclusion_contract import (
+    DEFAULT_ROOT,
+    SLUG,
+    TOPIC_ROOT,
+    VALUES,
+    BrokerAddress,
+    Kind,
+    parse_broker_url,
+)
+from seclusion_contract.yamlfile import KeyGivenTwice, load_yaml
 from seclusion_edge.errors import ConfigError
 
 __all__ = [
@@ -48,7 +57,6 @@ FAULT_CODE: Final = re.compile(r"^[a-z0-9-]{1,64}$")
 _PIN_NAME: Final = re.compile(r"^(?:(?:GPIO|BCM)\d{1,2}|(?:BOARD|J8:)\d{1,2})$")
 _ENV_VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CLIENT_ID: Final = r"^[A-Za-z0-9_.:-]+$"
-_ROOT: Final = re.compile(r"^[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*$")
 
 
 def _check_pin(value: object) -> int | str:
@@ -231,7 +239,7 @@ class MqttConfig(BaseModel):
     @field_validator("root")
     @classmethod
     def _root_is_a_prefix(cls, value: str) -> str:
-        if not _ROOT.match(value):
+        if not TOPIC_ROOT.match(value):
             raise ValueError("a topic prefix such as seclusion/v1: no wildcards, no leading or trailing /")
         return value
 
@@ -355,7 +363,11 @@ def load_config(path: Path | str) -> EdgeConfig:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{file}: line {line}: not UTF-8 text; save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except KeyGivenTwice as exc:
+        raise ConfigError(
+            f"{file}: {exc.key}: given twice (lines {exc.first_line} and {exc.second_line})"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from sqlalchemy.exc import DBAPIError
+
 from seclusion_contract import format_ts
 
 from . import __version__
@@ -40,10 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _token_command(args: argparse.Namespace, store: Store) -> int:
+def _token_command(args: argparse.Namespace, store: Store, known: list[str] | None) -> int:
     now = SystemClock().now()
     action = str(args.token_command)
     if action == "create":
+        unknown = [s for s in args.site if known is not None and s not in known]
+        if unknown:
+            # A misspelt site gives a token that sees nothing.
+            sys.stderr.write(
+                f"error: --site {unknown[0]}: no site file of SECLUSION_SITE_FILES declares it "
+                f"(sites: {', '.join(known or []) or 'none'})\n"
+            )
+            return 2
         token = create_token(store, args.name, args.role, args.site, args.dsl, now)
         sys.stdout.write(token + "\n")
     elif action == "list":
@@ -88,13 +98,20 @@ def main(argv: list[str] | None = None) -> int:
                         f"{site.path}: note: site {site.id} has nobody on the tiers {', '.join(empty)}\n"
                     )
         elif args.command == "token":
+            # With site files set, a token's sites are checked against them (without, on trust).
+            known = [site.id for site in load_sites(settings.site_paths())] if settings.site_files else None
             store = Store.open(settings.database_url)
             try:
-                return _token_command(args, store)
+                return _token_command(args, store, known)
             finally:
                 store.close()
     except ConfigError as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
+        return 2
+    except DBAPIError as exc:
+        # The database's driver: the server is not there, or refuses the user (never the password).
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        sys.stderr.write(f"configuration error: SECLUSION_DATABASE_URL: cannot use the database: {first}\n")
         return 2
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")

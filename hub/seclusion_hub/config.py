@@ -14,6 +14,7 @@ from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -23,7 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from seclusion_contract import DEFAULT_ROOT
+from seclusion_contract import DEFAULT_ROOT, TOPIC_ROOT, parse_broker_url
+from seclusion_contract.yamlfile import KeyGivenTwice, load_yaml
 
 from .core.policy import Policy, PolicyError, dotted
 from .core.site import RoomSpec, SiteSpec
@@ -73,6 +75,40 @@ class HubSettings(BaseSettings):
     public_url: str = ""
     ingest_batch: int = Field(default=500, ge=1, le=10000)
     ingest_linger_ms: float = Field(default=5.0, ge=0, le=1000)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _usable_mqtt_url(cls, value: str) -> str:
+        parse_broker_url(value)  # a ValueError saying what is wrong (check-config says it too)
+        return value
+
+    @field_validator("mqtt_root")
+    @classmethod
+    def _usable_mqtt_root(cls, value: str) -> str:
+        if not TOPIC_ROOT.match(value):
+            # The broker refuses a subscription under it, and the hub reconnected for ever.
+            raise ValueError("a topic prefix such as seclusion/v1: no wildcards, no leading or trailing /")
+        return value
+
+    @field_validator("mqtt_client_id")
+    @classmethod
+    def _usable_client_id(cls, value: str) -> str:
+        if not value or len(value) > 256 or any(c.isspace() or not c.isprintable() for c in value):
+            # Empty, the broker gives a new id at every connect: the persistent session is lost.
+            raise ValueError(
+                "1 to 256 printable characters, no spaces (the broker keeps the hub's session under it)"
+            )
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _usable_public_url(cls, value: str) -> str:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # Notices link to it, and the board's own requests behind a proxy are checked against it.
+                raise ValueError("the address people open, such as https://seclusion.school.example")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -134,15 +170,23 @@ def _error_location(exc: ValidationError) -> tuple[str, str]:
     return key, first["msg"]
 
 
+def _load_yaml(text: str, source: str) -> Any:
+    """YAML from a site or profile file; a key given twice is a ConfigError naming it and its lines."""
+    try:
+        return load_yaml(text)
+    except KeyGivenTwice as exc:
+        problem = f"given twice (lines {exc.first_line} and {exc.second_line})"
+        raise ConfigError(source, exc.key, problem) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"is not valid YAML: {exc}") from exc
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot be read: {exc.strerror}") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "", f"is not valid YAML: {exc}") from exc
+    return _load_yaml(text, str(path))
 
 
 def expand_env(value: str, source: str, key: str) -> str:
@@ -191,7 +235,8 @@ def _profile_source(name_or_path: str, relative_to: Path | None) -> tuple[str, A
         raise ConfigError(
             "policy", name_or_path, f"no such profile; shipped profiles: {', '.join(builtin_profiles())}"
         )
-    return f"profile {name_or_path}", yaml.safe_load(resource.read_text(encoding="utf-8")), relative_to
+    source = f"profile {name_or_path}"
+    return source, _load_yaml(resource.read_text(encoding="utf-8"), source), relative_to
 
 
 def profile_parameters(
@@ -212,7 +257,14 @@ def profile_parameters(
         raise ConfigError(source, key, msg) from exc
     params: dict[str, Any] = {}
     if profile.base is not None:
-        params.update(profile_parameters(profile.base, folder, (*_seen, identity)))
+        try:
+            params.update(profile_parameters(profile.base, folder, (*_seen, identity)))
+        except ConfigError as exc:
+            asked = str(folder / profile.base) if folder is not None else profile.base
+            if not (exc.source == "policy" or (exc.source == asked and not exc.key)):
+                raise  # a problem inside the base profile itself: it names that file and its key
+            # The base cannot be found or read: said where it is asked for, this file's `base`.
+            raise ConfigError(source, "base", f"{profile.base}: {exc.problem}") from exc
     params.update(profile.parameters)
     build_policy(params, source, "parameters", own=profile.parameters)
     return params
@@ -286,6 +338,14 @@ def load_site(path: Path) -> LoadedSite:
     for index, room in enumerate(spec.rooms):
         params = {**base, **room.policy_overrides}
         if room.supervision is not None:
+            overridden = room.policy_overrides.get("supervision")
+            if overridden is not None and overridden != room.supervision:
+                # Which one was meant? One silently won (the room's): a check-in half asked for was lost.
+                raise ConfigError(
+                    str(path),
+                    f"rooms.{index}.supervision",
+                    f"{room.supervision} here, {overridden} in its policy_overrides: give it once",
+                )
             params["supervision"] = room.supervision
         policies[room.id] = build_policy(
             params, str(path), f"rooms.{index}.policy_overrides", own=room.policy_overrides

@@ -169,6 +169,9 @@ def test_an_unreadable_or_malformed_file_is_named(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match=r"bad\.yaml: line 2: not valid YAML"):
         load_config(write(tmp_path, "site: a\n  room: [\n", "bad.yaml"))
+    # A key given twice: plain YAML keeps the later one without a word (a second `mqtt:` block).
+    with pytest.raises(ConfigError, match=r"twice\.yaml: device: given twice \(lines 3 and 4\)"):
+        load_config(write(tmp_path, "site: a\nroom: b\ndevice: c\ndevice: d\n", "twice.yaml"))
     with pytest.raises(ConfigError, match=r"list\.yaml: the file must be a mapping"):
         load_config(write(tmp_path, "- a\n", "list.yaml"))
     latin = tmp_path / "latin.yaml"

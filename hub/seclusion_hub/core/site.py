@@ -52,6 +52,13 @@ class Period(_Strict):
     start: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
     end: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 
+    @model_validator(mode="after")
+    def _some_time(self) -> Period:
+        # An end before the start runs past midnight (analytics.period_of); the same time holds none.
+        if self.start == self.end:
+            raise ValueError("end: the same time as start, so no minute falls in it")
+        return self
+
 
 class RoomSpec(_Strict):
     id: Slug
