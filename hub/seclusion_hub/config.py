@@ -353,8 +353,8 @@ def load_site(path: Path) -> LoadedSite:
         door = {d.id for d in room.devices if room.reports(d.id, "door")}
         if any(room.reports(d.id, "occupancy") and d.id not in door for d in room.devices) and door:
             log.warning(
-                "%s: room %s reports occupancy from a device other than the door's: a late occupancy "
-                "reading with the door closed now is judged against the door as it is when it arrives "
+                "%s: room %s reports occupancy from a device other than the door's: a late vacant "
+                "reading and quiet spells are judged against the room as it is when they arrive "
                 "(docs/hub.md, Known limit)",
                 path,
                 room.id,

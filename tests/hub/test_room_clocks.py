@@ -666,3 +666,28 @@ def test_an_older_boots_replay_across_its_ntp_setting_is_never_timed_after_the_n
     assert reading(room, "occupancy", "occupied", 630, off=0, boot="b2", booted=346) == at(630)
     ep = room.machine.episode  # occupancy first reported long after the close (2.1)
     assert ep is not None and ep.started_at == at(630) and ep.earliest_start == at(346)
+
+
+def test_a_measured_then_set_clocks_replay_keeps_a_vacant_after_the_opening_after_it() -> None:
+    """A Pi two days ahead: the child shut in at true 2 (its outbox arrives at 5, timed then: a latest
+    time); its heartbeats measure the clock; NTP sets it right; its outbox of the door opening (10), the
+    room vacant (10.5) and the door closing again (11, within the grace) arrives at once at 11.5.
+    The monotonic clock times them: each must stay after the one before (as the unreadable-clock
+    branch does, a millisecond apart), so the vacant after the opening ends the episode (2.4); timed at
+    one instant, the vacant is not 'after the opening' and the re-closing goes on with a child who left."""
+    room = Room(max_clock_skew_s=2)
+    ahead = 2 * 86_400
+    status(room, 0, off=ahead, boot="b1", uptime_s=0)
+    room.observer("present", 0)
+    reading(room, "occupancy", "occupied", 1, off=ahead, boot="b1", booted=0, arrive=5)
+    reading(room, "door", "closed", 2, off=ahead, boot="b1", booted=0, arrive=5)
+    ep = room.machine.episode
+    assert ep is not None
+    for t in (6, 7, 8):
+        heartbeat(room, t, off=ahead, arrive_after=0.05, started=0)
+    assert room.alerts("clock_skew", active=True)
+    opened = reading(room, "door", "open", 10, off=0, boot="b1", booted=0, arrive=11.5)
+    vacant = reading(room, "occupancy", "vacant", 10.5, off=0, boot="b1", booted=0, arrive=11.5)
+    closed = reading(room, "door", "closed", 11, off=0, boot="b1", booted=0, arrive=11.5)
+    assert opened < vacant < closed, (opened, vacant, closed)
+    assert room.machine.episode is None and ep.ended_at == opened

@@ -281,6 +281,12 @@ class RoomState(_Model):
     # such a confinement, for its record and its alerts (a lapse follows what the panel showed).
     observer_history: list[ObserverMark] | None = None
     check_history: list[dt.datetime] | None = None
+    lock_history: list[Reading] | None = None
+    # And the spans of the episodes that ended over that time (timed live or found so): a confinement
+    # is never recorded twice, whichever inside device's replay comes first.
+    episode_spans: list[Segment] | None = None
+    # And each device's outages over that time that its return left unknown (4.2).
+    outage_history: list[UnknownInterval] | None = None
 
 
 _Timed = TypeVar("_Timed", ObserverMark, Reading)
@@ -289,6 +295,25 @@ _Timed = TypeVar("_Timed", ObserverMark, Reading)
 def _from_start(items: list[_Timed], start: dt.datetime) -> list[_Timed]:
     """Of readings in time order, the one in effect at `start` (the last at or before it) and each after."""
     return [r for r in items if r.ts <= start][-1:] + [r for r in items if r.ts > start]
+
+
+def _inserted(history: list[Reading] | None, reading: Reading) -> list[Reading]:
+    """`history` with `reading` in its place by time (a device's replay may come after later ones)."""
+    items = list(history or [])
+    at = len(items)
+    while at and items[at - 1].ts > reading.ts:
+        at -= 1
+    items.insert(at, reading)
+    return items
+
+
+def _last(history: list[_Timed] | None, floor: dt.datetime | None) -> list[_Timed] | None:
+    """From the item in effect at `floor` (none: all), at most DOOR_HISTORY_KEPT."""
+    if history is None:
+        return None
+    if floor is not None:
+        history = _from_start(history, floor)
+    return history[-DOOR_HISTORY_KEPT:]
 
 
 def _fault_run(dev: DeviceState, value: str, ts: dt.datetime) -> None:
@@ -329,6 +354,7 @@ class RoomMachine:
             d.id for d in spec.devices if spec.reports(d.id, "occupancy") and not spec.reports(d.id, "door")
         )
         self._effects: list[Effect] = []
+        self._now = dt.datetime.min.replace(tzinfo=dt.UTC)  # the arrival of the message being applied
 
     # -- public API
 
@@ -336,6 +362,7 @@ class RoomMachine:
         """Apply one message from a device of this room. Raises RejectedMessage, changing nothing."""
         self._check_device(message)
         self._effects = []
+        self._now = now
         original = message
         message = self._corrected(message, now)
         self._heard(message)
@@ -793,7 +820,8 @@ class RoomMachine:
                     # Measured, yet before the reading it followed (timed at an arrival, a latest
                     # time): the clock was set since its heartbeats measured it, and the correction
                     # is of the old clock. The monotonic clock, until a heartbeat finds the setting.
-                    ts = max(min(expected, self._latest(ev, now)), dev.anchor_ts)
+                    step = dt.timedelta(milliseconds=1 if ev.mono_ms > dev.anchor_mono else 0)
+                    ts = max(min(expected, self._latest(ev, now)), dev.anchor_ts + step)
                     self._anchor(dev, ev.mono_ms, ts, False, late=True)
                 elif checked:
                     # Measured since it was set: the measured time; from a reading on an unmeasured
@@ -1048,16 +1076,14 @@ class RoomMachine:
             self._door_or_occupancy(kind, value, ts)
 
     def _keep_history(self, device: str, kind: str, reading: Reading) -> None:
-        """A room with occupancy on a device apart from the door's: the door's and the panel's readings
-        kept, in time order, for as long as an inside device's next reading may be older than them."""
+        """A room with occupancy on a device apart from the door's: the door's, the panel's and the
+        lock's readings kept, in time order, for as long as an inside device's next reading may be older
+        than them; an `occupied` reading older than the door's latest is judged against them."""
         st = self.state
         if kind == "door":
-            doors = list(st.door_history or [])
-            at = len(doors)
-            while at and doors[at - 1].ts > reading.ts:  # a door device's replay: kept in time order
-                at -= 1
-            doors.insert(at, reading)
-            st.door_history = doors
+            st.door_history = _inserted(st.door_history, reading)
+        elif kind == "lock":
+            st.lock_history = _inserted(st.lock_history, reading)
         elif kind == "observer":
             mark = ObserverMark(ts=reading.ts, present=reading.value == "present")
             st.observer_history = sorted([*(st.observer_history or []), mark], key=lambda m: m.ts)
@@ -1066,66 +1092,104 @@ class RoomMachine:
         elif kind == "occupancy" and device in self._inside and reading.value == "occupied":
             door = st.readings.get("door")
             if door is not None and door.ts > reading.ts:
-                self._episode_from_history(device, reading.ts)
+                self._found_in_history(device, reading.ts)
         self._prune_history()
 
     def _prune_history(self) -> None:
         """From the readings in effect at the oldest of the inside devices' latest occupancy readings
-        (each device's come in its order: nothing older is judged again), at most DOOR_HISTORY_KEPT."""
+        (each device's come in its order: nothing older is judged again), and for the panel and the lock
+        from the door's close in effect then (a confinement is dated back to it, 2.1); at most
+        DOOR_HISTORY_KEPT of each."""
         st = self.state
         latest = [st.devices[d].readings.get("occupancy") for d in self._inside]
         floor = min(r.ts for r in latest if r is not None) if all(latest) else None
-        if st.door_history is not None:
-            doors = st.door_history
-            if floor is not None:
-                doors = [r for r in doors if r.ts <= floor][-1:] + [r for r in doors if r.ts > floor]
-            st.door_history = doors[-DOOR_HISTORY_KEPT:]
-        if st.observer_history is not None:
-            marks = st.observer_history
-            if floor is not None:
-                marks = [m for m in marks if m.ts <= floor][-1:] + [m for m in marks if m.ts > floor]
-            st.observer_history = marks[-DOOR_HISTORY_KEPT:]
+        if floor is not None:
+            doors = st.door_history or []
+            kept = [r for r in doors if r.ts <= floor][-1:]
+            st.door_history = (
+                kept + [r for r in doors if r.ts > floor] if st.door_history is not None else None
+            )
+            floor = min([floor, *(r.ts for r in kept)])
+        st.door_history = _last(st.door_history, floor)
+        st.lock_history = _last(st.lock_history, floor)
+        st.observer_history = _last(st.observer_history, floor)
         if st.check_history is not None:
-            checks = st.check_history
-            if floor is not None:
-                proof = floor - self._seconds(self.policy.checkin_interval_s)
-                checks = [c for c in checks if c > proof]
-            st.check_history = checks[-DOOR_HISTORY_KEPT:]
+            proof = None if floor is None else floor - self._seconds(self.policy.checkin_interval_s)
+            st.check_history = [c for c in st.check_history if proof is None or c > proof][
+                -DOOR_HISTORY_KEPT:
+            ]
+        if st.episode_spans is not None:
+            spans = [span for span in st.episode_spans if floor is None or (span.end or floor) >= floor]
+            st.episode_spans = spans[-DOOR_HISTORY_KEPT:]
+        if st.outage_history is not None:
+            st.outage_history = [o for o in st.outage_history if floor is None or (o.end or floor) >= floor]
 
-    def _episode_from_history(self, device: str, ts: dt.datetime) -> None:
-        """2.1 and 4.3 for occupancy on a device apart from the door's: a child's presence replayed after
-        the door has moved on, timed while the door was closed and then opened again, was a confinement
-        nobody timed. It is written as the episode it was, from the door's history: its start as 2.1
-        dates it, its segments and end as the door moved (re-closings within the grace go on with it),
-        its supervision as the panel showed it, the devices' outages left unknown as unknown, its record
-        opened, its alerts raised late."""
-        history = self.state.door_history or []
+    def _found_in_history(self, device: str, ts: dt.datetime) -> None:
+        """2.1, 2.4 and 4.3 for occupancy on a device apart from the door's: a child's presence replayed
+        after the door has moved on, timed while the door was closed, was a confinement. Each is written
+        as it was, from the door's history: its start as 2.1 dates it, a segment for each re-closing
+        within the grace (a new episode at it under `reclose_is_new_episode`), ended at the opening the
+        grace ran out after; one that goes on now is the room's open episode. Its supervision and its
+        lock as the panel and the lock showed them, the devices' outages left unknown as unknown, its
+        record opened, its alerts raised (late, for what is over). One timed already is left alone."""
+        st = self.state
+        history = st.door_history or []
         before = [r for r in history if r.ts <= ts]
         if not before or before[-1].value != "closed":
             return  # the door was open (or not known): nobody was shut in then
         closed = before[-1]
         grace = self._seconds(self.policy.reclose_grace_s)
-        segments: list[Segment] = []
-        start_segment, opened = closed.ts, None
+        chains: list[list[Segment]] = [[Segment(start=closed.ts)]]
+        opened: dt.datetime | None = None
+        over = False  # the last chain ended: the door stayed open past the grace
         for r in (r for r in history if r.ts > ts):
             if r.value == "open" and opened is None:
-                segments.append(Segment(start=start_segment, end=r.ts))
-                opened = r.ts
+                chains[-1][-1].end = opened = r.ts
             elif r.value == "closed" and opened is not None:
-                if r.ts > opened + grace or self.policy.reclose_is_new_episode:
+                if r.ts > opened + grace:
+                    over = True
                     break
-                start_segment, opened = r.ts, None
-        if opened is None:
-            return  # the door is closed still: the room as it is now opens the episode (2.1)
-        end = opened
-        st = self.state
-        for known in (st.episode, st.last_episode):
-            if known is not None and known.started_at <= end and (known.ended_at or end) >= closed.ts:
-                return  # timed already, live or by an earlier reading of this replay
+                if self.policy.reclose_is_new_episode:
+                    chains.append([Segment(start=r.ts)])  # nobody left: confined again, a new episode
+                else:
+                    chains[-1].append(Segment(start=r.ts))
+                opened = None
+        # Open since longer than the grace by now: over at the opening, as `_advance` would end it.
+        over = over or (opened is not None and self._now > opened + grace)
         lookback = self._seconds(self.policy.occupancy_lookback_s)
-        uncertain = closed.uncertain or ts > closed.ts + lookback
-        start = ts if ts > closed.ts + lookback else closed.ts
-        segments[0].start = start
+        late_start = ts > closed.ts + lookback
+        for n, segments in enumerate(chains):
+            if n == 0 and late_start:
+                segments[0].start = ts  # reported long after the close: dated by the reading (2.1)
+            current = n == len(chains) - 1 and not over
+            end = segments[-1].end if not current else None
+            known = [
+                *(st.episode_spans or []),
+                *([] if st.episode is None else [Segment(start=st.episode.started_at)]),
+            ]
+            first = closed.ts if n == 0 else segments[0].start
+            if any((end is None or k.start <= end) and (k.end is None or k.end >= first) for k in known):
+                continue  # timed already: live, or by another reading of a replay
+            if current and st.episode is not None:
+                continue
+            uncertain = n == 0 and (closed.uncertain or late_start)
+            earliest = closed.ts if n == 0 and late_start else None
+            self._found_episode(device, segments, uncertain=uncertain, earliest=earliest, ended=not current)
+            if current:
+                st.door_opened_at = opened  # open within its grace: `_advance` ends it as it would live
+
+    def _found_episode(
+        self,
+        device: str,
+        segments: list[Segment],
+        *,
+        uncertain: bool,
+        earliest: dt.datetime | None,
+        ended: bool,
+    ) -> None:
+        st = self.state
+        start = segments[0].start
+        end = segments[-1].end if ended else None
         st.episode_count += 1
         episode_id = str(
             uuid.uuid5(NAMESPACE, f"{self.site}/{self.spec.id}/{format_ts(start)}/{st.episode_count}")
@@ -1137,7 +1201,7 @@ class RoomMachine:
             number=st.episode_count,
             started_at=start,
             start_uncertain=uncertain,
-            earliest_start=closed.ts if start != closed.ts else None,
+            earliest_start=earliest,
             ended_at=end,
             segments=segments,
             incident_id=str(uuid.uuid5(NAMESPACE, f"incident/{episode_id}")),
@@ -1145,32 +1209,43 @@ class RoomMachine:
             checkin_interval_s=self.policy.checkin_interval_s,
             test=self.in_maintenance(start),
         )
-        marks = sorted(st.observer_history or [], key=lambda m: m.ts)
-        ep.observer.extend(m for m in _from_start(marks, start) if m.ts <= end)
+        until = end or dt.datetime.max.replace(tzinfo=dt.UTC)
+        ep.observer.extend(m for m in _from_start(st.observer_history or [], start) if m.ts <= until)
         interval = self._seconds(self.policy.checkin_interval_s)
-        ep.checks.extend(c for c in st.check_history or [] if start < c + interval and c <= end)
-        # 4.1: a device's outage its return left unknown is unknown time here too.
-        for dev_id, dev in st.devices.items():
-            spans = [(o.start, o.end) for o in [dev.last_offline] if o is not None]
-            if not dev.online:
-                spans.append((dev.offline_since or start, None))
-            for since, until in spans:
-                if since < end and (until is None or until > start):
-                    cut = UnknownInterval(device=dev_id, start=max(start, since), end=min(end, until or end))
-                    ep.unknown.append(cut)
+        ep.checks.extend(c for c in st.check_history or [] if start < c + interval and c <= until)
+        previous: Reading | None = None
+        for reading in _from_start(st.lock_history or [], start):
+            if reading.ts > until:
+                break
+            if reading.value == "engaged":
+                self._lock_engaged(ep, reading.device, max(reading.ts, start), previous)
+            previous = reading
+        # 4.1: a device's outage its return left unknown is unknown time here too (4.2), and so is the
+        # outage of one offline now.
+        gaps = [(o.device, o.start, o.end) for o in st.outage_history or []]
+        gaps += [(d, dev.offline_since or start, None) for d, dev in st.devices.items() if not dev.online]
+        for dev_id, since, back in sorted(gaps, key=lambda g: (g[1], g[0])):
+            if since < until and (back is None or back > start):
+                gap_end = back if end is None else min(end, back or end)
+                ep.unknown.append(UnknownInterval(device=dev_id, start=max(start, since), end=gap_end))
         self._effects.append(IncidentOpened(ep.incident_id, ep.id, self.site, self.spec.id, start))
         detail: dict[str, object] = {"start_uncertain": uncertain, "found_late_from": device}
-        if ep.earliest_start is not None:
-            detail["earliest_start"] = format_ts(ep.earliest_start)
+        if earliest is not None:
+            detail["earliest_start"] = format_ts(earliest)
         self._note(ep.id, start, "episode_started", detail)
+        if end is None:
+            st.episode = ep  # going on now: the room's open episode, timed on from here
+            st.marks_since_close, st.checks_since_close, st.locks_since_close = [], [], []
+            st.outages_since_close = []
+            self._saved(ep)
+            return
         reason = "the door opened (found from the door's history when the inside device's readings came)"
         self._note(ep.id, end, "episode_ended", {"reason": reason, "end_uncertain": False})
         self._effects.append(IncidentStatusChanged(ep.incident_id, "awaiting_record", end))
+        st.episode_spans = [*(st.episode_spans or []), Segment(start=start, end=end)]
         if st.last_episode is None or (st.last_episode.ended_at or end) <= start:
             st.last_episode = ep  # the latest ended episode: late supervision readings find it
         self._saved(ep)
-        # What it covered is known now: nothing up to its end is judged again.
-        st.door_history = [r for r in history if r.ts >= end]
 
     def _keep_evidence(self, kind: str, value: str, ts: dt.datetime) -> None:
         """Outside an episode: what an episode dated back to the door's close will need (see RoomState)."""
@@ -1369,6 +1444,9 @@ class RoomMachine:
         self.state.episode = None
         self.state.last_episode = ep
         self.state.door_opened_at = None
+        if self._inside:  # a replay of an inside device never records it again
+            span = Segment(start=ep.started_at, end=ep.ended_at)
+            self.state.episode_spans = [*(self.state.episode_spans or []), span]
         self._note(ep.id, ep.ended_at, "episode_ended", {"reason": reason, "end_uncertain": ep.end_uncertain})
         self._effects.append(IncidentStatusChanged(ep.incident_id, "awaiting_record", ep.ended_at))
         self._saved(ep)
@@ -1437,6 +1515,9 @@ class RoomMachine:
         since = dev.offline_since or now
         dev.offline_since = dev.offline_detected_at = None
         dev.last_offline = OfflineSpan(start=since, end=now)
+        if self._inside:
+            outage = UnknownInterval(device=device, start=since, end=now)
+            self.state.outage_history = [*(self.state.outage_history or []), outage][-DOOR_HISTORY_KEPT:]
         ep = self.state.episode
         if ep is None:
             self._keep_outage(UnknownInterval(device=device, start=since, end=now))
@@ -1480,6 +1561,10 @@ class RoomMachine:
         st.outages_since_close = [
             o for o in st.outages_since_close if not (o.device == device and o.start >= start)
         ]
+        if st.outage_history is not None:
+            st.outage_history = [
+                o for o in st.outage_history if not (o.device == device and o.start >= start)
+            ]
         for ep in (self.state.episode, self.state.last_episode):
             if ep is None:
                 continue
