@@ -568,6 +568,7 @@ def summary_json(
         bucket=bucket,
         tz=zone,
         target_reduction_pct=site.spec.reduction_target_pct,
+        now=now,  # the month or week going on is partial, and those to come are not counted as 0
     )
     flags = analytics.pattern_flags(
         [*f.earlier, *f.episodes],
@@ -618,7 +619,8 @@ def summary_json(
         # Minutes go with their count: with 1 to 4 episodes, their total, median and longest give
         # each child's time away (and, with one episode, the count too).
         "minutes": {
-            "total": None if episodes is None else round(sum(minutes), 1),
+            # Up, never down: time is never under-counted.
+            "total": None if episodes is None else math.ceil(sum(minutes) * 10 - 1e-9) / 10,
             "median": round(statistics.median(minutes), 1) if minutes and episodes is not None else None,
             "longest": round(max(minutes), 1) if minutes and episodes is not None else None,
         },
@@ -643,7 +645,7 @@ def summary_json(
         },
         # (Unsuppressed, no count is withheld, nor the trend line.)
         "flags": _flags_suppressed(flags, line_withheld) if suppress else [_flag_json(fl) for fl in flags],
-        "by_room": _counts(analytics.by_room(shown), suppress),
+        "by_room": _counts(analytics.by_room(shown, (r.id for r in site.spec.rooms)), suppress),
         "by_staff": _counts(analytics.by_staff(shown), suppress),
         "by_staff_group": _counts(analytics.by_staff_group(shown, site.spec.staff_groups), suppress),
         "by_hour": _counts(analytics.by_hour(shown, zone), suppress),
@@ -715,10 +717,12 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
     shown = analytics.counted(f.episodes)
     minutes = [e.elapsed_s / 60 for e in shown]
     compliance = analytics.supervision_compliance(f.episodes)
-    trend = analytics.trend(f.episodes, start=f.period.start, end=f.period.end, bucket="month", tz=site.zone)
+    trend = analytics.trend(
+        f.episodes, start=f.period.start, end=f.period.end, bucket="month", tz=site.zone, now=now
+    )
     months = analytics.suppress_counts({b.label: b.count for b in trend.buckets})
     partial = {b.label for b in trend.buckets if b.partial}  # marked: its count is of fewer days
-    rooms = analytics.suppress_counts(analytics.by_room(shown))
+    rooms = analytics.suppress_counts(analytics.by_room(shown, (r.id for r in site.spec.rooms)))
     sen = disproportionality_tables(f, ["sen"], True)["sen"]  # with `ehcp`, which the API may give
     timeliness = records_timeliness(f, now)
     children = len({e.pupil_id for e in shown if e.pupil_id is not None})
@@ -732,7 +736,8 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
         episodes=episodes,
         children=_small(children, True),
         # Minutes go with their count (as in the suppressed summary)
-        total_minutes=None if episodes is None else round(sum(minutes), 1),
+        # Up, never down (the report rounds up again to whole minutes): time is never under-counted.
+        total_minutes=None if episodes is None else math.ceil(sum(minutes) * 10 - 1e-9) / 10,
         median_minutes=round(statistics.median(minutes), 1) if minutes and episodes is not None else None,
         supervised_share=compliance.supervised_share,
         lapses=_small(compliance.lapses, True),

@@ -732,12 +732,14 @@ def trend(
     bucket: Bucket = "week",
     tz: dt.tzinfo,
     target_reduction_pct: float | None = None,
+    now: dt.datetime | None = None,
 ) -> Trend:
     """Counted episodes that started in [start, end), per local week (Monday to Sunday) or calendar
     month of the site, every bucket from the one holding `start` to the one holding the last moment
-    before `end`, empty ones as 0. A bucket reaching outside [start, end) is marked `partial` and left
-    out of the fit (its count is of fewer days: a last week of two days would read as a fall); pass
-    whole weeks or months to have every bucket in it.
+    before `end` (and, given `now`, before now: a bucket yet to begin is no bucket), empty ones as 0. A
+    bucket reaching outside [start, end), or past `now`, is marked `partial` and left out of the fit
+    (its count is of fewer days: a last week of two days, or the month going on, would read as a
+    fall); pass whole weeks or months to have every bucket in it.
 
     The verdict, from the whole buckets only: `relative_slope` = least-squares slope / mean count per
     whole bucket; above +5 % "rising", below -5 % "falling", else "flat" (also when there are no
@@ -751,8 +753,11 @@ def trend(
         raise ValueError(f"the trend's end {end.isoformat()} is not after its start {start.isoformat()}")
     if target_reduction_pct is not None and not 0 <= target_reduction_pct <= 100:
         raise ValueError(f"target_reduction_pct {target_reduction_pct} is not between 0 and 100")
+    if now is not None:
+        _aware(now, "now")
+    upto = end if now is None else max(start + dt.timedelta(microseconds=1), min(end, now))
     first_day = _bucket_start(local_date(start, tz), bucket)
-    last_day = local_date(end - dt.timedelta(microseconds=1), tz)
+    last_day = local_date(upto - dt.timedelta(microseconds=1), tz)
     days: list[dt.date] = []
     day = first_day
     while day <= last_day:
@@ -772,7 +777,7 @@ def trend(
                 start=b_start,
                 end=b_end,
                 count=per_bucket[day],
-                partial=b_start < start or b_end > end,
+                partial=b_start < start or b_end > upto,
             )
         )
     whole = [float(b.count) for b in buckets if not b.partial]  # contiguous: only an end can be partial
@@ -866,9 +871,12 @@ def _sorted_counts(counter: Counter[str]) -> dict[str, int]:
     return dict(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
 
 
-def by_room(episodes: Iterable[EpisodeFact]) -> dict[str, int]:
-    """Counted episodes per room (pass one site's episodes), most first."""
-    return _sorted_counts(Counter(e.room for e in counted(episodes)))
+def by_room(episodes: Iterable[EpisodeFact], rooms: Iterable[str] = ()) -> dict[str, int]:
+    """Counted episodes per room (pass one site's episodes), most first; each of `rooms` (the site
+    file's) shown even with 0, as a room with none is a figure too."""
+    counts = Counter[str](dict.fromkeys(rooms, 0))
+    counts.update(e.room for e in counted(episodes))
+    return _sorted_counts(counts)
 
 
 def by_staff(episodes: Iterable[EpisodeFact]) -> dict[str, int]:
@@ -890,7 +898,7 @@ def by_staff_group(episodes: Iterable[EpisodeFact], groups: Mapping[str, Iterabl
     for group, names in groups.items():
         for name in names:
             groups_of[name].add(group)
-    counts = Counter[str]()
+    counts = Counter[str](dict.fromkeys(groups, 0))  # each group shown, even with 0
     for e in counted(episodes):
         counts.update(
             {group for name in e.staff for group in groups_of.get(name) or {UNGROUPED_STAFF}} or {NO_STAFF}
