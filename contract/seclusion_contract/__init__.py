@@ -335,6 +335,8 @@ def payload_to_json(raw: bytes) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise ContractError(f"payload is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # brackets within brackets, thousands deep: no payload of ours
+        raise ContractError("payload is not valid JSON: nested too deeply") from exc
 
 
 @dataclass(frozen=True, slots=True)

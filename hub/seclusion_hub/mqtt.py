@@ -169,12 +169,14 @@ class HubMqtt:
             if sock is not None:
                 sock.close()
             return
-        self._connected.set()
-        log.info("MQTT connected to %s:%s", self.address.host, self.address.port)
+        # The service hears of the new connection before anything may see it connected: a batch in
+        # between would judge the rooms against the last connection's backlog (4.6).
         try:
             self.on_connected()
         except Exception:
             log.exception("publishing the devices' config after connecting failed")
+        self._connected.set()
+        log.info("MQTT connected to %s:%s", self.address.host, self.address.port)
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()

@@ -92,6 +92,7 @@ class MqttProcess:
         self.on_inbound = on_inbound
         self.backlog_done = threading.Event()
         self.on_connected: Callable[[], None] = lambda: None
+        self.on_disconnected: Callable[[], None] = lambda: None
         self.on_backlog_done: Callable[[], None] = lambda: None
         self._connected = threading.Event()
         self._stopping = threading.Event()
@@ -271,13 +272,17 @@ class MqttProcess:
         kind = item[0]
         if kind == "connected":
             self.backlog_done.clear()
-            self._connected.set()
-            try:
+            try:  # before anything may see it connected (mqtt.py says why)
                 self.on_connected()
             except Exception:
                 log.exception("publishing the devices' config after connecting failed")
+            self._connected.set()
         elif kind == "disconnected":
             self._connected.clear()
+            try:
+                self.on_disconnected()
+            except Exception:
+                log.exception("reporting the disconnect failed")
         elif kind == "backlog":
             self.backlog_done.set()
             try:

@@ -82,6 +82,7 @@ class Hub:
             service.publish_configs()
 
         mqtt.on_connected = on_connected
+        mqtt.on_disconnected = service.disconnected
         live = LiveFeed()
         service.live = live  # the service pushes every alert and room change to the live boards
         app = create_app(service, lambda: mqtt.connected, live, public_url=settings.public_url)

@@ -272,6 +272,8 @@ class HubService:
         self._stop = threading.Event()
         self._taking = True  # False from `stop_taking`: what the broker delivers is left to it
         self._gave_up = False  # a batch given up unwritten as the hub stopped (process)
+        # The rooms may be ahead of the database (a reload failed): no batch is applied until one works.
+        self._rooms_dirty = False
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self._listening_since = time.monotonic()
@@ -280,6 +282,14 @@ class HubService:
         self._load_machines()
 
     # -- lifecycle
+
+    def _reload_rooms(self) -> None:
+        """Put the rooms back where the database is (a batch failed after applying). Until that has
+        worked no batch is applied (`process`): taken again on rooms still ahead of the database, its
+        events would be dropped as duplicates, then acknowledged without ever being stored."""
+        self._rooms_dirty = True
+        self._load_machines()
+        self._rooms_dirty = False
 
     def _load_machines(self) -> None:
         snapshots = self.store.load_room_states()
@@ -562,11 +572,15 @@ class HubService:
                 self._stalled = True
                 self.metrics.internal_errors.inc()
                 try:
-                    self._load_machines()
+                    self._reload_rooms()
                 except Exception:
-                    log.exception("reloading the rooms failed")
+                    log.exception("reloading the rooms failed; retried before anything is applied")
                 retry = [i for i in items if not (isinstance(i, Command) and i.done.is_set())]
                 self._stop.wait(min(30.0, 0.5 * 2**failures))
+        if retry:
+            # Stopped while a batch waited to be taken again: it was never stored, so nothing after it
+            # may be (`_drain`): the broker delivers them all again, in order, at the next start.
+            self._gave_up = True
 
     def run_command(self, apply: Callable[[Batch], object], timeout: float = 15.0) -> object:
         """Run `apply` on the ingest thread within its next batch; return its result once stored."""
@@ -631,6 +645,22 @@ class HubService:
         if self._unstored_since is None:
             self._unstored_since = self.monotonic()
         attempt = 0
+        while self._rooms_dirty:
+            # A reload failed (the database down for reads too): the rooms may hold a batch that was
+            # never stored. Nothing is applied to them until they are put back where the database is.
+            try:
+                self._reload_rooms()
+            except Exception:
+                attempt += 1
+                self._stalled = True
+                self.healthy = False
+                log.exception(
+                    "reloading the rooms failed (attempt %d); nothing is applied until it works", attempt
+                )
+                if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
+                    self._gave_up = True  # `_drain` then writes nothing: these were never stored
+                    return False
+        attempt = 0
         poisoned: dict[int, str] = {}
         while True:
             try:
@@ -639,7 +669,7 @@ class HubService:
                 log.error("applying a message on %s failed: %s", bad.item.topic, bad.reason)
                 self.metrics.internal_errors.inc()
                 poisoned[id(bad.item)] = bad.reason
-                self._load_machines()  # undo what the batch did before it failed
+                self._reload_rooms()  # undo what the batch did before it failed
                 continue
             written_at = self.clock.now()
             deferred, keys = self._defer_episode_rows(pending.batch, written_at)
@@ -655,7 +685,7 @@ class HubService:
                 log.exception("database write failed (attempt %d); reloading the rooms and retrying", attempt)
                 self.healthy = False
                 # The machines moved ahead of the database: put them back where the database is.
-                self._load_machines()
+                self._reload_rooms()
                 if attempt >= 3 and len(items) > 1:
                     for item in items:  # find the message the database refuses, if it is one
                         if not self.process([item]):
@@ -1252,6 +1282,11 @@ class HubService:
 
     def backlog_applied(self) -> bool:
         return self._backlog_applied
+
+    def disconnected(self) -> None:
+        """The MQTT link dropped (the MQTT adapter's thread): the hub hears nothing now, so nothing is
+        judged against the clock until the next connection's backlog is through (4.6)."""
+        self._backlog_applied = False
 
     def reconnected(self) -> None:
         """The MQTT link is back (the MQTT adapter's thread): liveness counts again from now, once the
