@@ -247,7 +247,10 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
                 if not await _still(who, token):
                     yield sse_frame("signed_out", {})
                     return
-                yield "".join(item.sse() for item in batch) if batch else ": keep-alive\n\n"
+                # The keep-alive is an event the page sees (a comment never reaches it): a board that
+                # hears nothing for a few keep-alives says it is not live (docs/board.md).
+                ping = sse_frame("ping", {"server_time": format_ts(service.clock.now())})
+                yield "".join(item.sse() for item in batch) if batch else ping
 
     @router.get(
         "/api/live",
@@ -257,7 +260,8 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
             200: {
                 "content": {"text/event-stream": {}},
                 "description": (
-                    "Server-Sent Events: `hello`, then `alert` and `room`; `reload` or `signed_out` ends it"
+                    "Server-Sent Events: `hello`, then `alert`, `room` and `ping` (every keep-alive); "
+                    "`reload` or `signed_out` ends it"
                 ),
             },
             503: {"description": "the hub is stopping"},
@@ -265,9 +269,9 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
     )
     async def live_stream(request: Request, who: Annotated[Principal, Depends(staff)]) -> StreamingResponse:
         """The live stream of the caller's sites (docs/board.md): `hello`, then every `alert` and `room`
-        change as it happens, and a comment line every 15 s. A stream that falls behind, or the hub
-        stopping, ends it with a `reload` event: fetch the rooms and alerts again once reconnected. A
-        token revoked while its stream is open ends it with a `signed_out` event."""
+        change as it happens, and a `ping` event every 15 s when there is nothing else. A stream that
+        falls behind, or the hub stopping, ends it with a `reload` event: fetch the rooms and alerts
+        again once reconnected. A token revoked while its stream is open ends it with `signed_out`."""
         if live.closed:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the hub is stopping")
         token = request_token(request)

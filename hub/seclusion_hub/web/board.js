@@ -48,6 +48,8 @@
   const RECONNECT_MAX_MS = 30000;
   const RESYNC_EVERY_MS = 60000;
   const BEEP_EVERY_MS = 2000;
+  const SILENT_KEEPALIVES = 2.5; // keep-alives missed before the stream counts as lost
+  const FETCH_TIMEOUT_MS = 15000; // a request the hub does not answer in this time has failed
 
   const rooms = new Map(); // "site/room" -> room
   const alerts = new Map(); // id -> alert
@@ -57,6 +59,8 @@
   let buffered = null; // events that came while a resync was fetching, or null
   let reconnectMs = 1000;
   let reconnectTimer = null;
+  let keepaliveMs = 15000; // the hub's keep-alive, from `hello`
+  let watchdog = null; // fires when the stream has been silent too long
   let signedOut = false;
   let audio = null;
   let beepTimer = null;
@@ -427,6 +431,7 @@
         credentials: "same-origin",
         headers: { "Content-Type": "application/json", Accept: "application/json" },
         body: "{}",
+        signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
       });
       if (response.status === 401) {
         showSignedOut();
@@ -530,7 +535,11 @@
     for (let page = 0; page < 100; page++) {
       const sep = path.includes("?") ? "&" : "?";
       const url = `${path}${sep}limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
-      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const response = await fetch(url, {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+        signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+      });
       if (response.status === 401) throw Object.assign(new Error("signed out"), { signedOut: true });
       if (!response.ok) throw new Error(`${path}: ${response.status}`);
       const body = await response.json();
@@ -606,13 +615,22 @@
       try {
         const hello = JSON.parse(event.data);
         offsetMs = Date.parse(hello.server_time) - Date.now();
+        if (Number(hello.keepalive_s) > 0) keepaliveMs = Number(hello.keepalive_s) * 1000;
       } catch (err) {
         offsetMs = 0;
       }
+      heard(es);
       resync();
     });
-    es.addEventListener("room", (event) => onData("room", event));
-    es.addEventListener("alert", (event) => onData("alert", event));
+    es.addEventListener("ping", () => heard(es));
+    es.addEventListener("room", (event) => {
+      heard(es);
+      onData("room", event);
+    });
+    es.addEventListener("alert", (event) => {
+      heard(es);
+      onData("alert", event);
+    });
     // The token was revoked while the stream was open: the session is over, say so and stop trying.
     es.addEventListener("signed_out", () => showSignedOut());
     es.addEventListener("reload", () => {
@@ -630,7 +648,24 @@
     });
   }
 
+  // A stream can go quiet without closing (a stalled network path, a proxy holding the browser's side
+  // open, the hub's machine paused): the hub sends something every keep-alive, so silence for a few of
+  // them means the board is no longer live. It says so, and connects again.
+  function heard(es) {
+    if (source !== es) return;
+    if (watchdog !== null) clearTimeout(watchdog);
+    watchdog = setTimeout(() => {
+      watchdog = null;
+      if (source !== es) return;
+      generation++; // a resync in flight belongs to the lost stream
+      buffered = null;
+      restart();
+    }, keepaliveMs * SILENT_KEEPALIVES);
+  }
+
   function restart() {
+    if (watchdog !== null) clearTimeout(watchdog);
+    watchdog = null;
     if (source) source.close();
     source = null;
     setLive("off");
@@ -638,7 +673,10 @@
     reconnectTimer = setTimeout(async () => {
       reconnectTimer = null;
       try {
-        const response = await fetch("/api/rooms?limit=1", { credentials: "same-origin" });
+        const response = await fetch("/api/rooms?limit=1", {
+          credentials: "same-origin",
+          signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+        });
         if (response.status === 401) {
           showSignedOut();
           return;
