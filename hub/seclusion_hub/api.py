@@ -548,7 +548,13 @@ def create_app(
         )
         batch.audits.append(
             AuditEntry(
-                at=now, actor=who.name, action="manual_episode_end", target_type="episode", target_id=ep.id
+                at=now,
+                actor=who.name,
+                action="manual_episode_end",
+                target_type="episode",
+                target_id=ep.id,
+                # What was entered, and the record it moves to `awaiting_record` (with its deadlines).
+                detail={"ended_at": format_ts(body.ended_at), "incident_id": ep.incident_id},
             )
         )
         store.write(batch, now)

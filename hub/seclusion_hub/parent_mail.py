@@ -33,12 +33,15 @@ from .reports.parent_copy import LockState, format_date
 _LOCKS: dict[str, LockState] = {"bolt": "locked", "maglock": "locked", "held": "held shut"}
 
 
-def _lock_state(ep: Episode, room: RoomSpec | None) -> LockState:
-    """What the copy may say about the lock. Lock sensors are optional: "not locked" only when one of the
-    room's devices reports the lock; with none (or the room no longer in the site file) it was not
-    recorded, and the copy says so rather than "not locked"."""
+def lock_state(ep: Episode, room: RoomSpec | None) -> LockState:
+    """What a record or its copy may say about the lock. Lock sensors are optional: "not locked" only
+    when one of the room's devices reports the lock and the sensors timed the episode; with none (or the
+    room no longer in the site file), or for an episode entered by hand because the sensors failed, it
+    was not recorded, and it says so rather than "not locked"."""
     if ep.locked:
         return _LOCKS.get(ep.lock_type or "held", "held shut")
+    if ep.manual:
+        return "not recorded"
     if room is not None and any(room.reports(device.id, "lock") for device in room.devices):
         return "not locked"
     return "not recorded"
@@ -64,7 +67,7 @@ def site_said(site: LoadedSite, room_id: str, ep: Episode) -> dict[str, Any]:
         "school_name": site.spec.name or site.id,
         "timezone": site.spec.timezone,
         "room_name": room.name if room is not None else room_id,
-        "locked_or_held": _lock_state(ep, room),
+        "locked_or_held": lock_state(ep, room),
         "contact_name": contact.name if contact is not None else None,
         "contact_phone": contact.phone if contact is not None else None,
     }
@@ -116,6 +119,10 @@ def parent_copy(
         start_uncertain=ep.start_uncertain,
         end_uncertain=ep.end_uncertain,
         manual=ep.manual,
+        possible_loss=ep.possible_loss,
+        voluntary_reason=(fields.voluntary_reason or "").strip() or None
+        if fields.classification == "voluntary"
+        else None,
     )
 
 

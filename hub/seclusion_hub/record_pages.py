@@ -27,12 +27,21 @@ from .core.alerts import LATE_AFTER, Alert
 from .core.episode import account
 from .core.incident import NOT_NEEDED_NO_CHILD, REQUIRED_FOR_REVIEW, RecordFields
 from .models import AuditEntry, IncidentRecord
+from .parent_mail import lock_state
 from .record_facts import CHANGE_WORDS, shown
 from .record_store import RecordStore, incident_view, report_due
 from .records import record_version
 from .reports.parent_copy import format_date, format_duration
 from .service import HubService
 from .web import PAGE_HEADERS, session_token, static_file
+
+# The record page's words for what `lock_state` says (the parents' copy has its own).
+DOOR_WORDS: Final = {
+    "locked": "Locked",
+    "held shut": "Held shut",
+    "not locked": "Not locked or held",
+    "not recorded": "Not recorded (no lock sensor, or the episode was entered by hand)",
+}
 
 # -- words
 
@@ -618,10 +627,8 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             for lp in acc.lapses
         ]
         alerts = [alert_line(alert, when) for alert in facts.facts.alerts]
-        if ep.locked:
-            door = {"bolt": "Locked", "maglock": "Locked"}.get(ep.lock_type or "held", "Held shut")
-        else:
-            door = "Not locked or held"
+        loaded = service.sites.get(row.site)
+        door = DOOR_WORDS[lock_state(ep, loaded.room(row.room) if loaded is not None else None)]
 
         missing = workflow.missing(view) if row.status in ("open", "awaiting_record") else []
         review_missing = (

@@ -454,8 +454,12 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
 
         def decide(row: IncidentRecord) -> dict[str, Any]:
             changes = workflow.review(incident_view(row), who.name, now)
+            # Each review's own note (or none): an earlier reviewer's words never stand under this name.
+            record = {k: v for k, v in row.record.items() if k != "review_note"}
             if body.note:
-                changes["record"] = {**row.record, "review_note": body.note}
+                record["review_note"] = body.note
+            if record != row.record:
+                changes["record"] = record
             return changes
 
         return change(incident_id, who, "review", decide)
@@ -631,6 +635,14 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             # No sign-off between the check and the change: the signed record keeps its child.
             with records.unsigned(row.incident_id):
                 incident = records.incident(row.incident_id)
+                if incident is not None and (incident.record or {}).get("classification") == "no_child":
+                    # Such a record names no child, and its parents' steps count as not needed: a child
+                    # named on it would quietly skip the parents. The classification is changed first.
+                    raise HTTPException(
+                        409,
+                        "the record says no child was in the room: change its classification first, "
+                        "so that the parents' steps apply",
+                    )
                 restart, detail = _parents_again(incident, pupil.id, records) if incident else ({}, {})
                 entry = audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id, **detail)
                 try:

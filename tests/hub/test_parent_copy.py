@@ -22,7 +22,7 @@ import pytest
 
 from seclusion_hub.core.episode import Episode, Segment
 from seclusion_hub.core.site import RoomSpec
-from seclusion_hub.parent_mail import _LOG, _lock_state, covering_email
+from seclusion_hub.parent_mail import _LOG, covering_email, lock_state
 from seclusion_hub.record_pages import duration_words
 from seclusion_hub.reports import (
     Count,
@@ -392,12 +392,12 @@ def _room(*sensors: tuple[str, ...] | None) -> RoomSpec:
 def test_no_lock_sensor_is_not_recorded_never_not_locked() -> None:
     """Lock sensors are optional: a room without one says nothing about the lock it cannot see."""
     unlocked = _episode()
-    assert _lock_state(unlocked, _room(("door", "occupancy"), ("observer",))) == "not recorded"
-    assert _lock_state(unlocked, None) == "not recorded"
-    assert _lock_state(unlocked, _room(("door", "lock"))) == "not locked"
-    assert _lock_state(unlocked, _room(None)) == "not locked"  # no `sensors`: it reports every kind
-    assert _lock_state(_episode(locked=True, lock_type="bolt"), _room(("door",))) == "locked"
-    assert _lock_state(_episode(locked=True, lock_type="held"), _room(("door", "lock"))) == "held shut"
+    assert lock_state(unlocked, _room(("door", "occupancy"), ("observer",))) == "not recorded"
+    assert lock_state(unlocked, None) == "not recorded"
+    assert lock_state(unlocked, _room(("door", "lock"))) == "not locked"
+    assert lock_state(unlocked, _room(None)) == "not locked"  # no `sensors`: it reports every kind
+    assert lock_state(_episode(locked=True, lock_type="bolt"), _room(("door",))) == "locked"
+    assert lock_state(_episode(locked=True, lock_type="held"), _room(("door", "lock"))) == "held shut"
     text = plain(render_html(sam(locked_or_held="not recorded")))
     assert "It was not locked" not in text and "not locked" not in text
     assert "The door Closed; whether it was locked or held shut was not recorded" in text

@@ -127,6 +127,11 @@ class ParentCopy:
     start_uncertain: bool = False
     end_uncertain: bool = False
     manual: bool = False
+    # Some of a device's readings may be missing (a gap in its numbering): the times and supervision
+    # shown may be incomplete, and the copy never says "for the whole time".
+    possible_loss: bool = False
+    # The record calls it the child's own use of the calm room (semantics 2.2), with the reason given.
+    voluntary_reason: str | None = None
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -327,7 +332,7 @@ def _context(copy: ParentCopy) -> dict[str, object]:
         "with_zone": with_zone,
         "segments": segments,
         "reopened": max(len(copy.segments) - 1, 0),
-        "supervised_throughout": copy.unsupervised_s == 0 and copy.unknown_s == 0,
+        "supervised_throughout": copy.unsupervised_s == 0 and copy.unknown_s == 0 and not copy.possible_loss,
         "recorded_watch": WATCH_WORDS[copy.supervision][0],
         "not_recorded": WATCH_WORDS[copy.supervision][1],
         "could_not_tell": UNKNOWN_WORDS[copy.supervision],

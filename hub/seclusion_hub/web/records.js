@@ -158,6 +158,7 @@
   }
 
   function setUpRecordForm(form) {
+    let changed = false; // typed into, or an adult added or removed, since the last save
     const box = document.getElementById("record-errors");
     const list = document.getElementById("staff-list");
     const template = document.getElementById("staff-row-template");
@@ -180,6 +181,7 @@
       }
       row.remove();
       renumberStaff(list);
+      changed = true;
       addButton.focus();
     });
 
@@ -187,7 +189,6 @@
     const busy = (on) => {
       for (const b of buttons) b.disabled = on;
     };
-    let changed = false;
     form.addEventListener("input", () => {
       changed = true;
     });
@@ -217,7 +218,9 @@
       }
       return result.ok;
     };
-    saveChanges = async () => (changed ? save() : true);
+    // Whatever the form now holds that differs from what the page showed (a typed word, an adult
+    // added or removed: a click, not an input event), saved before any step.
+    saveChanges = async () => save();
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       busy(true);
