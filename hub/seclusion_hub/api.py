@@ -209,6 +209,8 @@ def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
         "name": machine.spec.name,
         "door": machine.reading("door"),
         "lock": machine.reading("lock"),
+        # Added: whether a device of the room reports the lock (a lock not yet heard of is "not known").
+        "has_lock": any(machine.spec.reports(d.id, "lock") for d in machine.spec.devices),
         "occupancy": machine.reading("occupancy"),
         "observer": machine.reading("observer"),
         "online": machine.online,
@@ -640,14 +642,10 @@ def create_app(
         via = "api" if request.headers.get("authorization") else "board"
         if found.acknowledged_at is not None:
             return _alert_body(found)
+        # Recorded on the ingest thread (also one no room holds any more): of several people
+        # acknowledging at once, the first is kept, and the others are told who it was.
         done = service.acknowledge_alert(found.site, found.room, alert_id, who.name, via)
-        if done is None:
-            # Long resolved and no longer held by its room: the acknowledgement is still recorded.
-            now = service.clock.now()
-            found.acknowledged_at, found.acknowledged_by, found.acknowledged_via = now, who.name, via
-            store.write(Batch(alerts={found.id: found}), now)
-            done = found
-        return _alert_body(done)
+        return _alert_body(done if done is not None else found)
 
     @app.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
     def resolve(alert_id: str, body: AlertResolution, who: Senior) -> dict[str, Any]:

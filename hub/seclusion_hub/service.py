@@ -1129,12 +1129,17 @@ class HubService:
             try:
                 alert, effects = machine.acknowledge(alert_id, who, via, now)
             except AlertError:
-                return self._acknowledge_report(machine, alert_id, who, via, now)
+                report, effects = self._acknowledge_report(machine, alert_id, who, via, now)
+                if report is None:
+                    # Long resolved, no longer held by its room: recorded here, on the ingest thread,
+                    # so that of several people acknowledging at once the first is kept and told.
+                    return unheld(now)
+                return report, effects
             return alert.model_copy(deep=True), effects
 
         def unheld(now: dt.datetime) -> tuple[object, list[Effect]]:
-            # Its room left the site file: the acknowledgement is recorded, and nothing is sent again
-            # (no room's policy or recipients remain to send it by).
+            # No room holds it (long resolved, or its room left the site file): the acknowledgement is
+            # recorded, and nothing is sent again (it is over, or no room's policy remains to send it).
             alert = self._stored_alert(alert_id)
             if alert is None or alert.acknowledged_at is not None:
                 return alert, []

@@ -163,6 +163,8 @@ def test_rooms_show_the_live_state_and_the_open_episode(api: Api) -> None:
     assert (calm["door"], calm["occupancy"], calm["observer"]) == ("closed", "occupied", "present")
     assert calm["episode_id"] is not None and calm["supervised"] is True and calm["mode"] == "normal"
     assert rooms["calm-2"]["episode_id"] is None and rooms["calm-2"]["supervised"] is None
+    # The door device reports the lock: a lock not yet heard of is "not known", not absent.
+    assert calm["lock"] is None and calm["has_lock"] is True
 
 
 def test_episodes_are_listed_newest_first_with_a_cursor(api: Api) -> None:

@@ -92,19 +92,24 @@
     zones = {};
   }
 
+  // A time as the school's clocks show it, with its day in front when that is not today (an overdue
+  // record's alert may stay on the board for days: "09:00:00" alone reads as this morning).
   function timeText(iso, site) {
     if (!iso) return "";
     const d = new Date(iso);
     const options = { hour: "2-digit", minute: "2-digit", second: "2-digit" };
-    const zone = zones[site];
-    if (zone) {
-      try {
-        return d.toLocaleTimeString([], { ...options, timeZone: zone });
-      } catch (e) {
-        // A zone this browser does not know: its own clock, as before.
-      }
+    const day = { weekday: "short", day: "numeric", month: "short" };
+    let zone = zones[site];
+    try {
+      if (zone) new Intl.DateTimeFormat([], { timeZone: zone }); // throws for a zone it does not know
+    } catch (e) {
+      zone = undefined; // this browser's own clock, as before
     }
-    return d.toLocaleTimeString([], options);
+    const inZone = zone ? { timeZone: zone } : {};
+    const time = d.toLocaleTimeString([], { ...options, ...inZone });
+    const dayOf = (when) => when.toLocaleDateString([], { ...day, ...inZone });
+    const today = dayOf(new Date(hubNow()));
+    return dayOf(d) === today ? time : `${dayOf(d)} ${time}`;
   }
 
   // ------------------------------------------------------------------------------------- status
@@ -168,7 +173,8 @@
       return (READINGS[kind] && READINGS[kind][v]) || v;
     };
     row("Door", reading("door"));
-    if (r.lock !== null && r.lock !== undefined) row("Lock", reading("lock"));
+    // A room with a lock sensor always shows its lock, "Not known" until its first reading.
+    if (r.has_lock || (r.lock !== null && r.lock !== undefined)) row("Lock", reading("lock"));
     row("Inside", reading("occupancy"));
     if (r.supervision !== "checkin") {
       row("Viewing panel", reading("observer"), inEpisode && r.observer === "absent");
