@@ -987,13 +987,23 @@ class HubService:
         spread = self.coalesce_s / len(keys) if everything and keys and self.coalesce_s > 0 else 0.0
         for i, key in enumerate(sorted(keys) if spread else keys):
             machine = self.machines[key]
+            previous = self._looked_at.get(key)
             self._looked_at[key] = now - dt.timedelta(seconds=spread * i)
             effects = machine.tick(now, liveness=listening)
             if effects:
                 self._collect(key, effects, pending)
                 pending.batch.rooms[key] = machine.state
                 pending.touched.add(key)
-            self._set_deadline(key, machine.next_deadline(liveness=listening))
+            # A change of the room's look that time alone brings (maintenance over, a check-in's proof
+            # run out) reaches the boards when it comes, not with the room's next message.
+            moments = machine.view_moments()
+            if previous is not None and any(previous < m <= now for m in moments):
+                pending.touched.add(key)
+            upcoming = [m for m in moments if m > now]
+            deadline = machine.next_deadline(liveness=listening)
+            self._set_deadline(
+                key, min([*upcoming, *([deadline] if deadline is not None else [])], default=None)
+            )
 
     def _set_deadline(self, key: tuple[str, str], when: dt.datetime | None) -> None:
         if self._deadlines.get(key) == when:

@@ -590,6 +590,18 @@ class RoomMachine:
             deadlines.append(until)  # what maintenance held is told when it runs out by itself
         return min(deadlines, default=None)
 
+    def view_moments(self) -> list[dt.datetime]:
+        """The moments the room's look changes with time alone, with no message and no effect: its
+        maintenance running out, and during an episode of a check-in room the last check-in's proof
+        running out (shown not supervised from then: 3.2). The hub pushes the room to the boards then."""
+        moments: list[dt.datetime] = []
+        if self.state.maintenance_until is not None:
+            moments.append(self.state.maintenance_until)
+        last = self.state.last_check
+        if self.state.episode is not None and self.mode in ("checkin", "both") and last is not None:
+            moments.append(last + self._seconds(self.policy.checkin_interval_s))
+        return moments
+
     @property
     def episode(self) -> Episode | None:
         return self.state.episode
