@@ -5,49 +5,24 @@ its fix). Nothing is acknowledged, to the broker or to a device, before it is st
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from seclusion_contract import Topics, format_ts
+from seclusion_contract import Topics
 from seclusion_hub.config import load_sites
 from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import DeadLetter, EventRecord
 from seclusion_hub.service import HubService
 from seclusion_hub.store import Store
+
+# Its messages as the broker hands them over, as in tests/hub/test_service.py (the `service` fixture:
+# tests/hub/conftest.py).
+from tests.hub.test_service import T0, inbound
 from tests.support.hub import SITE, two_device_room, write_site
-
-T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[HubService]:
-    write_site(tmp_path / "site.yaml", [two_device_room("calm-1"), two_device_room("calm-2")])
-    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
-    svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
-    acks: list[tuple[int, int, int]] = []
-    svc.ack_message = lambda mid, qos, conn: acks.append((mid, qos, conn))
-    svc.acks = acks  # type: ignore[attr-defined]
-    yield svc
-    store.close()
-
-
-def inbound(room: str, device: str, seq: int, kind: str, value: str, t: float, mid: int) -> Inbound:
-    when = T0 + dt.timedelta(seconds=t)
-    body: dict[str, Any] = {
-        "v": 1,
-        "id": f"{device}:0:{seq}",
-        "seq": seq,
-        "ts": format_ts(when),
-        "kind": kind,
-    }
-    payload = json.dumps({**body, "value": value}).encode()
-    return Inbound(f"seclusion/v1/{SITE}/{room}/{device}/event", payload, when, mid=mid, qos=1)
 
 
 def test_deeply_nested_json_is_rejected_as_bad_json_not_an_internal_error(

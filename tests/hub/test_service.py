@@ -36,18 +36,6 @@ from tests.support.sink import running_sink
 T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[HubService]:
-    write_site(tmp_path / "site.yaml", [two_device_room("calm-1"), two_device_room("calm-2")])
-    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
-    svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
-    acks: list[tuple[int, int, int]] = []
-    svc.ack_message = lambda mid, qos, conn: acks.append((mid, qos, conn))
-    svc.acks = acks  # type: ignore[attr-defined]
-    yield svc
-    store.close()
-
-
 def inbound(room: str, device: str, seq: int, kind: str, value: str, t: float, mid: int) -> Inbound:
     when = T0 + dt.timedelta(seconds=t)
     body: dict[str, Any] = {

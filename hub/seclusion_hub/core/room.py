@@ -1202,25 +1202,8 @@ class RoomMachine:
         st = self.state
         start = segments[0].start
         end = segments[-1].end if ended else None
-        st.episode_count += 1
-        episode_id = str(
-            uuid.uuid5(NAMESPACE, f"{self.site}/{self.spec.id}/{format_ts(start)}/{st.episode_count}")
-        )
-        ep = Episode(
-            id=episode_id,
-            site=self.site,
-            room=self.spec.id,
-            number=st.episode_count,
-            started_at=start,
-            start_uncertain=uncertain,
-            earliest_start=earliest,
-            ended_at=end,
-            segments=segments,
-            incident_id=str(uuid.uuid5(NAMESPACE, f"incident/{episode_id}")),
-            supervision=self.mode,
-            checkin_interval_s=self.policy.checkin_interval_s,
-            test=self.in_maintenance(start),
-        )
+        ep = self._new_episode(start, uncertain=uncertain, earliest=earliest)
+        ep.ended_at, ep.segments = end, segments
         until = end or dt.datetime.max.replace(tzinfo=dt.UTC)
         ep.observer.extend(m for m in _from_start(st.observer_history or [], start) if m.ts <= until)
         interval = self._seconds(self.policy.checkin_interval_s)
@@ -1362,13 +1345,15 @@ class RoomMachine:
         else:
             self._open_episode(occupancy.ts, uncertain=True, earliest=closed_at)
 
-    def _open_episode(self, start: dt.datetime, *, uncertain: bool, earliest: dt.datetime | None) -> None:
+    def _new_episode(self, start: dt.datetime, *, uncertain: bool, earliest: dt.datetime | None) -> Episode:
+        """The room's next episode, from `start`, one segment open (its id and its record's from the
+        room, its start and its number: the same episode again after a replay)."""
         st = self.state
         st.episode_count += 1
         episode_id = str(
             uuid.uuid5(NAMESPACE, f"{self.site}/{self.spec.id}/{format_ts(start)}/{st.episode_count}")
         )
-        ep = Episode(
+        return Episode(
             id=episode_id,
             site=self.site,
             room=self.spec.id,
@@ -1382,6 +1367,10 @@ class RoomMachine:
             checkin_interval_s=self.policy.checkin_interval_s,
             test=self.in_maintenance(start),
         )
+
+    def _open_episode(self, start: dt.datetime, *, uncertain: bool, earliest: dt.datetime | None) -> None:
+        st = self.state
+        ep = self._new_episode(start, uncertain=uncertain, earliest=earliest)
         # Supervision as it was from the start: the observer reading at the start and each one after,
         # and the check-ins still proving it (a start dated back to the door's close needs the readings
         # since the close, not only the latest).

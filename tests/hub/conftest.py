@@ -1,0 +1,30 @@
+"""Fixtures shared by the hub's service tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from seclusion_contract import Topics
+from seclusion_hub.config import load_sites
+from seclusion_hub.core.clock import FakeClock
+from seclusion_hub.service import HubService
+from seclusion_hub.store import Store
+from tests.hub.rooms import T0
+from tests.support.hub import two_device_room, write_site
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[HubService]:
+    """The hub's service on SQLite and a fake clock at T0, two rooms, its ingest thread not started (a
+    test calls `process`); what it acknowledges to the broker is in `service.acks`."""
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1"), two_device_room("calm-2")])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
+    acks: list[tuple[int, int, int]] = []
+    svc.ack_message = lambda mid, qos, conn: acks.append((mid, qos, conn))
+    svc.acks = acks  # type: ignore[attr-defined]
+    yield svc
+    store.close()
