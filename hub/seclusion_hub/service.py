@@ -687,8 +687,15 @@ class HubService:
                 # The machines moved ahead of the database: put them back where the database is.
                 self._reload_rooms()
                 if attempt >= 3 and len(items) > 1:
-                    for item in items:  # find the message the database refuses, if it is one
-                        if not self.process([item]):
+                    for n, item in enumerate(items):  # find the message the database refuses, if one
+                        try:
+                            taken = self.process([item])
+                        except Exception:
+                            # Those before it are stored and acknowledged: the caller (`_run`) takes
+                            # only the rest again, not their dead letters and acknowledgements twice.
+                            del items[:n]
+                            raise
+                        if not taken:
                             return False  # stopping: nothing after it
                     return True
                 single = items[0] if len(items) == 1 else None

@@ -294,3 +294,48 @@ def test_postgresql_restarting_keeps_the_batch_it_was_down_for(tmp_path: Path) -
         assert len(episodes) == 1, "the confinement the door's closing began is stored with it"
     finally:
         server.stop()
+
+
+def test_a_split_batch_that_fails_part_way_is_taken_again_from_where_it_failed(
+    service: HubService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses a batch three times, so it is written message by message; the first (a bad
+    payload) is stored as a dead letter and acknowledged, then a bug of ours fails the second. The
+    ingest thread takes the batch again: only from the message that failed, never the first's dead
+    letter and acknowledgement twice."""
+    refusals = [3]
+    real_write = service.store.write
+
+    def refusing(batch: Any, now: dt.datetime) -> None:
+        if refusals[0] > 0 and len(batch.events) + len(batch.dead_letters) > 1:
+            refusals[0] -= 1
+            raise RuntimeError("the database refuses this batch")
+        real_write(batch, now)
+
+    monkeypatch.setattr(service.store, "write", refusing)
+    monkeypatch.setattr(service._stop, "wait", lambda timeout=None: False)  # no pause between tries
+    bad = Inbound(f"seclusion/v1/{SITE}/calm-1/calm-1-door/event", b"not json", T0, mid=7, qos=1)
+    good = inbound("calm-1", "calm-1-door", 1, "door", "closed", 1, mid=8)
+    real_tick = service._tick
+    failures = [1]
+
+    def failing_once(pending: Any) -> None:
+        # Once split, in the good message's own batch (the bad one's holds only its dead letter).
+        if failures[0] and refusals[0] == 0 and pending.batch.events:
+            failures[0] -= 1
+            raise RuntimeError("a one-off bug of ours")
+        real_tick(pending)
+
+    monkeypatch.setattr(service, "_tick", failing_once)
+    items: list[Inbound | Any] = [bad, good]
+    with pytest.raises(RuntimeError, match="one-off bug"):
+        service.process(items)
+    assert items == [good], "what is taken again starts at the message that failed"
+    service._reload_rooms()  # as the ingest thread does after a failed batch (_run)
+    assert service.process(items)
+    with service.store.session() as s:
+        letters = s.exec(select(DeadLetter)).all()
+        events = s.exec(select(EventRecord)).all()
+    assert len(letters) == 1 and [e.seq for e in events] == [1]
+    acks = service.acks  # type: ignore[attr-defined]
+    assert sorted(mid for mid, _, _ in acks) == [7, 8]
