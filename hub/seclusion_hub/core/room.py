@@ -297,7 +297,7 @@ def _from_start(items: list[_Timed], start: dt.datetime) -> list[_Timed]:
     return [r for r in items if r.ts <= start][-1:] + [r for r in items if r.ts > start]
 
 
-def _inserted(history: list[Reading] | None, reading: Reading) -> list[Reading]:
+def _inserted(history: list[_Timed] | None, reading: _Timed) -> list[_Timed]:
     """`history` with `reading` in its place by time (a device's replay may come after later ones)."""
     items = list(history or [])
     at = len(items)
@@ -823,8 +823,9 @@ class RoomMachine:
                     # a run replayed from its outbox arrives at once, each after the one before, as
                     # the device saw them (a vacant reading after the door opened ends the episode),
                     # a millisecond apart where the arrival leaves no more room.
-                    step = dt.timedelta(milliseconds=1 if ev.mono_ms > dev.anchor_mono else 0)
-                    ts = max(min(expected, self._latest(ev, now)), dev.anchor_ts + step)
+                    ts = self._by_monotonic_clock(
+                        ev, expected, dev.anchor_ts, ev.mono_ms > dev.anchor_mono, now
+                    )
                     late = ts != expected or dev.anchor_late
                     self._anchor(dev, ev.mono_ms, ts, dev.anchor_checked and not late, late=late)
                     return self._at(ev, ts, dev, now, late=late)
@@ -832,8 +833,9 @@ class RoomMachine:
                     # Measured, yet before the reading it followed (timed at an arrival, a latest
                     # time): the clock was set since its heartbeats measured it, and the correction
                     # is of the old clock. The monotonic clock, until a heartbeat finds the setting.
-                    step = dt.timedelta(milliseconds=1 if ev.mono_ms > dev.anchor_mono else 0)
-                    ts = max(min(expected, self._latest(ev, now)), dev.anchor_ts + step)
+                    ts = self._by_monotonic_clock(
+                        ev, expected, dev.anchor_ts, ev.mono_ms > dev.anchor_mono, now
+                    )
                     self._anchor(dev, ev.mono_ms, ts, False, late=True)
                 elif checked:
                     # Measured since it was set: the measured time; from a reading on an unmeasured
@@ -908,6 +910,16 @@ class RoomMachine:
             self._implausible(ev.device, ev.ts, now)
         late = dev.anchor_late if ev.boot is not None and ev.mono_ms is not None else not readable
         return self._at(ev, ts, dev, now, late=late)
+
+    def _by_monotonic_clock(
+        self, ev: SensorEvent, expected: dt.datetime, after: dt.datetime, moved: bool, now: dt.datetime
+    ) -> dt.datetime:
+        """A reading timed by the monotonic clock from the device's anchor (`expected`), never later than
+        it can have happened (`_latest`), never before the reading it followed (`after`): a millisecond
+        after it when the monotonic clock `moved` and the latest time leaves no more room, so a run
+        replayed at once keeps the device's order."""
+        step = dt.timedelta(milliseconds=1 if moved else 0)
+        return max(min(expected, self._latest(ev, now)), after + step)
 
     def _latest(self, ev: SensorEvent, now: dt.datetime) -> dt.datetime:
         """The latest time a reading can have happened at: its arrival, or, from an older boot than the
@@ -1098,7 +1110,7 @@ class RoomMachine:
             st.lock_history = _inserted(st.lock_history, reading)
         elif kind == "observer":
             mark = ObserverMark(ts=reading.ts, present=reading.value == "present")
-            st.observer_history = sorted([*(st.observer_history or []), mark], key=lambda m: m.ts)
+            st.observer_history = _inserted(st.observer_history, mark)
         elif kind == "check":
             st.check_history = sorted([*(st.check_history or []), reading.ts])
         elif kind == "occupancy" and device in self._inside and reading.value == "occupied":
@@ -1116,12 +1128,8 @@ class RoomMachine:
         latest = [st.devices[d].readings.get("occupancy") for d in self._inside]
         floor = min(r.ts for r in latest if r is not None) if all(latest) else None
         if floor is not None:
-            doors = st.door_history or []
-            kept = [r for r in doors if r.ts <= floor][-1:]
-            st.door_history = (
-                kept + [r for r in doors if r.ts > floor] if st.door_history is not None else None
-            )
-            floor = min([floor, *(r.ts for r in kept)])
+            # Back to the door reading in effect then (a confinement is dated back to its close).
+            floor = min([floor, *[r.ts for r in st.door_history or [] if r.ts <= floor][-1:]])
         st.door_history = _last(st.door_history, floor)
         st.lock_history = _last(st.lock_history, floor)
         st.observer_history = _last(st.observer_history, floor)
@@ -1208,13 +1216,7 @@ class RoomMachine:
         ep.observer.extend(m for m in _from_start(st.observer_history or [], start) if m.ts <= until)
         interval = self._seconds(self.policy.checkin_interval_s)
         ep.checks.extend(c for c in st.check_history or [] if start < c + interval and c <= until)
-        previous: Reading | None = None
-        for reading in _from_start(st.lock_history or [], start):
-            if reading.ts > until:
-                break
-            if reading.value == "engaged":
-                self._lock_engaged(ep, reading.device, max(reading.ts, start), previous)
-            previous = reading
+        self._locks_into(ep, st.lock_history or [], start, until)
         # 4.1: a device's outage its return left unknown is unknown time here too (4.2), and so is the
         # outage of one offline now.
         gaps = [(o.device, o.start, o.end) for o in st.outage_history or []]
@@ -1421,11 +1423,7 @@ class RoomMachine:
             locks.append(lock)
         # The reading in effect at the start, then each one after (a start dated by a late occupancy
         # reading, 2.1, comes after some of them: a lock released by then did not hold the child).
-        before: Reading | None = None
-        for reading in _from_start(sorted(locks, key=lambda r: r.ts), start):
-            if reading.value == "engaged":  # each engagement since the close, as `_apply` marks one
-                self._lock_engaged(ep, reading.device, max(reading.ts, start), before)
-            before = reading
+        self._locks_into(ep, sorted(locks, key=lambda r: r.ts), start)
         self._saved(ep)
 
     def _end_episode(self, at: dt.datetime, reason: str) -> None:
@@ -1462,6 +1460,19 @@ class RoomMachine:
             return
         ep.quiet.append(QuietSpell(start=start, end=until))
         self._saved(ep)
+
+    def _locks_into(
+        self, ep: Episode, locks: list[Reading], start: dt.datetime, until: dt.datetime | None = None
+    ) -> None:
+        """The lock's readings (in time order) into an episode from `start` (to `until`): the one in effect
+        at the start, then each one after, each engagement marked as `_apply` marks one."""
+        before: Reading | None = None
+        for reading in _from_start(locks, start):
+            if until is not None and reading.ts > until:
+                break
+            if reading.value == "engaged":
+                self._lock_engaged(ep, reading.device, max(reading.ts, start), before)
+            before = reading
 
     def _lock_engaged(self, ep: Episode, device: str, ts: dt.datetime, before: Reading | None) -> None:
         """A lock engaged during `ep` (`before`: the room's lock reading until then): the first engagement
