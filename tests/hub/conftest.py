@@ -1,7 +1,8 @@
-"""Fixtures shared by the hub's service tests."""
+"""Fixtures shared by the hub's tests."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,3 +29,13 @@ def service(tmp_path: Path) -> Iterator[HubService]:
     svc.acks = acks  # type: ignore[attr-defined]
     yield svc
     store.close()
+
+
+@pytest.fixture
+def clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No SECLUSION_* variable from the test's own environment, and the working directory empty."""
+    for name in list(os.environ):
+        if name.startswith("SECLUSION_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from seclusion_hub.core.alerts import Alert, AlertSaved, AlertSend, IndicatorChanged
 from seclusion_hub.core.clock import FakeClock
+from seclusion_hub.core.episode import Episode
 from seclusion_hub.core.policy import Policy
-from seclusion_hub.core.room import DeviceStatus, Effect, Heartbeat, Outcome, RoomMachine, SensorEvent
+from seclusion_hub.core.room import (
+    DeviceStatus,
+    Effect,
+    EpisodeSaved,
+    Heartbeat,
+    Outcome,
+    RoomMachine,
+    RoomState,
+    SensorEvent,
+)
 from seclusion_hub.core.site import RoomSpec
+from seclusion_hub.store import room_state_json
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, 0, tzinfo=dt.UTC)
 DOOR, PANEL = "calm-1-door", "calm-1-panel"
@@ -136,3 +148,61 @@ class Room:
 
     def indicator(self) -> list[IndicatorChanged]:
         return [e for e in self.effects if isinstance(e, IndicatorChanged)]
+
+
+INSIDE = "calm-1-pir"
+
+
+class SplitRoom:
+    """Occupancy on a device of its own: a door device (door, lock), one or more PIRs inside (occupancy),
+    a panel (observer, check). Its `effects` hold what each message did as well as each tick."""
+
+    def __init__(self, *, pirs: tuple[str, ...] = (INSIDE,), **policy: Any) -> None:
+        devices: list[dict[str, Any]] = [{"id": DOOR, "sensors": ["door", "lock"], "lock_type": "bolt"}]
+        devices += [{"id": p, "sensors": ["occupancy"]} for p in pirs]
+        devices.append({"id": PANEL, "sensors": ["observer", "check"]})
+        self.spec = RoomSpec.model_validate({"id": "calm-1", "name": "Calm room 1", "devices": devices})
+        self.policy = Policy.model_validate(policy)
+        self.clock = FakeClock(at(0))
+        self.machine = RoomMachine("demo-school", self.spec, self.policy)
+        self.machine.hub_started(at(0))
+        self.seq = {str(d["id"]): 0 for d in devices}
+        self.effects: list[Effect] = []
+
+    def send(self, device: str, kind: str, value: str, t: float, arrive: float | None = None) -> None:
+        self.seq[device] += 1
+        ev = SensorEvent(device=device, kind=kind, value=value, ts=at(t), seq=self.seq[device])
+        now = at(arrive if arrive is not None else t)
+        self.clock.set(now)
+        self.effects += self.machine.handle(ev, now).effects
+        self.effects += self.machine.tick(now, liveness=False)
+
+    def door(self, *moves: tuple[str, float]) -> None:
+        for value, t in moves:
+            self.send(DOOR, "door", value, t)
+
+    def heartbeat(self, device: str, t: float, state: dict[str, str]) -> None:
+        self.clock.set(at(t))
+        hb = Heartbeat(device=device, ts=at(t), epoch=0, last_seq=self.seq[device], state=state)
+        self.effects += self.machine.handle(hb, at(t)).effects
+        self.effects += self.machine.tick(at(t), liveness=False)
+
+    def status(self, device: str, online: bool, t: float, **kw: Any) -> None:
+        self.clock.set(at(t))
+        message = DeviceStatus(device=device, online=online, ts=at(t), **kw)
+        self.effects += self.machine.handle(message, at(t)).effects
+        self.effects += self.machine.tick(at(t), liveness=False)
+
+    def restart_hub(self) -> None:
+        """The hub stops and starts again: the room's state reloaded from its stored JSON."""
+        state = RoomState.model_validate(json.loads(room_state_json(self.machine.state)))
+        self.machine = RoomMachine("demo-school", self.spec, self.policy, state)
+        self.machine.hub_started(self.clock.now())
+
+    def episodes(self) -> list[Episode]:
+        """Every episode the machine has stored, by id, as last saved, in start order."""
+        saved: dict[str, Episode] = {}
+        for e in self.effects:
+            if isinstance(e, EpisodeSaved):
+                saved[e.episode.id] = e.episode
+        return sorted(saved.values(), key=lambda ep: ep.started_at)

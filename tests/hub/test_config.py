@@ -306,18 +306,6 @@ def test_the_public_url_reaches_the_alerts_links_and_the_pages(tmp_path: Path) -
 # -- the hub's settings (contract section 5): every error names the variable and where it was set
 
 
-@pytest.fixture
-def clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No SECLUSION_* variable from the test's own environment, and the working directory empty."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("SECLUSION_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_a_setting_that_cannot_be_used_is_named_with_where_it_was_set(
     clean_settings: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

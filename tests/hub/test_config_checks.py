@@ -86,15 +86,6 @@ def test_a_missing_base_file_names_the_profile_that_asks_for_it(tmp_path: Path) 
     assert str(profile) in str(bad.value) and "base" in str(bad.value), str(bad.value)
 
 
-@pytest.fixture
-def clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in list(os.environ):
-        if name.startswith("SECLUSION_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.parametrize(
     ("name", "value"),
     [

@@ -4,82 +4,14 @@ version, where each failed)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from seclusion_hub.core.alerts import AlertSaved
-from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.episode import Episode, account
-from seclusion_hub.core.policy import Policy
-from seclusion_hub.core.room import (
-    DeviceStatus,
-    Effect,
-    EpisodeSaved,
-    Heartbeat,
-    RoomMachine,
-    RoomState,
-    SensorEvent,
-)
-from seclusion_hub.core.site import RoomSpec
-from seclusion_hub.store import room_state_json
 
-from .rooms import DOOR, PANEL, Room, at
+from .rooms import DOOR, INSIDE, PANEL, Room, SplitRoom, at
 
-PIR_A, PIR_B = "calm-1-pir", "calm-1-pir-b"
-
-
-class Split:
-    """A door device (door, lock), one or two PIRs inside (occupancy), a panel (observer, check)."""
-
-    def __init__(self, *, pirs: tuple[str, ...] = (PIR_A,), **policy: Any) -> None:
-        devices: list[dict[str, Any]] = [{"id": DOOR, "sensors": ["door", "lock"], "lock_type": "bolt"}]
-        devices += [{"id": p, "sensors": ["occupancy"]} for p in pirs]
-        devices.append({"id": PANEL, "sensors": ["observer", "check"]})
-        self.spec = RoomSpec.model_validate({"id": "calm-1", "name": "Calm room 1", "devices": devices})
-        self.policy = Policy.model_validate(policy)
-        self.clock = FakeClock(at(0))
-        self.machine = RoomMachine("demo-school", self.spec, self.policy)
-        self.machine.hub_started(at(0))
-        self.seq = {str(d["id"]): 0 for d in devices}
-        self.effects: list[Effect] = []
-
-    def send(self, device: str, kind: str, value: str, t: float, arrive: float | None = None) -> None:
-        self.seq[device] += 1
-        ev = SensorEvent(device=device, kind=kind, value=value, ts=at(t), seq=self.seq[device])
-        now = at(arrive if arrive is not None else t)
-        self.clock.set(now)
-        self.effects += self.machine.handle(ev, now).effects
-        self.effects += self.machine.tick(now, liveness=False)
-
-    def door(self, *moves: tuple[str, float]) -> None:
-        for value, t in moves:
-            self.send(DOOR, "door", value, t)
-
-    def heartbeat(self, device: str, t: float, state: dict[str, str]) -> None:
-        self.clock.set(at(t))
-        hb = Heartbeat(device=device, ts=at(t), epoch=0, last_seq=self.seq[device], state=state)
-        self.effects += self.machine.handle(hb, at(t)).effects
-        self.effects += self.machine.tick(at(t), liveness=False)
-
-    def status(self, device: str, online: bool, t: float, **kw: Any) -> None:
-        self.clock.set(at(t))
-        message = DeviceStatus(device=device, online=online, ts=at(t), **kw)
-        self.effects += self.machine.handle(message, at(t)).effects
-        self.effects += self.machine.tick(at(t), liveness=False)
-
-    def restart_hub(self) -> None:
-        """The hub stops and starts again: the room's state reloaded from its stored JSON."""
-        state = RoomState.model_validate(json.loads(room_state_json(self.machine.state)))
-        self.machine = RoomMachine("demo-school", self.spec, self.policy, state)
-        self.machine.hub_started(self.clock.now())
-
-    def episodes(self) -> list[Episode]:
-        """Every episode the machine has stored, by id, as last saved, in start order."""
-        saved: dict[str, Episode] = {}
-        for e in self.effects:
-            if isinstance(e, EpisodeSaved):
-                saved[e.episode.id] = e.episode
-        return sorted(saved.values(), key=lambda ep: ep.started_at)
+PIR_A, PIR_B = INSIDE, "calm-1-pir-b"
 
 
 def spans(eps: list[Episode]) -> list[tuple[Any, Any]]:
@@ -90,7 +22,7 @@ def test_two_inside_devices_a_later_confinement_found_first_does_not_hide_an_ear
     """Two PIRs, both away while the door shut a child in twice (100..200, then 500..600, the second
     close long after the grace). PIR A's outbox comes first and reveals the second; PIR B's comes next
     and reveals the first. Both were confinements: both are recorded."""
-    room = Split(pirs=(PIR_A, PIR_B))
+    room = SplitRoom(pirs=(PIR_A, PIR_B))
     room.send(PIR_A, "occupancy", "vacant", 0)
     room.send(PIR_B, "occupancy", "vacant", 0)
     room.door(("closed", 100), ("open", 200), ("closed", 500), ("open", 600))
@@ -104,7 +36,7 @@ def test_a_confinement_timed_live_is_not_recorded_again_once_a_later_one_is_the_
     """The PIR's last word was `occupied` (T0+0): the close at 100 opened the episode live (ended at the
     opening at 400, past the grace), and the next close at 900 another (ended at 1000). Its outbox then
     brings a movement at 150: inside the first, timed already. Recorded once, not twice."""
-    room = Split()
+    room = SplitRoom()
     room.send(PIR_A, "occupancy", "occupied", 0)
     room.door(("closed", 100), ("open", 400), ("closed", 900), ("open", 1000))
     room.heartbeat(DOOR, 1100, {"door": "open"})
@@ -130,7 +62,7 @@ def test_reclose_is_new_episode_a_replayed_confinement_keeps_the_one_after_the_r
     live.heartbeat(DOOR, 500, {"door": "open", "occupancy": "occupied"})
     assert live.machine.state.episode_count == 2  # the live rules: two confinements
 
-    room = Split(reclose_is_new_episode=True)
+    room = SplitRoom(reclose_is_new_episode=True)
     room.send(PIR_A, "occupancy", "vacant", 0)
     room.door(("closed", 100), ("open", 200), ("closed", 210), ("open", 400))
     room.heartbeat(DOOR, 500, {"door": "open"})
@@ -142,7 +74,7 @@ def test_a_replay_arriving_while_the_door_is_open_within_the_grace_does_not_spli
     """The door opened at 400 and is within its 30 s grace when the PIR's outbox (a movement at 105)
     arrives at 410; the door closes again at 420. 2.4: the same episode goes on with a new segment,
     timed from 100 (the duration rules count from there), not one ended at 400 and another from 420."""
-    room = Split()
+    room = SplitRoom()
     room.send(PIR_A, "occupancy", "vacant", 0)
     room.door(("closed", 100), ("open", 400))
     room.send(PIR_A, "occupancy", "occupied", 105, arrive=410)
@@ -155,7 +87,7 @@ def test_a_replay_arriving_while_the_door_is_open_within_the_grace_does_not_spli
 def test_a_replayed_confinement_is_marked_locked_and_a_forbidden_lock_is_raised() -> None:
     """2.5: a bolt engaged at 110 and released at 390 during the confinement the PIR's outbox reveals:
     the episode is `locked` (bolt) and, the profile forbidding locks, `lock_forbidden` is raised late."""
-    room = Split(lock_mode="forbidden")
+    room = SplitRoom(lock_mode="forbidden")
     room.send(PIR_A, "occupancy", "vacant", 0)
     room.door(("closed", 100))
     room.send(DOOR, "lock", "engaged", 110)
@@ -174,7 +106,7 @@ def test_a_replayed_confinement_counts_every_outage_its_return_left_unknown() ->
     back on a new boot (the gaps stay unknown). Both outages are unknown time in the episode found
     from the history, as they would be in one timed live (here: the same room, PIR last word occupied)."""
 
-    def story(room: Split, pir_first: str) -> None:
+    def story(room: SplitRoom, pir_first: str) -> None:
         room.send(PIR_A, "occupancy", pir_first, 0)
         room.send(PANEL, "observer", "present", 90)
         room.door(("closed", 100))
@@ -185,13 +117,13 @@ def test_a_replayed_confinement_counts_every_outage_its_return_left_unknown() ->
         room.door(("open", 400))
         room.heartbeat(DOOR, 500, {"door": "open"})
 
-    live = Split()
+    live = SplitRoom()
     story(live, "occupied")
     [live_ep] = live.episodes()
     live_unknown = account(live_ep, at(1000)).unknown_s
     assert live_unknown == 200.0  # 100..200 (last heard at 90) and 200..300
 
-    room = Split()
+    room = SplitRoom()
     story(room, "vacant")
     room.send(PIR_A, "occupancy", "occupied", 105, arrive=1000)
     [ep] = room.episodes()
@@ -201,7 +133,7 @@ def test_a_replayed_confinement_counts_every_outage_its_return_left_unknown() ->
 def test_a_confinement_found_after_a_hub_restart_is_not_recorded_twice() -> None:
     """Hub restarts between two readings of the same replay (the state reloaded from its JSON): the
     second reading of the same confinement adds nothing."""
-    room = Split()
+    room = SplitRoom()
     room.send(PIR_A, "occupancy", "vacant", 0)
     room.door(("closed", 100), ("open", 400))
     room.heartbeat(DOOR, 500, {"door": "open"})
@@ -216,7 +148,7 @@ def test_the_panel_history_is_not_pruned_past_the_close_a_found_confinement_is_d
     150 (a still child), then its link went; its outbox brings a movement at 160, within the lookback:
     the confinement starts at the close (100). The panel showed someone there 100..120: supervised,
     as the live rules (marks_since_close) would count it, not 'never present since the start'."""
-    room = Split()
+    room = SplitRoom()
     room.send(PANEL, "observer", "present", 90)
     room.send(PIR_A, "occupancy", "vacant", 0)
     room.door(("closed", 100))
@@ -238,7 +170,7 @@ def test_a_replay_with_the_door_reclosed_within_the_grace_dates_the_confinement_
     opening): 2.4, one confinement from 100 with two segments. The PIR's outbox (a movement at 105)
     arrives at 1000 with the door closed: the history shows the close at 100; the episode starts there,
     not at 410 (docs/hub.md still lists this as judged against the door as it is now)."""
-    room = Split()
+    room = SplitRoom()
     room.send(PIR_A, "occupancy", "vacant", 0)
     room.door(("closed", 100), ("open", 400), ("closed", 410))
     room.send(PIR_A, "occupancy", "occupied", 105, arrive=1000)

@@ -8,12 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from seclusion_hub.core.alerts import AlertSaved
-from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.core.episode import Episode, account
-from seclusion_hub.core.policy import Policy
 from seclusion_hub.core.room import (
     DeviceStatus,
-    Effect,
     EpisodeSaved,
     Heartbeat,
     IncidentOpened,
@@ -24,10 +21,9 @@ from seclusion_hub.core.room import (
     RoomState,
     SensorEvent,
 )
-from seclusion_hub.core.site import RoomSpec
 from seclusion_hub.errors import RejectedMessage
 from seclusion_hub.store import room_state_json
-from tests.hub.rooms import DOOR, PANEL, T0, Room, at
+from tests.hub.rooms import DOOR, INSIDE, PANEL, Room, SplitRoom, at
 
 
 def test_door_closing_on_an_occupied_room_starts_an_episode_at_the_close() -> None:
@@ -793,45 +789,6 @@ def test_a_heartbeat_sent_before_an_event_already_applied_does_not_undo_it() -> 
     assert [(s.start, s.end) for s in last.segments] == [(at(1), at(100))]
 
 
-INSIDE = "calm-1-pir"
-
-
-class SplitRoom:
-    """A door device (door, lock), a PIR inside (occupancy) and a panel (observer, check)."""
-
-    def __init__(self, **policy: object) -> None:
-        spec = RoomSpec.model_validate(
-            {
-                "id": "calm-1",
-                "name": "Calm room 1",
-                "devices": [
-                    {"id": DOOR, "sensors": ["door", "lock"], "lock_type": "held"},
-                    {"id": INSIDE, "sensors": ["occupancy"]},
-                    {"id": PANEL, "sensors": ["observer", "check"]},
-                ],
-            }
-        )
-        self.clock = FakeClock(T0)
-        self.machine = RoomMachine("demo-school", spec, Policy.model_validate(policy))
-        self.machine.hub_started(T0)
-        self.seq = {DOOR: 0, INSIDE: 0, PANEL: 0}
-        self.effects: list[Effect] = []
-
-    def send(self, device: str, kind: str, value: str, t: float, arrive: float | None = None) -> None:
-        self.seq[device] += 1
-        ev = SensorEvent(device=device, kind=kind, value=value, ts=at(t), seq=self.seq[device])
-        now = at(arrive if arrive is not None else t)
-        self.clock.set(now)
-        self.effects += self.machine.handle(ev, now).effects
-        self.effects += self.machine.tick(now, liveness=False)
-
-    def status(self, device: str, online: bool, t: float, **kw: object) -> None:
-        self.clock.set(at(t))
-        message = DeviceStatus(device=device, online=online, ts=at(t), **kw)  # type: ignore[arg-type]
-        self.effects += self.machine.handle(message, at(t)).effects
-        self.effects += self.machine.tick(at(t), liveness=False)
-
-
 def test_a_vacant_timed_after_the_opening_that_overtook_the_doors_message_ends_the_episode() -> None:
     """semantics 2.4: 'If the door closes again within that grace and no `vacant` reading timed after the
     opening has arrived, the same episode goes on ... If ... a `vacant` reading timed after the opening
@@ -849,11 +806,6 @@ def test_a_vacant_timed_after_the_opening_that_overtook_the_doors_message_ends_t
     assert room.machine.episode is None
 
 
-def _door_moves(room: SplitRoom, *moves: tuple[str, float]) -> None:
-    for value, t in moves:
-        room.send(DOOR, "door", value, t)
-
-
 def test_a_confinement_while_the_inside_device_was_away_is_recorded_when_its_replay_comes() -> None:
     """2.1 and 4.3 with occupancy on a device of its own: the PIR's link was down while a child was shut
     in from T0+100 to T0+400 (the door device live); its outbox comes at T0+1000. Judged against the
@@ -863,9 +815,9 @@ def test_a_confinement_while_the_inside_device_was_away_is_recorded_when_its_rep
     room = SplitRoom()
     room.send(INSIDE, "occupancy", "vacant", 0)
     room.send(PANEL, "observer", "present", 90)
-    _door_moves(room, ("closed", 100))
+    room.door(("closed", 100))
     room.send(PANEL, "observer", "absent", 250)
-    _door_moves(room, ("open", 400))
+    room.door(("open", 400))
     assert room.machine.state.last_episode is None
     room.send(INSIDE, "occupancy", "occupied", 105, arrive=1000)
     room.send(INSIDE, "occupancy", "occupied", 300, arrive=1000)  # the same confinement: once
@@ -891,7 +843,7 @@ def test_a_replayed_confinement_goes_on_through_a_reclosing_within_the_grace() -
     after the opening: the same episode, two segments, ended at the opening at T0+400."""
     room = SplitRoom()
     room.send(INSIDE, "occupancy", "vacant", 0)
-    _door_moves(room, ("closed", 100), ("open", 200), ("closed", 210), ("open", 400), ("closed", 900))
+    room.door(("closed", 100), ("open", 200), ("closed", 210), ("open", 400), ("closed", 900))
     room.send(INSIDE, "occupancy", "occupied", 101, arrive=1000)
     ep = room.machine.state.last_episode
     assert ep is not None and ep.ended_at == at(400)
@@ -903,7 +855,7 @@ def test_a_replayed_presence_long_after_the_close_dates_the_start_by_itself() ->
     reading's time, uncertain, with the close as its earliest possible start."""
     room = SplitRoom()
     room.send(INSIDE, "occupancy", "vacant", 0)
-    _door_moves(room, ("closed", 100), ("open", 900))
+    room.door(("closed", 100), ("open", 900))
     room.send(INSIDE, "occupancy", "occupied", 500, arrive=1000)
     ep = room.machine.state.last_episode
     assert ep is not None and (ep.started_at, ep.start_uncertain, ep.earliest_start) == (
@@ -917,7 +869,7 @@ def test_a_replayed_presence_long_after_the_close_dates_the_start_by_itself() ->
 def test_a_replayed_presence_while_the_door_was_open_is_no_confinement() -> None:
     room = SplitRoom()
     room.send(INSIDE, "occupancy", "vacant", 0)
-    _door_moves(room, ("open", 50), ("closed", 100), ("open", 400))
+    room.door(("open", 50), ("closed", 100), ("open", 400))
     room.send(INSIDE, "occupancy", "occupied", 60, arrive=1000)
     room.send(INSIDE, "occupancy", "vacant", 90, arrive=1000)
     assert room.machine.state.last_episode is None and room.machine.episode is None
@@ -928,7 +880,7 @@ def test_a_confinement_timed_live_is_not_recorded_again_by_the_replay() -> None:
     live. Its replay, arriving after the door opened, adds no second episode."""
     room = SplitRoom()
     room.send(INSIDE, "occupancy", "occupied", 0)
-    _door_moves(room, ("closed", 100), ("open", 400))
+    room.door(("closed", 100), ("open", 400))
     live = room.machine.episode
     assert live is not None and live.started_at == at(100)
     room.send(INSIDE, "occupancy", "occupied", 150, arrive=1000)
@@ -952,7 +904,7 @@ def test_a_replayed_confinement_keeps_an_outage_its_devices_return_left_unknown(
     room.send(INSIDE, "occupancy", "vacant", 0)
     room.send(PANEL, "observer", "present", 90)
     room.status(INSIDE, False, 50)
-    _door_moves(room, ("closed", 100), ("open", 400))
+    room.door(("closed", 100), ("open", 400))
     room.status(INSIDE, True, 990, boot="b2", uptime_s=5)
     room.send(INSIDE, "occupancy", "occupied", 105, arrive=1000)
     ep = room.machine.state.last_episode

@@ -4,35 +4,13 @@ yet heard of, an alert of an earlier day (from a review; each failed before its 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from seclusion_contract import format_ts
 from tests.web.test_board import board_alert
-from tests.web.test_board_races import BASE, FAKE, WEB
-
-
-def open_board(page: Page, rooms: list[dict[str, Any]], alerts: list[dict[str, Any]], zones: str) -> None:
-    html = (WEB / "board.html").read_text().replace("{{user}}", "Ms Test").replace("{{review}}", "")
-    html = html.replace("{{zones}}", zones.replace('"', "&quot;"))
-
-    def serve(route: Any) -> None:
-        url = route.request.url
-        if url.endswith("/static/board.js"):
-            route.fulfill(body=(WEB / "board.js").read_text(), content_type="text/javascript")
-        elif url.endswith("/static/board.css"):
-            route.fulfill(body=(WEB / "board.css").read_text(), content_type="text/css")
-        else:
-            route.fulfill(body=html, content_type="text/html")
-
-    page.route(f"{BASE}/**", serve)
-    page.add_init_script(
-        FAKE + f"\nwindow.__alerts = {json.dumps(alerts)};\nwindow.__rooms = {json.dumps(rooms)};"
-    )
-    page.goto(f"{BASE}/")
-    expect(page.locator("body")).to_have_attribute("data-live", "on", timeout=5000)
+from tests.web.test_board_races import open_board
 
 
 def room(**changes: Any) -> dict[str, Any]:
@@ -64,7 +42,7 @@ def test_a_lock_reading_not_yet_received_shows_as_not_known(browser: Browser) ->
     not received yet shows as Not known.' The room's door device has a lock sensor, no lock reading has
     come yet: the Lock row says Not known (it was left out, so nothing was said about the lock)."""
     page = browser.new_page()
-    open_board(page, [room()], [], '{"test-school": "Europe/London"}')
+    open_board(page, [], [room()], '{"test-school": "Europe/London"}')
     card = page.locator('[data-room="test-school/calm-1"]')
     expect(card).to_contain_text("Child in room")
     expect(card.locator("dt", has_text="Lock")).to_have_count(1)
@@ -79,7 +57,7 @@ def test_an_alert_raised_on_an_earlier_day_says_which_day(browser: Browser) -> N
     a = board_alert(
         "ro-1", raised, kind="report_overdue", rule="record", severity="warning", room_name="Calm room 1"
     )
-    open_board(page, [room(episode_id=None, episode_started_at=None)], [a], '{"test-school": "UTC"}')
+    open_board(page, [a], [room(episode_id=None, episode_started_at=None)], '{"test-school": "UTC"}')
     meta = page.locator('[data-alert-id="ro-1"] .meta').first
     expect(meta).to_contain_text("Raised")
     text = meta.inner_text()

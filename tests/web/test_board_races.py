@@ -51,9 +51,13 @@ def alert(alert_id: str, **changes: Any) -> dict[str, Any]:
     return board_alert(alert_id, now, **{"kind": "no_movement", "room_name": "Calm room 1", **changes})
 
 
-def open_board(page: Page, alerts: list[dict[str, Any]]) -> None:
+def open_board(
+    page: Page, alerts: list[dict[str, Any]], rooms: list[dict[str, Any]] | None = None, zones: str = "{}"
+) -> None:
+    """The board's page and script as served, the hub faked in the page (FAKE): its lists hold `alerts`
+    and `rooms`, its sites' timezones are `zones` (the page's JSON)."""
     html = (WEB / "board.html").read_text().replace("{{user}}", "Ms Test").replace("{{review}}", "")
-    html = html.replace("{{zones}}", "{}")
+    html = html.replace("{{zones}}", zones.replace('"', "&quot;"))
 
     def serve(route: Any) -> None:
         url = route.request.url
@@ -65,7 +69,8 @@ def open_board(page: Page, alerts: list[dict[str, Any]]) -> None:
             route.fulfill(body=html, content_type="text/html")
 
     page.route(f"{BASE}/**", serve)
-    page.add_init_script(FAKE + f"\nwindow.__alerts = {json.dumps(alerts)};")
+    rooms_given = "" if rooms is None else f"\nwindow.__rooms = {json.dumps(rooms)};"
+    page.add_init_script(FAKE + f"\nwindow.__alerts = {json.dumps(alerts)};" + rooms_given)
     page.goto(f"{BASE}/")
     expect(page.locator("body")).to_have_attribute("data-live", "on", timeout=5000)
 
