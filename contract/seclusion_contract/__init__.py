@@ -44,12 +44,23 @@ __all__ = [
     "is_reading",
     "parse_broker_url",
     "parse_ts",
+    "topic_root",
 ]
 
 CONTRACT_VERSION: Final = 1
 DEFAULT_ROOT: Final = "seclusion/v1"
 # A topic root: a prefix such as `seclusion/v1`, no wildcards, no empty level, no leading or trailing /.
 TOPIC_ROOT: Final = re.compile(r"^[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*$")
+
+
+def topic_root(value: str) -> str:
+    """`value` if it can be a topic root (`TOPIC_ROOT`), else a ValueError saying what one is: the hub's
+    setting and a device file are checked alike (the broker refuses a subscription under a bad one)."""
+    if not TOPIC_ROOT.match(value):
+        raise ValueError("a topic prefix such as seclusion/v1: no wildcards, no leading or trailing /")
+    return value
+
+
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
 SLUG: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 FAULT_CODE: Final = re.compile(r"^[a-z0-9-]{1,64}$")

@@ -34,11 +34,11 @@ from pydantic import (
 from seclusion_contract import (
     DEFAULT_ROOT,
     SLUG,
-    TOPIC_ROOT,
     VALUES,
     BrokerAddress,
     Kind,
     parse_broker_url,
+    topic_root,
 )
 from seclusion_contract.yamlfile import KeyGivenTwice, load_yaml
 from seclusion_edge.errors import ConfigError
@@ -239,9 +239,7 @@ class MqttConfig(BaseModel):
     @field_validator("root")
     @classmethod
     def _root_is_a_prefix(cls, value: str) -> str:
-        if not TOPIC_ROOT.match(value):
-            raise ValueError("a topic prefix such as seclusion/v1: no wildcards, no leading or trailing /")
-        return value
+        return topic_root(value)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttConfig:

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from seclusion_contract import DEFAULT_ROOT, TOPIC_ROOT, parse_broker_url
+from seclusion_contract import DEFAULT_ROOT, parse_broker_url, topic_root
 from seclusion_contract.yamlfile import KeyGivenTwice, load_yaml
 
 from .core.policy import Policy, PolicyError, dotted
@@ -85,10 +85,7 @@ class HubSettings(BaseSettings):
     @field_validator("mqtt_root")
     @classmethod
     def _usable_mqtt_root(cls, value: str) -> str:
-        if not TOPIC_ROOT.match(value):
-            # The broker refuses a subscription under it, and the hub reconnected for ever.
-            raise ValueError("a topic prefix such as seclusion/v1: no wildcards, no leading or trailing /")
-        return value
+        return topic_root(value)  # a bad one: the broker refused the hub's subscriptions, for ever
 
     @field_validator("mqtt_client_id")
     @classmethod
