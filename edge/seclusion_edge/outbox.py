@@ -202,11 +202,8 @@ class Outbox:
             return None
         try:
             row = connection.execute("SELECT value FROM meta WHERE key = 'device'").fetchone()
-            if row is not None and row[0] != device:
-                raise OutboxError(
-                    f"{path}: this outbox belongs to device {row[0]!r}, not {device!r}; "
-                    "give each device its own state_dir"
-                )
+            if row is not None:
+                _refuse_anothers(path, row[0], device)
             columns = {column[1] for column in connection.execute("PRAGMA table_info(readings)")}
             connection.execute("SELECT count(*) FROM outbox").fetchone()
             known = row is not None and "ts" in columns and _garbled_number(connection) is None
@@ -484,9 +481,15 @@ def _claim(connection: sqlite3.Connection, path: Path, device: str) -> None:
         for key, value in _new_store_meta(device, 0):
             connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
         connection.execute("COMMIT")
-    elif row[0] != device:
+    else:
+        _refuse_anothers(path, row[0], device)
+
+
+def _refuse_anothers(path: Path, owner: str, device: str) -> None:
+    """Two devices must never share a sequence: a store of another device is an OutboxError."""
+    if owner != device:
         raise OutboxError(
-            f"{path}: this outbox belongs to device {row[0]!r}, not {device!r}; "
+            f"{path}: this outbox belongs to device {owner!r}, not {device!r}; "
             "give each device its own state_dir"
         )
 
