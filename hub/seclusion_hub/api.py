@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import generate_latest
@@ -27,7 +27,7 @@ from .core.incident import Status as IncidentStatus
 from .core.policy import Policy
 from .core.room import RoomMachine
 from .delivery import alert_from_row, alert_json
-from .deps import Cursor, Limit, Senior, Staff, needs
+from .deps import Cursor, Limit, Senior, Staff, needs, site_allowed
 from .errors import UNSTORABLE, UNSTORABLE_PROBLEM, BadRequest, ChangeRefused, RejectedMessage, unstorable_in
 from .leaders import leaders_router
 from .live import LiveFeed
@@ -210,7 +210,7 @@ def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
         "door": machine.reading("door"),
         "lock": machine.reading("lock"),
         # Added: whether a device of the room reports the lock (a lock not yet heard of is "not known").
-        "has_lock": any(machine.spec.reports(d.id, "lock") for d in machine.spec.devices),
+        "has_lock": machine.spec.has("lock"),
         "occupancy": machine.reading("occupancy"),
         "observer": machine.reading("observer"),
         "online": machine.online,
@@ -244,11 +244,6 @@ def create_app(
     store = service.store
     app.state.store = store
     app.state.public_url = public_url.rstrip("/")
-
-    def site_allowed(who: Principal, site: str) -> None:
-        if not who.may_see(site):
-            # Never which site: asked for by id, a record's school is not the caller's to learn.
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "not one of your sites")
 
     @app.middleware("http")
     async def _credentials_first(request: Request, call_next: Any) -> Any:

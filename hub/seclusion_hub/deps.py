@@ -40,6 +40,13 @@ def principal(
     return who
 
 
+def site_allowed(who: Principal, site: str) -> None:
+    """403 unless the caller may see `site`: never saying which site (asked for by id, a record's school
+    is not the caller's to learn)."""
+    if not who.may_see(site):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "not one of your sites")
+
+
 def needs(role: Role) -> Callable[[Principal], Principal]:
     """A dependency that admits the role and every role above it; 403 for the rest."""
 

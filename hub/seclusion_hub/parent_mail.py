@@ -42,7 +42,7 @@ def lock_state(ep: Episode, room: RoomSpec | None) -> LockState:
         return _LOCKS.get(ep.lock_type or "held", "held shut")
     if ep.manual:
         return "not recorded"
-    if room is not None and any(room.reports(device.id, "lock") for device in room.devices):
+    if room is not None and room.has("lock"):
         return "not locked"
     return "not recorded"
 

@@ -25,7 +25,7 @@ from .auth import Principal
 from .core import incident as workflow
 from .core.episode import Episode
 from .core.incident import RecordFields, WorkflowError
-from .deps import Cursor, Limit, Senior, Staff
+from .deps import Cursor, Limit, Senior, Staff, site_allowed
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
 from .parent_mail import AddressError, MailError, parent_copy, send_copy, site_said
@@ -269,11 +269,6 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     """The incident and register endpoints (mounted by api.create_app)."""
     router = APIRouter()
 
-    def allowed(who: Principal, site: str) -> None:
-        if not who.may_see(site):
-            # Never which site: asked for by id, the record's school is not the caller's to learn.
-            raise HTTPException(403, "not one of your sites")
-
     def audit(who: Principal, action: str, target_type: str, target_id: str, **detail: Any) -> AuditEntry:
         return AuditEntry(
             at=service.clock.now(),
@@ -288,7 +283,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         row = records.incident(incident_id)
         if row is None:
             raise HTTPException(404, "no such incident")
-        allowed(who, row.site)
+        site_allowed(who, row.site)
         return row
 
     def change(
@@ -625,7 +620,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         row: EpisodeRecord | None = service.store.get_episode(episode_id)
         if row is None:
             raise HTTPException(404, "no such episode")
-        allowed(who, row.site)
+        site_allowed(who, row.site)
         pupil = records.pupil(body.pupil_id)
         if pupil is None or pupil.site != row.site:
             raise BadRequest("body", "pupil_id", "no child with this id on this site's register")
@@ -675,7 +670,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         details; each page read is an entry with the number of children it showed). The cursor is the
         last child shown: a child added or removed meanwhile neither hides nor repeats another."""
         if site is not None:
-            allowed(who, site)
+            site_allowed(who, site)
         after: tuple[str, ...] | None = None
         if cursor is not None:
             try:
@@ -699,7 +694,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     @router.post("/api/pupils", tags=["pupils"], status_code=201)
     def add_pupil(body: PupilIn, who: Senior) -> dict[str, Any]:
         """Add a child to the register (or update the one with the same `reference`)."""
-        allowed(who, body.site)
+        site_allowed(who, body.site)
         now = service.clock.now()
         if body.site not in service.sites:
             raise BadRequest("body", "site", "not a site of this hub")
@@ -719,7 +714,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     ) -> dict[str, Any]:
         """Import the register from CSV (the request body, `text/csv`, UTF-8): all rows or none. Rows
         with a `reference` already on the register update that child."""
-        allowed(who, site)
+        site_allowed(who, site)
         if site not in service.sites:
             raise BadRequest("query", "site", "not a site of this hub")
         raw = await request.body()

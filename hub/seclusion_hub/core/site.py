@@ -86,6 +86,10 @@ class RoomSpec(_Strict):
     def device(self, device_id: str) -> DeviceSpec | None:
         return next((d for d in self.devices if d.id == device_id), None)
 
+    def has(self, kind: str) -> bool:
+        """Whether any device of the room may report this kind (a lock sensor is optional)."""
+        return any(self.reports(device.id, kind) for device in self.devices)
+
     def reports(self, device_id: str, kind: str) -> bool:
         """Whether this device may report this kind (all kinds unless its `sensors` says otherwise)."""
         spec = self.device(device_id)
