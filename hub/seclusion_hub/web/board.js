@@ -647,9 +647,7 @@
     });
     es.addEventListener("error", () => {
       if (source !== es) return;
-      generation++; // a resync in flight belongs to the lost stream
-      buffered = null;
-      setLive("off");
+      lost();
       if (es.readyState === EventSource.CLOSED) restart(); // refused (401, 503): retry ourselves
     });
   }
@@ -663,10 +661,16 @@
     watchdog = setTimeout(() => {
       watchdog = null;
       if (source !== es) return;
-      generation++; // a resync in flight belongs to the lost stream
-      buffered = null;
+      lost();
       restart();
     }, keepaliveMs * SILENT_KEEPALIVES);
+  }
+
+  // The stream is lost (an error, or silence): what a resync in flight fetched belongs to it.
+  function lost() {
+    generation++;
+    buffered = null;
+    setLive("off");
   }
 
   function restart() {
