@@ -328,7 +328,7 @@ class EdgeAgent:
                 waiting = sorted(self._held, key=lambda item: item[1].began.mono_ms)
                 self._held = []
             self._unrecorded.extend(waiting)
-            if self._outbox is None or self._outbox.read_only:
+            if self._writable is None:
                 if self._unrecorded:
                     log.error("%d readings are lost: the outbox could not be opened", len(self._unrecorded))
             else:
@@ -543,8 +543,8 @@ class EdgeAgent:
         tick, and what already waits in the outbox and the heartbeat still go out (caller holds the send
         lock). The log names the error and how many readings wait, never a reading's content. A store
         not open yet (`_open_outbox_if_due`) keeps them queued the same way."""
-        outbox = self._outbox
-        if outbox is None or outbox.read_only:
+        outbox = self._writable
+        if outbox is None:
             return
         try:
             self._record_unrecorded()
@@ -568,7 +568,7 @@ class EdgeAgent:
         (caller holds the send lock). Once open, the hub's ack that waited is applied, and a connection
         that could not be told the store's numbers (or was told others) gets its status and replay."""
         readable = self._outbox
-        if (readable is not None and not readable.read_only) or now.mono_ms < self._next_open_ms:
+        if self._writable is not None or now.mono_ms < self._next_open_ms:
             return
         self._next_open_ms = now.mono_ms + round(REOPEN_INTERVAL_S * 1000)
         try:
@@ -812,8 +812,8 @@ class EdgeAgent:
         with self._send_lock:
             if self._stopping:
                 return
-            outbox = self._outbox
-            if outbox is None or outbox.read_only:
+            outbox = self._writable
+            if outbox is None:
                 # Nothing can be written (or even read): the latest ack waits for the store to open.
                 if self._unapplied_ack is None or (ack.epoch, ack.seq) > (
                     self._unapplied_ack.epoch,
@@ -1054,6 +1054,12 @@ class EdgeAgent:
 
     def _uptime_s(self, now: Instant) -> float:
         return max(now.mono_ms - self._started_ms, 0) / 1000
+
+    @property
+    def _writable(self) -> Outbox | None:
+        """The store, when it is open to write (not while it cannot be opened, nor read-only)."""
+        outbox = self._outbox
+        return outbox if outbox is not None and not outbox.read_only else None
 
     def _require_outbox(self) -> Outbox:
         if self._outbox is None:
