@@ -170,6 +170,10 @@ class StatusPayload(_Payload):
     sensors: list[Kind] | None = None
     epoch: NonNegInt | None = None
     last_seq: NonNegInt | None = None
+    # Added to contract 2 (optional): the device's monotonic clock (`mono_ms`'s clock) when the
+    # connection this status and the Last Will set for it belong to was opened. With `boot`, it names
+    # the connection a Last Will ends, so the hub can tell a will delivered again from a new one.
+    conn_ms: NonNegInt | None = None
 
 
 class HeartbeatPayload(_Payload):

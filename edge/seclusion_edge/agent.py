@@ -185,6 +185,9 @@ class EdgeAgent:
         self._next_heartbeat_ms = 0
         self._last_heartbeat_ms: int | None = None
         self._started_ms = 0
+        # The device's monotonic clock when the current (or next) connection was opened: with the boot
+        # id, it names the connection in its status and its Last Will (`_will`).
+        self._conn_ms = 0
         self._running = False
         self._stopping = False
         self._ticker: threading.Thread | None = None
@@ -266,6 +269,7 @@ class EdgeAgent:
                 self.config.outputs, self._pin_factory, key=self.config.where("outputs")
             )
             factory = self._publisher_factory or _default_publisher_factory()
+            self._conn_ms = self._clock.now().mono_ms
             publisher = factory(self._link_settings(), self)
         except BaseException as exc:
             self._close_pins()
@@ -337,12 +341,7 @@ class EdgeAgent:
                 except Exception:
                     log.exception("readings not yet numbered at the stop could not be stored")
             self._stopping = True
-        farewell = Message(
-            self._status_topic,
-            dump_payload(StatusPayload(online=False, ts=self._clock.now().wall)),
-            qos=1,
-            retain=True,
-        )
+        farewell = self._will(ts=self._clock.now().wall)
         # Outside the send lock: waiting for the PUBACK needs the network thread, which may want it.
         if self._publisher is not None:
             self._publisher.stop(farewell, timeout_s)
@@ -756,6 +755,7 @@ class EdgeAgent:
             sensors=self.sensor_kinds,
             epoch=outbox.epoch,
             last_seq=outbox.last_seq,
+            conn_ms=self._conn_ms,
         )
         payload = dump_payload(status)
         self._status_sent, self._connected_ms = payload, now.mono_ms
@@ -772,6 +772,11 @@ class EdgeAgent:
         with self._send_lock:
             self._replay_due = True  # the next connection replays from the oldest event waiting
             self._status_sent, self._connected_ms, self._unannounced = None, None, False
+            # The next connection is another: its Last Will names it, so that the hub can tell this
+            # one's will, should the broker deliver it again, from the next one's.
+            self._conn_ms = max(self._clock.now().mono_ms, self._conn_ms + 1)
+            if self._publisher is not None and not self._stopping:
+                self._publisher.set_will(self._will())
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -1024,15 +1029,20 @@ class EdgeAgent:
             if debouncer is not None:
                 debouncer.observe(sensor.active, now)
 
+    def _will(self, ts: dt.datetime | None = None) -> Message:
+        """The retained offline status of the current connection: its Last Will (no `ts`: the broker
+        sends it, at a time nobody knows) or the farewell of a clean stop (`ts`)."""
+        status = StatusPayload(online=False, ts=ts, boot=self.boot_id, conn_ms=self._conn_ms)
+        return Message(self._status_topic, dump_payload(status), qos=1, retain=True)
+
     def _link_settings(self) -> LinkSettings:
         mqtt = self.config.mqtt
         broker = mqtt.broker
-        will = Message(self._status_topic, dump_payload(StatusPayload(online=False)), qos=1, retain=True)
         return LinkSettings(
             host=broker.host,
             port=broker.port,
             client_id=self.config.client_id,
-            will=will,
+            will=self._will(),
             subscriptions=(
                 self._ack_topic,
                 self._config_topic,

@@ -29,7 +29,7 @@ class LinkSettings:
     host: str
     port: int
     client_id: str
-    will: Message
+    will: Message  # the first connection's; `Publisher.set_will` gives each later one its own
     subscriptions: tuple[str, ...]
     protocol: Literal["5", "3.1.1"] = "5"
     tls: bool = False
@@ -80,6 +80,12 @@ class Publisher(Protocol):
 
     def stop(self, farewell: Message | None = None, timeout_s: float = 2.0) -> None:
         """Publish `farewell` if connected (waiting up to `timeout_s` for the broker), then disconnect."""
+        ...
+
+    def set_will(self, will: Message) -> None:
+        """The Last Will of the next connection (the current one keeps the will it was opened with).
+
+        Called from `LinkHandlers.on_disconnected`, before the publisher connects again."""
         ...
 
 

@@ -87,6 +87,10 @@ class PahoPublisher:
         self._connected.clear()
         self._started = False
 
+    def set_will(self, will: Message) -> None:
+        """The Last Will of the next connection: paho sends the one it holds with every CONNECT."""
+        self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+
     def sever(self) -> None:
         """Drop the TCP connection without a DISCONNECT, as a crash or a pulled cable would.
 

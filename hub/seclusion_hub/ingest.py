@@ -145,6 +145,7 @@ class Decoder:
                 uptime_s=st.uptime_s,
                 epoch=st.epoch,
                 last_seq=st.last_seq,
+                conn_ms=st.conn_ms,
             )
         if channel == "heartbeat":
             hb = HeartbeatPayload.model_validate(data)

@@ -67,6 +67,9 @@ class FakeLink:
         self.connected = False
         self.started = False
         self.stopped = False
+        self.will = settings.will  # the Last Will the next connect opens with
+        self.wills: list[Message] = []  # the Last Wills the broker published: one per dropped connection
+        self._connection_will: Message | None = None
         self.sent: list[Message] = []
         self._inbound: list[tuple[str, bytes]] = []
         self._holding = 0  # inside connect(): the copies wait for the retained messages
@@ -83,6 +86,7 @@ class FakeLink:
 
     def connect(self) -> None:
         self.connected = True
+        self._connection_will = self.will
         # What the broker holds as the subscriptions are made, before anything this connection publishes.
         held = [(topic, payload) for topic, payload in self.retained.items() if self._subscribed(topic)]
         self._holding += 1
@@ -94,6 +98,9 @@ class FakeLink:
         self._deliver()
 
     def drop(self) -> None:
+        """The connection lost without a DISCONNECT: the broker publishes its Last Will."""
+        if self.connected and self._connection_will is not None:
+            self.wills.append(self._connection_will)
         self.connected = False
         self._inbound.clear()
         self.handlers.on_disconnected()
@@ -129,6 +136,9 @@ class FakeLink:
             self.sent.append(farewell)
         self.connected = False
         self.stopped = True
+
+    def set_will(self, will: Message) -> None:
+        self.will = will
 
     def deliver(self, topic: str, payload: dict[str, Any] | bytes) -> None:
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

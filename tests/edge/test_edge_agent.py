@@ -482,7 +482,8 @@ def test_every_connect_publishes_a_retained_online_status_and_the_will_says_offl
 ) -> None:
     started_door()
     link = bench.link
-    assert json.loads(link.settings.will.payload) == {"v": 1, "online": False}
+    first = json.loads(link.settings.will.payload)
+    assert first == {"v": 1, "online": False, "boot": "boot-1", "conn_ms": first["conn_ms"]}
     assert (link.settings.will.topic, link.settings.will.qos, link.settings.will.retain) == (STATUS, 1, True)
 
     clock.advance(seconds=42)
@@ -497,6 +498,41 @@ def test_every_connect_publishes_a_retained_online_status_and_the_will_says_offl
     assert (status["epoch"], status["last_seq"]) == (0, 3)
     assert status["uptime_s"] == pytest.approx(42.1)
     assert status["agent"]
+    # The connection is named in its status and in the Last Will it was opened with: a new one for each.
+    assert [json.loads(w.payload) for w in link.wills] == [first]
+    assert json.loads(link.will.payload) == {**first, "conn_ms": status["conn_ms"]}
+    assert status["conn_ms"] > first["conn_ms"]
+
+
+def test_each_connection_has_its_own_last_will_so_a_will_delivered_again_is_known_for_an_old_one(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    started_door()
+    link = bench.link
+    announced = [json.loads(link.settings.will.payload)["conn_ms"]]  # its status was read by the fixture
+    for _ in range(3):
+        clock.advance(seconds=1)
+        link.drop()
+        link.connect()
+        announced.append(json.loads(link.on("status")[-1].payload)["conn_ms"])
+    # Every will the broker published names the connection it ended, as that connection's status did.
+    assert [json.loads(w.payload)["conn_ms"] for w in link.wills] == announced[:3]
+    assert announced == sorted(set(announced))
+
+
+def test_a_clean_stop_says_offline_for_its_own_connection(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
+) -> None:
+    agent = started_door()
+    link = bench.link
+    clock.advance(seconds=5)
+    link.drop()
+    link.connect()
+    online = json.loads(link.on("status")[-1].payload)
+    agent.stop()
+    farewell = json.loads(link.on("status")[-1].payload)
+    assert farewell["online"] is False and farewell["ts"]
+    assert (farewell["boot"], farewell["conn_ms"]) == (online["boot"], online["conn_ms"])
 
 
 def test_the_agent_subscribes_to_its_ack_config_room_indicator_hub_status_room_events_and_own_status(

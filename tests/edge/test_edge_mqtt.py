@@ -201,8 +201,13 @@ def test_a_severed_connection_publishes_the_last_will_then_the_agent_comes_back_
     assert isinstance(publisher, PahoPublisher)
     publisher.sever()
     poll(lambda: [s for s in hub.on("status") if not s.payload["online"]], 10, what="Last Will")
-    assert [s.payload for s in hub.on("status") if not s.payload["online"]] == [{"v": 1, "online": False}]
+    [will] = [s.payload for s in hub.on("status") if not s.payload["online"]]
+    [online] = [s.payload for s in hub.on("status") if s.payload["online"]]
+    # The will names the connection it ends: the one the online status announced.
+    assert will == {"v": 1, "online": False, "boot": online["boot"], "conn_ms": online["conn_ms"]}
     poll(lambda: is_online(hub), 15, what="back online")
+    back = hub.last_status()
+    assert back is not None and back["conn_ms"] > will["conn_ms"]  # the next connection is another
 
 
 # ------------------------------------------------------------------------- the command, as a process
@@ -239,7 +244,8 @@ def test_a_killed_agent_leaves_its_last_will_and_a_stopped_one_says_offline_itse
         agent.kill()
         agent.wait(5)
         will = poll(lambda: [s for s in hub.on("status") if not s.payload["online"]], 10, what="Last Will")
-        assert will[-1].payload == {"v": 1, "online": False}
+        assert set(will[-1].payload) == {"v", "online", "boot", "conn_ms"}
+        assert will[-1].payload["online"] is False
     finally:
         if agent.poll() is None:
             agent.kill()
@@ -254,7 +260,7 @@ def test_a_killed_agent_leaves_its_last_will_and_a_stopped_one_says_offline_itse
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(10) == 0
         farewell = poll(lambda: None if is_online(hub) else hub.last_status(), 10, what="farewell")
-        assert set(farewell) == {"v", "online", "ts"}  # our own farewell, not the Will
+        assert set(farewell) == {"v", "online", "ts", "boot", "conn_ms"}  # our own farewell, not the Will
         assert agent.stderr is not None
         log = agent.stderr.read().decode()
         assert "connected to 127.0.0.1" in log and "received SIGTERM" in log

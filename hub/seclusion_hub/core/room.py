@@ -86,6 +86,9 @@ class DeviceStatus:
     last_seq: int | None = None
     # The time it carried when that was no plausible time (4.5; `ts` is then None): it dates nothing.
     said_ts: dt.datetime | None = None
+    # The connection it belongs to, on the device's monotonic clock (with `boot`): a Last Will names
+    # the connection it ends (contract 2, `conn_ms`, added).
+    conn_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,12 @@ class DeviceState(_Model):
     # monotonic clock, their arrival) until its heartbeats have measured the clock: said once in the
     # timeline for a run of such readings, until a plausible one.
     clock_implausible: bool = False
+    # The connection its latest online status announced (`conn_ms` of `boot`), and the latest one a Last
+    # Will (or a clean stop) ended: a will naming either, or an older connection of the boot, is one the
+    # broker delivered again (the hub stopped before the broker heard it was taken), not a new outage.
+    conn_ms: int | None = None
+    ended_boot: str | None = None
+    ended_conn_ms: int | None = None
 
 
 class RoomState(_Model):
@@ -327,6 +336,18 @@ def _fault_run(dev: DeviceState, value: str, ts: dt.datetime) -> None:
 
 
 # --- the machine ----------------------------------------------------------------------------------
+
+
+def _ended_before(dev: DeviceState, will: DeviceStatus) -> bool:
+    """An offline status (a Last Will, a clean stop's) that names a connection already ended, or one
+    of the device's current boot older than the connection its latest online status announced: one the
+    broker delivered again, after the hub had applied it, because the hub stopped before saying it was
+    taken (MQTT delivers QoS 1 at least once). A will that names no connection is taken as it comes."""
+    if will.boot is None or will.conn_ms is None:
+        return False
+    if (will.boot, will.conn_ms) == (dev.ended_boot, dev.ended_conn_ms):
+        return True
+    return will.boot == dev.boot and dev.conn_ms is not None and will.conn_ms < dev.conn_ms
 
 
 class RoomMachine:
@@ -646,6 +667,10 @@ class RoomMachine:
     def _status(self, status: DeviceStatus, now: dt.datetime) -> None:
         dev = self.state.devices[status.device]
         if not status.online:
+            if _ended_before(dev, status):
+                return  # the end of a connection already ended, or of one older than the device's own
+            if status.boot is not None and status.conn_ms is not None:
+                dev.ended_boot, dev.ended_conn_ms = status.boot, status.conn_ms
             # A Last Will: offline from the device's last message (semantics 4.1): when it arrived, or
             # the time it carried if earlier (a backlog taken after the hub's own downtime arrives all
             # at once, long after the device sent it). Only ever earlier: an outage is never shortened
@@ -687,6 +712,7 @@ class RoomMachine:
             if status.boot != dev.boot:
                 dev.boot_heard_at = now
             dev.boot = status.boot
+            dev.conn_ms = status.conn_ms
 
     def _corrected(self, message: Message, now: dt.datetime) -> Message:
         """4.5: a device whose clock is off by more than `max_clock_skew_s` has its timestamps corrected
