@@ -3,7 +3,8 @@
 -- Grafana does not check what SQL it sends: anyone who can edit a panel or open Explore can run any
 -- query this role may run, and the hub audits none of it. So the role gets exactly what the dashboards
 -- read and nothing else:
---   * SELECT on some columns of `episode`, `incident` and `alert`, none of which identifies a child:
+--   * SELECT on some columns of `episode`, `incident`, `incident_addendum` and `alert`, none of which
+--     identifies a child:
 --     no `pupil_id`, no episode or alert `data` (JSON), no incident `record` (JSON), no staff names
 --     (`recorded_by`, `reviewed_by`, `closed_by`, `parent_copy_withheld_by`), no reason for withholding
 --     the parents' copy;
@@ -77,6 +78,11 @@ GRANT SELECT (
   recorded_at, parent_notified_at, parent_copy_sent_at, parent_copy_method, parent_copy_withheld_at,
   authority_notified_at, reviewed_at, closed_at
 ) ON TABLE incident TO :"grafana_user";
+
+-- Addenda: only which record has a dated correction of which field, so that a record whose
+-- classification an addendum corrects counts as seclusion, as the hub's review counts it. Not the
+-- text, not the author, not when.
+GRANT SELECT (incident_id, field) ON TABLE incident_addendum TO :"grafana_user";
 
 -- Alerts: kind, severity, when, whether still active. Not `data`.
 GRANT SELECT (

@@ -209,8 +209,12 @@ def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
         "name": machine.spec.name,
         "door": machine.reading("door"),
         "lock": machine.reading("lock"),
-        # Added: whether a device of the room reports the lock (a lock not yet heard of is "not known").
+        # Added: whether a device of the room reports the lock (a lock not yet heard of is "not known"),
+        # and what its lock is (the site file's `lock_type`): a door held shut is not a locked door.
         "has_lock": machine.spec.has("lock"),
+        "lock_type": next(
+            (d.lock_type for d in machine.spec.devices if machine.spec.reports(d.id, "lock")), None
+        ),
         "occupancy": machine.reading("occupancy"),
         "observer": machine.reading("observer"),
         "online": machine.online,

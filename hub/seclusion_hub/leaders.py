@@ -26,7 +26,7 @@ from .auth import Principal, principal_for
 from .config import LoadedSite
 from .core import analytics
 from .core import incident as workflow
-from .core.analytics import CHARACTERISTICS, GroupRate
+from .core.analytics import CHARACTERISTICS, EpisodeFact, GroupRate
 from .models import AuditEntry, IncidentRecord
 from .record_pages import _templates, duration_words, local_date, local_datetime, next_deadline, status_words
 from .record_store import RecordStore
@@ -218,15 +218,25 @@ def supervised_percent(supervised_s: float, elapsed_s: float) -> str:
     return f"{percent_down(supervised_s / elapsed_s)} %"
 
 
+def episode_supervised(e: EpisodeFact) -> str:
+    """One episode's supervised share as the child's page says it: as its record page says, not known
+    for one entered by hand (no sensor saw it), and with readings that may be missing said beside it."""
+    if e.manual:
+        return "not known (entered by hand)"
+    share = supervised_percent(e.supervised_s, e.elapsed_s)
+    return f"{share} (readings may be missing)" if e.possible_loss else share
+
+
 def share_percent(share: float | None) -> str:
     """A share of the summary (already rounded to 3 decimals, supervised down and the rest up:
     review.share_down, share_up) as a percentage to a tenth: 0.999 is "99.9 %"; "-" for none."""
     return "-" if share is None else f"{share * 100:.1f} %"
 
 
-def _key(row: IncidentRecord) -> tuple[dt.datetime, str]:
-    """Where a record sits in the incident list (newest first)."""
-    return row.opened_at, row.id
+def _key(listed: tuple[IncidentRecord, dt.datetime]) -> tuple[dt.datetime, str]:
+    """Where a record sits in the incident list (newest first): by its episode's start."""
+    row, started = listed
+    return started, row.id
 
 
 def room_name(site: LoadedSite, room: str) -> str:
@@ -486,7 +496,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                     "when": local_datetime(e.started_at, site.zone),
                     "room": room_name(site, e.room),
                     "minutes": duration_words(e.elapsed_s),
-                    "supervised": supervised_percent(e.supervised_s, e.elapsed_s),
+                    "supervised": episode_supervised(e),
                     "status": status_words(incident) if incident else "",
                     "incident_id": incident.id if incident else None,
                     "recorded_as": recorded_as(e.classification, incident),
@@ -525,7 +535,7 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             except ValueError:
                 return None
 
-        def listed(**edge: Any) -> list[IncidentRecord]:
+        def listed(**edge: Any) -> list[tuple[IncidentRecord, dt.datetime]]:
             return records.incidents_page(
                 site.id,
                 status=chosen_status,
@@ -536,9 +546,10 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
                 **edge,
             )
 
-        # A page by its edges (opened_at, id), never by a count of rows: a record done or opened while a
-        # leader pages moves no other record across an edge (an offset hid one, or showed one twice).
-        rows: list[IncidentRecord] = []
+        # A page by its edges (the episode's start, the record's id), never by a count of rows: a
+        # record done or opened while a leader pages moves no other record across an edge (an offset
+        # hid one, or showed one twice).
+        rows: list[tuple[IncidentRecord, dt.datetime]] = []
         newer_edge: tuple[dt.datetime, str] | None = None  # the Newer link's: the first record shown
         older_edge: tuple[dt.datetime, str] | None = None  # the Older link's: the last record shown
         asked_newer = key("before")
@@ -561,14 +572,14 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             if top is not None and listed(before=top, limit=1):
                 newer_edge = top
         items = []
-        for row in rows:
+        for row, started in rows:
             episode = service.store.get_episode(row.episode_id)
             deadline = next_deadline(row, site.zone, now)
             items.append(
                 {
                     "id": row.id,
                     "room": room_name(site, row.room),
-                    "when": local_datetime(row.opened_at, site.zone),
+                    "when": local_datetime(started, site.zone),
                     "minutes": duration_words(reading(episode, service, now).elapsed_s) if episode else "",
                     "status": status_words(row),
                     "deadline": deadline,

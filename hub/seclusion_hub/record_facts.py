@@ -19,6 +19,7 @@ from typing import Any
 from seclusion_contract import format_ts, format_ts_or_none
 
 from .core.alerts import Alert
+from .core.analytics import minutes_down, minutes_up
 from .core.episode import Episode, account
 from .models import IncidentRecord
 from .record_store import RecordStore
@@ -157,15 +158,17 @@ def auto_json(facts: Facts, now: dt.datetime) -> dict[str, Any]:
         "start_uncertain": ep.start_uncertain,
         "end_uncertain": ep.end_uncertain,
         "segments": [{"start": format_ts(s.start), "end": format_ts_or_none(s.end)} for s in ep.segments],
-        "elapsed_minutes": round(ep.elapsed_s(end) / 60, 1),
-        "duration_minutes": round(ep.duration_s(end) / 60, 1),
-        "minutes_in_48h_before": round(before_48h / 60, 1) if before_48h is not None else None,
+        # Minutes to a tenth, as the pages and the parents' copy round: time up (never under-counted),
+        # supervised time down (never flattered).
+        "elapsed_minutes": minutes_up(ep.elapsed_s(end)),
+        "duration_minutes": minutes_up(ep.duration_s(end)),
+        "minutes_in_48h_before": minutes_up(before_48h) if before_48h is not None else None,
         "locked": ep.locked,
         "lock_type": ep.lock_type,
         "supervision": ep.supervision,
-        "supervised_minutes": round(acc.supervised_s / 60, 1),
-        "unsupervised_minutes": round(acc.unsupervised_s / 60, 1),
-        "unknown_minutes": round(acc.unknown_s / 60, 1),
+        "supervised_minutes": minutes_down(acc.supervised_s),
+        "unsupervised_minutes": minutes_up(acc.unsupervised_s),
+        "unknown_minutes": minutes_up(acc.unknown_s),
         "lapses": [{"start": format_ts(lapse.start), "end": format_ts(lapse.end)} for lapse in acc.lapses],
         "unknown": [
             {"start": format_ts(u.start), "end": format_ts_or_none(u.end), "device": u.device}

@@ -31,7 +31,7 @@ from .parent_mail import lock_state
 from .record_facts import CHANGE_WORDS, shown
 from .record_store import RecordStore, incident_view, report_due
 from .records import record_version
-from .reports.parent_copy import format_date, format_duration
+from .reports.parent_copy import format_date, format_duration, format_duration_down
 from .service import HubService
 from .web import PAGE_HEADERS, session_token, static_file
 
@@ -277,6 +277,14 @@ def duration_words(seconds: float) -> str:
     if seconds <= 0:
         return "none"
     return format_duration(seconds)
+
+
+def supervised_words(seconds: float) -> str:
+    """The parents' copy's words for supervised time: rounded down, so supervision is never flattered
+    (541 s is "9 minutes" on the page as in the letter)."""
+    if seconds <= 0:
+        return "none"
+    return format_duration_down(seconds)
 
 
 # -- what the pages show
@@ -658,7 +666,7 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             elapsed=duration_words(ep.elapsed_s(now)),
             closed_for=duration_words(ep.duration_s(now)),
             door=door,
-            supervised=duration_words(acc.supervised_s),
+            supervised=supervised_words(acc.supervised_s),
             unsupervised=duration_words(acc.unsupervised_s),
             unknown=duration_words(acc.unknown_s),
             longest_lapse=duration_words(acc.longest_lapse_s),

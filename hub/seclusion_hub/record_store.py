@@ -31,6 +31,11 @@ from .models import (
 )
 
 
+def _classification(record: dict[str, Any]) -> str | None:
+    value = record.get("classification")
+    return value if isinstance(value, str) else None
+
+
 def incident_view(row: IncidentRecord) -> IncidentView:
     """What the record's workflow (core/incident.py) needs of a stored incident."""
     return IncidentView(
@@ -104,6 +109,8 @@ class RecordStore:
                 setattr(row, key, value)
             row.updated_at = now
             if "record" in changes:
+                # The column beside the record (read by the dashboards, which may not read the record).
+                row.classification = _classification(changes["record"])
                 staff = changes["record"].get("staff") or []
                 s.execute(sa.delete(IncidentStaff).where(col(IncidentStaff.incident_id) == incident_id))
                 s.add_all(
@@ -311,34 +318,36 @@ class RecordStore:
         limit: int = 50,
         after: tuple[dt.datetime, str] | None = None,
         before: tuple[dt.datetime, str] | None = None,
-    ) -> list[IncidentRecord]:
-        """A site's incident records, newest first, filtered (the leaders' incident list); `overdue_at`
-        keeps those with a deadline passed at that time and its step not done. A page by its key
-        (opened_at, id), as the API's lists: `after` a key, the `limit` next older than it; `before` a
-        key, the `limit` newer ones nearest it (still newest first). A record that changes or comes
-        meanwhile moves no other across a page's edge, as an offset would."""
-        i = IncidentRecord
-        query = select(i).where(i.site == site)
+    ) -> list[tuple[IncidentRecord, dt.datetime]]:
+        """A site's incident records with their episode's start, by that start, newest first, filtered (the
+        leaders' incident list): a hand-entered episode sits at the time it happened, as everywhere else, not
+        at the time it was entered. `overdue_at` keeps those with a deadline passed at that time and its step
+        not done. A page by its key (the episode's `started_at`, the record's id): `after` a key, the `limit`
+        next older than it; `before` a key, the `limit` newer ones nearest it (still newest first). A record
+        that changes or comes meanwhile moves no other across a page's edge, as an offset would."""
+        i, e = IncidentRecord, EpisodeRecord
+        query = select(i, e.started_at).join(e, col(e.id) == col(i.episode_id)).where(i.site == site)
         if status is not None:
             query = query.where(i.status == status)
         if room is not None:
             query = query.where(i.room == room)
         if start is not None:
-            query = query.where(col(i.opened_at) >= start)
+            query = query.where(col(e.started_at) >= start)
         if end is not None:
-            query = query.where(col(i.opened_at) < end)
+            query = query.where(col(e.started_at) < end)
         if overdue_at is not None:
             query = query.where(col(i.status) != "closed", _overdue(overdue_at))
-        when, key = col(i.opened_at), col(i.id)
+        when, key = col(e.started_at), col(i.id)
         if after is not None:
             query = query.where(sa.or_(when < after[0], sa.and_(when == after[0], key < after[1])))
         if before is not None:
             query = query.where(sa.or_(when > before[0], sa.and_(when == before[0], key > before[1])))
             with self._session() as s:
                 nearest = s.exec(query.order_by(when.asc(), key.asc()).limit(limit)).all()
-            return list(reversed(nearest))
+            return [(row, started) for row, started in reversed(nearest)]
         with self._session() as s:
-            return list(s.exec(query.order_by(when.desc(), key.desc()).limit(limit)).all())
+            found = s.exec(query.order_by(when.desc(), key.desc()).limit(limit)).all()
+            return [(row, started) for row, started in found]
 
     def lapse_alert_counts(self, episode_ids: Sequence[str]) -> dict[str, int]:
         """The `supervision_lapse` alerts raised per episode (each for a lapse longer than the grace; the

@@ -325,6 +325,9 @@ class Reading:
     # Every unsupervised interval of the episode's accounting (semantics 3.4: grace included and however
     # short), of which `longest_lapse_s` is the longest
     lapses: int = 0
+    # A gap in a device's events may have hidden readings of it (semantics 4.4): its figures may be
+    # incomplete, and no page says it was supervised throughout.
+    possible_loss: bool = False
 
 
 def reading(row: EpisodeRecord, service: HubService, now: dt.datetime) -> Reading:
@@ -343,6 +346,7 @@ def reading(row: EpisodeRecord, service: HubService, now: dt.datetime) -> Readin
             row.unknown_s,
             row.longest_lapse_s,
             len(acc.lapses),
+            ep.possible_loss,
         )
     return Reading(
         ep.elapsed_s(now),
@@ -352,6 +356,7 @@ def reading(row: EpisodeRecord, service: HubService, now: dt.datetime) -> Readin
         acc.unknown_s,
         acc.longest_lapse_s,
         len(acc.lapses),
+        ep.possible_loss,
     )
 
 
@@ -387,6 +392,7 @@ def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, wh
             unsupervised_s=clocks[r.id].unsupervised_s,
             unknown_s=clocks[r.id].unknown_s,
             lapses=clocks[r.id].lapses,
+            possible_loss=clocks[r.id].possible_loss,
             lapse_alerts=lapse_alerts.get(r.id, 0),
             locked=r.locked,
             staff=tuple(staff.get(incidents[r.id].id, ())) if r.id in incidents else (),
@@ -579,7 +585,7 @@ def summary_json(
         since=f.period.start,
     )
     compliance = analytics.supervision_compliance(f.episodes)
-    minutes = [e.elapsed_s / 60 for e in shown]
+    seconds = [e.elapsed_s for e in shown]
     classes = analytics.classes(f.episodes)
     split = _counts(
         {"seclusion": classes.seclusion, "voluntary": classes.voluntary, "no_child": classes.no_child},
@@ -620,9 +626,11 @@ def summary_json(
         # each child's time away (and, with one episode, the count too).
         "minutes": {
             # Up, never down: time is never under-counted.
-            "total": None if episodes is None else math.ceil(sum(minutes) * 10 - 1e-9) / 10,
-            "median": round(statistics.median(minutes), 1) if minutes and episodes is not None else None,
-            "longest": round(max(minutes), 1) if minutes and episodes is not None else None,
+            "total": None if episodes is None else analytics.minutes_up(sum(seconds)),
+            "median": analytics.minutes_up(statistics.median(seconds))
+            if seconds and episodes is not None
+            else None,
+            "longest": analytics.minutes_up(max(seconds)) if seconds and episodes is not None else None,
         },
         "trend": {
             "bucket": trend.bucket,
@@ -715,7 +723,7 @@ def _flags_suppressed(flags: list[analytics.Flag], line_withheld: bool) -> list[
 def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsReport:
     """The governors' report's figures, small numbers withheld."""
     shown = analytics.counted(f.episodes)
-    minutes = [e.elapsed_s / 60 for e in shown]
+    seconds = [e.elapsed_s for e in shown]
     compliance = analytics.supervision_compliance(f.episodes)
     trend = analytics.trend(
         f.episodes, start=f.period.start, end=f.period.end, bucket="month", tz=site.zone, now=now
@@ -737,8 +745,10 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
         children=_small(children, True),
         # Minutes go with their count (as in the suppressed summary)
         # Up, never down (the report rounds up again to whole minutes): time is never under-counted.
-        total_minutes=None if episodes is None else math.ceil(sum(minutes) * 10 - 1e-9) / 10,
-        median_minutes=round(statistics.median(minutes), 1) if minutes and episodes is not None else None,
+        total_minutes=None if episodes is None else analytics.minutes_up(sum(seconds)),
+        median_minutes=analytics.minutes_up(statistics.median(seconds))
+        if seconds and episodes is not None
+        else None,
         supervised_share=compliance.supervised_share,
         lapses=_small(compliance.lapses, True),
         records_late=_small(timeliness["records_late"], True),

@@ -767,6 +767,85 @@ def test_migration_0009_adds_the_devices_own_time_beside_every_event_both_ways(
     engine.dispose()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_migration_0010_fills_each_incidents_classification_from_its_record(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Before 0010 nothing wrote `incident.classification` (the dashboards read it); a record's
+    classification was only in its JSON. Upgrading fills the column from it; down, it is empty again."""
+    url = (
+        f"sqlite:///{tmp_path / 'hub.db'}"
+        if kind == "sqlite"
+        else request.getfixturevalue("fresh_postgres_db")
+    )
+    engine = make_engine(url)
+    migrate(engine, "0009")
+    episode = sa.table(
+        "episode",
+        *(sa.column(n) for n in ("id", "site", "room", "number", "start_uncertain", "end_uncertain")),
+        *(sa.column(n) for n in ("locked", "manual", "test", "incident_id", "data")),
+        *(sa.column(n) for n in ("elapsed_s", "duration_s", "supervised_s", "unsupervised_s", "unknown_s")),
+        *(sa.column(n) for n in ("longest_lapse_s",)),
+        sa.column("started_at", UTCDateTime()),
+        sa.column("saved_at", UTCDateTime()),
+    )
+    incident = sa.table(
+        "incident",
+        *(sa.column(n) for n in ("id", "episode_id", "site", "room", "status")),
+        sa.column("record", sa.JSON()),
+        sa.column("opened_at", UTCDateTime()),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    records = {"i1": {"classification": "voluntary", "voluntary_reason": "Asked."}, "i2": {}, "i3": {"x": 1}}
+    with engine.begin() as conn:
+        for n, (incident_id, record) in enumerate(records.items(), start=1):
+            conn.execute(
+                episode.insert().values(
+                    id=f"e{n}",
+                    site="s",
+                    room="r",
+                    number=n,
+                    start_uncertain=False,
+                    end_uncertain=False,
+                    locked=False,
+                    manual=False,
+                    test=False,
+                    incident_id=incident_id,
+                    data="{}",
+                    elapsed_s=1.0,
+                    duration_s=1.0,
+                    supervised_s=1.0,
+                    unsupervised_s=0.0,
+                    unknown_s=0.0,
+                    longest_lapse_s=0.0,
+                    started_at=T0,
+                    saved_at=T0,
+                )
+            )
+            conn.execute(
+                incident.insert().values(
+                    id=incident_id,
+                    episode_id=f"e{n}",
+                    site="s",
+                    room="r",
+                    status="recorded",
+                    record=record,
+                    opened_at=T0,
+                    updated_at=T0,
+                )
+            )
+    migrate(engine)
+
+    def column() -> dict[str, str | None]:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT id, classification FROM incident ORDER BY id")).all())
+
+    assert column() == {"i1": "voluntary", "i2": None, "i3": None}
+    migrate(engine, "0009", down=True)
+    assert column() == {"i1": None, "i2": None, "i3": None}
+    engine.dispose()
+
+
 def test_rows_of_one_write_keep_their_own_columns_when_they_differ(
     store: Store, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -423,7 +423,7 @@ def test_the_record_shows_the_episode_in_local_time_and_its_alerts(hub: Hub) -> 
     assert "Total time 5 minutes Door closed for 5 minutes Door Not locked or held" in page
     assert "1 10:00:02 10:05:02 5 minutes" in page  # the one time the door was closed
     assert (
-        "Supervised 4 minutes Not supervised 2 minutes (longest single time: 2 minutes) Not known none"
+        "Supervised 3 minutes Not supervised 2 minutes (longest single time: 2 minutes) Not known none"
         in page
     )
     assert "10:01:00 10:02:30 2 minutes" in page  # the lapse: from, to, how long (rounded up)

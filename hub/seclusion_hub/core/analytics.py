@@ -104,6 +104,7 @@ class EpisodeFact:
     # waiting for a completed record.
     corrected: bool = False
     lapse_alerts: int = 0
+    possible_loss: bool = False  # readings may be missing (semantics 4.4): its figures may be incomplete
 
     def __post_init__(self) -> None:
         _aware(self.started_at, f"episode {self.id} started_at")
@@ -167,6 +168,17 @@ def characteristic_value(pupil: PupilFact, characteristic: Characteristic, on: d
     return value
 
 
+def minutes_up(seconds: float) -> float:
+    """Seconds as minutes to a tenth, rounded up: time is never under-counted (600.4 s is 10.1, where
+    rounding to the nearest gave 10.0, less than the episode lasted). A hair over a tenth is that tenth."""
+    return math.ceil(seconds / 6 - 1e-9) / 10
+
+
+def minutes_down(seconds: float) -> float:
+    """Seconds as minutes to a tenth, rounded down: for time supervised only (never flattered)."""
+    return math.floor(seconds / 6 + 1e-9) / 10
+
+
 def timed(episodes: Iterable[EpisodeFact]) -> list[EpisodeFact]:
     """Every episode that really happened, whatever it is recorded as: all but test episodes."""
     return [e for e in episodes if not e.test]
@@ -208,10 +220,10 @@ def classes(episodes: Iterable[EpisodeFact]) -> Classes:
         seclusion=len(seclusion),
         unclassified=sum(1 for e in seclusion if e.classification is None and not e.corrected),
         voluntary=len(voluntary),
-        voluntary_minutes=round(sum(e.elapsed_s for e in voluntary) / 60, 1),
+        voluntary_minutes=minutes_up(sum(e.elapsed_s for e in voluntary)),
         voluntary_with_lapse=sum(1 for e in voluntary if e.lapses > 0),
         no_child=len(empty),
-        no_child_minutes=round(sum(e.elapsed_s for e in empty) / 60, 1),
+        no_child_minutes=minutes_up(sum(e.elapsed_s for e in empty)),
         corrected=sum(1 for e in seclusion if e.corrected),
     )
 

@@ -170,6 +170,8 @@
     const reading = (kind) => {
       const v = r[kind];
       if (v === null || v === undefined) return "Not known";
+      // A door held shut (the site file's lock_type "held") is not a locked door.
+      if (kind === "lock" && v === "engaged" && r.lock_type === "held") return "Held shut";
       return (READINGS[kind] && READINGS[kind][v]) || v;
     };
     row("Door", reading("door"));
