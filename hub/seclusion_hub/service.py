@@ -234,6 +234,7 @@ class HubService:
         self._open: set[tuple[str, str]] = set()  # rooms with an open episode (the gauge)
         self._pending: _Pending | None = None
         self._was_listening = True
+        self._ticked_at: dt.datetime | None = None  # the clock at the last `_tick`: put back if later
         # True while a batch waits to be stored (a write refused, a bug retried): the messages behind it
         # wait in the inbox, the devices' heartbeats among them, so the hub is as deaf as without the
         # broker, and device liveness is not judged (semantics 4.1, 4.6).
@@ -960,6 +961,15 @@ class HubService:
         # back (or goes), every room is looked at again.
         everything = not self._evaluated or listening != self._was_listening
         self._was_listening = listening
+        if self._ticked_at is not None and now < self._ticked_at:
+            # The hub's own clock was put back (NTP stepping it): every deadline was set by the clock as
+            # it was, so later by the step. Every room is looked at again, its deadlines set anew.
+            log.warning(
+                "the hub's clock went back %.3f s: every room's alerts looked at again",
+                (self._ticked_at - now).total_seconds(),
+            )
+            everything = True
+        self._ticked_at = now
         if not self._evaluated:
             # First evaluation after a (re)start, once the broker's backlog is through (semantics 4.6).
             self._evaluated = True

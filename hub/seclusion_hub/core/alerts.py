@@ -536,6 +536,9 @@ class AlertBook(_Model):
     alerts: dict[str, Alert] = {}
     resolved: dict[str, str] = {}  # key -> episode id ("" for a room-level alert)
     indicator: IndicatorState = IndicatorState()
+    # The latest time the alerts were reconciled at: a `now` before it is the hub's own clock put back
+    # (NTP stepping it), when a condition not yet due again by the clock has not ended.
+    looked_until: dt.datetime | None = None
 
 
 class AlertError(Exception):
@@ -569,6 +572,11 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
     """Raise what is due and not yet raised, resolve what has ended, and send what must be sent."""
     effects: list[AlertEffect] = []
     seen: set[str] = set()
+    # The hub's clock put back: conditions due before the step but not yet due again by the clock are
+    # missing from `due`, yet nothing about them ended (a lapse goes on, an episode is still open). Until
+    # the clock is back where it was, what is missing is neither resolved nor forgotten.
+    went_back = book.looked_until is not None and now < book.looked_until
+    book.looked_until = now if book.looked_until is None else max(book.looked_until, now)
     for cond in due.conditions:
         seen.add(cond.key)
         if cond.key in book.resolved:
@@ -587,7 +595,7 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             alert.detail = dict(cond.detail)
             effects.append(AlertSaved(alert, "updated"))
     for key, alert in list(book.alerts.items()):
-        if alert.active and key not in seen and _looked_at(alert, due):
+        if alert.active and key not in seen and not went_back and _looked_at(alert, due):
             # Its condition no longer holds (an occupancy signal, a recorded review, the device back).
             _resolve(alert, now, None, due.notes.get(key) or _ended_note(alert), None)
             effects.append(AlertSaved(alert, "resolved"))
@@ -596,7 +604,7 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             del book.alerts[key]
             book.resolved[key] = alert.episode_id or ""
     for key, episode in list(book.resolved.items()):
-        if key not in seen and (not episode or episode not in ctx.keep_episodes):
+        if key not in seen and not went_back and (not episode or episode not in ctx.keep_episodes):
             # Resolved, its condition gone, and its episode past: nothing could raise it again.
             del book.resolved[key]
     for alert in book.alerts.values():
@@ -779,6 +787,12 @@ def _sends_due(book: AlertBook, ctx: AlertContext, now: dt.datetime) -> list[Ale
 def send_due(alert: Alert, ctx: AlertContext, now: dt.datetime) -> list[AlertSend | AlertSaved]:
     """5.2 for one alert at `now`: escalated to the next tier, or sent again to its tier, if its
     `next_send_at` has come (a room's alerts, and a record's `report_overdue`, which no room holds)."""
+    if alert.next_send_at is not None and alert.active and not alert.held:
+        # Never further ahead than its interval: after the hub's clock was put back, a time set by the
+        # clock as it was would hold the next escalation back by the step (semantics 5.2: every
+        # `ack_timeout_s` until acknowledged).
+        wait = ctx.policy.ack_timeout_s if alert.acknowledged_at is None else ctx.policy.renotify_s
+        alert.next_send_at = min(alert.next_send_at, now + _s(wait))
     if alert.next_send_at is None or alert.next_send_at > now or not alert.active or alert.held:
         return []
     if alert.acknowledged_at is None:

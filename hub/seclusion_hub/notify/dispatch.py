@@ -35,7 +35,8 @@ class RetryPolicy:
     """Exponential backoff: `first_delay_s`, times `factor` after each failure, at most `max_delay_s`.
 
     A delivery is given up after `max_attempts` attempts, or when its next try would fall more than
-    `max_age_s` after its first, whichever comes first.
+    `max_age_s` after the send was decided (its notice submitted), whichever comes first: behind a
+    destination that hangs, a notice waiting its turn is not tried hours later, a stale alarm.
     """
 
     first_delay_s: float = 1.0
@@ -383,7 +384,10 @@ class Dispatcher:
                 if worker is None:
                     worker = self._workers[channel] = _Worker(channel, self)
                     worker.thread.start()
-                delivery = _Delivery(due=now, seq=next(self._seq), notice=notice, ref=refs.get(channel))
+                # Its age counts from now, when the send was decided, as after a restart (`progress`).
+                delivery = _Delivery(
+                    due=now, seq=next(self._seq), notice=notice, first_at=now, ref=refs.get(channel)
+                )
                 began = progress.get(channel)
                 if began is not None:
                     delivery.attempts, delivery.first_at = began.attempts, began.first_at

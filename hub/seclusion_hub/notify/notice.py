@@ -237,19 +237,28 @@ def render_message(notice: Notice, sent_at: dt.datetime | None = None) -> Messag
     room = notice.room_name.strip() or notice.room
     name = wording.name if notice.kind in WORDING else notice.kind.replace("_", " ")
     tag = _REASON_TAG.get(notice.reason, "")
-    if notice.late or notice.reason == "late":
+    # `late` as a reason without the alert being late: an alert held while the room was in maintenance,
+    # raised on time and sent now that the maintenance is over (the hub did not learn of it late).
+    released = notice.reason == "late" and not notice.late
+    if notice.late:
         tag += " (late)"
+    elif released:
+        tag += " (after maintenance)"
     title = f"{_SEVERITY_WORD.get(notice.severity, 'ALERT')}: {name}{tag}, {room}"
     today = sent_at or notice.sent_at or notice.raised_at
     time = f"{_local(notice.due_at, zone, today)} ({zone_name} local time)"
     parts = [wording.sentence.format(room=room, time=time)]
+    decided = notice.sent_at or notice.raised_at
     if notice.reason == "escalated":
-        parts.append("Nobody has acknowledged it yet.")
+        # As of when the hub decided to escalate: a retry of this notice may go out after someone has.
+        parts.append(f"Nobody had acknowledged it by {_local(decided, zone, today)}.")
     elif notice.reason == "renotify":
         parts.append("This is a reminder: it is still going on.")
-    if notice.late or notice.reason == "late":
+    if notice.late:
         raised = _local(notice.raised_at, zone, today)
         parts.append(f"The hub learned of it late, at {raised}.")
+    elif released:
+        parts.append("It was held while the room was in maintenance, and is sent now that it is over.")
     parts.append(wording.action)
     verb = "Acknowledge" if wording.needs_ack else "Details"
     if notice.link:
