@@ -1590,6 +1590,14 @@ class RoomMachine:
         if ep is not None:
             ep.unknown.append(UnknownInterval(device=device, start=max(since, ep.started_at)))
             self._saved(ep)
+        ended = self.state.last_episode
+        if ended is not None and ended is not ep and ended.ended_at is not None and since < ended.ended_at:
+            # Found offline only after the episode ended (its Last Will, or three heartbeats of silence,
+            # came after the child was free): offline from its last message all the same (4.1), so the
+            # rest of that episode is unknown, not supervised.
+            start = max(since, ended.started_at)
+            ended.unknown.append(UnknownInterval(device=device, start=start, end=ended.ended_at))
+            self._saved(ended)
         self._note(
             ep.id if ep else None, now, "device_offline", {"device": device, "since": format_ts(since)}
         )
