@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+import alembic.util.exc
 from sqlalchemy.exc import DBAPIError
 
 from seclusion_contract import format_ts
@@ -112,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         # The database's driver: the server is not there, or refuses the user (never the password).
         first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
         sys.stderr.write(f"configuration error: SECLUSION_DATABASE_URL: cannot use the database: {first}\n")
+        return 2
+    except alembic.util.exc.CommandError as exc:
+        # A schema this hub does not know: written by a newer hub (an upgrade rolled back, a newer
+        # backup restored onto this one). Never a traceback, nor a restart loop under Docker.
+        sys.stderr.write(
+            "configuration error: SECLUSION_DATABASE_URL: the database's schema is not one this hub knows "
+            f"({exc}): was it written by a newer version of the hub? Run that version, or restore a "
+            "backup taken with this one (docs/operations.md)\n"
+        )
         return 2
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -144,8 +144,11 @@ def load_settings(env_file: Path | None = None) -> HubSettings:
     from_file = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
     known = {f"{ENV_PREFIX}{name.upper()}" for name in HubSettings.model_fields}
 
+    # Names as the settings read them: in any case (a `seclusion_http_port` is SECLUSION_HTTP_PORT).
+    in_env = {k.upper() for k in env}
+
     def where(name: str) -> str:
-        return "environment" if name in env else str(path.resolve())
+        return "environment" if name.upper() in in_env else str(path.resolve())
 
     for name in sorted({*env, *from_file}):
         if name.upper().startswith(ENV_PREFIX) and name.upper() not in known | OTHER_COMPONENTS:
