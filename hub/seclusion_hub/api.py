@@ -194,13 +194,19 @@ def _list_read(
     )
 
 
-def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
-    """A room's live state as contract section 6 shows it."""
+def room_json(
+    machine: RoomMachine, now: dt.datetime, manual: tuple[str, dt.datetime] | None = None
+) -> dict[str, Any]:
+    """A room's live state as contract section 6 shows it. `manual`: an episode entered by hand and
+    still going on in the room (its id and start), shown when the sensors show none: the room is not
+    "not in use" while a child is recorded as confined in it, though no sensor sees it."""
     ep = machine.episode
     supervised: bool | None = None
     if ep is not None:
         state = account(ep, now).state_now
         supervised = None if state in ("unknown", None) else state == "supervised"
+    by_hand = manual if ep is None else None
+    started = ep.started_at if ep else (by_hand[1] if by_hand else None)
     st = machine.state
     maintenance = machine.in_maintenance(now)
     return {
@@ -218,10 +224,11 @@ def room_json(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
         "occupancy": machine.reading("occupancy"),
         "observer": machine.reading("observer"),
         "online": machine.online,
-        "episode_id": ep.id if ep else None,
+        "episode_id": ep.id if ep else (by_hand[0] if by_hand else None),
         # Additions to the contract, for the live board's running clock.
-        "episode_started_at": format_ts(ep.started_at) if ep else None,
-        "episode_start_uncertain": ep.start_uncertain if ep else None,
+        "episode_started_at": format_ts_or_none(started),
+        "episode_start_uncertain": ep.start_uncertain if ep else (False if by_hand else None),
+        "episode_manual": by_hand is not None,
         "supervised": supervised,
         "mode": "maintenance" if maintenance else "normal",
         "mode_until": format_ts_or_none(st.maintenance_until) if maintenance else None,
@@ -247,6 +254,23 @@ def create_app(
     )
     store = service.store
     app.state.store = store
+
+    def room_view(machine: RoomMachine, now: dt.datetime) -> dict[str, Any]:
+        """A room's live state, with its hand-entered episode going on, if any (caller holds the lock)."""
+        return room_json(machine, now, service.manual_open.get((machine.site, machine.spec.id)))
+
+    def tell_boards(site: str, room: str) -> None:
+        """A hand-entered episode began or ended: the room's boards are told (the ingest thread tells
+        them of every other change)."""
+        service.refresh_manual()
+        live = service.live
+        machine = service.machines.get((site, room))
+        if live is None or machine is None or not live.has_subscribers:
+            return
+        with service.lock:
+            view = room_view(machine, service.clock.now())
+        live.publish("room", view)
+
     app.state.public_url = public_url.rstrip("/")
 
     @app.middleware("http")
@@ -323,7 +347,7 @@ def create_app(
             for (site, _room_id), machine in sorted(service.machines.items()):
                 if not who.may_see(site):
                     continue
-                items.append(room_json(machine, now))
+                items.append(room_view(machine, now))
         start = 0
         if cursor is not None:
             if not cursor.isdigit():
@@ -446,7 +470,7 @@ def create_app(
         )
         with service.lock:
             # Looked up again: a batch that failed meanwhile may have reloaded the machines.
-            return room_json(service.machines[(site, room)], service.clock.now())
+            return room_view(service.machines[(site, room)], service.clock.now())
 
     @app.post("/api/episodes", tags=["episodes"], status_code=201)
     def manual_episode(body: ManualEpisode, who: Senior) -> dict[str, Any]:
@@ -511,6 +535,7 @@ def create_app(
             )
         )
         store.write(batch, now)  # the episode, its incident and its audit entry: all or nothing
+        tell_boards(ep.site, ep.room)
         return episode_json(ep, now)
 
     @app.post("/api/episodes/{episode_id}/end", tags=["episodes"])
@@ -559,6 +584,7 @@ def create_app(
             )
         )
         store.write(batch, now)
+        tell_boards(ep.site, ep.room)
         return episode_json(ep, now)
 
     @app.get("/api/incidents", tags=["incidents"])
@@ -738,7 +764,7 @@ def create_app(
             "next": nxt,
         }
 
-    service.room_view = room_json
+    service.room_view = room_view
     app.state.records = records = RecordStore(store.engine)
     app.include_router(records_router(service, records))
     app.include_router(record_pages_router(service, records))

@@ -266,6 +266,11 @@ class HubService:
         self._current_rows: set[str] = set()  # open episodes whose row is the episode as it is
         # How a room looks on the live board (set by the API, which owns the JSON of a room).
         self.room_view: Callable[[RoomMachine, dt.datetime], dict[str, object]] | None = None
+        # Episodes entered by hand and still going on, by room (no machine holds them): the live rooms
+        # show them, so a room with a child recorded as confined never reads "not in use". Read and
+        # changed under `lock`.
+        self.manual_open: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
+        self.refresh_manual()
         self.ack_message: Callable[[int, int, int], None] = lambda _mid, _qos, _conn: None
         self.publish: Callable[[str, bytes, int, bool], None] = lambda _t, _p, _q, _r: None
         self.backlog_done: Callable[[], bool] = lambda: True
@@ -423,6 +428,15 @@ class HubService:
                     # the messages again, in order, and their sends stay `pending`, for the next start.
                     log.warning("the database did not take what was left in the inbox at stop")
                     return
+
+    def refresh_manual(self) -> None:
+        """Read the open hand-entered episodes again (at start, and after one is entered or ended):
+        the latest-started of each room's."""
+        found: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
+        for row in self.store.open_manual_episodes():
+            found[(row.site, row.room)] = (row.id, row.started_at)
+        with self.lock:
+            self.manual_open = found
 
     @property
     def live(self) -> LivePush | None:

@@ -725,6 +725,13 @@ class Store:
         with self.session() as s:
             return s.get(EpisodeRecord, episode_id)
 
+    def open_manual_episodes(self) -> list[EpisodeRecord]:
+        """Episodes entered by hand and not yet ended, oldest first: no room machine holds them."""
+        e = EpisodeRecord
+        with self.session() as s:
+            query = select(e).where(col(e.manual).is_(True), col(e.ended_at).is_(None))
+            return list(s.exec(query.order_by(col(e.started_at), col(e.id))).all())
+
     def list_episodes(
         self,
         sites: Sequence[str] | None,

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from seclusion_contract import format_ts
+from seclusion_contract import Topics, format_ts
 from seclusion_hub.auth import create_token
 from seclusion_hub.core.episode import ObserverMark
 from seclusion_hub.models import IncidentRecord
+from seclusion_hub.service import HubService
 from tests.hub.test_api import T0
 from tests.hub.test_record_truths import _page, _pupil, _recorded
 from tests.hub.test_records import Records
@@ -227,6 +228,62 @@ def test_the_childs_page_never_shows_fully_supervised_for_an_episode_whose_readi
     assert "100 %" not in words or "missing" in words, (
         f"the child's page: {words!r}: fully supervised, with readings that may be missing"
     )
+
+
+# -- the live rooms and the episodes API ------------------------------------------------------------
+
+
+def test_a_hand_entered_episode_still_going_on_is_on_the_live_rooms_too(api: Records) -> None:
+    """The door sensor failed; a senior enters the episode going on now (no end yet). The episodes API
+    lists it open in calm-1, and its record says "The child is still in the room"; the live rooms
+    (`GET /api/rooms`, the board's data) said calm-1 had no episode (`episode_id: null`), so the board
+    shows "Room not in use" about a room with a child confined in it."""
+    senior = api.token("senior", SITE)
+    staff = api.token("staff", SITE)
+    made = api.client.post(
+        "/api/episodes",
+        json={
+            "site": SITE,
+            "room": "calm-1",
+            "started_at": format_ts(T0 - dt.timedelta(minutes=5)),
+            "reason": "The door sensor is off its bracket; timed by the teacher's watch.",
+        },
+        headers=senior,
+    )
+    assert made.status_code == 201, made.text
+    ep = made.json()
+    open_now = api.client.get(
+        "/api/episodes", params={"room": "calm-1", "open": "true"}, headers=staff
+    ).json()
+    assert [e["id"] for e in open_now["items"]] == [ep["id"]]
+    rooms = {r["room"]: r for r in api.client.get("/api/rooms", headers=staff).json()["items"]}
+    assert rooms["calm-1"]["episode_id"] == ep["id"], (
+        f"the episodes API: {ep['id']} open in calm-1; the live rooms: {rooms['calm-1']['episode_id']}"
+    )
+    assert rooms["calm-1"]["episode_manual"] is True and rooms["calm-1"]["supervised"] is None
+    assert rooms["calm-1"]["episode_started_at"] == ep["started_at"]
+    assert rooms["calm-2"]["episode_id"] is None and rooms["calm-2"]["episode_manual"] is False
+
+    # A hub started again on the same database shows it too (no room machine holds it).
+    again = HubService(list(api.service.sites.values()), api.store, api.clock, Topics())
+    assert again.manual_open[(SITE, "calm-1")][0] == ep["id"]
+
+    # Its end entered: the boards are told at once, and the room is not in use any more.
+    pushed: list[tuple[str, dict[str, Any]]] = []
+
+    class Boards:
+        has_subscribers = True
+
+        def publish(self, event: str, data: Any) -> int:
+            pushed.append((event, dict(data)))
+            return 1
+
+    api.service.live = Boards()
+    ended = api.client.post(f"/api/episodes/{ep['id']}/end", json={"ended_at": format_ts(T0)}, headers=senior)
+    assert ended.status_code == 200, ended.text
+    assert [(event, data["room"], data["episode_id"]) for event, data in pushed] == [("room", "calm-1", None)]
+    rooms = {r["room"]: r for r in api.client.get("/api/rooms", headers=staff).json()["items"]}
+    assert rooms["calm-1"]["episode_id"] is None
 
 
 # -- the Grafana dashboards' SQL and the hub's review -----------------------------------------------

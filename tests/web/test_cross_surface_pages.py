@@ -62,3 +62,30 @@ def test_a_door_held_shut_is_not_called_locked_on_the_board_while_the_record_and
     assert lock != "Locked", (
         "the board says the door was Locked; the record says Held shut, the parents' copy 'It was not locked'"
     )
+
+
+def test_a_hand_entered_episode_going_on_is_on_the_board_as_entered_by_hand(
+    api: Records, browser: Browser
+) -> None:
+    """The door sensor failed and a senior entered the episode going on: the board showed the room as
+    "Room not in use" (its data had no episode), while the record says the child is still in the room."""
+    senior = api.token("senior", SITE)
+    staff = api.token("staff", SITE)
+    made = api.client.post(
+        "/api/episodes",
+        json={
+            "site": SITE,
+            "room": "calm-1",
+            "started_at": "2026-11-23T09:55:00.000Z",
+            "reason": "The door sensor is off its bracket; timed by the teacher's watch.",
+        },
+        headers=senior,
+    )
+    assert made.status_code == 201, made.text
+    rooms = api.client.get("/api/rooms", headers=staff).json()["items"]
+    page = browser.new_page()
+    open_board(page, [], rooms, '{"test-school": "Europe/London"}')
+    card = page.locator('[data-room="test-school/calm-1"]')
+    expect(card).to_contain_text("Child in room (entered by hand)")
+    expect(card).to_contain_text("Supervision not known: no sensor sees this room")
+    expect(page.locator('[data-room="test-school/calm-2"]')).to_contain_text("Room not in use")

@@ -147,7 +147,8 @@
 
     if (inEpisode) {
       const p = el("p", "episode");
-      p.append("Child in room — ");
+      // An episode entered by hand (the sensors failed): timed from the start staff entered.
+      p.append(r.episode_manual ? "Child in room (entered by hand) — " : "Child in room — ");
       if (r.episode_start_uncertain) p.append("about ");
       const clock = el("span", "clock");
       if (r.episode_started_at) clock.dataset.since = String(Date.parse(r.episode_started_at));
@@ -156,6 +157,7 @@
       let sup;
       if (r.supervised === true) sup = el("p", "supervision good", "Supervised");
       else if (r.supervised === false) sup = el("p", "supervision bad", "Not supervised");
+      else if (r.episode_manual) sup = el("p", "supervision unknown", "Supervision not known: no sensor sees this room");
       else sup = el("p", "supervision unknown", "Supervision not known");
       li.append(sup);
     } else {
