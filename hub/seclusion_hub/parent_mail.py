@@ -239,7 +239,12 @@ def _send_copy(site: LoadedSite, to: str, copy: ParentCopy, pdf: bytes, timeout_
         with _LOG.sending(to), tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "written-record.pdf"
             path.write_bytes(pdf)
-            result.append(bool(sender.notify(body=body, title=title, attach=str(path))))
+            # Plain text: Apprise's email sends HTML by default, where a name from the register
+            # (`Sam<a href=...>`) would be live markup in the school's own email to the family.
+            sent = sender.notify(
+                body=body, title=title, attach=str(path), body_format=apprise.NotifyFormat.TEXT
+            )
+            result.append(bool(sent))
 
     worker = threading.Thread(target=call, name="parent-mail", daemon=True)
     worker.start()

@@ -34,6 +34,7 @@ from .record_store import NotFound, RecordStore, SignedOff, incident_view
 from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
 from .store import pack_cursor, unpack_cursor
+from .web import DOCUMENT_HEADERS
 
 SEN = ("none", "sen_support", "ehcp", "unknown")
 
@@ -114,7 +115,10 @@ def record_version(row: IncidentRecord) -> str:
     """The record's version as stored, as an HTTP entity tag (quoted): a digest of every column, so any
     change of the record (a field, a step, its child) is a new version, even two within one tick of the
     clock. `GET` gives it (`ETag`, and `version`); `PATCH` with `If-Match` saves only onto it."""
-    stored = json.dumps(row.model_dump(), sort_keys=True, default=str)
+    # Not why the parents' copy was withheld: the version is seen by every member of staff, and the reason
+    # only by safeguarding leads; a digest of it would let a guess be confirmed (its time and author,
+    # which staff see, change the version when a copy is withheld).
+    stored = json.dumps(row.model_dump(exclude={"parent_copy_withheld_reason"}), sort_keys=True, default=str)
     return '"' + hashlib.sha256(stored.encode()).hexdigest()[:32] + '"'
 
 
@@ -550,7 +554,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         """The parents' written copy as a web page (audited)."""
         row, copy = copy_of(incident_id, who)
         records.audit(audit(who, "read_parent_copy", "incident", row.id, format="html"))
-        return HTMLResponse(render_html(copy), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(render_html(copy), headers=DOCUMENT_HEADERS)
 
     @router.post("/api/incidents/{incident_id}/parent-copy/send", tags=["incidents"])
     def send_parent_copy(incident_id: str, body: SendCopyIn, who: Staff) -> dict[str, Any]:

@@ -53,6 +53,16 @@ PAGE_HEADERS: Final = {
     "Cache-Control": "no-store",
 }
 
+# A document the hub renders whole (the parents' copy as a web page): its own inline style, nothing
+# else at all (no script, no request), and never framed.
+DOCUMENT_HEADERS: Final = {
+    **PAGE_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'none'"
+    ),
+}
+
 
 def _asset(name: str) -> str:
     return (importlib.resources.files("seclusion_hub") / "web" / name).read_text(encoding="utf-8")
@@ -153,7 +163,10 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
         body = await request.body()
         if len(body) > MAX_FORM_BYTES:
             return _login_page("That is not an access token.", 401)
-        fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=10)
+        try:
+            fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=10)
+        except ValueError:  # more fields than a sign-in form has
+            return _login_page("That is not an access token.", 401)
         token = (fields.get("token") or [""])[0].strip()
         who = await run_in_threadpool(principal_for, store, token) if token else None
         if who is None:
@@ -177,7 +190,15 @@ def web_router(service: HubService, live: LiveFeed, staff: Callable[..., Princip
 
     @router.post("/logout", include_in_schema=False)
     def logout(request: Request) -> Response:
-        """Forget the session cookie."""
+        """Forget the session cookie: only from the hub's own pages (another site's form could sign the
+        live board out, and nobody would see its alerts)."""
+        if not _same_origin(request):
+            return Response(
+                "Signing out must be done from the hub's own pages.",
+                status.HTTP_403_FORBIDDEN,
+                media_type="text/plain",
+                headers={"Cache-Control": "no-store"},
+            )
         response = RedirectResponse(
             "/login", status.HTTP_303_SEE_OTHER, headers={"Cache-Control": "no-store"}
         )

@@ -260,7 +260,13 @@ class AppriseChannel:
             logger = logging.getLogger("apprise")
             logger.addHandler(capture)
             try:
-                result = self._apprise.notify(body=message.body, title=message.title, notify_type=kind)
+                # Plain text, as written: never read as HTML by an email or chat service.
+                result = self._apprise.notify(
+                    body=message.body,
+                    title=message.title,
+                    notify_type=kind,
+                    body_format=apprise.NotifyFormat.TEXT,
+                )
             finally:
                 logger.removeHandler(capture)
             return bool(result), _apprise_reasons(result) or capture.lines
