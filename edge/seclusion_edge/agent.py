@@ -772,11 +772,6 @@ class EdgeAgent:
         with self._send_lock:
             self._replay_due = True  # the next connection replays from the oldest event waiting
             self._status_sent, self._connected_ms, self._unannounced = None, None, False
-            # The next connection is another: its Last Will names it, so that the hub can tell this
-            # one's will, should the broker deliver it again, from the next one's.
-            self._conn_ms = max(self._clock.now().mono_ms, self._conn_ms + 1)
-            if self._publisher is not None and not self._stopping:
-                self._publisher.set_will(self._will())
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -1035,6 +1030,14 @@ class EdgeAgent:
         status = StatusPayload(online=False, ts=ts, boot=self.boot_id, conn_ms=self._conn_ms)
         return Message(self._status_topic, dump_payload(status), qos=1, retain=True)
 
+    def _next_will(self) -> Message:
+        """Just before each CONNECT (the publisher's network thread): a new name for the connection about
+        to open, and its Last Will. Named apart from every one before, so that the hub can tell that
+        connection's will, should the broker deliver it again, from the next one's."""
+        with self._send_lock:
+            self._conn_ms = max(self._clock.now().mono_ms, self._conn_ms + 1)
+            return self._will()
+
     def _link_settings(self) -> LinkSettings:
         mqtt = self.config.mqtt
         broker = mqtt.broker
@@ -1060,6 +1063,7 @@ class EdgeAgent:
             keepalive_s=mqtt.keepalive_s,
             reconnect_min_s=mqtt.reconnect_min_s,
             reconnect_max_s=mqtt.reconnect_max_s,
+            next_will=self._next_will,
         )
 
     def _uptime_s(self, now: Instant) -> float:

@@ -29,7 +29,7 @@ class LinkSettings:
     host: str
     port: int
     client_id: str
-    will: Message  # the first connection's; `Publisher.set_will` gives each later one its own
+    will: Message  # the Last Will, unless `next_will` names each connection's own
     subscriptions: tuple[str, ...]
     protocol: Literal["5", "3.1.1"] = "5"
     tls: bool = False
@@ -40,6 +40,9 @@ class LinkSettings:
     keepalive_s: int = 30
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
+    # Called just before every CONNECT (the first and each reconnect, whatever ended the one before):
+    # the Last Will of the connection about to open.
+    next_will: Callable[[], Message] | None = field(default=None, repr=False, compare=False)
 
 
 class LinkHandlers(Protocol):
@@ -80,12 +83,6 @@ class Publisher(Protocol):
 
     def stop(self, farewell: Message | None = None, timeout_s: float = 2.0) -> None:
         """Publish `farewell` if connected (waiting up to `timeout_s` for the broker), then disconnect."""
-        ...
-
-    def set_will(self, will: Message) -> None:
-        """The Last Will of the next connection (the current one keeps the will it was opened with).
-
-        Called from `LinkHandlers.on_disconnected`, before the publisher connects again."""
         ...
 
 

@@ -87,10 +87,6 @@ class PahoPublisher:
         self._connected.clear()
         self._started = False
 
-    def set_will(self, will: Message) -> None:
-        """The Last Will of the next connection: paho sends the one it holds with every CONNECT."""
-        self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-
     def sever(self) -> None:
         """Drop the TCP connection without a DISCONNECT, as a crash or a pulled cable would.
 
@@ -125,11 +121,25 @@ class PahoPublisher:
                 raise LinkError(f"cannot set up TLS with {with_what}: {reason}") from None
         client.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
         client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
+
+    def _on_pre_connect(self, client: paho.Client, userdata: object) -> None:
+        """Just before every CONNECT, the first and each reconnect (paho calls this whatever ended the
+        connection before, where on_disconnect is not always called): the Last Will it opens with."""
+        next_will = self._settings.next_will
+        if next_will is None:
+            return
+        try:
+            will = next_will()
+        except Exception:
+            log.exception("the agent failed to name its next connection; its Last Will is the last one")
+            return
+        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
 
     def _on_connect(
         self,

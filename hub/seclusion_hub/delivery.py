@@ -227,6 +227,9 @@ class AlertDelivery:
         if not refs:
             return False
         site = self.sites.get(alert.site)
+        # When the send was decided: now, or for one taken up after a restart, when its rows were made
+        # (an escalation's words say who had not acknowledged it by then).
+        decided = min((p.first_at for p in progress.values()), default=None)
         notice = Notice(
             delivery_id=f"{alert.id}/{send.number}",
             alert_id=alert.id,
@@ -243,7 +246,7 @@ class AlertDelivery:
             link=f"{self.public_url}/#alert-{alert.id}" if self.public_url else None,
             timezone=site.spec.timezone if site is not None else "UTC",
             rule=alert.rule,
-            sent_at=self.clock.now(),
+            sent_at=decided or self.clock.now(),
         )
         try:
             self.dispatcher.submit(notice, list(refs), refs, progress)

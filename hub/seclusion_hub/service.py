@@ -270,6 +270,7 @@ class HubService:
         # show them, so a room with a child recorded as confined never reads "not in use". Read and
         # changed under `lock`.
         self.manual_open: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
+        self._manual_lock = threading.Lock()
         self.refresh_manual()
         self.ack_message: Callable[[int, int, int], None] = lambda _mid, _qos, _conn: None
         self.publish: Callable[[str, bytes, int, bool], None] = lambda _t, _p, _q, _r: None
@@ -432,11 +433,14 @@ class HubService:
     def refresh_manual(self) -> None:
         """Read the open hand-entered episodes again (at start, and after one is entered or ended):
         the latest-started of each room's."""
-        found: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
-        for row in self.store.open_manual_episodes():
-            found[(row.site, row.room)] = (row.id, row.started_at)
-        with self.lock:
-            self.manual_open = found
+        # The read and the replace under one lock: a read made before another's entry, replacing the
+        # map after that entry's own refresh, would hide it.
+        with self._manual_lock:
+            found: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
+            for row in self.store.open_manual_episodes():
+                found[(row.site, row.room)] = (row.id, row.started_at)
+            with self.lock:
+                self.manual_open = found
 
     @property
     def live(self) -> LivePush | None:

@@ -85,6 +85,8 @@ class FakeLink:
             self.connect()
 
     def connect(self) -> None:
+        if self.settings.next_will is not None:  # as paho's on_pre_connect, before every CONNECT
+            self.will = self.settings.next_will()
         self.connected = True
         self._connection_will = self.will
         # What the broker holds as the subscriptions are made, before anything this connection publishes.
@@ -136,9 +138,6 @@ class FakeLink:
             self.sent.append(farewell)
         self.connected = False
         self.stopped = True
-
-    def set_will(self, will: Message) -> None:
-        self.will = will
 
     def deliver(self, topic: str, payload: dict[str, Any] | bytes) -> None:
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

@@ -174,6 +174,9 @@ class Due:
     # Ended episodes with a condition due before their end but after `now` (the hub's clock behind the
     # devices', or put back): looked at again when it falls due, never dropped.
     waiting: set[str] = field(default_factory=set)
+    # The hub's clock put back: the keys of conditions that were due at the latest look and have not
+    # ended (`still_due`). Not due again yet by the clock, they are neither resolved nor forgotten.
+    still: set[str] = field(default_factory=set)
 
     def later(self, when: dt.datetime) -> None:
         if self.next_at is None or when < self.next_at:
@@ -572,10 +575,6 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
     """Raise what is due and not yet raised, resolve what has ended, and send what must be sent."""
     effects: list[AlertEffect] = []
     seen: set[str] = set()
-    # The hub's clock put back: conditions due before the step but not yet due again by the clock are
-    # missing from `due`, yet nothing about them ended (a lapse goes on, an episode is still open). Until
-    # the clock is back where it was, what is missing is neither resolved nor forgotten.
-    went_back = book.looked_until is not None and now < book.looked_until
     book.looked_until = now if book.looked_until is None else max(book.looked_until, now)
     for cond in due.conditions:
         seen.add(cond.key)
@@ -595,7 +594,7 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             alert.detail = dict(cond.detail)
             effects.append(AlertSaved(alert, "updated"))
     for key, alert in list(book.alerts.items()):
-        if alert.active and key not in seen and not went_back and _looked_at(alert, due):
+        if alert.active and key not in seen and key not in due.still and _looked_at(alert, due):
             # Its condition no longer holds (an occupancy signal, a recorded review, the device back).
             _resolve(alert, now, None, due.notes.get(key) or _ended_note(alert), None)
             effects.append(AlertSaved(alert, "resolved"))
@@ -604,7 +603,7 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             del book.alerts[key]
             book.resolved[key] = alert.episode_id or ""
     for key, episode in list(book.resolved.items()):
-        if key not in seen and not went_back and (not episode or episode not in ctx.keep_episodes):
+        if key not in seen and key not in due.still and (not episode or episode not in ctx.keep_episodes):
             # Resolved, its condition gone, and its episode past: nothing could raise it again.
             del book.resolved[key]
     for alert in book.alerts.values():
@@ -617,6 +616,31 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
     effects.extend(_sends_due(book, ctx, now))
     effects.extend(_indicator(book, ctx, now))
     return effects
+
+
+# A latest look further ahead than this is a clock that was wrong, not one put back: forgotten.
+LOOKED_UNTIL_KEPT = dt.timedelta(days=1)
+
+
+def still_due(book: AlertBook, view: RoomView, policy: Policy, now: dt.datetime, due: Due) -> None:
+    """The hub's own clock put back (NTP stepping it): a condition due at the latest look (`looked_until`)
+    may not be due again yet by the clock, though nothing about it ended (a lapse goes on, an episode is
+    still open). Judged at that look instead: one still due then and not ended is kept (`due.still`),
+    neither resolved nor forgotten; one that ended (the observer back, a review recorded, the device
+    back) or is gone resolves as it would have."""
+    then = book.looked_until
+    if then is None or now >= then:
+        return
+    if then - now > LOOKED_UNTIL_KEPT:
+        book.looked_until = now
+        return
+    ep = view.episode
+    if ep is not None:
+        # And past the open episode's latest evidence: a reading timed after that look (by a device's
+        # clock, right where the hub's was ahead) may end a condition, the observer back at the panel.
+        then = max([then, *(m.ts for m in ep.observer[-1:]), *ep.checks[-1:]])
+    looked = conditions(view, policy, then)
+    due.still = {c.key for c in looked.conditions if c.ended_at is None}
 
 
 def _looked_at(alert: Alert, due: Due) -> bool:
@@ -787,14 +811,17 @@ def _sends_due(book: AlertBook, ctx: AlertContext, now: dt.datetime) -> list[Ale
 def send_due(alert: Alert, ctx: AlertContext, now: dt.datetime) -> list[AlertSend | AlertSaved]:
     """5.2 for one alert at `now`: escalated to the next tier, or sent again to its tier, if its
     `next_send_at` has come (a room's alerts, and a record's `report_overdue`, which no room holds)."""
+    capped: list[AlertSend | AlertSaved] = []
     if alert.next_send_at is not None and alert.active and not alert.held:
         # Never further ahead than its interval: after the hub's clock was put back, a time set by the
         # clock as it was would hold the next escalation back by the step (semantics 5.2: every
-        # `ack_timeout_s` until acknowledged).
+        # `ack_timeout_s` until acknowledged). Saved, so the next look counts from it.
         wait = ctx.policy.ack_timeout_s if alert.acknowledged_at is None else ctx.policy.renotify_s
-        alert.next_send_at = min(alert.next_send_at, now + _s(wait))
+        if alert.next_send_at > now + _s(wait):
+            alert.next_send_at = now + _s(wait)
+            capped.append(AlertSaved(alert, "updated"))
     if alert.next_send_at is None or alert.next_send_at > now or not alert.active or alert.held:
-        return []
+        return capped
     if alert.acknowledged_at is None:
         return [
             send(alert, _next_tier(alert.tier, ctx), "escalated", now, ctx),

@@ -537,7 +537,9 @@ class RoomMachine:
         )
 
     def _evaluate(self, now: dt.datetime) -> None:
-        due = alerts.conditions(self._view(), self.policy, now)
+        view = self._view()
+        due = alerts.conditions(view, self.policy, now)
+        alerts.still_due(self.state.book, view, self.policy, now, due)
         # Looked at: only those with a condition still to fall due (by the hub's clock) are kept.
         self.state.unevaluated = [e for e in self.state.unevaluated if e.id in due.waiting]
         effects = alerts.reconcile(self.state.book, due, self._alert_context(now), now)
