@@ -209,8 +209,10 @@ class Oracle:
         was_open = ep.decided_at is None or ep.decided_at > found or latest
         if recovered_at is None or not was_open:
             return was_open
-        later = [e for e in self.episodes if e.decided_at is not None and e.decided_at <= recovered_at]
-        held = ep.decided_at is None or ep.decided_at > recovered_at or (later and later[-1] is ep)
+        # The return's status comes before its replay (of one arrival, in that order): an episode the
+        # replay decides at the return was still open when the gap was made known again.
+        later = [e for e in self.episodes if e.decided_at is not None and e.decided_at < recovered_at]
+        held = ep.decided_at is None or ep.decided_at >= recovered_at or bool(later and later[-1] is ep)
         return not held
 
     def _state(self, ep: OEpisode, t: int) -> str:
@@ -766,7 +768,7 @@ def check_outages(story: OutageStory, p: Params) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-@given(outage_stories(), st.sampled_from(["observer", "checkin", "both"]))
+@given(outage_stories(allow_panel_during_door_replay=True), st.sampled_from(["observer", "checkin", "both"]))
 def test_oracle_with_outages_and_returns(story: OutageStory, mode: str) -> None:
     check_outages(story, Params(supervision=mode, outage_only_for_open_episodes=True))
 
@@ -818,3 +820,37 @@ def _saved_episodes(room: Room) -> dict[str, Episode]:
         if isinstance(effect, EpisodeSaved):
             saved[effect.episode.id] = effect.episode
     return saved
+
+
+@pytest.mark.parametrize(
+    ("before", "live", "supervised_s", "lapses"),
+    [
+        # The observer present from before the close, gone at T0+20: supervised T0+10..T0+20.
+        ("present", [("absent", 20)], 10.0, [(20, 100)]),
+        # Nobody at first; present T0+20..T0+40: supervised 20 s of the 90.
+        ("absent", [("present", 20), ("absent", 40)], 20.0, [(10, 20), (40, 100)]),
+        # Present all along but for T0+20..T0+40.
+        ("present", [("absent", 20), ("present", 40)], 70.0, [(20, 40)]),
+    ],
+)
+def test_panel_readings_live_during_a_door_replay_are_kept(
+    before: str, live: list[tuple[str, float]], supervised_s: float, lapses: list[tuple[float, float]]
+) -> None:
+    """The door device is cut off (alive, same boot) while the door closes on the occupied room at T0+10;
+    the panel's observer readings reach the hub live; at T0+60 the door device is back and its outbox
+    replays the close. 4.3: 'Replayed events are applied in order at their own ts. What they reveal
+    about the past (a lapse during the outage) is written into the episode'; 3.1: 'The child is
+    supervised while observer: present'. The episode, dated to T0+10, must be accounted with the
+    observer's readings at their own times (and the one in force at the start), not only the latest."""
+    room = Room()
+    room.observer(before, -50)
+    room.occupancy("occupied", 0)
+    for value, t in live:
+        room.observer(value, t)
+    room.status(DOOR, True, 60, boot="b1", uptime_s=1000)
+    room.replay([(DOOR, "door", "closed", 10)], 60)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(10)
+    acc = account(ep, at(100))
+    assert acc.supervised_s == supervised_s
+    assert [(lp.start, lp.end) for lp in acc.lapses] == [(at(a), at(b)) for a, b in lapses]

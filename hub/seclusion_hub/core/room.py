@@ -296,6 +296,13 @@ class RoomState(_Model):
     episode_spans: list[Segment] | None = None
     # And each device's outages over that time that its return left unknown (4.2).
     outage_history: list[UnknownInterval] | None = None
+    # Only for a room whose door and panel are on devices apart (the shipped layout): the panel's readings
+    # (observer marks, check-ins) since the door's device's latest report (the one in effect then, and
+    # each one after; at most EVIDENCE_KEPT), so that a door's close replayed from its outbox after them
+    # (the door's device away while the door closed) starts its episode with the supervision as it was
+    # (4.3), not only with the latest reading.
+    panel_marks: list[ObserverMark] | None = None
+    panel_checks: list[dt.datetime] | None = None
 
 
 _Timed = TypeVar("_Timed", ObserverMark, Reading)
@@ -374,6 +381,18 @@ class RoomMachine:
         self._inside = frozenset(
             d.id for d in spec.devices if spec.reports(d.id, "occupancy") and not spec.reports(d.id, "door")
         )
+        # Devices that report the door and not the panel, and the panel's devices apart from the door's:
+        # with both, the panel's readings are kept for a close the door's device may replay later.
+        self._door_apart = frozenset(
+            d.id for d in spec.devices if spec.reports(d.id, "door") and not spec.reports(d.id, "observer")
+        )
+        panel = frozenset(
+            d.id
+            for d in spec.devices
+            if (spec.reports(d.id, "observer") or spec.reports(d.id, "check"))
+            and not spec.reports(d.id, "door")
+        )
+        self._panel_apart = panel if self._door_apart else frozenset()
         self._effects: list[Effect] = []
         self._now = dt.datetime.min.replace(tzinfo=dt.UTC)  # the arrival of the message being applied
 
@@ -1088,6 +1107,8 @@ class RoomMachine:
         if kind == "fault":
             _fault_run(dev, value, ts)
         dev.readings[kind] = reading
+        if device in self._panel_apart and kind in ("observer", "check"):
+            self._keep_panel(kind, reading)
         if self._inside:
             self._keep_history(device, kind, reading)
         ep = self.state.episode
@@ -1126,6 +1147,30 @@ class RoomMachine:
                 self._lock_engaged(ep, device, ts, current)
         if kind in ("door", "occupancy"):
             self._door_or_occupancy(kind, value, ts)
+
+    def _keep_panel(self, kind: str, reading: Reading) -> None:
+        """The panel's reading kept (`RoomState.panel_marks`) while the door's device may still replay a
+        close from before it: since the door's devices' latest report (the reading in effect then, and
+        each one after). Before the room's reading of this kind takes it: the first one kept is seeded
+        with the reading in effect before it."""
+        st = self.state
+        heard = [st.devices[d].heard_ts for d in self._door_apart]
+        floor = min(h for h in heard if h is not None) if all(h is not None for h in heard) else None
+        if kind == "observer":
+            marks = st.panel_marks
+            if not marks:
+                before = st.readings.get("observer")
+                marks = (
+                    [] if before is None else [ObserverMark(ts=before.ts, present=before.value == "present")]
+                )
+            marks = _inserted(marks, ObserverMark(ts=reading.ts, present=reading.value == "present"))
+            st.panel_marks = (_from_start(marks, floor) if floor is not None else marks)[-EVIDENCE_KEPT:]
+            return
+        interval = self._seconds(self.policy.checkin_interval_s)
+        checks = set(st.panel_checks or ([st.last_check] if st.last_check is not None else []))
+        checks.add(reading.ts)
+        kept = sorted(c for c in checks if floor is None or c + interval > floor)
+        st.panel_checks = kept[-EVIDENCE_KEPT:]
 
     def _keep_history(self, device: str, kind: str, reading: Reading) -> None:
         """A room with occupancy on a device apart from the door's: the door's, the panel's and the
@@ -1280,11 +1325,18 @@ class RoomMachine:
             st.outages_since_close = []
             if value == "closed":  # what it closed on
                 observer = st.readings.get("observer")
-                if observer is not None:
+                if st.panel_marks and observer is not None and observer.ts > ts:
+                    # A close replayed after later panel readings (the door's device was away): the
+                    # panel as it was at the close, and each reading since (4.3).
+                    st.marks_since_close.extend(_from_start(st.panel_marks, ts))
+                elif observer is not None:
                     st.marks_since_close.append(
                         ObserverMark(ts=observer.ts, present=observer.value == "present")
                     )
-                if st.last_check is not None:
+                if st.panel_checks and st.last_check is not None and st.last_check > ts:
+                    proof = self._seconds(self.policy.checkin_interval_s)
+                    st.checks_since_close.extend(c for c in st.panel_checks if c + proof > ts)
+                elif st.last_check is not None:
                     st.checks_since_close.append(st.last_check)
                 lock = st.readings.get("lock")
                 if lock is not None:
