@@ -477,10 +477,11 @@ def create_app(
         """An episode entered by hand when the sensors failed: marked `manual`, its time all unknown."""
         _machine(who, body.site, body.room)
         now = service.clock.now()
-        if body.started_at > now + dt.timedelta(minutes=5) or (
-            body.ended_at and body.ended_at > now + dt.timedelta(minutes=5)
-        ):
+        # A time that has passed: more than 5 minutes ahead of the hub's clock is refused, naming it.
+        if body.started_at > now + dt.timedelta(minutes=5):
             raise BadRequest("body", "started_at", "in the future")
+        if body.ended_at and body.ended_at > now + dt.timedelta(minutes=5):
+            raise BadRequest("body", "ended_at", "in the future")
         episode_id = str(uuid.uuid4())
         ep = Episode(
             id=episode_id,
