@@ -267,9 +267,8 @@ def create_app(
         machine = service.machines.get((site, room))
         if live is None or machine is None or not live.has_subscribers:
             return
-        with service.lock:
-            view = room_view(machine, service.clock.now())
-        live.publish("room", view)
+        with service.lock:  # worked out and pushed under the lock, as the ingest thread pushes its views
+            live.publish("room", room_view(machine, service.clock.now()))
 
     app.state.public_url = public_url.rstrip("/")
 
@@ -542,6 +541,14 @@ def create_app(
     @app.post("/api/episodes/{episode_id}/end", tags=["episodes"])
     def end_manual_episode(episode_id: str, body: EpisodeEnd, who: Senior) -> dict[str, Any]:
         """Enter the end of an open manual episode (sensor episodes end by what the sensors show)."""
+        # Read, checked and written as one step: two people ending it at once end it once (the other
+        # is told it has ended), and a child attached meanwhile is not written over.
+        with records.episode_step():
+            ep = _end_manual(episode_id, body, who)
+        tell_boards(ep.site, ep.room)
+        return episode_json(ep, service.clock.now())
+
+    def _end_manual(episode_id: str, body: EpisodeEnd, who: Principal) -> Episode:
         row = store.get_episode(episode_id)
         if row is None:
             raise HTTPException(404, "no such episode")
@@ -585,8 +592,7 @@ def create_app(
             )
         )
         store.write(batch, now)
-        tell_boards(ep.site, ep.room)
-        return episode_json(ep, now)
+        return ep
 
     @app.get("/api/incidents", tags=["incidents"])
     def incidents(

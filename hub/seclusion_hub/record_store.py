@@ -126,6 +126,14 @@ class RecordStore:
             return row
 
     @contextlib.contextmanager
+    def episode_step(self) -> Iterator[None]:
+        """Hold the lock a child's attaching to a stored episode holds (`attach_pupil_offline`): an
+        episode read, checked and written whole (a hand-entered episode's end) is never written back
+        over a child attached meanwhile, and two such writes never both pass their check."""
+        with self._lock:
+            yield
+
+    @contextlib.contextmanager
     def _one_step(self, incident_id: str) -> Iterator[None]:
         """Hold this record's own lock (made while someone holds or waits for it, then dropped)."""
         with self._guard:

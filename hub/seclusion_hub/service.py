@@ -455,13 +455,15 @@ class HubService:
         """After the commit: the live boards, the indicators and the notifiers (semantics 5.3)."""
         out = pending.out
         live = self.delivery.live
-        views: list[dict[str, object]] = []
         if live is not None and live.has_subscribers and self.room_view is not None and pending.touched:
             now = self.clock.now()
+            # Worked out and pushed under the lock, as an API thread pushes a room's view (a hand-entered
+            # episode's): an older view of a room never overtakes a newer one on the boards.
             with self.lock:
-                views = [self.room_view(self.machines[key], now) for key in sorted(pending.touched)]
-        if out or views:
-            self.delivery.carry_out(out, views)
+                for key in sorted(pending.touched):
+                    live.publish("room", self.room_view(self.machines[key], now))
+        if out:
+            self.delivery.carry_out(out, [])
 
     def _resume_deliveries(self) -> None:
         """Sends decided before a crash and not delivered: take them up again (semantics 4.6)."""

@@ -223,36 +223,39 @@ class _Worker:
             if next_retry is not None:
                 delivery.due = next_retry
                 heapq.heappush(self.queue, delivery)
-        attempt = Attempt(
-            delivery_id=notice.delivery_id,
-            alert_id=notice.alert_id,
-            channel=self.label,
-            attempt=delivery.attempts,
-            at=started,
-            ok=error is None,
-            error=error,
-            next_retry_at=next_retry,
-            gave_up=gave_up,
-            ref=delivery.ref,
-        )
-        context = (self.label, notice.kind, notice.alert_id, notice.delivery_id, delivery.attempts)
-        if error is None:
-            log.info("notice delivered: channel=%s kind=%s alert=%s delivery=%s attempt=%d", *context)
-        elif gave_up:
-            log.error(
-                "notice NOT delivered, given up: channel=%s kind=%s alert=%s delivery=%s attempt=%d: %s",
-                *context,
-                error,
+            attempt = Attempt(
+                delivery_id=notice.delivery_id,
+                alert_id=notice.alert_id,
+                channel=self.label,
+                attempt=delivery.attempts,
+                at=started,
+                ok=error is None,
+                error=error,
+                next_retry_at=next_retry,
+                gave_up=gave_up,
+                ref=delivery.ref,
             )
-        else:
-            log.warning(
-                "notice delivery failed, will retry at %s: channel=%s kind=%s alert=%s delivery=%s "
-                "attempt=%d: %s",
-                next_retry.isoformat() if next_retry else "?",
-                *context,
-                error,
-            )
-        dispatcher.report(attempt)
+            # Logged, then reported before the lock is let go (a hand-over to the ingest thread's inbox,
+            # never a wait): a `drop_retries` that takes this retry out reports after it, so its
+            # `failed` is the last word on the delivery, not this attempt's `retrying`.
+            context = (self.label, notice.kind, notice.alert_id, notice.delivery_id, delivery.attempts)
+            if error is None:
+                log.info("notice delivered: channel=%s kind=%s alert=%s delivery=%s attempt=%d", *context)
+            elif gave_up:
+                log.error(
+                    "notice NOT delivered, given up: channel=%s kind=%s alert=%s delivery=%s attempt=%d: %s",
+                    *context,
+                    error,
+                )
+            else:
+                log.warning(
+                    "notice delivery failed, will retry at %s: channel=%s kind=%s alert=%s delivery=%s "
+                    "attempt=%d: %s",
+                    next_retry.isoformat() if next_retry else "?",
+                    *context,
+                    error,
+                )
+            dispatcher.report(attempt)
 
     def _give_up_unsent(
         self, delivery: _Delivery, reason: str, now: dt.datetime, level: int = logging.ERROR
