@@ -14,6 +14,7 @@ from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.service import HubService
 from seclusion_hub.store import Store
 from tests.hub.rooms import T0
+from tests.hub.test_records import Records
 from tests.support.hub import two_device_room, write_site
 
 
@@ -39,3 +40,14 @@ def clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Records]:
+    """The hub's API and records in process, on SQLite, with a fake clock (tests/hub/test_records.py);
+    a module with an `api` of its own (PostgreSQL too, another harness) uses that one."""
+    a = Records(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
+    yield a
+    a.service.stop()
+    a.client.close()
+    a.store.close()

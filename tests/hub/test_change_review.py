@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from seclusion_hub.core.alerts import Alert, AlertContext, AlertSend, Escalation
 from seclusion_hub.core.policy import Policy
 from tests.hub.rooms import Room, at
 from tests.hub.test_alert_rules import ALL_TIERS, MEDICAL_REVIEW, released_before_the_review
+from tests.hub.test_maintenance_service import commands_inline
 from tests.hub.test_records import Records
 
 SITE = "test-school"
@@ -141,15 +141,6 @@ def test_a_report_overdue_escalates_within_its_interval_after_the_hubs_clock_is_
 # --- 3. refresh_manual: a stale read from one thread overwrites a fresh one from another --------------
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Records]:
-    a = Records(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
-    yield a
-    a.service.stop()
-    a.client.close()
-    a.store.close()
-
-
 def test_a_manual_episode_entered_while_another_thread_refreshes_is_not_lost_from_the_live_rooms(
     api: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,7 +223,7 @@ def test_an_escalation_taken_up_after_a_restart_does_not_say_nobody_had_acknowle
     from seclusion_hub.core.clock import FakeClock
     from seclusion_hub.ingest import Inbound
     from seclusion_hub.notify import Notice, render_message
-    from seclusion_hub.service import Command, HubService
+    from seclusion_hub.service import HubService
     from seclusion_hub.store import Store
     from tests.support.hub import SITE as HUB_SITE
     from tests.support.hub import two_device_room, write_site
@@ -254,14 +245,7 @@ def test_an_escalation_taken_up_after_a_restart_does_not_say_nobody_had_acknowle
         notices: list[Notice] = []
         svc.delivery.dispatcher.submit = lambda notice, *_a, **_k: notices.append(notice)  # type: ignore[method-assign]
 
-        def run_command(apply, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-            command = Command(apply)
-            svc.process([command])
-            if command.error is not None:
-                raise command.error
-            return command.result
-
-        svc.run_command = run_command  # type: ignore[method-assign]
+        commands_inline(svc)
         return svc, notices
 
     def inbound(device: str, seq: int, kind: str, value: str, t: float) -> Inbound:

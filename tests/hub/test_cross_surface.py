@@ -27,15 +27,6 @@ SITE = "test-school"
 UTC = dt.UTC
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Records]:
-    a = Records(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
-    yield a
-    a.service.stop()
-    a.client.close()
-    a.store.close()
-
-
 def _text(html: str) -> str:
     """A page's words, tags stripped and spaces joined."""
     return " ".join(re.sub(r"<[^>]+>", " ", html).split())

@@ -17,9 +17,10 @@ from seclusion_hub.core.clock import FakeClock
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import AuditEntry
 from seclusion_hub.notify import Notice, render_message
-from seclusion_hub.service import Command, HubService
+from seclusion_hub.service import HubService
 from seclusion_hub.store import Store
 from tests.hub.rooms import T0, Room, at
+from tests.hub.test_maintenance_service import commands_inline
 from tests.support.hub import SITE, two_device_room, write_site
 from tests.support.processes import poll
 from tests.support.sink import running_sink
@@ -203,14 +204,7 @@ def maintenance_service(tmp_path: Path) -> Iterator[tuple[HubService, list[Notic
     notices: list[Notice] = []
     svc.delivery.dispatcher.submit = lambda notice, *_a, **_k: notices.append(notice)  # type: ignore[method-assign]
 
-    def run_command(apply, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-        command = Command(apply)
-        svc.process([command])
-        if command.error is not None:
-            raise command.error
-        return command.result
-
-    svc.run_command = run_command  # type: ignore[method-assign]
+    commands_inline(svc)
     for machine in svc.machines.values():
         machine.hub_started(T0)
     yield svc, notices

@@ -28,15 +28,10 @@ def at(s: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=s)
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[HubService]:
-    write_site(tmp_path / "site.yaml", [two_device_room(ROOM, heartbeat_s=10, offline_grace_s=20)])
-    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
-    svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
-    svc.ack_message = lambda mid, qos, conn: None
+def commands_inline(svc: HubService) -> None:
+    """The ingest thread is not running: a person's command is applied in a batch of its own, at once."""
 
     def run_command(apply, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-        # The ingest thread is not running: the command is applied in a batch of its own, here.
         command = Command(apply)
         svc.process([command])
         if command.error is not None:
@@ -44,6 +39,15 @@ def service(tmp_path: Path) -> Iterator[HubService]:
         return command.result
 
     svc.run_command = run_command  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[HubService]:
+    write_site(tmp_path / "site.yaml", [two_device_room(ROOM, heartbeat_s=10, offline_grace_s=20)])
+    store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    svc = HubService(load_sites([tmp_path / "site.yaml"]), store, FakeClock(T0), Topics())
+    svc.ack_message = lambda mid, qos, conn: None
+    commands_inline(svc)
     for machine in svc.machines.values():
         machine.hub_started(T0)
     yield svc

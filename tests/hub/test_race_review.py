@@ -17,11 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlmodel import select
 
 from seclusion_contract import Topics, format_ts
@@ -42,15 +40,6 @@ WAIT = 10.0  # seconds any one step may take before the test says it is stuck (n
 # How long a paused thread waits for the other before going on alone: reached only once the race is
 # fixed (the other thread then waits for this one, so the two can no longer meet in the window).
 ALONE = 2.0
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Records]:
-    a = Records(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
-    yield a
-    a.service.stop()
-    a.client.close()
-    a.store.close()
 
 
 def _open_manual_episode(api: Records, room: str = "calm-1") -> dict[str, Any]:

@@ -6,24 +6,12 @@ each failed before its fix)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from seclusion_contract import format_ts
 from tests.hub.test_api import T0
 from tests.hub.test_records import COMPLETE, Records
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Records]:
-    a = Records(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
-    yield a
-    a.service.stop()
-    a.client.close()
-    a.store.close()
 
 
 def _pupil(api: Records, first: str = "Sam", last: str = "Jones") -> dict[str, Any]:

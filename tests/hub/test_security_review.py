@@ -10,26 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from tests.hub.test_notify import SmtpEndpoint
 from tests.hub.test_records import Records, _recorded
 
 EVIL = "https://evil.example"
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Records]:
-    a = Records(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
-    yield a
-    a.service.stop()
-    a.client.close()
-    a.store.close()
 
 
 def _signed_in_browser(api: Records) -> TestClient:
