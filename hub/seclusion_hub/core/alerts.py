@@ -638,7 +638,7 @@ def still_due(book: AlertBook, view: RoomView, policy: Policy, now: dt.datetime,
     if ep is not None:
         # And past the open episode's latest evidence: a reading timed after that look (by a device's
         # clock, right where the hub's was ahead) may end a condition, the observer back at the panel.
-        then = max([then, *(m.ts for m in ep.observer[-1:]), *ep.checks[-1:]])
+        then = max([then, *(m.ts for m in ep.observer), *ep.checks])
     looked = conditions(view, policy, then)
     due.still = {c.key for c in looked.conditions if c.ended_at is None}
 
