@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from seclusion_contract import SLUG, format_ts, format_ts_or_none
 
@@ -69,6 +69,9 @@ class PupilChoice(_Body):
     pupil_id: Annotated[str, Field(min_length=1, max_length=36)]
 
 
+WRITTEN_COPY_METHODS = ("email", "letter", "handed", "post", "other")
+
+
 class ContactIn(_Body):
     """A contact with the parents: a notice (told what happened) or the written copy."""
 
@@ -76,6 +79,15 @@ class ContactIn(_Body):
     method: Literal["phone", "in_person", "email", "letter", "text_message", "handed", "post", "other"]
     outcome: Literal["reached", "no_answer", "message_left", "sent", "failed"]
     note: Annotated[str, Field(max_length=2000)] = ""
+
+    @field_validator("method")
+    @classmethod
+    def _in_writing(cls, method: str, info: ValidationInfo) -> str:
+        # The parents get the record in writing (semantics 6): a call or a conversation is a notice,
+        # never the written copy (the page offers only these; the API holds to them too).
+        if info.data.get("kind") == "copy" and method not in WRITTEN_COPY_METHODS:
+            raise ValueError(f"the written copy is sent in writing: one of {', '.join(WRITTEN_COPY_METHODS)}")
+        return method
 
 
 class WithholdIn(_Body):
@@ -232,6 +244,10 @@ def _parse_register_csv(text: str, site: str, now: dt.datetime) -> tuple[list[Pu
     pupils: list[Pupil] = []
     seen: set[str] = set()
     for line, raw in enumerate(reader, start=2):
+        if any(v is None for k, v in raw.items() if k is not None):
+            # Fewer cells than the header: a missing cell is not an empty one (an update would keep what
+            # an empty one leaves out), and a row cut short is more likely a mistake than a choice.
+            raise BadRequest("body", f"line {line}", "fewer cells than the header row has columns")
         row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         data: dict[str, Any] = {"site": site}
         for key in (
