@@ -39,7 +39,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from seclusion_contract import ConfigPayload, IndicatorPayload
+from seclusion_contract import ConfigPayload, DurationAlertRule, IndicatorPayload
 from seclusion_edge.clock import Instant
 
 __all__ = [
@@ -100,11 +100,28 @@ class LocalAlarm:
 NO_ALARM: Final = LocalAlarm()
 
 
+# The numbers a device that never heard the hub's `config` runs its fail-safe on: the base profile's
+# (policies.md, `england-schools-2026`: observer at the panel, 15 s grace, a check-in proving 60 s, the
+# duration alerts at 10, 20 and 30 minutes). An alarm never waits for the hub (semantics 5.4): a device
+# installed or re-imaged while the hub is down still sounds for an unwatched child.
+BASE_NUMBERS: Final = ConfigPayload(
+    supervision="observer",
+    lapse_grace_s=15,
+    checkin_interval_s=60,
+    duration_alerts=[
+        DurationAlertRule(after_s=600, kind="duration_warning", tier="room"),
+        DurationAlertRule(after_s=1200, kind="duration_escalation", tier="senior"),
+        DurationAlertRule(after_s=1800, kind="duration_escalation", tier="head"),
+    ],
+)
+
+
 class FailSafe:
     """One room's last known state and the local alarm it calls for. Not thread-safe: the agent locks.
 
-    `policy` is the room's `config` payload; without one the state is still followed (an episode
-    already open when the numbers arrive is timed from its real start) but no alarm is ever due.
+    `policy` is the room's `config` payload; until one arrives the alarms run on the base profile's
+    numbers (`BASE_NUMBERS`), and an episode already open when the room's own arrive is timed on from
+    its real start.
     """
 
     def __init__(self, policy: ConfigPayload | None = None) -> None:
@@ -198,15 +215,18 @@ class FailSafe:
         return float(self._setting(name))
 
     def _setting(self, name: str) -> Any:
-        if self.policy is not None:
-            return getattr(self.policy, name)
-        return ConfigPayload.model_fields[name].default
+        return getattr(self.numbers, name)
+
+    @property
+    def numbers(self) -> ConfigPayload:
+        """The room's numbers, or the base profile's until the hub's `config` has come."""
+        return self.policy if self.policy is not None else BASE_NUMBERS
 
     def lapse_due_ms(self) -> int | None:
         """When a supervision lapse is (or was) due, on the monotonic clock; None while supervised."""
         start = self._episode_start
-        policy = self.policy
-        if start is None or policy is None:
+        policy = self.numbers
+        if start is None:
             return None
         grace_ms = _ms(policy.lapse_grace_s)
         due: list[int] = []
@@ -227,8 +247,8 @@ class FailSafe:
     def evaluate(self, now_ms: int) -> LocalAlarm:
         """The local alarm at `now_ms` (this agent's monotonic clock)."""
         start = self._episode_start
-        policy = self.policy
-        if start is None or policy is None:
+        policy = self.numbers
+        if start is None:
             return NO_ALARM
         lapse_due = self.lapse_due_ms()
         if lapse_due is not None and now_ms >= lapse_due:

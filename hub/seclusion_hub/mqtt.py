@@ -157,8 +157,10 @@ class HubMqtt:
             for topic in self.topics.hub_subscriptions():
                 client.subscribe(topic, qos=1)
             client.subscribe(self._marker, qos=1)
-            online = HubStatusPayload(online=True, ts=self.clock.now())
-            client.publish(self.topics.hub_status, dump_payload(online), qos=1, retain=True)
+            # Not `online` yet: the service says so once the backlog is through and the rooms are looked
+            # at again with it (their indicators published first). Said now, the rooms' agents would
+            # hand their outputs to indicators from before the hub's downtime, and a buzzer sounding for
+            # a child unwatched meanwhile would fall silent (semantics 4.6, 5.4).
             # Queued messages of our session come before this marker: when it returns, the backlog is through.
             client.publish(self._marker, self._marker_payload(self._conn), qos=1)
         except Exception:

@@ -152,6 +152,8 @@ class _Pending:
     commands: list[Command] = field(default_factory=list)
     out: Outbound = field(default_factory=Outbound)  # what to tell once stored
     touched: set[tuple[str, str]] = field(default_factory=set)  # rooms whose state changed
+    # The backlog is through in this batch: the hub's status is said once it is stored and told.
+    say_status: bool = False
 
 
 # Everything of an episode that its row in the episode table shows, except the supervision evidence
@@ -248,6 +250,7 @@ class HubService:
         self._said_offline = False
         self._status_lock = threading.Lock()
         self._connection = 0  # counts `reconnected`: a marker counts only for its own connection
+        self._status_said = -1  # the connection whose status the hub has said (once its backlog was through)
         # While messages are queued, a touched room's alerts are evaluated at most this long after.
         self.coalesce_s = coalesce_s
         self.report_check_s = report_check_s
@@ -750,6 +753,11 @@ class HubService:
             self.ack_message(mid, qos, conn)
         self._tell_devices(pending.devices)
         self._tell_people(pending)
+        if pending.say_status:
+            with self._status_lock:
+                if self._status_said != self._connection and self.listening() and self._taking:
+                    self._publish_status(online=not self._said_offline)
+                    self._status_said = self._connection
         with self.lock:
             for key in pending.touched:
                 if self.machines[key].episode is not None:
@@ -769,7 +777,9 @@ class HubService:
             if not self._said_offline or not self._taking:
                 return
             self._said_offline = False
-            self._publish_status(online=True)
+            if self._status_said == self._connection:
+                # Else the connection's backlog is not through yet: online is said once it is.
+                self._publish_status(online=True)
         log.warning("storing again: the hub says it is online")
 
     # -- the stall watch: a database that takes nothing must not leave the rooms relying on the hub
@@ -841,6 +851,8 @@ class HubService:
             backlog_through = self.backlog_done() or time.monotonic() - self._listening_since > BACKLOG_WAIT_S
             if backlog_through:
                 self._tick(pending)
+                if self._status_said != self._connection:
+                    pending.say_status = True  # also when the marker never came back (BACKLOG_WAIT_S)
             self._refresh_deferred(pending.batch)
             self._pending = None
         return pending
@@ -1325,10 +1337,13 @@ class HubService:
             # applied after the next connection began, with that connection's backlog still to come.
             if connection == self._connection:
                 self._backlog_applied = True
-                # What paho kept from before the reconnect has gone out by now: say the status as it
-                # is, so that no older word queued then is the one the broker keeps.
-                with self._status_lock:
-                    self._publish_status(online=not self._said_offline)
+                # Said after this batch is stored and the rooms, looked at again with the backlog, have
+                # had their indicators published (`process`): an agent hands its outputs to the hub on
+                # this word, so the indicators it then follows are the hub's present view, not those from
+                # before its downtime. And what paho kept from before the reconnect has gone out by
+                # then: no older word queued then is the one the broker keeps.
+                if self._pending is not None:
+                    self._pending.say_status = True
 
         self.inbox.put(Command(apply))
 
@@ -1348,7 +1363,8 @@ class HubService:
         self._backlog_applied = False
         with self._status_lock:
             if self._said_offline:
-                # The MQTT adapter has just said online as it connected: not while nothing is stored.
+                # Offline while nothing is stored, said again on the new connection (a retained word
+                # queued by paho before the reconnect may have come after the last).
                 self._publish_status(online=False)
 
         def apply(batch: Batch) -> None:

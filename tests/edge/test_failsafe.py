@@ -296,10 +296,16 @@ def test_both_modes_need_the_observer_and_a_check_in() -> None:
 # ------------------------------------------------------------------------------- numbers and readings
 
 
-def test_without_numbers_no_alarm_is_due_but_the_episode_is_followed_from_its_real_start() -> None:
+def test_without_the_hubs_numbers_the_base_profiles_sound_and_the_episode_is_followed_from_its_start() -> (
+    None
+):
+    """A device that never heard the hub's `config` still alarms (semantics 5.4), on the base profile's
+    numbers (observer at the panel, a 15 s grace); the room's own, when they come, time the same
+    episode from its real start."""
     room = episode(None)
     room.failsafe.policy = None
-    assert room.after(GRACE_S + 60).alarm == NONE
+    assert room.after(14).alarm == NONE
+    assert room.after(2).alarm == LAPSE  # 16 s unwatched: past the base profile's 15 s grace
     assert room.failsafe.episode_start is not None
     room.failsafe.policy = policy()  # the hub's config arrives late
     assert room.alarm == LAPSE

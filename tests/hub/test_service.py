@@ -8,6 +8,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,7 @@ def test_a_database_that_takes_nothing_for_a_few_seconds_turns_the_hubs_status_o
     """While nothing is stored the hub can raise no alert, yet the rooms, seeing its status online,
     keep their own alarms quiet (found by a review: a database refusing every write left it so for
     as long as it lasted). After `stall_s` without a stored batch the hub says offline on its
-    retained status, again after a reconnect (the adapter says online as it connects), and online
-    once a batch is stored."""
+    retained status, again after a reconnect, and online once a batch is stored."""
     write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
     db = tmp_path / "hub.db"
     store = _store_waiting_briefly_for_locks(db)
@@ -195,7 +195,9 @@ def test_a_database_that_takes_nothing_for_a_few_seconds_turns_the_hubs_status_o
     try:
         svc.process([inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1)])
         svc.watch()
-        assert said == []  # stored at once: nothing to say
+        # Stored at once, the backlog through: online, said once the rooms were looked at with it.
+        assert said == [True]
+        del said[:]
         other = sqlite3.connect(db, timeout=0.1, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # the database takes nothing
         seen: list[tuple[float, list[bool], bool]] = []
@@ -1615,3 +1617,33 @@ def test_a_clean_stop_says_offline_as_soon_as_it_takes_no_more_messages(service:
     assert service.inbox.qsize() == 0  # left to the broker, for the next start
     service.process([])
     assert said == [False]
+
+
+def test_the_hub_says_online_only_once_the_backlog_is_through_and_the_rooms_indicators_are_out(
+    service: HubService,
+) -> None:
+    """An agent hands its buzzer and LED to the hub when the hub says online. Said as the hub connected
+    (before the broker's backlog was taken and the rooms looked at with it), the indicators the agents
+    then followed were from before the hub's downtime: a buzzer sounding for a child left unwatched
+    meanwhile fell silent (found by a review of the edge fail-safe). Now nothing is said until the
+    backlog is through, and online comes after the rooms' indicators."""
+    published: list[tuple[str, bytes]] = []
+    service.publish = lambda topic, payload, _qos, _retain: published.append((topic, payload))
+    service.backlog_done = lambda: False  # the hub's marker not back yet: the backlog still coming
+    service._listening_since = time.monotonic()
+    service.process(
+        [
+            inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 0, mid=1),
+            inbound("calm-1", "calm-1-door", 2, "door", "closed", 1, mid=2),
+        ]
+    )
+    status = Topics().hub_status
+    assert [t for t, _ in published if t == status] == []
+    service.clock.set(T0 + dt.timedelta(seconds=2))  # type: ignore[attr-defined]
+    service.backlog_done = lambda: True
+    service.backlog_marker()
+    service.process(service._take())
+    topics = [t for t, _ in published]
+    assert topics.count(status) == 1 and json.loads(dict(published)[status])["online"] is True
+    indicator = Topics().indicator(SITE, "calm-1")
+    assert indicator in topics and topics.index(indicator) < topics.index(status)
