@@ -261,6 +261,10 @@ def test_behind_a_channel_that_hangs_no_notice_is_tried_more_than_the_age_limit_
     attempts: list[Attempt] = []
     lock = threading.Lock()
     submitted = threading.Event()  # every notice is decided at T0, before the first attempt ends
+    # The healthy destination takes every notice at once, before the hanging one's time runs on the
+    # shared fake clock (in real time they run side by side; here the clock is the hanging one's).
+    healthy_done = threading.Event()
+    healthy_sent = [0]
 
     def record(attempt: Attempt) -> None:
         with lock:
@@ -271,6 +275,7 @@ def test_behind_a_channel_that_hangs_no_notice_is_tried_more_than_the_age_limit_
 
         def send(self, notice: Notice) -> None:
             submitted.wait(5)
+            healthy_done.wait(10)
             clock.advance(10)  # the attempt's 10 s timeout runs out (on the fake clock)
             raise DeliveryError("timed out after 10 s")
 
@@ -278,7 +283,10 @@ def test_behind_a_channel_that_hangs_no_notice_is_tried_more_than_the_age_limit_
         label = "apprise:ntfy://ntfy.example#11111111"
 
         def send(self, notice: Notice) -> None:
-            return None
+            with lock:
+                healthy_sent[0] += 1
+                if healthy_sent[0] == 12:
+                    healthy_done.set()
 
     dispatcher = Dispatcher(record, clock=clock, retry=RetryPolicy(max_age_s=60))
     decided: dict[str, dt.datetime] = {}

@@ -237,15 +237,6 @@ def record(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
     gaps = missing(view)
     if gaps:
         raise WorkflowError(422, gaps[0], "still to complete: " + ", ".join(gaps))
-    if view.record.get("classification") == "no_child" and view.pupil_id is not None:
-        # A record of no child names none: one naming a child would leave her parents untold (their
-        # steps are not needed once such a record is reviewed).
-        raise WorkflowError(
-            409,
-            "classification",
-            "the record says no child was in the room but names a child: change the classification, "
-            "or take the child off the record",
-        )
     return {
         "status": "recorded",
         "recorded_at": now,
