@@ -19,7 +19,7 @@ from seclusion_hub.core.episode import ObserverMark
 from seclusion_hub.models import IncidentRecord
 from seclusion_hub.service import HubService
 from tests.hub.test_api import T0
-from tests.hub.test_record_truths import _page, _pupil, _recorded
+from tests.hub.test_record_truths import _page, _pupil, _recorded, enter_episode
 from tests.hub.test_records import Records
 from tests.hub.test_review_api import Review
 
@@ -83,21 +83,8 @@ def test_the_leaders_incident_list_dates_a_hand_entered_episode_when_it_started_
     (the sensors failed). The API, the record page and the leaders' summary put it on Sunday at 14:00;
     the leaders' incident list's "Started" column showed the time it was typed in (the record's
     `opened_at`), and its period filter left it out of Sunday."""
-    senior = api.token("senior", SITE)
     started = dt.datetime(2026, 11, 22, 14, 0, tzinfo=UTC)
-    made = api.client.post(
-        "/api/episodes",
-        json={
-            "site": SITE,
-            "room": "calm-1",
-            "started_at": format_ts(started),
-            "ended_at": format_ts(started + dt.timedelta(minutes=12)),
-            "reason": "The door sensor was off its bracket.",
-        },
-        headers=senior,
-    )
-    assert made.status_code == 201, made.text
-    ep = made.json()
+    ep = enter_episode(api, started, started + dt.timedelta(minutes=12))
     assert ep["started_at"] == "2026-11-22T14:00:00.000Z"
     record = _text(_page(api, f"/records/{ep['incident_id']}"))
     assert "Sunday 22 November 2026, 14:00:00" in record
@@ -231,18 +218,7 @@ def test_a_hand_entered_episode_still_going_on_is_on_the_live_rooms_too(api: Rec
     shows "Room not in use" about a room with a child confined in it."""
     senior = api.token("senior", SITE)
     staff = api.token("staff", SITE)
-    made = api.client.post(
-        "/api/episodes",
-        json={
-            "site": SITE,
-            "room": "calm-1",
-            "started_at": format_ts(T0 - dt.timedelta(minutes=5)),
-            "reason": "The door sensor is off its bracket; timed by the teacher's watch.",
-        },
-        headers=senior,
-    )
-    assert made.status_code == 201, made.text
-    ep = made.json()
+    ep = enter_episode(api, T0 - dt.timedelta(minutes=5))
     open_now = api.client.get(
         "/api/episodes", params={"room": "calm-1", "open": "true"}, headers=staff
     ).json()

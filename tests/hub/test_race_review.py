@@ -31,8 +31,9 @@ from seclusion_hub.notify import Attempt, Channel, DeliveryError, Notice
 from seclusion_hub.service import HubService
 from seclusion_hub.store import Store
 from tests.hub.test_api import T0
+from tests.hub.test_record_truths import enter_episode
 from tests.hub.test_records import Records
-from tests.hub.test_service import inbound
+from tests.hub.test_service import inbound, left_unwatched
 from tests.support.hub import SITE, two_device_room, write_site
 from tests.support.processes import poll
 
@@ -43,19 +44,7 @@ ALONE = 2.0
 
 
 def _open_manual_episode(api: Records, room: str = "calm-1") -> dict[str, Any]:
-    senior = api.token("senior", SITE)
-    made = api.client.post(
-        "/api/episodes",
-        json={
-            "site": SITE,
-            "room": room,
-            "started_at": format_ts(T0 - dt.timedelta(minutes=10)),
-            "reason": "The door sensor is off its bracket; timed by the teacher's watch.",
-        },
-        headers=senior,
-    )
-    assert made.status_code == 201, made.text
-    return dict(made.json())
+    return enter_episode(api, T0 - dt.timedelta(minutes=10), room=room)
 
 
 def _audits(api: Records, action: str) -> list[AuditEntry]:
@@ -314,14 +303,7 @@ def test_a_retry_dropped_as_its_alert_resolves_is_not_left_retrying_by_the_attem
 
     delivery.resolved = resolved  # type: ignore[method-assign]
     try:
-        hub.process(
-            [
-                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-                inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
-            ]
-        )
+        hub.process(left_unwatched())
         hub.start()
         clock.set(T0 + dt.timedelta(seconds=16))  # the lapse is due; its notice fails once
         [lapse] = poll(lambda: store.active_alerts_of_kind("supervision_lapse"), WAIT, what="the lapse")

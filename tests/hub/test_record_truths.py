@@ -34,24 +34,29 @@ def _recorded(api: Records, ep: dict[str, Any], pupil: dict[str, Any]) -> str:
     return incident
 
 
+def enter_episode(
+    api: Records,
+    started_at: dt.datetime,
+    ended_at: dt.datetime | None = None,
+    *,
+    room: str = "calm-1",
+    reason: str = "The door sensor is off its bracket; timed by the teacher's watch.",
+) -> dict[str, Any]:
+    """A senior enters an episode by hand (the sensors failed): `POST /api/episodes`, the episode made."""
+    body = {"site": "test-school", "room": room, "started_at": format_ts(started_at), "reason": reason}
+    if ended_at is not None:
+        body["ended_at"] = format_ts(ended_at)
+    made = api.client.post("/api/episodes", json=body, headers=api.token("senior", "test-school"))
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
 def test_a_manual_episodes_parent_copy_never_says_the_door_was_not_locked(api: Records) -> None:
     """A manual episode is entered because the sensors failed: nothing recorded the lock. In a room
     whose door device has a lock sensor, the copy told the parents "It was not locked"."""
     senior = api.token("senior", "test-school")
     api.clock.set(T0 + dt.timedelta(hours=1))
-    made = api.client.post(
-        "/api/episodes",
-        json={
-            "site": "test-school",
-            "room": "calm-1",
-            "started_at": format_ts(T0),
-            "ended_at": format_ts(T0 + dt.timedelta(minutes=12)),
-            "reason": "The door sensor was off its bracket.",
-        },
-        headers=senior,
-    )
-    assert made.status_code == 201, made.text
-    ep = made.json()
+    ep = enter_episode(api, T0, T0 + dt.timedelta(minutes=12))
     assert ep["manual"] is True
     incident = _recorded(api, ep, _pupil(api))
     html = api.client.get(f"{incident}/parent-copy.html", headers=senior).text
@@ -252,11 +257,7 @@ def test_a_hand_entered_end_is_audited_with_what_was_entered(api: Records) -> No
 
     senior = api.token("senior", "test-school")
     api.clock.set(T0 + dt.timedelta(hours=1))
-    made = api.client.post(
-        "/api/episodes",
-        json={"site": "test-school", "room": "calm-2", "started_at": format_ts(T0), "reason": "Sensor off."},
-        headers=senior,
-    ).json()
+    made = enter_episode(api, T0, room="calm-2")
     ended = api.client.post(
         f"/api/episodes/{made['id']}/end",
         json={"ended_at": format_ts(T0 + dt.timedelta(minutes=9))},

@@ -50,6 +50,17 @@ def inbound(room: str, device: str, seq: int, kind: str, value: str, t: float, m
     return Inbound(f"seclusion/v1/{SITE}/{room}/{device}/event", payload, when, mid=mid, qos=1)
 
 
+def left_unwatched() -> list[Inbound | Command]:
+    """calm-1: the observer at the panel, a child inside, the door closed at T0+2, then nobody at the
+    panel from T0+10 (a lapse due once the grace runs out)."""
+    return [
+        inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
+        inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
+        inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
+        inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
+    ]
+
+
 def test_a_message_our_code_fails_on_is_set_aside_and_the_rest_of_the_batch_applied(
     service: HubService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -379,14 +390,7 @@ def test_liveness_waits_while_the_hub_cannot_hear_the_broker(service: HubService
 def _a_lapse_decided_then_a_crash(before: HubService, clock: FakeClock) -> None:
     """calm-1's observer leaves during an episode and the lapse falls due (grace 5 s): its sends are
     stored `pending` by a hub whose `carry_out` was made to do nothing (it crashed after the commit)."""
-    before.process(
-        [
-            inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-            inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-            inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-            inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
-        ]
-    )
+    before.process(left_unwatched())
     clock.set(T0 + dt.timedelta(seconds=16))
     before.process([])
 
@@ -558,14 +562,7 @@ def lapse_refused_twice(tmp_path: Path, url: str, clock: FakeClock, store: Store
     """A running hub whose webhook refuses: the lapse raised at 15 s is tried twice and waits for its
     third try. Returns the hub (still running) and the lapse's id."""
     hub = hooked_hub(tmp_path, url, clock, store)
-    hub.process(
-        [
-            inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-            inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-            inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-            inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
-        ]
-    )
+    hub.process(left_unwatched())
     hub.start()
     clock.set(T0 + dt.timedelta(seconds=16))
     [lapse] = poll(lambda: store.active_alerts_of_kind("supervision_lapse"), 10, what="the lapse")
@@ -731,12 +728,8 @@ def test_a_notice_delivered_while_the_hub_stops_is_recorded_and_not_sent_again(t
     gate = GateChannel()
     hub = gated_hub(tmp_path, store, clock, gate)
     hub.start()
-    for message in (
-        inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-        inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-        inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-        inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
-    ):
+    for message in left_unwatched():
+        assert isinstance(message, Inbound)
         hub.submit(message)
 
     def observer_left() -> bool:
@@ -802,14 +795,7 @@ def test_two_webhooks_with_one_url_and_two_secrets_each_have_their_attempt_recor
         store = Store.open(f"sqlite:///{tmp_path / 'hub.db'}")
         clock = FakeClock(T0)
         hub = HubService(load_sites([tmp_path / "site.yaml"]), store, clock, Topics())
-        hub.process(
-            [
-                inbound("calm-1", "calm-1-panel", 1, "observer", "present", 0, 1),
-                inbound("calm-1", "calm-1-door", 1, "occupancy", "occupied", 1, 2),
-                inbound("calm-1", "calm-1-door", 2, "door", "closed", 2, 3),
-                inbound("calm-1", "calm-1-panel", 2, "observer", "absent", 10, 4),
-            ]
-        )
+        hub.process(left_unwatched())
         hub.start()
         try:
             clock.set(T0 + dt.timedelta(seconds=16))  # the lapse is due: both webhooks are told

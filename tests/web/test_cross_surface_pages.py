@@ -4,6 +4,7 @@ answered in process (a fake clock), through the page's faked hub (as test_board_
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.hub.test_record_truths import _page, _pupil, _recorded
+from tests.hub.test_record_truths import _page, _pupil, _recorded, enter_episode
 from tests.hub.test_records import Records
 from tests.web.test_board_races import open_board
 
@@ -69,19 +70,8 @@ def test_a_hand_entered_episode_going_on_is_on_the_board_as_entered_by_hand(
 ) -> None:
     """The door sensor failed and a senior entered the episode going on: the board showed the room as
     "Room not in use" (its data had no episode), while the record says the child is still in the room."""
-    senior = api.token("senior", SITE)
     staff = api.token("staff", SITE)
-    made = api.client.post(
-        "/api/episodes",
-        json={
-            "site": SITE,
-            "room": "calm-1",
-            "started_at": "2026-11-23T09:55:00.000Z",
-            "reason": "The door sensor is off its bracket; timed by the teacher's watch.",
-        },
-        headers=senior,
-    )
-    assert made.status_code == 201, made.text
+    enter_episode(api, dt.datetime(2026, 11, 23, 9, 55, tzinfo=dt.UTC))
     rooms = api.client.get("/api/rooms", headers=staff).json()["items"]
     page = browser.new_page()
     open_board(page, [], rooms, '{"test-school": "Europe/London"}')
