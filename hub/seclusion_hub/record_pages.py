@@ -227,6 +227,7 @@ FIELD_BY_NAME: Final = {f.name: f for f in FIELDS}
 DONE: Final = {
     "saved": "The record was saved.",
     "child": "The child was saved on the record.",
+    "child_off": "The child was taken off the record.",
     "recorded": "The record is marked as recorded.",
     "contact": "The contact with the parents was recorded.",
     "copy": "The written copy is recorded as sent.",
@@ -318,6 +319,7 @@ class Actions:
 
     edit: bool = False
     choose_child: bool = False
+    child_off: bool = False  # a child chosen by mistake, or named on a record of an empty room
     record: bool = False
     contact: bool = False
     copy_sent: bool = False
@@ -583,6 +585,9 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
         actions = Actions(
             edit=row.status != "closed",
             choose_child=row.status != "closed",
+            child_off=row.status != "closed"
+            and row.pupil_id is not None
+            and (row.status not in workflow.COMPLETED or fields.classification == "no_child"),
             record=row.status == "awaiting_record",
             contact=parents and row.status in ("awaiting_record", "recorded", "parent_notified", "reviewed"),
             copy_sent=after_record and not copy_done,
@@ -590,7 +595,8 @@ def record_pages_router(service: HubService, records: RecordStore) -> APIRouter:
             # An empty room's record is reviewed by a senior other than the one who recorded it.
             review=senior
             and (row.status == "parent_notified" or (view.no_child and row.status == "recorded"))
-            and not workflow.own_no_child(view, who.name),
+            and not workflow.own_no_child(view, who.name)
+            and not (view.no_child and row.pupil_id is not None),  # the child taken off first
             sign_off=senior and row.status == "reviewed",
             addendum=row.status == "closed",
             copy_links=parents

@@ -179,7 +179,7 @@ class RecordStore:
     def attach_pupil_offline(
         self,
         episode: EpisodeRecord,
-        pupil_id: str,
+        pupil_id: str | None,
         age: int | None,
         entry: AuditEntry,
         now: dt.datetime,

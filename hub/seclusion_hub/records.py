@@ -64,9 +64,10 @@ class PupilIn(_Body):
 
 
 class PupilChoice(_Body):
-    """`PUT /api/episodes/{id}/pupil`."""
+    """`PUT /api/episodes/{id}/pupil`: a child of the register, or `null` to take the child off (an
+    addition to the contract: a child chosen by mistake, or a record of an empty room)."""
 
-    pupil_id: Annotated[str, Field(min_length=1, max_length=36)]
+    pupil_id: Annotated[str, Field(min_length=1, max_length=36)] | None
 
 
 WRITTEN_COPY_METHODS = ("email", "letter", "handed", "post", "other")
@@ -636,30 +637,42 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
 
     @router.put("/api/episodes/{episode_id}/pupil", tags=["episodes"])
     def attach_pupil(episode_id: str, body: PupilChoice, who: Staff) -> dict[str, Any]:
-        """Attach a child from the register to an episode (open or not) and to its incident record."""
+        """Attach a child from the register to an episode (open or not) and to its incident record, or
+        take the child off (`pupil_id: null`), until the record is signed off. Audited either way."""
         row: EpisodeRecord | None = service.store.get_episode(episode_id)
         if row is None:
             raise HTTPException(404, "no such episode")
         site_allowed(who, row.site)
-        pupil = records.pupil(body.pupil_id)
-        if pupil is None or pupil.site != row.site:
-            raise BadRequest("body", "pupil_id", "no child with this id on this site's register")
-        ep = Episode.model_validate_json(row.data)
-        age = _age(pupil.date_of_birth, ep.started_at.astimezone(service.sites[row.site].zone).date())
+        pupil_id: str | None = None
+        age: int | None = None  # unknown: the youngest age band's limit (semantics 2.6)
+        if body.pupil_id is not None:
+            pupil = records.pupil(body.pupil_id)
+            if pupil is None or pupil.site != row.site:
+                raise BadRequest("body", "pupil_id", "no child with this id on this site's register")
+            ep = Episode.model_validate_json(row.data)
+            pupil_id = pupil.id
+            age = _age(pupil.date_of_birth, ep.started_at.astimezone(service.sites[row.site].zone).date())
         try:
             # No sign-off between the check and the change: the signed record keeps its child.
             with records.unsigned(row.incident_id):
                 incident = records.incident(row.incident_id)
-                if incident is not None and (incident.record or {}).get("classification") == "no_child":
-                    # Such a record names no child, and its parents' steps count as not needed: a child
-                    # named on it would quietly skip the parents. The classification is changed first.
-                    raise HTTPException(
-                        409,
-                        "the record says no child was in the room: change its classification first, "
-                        "so that the parents' steps apply",
-                    )
-                restart, detail = _parents_again(incident, pupil.id, records) if incident else ({}, {})
-                entry = audit(who, "attach_pupil", "episode", episode_id, pupil_id=pupil.id, **detail)
+                if incident is not None:
+                    view = incident_view(incident)
+                    if pupil_id is None:
+                        workflow.child_off(view)
+                    elif view.no_child_reviewed:
+                        # Reviewed as an empty room, its parents' steps count as not needed: a child
+                        # named on it now would quietly skip them.
+                        raise HTTPException(
+                            409,
+                            "the record was reviewed as no child in the room: sign it off and add a dated "
+                            "addendum saying which child was there",
+                        )
+                if pupil_id is None and (incident is None or incident.pupil_id is None):
+                    return {"episode_id": episode_id, "pupil_id": None, "incident_id": row.incident_id}
+                restart, detail = _parents_again(incident, pupil_id, records) if incident else ({}, {})
+                action = "attach_pupil" if pupil_id is not None else "detach_pupil"
+                entry = audit(who, action, "episode", episode_id, pupil_id=pupil_id, **detail)
                 try:
                     # The change and its audit entry in one transaction, whichever way the episode is held.
                     service.attach_pupil(
@@ -667,17 +680,19 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                         row.room,
                         episode_id,
                         row.incident_id,
-                        pupil.id,
+                        pupil_id,
                         age,
                         who.name,
                         entry,
                         restart,
                     )
                 except RejectedMessage:
-                    records.attach_pupil_offline(row, pupil.id, age, entry, service.clock.now(), restart)
+                    records.attach_pupil_offline(row, pupil_id, age, entry, service.clock.now(), restart)
         except SignedOff as exc:
             raise HTTPException(409, "the record is signed off: add a dated addendum instead") from exc
-        return {"episode_id": episode_id, "pupil_id": pupil.id, "incident_id": row.incident_id}
+        except WorkflowError as exc:
+            raise BadRequest("body", exc.field, exc.message) from exc
+        return {"episode_id": episode_id, "pupil_id": pupil_id, "incident_id": row.incident_id}
 
     @router.get("/api/pupils", tags=["pupils"])
     def pupils(
@@ -769,11 +784,12 @@ PARENT_STEPS = (
 
 
 def _parents_again(
-    row: IncidentRecord, pupil_id: str, records: RecordStore
+    row: IncidentRecord, pupil_id: str | None, records: RecordStore
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A record's child changed to another: the parents told so far were another child's. Their steps
-    start again for the new child (the dates cleared, so the deadlines and `report_overdue` apply again;
-    `parent_notified` back to `recorded`, and a review made about the other child's record with it).
+    """A record's child changed to another, or taken off: the parents told so far were another
+    child's. Their steps start again for the new child (the dates cleared, so the deadlines and
+    `report_overdue` apply again; `parent_notified` back to `recorded`, and a review made about the
+    other child's record with it).
     Returns the columns to change and what the audit entry says: the register ids before and after,
     the steps' dates before, and the ids of the earlier contacts (kept, about the previous child); the
     reason a copy was withheld stays in the withholding's own entry, never copied here."""

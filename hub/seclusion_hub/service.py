@@ -1276,16 +1276,17 @@ class HubService:
         room: str,
         episode_id: str,
         incident_id: str,
-        pupil_id: str,
+        pupil_id: str | None,
         age: int | None,
         who: str,
         entry: AuditEntry | None = None,
         incident: dict[str, Any] | None = None,
     ) -> None:
-        """Attach a child of the register to the room's open or latest episode and to its incident, in
-        one transaction with its audit `entry` (RejectedMessage when the room no longer holds that
-        episode: nothing is written then). `incident`: more of the record's columns to change with it
-        (the parents' steps started again for another child)."""
+        """Attach a child of the register to the room's open or latest episode and to its incident (or
+        take the child off: `pupil_id` None), in one transaction with its audit `entry`
+        (RejectedMessage when the room no longer holds that episode: nothing is written then).
+        `incident`: more of the record's columns to change with it (the parents' steps started again
+        for another child)."""
         key = (site, room)
 
         def apply(batch: Batch) -> None:

@@ -574,6 +574,23 @@ def test_two_limits_set_by_the_childs_age_are_two_alerts_however_close_their_tim
     assert (own.due_at, own.detail) == (at(1000004), {"limit_s": "1000002.0"})
 
 
+def test_a_child_taken_off_a_running_episode_brings_back_the_youngest_bands_limit() -> None:
+    """Semantics 2.6: unknown age takes the youngest band. A child chosen by mistake (aged 15) and then
+    taken off the record (`pupil_id: null`) leaves the episode's age unknown again: the limit is the
+    youngest band's, not the mistaken child's."""
+    bands = [{"max_age": 8, "max_s": 3600}, {"max_age": 17, "max_s": 7200}]
+    room = Room(tiers=ALL_TIERS, age_band_max_s=bands, duration_alerts=[])
+    confined(room)
+    ep = room.machine.episode
+    assert ep is not None
+    room.effects.extend(room.machine.attach_pupil(ep.id, "p-1", 15, "senior-user", at(10)))
+    room.effects.extend(room.machine.attach_pupil(ep.id, None, None, "senior-user", at(20)))
+    assert (ep.pupil_id, ep.pupil_age) == (None, None)
+    room.tick(3603, liveness=False)
+    [limit] = room.alerts("duration_limit", active=True)
+    assert limit.detail == {"limit_s": "3600"}
+
+
 def test_reviews_recur_until_each_is_recorded() -> None:
     room = Room(
         tiers=ALL_TIERS,

@@ -1787,6 +1787,16 @@ def test_a_senior_who_changes_a_record_to_no_child_does_not_review_it_too(api: R
     assert changed.status_code == 200 and changed.json()["classified_by"] == "senior-b"
     own = api.client.post(f"{incident}/review", json={}, headers=senior_b)
     assert own.status_code == 403 and "reviewed_by" in own.text
+    # The record still names the child it was about: reviewed so, her parents' steps would be skipped.
+    named = api.client.post(f"{incident}/review", json={}, headers=senior_c)
+    assert named.status_code == 409 and "pupil_id" in named.text
+    assert api.client.get(incident, headers=senior_c).json()["status"] == "recorded"
+    api.service.start()
+    try:
+        off = api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": None}, headers=senior_b)
+    finally:
+        api.service.stop()
+    assert off.status_code == 200 and off.json()["pupil_id"] is None
     other = api.client.post(f"{incident}/review", json={}, headers=senior_c)
     assert other.status_code == 200 and other.json()["reviewed_by"] == "senior-c"
 
@@ -1844,3 +1854,118 @@ def test_after_the_records_child_is_changed_the_new_childs_overdue_parents_notic
     final = api.client.get("/api/alerts", params={"state": "all"}, headers=senior).json()["items"]
     rounds = [a for a in final if a["kind"] == "report_overdue" and a["rule"] == "parent_notice"]
     assert len(rounds) == 2 and all(a["resolved_at"] is not None for a in rounds)
+
+
+# -- a child taken off a record (the limits of a `no_child` record and a child, decided)
+
+
+def _put_child(api: Records, ep: dict[str, Any], pupil_id: str | None, who: dict[str, str]) -> Any:
+    api.service.start()
+    try:
+        return api.client.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": pupil_id}, headers=who)
+    finally:
+        api.service.stop()
+
+
+def test_a_child_chosen_by_mistake_is_taken_off_the_record_and_the_room_empty_is_recorded(
+    api: Records,
+) -> None:
+    """A PIR still reported Sam, who had just left, when the door swung shut; staff chose him on the
+    record before anyone looked. A record saying no child was in the room cannot name him: recording it
+    so was accepted and left his name on a record whose parents' steps then count as not needed. Now
+    the record step refuses (422 naming `pupil_id`) until he is taken off (`pupil_id: null`, an
+    addition to the contract), which is audited and seen in the episode's timeline."""
+    # Given an ended episode whose record names Sam, drafted as an empty room
+    ep = api.ended_episode()
+    staff = api.token("staff", "test-school")
+    incident = f"/api/incidents/{ep['incident_id']}"
+    sam = _pupil_called(api, "Sam")
+    assert _put_child(api, ep, sam, staff).status_code == 200
+    assert api.client.patch(incident, json=NO_CHILD, headers=staff).status_code == 200
+    # When staff mark it recorded, it is refused, naming the child
+    refused = api.client.post(f"{incident}/record", headers=staff)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["loc"] == ["body", "pupil_id"]
+    assert api.client.get(incident, headers=staff).json()["status"] == "awaiting_record"
+    # When they take him off, the record and the episode name nobody, and it is recorded
+    off = _put_child(api, ep, None, staff)
+    assert off.status_code == 200 and off.json()["pupil_id"] is None, off.text
+    assert api.client.get(incident, headers=staff).json()["pupil_id"] is None
+    episode = api.client.get(f"/api/episodes/{ep['id']}", headers=staff).json()
+    assert episode["pupil_id"] is None
+    assert "pupil_removed" in [item["kind"] for item in episode["timeline"]]
+    assert api.client.post(f"{incident}/record", headers=staff).json()["status"] == "recorded"
+    # And the audit says who took which child off, by register id only
+    (entry,) = _audit(api, target_id=ep["id"], action="detach_pupil")
+    assert entry.actor == "staff-user" and entry.detail == {"pupil_id": None, "previous_pupil_id": sam}
+    # Taking off a child a record does not name changes nothing and writes nothing
+    assert _put_child(api, ep, None, staff).status_code == 200
+    assert len(_audit(api, target_id=ep["id"], action="detach_pupil")) == 1
+
+
+def test_a_recorded_empty_rooms_record_takes_the_child_who_was_there_and_then_needs_the_parents(
+    api: Records,
+) -> None:
+    """Recorded as "no child in the room", a record could not take a child before its review (attaching
+    waited for the classification, and changing the classification back to seclusion waited for the
+    child): a dead end. Now the child is chosen on it, its review is refused while it names a child
+    (409, `pupil_id`: reviewed so, her parents' steps would count as not needed), and the record is
+    completed as what happened; then her parents are told as for any record."""
+    ep = api.ended_episode()
+    staff, senior = api.token("staff", "test-school"), api.token("senior", "test-school")
+    incident = f"/api/incidents/{ep['incident_id']}"
+    assert api.client.patch(incident, json=NO_CHILD, headers=staff).status_code == 200
+    assert api.client.post(f"{incident}/record", headers=staff).json()["status"] == "recorded"
+    # When a senior learns Sam was in the room after all, and chooses him
+    sam = _pupil_called(api, "Sam")
+    chosen = _put_child(api, ep, sam, senior)
+    assert chosen.status_code == 200, chosen.text
+    # Then the record cannot be reviewed as an empty room while it names him
+    review = api.client.post(f"{incident}/review", json={}, headers=senior)
+    assert review.status_code == 409 and "pupil_id" in review.text
+    # And once it says what happened to him, his parents are owed their notice and copy
+    seclusion = {**COMPLETE, "classification": "seclusion"}
+    changed = api.client.patch(incident, json=seclusion, headers=senior)
+    assert changed.status_code == 200, changed.text
+    body = api.client.get(incident, headers=staff).json()
+    assert body["pupil_id"] == sam and body["status"] == "recorded" and body["classification"] == "seclusion"
+    phoned = {"method": "phone", "outcome": "reached"}
+    told = api.client.post(f"{incident}/parent-contacts", json=phoned, headers=staff)
+    assert told.status_code == 201, told.text
+
+
+def test_a_completed_record_of_a_child_keeps_its_child_and_a_signed_or_reviewed_one_is_not_changed(
+    api: Records,
+) -> None:
+    """Taking the child off is for a record not yet complete, or one saying no child was there. A
+    completed record of a child keeps one (422, `pupil_id`: choose the right child instead); a record
+    reviewed as an empty room takes no child (409: an addendum after sign-off says who was there); a
+    signed record is not changed (409)."""
+    ep = api.ended_episode()
+    staff, senior = api.token("staff", "test-school"), api.token("senior", "test-school")
+    incident = _recorded(api, ep, first="Sam")
+    sam = api.client.get(incident, headers=staff).json()["pupil_id"]
+    kept = _put_child(api, ep, None, staff)
+    assert kept.status_code == 422 and kept.json()["detail"][0]["loc"] == ["body", "pupil_id"]
+    assert api.client.get(incident, headers=staff).json()["pupil_id"] == sam
+    assert not _audit(api, target_id=ep["id"], action="detach_pupil")
+    # A record reviewed as an empty room (another episode)
+    other = api.ended_episode(start=1000)
+    empty = f"/api/incidents/{other['incident_id']}"
+    assert api.client.patch(empty, json=NO_CHILD, headers=staff).status_code == 200
+    assert api.client.post(f"{empty}/record", headers=staff).status_code == 200
+    assert api.client.post(f"{empty}/review", json={}, headers=senior).json()["status"] == "reviewed"
+    late = _put_child(api, other, sam, staff)
+    assert late.status_code == 409 and "addendum" in late.text
+    assert api.client.get(empty, headers=staff).json()["pupil_id"] is None
+    assert api.client.post(f"{empty}/sign-off", headers=senior).json()["status"] == "closed"
+    assert _put_child(api, other, None, staff).status_code == 409
+
+
+def _pupil_called(api: Records, first: str) -> str:
+    senior = api.token("senior", "test-school")
+    made = api.client.post(
+        "/api/pupils", json={"site": "test-school", "first_name": first, "last_name": "Jones"}, headers=senior
+    )
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])

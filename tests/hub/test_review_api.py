@@ -421,8 +421,8 @@ def test_a_record_corrected_by_addendum_is_not_waiting_for_a_completed_record(ba
     """review.md: `unclassified` is "the ones with no completed record yet, or recorded as `no_child` and
     not yet reviewed". A closed record whose classification an addendum corrects has a completed,
     reviewed record: it counts as seclusion, apart as `corrected`, and waits for nothing."""
-    child = bare.pupil("Sam", "none")
-    incident = bare.episode(child, dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC), 9)
+    # A record saying no child was in the room names none (records.md).
+    incident = bare.episode(None, dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC), 9)
     staff, senior = bare.token("staff", SITE), bare.token("senior", SITE)
     nobody = {
         "staff": COMPLETE["staff"],

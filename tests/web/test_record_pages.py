@@ -806,6 +806,13 @@ def _staff_complete_the_record(page: Page, hub: RunningHub, incident_id: str) ->
     expect(page.locator("#missing")).to_contain_text("The child")
 
     # The child, from the register; after that, no other child's name is on the page.
+    page.get_by_role("combobox", name="The child").select_option(label="Aisha Khan, Year 5")
+    page.get_by_role("button", name="Save the child").click()
+    _done(page, "The child was saved on the record.")
+    # Chosen by mistake: taken off again (a `null` child sent by the page), then the right child.
+    page.get_by_role("button", name="Take Aisha off this record").click()
+    _done(page, "The child was taken off the record.")
+    expect(page.locator("#missing")).to_contain_text("The child")
     page.get_by_role("combobox", name="The child").select_option(label="Sam Taylor, Year 4")
     page.get_by_role("button", name="Save the child").click()
     _done(page, "The child was saved on the record.")
@@ -931,6 +938,12 @@ def test_a_senior_who_changed_a_record_to_no_child_is_not_offered_its_review(hub
     assert changed.status_code == 200 and changed.json()["classified_by"] == "Mr Changer"
     assert "Review" not in _buttons(changer.get(url).text)
     assert changer.post(f"/api/incidents/{ep['incident_id']}/review", json={}).status_code == 403
+    # The record still names Sam: it is not reviewed as an empty room until he is taken off it.
+    named = other.get(url).text
+    assert "Review" not in _buttons(named) and "Take Sam off this record" in _buttons(named)
+    assert "The record says no child was in the room, but it names Sam." in _text(named)
+    off = other.put(f"/api/episodes/{ep['id']}/pupil", json={"pupil_id": None})
+    assert off.status_code == 200, off.text
     assert "Review" in _buttons(other.get(url).text)
 
 

@@ -189,6 +189,32 @@ def missing(view: IncidentView, names: tuple[str, ...] = REQUIRED) -> list[str]:
     return gaps
 
 
+def _names_no_child(view: IncidentView, status: int) -> None:
+    """A record saying no child was in the room names no child: its parents' steps count as not needed
+    once it is reviewed, so a child named on it would quietly skip them. The child is taken off the
+    episode first (`PUT /api/episodes/{id}/pupil` with `null`), or the record says what it was."""
+    if view.pupil_id is not None and view.fields.classification == "no_child":
+        raise WorkflowError(
+            status,
+            "pupil_id",
+            "the record says no child was in the room but names a child: take the child off the record, "
+            "or record what happened to the child",
+        )
+
+
+def child_off(view: IncidentView) -> None:
+    """The child taken off a record (`PUT /api/episodes/{id}/pupil` with `null`), until sign-off (the
+    caller refuses a signed record). A completed record of a child keeps one (422, `pupil_id`): the
+    right child is chosen instead, or the record first changed to say no child was in the room."""
+    if view.status in COMPLETED and view.fields.classification != "no_child":
+        raise WorkflowError(
+            422,
+            "pupil_id",
+            f"the record is {view.status} and names the child it is about: choose the right child "
+            "instead, or change the record to say no child was in the room first",
+        )
+
+
 def _parents_needed(view: IncidentView) -> None:
     if view.no_child:
         raise WorkflowError(
@@ -237,6 +263,7 @@ def record(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
     gaps = missing(view)
     if gaps:
         raise WorkflowError(422, gaps[0], "still to complete: " + ", ".join(gaps))
+    _names_no_child(view, 422)
     return {
         "status": "recorded",
         "recorded_at": now,
@@ -334,6 +361,9 @@ def review(view: IncidentView, who: str, now: dt.datetime) -> dict[str, Any]:
                 "reviewed_by",
                 "you recorded that no child was in the room: another senior member of staff reviews it",
             )
+        # A child named on it (chosen before the record was changed to say so, or after): the record
+        # says one thing and names another, and its review would skip that child's parents.
+        _names_no_child(view, 409)
         return {"status": "reviewed", "reviewed_at": now, "reviewed_by": who}
     if view.status != "parent_notified":
         need = {

@@ -481,11 +481,12 @@ class RoomMachine:
         return effects
 
     def attach_pupil(
-        self, episode_id: str, pupil_id: str, age: int | None, who: str, now: dt.datetime
+        self, episode_id: str, pupil_id: str | None, age: int | None, who: str, now: dt.datetime
     ) -> list[Effect]:
         """The child of the episode, from the register (the API's `PUT /api/episodes/{id}/pupil`): the
-        age band limit (2.6) now knows the child's age. Raises RejectedMessage when the episode is not
-        this room's open or latest one (the API then updates the stored episode alone)."""
+        age band limit (2.6) now knows the child's age; `None` takes the child off (the age unknown
+        again: the youngest band). Raises RejectedMessage when the episode is not this room's open or
+        latest one (the API then updates the stored episode alone)."""
         ep = next(
             (e for e in (self.state.episode, self.state.last_episode) if e and e.id == episode_id), None
         )
@@ -493,7 +494,8 @@ class RoomMachine:
             raise RejectedMessage("episode: not the room's open or latest episode")
         self._effects = []
         ep.pupil_id, ep.pupil_age = pupil_id, age
-        self._note(ep.id, now, "pupil_attached", {"by": who})  # never the child's name: see the record
+        # Never the child's name: see the record.
+        self._note(ep.id, now, "pupil_attached" if pupil_id else "pupil_removed", {"by": who})
         self._saved(ep)
         self._evaluate(now)
         effects, self._effects = self._effects, []

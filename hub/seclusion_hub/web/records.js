@@ -261,6 +261,8 @@
         if (el.hasAttribute("data-local") || el.value.trim() === "") continue;
         body[el.name] = el.value;
       }
+      // A form that sets a field to nothing (the child taken off a record) says so with `data-null`.
+      if (form.dataset.null) body[form.dataset.null] = null;
       const button = form.querySelector("button[type=submit]");
       button.disabled = true;
       try {
