@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from seclusion_contract import SLUG, format_ts, format_ts_or_none
 
 from .auth import Principal
 from .core import incident as workflow
+from .core.alerts import age_on
 from .core.episode import Episode
 from .core.incident import RecordFields, WorkflowError
 from .deps import Cursor, Limit, Senior, Staff, site_allowed
@@ -35,6 +37,8 @@ from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
 from .store import pack_cursor, unpack_cursor
 from .web import DOCUMENT_HEADERS
+
+log = logging.getLogger(__name__)
 
 SEN = ("none", "sen_support", "ehcp", "unknown")
 
@@ -193,12 +197,6 @@ def incident_summary(row: IncidentRecord) -> dict[str, Any]:
     for written in ("record", "classification", "missing"):
         del body[written]
     return body
-
-
-def _age(born: dt.date | None, on: dt.date) -> int | None:
-    if born is None:
-        return None
-    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
 _TRUE = {"yes", "y", "true", "1"}
@@ -651,7 +649,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                 raise BadRequest("body", "pupil_id", "no child with this id on this site's register")
             ep = Episode.model_validate_json(row.data)
             pupil_id = pupil.id
-            age = _age(pupil.date_of_birth, ep.started_at.astimezone(service.sites[row.site].zone).date())
+            age = age_on(pupil.date_of_birth, ep.started_at.astimezone(service.sites[row.site].zone).date())
         try:
             # No sign-off between the check and the change: the signed record keeps its child.
             with records.unsigned(row.incident_id):
@@ -734,9 +732,11 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         if body.site not in service.sites:
             raise BadRequest("body", "site", "not a site of this hub")
         pupil = Pupil(id=str(uuid.uuid4()), created_at=now, updated_at=now, **body.model_dump())
+        born = _born(records.pupils(None, body.site))
         # An update changes what the request gives (null included) and keeps the rest.
         records.save_pupils([pupil], audit(who, "add_pupil", "pupil", pupil.id), [body.model_fields_set])
         saved = records.pupils(None, body.site)
+        _ages_again(service, body.site, born, saved)
         match = next(
             (p for p in saved if p.id == pupil.id or (pupil.reference and p.reference == pupil.reference)),
             pupil,
@@ -761,15 +761,43 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             raise BadRequest("body", "encoding", "the CSV must be UTF-8") from exc
         now = service.clock.now()
         pupils, columns = parse_register_csv(text, site, now)
+        born = _born(records.pupils(None, site))
         # An update changes the file's columns (an empty cell clears) and keeps the others.
         added, updated = records.save_pupils(
             pupils,
             audit(who, "import_pupils", "pupils", site, rows=len(pupils), columns=sorted(columns)),
             [columns] * len(pupils),
         )
+        _ages_again(service, site, born, records.pupils(None, site))
         return {"added": added, "updated": updated}
 
     return router
+
+
+def _born(pupils: list[Pupil]) -> dict[str, dt.date | None]:
+    return {p.id: p.date_of_birth for p in pupils}
+
+
+def _ages_again(
+    service: HubService, site: str, before: dict[str, dt.date | None], pupils: list[Pupil]
+) -> None:
+    """Children already on the register whose date of birth the change corrected (or removed): the
+    rooms' episodes naming them take their age again, so the age band's limit follows the register
+    (semantics 2.6). The register's change is stored whatever happens here; a hub too busy to take the
+    ages now says so in its log (by count: no child is named in a log)."""
+    changed = {p.id: p.date_of_birth for p in pupils if p.id in before and before[p.id] != p.date_of_birth}
+    if not changed:
+        return
+    try:
+        service.register_changed(site, changed)
+    except TimeoutError:
+        log.warning(
+            "%d children's dates of birth changed on the register of %s, but the hub did not take their "
+            "ages into the rooms' episodes in time: an episode's age band may follow the old date until "
+            "the child is chosen again on its record",
+            len(changed),
+            site,
+        )
 
 
 # The parents' steps of a record: told, and the copy sent or withheld (by whom, why, how it was sent).

@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -549,10 +549,13 @@ class HubService:
         """What a record's `report_overdue` alerts are sent by (5.2): its room's policy (`ack_timeout_s`,
         `renotify_s`, the room's `policy_overrides` included) and the tiers with recipients, as the
         room's machine has them. Never held: a record's deadline is no device of a room in maintenance.
-        A room no longer configured is sent by the default policy to its site's tiers."""
+        A room no longer configured is sent by its site's profile (the built-in one for a site no longer
+        configured either) to its site's tiers."""
         machine = self.machines.get((site, room))
         if machine is None:
-            return AlertContext(site, room, Policy(), self.delivery.tiers(site), held=False)
+            loaded = self.sites.get(site)
+            policy = loaded.profile if loaded is not None else Policy()
+            return AlertContext(site, room, policy, self.delivery.tiers(site), held=False)
         return AlertContext(site, room, machine.policy, machine.tiers, held=False)
 
     def submit(self, inbound: Inbound) -> None:
@@ -1307,13 +1310,37 @@ class HubService:
 
         self.run_command(apply)
 
+    def register_changed(self, site: str, born: Mapping[str, dt.date | None]) -> None:
+        """The pupil register of `site` changed (a child added or corrected, a file imported): `born`
+        gives its children's dates of birth as they are now. The rooms' open and latest episodes naming
+        one of them take the child's age again (RoomMachine.pupil_born), on the ingest thread."""
+        loaded = self.sites.get(site)
+        if loaded is None:
+            return
+
+        def apply(batch: Batch) -> None:
+            now = self.clock.now()
+            pending = self._current()
+            for key, machine in self.machines.items():
+                held = (machine.state.episode, machine.state.last_episode)
+                if key[0] != site or not any(ep is not None and ep.pupil_id in born for ep in held):
+                    continue
+                effects = machine.pupil_born(born, loaded.zone, now)
+                self._collect(key, effects, pending)
+                batch.rooms[key] = machine.state
+                pending.touched.add(key)
+
+        self.run_command(apply)
+
     def incident_end(
         self, site: str, room: str, incident_id: str, ended_at: dt.datetime, at: dt.datetime
     ) -> dict[str, Any]:
         """The incident's change when its episode ends: `awaiting_record`, with the profile's deadlines
         counted in the site's school days and timezone."""
         loaded = self.sites[site]
-        due = due_dates(loaded.policies[room], ended_at, loaded.spec.calendar, loaded.zone)
+        # A room taken out of the site file since (a hand-entered episode ended later): the site's profile.
+        policy = loaded.policies.get(room, loaded.profile)
+        due = due_dates(policy, ended_at, loaded.spec.calendar, loaded.zone)
         return {
             "incident_id": incident_id,
             "new_status": "awaiting_record",

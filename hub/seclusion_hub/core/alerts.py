@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from seclusion_contract import format_ts
 
 from .episode import Episode, Lapse, account
-from .policy import Policy, Tier
+from .policy import Policy, Review, Tier
 
 Severity = Literal["info", "warning", "critical"]
 Level = Literal["none", "info", "warning", "critical"]
@@ -183,6 +183,21 @@ class Due:
             self.next_at = when
 
 
+def _reviews_answered(ep: Episode, review: Review, start: dt.datetime) -> int:
+    """How many occurrences of a recurring review its recordings answer: each recording, in time
+    order, counts for the oldest occurrence not yet answered, if it came once the occurrence before
+    that one was due (the first may be answered early). A review entered twice, or done ahead, never
+    stands for one due hours later: that one is still due when its time comes."""
+    answered = 0
+    every = _s(review.every_s) if review.every_s is not None else None
+    for at in sorted(r.at for r in ep.reviews if r.name == review.name):
+        if answered == 0:
+            answered = 1
+        elif every is not None and at >= start + _s(review.first_s) + every * (answered - 1):
+            answered += 1
+    return answered
+
+
 def _s(value: float) -> dt.timedelta:
     return dt.timedelta(seconds=value)
 
@@ -193,6 +208,14 @@ def _number(value: float) -> str:
     which `:g` would round to 1e+06, the key of another rule)."""
     text = f"{value:g}"
     return text if float(text) == value else repr(float(value))
+
+
+def age_on(born: dt.date | None, day: dt.date) -> int | None:
+    """A child's age in whole years on `day` (the episode's start in the site's timezone), or None
+    when the register has no date of birth (the youngest band's limit applies, 2.6)."""
+    if born is None:
+        return None
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
 
 
 def duration_limit_s(policy: Policy, age: int | None) -> float | None:
@@ -338,10 +361,9 @@ def _episode_conditions(
             )
         )
     for review in policy.reviews:
-        # Each occurrence is due until a review of its name is recorded (a recording counts for the
-        # oldest one not yet recorded), the episode's end included: the child is out, the review still
-        # has to be done and recorded (5's table).
-        recorded = sum(1 for r in ep.reviews if r.name == review.name)
+        # Each occurrence is due until a review of its name is recorded, the episode's end included:
+        # the child is out, the review still has to be done and recorded (5's table).
+        recorded = _reviews_answered(ep, review, start)
         n = 1
         at = start + _s(review.first_s)
         while True:

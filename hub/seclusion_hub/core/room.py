@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
@@ -498,6 +499,28 @@ class RoomMachine:
         self._note(ep.id, now, "pupil_attached" if pupil_id else "pupil_removed", {"by": who})
         self._saved(ep)
         self._evaluate(now)
+        effects, self._effects = self._effects, []
+        return effects
+
+    def pupil_born(
+        self, born: Mapping[str, dt.date | None], zone: dt.tzinfo, now: dt.datetime
+    ) -> list[Effect]:
+        """The register as it is now gives the children's dates of birth (`born`, by `pupil_id`): the
+        open and latest episodes naming one of them take the child's age at their start, in the site's
+        timezone (`zone`), so the age band's limit (2.6) follows the register: a mistyped date of birth
+        corrected moves the limit at once, and one removed makes the age unknown again."""
+        self._effects = []
+        changed = False
+        for ep in (self.state.episode, self.state.last_episode):
+            if ep is None or ep.pupil_id is None or ep.pupil_id not in born:
+                continue
+            age = alerts.age_on(born[ep.pupil_id], ep.started_at.astimezone(zone).date())
+            if age != ep.pupil_age:
+                ep.pupil_age = age
+                self._saved(ep)
+                changed = True
+        if changed:
+            self._evaluate(now)
         effects, self._effects = self._effects, []
         return effects
 
