@@ -110,6 +110,12 @@ def _number(value: float | None, digits: int = 3) -> float | None:
     return round(value, digits) if value is not None else None
 
 
+def _up(value: float | None, digits: int) -> float | None:
+    """A count of lapses per episode, rounded up: one lapse in hundreds of episodes is never 0.0."""
+    scale = 10**digits
+    return None if value is None else math.ceil(value * scale - 1e-9) / scale
+
+
 def share_down(share: float | None) -> float | None:
     """A share of time to 3 decimals, rounded down (the time supervised), as the governors' report rounds
     its percentage (reports.governors.percent_down): supervision is never flattered. The small epsilon
@@ -670,7 +676,7 @@ def summary_json(
             # lapses / episodes: withheld with either count
             "lapses_per_episode": None
             if lapses is None or episodes is None
-            else _number(compliance.lapses_per_episode, 2),
+            else _up(compliance.lapses_per_episode, 2),
             "episodes_with_lapse": _small(compliance.episodes_with_lapse, suppress),
         },
         "records": {k: _small(v, suppress) for k, v in records_timeliness(f, now).items()},

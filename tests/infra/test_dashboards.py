@@ -129,7 +129,8 @@ def interpolate(raw_sql: str, variables: Sequence[Mapping[str, Any]], values: Ma
     def substitute(match: re.Match[str]) -> str:
         name = match.group("braced") or match.group("plain")
         assert name in defined, f"${name} is not a template variable of the dashboard"
-        chosen = values[name]
+        # A variable the caller does not choose keeps the value the dashboard ships (the site timezone).
+        chosen = values[name] if name in values else [defined[name]["current"]["value"]]
         multi = bool(defined[name].get("multi") or defined[name].get("includeAll"))
         if match.group("format") == "sqlstring" or multi:
             return ",".join(quote(value) for value in chosen)
@@ -349,7 +350,11 @@ def test_there_are_dashboards_and_each_is_a_grafana_dashboard() -> None:
         uids.add(dashboard["uid"])
         ids = [panel["id"] for panel in panels(dashboard)]
         assert len(ids) == len(set(ids)), f"{path.name}: panel ids repeat"
-        assert [variable["name"] for variable in dashboard["templating"]["list"]] == ["site", "room"]
+        names = [variable["name"] for variable in dashboard["templating"]["list"]]
+        # The overview's weeks are the school's: it takes the site's timezone too (a textbox).
+        assert names == (
+            ["site", "room", "timezone"] if path.name == "seclusion-overview.json" else ["site", "room"]
+        )
     assert len(uids) == len(DASHBOARD_FILES)
 
 
@@ -371,7 +376,10 @@ def test_every_panel_reads_the_seclusion_data_source(path: Path) -> None:
         if panel["type"] == "row":
             assert "targets" not in panel
     for variable in dashboard["templating"]["list"]:
-        assert variable["datasource"]["uid"] == DATASOURCE_UID
+        if variable["type"] == "query":
+            assert variable["datasource"]["uid"] == DATASOURCE_UID
+        else:
+            assert variable["type"] == "textbox" and variable["current"]["value"] == "Europe/London"
 
 
 # The panels of what is so now (the time picker does not apply); every other panel follows it.
@@ -556,7 +564,7 @@ def test_every_query_runs_as_the_read_only_role(database: Database, query: Query
 
 
 def test_the_variable_queries_list_sites_and_rooms(database: Database) -> None:
-    site, room = load(DASHBOARD_FILES[0])["templating"]["list"]
+    site, room, *_ = load(DASHBOARD_FILES[0])["templating"]["list"]
     assert run_as_grafana(database, interpolate(site["query"], [site, room], {})) == [
         ("demo-school",),
         ("other-school",),
