@@ -42,8 +42,8 @@ NOW = dt.datetime(2026, 12, 1, 12, tzinfo=UTC)
 PERIOD = {"site": SITE, "from": FROM.isoformat(), "to": TO.isoformat()}
 
 
-def _local(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=LONDON).astimezone(UTC)  # type: ignore[misc]
+def _local(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=LONDON).astimezone(UTC)
 
 
 @dataclass
@@ -311,7 +311,7 @@ def test_the_summary_gives_what_the_oracle_counts(table: tuple[Review, dict[str,
         "no_child_minutes": 4.0,
     }
     # Weeks of the school's clocks, Monday to Sunday, each week's start its local Monday midnight
-    weeks = Counter()
+    weeks: Counter[str] = Counter()
     for t in local:
         weeks[(t.date() - dt.timedelta(days=t.weekday())).isoformat()] += 1
     for bucket in got["trend"]["buckets"]:
