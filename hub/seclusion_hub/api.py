@@ -686,20 +686,19 @@ def create_app(
         found = _alert_row(who, alert_id)
         if found.resolved_at is not None:
             raise HTTPException(409, "the alert is already resolved")
+        entry = AuditEntry(
+            at=service.clock.now(),
+            actor=who.name,
+            action="resolve_alert",
+            target_type="alert",
+            target_id=alert_id,
+            detail={"note": body.note},
+        )
         try:
-            done = service.resolve_alert(found.site, found.room, alert_id, who.name, body.note)
+            # The resolution and its audit entry in one transaction.
+            done = service.resolve_alert(found.site, found.room, alert_id, who.name, body.note, entry)
         except AlertError as exc:
             raise HTTPException(409, str(exc)) from exc
-        store.audit(
-            AuditEntry(
-                at=service.clock.now(),
-                actor=who.name,
-                action="resolve_alert",
-                target_type="alert",
-                target_id=alert_id,
-                detail={"note": body.note},
-            )
-        )
         return _alert_body(done)
 
     @app.post("/api/episodes/{episode_id}/reviews", tags=["episodes"], status_code=201)
@@ -723,28 +722,26 @@ def create_app(
         if body.name not in names:
             known = ", ".join(names) if names else "none: this room's policy asks for no reviews"
             raise BadRequest("body", "name", f"not a review of this room's policy (reviews: {known})")
+        # A change by a person, and a read: the answer shows the whole episode (its child's id too).
+        # Written with the review, in one transaction.
+        entry = AuditEntry(
+            at=service.clock.now(),
+            actor=who.name,
+            action="review",
+            target_type="episode",
+            target_id=episode_id,
+            detail={"review": body.name},
+        )
         try:
             # Held from the check to the review's write (as a child's attach is): a sign-off waits for it.
             with records.unsigned(row.incident_id) if row.incident_id else contextlib.nullcontext():
-                service.record_review(row.site, row.room, episode_id, body.name, who.name, body.note)
+                service.record_review(row.site, row.room, episode_id, body.name, who.name, body.note, entry)
         except SignedOff as exc:
             raise SignedOffReview() from exc
         except RejectedMessage as exc:
             raise HTTPException(409, exc.reason) from exc
         ep = service.episode_now(store.get_episode(episode_id) or row)
-        now = service.clock.now()
-        # A change by a person, and a read: the answer shows the whole episode (its child's id too).
-        store.audit(
-            AuditEntry(
-                at=now,
-                actor=who.name,
-                action="review",
-                target_type="episode",
-                target_id=episode_id,
-                detail={"review": body.name},
-            )
-        )
-        return episode_json(ep, now)
+        return episode_json(ep, service.clock.now())
 
     @app.get("/api/dead-letters", tags=["operations"])
     def dead_letters(

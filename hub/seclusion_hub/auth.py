@@ -36,8 +36,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+NAME_MAX = 200  # api_token.name, audit.actor and the record's names of people
+
+
 def create_token(store: Store, name: str, role: Role, sites: list[str], dsl: bool, now: dt.datetime) -> str:
     """Store a new token's hash and return the token itself (shown once, never stored)."""
+    if not name.strip() or len(name) > NAME_MAX:
+        # The name is written beside each of the holder's changes (audit.actor, recorded_by, ...), all
+        # of that length: refused here alike on both databases (PostgreSQL enforces it, SQLite not).
+        raise ValueError(f"--name: one to {NAME_MAX} characters, as the records will show it")
     if role not in ROLES:
         raise ValueError(f"role: must be one of {', '.join(ROLES)}")
     if role in ("staff", "senior") and not sites:

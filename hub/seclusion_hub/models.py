@@ -13,6 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+# The key of a table that only grows (events, the audit, timeline notes, delivery attempts, ...):
+# 64-bit on PostgreSQL, where a SERIAL key's sequence stops at 2^31 - 1 (two billion readings: a trust's
+# schools on one database reach it within years, and every reading after it would be refused).
+# SQLite's key stays INTEGER, which is its 64-bit rowid.
+ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """A timestamp column that refuses naive datetimes and always returns aware UTC ones."""
@@ -57,7 +63,7 @@ class EventRecord(SQLModel, table=True):
         sa.Index("ix_event_site_ts_room", "site", "ts", "room"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ROW_ID)
     site: str = Field(max_length=63)
     room: str = Field(max_length=63)
     device: str = Field(max_length=63)
@@ -81,7 +87,7 @@ class DeadLetter(SQLModel, table=True):
 
     __tablename__ = "dead_letter"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ROW_ID)
     received_at: dt.datetime = _ts(index=True)
     topic: str = Field(max_length=1024)
     reason: str = Field(max_length=2000)
@@ -194,7 +200,7 @@ class IncidentAddendum(SQLModel, table=True):
 
     __tablename__ = "incident_addendum"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ROW_ID)
     incident_id: str = Field(foreign_key="incident.id", max_length=36, index=True)
     at: dt.datetime = _ts()
     author: str = Field(max_length=200)
@@ -208,7 +214,7 @@ class ParentContact(SQLModel, table=True):
 
     __tablename__ = "parent_contact"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ROW_ID)
     incident_id: str = Field(foreign_key="incident.id", max_length=36, index=True)
     at: dt.datetime = _ts()
     by: str = Field(max_length=200)
@@ -247,7 +253,7 @@ class TimelineNote(SQLModel, table=True):
     __tablename__ = "timeline_note"
     __table_args__ = (sa.Index("ix_note_room_at", "site", "room", "at"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ROW_ID)
     site: str = Field(max_length=63)
     room: str = Field(max_length=63)
     episode_id: str | None = Field(default=None, max_length=36, index=True)
@@ -277,7 +283,7 @@ class ApiToken(SQLModel, table=True):
 
     __tablename__ = "api_token"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ROW_ID)
     name: str = Field(max_length=200)
     role: str = Field(max_length=16)
     sites: list[str] = _json(default_factory=list)
@@ -292,7 +298,7 @@ class AuditEntry(SQLModel, table=True):
 
     __tablename__ = "audit"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ROW_ID)
     at: dt.datetime = _ts(index=True)
     actor: str = Field(max_length=200)
     action: str = Field(max_length=64)
@@ -347,7 +353,7 @@ class DeliveryAttempt(SQLModel, table=True):
 
     __tablename__ = "delivery_attempt"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ROW_ID)
     delivery_id: str = Field(max_length=80, index=True)
     attempt: int
     at: dt.datetime = _ts()

@@ -212,7 +212,15 @@ def send_copy(site: LoadedSite, to: str, copy: ParentCopy, pdf: bytes, timeout_s
         _send_copy(site, to, copy, pdf, timeout_s)
 
 
-def _send_copy(site: LoadedSite, to: str, copy: ParentCopy, pdf: bytes, timeout_s: float) -> None:
+def check_address(site: LoadedSite, to: str) -> None:
+    """What `send_copy` refuses before it sends anything (no `parent_mail` account, a URL the mail
+    library does not understand: MailError; an address it reads as another: AddressError), raised
+    here first, so that a copy is recorded as being sent only when it may go."""
+    with _LOG.sending(to):
+        _mail_plugin(site, to)
+
+
+def _mail_plugin(site: LoadedSite, to: str) -> Any:
     if site.spec.parent_mail is None:
         raise MailError("this site has no parent_mail account in its site file")
     base = expand_env(site.spec.parent_mail, str(site.path), "parent_mail")
@@ -227,6 +235,11 @@ def _send_copy(site: LoadedSite, to: str, copy: ParentCopy, pdf: bytes, timeout_
         raise AddressError(
             "the mail service cannot send to this address as typed; check it, or send the copy another way"
         )
+    return plugin
+
+
+def _send_copy(site: LoadedSite, to: str, copy: ParentCopy, pdf: bytes, timeout_s: float) -> None:
+    plugin = _mail_plugin(site, to)
     sender = apprise.Apprise()
     sender.add(plugin)
     title, body = covering_email(copy)

@@ -107,6 +107,11 @@ OUTCOME_WORDS: Final = {
     "message_left": "message left",
     "sent": "sent",
     "failed": "failed",
+    # An email the hub recorded before handing it to the mail server; still so once the send is over,
+    # the hub stopped before it heard the outcome.
+    "sending": (
+        "being sent (if this stays, the hub stopped before it knew whether the email went: ask the family)"
+    ),
 }
 ROLE_WORDS: Final = {"involved": "Involved", "witness": "Witness"}
 

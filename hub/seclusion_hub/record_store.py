@@ -91,15 +91,23 @@ class RecordStore:
         *,
         contact: ParentContact | None = None,
         addendum: IncidentAddendum | None = None,
+        settle: ParentContact | None = None,
     ) -> IncidentRecord:
         """Read the record, let `decide` return the columns to change (it may raise to refuse), and
         write them with the audit entry (and a contact or addendum) in one transaction. `audit` is
-        called with the contact or addendum already given its id, the record not yet changed."""
+        called with the contact or addendum already given its id, the record not yet changed.
+        `settle`: a contact already stored (an email being sent) whose outcome and note are now known."""
         with self._one_step(incident_id), self._lock, self._session() as s:
             row = s.get(IncidentRecord, incident_id)
             if row is None:
                 raise NotFound(incident_id)
             changes = decide(row)
+            if settle is not None:
+                stored = s.get(ParentContact, settle.id)
+                if stored is None or stored.incident_id != incident_id:
+                    raise NotFound(f"contact {settle.id}")
+                stored.outcome, stored.note = settle.outcome, settle.note
+                s.add(stored)
             added = [item for item in (contact, addendum) if item is not None]
             if added:
                 s.add_all(added)

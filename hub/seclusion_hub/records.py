@@ -30,7 +30,7 @@ from .core.incident import RecordFields, WorkflowError
 from .deps import Cursor, Limit, Senior, Staff, site_allowed
 from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
-from .parent_mail import AddressError, MailError, parent_copy, send_copy, site_said
+from .parent_mail import AddressError, MailError, check_address, parent_copy, send_copy, site_said
 from .record_facts import auto_json, facts_now, shown, snapshot
 from .record_store import NotFound, RecordStore, SignedOff, incident_view
 from .reports import ParentCopy, render_html, render_pdf
@@ -323,7 +323,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             # method and outcome, an addendum by its field and time, each by its id; never their free
             # text (a note, a correction), which the record keeps and its reads are audited.
             added: dict[str, Any] = {}
-            contact: ParentContact | None = extra.get("contact")
+            contact: ParentContact | None = extra.get("contact") or extra.get("settle")
             if contact is not None:
                 added["contact"] = {
                     "id": contact.id,
@@ -591,11 +591,17 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
     def _send_copy(incident_id: str, body: SendCopyIn, who: Principal) -> dict[str, Any]:
         row, copy = copy_of(incident_id, who)
         site = service.sites[row.site]
+
+        def copy_step(outcome: str, at: dt.datetime) -> Callable[[IncidentRecord], dict[str, Any]]:
+            return lambda current: workflow.parent_contact(
+                incident_view(current), "copy", outcome, at, who.dsl
+            )
+
         try:
-            send_copy(site, body.to, copy, render_pdf(copy))
+            check_address(site, body.to)
         except AddressError as exc:  # nothing was sent: a bad address, not a failed send
             raise HTTPException(422, f"to: {exc}") from exc
-        except MailError as exc:
+        except MailError as exc:  # no account to send from: tried, and nothing went
             failed = ParentContact(
                 incident_id=row.id,
                 at=service.clock.now(),
@@ -605,33 +611,29 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                 outcome="failed",
                 note=f"to {body.to}: {exc}",
             )
-            change(
-                incident_id,
-                who,
-                "parent_copy",
-                lambda current: workflow.parent_contact(
-                    incident_view(current), "copy", "failed", failed.at, who.dsl
-                ),
-                contact=failed,
-            )
+            change(incident_id, who, "parent_copy", copy_step("failed", failed.at), contact=failed)
             raise HTTPException(502, f"the written copy was not sent: {exc}") from exc
-        now = service.clock.now()
-        sent = ParentContact(
+        # Recorded (and audited) before the mail server has it: a hub that stops while it sends leaves
+        # an attempt whose outcome is not known on the record, never a copy out with no trace.
+        attempt = ParentContact(
             incident_id=row.id,
-            at=now,
+            at=service.clock.now(),
             by=who.name,
             kind="copy",
             method="email",
-            outcome="sent",
+            outcome="sending",
             note=f"to {body.to}",
         )
-        return change(
-            incident_id,
-            who,
-            "parent_copy",
-            lambda current: workflow.parent_contact(incident_view(current), "copy", "sent", now, who.dsl),
-            contact=sent,
-        )
+        change(incident_id, who, "parent_copy", copy_step("sending", attempt.at), contact=attempt)
+        try:
+            send_copy(site, body.to, copy, render_pdf(copy))
+        except MailError as exc:
+            attempt.outcome, attempt.note = "failed", f"to {body.to}: {exc}"
+            change(incident_id, who, "parent_copy", copy_step("failed", attempt.at), settle=attempt)
+            status = 422 if isinstance(exc, AddressError) else 502
+            raise HTTPException(status, f"the written copy was not sent: {exc}") from exc
+        attempt.outcome = "sent"
+        return change(incident_id, who, "parent_copy", copy_step("sent", service.clock.now()), settle=attempt)
 
     @router.put("/api/episodes/{episode_id}/pupil", tags=["episodes"])
     def attach_pupil(episode_id: str, body: PupilChoice, who: Staff) -> dict[str, Any]:

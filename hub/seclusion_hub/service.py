@@ -1161,9 +1161,12 @@ class HubService:
         key: tuple[str, str],
         act: Callable[[RoomMachine, dt.datetime], tuple[object, list[Effect]]],
         unheld: Callable[[dt.datetime], tuple[object, list[Effect]]] | None = None,
+        entry: AuditEntry | None = None,
     ) -> object:
         """Run `act` on the room's machine in the next batch. A room no longer in the site file has no
-        machine: `unheld` then changes what it left in the tables (its alerts), or the change is refused."""
+        machine: `unheld` then changes what it left in the tables (its alerts), or the change is refused.
+        `entry`: the person's change audited in the same transaction as the change (never one without
+        the other, whenever the hub stops)."""
 
         def apply(batch: Batch) -> object:
             machine = self.machines.get(key)
@@ -1174,11 +1177,13 @@ class HubService:
                     raise RejectedMessage(f"room {key[1]!r} is no longer in the site file of {key[0]!r}")
                 result, effects = unheld(now)
                 self._collect(key, effects, pending)
-                return result
-            result, effects = act(machine, now)
-            self._collect(key, effects, pending)
-            batch.rooms[key] = machine.state
-            pending.touched.add(key)
+            else:
+                result, effects = act(machine, now)
+                self._collect(key, effects, pending)
+                batch.rooms[key] = machine.state
+                pending.touched.add(key)
+            if entry is not None:
+                batch.audits.append(entry)
             return result
 
         return self.run_command(apply)
@@ -1237,8 +1242,11 @@ class HubService:
             return alert, []
         return alert.model_copy(deep=True), [AlertSaved(alert, "acknowledged")]
 
-    def resolve_alert(self, site: str, room: str, alert_id: str, who: str, note: str) -> Alert:
-        """Resolve an active alert with a note; AlertError when it is not active in the room."""
+    def resolve_alert(
+        self, site: str, room: str, alert_id: str, who: str, note: str, entry: AuditEntry | None = None
+    ) -> Alert:
+        """Resolve an active alert with a note, with its audit `entry`; AlertError when it is not active
+        in the room."""
 
         def act(machine: RoomMachine, now: dt.datetime) -> tuple[object, list[Effect]]:
             try:
@@ -1260,18 +1268,28 @@ class HubService:
             resolve_alert_by_person(alert, who, note, now)
             return alert.model_copy(deep=True), [AlertSaved(alert, "resolved")]
 
-        result = self._room_command((site, room), act, unheld)
+        result = self._room_command((site, room), act, unheld, entry)
         if not isinstance(result, Alert):
             raise TypeError("resolving an alert returned no alert")
         return result
 
-    def record_review(self, site: str, room: str, episode_id: str, name: str, who: str, note: str) -> None:
-        """Record a review of the policy's `reviews` on an episode (RejectedMessage when not possible)."""
+    def record_review(
+        self,
+        site: str,
+        room: str,
+        episode_id: str,
+        name: str,
+        who: str,
+        note: str,
+        entry: AuditEntry | None = None,
+    ) -> None:
+        """Record a review of the policy's `reviews` on an episode, with its audit `entry`
+        (RejectedMessage when not possible)."""
 
         def act(machine: RoomMachine, now: dt.datetime) -> tuple[object, list[Effect]]:
             return None, machine.record_review(episode_id, name, who, note, now)
 
-        self._room_command((site, room), act)
+        self._room_command((site, room), act, entry=entry)
 
     def attach_pupil(
         self,

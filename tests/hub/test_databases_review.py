@@ -93,26 +93,24 @@ def test_an_alert_resolved_by_a_senior_is_never_left_resolved_without_its_audit_
     senior = api.token("senior", "test-school")
     items = api.client.get("/api/alerts", params={"state": "all"}, headers=senior).json()["items"]
     alert = next(a for a in items if a["kind"] == "report_overdue")
-    # When a senior resolves it and the hub dies right after storing the resolution
+    # When a senior resolves it, with any write after the resolution's own killing the hub
     api.service.start()
     try:
         monkeypatch.setattr(api.store, "audit", _die)
-        with pytest.raises(HubDied):
-            api.client.post(
-                f"/api/alerts/{alert['id']}/resolve", json={"note": "done on paper"}, headers=senior
-            )
+        done = api.client.post(
+            f"/api/alerts/{alert['id']}/resolve", json={"note": "done on paper"}, headers=senior
+        )
     finally:
         monkeypatch.undo()
         api.service.stop()
-    # Then the resolution and its audit entry are both stored, or neither is
+    assert done.status_code == 200, done.text
+    # Then the resolution and its audit entry were stored together: both are there
     with api.store.session() as s:
         row = s.get(AlertRecord, alert["id"])
     assert row is not None
     resolved = row.resolved_at is not None
     audited = bool(_audit(api, action="resolve_alert", target_id=alert["id"]))
-    assert (resolved, audited) in ((True, True), (False, False)), (
-        f"resolved by a person: {resolved}, audited: {audited}"
-    )
+    assert (resolved, audited) == (True, True), f"resolved by a person: {resolved}, audited: {audited}"
 
 
 def test_a_review_recorded_on_an_episode_is_never_left_without_its_audit_entry(
@@ -129,19 +127,19 @@ def test_a_review_recorded_on_an_episode_is_never_left_without_its_audit_entry(
     staff = api.token("staff", "test-school")
     api.service.start()
     try:
-        monkeypatch.setattr(api.store, "audit", _die)
-        with pytest.raises(HubDied):
-            api.client.post(f"/api/episodes/{ep['id']}/reviews", json={"name": "senior-check"}, headers=staff)
+        monkeypatch.setattr(api.store, "audit", _die)  # a second write after the review's would die
+        done = api.client.post(
+            f"/api/episodes/{ep['id']}/reviews", json={"name": "senior-check"}, headers=staff
+        )
     finally:
         monkeypatch.undo()
         api.service.stop()
+    assert done.status_code == 201, done.text
     stored = api.store.get_episode(ep["id"])
     assert stored is not None
     reviewed = '"senior-check"' in stored.data
     audited = bool(_audit(api, action="review", target_id=ep["id"]))
-    assert (reviewed, audited) in ((True, True), (False, False)), (
-        f"review stored: {reviewed}, audited: {audited}"
-    )
+    assert (reviewed, audited) == (True, True), f"review stored: {reviewed}, audited: {audited}"
 
 
 # -- PostgreSQL: what SQLite takes and PostgreSQL refuses
@@ -241,11 +239,12 @@ def test_a_copy_the_mail_server_took_is_on_the_record_even_if_the_hub_dies_befor
     staff = api.token("staff", "test-school")
     mailed: list[str] = []
     monkeypatch.setattr("seclusion_hub.records.send_copy", lambda _site, to, _copy, _pdf: mailed.append(to))
+    monkeypatch.setattr("seclusion_hub.records.check_address", lambda _site, _to: None)  # no mail account
     records = api.client.app.state.records  # type: ignore[attr-defined]
     change = records.change_incident
 
     def dies_after_the_mail(*args: Any, **kwargs: Any) -> Any:
-        contact = kwargs.get("contact")
+        contact = kwargs.get("contact") or kwargs.get("settle")
         if mailed and contact is not None and contact.method == "email" and contact.outcome == "sent":
             raise HubDied("the hub process was killed here")
         return change(*args, **kwargs)

@@ -295,7 +295,7 @@ def parent_contact(
     if kind == "copy":
         if view.status == "awaiting_record":
             raise WorkflowError(409, "status", "the written copy is made from the record: record it first")
-        if outcome == "sent" and view.parent_copy_withheld_at is not None and not dsl:
+        if outcome in ("sent", "sending") and view.parent_copy_withheld_at is not None and not dsl:
             raise WorkflowError(403, "dsl", "a designated safeguarding lead withheld the written copy")
         if outcome == "sent" and view.parent_copy_sent_at is None:
             changes["parent_copy_sent_at"] = now
