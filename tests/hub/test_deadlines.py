@@ -279,9 +279,11 @@ class TestWorkingDays:
             2026, 10, 20, 23
         )
 
-    def test_closures_do_not_stop_working_days(self) -> None:
-        # Friday 18 Dec 2026, school closed from the 19th: the authority still works on Mon 21, Tue 22
-        assert due_at(WorkingDays(working_days=2), utc(2026, 12, 18, 12), WINTER, LONDON) == utc(2026, 12, 23)
+    def test_closures_are_not_working_days(self) -> None:
+        # policies.md: "School days and working days come from the site's calendar (Mon to Fri, plus
+        # configured closures)". Friday 18 Dec 2026, closed from the 19th to 4 Jan 2027 (a Monday,
+        # included): the first two working days after it are Tue 5 and Wed 6 January.
+        assert due_at(WorkingDays(working_days=2), utc(2026, 12, 18, 12), WINTER, LONDON) == utc(2027, 1, 7)
 
     def test_school_days_of_the_site_do_not_matter(self) -> None:
         # Mon-Thu site, Thursday + 1 working day → Friday
@@ -290,8 +292,9 @@ class TestWorkingDays:
         )
 
     def test_zero_on_a_sunday_is_monday(self) -> None:
-        assert nth_working_day(dt.date(2026, 10, 25), 0) == dt.date(2026, 10, 26)
-        assert is_working_day(dt.date(2026, 10, 23)) and not is_working_day(dt.date(2026, 10, 24))
+        assert nth_working_day(dt.date(2026, 10, 25), 0, WEEKDAYS_ONLY) == dt.date(2026, 10, 26)
+        assert is_working_day(dt.date(2026, 10, 23), WEEKDAYS_ONLY)
+        assert not is_working_day(dt.date(2026, 10, 24), WEEKDAYS_ONLY)
 
 
 class TestDueDatesAndErrors:

@@ -18,9 +18,9 @@ These are decisions, written in docs/review.md ("Deadlines"):
   N = 0: the end of the end date if it is a school day, else the end of the next school day; so an
   episode on a Saturday is due by the end of Monday for both 0 and 1 school day.
 - `{working_days: N}`: as school days, but counting Monday to Friday whatever `calendar.school_days`
-  says and whatever the closures. Closures are the school's holidays, not the authority's: counting them
-  would make a report to the authority later than the law expects, and earlier is the safe side.
-  Public holidays are not known here and count as working days, for the same reason.
+  says, outside the calendar's closures (policies.md: "School days and working days come from the
+  site's calendar (Mon to Fri, plus configured closures)"). A site lists the bank holidays among its
+  closures for them not to count; a closure is a day nobody at the school can do what the deadline asks.
 - A calendar with no school day within `SEARCH_LIMIT_DAYS` of the end date (no school days listed, or
   closures covering years) is a configuration error: `ValueError` saying so, never an endless search.
 """
@@ -68,9 +68,9 @@ def is_school_day(day: dt.date, calendar: Calendar) -> bool:
     return weekday(day) in calendar.school_days and not in_closure(day, calendar)
 
 
-def is_working_day(day: dt.date) -> bool:
-    """Monday to Friday, whatever the school's calendar says (see the module's docstring)."""
-    return day.weekday() < 5
+def is_working_day(day: dt.date, calendar: Calendar) -> bool:
+    """Monday to Friday inside no closure, whatever days the school teaches (the module's docstring)."""
+    return day.weekday() < 5 and not in_closure(day, calendar)
 
 
 def next_school_day(day: dt.date, calendar: Calendar) -> dt.date:
@@ -84,10 +84,10 @@ def nth_school_day(day: dt.date, n: int, calendar: Calendar) -> dt.date:
     return _nth_counted_day(day, n, lambda d: is_school_day(d, calendar), "school day")
 
 
-def nth_working_day(day: dt.date, n: int) -> dt.date:
-    """The n-th working day (Monday to Friday) after `day`; for n = 0, `day` itself if it is one, else
-    the next."""
-    return _nth_counted_day(day, n, is_working_day, "working day")
+def nth_working_day(day: dt.date, n: int, calendar: Calendar) -> dt.date:
+    """The n-th working day (Monday to Friday outside the closures) after `day`; for n = 0, `day` itself
+    if it is one, else the next."""
+    return _nth_counted_day(day, n, lambda d: is_working_day(d, calendar), "working day")
 
 
 def _nth_counted_day(day: dt.date, n: int, counts: Callable[[dt.date], bool], what: str) -> dt.date:
@@ -163,7 +163,7 @@ def _due(deadline: Deadline, ended_at: dt.datetime, calendar: Calendar, tz: Zone
     if isinstance(deadline, SchoolDays):
         return end_of_local_day(nth_school_day(day, deadline.school_days, calendar), tz)
     if isinstance(deadline, WorkingDays):
-        return end_of_local_day(nth_working_day(day, deadline.working_days), tz)
+        return end_of_local_day(nth_working_day(day, deadline.working_days, calendar), tz)
     if deadline == "same_day":
         return end_of_local_day(day, tz)
     raise TypeError(f"{deadline!r} is not a deadline")
