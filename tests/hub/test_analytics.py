@@ -892,6 +892,20 @@ def test_by_staff_and_staff_group() -> None:
     }
 
 
+def test_a_name_typed_with_other_case_or_spacing_is_the_same_member_of_staff() -> None:
+    """The record's adults are typed by hand: "Ms Ade" on one record and "ms  ade" on the next were two
+    people in the per-staff figures, each with half the count, and the second "not in a group" though
+    the site file lists Ms Ade (found by the figures review). Case and spacing are set aside."""
+    episodes = [
+        episode(START, staff=("Ms Ade",)),
+        episode(START, staff=("ms  ade", " Mr Bell ")),
+        episode(START, staff=("MS ADE", "Ms Ade")),
+    ]
+    assert by_staff(episodes) == {"MS ADE": 3, "Mr Bell": 1}
+    groups = {"teaching assistants": ("Ms Ade",), "teachers": ("mr bell",)}
+    assert by_staff_group(episodes, groups) == {"teaching assistants": 3, "teachers": 1}
+
+
 def test_a_name_in_two_groups_counts_for_each_group_and_an_episode_once_per_group() -> None:
     """review.md: "an episode counts once for a group however many of its members were there". A name
     the site file lists in two groups counted for the last group only (a name -> group dict): the

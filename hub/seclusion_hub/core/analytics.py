@@ -891,14 +891,26 @@ def by_room(episodes: Iterable[EpisodeFact], rooms: Iterable[str] = ()) -> dict[
     return _sorted_counts(counts)
 
 
+def staff_key(name: str) -> str:
+    """A member of staff as the figures count them: the name typed with its case and spacing set aside
+    ("Ms  Ade" and "ms ade" are one person, not two half-counts)."""
+    return " ".join(name.split()).casefold()
+
+
 def by_staff(episodes: Iterable[EpisodeFact]) -> dict[str, int]:
     """Episodes each named member of staff was involved in (an episode counts once for each of its
     staff, so the counts add up to more than the episodes), most first; episodes naming nobody are
-    counted under "no staff named" rather than dropped."""
-    names = Counter[str]()
+    counted under "no staff named" rather than dropped. Names differing only in case or spacing are one
+    person, shown as the first of their spellings in sorted order."""
+    keys = Counter[str]()
+    spellings: dict[str, str] = {}
     for e in counted(episodes):
-        names.update(set(e.staff) or {NO_STAFF})
-    return _sorted_counts(names)
+        for name in e.staff:
+            shown = " ".join(name.split())
+            key = staff_key(name)
+            spellings[key] = min(spellings.get(key, shown), shown)
+        keys.update({staff_key(name) for name in e.staff} or {NO_STAFF})
+    return _sorted_counts(Counter({spellings.get(key, key): n for key, n in keys.items()}))
 
 
 def by_staff_group(episodes: Iterable[EpisodeFact], groups: Mapping[str, Iterable[str]]) -> dict[str, int]:
@@ -909,11 +921,12 @@ def by_staff_group(episodes: Iterable[EpisodeFact], groups: Mapping[str, Iterabl
     groups_of: dict[str, set[str]] = defaultdict(set)
     for group, names in groups.items():
         for name in names:
-            groups_of[name].add(group)
+            groups_of[staff_key(name)].add(group)  # as typed in the record, case and spacing aside
     counts = Counter[str](dict.fromkeys(groups, 0))  # each group shown, even with 0
     for e in counted(episodes):
         counts.update(
-            {group for name in e.staff for group in groups_of.get(name) or {UNGROUPED_STAFF}} or {NO_STAFF}
+            {group for name in e.staff for group in groups_of.get(staff_key(name)) or {UNGROUPED_STAFF}}
+            or {NO_STAFF}
         )
     return _sorted_counts(counts)
 
