@@ -14,7 +14,7 @@ import re
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,10 +25,10 @@ from .config import LoadedSite, expand_env
 from .core.episode import Episode, account
 from .core.incident import RecordFields
 from .core.site import RoomSpec
-from .models import IncidentRecord, Pupil
+from .models import IncidentAddendum, IncidentRecord, Pupil
 from .notify.channels import _instantiate
 from .reports import ParentCopy, StaffMember
-from .reports.parent_copy import LockState, format_date
+from .reports.parent_copy import Correction, LockState, format_date
 
 _LOCKS: dict[str, LockState] = {"bolt": "locked", "maglock": "locked", "held": "held shut"}
 
@@ -73,13 +73,46 @@ def site_said(site: LoadedSite, room_id: str, ep: Episode) -> dict[str, Any]:
     }
 
 
+# The parts of the letter a correction may name (an addendum's `field`), in the letter's words. A
+# correction of a part the letter does not show (the adults' injuries, the staff debrief, the review)
+# is the school's own and stays out of the parents' copy; one naming no part is about the whole record.
+LETTER_PARTS: dict[str, str] = {
+    "before": "before {name} went into the room",
+    "risk": "why the room was used",
+    "voluntary_reason": "why {name} used the room",
+    "classification": "what kind of time in the room this was",
+    "de_escalation": "what we tried first",
+    "condition": "how {name} was, and any injuries",
+    "injuries_child": "how {name} was, and any injuries",
+    "first_aid": "first aid",
+    "child_account": "what {name} told us",
+    "child_communication": "what {name} told us",
+    "what_will_change": "what will change",
+    "staff": "who was there",
+    "follow_up_offered": "talking with us",
+    "follow_up_on": "talking with us",
+}
+
+
 def parent_copy(
-    site: LoadedSite, incident: IncidentRecord, ep: Episode, pupil: Pupil, now: dt.datetime
+    site: LoadedSite,
+    incident: IncidentRecord,
+    ep: Episode,
+    pupil: Pupil,
+    now: dt.datetime,
+    addenda: Sequence[IncidentAddendum] = (),
 ) -> ParentCopy:
     """The written copy of one record, for the parents of the child on it. A signed-off record's copy
     says what the sign-off kept of the site file; one signed before the hub kept it (or not signed)
-    reads the site file as it is now."""
+    reads the site file as it is now. `addenda`: the record's dated corrections, oldest first; those of
+    the letter's parts (or of the whole record) are in the copy."""
     fields = RecordFields.model_validate(incident.record)
+    first = pupil.first_name.strip()
+    corrections = [
+        Correction(at=a.at, part=LETTER_PARTS[a.field].format(name=first) if a.field else None, text=a.text)
+        for a in addenda
+        if a.field is None or a.field in LETTER_PARTS
+    ]
     acc = account(ep, ep.end_or(now))
     end = ep.ended_at or now
     kept = (incident.signed or {}).get("copy") if incident.status == "closed" else None
@@ -123,6 +156,7 @@ def parent_copy(
         voluntary_reason=(fields.voluntary_reason or "").strip() or None
         if fields.classification == "voluntary"
         else None,
+        corrections=corrections,
     )
 
 

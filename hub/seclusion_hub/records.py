@@ -551,7 +551,9 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         pupil = records.pupil(row.pupil_id) if row.pupil_id else None
         if facts is None or pupil is None:
             raise HTTPException(409, "choose the child on the record first")
-        return row, parent_copy(service.sites[row.site], row, facts.facts.episode, pupil, service.clock.now())
+        now = service.clock.now()
+        addenda = records.addenda(row.id)
+        return row, parent_copy(service.sites[row.site], row, facts.facts.episode, pupil, now, addenda)
 
     @router.get("/api/incidents/{incident_id}/parent-copy.pdf", tags=["incidents"])
     def parent_copy_pdf(incident_id: str, who: Staff) -> Response:

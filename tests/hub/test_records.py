@@ -7,9 +7,11 @@ staff and leaders act on its record, then the workflow allows or refuses as the 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import io
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -1976,3 +1978,29 @@ def _pupil_called(api: Records, first: str) -> str:
     )
     assert made.status_code == 201, made.text
     return str(made.json()["id"])
+
+
+def test_the_parents_copy_made_after_sign_off_carries_the_corrections_of_its_parts(api: Records) -> None:
+    """After sign-off the record changes only by dated corrections. The parents' copy made afterwards
+    was made from the signed record alone: a parent sent it then read what the school had corrected
+    (an injury found the next day). Now the copy carries the corrections of what the letter says, and
+    general ones, with their dates; a correction of a part the letter does not show (the adults'
+    injuries) stays the school's own."""
+    ep = api.ended_episode()
+    incident = _signed_off(api, ep)
+    staff = api.token("staff", "test-school")
+    for body in (
+        {"text": "A bruise on Sam's left arm was found the next morning.", "field": "injuries_child"},
+        {"text": "Ms Adeyemi's wrist was sprained.", "field": "injuries_staff"},
+        {"text": "The times above were checked against the panel's log."},
+    ):
+        added = api.client.post(f"{incident}/addenda", json=body, headers=staff)
+        assert added.status_code in (200, 201), added.text
+    copy = api.client.get(f"{incident}/parent-copy.html", headers=staff)
+    assert copy.status_code == 200, copy.text
+    text = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", copy.text).split()))
+    assert "Corrections to this record" in text
+    assert "how Sam was, and any injuries A bruise on Sam's left arm was found the next morning." in text
+    assert "The times above were checked against the panel's log." in text
+    assert "wrist" not in text, "a correction of the adults' injuries is not the parents' to read"
+    assert text.index("A bruise") < text.index("The times above"), "oldest first"

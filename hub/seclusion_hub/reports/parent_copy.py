@@ -82,6 +82,17 @@ class StaffMember:
 
 
 @dataclass(frozen=True)
+class Correction:
+    """A dated correction the school made to the record after it was completed (an addendum), as the
+    parents read it: when, which part of this letter it corrects (None: the record in general), and the
+    school's words."""
+
+    at: dt.datetime
+    part: str | None
+    text: str
+
+
+@dataclass(frozen=True)
 class ParentCopy:
     """Everything the parents' written copy says, already decided; `None` means "not recorded".
 
@@ -132,6 +143,9 @@ class ParentCopy:
     possible_loss: bool = False
     # The record calls it the child's own use of the calm room (semantics 2.2), with the reason given.
     voluntary_reason: str | None = None
+    # Corrections made after the record was signed off, oldest first: the record itself no longer
+    # changes, so a copy made later carries them, or the parents would read what the school corrected.
+    corrections: Sequence[Correction] = ()
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +158,8 @@ class ParentCopy:
         # Tuples: the dataclass is frozen, its sequences should not change under it either.
         object.__setattr__(self, "segments", tuple((start, end) for start, end in self.segments))
         object.__setattr__(self, "staff", tuple(self.staff))
-        instants = [self.started_at, self.ended_at, self.generated_at]
+        object.__setattr__(self, "corrections", tuple(self.corrections))
+        instants = [self.started_at, self.ended_at, self.generated_at, *(c.at for c in self.corrections)]
         instants += [moment for segment in self.segments for moment in segment]
         if isinstance(self.follow_up, dt.datetime):
             instants.append(self.follow_up)
@@ -342,6 +357,11 @@ def _context(copy: ParentCopy) -> dict[str, object]:
         "staff": [member for member in copy.staff if not _is_blank(member.name)],
         "contact_name": None if _is_blank(copy.contact_name) else copy.contact_name,
         "contact_phone": None if _is_blank(copy.contact_phone) else copy.contact_phone,
+        "corrections": [
+            {"when": format_moment(c.at, zone), "part": c.part, "text": c.text}
+            for c in copy.corrections
+            if not _is_blank(c.text)
+        ],
         **texts,
     }
 
