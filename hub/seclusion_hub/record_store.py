@@ -58,6 +58,23 @@ class SignedOff(Exception):
     """The record is signed off: it changes only by dated addenda."""
 
 
+def _same_child(s: Session, pupil: Pupil) -> Pupil | None:
+    """The one child of the site with this child's names (case and spacing aside) and date of birth, or
+    None (none, or several: two children alike are never guessed between)."""
+
+    def key(name: str) -> str:
+        return " ".join(name.split()).casefold()
+
+    alike = [
+        p
+        for p in s.exec(
+            select(Pupil).where(Pupil.site == pupil.site, Pupil.date_of_birth == pupil.date_of_birth)
+        ).all()
+        if key(p.first_name) == key(pupil.first_name) and key(p.last_name) == key(pupil.last_name)
+    ]
+    return alike[0] if len(alike) == 1 else None
+
+
 class RecordStore:
     """Reads and writes of records and the register; safe to call from the API's worker threads."""
 
@@ -241,10 +258,13 @@ class RecordStore:
     def save_pupils(
         self, pupils: list[Pupil], entry: AuditEntry, sent: Sequence[Collection[str]] | None = None
     ) -> tuple[int, int]:
-        """Add or update children (matched on site and the school's reference when one is given), all
-        or none; returns (added, updated). `sent[i]`: the fields given for `pupils[i]` (a request's
-        fields, a file's columns): an update changes those and keeps the others (a correction of a
-        name, or a file from another system with fewer columns, never empties the rest); None: all."""
+        """Add or update children (matched on site and the school's reference when one is given; without
+        a reference, on first and last name, case and spacing aside, and date of birth, when exactly
+        one child of the site has them: a file re-imported without references updates its children
+        instead of adding each again), all or none; returns (added, updated), and a child given that
+        updated another takes its id. `sent[i]`: the fields given for `pupils[i]` (a request's fields,
+        a file's columns): an update changes those and keeps the others (a correction of a name, or a
+        file from another system with fewer columns, never empties the rest); None: all."""
         added = updated = 0
         with self._lock, self._session() as s:
             for i, pupil in enumerate(pupils):
@@ -253,14 +273,19 @@ class RecordStore:
                     existing = s.exec(
                         select(Pupil).where(Pupil.site == pupil.site, Pupil.reference == pupil.reference)
                     ).first()
+                elif pupil.date_of_birth is not None:
+                    existing = _same_child(s, pupil)
                 if existing is None:
                     s.add(pupil)
                     added += 1
                     continue
+                pupil.id = existing.id
                 values = pupil.model_dump(exclude={"id", "created_at"})
                 if sent is not None:
                     given = set(sent[i]) | {"site", "reference", "updated_at"}
                     values = {k: v for k, v in values.items() if k in given}
+                if not pupil.reference:
+                    values.pop("reference", None)  # matched by name and birth: the child keeps theirs
                 changed = sorted(
                     k for k, v in values.items() if k != "updated_at" and getattr(existing, k) != v
                 )
