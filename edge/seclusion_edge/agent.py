@@ -260,6 +260,12 @@ class EdgeAgent:
         self._load_stored_policy()
         with self._failsafe_lock:
             self._failsafe = FailSafe(self.policy)
+            # The room as this device last numbered it before the restart, each reading from when it
+            # began: an episode open then is open now, so that a still child's PIR, `vacant` at start-up,
+            # does not hide it from the local timers (vacant while the door stays closed ends nothing).
+            seeded = self._clock.now()
+            for kind, (value, began) in sorted(self._last_run.items(), key=lambda item: item[1][1]):
+                self._failsafe.observe(kind, value, on_local_axis(began, seeded))
         self._hub_online = False
         self._local_alarm = NO_ALARM
         self._alarm = QUIET

@@ -302,6 +302,42 @@ def test_a_restart_during_an_episode_does_not_set_the_local_duration_back(
     assert second.local_alarm.reason == "duration_limit"
 
 
+def test_an_agent_restarted_mid_episode_with_a_still_child_keeps_timing_the_episode(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A documented limit, fixed: the agent restarts 300 s into an episode with the broker down, and the
+    child inside is now still, so the PIR reads `vacant` at start-up. From its pins alone the agent saw
+    a closed door on an empty room: no episode, and no local alarm ever. It now starts from the room as
+    it last numbered it (door closed, occupied, each from when it began), and `vacant` while the door
+    stays closed ends nothing (semantics 2.3): the duration limit sounds 600 s after the close."""
+    config = door_device(tmp_path / "door", outputs=DOOR_OUTPUTS)
+    first = bench.start(config)
+    bench.settle(first)
+    numbers = {**NUMBERS, "lapse_grace_s": 100_000, "max_duration_s": 600}
+    bench.link.deliver(config_topic("calm-1-door"), numbers)
+    first.simulate("occupancy", "occupied")
+    first.simulate("door", "closed")
+    bench.settle(first)
+    bench.link.drop()
+    bench.settle(first, 300_000)
+    assert first.episode_open
+    first.stop()
+
+    bench.connect_on_start = False
+    second = bench.start(config)  # fresh mock pins: the PIR reads vacant (a still child)
+    second.simulate("door", "closed")
+    bench.settle(second)
+    assert second.room_state()["occupancy"] == "vacant"
+    assert second.episode_open, "the episode before the restart is not over: the door never opened"
+    assert second.local_alarm.level == "none"
+    bench.settle(second, 300_000)
+    assert second.local_alarm.reason == "duration_limit"
+    # And the door opening ends it, as ever
+    second.simulate("door", "open")
+    bench.settle(second)
+    assert not second.episode_open and second.local_alarm.level == "none"
+
+
 def test_only_the_first_reading_after_a_restart_carries_on_from_before_it(
     bench: Bench, clock: FakeClock, tmp_path: Path
 ) -> None:
