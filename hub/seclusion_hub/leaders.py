@@ -31,7 +31,17 @@ from .models import AuditEntry, IncidentRecord
 from .record_pages import _templates, duration_words, local_date, local_datetime, next_deadline, status_words
 from .record_store import RecordStore
 from .reports.governors import percent_down
-from .review import Facts, Period, gather_facts, reading, site_pattern_triggers, summary_json
+from .review import (
+    GROUP_WORDS,
+    MONTH_NAMES,
+    Facts,
+    Period,
+    gather_facts,
+    month_words,
+    reading,
+    site_pattern_triggers,
+    summary_json,
+)
 from .service import HubService
 from .store import decode_cursor, encode_cursor
 from .web import PAGE_HEADERS, session_token, static_file
@@ -44,14 +54,6 @@ CHARACTERISTIC_WORDS = {
     "fsm": "Free school meals",
     "looked_after": "Looked-after children",
     "age_band": "Age",
-}
-GROUP_WORDS = {
-    "sen_support": "SEN support",
-    "ehcp": "an EHC plan",
-    "none": "no SEN",
-    "yes": "yes",
-    "no": "no",
-    "unknown": "not recorded",
 }
 STATUSES = ("open", "awaiting_record", "recorded", "parent_notified", "reviewed", "closed")
 # The incident list's filter, in words (the record pages' longer sentences would not fit a menu).
@@ -160,13 +162,39 @@ def ratio_words(row: GroupRate) -> str:
     return f"{said.capitalize()}; 95 % interval {row.ci_low:.2f} to {row.ci_high:.2f}, {sure}."
 
 
-def trend_words(summary: dict[str, Any]) -> str:
+def site_room_name(site: LoadedSite, room: str) -> str:
+    """A room by the name the school gives it in the site file (its id when it has none, or left)."""
+    spec = next((r for r in site.spec.rooms if r.id == room), None)
+    return spec.name if spec is not None and spec.name else room
+
+
+WEEKDAY_WORDS = {
+    "mon": "Monday",
+    "tue": "Tuesday",
+    "wed": "Wednesday",
+    "thu": "Thursday",
+    "fri": "Friday",
+    "sat": "Saturday",
+    "sun": "Sunday",
+}
+
+
+def bucket_words(b: dict[str, Any], bucket: str, zone: ZoneInfo) -> str:
+    """A week or month of the trend as people write it: "October 2026", "week of 7 Sep 2026" (its
+    Monday on the school's clocks), not the API's labels ("2026-10", "2026-W41")."""
+    if bucket == "month":
+        return month_words(str(b["label"]))
+    monday = dt.datetime.fromisoformat(str(b["start"]).replace("Z", "+00:00")).astimezone(zone).date()
+    return f"week of {monday.day} {MONTH_NAMES[monday.month - 1][:3]} {monday.year}"
+
+
+def trend_words(summary: dict[str, Any], zone: ZoneInfo) -> str:
     """The trend's verdict in words, saying which weeks or months it rests on: a partial one is left out
     of the fit (its count is of fewer days), and the words say so."""
     trend = summary["trend"]
     bucket = trend["bucket"]
     rel = trend["relative_slope"]
-    partial = [b["label"] for b in trend["buckets"] if b["partial"]]
+    partial = [bucket_words(b, bucket, zone) for b in trend["buckets"] if b["partial"]]
     whole = len(trend["buckets"]) - len(partial)
     left_out = ""
     if partial:
@@ -314,7 +342,21 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         who = leader(request)
         if not isinstance(who, Principal):
             return who
-        site = site_for(who, request.query_params.get("site"))
+        try:
+            site = site_for(who, request.query_params.get("site"))
+        except HTTPException:
+            # Another school's review (a link, a bookmark): a page saying so, not the API's JSON.
+            visible = sorted(s for s in service.sites if who.may_see(s))
+            return page(
+                "leaders/refused.html",
+                403,
+                title="Not one of your schools",
+                user=who,
+                current="review",
+                is_leader=True,
+                not_yours=True,
+                sites=[service.sites[s].spec.name or s for s in visible],
+            )
         return who, site, period_for(request, site.zone)
 
     def audit_read(who: Principal, target_type: str, target_id: str, **detail: Any) -> None:
@@ -336,7 +378,11 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             "current": "review",
             "is_leader": True,
             "site": site,
-            "sites": sorted(s for s in service.sites if who.may_see(s)),
+            # Each school by its name in the menu, its id as the value.
+            "sites": sorted(
+                ((s, service.sites[s].spec.name or s) for s in service.sites if who.may_see(s)),
+                key=lambda pair: pair[1].casefold(),
+            ),
             "from_day": when.start.astimezone(zone).date().isoformat(),
             "to_day": (when.end - dt.timedelta(microseconds=1)).astimezone(zone).date().isoformat(),
             "period_words": f"{local_date(when.start, zone)} to "
@@ -372,7 +418,10 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         summary = summary_json(site, facts, bucket, False, service.clock.now())
         trend = summary["trend"]
         # A week or month only partly inside the period is marked, and has no point on the fitted line
-        counts = {b["label"] + (" (partial)" if b["partial"] else ""): b["count"] for b in trend["buckets"]}
+        counts = {
+            bucket_words(b, bucket, site.zone) + (" (partial)" if b["partial"] else ""): b["count"]
+            for b in trend["buckets"]
+        }
         fitted = [b["fitted"] for b in trend["buckets"]] if trend["slope"] is not None else None
         pupils = {p.id: p for p in records.pupils([site.id], site.id)}
         windows = {t.label: t.window_days for p in site.policies.values() for t in p.pattern_triggers}
@@ -390,7 +439,9 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             "hour": bar_chart(
                 "Episodes by hour of the day", {f"{int(h):02d}": c for h, c in summary["by_hour"].items()}
             ),
-            "weekday": bar_chart("Episodes by weekday", summary["by_weekday"]),
+            "weekday": bar_chart(
+                "Episodes by weekday", {WEEKDAY_WORDS.get(d, d): c for d, c in summary["by_weekday"].items()}
+            ),
             "durations": bar_chart("How long episodes lasted", summary["durations"]),
             "period": bar_chart("Episodes by timetable period", summary["by_period"]),
         }
@@ -402,7 +453,8 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
             summary=summary,
             charts=charts,
             flags=flags,
-            trend_words=trend_words(summary),
+            trend_words=trend_words(summary, site.zone),
+            by_room={site_room_name(site, r): n for r, n in summary["by_room"].items()},
             shares={
                 name: share_percent(summary["supervision"][f"{name}_share"])
                 for name in ("supervised", "unsupervised", "unknown")

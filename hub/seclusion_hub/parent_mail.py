@@ -157,6 +157,7 @@ def parent_copy(
         if fields.classification == "voluntary"
         else None,
         corrections=corrections,
+        seclusion=fields.classification == "seclusion",
     )
 
 
@@ -168,7 +169,7 @@ def covering_email(copy: ParentCopy) -> tuple[str, str]:
     name = copy.child_first_name.strip()
     attached = (
         f"Please find attached the written record from {school} about the time {name} "
-        f"{'was kept in' if copy.locked_or_held in ('locked', 'held shut') else 'spent in'} "
+        f"{'was kept in' if copy.kept_in else 'spent in'} "
         f"{copy.room_name} on {day}."
     )
     contact_name = (copy.contact_name or "").strip()

@@ -726,6 +726,37 @@ def _flags_suppressed(flags: list[analytics.Flag], line_withheld: bool) -> list[
     return out
 
 
+# A group of children in words (the register's codes are the school's systems', not people's).
+GROUP_WORDS = {
+    "sen_support": "SEN support",
+    "ehcp": "an EHC plan",
+    "none": "no SEN",
+    "yes": "yes",
+    "no": "no",
+    "unknown": "not recorded",
+}
+MONTH_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+def month_words(label: str) -> str:
+    """A month bucket's label ("2026-10") as people write it: "October 2026"."""
+    year, month = label.split("-")
+    return f"{MONTH_NAMES[int(month) - 1]} {year}"
+
+
 def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsReport:
     """The governors' report's figures, small numbers withheld."""
     shown = analytics.counted(f.episodes)
@@ -737,6 +768,7 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
     months = analytics.suppress_counts({b.label: b.count for b in trend.buckets})
     partial = {b.label for b in trend.buckets if b.partial}  # marked: its count is of fewer days
     rooms = analytics.suppress_counts(analytics.by_room(shown, (r.id for r in site.spec.rooms)))
+    room_names = {r.id: r.name or r.id for r in site.spec.rooms}
     sen = disproportionality_tables(f, ["sen"], True)["sen"]  # with `ehcp`, which the API may give
     timeliness = records_timeliness(f, now)
     children = len({e.pupil_id for e in shown if e.pupil_id is not None})
@@ -761,9 +793,11 @@ def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsR
         parent_copies_late=_small(timeliness["parent_copies_late"], True),
         voluntary=_small(voluntary, True),
         no_child=_small(no_child, True),
-        trend=[Count(label, count, label in partial) for label, count in months.items()],
-        by_room=[Count(room, count) for room, count in rooms.items()],
-        by_group=[Count(f"SEN: {r.group}", r.k) for r in sen],
+        trend=[Count(month_words(label), count, label in partial) for label, count in months.items()],
+        by_room=[Count(room_names.get(room, room), count) for room, count in rooms.items()],
+        by_group=[Count(f"SEN: {GROUP_WORDS.get(r.group, r.group)}", r.k) for r in sen],
+        # Up: the time the system could not tell is never rounded away (semantics 4: say so plainly).
+        unknown_share=share_up(compliance.unknown_share),
         generated_at=now,
         site_timezone=site.spec.timezone,
     )

@@ -346,10 +346,10 @@ def test_the_overview_marks_a_month_only_partly_inside_the_period_and_fits_the_w
         verdict = re.search(r'<p class="verdict">(.*?)</p>', page.text, re.S)
         assert verdict is not None
         assert html.unescape(verdict.group(1)).startswith(
-            "Use is about level from month to month. 2026-12 is only partly inside the period (marked"
+            "Use is about level from month to month. December 2026 is only partly inside the period (marked"
             " partial) and left out of the trend, which rests on the 3 whole months."
         )
-        assert "2026-12 (partial)" in page.text and "2026-11 (partial)" not in page.text
+        assert "December 2026 (partial)" in page.text and "November 2026 (partial)" not in page.text
     finally:
         review.client.close()
         review.store.close()
@@ -462,8 +462,8 @@ def test_the_overview_never_says_100_percent_supervised_after_a_lapse(tmp_path: 
     r.clock.set(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
     try:
         page = _browser(r, "leader", SITE).get(f"/review?{PERIOD}").text
-        assert "<dt>Time supervised</dt><dd>99.9 %</dd>" in page
-        assert "<dt>Time not supervised</dt><dd>0.1 %</dd>" in page
+        assert "<dt>Time supervision was recorded</dt><dd>99.9 %</dd>" in page
+        assert "<dt>Time no supervision was recorded</dt><dd>0.1 %</dd>" in page
         assert "<dt>Time the system could not tell</dt><dd>0.0 %</dd>" in page
     finally:
         r.client.close()

@@ -219,12 +219,20 @@ def _zone(name: str) -> tuple[dt.tzinfo, str]:
         return dt.UTC, "UTC"
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def _local(when: dt.datetime, zone: dt.tzinfo, reference: dt.datetime) -> str:
-    """`10:15:02`, with the date in front when it is not the reference's local date."""
+    """`10:15:02`, with the date in front when it is not the reference's local date, and the zone's
+    name in the hour the clocks go back ("01:30:00 BST", then "01:30:00 GMT": the same wall time twice).
+    The month in English whatever the server's locale."""
     local = when.astimezone(zone)
+    text = local.strftime("%H:%M:%S")
+    if local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset():
+        text += f" {local.tzname()}"
     if local.date() == reference.astimezone(zone).date():
-        return local.strftime("%H:%M:%S")
-    return f"{local.day} {local.strftime('%b %Y %H:%M:%S')}"
+        return text
+    return f"{local.day} {_MONTHS[local.month - 1]} {local.year} {text}"
 
 
 def render_message(notice: Notice, sent_at: dt.datetime | None = None) -> Message:

@@ -64,6 +64,9 @@ class GovernorsReport:
     # in none of the figures above (semantics 2.2); None when fewer than 5.
     voluntary: int | None = 0
     no_child: int | None = 0  # recorded as no child in the room (a sensor still reported one)
+    # The fraction of confined time the system could not tell whether anyone supervised (a device
+    # offline, an episode entered by hand), rounded up; None or 0: the row is left out.
+    unknown_share: float | None = None
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -173,6 +176,7 @@ def _context(report: GovernorsReport) -> dict[str, object]:
         else f"{math.ceil(report.total_minutes):,} minutes",
         "median": _median(report),
         "supervised": format_share(report.supervised_share),
+        "unknown": None if not report.unknown_share else f"{math.ceil(report.unknown_share * 100 - 1e-9)}%",
         "lapses": format_count(report.lapses),
         "records_late": format_count(report.records_late),
         "parent_copies_late": format_count(report.parent_copies_late),

@@ -143,10 +143,19 @@ class ParentCopy:
     possible_loss: bool = False
     # The record calls it the child's own use of the calm room (semantics 2.2), with the reason given.
     voluntary_reason: str | None = None
+    # The record calls it seclusion: the child was kept in the room, whatever the lock showed (a door
+    # with no lock sensor, or one a child believed they could not open).
+    seclusion: bool = False
     # Corrections made after the record was signed off, oldest first: the record itself no longer
     # changes, so a copy made later carries them, or the parents would read what the school corrected.
     corrections: Sequence[Correction] = ()
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
+
+    @property
+    def kept_in(self) -> bool:
+        """Confinement said as it was: "kept in", never "spent", for a locked or held door or a record
+        of seclusion."""
+        return self.seclusion or self.locked_or_held in ("locked", "held shut")
 
     def __post_init__(self) -> None:
         # A copy that is wrong about its own times must fail here, not reach a parent.
@@ -239,8 +248,13 @@ def format_moment(moment: dt.datetime, zone: ZoneInfo) -> str:
 
 
 def offsets_differ(moments: Sequence[dt.datetime], zone: ZoneInfo) -> bool:
-    """Whether the instants fall on both sides of a clock change, so bare clock times would mislead."""
-    return len({moment.astimezone(zone).utcoffset() for moment in moments}) > 1
+    """Whether bare clock times would mislead: the instants fall on both sides of a clock change, or one
+    falls in the hour the clocks go back, which the wall clocks show twice ("01:10" then needs its zone,
+    as the record page gives it)."""
+    local = [moment.astimezone(zone) for moment in moments]
+    if len({t.utcoffset() for t in local}) > 1:
+        return True
+    return any(t.replace(fold=0).utcoffset() != t.replace(fold=1).utcoffset() for t in local)
 
 
 def format_span(start: dt.datetime, end: dt.datetime, zone: ZoneInfo, *, with_zone: bool = False) -> str:
