@@ -21,8 +21,9 @@ from seclusion_hub.reports import GovernorsReport, render_governors_html, render
 from tests.hub.test_parent_copy import at, sam
 from tests.hub.test_review_api import SITE as REVIEW_SITE
 from tests.hub.test_review_api import Review
+from tests.support.hub import SITE
 from tests.web.test_leaders_pages import PERIOD, _browser, review  # noqa: F401  (the fixture)
-from tests.web.test_record_pages import COMPLETE, SITE, T0, Hub, _text, hub  # noqa: F401  (the fixture)
+from tests.web.test_record_pages import COMPLETE, T0, Hub, _text, hub  # noqa: F401  (the fixture)
 
 GOVERNORS_PERIOD = {"site": REVIEW_SITE, "from": "2026-09-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
 
