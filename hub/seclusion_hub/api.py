@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -46,6 +47,20 @@ class _Body(BaseModel):
 
 
 MAX_MAINTENANCE = dt.timedelta(hours=2)
+
+
+_FIELD_FIRST = re.compile(r"^Value error, (?P<field>[a-z_][a-z0-9_]*): (?P<problem>.+)$", re.S)
+
+
+def _named(error: dict[str, Any]) -> dict[str, Any]:
+    """A rule across a body's fields (a model validator) fails at the body as a whole; its message
+    names the field first ("reason: maintenance needs a reason"): the 422 names it in `loc` too, as
+    every other refusal does, so a client can put the message beside that field."""
+    loc = error.get("loc")
+    match = _FIELD_FIRST.match(str(error.get("msg", "")))
+    if match is None or not isinstance(loc, (list, tuple)) or tuple(loc) != ("body",):
+        return error
+    return {**error, "loc": ["body", match["field"]], "msg": match["problem"]}
 
 
 class ModeChange(_Body):
@@ -295,7 +310,7 @@ def create_app(
         # FastAPI's own 422 echoes what was sent (`input`): a child's name, a record's free text. Name
         # the field and the problem, never the value.
         detail = [
-            {key: value for key, value in error.items() if key in ("loc", "msg", "type")}
+            _named({key: value for key, value in error.items() if key in ("loc", "msg", "type")})
             for error in exc.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": detail})
@@ -349,7 +364,8 @@ def create_app(
                 items.append(room_view(machine, now))
         start = 0
         if cursor is not None:
-            if not cursor.isdigit():
+            # ASCII digits only: str.isdigit() takes "²", which int() then refuses (a 500).
+            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 9:
                 raise BadRequest("query", "cursor", "not a cursor this API returned")
             start = int(cursor)
         page = items[start : start + limit]
@@ -365,7 +381,9 @@ def create_app(
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> dict[str, Any]:
-        """Episodes, newest first."""
+        """Episodes, newest first. An empty filter (`?site=&room=`, as the contract writes them) is no
+        filter, never a filter on "" that reads as no episodes."""
+        site, room = site or None, room or None
         if site is not None:
             site_allowed(who, site)
         sites = sorted(who.sites) if who.sites is not None else None
@@ -474,7 +492,13 @@ def create_app(
     @app.post("/api/episodes", tags=["episodes"], status_code=201)
     def manual_episode(body: ManualEpisode, who: Senior) -> dict[str, Any]:
         """An episode entered by hand when the sensors failed: marked `manual`, its time all unknown."""
-        _machine(who, body.site, body.room)
+        # The site and room are the body's fields: one the hub does not have is a 422 naming it (a
+        # path's is a 404). The site's access is checked first: another site is still a 403.
+        site_allowed(who, body.site)
+        if body.site not in service.sites:
+            raise BadRequest("body", "site", "not a site of this hub")
+        if (body.site, body.room) not in service.machines:
+            raise BadRequest("body", "room", f"no room {body.room!r} at site {body.site!r}")
         now = service.clock.now()
         # A time that has passed: more than 5 minutes ahead of the hub's clock is refused, naming it.
         if body.started_at > now + dt.timedelta(minutes=5):
@@ -603,7 +627,8 @@ def create_app(
         cursor: Cursor = None,
     ) -> dict[str, Any]:
         """Incident records, newest first (`status`: one of the record's statuses; another is a 422, not
-        an empty list that would read as nothing to do)."""
+        an empty list that would read as nothing to do). An empty `site` is no filter."""
+        site = site or None
         if site is not None:
             site_allowed(who, site)
         sites = sorted(who.sites) if who.sites is not None else None
@@ -624,7 +649,10 @@ def create_app(
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> dict[str, Any]:
-        """Alerts, newest first: `active` (default) or `all`, for an episode or a room."""
+        """Alerts, newest first: `active` (default) or `all`, for an episode or a room. An empty filter
+        (`?episode_id=&room=`, as the contract writes them) is no filter: a filter on "" would answer no
+        alerts while a lapse is active."""
+        episode_id, room = episode_id or None, room or None
         sites = None if who.sites is None else sorted(who.sites)
         try:
             rows, nxt = store.list_alerts(

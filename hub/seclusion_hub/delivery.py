@@ -420,4 +420,4 @@ class AlertDelivery:
 def _place_of(row_id: str) -> int:
     """A channel row's place in its tier when it was decided (the last part of its id)."""
     last = row_id.rsplit("/", 1)[-1]
-    return int(last) if last.isdigit() else 0
+    return int(last) if last.isascii() and last.isdigit() else 0

@@ -17,7 +17,9 @@ _bearer = HTTPBearer(auto_error=False)
 
 # Every list of the API takes these (contract section 6).
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most 1000")]
-Cursor = Annotated[str | None, Query(max_length=500)]
+# Long enough for the register's cursor after a child of two 100-character names in a script of
+# four-byte letters (surname, first name and id, as JSON, in base64).
+Cursor = Annotated[str | None, Query(max_length=1200)]
 
 
 def principal(

@@ -28,6 +28,7 @@ from .models import (
     IncidentStaff,
     ParentContact,
     Pupil,
+    TimelineNote,
 )
 
 
@@ -233,7 +234,17 @@ class RecordStore:
                 for key, value in (changes or {}).items():
                     setattr(incident, key, value)
                 incident.pupil_id, incident.updated_at = pupil_id, now
-                s.add_all([incident, entry])
+                # The episode's timeline says so, as the room's machine does for its own episodes:
+                # who, never the child (the record has the child).
+                note = TimelineNote(
+                    site=row.site,
+                    room=row.room,
+                    episode_id=row.id,
+                    at=now,
+                    kind="pupil_attached" if pupil_id else "pupil_removed",
+                    detail={"by": entry.actor},
+                )
+                s.add_all([incident, entry, note])
                 s.commit()
                 return
         raise RuntimeError(f"episode {episode.id} kept changing while a child was attached to it")

@@ -532,7 +532,8 @@ class HubService:
                 changed[effect.alert.id] = effect.alert
             pending = self._current()
             for key, effects in by_room.items():
-                self._collect(key, list(effects), pending)
+                # Each change in the episode's timeline too, as a room's own alerts are.
+                self._collect(key, RoomMachine.with_notes(effects, now), pending)
             # The next look: at the soonest record deadline or send due (escalation, reminder), so an
             # overdue record is raised on time rather than up to `report_check_s` late.
             sends = [
@@ -1212,7 +1213,9 @@ class HubService:
                 return alert, []
             alert.acknowledged_at, alert.acknowledged_by, alert.acknowledged_via = now, who, via
             alert.next_send_at = None
-            return alert.model_copy(deep=True), [AlertSaved(alert, "acknowledged")]
+            return alert.model_copy(deep=True), RoomMachine.with_notes(
+                [AlertSaved(alert, "acknowledged")], now
+            )
 
         result = self._room_command((site, room), act, unheld)
         return result if isinstance(result, Alert) else None
@@ -1240,7 +1243,7 @@ class HubService:
         policy = self._report_context(machine.site, machine.spec.id).policy
         if not acknowledge_alert(alert, who, via, policy, now):
             return alert, []
-        return alert.model_copy(deep=True), [AlertSaved(alert, "acknowledged")]
+        return alert.model_copy(deep=True), RoomMachine.with_notes([AlertSaved(alert, "acknowledged")], now)
 
     def resolve_alert(
         self, site: str, room: str, alert_id: str, who: str, note: str, entry: AuditEntry | None = None
@@ -1258,7 +1261,9 @@ class HubService:
                 if resolved is None:
                     raise
                 resolve_alert_by_person(resolved, who, note, now)
-                return resolved.model_copy(deep=True), [AlertSaved(resolved, "resolved")]
+                return resolved.model_copy(deep=True), RoomMachine.with_notes(
+                    [AlertSaved(resolved, "resolved")], now
+                )
             return alert.model_copy(deep=True), effects
 
         def unheld(now: dt.datetime) -> tuple[object, list[Effect]]:
@@ -1266,7 +1271,7 @@ class HubService:
             if alert is None:
                 raise AlertError("no such alert")
             resolve_alert_by_person(alert, who, note, now)
-            return alert.model_copy(deep=True), [AlertSaved(alert, "resolved")]
+            return alert.model_copy(deep=True), RoomMachine.with_notes([AlertSaved(alert, "resolved")], now)
 
         result = self._room_command((site, room), act, unheld, entry)
         if not isinstance(result, Alert):

@@ -880,7 +880,7 @@ class Store:
         query = select(DeadLetter)
         if cursor is not None:
             (after,) = unpack_cursor(cursor, 1)
-            if not after.isdigit() or len(after) > 19:
+            if not (after.isascii() and after.isdigit()) or len(after) > 19:
                 raise ValueError("cursor: not a cursor this API returned")
             query = query.where(col(DeadLetter.id) < int(after))
         with self.session() as s:
@@ -948,7 +948,9 @@ def alert_row(alert: Alert, now: dt.datetime) -> dict[str, Any]:
 
 def pack_cursor(values: Sequence[str]) -> str:
     """A list cursor: the sort key of the last item shown, opaque to the client."""
-    raw = json.dumps(list(values)).encode()
+    # UTF-8 as it is (not \uXXXX escapes, six bytes a letter): a name in Greek or Arabic keeps the
+    # cursor within the length the lists take (deps.Cursor).
+    raw = json.dumps(list(values), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

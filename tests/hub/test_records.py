@@ -1341,7 +1341,7 @@ def test_the_copy_is_emailed_with_the_pdf_attached_and_the_sending_recorded(
         assert text_part is not None
         covering = " ".join(str(text_part.get_content()).split())
         assert (
-            "Please find attached the written record from Hillside School about the time Sam spent"
+            "Please find attached the written record from Hillside School about the time Sam was kept in"
             in covering
         )
         assert "promised" not in covering and "Mrs Okafor" in covering

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
@@ -451,7 +451,7 @@ class RoomMachine:
         alert, effects = alerts.acknowledge(
             self.state.book, alert_id, who, via, self._alert_context(now), now
         )
-        return alert, self._with_notes(effects, now)
+        return alert, self.with_notes(effects, now)
 
     def resolve_alert(
         self, alert_id: str, who: str, note: str, now: dt.datetime
@@ -460,7 +460,7 @@ class RoomMachine:
         alert, effects = alerts.resolve_by_person(
             self.state.book, alert_id, who, note, self._alert_context(now), now
         )
-        return alert, self._with_notes(effects, now)
+        return alert, self.with_notes(effects, now)
 
     def record_review(
         self, episode_id: str, name: str, who: str, note: str, now: dt.datetime
@@ -588,11 +588,12 @@ class RoomMachine:
         self.state.unevaluated = [e for e in self.state.unevaluated if e.id in due.waiting]
         effects = alerts.reconcile(self.state.book, due, self._alert_context(now), now)
         self.state.alerts_next_at = due.next_at
-        self._effects.extend(self._with_notes(effects, now))
+        self._effects.extend(self.with_notes(effects, now))
 
     @staticmethod
-    def _with_notes(effects: list[AlertEffect], now: dt.datetime) -> list[Effect]:
-        """The effects, each alert change followed by its line in the episode's (or room's) timeline."""
+    def with_notes(effects: Sequence[AlertEffect], now: dt.datetime) -> list[Effect]:
+        """The effects, each alert change followed by its line in the episode's (or room's) timeline
+        (also for the alerts the service changes itself: a record's `report_overdue`)."""
         out: list[Effect] = []
         for effect in effects:
             out.append(effect)
