@@ -104,7 +104,7 @@ def test_governors_report_marks_a_month_still_going_on_as_partial(r: Review) -> 
     when = Period(dt.datetime(2025, 12, 1, tzinfo=UTC), dt.datetime(2026, 3, 31, 23, tzinfo=UTC))
     facts = gather_facts(r.service, _records(r), site, when)
     report = governors_report(site, facts, r.clock.now())
-    march = next(row for row in report.trend if row.label == "2026-03")
+    march = next(row for row in report.trend if row.label == "March 2026")
     assert march.partial, report.trend
 
 
