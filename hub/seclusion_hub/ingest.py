@@ -156,5 +156,8 @@ class Decoder:
                 last_seq=hb.last_seq,
                 state={str(k): v for k, v in hb.state.items()},
                 uptime_s=hb.uptime_s,
+                # Told apart from the model's default: an agent that does not say is not one with
+                # nothing queued.
+                queued=hb.queued if "queued" in hb.model_fields_set else None,
             )
         raise RejectedMessage(f"topic: devices do not publish on {channel!r}")

@@ -102,6 +102,9 @@ class Heartbeat:
     last_seq: int
     state: dict[str, str] = field(default_factory=dict)
     uptime_s: float | None = None  # the agent's, since it started: `ts - uptime_s` moves if its clock is set
+    # How many events wait in its outbox for the hub's ack; None when the agent did not say (contract 2).
+    # 0 with `last_seq` ahead of the hub: nothing is on its way, the hub lost what it stored.
+    queued: int | None = None
 
 
 Message = SensorEvent | DeviceStatus | Heartbeat
@@ -194,6 +197,21 @@ class OfflineSpan(_Model):
     end: dt.datetime | None = None
 
 
+class AheadSpell(_Model):
+    """Heartbeats of a device counting events the hub has not applied (`last_seq` ahead of its own),
+    from the first of them: `seq` (of `epoch`) is that one's `last_seq`, `at` its arrival on the hub's
+    clock, `ts` its time and `state` its readings on the device's. Over when those events arrive."""
+
+    epoch: int
+    seq: int
+    at: dt.datetime
+    ts: dt.datetime
+    state: dict[str, str] = {}
+    missing: int = 0  # how many events it counted beyond the hub's, when they were found not coming
+    since: dt.datetime | None = None  # the device's latest reading the hub had then (4.4's window)
+    said: bool = False  # their possible loss is said (once)
+
+
 class DeviceState(_Model):
     epoch: int = 0
     seq: int = 0
@@ -246,6 +264,8 @@ class DeviceState(_Model):
     conn_ms: int | None = None
     ended_boot: str | None = None
     ended_conn_ms: int | None = None
+    # 4.2, 4.4: its heartbeats count events the hub has not applied (`_events_overdue`).
+    ahead: AheadSpell | None = None
 
 
 class RoomState(_Model):
@@ -1066,23 +1086,73 @@ class RoomMachine:
     def _heartbeat(self, hb: Heartbeat, now: dt.datetime) -> None:
         dev = self.state.devices[hb.device]
         self._seen(hb.device, now)
+        found: AheadSpell | None = None
         if (hb.epoch, hb.last_seq) > (dev.epoch, dev.seq):
-            return  # events still on their way: their own order tells the story
-        if self._reports_the_door(hb.device):
-            # Every event of the door's device is applied and its clock says this much time has passed.
-            self._advance(hb.ts)
-        if (hb.epoch, hb.last_seq) < (dev.epoch, dev.seq):
-            # Sent before events already applied (a heartbeat can overtake nothing, but be overtaken:
-            # another topic, QoS 0): its state is older than theirs, and the next heartbeat tells.
-            return
+            found = self._events_overdue(dev, hb, now)
+            if found is None:
+                return  # events still on their way: their own order tells the story
+        else:
+            if self._reports_the_door(hb.device):
+                # Every event of the door's device is applied and its clock says this much time passed.
+                self._advance(hb.ts)
+            if (hb.epoch, hb.last_seq) < (dev.epoch, dev.seq):
+                # Sent before events already applied (a heartbeat can overtake nothing, but be overtaken:
+                # another topic, QoS 0): its state is older than theirs, and the next heartbeat tells.
+                return
         for kind, value in sorted(hb.state.items()):
             if kind == "check" or not self.spec.reports(hb.device, kind):
                 continue
             mine = dev.readings.get(kind)
             if mine is not None and mine.value == value:
                 continue
-            # Every event of the device is applied and still the reading differs: an event was lost.
-            self._reconcile(hb.device, kind, value, hb.ts, mine)
+            # Every event of the device is applied (or those it counts are not coming) and still the
+            # reading differs: an event was lost.
+            ts = hb.ts
+            if found is not None and found.state.get(kind) == value:
+                # So it was already at the first heartbeat that counted the missing events.
+                ts = found.ts if mine is None else max(found.ts, mine.ts)
+            self._reconcile(hb.device, kind, value, ts, mine)
+        if found is not None:
+            if not found.said:
+                found.said = True
+                self._possible_loss(hb.device, found.missing, found.ts, found.since)
+            if self._reports_the_door(hb.device):
+                self._advance(hb.ts)
+
+    def _events_overdue(self, dev: DeviceState, hb: Heartbeat, now: dt.datetime) -> AheadSpell | None:
+        """A heartbeat counting events the hub has not applied (4.2, 4.4). One such is a heartbeat that
+        overtook its events (another topic, QoS 0): None, they are on their way. But the hub does not
+        wait for ever: its state is reconciled (the spell returned) when the agent says nothing waits in
+        its outbox (`queued: 0`: a hub stored and acknowledged them, and this one no longer has them, a
+        new database or one restored from a backup), or when the heartbeats have gone on counting them
+        for 3 x `heartbeat_s` with none arriving (taken by the broker and lost on the way to the hub:
+        the agent re-sends only after a reconnect). Only ever a spell of the same `last_seq` or beyond."""
+        if dev.seq > 0 or dev.epoch > 0:
+            missing = hb.last_seq - dev.seq if hb.epoch == dev.epoch else hb.last_seq
+        else:
+            missing = 0  # a device never heard of: not loss (as a first event with seq > 1, 4.4)
+        since = max((r.ts for r in dev.readings.values()), default=None)
+        if hb.queued == 0:
+            # Nothing will come: the hub's numbers are the device's from here.
+            dev.epoch, dev.seq = hb.epoch, hb.last_seq
+            dev.gaps += missing
+            dev.ahead = None
+            found = AheadSpell(epoch=hb.epoch, seq=hb.last_seq, at=now, ts=hb.ts, state=dict(hb.state))
+            found.missing, found.since, found.said = missing, since, missing <= 0
+            return found
+        spell = dev.ahead
+        if spell is None or (dev.epoch, dev.seq) >= (spell.epoch, spell.seq):
+            # The first heartbeat ahead (or ahead again, after the events the last spell counted came).
+            dev.ahead = AheadSpell(
+                epoch=hb.epoch, seq=hb.last_seq, at=now, ts=hb.ts, state=dict(hb.state), since=since
+            )
+            return None
+        if now - spell.at < self._seconds(3 * self.policy.heartbeat_s):
+            return None
+        if not spell.said:
+            spell.missing = max(missing, 0)
+            spell.said = spell.missing <= 0
+        return spell
 
     def _reports_the_door(self, device: str) -> bool:
         door = self.state.readings.get("door")
