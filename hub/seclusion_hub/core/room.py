@@ -1241,7 +1241,7 @@ class RoomMachine:
             elif kind == "lock" and value == "engaged":
                 self._lock_engaged(ep, device, ts, current)
         if kind in ("door", "occupancy"):
-            self._door_or_occupancy(kind, value, ts)
+            self._door_or_occupancy(kind, value, ts, current if not uncertain else None)
 
     def _keep_panel(self, kind: str, reading: Reading) -> None:
         """The panel's reading kept (`RoomState.panel_marks`) while the door's device may still replay a
@@ -1467,14 +1467,21 @@ class RoomMachine:
         before = [m.ts for m in last.observer if m.ts <= last.started_at]
         return last if not before or ts >= max(before) else None
 
-    def _door_or_occupancy(self, kind: str, value: str, ts: dt.datetime) -> None:
+    def _door_or_occupancy(
+        self, kind: str, value: str, ts: dt.datetime, before: Reading | None = None
+    ) -> None:
+        """A door or occupancy reading applied: episodes open, segment, end (2.1 to 2.4). `before`: the
+        room's reading of the kind it replaced, when this one is a device's event (not a reconciled one)."""
         ep = self.state.episode
         if ep is None:
             self._maybe_open()
             return
         opened = self.state.door_opened_at
         if opened is None:
-            if kind == "door" and value == "open":
+            if kind == "door" and value == "closed":
+                if before is not None and before.uncertain and ts < ep.started_at:
+                    self._start_found(ep, ts)
+            elif kind == "door" and value == "open":
                 # 2.4: the segment ends when the door opens; the episode waits for the re-close grace.
                 ep.segments[-1].end = max(ts, ep.segments[-1].start)
                 self.state.door_opened_at = ts
@@ -1500,6 +1507,20 @@ class RoomMachine:
                 self.state.door_opened_at = None
                 self._note(ep.id, ts, "door_reclosed", {"segment": len(ep.segments)})
                 self._saved(ep)
+
+    def _start_found(self, ep: Episode, ts: dt.datetime) -> None:
+        """4.3: the close an episode was found by without seeing it (a heartbeat's `state`, its event
+        lost or late) arrives after all, numbered late with its own time: the episode starts then, as
+        2.1 dates it, and its start is known. Never moved later: a confinement is never under-counted."""
+        first = ep.segments[0]
+        if first.start == ep.started_at:
+            first.start = ts
+        detail: dict[str, object] = {"was": format_ts(ep.started_at)}
+        ep.started_at = ts
+        ep.start_uncertain = False
+        ep.earliest_start = None
+        self._note(ep.id, ts, "start_found", detail)
+        self._saved(ep)
 
     def _advance(self, until: dt.datetime) -> None:
         """End an episode whose door has stayed open past the re-close grace, as of `until`."""
