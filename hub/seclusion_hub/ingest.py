@@ -133,6 +133,7 @@ class Decoder:
                 event_id=ev.id,
                 boot=ev.boot,
                 mono_ms=ev.mono_ms,
+                startup=ev.startup is True,
             )
         if channel == "status":
             st = StatusPayload.model_validate(data)

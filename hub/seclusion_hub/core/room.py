@@ -72,6 +72,9 @@ class SensorEvent:
     event_id: str = ""
     boot: str | None = None  # the device's boot id and its monotonic clock at `ts` (4.5)
     mono_ms: int | None = None
+    # The agent's first reading after it started (contract 2, `startup`, added): `ts` is when it first
+    # saw it, the change was at some time before.
+    startup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,8 +730,23 @@ class RoomMachine:
             self._possible_loss(ev.device, gap, ev.ts, since)
         if self._reports_the_door(ev.device):
             self._advance(ev.ts)
-        self._apply(ev.device, ev.kind, ev.value, ev.ts, staff=ev.staff)
+        if ev.startup and ev.kind == "door":
+            self._door_at_start(ev.device, ev.value, ev.ts)
+        else:
+            self._apply(ev.device, ev.kind, ev.value, ev.ts, staff=ev.staff)
         return Outcome(applied=True, gap=max(gap, 0), ts=ev.ts)
+
+    def _door_at_start(self, device: str, value: str, ts: dt.datetime) -> None:
+        """The door as the agent found it when it started (4.2: the device's return brings the room up to
+        date): not a close or an opening seen as it happened, but one at some time before `ts`, after
+        the hub last knew the door otherwise. Reconciled as a heartbeat's `state` is: a door found open
+        ends the episode with its bounds, one found closed on a child starts one `start_uncertain`, with
+        the last time it was known open as its earliest start. The same door as the hub's is no news:
+        the hub has it from when it began."""
+        mine = self.state.devices[device].readings.get("door")
+        if mine is not None and mine.value == value:
+            return
+        self._reconcile(device, "door", value, ts, mine, at_start=True)
 
     def _status(self, status: DeviceStatus, now: dt.datetime) -> None:
         dev = self.state.devices[status.device]
@@ -1158,32 +1176,56 @@ class RoomMachine:
         door = self.state.readings.get("door")
         return door is not None and door.device == device
 
-    def _reconcile(self, device: str, kind: str, value: str, ts: dt.datetime, mine: Reading | None) -> None:
+    def _known_until(self, device: str, mine: Reading | None) -> dt.datetime | None:
+        """The last time the hub knew the device's reading of a kind was `mine` (before it was found
+        otherwise): its own time, or the device's last message before its latest outage."""
+        dev = self.state.devices[device]
+        known = [mine.ts] if mine is not None else []
+        if dev.last_offline is not None:
+            known.append(dev.last_offline.start)
+        return max(known, default=None)
+
+    def _reconcile(
+        self,
+        device: str,
+        kind: str,
+        value: str,
+        ts: dt.datetime,
+        mine: Reading | None,
+        *,
+        at_start: bool = False,
+    ) -> None:
         ep = self.state.episode
         dev = self.state.devices[device]
         if kind == "door" and value == "open" and ep is not None and self.state.door_opened_at is None:
             # Door open on return and no event says when: end between the bounds (semantics 4.2).
-            earliest = mine.ts if mine is not None else ep.started_at
-            if dev.last_offline is not None:
-                earliest = max(earliest, dev.last_offline.start)
+            earliest = self._known_until(device, mine) or ep.started_at
             ep.end_uncertain = True
             ep.end_earliest = max(earliest, ep.started_at)
             dev.readings[kind] = Reading(value=value, ts=ts, device=device, uncertain=True)
             self.state.readings[kind] = dev.readings[kind]
-            self._note(
-                ep.id, ts, "door_found_open", {"device": device, "earliest": format_ts(ep.end_earliest)}
-            )
+            found: dict[str, object] = {"device": device, "earliest": format_ts(ep.end_earliest)}
+            if at_start:
+                found["at_start"] = True
+            self._note(ep.id, ts, "door_found_open", found)
             self._end_episode(max(ts, ep.started_at), "the door was found open after a gap")
             return
-        self._note(
-            ep.id if ep else None, ts, "reading_reconciled", {"device": device, "kind": kind, "value": value}
-        )
+        detail: dict[str, object] = {"device": device, "kind": kind, "value": value}
+        if at_start:
+            detail["at_start"] = True
+        self._note(ep.id if ep else None, ts, "reading_reconciled", detail)
         before = ep
         self._apply(device, kind, value, ts, uncertain=True)
         opened = self.state.episode
         if opened is not None and opened is not before:
-            # Opened on a reading nobody saw begin: the true start may be earlier.
+            # Opened on a reading nobody saw begin: the true start may be earlier, as early as the last
+            # time the door was known open (2.1 keeps the earliest possible start).
             opened.start_uncertain = True
+            if kind == "door" and opened.earliest_start is None:
+                known_open = self._known_until(device, mine)
+                if known_open is not None and known_open < opened.started_at:
+                    opened.earliest_start = known_open
+            self._saved(opened)
 
     # -- readings and episodes
 

@@ -1,0 +1,64 @@
+"""The decoder's part in the liveness fixes: the optional `startup` of an event (contract 2, added) and a
+heartbeat's `queued` reach the room machine, told apart from an agent that does not send them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from seclusion_contract import Topics, format_ts
+from seclusion_hub.config import load_sites
+from seclusion_hub.core.room import Heartbeat, SensorEvent
+from seclusion_hub.ingest import Decoder, Inbound
+from tests.hub.rooms import DOOR, Room, at
+from tests.support.hub import SITE, two_device_room, write_site
+
+
+def _decoder(tmp_path: Path) -> Decoder:
+    write_site(tmp_path / "site.yaml", [two_device_room("calm-1")])
+    return Decoder(Topics(), load_sites([tmp_path / "site.yaml"]))
+
+
+def _inbound(channel: str, body: dict[str, object]) -> Inbound:
+    topic = f"seclusion/v1/{SITE}/calm-1/calm-1-door/{channel}"
+    return Inbound(topic, json.dumps({"v": 1, **body}).encode(), at(10))
+
+
+def test_the_decoder_passes_startup_and_queued_on_and_tells_them_from_an_agent_that_does_not_say(
+    tmp_path: Path,
+) -> None:
+    decoder = _decoder(tmp_path)
+    event = {"id": "d:0:1", "seq": 1, "ts": format_ts(at(0)), "kind": "door", "value": "closed"}
+    marked = decoder.decode(_inbound("event", {**event, "startup": True})).message
+    plain = decoder.decode(_inbound("event", event)).message
+    assert isinstance(marked, SensorEvent) and marked.startup
+    assert isinstance(plain, SensorEvent) and not plain.startup
+
+    beat = {"ts": format_ts(at(5)), "last_seq": 1, "state": {"door": "closed"}}
+    empty = decoder.decode(_inbound("heartbeat", {**beat, "queued": 0})).message
+    silent = decoder.decode(_inbound("heartbeat", beat)).message
+    assert isinstance(empty, Heartbeat) and empty.queued == 0
+    assert isinstance(silent, Heartbeat) and silent.queued is None, "not saying is not `queued: 0`"
+
+
+def test_an_older_agents_start_up_reading_without_the_mark_is_taken_as_it_comes() -> None:
+    """An agent that does not mark its start-up readings: its door close starts the episode as before."""
+    room = Room()
+    room.occupancy("occupied", 0)
+    room.door("closed", 5)
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(5) and not ep.start_uncertain
+
+
+def test_a_start_up_door_reading_the_hub_already_has_changes_nothing() -> None:
+    """The door still closed at the agent's start (an agent whose outbox lost its last reading sends it
+    again): the episode goes on from the close the hub saw, not from the agent's start."""
+    room = Room()
+    room.occupancy("occupied", 0)
+    room.door("closed", 5)
+    room.seq[DOOR] += 1
+    ev = SensorEvent(device=DOOR, kind="door", value="closed", ts=at(500), seq=room.seq[DOOR], startup=True)
+    room.machine.handle(ev, at(500))
+    ep = room.machine.episode
+    assert ep is not None and ep.started_at == at(5) and not ep.start_uncertain
+    assert room.machine.state.readings["door"].ts == at(5)
