@@ -269,6 +269,10 @@ class DeviceState(_Model):
     ended_conn_ms: int | None = None
     # 4.2, 4.4: its heartbeats count events the hub has not applied (`_events_overdue`).
     ahead: AheadSpell | None = None
+    # Its latest heartbeat that counted every event applied, and its `state`: the hub's readings of the
+    # device were so then (after any it reconciled), the last time known for a reading found otherwise.
+    agreed_ts: dt.datetime | None = None
+    agreed_state: dict[str, str] = {}
 
 
 class RoomState(_Model):
@@ -1130,6 +1134,8 @@ class RoomMachine:
                 # So it was already at the first heartbeat that counted the missing events.
                 ts = found.ts if mine is None else max(found.ts, mine.ts)
             self._reconcile(hb.device, kind, value, ts, mine)
+        # Kept as it came (no copy: a heartbeat is never changed), once per heartbeat.
+        dev.agreed_ts, dev.agreed_state = hb.ts, hb.state
         if found is not None:
             if not found.said:
                 found.said = True
@@ -1176,13 +1182,16 @@ class RoomMachine:
         door = self.state.readings.get("door")
         return door is not None and door.device == device
 
-    def _known_until(self, device: str, mine: Reading | None) -> dt.datetime | None:
-        """The last time the hub knew the device's reading of a kind was `mine` (before it was found
-        otherwise): its own time, or the device's last message before its latest outage."""
+    def _known_until(self, device: str, kind: str, mine: Reading | None) -> dt.datetime | None:
+        """The last time the hub knew the device's reading of `kind` was `mine` (before it was found
+        otherwise): its own time, the device's last message before its latest outage, or its latest
+        heartbeat that showed it so with every event applied (4.2's "last known" bound)."""
         dev = self.state.devices[device]
         known = [mine.ts] if mine is not None else []
         if dev.last_offline is not None:
             known.append(dev.last_offline.start)
+        if mine is not None and dev.agreed_ts is not None and dev.agreed_state.get(kind) == mine.value:
+            known.append(dev.agreed_ts)
         return max(known, default=None)
 
     def _reconcile(
@@ -1199,7 +1208,7 @@ class RoomMachine:
         dev = self.state.devices[device]
         if kind == "door" and value == "open" and ep is not None and self.state.door_opened_at is None:
             # Door open on return and no event says when: end between the bounds (semantics 4.2).
-            earliest = self._known_until(device, mine) or ep.started_at
+            earliest = self._known_until(device, kind, mine) or ep.started_at
             ep.end_uncertain = True
             ep.end_earliest = max(earliest, ep.started_at)
             dev.readings[kind] = Reading(value=value, ts=ts, device=device, uncertain=True)
@@ -1222,7 +1231,7 @@ class RoomMachine:
             # time the door was known open (2.1 keeps the earliest possible start).
             opened.start_uncertain = True
             if kind == "door" and opened.earliest_start is None:
-                known_open = self._known_until(device, mine)
+                known_open = self._known_until(device, kind, mine)
                 if known_open is not None and known_open < opened.started_at:
                     opened.earliest_start = known_open
             self._saved(opened)
