@@ -62,3 +62,19 @@ def test_a_start_up_door_reading_the_hub_already_has_changes_nothing() -> None:
     ep = room.machine.episode
     assert ep is not None and ep.started_at == at(5) and not ep.start_uncertain
     assert room.machine.state.readings["door"].ts == at(5)
+
+
+def test_a_retained_status_of_a_boot_the_hub_has_not_heard_takes_the_boot_but_does_not_bring_it_back() -> (
+    None
+):
+    """The door device restarted while the hub was away and the hub's session was lost: the broker's
+    copy of its new connect tells of the restart, but not that the device is there now (4.1)."""
+    room = Room(heartbeat_s=10)
+    room.status(DOOR, True, 0, boot="door-b1", uptime_s=100)
+    room.status(DOOR, False, 30)  # its Last Will
+    dev = room.machine.state.devices[DOOR]
+    assert not dev.online
+    room.status(DOOR, True, 500, boot="door-b2", uptime_s=5, retained=True)
+    assert not dev.online and dev.boot == "door-b2", "a restart, but nothing heard from it now"
+    room.heartbeat(DOOR, 505, {})
+    assert dev.online, "its heartbeat is word from it"

@@ -93,6 +93,9 @@ class DeviceStatus:
     # The connection it belongs to, on the device's monotonic clock (with `boot`): a Last Will names
     # the connection it ends (contract 2, `conn_ms`, added).
     conn_ms: int | None = None
+    # Delivered flagged `retain` (MQTT): the broker's stored copy, sent because the hub subscribed (after
+    # every reconnect of the hub), not because the device said anything now.
+    retained: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -770,6 +773,16 @@ class RoomMachine:
                 self._go_offline(status.device, since, now)
             return
         same_boot = status.boot is not None and status.boot == dev.boot
+        if status.retained:
+            # The broker's copy of the device's latest connect, delivered because the hub subscribed: it
+            # says nothing about now (4.1: offline from its last message, which this is not), nor does
+            # it make a gap known (4.2: a return that covers it does). A device alive now heartbeats
+            # within `heartbeat_s`. Only a boot the hub has not heard of is news: it restarted.
+            if status.boot is not None and not same_boot:
+                dev.boot_heard_at = now
+                dev.boot = status.boot
+                dev.conn_ms = status.conn_ms
+            return
         # Its `ts` is on the corrected clock already (`_corrected`), as this boot's other reports are.
         if (
             same_boot
