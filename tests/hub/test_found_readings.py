@@ -78,3 +78,18 @@ def test_a_retained_status_of_a_boot_the_hub_has_not_heard_takes_the_boot_but_do
     assert not dev.online and dev.boot == "door-b2", "a restart, but nothing heard from it now"
     room.heartbeat(DOOR, 505, {})
     assert dev.online, "its heartbeat is word from it"
+
+
+def test_heartbeats_ahead_of_a_replay_still_arriving_wait_for_it() -> None:
+    """A long replay that the broker hands over slower than the heartbeats: the events are arriving, so
+    the heartbeats counting them change nothing; the events tell the story in their order."""
+    room = Room(heartbeat_s=10)
+    room.door("open", -40)  # seq 1
+    for t in range(0, 100, 10):
+        room.clock.set(at(t))
+        state = {"door": "closed", "occupancy": "occupied"}
+        room.machine.handle(Heartbeat(device=DOOR, ts=at(t), epoch=0, last_seq=20, state=state), at(t))
+        room.tick(t, liveness=False)
+        room.send(DOOR, "lock", "released", t - 60 + 0.5, arrive=t + 1)  # one more of the replay
+    assert room.machine.episode is None and room.machine.reading("door") == "open"
+    assert room.machine.state.readings.get("occupancy") is None, "no reading taken from the heartbeats"

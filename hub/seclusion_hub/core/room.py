@@ -213,6 +213,10 @@ class AheadSpell(_Model):
     at: dt.datetime
     ts: dt.datetime
     state: dict[str, str] = {}
+    # The device's last event applied when the wait began: events arriving meanwhile (a long replay the
+    # broker hands over slower than the heartbeats) start the wait again.
+    applied_epoch: int = 0
+    applied_seq: int = 0
     missing: int = 0  # how many events it counted beyond the hub's, when they were found not coming
     since: dt.datetime | None = None  # the device's latest reading the hub had then (4.4's window)
     said: bool = False  # their possible loss is said (once)
@@ -1181,8 +1185,19 @@ class RoomMachine:
         if spell is None or (dev.epoch, dev.seq) >= (spell.epoch, spell.seq):
             # The first heartbeat ahead (or ahead again, after the events the last spell counted came).
             dev.ahead = AheadSpell(
-                epoch=hb.epoch, seq=hb.last_seq, at=now, ts=hb.ts, state=dict(hb.state), since=since
+                epoch=hb.epoch,
+                seq=hb.last_seq,
+                at=now,
+                ts=hb.ts,
+                state=dict(hb.state),
+                since=since,
+                applied_epoch=dev.epoch,
+                applied_seq=dev.seq,
             )
+            return None
+        if (spell.applied_epoch, spell.applied_seq) != (dev.epoch, dev.seq):
+            # Some of them arrived since: they are on their way after all, and the wait starts again.
+            spell.at, spell.applied_epoch, spell.applied_seq = now, dev.epoch, dev.seq
             return None
         if now - spell.at < self._seconds(3 * self.policy.heartbeat_s):
             return None
