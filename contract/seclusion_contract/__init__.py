@@ -147,6 +147,11 @@ class EventPayload(_Payload):
     kind: Kind
     value: Annotated[str, Field(min_length=1, max_length=64)]
     staff: Annotated[str, Field(max_length=100)] | None = None
+    # Added to contract 2 (optional): the agent's first reading of the sensor after it started, which
+    # differs from the last one it sent. `ts` is then when the agent first saw it, not when it began:
+    # the change happened at some time while the agent was not running. Left out of every other event
+    # (and by an agent that does not know it): the reading began at `ts`.
+    startup: bool | None = None
 
     @model_validator(mode="after")
     def _value_fits_kind(self) -> EventPayload:

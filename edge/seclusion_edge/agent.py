@@ -619,7 +619,11 @@ class EdgeAgent:
         elif kind in self._first_reading_due and outbox.last_reading(kind) == value:
             log.info("%s is still %s since the last run; not reported again", kind, value)
         else:
-            event = outbox.append(kind, value, reading.began, self.boot_id, sensor.staff)
+            # A first reading that differs from the last one sent changed while the agent was not
+            # running: it began at some time before the agent saw it, which the event says (the hub
+            # then bounds the change by what it last knew). A check-in is a press seen as it happened.
+            startup = kind in self._first_reading_due and kind != "check"
+            event = outbox.append(kind, value, reading.began, self.boot_id, sensor.staff, startup=startup)
             log.info("event %s: %s %s", event.id, kind, value)
         self._first_reading_due.discard(kind)
 

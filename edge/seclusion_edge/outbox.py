@@ -241,9 +241,18 @@ class Outbox:
         self._confirmed = True
 
     def append(
-        self, kind: Kind, value: str, began: Instant, boot: str | None, staff: str | None = None
+        self,
+        kind: Kind,
+        value: str,
+        began: Instant,
+        boot: str | None,
+        staff: str | None = None,
+        *,
+        startup: bool = False,
     ) -> EventPayload:
-        """Number an event, store it in the outbox and remember the reading, in one durable transaction."""
+        """Number an event, store it in the outbox and remember the reading, in one durable transaction.
+        `startup`: the agent's first reading of the sensor since it started, `began` when it first saw it
+        (the event says so: `startup: true`)."""
         with self._lock, self._transaction():
             seq = self._last_seq + 1
             event = EventPayload(
@@ -256,6 +265,7 @@ class Outbox:
                 kind=kind,
                 value=value,
                 staff=staff,
+                startup=True if startup else None,
             )
             self._db.execute(
                 "INSERT INTO outbox (epoch, seq, payload) VALUES (?, ?, ?)",

@@ -93,7 +93,7 @@ class Decoder:
                 # here, on every database alike, as the API refuses such text with 422.
                 raise RejectedMessage(f"{'.'.join(found) or 'payload'}: {UNSTORABLE_PROBLEM}")
         try:
-            message = self._typed(address.channel, address.device, data, inbound.received_at)
+            message = self._typed(address.channel, address.device, data, inbound.received_at, inbound.retain)
         except ValidationError as exc:
             raise RejectedMessage(_reason(exc)) from exc
         when = message.ts
@@ -119,7 +119,9 @@ class Decoder:
         return address
 
     @staticmethod
-    def _typed(channel: str, device: str, data: dict[str, object], received_at: dt.datetime) -> Message:
+    def _typed(
+        channel: str, device: str, data: dict[str, object], received_at: dt.datetime, retained: bool
+    ) -> Message:
         if channel == "event":
             ev = EventPayload.model_validate(data)
             return SensorEvent(
@@ -133,6 +135,7 @@ class Decoder:
                 event_id=ev.id,
                 boot=ev.boot,
                 mono_ms=ev.mono_ms,
+                startup=ev.startup is True,
             )
         if channel == "status":
             st = StatusPayload.model_validate(data)
@@ -146,6 +149,7 @@ class Decoder:
                 epoch=st.epoch,
                 last_seq=st.last_seq,
                 conn_ms=st.conn_ms,
+                retained=retained,
             )
         if channel == "heartbeat":
             hb = HeartbeatPayload.model_validate(data)
@@ -156,5 +160,8 @@ class Decoder:
                 last_seq=hb.last_seq,
                 state={str(k): v for k, v in hb.state.items()},
                 uptime_s=hb.uptime_s,
+                # Told apart from the model's default: an agent that does not say is not one with
+                # nothing queued.
+                queued=hb.queued if "queued" in hb.model_fields_set else None,
             )
         raise RejectedMessage(f"topic: devices do not publish on {channel!r}")

@@ -435,6 +435,8 @@ def test_start_up_readings_are_published_once_settled(bench: Bench, clock: FakeC
         ("occupancy", "occupied", 3),
     ]
     assert events[0].ts == start.wall
+    # Each is the agent's first reading: when it first saw it, not when it began (contract 2, added).
+    assert [e.startup for e in events] == [True, True, True]
     assert agent.readings() == {"door": "open", "lock": "released", "occupancy": "occupied"}
 
 
@@ -450,8 +452,14 @@ def test_an_unchanged_reading_is_not_published_again_after_a_restart_a_changed_o
     second = bench.start(config)
     second.pin_for("door").drive_low()  # the door was shut while the agent was down
     bench.settle(second)
-    assert [(e.kind, e.value, e.seq) for e in bench.link.events()] == [("door", "closed", 4)]
+    assert [(e.kind, e.value, e.seq, e.startup) for e in bench.link.events()] == [("door", "closed", 4, True)]
     assert second.readings() == {"door": "closed", "lock": "released", "occupancy": "vacant"}
+    # A change seen as it happened is not marked (the field left out of the payload).
+    clock.advance(seconds=5)
+    second.pin_for("door").drive_high()
+    bench.settle(second)
+    opened = bench.link.events()[-1]
+    assert (opened.kind, opened.value, opened.startup) == ("door", "open", None)
 
 
 def test_a_check_button_press_publishes_ok_with_the_staff_reference_and_its_release_nothing(
@@ -470,7 +478,9 @@ def test_a_check_button_press_publishes_ok_with_the_staff_reference_and_its_rele
         bench.settle(agent)
         assert bench.link.events()[-1].ts == press.wall
     events = bench.link.events()
-    assert [(e.kind, e.value, e.staff) for e in events] == [("check", "ok", "badge-0042")] * 2
+    assert [(e.kind, e.value, e.staff, e.startup) for e in events] == [
+        ("check", "ok", "badge-0042", None)
+    ] * 2
     assert "check" not in agent.readings()
 
 

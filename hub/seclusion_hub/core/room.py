@@ -72,6 +72,9 @@ class SensorEvent:
     event_id: str = ""
     boot: str | None = None  # the device's boot id and its monotonic clock at `ts` (4.5)
     mono_ms: int | None = None
+    # The agent's first reading after it started (contract 2, `startup`, added): `ts` is when it first
+    # saw it, the change was at some time before.
+    startup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,9 @@ class DeviceStatus:
     # The connection it belongs to, on the device's monotonic clock (with `boot`): a Last Will names
     # the connection it ends (contract 2, `conn_ms`, added).
     conn_ms: int | None = None
+    # Delivered flagged `retain` (MQTT): the broker's stored copy, sent because the hub subscribed (after
+    # every reconnect of the hub), not because the device said anything now.
+    retained: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,9 @@ class Heartbeat:
     last_seq: int
     state: dict[str, str] = field(default_factory=dict)
     uptime_s: float | None = None  # the agent's, since it started: `ts - uptime_s` moves if its clock is set
+    # How many events wait in its outbox for the hub's ack; None when the agent did not say (contract 2).
+    # 0 with `last_seq` ahead of the hub: nothing is on its way, the hub lost what it stored.
+    queued: int | None = None
 
 
 Message = SensorEvent | DeviceStatus | Heartbeat
@@ -194,6 +203,25 @@ class OfflineSpan(_Model):
     end: dt.datetime | None = None
 
 
+class AheadSpell(_Model):
+    """Heartbeats of a device counting events the hub has not applied (`last_seq` ahead of its own),
+    from the first of them: `seq` (of `epoch`) is that one's `last_seq`, `at` its arrival on the hub's
+    clock, `ts` its time and `state` its readings on the device's. Over when those events arrive."""
+
+    epoch: int
+    seq: int
+    at: dt.datetime
+    ts: dt.datetime
+    state: dict[str, str] = {}
+    # The device's last event applied when the wait began: events arriving meanwhile (a long replay the
+    # broker hands over slower than the heartbeats) start the wait again.
+    applied_epoch: int = 0
+    applied_seq: int = 0
+    missing: int = 0  # how many events it counted beyond the hub's, when they were found not coming
+    since: dt.datetime | None = None  # the device's latest reading the hub had then (4.4's window)
+    said: bool = False  # their possible loss is said (once)
+
+
 class DeviceState(_Model):
     epoch: int = 0
     seq: int = 0
@@ -246,6 +274,12 @@ class DeviceState(_Model):
     conn_ms: int | None = None
     ended_boot: str | None = None
     ended_conn_ms: int | None = None
+    # 4.2, 4.4: its heartbeats count events the hub has not applied (`_events_overdue`).
+    ahead: AheadSpell | None = None
+    # Its latest heartbeat that counted every event applied, and its `state`: the hub's readings of the
+    # device were so then (after any it reconciled), the last time known for a reading found otherwise.
+    agreed_ts: dt.datetime | None = None
+    agreed_state: dict[str, str] = {}
 
 
 class RoomState(_Model):
@@ -708,8 +742,23 @@ class RoomMachine:
             self._possible_loss(ev.device, gap, ev.ts, since)
         if self._reports_the_door(ev.device):
             self._advance(ev.ts)
-        self._apply(ev.device, ev.kind, ev.value, ev.ts, staff=ev.staff)
+        if ev.startup and ev.kind == "door":
+            self._door_at_start(ev.device, ev.value, ev.ts)
+        else:
+            self._apply(ev.device, ev.kind, ev.value, ev.ts, staff=ev.staff)
         return Outcome(applied=True, gap=max(gap, 0), ts=ev.ts)
+
+    def _door_at_start(self, device: str, value: str, ts: dt.datetime) -> None:
+        """The door as the agent found it when it started (4.2: the device's return brings the room up to
+        date): not a close or an opening seen as it happened, but one at some time before `ts`, after
+        the hub last knew the door otherwise. Reconciled as a heartbeat's `state` is: a door found open
+        ends the episode with its bounds, one found closed on a child starts one `start_uncertain`, with
+        the last time it was known open as its earliest start. The same door as the hub's is no news:
+        the hub has it from when it began."""
+        mine = self.state.devices[device].readings.get("door")
+        if mine is not None and mine.value == value:
+            return
+        self._reconcile(device, "door", value, ts, mine, at_start=True)
 
     def _status(self, status: DeviceStatus, now: dt.datetime) -> None:
         dev = self.state.devices[status.device]
@@ -729,6 +778,16 @@ class RoomMachine:
                 self._go_offline(status.device, since, now)
             return
         same_boot = status.boot is not None and status.boot == dev.boot
+        if status.retained:
+            # The broker's copy of the device's latest connect, delivered because the hub subscribed: it
+            # says nothing about now (4.1: offline from its last message, which this is not), nor does
+            # it make a gap known (4.2: a return that covers it does). A device alive now heartbeats
+            # within `heartbeat_s`. Only a boot the hub has not heard of is news: it restarted.
+            if status.boot is not None and not same_boot:
+                dev.boot_heard_at = now
+                dev.boot = status.boot
+                dev.conn_ms = status.conn_ms
+            return
         # Its `ts` is on the corrected clock already (`_corrected`), as this boot's other reports are.
         if (
             same_boot
@@ -1067,54 +1126,144 @@ class RoomMachine:
     def _heartbeat(self, hb: Heartbeat, now: dt.datetime) -> None:
         dev = self.state.devices[hb.device]
         self._seen(hb.device, now)
+        found: AheadSpell | None = None
         if (hb.epoch, hb.last_seq) > (dev.epoch, dev.seq):
-            return  # events still on their way: their own order tells the story
-        if self._reports_the_door(hb.device):
-            # Every event of the door's device is applied and its clock says this much time has passed.
-            self._advance(hb.ts)
-        if (hb.epoch, hb.last_seq) < (dev.epoch, dev.seq):
-            # Sent before events already applied (a heartbeat can overtake nothing, but be overtaken:
-            # another topic, QoS 0): its state is older than theirs, and the next heartbeat tells.
-            return
+            found = self._events_overdue(dev, hb, now)
+            if found is None:
+                return  # events still on their way: their own order tells the story
+        else:
+            if self._reports_the_door(hb.device):
+                # Every event of the door's device is applied and its clock says this much time passed.
+                self._advance(hb.ts)
+            if (hb.epoch, hb.last_seq) < (dev.epoch, dev.seq):
+                # Sent before events already applied (a heartbeat can overtake nothing, but be overtaken:
+                # another topic, QoS 0): its state is older than theirs, and the next heartbeat tells.
+                return
         for kind, value in sorted(hb.state.items()):
             if kind == "check" or not self.spec.reports(hb.device, kind):
                 continue
             mine = dev.readings.get(kind)
             if mine is not None and mine.value == value:
                 continue
-            # Every event of the device is applied and still the reading differs: an event was lost.
-            self._reconcile(hb.device, kind, value, hb.ts, mine)
+            # Every event of the device is applied (or those it counts are not coming) and still the
+            # reading differs: an event was lost.
+            ts = hb.ts
+            if found is not None and found.state.get(kind) == value:
+                # So it was already at the first heartbeat that counted the missing events.
+                ts = found.ts if mine is None else max(found.ts, mine.ts)
+            self._reconcile(hb.device, kind, value, ts, mine)
+        # Kept as it came (no copy: a heartbeat is never changed), once per heartbeat.
+        dev.agreed_ts, dev.agreed_state = hb.ts, hb.state
+        if found is not None:
+            if not found.said:
+                found.said = True
+                self._possible_loss(hb.device, found.missing, found.ts, found.since)
+            if self._reports_the_door(hb.device):
+                self._advance(hb.ts)
+
+    def _events_overdue(self, dev: DeviceState, hb: Heartbeat, now: dt.datetime) -> AheadSpell | None:
+        """A heartbeat counting events the hub has not applied (4.2, 4.4). One such is a heartbeat that
+        overtook its events (another topic, QoS 0): None, they are on their way. But the hub does not
+        wait for ever: its state is reconciled (the spell returned) when the agent says nothing waits in
+        its outbox (`queued: 0`: a hub stored and acknowledged them, and this one no longer has them, a
+        new database or one restored from a backup), or when the heartbeats have gone on counting them
+        for 3 x `heartbeat_s` with none arriving (taken by the broker and lost on the way to the hub:
+        the agent re-sends only after a reconnect). Only ever a spell of the same `last_seq` or beyond."""
+        if dev.seq > 0 or dev.epoch > 0:
+            missing = hb.last_seq - dev.seq if hb.epoch == dev.epoch else hb.last_seq
+        else:
+            missing = 0  # a device never heard of: not loss (as a first event with seq > 1, 4.4)
+        since = max((r.ts for r in dev.readings.values()), default=None)
+        if hb.queued == 0:
+            # Nothing will come: the hub's numbers are the device's from here.
+            dev.epoch, dev.seq = hb.epoch, hb.last_seq
+            dev.gaps += missing
+            dev.ahead = None
+            found = AheadSpell(epoch=hb.epoch, seq=hb.last_seq, at=now, ts=hb.ts, state=dict(hb.state))
+            found.missing, found.since, found.said = missing, since, missing <= 0
+            return found
+        spell = dev.ahead
+        if spell is None or (dev.epoch, dev.seq) >= (spell.epoch, spell.seq):
+            # The first heartbeat ahead (or ahead again, after the events the last spell counted came).
+            dev.ahead = AheadSpell(
+                epoch=hb.epoch,
+                seq=hb.last_seq,
+                at=now,
+                ts=hb.ts,
+                state=dict(hb.state),
+                since=since,
+                applied_epoch=dev.epoch,
+                applied_seq=dev.seq,
+            )
+            return None
+        if (spell.applied_epoch, spell.applied_seq) != (dev.epoch, dev.seq):
+            # Some of them arrived since: they are on their way after all, and the wait starts again.
+            spell.at, spell.applied_epoch, spell.applied_seq = now, dev.epoch, dev.seq
+            return None
+        if now - spell.at < self._seconds(3 * self.policy.heartbeat_s):
+            return None
+        if not spell.said:
+            spell.missing = max(missing, 0)
+            spell.said = spell.missing <= 0
+        return spell
 
     def _reports_the_door(self, device: str) -> bool:
         door = self.state.readings.get("door")
         return door is not None and door.device == device
 
-    def _reconcile(self, device: str, kind: str, value: str, ts: dt.datetime, mine: Reading | None) -> None:
+    def _known_until(self, device: str, kind: str, mine: Reading | None) -> dt.datetime | None:
+        """The last time the hub knew the device's reading of `kind` was `mine` (before it was found
+        otherwise): its own time, the device's last message before its latest outage, or its latest
+        heartbeat that showed it so with every event applied (4.2's "last known" bound)."""
+        dev = self.state.devices[device]
+        known = [mine.ts] if mine is not None else []
+        if dev.last_offline is not None:
+            known.append(dev.last_offline.start)
+        if mine is not None and dev.agreed_ts is not None and dev.agreed_state.get(kind) == mine.value:
+            known.append(dev.agreed_ts)
+        return max(known, default=None)
+
+    def _reconcile(
+        self,
+        device: str,
+        kind: str,
+        value: str,
+        ts: dt.datetime,
+        mine: Reading | None,
+        *,
+        at_start: bool = False,
+    ) -> None:
         ep = self.state.episode
         dev = self.state.devices[device]
         if kind == "door" and value == "open" and ep is not None and self.state.door_opened_at is None:
             # Door open on return and no event says when: end between the bounds (semantics 4.2).
-            earliest = mine.ts if mine is not None else ep.started_at
-            if dev.last_offline is not None:
-                earliest = max(earliest, dev.last_offline.start)
+            earliest = self._known_until(device, kind, mine) or ep.started_at
             ep.end_uncertain = True
             ep.end_earliest = max(earliest, ep.started_at)
             dev.readings[kind] = Reading(value=value, ts=ts, device=device, uncertain=True)
             self.state.readings[kind] = dev.readings[kind]
-            self._note(
-                ep.id, ts, "door_found_open", {"device": device, "earliest": format_ts(ep.end_earliest)}
-            )
+            found: dict[str, object] = {"device": device, "earliest": format_ts(ep.end_earliest)}
+            if at_start:
+                found["at_start"] = True
+            self._note(ep.id, ts, "door_found_open", found)
             self._end_episode(max(ts, ep.started_at), "the door was found open after a gap")
             return
-        self._note(
-            ep.id if ep else None, ts, "reading_reconciled", {"device": device, "kind": kind, "value": value}
-        )
+        detail: dict[str, object] = {"device": device, "kind": kind, "value": value}
+        if at_start:
+            detail["at_start"] = True
+        self._note(ep.id if ep else None, ts, "reading_reconciled", detail)
         before = ep
         self._apply(device, kind, value, ts, uncertain=True)
         opened = self.state.episode
         if opened is not None and opened is not before:
-            # Opened on a reading nobody saw begin: the true start may be earlier.
+            # Opened on a reading nobody saw begin: the true start may be earlier, as early as the last
+            # time the door was known open (2.1 keeps the earliest possible start).
             opened.start_uncertain = True
+            if kind == "door" and opened.earliest_start is None:
+                known_open = self._known_until(device, kind, mine)
+                if known_open is not None and known_open < opened.started_at:
+                    opened.earliest_start = known_open
+            self._saved(opened)
 
     # -- readings and episodes
 
@@ -1172,7 +1321,7 @@ class RoomMachine:
             elif kind == "lock" and value == "engaged":
                 self._lock_engaged(ep, device, ts, current)
         if kind in ("door", "occupancy"):
-            self._door_or_occupancy(kind, value, ts)
+            self._door_or_occupancy(kind, value, ts, current if not uncertain else None)
 
     def _keep_panel(self, kind: str, reading: Reading) -> None:
         """The panel's reading kept (`RoomState.panel_marks`) while the door's device may still replay a
@@ -1398,14 +1547,21 @@ class RoomMachine:
         before = [m.ts for m in last.observer if m.ts <= last.started_at]
         return last if not before or ts >= max(before) else None
 
-    def _door_or_occupancy(self, kind: str, value: str, ts: dt.datetime) -> None:
+    def _door_or_occupancy(
+        self, kind: str, value: str, ts: dt.datetime, before: Reading | None = None
+    ) -> None:
+        """A door or occupancy reading applied: episodes open, segment, end (2.1 to 2.4). `before`: the
+        room's reading of the kind it replaced, when this one is a device's event (not a reconciled one)."""
         ep = self.state.episode
         if ep is None:
             self._maybe_open()
             return
         opened = self.state.door_opened_at
         if opened is None:
-            if kind == "door" and value == "open":
+            if kind == "door" and value == "closed":
+                if before is not None and before.uncertain and ts < ep.started_at:
+                    self._start_found(ep, ts)
+            elif kind == "door" and value == "open":
                 # 2.4: the segment ends when the door opens; the episode waits for the re-close grace.
                 ep.segments[-1].end = max(ts, ep.segments[-1].start)
                 self.state.door_opened_at = ts
@@ -1431,6 +1587,20 @@ class RoomMachine:
                 self.state.door_opened_at = None
                 self._note(ep.id, ts, "door_reclosed", {"segment": len(ep.segments)})
                 self._saved(ep)
+
+    def _start_found(self, ep: Episode, ts: dt.datetime) -> None:
+        """4.3: the close an episode was found by without seeing it (a heartbeat's `state`, its event
+        lost or late) arrives after all, numbered late with its own time: the episode starts then, as
+        2.1 dates it, and its start is known. Never moved later: a confinement is never under-counted."""
+        first = ep.segments[0]
+        if first.start == ep.started_at:
+            first.start = ts
+        detail: dict[str, object] = {"was": format_ts(ep.started_at)}
+        ep.started_at = ts
+        ep.start_uncertain = False
+        ep.earliest_start = None
+        self._note(ep.id, ts, "start_found", detail)
+        self._saved(ep)
 
     def _advance(self, until: dt.datetime) -> None:
         """End an episode whose door has stayed open past the re-close grace, as of `until`."""
