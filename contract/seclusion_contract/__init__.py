@@ -378,6 +378,9 @@ class BrokerAddress:
         return f"{scheme}://{user}{self.host}:{self.port}"
 
 
+_HOST = re.compile(r"[a-z0-9._:-]+")  # a name, an IPv4 address or an IPv6 one (urlsplit lowercases it)
+
+
 def parse_broker_url(url: str, expand: Callable[[str], str] = str) -> BrokerAddress:
     """Parse a broker URL; a ValueError says what is wrong with it.
 
@@ -393,10 +396,15 @@ def parse_broker_url(url: str, expand: Callable[[str], str] = str) -> BrokerAddr
     host_parts = urlsplit("//" + expand(hostport))
     if not host_parts.hostname:
         raise ValueError("the broker URL has no host")
+    if not _HOST.fullmatch(host_parts.hostname):
+        # A space or another character no host name has: every connect would fail, for ever.
+        raise ValueError("the broker URL's host is not a host name or an IP address")
     try:
         port = host_parts.port
     except ValueError as exc:
         raise ValueError(f"the broker URL's port is not a number: {exc}") from exc
+    if port == 0:
+        raise ValueError("the broker URL's port is 0: give the broker's port, or none for the default")
     tls = parts.scheme == "mqtts"
     username: str | None = None
     password: str | None = None

@@ -4,6 +4,7 @@ room above it, a `lapse_grace_s` given twice ran on the later, a pin given twice
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -32,6 +33,22 @@ class _OnceLoader(yaml.SafeLoader):
             if first != line:
                 raise KeyGivenTwice(str(key), first, line)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        # YAML 1.1 (PyYAML's) reads `027` as octal (23) and `9:50` as base 60 (590): a zero-padded
+        # pin (`pin: 027`) would be wired as another GPIO, a time of the timetable as a number. Read as
+        # written instead, as YAML 1.2 does: `027` is 27, `9:50` the text "9:50".
+        text = str(self.construct_scalar(node))
+        digits = text.replace("_", "")
+        if _ZERO_PADDED.fullmatch(digits):
+            return int(digits, 10)
+        if ":" in digits:
+            return text
+        return super().construct_yaml_int(node)
+
+
+_ZERO_PADDED = re.compile(r"[-+]?0[0-9]+")
+_OnceLoader.add_constructor("tag:yaml.org,2002:int", _OnceLoader.construct_yaml_int)
 
 
 def load_yaml(text: str) -> Any:

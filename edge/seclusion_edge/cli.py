@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import threading
@@ -113,8 +114,35 @@ def _check_config(config: EdgeConfig) -> int:
         lines.append(f"  outputs   buzzer pin {buzzer}, LED pin {led}")
     else:
         lines.append("  outputs   none: this device sounds no local alarm")
+    wired: list[tuple[str, object]] = [(f"sensors.{i}.pin", s.pin) for i, s in enumerate(config.sensors)]
+    if outputs is not None:
+        wired += [("outputs.buzzer", outputs.buzzer), ("outputs.led", outputs.led)]
+    for key, pin in wired:
+        bcm = _bcm(pin)
+        use = RESERVED_PINS.get(bcm) if bcm is not None else None
+        if use is not None:
+            lines.append(f"  note      {key}: GPIO{bcm} is {use}: wire it elsewhere if you can")
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
+
+
+# Pins a Pi gives to something else on many images: a contact wired there works against it.
+RESERVED_PINS = {
+    0: "the HAT ID EEPROM's I2C data (ID_SD)",
+    1: "the HAT ID EEPROM's I2C clock (ID_SC)",
+    2: "I2C SDA, with a fixed 1.8 kOhm pull-up",
+    3: "I2C SCL, with a fixed 1.8 kOhm pull-up",
+    14: "the UART console's TX (enabled on many Pi images)",
+    15: "the UART console's RX (enabled on many Pi images)",
+}
+
+
+def _bcm(pin: object) -> int | None:
+    """A pin's BCM number when the file gives one (`17`, `GPIO17`); None for a header name (`BOARD11`)."""
+    if isinstance(pin, int) and not isinstance(pin, bool):
+        return pin
+    match = re.fullmatch(r"(?:GPIO|BCM)(\d+)", str(pin).strip(), re.IGNORECASE)
+    return int(match.group(1)) if match else None
 
 
 def _run(config: EdgeConfig, *, mock_pins: bool, new_epoch: bool) -> int:

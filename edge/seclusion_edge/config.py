@@ -232,6 +232,10 @@ class MqttConfig(BaseModel):
     def _ca_file_beside_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is None:
             return None
+        url = info.data.get("url")
+        if isinstance(url, str) and not url.strip().lower().startswith("mqtts://"):
+            # Not used with a plain URL: the password and every event would go in clear, the CA ignored.
+            raise ValueError("a CA file is for a TLS broker: write the URL as mqtts://... (or drop ca_file)")
         path = _beside_file(value, info)
         check_ca_file(path)  # fail at load time (and in check-config), naming mqtt.ca_file
         return path
@@ -269,6 +273,15 @@ class EdgeConfig(BaseModel):
     outputs: OutputsConfig | None = None
 
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_dir_named(cls, value: object) -> object:
+        # An empty one would be the file's own directory: read-only under the shipped unit, where the
+        # agent would run without its outbox (no status, no heartbeat) and nothing would say why.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("give the directory for the agent's outbox (e.g. /var/lib/seclusion-edge)")
+        return value
 
     @field_validator("state_dir")
     @classmethod
