@@ -7,6 +7,7 @@ migrations and the same tests.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -72,12 +73,37 @@ def make_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> None:
-    """Bring the schema to the newest migration (or to `revision`; `down`: back to it)."""
+    """Bring the schema to the newest migration (or to `revision`; `down`: back to it), all of it in one
+    transaction: a hub stopped half-way (a power cut, a restart of a hub that seemed stuck in a long
+    migration) leaves the database as it was, and the next start does the whole upgrade again."""
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("seclusion_hub") / "migrations"))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(cfg, revision)
+    step = command.downgrade if down else command.upgrade
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:  # PostgreSQL's DDL is transactional as it is
+            cfg.attributes["connection"] = conn
+            step(cfg, revision)
+        return
+    # pysqlite commits each CREATE or ALTER on its own (it begins transactions only before data
+    # changes): the schema changes would stay while the version stamp rolled back, and no start would
+    # get past them again. Its own handling off, and one BEGIN for everything (SQLAlchemy's recipe).
+    with engine.connect() as conn:
+        raw: Any = conn.connection.dbapi_connection  # sqlite3.Connection
+        previous = raw.isolation_level
+        raw.isolation_level = None
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                cfg.attributes["connection"] = conn
+                step(cfg, revision)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+            conn.commit()
+        finally:
+            raw.isolation_level = previous
 
 
 INCIDENT_END_COLUMNS = (
