@@ -35,6 +35,7 @@ from .errors import BadRequest
 from .models import AuditEntry, EpisodeRecord, IncidentRecord
 from .record_store import RecordStore
 from .reports import Count, GovernorsReport, render_governors_pdf
+from .reports.parent_copy import MONTHS
 from .service import HubService
 
 # The columns of the episodes CSV, in order. Add at the end; never rename or reorder (spreadsheets and
@@ -735,20 +736,7 @@ GROUP_WORDS = {
     "no": "no",
     "unknown": "not recorded",
 }
-MONTH_NAMES = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
+MONTH_NAMES = MONTHS  # the parents' copy's: in English whatever the server's locale
 
 
 def month_words(label: str) -> str:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..reports.parent_copy import MONTHS
+
 Severity = Literal["info", "warning", "critical"]
 Reason = Literal["raised", "escalated", "renotify", "late"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
@@ -219,7 +221,7 @@ def _zone(name: str) -> tuple[dt.tzinfo, str]:
         return dt.UTC, "UTC"
 
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = tuple(month[:3] for month in MONTHS)
 
 
 def _local(when: dt.datetime, zone: dt.tzinfo, reference: dt.datetime) -> str:

@@ -57,7 +57,7 @@ LIMIT_WORDS: Final[dict[str, str]] = {
 # Spelled out rather than strftime's %A / %B, which follow the process locale: the copy is always in
 # British English, whatever the server's LANG.
 _DAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTHS: Final = (
+MONTHS: Final = (
     "January",
     "February",
     "March",
@@ -229,7 +229,7 @@ def _duration_words(whole_seconds: int, minutes: int) -> str:
 
 def format_date(day: dt.date) -> str:
     """A date as in a letter: "Tuesday 3 November 2026"."""
-    return f"{_DAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
+    return f"{_DAYS[day.weekday()]} {day.day} {MONTHS[day.month - 1]} {day.year}"
 
 
 def format_time(moment: dt.datetime, zone: ZoneInfo, *, with_zone: bool = False) -> str:
