@@ -20,6 +20,7 @@ from .live import LiveFeed
 from .mqtt import HubMqtt
 from .mqtt_process import MqttProcess
 from .service import HubService
+from .serving_lock import ServingLock
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -129,11 +130,16 @@ class Hub:
             access_log=False,
         )
         server = _Server(config, self.live)
-        self.start()
+        # One hub per database (serving_lock.py): refused before it takes any message.
+        lock = ServingLock.take(self.store.engine)
         try:
-            server.run()
+            self.start()
+            try:
+                server.run()
+            finally:
+                self.stop()
         finally:
-            self.stop()
+            lock.release()
 
     def serve_in_thread(self) -> tuple[uvicorn.Server, threading.Thread]:
         """Start everything with the HTTP server on a thread (for the demo and in-process tests)."""
