@@ -194,18 +194,28 @@ class SignedOffReview(HTTPException):
         super().__init__(409, "status: the episode's record is signed off; add an addendum instead")
 
 
+def person_entry(
+    who: Principal, action: str, target_type: str, target_id: str, now: dt.datetime, **detail: Any
+) -> AuditEntry:
+    """The audit entry of a person's read or change: who, what, on what, when, and its detail."""
+    return AuditEntry(
+        at=now, actor=who.name, action=action, target_type=target_type, target_id=target_id, detail=detail
+    )
+
+
 def _list_read(
     who: Principal, listed: str, site: str | None, filters: dict[str, Any], count: int, now: dt.datetime
 ) -> AuditEntry:
     """The audit entry of one page of a list read by a person: what was listed (against the site asked
     for, `*` for all the caller's), the filter and how many it showed; never what the items hold."""
-    return AuditEntry(
-        at=now,
-        actor=who.name,
-        action="read",
-        target_type=listed,
-        target_id=site or "*",
-        detail={"filter": {k: v for k, v in filters.items() if v is not None}, "count": count},
+    return person_entry(
+        who,
+        "read",
+        listed,
+        site or "*",
+        now,
+        filter={k: v for k, v in filters.items() if v is not None},
+        count=count,
     )
 
 
@@ -449,11 +459,7 @@ def create_app(
         )
         timeline.sort(key=lambda item: (item["at"], 0 if item["type"] == "event" else 1))
         body["timeline"] = timeline
-        store.audit(
-            AuditEntry(
-                at=now, actor=who.name, action="read", target_type="episode", target_id=ep.id, detail={}
-            )
-        )
+        store.audit(person_entry(who, "read", "episode", ep.id, now))
         return body
 
     def _machine(who: Principal, site: str, room: str) -> RoomMachine:
@@ -476,13 +482,14 @@ def create_app(
             room,
             until,
             change.reason,
-            AuditEntry(
-                at=now,
-                actor=who.name,
-                action=f"mode_{change.mode}",
-                target_type="room",
-                target_id=f"{site}/{room}",
-                detail={"reason": change.reason, "expires_at": format_ts_or_none(until)},
+            person_entry(
+                who,
+                f"mode_{change.mode}",
+                "room",
+                f"{site}/{room}",
+                now,
+                reason=change.reason,
+                expires_at=format_ts_or_none(until),
             ),
         )
         with service.lock:
@@ -548,16 +555,7 @@ def create_app(
                 }
             ],
         )
-        batch.audits.append(
-            AuditEntry(
-                at=now,
-                actor=who.name,
-                action="manual_episode",
-                target_type="episode",
-                target_id=ep.id,
-                detail={"reason": body.reason},
-            )
-        )
+        batch.audits.append(person_entry(who, "manual_episode", "episode", ep.id, now, reason=body.reason))
         store.write(batch, now)  # the episode, its incident and its audit entry: all or nothing
         tell_boards(ep.site, ep.room)
         return episode_json(ep, now)
@@ -604,15 +602,16 @@ def create_app(
                 }
             ],
         )
+        # What was entered, and the record it moves to `awaiting_record` (with its deadlines).
         batch.audits.append(
-            AuditEntry(
-                at=now,
-                actor=who.name,
-                action="manual_episode_end",
-                target_type="episode",
-                target_id=ep.id,
-                # What was entered, and the record it moves to `awaiting_record` (with its deadlines).
-                detail={"ended_at": format_ts(body.ended_at), "incident_id": ep.incident_id},
+            person_entry(
+                who,
+                "manual_episode_end",
+                "episode",
+                ep.id,
+                now,
+                ended_at=format_ts(body.ended_at),
+                incident_id=ep.incident_id,
             )
         )
         store.write(batch, now)
@@ -714,14 +713,7 @@ def create_app(
         found = _alert_row(who, alert_id)
         if found.resolved_at is not None:
             raise HTTPException(409, "the alert is already resolved")
-        entry = AuditEntry(
-            at=service.clock.now(),
-            actor=who.name,
-            action="resolve_alert",
-            target_type="alert",
-            target_id=alert_id,
-            detail={"note": body.note},
-        )
+        entry = person_entry(who, "resolve_alert", "alert", alert_id, service.clock.now(), note=body.note)
         try:
             # The resolution and its audit entry in one transaction.
             done = service.resolve_alert(found.site, found.room, alert_id, who.name, body.note, entry)
@@ -752,14 +744,7 @@ def create_app(
             raise BadRequest("body", "name", f"not a review of this room's policy (reviews: {known})")
         # A change by a person, and a read: the answer shows the whole episode (its child's id too).
         # Written with the review, in one transaction.
-        entry = AuditEntry(
-            at=service.clock.now(),
-            actor=who.name,
-            action="review",
-            target_type="episode",
-            target_id=episode_id,
-            detail={"review": body.name},
-        )
+        entry = person_entry(who, "review", "episode", episode_id, service.clock.now(), review=body.name)
         try:
             # Held from the check to the review's write (as a child's attach is): a sign-off waits for it.
             with records.unsigned(row.incident_id) if row.incident_id else contextlib.nullcontext():
