@@ -12,7 +12,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from seclusion_contract import format_ts
-from seclusion_edge import EdgeAgent, FakeClock, WiringError
+from seclusion_edge import EdgeAgent, EdgeConfig, FakeClock, WiringError
 from seclusion_edge.failsafe import Alarm
 from tests.edge.conftest import SETTLE_MS, Bench, FakeLink, door_device, panel_device
 
@@ -272,12 +272,10 @@ def test_the_devices_own_readings_keep_their_order_when_its_wall_clock_is_set_ba
     assert door.local_alarm.level == "critical"
 
 
-def test_a_restart_during_an_episode_does_not_set_the_local_duration_back(
-    bench: Bench, clock: FakeClock, tmp_path: Path
-) -> None:
-    """The agent restarts 500 s into an episode with the broker still down: its start-up readings are
-    what it last reported (not sent again), so the local timers go on from the door's close and the
-    duration limit (600 s) sounds 600 s after it, not 600 s after the restart."""
+def _stopped_mid_episode(bench: Bench, tmp_path: Path, ms: int) -> EdgeConfig:
+    """A door device that heard the room's numbers (a 600 s limit, no lapse within the test), saw a child
+    shut in, lost the broker and stopped `ms` into the episode, with no alarm yet; the next start finds
+    the broker still down. Returns its device file, for that start."""
     config = door_device(tmp_path / "door", outputs=DOOR_OUTPUTS)
     first = bench.start(config)
     bench.settle(first)
@@ -288,11 +286,20 @@ def test_a_restart_during_an_episode_does_not_set_the_local_duration_back(
     bench.settle(first)
     bench.link.drop()
     assert first.episode_open
-    bench.settle(first, 500_000)
-    assert first.local_alarm.level == "none"
+    bench.settle(first, ms)
+    assert first.episode_open and first.local_alarm.level == "none"
     first.stop()
-
     bench.connect_on_start = False
+    return config
+
+
+def test_a_restart_during_an_episode_does_not_set_the_local_duration_back(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The agent restarts 500 s into an episode with the broker still down: its start-up readings are
+    what it last reported (not sent again), so the local timers go on from the door's close and the
+    duration limit (600 s) sounds 600 s after it, not 600 s after the restart."""
+    config = _stopped_mid_episode(bench, tmp_path, 500_000)
     second = bench.start(config)  # the numbers come from the file the first one kept
     second.simulate("occupancy", "occupied")
     second.simulate("door", "closed")
@@ -310,20 +317,7 @@ def test_an_agent_restarted_mid_episode_with_a_still_child_keeps_timing_the_epis
     a closed door on an empty room: no episode, and no local alarm ever. It now starts from the room as
     it last numbered it (door closed, occupied, each from when it began), and `vacant` while the door
     stays closed ends nothing (semantics 2.3): the duration limit sounds 600 s after the close."""
-    config = door_device(tmp_path / "door", outputs=DOOR_OUTPUTS)
-    first = bench.start(config)
-    bench.settle(first)
-    numbers = {**NUMBERS, "lapse_grace_s": 100_000, "max_duration_s": 600}
-    bench.link.deliver(config_topic("calm-1-door"), numbers)
-    first.simulate("occupancy", "occupied")
-    first.simulate("door", "closed")
-    bench.settle(first)
-    bench.link.drop()
-    bench.settle(first, 300_000)
-    assert first.episode_open
-    first.stop()
-
-    bench.connect_on_start = False
+    config = _stopped_mid_episode(bench, tmp_path, 300_000)
     second = bench.start(config)  # fresh mock pins: the PIR reads vacant (a still child)
     second.simulate("door", "closed")
     bench.settle(second)

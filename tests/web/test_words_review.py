@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from seclusion_contract import format_ts
 from seclusion_hub import review as review_module
 from seclusion_hub.notify.notice import Notice, render_message
 from seclusion_hub.reports import GovernorsReport, render_governors_html, render_html
+from tests.hub.test_delivery_review import _notice as delivery_notice
 from tests.hub.test_parent_copy import at, sam
 from tests.hub.test_review_api import SITE as REVIEW_SITE
 from tests.hub.test_review_api import Review
@@ -251,24 +251,9 @@ def test_a_parents_copy_in_the_hour_that_happens_twice_says_which() -> None:
 # -- the alert notices
 
 
-def _notice(due: dt.datetime, **changes: Any) -> Notice:
-    notice = Notice(
-        delivery_id="d-1",
-        alert_id="a-1",
-        kind="supervision_lapse",
-        severity="critical",
-        site=SITE,
-        room="calm-1",
-        room_name="Calm room 1",
-        tier="room",
-        reason="raised",
-        due_at=due,
-        raised_at=due,
-        late=False,
-        link=None,
-        timezone="Europe/London",
-    )
-    return dataclasses.replace(notice, **changes)
+def _notice(due: dt.datetime) -> Notice:
+    """A lapse's notice (tests/hub/test_delivery_review.py's), due and raised at `due`."""
+    return dataclasses.replace(delivery_notice("a-1"), due_at=due, raised_at=due)
 
 
 def test_a_notice_in_the_hour_the_clocks_go_back_says_which_time_it_means() -> None:
