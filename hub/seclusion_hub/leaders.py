@@ -31,9 +31,9 @@ from .models import AuditEntry, IncidentRecord
 from .record_pages import _templates, duration_words, local_date, local_datetime, next_deadline, status_words
 from .record_store import RecordStore
 from .reports.governors import percent_down
+from .reports.parent_copy import MONTHS
 from .review import (
     GROUP_WORDS,
-    MONTH_NAMES,
     Facts,
     Period,
     gather_facts,
@@ -185,7 +185,7 @@ def bucket_words(b: dict[str, Any], bucket: str, zone: ZoneInfo) -> str:
     if bucket == "month":
         return month_words(str(b["label"]))
     monday = dt.datetime.fromisoformat(str(b["start"]).replace("Z", "+00:00")).astimezone(zone).date()
-    return f"week of {monday.day} {MONTH_NAMES[monday.month - 1][:3]} {monday.year}"
+    return f"week of {monday.day} {MONTHS[monday.month - 1][:3]} {monday.year}"
 
 
 def trend_words(summary: dict[str, Any], zone: ZoneInfo) -> str:

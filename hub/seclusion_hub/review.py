@@ -736,13 +736,12 @@ GROUP_WORDS = {
     "no": "no",
     "unknown": "not recorded",
 }
-MONTH_NAMES = MONTHS  # the parents' copy's: in English whatever the server's locale
 
 
 def month_words(label: str) -> str:
     """A month bucket's label ("2026-10") as people write it: "October 2026"."""
     year, month = label.split("-")
-    return f"{MONTH_NAMES[int(month) - 1]} {year}"
+    return f"{MONTHS[int(month) - 1]} {year}"  # in English whatever the server's locale
 
 
 def governors_report(site: LoadedSite, f: Facts, now: dt.datetime) -> GovernorsReport:
