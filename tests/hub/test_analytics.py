@@ -164,6 +164,29 @@ def test_ehcp_derived_from_sen_gives_the_same_answer() -> None:
     assert everywhere[0].k == 9
 
 
+def test_a_typed_value_is_one_group_whatever_its_case_and_spacing() -> None:
+    """The register's `sex` and `ethnicity` are as the school typed them (a CSV from one system, a form
+    filled in by hand): "White British" and "white  british" are one group of children, not two
+    half-groups whose small counts would each be withheld or read as two rates."""
+    pupils = [pupil(f"a{i}", ethnicity="White British") for i in range(6)]
+    pupils += [pupil(f"b{i}", ethnicity="white  british ") for i in range(4)]
+    pupils += [pupil(f"c{i}", ethnicity="Black Caribbean") for i in range(10)]
+    pupils += [pupil("d0", ethnicity="Unknown"), pupil("d1", ethnicity="  ")]
+    episodes = [
+        episode(utc(2026, 2, 2), "b0"),
+        episode(utc(2026, 2, 3), "a1"),
+        episode(utc(2026, 2, 4), "c0"),
+    ]
+    rows = disproportionality(pupils, episodes, "ethnicity", start=START, end=END, tz=UTC)
+    assert [(r.group, r.n, r.k) for r in rows] == [
+        ("Black Caribbean", 10, 1),
+        ("White British", 10, 2),
+        ("unknown", 2, 0),
+    ]
+    links = shared_groups(pupils, "ethnicity", "sex", on=START.date())
+    assert links == {("Black Caribbean", "unknown"), ("White British", "unknown"), ("unknown", "unknown")}
+
+
 def test_unknown_values_form_their_own_group() -> None:
     pupils = [pupil(f"a{i}", sex="female") for i in range(10)]
     pupils += [pupil(f"b{i}", sex="male") for i in range(10)]

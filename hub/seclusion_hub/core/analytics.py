@@ -20,7 +20,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 from .deadlines import WEEKDAYS, local_date, start_of_local_day
 from .policy import PatternTrigger
@@ -166,6 +166,25 @@ def characteristic_value(pupil: PupilFact, characteristic: Characteristic, on: d
     if isinstance(value, bool):
         return "yes" if value else "no"
     return value
+
+
+# Characteristics the register holds as the school typed them (`sex`, `ethnicity`): one group however
+# its case and spacing were typed.
+FREE_TEXT: Final = frozenset({"sex", "ethnicity"})
+
+
+def groups_of(pupils: Iterable[PupilFact], characteristic: Characteristic, on: dt.date) -> dict[str, str]:
+    """Each child's group (`characteristic_value`), by child id. A free-text value typed with another case
+    or spacing ("White British", "white  british") is one group, not two half-groups, shown under the
+    first of its spellings in sorted order; a blank one, or the word "unknown" in any case, is "unknown"."""
+    raw = {p.id: characteristic_value(p, characteristic, on) for p in pupils}
+    if characteristic not in FREE_TEXT:
+        return raw
+    shown: dict[str, str] = {}
+    for value in sorted({" ".join(v.split()) for v in raw.values()}):
+        key = value.casefold()
+        shown.setdefault(key, UNKNOWN if key in ("", UNKNOWN) else value)
+    return {child: shown[" ".join(value.split()).casefold()] for child, value in raw.items()}
 
 
 def minutes_up(seconds: float) -> float:
@@ -335,7 +354,7 @@ def disproportionality(
     register = [p for p in pupils if site is None or p.site == site]
     in_site = [e for e in episodes if site is None or e.site == site]
     reference = on if on is not None else local_date(start, tz)
-    group_of = {p.id: characteristic_value(p, characteristic, reference) for p in register}
+    group_of = groups_of(register, characteristic, reference)
     per_child = Counter(
         e.pupil_id
         for e in episodes_between(in_site, start=start, end=end)
@@ -481,14 +500,12 @@ def shared_groups(
     site: str | None = None,
 ) -> set[tuple[str, str]]:
     """The pairs (a group of `first`, a group of `second`) that share at least one child on the register
-    (only the children of `site` when given), each child's group as `characteristic_value` gives it on
+    (only the children of `site` when given), each child's group as `groups_of` gives it on
     `on`: for `sen` and a derived `ehcp`, ("ehcp", "yes"), ("none", "no"), ("sen_support", "no") and
     ("unknown", "unknown")."""
-    return {
-        (characteristic_value(p, first, on), characteristic_value(p, second, on))
-        for p in pupils
-        if site is None or p.site == site
-    }
+    register = [p for p in pupils if site is None or p.site == site]
+    first_of, second_of = groups_of(register, first, on), groups_of(register, second, on)
+    return {(first_of[p.id], second_of[p.id]) for p in register}
 
 
 def suppress_linked(
