@@ -243,6 +243,11 @@ class Pupil(SQLModel, table=True):
     fsm: bool | None = None
     looked_after: bool | None = None
     characteristics: list[str] = _json(default_factory=list)
+    # On the school's roll from `joined_on` to `left_on` (its last day), each as the school says; None:
+    # not said (on roll as far as the figures know). The leaders' rates count the children on roll in
+    # their period, so a leaver is not a child of every later term's register.
+    joined_on: dt.date | None = None
+    left_on: dt.date | None = None
     created_at: dt.datetime = _ts()
     updated_at: dt.datetime = _ts()
 

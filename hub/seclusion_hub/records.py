@@ -12,13 +12,22 @@ import hashlib
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from seclusion_contract import SLUG, format_ts, format_ts_or_none
 
@@ -65,6 +74,14 @@ class PupilIn(_Body):
     characteristics: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=20
     )
+    joined_on: dt.date | None = None  # first day on the school's roll (an addition to the contract)
+    left_on: dt.date | None = None  # last day on roll: a leaver is not counted in later periods' rates
+
+    @model_validator(mode="after")
+    def _roll_in_order(self) -> PupilIn:
+        if self.joined_on is not None and self.left_on is not None and self.left_on < self.joined_on:
+            raise ValueError("left_on: the last day on roll is before joined_on, the first")
+        return self
 
 
 class PupilChoice(_Body):
@@ -125,6 +142,8 @@ def pupil_json(p: Pupil) -> dict[str, Any]:
         "fsm": p.fsm,
         "looked_after": p.looked_after,
         "characteristics": p.characteristics,
+        "joined_on": p.joined_on.isoformat() if p.joined_on else None,
+        "left_on": p.left_on.isoformat() if p.left_on else None,
     }
 
 
@@ -200,6 +219,7 @@ def incident_summary(row: IncidentRecord) -> dict[str, Any]:
 
 
 _TRUE = {"yes", "y", "true", "1"}
+_ACROSS = re.compile(r"^Value error, (?P<field>[a-z_]+): (?P<problem>.+)$", re.S)
 _FALSE = {"no", "n", "false", "0"}
 CSV_COLUMNS = (
     "reference",
@@ -213,6 +233,8 @@ CSV_COLUMNS = (
     "fsm",
     "looked_after",
     "characteristics",
+    "joined_on",
+    "left_on",
 )
 
 
@@ -257,6 +279,8 @@ def _parse_register_csv(text: str, site: str, now: dt.datetime) -> tuple[list[Pu
             "year_group",
             "sex",
             "ethnicity",
+            "joined_on",
+            "left_on",
         ):
             if row.get(key):
                 data[key] = row[key]
@@ -274,8 +298,11 @@ def _parse_register_csv(text: str, site: str, now: dt.datetime) -> tuple[list[Pu
             checked = PupilIn.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise BadRequest("body", f"line {line}: {where}", first["msg"]) from exc
+            where, problem = ".".join(str(p) for p in first["loc"]), first["msg"]
+            across = _ACROSS.match(problem) if not where else None
+            if across is not None:  # a rule across the row's columns names its column first
+                where, problem = across["field"], across["problem"]
+            raise BadRequest("body", f"line {line}: {where}", problem) from exc
         if checked.reference:
             if checked.reference in seen:
                 raise BadRequest("body", f"line {line}: reference", "listed twice in this file")

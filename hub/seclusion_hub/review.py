@@ -96,7 +96,7 @@ class Facts:
     rows: list[EpisodeRecord]
     incidents: dict[str, IncidentRecord]  # by episode id
     episodes: list[EpisodeFact]
-    pupils: list[PupilFact]
+    pupils: list[PupilFact]  # the period's register: the children on roll in it (analytics.on_roll)
     clocks: dict[str, Reading]  # by episode id: an open episode's run to now
     # The episodes of the look-back before the period (the largest `window_days` of the site's pattern
     # triggers): they only complete a pattern across the period's start (`flags`), and count nowhere.
@@ -415,7 +415,7 @@ def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, wh
     earlier = [e for e in facts if e.started_at < when.start]
     clocks = {r.id: clocks[r.id] for r in rows}
     incidents = {r.id: incidents[r.id] for r in rows if r.id in incidents}
-    pupils = [
+    register = [
         PupilFact(
             id=p.id,
             site=p.site,
@@ -427,9 +427,13 @@ def gather_facts(service: HubService, records: RecordStore, site: LoadedSite, wh
                 "fsm": p.fsm,
                 "looked_after": p.looked_after,
             },
+            joined_on=p.joined_on,
+            left_on=p.left_on,
         )
         for p in records.pupils([site.id], site.id)
     ]
+    # The period's register: a leaver is not a child of every later term (their rates' denominators).
+    pupils = analytics.on_roll(register, episodes, start=when.start, end=when.end, tz=site.zone)
     return Facts(site, when, rows, incidents, episodes, pupils, clocks, earlier)
 
 

@@ -391,6 +391,55 @@ def test_the_age_band_is_the_age_on_the_schools_first_day_of_the_period(bare: Re
     assert {r["group"]: r["n"] for r in rows} == {"5-6": 1, "7-10": 1}
 
 
+def test_the_rates_count_the_children_on_roll_in_the_period_not_every_leaver_since(bare: Review) -> None:
+    """A register keeps its leavers (their records name them), so without their dates every later
+    term's rates would divide by every child the school ever had: a rate per 100 falling term after term
+    for no reason but the register's age. The register says a child's days on roll (`joined_on`,
+    `left_on`, an addition), and a period's figures count the children on roll in it, its own days on
+    the school's calendar; a child secluded in the period counts whatever their dates say."""
+    staying = [bare.pupil(f"Stay{i}", "none") for i in range(3)]
+    leader = bare.leader()
+    senior = bare.token("senior", SITE)
+    added = [
+        bare.client.post("/api/pupils", json={**child, "site": SITE}, headers=senior)
+        for child in (
+            {"first_name": "Leaver", "last_name": "Test", "sen": "ehcp", "left_on": "2026-07-22"},
+            {"first_name": "Last", "last_name": "Day", "sen": "ehcp", "left_on": "2026-09-01"},
+            {"first_name": "Joiner", "last_name": "Test", "sen": "ehcp", "joined_on": "2026-12-01"},
+            {"first_name": "Early", "last_name": "Date", "sen": "ehcp", "left_on": "2026-08-01"},
+        )
+    ]
+    assert [r.status_code for r in added] == [201] * 4, [r.text for r in added]
+    assert added[0].json()["left_on"] == "2026-07-22" and added[2].json()["joined_on"] == "2026-12-01"
+    # Secluded in the term although the register says they left before it: counted (never under-count).
+    bare.episode(added[3].json()["id"], START + dt.timedelta(days=3, hours=10), 5)
+    bare.episode(staying[0], START + dt.timedelta(days=4, hours=10), 5)
+    bare.clock.set(dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+    term = {"site": SITE, "from": "2026-09-01T00:00:00+01:00", "to": "2026-12-01T00:00:00Z"}
+    report = bare.client.get(
+        "/api/reports/disproportionality",
+        params={**term, "characteristic": "sen", "suppress": "false"},
+        headers=leader,
+    ).json()
+    # On roll: the three staying, Day (whose last day is the term's first) and Early (secluded).
+    assert {r["group"]: (r["n"], r["k"]) for r in report["items"]} == {"none": (3, 1), "ehcp": (2, 1)}
+    assert report["children"] == 5
+    # A last day before the first is refused, naming the field, and nothing is kept.
+    wrong = {"first_name": "Back", "last_name": "Wards", "joined_on": "2026-09-02", "left_on": "2026-09-01"}
+    refused = bare.client.post("/api/pupils", json={**wrong, "site": SITE}, headers=senior)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "left_on"]
+    csv = "first_name,last_name,joined_on,left_on\nBack,Wards,2026-09-02,2026-09-01\n"
+    imported = bare.client.post(
+        "/api/pupils/import",
+        params={"site": SITE},
+        content=csv,
+        headers={**senior, "Content-Type": "text/csv"},
+    )
+    assert imported.status_code == 422 and "line 2: left_on" in imported.text
+    names = [p["first_name"] for p in bare.client.get("/api/pupils", headers=senior).json()["items"]]
+    assert "Back" not in names
+
+
 def test_a_month_only_partly_inside_the_period_is_marked_and_left_out_of_the_fit(bare: Review) -> None:
     """review.md, Trend: "A week or month only partly inside the period is marked partial". A term to
     2 December: December's 0 is two days, not a month of no seclusion; the governors' PDF printed it as a

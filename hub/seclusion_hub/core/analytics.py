@@ -135,6 +135,35 @@ class PupilFact:
     site: str
     date_of_birth: dt.date | None = None
     groups: Mapping[str, str | bool | None] = field(default_factory=dict, hash=False)
+    joined_on: dt.date | None = None  # first day on the school's roll; None: not said
+    left_on: dt.date | None = None  # last day on roll; None: not said (still on roll)
+
+
+def on_roll(
+    pupils: Iterable[PupilFact],
+    episodes: Iterable[EpisodeFact],
+    *,
+    start: dt.datetime,
+    end: dt.datetime,
+    tz: dt.tzinfo,
+) -> list[PupilFact]:
+    """The register of the period [start, end): the children on the school's roll on at least one of
+    its days (on the school's calendar, `tz`), a child whose dates are not said counting as on roll. A
+    child with a counted episode in the period is on it whatever their dates say: a leaving date typed
+    too early never takes a secluded child out of the figures (never under-count)."""
+    _aware(start, "start")
+    _aware(end, "end")
+    first_day = local_date(start, tz)
+    last_day = local_date(end - dt.timedelta(microseconds=1), tz)
+    secluded = {e.pupil_id for e in episodes_between(episodes, start=start, end=end)}
+    return [
+        p
+        for p in pupils
+        if p.id in secluded
+        or (
+            (p.joined_on is None or p.joined_on <= last_day) and (p.left_on is None or p.left_on >= first_day)
+        )
+    ]
 
 
 def age_on(date_of_birth: dt.date, on: dt.date) -> int:
