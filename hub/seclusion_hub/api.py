@@ -760,9 +760,14 @@ def create_app(
     def dead_letters(
         who: Annotated[Principal, Depends(needs("admin"))], limit: Limit = 100, cursor: Cursor = None
     ) -> dict[str, Any]:
-        """The rejected messages, newest first, with their reasons, a page at a time."""
+        """The rejected messages, newest first, with their reasons, a page at a time. An administrator
+        limited to some sites sees those whose topic is of their sites (a topic naming no site of
+        theirs, or none at all, only an administrator of every site sees)."""
+        prefixes = None
+        if who.sites is not None:
+            prefixes = [f"{service.topics.root}/{site}/" for site in sorted(who.sites)]
         try:
-            rows, nxt = store.dead_letters(limit, cursor)
+            rows, nxt = store.dead_letters(limit, cursor, prefixes)
         except ValueError as exc:
             raise BadRequest("query", "cursor", "not a cursor this API returned") from exc
         return {

@@ -37,7 +37,7 @@ class LivePush(Protocol):
     @property
     def has_subscribers(self) -> bool: ...
 
-    def publish(self, event: str, data: Mapping[str, Any]) -> int | None: ...
+    def publish(self, event: str, data: Mapping[str, Any]) -> int: ...
 
 
 def alert_json(alert: Alert, room_name: str | None = None) -> dict[str, Any]:
@@ -127,6 +127,7 @@ class AlertDelivery:
         # Where attempts' outcomes go: to the ingest thread, which writes them (set by the service).
         self.record_rows: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] = lambda _a, _u: None
         self._room_names = {(s.id, r.id): r.name for s in sites.values() for r in s.spec.rooms}
+        self._school_names = {s.id: s.spec.name or s.id for s in sites.values()}
         self.dispatcher = Dispatcher(self._record, clock=clock)
 
     def tiers(self, site: str) -> frozenset[str]:
@@ -135,6 +136,13 @@ class AlertDelivery:
 
     def room_name(self, site: str, room: str) -> str:
         return self._room_names.get((site, room), room)
+
+    def school_name(self, site: str) -> str:
+        """The school a notice names beside its room on a hub of several schools (its site file's
+        `name`, else its id); "" on a hub of one, whose notices name the room alone."""
+        if len(self._school_names) < 2:
+            return ""
+        return self._school_names.get(site) or site
 
     # -- inside the batch: the rows that make a send survive a crash
 
@@ -176,13 +184,18 @@ class AlertDelivery:
         self.resolved(out.alerts)
         now = self.clock.now()
         live = self.live
-        boards = 0
+        boards: dict[str, int] = {}  # by alert: the streams of boards allowed to see it that it reached
         if live is not None and live.has_subscribers:
             for view in rooms:
                 live.publish("room", view)
-            for alert in out.alerts.values():
-                reached = live.publish("alert", alert_json(alert, self.room_name(alert.site, alert.room)))
-                boards = max(boards, reached or 0)
+            # Every alert sent now is pushed to the boards (a reminder too), so its live row says
+            # whether a board of its school had it.
+            pushed = dict(out.alerts)
+            for send, _rows in out.sends:
+                pushed.setdefault(send.alert.id, send.alert)
+            for alert in pushed.values():
+                data = alert_json(alert, self.room_name(alert.site, alert.room))
+                boards[alert.id] = live.publish("alert", data)
         for (site, room), changed in out.indicators.items():
             payload = IndicatorPayload(
                 level=changed.level, reason=changed.reason, ts=changed.at, acknowledged=changed.acknowledged
@@ -196,7 +209,8 @@ class AlertDelivery:
         for send, row_ids in out.sends:
             for row_id in row_ids:
                 if row_id.endswith(f"/{LIVE}"):
-                    ok = boards > 0 or (live is not None and live.has_subscribers)
+                    # Only a board of the alert's school counts: another school's is never sent it.
+                    ok = boards.get(send.alert.id, 0) > 0
                     error = None if ok else "no live board was connected"
                     self._outcome(attempts, updates, row_id, 1, now, ok, error, None)
                 elif row_id.endswith(f"/{INDICATOR}"):
@@ -247,6 +261,7 @@ class AlertDelivery:
             timezone=site.spec.timezone if site is not None else "UTC",
             rule=alert.rule,
             sent_at=decided or self.clock.now(),
+            site_name=self.school_name(alert.site),
         )
         try:
             self.dispatcher.submit(notice, list(refs), refs, progress)

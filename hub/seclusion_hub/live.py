@@ -181,10 +181,11 @@ class LiveFeed:
         with self._lock:
             return len(self._subscribers)
 
-    def publish(self, event: str, data: Mapping[str, Any]) -> None:
-        """Send an event to every subscriber allowed to see `data["site"]`. Any thread; never blocks."""
+    def publish(self, event: str, data: Mapping[str, Any]) -> int:
+        """Send an event to every subscriber allowed to see `data["site"]`; how many streams it was
+        queued on (a board of another school is not one of them). Any thread; never blocks."""
         if not self._subscribers:
-            return
+            return 0
         if not EVENT_NAME.match(event):
             raise ValueError(f"event: {event!r} is not a live event name")
         try:
@@ -192,12 +193,13 @@ class LiveFeed:
         except (TypeError, ValueError):
             # A bug of ours: the caller (the ingest thread) must go on; the page resyncs on reconnect.
             log.exception("live event %r could not be serialised; not sent", event)
-            return
+            return 0
         site = data.get("site")
         item = LiveEvent(event, text, site if isinstance(site, str) else None)
         with self._lock:
             subscribers = list(self._subscribers)
-        behind = [sub for sub in subscribers if sub.accepts(item) and not sub.offer(item)]
+        allowed = [sub for sub in subscribers if sub.accepts(item)]
+        behind = [sub for sub in allowed if not sub.offer(item)]
         if behind:
             fell = sum(1 for sub in behind if sub.ended == "fell_behind")
             with self._lock:
@@ -205,6 +207,7 @@ class LiveFeed:
                 self.dropped += fell
             if fell:
                 log.warning("%d live stream(s) fell behind and were ended; their pages will resync", fell)
+        return len(allowed) - len(behind)
 
     def subscribe(self, who: Principal) -> Subscription:
         """A new subscription for the running event loop (use it as a context manager)."""

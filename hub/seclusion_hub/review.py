@@ -147,10 +147,12 @@ def review_router(service: HubService, records: RecordStore) -> APIRouter:
             if len(visible) != 1:
                 raise BadRequest("query", "site", f"choose a site (one of {', '.join(sorted(visible))})")
             site = visible[0]
-        if site not in service.sites:
-            raise BadRequest("query", "site", "not a site of this hub")
+        # Whether it is the caller's is asked first: a leader of one school is told no more of a school
+        # on the hub than of one that is not (403 either way), as the rest of the API answers.
         if not who.may_see(site):
             raise HTTPException(403, f"no access to site {site!r}")
+        if site not in service.sites:
+            raise BadRequest("query", "site", "not a site of this hub")
         return service.sites[site]
 
     def period(start: dt.datetime | None, end: dt.datetime | None) -> Period:

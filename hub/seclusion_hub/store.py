@@ -899,11 +899,16 @@ class Store:
             return int(s.exec(select(sa.func.count()).select_from(model)).one())
 
     def dead_letters(
-        self, limit: int = 100, cursor: str | None = None
+        self, limit: int = 100, cursor: str | None = None, prefixes: Sequence[str] | None = None
     ) -> tuple[list[DeadLetter], str | None]:
         """Newest first, keyset-paginated on the id: the page, and the cursor of the next (None: no more;
-        a malformed cursor is a ValueError)."""
+        a malformed cursor is a ValueError). `prefixes`: only those whose topic starts with one of them
+        (a person's sites' topics); None: all."""
         query = select(DeadLetter)
+        if prefixes is not None:
+            query = query.where(
+                sa.or_(sa.false(), *(col(DeadLetter.topic).startswith(p, autoescape=True) for p in prefixes))
+            )
         if cursor is not None:
             (after,) = unpack_cursor(cursor, 1)
             if not (after.isascii() and after.isdigit()) or len(after) > 19:

@@ -407,6 +407,7 @@ def test_a_webhook_body_holds_the_notice_and_nothing_else(http_endpoint: HttpEnd
         "site",
         "room",
         "room_name",
+        "site_name",
         "tier",
         "reason",
         "late",
@@ -666,6 +667,7 @@ def test_a_notice_has_no_field_for_personal_data() -> None:
         "site",
         "room",
         "room_name",
+        "site_name",  # the school's name from its site file, on a hub of several schools
         "tier",
         "reason",
         "due_at",

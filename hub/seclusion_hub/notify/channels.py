@@ -329,6 +329,7 @@ def webhook_payload(notice: Notice, sent_at: dt.datetime) -> dict[str, Any]:
         "site": notice.site,
         "room": notice.room,
         "room_name": notice.room_name,
+        "site_name": notice.site_name,
         "tier": notice.tier,
         "reason": notice.reason,
         "late": notice.late,

@@ -42,6 +42,10 @@ class Notice:
     # When the hub decided to send it (a reminder or an escalation may come days after the alert was
     # raised): its times say their date when it is not this one's day. None: `raised_at`.
     sent_at: dt.datetime | None = None
+    # The school, on a hub serving several (a trust's schools, often each with a "Calm room 1", and a
+    # trust-wide person told of them all): its site file's `name`, else its id. "" on a hub of one
+    # school, whose notices name the room alone.
+    site_name: str = ""
 
     def __post_init__(self) -> None:
         # A bad notice is our bug: refuse it where it is made, not later in a delivery thread.
@@ -238,13 +242,16 @@ def _local(when: dt.datetime, zone: dt.tzinfo, reference: dt.datetime) -> str:
 
 
 def render_message(notice: Notice, sent_at: dt.datetime | None = None) -> Message:
-    """Title and body for a person: the room, what happened and when (site time, dated when not of the
-    day it is sent: `sent_at`, else the notice's), what to do, a link."""
+    """Title and body for a person: the room (and its school, on a hub of several), what happened and
+    when (site time, dated when not of the day it is sent: `sent_at`, else the notice's), what to do,
+    a link."""
     wording = WORDING.get(notice.kind, FALLBACK)
     if notice.kind == "report_overdue":
         wording = REPORT_STEPS.get(notice.rule, wording)
     zone, zone_name = _zone(notice.timezone)
     room = notice.room_name.strip() or notice.room
+    if notice.site_name.strip():
+        room = f"{room} at {notice.site_name.strip()}"
     name = wording.name if notice.kind in WORDING else notice.kind.replace("_", " ")
     tag = _REASON_TAG.get(notice.reason, "")
     # `late` as a reason without the alert being late: an alert held while the room was in maintenance,

@@ -219,7 +219,9 @@
   // child's name with an alert, and the board shows none).
   function alertWords(a) {
     const room = rooms.get(roomKey(a.site, a.room));
-    const roomName = a.room_name || (room && room.name) || a.room;
+    let roomName = a.room_name || (room && room.name) || a.room;
+    // A board of several schools names the school, as its room cards do: each may have a "Calm room 1".
+    if (siteCount() > 1) roomName += ` (${a.site})`;
     const what =
       (a.kind === "report_overdue" && REPORT_STEP[a.rule]) || KIND[a.kind] || String(a.kind).replaceAll("_", " ");
     return { what, roomName };
