@@ -274,7 +274,6 @@ class HubService:
         # changed under `lock`.
         self.manual_open: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
         self._manual_lock = threading.Lock()
-        self.refresh_manual()
         self.ack_message: Callable[[int, int, int], None] = lambda _mid, _qos, _conn: None
         self.publish: Callable[[str, bytes, int, bool], None] = lambda _t, _p, _q, _r: None
         self.backlog_done: Callable[[], bool] = lambda: True
@@ -290,6 +289,7 @@ class HubService:
         self._evaluated = False
         self.healthy = True
         self._load_machines()
+        self.refresh_manual()  # after the rooms: one holding an episode that has ended since lets it go
 
     # -- lifecycle
 
@@ -444,6 +444,32 @@ class HubService:
                 found[(row.site, row.room)] = (row.id, row.started_at)
             with self.lock:
                 self.manual_open = found
+                held = any(m.state.manual for m in self.machines.values())
+        if found or held:
+            # The rooms take them too, on the ingest thread (their duration alerts): not waited for, so
+            # a person's entry is answered once stored; the hub's start runs this again.
+            self.inbox.put(Command(self._hand_entered))
+
+    def _hand_entered(self, batch: Batch) -> None:
+        """Each room's open hand-entered episodes as the episode table has them now; those a room held
+        that have ended are looked at once more, up to their end (a Command: the ingest thread)."""
+        pending = self._current()
+        now_open: dict[tuple[str, str], list[Episode]] = {}
+        for row in self.store.open_manual_episodes():
+            now_open.setdefault((row.site, row.room), []).append(Episode.model_validate_json(row.data))
+        for key, machine in self.machines.items():
+            open_now = now_open.get(key, [])
+            gone = {e.id for e in machine.state.manual} - {e.id for e in open_now}
+            ended: list[Episode] = []
+            for episode_id in sorted(gone):
+                stored = self.store.get_episode(episode_id)
+                if stored is not None:
+                    ep = Episode.model_validate_json(stored.data)
+                    if ep.ended_at is not None:
+                        ended.append(ep)
+            if machine.hand_entered(open_now, ended):
+                batch.rooms[key] = machine.state
+                pending.touched.add(key)
 
     @property
     def live(self) -> LivePush | None:

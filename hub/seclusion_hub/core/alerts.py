@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -158,6 +158,8 @@ class RoomView:
     occupancy: tuple[str, dt.datetime] | None
     lock: tuple[str, dt.datetime, str | None] | None  # value, since, lock type of its device
     devices: tuple[DeviceView, ...]
+    # Open episodes a senior entered by hand because the sensors failed: timed by what was entered.
+    manual: tuple[Episode, ...] = ()
 
 
 @dataclass
@@ -246,11 +248,48 @@ def conditions(view: RoomView, policy: Policy, now: dt.datetime) -> Due:
     if view.episode is not None:
         _episode_conditions(view.episode, view, policy, now, due)
         due.looked_at.add(view.episode.id)
+    for entered in view.manual:
+        _episode_conditions(entered, None, policy, now, due)
+        due.looked_at.add(entered.id)
     for ended in view.ended:
         _episode_conditions(ended, None, policy, now, due)
         due.looked_at.add(ended.id)
     _device_conditions(view, policy, now, due)
     return due
+
+
+def _duration_conditions(ep: Episode, policy: Policy, add: Callable[[Condition], None]) -> None:
+    """2.6: duration rules count elapsed time, the reading that never under-counts."""
+    start = ep.started_at
+    for rule in policy.duration_alerts:
+        after = _number(rule.after_s)
+        add(
+            Condition(
+                f"{rule.kind}/{ep.id}/{after}",
+                rule.kind,
+                start + _s(rule.after_s),
+                episode_id=ep.id,
+                rule=after,
+                tier=rule.tier,
+                detail={"after_s": after},
+            )
+        )
+    limit = duration_limit_s(policy, ep.pupil_age)
+    if limit is not None:
+        # Keyed by the limit when the child's age moved it from the unknown-age one: a limit raised on
+        # the youngest band does not stand in for the child's own, which raises in its turn.
+        moved = limit != duration_limit_s(policy, None)
+        limit_s = _number(limit)
+        add(
+            Condition(
+                f"duration_limit/{ep.id}" + (f"/{limit_s}" if moved else ""),
+                "duration_limit",
+                start + _s(limit),
+                episode_id=ep.id,
+                rule=limit_s,
+                detail={"limit_s": limit_s},
+            )
+        )
 
 
 def _episode_conditions(
@@ -278,6 +317,14 @@ def _episode_conditions(
         due.conditions.append(cond)
 
     start = ep.started_at
+    if ep.manual:
+        # Entered by hand because the sensors failed (a senior entered it, so no `episode_started`): no
+        # sensor sees the room, so only what time alone decides is due. Its supervision is not known
+        # (never a lapse, never no movement); its reviews are not recorded on it (docs/alerts.md).
+        if not policy.seclusion_allowed:
+            add(Condition(f"seclusion_prohibited/{ep.id}", "seclusion_prohibited", start, episode_id=ep.id))
+        _duration_conditions(ep, policy, add)
+        return
     add(Condition(f"episode_started/{ep.id}", "episode_started", start, episode_id=ep.id))
     if not policy.seclusion_allowed:
         add(Condition(f"seclusion_prohibited/{ep.id}", "seclusion_prohibited", start, episode_id=ep.id))
@@ -330,36 +377,7 @@ def _episode_conditions(
                 lapse.end == ep.end_or(probe) or lapse.end - lapse.start > grace
             ):
                 due.later(lapse.start + grace)
-    # 2.6: duration rules count elapsed time, the reading that never under-counts.
-    for rule in policy.duration_alerts:
-        after = _number(rule.after_s)
-        add(
-            Condition(
-                f"{rule.kind}/{ep.id}/{after}",
-                rule.kind,
-                start + _s(rule.after_s),
-                episode_id=ep.id,
-                rule=after,
-                tier=rule.tier,
-                detail={"after_s": after},
-            )
-        )
-    limit = duration_limit_s(policy, ep.pupil_age)
-    if limit is not None:
-        # Keyed by the limit when the child's age moved it from the unknown-age one: a limit raised on
-        # the youngest band does not stand in for the child's own, which raises in its turn.
-        moved = limit != duration_limit_s(policy, None)
-        limit_s = _number(limit)
-        add(
-            Condition(
-                f"duration_limit/{ep.id}" + (f"/{limit_s}" if moved else ""),
-                "duration_limit",
-                start + _s(limit),
-                episode_id=ep.id,
-                rule=limit_s,
-                detail={"limit_s": limit_s},
-            )
-        )
+    _duration_conditions(ep, policy, add)
     for review in policy.reviews:
         # Each occurrence is due until a review of its name is recorded, the episode's end included:
         # the child is out, the review still has to be done and recorded (5's table).

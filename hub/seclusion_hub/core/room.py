@@ -302,6 +302,9 @@ class RoomState(_Model):
     alerts_next_at: dt.datetime | None = None
     # Ended episodes changed since the alerts were last evaluated (stored: a crash in between loses none).
     unevaluated: list[Episode] = []
+    # The room's open episodes a senior entered by hand because the sensors failed (2.7), as the episode
+    # table has them: timed from the start entered, their duration rules raise alerts (docs/alerts.md).
+    manual: list[Episode] = []
     # While the door is closed and no episode is open: the supervision evidence since it closed (the
     # observer reading and check-in it closed on, and each one after), so that an episode dated back to
     # the close (2.1) starts with all of it (at most EVIDENCE_KEPT each, the newest).
@@ -612,6 +615,7 @@ class RoomMachine:
             if lock is not None
             else None,
             devices=tuple(devices),
+            manual=tuple(st.manual),
         )
 
     def _evaluate(self, now: dt.datetime) -> None:
@@ -646,6 +650,16 @@ class RoomMachine:
                     detail["detail"] = dict(a.detail)
                 out.append(Note(a.episode_id, now, f"alert_{effect.change}", detail))
         return out
+
+    def hand_entered(self, open_now: Sequence[Episode], ended: Sequence[Episode]) -> bool:
+        """The room's open hand-entered episodes are now `open_now`; `ended`: those it held open that
+        have ended since, looked at once more up to their end (their duration alerts resolve). True
+        when anything changed (the room's state is then to be stored and its alerts looked at)."""
+        st = self.state
+        before = [(e.id, e.started_at, e.pupil_age) for e in st.manual]
+        st.manual = [e.model_copy(deep=True) for e in open_now]
+        st.unevaluated.extend(e.model_copy(deep=True) for e in ended)
+        return bool(ended) or before != [(e.id, e.started_at, e.pupil_age) for e in st.manual]
 
     def hub_started(self, now: dt.datetime) -> None:
         """The hub (re)started listening: its own downtime is not device downtime (semantics 4.6)."""
