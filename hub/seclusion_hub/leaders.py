@@ -515,9 +515,10 @@ def leaders_router(service: HubService, records: RecordStore) -> APIRouter:
         if not isinstance(who, Principal):
             return who
         pupil = records.pupil(pupil_id)
-        if pupil is None or not who.may_see(pupil.site):
+        site = service.sites.get(pupil.site) if pupil is not None else None
+        # Not found, too, for a child of a school the hub no longer serves (taken out of its site files).
+        if pupil is None or site is None or not who.may_see(pupil.site):
             return page("not_found.html", 404, title="Not found", user=who, current="review")
-        site = service.sites[pupil.site]
         when = period_for(request, site.zone)
         facts = gather_facts(service, records, site, when)
         # Every timed episode of the child's, each with what its completed record says it was (2.2).

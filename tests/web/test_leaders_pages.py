@@ -32,7 +32,7 @@ from seclusion_hub.leaders import (
     UNREVIEWED_EMPTY_WORDS,
     recorded_as,
 )
-from seclusion_hub.models import AuditEntry, IncidentRecord
+from seclusion_hub.models import AuditEntry, IncidentRecord, Pupil
 from seclusion_hub.store import pack_cursor
 from tests.hub.test_api import T0
 from tests.hub.test_records import COMPLETE, NO_CHILD
@@ -82,6 +82,25 @@ def test_only_leaders_of_the_site_see_the_review(review: Review) -> None:
     assert elsewhere.get(f"/review?site={SITE}").status_code == 403
     child = elsewhere.get(f"/review/children/{review.sen[0]}")  # type: ignore[attr-defined]
     assert child.status_code == 404 and "Sen0" not in child.text
+
+
+def test_a_child_of_a_school_no_longer_in_the_site_files_is_not_found_not_an_error(review: Review) -> None:
+    """A school taken out of the hub's site files (it left the trust) keeps its children on the register;
+    a leader of every site opening one of their pages (a link kept from before) was given a 500."""
+    with review.store.session() as s:
+        s.add(
+            Pupil(
+                id="gone-1",
+                site="gone-school",
+                first_name="Kept",
+                last_name="Child",
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+        s.commit()
+    page = _browser(review, "leader").get("/review/children/gone-1")
+    assert page.status_code == 404 and "Kept" not in page.text
 
 
 def test_the_fairness_page_shows_the_ratio_worked_out_by_hand(review: Review) -> None:
