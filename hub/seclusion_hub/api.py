@@ -23,10 +23,10 @@ from seclusion_contract import SLUG, Timestamp, format_ts, format_ts_or_none
 from . import __version__
 from .auth import Principal, principal_for
 from .core.alerts import Alert, AlertError
-from .core.episode import Episode, Segment, UnknownInterval, account
+from .core.episode import Episode, ReviewRecord, Segment, UnknownInterval, account
 from .core.incident import Status as IncidentStatus
 from .core.policy import Policy
-from .core.room import RoomMachine
+from .core.room import NOT_HELD_REVIEW, RoomMachine
 from .delivery import alert_from_row, alert_json
 from .deps import Cursor, Limit, Senior, Staff, needs, site_allowed
 from .errors import UNSTORABLE, UNSTORABLE_PROBLEM, BadRequest, ChangeRefused, RejectedMessage, unstorable_in
@@ -748,7 +748,18 @@ def create_app(
         try:
             # Held from the check to the review's write (as a child's attach is): a sign-off waits for it.
             with records.unsigned(row.incident_id) if row.incident_id else contextlib.nullcontext():
-                service.record_review(row.site, row.room, episode_id, body.name, who.name, body.note, entry)
+                try:
+                    service.record_review(
+                        row.site, row.room, episode_id, body.name, who.name, body.note, entry
+                    )
+                except RejectedMessage as exc:
+                    if exc.reason != NOT_HELD_REVIEW or (row.ended_at is None and not row.manual):
+                        raise
+                    # An episode the room no longer holds (a newer one has ended since): recorded on
+                    # the stored episode, and the room looks at its alerts again (its review resolves).
+                    review = ReviewRecord(name=body.name, at=entry.at, by=who.name, note=body.note)
+                    records.review_offline(episode_id, review, entry, entry.at)
+                    service.reconsider(row.site, row.room, episode_id)
         except SignedOff as exc:
             raise SignedOffReview() from exc
         except RejectedMessage as exc:

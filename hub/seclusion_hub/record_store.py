@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from .core.episode import Episode
+from .core.episode import Episode, ReviewRecord
 from .core.incident import NOT_NEEDED_NO_CHILD, REVIEWED, IncidentView, ReportDue, no_child_reviewed
 from .models import (
     AlertRecord,
@@ -248,6 +248,40 @@ class RecordStore:
                 s.commit()
                 return
         raise RuntimeError(f"episode {episode.id} kept changing while a child was attached to it")
+
+    def review_offline(
+        self, episode_id: str, review: ReviewRecord, entry: AuditEntry, now: dt.datetime
+    ) -> Episode:
+        """Record a review on an ended episode the room no longer holds (older than its latest): on the
+        stored episode as it is when written (`attach_pupil_offline`'s way), with its timeline line and
+        audit entry, in one transaction. The episode as written."""
+        table = EpisodeRecord.__table__  # type: ignore[attr-defined]
+        for _ in range(10):
+            with self._lock, self._session() as s:
+                row = s.get(EpisodeRecord, episode_id)
+                if row is None:
+                    raise NotFound(episode_id)
+                ep = Episode.model_validate_json(row.data)
+                ep.reviews.append(review)
+                changed = s.connection().execute(
+                    sa.update(table)
+                    .where(table.c.id == row.id, table.c.data == row.data)
+                    .values(data=ep.model_dump_json())
+                )
+                if changed.rowcount != 1:
+                    continue  # written in between: again, on what it is now
+                note = TimelineNote(
+                    site=row.site,
+                    room=row.room,
+                    episode_id=row.id,
+                    at=now,
+                    kind="review_recorded",
+                    detail={"review": review.name, "by": review.by},
+                )
+                s.add_all([entry, note])
+                s.commit()
+                return ep
+        raise RuntimeError(f"episode {episode_id} kept changing while a review was recorded on it")
 
     # -- the pupil register
 

@@ -290,6 +290,10 @@ class HubService:
         self.healthy = True
         self._load_machines()
         self.refresh_manual()  # after the rooms: one holding an episode that has ended since lets it go
+        for (site, room), machine in self.machines.items():
+            # A review recorded on an older episode just before a crash: its alert is looked at again.
+            for episode_id in sorted(machine.outliving()):
+                self.reconsider(site, room, episode_id)
 
     # -- lifecycle
 
@@ -449,6 +453,22 @@ class HubService:
             # The rooms take them too, on the ingest thread (their duration alerts): not waited for, so
             # a person's entry is answered once stored; the hub's start runs this again.
             self.inbox.put(Command(self._hand_entered))
+
+    def reconsider(self, site: str, room: str, episode_id: str) -> None:
+        """An ended episode the room no longer holds was changed where it is stored (a review recorded
+        on it): the room looks at its alerts again, on the ingest thread (not waited for)."""
+        key = (site, room)
+
+        def apply(batch: Batch) -> None:
+            machine = self.machines.get(key)
+            stored = self.store.get_episode(episode_id)
+            if machine is None or stored is None:
+                return
+            if machine.reconsider(Episode.model_validate_json(stored.data)):
+                batch.rooms[key] = machine.state
+                self._current().touched.add(key)
+
+        self.inbox.put(Command(apply))
 
     def _hand_entered(self, batch: Batch) -> None:
         """Each room's open hand-entered episodes as the episode table has them now; those a room held

@@ -58,6 +58,11 @@ IncidentStatus = Literal["open", "awaiting_record"]
 # --- inputs: validated messages, typed ---------------------------------------------------------
 
 
+# Why a review is not recorded by the room: the episode is not its open or latest one (the API then
+# records it on the stored episode).
+NOT_HELD_REVIEW = "episode: reviews are recorded on the room's open or latest episode"
+
+
 @dataclass(frozen=True, slots=True)
 class SensorEvent:
     """A device's `event` message (contract section 2)."""
@@ -503,13 +508,14 @@ class RoomMachine:
         self, episode_id: str, name: str, who: str, note: str, now: dt.datetime
     ) -> list[Effect]:
         """A review of the policy's `reviews` was done (2.6): its due alert resolves, the episode's end
-        having left it active (5's table). Raises RejectedMessage when the episode is not this room's
-        open or latest one (an older one's alert is then resolved by a senior, with a note)."""
+        having left it active (5's table). Raises RejectedMessage (`NOT_HELD_REVIEW`) when the episode
+        is not this room's open or latest one: an older one's review is recorded where it is stored
+        (`RecordStore.review_offline`), and the room looks at it again (`reconsider`)."""
         ep = next(
             (e for e in (self.state.episode, self.state.last_episode) if e and e.id == episode_id), None
         )
         if ep is None:
-            raise RejectedMessage("episode: reviews are recorded on the room's open or latest episode")
+            raise RejectedMessage(NOT_HELD_REVIEW)
         self._effects = []
         ep.reviews.append(ReviewRecord(name=name, at=now, by=who, note=note))
         self._note(ep.id, now, "review_recorded", {"review": name, "by": who})
@@ -650,6 +656,28 @@ class RoomMachine:
                     detail["detail"] = dict(a.detail)
                 out.append(Note(a.episode_id, now, f"alert_{effect.change}", detail))
         return out
+
+    def reconsider(self, ep: Episode) -> bool:
+        """An ended episode the room no longer holds, changed where it is stored (a review recorded on
+        it): its alerts are looked at again on what it says now (a review's alert resolves). True when
+        the room takes it (not when it is the room's open or latest episode, or is not ended)."""
+        st = self.state
+        held = {e.id for e in (st.episode, st.last_episode) if e is not None}
+        if ep.ended_at is None or ep.id in held:
+            return False
+        st.unevaluated = [e for e in st.unevaluated if e.id != ep.id] + [ep.model_copy(deep=True)]
+        return True
+
+    def outliving(self) -> set[str]:
+        """The episodes of the room's active alerts whose condition outlives their episode (a review
+        due), that the room no longer holds: looked at again from the episode table at start."""
+        st = self.state
+        held = {e.id for e in (st.episode, st.last_episode, *st.unevaluated) if e is not None}
+        return {
+            a.episode_id
+            for a in st.book.alerts.values()
+            if a.episode_id and a.episode_id not in held and alerts.KINDS[a.kind].outlives_episode
+        }
 
     def hand_entered(self, open_now: Sequence[Episode], ended: Sequence[Episode]) -> bool:
         """The room's open hand-entered episodes are now `open_now`; `ended`: those it held open that
