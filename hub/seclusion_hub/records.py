@@ -32,6 +32,7 @@ from pydantic import (
 from seclusion_contract import SLUG, format_ts, format_ts_or_none
 
 from .auth import Principal
+from .config import LoadedSite
 from .core import incident as workflow
 from .core.alerts import age_on
 from .core.episode import Episode
@@ -325,6 +326,18 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             detail=detail,
         )
 
+    def site_of(site: str) -> LoadedSite:
+        """The site file of a record's school; 409 once the school is in none of the hub's site files
+        (taken out: its records are kept and read, but its name, clocks and profile are not known)."""
+        loaded = service.sites.get(site)
+        if loaded is None:
+            raise HTTPException(
+                409,
+                f"site: {site!r} is no longer in the hub's site files, so its records can be read but not "
+                "changed or sent (put its site file back to do so)",
+            )
+        return loaded
+
     def found(incident_id: str, who: Principal) -> IncidentRecord:
         row = records.incident(incident_id)
         if row is None:
@@ -516,7 +529,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             facts = facts_now(service, records, row)
             if facts is not None:
                 # And what the parents' copy says from the site file: the signed copy keeps saying it.
-                said = site_said(service.sites[row.site], row.room, facts.episode)
+                said = site_said(site_of(row.site), row.room, facts.episode)
                 changes["signed"] = snapshot(facts, now, said)
             return changes
 
@@ -580,7 +593,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
             raise HTTPException(409, "choose the child on the record first")
         now = service.clock.now()
         addenda = records.addenda(row.id)
-        return row, parent_copy(service.sites[row.site], row, facts.facts.episode, pupil, now, addenda)
+        return row, parent_copy(site_of(row.site), row, facts.facts.episode, pupil, now, addenda)
 
     @router.get("/api/incidents/{incident_id}/parent-copy.pdf", tags=["incidents"])
     def parent_copy_pdf(incident_id: str, who: Staff) -> Response:
@@ -619,7 +632,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
 
     def _send_copy(incident_id: str, body: SendCopyIn, who: Principal) -> dict[str, Any]:
         row, copy = copy_of(incident_id, who)
-        site = service.sites[row.site]
+        site = site_of(row.site)
 
         def copy_step(outcome: str, at: dt.datetime) -> Callable[[IncidentRecord], dict[str, Any]]:
             return lambda current: workflow.parent_contact(
@@ -680,7 +693,7 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                 raise BadRequest("body", "pupil_id", "no child with this id on this site's register")
             ep = Episode.model_validate_json(row.data)
             pupil_id = pupil.id
-            age = age_on(pupil.date_of_birth, ep.started_at.astimezone(service.sites[row.site].zone).date())
+            age = age_on(pupil.date_of_birth, ep.started_at.astimezone(site_of(row.site).zone).date())
         try:
             # No sign-off between the check and the change: the signed record keeps its child.
             with records.unsigned(row.incident_id):

@@ -171,3 +171,63 @@ def test_a_notice_says_which_school_the_room_is_in(tmp_path: Path) -> None:
     # A hub of one school: the room alone (docs/notifications.md's example)
     alone = render_message(notice())
     assert alone.title == "CRITICAL: supervision lapse, Calm room 1"
+
+
+# -- 6. A school taken out of the hub's site files: its records are read, never a 500 ---------------
+
+
+def test_a_record_of_a_school_no_longer_in_the_site_files_is_read_and_a_change_is_a_409(
+    tmp_path: Path,
+) -> None:
+    """A school leaves the trust and its site file is taken out of `SECLUSION_SITE_FILES`: its records
+    stay in the database. Reading one works; attaching a child, the parents' copy or a sign-off needed
+    the school's site file (its clocks, its name) and answered 500 (`KeyError`); now a 409 naming
+    `site`, saying what to do."""
+    import datetime as dt
+
+    from seclusion_hub.core.episode import Episode, Segment
+    from seclusion_hub.models import Pupil
+    from seclusion_hub.store import Batch
+    from tests.hub.test_api import T0
+
+    api = Api(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        start, end = T0 - dt.timedelta(days=30), T0 - dt.timedelta(days=30, minutes=-5)
+        ep = Episode(
+            id="gone-ep",
+            site="gone-school",
+            room="calm-1",
+            number=1,
+            started_at=start,
+            ended_at=end,
+            segments=[Segment(start=start, end=end)],
+            incident_id="gone-inc",
+        )
+        opened = {"id": "gone-inc", "episode_id": ep.id, "site": "gone-school", "room": "calm-1"}
+        api.store.write(
+            Batch(
+                episodes={ep.id: ep},
+                incidents_opened=[{**opened, "status": "open", "opened_at": start, "updated_at": start}],
+            ),
+            end,
+        )
+        with api.store.session() as s:
+            s.add(
+                Pupil(
+                    id="gone-child",
+                    site="gone-school",
+                    first_name="A",
+                    last_name="B",
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
+            s.commit()
+        admin = api.token("admin")
+        assert api.client.get("/api/incidents/gone-inc", headers=admin).status_code == 200
+        attach = api.client.put("/api/episodes/gone-ep/pupil", json={"pupil_id": "gone-child"}, headers=admin)
+        assert attach.status_code == 409, attach.text
+        assert attach.json()["detail"].startswith("site: 'gone-school' is no longer in the hub's site files")
+    finally:
+        api.client.close()
+        api.store.close()
