@@ -337,7 +337,11 @@ class RecordStore:
             return list(s.exec(query.order_by(col(EpisodeRecord.started_at))).all())
 
     def child_episodes(self, pupil_id: str, start: dt.datetime, end: dt.datetime) -> list[EpisodeRecord]:
-        """A child's episodes that overlap [start, end) (test episodes left out)."""
+        """A child's episodes that overlap [start, end) (test episodes left out): started before `end`,
+        and ended after `start` or still open. Read through ix_episode_pupil_started: the child's own
+        episodes before `end`, never the school's. No bound below on the start: the hub has no longest
+        episode (one stays open until its door opens or staff end it, a stuck sensor's for days), so
+        an episode that began any time before may still overlap [start, end)."""
         e = EpisodeRecord
         with self._session() as s:
             query = select(e).where(

@@ -29,8 +29,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from seclusion_hub.auth import create_token
+from tests.hub.test_api import T0
 from tests.hub.test_records import Records
-from tests.support.hub import two_device_room
+from tests.support.hub import SITE, two_device_room
 
 ROOMS = ["calm-1", *[f"room-{i}" for i in range(2, 21)]]
 BIG = ("episode", "incident", "alert", "event", "timeline_note", "segment", "delivery", "audit")
@@ -247,3 +249,70 @@ def test_the_ingest_threads_look_at_overdue_records_passes_over_no_closed_record
     with year.selects() as seen:
         year.service.process([year.service.report_check()])
     assert not whole_passes(seen.plans()), "\n".join(whole_passes(seen.plans()))
+
+
+def test_viewing_a_childs_record_reads_only_the_48_hours_before_its_episode(year: Year) -> None:
+    """A record's facts give the child's time in seclusion in the 48 hours before the episode
+    (record_facts.facts_now -> RecordStore.child_episodes). The query searches `started_at < end` only
+    (the `ended_at > start` bound is no index's): every episode of the school before this one is read to
+    find the child's last two days. Every view of a record (the records page, GET /api/incidents/{id},
+    the parents' copy) reads the school's whole history."""
+    staff = year.token("staff", SITE)
+    with year.selects() as seen:
+        response = year.client.get(f"/api/incidents/{year.real['incident_id']}", headers=staff)
+    assert response.status_code == 200
+    plans = [(s, p) for s, p in seen.plans() if "FROM episode" in s]
+    assert plans, "the record's facts read the episode table"
+    assert not whole_passes(plans), "\n".join(whole_passes(plans))
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/episodes", {"site": SITE}),
+        ("/api/incidents", {"site": SITE}),
+        ("/api/incidents", {"site": SITE, "status": "awaiting_record"}),
+        ("/api/alerts", {"state": "all"}),
+    ],
+    ids=["episodes", "incidents", "incidents-awaiting-record", "alerts-all"],
+)
+def test_a_page_of_a_list_reads_its_page_not_the_whole_history(
+    year: Year, path: str, params: dict[str, str]
+) -> None:
+    """Contract 6's lists are keyset-paginated newest first, but no index serves the order they are
+    read in for a school: /api/episodes and /api/alerts search `site=?` (every row of a one-school hub)
+    and sort them all in a temporary B-tree to return 100; /api/incidents has no index on `opened_at`
+    at all, and with `status=awaiting_record` still takes the site's index, reading every closed record
+    to find the few waiting. Every page, the first and each one after (the cursor only filters), reads
+    and sorts the whole year, `data` JSON included."""
+    staff = year.token("staff", SITE)
+    with year.selects() as seen:
+        first = year.client.get(path, params={**params, "limit": 20}, headers=staff)
+        assert first.status_code == 200 and first.json()["items"], first.text
+        if first.json()["next"]:
+            later = {**params, "limit": 20, "cursor": first.json()["next"]}
+            assert year.client.get(path, params=later, headers=staff).status_code == 200
+    plans = [(s, p) for s, p in seen.plans() if " LIMIT " in s]
+    assert not whole_passes(plans, pages=True), "\n".join(whole_passes(plans, pages=True))
+
+
+def _leader_session(year: Year) -> None:
+    token = create_token(year.store, "head", "leader", [SITE], True, T0)
+    assert year.client.post("/login", data={"token": token}).status_code == 200
+
+
+@pytest.mark.parametrize("page", ["/review", "/review/fairness"])
+def test_the_leaders_pages_for_a_month_read_that_month_not_every_year_before(year: Year, page: str) -> None:
+    """The leaders' pages for one month (October) read the episodes of the period
+    (RecordStore.episodes_between: `started_at` in [from, to) AND site) and the incident list
+    (RecordStore.incident_page: by the episode's start, 50 a page). SQLite takes the `site` prefix of
+    ix_episode_room_started / ix_incident_site rather than the period: every episode (or record) the
+    school ever had is read, then filtered to the month. The governors' termly and yearly look at the
+    same pages gets slower with every year of history kept."""
+    _leader_session(year)
+    with year.selects() as seen:
+        response = year.client.get(page, params={"site": SITE, "from": "2026-10-01", "to": "2026-10-31"})
+    assert response.status_code == 200
+    plans = [(s, p) for s, p in seen.plans() if "FROM episode" in s or "FROM incident" in s]
+    assert plans
+    assert not whole_passes(plans, pages=True), "\n".join(whole_passes(plans, pages=True))
