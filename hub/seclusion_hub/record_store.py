@@ -394,7 +394,15 @@ class RecordStore:
         next older than it; `before` a key, the `limit` newer ones nearest it (still newest first). A record
         that changes or comes meanwhile moves no other across a page's edge, as an offset would."""
         i, e = IncidentRecord, EpisodeRecord
-        query = select(i, e.started_at).join(e, col(e.id) == col(i.episode_id)).where(i.site == site)
+        # From the site's episodes in their order (ix_episode_site_started: the period's range, a page
+        # streamed newest first), each record found by its episode: never every record of the site
+        # looked up and sorted. A record's site is its episode's.
+        query = (
+            select(i, e.started_at)
+            .select_from(e)
+            .join(i, col(i.episode_id) == col(e.id))
+            .where(e.site == site, i.site == site)
+        )
         if status is not None:
             query = query.where(i.status == status)
         if room is not None:
@@ -406,10 +414,16 @@ class RecordStore:
         if overdue_at is not None:
             query = query.where(col(i.status).in_(NOT_CLOSED), _overdue(overdue_at))
         when, key = col(e.started_at), col(i.id)
+        # Each key also bounds the time alone (`<=`, `>=`): the index seeks to the page's edge instead
+        # of walking every newer (older) row to it.
         if after is not None:
-            query = query.where(sa.or_(when < after[0], sa.and_(when == after[0], key < after[1])))
+            query = query.where(
+                when <= after[0], sa.or_(when < after[0], sa.and_(when == after[0], key < after[1]))
+            )
         if before is not None:
-            query = query.where(sa.or_(when > before[0], sa.and_(when == before[0], key > before[1])))
+            query = query.where(
+                when >= before[0], sa.or_(when > before[0], sa.and_(when == before[0], key > before[1]))
+            )
             with self._session() as s:
                 nearest = s.exec(query.order_by(when.asc(), key.asc()).limit(limit)).all()
             return [(row, started) for row, started in reversed(nearest)]

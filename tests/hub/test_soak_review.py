@@ -301,7 +301,7 @@ def _leader_session(year: Year) -> None:
     assert year.client.post("/login", data={"token": token}).status_code == 200
 
 
-@pytest.mark.parametrize("page", ["/review", "/review/fairness"])
+@pytest.mark.parametrize("page", ["/review", "/review/fairness", "/review/incidents"])
 def test_the_leaders_pages_for_a_month_read_that_month_not_every_year_before(year: Year, page: str) -> None:
     """The leaders' pages for one month (October) read the episodes of the period
     (RecordStore.episodes_between: `started_at` in [from, to) AND site) and the incident list
