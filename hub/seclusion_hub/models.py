@@ -101,7 +101,13 @@ class EpisodeRecord(SQLModel, table=True):
     """An episode as the core last saved it, with its accounting as of `saved_at`."""
 
     __tablename__ = "episode"
-    __table_args__ = (sa.Index("ix_episode_room_started", "site", "room", "started_at"),)
+    # Migration 0013: a site's episodes newest first (the list's page and cursor, the leaders' period,
+    # the leaders' record list, which starts from here), and a child's (the 48 hours before an episode).
+    __table_args__ = (
+        sa.Index("ix_episode_room_started", "site", "room", "started_at"),
+        sa.Index("ix_episode_site_started", "site", "started_at", "id"),
+        sa.Index("ix_episode_pupil_started", "pupil_id", "started_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     site: str = Field(max_length=63)
@@ -142,10 +148,16 @@ class IncidentRecord(SQLModel, table=True):
     """The incident record every episode opens (semantics 6); never deleted."""
 
     __tablename__ = "incident"
+    # Migration 0013: the record list's page, newest first, of a site and of a site's records in one
+    # status (`?status=awaiting_record`). They begin with the site: the site's own index went.
+    __table_args__ = (
+        sa.Index("ix_incident_site_opened", "site", "opened_at", "id"),
+        sa.Index("ix_incident_site_status_opened", "site", "status", "opened_at", "id"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     episode_id: str = Field(foreign_key="episode.id", max_length=36, index=True)
-    site: str = Field(max_length=63, index=True)
+    site: str = Field(max_length=63)
     room: str = Field(max_length=63)
     status: str = Field(max_length=32, index=True)
     opened_at: dt.datetime = _ts()
@@ -316,7 +328,11 @@ class AlertRecord(SQLModel, table=True):
     """An alert as it now is (semantics 5): raised, escalated, acknowledged, resolved. Never deleted."""
 
     __tablename__ = "alert"
-    __table_args__ = (sa.Index("ix_alert_room_raised", "site", "room", "raised_at"),)
+    # Migration 0013: `ix_alert_site_raised` for the list's page, newest first, and its cursor.
+    __table_args__ = (
+        sa.Index("ix_alert_room_raised", "site", "room", "raised_at"),
+        sa.Index("ix_alert_site_raised", "site", "raised_at", "id"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     site: str = Field(max_length=63)

@@ -18,7 +18,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from .core.episode import Episode, ReviewRecord
-from .core.incident import NOT_NEEDED_NO_CHILD, REVIEWED, IncidentView, ReportDue, no_child_reviewed
+from .core.incident import (
+    NOT_NEEDED_NO_CHILD,
+    REVIEWED,
+    STATUSES,
+    IncidentView,
+    ReportDue,
+    no_child_reviewed,
+)
 from .models import (
     AlertRecord,
     AuditEntry,
@@ -49,6 +56,11 @@ def incident_view(row: IncidentRecord) -> IncidentView:
         recorded_by=row.recorded_by,
         classified_by=row.classified_by,
     )
+
+
+# The statuses of a record not signed off, named rather than `status != 'closed'`: an index on the
+# status serves `status IN (...)` (the few records still open), never `!=` (every record ever kept).
+NOT_CLOSED: tuple[str, ...] = tuple(s for s in STATUSES if s != "closed")
 
 
 class NotFound(LookupError):
@@ -359,7 +371,11 @@ class RecordStore:
             return list(s.exec(query.order_by(col(EpisodeRecord.started_at))).all())
 
     def child_episodes(self, pupil_id: str, start: dt.datetime, end: dt.datetime) -> list[EpisodeRecord]:
-        """A child's episodes that overlap [start, end) (test episodes left out)."""
+        """A child's episodes that overlap [start, end) (test episodes left out): started before `end`,
+        and ended after `start` or still open. Read through ix_episode_pupil_started: the child's own
+        episodes before `end`, never the school's. No bound below on the start: the hub has no longest
+        episode (one stays open until its door opens or staff end it, a stuck sensor's for days), so
+        an episode that began any time before may still overlap [start, end)."""
         e = EpisodeRecord
         with self._session() as s:
             query = select(e).where(
@@ -412,7 +428,15 @@ class RecordStore:
         next older than it; `before` a key, the `limit` newer ones nearest it (still newest first). A record
         that changes or comes meanwhile moves no other across a page's edge, as an offset would."""
         i, e = IncidentRecord, EpisodeRecord
-        query = select(i, e.started_at).join(e, col(e.id) == col(i.episode_id)).where(i.site == site)
+        # From the site's episodes in their order (ix_episode_site_started: the period's range, a page
+        # streamed newest first), each record found by its episode: never every record of the site
+        # looked up and sorted. A record's site is its episode's.
+        query = (
+            select(i, e.started_at)
+            .select_from(e)
+            .join(i, col(i.episode_id) == col(e.id))
+            .where(e.site == site, i.site == site)
+        )
         if status is not None:
             query = query.where(i.status == status)
         if room is not None:
@@ -422,12 +446,18 @@ class RecordStore:
         if end is not None:
             query = query.where(col(e.started_at) < end)
         if overdue_at is not None:
-            query = query.where(col(i.status) != "closed", _overdue(overdue_at))
+            query = query.where(col(i.status).in_(NOT_CLOSED), _overdue(overdue_at))
         when, key = col(e.started_at), col(i.id)
+        # Each key also bounds the time alone (`<=`, `>=`): the index seeks to the page's edge instead
+        # of walking every newer (older) row to it.
         if after is not None:
-            query = query.where(sa.or_(when < after[0], sa.and_(when == after[0], key < after[1])))
+            query = query.where(
+                when <= after[0], sa.or_(when < after[0], sa.and_(when == after[0], key < after[1]))
+            )
         if before is not None:
-            query = query.where(sa.or_(when > before[0], sa.and_(when == before[0], key > before[1])))
+            query = query.where(
+                when >= before[0], sa.or_(when > before[0], sa.and_(when == before[0], key > before[1]))
+            )
             with self._session() as s:
                 nearest = s.exec(query.order_by(when.asc(), key.asc()).limit(limit)).all()
             return [(row, started) for row, started in reversed(nearest)]
@@ -463,7 +493,7 @@ class RecordStore:
         with self._session() as s:
             for due, done in steps:
                 query = select(sa.func.min(due)).where(
-                    col(i.status) != "closed", col(due) > now, *(col(d).is_(None) for d in done)
+                    col(i.status).in_(NOT_CLOSED), col(due) > now, *(col(d).is_(None) for d in done)
                 )
                 soonest = s.exec(query).one()
                 if soonest is not None:
@@ -474,7 +504,7 @@ class RecordStore:
         """Records with a deadline passed and its step not done (the `report_overdue` alerts)."""
         i = IncidentRecord
         with self._session() as s:
-            query = select(i).where(col(i.status) != "closed", _overdue(now))
+            query = select(i).where(col(i.status).in_(NOT_CLOSED), _overdue(now))
             return list(s.exec(query).all())
 
 

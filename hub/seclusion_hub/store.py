@@ -884,10 +884,15 @@ class Store:
             return list(s.exec(query.order_by(col(DeliveryAttempt.id))).all())
 
     def _page(self, query: Any, when: Any, key: Any, limit: int, cursor: str | None) -> tuple[list[Any], Any]:
-        """Newest first, keyset-paginated on (when, key): the page, and its last row when more follow."""
+        """Newest first, keyset-paginated on (when, key): the page, and its last row when more follow.
+        Each list has an index on (site, when, id) (migration 0013) that streams the page in this order;
+        the cursor also bounds `when` alone (`<=`), so the index seeks to the page's edge instead of
+        walking every newer row to it."""
         if cursor is not None:
             after_when, after_key = decode_cursor(cursor)
-            query = query.where(sa.or_(when < after_when, sa.and_(when == after_when, key < after_key)))
+            query = query.where(
+                when <= after_when, sa.or_(when < after_when, sa.and_(when == after_when, key < after_key))
+            )
         with self.session() as s:
             rows = list(s.exec(query.order_by(when.desc(), key.desc()).limit(limit + 1)).all())
         if len(rows) > limit:

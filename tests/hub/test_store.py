@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,8 +16,18 @@ from sqlmodel import SQLModel, col
 
 from seclusion_hub.core.alerts import Alert, Escalation
 from seclusion_hub.core.episode import Episode, ObserverMark, Segment
+from seclusion_hub.core.incident import STATUSES
 from seclusion_hub.core.room import OlderLoss, RoomState
-from seclusion_hub.models import EventRecord, IncidentRecord, RoomSnapshot, SegmentRecord, UTCDateTime
+from seclusion_hub.models import (
+    AlertRecord,
+    EpisodeRecord,
+    EventRecord,
+    IncidentRecord,
+    RoomSnapshot,
+    SegmentRecord,
+    UTCDateTime,
+)
+from seclusion_hub.record_store import RecordStore, report_due
 from seclusion_hub.store import Batch, Store, dead_letter_row, make_engine, migrate
 
 T0 = dt.datetime(2026, 10, 25, 0, 30, 0, 123000, tzinfo=dt.UTC)  # the night the clocks go back
@@ -909,3 +920,188 @@ def test_a_database_error_never_carries_the_values_it_was_writing(store: Store) 
     text = str(refused.value)
     assert "INSERT INTO pupil" in text
     assert "Jamiesonia" not in text and "Quillfeather" not in text
+
+
+NEW_INDEXES = {
+    "episode": {"ix_episode_site_started", "ix_episode_pupil_started"},
+    "incident": {"ix_incident_site_opened", "ix_incident_site_status_opened"},
+    "alert": {"ix_alert_site_raised"},
+}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_migration_0013_adds_the_history_read_indexes_both_ways(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """0013 adds the indexes of the reads that must not grow with the years kept, and drops the site's
+    own index on the records (the list's index begins with it); down, the other way."""
+    url = (
+        f"sqlite:///{tmp_path / 'hub.db'}"
+        if kind == "sqlite"
+        else request.getfixturevalue("fresh_postgres_db")
+    )
+    engine = make_engine(url)
+
+    def indexes(table: str) -> set[str]:
+        return {ix["name"] for ix in sa.inspect(engine).get_indexes(table) if ix["name"]}
+
+    migrate(engine, "0012")
+    assert all(not (names & indexes(t)) for t, names in NEW_INDEXES.items())
+    assert "ix_incident_site" in indexes("incident")
+    migrate(engine, "0013")
+    assert all(names <= indexes(t) for t, names in NEW_INDEXES.items())
+    assert "ix_incident_site" not in indexes("incident")
+    migrate(engine, "0012", down=True)
+    assert all(not (names & indexes(t)) for t, names in NEW_INDEXES.items())
+    assert "ix_incident_site" in indexes("incident")
+    engine.dispose()
+
+
+def test_the_history_reads_return_the_rows_and_order_they_did(store: Store) -> None:
+    """The reads rewritten for migration 0013's indexes (list pages and their cursors, the leaders'
+    period and record list, a child's 48 hours, the overdue records and the next deadline) return what
+    their definitions say, ties on the time broken by the id, on SQLite and PostgreSQL alike."""
+    site, other, child = "test-school", "other-school", "20000000-0000-0000-0000-000000000001"
+    hour = dt.timedelta(hours=1)
+    episodes: list[EpisodeRecord] = []
+    incidents: list[IncidentRecord] = []
+    alerts: list[AlertRecord] = []
+    for n in range(1, 25):
+        start = T0 + (n // 3) * hour  # three episodes start at each moment: ties broken by the id
+        end = None if n == 1 else start + dt.timedelta(minutes=10)  # n=1: open, days before the others
+        start = start - dt.timedelta(days=5) if n == 1 else start
+        where = other if n % 5 == 0 else site
+        ep_id, inc_id = f"00000000-0000-0000-0000-{(37 * n) % 101:012d}", f"10000000-0000-0000-0000-{n:012d}"
+        episodes.append(
+            EpisodeRecord(
+                id=ep_id,
+                site=where,
+                room="calm-1",
+                number=n,
+                started_at=start,
+                ended_at=end,
+                test=n == 7,
+                incident_id=inc_id,
+                pupil_id=child if n % 2 == 1 else None,
+                data="{}",
+                saved_at=start,
+            )
+        )
+        due = start + (n % 4 - 1) * 4 * hour
+        incidents.append(
+            IncidentRecord(
+                id=inc_id,
+                episode_id=ep_id,
+                site=where,
+                room="calm-1",
+                status=STATUSES[n % len(STATUSES)],
+                opened_at=T0 + (n // 4) * hour,
+                updated_at=start,
+                record_due_at=due,
+                recorded_at=start if n % 3 == 0 else None,
+                parent_notice_due_at=due + hour,
+                parent_copy_due_at=due + 2 * hour,
+                parent_copy_withheld_at=start if n % 4 == 0 else None,
+                authority_notice_due_at=due + 3 * hour,
+            )
+        )
+        alerts += [
+            AlertRecord(
+                id=f"30000000-0000-0000-{a:04d}-{(11 * n) % 29:012d}",
+                site=where,
+                room="calm-1",
+                episode_id=ep_id,
+                kind="door_closed",
+                severity="info",
+                active=False,
+                raised_at=start + (a // 2) * dt.timedelta(minutes=1),
+                data="{}",
+                updated_at=start,
+            )
+            for a in range(3)
+        ]
+    with store.session() as s:
+        s.add_all(episodes)
+        s.flush()
+        s.add_all([*incidents, *alerts])
+        s.commit()
+
+    def pages(read: Any) -> list[str]:
+        found, cursor = [], None
+        while True:
+            rows, cursor = read(cursor)
+            found += [r.id for r in rows]
+            if cursor is None:
+                return found
+
+    def newest(rows: list[Any], when: str) -> list[str]:
+        return [r.id for r in sorted(rows, key=lambda r: (getattr(r, when), r.id), reverse=True)]
+
+    mine = [e for e in episodes if e.site == site]
+    assert pages(lambda c: store.list_episodes(None, site, None, None, 4, c)) == newest(mine, "started_at")
+    records = [i for i in incidents if i.site == site]
+    assert pages(lambda c: store.list_incidents([site], site, None, 4, c)) == newest(records, "opened_at")
+    waiting = [i for i in records if i.status == "awaiting_record"]
+    assert len(waiting) > 1
+    assert pages(lambda c: store.list_incidents(None, site, "awaiting_record", 1, c)) == newest(
+        waiting, "opened_at"
+    )
+    ours = [a for a in alerts if a.site == site]
+    assert pages(lambda c: store.list_alerts([site], None, None, None, 5, c)) == newest(ours, "raised_at")
+
+    records_store = RecordStore(store.engine)
+    start, end = T0 + hour, T0 + 6 * hour
+    period = sorted((e for e in mine if start <= e.started_at < end), key=lambda e: (e.started_at, e.id))
+    between = records_store.episodes_between([site], start, end)
+    assert sorted((e.started_at, e.id) for e in between) == [(e.started_at, e.id) for e in period]
+    # The leaders' record list: by the episode's start, then the record's id, newest first, both ways.
+    started = {e.id: e.started_at for e in episodes}
+    expected = sorted(
+        ((started[i.episode_id], i.id) for i in records if start <= started[i.episode_id] < end), reverse=True
+    )
+    older: list[tuple[dt.datetime, str]] = []
+    after: tuple[dt.datetime, str] | None = None
+    while True:
+        page = records_store.incidents_page(site, start=start, end=end, limit=2, after=after)
+        if not page:
+            break
+        older += [(when, row.id) for row, when in page]
+        after = older[-1]
+    assert older == expected
+    back = records_store.incidents_page(site, start=start, end=end, limit=2, before=expected[-1])
+    assert [(when, row.id) for row, when in back] == expected[-3:-1]
+
+    window_start, window_end = T0 + 2 * hour, T0 + 4 * hour + dt.timedelta(minutes=5)
+    overlapping = [
+        e.id
+        for e in sorted(episodes, key=lambda e: (e.started_at, e.id))
+        if e.pupil_id == child
+        and not e.test
+        and e.started_at < window_end
+        and (e.ended_at is None or e.ended_at > window_start)
+    ]
+    assert any(e.ended_at is None for e in episodes if e.id in overlapping), "the long open one counts"
+    found = [e.id for e in records_store.child_episodes(child, window_start, window_end)]
+    assert sorted(found) == sorted(overlapping) and len(found) > 2
+
+    now = T0 + 5 * hour
+    steps = [report_due(i) for i in incidents]
+    overdue = {
+        r.incident_id
+        for r in steps
+        if not r.closed and any(at is not None and at <= now and not r.done[k] for k, at in r.due.items())
+    }
+    assert overdue and {i.id for i in records_store.overdue(now)} == overdue
+    coming = [
+        at
+        for i in incidents
+        if i.status != "closed"
+        for at, done in (
+            (i.record_due_at, i.recorded_at is None),
+            (i.parent_notice_due_at, i.parent_notified_at is None),
+            (i.parent_copy_due_at, i.parent_copy_sent_at is None and i.parent_copy_withheld_at is None),
+            (i.authority_notice_due_at, i.authority_notified_at is None),
+        )
+        if at is not None and at > now and done
+    ]
+    assert records_store.next_deadline(now) == min(coming)

@@ -41,7 +41,7 @@ def _killed_at(engine: sa.Engine, prefix: str) -> None:
         # A hub of 0007, killed while 0008 copies the audit table (every read is audited: a long copy).
         ("0007", "DROP TABLE audit"),
         # A hub from before the incident records, killed at the very last step of the upgrade.
-        ("0002", "UPDATE alembic_version SET version_num='0012'"),
+        ("0002", "UPDATE alembic_version SET version_num='0013'"),
     ],
 )
 def test_an_upgrade_cut_short_on_sqlite_is_finished_by_the_next_start(
@@ -84,7 +84,7 @@ def test_an_upgrade_cut_short_on_sqlite_is_finished_by_the_next_start(
     assert code == 0, err
     check = sa.create_engine(url)
     with check.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0012"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0013"
         assert conn.execute(sa.text("SELECT actor, at FROM audit")).all() == [
             ("IT admin", "2026-11-23 10:00:00.123000")
         ]
