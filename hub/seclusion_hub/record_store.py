@@ -67,6 +67,15 @@ class NotFound(LookupError):
     """No such row."""
 
 
+class RollOrder(ValueError):
+    """A child's last day on roll (`left_on`) before their first (`joined_on`) once an update is merged
+    with what the register has: `index` is the child's place in the list saved."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__("left_on: the last day on roll is before joined_on, the first")
+        self.index = index
+
+
 class SignedOff(Exception):
     """The record is signed off: it changes only by dated addenda."""
 
@@ -348,6 +357,8 @@ class RecordStore:
                 )
                 for key, value in values.items():
                     setattr(existing, key, value)
+                if existing.joined_on and existing.left_on and existing.left_on < existing.joined_on:
+                    raise RollOrder(i)  # nothing of the list is kept (the session is not committed)
                 s.add(existing)
                 updated += 1
                 if len(pupils) == 1:  # one child: the entry names that child, and which fields changed

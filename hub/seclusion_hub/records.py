@@ -42,7 +42,7 @@ from .errors import BadRequest, RejectedMessage
 from .models import AuditEntry, EpisodeRecord, IncidentAddendum, IncidentRecord, ParentContact, Pupil
 from .parent_mail import AddressError, MailError, check_address, parent_copy, send_copy, site_said
 from .record_facts import auto_json, facts_now, shown, snapshot
-from .record_store import NotFound, RecordStore, SignedOff, incident_view
+from .record_store import NotFound, RecordStore, RollOrder, SignedOff, incident_view
 from .reports import ParentCopy, render_html, render_pdf
 from .service import HubService
 from .store import pack_cursor, unpack_cursor
@@ -219,6 +219,8 @@ def incident_summary(row: IncidentRecord) -> dict[str, Any]:
     return body
 
 
+# Why a child's days on roll are refused: said once, for a request and a file alike.
+ROLL = "the last day on roll cannot come before the first"
 _TRUE = {"yes", "y", "true", "1"}
 _ACROSS = re.compile(r"^Value error, (?P<field>[a-z_]+): (?P<problem>.+)$", re.S)
 _FALSE = {"no", "n", "false", "0"}
@@ -730,6 +732,8 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
                     )
                 except RejectedMessage:
                     records.attach_pupil_offline(row, pupil_id, age, entry, service.clock.now(), restart)
+            if row.manual:
+                service.refresh_manual()  # a hand-entered episode going on: its room takes the child's age
         except SignedOff as exc:
             raise HTTPException(409, "the record is signed off: add a dated addendum instead") from exc
         except WorkflowError as exc:
@@ -778,7 +782,10 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         pupil = Pupil(id=str(uuid.uuid4()), created_at=now, updated_at=now, **body.model_dump())
         born = _born(records.pupils(None, body.site))
         # An update changes what the request gives (null included) and keeps the rest.
-        records.save_pupils([pupil], audit(who, "add_pupil", "pupil", pupil.id), [body.model_fields_set])
+        try:
+            records.save_pupils([pupil], audit(who, "add_pupil", "pupil", pupil.id), [body.model_fields_set])
+        except RollOrder as exc:
+            raise BadRequest("body", "left_on", "before joined_on as the register has it: " + ROLL) from exc
         saved = records.pupils(None, body.site)
         _ages_again(service, body.site, born, saved)
         match = next(
@@ -807,11 +814,14 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         pupils, columns = parse_register_csv(text, site, now)
         born = _born(records.pupils(None, site))
         # An update changes the file's columns (an empty cell clears) and keeps the others.
-        added, updated = records.save_pupils(
-            pupils,
-            audit(who, "import_pupils", "pupils", site, rows=len(pupils), columns=sorted(columns)),
-            [columns] * len(pupils),
-        )
+        try:
+            added, updated = records.save_pupils(
+                pupils,
+                audit(who, "import_pupils", "pupils", site, rows=len(pupils), columns=sorted(columns)),
+                [columns] * len(pupils),
+            )
+        except RollOrder as exc:
+            raise BadRequest("body", f"line {exc.index + 2}: left_on", "before joined_on: " + ROLL) from exc
         _ages_again(service, site, born, records.pupils(None, site))
         return {"added": added, "updated": updated}
 
@@ -832,6 +842,7 @@ def _ages_again(
     changed = {p.id: p.date_of_birth for p in pupils if p.id in before and before[p.id] != p.date_of_birth}
     if not changed:
         return
+    service.refresh_manual()  # hand-entered episodes going on take their children's ages again
     try:
         service.register_changed(site, changed)
     except TimeoutError:

@@ -44,6 +44,7 @@ from .core.alerts import (
     AlertSend,
     IndicatorChanged,
     acknowledge_alert,
+    age_on,
     duration_limit_s,
     resolve_alert_by_person,
 )
@@ -65,7 +66,7 @@ from .core.room import (
 from .delivery import AlertDelivery, LivePush, Outbound
 from .errors import ChangeRefused, RejectedMessage
 from .ingest import Decoder, Inbound
-from .models import AuditEntry, EpisodeRecord
+from .models import AuditEntry, EpisodeRecord, Pupil
 from .record_store import RecordStore, report_due
 from .store import Batch, Store, dead_letter_row
 
@@ -464,9 +465,12 @@ class HubService:
             stored = self.store.get_episode(episode_id)
             if machine is None or stored is None:
                 return
-            if machine.reconsider(Episode.model_validate_json(stored.data)):
+            effects = machine.reconsider(Episode.model_validate_json(stored.data), self.clock.now())
+            if effects:
+                pending = self._current()
+                self._collect(key, effects, pending)
                 batch.rooms[key] = machine.state
-                self._current().touched.add(key)
+                pending.touched.add(key)
 
         self.inbox.put(Command(apply))
 
@@ -476,7 +480,16 @@ class HubService:
         pending = self._current()
         now_open: dict[tuple[str, str], list[Episode]] = {}
         for row in self.store.open_manual_episodes():
-            now_open.setdefault((row.site, row.room), []).append(Episode.model_validate_json(row.data))
+            ep = Episode.model_validate_json(row.data)
+            loaded = self.sites.get(row.site)
+            if ep.pupil_id is not None and loaded is not None:
+                # The child's age as the register has it now (a date of birth corrected since, another
+                # child chosen): the age band's limit follows the register (2.6).
+                with self.store.session() as s:
+                    pupil = s.get(Pupil, ep.pupil_id)
+                born = pupil.date_of_birth if pupil is not None else None
+                ep.pupil_age = age_on(born, ep.started_at.astimezone(loaded.zone).date())
+            now_open.setdefault((row.site, row.room), []).append(ep)
         for key, machine in self.machines.items():
             open_now = now_open.get(key, [])
             gone = {e.id for e in machine.state.manual} - {e.id for e in open_now}

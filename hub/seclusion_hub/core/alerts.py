@@ -658,6 +658,34 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
     return effects
 
 
+def reconsider(
+    book: AlertBook, ep: Episode, policy: Policy, ctx: AlertContext, now: dt.datetime
+) -> list[AlertEffect]:
+    """An ended episode the room no longer holds, changed where it is stored (a review recorded on
+    it): its alerts still active are judged again on what it says now, and resolve if their condition
+    has ended (a review recorded). Never raises one: its other conditions were raised, and resolved,
+    while the room held it, and the book has let their keys go since."""
+    mine = {key: alert for key, alert in book.alerts.items() if alert.active and alert.episode_id == ep.id}
+    if not mine or ep.ended_at is None:
+        return []
+    due = Due()
+    _episode_conditions(ep, None, policy, now, due)
+    holding = {c.key: c for c in due.conditions}
+    effects: list[AlertEffect] = []
+    for key, alert in mine.items():
+        cond = holding.get(key)
+        if cond is not None and cond.ended_at is None:
+            continue  # still due: a review not recorded yet
+        note = (due.notes.get(key) if cond is None else None) or _ended_note(alert)
+        _resolve(alert, now, None, note, cond.ended_at if cond is not None else None)
+        effects.append(AlertSaved(alert, "resolved"))
+        del book.alerts[key]
+        book.resolved[key] = alert.episode_id or ""
+    if effects:
+        effects.extend(_indicator(book, ctx, now))
+    return effects
+
+
 # A latest look further ahead than this is a clock that was wrong, not one put back: forgotten.
 LOOKED_UNTIL_KEPT = dt.timedelta(days=1)
 

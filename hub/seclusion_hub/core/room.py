@@ -657,16 +657,16 @@ class RoomMachine:
                 out.append(Note(a.episode_id, now, f"alert_{effect.change}", detail))
         return out
 
-    def reconsider(self, ep: Episode) -> bool:
+    def reconsider(self, ep: Episode, now: dt.datetime) -> list[Effect]:
         """An ended episode the room no longer holds, changed where it is stored (a review recorded on
-        it): its alerts are looked at again on what it says now (a review's alert resolves). True when
-        the room takes it (not when it is the room's open or latest episode, or is not ended)."""
+        it): its alerts still active are judged again on what it says now (`alerts.reconsider`: a
+        review's alert resolves; nothing is raised again)."""
         st = self.state
         held = {e.id for e in (st.episode, st.last_episode) if e is not None}
-        if ep.ended_at is None or ep.id in held:
-            return False
-        st.unevaluated = [e for e in st.unevaluated if e.id != ep.id] + [ep.model_copy(deep=True)]
-        return True
+        if ep.id in held:
+            return []
+        effects = alerts.reconsider(st.book, ep, self.policy, self._alert_context(now), now)
+        return self.with_notes(effects, now)
 
     def outliving(self) -> set[str]:
         """The episodes of the room's active alerts whose condition outlives their episode (a review
@@ -676,7 +676,10 @@ class RoomMachine:
         return {
             a.episode_id
             for a in st.book.alerts.values()
-            if a.episode_id and a.episode_id not in held and alerts.KINDS[a.kind].outlives_episode
+            if a.active
+            and a.episode_id
+            and a.episode_id not in held
+            and alerts.KINDS[a.kind].outlives_episode
         }
 
     def hand_entered(self, open_now: Sequence[Episode], ended: Sequence[Episode]) -> bool:
