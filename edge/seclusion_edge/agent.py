@@ -86,6 +86,8 @@ DEFAULT_TICK_INTERVAL_S: Final = 0.02
 # How long a new store waits on a connection for its own status to come back (normally milliseconds)
 # before it sends its events without having seen what the hub has of this device.
 CONFIRM_TIMEOUT_S: Final = 10.0
+# How many events `_send_pending` reads from the outbox at a time.
+SEND_BATCH: Final = 200
 # How often the tick tries again to open a store that could not be opened (a full or read-only card).
 REOPEN_INTERVAL_S: Final = 5.0
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
@@ -640,10 +642,15 @@ class EdgeAgent:
             or not outbox.confirmed
         ):
             return
-        for event in outbox.pending(after=self._sent_upto):
-            if not publisher.publish(Message(self._event_topic, event.payload, qos=1, retain=False)):
+        while True:
+            # In batches: a replay of a long outage's backlog never holds all of it in memory at once.
+            batch = outbox.pending(after=self._sent_upto, limit=SEND_BATCH)
+            for event in batch:
+                if not publisher.publish(Message(self._event_topic, event.payload, qos=1, retain=False)):
+                    return
+                self._sent_upto = event.key
+            if len(batch) < SEND_BATCH:
                 return
-            self._sent_upto = event.key
 
     def _began_for_failsafe(self, kind: Kind, value: str, reading: Settled, now: Instant) -> Instant:
         """When a settled reading began, for the local timers. A start-up reading that is what this

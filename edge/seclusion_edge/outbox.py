@@ -127,6 +127,10 @@ class Outbox:
         self._epoch = int(self._meta("epoch", "0"))
         self._last_seq = int(self._meta("last_seq", "0"))
         self._confirmed = self._meta("confirmed", "1") == "1"
+        # How many events wait, counted once here and kept up to date by every change: `queued()` is
+        # asked for by each heartbeat, and a count(*) would read the whole table, payloads included.
+        (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+        self._queued = int(count)
 
     @classmethod
     def open(cls, state_dir: Path, device: str, *, wait_s: float = BUSY_TIMEOUT_S) -> Outbox:
@@ -279,32 +283,36 @@ class Outbox:
                     (kind, value, began.wall.isoformat()),
                 )
         self._last_seq = seq
+        self._queued += 1
         return event
 
-    def pending(self, after: EventKey | None = None) -> list[QueuedEvent]:
-        """Unacknowledged events in `(epoch, seq)` order, only those after `after` when given."""
+    def pending(self, after: EventKey | None = None, limit: int | None = None) -> list[QueuedEvent]:
+        """Unacknowledged events in `(epoch, seq)` order, only those after `after` when given, at most
+        `limit` of them when given.
+
+        The comparison is on row values, `(epoch, seq) > (?, ?)`, which SQLite (3.15 and later) serves
+        from the `(epoch, seq)` key: asking for what follows the last event sent reads only what does,
+        however many events wait for the hub's ack (an `epoch > ? OR (epoch = ? AND seq > ?)` read the
+        whole table at every tick)."""
         epoch, seq = after if after is not None else (-1, -1)
         with self._lock:
             rows = self._db.execute(
-                "SELECT epoch, seq, payload FROM outbox WHERE epoch > ? OR (epoch = ? AND seq > ?) "
-                "ORDER BY epoch, seq",
-                (epoch, epoch, seq),
+                "SELECT epoch, seq, payload FROM outbox WHERE (epoch, seq) > (?, ?) "
+                "ORDER BY epoch, seq LIMIT ?",
+                (epoch, seq, -1 if limit is None else limit),
             ).fetchall()
         return [QueuedEvent(int(e), int(s), bytes(p)) for e, s, p in rows]
 
     def queued(self) -> int:
-        """How many events wait for the hub's ack."""
-        with self._lock:
-            (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
-        return int(count)
+        """How many events wait for the hub's ack (kept in memory, not counted at each call)."""
+        return self._queued
 
     def acknowledge(self, epoch: int, seq: int) -> int:
         """Drop every event at or below `(epoch, seq)`; returns how many were dropped."""
         with self._lock, self._transaction():
-            cursor = self._db.execute(
-                "DELETE FROM outbox WHERE epoch < ? OR (epoch = ? AND seq <= ?)", (epoch, epoch, seq)
-            )
+            cursor = self._db.execute("DELETE FROM outbox WHERE (epoch, seq) <= (?, ?)", (epoch, seq))
             self._set_meta("acked", f"{epoch}:{seq}")
+        self._queued -= cursor.rowcount
         return cursor.rowcount
 
     def last_reading(self, kind: str) -> str | None:

@@ -624,6 +624,26 @@ def test_events_while_disconnected_wait_and_are_sent_in_order_after_the_reconnec
     assert link.on("status")[0] is link.sent[0]  # the status goes first, then the replay
 
 
+def test_a_replay_longer_than_one_batch_goes_out_whole_and_in_order(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox is read a batch at a time (`SEND_BATCH`); the replay still sends every event once."""
+    monkeypatch.setattr("seclusion_edge.agent.SEND_BATCH", 2)
+    agent = started_door()
+    link = bench.link
+    link.drop()
+    for _ in range(2):
+        close_door(agent)
+        bench.settle(agent)
+        open_door(agent)
+        bench.settle(agent)
+    link.connect()
+    assert [e.seq for e in link.events()] == [1, 2, 3, 4, 5, 6, 7]
+    close_door(agent)
+    bench.settle(agent)  # a new event, after the replay: sent once
+    assert [e.seq for e in link.events()] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
 def test_a_tick_between_paho_saying_connected_and_the_replay_sends_nothing_ahead_of_it(
     bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent]
 ) -> None:

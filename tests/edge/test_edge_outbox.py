@@ -67,6 +67,31 @@ def test_an_ack_drops_the_events_it_covers_and_no_more(tmp_path: Path) -> None:
     again.close()
 
 
+def test_pending_reads_at_most_the_limit_across_epochs_and_the_count_follows_every_change(
+    tmp_path: Path,
+) -> None:
+    """The agent reads the outbox in batches (`limit`); `queued()` is kept in memory, not counted."""
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    for _ in range(3):
+        add(outbox, clock)
+    outbox.start_epoch()  # the three wait in epoch 0, before epoch 1's
+    for _ in range(2):
+        add(outbox, clock)
+    assert [e.key for e in outbox.pending(limit=2)] == [(0, 1), (0, 2)]
+    assert [e.key for e in outbox.pending(after=(0, 2), limit=2)] == [(0, 3), (1, 1)]
+    assert [e.key for e in outbox.pending(after=(0, 3))] == [(1, 1), (1, 2)]
+    assert outbox.queued() == 5
+    assert outbox.acknowledge(0, 3) == 3
+    assert outbox.queued() == 2
+    outbox.start_epoch(renumber_pending=True)
+    assert (outbox.queued(), [e.key for e in outbox.pending()]) == (2, [(2, 1), (2, 2)])
+    outbox.close()
+    again = Outbox.open(tmp_path, "calm-1-door")
+    assert again.queued() == 2
+    again.close()
+
+
 def test_a_new_epoch_restarts_seq_and_keeps_older_events_first(tmp_path: Path) -> None:
     clock = FakeClock()
     outbox = Outbox.open(tmp_path, "calm-1-door")

@@ -284,7 +284,6 @@ def test_a_store_write_that_waits_does_not_hold_up_the_local_alarm(
 # ------------------------------------------------------------------------------------- long outages
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet (finding 2)")
 def test_an_idle_tick_does_not_read_every_event_waiting_for_the_hub(tmp_path: Path) -> None:
     """The hub is down for days while the broker is up (a failed hub server over half-term): the agent
     stays connected, every event goes out once and waits in the outbox for the hub's ack. Each tick
