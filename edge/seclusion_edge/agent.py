@@ -167,6 +167,9 @@ class EdgeAgent:
         self._outbox: Outbox | None = None
         self._next_open_ms = 0
         self._open_refused = False
+        # When to try again to put back a store whose file was deleted (`_relink_store_if_lost`).
+        self._next_relink_ms = 0
+        self._relink_failed = False
         self._unapplied_ack: AckPayload | None = None
         # True while the current connection has had no status: its numbers were not known at connect.
         self._unannounced = False
@@ -238,6 +241,7 @@ class EdgeAgent:
         self._let_through.clear()
         self._hold_limit_ms = 0
         self._unapplied_ack, self._unannounced, self._open_refused = None, False, False
+        self._next_relink_ms, self._relink_failed = 0, False
         try:
             outbox: Outbox | None = Outbox.open(self.config.state_dir, self.config.device)
         except OutboxUnavailable as exc:
@@ -344,6 +348,7 @@ class EdgeAgent:
                 if self._unrecorded:
                     log.error("%d readings are lost: the outbox could not be opened", len(self._unrecorded))
             else:
+                self._relink_store_if_lost(now, retry_now=True)
                 try:
                     self._record_unrecorded()
                 except Exception:
@@ -516,6 +521,7 @@ class EdgeAgent:
             if self._stopping:
                 return
             self._open_outbox_if_due(now)
+            self._relink_store_if_lost(now)
             self._unrecorded.extend(settled)
             self._record_or_keep_queued()
             self._confirm_if_waited_too_long(now)
@@ -603,6 +609,39 @@ class EdgeAgent:
             self._apply_ack(ack)
         if self.is_connected and (self._unannounced or not (self._replay_due or (told and outbox.confirmed))):
             self._announce(now)
+
+    def _relink_store_if_lost(self, now: Instant, *, retry_now: bool = False) -> None:
+        """Put the store back at its path if its file was deleted or replaced while the agent runs (the
+        state directory removed by a cleanup script or by hand): SQLite would go on numbering events into
+        the unlinked file, all lost at the next restart. A `stat` per tick; the store is copied whole and
+        continues (`Outbox.relink`, logged as an error), its seq going on. If that fails (the card now
+        read-only), it is logged once and tried again every REOPEN_INTERVAL_S: events go on into the
+        unlinked file meanwhile, which keeps them until the agent stops (caller holds the send lock)."""
+        outbox = self._writable
+        if outbox is None or not outbox.unlinked:
+            return
+        if not retry_now and now.mono_ms < self._next_relink_ms:
+            return
+        try:
+            outbox.relink()
+        except (OSError, sqlite3.Error) as exc:
+            self._next_relink_ms = now.mono_ms + round(REOPEN_INTERVAL_S * 1000)
+            if not self._relink_failed:
+                log.error(
+                    "outbox %s was deleted or replaced while the agent ran, and cannot be made again "
+                    "(%s: %s); %d events are kept only in the open, deleted file until the agent stops; "
+                    "retried every %g s",
+                    outbox.path,
+                    type(exc).__name__,
+                    exc,
+                    outbox.queued(),
+                    REOPEN_INTERVAL_S,
+                )
+            self._relink_failed = True
+            return
+        self._relink_failed = False
+        if self._policy_raw is not None:
+            self._store_policy(self._policy_raw)  # the fail-safe's numbers were beside it
 
     def _record_unrecorded(self) -> None:
         """Number and store the settled readings not yet in the outbox, in order (caller holds the send

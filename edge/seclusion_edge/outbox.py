@@ -131,6 +131,9 @@ class Outbox:
         # asked for by each heartbeat, and a count(*) would read the whole table, payloads included.
         (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
         self._queued = int(count)
+        # The file this connection has open (device, inode), to notice it deleted or replaced under it.
+        self._file = _file_id(path)
+        self._live = path  # the file the connection has open: `path`, unless `relink` failed halfway
 
     @classmethod
     def open(cls, state_dir: Path, device: str, *, wait_s: float = BUSY_TIMEOUT_S) -> Outbox:
@@ -378,6 +381,70 @@ class Outbox:
         log.warning("device %s now numbers its events in epoch %d", self.device, epoch)
         return epoch
 
+    @property
+    def unlinked(self) -> bool:
+        """True when the file this store has open is no longer the one at its path: deleted (the state
+        directory removed by a cleanup script or by hand) or replaced. SQLite goes on writing into the
+        open, unlinked file, which vanishes when it is closed: every event in it would be lost at the
+        next restart. A `stat`; a path that cannot be read for another reason counts as still linked."""
+        if self.read_only or self._file is None:
+            return False
+        try:
+            return _file_id(self.path, strict=True) != self._file
+        except OSError:
+            return False
+
+    def relink(self) -> None:
+        """Put the store back at its path, whole, after it was deleted or replaced (`unlinked`).
+
+        The open file still holds everything: the epoch, the last seq, every event waiting for the hub's
+        ack, the last readings and whether the store is confirmed. It is copied (SQLite's backup) under a
+        temporary name and synced (the state directory made again if it is gone); a file that replaced
+        the store is moved aside as `<name>.replaced-<time>`, never overwritten; the old connection is
+        closed (SQLite removes a store's `-wal` by its name as it closes: never once the copy is in
+        place, whose `-wal` it would be), and the copy renamed into place, where the store goes on.
+        Nothing is renumbered: this store gave out every number up to its last seq, the hub has none
+        above it, and `seq` goes on from there. Raises OSError or sqlite3.Error when it cannot: before
+        the copy is made, the store goes on in the unlinked file; after (the rename failed), in the
+        copy under its temporary name, `unlinked` still, so that it is tried again."""
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Never the file the store has open (a failed rename left it under the first name).
+            partial = self.path.with_name(
+                self.path.name + (".new-2" if self._live.name.endswith(".new") else ".new")
+            )
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                partial.with_name(partial.name + suffix).unlink(missing_ok=True)
+            copy = sqlite3.connect(partial, isolation_level=None)
+            try:
+                self._db.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one file, to be renamed; WAL again once open
+            finally:
+                copy.close()
+            _fsync(partial)
+            aside = _replaced_aside(self.path)
+            self._db.close()
+            for suffix in ("-journal", "-wal", "-shm"):  # the closed store's, if its close left them
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+            try:
+                partial.replace(self.path)
+                _fsync(self.path.parent)
+            except OSError:
+                self._db, self._live, self._file = _connect(partial), partial, _file_id(partial)
+                log.error("outbox %s could not be put back; the store goes on in %s", self.path, partial)
+                raise
+            self._db, self._live = _connect(self.path), self.path
+            self._file = _file_id(self.path)
+        log.error(
+            "outbox %s was %s while the agent ran; made again from the open store: epoch %d, last seq %d, "
+            "%d events waiting for the hub's ack",
+            self.path,
+            "deleted" if aside is None else f"replaced (the other file moved to {aside.name})",
+            self._epoch,
+            self._last_seq,
+            self._queued,
+        )
+
     def close(self) -> None:
         """Close the database file."""
         with self._lock:
@@ -403,6 +470,38 @@ class Outbox:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+def _file_id(path: Path, *, strict: bool = False) -> tuple[int, int] | None:
+    """The file at `path` as (device, inode); None when there is none. With `strict`, errors other than
+    a missing file (or directory) are raised, not taken for a missing file."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        if strict:
+            raise
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _replaced_aside(path: Path) -> Path | None:
+    """Move a file that took the store's place (and its `-wal`, `-shm`) aside as
+    `<name>.replaced-<time>`; returns the new name, or None when nothing is there."""
+    if not path.exists():
+        return None
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.replaced-{stamp}")
+    taken = 1
+    while any(aside.with_name(aside.name + s).exists() for s in ("", "-wal", "-shm")):
+        taken += 1
+        aside = path.with_name(f"{path.name}.replaced-{stamp}-{taken}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.replace(aside.with_name(aside.name + suffix))
+    return aside
 
 
 def _connect(path: Path, wait_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -397,3 +398,46 @@ def test_a_lost_stores_replacement_is_unconfirmed(tmp_path: Path) -> None:
     outbox = Outbox.open(tmp_path, "calm-1-door")
     assert (outbox.epoch, outbox.confirmed) == (1, False)
     outbox.close()
+
+
+def test_a_store_deleted_while_open_is_put_back_whole_and_numbers_on(tmp_path: Path) -> None:
+    """The state directory removed under a running agent: the open (unlinked) file still holds the
+    store; `relink` puts a copy of it back at its path, and the store goes on in that copy."""
+    clock = FakeClock()
+    state = tmp_path / "state"
+    outbox = Outbox.open(state, "calm-1-door")
+    outbox.confirm()
+    for _ in range(3):
+        add(outbox, clock)
+    outbox.acknowledge(0, 1)
+    assert not outbox.unlinked
+    shutil.rmtree(state)
+    assert outbox.unlinked
+    outbox.relink()
+    assert not outbox.unlinked
+    assert add(outbox, clock) == 4
+    outbox.close()
+    again = Outbox.open(state, "calm-1-door")
+    assert (again.epoch, again.last_seq, again.queued(), again.confirmed) == (0, 4, 3, True)
+    assert [e.seq for e in again.pending()] == [2, 3, 4]
+    assert again.last_reading("door") == "closed"
+    again.close()
+
+
+def test_a_file_that_replaced_the_open_store_is_moved_aside_not_overwritten(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    add(outbox, clock)
+    (tmp_path / OUTBOX_FILE).unlink()
+    (tmp_path / OUTBOX_FILE).write_bytes(b"an operator's old copy")
+    assert outbox.unlinked
+    outbox.relink()
+    assert add(outbox, clock) == 2
+    outbox.close()
+    (aside,) = (
+        p for p in tmp_path.glob(OUTBOX_FILE + ".replaced-*") if not p.name.endswith(("-wal", "-shm"))
+    )
+    assert aside.read_bytes() == b"an operator's old copy"
+    again = Outbox.open(tmp_path, "calm-1-door")
+    assert [e.seq for e in again.pending()] == [1, 2]
+    again.close()

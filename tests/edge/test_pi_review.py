@@ -131,7 +131,6 @@ def test_another_devices_lagging_clock_does_not_sound_this_devices_duration_limi
 # ------------------------------------------------------------------------------------------ storage
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet (finding 3)")
 def test_an_event_numbered_after_the_state_dir_was_deleted_is_not_lost_silently(
     bench: Bench, clock: FakeClock, tmp_path: Path
 ) -> None:
