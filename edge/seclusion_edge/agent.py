@@ -6,9 +6,11 @@ How it runs:
   in the sensor's `Debouncer` with the clock's current instant. Nothing else happens on that thread.
 - `tick()` does the work: it also polls each pin (a missed interrupt is caught within one tick), asks
   each debouncer for newly settled readings, numbers and stores them in the outbox, sends what the
-  current connection has not carried yet, and sends the heartbeat when due. In production a small
-  ticker thread calls it every `tick_interval_s`; tests build the agent with `tick_interval_s=None`,
-  step a `FakeClock` and call `tick()` themselves.
+  current connection has not carried yet, and sends the heartbeat when due. In production two small
+  threads run it every `tick_interval_s`, one half each: the alarm's (settle, fail-safe, buzzer and
+  LED) and the store's (number, send, heartbeat), so that a store write that waits (another process's
+  lock, a card stalled in an fsync) never holds up the alarm. Tests build the agent with
+  `tick_interval_s=None`, step a `FakeClock` and call `tick()` themselves (both halves, in turn).
 - On every (re)connect, on the network thread: the retained online status, then every event still in
   the outbox, in `(epoch, seq)` order, before anything newer. New events always queue behind older
   ones, so the hub sees them strictly in order.
@@ -197,6 +199,13 @@ class EdgeAgent:
         self._stopping = False
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
+        # The store's own thread (with a ticker): numbering, sending and the heartbeat, so that a write
+        # that waits (another process's lock, a card stalled in an fsync) never holds up the alarm.
+        self._store_worker: threading.Thread | None = None
+        self._store_wake = threading.Event()
+        # Readings the alarm's tick settled, in order, for the store's tick to number.
+        self._handoff_lock = threading.Lock()
+        self._handoff: list[tuple[Kind, Settled]] = []
         # The fail-safe is fed by the ticker (own readings) and the network thread (the room's).
         self._failsafe_lock = threading.Lock()
         self._failsafe = FailSafe()
@@ -236,6 +245,7 @@ class EdgeAgent:
         self._stopping = False
         self._first_reading_due.clear()
         self._unrecorded.clear()
+        self._handoff.clear()
         self._store_failed = False
         self._held.clear()
         self._let_through.clear()
@@ -318,7 +328,11 @@ class EdgeAgent:
             self._ticker = threading.Thread(
                 target=self._run_ticker, name=f"edge-ticker-{self.config.device}", daemon=True
             )
+            self._store_worker = threading.Thread(
+                target=self._run_store_worker, name=f"edge-store-{self.config.device}", daemon=True
+            )
             self._ticker.start()
+            self._store_worker.start()
         return self
 
     def stop(self, timeout_s: float = 2.0) -> None:
@@ -332,9 +346,13 @@ class EdgeAgent:
         if not self._running:
             return
         self._ticker_stop.set()
+        self._store_wake.set()
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
+        if self._store_worker is not None:
+            self._store_worker.join()  # after a write that waits, at most BUSY_TIMEOUT_S
+            self._store_worker = None
         with self._send_lock:
             with self._sensor_lock:
                 now = self._clock.now()
@@ -343,6 +361,9 @@ class EdgeAgent:
                     self._held.extend((kind, reading) for reading in debouncer.tick(now.mono_ms))
                 waiting = sorted(self._held, key=lambda item: item[1].began.mono_ms)
                 self._held = []
+            with self._handoff_lock:
+                handed, self._handoff = self._handoff, []
+            self._unrecorded.extend(handed)  # settled before those still held: numbered first
             self._unrecorded.extend(waiting)
             if self._writable is None:
                 if self._unrecorded:
@@ -501,9 +522,19 @@ class EdgeAgent:
     # ------------------------------------------------------------------------------------ the work
 
     def tick(self) -> None:
-        """Settle readings, number and send new events, and send the heartbeat when it is due."""
+        """Settle readings, number and send new events, and send the heartbeat when it is due.
+
+        Two halves: the alarm's (`_tick_alarm`: settle, fail-safe, buzzer and LED) and the store's
+        (`_tick_store`: number, send, heartbeat). Called by hand (tests), both run here in turn; with a
+        ticker, each has its own thread, so that the alarm never waits for the SD card."""
         if not self._running:
             return
+        self._tick_alarm()
+        self._tick_store()
+
+    def _tick_alarm(self) -> None:
+        """Settle readings, feed them to the fail-safe and drive the outputs; hand the readings to the
+        store's tick. Takes no lock the store's work holds for long: never the send lock."""
         now = self._clock.now()
         with self._sensor_lock:
             for kind, debouncer in self._debouncers.items():
@@ -517,9 +548,19 @@ class EdgeAgent:
                 if value is not None:
                     self._failsafe.observe(kind, value, self._began_for_failsafe(kind, value, reading, now))
         self._drive_outputs(now)
+        if settled:
+            with self._handoff_lock:
+                self._handoff.extend(settled)
+            self._store_wake.set()
+
+    def _tick_store(self) -> None:
+        """Number the readings the alarm's tick handed over, send what waits, and the heartbeat."""
         with self._send_lock:
-            if self._stopping:
+            if self._stopping or not self._running:
                 return
+            now = self._clock.now()
+            with self._handoff_lock:
+                settled, self._handoff = self._handoff, []
             self._open_outbox_if_due(now)
             self._relink_store_if_lost(now)
             self._unrecorded.extend(settled)
@@ -771,13 +812,29 @@ class EdgeAgent:
         return "the local fail-safe (no word from the hub yet)"
 
     def _run_ticker(self) -> None:
+        """The alarm's thread: settle, fail-safe, outputs, every tick; nothing here waits for the store."""
         interval = self._tick_interval_s or DEFAULT_TICK_INTERVAL_S
         while not self._ticker_stop.wait(interval):
             try:
-                self.tick()
+                self._tick_alarm()
+            except Exception:
+                # A failing tick must not end the agent.
+                log.exception("agent tick failed")
+
+    def _run_store_worker(self) -> None:
+        """The store's thread: numbers what the alarm's tick settled (woken at once), sends, and sends
+        the heartbeat, every tick too. A write that waits holds up only this thread."""
+        interval = self._tick_interval_s or DEFAULT_TICK_INTERVAL_S
+        while not self._ticker_stop.is_set():
+            self._store_wake.wait(interval)
+            self._store_wake.clear()
+            if self._ticker_stop.is_set():
+                return
+            try:
+                self._tick_store()
             except Exception:
                 # A failing tick must not end the agent (a full SD card is handled in the tick itself).
-                log.exception("agent tick failed")
+                log.exception("agent store tick failed")
 
     # ------------------------------------------------------------------ LinkHandlers (network thread)
 

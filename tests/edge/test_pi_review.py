@@ -231,7 +231,6 @@ def test_a_door_contact_flapping_just_slower_than_the_settle_time_is_a_fault_not
     )
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet (finding 4)")
 def test_a_store_write_that_waits_does_not_hold_up_the_local_alarm(
     bench: Bench, clock: FakeClock, tmp_path: Path
 ) -> None:
