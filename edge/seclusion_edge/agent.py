@@ -53,6 +53,7 @@ import logging
 import os
 import sqlite3
 import threading
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
@@ -74,7 +75,7 @@ from seclusion_contract import (
 )
 from seclusion_edge.clock import Clock, Instant, SystemClock, read_boot_id
 from seclusion_edge.config import EdgeConfig
-from seclusion_edge.debounce import Debouncer, Settled
+from seclusion_edge.debounce import ContactWatch, Debouncer, Health, Settled
 from seclusion_edge.errors import LinkError, OutboxError, OutboxUnavailable
 from seclusion_edge.failsafe import NO_ALARM, QUIET, Alarm, FailSafe, LocalAlarm, choose_alarm, on_local_axis
 from seclusion_edge.link import LinkSettings, Message, Publisher, PublisherFactory
@@ -94,6 +95,29 @@ SEND_BATCH: Final = 200
 REOPEN_INTERVAL_S: Final = 5.0
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
 POLICY_FILE: Final = "failsafe-config.json"
+
+
+# The readings that start or prolong what the room's timers count (an episode, a lapse): a contact
+# sound again after a fault reports one of these from the earliest it can have begun, any other from
+# the latest (`ContactWatch`), so that no episode and no lapse is under-counted.
+TIMED_FROM_EARLIEST: Final = frozenset({"closed", "engaged", "occupied", "absent"})
+
+
+def fault_code(kind: str) -> str:
+    """The `fault` event's value for a contact of that kind that fails (contract: `^[a-z0-9-]{1,64}$`)."""
+    return f"{kind}-contact-unstable"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultNote:
+    """A `fault` event to number: a code (`fault_code`) or `ok`, and when it began."""
+
+    value: str
+    began: Instant
+
+
+# What the alarm's tick hands to the store's: a sensor's settled reading, or a fault event.
+Noted = tuple[Kind, Settled | FaultNote]
 
 
 def agent_version() -> str:
@@ -154,9 +178,14 @@ class EdgeAgent:
         self._send_lock = threading.RLock()
         self._sensors: dict[str, SensorInput] = {}
         self._debouncers: dict[Kind, Debouncer] = {}
+        # Each contact's health (`ContactWatch`): a failing one is a `fault` event, its readings held back.
+        self._watches: dict[Kind, ContactWatch] = {}
+        # The `fault` value this device last numbered before this start (a code not cleared: that
+        # contact starts as failing, and must show it is sound before `ok`).
+        self._stored_fault: str | None = None
         self._first_reading_due: set[Kind] = set()
         # Settled readings not yet in the outbox (a failed write is retried next tick, in order).
-        self._unrecorded: list[tuple[Kind, Settled]] = []
+        self._unrecorded: list[Noted] = []
         # True from a failed write to the outbox until one succeeds: logged once, not at every tick.
         self._store_failed = False
         # Settled readings waiting for another sensor's burst that began before them (`_in_order`), and
@@ -205,7 +234,7 @@ class EdgeAgent:
         self._store_wake = threading.Event()
         # Readings the alarm's tick settled, in order, for the store's tick to number.
         self._handoff_lock = threading.Lock()
-        self._handoff: list[tuple[Kind, Settled]] = []
+        self._handoff: list[Noted] = []
         # The fail-safe is fed by the ticker (own readings) and the network thread (the room's).
         self._failsafe_lock = threading.Lock()
         self._failsafe = FailSafe()
@@ -266,10 +295,12 @@ class EdgeAgent:
                 if outbox is None
                 else f"its numbers read as they stand: epoch {outbox.epoch}, last seq {outbox.last_seq}",
             )
+        last_readings = {} if outbox is None else outbox.last_readings()
+        self._stored_fault = last_readings["fault"][0] if "fault" in last_readings else None
         self._last_run = {
             kind: (value, began)
-            for kind, (value, began) in ({} if outbox is None else outbox.last_readings()).items()
-            if began is not None
+            for kind, (value, began) in last_readings.items()
+            if began is not None and kind != "fault"
         }
         self._replay_due, self._sent_upto = True, None
         self._status_sent, self._connected_ms = None, None
@@ -356,9 +387,7 @@ class EdgeAgent:
         with self._send_lock:
             with self._sensor_lock:
                 now = self._clock.now()
-                for kind, debouncer in self._debouncers.items():
-                    debouncer.observe(self._sensors[kind].active, now)
-                    self._held.extend((kind, reading) for reading in debouncer.tick(now.mono_ms))
+                self._settle(now)  # a contact that fails lets nothing through, nor is it cleared here
                 waiting = sorted(self._held, key=lambda item: item[1].began.mono_ms)
                 self._held = []
             with self._handoff_lock:
@@ -507,9 +536,13 @@ class EdgeAgent:
             return self._failsafe.state()
 
     def readings(self) -> dict[Kind, str]:
-        """The current debounced reading of each sensor (a check button has none)."""
+        """The current debounced reading of each sensor (a check button has none; nor has a contact
+        while it fails: its reading is not known)."""
         with self._sensor_lock:
-            settled = {kind: self._let_through.get(kind) for kind in self._debouncers}
+            settled = {
+                kind: None if self._watches[kind].faulty else self._let_through.get(kind)
+                for kind in self._debouncers
+            }
         state: dict[Kind, str] = {}
         for kind, active in settled.items():
             if active is None or kind == "check":
@@ -537,10 +570,13 @@ class EdgeAgent:
         store's tick. Takes no lock the store's work holds for long: never the send lock."""
         now = self._clock.now()
         with self._sensor_lock:
-            for kind, debouncer in self._debouncers.items():
-                debouncer.observe(self._sensors[kind].active, now)
-                self._held.extend((kind, reading) for reading in debouncer.tick(now.mono_ms))
+            health = self._settle(now)
             settled = self._in_order(now)
+            raised, cleared = self._fault_events(health)
+            if any(watch.faulty for watch in self._watches.values()):
+                # A `fault` sensor's `ok` (a tamper loop closed again) would clear, at the hub, a failing
+                # contact's fault too (`ok` clears every fault of the device): it waits for that one's `ok`.
+                settled = [(k, r) for k, r in settled if k != "fault" or r.active]
         # The alarm comes before the outbox: it must not wait for the SD card, nor for the network.
         with self._failsafe_lock:
             for kind, reading in settled:
@@ -548,10 +584,48 @@ class EdgeAgent:
                 if value is not None:
                     self._failsafe.observe(kind, value, self._began_for_failsafe(kind, value, reading, now))
         self._drive_outputs(now)
-        if settled:
+        if settled or raised or cleared:
             with self._handoff_lock:
+                self._handoff.extend(cleared)
                 self._handoff.extend(settled)
+                self._handoff.extend(raised)
             self._store_wake.set()
+
+    def _settle(self, now: Instant) -> list[tuple[Kind, Health]]:
+        """Each pin read and each debouncer ticked; the readings its contact's watch lets through are
+        held for `_in_order`; returns the changes of health (caller holds `_sensor_lock`)."""
+        changes: list[tuple[Kind, Health]] = []
+        for kind, debouncer in self._debouncers.items():
+            debouncer.observe(self._sensors[kind].active, now)
+            passed, health = self._watches[kind].judge(debouncer, debouncer.tick(now.mono_ms), now)
+            self._held.extend((kind, reading) for reading in passed)
+            if health is not None:
+                changes.append((kind, health))
+        return changes
+
+    def _fault_events(self, changes: list[tuple[Kind, Health]]) -> tuple[list[Noted], list[Noted]]:
+        """The `fault` events for the contacts' changes of health: each failing contact's code as it
+        is found, and `ok` once none fails any more (contract: `ok` clears; the hub's `sensor_fault`
+        resolves on it alone). Caller holds `_sensor_lock`."""
+        raised: list[Noted] = []
+        cleared: list[Noted] = []
+        for kind, health in changes:
+            if health.faulty:
+                log.warning(
+                    "the %s contact is unstable (it never holds for the settle time, or changes too often):"
+                    " its readings are held back until it has not moved for %g s",
+                    kind,
+                    self._watches[kind].stable_ms / 1000,
+                )
+                raised.append(("fault", FaultNote(fault_code(kind), health.at)))
+            else:
+                log.warning("the %s contact is stable again", kind)
+                if not any(watch.faulty for watch in self._watches.values()) and not self._let_through.get(
+                    "fault"
+                ):
+                    # No contact fails any more, and no `fault` sensor (a tamper loop) reports one.
+                    cleared.append(("fault", FaultNote("ok", health.at)))
+        return raised, cleared
 
     def _tick_store(self) -> None:
         """Number the readings the alarm's tick handed over, send what waits, and the heartbeat."""
@@ -692,7 +766,11 @@ class EdgeAgent:
             self._record(kind, reading)
             del self._unrecorded[0]
 
-    def _record(self, kind: Kind, reading: Settled) -> None:
+    def _record(self, kind: Kind, reading: Settled | FaultNote) -> None:
+        if isinstance(reading, FaultNote):
+            event = self._require_outbox().append("fault", reading.value, reading.began, self.boot_id)
+            log.info("event %s: fault %s", event.id, reading.value)
+            return
         sensor = self.config.sensor(kind)
         value = sensor.reading(reading.active)
         outbox = self._require_outbox()
@@ -1102,6 +1180,7 @@ class EdgeAgent:
         self._sensors.clear()
         with self._sensor_lock:
             self._debouncers.clear()
+            self._watches.clear()
         if self._outputs is not None:
             self._outputs.close()
             self._outputs = None
@@ -1117,8 +1196,15 @@ class EdgeAgent:
                 settle = self.config.settle_ms if config.settle_ms is None else config.settle_ms
                 # A check button starts released: only a press is ever news.
                 known = False if config.kind == "check" else None
+                failing = self._stored_fault == fault_code(config.kind)
                 with self._sensor_lock:
                     self._debouncers[config.kind] = Debouncer(settle, sensor.active, now, settled=known)
+                    self._watches[config.kind] = ContactWatch(
+                        settle,
+                        known,
+                        faulty_since=now if failing else None,
+                        early=config.reading(True) in TIMED_FROM_EARLIEST,
+                    )
                     self._let_through[config.kind] = known
                     self._hold_limit_ms = max(self._hold_limit_ms, 2 * settle)
                 self._first_reading_due.add(config.kind)
@@ -1128,6 +1214,7 @@ class EdgeAgent:
             self._sensors.clear()
             with self._sensor_lock:
                 self._debouncers.clear()
+                self._watches.clear()
             raise
 
     def _on_edge(self, sensor: SensorInput) -> None:
