@@ -216,7 +216,7 @@ class EdgeAgent:
         self._status_sent: bytes | None = None
         self._connected_ms: int | None = None
         # Each kind's last reading before this start, with when it began: for the fail-safe's timers.
-        self._last_run: dict[str, tuple[str, dt.datetime]] = {}
+        self._last_run: dict[str, tuple[str, Instant]] = {}
         self._heartbeat_ms = round(config.heartbeat_s * 1000)
         self._next_heartbeat_ms = 0
         self._last_heartbeat_ms: int | None = None
@@ -297,8 +297,10 @@ class EdgeAgent:
             )
         last_readings = {} if outbox is None else outbox.last_readings()
         self._stored_fault = last_readings["fault"][0] if "fault" in last_readings else None
+        clocks = {} if outbox is None else outbox.last_reading_clocks()
+        placed_at = self._clock.now()
         self._last_run = {
-            kind: (value, began)
+            kind: (value, self._placed(began, clocks.get(kind), placed_at))
             for kind, (value, began) in last_readings.items()
             if began is not None and kind != "fault"
         }
@@ -310,9 +312,8 @@ class EdgeAgent:
             # The room as this device last numbered it before the restart, each reading from when it
             # began: an episode open then is open now, so that a still child's PIR, `vacant` at start-up,
             # does not hide it from the local timers (vacant while the door stays closed ends nothing).
-            seeded = self._clock.now()
-            for kind, (value, began) in sorted(self._last_run.items(), key=lambda item: item[1][1]):
-                self._failsafe.observe(kind, value, on_local_axis(began, seeded))
+            for kind, (value, began) in sorted(self._last_run.items(), key=lambda item: item[1][1].mono_ms):
+                self._failsafe.observe(kind, value, began)
         self._hub_online = False
         self._local_alarm = NO_ALARM
         self._alarm = QUIET
@@ -818,7 +819,17 @@ class EdgeAgent:
         last = self._last_run.pop(kind, None)  # the first reading of each kind only, and no SD card here
         if last is None or last[0] != value:
             return reading.began
-        return min(on_local_axis(last[1], now), reading.began, key=lambda instant: instant.mono_ms)
+        return min(last[1], reading.began, key=lambda instant: instant.mono_ms)
+
+    def _placed(self, began: dt.datetime, clock: tuple[str, int] | None, now: Instant) -> Instant:
+        """A reading this device numbered before a restart, placed on the monotonic clock: within this
+        boot by its own monotonic time, whatever the wall clock did since (NTP stepping the clock of a Pi
+        without a real-time clock: its `ts` against the new wall clock would make an episode of two
+        minutes look hours old); from another boot (the monotonic clock started again), or a store that
+        did not keep it, by its `ts` against the wall clock, all there is."""
+        if clock is not None and clock[0] == self.boot_id and 0 <= clock[1] <= now.mono_ms:
+            return Instant(clock[1], began)
+        return on_local_axis(began, now)
 
     def _send_heartbeat_if_due(self, now: Instant) -> None:
         publisher = self._publisher

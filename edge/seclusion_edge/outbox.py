@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     PRIMARY KEY (epoch, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS readings (kind TEXT PRIMARY KEY, value TEXT NOT NULL, ts TEXT);
+CREATE TABLE IF NOT EXISTS readings (
+    kind TEXT PRIMARY KEY, value TEXT NOT NULL, ts TEXT, boot TEXT, mono_ms INTEGER
+);
 """
 
 EventKey = tuple[int, int]
@@ -281,9 +283,10 @@ class Outbox:
             self._set_meta("last_seq", str(seq))
             if kind != "check":
                 self._db.execute(
-                    "INSERT INTO readings (kind, value, ts) VALUES (?, ?, ?) "
-                    "ON CONFLICT (kind) DO UPDATE SET value = excluded.value, ts = excluded.ts",
-                    (kind, value, began.wall.isoformat()),
+                    "INSERT INTO readings (kind, value, ts, boot, mono_ms) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (kind) DO UPDATE SET value = excluded.value, ts = excluded.ts, "
+                    "boot = excluded.boot, mono_ms = excluded.mono_ms",
+                    (kind, value, began.wall.isoformat(), boot, began.mono_ms),
                 )
         self._last_seq = seq
         self._queued += 1
@@ -330,6 +333,22 @@ class Outbox:
         with self._lock:
             rows = self._db.execute("SELECT kind, value, ts FROM readings").fetchall()
         return {str(kind): (str(value), self._began(str(kind), ts)) for kind, value, ts in rows}
+
+    def last_reading_clocks(self) -> dict[str, tuple[str, int]]:
+        """Each kind's last reading's boot id and monotonic clock (ms) when it began, where both were
+        kept (not by a store of an earlier version): within that boot, its age is measured on the
+        monotonic clock, whatever the wall clock did since (an NTP step on a Pi without a real-time
+        clock)."""
+        with self._lock:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(readings)")}
+            if not {"boot", "mono_ms"} <= columns:
+                return {}
+            rows = self._db.execute("SELECT kind, boot, mono_ms FROM readings").fetchall()
+        return {
+            str(kind): (str(boot), mono_ms)
+            for kind, boot, mono_ms in rows
+            if boot is not None and isinstance(mono_ms, int)
+        }
 
     def _began(self, kind: str, ts: object) -> dt.datetime | None:
         # A `ts` that does not parse (a flipped bit on the card) is not known, as in a store of an
@@ -518,6 +537,10 @@ def _connect(path: Path, wait_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
         columns = {row[1] for row in connection.execute("PRAGMA table_info(readings)")}
         if "ts" not in columns:  # a store of an earlier version: when its readings began is not known
             connection.execute("ALTER TABLE readings ADD COLUMN ts TEXT")
+        # Of an earlier version too: the boot and monotonic clock of each reading's start (not known).
+        for column, kind in (("boot", "TEXT"), ("mono_ms", "INTEGER")):
+            if column not in columns:
+                connection.execute(f"ALTER TABLE readings ADD COLUMN {column} {kind}")
         connection.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")  # once open, as ever
     except BaseException:
         connection.close()

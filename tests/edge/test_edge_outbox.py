@@ -262,9 +262,11 @@ def test_a_store_remembers_when_each_last_reading_began_and_an_older_store_opens
     db.close()
     outbox = Outbox.open(tmp_path, "calm-1-door")
     assert outbox.last_readings() == {"door": ("closed", None)}
+    assert outbox.last_reading_clocks() == {}  # nor its boot and monotonic time
     later = clock.advance(seconds=5)
     outbox.append("door", "open", later, "boot-1")
     assert outbox.last_readings() == {"door": ("open", later.wall)}
+    assert outbox.last_reading_clocks() == {"door": ("boot-1", later.mono_ms)}
     outbox.close()
 
 

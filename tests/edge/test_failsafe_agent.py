@@ -309,6 +309,34 @@ def test_a_restart_during_an_episode_does_not_set_the_local_duration_back(
     assert second.local_alarm.reason == "duration_limit"
 
 
+def test_after_a_reboot_mid_episode_the_kept_readings_are_timed_by_the_wall_clock(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Within one boot the kept readings are placed by their monotonic time (an NTP step does not age
+    them: test_pi_review); after a reboot that clock started again, and their `ts` against the wall
+    clock is all there is: the duration limit (600 s) still sounds 600 s after the close."""
+    config = _stopped_mid_episode(bench, tmp_path, 500_000)
+    rebooted = FakeClock(start=clock.now().wall + dt.timedelta(seconds=30), mono_ms=20_000)
+    second = EdgeAgent(
+        config,
+        pin_factory=MockFactory(),
+        clock=rebooted,
+        publisher_factory=bench.factory,
+        tick_interval_s=None,
+        boot_id="boot-2",
+    )
+    bench.agents.append(second)
+    second.start()
+    second.simulate("occupancy", "occupied")
+    second.simulate("door", "closed")
+    rebooted.advance(ms=SETTLE_MS)
+    second.tick()
+    assert second.episode_open and second.local_alarm.level == "none"  # 530 s into the episode
+    rebooted.advance(seconds=75)
+    second.tick()
+    assert second.local_alarm.reason == "duration_limit"
+
+
 def test_an_agent_restarted_mid_episode_with_a_still_child_keeps_timing_the_episode(
     bench: Bench, clock: FakeClock, tmp_path: Path
 ) -> None:

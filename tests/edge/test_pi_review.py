@@ -53,7 +53,6 @@ def sounding(agent: EdgeAgent) -> bool:
 # ------------------------------------------------------------------------------- no real-time clock
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet (finding 6)")
 def test_an_ntp_step_during_an_episode_does_not_sound_the_duration_limit_after_an_agent_restart(
     bench: Bench, clock: FakeClock, tmp_path: Path
 ) -> None:
