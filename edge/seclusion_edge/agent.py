@@ -53,6 +53,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -91,6 +92,8 @@ DEFAULT_TICK_INTERVAL_S: Final = 0.02
 CONFIRM_TIMEOUT_S: Final = 10.0
 # How many events `_send_pending` reads from the outbox at a time.
 SEND_BATCH: Final = 200
+# How many of another device's latest heartbeats estimate its clock (the hub keeps six too).
+PEER_CLOCK_SAMPLES: Final = 6
 # How often the tick tries again to open a store that could not be opened (a full or read-only card).
 REOPEN_INTERVAL_S: Final = 5.0
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
@@ -101,6 +104,11 @@ POLICY_FILE: Final = "failsafe-config.json"
 # sound again after a fault reports one of these from the earliest it can have begun, any other from
 # the latest (`ContactWatch`), so that no episode and no lapse is under-counted.
 TIMED_FROM_EARLIEST: Final = frozenset({"closed", "engaged", "occupied", "absent"})
+
+
+def _epoch_ms(ts: dt.datetime) -> int:
+    """An aware time as milliseconds since the Unix epoch."""
+    return round(ts.timestamp() * 1000)
 
 
 def fault_code(kind: str) -> str:
@@ -170,6 +178,7 @@ class EdgeAgent:
         self._indicator_topic = self.topics.indicator(config.site, config.room)
         self._hub_status_topic = self.topics.hub_status
         self._room_events_topic = self.topics.room_events(config.site, config.room)
+        self._room_heartbeats_topic = f"{self.topics.root}/{config.site}/{config.room}/+/heartbeat"
         self._room_prefix = f"{self.topics.root}/{config.site}/{config.room}/"
 
         # Pin edges and the ticker meet here; held only for in-memory debounce bookkeeping.
@@ -238,6 +247,8 @@ class EdgeAgent:
         # The fail-safe is fed by the ticker (own readings) and the network thread (the room's).
         self._failsafe_lock = threading.Lock()
         self._failsafe = FailSafe()
+        # Samples of each other device's clock (`_take_room_heartbeat`), guarded by the fail-safe lock.
+        self._peer_clocks: dict[str, deque[int]] = {}
         self._outputs: AlarmOutputs | None = None
         self._policy_raw: bytes | None = None
         # True once the hub's status said online on the current connection; cleared by every connect
@@ -977,10 +988,13 @@ class EdgeAgent:
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """Take in the hub's ack, this device's config, the room indicator, the hub status and the
-        room's events."""
+        """Take in the hub's ack, this device's config, the room indicator, the hub status, and the
+        room's events and heartbeats."""
         if topic.startswith(self._room_prefix) and topic.endswith("/event"):
             self._take_room_event(topic, payload)
+            return
+        if topic.startswith(self._room_prefix) and topic.endswith("/heartbeat"):
+            self._take_room_heartbeat(topic, payload)
             return
         if topic == self._status_topic:
             self._take_own_status(payload)
@@ -1118,11 +1132,47 @@ class EdgeAgent:
             kind = "not JSON" if isinstance(exc, ContractError) else f"{exc.error_count()} contract errors"
             log.debug("ignored an event from %s that does not follow the contract (%s)", device, kind)
             return
-        at = on_local_axis(event.ts, self._clock.now())
         with self._failsafe_lock:
+            at = self._peer_placed(device, event.ts, self._clock.now())
             news = self._failsafe.observe(event.kind, event.value, at, device, (event.epoch, event.seq))
         if news:
             log.debug("room reading from %s: %s %s", device, event.kind, event.value)
+
+    def _take_room_heartbeat(self, topic: str, payload: bytes) -> None:
+        """A heartbeat of another device of the room: a sample of its clock (semantics 4.5, as the hub
+        does). Sent live, never replayed (QoS 0, after the replay), so its arrival on this agent's
+        monotonic clock minus its `ts` is that device's clock offset plus the network's delay, never
+        less: the smallest of the last PEER_CLOCK_SAMPLES is the estimate (`_peer_placed`)."""
+        try:
+            device = self.topics.parse_device_topic(topic).device
+        except ContractError:
+            self.ignored_room_events += 1
+            return
+        if device == self.config.device:
+            return  # our own, echoed by the broker
+        try:
+            heartbeat = HeartbeatPayload.model_validate(payload_to_json(payload))
+        except (ContractError, ValidationError):
+            self.ignored_room_events += 1
+            log.debug("ignored a heartbeat from %s that does not follow the contract", device)
+            return
+        sample = self._clock.now().mono_ms - _epoch_ms(heartbeat.ts)
+        with self._failsafe_lock:
+            samples = self._peer_clocks.setdefault(device, deque(maxlen=PEER_CLOCK_SAMPLES))
+            samples.append(sample)
+
+    def _peer_placed(self, device: str, ts: dt.datetime, now: Instant) -> Instant:
+        """When another device's reading began, on this agent's monotonic clock (caller holds the
+        fail-safe lock). With samples of its clock from its heartbeats: its `ts` by that device's own
+        clock, mapped through the smallest sample, so that neither its clock being off (a device without
+        network time, an hour behind: its live events would look an hour old and sound the duration
+        limit at once) nor this agent's wall clock stepping moves it. Without any yet (just started, or
+        the device sends none): its `ts` against this agent's wall clock (`on_local_axis`), which errs
+        towards sounding for a device whose clock is behind. Never in the future either way."""
+        samples = self._peer_clocks.get(device)
+        if not samples:
+            return on_local_axis(ts, now)
+        return Instant(min(now.mono_ms, _epoch_ms(ts) + min(samples)), ts)
 
     def _apply_policy(self, policy: ConfigPayload, raw: bytes | None = None) -> None:
         self.policy = policy
@@ -1263,6 +1313,7 @@ class EdgeAgent:
                 self._indicator_topic,
                 self._hub_status_topic,
                 self._room_events_topic,
+                self._room_heartbeats_topic,  # the other devices' clocks, for their events' times
                 self._status_topic,  # its own: the copy of the status published after subscribing
             ),
             protocol=mqtt.protocol,

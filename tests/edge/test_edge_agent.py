@@ -595,6 +595,7 @@ def test_the_agent_subscribes_to_its_ack_config_room_indicator_hub_status_room_e
         "seclusion/v1/demo-school/calm-1/indicator",
         "seclusion/v1/_hub/status",
         "seclusion/v1/demo-school/calm-1/+/event",
+        "seclusion/v1/demo-school/calm-1/+/heartbeat",  # the other devices' clocks
         STATUS,  # its own: a new store waits for the copy of the status it published
     }
     assert bench.link.settings.protocol == "5"
