@@ -6,9 +6,11 @@ How it runs:
   in the sensor's `Debouncer` with the clock's current instant. Nothing else happens on that thread.
 - `tick()` does the work: it also polls each pin (a missed interrupt is caught within one tick), asks
   each debouncer for newly settled readings, numbers and stores them in the outbox, sends what the
-  current connection has not carried yet, and sends the heartbeat when due. In production a small
-  ticker thread calls it every `tick_interval_s`; tests build the agent with `tick_interval_s=None`,
-  step a `FakeClock` and call `tick()` themselves.
+  current connection has not carried yet, and sends the heartbeat when due. In production two small
+  threads run it every `tick_interval_s`, one half each: the alarm's (settle, fail-safe, buzzer and
+  LED) and the store's (number, send, heartbeat), so that a store write that waits (another process's
+  lock, a card stalled in an fsync) never holds up the alarm. Tests build the agent with
+  `tick_interval_s=None`, step a `FakeClock` and call `tick()` themselves (both halves, in turn).
 - On every (re)connect, on the network thread: the retained online status, then every event still in
   the outbox, in `(epoch, seq)` order, before anything newer. New events always queue behind older
   ones, so the hub sees them strictly in order.
@@ -51,6 +53,8 @@ import logging
 import os
 import sqlite3
 import threading
+from collections import deque
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
@@ -72,7 +76,7 @@ from seclusion_contract import (
 )
 from seclusion_edge.clock import Clock, Instant, SystemClock, read_boot_id
 from seclusion_edge.config import EdgeConfig
-from seclusion_edge.debounce import Debouncer, Settled
+from seclusion_edge.debounce import ContactWatch, Debouncer, Health, Settled
 from seclusion_edge.errors import LinkError, OutboxError, OutboxUnavailable
 from seclusion_edge.failsafe import NO_ALARM, QUIET, Alarm, FailSafe, LocalAlarm, choose_alarm, on_local_axis
 from seclusion_edge.link import LinkSettings, Message, Publisher, PublisherFactory
@@ -86,10 +90,42 @@ DEFAULT_TICK_INTERVAL_S: Final = 0.02
 # How long a new store waits on a connection for its own status to come back (normally milliseconds)
 # before it sends its events without having seen what the hub has of this device.
 CONFIRM_TIMEOUT_S: Final = 10.0
+# How many events `_send_pending` reads from the outbox at a time.
+SEND_BATCH: Final = 200
+# How many of another device's latest heartbeats estimate its clock (the hub keeps six too).
+PEER_CLOCK_SAMPLES: Final = 6
 # How often the tick tries again to open a store that could not be opened (a full or read-only card).
 REOPEN_INTERVAL_S: Final = 5.0
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
 POLICY_FILE: Final = "failsafe-config.json"
+
+
+# The readings that start or prolong what the room's timers count (an episode, a lapse): a contact
+# sound again after a fault reports one of these from the earliest it can have begun, any other from
+# the latest (`ContactWatch`), so that no episode and no lapse is under-counted.
+TIMED_FROM_EARLIEST: Final = frozenset({"closed", "engaged", "occupied", "absent"})
+
+
+def _epoch_ms(ts: dt.datetime) -> int:
+    """An aware time as milliseconds since the Unix epoch."""
+    return round(ts.timestamp() * 1000)
+
+
+def fault_code(kind: str) -> str:
+    """The `fault` event's value for a contact of that kind that fails (contract: `^[a-z0-9-]{1,64}$`)."""
+    return f"{kind}-contact-unstable"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultNote:
+    """A `fault` event to number: a code (`fault_code`) or `ok`, and when it began."""
+
+    value: str
+    began: Instant
+
+
+# What the alarm's tick hands to the store's: a sensor's settled reading, or a fault event.
+Noted = tuple[Kind, Settled | FaultNote]
 
 
 def agent_version() -> str:
@@ -142,6 +178,7 @@ class EdgeAgent:
         self._indicator_topic = self.topics.indicator(config.site, config.room)
         self._hub_status_topic = self.topics.hub_status
         self._room_events_topic = self.topics.room_events(config.site, config.room)
+        self._room_heartbeats_topic = f"{self.topics.root}/{config.site}/{config.room}/+/heartbeat"
         self._room_prefix = f"{self.topics.root}/{config.site}/{config.room}/"
 
         # Pin edges and the ticker meet here; held only for in-memory debounce bookkeeping.
@@ -150,9 +187,14 @@ class EdgeAgent:
         self._send_lock = threading.RLock()
         self._sensors: dict[str, SensorInput] = {}
         self._debouncers: dict[Kind, Debouncer] = {}
+        # Each contact's health (`ContactWatch`): a failing one is a `fault` event, its readings held back.
+        self._watches: dict[Kind, ContactWatch] = {}
+        # The `fault` value this device last numbered before this start (a code not cleared: that
+        # contact starts as failing, and must show it is sound before `ok`).
+        self._stored_fault: str | None = None
         self._first_reading_due: set[Kind] = set()
         # Settled readings not yet in the outbox (a failed write is retried next tick, in order).
-        self._unrecorded: list[tuple[Kind, Settled]] = []
+        self._unrecorded: list[Noted] = []
         # True from a failed write to the outbox until one succeeds: logged once, not at every tick.
         self._store_failed = False
         # Settled readings waiting for another sensor's burst that began before them (`_in_order`), and
@@ -165,6 +207,9 @@ class EdgeAgent:
         self._outbox: Outbox | None = None
         self._next_open_ms = 0
         self._open_refused = False
+        # When to try again to put back a store whose file was deleted (`_relink_store_if_lost`).
+        self._next_relink_ms = 0
+        self._relink_failed = False
         self._unapplied_ack: AckPayload | None = None
         # True while the current connection has had no status: its numbers were not known at connect.
         self._unannounced = False
@@ -180,7 +225,7 @@ class EdgeAgent:
         self._status_sent: bytes | None = None
         self._connected_ms: int | None = None
         # Each kind's last reading before this start, with when it began: for the fail-safe's timers.
-        self._last_run: dict[str, tuple[str, dt.datetime]] = {}
+        self._last_run: dict[str, tuple[str, Instant]] = {}
         self._heartbeat_ms = round(config.heartbeat_s * 1000)
         self._next_heartbeat_ms = 0
         self._last_heartbeat_ms: int | None = None
@@ -192,9 +237,18 @@ class EdgeAgent:
         self._stopping = False
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
+        # The store's own thread (with a ticker): numbering, sending and the heartbeat, so that a write
+        # that waits (another process's lock, a card stalled in an fsync) never holds up the alarm.
+        self._store_worker: threading.Thread | None = None
+        self._store_wake = threading.Event()
+        # Readings the alarm's tick settled, in order, for the store's tick to number.
+        self._handoff_lock = threading.Lock()
+        self._handoff: list[Noted] = []
         # The fail-safe is fed by the ticker (own readings) and the network thread (the room's).
         self._failsafe_lock = threading.Lock()
         self._failsafe = FailSafe()
+        # Samples of each other device's clock (`_take_room_heartbeat`), guarded by the fail-safe lock.
+        self._peer_clocks: dict[str, deque[int]] = {}
         self._outputs: AlarmOutputs | None = None
         self._policy_raw: bytes | None = None
         # True once the hub's status said online on the current connection; cleared by every connect
@@ -231,11 +285,13 @@ class EdgeAgent:
         self._stopping = False
         self._first_reading_due.clear()
         self._unrecorded.clear()
+        self._handoff.clear()
         self._store_failed = False
         self._held.clear()
         self._let_through.clear()
         self._hold_limit_ms = 0
         self._unapplied_ack, self._unannounced, self._open_refused = None, False, False
+        self._next_relink_ms, self._relink_failed = 0, False
         try:
             outbox: Outbox | None = Outbox.open(self.config.state_dir, self.config.device)
         except OutboxUnavailable as exc:
@@ -250,10 +306,14 @@ class EdgeAgent:
                 if outbox is None
                 else f"its numbers read as they stand: epoch {outbox.epoch}, last seq {outbox.last_seq}",
             )
+        last_readings = {} if outbox is None else outbox.last_readings()
+        self._stored_fault = last_readings["fault"][0] if "fault" in last_readings else None
+        clocks = {} if outbox is None else outbox.last_reading_clocks()
+        placed_at = self._clock.now()
         self._last_run = {
-            kind: (value, began)
-            for kind, (value, began) in ({} if outbox is None else outbox.last_readings()).items()
-            if began is not None
+            kind: (value, self._placed(began, clocks.get(kind), placed_at))
+            for kind, (value, began) in last_readings.items()
+            if began is not None and kind != "fault"
         }
         self._replay_due, self._sent_upto = True, None
         self._status_sent, self._connected_ms = None, None
@@ -263,9 +323,8 @@ class EdgeAgent:
             # The room as this device last numbered it before the restart, each reading from when it
             # began: an episode open then is open now, so that a still child's PIR, `vacant` at start-up,
             # does not hide it from the local timers (vacant while the door stays closed ends nothing).
-            seeded = self._clock.now()
-            for kind, (value, began) in sorted(self._last_run.items(), key=lambda item: item[1][1]):
-                self._failsafe.observe(kind, value, on_local_axis(began, seeded))
+            for kind, (value, began) in sorted(self._last_run.items(), key=lambda item: item[1][1].mono_ms):
+                self._failsafe.observe(kind, value, began)
         self._hub_online = False
         self._local_alarm = NO_ALARM
         self._alarm = QUIET
@@ -312,7 +371,11 @@ class EdgeAgent:
             self._ticker = threading.Thread(
                 target=self._run_ticker, name=f"edge-ticker-{self.config.device}", daemon=True
             )
+            self._store_worker = threading.Thread(
+                target=self._run_store_worker, name=f"edge-store-{self.config.device}", daemon=True
+            )
             self._ticker.start()
+            self._store_worker.start()
         return self
 
     def stop(self, timeout_s: float = 2.0) -> None:
@@ -326,22 +389,28 @@ class EdgeAgent:
         if not self._running:
             return
         self._ticker_stop.set()
+        self._store_wake.set()
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
+        if self._store_worker is not None:
+            self._store_worker.join()  # after a write that waits, at most BUSY_TIMEOUT_S
+            self._store_worker = None
         with self._send_lock:
             with self._sensor_lock:
                 now = self._clock.now()
-                for kind, debouncer in self._debouncers.items():
-                    debouncer.observe(self._sensors[kind].active, now)
-                    self._held.extend((kind, reading) for reading in debouncer.tick(now.mono_ms))
+                self._settle(now)  # a contact that fails lets nothing through, nor is it cleared here
                 waiting = sorted(self._held, key=lambda item: item[1].began.mono_ms)
                 self._held = []
+            with self._handoff_lock:
+                handed, self._handoff = self._handoff, []
+            self._unrecorded.extend(handed)  # settled before those still held: numbered first
             self._unrecorded.extend(waiting)
             if self._writable is None:
                 if self._unrecorded:
                     log.error("%d readings are lost: the outbox could not be opened", len(self._unrecorded))
             else:
+                self._relink_store_if_lost(now, retry_now=True)
                 try:
                     self._record_unrecorded()
                 except Exception:
@@ -479,9 +548,13 @@ class EdgeAgent:
             return self._failsafe.state()
 
     def readings(self) -> dict[Kind, str]:
-        """The current debounced reading of each sensor (a check button has none)."""
+        """The current debounced reading of each sensor (a check button has none; nor has a contact
+        while it fails: its reading is not known)."""
         with self._sensor_lock:
-            settled = {kind: self._let_through.get(kind) for kind in self._debouncers}
+            settled = {
+                kind: None if self._watches[kind].faulty else self._let_through.get(kind)
+                for kind in self._debouncers
+            }
         state: dict[Kind, str] = {}
         for kind, active in settled.items():
             if active is None or kind == "check":
@@ -494,15 +567,28 @@ class EdgeAgent:
     # ------------------------------------------------------------------------------------ the work
 
     def tick(self) -> None:
-        """Settle readings, number and send new events, and send the heartbeat when it is due."""
+        """Settle readings, number and send new events, and send the heartbeat when it is due.
+
+        Two halves: the alarm's (`_tick_alarm`: settle, fail-safe, buzzer and LED) and the store's
+        (`_tick_store`: number, send, heartbeat). Called by hand (tests), both run here in turn; with a
+        ticker, each has its own thread, so that the alarm never waits for the SD card."""
         if not self._running:
             return
+        self._tick_alarm()
+        self._tick_store()
+
+    def _tick_alarm(self) -> None:
+        """Settle readings, feed them to the fail-safe and drive the outputs; hand the readings to the
+        store's tick. Takes no lock the store's work holds for long: never the send lock."""
         now = self._clock.now()
         with self._sensor_lock:
-            for kind, debouncer in self._debouncers.items():
-                debouncer.observe(self._sensors[kind].active, now)
-                self._held.extend((kind, reading) for reading in debouncer.tick(now.mono_ms))
+            health = self._settle(now)
             settled = self._in_order(now)
+            raised, cleared = self._fault_events(health)
+            if any(watch.faulty for watch in self._watches.values()):
+                # A `fault` sensor's `ok` (a tamper loop closed again) would clear, at the hub, a failing
+                # contact's fault too (`ok` clears every fault of the device): it waits for that one's `ok`.
+                settled = [(k, r) for k, r in settled if k != "fault" or r.active]
         # The alarm comes before the outbox: it must not wait for the SD card, nor for the network.
         with self._failsafe_lock:
             for kind, reading in settled:
@@ -510,10 +596,59 @@ class EdgeAgent:
                 if value is not None:
                     self._failsafe.observe(kind, value, self._began_for_failsafe(kind, value, reading, now))
         self._drive_outputs(now)
+        if settled or raised or cleared:
+            with self._handoff_lock:
+                self._handoff.extend(cleared)
+                self._handoff.extend(settled)
+                self._handoff.extend(raised)
+            self._store_wake.set()
+
+    def _settle(self, now: Instant) -> list[tuple[Kind, Health]]:
+        """Each pin read and each debouncer ticked; the readings its contact's watch lets through are
+        held for `_in_order`; returns the changes of health (caller holds `_sensor_lock`)."""
+        changes: list[tuple[Kind, Health]] = []
+        for kind, debouncer in self._debouncers.items():
+            debouncer.observe(self._sensors[kind].active, now)
+            passed, health = self._watches[kind].judge(debouncer, debouncer.tick(now.mono_ms), now)
+            self._held.extend((kind, reading) for reading in passed)
+            if health is not None:
+                changes.append((kind, health))
+        return changes
+
+    def _fault_events(self, changes: list[tuple[Kind, Health]]) -> tuple[list[Noted], list[Noted]]:
+        """The `fault` events for the contacts' changes of health: each failing contact's code as it
+        is found, and `ok` once none fails any more (contract: `ok` clears; the hub's `sensor_fault`
+        resolves on it alone). Caller holds `_sensor_lock`."""
+        raised: list[Noted] = []
+        cleared: list[Noted] = []
+        for kind, health in changes:
+            if health.faulty:
+                log.warning(
+                    "the %s contact is unstable (it never holds for the settle time, or changes too often):"
+                    " its readings are held back until it has not moved for %g s",
+                    kind,
+                    self._watches[kind].stable_ms / 1000,
+                )
+                raised.append(("fault", FaultNote(fault_code(kind), health.at)))
+            else:
+                log.warning("the %s contact is stable again", kind)
+                if not any(watch.faulty for watch in self._watches.values()) and not self._let_through.get(
+                    "fault"
+                ):
+                    # No contact fails any more, and no `fault` sensor (a tamper loop) reports one.
+                    cleared.append(("fault", FaultNote("ok", health.at)))
+        return raised, cleared
+
+    def _tick_store(self) -> None:
+        """Number the readings the alarm's tick handed over, send what waits, and the heartbeat."""
         with self._send_lock:
-            if self._stopping:
+            if self._stopping or not self._running:
                 return
+            now = self._clock.now()
+            with self._handoff_lock:
+                settled, self._handoff = self._handoff, []
             self._open_outbox_if_due(now)
+            self._relink_store_if_lost(now)
             self._unrecorded.extend(settled)
             self._record_or_keep_queued()
             self._confirm_if_waited_too_long(now)
@@ -602,6 +737,39 @@ class EdgeAgent:
         if self.is_connected and (self._unannounced or not (self._replay_due or (told and outbox.confirmed))):
             self._announce(now)
 
+    def _relink_store_if_lost(self, now: Instant, *, retry_now: bool = False) -> None:
+        """Put the store back at its path if its file was deleted or replaced while the agent runs (the
+        state directory removed by a cleanup script or by hand): SQLite would go on numbering events into
+        the unlinked file, all lost at the next restart. A `stat` per tick; the store is copied whole and
+        continues (`Outbox.relink`, logged as an error), its seq going on. If that fails (the card now
+        read-only), it is logged once and tried again every REOPEN_INTERVAL_S: events go on into the
+        unlinked file meanwhile, which keeps them until the agent stops (caller holds the send lock)."""
+        outbox = self._writable
+        if outbox is None or not outbox.unlinked:
+            return
+        if not retry_now and now.mono_ms < self._next_relink_ms:
+            return
+        try:
+            outbox.relink()
+        except (OSError, sqlite3.Error) as exc:
+            self._next_relink_ms = now.mono_ms + round(REOPEN_INTERVAL_S * 1000)
+            if not self._relink_failed:
+                log.error(
+                    "outbox %s was deleted or replaced while the agent ran, and cannot be made again "
+                    "(%s: %s); %d events are kept only in the open, deleted file until the agent stops; "
+                    "retried every %g s",
+                    outbox.path,
+                    type(exc).__name__,
+                    exc,
+                    outbox.queued(),
+                    REOPEN_INTERVAL_S,
+                )
+            self._relink_failed = True
+            return
+        self._relink_failed = False
+        if self._policy_raw is not None:
+            self._store_policy(self._policy_raw)  # the fail-safe's numbers were beside it
+
     def _record_unrecorded(self) -> None:
         """Number and store the settled readings not yet in the outbox, in order (caller holds the send
         lock). Raises if the store fails; that reading and those after it stay queued."""
@@ -610,7 +778,11 @@ class EdgeAgent:
             self._record(kind, reading)
             del self._unrecorded[0]
 
-    def _record(self, kind: Kind, reading: Settled) -> None:
+    def _record(self, kind: Kind, reading: Settled | FaultNote) -> None:
+        if isinstance(reading, FaultNote):
+            event = self._require_outbox().append("fault", reading.value, reading.began, self.boot_id)
+            log.info("event %s: fault %s", event.id, reading.value)
+            return
         sensor = self.config.sensor(kind)
         value = sensor.reading(reading.active)
         outbox = self._require_outbox()
@@ -640,10 +812,15 @@ class EdgeAgent:
             or not outbox.confirmed
         ):
             return
-        for event in outbox.pending(after=self._sent_upto):
-            if not publisher.publish(Message(self._event_topic, event.payload, qos=1, retain=False)):
+        while True:
+            # In batches: a replay of a long outage's backlog never holds all of it in memory at once.
+            batch = outbox.pending(after=self._sent_upto, limit=SEND_BATCH)
+            for event in batch:
+                if not publisher.publish(Message(self._event_topic, event.payload, qos=1, retain=False)):
+                    return
+                self._sent_upto = event.key
+            if len(batch) < SEND_BATCH:
                 return
-            self._sent_upto = event.key
 
     def _began_for_failsafe(self, kind: Kind, value: str, reading: Settled, now: Instant) -> Instant:
         """When a settled reading began, for the local timers. A start-up reading that is what this
@@ -653,7 +830,17 @@ class EdgeAgent:
         last = self._last_run.pop(kind, None)  # the first reading of each kind only, and no SD card here
         if last is None or last[0] != value:
             return reading.began
-        return min(on_local_axis(last[1], now), reading.began, key=lambda instant: instant.mono_ms)
+        return min(last[1], reading.began, key=lambda instant: instant.mono_ms)
+
+    def _placed(self, began: dt.datetime, clock: tuple[str, int] | None, now: Instant) -> Instant:
+        """A reading this device numbered before a restart, placed on the monotonic clock: within this
+        boot by its own monotonic time, whatever the wall clock did since (NTP stepping the clock of a Pi
+        without a real-time clock: its `ts` against the new wall clock would make an episode of two
+        minutes look hours old); from another boot (the monotonic clock started again), or a store that
+        did not keep it, by its `ts` against the wall clock, all there is."""
+        if clock is not None and clock[0] == self.boot_id and 0 <= clock[1] <= now.mono_ms:
+            return Instant(clock[1], began)
+        return on_local_axis(began, now)
 
     def _send_heartbeat_if_due(self, now: Instant) -> None:
         publisher = self._publisher
@@ -725,13 +912,29 @@ class EdgeAgent:
         return "the local fail-safe (no word from the hub yet)"
 
     def _run_ticker(self) -> None:
+        """The alarm's thread: settle, fail-safe, outputs, every tick; nothing here waits for the store."""
         interval = self._tick_interval_s or DEFAULT_TICK_INTERVAL_S
         while not self._ticker_stop.wait(interval):
             try:
-                self.tick()
+                self._tick_alarm()
+            except Exception:
+                # A failing tick must not end the agent.
+                log.exception("agent tick failed")
+
+    def _run_store_worker(self) -> None:
+        """The store's thread: numbers what the alarm's tick settled (woken at once), sends, and sends
+        the heartbeat, every tick too. A write that waits holds up only this thread."""
+        interval = self._tick_interval_s or DEFAULT_TICK_INTERVAL_S
+        while not self._ticker_stop.is_set():
+            self._store_wake.wait(interval)
+            self._store_wake.clear()
+            if self._ticker_stop.is_set():
+                return
+            try:
+                self._tick_store()
             except Exception:
                 # A failing tick must not end the agent (a full SD card is handled in the tick itself).
-                log.exception("agent tick failed")
+                log.exception("agent store tick failed")
 
     # ------------------------------------------------------------------ LinkHandlers (network thread)
 
@@ -785,10 +988,13 @@ class EdgeAgent:
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """Take in the hub's ack, this device's config, the room indicator, the hub status and the
-        room's events."""
+        """Take in the hub's ack, this device's config, the room indicator, the hub status, and the
+        room's events and heartbeats."""
         if topic.startswith(self._room_prefix) and topic.endswith("/event"):
             self._take_room_event(topic, payload)
+            return
+        if topic.startswith(self._room_prefix) and topic.endswith("/heartbeat"):
+            self._take_room_heartbeat(topic, payload)
             return
         if topic == self._status_topic:
             self._take_own_status(payload)
@@ -926,11 +1132,47 @@ class EdgeAgent:
             kind = "not JSON" if isinstance(exc, ContractError) else f"{exc.error_count()} contract errors"
             log.debug("ignored an event from %s that does not follow the contract (%s)", device, kind)
             return
-        at = on_local_axis(event.ts, self._clock.now())
         with self._failsafe_lock:
+            at = self._peer_placed(device, event.ts, self._clock.now())
             news = self._failsafe.observe(event.kind, event.value, at, device, (event.epoch, event.seq))
         if news:
             log.debug("room reading from %s: %s %s", device, event.kind, event.value)
+
+    def _take_room_heartbeat(self, topic: str, payload: bytes) -> None:
+        """A heartbeat of another device of the room: a sample of its clock (semantics 4.5, as the hub
+        does). Sent live, never replayed (QoS 0, after the replay), so its arrival on this agent's
+        monotonic clock minus its `ts` is that device's clock offset plus the network's delay, never
+        less: the smallest of the last PEER_CLOCK_SAMPLES is the estimate (`_peer_placed`)."""
+        try:
+            device = self.topics.parse_device_topic(topic).device
+        except ContractError:
+            self.ignored_room_events += 1
+            return
+        if device == self.config.device:
+            return  # our own, echoed by the broker
+        try:
+            heartbeat = HeartbeatPayload.model_validate(payload_to_json(payload))
+        except (ContractError, ValidationError):
+            self.ignored_room_events += 1
+            log.debug("ignored a heartbeat from %s that does not follow the contract", device)
+            return
+        sample = self._clock.now().mono_ms - _epoch_ms(heartbeat.ts)
+        with self._failsafe_lock:
+            samples = self._peer_clocks.setdefault(device, deque(maxlen=PEER_CLOCK_SAMPLES))
+            samples.append(sample)
+
+    def _peer_placed(self, device: str, ts: dt.datetime, now: Instant) -> Instant:
+        """When another device's reading began, on this agent's monotonic clock (caller holds the
+        fail-safe lock). With samples of its clock from its heartbeats: its `ts` by that device's own
+        clock, mapped through the smallest sample, so that neither its clock being off (a device without
+        network time, an hour behind: its live events would look an hour old and sound the duration
+        limit at once) nor this agent's wall clock stepping moves it. Without any yet (just started, or
+        the device sends none): its `ts` against this agent's wall clock (`on_local_axis`), which errs
+        towards sounding for a device whose clock is behind. Never in the future either way."""
+        samples = self._peer_clocks.get(device)
+        if not samples:
+            return on_local_axis(ts, now)
+        return Instant(min(now.mono_ms, _epoch_ms(ts) + min(samples)), ts)
 
     def _apply_policy(self, policy: ConfigPayload, raw: bytes | None = None) -> None:
         self.policy = policy
@@ -999,6 +1241,7 @@ class EdgeAgent:
         self._sensors.clear()
         with self._sensor_lock:
             self._debouncers.clear()
+            self._watches.clear()
         if self._outputs is not None:
             self._outputs.close()
             self._outputs = None
@@ -1014,8 +1257,15 @@ class EdgeAgent:
                 settle = self.config.settle_ms if config.settle_ms is None else config.settle_ms
                 # A check button starts released: only a press is ever news.
                 known = False if config.kind == "check" else None
+                failing = self._stored_fault == fault_code(config.kind)
                 with self._sensor_lock:
                     self._debouncers[config.kind] = Debouncer(settle, sensor.active, now, settled=known)
+                    self._watches[config.kind] = ContactWatch(
+                        settle,
+                        known,
+                        faulty_since=now if failing else None,
+                        early=config.reading(True) in TIMED_FROM_EARLIEST,
+                    )
                     self._let_through[config.kind] = known
                     self._hold_limit_ms = max(self._hold_limit_ms, 2 * settle)
                 self._first_reading_due.add(config.kind)
@@ -1025,6 +1275,7 @@ class EdgeAgent:
             self._sensors.clear()
             with self._sensor_lock:
                 self._debouncers.clear()
+                self._watches.clear()
             raise
 
     def _on_edge(self, sensor: SensorInput) -> None:
@@ -1062,6 +1313,7 @@ class EdgeAgent:
                 self._indicator_topic,
                 self._hub_status_topic,
                 self._room_events_topic,
+                self._room_heartbeats_topic,  # the other devices' clocks, for their events' times
                 self._status_topic,  # its own: the copy of the status published after subscribing
             ),
             protocol=mqtt.protocol,

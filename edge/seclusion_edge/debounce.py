@@ -15,9 +15,20 @@ held up by a slow write to the SD card): the next edge ends its burst, and the n
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 from seclusion_edge.clock import Instant
+
+# A failing contact (a cut wire and a floating input, a loose magnet on a rattling door), judged by
+# `ContactWatch`: unstable when a burst has not settled for UNSTABLE_BURST_MS (or 10 settle times, if
+# longer), or after FLAP_CHANGES settled changes within FLAP_WINDOW_MS (a door opened and closed ten
+# times in ten seconds is no person); stable again once it has not moved for STABLE_MS.
+UNSTABLE_BURST_MS: Final = 5_000
+FLAP_CHANGES: Final = 20
+FLAP_WINDOW_MS: Final = 10_000
+STABLE_MS: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,11 @@ class Debouncer:
         return self._burst_start is not None
 
     @property
+    def last_edge(self) -> Instant:
+        """The last edge observed (or the construction's instant): the level has held since then."""
+        return self._last_edge
+
+    @property
     def burst_began(self) -> Instant | None:
         """The first edge of the burst not yet settled (None when there is none): a reading it settles
         into will be reported as beginning then."""
@@ -95,3 +111,97 @@ class Debouncer:
         if self._level != self._judged:
             self._judged = self._level
             self._ready.append(Settled(self._level, began))
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A change of a contact's health: `faulty` from `at` (the first edge it may have been wrong from),
+    or sound again from `at` (the last edge: it has held since)."""
+
+    faulty: bool
+    at: Instant
+
+
+class ContactWatch:
+    """Judges one contact from its debouncer, and holds back its readings while it fails.
+
+    Unstable: a burst that has not settled for `unstable_ms`, or `flap_changes` settled changes within
+    `flap_window_ms`. From then on its settled readings are held back (nothing is numbered, nothing
+    reaches the fail-safe: the room keeps the reading last let through); once the contact has not
+    moved for `stable_ms` it is sound again, and if its reading then differs from the one last let
+    through, that reading is let through, dated so that nothing is under-counted: the level `early`
+    (the one that starts or prolongs what is timed: a door closed, a room occupied, an observer absent)
+    from the earliest it can have begun, the fault's start (but not before the reading last let
+    through), so that a door that really shut during the chatter is timed from then; the other level
+    from the latest, the last edge, since when the contact has held.
+
+    `faulty_since`: the contact starts as failing (the store says a fault of it was last reported, not
+    cleared): it must show it is sound before its readings and the clearing `ok` go out.
+    """
+
+    def __init__(
+        self,
+        settle_ms: int,
+        settled: bool | None,
+        *,
+        faulty_since: Instant | None = None,
+        early: bool | None = None,
+        unstable_ms: int | None = None,
+        flap_changes: int = FLAP_CHANGES,
+        flap_window_ms: int = FLAP_WINDOW_MS,
+        stable_ms: int = STABLE_MS,
+    ) -> None:
+        self.unstable_ms = max(UNSTABLE_BURST_MS, 10 * settle_ms) if unstable_ms is None else unstable_ms
+        self.flap_changes = flap_changes
+        self.flap_window_ms = flap_window_ms
+        self.stable_ms = stable_ms
+        self.early = early
+        self._passed = settled  # the reading last let through, and when it began
+        self._passed_at: Instant | None = None
+        self._fault_began = faulty_since
+        self._changes: deque[Instant] = deque()
+
+    @property
+    def faulty(self) -> bool:
+        """True from the fault's detection until the contact is sound again."""
+        return self._fault_began is not None
+
+    def judge(
+        self, debouncer: Debouncer, settled: list[Settled], now: Instant
+    ) -> tuple[list[Settled], Health | None]:
+        """The readings to let through of those `debouncer.tick` just gave, and the change of health,
+        if any, at `now`."""
+        for reading in settled:
+            if self._passed is not None or self._fault_began is not None:  # a first reading is no change
+                self._changes.append(reading.began)
+        while self._changes and now.mono_ms - self._changes[0].mono_ms > self.flap_window_ms:
+            self._changes.popleft()
+        if self._fault_began is None:
+            burst = debouncer.burst_began
+            if burst is not None and now.mono_ms - burst.mono_ms >= self.unstable_ms:
+                began: Instant | None = burst
+            elif len(self._changes) >= self.flap_changes:
+                began = self._changes[0]
+            else:
+                began = None
+            if began is None:
+                if settled:
+                    self._passed, self._passed_at = settled[-1].active, settled[-1].began
+                return settled, None
+            self._fault_began = began
+            return [], Health(True, began)
+        quiet = debouncer.burst_began is None and now.mono_ms - debouncer.last_edge.mono_ms >= self.stable_ms
+        if not quiet:
+            return [], None
+        began, self._fault_began = self._fault_began, None
+        self._changes.clear()
+        final = debouncer.settled
+        if final is None or final == self._passed:
+            return [], Health(False, debouncer.last_edge)
+        if final == self.early:
+            if self._passed_at is not None and self._passed_at.mono_ms > began.mono_ms:
+                began = self._passed_at
+        else:
+            began = debouncer.last_edge
+        self._passed, self._passed_at = final, began
+        return [Settled(final, began)], Health(False, debouncer.last_edge)

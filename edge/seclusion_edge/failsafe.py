@@ -7,7 +7,8 @@ hub's `indicator` or this verdict, is `choose_alarm`.
 
 Time. Every reading carries an `Instant`: `wall` is its `ts`, `mono_ms` places it on this agent's
 monotonic clock, which is what the timers measure. A reading from another device is placed there once,
-when it arrives (`on_local_axis`), so a later jump of the wall clock (NTP after a boot without a
+when it arrives (by the agent: through that device's clock offset, measured from its heartbeats, or
+`on_local_axis` before there is any), so a later jump of the wall clock (NTP after a boot without a
 real-time clock) does not move a running timer. Which reading of a kind is the latest: between two of
 one device, that device's own order, as the hub takes them (semantics 1): this agent's by its
 monotonic clock, another's by its `(epoch, seq)`, whatever its clock did; between two devices, the

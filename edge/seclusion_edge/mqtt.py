@@ -4,9 +4,12 @@ A persistent session either way: MQTT v5 with `clean_start=False` and a Session 
 `clean_start=False` without an expiry keeps no session), or 3.1.1 with `clean_session=False`. paho
 reconnects on its own (`connect_async` + `loop_start`, with `reconnect_delay_set` backoff).
 `is_connected` is our own flag: set by an accepted CONNACK, cleared by a disconnect or a failed
-connect, so the agent never believes it is connected when it is not. Exceptions raised by the agent's
-handlers are logged here and never reach paho's network thread. A TLS setup that fails (a CA file
-that cannot be read or holds no certificate) is a `LinkError` as the publisher is built.
+connect, so the agent never believes it is connected when it is not. On every accepted connect paho's
+own copies of unacknowledged messages from the connection before are dropped (paho would re-send them
+after on_connect, out of order with the agent's replay): the agent's outbox replay alone re-sends.
+Exceptions raised by the agent's handlers are logged here and never reach paho's network thread. A TLS
+setup that fails (a CA file that cannot be read or holds no certificate) is a `LinkError` as the
+publisher is built.
 """
 
 from __future__ import annotations
@@ -155,6 +158,17 @@ class PahoPublisher:
                 "broker %s:%d refused the connection: %s", self._settings.host, self._settings.port, reason
             )
             return
+        # paho keeps every QoS 1 message of the last connection that the broker did not acknowledge, and
+        # sends them again on this one right after on_connect, behind the first messages (its in-flight
+        # window) of the agent's own replay and ahead of the rest: the hub would then apply newer events
+        # before older ones and drop the older as duplicates. The agent's outbox replay, strictly in
+        # (epoch, seq) order, is the only source of what is sent again; the status is published anew
+        # too. paho's copies go (drop_out_messages, paho-mqtt >= 2.0), before anything is published
+        # here. The session stays persistent: the broker's side of it (the subscriptions and what it
+        # queued for this client) is untouched, and a QoS 1 PUBLISH needs no packet id of the old one.
+        dropped = client.drop_out_messages()
+        if dropped:
+            log.info("%d unacknowledged messages of the last connection left to the replay", len(dropped))
         self._connected.set()
         log.info(
             "connected to %s:%d (session present: %s)",

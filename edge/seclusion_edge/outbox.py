@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     PRIMARY KEY (epoch, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS readings (kind TEXT PRIMARY KEY, value TEXT NOT NULL, ts TEXT);
+CREATE TABLE IF NOT EXISTS readings (
+    kind TEXT PRIMARY KEY, value TEXT NOT NULL, ts TEXT, boot TEXT, mono_ms INTEGER
+);
 """
 
 EventKey = tuple[int, int]
@@ -127,6 +129,13 @@ class Outbox:
         self._epoch = int(self._meta("epoch", "0"))
         self._last_seq = int(self._meta("last_seq", "0"))
         self._confirmed = self._meta("confirmed", "1") == "1"
+        # How many events wait, counted once here and kept up to date by every change: `queued()` is
+        # asked for by each heartbeat, and a count(*) would read the whole table, payloads included.
+        (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+        self._queued = int(count)
+        # The file this connection has open (device, inode), to notice it deleted or replaced under it.
+        self._file = _file_id(path)
+        self._live = path  # the file the connection has open: `path`, unless `relink` failed halfway
 
     @classmethod
     def open(cls, state_dir: Path, device: str, *, wait_s: float = BUSY_TIMEOUT_S) -> Outbox:
@@ -274,37 +283,42 @@ class Outbox:
             self._set_meta("last_seq", str(seq))
             if kind != "check":
                 self._db.execute(
-                    "INSERT INTO readings (kind, value, ts) VALUES (?, ?, ?) "
-                    "ON CONFLICT (kind) DO UPDATE SET value = excluded.value, ts = excluded.ts",
-                    (kind, value, began.wall.isoformat()),
+                    "INSERT INTO readings (kind, value, ts, boot, mono_ms) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (kind) DO UPDATE SET value = excluded.value, ts = excluded.ts, "
+                    "boot = excluded.boot, mono_ms = excluded.mono_ms",
+                    (kind, value, began.wall.isoformat(), boot, began.mono_ms),
                 )
         self._last_seq = seq
+        self._queued += 1
         return event
 
-    def pending(self, after: EventKey | None = None) -> list[QueuedEvent]:
-        """Unacknowledged events in `(epoch, seq)` order, only those after `after` when given."""
+    def pending(self, after: EventKey | None = None, limit: int | None = None) -> list[QueuedEvent]:
+        """Unacknowledged events in `(epoch, seq)` order, only those after `after` when given, at most
+        `limit` of them when given.
+
+        The comparison is on row values, `(epoch, seq) > (?, ?)`, which SQLite (3.15 and later) serves
+        from the `(epoch, seq)` key: asking for what follows the last event sent reads only what does,
+        however many events wait for the hub's ack (an `epoch > ? OR (epoch = ? AND seq > ?)` read the
+        whole table at every tick)."""
         epoch, seq = after if after is not None else (-1, -1)
         with self._lock:
             rows = self._db.execute(
-                "SELECT epoch, seq, payload FROM outbox WHERE epoch > ? OR (epoch = ? AND seq > ?) "
-                "ORDER BY epoch, seq",
-                (epoch, epoch, seq),
+                "SELECT epoch, seq, payload FROM outbox WHERE (epoch, seq) > (?, ?) "
+                "ORDER BY epoch, seq LIMIT ?",
+                (epoch, seq, -1 if limit is None else limit),
             ).fetchall()
         return [QueuedEvent(int(e), int(s), bytes(p)) for e, s, p in rows]
 
     def queued(self) -> int:
-        """How many events wait for the hub's ack."""
-        with self._lock:
-            (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
-        return int(count)
+        """How many events wait for the hub's ack (kept in memory, not counted at each call)."""
+        return self._queued
 
     def acknowledge(self, epoch: int, seq: int) -> int:
         """Drop every event at or below `(epoch, seq)`; returns how many were dropped."""
         with self._lock, self._transaction():
-            cursor = self._db.execute(
-                "DELETE FROM outbox WHERE epoch < ? OR (epoch = ? AND seq <= ?)", (epoch, epoch, seq)
-            )
+            cursor = self._db.execute("DELETE FROM outbox WHERE (epoch, seq) <= (?, ?)", (epoch, seq))
             self._set_meta("acked", f"{epoch}:{seq}")
+        self._queued -= cursor.rowcount
         return cursor.rowcount
 
     def last_reading(self, kind: str) -> str | None:
@@ -319,6 +333,22 @@ class Outbox:
         with self._lock:
             rows = self._db.execute("SELECT kind, value, ts FROM readings").fetchall()
         return {str(kind): (str(value), self._began(str(kind), ts)) for kind, value, ts in rows}
+
+    def last_reading_clocks(self) -> dict[str, tuple[str, int]]:
+        """Each kind's last reading's boot id and monotonic clock (ms) when it began, where both were
+        kept (not by a store of an earlier version): within that boot, its age is measured on the
+        monotonic clock, whatever the wall clock did since (an NTP step on a Pi without a real-time
+        clock)."""
+        with self._lock:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(readings)")}
+            if not {"boot", "mono_ms"} <= columns:
+                return {}
+            rows = self._db.execute("SELECT kind, boot, mono_ms FROM readings").fetchall()
+        return {
+            str(kind): (str(boot), mono_ms)
+            for kind, boot, mono_ms in rows
+            if boot is not None and isinstance(mono_ms, int)
+        }
 
     def _began(self, kind: str, ts: object) -> dt.datetime | None:
         # A `ts` that does not parse (a flipped bit on the card) is not known, as in a store of an
@@ -370,6 +400,70 @@ class Outbox:
         log.warning("device %s now numbers its events in epoch %d", self.device, epoch)
         return epoch
 
+    @property
+    def unlinked(self) -> bool:
+        """True when the file this store has open is no longer the one at its path: deleted (the state
+        directory removed by a cleanup script or by hand) or replaced. SQLite goes on writing into the
+        open, unlinked file, which vanishes when it is closed: every event in it would be lost at the
+        next restart. A `stat`; a path that cannot be read for another reason counts as still linked."""
+        if self.read_only or self._file is None:
+            return False
+        try:
+            return _file_id(self.path, strict=True) != self._file
+        except OSError:
+            return False
+
+    def relink(self) -> None:
+        """Put the store back at its path, whole, after it was deleted or replaced (`unlinked`).
+
+        The open file still holds everything: the epoch, the last seq, every event waiting for the hub's
+        ack, the last readings and whether the store is confirmed. It is copied (SQLite's backup) under a
+        temporary name and synced (the state directory made again if it is gone); a file that replaced
+        the store is moved aside as `<name>.replaced-<time>`, never overwritten; the old connection is
+        closed (SQLite removes a store's `-wal` by its name as it closes: never once the copy is in
+        place, whose `-wal` it would be), and the copy renamed into place, where the store goes on.
+        Nothing is renumbered: this store gave out every number up to its last seq, the hub has none
+        above it, and `seq` goes on from there. Raises OSError or sqlite3.Error when it cannot: before
+        the copy is made, the store goes on in the unlinked file; after (the rename failed), in the
+        copy under its temporary name, `unlinked` still, so that it is tried again."""
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Never the file the store has open (a failed rename left it under the first name).
+            partial = self.path.with_name(
+                self.path.name + (".new-2" if self._live.name.endswith(".new") else ".new")
+            )
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                partial.with_name(partial.name + suffix).unlink(missing_ok=True)
+            copy = sqlite3.connect(partial, isolation_level=None)
+            try:
+                self._db.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one file, to be renamed; WAL again once open
+            finally:
+                copy.close()
+            _fsync(partial)
+            aside = _replaced_aside(self.path)
+            self._db.close()
+            for suffix in ("-journal", "-wal", "-shm"):  # the closed store's, if its close left them
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+            try:
+                partial.replace(self.path)
+                _fsync(self.path.parent)
+            except OSError:
+                self._db, self._live, self._file = _connect(partial), partial, _file_id(partial)
+                log.error("outbox %s could not be put back; the store goes on in %s", self.path, partial)
+                raise
+            self._db, self._live = _connect(self.path), self.path
+            self._file = _file_id(self.path)
+        log.error(
+            "outbox %s was %s while the agent ran; made again from the open store: epoch %d, last seq %d, "
+            "%d events waiting for the hub's ack",
+            self.path,
+            "deleted" if aside is None else f"replaced (the other file moved to {aside.name})",
+            self._epoch,
+            self._last_seq,
+            self._queued,
+        )
+
     def close(self) -> None:
         """Close the database file."""
         with self._lock:
@@ -397,6 +491,38 @@ class Outbox:
         )
 
 
+def _file_id(path: Path, *, strict: bool = False) -> tuple[int, int] | None:
+    """The file at `path` as (device, inode); None when there is none. With `strict`, errors other than
+    a missing file (or directory) are raised, not taken for a missing file."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        if strict:
+            raise
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _replaced_aside(path: Path) -> Path | None:
+    """Move a file that took the store's place (and its `-wal`, `-shm`) aside as
+    `<name>.replaced-<time>`; returns the new name, or None when nothing is there."""
+    if not path.exists():
+        return None
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.replaced-{stamp}")
+    taken = 1
+    while any(aside.with_name(aside.name + s).exists() for s in ("", "-wal", "-shm")):
+        taken += 1
+        aside = path.with_name(f"{path.name}.replaced-{stamp}-{taken}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.replace(aside.with_name(aside.name + suffix))
+    return aside
+
+
 def _connect(path: Path, wait_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
     # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) so none is left open.
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=wait_s)
@@ -411,6 +537,10 @@ def _connect(path: Path, wait_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
         columns = {row[1] for row in connection.execute("PRAGMA table_info(readings)")}
         if "ts" not in columns:  # a store of an earlier version: when its readings began is not known
             connection.execute("ALTER TABLE readings ADD COLUMN ts TEXT")
+        # Of an earlier version too: the boot and monotonic clock of each reading's start (not known).
+        for column, kind in (("boot", "TEXT"), ("mono_ms", "INTEGER")):
+            if column not in columns:
+                connection.execute(f"ALTER TABLE readings ADD COLUMN {column} {kind}")
         connection.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")  # once open, as ever
     except BaseException:
         connection.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 
 from seclusion_contract import format_ts
 from seclusion_edge import EdgeAgent, FakeClock, reset_epoch
-from seclusion_edge.agent import CONFIRM_TIMEOUT_S
+from seclusion_edge.agent import CONFIRM_TIMEOUT_S, REOPEN_INTERVAL_S
 from seclusion_edge.config import EdgeConfig
+from seclusion_edge.failsafe import BASE_NUMBERS
+from seclusion_edge.outbox import Outbox
 from tests.edge.conftest import SETTLE_MS, TEST_CA_PEM, Bench, door_device, panel_device
 
 ACK = "seclusion/v1/demo-school/calm-1/calm-1-door/ack"
@@ -158,6 +161,42 @@ def test_a_reading_that_could_not_be_stored_is_retried_in_order_on_the_next_tick
         ("occupancy", "occupied", 5),
     ]
     assert bench.link.events()[0].ts == edge.wall
+
+
+def test_a_state_dir_deleted_while_running_is_made_again_and_said_plainly_once(
+    bench: Bench, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Contract 2: every event kept until the hub's ack covers it. The state directory removed under
+    a running agent, and a file in its way: the store cannot be put back; that is logged once, the
+    events go on into the open store, and once the way is clear (tried every REOPEN_INTERVAL_S) the
+    store is made again with all of them, its seq going on, and the fail-safe's numbers beside it."""
+    state = tmp_path / "state"
+    bench.connect_on_start = False
+    agent = bench.start(panel_device(state))
+    bench.settle(agent)  # observer absent: seq 1
+    agent._apply_policy(BASE_NUMBERS, b'{"v":1,"supervision":"observer"}')
+    caplog.set_level("INFO", logger="seclusion_edge")
+    shutil.rmtree(state)
+    state.write_bytes(b"")  # a file where the directory was: it cannot be made again for now
+    agent.simulate("check", "ok")
+    bench.settle(agent)
+    agent.set_contact("check", False)
+    bench.settle(agent)
+    for _ in range(10):
+        agent.tick()
+    assert agent.last_seq == 2 and agent.queued == 2
+    assert caplog.text.count("cannot be made again") == 1  # once, not at every tick
+    assert "badge-0042" not in caplog.text  # the check button's staff reference is not logged
+    state.unlink()
+    bench.settle(agent, round(REOPEN_INTERVAL_S * 1000))
+    assert "made again from the open store: epoch 0, last seq 2, 2 events" in caplog.text
+    assert (state / "failsafe-config.json").exists()
+    agent.simulate("observer", "present")
+    bench.settle(agent)
+    agent.stop()
+    again = Outbox.open(state, "calm-1-panel")
+    assert [json.loads(e.payload)["kind"] for e in again.pending()] == ["observer", "check", "observer"]
+    again.close()
 
 
 def test_a_full_sd_card_keeps_the_readings_queued_and_the_heartbeat_and_waiting_events_going(
@@ -556,6 +595,7 @@ def test_the_agent_subscribes_to_its_ack_config_room_indicator_hub_status_room_e
         "seclusion/v1/demo-school/calm-1/indicator",
         "seclusion/v1/_hub/status",
         "seclusion/v1/demo-school/calm-1/+/event",
+        "seclusion/v1/demo-school/calm-1/+/heartbeat",  # the other devices' clocks
         STATUS,  # its own: a new store waits for the copy of the status it published
     }
     assert bench.link.settings.protocol == "5"
@@ -622,6 +662,26 @@ def test_events_while_disconnected_wait_and_are_sent_in_order_after_the_reconnec
         (5, "occupancy", "occupied"),
     ]
     assert link.on("status")[0] is link.sent[0]  # the status goes first, then the replay
+
+
+def test_a_replay_longer_than_one_batch_goes_out_whole_and_in_order(
+    bench: Bench, clock: FakeClock, started_door: Callable[..., EdgeAgent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox is read a batch at a time (`SEND_BATCH`); the replay still sends every event once."""
+    monkeypatch.setattr("seclusion_edge.agent.SEND_BATCH", 2)
+    agent = started_door()
+    link = bench.link
+    link.drop()
+    for _ in range(2):
+        close_door(agent)
+        bench.settle(agent)
+        open_door(agent)
+        bench.settle(agent)
+    link.connect()
+    assert [e.seq for e in link.events()] == [1, 2, 3, 4, 5, 6, 7]
+    close_door(agent)
+    bench.settle(agent)  # a new event, after the replay: sent once
+    assert [e.seq for e in link.events()] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_a_tick_between_paho_saying_connected_and_the_replay_sends_nothing_ahead_of_it(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,31 @@ def test_an_ack_drops_the_events_it_covers_and_no_more(tmp_path: Path) -> None:
     assert outbox.acknowledge(0, 3) == 3
     assert [event.seq for event in outbox.pending()] == [4, 5]
     assert outbox.acknowledge(0, 3) == 0
+    outbox.close()
+    again = Outbox.open(tmp_path, "calm-1-door")
+    assert again.queued() == 2
+    again.close()
+
+
+def test_pending_reads_at_most_the_limit_across_epochs_and_the_count_follows_every_change(
+    tmp_path: Path,
+) -> None:
+    """The agent reads the outbox in batches (`limit`); `queued()` is kept in memory, not counted."""
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    for _ in range(3):
+        add(outbox, clock)
+    outbox.start_epoch()  # the three wait in epoch 0, before epoch 1's
+    for _ in range(2):
+        add(outbox, clock)
+    assert [e.key for e in outbox.pending(limit=2)] == [(0, 1), (0, 2)]
+    assert [e.key for e in outbox.pending(after=(0, 2), limit=2)] == [(0, 3), (1, 1)]
+    assert [e.key for e in outbox.pending(after=(0, 3))] == [(1, 1), (1, 2)]
+    assert outbox.queued() == 5
+    assert outbox.acknowledge(0, 3) == 3
+    assert outbox.queued() == 2
+    outbox.start_epoch(renumber_pending=True)
+    assert (outbox.queued(), [e.key for e in outbox.pending()]) == (2, [(2, 1), (2, 2)])
     outbox.close()
     again = Outbox.open(tmp_path, "calm-1-door")
     assert again.queued() == 2
@@ -236,9 +262,11 @@ def test_a_store_remembers_when_each_last_reading_began_and_an_older_store_opens
     db.close()
     outbox = Outbox.open(tmp_path, "calm-1-door")
     assert outbox.last_readings() == {"door": ("closed", None)}
+    assert outbox.last_reading_clocks() == {}  # nor its boot and monotonic time
     later = clock.advance(seconds=5)
     outbox.append("door", "open", later, "boot-1")
     assert outbox.last_readings() == {"door": ("open", later.wall)}
+    assert outbox.last_reading_clocks() == {"door": ("boot-1", later.mono_ms)}
     outbox.close()
 
 
@@ -372,3 +400,46 @@ def test_a_lost_stores_replacement_is_unconfirmed(tmp_path: Path) -> None:
     outbox = Outbox.open(tmp_path, "calm-1-door")
     assert (outbox.epoch, outbox.confirmed) == (1, False)
     outbox.close()
+
+
+def test_a_store_deleted_while_open_is_put_back_whole_and_numbers_on(tmp_path: Path) -> None:
+    """The state directory removed under a running agent: the open (unlinked) file still holds the
+    store; `relink` puts a copy of it back at its path, and the store goes on in that copy."""
+    clock = FakeClock()
+    state = tmp_path / "state"
+    outbox = Outbox.open(state, "calm-1-door")
+    outbox.confirm()
+    for _ in range(3):
+        add(outbox, clock)
+    outbox.acknowledge(0, 1)
+    assert not outbox.unlinked
+    shutil.rmtree(state)
+    assert outbox.unlinked
+    outbox.relink()
+    assert not outbox.unlinked
+    assert add(outbox, clock) == 4
+    outbox.close()
+    again = Outbox.open(state, "calm-1-door")
+    assert (again.epoch, again.last_seq, again.queued(), again.confirmed) == (0, 4, 3, True)
+    assert [e.seq for e in again.pending()] == [2, 3, 4]
+    assert again.last_reading("door") == "closed"
+    again.close()
+
+
+def test_a_file_that_replaced_the_open_store_is_moved_aside_not_overwritten(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    add(outbox, clock)
+    (tmp_path / OUTBOX_FILE).unlink()
+    (tmp_path / OUTBOX_FILE).write_bytes(b"an operator's old copy")
+    assert outbox.unlinked
+    outbox.relink()
+    assert add(outbox, clock) == 2
+    outbox.close()
+    (aside,) = (
+        p for p in tmp_path.glob(OUTBOX_FILE + ".replaced-*") if not p.name.endswith(("-wal", "-shm"))
+    )
+    assert aside.read_bytes() == b"an operator's old copy"
+    again = Outbox.open(tmp_path, "calm-1-door")
+    assert [e.seq for e in again.pending()] == [1, 2]
+    again.close()

@@ -154,6 +154,72 @@ def test_another_devices_newer_reading_wins_after_this_agents_clock_steps_forwar
     assert panel.room_state()["door"] == "closed" and panel.episode_open
 
 
+def door_heartbeat(link: FakeLink, ts: dt.datetime) -> None:
+    link.deliver(
+        f"{ROOM}/calm-1-door/heartbeat",
+        {"v": 1, "ts": format_ts(ts), "epoch": 0, "last_seq": 0, "uptime_s": 60},
+    )
+
+
+def test_a_replayed_close_from_a_door_device_with_a_right_clock_is_timed_from_the_close(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The heartbeats' clock samples do not make old events new: the door device (its clock right,
+    heard in its heartbeats) replays, after an outage, a close on an occupied room 20 minutes ago. The
+    panel times it from then: the duration limit (600 s) is long past, and sounds at once."""
+    panel = start_panel(bench, tmp_path)
+    bench.link.deliver(
+        config_topic("calm-1-panel"), {**NUMBERS, "lapse_grace_s": 100_000, "max_duration_s": 600}
+    )
+    panel.simulate("observer", "present")
+    bench.settle(panel)
+    door_heartbeat(bench.link, clock.now().wall)
+    clock.advance(seconds=10)
+    door_heartbeat(bench.link, clock.now().wall)
+    door = DoorOverMqtt(bench.link, clock)
+    closed = clock.now().wall - dt.timedelta(minutes=20)
+    door.reads("occupancy", "occupied", ts=closed)
+    door.reads("door", "closed", ts=closed)
+    bench.settle(panel)
+    assert panel.local_alarm.reason == "duration_limit"
+
+
+def test_a_lagging_door_clock_measured_by_its_heartbeats_survives_the_panels_own_ntp_step(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The door device's clock is an hour behind (heard in its heartbeat); then NTP steps the panel's
+    own clock an hour forward. Placed by the door's heartbeats on the panel's monotonic clock, a close
+    the door sends now is new: the 600 s limit is not due, and sounds 600 s later."""
+    panel = start_panel(bench, tmp_path)
+    bench.link.deliver(
+        config_topic("calm-1-panel"), {**NUMBERS, "lapse_grace_s": 100_000, "max_duration_s": 600}
+    )
+    panel.simulate("observer", "present")
+    bench.settle(panel)
+    lag = dt.timedelta(hours=1)
+    door_heartbeat(bench.link, clock.now().wall - lag)
+    clock.jump_wall(dt.timedelta(hours=1))
+    clock.advance(seconds=5)
+    door = DoorOverMqtt(bench.link, clock)
+    door.reads("occupancy", "occupied", ts=clock.now().wall - 2 * lag)
+    door.reads("door", "closed", ts=clock.now().wall - 2 * lag)
+    bench.settle(panel)
+    assert panel.episode_open and panel.local_alarm.level == "none"
+    bench.settle(panel, 600_000)
+    assert panel.local_alarm.reason == "duration_limit"
+
+
+def test_a_malformed_heartbeat_of_the_room_is_counted_and_samples_no_clock(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    panel = start_panel(bench, tmp_path)
+    bench.link.deliver(f"{ROOM}/calm-1-door/heartbeat", b'{"v":1,"ts":"not a time"}')
+    assert panel.ignored_room_events == 1
+    assert panel._peer_clocks == {}
+    assert bench.link.heartbeats()  # its own heartbeats, echoed by the link: no sample of its own clock
+    assert "calm-1-panel" not in panel._peer_clocks
+
+
 def test_its_own_echoed_events_and_malformed_ones_are_ignored_without_harm(
     bench: Bench, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -306,6 +372,34 @@ def test_a_restart_during_an_episode_does_not_set_the_local_duration_back(
     bench.settle(second)
     assert second.episode_open and second.local_alarm.level == "none"
     bench.settle(second, 100_000)  # 600 s after the close, give or take the settle times
+    assert second.local_alarm.reason == "duration_limit"
+
+
+def test_after_a_reboot_mid_episode_the_kept_readings_are_timed_by_the_wall_clock(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Within one boot the kept readings are placed by their monotonic time (an NTP step does not age
+    them: test_pi_review); after a reboot that clock started again, and their `ts` against the wall
+    clock is all there is: the duration limit (600 s) still sounds 600 s after the close."""
+    config = _stopped_mid_episode(bench, tmp_path, 500_000)
+    rebooted = FakeClock(start=clock.now().wall + dt.timedelta(seconds=30), mono_ms=20_000)
+    second = EdgeAgent(
+        config,
+        pin_factory=MockFactory(),
+        clock=rebooted,
+        publisher_factory=bench.factory,
+        tick_interval_s=None,
+        boot_id="boot-2",
+    )
+    bench.agents.append(second)
+    second.start()
+    second.simulate("occupancy", "occupied")
+    second.simulate("door", "closed")
+    rebooted.advance(ms=SETTLE_MS)
+    second.tick()
+    assert second.episode_open and second.local_alarm.level == "none"  # 530 s into the episode
+    rebooted.advance(seconds=75)
+    second.tick()
     assert second.local_alarm.reason == "duration_limit"
 
 

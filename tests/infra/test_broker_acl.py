@@ -382,8 +382,9 @@ def test_a_device_account_may_still_use_its_own_id_under_another_room(broker: in
 def test_a_device_account_reads_its_own_ack_config_status_its_room_and_the_hub_status(broker: int) -> None:
     """The agent's own subscriptions get everything the agent needs: its ack, config and status, its
     room's indicator and the other devices' events, and the hub's status. Subscribed to everything, the
-    panel's account still never receives another device's ack, config, status or heartbeat. It does
-    receive every room's events and indicators: the documented limit of one ACL for every device."""
+    panel's account still never receives another device's ack, config or status. It does receive
+    every room's events, heartbeats and indicators (its own room's heartbeats place the other devices'
+    events by their clocks): the documented limit of one ACL for every device."""
     nonce = secrets.token_hex(4).encode()
     hub = Probe(broker, "hub").connect()
     door = Probe(broker, DOOR.id).connect()
@@ -443,8 +444,10 @@ def test_a_device_account_reads_its_own_ack_config_status_its_room_and_the_hub_s
             PANEL.indicator,
             TOPICS.hub_status,
             DOOR.topic("event"),
-            # the limit: every room's events and indicators
+            DOOR.topic("heartbeat"),
+            # the limit: every room's events, heartbeats and indicators
             OTHER.topic("event"),
+            OTHER.topic("heartbeat"),
             OTHER.indicator,
         }
     finally:
