@@ -163,7 +163,7 @@ class PahoPublisher:
         # window) of the agent's own replay and ahead of the rest: the hub would then apply newer events
         # before older ones and drop the older as duplicates. The agent's outbox replay, strictly in
         # (epoch, seq) order, is the only source of what is sent again; the status is published anew
-        # too. paho's copies go (drop_out_messages, paho-mqtt >= 2.0), before anything is published
+        # too. paho's copies go (drop_out_messages, paho-mqtt >= 2.2 as pinned), before anything is published
         # here. The session stays persistent: the broker's side of it (the subscriptions and what it
         # queued for this client) is untouched, and a QoS 1 PUBLISH needs no packet id of the old one.
         dropped = client.drop_out_messages()

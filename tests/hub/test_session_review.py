@@ -160,9 +160,12 @@ def test_a_younger_child_attached_to_a_manual_episode_going_on_moves_its_limit(t
         assert created.status_code == 201, created.text
         episode_id = created.json()["id"]
         _drain(api)
-        put = lambda pupil: api.client.put(  # noqa: E731
-            f"/api/episodes/{episode_id}/pupil", json={"pupil_id": pupil}, headers=senior
-        )
+
+        def put(pupil: str) -> Any:
+            return api.client.put(
+                f"/api/episodes/{episode_id}/pupil", json={"pupil_id": pupil}, headers=senior
+            )
+
         assert _by_ingest(api, lambda: put(older_id)).status_code == 200
         again = HubService(
             load_sites([tmp_path / "a.yaml", tmp_path / "b.yaml"]), api.store, api.clock, Topics()
