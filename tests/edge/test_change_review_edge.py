@@ -70,6 +70,13 @@ def test_a_connection_paho_lost_without_calling_on_disconnect_is_named_apart_fro
         15,
         what="online again on a new connection",
     )
+    # The broker publishes the old connection's will when it sees its socket closed, which may be
+    # after the new connection's status: waited for (a deadline, never a sleep).
+    poll(
+        lambda: [s for s in hub.on("status") if not s.payload["online"]],
+        10,
+        what="the broker to publish the will of the connection paho dropped",
+    )
     wills = [s.payload for s in hub.on("status") if not s.payload["online"]]
     onlines = [s.payload for s in hub.on("status") if s.payload["online"]]
 
