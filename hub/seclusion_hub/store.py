@@ -425,6 +425,27 @@ def episode_row(ep: Episode, now: dt.datetime) -> dict[str, Any]:
     }
 
 
+def _flag_loss(conn: Connection, episode_id: str, data: str) -> bool:
+    """Flag one stored episode `possible_loss` on its row as it is when written (`data`: as it was read),
+    never over a change a person committed since (a child attached, a review recorded, on PostgreSQL
+    from another connection while this batch is written); True when this flagged it."""
+    table = EpisodeRecord.__table__  # type: ignore[attr-defined]
+    for _ in range(10):
+        ep = Episode.model_validate_json(data)
+        if ep.possible_loss:
+            return False
+        ep.possible_loss = True
+        changed = conn.execute(
+            sa.update(table)
+            .where(table.c.id == episode_id, table.c.data == data)
+            .values(data=ep.model_dump_json())
+        )
+        if changed.rowcount == 1:
+            return True
+        data = conn.execute(sa.select(table.c.data).where(table.c.id == episode_id)).scalar_one()
+    raise RuntimeError(f"episode {episode_id} kept changing while it was flagged possible_loss")
+
+
 def _flag_older_losses(conn: Connection, windows: Sequence[OlderLoss]) -> list[dict[str, Any]]:
     """Semantics 4.4 for the episodes a room no longer holds: every ended episode of the window's room
     that overlaps it (`ended_at > since`, `started_at < until`), but those it skips, is flagged
@@ -442,11 +463,8 @@ def _flag_older_losses(conn: Connection, windows: Sequence[OlderLoss]) -> list[d
         if w.skip:
             query = query.where(table.c.id.not_in(w.skip))
         for episode_id, data in conn.execute(query.order_by(table.c.started_at, table.c.id)).all():
-            ep = Episode.model_validate_json(data)
-            if ep.possible_loss:
+            if not _flag_loss(conn, episode_id, data):
                 continue
-            ep.possible_loss = True
-            conn.execute(sa.update(table).where(table.c.id == episode_id).values(data=ep.model_dump_json()))
             notes.append(
                 {
                     "site": w.site,

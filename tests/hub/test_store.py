@@ -342,6 +342,47 @@ def test_a_loss_window_flags_the_ended_episodes_of_its_room_it_overlaps_once_wit
     assert all(notes(e) == [] for e in (skipped, still_open, elsewhere))
 
 
+def test_a_loss_flag_never_writes_over_a_change_committed_since_it_read_the_episode(
+    fresh_postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a person's change of an older episode (a child attached, a review recorded, each
+    written on the row as it is) commits from another connection while the hub's writer flags the same
+    episode `possible_loss` in its batch: the flag was written over the row as the writer had read it,
+    and the child or the review was lost. Now the flag is set on the row as it is then."""
+    import seclusion_hub.store as store_module
+
+    store = Store.open(fresh_postgres_db)
+    try:
+        first = episode(1, T0, T0 + dt.timedelta(seconds=10))
+        store.write(Batch(episodes={first.id: first}), T0 + dt.timedelta(seconds=20))
+        other = sa.create_engine(fresh_postgres_db)
+        table = EpisodeRecord.__table__  # type: ignore[attr-defined]
+        real = Episode.model_validate_json
+        meddled: list[str] = []
+
+        class Meddling(Episode):
+            @classmethod
+            def model_validate_json(cls, data: Any, **kwargs: Any) -> Episode:  # type: ignore[override]
+                if not meddled:  # the person's change commits between the writer's read and its write
+                    changed = real(data)
+                    changed.pupil_id = "child-1"
+                    meddled.append(changed.model_dump_json())
+                    with other.begin() as conn:
+                        conn.execute(sa.update(table).where(table.c.id == first.id).values(data=meddled[0]))
+                return real(data, **kwargs)
+
+        monkeypatch.setattr(store_module, "Episode", Meddling)
+        window = OlderLoss("test-school", "calm-1", "calm-1-panel", 2, T0, T0 + dt.timedelta(seconds=30), ())
+        store.write(Batch(loss_windows=[window]), T0 + dt.timedelta(seconds=31))
+        monkeypatch.undo()
+        stored = Episode.model_validate_json(_episode_data(store, first.id))
+        assert meddled and stored.possible_loss and stored.pupil_id == "child-1", stored
+        assert [n.kind for n in store.episode_notes(first.id)] == ["possible_loss"]
+        other.dispose()
+    finally:
+        store.close()
+
+
 def _episode_data(store: Store, episode_id: str) -> str:
     row = store.get_episode(episode_id)
     assert row is not None
