@@ -65,15 +65,19 @@ class RunningHub:
 
 
 @contextmanager
-def hub_running(tmp_path: Path, mosquitto: Mosquitto, rooms: list[dict[str, Any]]) -> Iterator[RunningHub]:
-    """A hub over these rooms of the test site, serving HTTP on a free port, until the block ends."""
-    site = write_site(tmp_path / "site.yaml", rooms)
+def hub_running(
+    tmp_path: Path, mosquitto: Mosquitto, rooms: list[dict[str, Any]], site_files: str | None = None
+) -> Iterator[RunningHub]:
+    """A hub over these rooms of the test site (or over `site_files`, colon separated, when given),
+    serving HTTP on a free port, until the block ends."""
+    if site_files is None:
+        site_files = str(write_site(tmp_path / "site.yaml", rooms))
     port = free_port()
     settings = HubSettings(
         _env_file=None,
         mqtt_url=mosquitto.url,
         database_url=f"sqlite:///{tmp_path / 'hub.db'}",
-        site_files=str(site),
+        site_files=site_files,
         http_host="127.0.0.1",
         http_port=port,
         mqtt_client_id=f"hub-board-{port}",

@@ -15,11 +15,9 @@ import yaml
 from playwright.sync_api import Browser, expect
 
 from seclusion_hub.api import room_json
-from seclusion_hub.config import HubSettings
-from seclusion_hub.runtime import Hub
 from tests.support.hub import two_device_room
-from tests.support.processes import Mosquitto, free_port, poll
-from tests.web.conftest import RunningHub
+from tests.support.processes import Mosquitto
+from tests.web.conftest import RunningHub, hub_running
 from tests.web.test_board import board_alert
 
 pytestmark = pytest.mark.integration
@@ -49,26 +47,8 @@ def trust_hub(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RunningHub]:
             )
         )
         files.append(str(path))
-    port = free_port()
-    settings = HubSettings(
-        _env_file=None,
-        mqtt_url=mosquitto.url,
-        database_url=f"sqlite:///{tmp_path / 'hub.db'}",
-        site_files=":".join(files),
-        http_host="127.0.0.1",
-        http_port=port,
-        mqtt_client_id=f"hub-trust-{port}",
-    )
-    hub = Hub.build(settings)
-    server, thread = hub.serve_in_thread()
-    running = RunningHub(hub, server, thread, port)
-    try:
-        poll(lambda: server.started or not thread.is_alive(), 15, what="the HTTP server to start")
-        assert server.started, "the HTTP server did not start"
-        assert hub.mqtt.backlog_done.wait(15), "the hub did not subscribe to the broker"
+    with hub_running(tmp_path, mosquitto, [], site_files=":".join(files)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_an_alert_on_a_trust_board_says_which_schools_room_it_is(
