@@ -207,16 +207,13 @@ def _list_read(
     who: Principal, listed: str, site: str | None, filters: dict[str, Any], count: int, now: dt.datetime
 ) -> AuditEntry:
     """The audit entry of one page of a list read by a person: what was listed (against the site asked
-    for, `*` for all the caller's), the filter and how many it showed; never what the items hold."""
-    return person_entry(
-        who,
-        "read",
-        listed,
-        site or "*",
-        now,
-        filter={k: v for k, v in filters.items() if v is not None},
-        count=count,
-    )
+    for, `*` for all the caller's, then named in `sites` for a person limited to some: the audit says
+    whose records a person of a trust's school could have read), the filter and how many it showed;
+    never what the items hold."""
+    detail: dict[str, Any] = {"filter": {k: v for k, v in filters.items() if v is not None}, "count": count}
+    if site is None and who.sites is not None:
+        detail["sites"] = sorted(who.sites)
+    return person_entry(who, "read", listed, site or "*", now, **detail)
 
 
 def room_json(

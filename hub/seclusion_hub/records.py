@@ -768,7 +768,8 @@ def records_router(service: HubService, records: RecordStore) -> APIRouter:
         if after is not None:
             rows = [p for p in rows if order(p) > after]
         page = rows[:limit]
-        records.audit(audit(who, "read", "pupils", site or "*", count=len(page)))
+        limited = {"sites": sorted(who.sites)} if site is None and who.sites is not None else {}
+        records.audit(audit(who, "read", "pupils", site or "*", count=len(page), **limited))
         nxt = pack_cursor(order(page[-1])) if len(rows) > limit else None
         return {"items": [pupil_json(p) for p in page], "next": nxt}
 

@@ -1563,10 +1563,11 @@ def test_each_page_of_the_episode_and_incident_lists_read_by_a_person_is_audited
     assert [r["id"] for r in records] == [ep["incident_id"]]
     # Then each page read is one entry, with its filter and count and no child's id or name
     episodes, incidents = _audit(api, actor="staff-user", action="read")[before:]
+    # (`*`: every site of the caller's, named for a person limited to some: whose records they could read)
     assert (episodes.target_type, episodes.target_id) == ("episodes", "*")
-    assert episodes.detail == {"filter": {"room": "calm-1"}, "count": len(listed)}
+    assert episodes.detail == {"filter": {"room": "calm-1"}, "count": len(listed), "sites": ["test-school"]}
     assert (incidents.target_type, incidents.target_id) == ("incidents", "*")
-    assert incidents.detail == {"filter": {"status": "recorded"}, "count": 1}
+    assert incidents.detail == {"filter": {"status": "recorded"}, "count": 1, "sites": ["test-school"]}
     assert listed[0]["pupil_id"] not in json.dumps([episodes.detail, incidents.detail])
 
 
