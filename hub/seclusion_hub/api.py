@@ -509,6 +509,17 @@ def create_app(
             raise BadRequest("body", "started_at", "in the future")
         if body.ended_at and body.ended_at > now + dt.timedelta(minutes=5):
             raise BadRequest("body", "ended_at", "in the future")
+        if body.ended_at is None:
+            with service.lock:
+                timed = service.machines[(body.site, body.room)].episode
+            if timed is not None:
+                # The sensors see a child in the room and time it: one confinement, one episode (two
+                # would each raise their duration alerts, and the figures would count it twice).
+                raise HTTPException(
+                    409,
+                    f"room: the sensors are timing an episode in this room now (since "
+                    f"{format_ts(timed.started_at)}); its record is that episode's ({timed.id})",
+                )
         episode_id = str(uuid.uuid4())
         ep = Episode(
             id=episode_id,

@@ -120,3 +120,26 @@ def test_a_manual_episode_entered_already_over_raises_nothing(tmp_path: Path) ->
     finally:
         api.client.close()
         api.store.close()
+
+
+def test_no_manual_episode_is_entered_going_on_where_the_sensors_time_one(tmp_path: Path) -> None:
+    """The sensors see a child in the room and time it: a hand-entered episode going on there too would
+    be one confinement counted twice, each raising its duration alerts. Refused (409), saying which
+    episode is the child's; one entered with its end (after the fact) is not refused."""
+    api = Api(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        api.event(SITE, "calm-1", "calm-1-door", "occupancy", "occupied", 1)
+        api.event(SITE, "calm-1", "calm-1-door", "door", "closed", 2)
+        senior = api.token("senior", SITE)
+        body = {"site": SITE, "room": "calm-1", "started_at": format_ts(T0), "reason": "sensors look wrong"}
+        refused = api.client.post("/api/episodes", json=body, headers=senior)
+        assert refused.status_code == 409, refused.text
+        assert "the sensors are timing an episode in this room now" in refused.json()["detail"]
+        over = {**body, "started_at": format_ts(T0 - dt.timedelta(hours=3))}
+        over["ended_at"] = format_ts(T0 - dt.timedelta(hours=2))
+        assert api.client.post("/api/episodes", json=over, headers=senior).status_code == 201
+        elsewhere = {**body, "room": "calm-2"}  # a room whose sensors time nothing: entered
+        assert api.client.post("/api/episodes", json=elsewhere, headers=senior).status_code == 201
+    finally:
+        api.client.close()
+        api.store.close()
