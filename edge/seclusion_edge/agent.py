@@ -198,10 +198,15 @@ class EdgeAgent:
         # True from a failed write to the outbox until one succeeds: logged once, not at every tick.
         self._store_failed = False
         # Settled readings waiting for another sensor's burst that began before them (`_in_order`), and
-        # the reading of each kind last let through: what the events and the heartbeat have said.
+        # the reading of each kind last let through (to the fail-safe, and handed to the store).
         self._held: list[tuple[Kind, Settled]] = []
         self._let_through: dict[Kind, bool | None] = {}
         self._hold_limit_ms = 0
+        # Each kind's reading as the outbox has numbered it (or found unchanged since the last run), on
+        # the store's thread: the heartbeat's `state`, which must never show a reading the alarm's thread
+        # has let through but the store not yet numbered (its `last_seq` would not count its event, and
+        # the hub would take the difference for a lost event: semantics 4.2). Guarded by the send lock.
+        self._numbered: dict[Kind, str] = {}
         # The store; a read-only view of it (`Outbox.open_readable`) or None while it cannot be opened,
         # tried again from the tick at `_next_open_ms`. The hub's latest ack waits for it meanwhile.
         self._outbox: Outbox | None = None
@@ -289,6 +294,7 @@ class EdgeAgent:
         self._store_failed = False
         self._held.clear()
         self._let_through.clear()
+        self._numbered.clear()
         self._hold_limit_ms = 0
         self._unapplied_ack, self._unannounced, self._open_refused = None, False, False
         self._next_relink_ms, self._relink_failed = 0, False
@@ -548,21 +554,27 @@ class EdgeAgent:
             return self._failsafe.state()
 
     def readings(self) -> dict[Kind, str]:
-        """The current debounced reading of each sensor (a check button has none; nor has a contact
-        while it fails: its reading is not known)."""
+        """The current debounced reading of each sensor as the outbox has numbered it: the heartbeat's
+        `state`, never ahead of its `last_seq` (a reading the alarm's thread settled is here once the
+        store's thread has numbered it, not while it is handed over). Only while the store cannot take
+        readings (a full card, a store not open) do the readings waiting for it show too: the hub
+        reconciles them as lost events until theirs follow. A check button has none; nor has a contact
+        while it fails: its reading is not known."""
         with self._sensor_lock:
-            settled = {
-                kind: None if self._watches[kind].faulty else self._let_through.get(kind)
-                for kind in self._debouncers
-            }
-        state: dict[Kind, str] = {}
-        for kind, active in settled.items():
-            if active is None or kind == "check":
-                continue
-            value = self.config.sensor(kind).reading(active)
-            if value is not None:
-                state[kind] = value
-        return state
+            failing = {kind for kind, watch in self._watches.items() if watch.faulty}
+        with self._send_lock:
+            numbered = dict(self._numbered)
+            if self._store_failed or self._writable is None:
+                for kind, reading in self._unrecorded:
+                    if isinstance(reading, Settled) and kind != "check":
+                        value = self.config.sensor(kind).reading(reading.active)
+                        if value is not None:
+                            numbered[kind] = value
+        return {
+            kind: numbered[kind]
+            for kind in self.sensor_kinds
+            if kind in numbered and kind != "check" and kind not in failing
+        }
 
     # ------------------------------------------------------------------------------------ the work
 
@@ -790,12 +802,14 @@ class EdgeAgent:
             pass  # a check button's release
         elif kind in self._first_reading_due and outbox.last_reading(kind) == value:
             log.info("%s is still %s since the last run; not reported again", kind, value)
+            self._numbered[kind] = value  # its event, numbered before, is at or below `last_seq`
         else:
             # A first reading that differs from the last one sent changed while the agent was not
             # running: it began at some time before the agent saw it, which the event says (the hub
             # then bounds the change by what it last knew). A check-in is a press seen as it happened.
             startup = kind in self._first_reading_due and kind != "check"
             event = outbox.append(kind, value, reading.began, self.boot_id, sensor.staff, startup=startup)
+            self._numbered[kind] = value
             log.info("event %s: %s %s", event.id, kind, value)
         self._first_reading_due.discard(kind)
 

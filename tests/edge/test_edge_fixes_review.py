@@ -1,0 +1,114 @@
+"""Second review of fix-edge (merge 5bbb3fc): the two ticker threads, contact faults, restarts mid-fault.
+
+Mock pins, a fake clock and the in-memory link; the two halves of the tick (`_tick_alarm`, the alarm's
+thread, and `_tick_store`, the store's) are stepped by hand where their interleaving matters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seclusion_contract import EventPayload
+from seclusion_edge import EdgeAgent, FakeClock
+from tests.edge.conftest import SETTLE_MS, Bench, door_device
+from tests.hub.rooms import DOOR as DOOR_DEVICE
+from tests.hub.rooms import Room
+
+TAMPER_LOOP = {
+    "kind": "fault",
+    "pin": 4,
+    "pull": "up",
+    "active": "high",
+    "active_value": "door-sensor-disconnected",
+}
+DOOR = {"kind": "door", "pin": 17, "pull": "up", "active": "low", "active_value": "closed"}
+LOCK = {"kind": "lock", "pin": 27, "pull": "up", "active": "low", "active_value": "engaged"}
+OCCUPANCY = {"kind": "occupancy", "pin": 22, "pull": "down", "active": "high", "active_value": "occupied"}
+
+
+def waiting(agent: EdgeAgent) -> list[EventPayload]:
+    outbox = agent._outbox
+    assert outbox is not None
+    return [EventPayload.model_validate(json.loads(e.payload)) for e in outbox.pending()]
+
+
+def toggle(pin: Any) -> None:
+    if pin.state:
+        pin.drive_low()
+    else:
+        pin.drive_high()
+
+
+# ------------------------------------------------------------------- the heartbeat's state during a fault
+
+
+# --------------------------------------------------------------------------------- a restart mid-fault
+
+
+# --------------------------------------------------------------------------- the two ticker threads
+
+
+def test_a_heartbeat_sent_while_the_alarm_thread_settles_a_reading_does_not_show_it_before_its_event(
+    bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An episode ends: staff release the lock, then open the door half a second later. The store's
+    thread numbers `lock: released` (a synchronous, fsynced write to the SD card: tens of milliseconds,
+    seconds on a worn card); meanwhile the alarm's thread, every 20 ms, settles the door's opening and
+    lets it through (`_let_through`, which the heartbeat's `state` reads), handing the reading to the
+    store for its next tick. The store's thread then sends the heartbeat that was due: `state` door
+    open, `last_seq` the lock's. Every event it counts is applied at the hub, and still the door
+    differs: the hub takes it for a lost event (semantics 4.2, hub room.py `_heartbeat` ->
+    `_reconcile`): "door found open", the episode ended at the heartbeat's time with its end uncertain
+    back to the episode's start, and the real `door: open` that follows a moment later does not
+    correct the record (fed to the hub's RoomMachine below). The project's invariant (test_edge_agent.py,
+    "a heartbeat never reports a reading that has no event yet") held with one ticker; the split breaks it."""
+    agent = bench.start(door_device(tmp_path / "door"))
+    started = clock.now().wall
+    bench.settle(agent)  # open, released, vacant: seq 1-3
+    for kind, value in (("occupancy", "occupied"), ("door", "closed"), ("lock", "engaged")):
+        agent.simulate(kind, value)
+        bench.settle(agent)
+    bench.settle(agent, 60_000)  # a minute of seclusion (a heartbeat goes out)
+    clock.advance(seconds=10)  # the next heartbeat is due at the store's next tick
+    agent.simulate("lock", "released")
+    clock.advance(ms=SETTLE_MS)
+    agent._tick_alarm()  # the alarm's thread: the release settles, handed to the store
+    agent.simulate("door", "open")
+    record = agent._record_or_keep_queued
+
+    def writing() -> None:  # the store's thread, writing the release: the alarm's thread ticks on
+        record()
+        clock.advance(ms=SETTLE_MS)
+        agent._tick_alarm()  # the door's opening settles: let through, handed over for the next tick
+
+    monkeypatch.setattr(agent, "_record_or_keep_queued", writing)
+    agent._tick_store()
+    monkeypatch.undo()
+    heartbeat = bench.link.heartbeats()[-1]
+    agent.tick()  # the opening is numbered and sent a moment later
+
+    # The hub, as it receives them: the events the heartbeat counts, the heartbeat, the opening.
+    room = Room()
+    events = bench.link.events()
+
+    def seconds(ts: dt.datetime) -> float:
+        return (ts - started).total_seconds()
+
+    for event in [e for e in events if e.seq <= heartbeat.last_seq]:
+        room.send(DOOR_DEVICE, event.kind, event.value, seconds(event.ts))
+    room.heartbeat(DOOR_DEVICE, seconds(heartbeat.ts), {str(k): v for k, v in heartbeat.state.items()})
+    for event in [e for e in events if e.seq > heartbeat.last_seq]:
+        room.send(
+            DOOR_DEVICE, event.kind, event.value, seconds(event.ts), arrive=seconds(heartbeat.ts) + 0.05
+        )
+    episode = room.machine.state.episode or room.machine.state.last_episode
+    assert episode is not None
+    assert not episode.end_uncertain, (
+        f"heartbeat (last_seq {heartbeat.last_seq}) said door {heartbeat.state.get('door')} first: "
+        f"the hub's record ends at {episode.ended_at:%H:%M:%S.%f}, uncertain back to {episode.end_earliest}"
+    )
