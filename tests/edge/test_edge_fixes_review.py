@@ -112,3 +112,35 @@ def test_a_heartbeat_sent_while_the_alarm_thread_settles_a_reading_does_not_show
         f"heartbeat (last_seq {heartbeat.last_seq}) said door {heartbeat.state.get('door')} first: "
         f"the hub's record ends at {episode.ended_at:%H:%M:%S.%f}, uncertain back to {episode.end_earliest}"
     )
+
+
+def test_a_closed_door_whose_contact_starts_flapping_does_not_end_the_episode_in_the_fail_safe(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A child is shut in; nobody is at the panel and the broker is unreachable, so the local
+    fail-safe drives. 12 s later the door's magnet works loose and the contact flaps (each level
+    holds 150 ms), the door itself shut all along. The first 19 changes are let through (open, closed,
+    ...); at the 20th the contact is found unstable, the fault dated from the first of them
+    (`_changes[0]`), yet the room keeps the reading last let through, one of those very changes:
+    `open`. The fail-safe takes the episode as over and the lapse (15 s, the base numbers) never
+    sounds, for as long as the magnet rattles: a reading the agent itself dates inside the fault
+    decides that the child is free. (The hub, sent the same 19 readings, ends its episode too.)"""
+    bench.connect_on_start = False
+    agent = bench.start(door_device(tmp_path / "door", outputs={"buzzer": 18, "led": 23}))
+    bench.settle(agent)  # open, released, vacant
+    agent.simulate("occupancy", "occupied")
+    agent.simulate("door", "closed")
+    bench.settle(agent)
+    assert agent.episode_open
+    bench.settle(agent, 12_000)  # (the lapse is due at 15 s)
+    door = agent.pin_for("door")
+    for _ in range(40_000 // 150):  # 40 s of a rattling magnet on a shut door
+        toggle(door)
+        clock.advance(ms=150)
+        agent.tick()
+    faults = [e.value for e in waiting(agent) if e.kind == "fault"]
+    assert faults == ["door-contact-unstable"]
+    assert agent.episode_open and agent.pin_for("buzzer").state, (
+        f"40 s into an unwatched episode on a shut door with a flapping contact: the fail-safe holds "
+        f"door = {agent.room_state().get('door')}, episode open {agent.episode_open}, {agent.local_alarm}"
+    )
