@@ -554,7 +554,8 @@ class EdgeAgent:
             return self._failsafe.state()
 
     def readings(self) -> dict[Kind, str]:
-        """The current debounced reading of each sensor as the outbox has numbered it: the heartbeat's
+        """The current debounced reading of each sensor as the outbox has numbered it, and the device's
+        `fault` as its events say it (a failing contact's code, a tamper loop's reading): the heartbeat's
         `state`, never ahead of its `last_seq` (a reading the alarm's thread settled is here once the
         store's thread has numbered it, not while it is handed over). Only while the store cannot take
         readings (a full card, a store not open) do the readings waiting for it show too: the hub
@@ -566,13 +567,18 @@ class EdgeAgent:
             numbered = dict(self._numbered)
             if self._store_failed or self._writable is None:
                 for kind, reading in self._unrecorded:
-                    if isinstance(reading, Settled) and kind != "check":
+                    if isinstance(reading, FaultNote):
+                        numbered["fault"] = reading.value
+                    elif kind != "check":
                         value = self.config.sensor(kind).reading(reading.active)
                         if value is not None:
                             numbered[kind] = value
+        # `fault` as the events say it: a failing contact's code (`fault_code`) as well as a tamper
+        # loop's reading, whichever was numbered last (the hub takes `ok` for every fault cleared).
+        kinds = [*self.sensor_kinds, *([] if "fault" in self.sensor_kinds else ["fault"])]
         return {
             kind: numbered[kind]
-            for kind in self.sensor_kinds
+            for kind in kinds
             if kind in numbered and kind != "check" and kind not in failing
         }
 
@@ -793,6 +799,7 @@ class EdgeAgent:
     def _record(self, kind: Kind, reading: Settled | FaultNote) -> None:
         if isinstance(reading, FaultNote):
             event = self._require_outbox().append("fault", reading.value, reading.began, self.boot_id)
+            self._numbered["fault"] = reading.value
             log.info("event %s: fault %s", event.id, reading.value)
             return
         sensor = self.config.sensor(kind)

@@ -15,6 +15,7 @@ import pytest
 
 from seclusion_contract import EventPayload
 from seclusion_edge import EdgeAgent, FakeClock
+from seclusion_edge.debounce import UNSTABLE_BURST_MS
 from tests.edge.conftest import SETTLE_MS, Bench, door_device
 from tests.hub.rooms import DOOR as DOOR_DEVICE
 from tests.hub.rooms import Room
@@ -45,6 +46,48 @@ def toggle(pin: Any) -> None:
 
 
 # ------------------------------------------------------------------- the heartbeat's state during a fault
+
+
+def test_a_heartbeat_does_not_say_fault_ok_while_a_contact_is_unstable(
+    bench: Bench, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A four-wire door contact (firmware-config/README.md): the reed on one input, its tamper loop on a
+    `fault` input, closed (`ok`). The reed's wire floats and chatters: the agent numbers
+    `fault: door-contact-unstable` and the hub raises sensor_fault. But the heartbeat's `state` carries
+    the tamper loop's reading, `fault: ok`, every 10 s. The hub reconciles a heartbeat whose `state`
+    differs from what it applied with every event in (hub room.py `_heartbeat` -> `_reconcile`, and
+    site.py `reports` takes `fault` from any device): `ok` clears every fault of the device, so the
+    sensor_fault of a door that is no longer watched is resolved 10 s after it was raised."""
+    agent = bench.start(door_device(tmp_path / "door", sensors=[DOOR, TAMPER_LOOP]))
+    started = clock.now().wall
+    agent.pin_for("fault").drive_low()  # the loop is closed: ok
+    bench.settle(agent)
+    assert {(e.kind, e.value) for e in bench.link.events()} >= {("fault", "ok")}
+    pin = agent.pin_for("door")
+    for step in range((UNSTABLE_BURST_MS + 12_000) // 10):  # a floating input: an edge every 10 ms
+        toggle(pin)
+        clock.advance(ms=10)
+        if step % 2:
+            agent.tick()
+    (fault,) = [e for e in bench.link.events() if e.kind == "fault" and e.value != "ok"]
+    assert fault.value == "door-contact-unstable"
+    after = [h for h in bench.link.heartbeats() if h.last_seq >= fault.seq]
+    assert after, "no heartbeat after the fault event"
+
+    # The hub, as it receives them: the events, then the first heartbeat after the fault.
+    room = Room()
+    for event in bench.link.events():
+        room.send(DOOR_DEVICE, event.kind, event.value, (event.ts - started).total_seconds())
+    assert [a.kind for a in room.alerts("sensor_fault", active=True)] == ["sensor_fault"]
+    room.heartbeat(
+        DOOR_DEVICE, (after[0].ts - started).total_seconds(), {str(k): v for k, v in after[0].state.items()}
+    )
+    active = [a.kind for a in room.alerts("sensor_fault", active=True)]
+    assert active == ["sensor_fault"], (
+        f"a heartbeat after `fault: door-contact-unstable` said fault = {after[0].state.get('fault')}: "
+        f"the hub reconciled it as a lost `ok`, and the door's sensor_fault is resolved; the door is "
+        f"still unstable ({agent._watches['door'].faulty})"
+    )
 
 
 # --------------------------------------------------------------------------------- a restart mid-fault
