@@ -56,7 +56,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 from pydantic import ValidationError
 
@@ -106,6 +106,10 @@ POLICY_FILE: Final = "failsafe-config.json"
 TIMED_FROM_EARLIEST: Final = frozenset({"closed", "engaged", "occupied", "absent"})
 
 
+# Every kind a contact can be (a fault kept in the store names one of them).
+_CONTACT_KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
+
+
 def _epoch_ms(ts: dt.datetime) -> int:
     """An aware time as milliseconds since the Unix epoch."""
     return round(ts.timestamp() * 1000)
@@ -118,10 +122,12 @@ def fault_code(kind: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FaultNote:
-    """A `fault` event to number: a code (`fault_code`) or `ok`, and when it began."""
+    """A `fault` event to number: a code (`fault_code`) or `ok`, and when it began; `contact`, the
+    kind of the contact that fails (None for `ok`)."""
 
     value: str
     began: Instant
+    contact: Kind | None = None
 
 
 # What the alarm's tick hands to the store's: a sensor's settled reading, or a fault event.
@@ -189,9 +195,10 @@ class EdgeAgent:
         self._debouncers: dict[Kind, Debouncer] = {}
         # Each contact's health (`ContactWatch`): a failing one is a `fault` event, its readings held back.
         self._watches: dict[Kind, ContactWatch] = {}
-        # The `fault` value this device last numbered before this start (a code not cleared: that
-        # contact starts as failing, and must show it is sound before `ok`).
-        self._stored_fault: str | None = None
+        # The contacts whose fault this device numbered and has not cleared (`ok`) since: kept in the
+        # store with the events (`Outbox.failing_contacts`), so that each one failing at a stop starts
+        # as failing after it, and must show it is sound before `ok`. Guarded by the send lock.
+        self._failing: set[Kind] = set()
         self._first_reading_due: set[Kind] = set()
         # Settled readings not yet in the outbox (a failed write is retried next tick, in order).
         self._unrecorded: list[Noted] = []
@@ -313,7 +320,7 @@ class EdgeAgent:
                 else f"its numbers read as they stand: epoch {outbox.epoch}, last seq {outbox.last_seq}",
             )
         last_readings = {} if outbox is None else outbox.last_readings()
-        self._stored_fault = last_readings["fault"][0] if "fault" in last_readings else None
+        self._failing = set(self._stored_failing(outbox, last_readings))
         clocks = {} if outbox is None else outbox.last_reading_clocks()
         placed_at = self._clock.now()
         self._last_run = {
@@ -647,7 +654,7 @@ class EdgeAgent:
                     kind,
                     self._watches[kind].stable_ms / 1000,
                 )
-                raised.append(("fault", FaultNote(fault_code(kind), health.at)))
+                raised.append(("fault", FaultNote(fault_code(kind), health.at, kind)))
             else:
                 log.warning("the %s contact is stable again", kind)
                 if not any(watch.faulty for watch in self._watches.values()) and not self._let_through.get(
@@ -798,8 +805,12 @@ class EdgeAgent:
 
     def _record(self, kind: Kind, reading: Settled | FaultNote) -> None:
         if isinstance(reading, FaultNote):
-            event = self._require_outbox().append("fault", reading.value, reading.began, self.boot_id)
+            failing = set() if reading.contact is None else self._failing | {reading.contact}
+            event = self._require_outbox().append(
+                "fault", reading.value, reading.began, self.boot_id, failing=frozenset(failing)
+            )
             self._numbered["fault"] = reading.value
+            self._failing = failing
             log.info("event %s: fault %s", event.id, reading.value)
             return
         sensor = self.config.sensor(kind)
@@ -815,10 +826,37 @@ class EdgeAgent:
             # running: it began at some time before the agent saw it, which the event says (the hub
             # then bounds the change by what it last knew). A check-in is a press seen as it happened.
             startup = kind in self._first_reading_due and kind != "check"
-            event = outbox.append(kind, value, reading.began, self.boot_id, sensor.staff, startup=startup)
+            # A tamper loop's `ok` clears every fault of the device at the hub (it is let through only
+            # once no contact fails): none is kept as failing either.
+            clears = kind == "fault" and value == "ok"
+            event = outbox.append(
+                kind,
+                value,
+                reading.began,
+                self.boot_id,
+                sensor.staff,
+                startup=startup,
+                failing=frozenset() if clears else None,
+            )
+            if clears:
+                self._failing = set()
             self._numbered[kind] = value
             log.info("event %s: %s %s", event.id, kind, value)
         self._first_reading_due.discard(kind)
+
+    @staticmethod
+    def _stored_failing(
+        outbox: Outbox | None, last_readings: dict[str, tuple[str, dt.datetime | None]]
+    ) -> frozenset[Kind]:
+        """The contacts failing when the agent last stopped: as the store keeps them, or, for a store of
+        an earlier version, the one the last `fault` value names."""
+        if outbox is None:
+            return frozenset()
+        kept = outbox.failing_contacts()
+        if kept is not None:
+            return frozenset(kind for kind in kept if kind in _CONTACT_KINDS)
+        last = last_readings.get("fault", ("ok", None))[0]
+        return frozenset(kind for kind in _CONTACT_KINDS if fault_code(kind) == last)
 
     def _send_pending(self) -> None:
         # Caller holds the send lock: events leave strictly in (epoch, seq) order, each exactly once
@@ -1278,7 +1316,7 @@ class EdgeAgent:
                 settle = self.config.settle_ms if config.settle_ms is None else config.settle_ms
                 # A check button starts released: only a press is ever news.
                 known = False if config.kind == "check" else None
-                failing = self._stored_fault == fault_code(config.kind)
+                failing = config.kind in self._failing
                 with self._sensor_lock:
                     self._debouncers[config.kind] = Debouncer(settle, sensor.active, now, settled=known)
                     self._watches[config.kind] = ContactWatch(

@@ -258,10 +258,12 @@ class Outbox:
         staff: str | None = None,
         *,
         startup: bool = False,
+        failing: frozenset[str] | None = None,
     ) -> EventPayload:
         """Number an event, store it in the outbox and remember the reading, in one durable transaction.
         `startup`: the agent's first reading of the sensor since it started, `began` when it first saw it
-        (the event says so: `startup: true`)."""
+        (the event says so: `startup: true`). `failing`: the contacts failing once this event is numbered
+        (a `fault` event's), kept in the same transaction (`failing_contacts`)."""
         with self._lock, self._transaction():
             seq = self._last_seq + 1
             event = EventPayload(
@@ -281,6 +283,8 @@ class Outbox:
                 (self._epoch, seq, dump_payload(event)),
             )
             self._set_meta("last_seq", str(seq))
+            if failing is not None:
+                self._set_meta("failing", ",".join(sorted(failing)))
             if kind != "check":
                 self._db.execute(
                     "INSERT INTO readings (kind, value, ts, boot, mono_ms) VALUES (?, ?, ?, ?, ?) "
@@ -333,6 +337,16 @@ class Outbox:
         with self._lock:
             rows = self._db.execute("SELECT kind, value, ts FROM readings").fetchall()
         return {str(kind): (str(value), self._began(str(kind), ts)) for kind, value, ts in rows}
+
+    def failing_contacts(self) -> frozenset[str] | None:
+        """The contacts whose `fault` this device numbered and has not cleared (`ok`) since, as kept by
+        `append`; None for a store that never kept them (of an earlier version: `last_readings` has the
+        last `fault` value only)."""
+        with self._lock:
+            value = self._meta("failing", "\0")
+        if value == "\0":
+            return None
+        return frozenset(kind for kind in value.split(",") if kind)
 
     def last_reading_clocks(self) -> dict[str, tuple[str, int]]:
         """Each kind's last reading's boot id and monotonic clock (ms) when it began, where both were

@@ -188,6 +188,26 @@ def test_a_store_whose_numbers_are_garbled_is_moved_aside_and_a_new_one_starts_i
     again.close()
 
 
+def test_the_failing_contacts_are_kept_with_the_fault_events_across_a_reopen(tmp_path: Path) -> None:
+    """`readings` keeps one `fault` value; the contacts failing are kept beside it, in the event's own
+    transaction, so that each one failing at a stop starts failing after the restart. A store that
+    never kept them (an earlier version) says None: the agent then reads the last `fault` value."""
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    add(outbox, clock)
+    assert outbox.failing_contacts() is None
+    outbox.append("fault", "door-contact-unstable", clock.now(), "boot-1", failing=frozenset({"door"}))
+    outbox.append(
+        "fault", "lock-contact-unstable", clock.now(), "boot-1", failing=frozenset({"door", "lock"})
+    )
+    outbox.close()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert outbox.failing_contacts() == frozenset({"door", "lock"})
+    outbox.append("fault", "ok", clock.now(), "boot-1", failing=frozenset())
+    assert outbox.failing_contacts() == frozenset()
+    outbox.close()
+
+
 def test_a_last_reading_whose_time_is_garbled_is_taken_as_not_known_and_the_store_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
