@@ -80,7 +80,7 @@ from seclusion_edge.debounce import ContactWatch, Debouncer, Health, Settled
 from seclusion_edge.errors import LinkError, OutboxError, OutboxUnavailable
 from seclusion_edge.failsafe import NO_ALARM, QUIET, Alarm, FailSafe, LocalAlarm, choose_alarm, on_local_axis
 from seclusion_edge.link import LinkSettings, Message, Publisher, PublisherFactory
-from seclusion_edge.outbox import EventKey, Outbox
+from seclusion_edge.outbox import BUSY_TIMEOUT_S, EventKey, Outbox
 from seclusion_edge.outputs import AlarmOutputs
 from seclusion_edge.sensors import SensorInput
 
@@ -416,9 +416,40 @@ class EdgeAgent:
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
+        stuck = False
         if self._store_worker is not None:
-            self._store_worker.join()  # after a write that waits, at most BUSY_TIMEOUT_S
+            # A write that waits for a lock gives up after BUSY_TIMEOUT_S; one stalled in an fsync (a worn
+            # card) may never return: the stop does not wait for it longer than that either.
+            self._store_worker.join(BUSY_TIMEOUT_S)
+            stuck = self._store_worker.is_alive()
             self._store_worker = None
+        if stuck:
+            # The store's thread holds the send lock and the store: what was not numbered is lost, and
+            # the store is left to that thread (closed with the process), not closed under its write.
+            self._stopping = True
+            log.error(
+                "the outbox's write has not returned after %g s; stopping without it: readings not yet "
+                "numbered are lost, those in the outbox are kept",
+                BUSY_TIMEOUT_S,
+            )
+            self._outbox = None
+        else:
+            self._number_at_stop()
+        farewell = self._will(ts=self._clock.now().wall)
+        # Outside the send lock: waiting for the PUBACK needs the network thread, which may want it.
+        if self._publisher is not None:
+            self._publisher.stop(farewell, timeout_s)
+        self._close_pins()
+        self._alarm = QUIET
+        if self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None
+        self._publisher = None
+        self._running = False
+        log.info("agent %s stopped", self.config.device)
+
+    def _number_at_stop(self) -> None:
+        """Number, at a stop, every reading that has settled (the store's thread has ended)."""
         with self._send_lock:
             with self._sensor_lock:
                 now = self._clock.now()
@@ -439,18 +470,6 @@ class EdgeAgent:
                 except Exception:
                     log.exception("readings not yet numbered at the stop could not be stored")
             self._stopping = True
-        farewell = self._will(ts=self._clock.now().wall)
-        # Outside the send lock: waiting for the PUBACK needs the network thread, which may want it.
-        if self._publisher is not None:
-            self._publisher.stop(farewell, timeout_s)
-        self._close_pins()
-        self._alarm = QUIET
-        if self._outbox is not None:
-            self._outbox.close()
-            self._outbox = None
-        self._publisher = None
-        self._running = False
-        log.info("agent %s stopped", self.config.device)
 
     def __enter__(self) -> EdgeAgent:
         return self.start()
