@@ -839,6 +839,9 @@ class EdgeAgent:
             self._relink_failed = True
             return
         self._relink_failed = False
+        ack, self._unapplied_ack = self._unapplied_ack, None
+        if ack is not None:
+            self._apply_ack(ack)  # one that came while the store was put back but not open
         if self._policy_raw is not None:
             self._store_policy(self._policy_raw)  # the fail-safe's numbers were beside it
 
@@ -913,6 +916,7 @@ class EdgeAgent:
         if (
             publisher is None
             or outbox is None
+            or not outbox.usable  # put back, not open yet (`_relink_store_if_lost` tries again)
             or not publisher.is_connected
             or self._replay_due
             or not outbox.confirmed
@@ -1139,8 +1143,9 @@ class EdgeAgent:
             if self._stopping:
                 return
             outbox = self._writable
-            if outbox is None:
-                # Nothing can be written (or even read): the latest ack waits for the store to open.
+            if outbox is None or not outbox.usable:
+                # Nothing can be written (or even read): the latest ack waits for the store to open
+                # (`_open_outbox_if_due`), or to be opened again where it was put back (`relink`).
                 if self._unapplied_ack is None or (ack.epoch, ack.seq) > (
                     self._unapplied_ack.epoch,
                     self._unapplied_ack.seq,
