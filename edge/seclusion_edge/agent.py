@@ -1056,6 +1056,8 @@ class EdgeAgent:
         """Publish the online status and replay the outbox, in order, before anything newer."""
         # The hub's retained status comes again after the subscriptions; until then the fail-safe drives.
         self._hub_online = False
+        if self._stopping:
+            return  # (before the send lock: a store's thread stuck in a write at the stop holds it)
         with self._send_lock:
             if self._stopping or self._publisher is None:
                 return
@@ -1096,6 +1098,10 @@ class EdgeAgent:
     def on_disconnected(self) -> None:
         """Events stay in the outbox for the next connect; the local fail-safe drives the outputs."""
         self._hub_online = False
+        if self._stopping:
+            # A stop: `start` sets all this again. Not waiting for the send lock, which a store's thread
+            # stuck in a write at the stop holds: paho's `loop_stop` waits for this callback.
+            return
         with self._send_lock:
             self._replay_due = True  # the next connection replays from the oldest event waiting
             self._status_sent, self._connected_ms, self._unannounced = None, None, False
@@ -1139,6 +1145,8 @@ class EdgeAgent:
             log.warning("ignored a message on %s that does not follow the contract: %s", topic, exc)
 
     def _apply_ack(self, ack: AckPayload) -> None:
+        if self._stopping:
+            return  # (before the send lock, as in `on_disconnected`)
         with self._send_lock:
             if self._stopping:
                 return
@@ -1196,6 +1204,8 @@ class EdgeAgent:
     def _take_own_status(self, payload: bytes) -> None:
         """The broker's copy of a status of this device: the one published on this connection, after
         the subscriptions, comes after every retained message they brought, the hub's ack included."""
+        if self._stopping:
+            return  # (before the send lock, as in `on_disconnected`)
         with self._send_lock:
             if self._stopping or self._outbox is None or self._outbox.confirmed:
                 return

@@ -457,6 +457,17 @@ def test_a_stop_waits_for_a_stuck_store_write_at_most_busy_timeout_s(
         assert time.monotonic() - started < 5
         assert not agent._running and bench.link.stopped
         assert worker.is_alive()  # still in its write, the store left to it
+
+        # paho's loop_stop waits for its callbacks, which must not wait for the send lock the stuck
+        # thread holds: a disconnect and an ack arriving during the stop return at once.
+        def network_thread() -> None:
+            agent.on_disconnected()
+            agent.on_message(agent._ack_topic, b'{"v": 1, "epoch": 0, "seq": 1}')
+
+        late = threading.Thread(target=network_thread)
+        late.start()
+        late.join(5)
+        assert not late.is_alive() and agent.rejected_messages == 0
     finally:
         release.set()
         worker.join(5)
