@@ -56,7 +56,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 from pydantic import ValidationError
 
@@ -80,7 +80,7 @@ from seclusion_edge.debounce import ContactWatch, Debouncer, Health, Settled
 from seclusion_edge.errors import LinkError, OutboxError, OutboxUnavailable
 from seclusion_edge.failsafe import NO_ALARM, QUIET, Alarm, FailSafe, LocalAlarm, choose_alarm, on_local_axis
 from seclusion_edge.link import LinkSettings, Message, Publisher, PublisherFactory
-from seclusion_edge.outbox import EventKey, Outbox
+from seclusion_edge.outbox import BUSY_TIMEOUT_S, EventKey, Outbox
 from seclusion_edge.outputs import AlarmOutputs
 from seclusion_edge.sensors import SensorInput
 
@@ -96,6 +96,11 @@ SEND_BATCH: Final = 200
 PEER_CLOCK_SAMPLES: Final = 6
 # How often the tick tries again to open a store that could not be opened (a full or read-only card).
 REOPEN_INTERVAL_S: Final = 5.0
+# How long the store's thread may go without completing a tick (a write that waits: another process's
+# lock, up to BUSY_TIMEOUT_S; a worn card stalled in an fsync, without bound) before the local fail-safe
+# takes the buzzer and LED back from the hub: its events and heartbeats go out on that thread, so the
+# hub, online as it may be, hears nothing of this device meanwhile.
+STORE_STALL_S: Final = 5.0
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
 POLICY_FILE: Final = "failsafe-config.json"
 
@@ -104,6 +109,10 @@ POLICY_FILE: Final = "failsafe-config.json"
 # sound again after a fault reports one of these from the earliest it can have begun, any other from
 # the latest (`ContactWatch`), so that no episode and no lapse is under-counted.
 TIMED_FROM_EARLIEST: Final = frozenset({"closed", "engaged", "occupied", "absent"})
+
+
+# Every kind a contact can be (a fault kept in the store names one of them).
+_CONTACT_KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 
 
 def _epoch_ms(ts: dt.datetime) -> int:
@@ -118,10 +127,12 @@ def fault_code(kind: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FaultNote:
-    """A `fault` event to number: a code (`fault_code`) or `ok`, and when it began."""
+    """A `fault` event to number: a code (`fault_code`) or `ok`, and when it began; `contact`, the
+    kind of the contact that fails (None for `ok`)."""
 
     value: str
     began: Instant
+    contact: Kind | None = None
 
 
 # What the alarm's tick hands to the store's: a sensor's settled reading, or a fault event.
@@ -189,19 +200,25 @@ class EdgeAgent:
         self._debouncers: dict[Kind, Debouncer] = {}
         # Each contact's health (`ContactWatch`): a failing one is a `fault` event, its readings held back.
         self._watches: dict[Kind, ContactWatch] = {}
-        # The `fault` value this device last numbered before this start (a code not cleared: that
-        # contact starts as failing, and must show it is sound before `ok`).
-        self._stored_fault: str | None = None
+        # The contacts whose fault this device numbered and has not cleared (`ok`) since: kept in the
+        # store with the events (`Outbox.failing_contacts`), so that each one failing at a stop starts
+        # as failing after it, and must show it is sound before `ok`. Guarded by the send lock.
+        self._failing: set[Kind] = set()
         self._first_reading_due: set[Kind] = set()
         # Settled readings not yet in the outbox (a failed write is retried next tick, in order).
         self._unrecorded: list[Noted] = []
         # True from a failed write to the outbox until one succeeds: logged once, not at every tick.
         self._store_failed = False
         # Settled readings waiting for another sensor's burst that began before them (`_in_order`), and
-        # the reading of each kind last let through: what the events and the heartbeat have said.
+        # the reading of each kind last let through (to the fail-safe, and handed to the store).
         self._held: list[tuple[Kind, Settled]] = []
         self._let_through: dict[Kind, bool | None] = {}
         self._hold_limit_ms = 0
+        # Each kind's reading as the outbox has numbered it (or found unchanged since the last run), on
+        # the store's thread: the heartbeat's `state`, which must never show a reading the alarm's thread
+        # has let through but the store not yet numbered (its `last_seq` would not count its event, and
+        # the hub would take the difference for a lost event: semantics 4.2). Guarded by the send lock.
+        self._numbered: dict[Kind, str] = {}
         # The store; a read-only view of it (`Outbox.open_readable`) or None while it cannot be opened,
         # tried again from the tick at `_next_open_ms`. The hub's latest ack waits for it meanwhile.
         self._outbox: Outbox | None = None
@@ -241,6 +258,10 @@ class EdgeAgent:
         # that waits (another process's lock, a card stalled in an fsync) never holds up the alarm.
         self._store_worker: threading.Thread | None = None
         self._store_wake = threading.Event()
+        # When the store's tick last completed (or the agent started): `hub_drives` checks it; and
+        # True while `tick()` by hand runs the alarm's half, the store's to follow in the same call.
+        self._store_ticked_ms = 0
+        self._store_follows = False
         # Readings the alarm's tick settled, in order, for the store's tick to number.
         self._handoff_lock = threading.Lock()
         self._handoff: list[Noted] = []
@@ -289,6 +310,7 @@ class EdgeAgent:
         self._store_failed = False
         self._held.clear()
         self._let_through.clear()
+        self._numbered.clear()
         self._hold_limit_ms = 0
         self._unapplied_ack, self._unannounced, self._open_refused = None, False, False
         self._next_relink_ms, self._relink_failed = 0, False
@@ -307,7 +329,7 @@ class EdgeAgent:
                 else f"its numbers read as they stand: epoch {outbox.epoch}, last seq {outbox.last_seq}",
             )
         last_readings = {} if outbox is None else outbox.last_readings()
-        self._stored_fault = last_readings["fault"][0] if "fault" in last_readings else None
+        self._failing = set(self._stored_failing(outbox, last_readings))
         clocks = {} if outbox is None else outbox.last_reading_clocks()
         placed_at = self._clock.now()
         self._last_run = {
@@ -348,6 +370,7 @@ class EdgeAgent:
         self._publisher = publisher
         now = self._clock.now()
         self._started_ms = now.mono_ms
+        self._store_ticked_ms = now.mono_ms
         self._next_heartbeat_ms = now.mono_ms
         self._next_open_ms = now.mono_ms + round(REOPEN_INTERVAL_S * 1000)
         self._running = True
@@ -393,9 +416,40 @@ class EdgeAgent:
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
+        stuck = False
         if self._store_worker is not None:
-            self._store_worker.join()  # after a write that waits, at most BUSY_TIMEOUT_S
+            # A write that waits for a lock gives up after BUSY_TIMEOUT_S; one stalled in an fsync (a worn
+            # card) may never return: the stop does not wait for it longer than that either.
+            self._store_worker.join(BUSY_TIMEOUT_S)
+            stuck = self._store_worker.is_alive()
             self._store_worker = None
+        if stuck:
+            # The store's thread holds the send lock and the store: what was not numbered is lost, and
+            # the store is left to that thread (closed with the process), not closed under its write.
+            self._stopping = True
+            log.error(
+                "the outbox's write has not returned after %g s; stopping without it: readings not yet "
+                "numbered are lost, those in the outbox are kept",
+                BUSY_TIMEOUT_S,
+            )
+            self._outbox = None
+        else:
+            self._number_at_stop()
+        farewell = self._will(ts=self._clock.now().wall)
+        # Outside the send lock: waiting for the PUBACK needs the network thread, which may want it.
+        if self._publisher is not None:
+            self._publisher.stop(farewell, timeout_s)
+        self._close_pins()
+        self._alarm = QUIET
+        if self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None
+        self._publisher = None
+        self._running = False
+        log.info("agent %s stopped", self.config.device)
+
+    def _number_at_stop(self) -> None:
+        """Number, at a stop, every reading that has settled (the store's thread has ended)."""
         with self._send_lock:
             with self._sensor_lock:
                 now = self._clock.now()
@@ -416,18 +470,6 @@ class EdgeAgent:
                 except Exception:
                     log.exception("readings not yet numbered at the stop could not be stored")
             self._stopping = True
-        farewell = self._will(ts=self._clock.now().wall)
-        # Outside the send lock: waiting for the PUBACK needs the network thread, which may want it.
-        if self._publisher is not None:
-            self._publisher.stop(farewell, timeout_s)
-        self._close_pins()
-        self._alarm = QUIET
-        if self._outbox is not None:
-            self._outbox.close()
-            self._outbox = None
-        self._publisher = None
-        self._running = False
-        log.info("agent %s stopped", self.config.device)
 
     def __enter__(self) -> EdgeAgent:
         return self.start()
@@ -533,8 +575,21 @@ class EdgeAgent:
     @property
     def hub_drives(self) -> bool:
         """True while the room's indicator drives the outputs: connected, the hub said online, and the
-        hub hears this device (not while the store's numbers cannot be read: no status, no heartbeat)."""
-        return self.is_connected and self._hub_online and self._outbox is not None
+        hub hears this device: not while the store's numbers cannot be read (no status, no heartbeat),
+        nor while the store's thread has not completed a tick for STORE_STALL_S (stuck in a write: the
+        events and heartbeats it sends wait with it)."""
+        return self._hub_hears_us(self._clock.now())
+
+    def _hub_hears_us(self, now: Instant, *, store_follows: bool = False) -> bool:
+        """`hub_drives` at `now`; `store_follows`: the store's tick runs next, in this call (`tick()` by
+        hand), so the time since its last one is no stall."""
+        stalled = now.mono_ms - self._store_ticked_ms >= round(STORE_STALL_S * 1000)
+        return (
+            self.is_connected
+            and self._hub_online
+            and self._outbox is not None
+            and (store_follows or not stalled)
+        )
 
     @property
     def episode_open(self) -> bool:
@@ -548,21 +603,33 @@ class EdgeAgent:
             return self._failsafe.state()
 
     def readings(self) -> dict[Kind, str]:
-        """The current debounced reading of each sensor (a check button has none; nor has a contact
-        while it fails: its reading is not known)."""
+        """The current debounced reading of each sensor as the outbox has numbered it, and the device's
+        `fault` as its events say it (a failing contact's code, a tamper loop's reading): the heartbeat's
+        `state`, never ahead of its `last_seq` (a reading the alarm's thread settled is here once the
+        store's thread has numbered it, not while it is handed over). Only while the store cannot take
+        readings (a full card, a store not open) do the readings waiting for it show too: the hub
+        reconciles them as lost events until theirs follow. A check button has none; nor has a contact
+        while it fails: its reading is not known."""
         with self._sensor_lock:
-            settled = {
-                kind: None if self._watches[kind].faulty else self._let_through.get(kind)
-                for kind in self._debouncers
-            }
-        state: dict[Kind, str] = {}
-        for kind, active in settled.items():
-            if active is None or kind == "check":
-                continue
-            value = self.config.sensor(kind).reading(active)
-            if value is not None:
-                state[kind] = value
-        return state
+            failing = {kind for kind, watch in self._watches.items() if watch.faulty}
+        with self._send_lock:
+            numbered = dict(self._numbered)
+            if self._store_failed or self._writable is None:
+                for kind, reading in self._unrecorded:
+                    if isinstance(reading, FaultNote):
+                        numbered["fault"] = reading.value
+                    elif kind != "check":
+                        value = self.config.sensor(kind).reading(reading.active)
+                        if value is not None:
+                            numbered[kind] = value
+        # `fault` as the events say it: a failing contact's code (`fault_code`) as well as a tamper
+        # loop's reading, whichever was numbered last (the hub takes `ok` for every fault cleared).
+        kinds = [*self.sensor_kinds, *([] if "fault" in self.sensor_kinds else ["fault"])]
+        return {
+            kind: numbered[kind]
+            for kind in kinds
+            if kind in numbered and kind != "check" and kind not in failing
+        }
 
     # ------------------------------------------------------------------------------------ the work
 
@@ -574,7 +641,11 @@ class EdgeAgent:
         ticker, each has its own thread, so that the alarm never waits for the SD card."""
         if not self._running:
             return
-        self._tick_alarm()
+        self._store_follows = True  # its time since the last store tick is no stall (`_hub_hears_us`)
+        try:
+            self._tick_alarm()
+        finally:
+            self._store_follows = False
         self._tick_store()
 
     def _tick_alarm(self) -> None:
@@ -629,7 +700,7 @@ class EdgeAgent:
                     kind,
                     self._watches[kind].stable_ms / 1000,
                 )
-                raised.append(("fault", FaultNote(fault_code(kind), health.at)))
+                raised.append(("fault", FaultNote(fault_code(kind), health.at, kind)))
             else:
                 log.warning("the %s contact is stable again", kind)
                 if not any(watch.faulty for watch in self._watches.values()) and not self._let_through.get(
@@ -654,6 +725,7 @@ class EdgeAgent:
             self._confirm_if_waited_too_long(now)
             self._send_pending()
             self._send_heartbeat_if_due(now)
+            self._store_ticked_ms = self._clock.now().mono_ms
 
     def _in_order(self, now: Instant) -> list[tuple[Kind, Settled]]:
         """The settled readings that may be numbered now, in the order they began (semantics 1: the hub
@@ -767,6 +839,9 @@ class EdgeAgent:
             self._relink_failed = True
             return
         self._relink_failed = False
+        ack, self._unapplied_ack = self._unapplied_ack, None
+        if ack is not None:
+            self._apply_ack(ack)  # one that came while the store was put back but not open
         if self._policy_raw is not None:
             self._store_policy(self._policy_raw)  # the fail-safe's numbers were beside it
 
@@ -780,7 +855,12 @@ class EdgeAgent:
 
     def _record(self, kind: Kind, reading: Settled | FaultNote) -> None:
         if isinstance(reading, FaultNote):
-            event = self._require_outbox().append("fault", reading.value, reading.began, self.boot_id)
+            failing = set() if reading.contact is None else self._failing | {reading.contact}
+            event = self._require_outbox().append(
+                "fault", reading.value, reading.began, self.boot_id, failing=frozenset(failing)
+            )
+            self._numbered["fault"] = reading.value
+            self._failing = failing
             log.info("event %s: fault %s", event.id, reading.value)
             return
         sensor = self.config.sensor(kind)
@@ -790,14 +870,43 @@ class EdgeAgent:
             pass  # a check button's release
         elif kind in self._first_reading_due and outbox.last_reading(kind) == value:
             log.info("%s is still %s since the last run; not reported again", kind, value)
+            self._numbered[kind] = value  # its event, numbered before, is at or below `last_seq`
         else:
             # A first reading that differs from the last one sent changed while the agent was not
             # running: it began at some time before the agent saw it, which the event says (the hub
             # then bounds the change by what it last knew). A check-in is a press seen as it happened.
             startup = kind in self._first_reading_due and kind != "check"
-            event = outbox.append(kind, value, reading.began, self.boot_id, sensor.staff, startup=startup)
+            # A tamper loop's `ok` clears every fault of the device at the hub (it is let through only
+            # once no contact fails): none is kept as failing either.
+            clears = kind == "fault" and value == "ok"
+            event = outbox.append(
+                kind,
+                value,
+                reading.began,
+                self.boot_id,
+                sensor.staff,
+                startup=startup,
+                failing=frozenset() if clears else None,
+            )
+            if clears:
+                self._failing = set()
+            self._numbered[kind] = value
             log.info("event %s: %s %s", event.id, kind, value)
         self._first_reading_due.discard(kind)
+
+    @staticmethod
+    def _stored_failing(
+        outbox: Outbox | None, last_readings: dict[str, tuple[str, dt.datetime | None]]
+    ) -> frozenset[Kind]:
+        """The contacts failing when the agent last stopped: as the store keeps them, or, for a store of
+        an earlier version, the one the last `fault` value names."""
+        if outbox is None:
+            return frozenset()
+        kept = outbox.failing_contacts()
+        if kept is not None:
+            return frozenset(kind for kind in kept if kind in _CONTACT_KINDS)
+        last = last_readings.get("fault", ("ok", None))[0]
+        return frozenset(kind for kind in _CONTACT_KINDS if fault_code(kind) == last)
 
     def _send_pending(self) -> None:
         # Caller holds the send lock: events leave strictly in (epoch, seq) order, each exactly once
@@ -807,6 +916,7 @@ class EdgeAgent:
         if (
             publisher is None
             or outbox is None
+            or not outbox.usable  # put back, not open yet (`_relink_store_if_lost` tries again)
             or not publisher.is_connected
             or self._replay_due
             or not outbox.confirmed
@@ -869,7 +979,7 @@ class EdgeAgent:
     def _drive_outputs(self, now: Instant) -> None:
         with self._failsafe_lock:
             local = self._failsafe.evaluate(now.mono_ms)
-        hub_drives = self.hub_drives
+        hub_drives = self._hub_hears_us(now, store_follows=self._store_follows)
         alarm = choose_alarm(local, self.indicator, hub_drives)
         if local != self._local_alarm:
             self._local_alarm = local
@@ -907,6 +1017,10 @@ class EdgeAgent:
             return "the hub's indicator"
         if not self.is_connected:
             return "the local fail-safe (the broker is unreachable)"
+        if self._hub_online and self._outbox is not None:
+            return (
+                f"the local fail-safe (the store's thread has not completed a tick for {STORE_STALL_S:g} s)"
+            )
         if self.hub_status is not None and not self.hub_status.online:
             return "the local fail-safe (the hub is offline)"
         return "the local fail-safe (no word from the hub yet)"
@@ -942,6 +1056,8 @@ class EdgeAgent:
         """Publish the online status and replay the outbox, in order, before anything newer."""
         # The hub's retained status comes again after the subscriptions; until then the fail-safe drives.
         self._hub_online = False
+        if self._stopping:
+            return  # (before the send lock: a store's thread stuck in a write at the stop holds it)
         with self._send_lock:
             if self._stopping or self._publisher is None:
                 return
@@ -982,6 +1098,10 @@ class EdgeAgent:
     def on_disconnected(self) -> None:
         """Events stay in the outbox for the next connect; the local fail-safe drives the outputs."""
         self._hub_online = False
+        if self._stopping:
+            # A stop: `start` sets all this again. Not waiting for the send lock, which a store's thread
+            # stuck in a write at the stop holds: paho's `loop_stop` waits for this callback.
+            return
         with self._send_lock:
             self._replay_due = True  # the next connection replays from the oldest event waiting
             self._status_sent, self._connected_ms, self._unannounced = None, None, False
@@ -1025,12 +1145,15 @@ class EdgeAgent:
             log.warning("ignored a message on %s that does not follow the contract: %s", topic, exc)
 
     def _apply_ack(self, ack: AckPayload) -> None:
+        if self._stopping:
+            return  # (before the send lock, as in `on_disconnected`)
         with self._send_lock:
             if self._stopping:
                 return
             outbox = self._writable
-            if outbox is None:
-                # Nothing can be written (or even read): the latest ack waits for the store to open.
+            if outbox is None or not outbox.usable:
+                # Nothing can be written (or even read): the latest ack waits for the store to open
+                # (`_open_outbox_if_due`), or to be opened again where it was put back (`relink`).
                 if self._unapplied_ack is None or (ack.epoch, ack.seq) > (
                     self._unapplied_ack.epoch,
                     self._unapplied_ack.seq,
@@ -1081,6 +1204,8 @@ class EdgeAgent:
     def _take_own_status(self, payload: bytes) -> None:
         """The broker's copy of a status of this device: the one published on this connection, after
         the subscriptions, comes after every retained message they brought, the hub's ack included."""
+        if self._stopping:
+            return  # (before the send lock, as in `on_disconnected`)
         with self._send_lock:
             if self._stopping or self._outbox is None or self._outbox.confirmed:
                 return
@@ -1257,7 +1382,7 @@ class EdgeAgent:
                 settle = self.config.settle_ms if config.settle_ms is None else config.settle_ms
                 # A check button starts released: only a press is ever news.
                 known = False if config.kind == "check" else None
-                failing = self._stored_fault == fault_code(config.kind)
+                failing = config.kind in self._failing
                 with self._sensor_lock:
                     self._debouncers[config.kind] = Debouncer(settle, sensor.active, now, settled=known)
                     self._watches[config.kind] = ContactWatch(

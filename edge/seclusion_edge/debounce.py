@@ -127,7 +127,9 @@ class ContactWatch:
 
     Unstable: a burst that has not settled for `unstable_ms`, or `flap_changes` settled changes within
     `flap_window_ms`. From then on its settled readings are held back (nothing is numbered, nothing
-    reaches the fail-safe: the room keeps the reading last let through); once the contact has not
+    reaches the fail-safe: the room keeps the reading last let through, or, for a flap whose first
+    changes were let through before it was found, the timed reading (`early`) from before it began,
+    let through again); once the contact has not
     moved for `stable_ms` it is sound again, and if its reading then differs from the one last let
     through, that reading is let through, dated so that nothing is under-counted: the level `early`
     (the one that starts or prolongs what is timed: a door closed, a room occupied, an observer absent)
@@ -159,7 +161,10 @@ class ContactWatch:
         self._passed = settled  # the reading last let through, and when it began
         self._passed_at: Instant | None = None
         self._fault_began = faulty_since
-        self._changes: deque[Instant] = deque()
+        # Each settled change counted, with the reading let through before it (the room's reading before
+        # that change): a flap is found at its `flap_changes`-th change, after the earlier ones of the
+        # fault were let through.
+        self._changes: deque[tuple[Instant, bool | None]] = deque()
 
     @property
     def faulty(self) -> bool:
@@ -171,17 +176,20 @@ class ContactWatch:
     ) -> tuple[list[Settled], Health | None]:
         """The readings to let through of those `debouncer.tick` just gave, and the change of health,
         if any, at `now`."""
+        before = self._passed
         for reading in settled:
             if self._passed is not None or self._fault_began is not None:  # a first reading is no change
-                self._changes.append(reading.began)
-        while self._changes and now.mono_ms - self._changes[0].mono_ms > self.flap_window_ms:
+                self._changes.append((reading.began, before))
+            before = reading.active
+        while self._changes and now.mono_ms - self._changes[0][0].mono_ms > self.flap_window_ms:
             self._changes.popleft()
         if self._fault_began is None:
             burst = debouncer.burst_began
+            prior = self._passed
             if burst is not None and now.mono_ms - burst.mono_ms >= self.unstable_ms:
                 began: Instant | None = burst
             elif len(self._changes) >= self.flap_changes:
-                began = self._changes[0]
+                began, prior = self._changes[0]
             else:
                 began = None
             if began is None:
@@ -189,6 +197,15 @@ class ContactWatch:
                     self._passed, self._passed_at = settled[-1].active, settled[-1].began
                 return settled, None
             self._fault_began = began
+            if prior is not None and prior == self.early and self._passed != prior:
+                # A flap's first changes were let through before it was found (the room now holds one of
+                # them, say `open`); the reading from before the fault began is the one held during it,
+                # when it is the timed one: a door shut all along whose magnet rattles is still shut.
+                # Dated at the last reading let through (never before it: the hub applies events in
+                # order), so that the room's reclose grace (semantics 2.4) keeps the episode going.
+                at = self._passed_at if self._passed_at is not None else began
+                self._passed, self._passed_at = prior, at
+                return [Settled(prior, at)], Health(True, began)
             return [], Health(True, began)
         quiet = debouncer.burst_began is None and now.mono_ms - debouncer.last_edge.mono_ms >= self.stable_ms
         if not quiet:

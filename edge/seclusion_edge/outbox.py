@@ -136,6 +136,9 @@ class Outbox:
         # The file this connection has open (device, inode), to notice it deleted or replaced under it.
         self._file = _file_id(path)
         self._live = path  # the file the connection has open: `path`, unless `relink` failed halfway
+        # True when `relink` put the copy in place but could not open it: `_db` is closed, and the next
+        # `relink` opens the copy (nothing else is to be done; `unlinked` says so meanwhile).
+        self._reopen_due = False
 
     @classmethod
     def open(cls, state_dir: Path, device: str, *, wait_s: float = BUSY_TIMEOUT_S) -> Outbox:
@@ -258,10 +261,12 @@ class Outbox:
         staff: str | None = None,
         *,
         startup: bool = False,
+        failing: frozenset[str] | None = None,
     ) -> EventPayload:
         """Number an event, store it in the outbox and remember the reading, in one durable transaction.
         `startup`: the agent's first reading of the sensor since it started, `began` when it first saw it
-        (the event says so: `startup: true`)."""
+        (the event says so: `startup: true`). `failing`: the contacts failing once this event is numbered
+        (a `fault` event's), kept in the same transaction (`failing_contacts`)."""
         with self._lock, self._transaction():
             seq = self._last_seq + 1
             event = EventPayload(
@@ -281,6 +286,8 @@ class Outbox:
                 (self._epoch, seq, dump_payload(event)),
             )
             self._set_meta("last_seq", str(seq))
+            if failing is not None:
+                self._set_meta("failing", ",".join(sorted(failing)))
             if kind != "check":
                 self._db.execute(
                     "INSERT INTO readings (kind, value, ts, boot, mono_ms) VALUES (?, ?, ?, ?, ?) "
@@ -333,6 +340,16 @@ class Outbox:
         with self._lock:
             rows = self._db.execute("SELECT kind, value, ts FROM readings").fetchall()
         return {str(kind): (str(value), self._began(str(kind), ts)) for kind, value, ts in rows}
+
+    def failing_contacts(self) -> frozenset[str] | None:
+        """The contacts whose `fault` this device numbered and has not cleared (`ok`) since, as kept by
+        `append`; None for a store that never kept them (of an earlier version: `last_readings` has the
+        last `fault` value only)."""
+        with self._lock:
+            value = self._meta("failing", "\0")
+        if value == "\0":
+            return None
+        return frozenset(kind for kind in value.split(",") if kind)
 
     def last_reading_clocks(self) -> dict[str, tuple[str, int]]:
         """Each kind's last reading's boot id and monotonic clock (ms) when it began, where both were
@@ -406,12 +423,19 @@ class Outbox:
         directory removed by a cleanup script or by hand) or replaced. SQLite goes on writing into the
         open, unlinked file, which vanishes when it is closed: every event in it would be lost at the
         next restart. A `stat`; a path that cannot be read for another reason counts as still linked."""
+        if self._reopen_due:
+            return True
         if self.read_only or self._file is None:
             return False
         try:
             return _file_id(self.path, strict=True) != self._file
         except OSError:
             return False
+
+    @property
+    def usable(self) -> bool:
+        """False while `relink` has put the store back but could not open it (every use would fail)."""
+        return not self._reopen_due
 
     def relink(self) -> None:
         """Put the store back at its path, whole, after it was deleted or replaced (`unlinked`).
@@ -425,8 +449,15 @@ class Outbox:
         Nothing is renumbered: this store gave out every number up to its last seq, the hub has none
         above it, and `seq` goes on from there. Raises OSError or sqlite3.Error when it cannot: before
         the copy is made, the store goes on in the unlinked file; after (the rename failed), in the
-        copy under its temporary name, `unlinked` still, so that it is tried again."""
+        copy under its temporary name, `unlinked` still, so that it is tried again; after the rename (the
+        copy in place but not opened), closed, `unlinked` and not `usable` until `relink` opens it."""
         with self._lock:
+            if self._reopen_due:
+                # The copy is in place and whole; only its opening failed last time.
+                self._db, self._live, self._file = _connect(self.path), self.path, _file_id(self.path)
+                self._reopen_due = False
+                log.warning("outbox %s is open again, in the copy put back", self.path)
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Never the file the store has open (a failed rename left it under the first name).
             partial = self.path.with_name(
@@ -452,7 +483,15 @@ class Outbox:
                 self._db, self._live, self._file = _connect(partial), partial, _file_id(partial)
                 log.error("outbox %s could not be put back; the store goes on in %s", self.path, partial)
                 raise
-            self._db, self._live = _connect(self.path), self.path
+            try:
+                db = _connect(self.path)
+            except BaseException:
+                # The store is whole at its path, but not open: every use fails (a closed database is an
+                # sqlite3.Error) until `relink`, tried again, opens it.
+                self._reopen_due, self._live = True, self.path
+                log.error("outbox %s was put back but cannot be opened; tried again", self.path)
+                raise
+            self._db, self._live = db, self.path
             self._file = _file_id(self.path)
         log.error(
             "outbox %s was %s while the agent ran; made again from the open store: epoch %d, last seq %d, "

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from seclusion_contract import EventPayload
 from seclusion_edge import EdgeAgent, FakeClock
 from seclusion_edge.debounce import FLAP_CHANGES, FLAP_WINDOW_MS, STABLE_MS, UNSTABLE_BURST_MS
 from seclusion_edge.outbox import Outbox
 from tests.edge.conftest import SETTLE_MS, Bench, door_device
+from tests.hub.rooms import DOOR as DOOR_DEVICE
+from tests.hub.rooms import Room
 
 
 def chatter(agent: EdgeAgent, clock: FakeClock, ms: int) -> None:
@@ -169,3 +173,41 @@ def test_ok_clears_only_when_neither_a_failing_contact_nor_the_tamper_loop_repor
     agent.pin_for("door").drive_high()
     bench.settle(agent, STABLE_MS)
     assert faults()[-1] == "ok"
+
+
+@pytest.mark.parametrize("first", ["open", "closed"])
+def test_a_shut_door_whose_magnet_starts_rattling_stays_an_episode_at_the_hub_and_in_the_fail_safe(
+    bench: Bench, clock: FakeClock, tmp_path: Path, first: str
+) -> None:
+    """A flap is found at its 20th change, its first 19 let through (`first`: a glitch before the rattle
+    or not, which turns the levels over); whichever of them came last, the room then holds the reading
+    from before the fault, `closed`, dated at the last one let through: the episode goes on in the
+    fail-safe and at the hub (reclose grace, semantics 2.4), fed the events the agent numbered."""
+    bench.connect_on_start = False
+    agent = bench.start(door_device(tmp_path / "door"))
+    started = clock.now().wall
+    bench.settle(agent)  # open, released, vacant
+    agent.simulate("occupancy", "occupied")
+    agent.simulate("door", "closed")
+    bench.settle(agent, 12_000)
+    door = agent.pin_for("door")
+    if first == "closed":  # a glitch first: one change more before the flap, the parity turned
+        agent.simulate("door", "open")
+        clock.advance(ms=150)
+        agent.tick()
+    for _ in range(20_000 // 150):
+        if door.state:
+            door.drive_low()
+        else:
+            door.drive_high()
+        clock.advance(ms=150)
+        agent.tick()
+    events = waiting(agent)
+    assert [e.value for e in events if e.kind == "fault"] == ["door-contact-unstable"]
+    assert agent.episode_open and agent.room_state()["door"] == "closed"
+
+    room = Room()
+    for event in events:
+        room.send(DOOR_DEVICE, event.kind, event.value, (event.ts - started).total_seconds())
+    assert room.machine.state.episode is not None, [(e.kind, e.value) for e in events]
+    assert room.machine.state.readings["door"].value == "closed"

@@ -188,6 +188,26 @@ def test_a_store_whose_numbers_are_garbled_is_moved_aside_and_a_new_one_starts_i
     again.close()
 
 
+def test_the_failing_contacts_are_kept_with_the_fault_events_across_a_reopen(tmp_path: Path) -> None:
+    """`readings` keeps one `fault` value; the contacts failing are kept beside it, in the event's own
+    transaction, so that each one failing at a stop starts failing after the restart. A store that
+    never kept them (an earlier version) says None: the agent then reads the last `fault` value."""
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    add(outbox, clock)
+    assert outbox.failing_contacts() is None
+    outbox.append("fault", "door-contact-unstable", clock.now(), "boot-1", failing=frozenset({"door"}))
+    outbox.append(
+        "fault", "lock-contact-unstable", clock.now(), "boot-1", failing=frozenset({"door", "lock"})
+    )
+    outbox.close()
+    outbox = Outbox.open(tmp_path, "calm-1-door")
+    assert outbox.failing_contacts() == frozenset({"door", "lock"})
+    outbox.append("fault", "ok", clock.now(), "boot-1", failing=frozenset())
+    assert outbox.failing_contacts() == frozenset()
+    outbox.close()
+
+
 def test_a_last_reading_whose_time_is_garbled_is_taken_as_not_known_and_the_store_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -423,6 +443,38 @@ def test_a_store_deleted_while_open_is_put_back_whole_and_numbers_on(tmp_path: P
     assert (again.epoch, again.last_seq, again.queued(), again.confirmed) == (0, 4, 3, True)
     assert [e.seq for e in again.pending()] == [2, 3, 4]
     assert again.last_reading("door") == "closed"
+    again.close()
+
+
+def test_a_store_put_back_that_cannot_be_opened_at_once_is_opened_when_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`relink` closes the old connection and renames the copy into place; if opening the copy fails
+    then (a card full for the `-wal`), the store must not be left with a closed connection for good:
+    it says `unlinked` (and not `usable`), and the next `relink` opens the copy, numbers going on."""
+    clock = FakeClock()
+    state = tmp_path / "state"
+    outbox = Outbox.open(state, "calm-1-door")
+    add(outbox, clock)
+    shutil.rmtree(state)
+    connect = outbox_module._connect
+
+    def full(path: Path, wait_s: float = outbox_module.BUSY_TIMEOUT_S) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(outbox_module, "_connect", full)
+    with pytest.raises(sqlite3.OperationalError):
+        outbox.relink()
+    assert outbox.unlinked and not outbox.usable
+    with pytest.raises(sqlite3.Error):
+        add(outbox, clock)
+    monkeypatch.setattr(outbox_module, "_connect", connect)
+    outbox.relink()
+    assert outbox.usable and not outbox.unlinked
+    assert add(outbox, clock) == 2
+    outbox.close()
+    again = Outbox.open(state, "calm-1-door")
+    assert [e.seq for e in again.pending()] == [1, 2]
     again.close()
 
 

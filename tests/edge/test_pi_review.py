@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from gpiozero.pins.mock import MockFactory
 
 from seclusion_contract import format_ts
 from seclusion_edge import EdgeAgent, FakeClock
+from seclusion_edge import agent as agent_module
 from seclusion_edge.outbox import Outbox
 from tests.edge.conftest import SETTLE_MS, Bench, door_device, panel_device
 from tests.edge.hub_double import HubDouble
@@ -416,3 +418,58 @@ def test_after_a_broker_crash_the_replay_reaches_the_hub_in_order(
             hub.close()
         if restarted is not None:
             restarted.stop()
+
+
+def test_a_stop_waits_for_a_stuck_store_write_at_most_busy_timeout_s(
+    bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/edge.md: `stop()` waits for a write in progress at most BUSY_TIMEOUT_S (here 0.05 s). A worn
+    card stalled in an fsync never returns: the stop goes on without the store's thread (the outputs off,
+    the pins released, the farewell published) and leaves the store to it, instead of hanging."""
+    monkeypatch.setattr(agent_module, "BUSY_TIMEOUT_S", 0.05)
+    agent = EdgeAgent(
+        door_device(tmp_path / "door", outputs=DOOR_OUTPUTS),
+        pin_factory=MockFactory(),
+        clock=clock,
+        publisher_factory=bench.factory,
+        tick_interval_s=0.005,
+        boot_id="boot-1",
+    )
+    bench.agents.append(agent)
+    entered, release = threading.Event(), threading.Event()
+    record = agent._record_or_keep_queued
+
+    def stalled() -> None:  # the store's thread, in a write that does not return until released
+        entered.set()
+        release.wait(10)
+        record()
+
+    monkeypatch.setattr(agent, "_record_or_keep_queued", stalled)
+    agent.start()
+    outbox = agent._outbox
+    assert outbox is not None
+    worker = agent._store_worker
+    assert worker is not None
+    try:
+        assert entered.wait(5), "the store's thread never ticked"
+        started = time.monotonic()
+        agent.stop()
+        assert time.monotonic() - started < 5
+        assert not agent._running and bench.link.stopped
+        assert worker.is_alive()  # still in its write, the store left to it
+
+        # paho's loop_stop waits for its callbacks, which must not wait for the send lock the stuck
+        # thread holds: a disconnect and an ack arriving during the stop return at once.
+        def network_thread() -> None:
+            agent.on_disconnected()
+            agent.on_message(agent._ack_topic, b'{"v": 1, "epoch": 0, "seq": 1}')
+
+        late = threading.Thread(target=network_thread)
+        late.start()
+        late.join(5)
+        assert not late.is_alive() and agent.rejected_messages == 0
+    finally:
+        release.set()
+        worker.join(5)
+        outbox.close()
+    assert not worker.is_alive()
