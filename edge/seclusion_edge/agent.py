@@ -96,11 +96,6 @@ SEND_BATCH: Final = 200
 PEER_CLOCK_SAMPLES: Final = 6
 # How often the tick tries again to open a store that could not be opened (a full or read-only card).
 REOPEN_INTERVAL_S: Final = 5.0
-# How long the store's thread may go without completing a tick (a write that waits: another process's
-# lock, up to BUSY_TIMEOUT_S; a worn card stalled in an fsync, without bound) before the local fail-safe
-# takes the buzzer and LED back from the hub: its events and heartbeats go out on that thread, so the
-# hub, online as it may be, hears nothing of this device meanwhile.
-STORE_STALL_S: Final = 5.0
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
 POLICY_FILE: Final = "failsafe-config.json"
 
@@ -258,10 +253,6 @@ class EdgeAgent:
         # that waits (another process's lock, a card stalled in an fsync) never holds up the alarm.
         self._store_worker: threading.Thread | None = None
         self._store_wake = threading.Event()
-        # When the store's tick last completed (or the agent started): `hub_drives` checks it; and
-        # True while `tick()` by hand runs the alarm's half, the store's to follow in the same call.
-        self._store_ticked_ms = 0
-        self._store_follows = False
         # Readings the alarm's tick settled, in order, for the store's tick to number.
         self._handoff_lock = threading.Lock()
         self._handoff: list[Noted] = []
@@ -370,7 +361,6 @@ class EdgeAgent:
         self._publisher = publisher
         now = self._clock.now()
         self._started_ms = now.mono_ms
-        self._store_ticked_ms = now.mono_ms
         self._next_heartbeat_ms = now.mono_ms
         self._next_open_ms = now.mono_ms + round(REOPEN_INTERVAL_S * 1000)
         self._running = True
@@ -575,21 +565,8 @@ class EdgeAgent:
     @property
     def hub_drives(self) -> bool:
         """True while the room's indicator drives the outputs: connected, the hub said online, and the
-        hub hears this device: not while the store's numbers cannot be read (no status, no heartbeat),
-        nor while the store's thread has not completed a tick for STORE_STALL_S (stuck in a write: the
-        events and heartbeats it sends wait with it)."""
-        return self._hub_hears_us(self._clock.now())
-
-    def _hub_hears_us(self, now: Instant, *, store_follows: bool = False) -> bool:
-        """`hub_drives` at `now`; `store_follows`: the store's tick runs next, in this call (`tick()` by
-        hand), so the time since its last one is no stall."""
-        stalled = now.mono_ms - self._store_ticked_ms >= round(STORE_STALL_S * 1000)
-        return (
-            self.is_connected
-            and self._hub_online
-            and self._outbox is not None
-            and (store_follows or not stalled)
-        )
+        hub hears this device (not while the store's numbers cannot be read: no status, no heartbeat)."""
+        return self.is_connected and self._hub_online and self._outbox is not None
 
     @property
     def episode_open(self) -> bool:
@@ -641,11 +618,7 @@ class EdgeAgent:
         ticker, each has its own thread, so that the alarm never waits for the SD card."""
         if not self._running:
             return
-        self._store_follows = True  # its time since the last store tick is no stall (`_hub_hears_us`)
-        try:
-            self._tick_alarm()
-        finally:
-            self._store_follows = False
+        self._tick_alarm()
         self._tick_store()
 
     def _tick_alarm(self) -> None:
@@ -725,7 +698,6 @@ class EdgeAgent:
             self._confirm_if_waited_too_long(now)
             self._send_pending()
             self._send_heartbeat_if_due(now)
-            self._store_ticked_ms = self._clock.now().mono_ms
 
     def _in_order(self, now: Instant) -> list[tuple[Kind, Settled]]:
         """The settled readings that may be numbered now, in the order they began (semantics 1: the hub
@@ -839,9 +811,6 @@ class EdgeAgent:
             self._relink_failed = True
             return
         self._relink_failed = False
-        ack, self._unapplied_ack = self._unapplied_ack, None
-        if ack is not None:
-            self._apply_ack(ack)  # one that came while the store was put back but not open
         if self._policy_raw is not None:
             self._store_policy(self._policy_raw)  # the fail-safe's numbers were beside it
 
@@ -916,7 +885,6 @@ class EdgeAgent:
         if (
             publisher is None
             or outbox is None
-            or not outbox.usable  # put back, not open yet (`_relink_store_if_lost` tries again)
             or not publisher.is_connected
             or self._replay_due
             or not outbox.confirmed
@@ -979,7 +947,7 @@ class EdgeAgent:
     def _drive_outputs(self, now: Instant) -> None:
         with self._failsafe_lock:
             local = self._failsafe.evaluate(now.mono_ms)
-        hub_drives = self._hub_hears_us(now, store_follows=self._store_follows)
+        hub_drives = self.hub_drives
         alarm = choose_alarm(local, self.indicator, hub_drives)
         if local != self._local_alarm:
             self._local_alarm = local
@@ -1017,10 +985,6 @@ class EdgeAgent:
             return "the hub's indicator"
         if not self.is_connected:
             return "the local fail-safe (the broker is unreachable)"
-        if self._hub_online and self._outbox is not None:
-            return (
-                f"the local fail-safe (the store's thread has not completed a tick for {STORE_STALL_S:g} s)"
-            )
         if self.hub_status is not None and not self.hub_status.online:
             return "the local fail-safe (the hub is offline)"
         return "the local fail-safe (no word from the hub yet)"
@@ -1151,9 +1115,8 @@ class EdgeAgent:
             if self._stopping:
                 return
             outbox = self._writable
-            if outbox is None or not outbox.usable:
-                # Nothing can be written (or even read): the latest ack waits for the store to open
-                # (`_open_outbox_if_due`), or to be opened again where it was put back (`relink`).
+            if outbox is None:
+                # Nothing can be written (or even read): the latest ack waits for the store to open.
                 if self._unapplied_ack is None or (ack.epoch, ack.seq) > (
                     self._unapplied_ack.epoch,
                     self._unapplied_ack.seq,

@@ -136,9 +136,6 @@ class Outbox:
         # The file this connection has open (device, inode), to notice it deleted or replaced under it.
         self._file = _file_id(path)
         self._live = path  # the file the connection has open: `path`, unless `relink` failed halfway
-        # True when `relink` put the copy in place but could not open it: `_db` is closed, and the next
-        # `relink` opens the copy (nothing else is to be done; `unlinked` says so meanwhile).
-        self._reopen_due = False
 
     @classmethod
     def open(cls, state_dir: Path, device: str, *, wait_s: float = BUSY_TIMEOUT_S) -> Outbox:
@@ -423,19 +420,12 @@ class Outbox:
         directory removed by a cleanup script or by hand) or replaced. SQLite goes on writing into the
         open, unlinked file, which vanishes when it is closed: every event in it would be lost at the
         next restart. A `stat`; a path that cannot be read for another reason counts as still linked."""
-        if self._reopen_due:
-            return True
         if self.read_only or self._file is None:
             return False
         try:
             return _file_id(self.path, strict=True) != self._file
         except OSError:
             return False
-
-    @property
-    def usable(self) -> bool:
-        """False while `relink` has put the store back but could not open it (every use would fail)."""
-        return not self._reopen_due
 
     def relink(self) -> None:
         """Put the store back at its path, whole, after it was deleted or replaced (`unlinked`).
@@ -449,15 +439,8 @@ class Outbox:
         Nothing is renumbered: this store gave out every number up to its last seq, the hub has none
         above it, and `seq` goes on from there. Raises OSError or sqlite3.Error when it cannot: before
         the copy is made, the store goes on in the unlinked file; after (the rename failed), in the
-        copy under its temporary name, `unlinked` still, so that it is tried again; after the rename (the
-        copy in place but not opened), closed, `unlinked` and not `usable` until `relink` opens it."""
+        copy under its temporary name, `unlinked` still, so that it is tried again."""
         with self._lock:
-            if self._reopen_due:
-                # The copy is in place and whole; only its opening failed last time.
-                self._db, self._live, self._file = _connect(self.path), self.path, _file_id(self.path)
-                self._reopen_due = False
-                log.warning("outbox %s is open again, in the copy put back", self.path)
-                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Never the file the store has open (a failed rename left it under the first name).
             partial = self.path.with_name(
@@ -483,15 +466,7 @@ class Outbox:
                 self._db, self._live, self._file = _connect(partial), partial, _file_id(partial)
                 log.error("outbox %s could not be put back; the store goes on in %s", self.path, partial)
                 raise
-            try:
-                db = _connect(self.path)
-            except BaseException:
-                # The store is whole at its path, but not open: every use fails (a closed database is an
-                # sqlite3.Error) until `relink`, tried again, opens it.
-                self._reopen_due, self._live = True, self.path
-                log.error("outbox %s was put back but cannot be opened; tried again", self.path)
-                raise
-            self._db, self._live = db, self.path
+            self._db, self._live = _connect(self.path), self.path
             self._file = _file_id(self.path)
         log.error(
             "outbox %s was %s while the agent ran; made again from the open store: epoch %d, last seq %d, "

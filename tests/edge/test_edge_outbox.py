@@ -446,38 +446,6 @@ def test_a_store_deleted_while_open_is_put_back_whole_and_numbers_on(tmp_path: P
     again.close()
 
 
-def test_a_store_put_back_that_cannot_be_opened_at_once_is_opened_when_tried_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`relink` closes the old connection and renames the copy into place; if opening the copy fails
-    then (a card full for the `-wal`), the store must not be left with a closed connection for good:
-    it says `unlinked` (and not `usable`), and the next `relink` opens the copy, numbers going on."""
-    clock = FakeClock()
-    state = tmp_path / "state"
-    outbox = Outbox.open(state, "calm-1-door")
-    add(outbox, clock)
-    shutil.rmtree(state)
-    connect = outbox_module._connect
-
-    def full(path: Path, wait_s: float = outbox_module.BUSY_TIMEOUT_S) -> sqlite3.Connection:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    monkeypatch.setattr(outbox_module, "_connect", full)
-    with pytest.raises(sqlite3.OperationalError):
-        outbox.relink()
-    assert outbox.unlinked and not outbox.usable
-    with pytest.raises(sqlite3.Error):
-        add(outbox, clock)
-    monkeypatch.setattr(outbox_module, "_connect", connect)
-    outbox.relink()
-    assert outbox.usable and not outbox.unlinked
-    assert add(outbox, clock) == 2
-    outbox.close()
-    again = Outbox.open(state, "calm-1-door")
-    assert [e.seq for e in again.pending()] == [1, 2]
-    again.close()
-
-
 def test_a_file_that_replaced_the_open_store_is_moved_aside_not_overwritten(tmp_path: Path) -> None:
     clock = FakeClock()
     outbox = Outbox.open(tmp_path, "calm-1-door")

@@ -13,7 +13,6 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from seclusion_contract import format_ts
 from seclusion_edge import EdgeAgent, EdgeConfig, FakeClock, WiringError
-from seclusion_edge.agent import STORE_STALL_S
 from seclusion_edge.failsafe import Alarm
 from tests.edge.conftest import SETTLE_MS, Bench, FakeLink, door_device, panel_device
 
@@ -606,28 +605,3 @@ def test_stopping_the_agent_silences_and_releases_the_outputs(
     panel.stop()
     assert not factory.pin(13).state and not factory.pin(26).state
     assert panel.alarm.level == "none"
-
-
-def test_the_hub_drives_again_once_the_stores_thread_completes_a_tick_and_a_short_wait_keeps_it(
-    bench: Bench, clock: FakeClock, tmp_path: Path
-) -> None:
-    """`STORE_STALL_S` (5 s): a store tick that waits less (another process's lock for a moment) leaves
-    the outputs with the hub; at 5 s without one the local fail-safe takes them; the next tick the
-    store's thread completes hands them back. `tick()` by hand, both halves, is never a stall."""
-    agent = bench.start(door_device(tmp_path / "door", outputs={"buzzer": 18, "led": 23}))
-    bench.settle(agent)
-    bench.link.deliver("seclusion/v1/_hub/status", {"v": 1, "online": True})
-    agent.tick()
-    clock.advance(seconds=STORE_STALL_S * 3)
-    agent.tick()  # a long step of the fake clock: the store's half follows in the same call
-    assert agent.alarm.driver == "hub"
-    for _ in range(round(STORE_STALL_S * 1000) // 20 - 1):
-        clock.advance(ms=20)
-        agent._tick_alarm()
-    assert agent.hub_drives and agent.alarm.driver == "hub"
-    clock.advance(ms=20)
-    agent._tick_alarm()
-    assert not agent.hub_drives and agent.alarm.driver == "local"
-    agent._tick_store()
-    agent._tick_alarm()
-    assert agent.hub_drives and agent.alarm.driver == "hub"
