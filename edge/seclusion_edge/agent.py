@@ -695,9 +695,30 @@ class EdgeAgent:
             self._relink_store_if_lost(now)
             self._unrecorded.extend(settled)
             self._record_or_keep_queued()
+            self._forget_mended()
             self._confirm_if_waited_too_long(now)
             self._send_pending()
             self._send_heartbeat_if_due(now)
+
+    def _forget_mended(self) -> None:
+        """A contact kept as failing that is sound again (its watch let its readings through), while
+        another still fails (so no `ok`): no longer kept as failing, so that a restart does not start it
+        failing (caller holds the send lock). Only ever removes: a new fault is kept with its event."""
+        if not self._failing or self._unrecorded:
+            return  # (a fault's event still waiting to be numbered: judged once it is)
+        with self._sensor_lock:
+            mended = {
+                kind for kind in self._failing if kind in self._watches and not self._watches[kind].faulty
+            }
+        outbox = self._writable
+        if not mended or outbox is None:
+            return
+        try:
+            outbox.keep_failing(frozenset(self._failing - mended))
+        except Exception:
+            log.exception("the contacts sound again could not be stored; tried again at the next tick")
+            return
+        self._failing -= mended
 
     def _in_order(self, now: Instant) -> list[tuple[Kind, Settled]]:
         """The settled readings that may be numbered now, in the order they began (semantics 1: the hub

@@ -348,6 +348,12 @@ class Outbox:
             return None
         return frozenset(kind for kind in value.split(",") if kind)
 
+    def keep_failing(self, failing: frozenset[str]) -> None:
+        """The contacts failing now, where some were found sound again with no event to carry it (no
+        `ok` while another contact still fails): kept for the next start (`failing_contacts`)."""
+        with self._lock, self._transaction():
+            self._set_meta("failing", ",".join(sorted(failing)))
+
     def last_reading_clocks(self) -> dict[str, tuple[str, int]]:
         """Each kind's last reading's boot id and monotonic clock (ms) when it began, where both were
         kept (not by a store of an earlier version): within that boot, its age is measured on the

@@ -79,3 +79,47 @@ def test_a_stop_with_the_store_stuck_and_the_broker_unreachable_does_not_hang_in
         release.set()
         if stopper is not None:
             stopper.join(10)
+
+
+def test_a_contact_sound_again_at_the_stop_does_not_start_failing_after_the_restart(
+    bench: Any, clock: Any, tmp_path: Path
+) -> None:
+    """The door's contact flaps and the lock's chatters: both faults numbered. The door is mended (held
+    still, closed) while the lock still chatters, so no `ok` is sent, and its reading is let through
+    again. The agent restarts: the door must start sound (its reading in the heartbeat's `state` once
+    settled), not failing with the lock because the kept set of failing contacts only ever grew."""
+    from tests.edge.conftest import SETTLE_MS
+    from tests.edge.test_edge_fixes_review import DOOR, LOCK, OCCUPANCY, toggle, waiting
+
+    bench.connect_on_start = False
+    config = door_device(tmp_path / "door", sensors=[DOOR, LOCK, OCCUPANCY])
+    first = bench.start(config)
+    bench.settle(first)
+    door, lock = first.pin_for("door"), first.pin_for("lock")
+    for step in range(12_000 // 10):  # the door flaps every 150 ms; from 4 s, the lock chatters too
+        if step % 15 == 0:
+            toggle(door)
+        if step >= 400:
+            toggle(lock)
+        clock.advance(ms=10)
+        if step % 2:
+            first.tick()
+    assert [e.value for e in waiting(first) if e.kind == "fault"] == [
+        "door-contact-unstable",
+        "lock-contact-unstable",
+    ]
+    door.drive_low()  # mended: closed, and still from now on
+    for step in range(15_000 // 10):  # the lock chatters on
+        toggle(lock)
+        clock.advance(ms=10)
+        if step % 2:
+            first.tick()
+    assert "door" in first.readings(), "the mended door's reading is let through again"
+    first.stop()
+
+    second = bench.start(config)
+    for _ in range(3):
+        clock.advance(ms=SETTLE_MS + 10)
+        second.tick()
+    # (its pin is read anew: the mock's level after a restart is its pull's) not held back as failing
+    assert "door" in second.readings(), second.readings()
