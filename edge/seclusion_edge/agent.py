@@ -54,6 +54,7 @@ import os
 import sqlite3
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, get_args
@@ -1301,19 +1302,13 @@ class EdgeAgent:
             )
         # The hub declares a device offline after 3 heartbeats; follow its heartbeat when it sets one.
         if "heartbeat_s" in policy.model_fields_set:
-            # The send lock unless a stop comes meanwhile (paho's thread: as `_next_will`).
-            locked = False
-            while not self._stopping and not (locked := self._send_lock.acquire(timeout=0.1)):
-                pass
-            if locked:
-                try:
+            with self._send_lock_unless_stopping() as locked:
+                if locked:
                     self._heartbeat_ms = round(policy.heartbeat_s * 1000)
                     if self._last_heartbeat_ms is not None:
                         self._next_heartbeat_ms = min(
                             self._next_heartbeat_ms, self._last_heartbeat_ms + self._heartbeat_ms
                         )
-                finally:
-                    self._send_lock.release()
 
     # ---------------------------------------------------------------------------------- internals
 
@@ -1411,14 +1406,20 @@ class EdgeAgent:
         """Just before each CONNECT (the publisher's network thread): a new name for the connection about
         to open, and its Last Will. Named apart from every one before, so that the hub can tell that
         connection's will, should the broker deliver it again, from the next one's."""
-        # The send lock, unless a stop comes meanwhile (paho reconnecting while `loop_stop` waits for it):
-        # a store's thread stuck in a write at the stop holds the lock, and would hold the stop with it.
+        with self._send_lock_unless_stopping():
+            self._conn_ms = max(self._clock.now().mono_ms, self._conn_ms + 1)
+            return self._will()
+
+    @contextlib.contextmanager
+    def _send_lock_unless_stopping(self) -> Iterator[bool]:
+        """The send lock for paho's network thread, unless a stop begins while it waits (True: held).
+        `loop_stop` waits for that thread, and a store's thread stuck in a write at the stop holds the
+        lock: waiting for it would hold the stop with it."""
         locked = False
         while not self._stopping and not (locked := self._send_lock.acquire(timeout=0.1)):
             pass
         try:
-            self._conn_ms = max(self._clock.now().mono_ms, self._conn_ms + 1)
-            return self._will()
+            yield locked
         finally:
             if locked:
                 self._send_lock.release()
