@@ -45,6 +45,27 @@ def toggle(pin: Any) -> None:
         pin.drive_high()
 
 
+def door_and_lock_failing(bench: Bench, clock: FakeClock, tmp_path: Path) -> tuple[Any, EdgeAgent]:
+    """A door device (door, lock, occupancy) whose door contact flaps (each level holds 150 ms) and, from
+    4 s, whose lock contact chatters too: both faults numbered. Its config, and the agent."""
+    bench.connect_on_start = False
+    config = door_device(tmp_path / "door", sensors=[DOOR, LOCK, OCCUPANCY])
+    agent = bench.start(config)
+    bench.settle(agent)  # open, released, vacant
+    door, lock = agent.pin_for("door"), agent.pin_for("lock")
+    for step in range(12_000 // 10):
+        if step % 15 == 0:
+            toggle(door)
+        if step >= 400:
+            toggle(lock)
+        clock.advance(ms=10)
+        if step % 2:
+            agent.tick()
+    faults = [e.value for e in waiting(agent) if e.kind == "fault"]
+    assert faults == ["door-contact-unstable", "lock-contact-unstable"]
+    return config, agent
+
+
 # ------------------------------------------------------------------- the heartbeat's state during a fault
 
 
@@ -104,21 +125,7 @@ def test_every_contact_failing_at_a_stop_starts_failing_after_the_restart(
     (`readings` has one row per kind), so only the lock starts failing; the door starts sound and its
     flapping is numbered again, a door event every 150 ms (an episode opened and ended at the hub each
     time the room reads occupied) until 20 changes have been counted once more."""
-    bench.connect_on_start = False
-    config = door_device(tmp_path / "door", sensors=[DOOR, LOCK, OCCUPANCY])
-    first = bench.start(config)
-    bench.settle(first)  # open, released, vacant
-    door, lock = first.pin_for("door"), first.pin_for("lock")
-    for step in range(12_000 // 10):  # the door flaps every 150 ms; from 4 s, the lock chatters too
-        if step % 15 == 0:
-            toggle(door)
-        if step >= 400:
-            toggle(lock)
-        clock.advance(ms=10)
-        if step % 2:
-            first.tick()
-    faults = [e.value for e in waiting(first) if e.kind == "fault"]
-    assert faults == ["door-contact-unstable", "lock-contact-unstable"]
+    config, first = door_and_lock_failing(bench, clock, tmp_path)
     first.stop()
 
     second = bench.start(config)

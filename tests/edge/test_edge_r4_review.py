@@ -89,25 +89,10 @@ def test_a_contact_sound_again_at_the_stop_does_not_start_failing_after_the_rest
     again. The agent restarts: the door must start sound (its reading in the heartbeat's `state` once
     settled), not failing with the lock because the kept set of failing contacts only ever grew."""
     from tests.edge.conftest import SETTLE_MS
-    from tests.edge.test_edge_fixes_review import DOOR, LOCK, OCCUPANCY, toggle, waiting
+    from tests.edge.test_edge_fixes_review import door_and_lock_failing, toggle
 
-    bench.connect_on_start = False
-    config = door_device(tmp_path / "door", sensors=[DOOR, LOCK, OCCUPANCY])
-    first = bench.start(config)
-    bench.settle(first)
+    config, first = door_and_lock_failing(bench, clock, tmp_path)
     door, lock = first.pin_for("door"), first.pin_for("lock")
-    for step in range(12_000 // 10):  # the door flaps every 150 ms; from 4 s, the lock chatters too
-        if step % 15 == 0:
-            toggle(door)
-        if step >= 400:
-            toggle(lock)
-        clock.advance(ms=10)
-        if step % 2:
-            first.tick()
-    assert [e.value for e in waiting(first) if e.kind == "fault"] == [
-        "door-contact-unstable",
-        "lock-contact-unstable",
-    ]
     door.drive_low()  # mended: closed, and still from now on
     for step in range(15_000 // 10):  # the lock chatters on
         toggle(lock)

@@ -18,6 +18,7 @@ from seclusion_hub.core.incident import STATUSES
 from seclusion_hub.models import EpisodeRecord, IncidentRecord
 from seclusion_hub.record_store import RecordStore, _overdue
 from seclusion_hub.store import Store
+from tests.hub.test_store import every_page
 
 T0 = dt.datetime(2026, 10, 25, 0, 30, 0, 123000, tzinfo=dt.UTC)
 SITES = ("test-school", "other-school")
@@ -156,16 +157,8 @@ def test_overdue_and_next_deadline_as_before(store: Store) -> None:
 def test_api_lists_page_through_every_row_once(store: Store) -> None:
     _fill(store)
 
-    def pages(read: Any) -> list[str]:
-        found, cursor = [], None
-        while True:
-            rows, cursor = read(cursor)
-            found += [r.id for r in rows]
-            if cursor is None:
-                return found
-
     for is_open in (None, True, False):
-        ids = pages(lambda c, is_open=is_open: store.list_episodes(None, SITES[0], None, is_open, 7, c))
+        ids = every_page(lambda c, is_open=is_open: store.list_episodes(None, SITES[0], None, is_open, 7, c))
         assert len(ids) == len(set(ids))
         with store.session() as s:
             q = select(EpisodeRecord).where(EpisodeRecord.site == SITES[0])
@@ -178,7 +171,7 @@ def test_api_lists_page_through_every_row_once(store: Store) -> None:
             rows = s.exec(q).all()
         assert ids == [r.id for r in sorted(rows, key=lambda r: (r.started_at, r.id), reverse=True)]
     for status in (None, *STATUSES):
-        ids = pages(lambda c, status=status: store.list_incidents(None, SITES[1], status, 4, c))
+        ids = every_page(lambda c, status=status: store.list_incidents(None, SITES[1], status, 4, c))
         with store.session() as s:
             iq = select(IncidentRecord).where(IncidentRecord.site == SITES[1])
             if status is not None:

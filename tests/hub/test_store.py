@@ -383,6 +383,17 @@ def test_a_loss_flag_never_writes_over_a_change_committed_since_it_read_the_epis
         store.close()
 
 
+def every_page(read: Any) -> list[str]:
+    """The ids of a list read page after page (`read(cursor)`: a page and the next cursor) to its end."""
+    found: list[str] = []
+    cursor = None
+    while True:
+        rows, cursor = read(cursor)
+        found += [r.id for r in rows]
+        if cursor is None:
+            return found
+
+
 def _episode_data(store: Store, episode_id: str) -> str:
     row = store.get_episode(episode_id)
     assert row is not None
@@ -1067,28 +1078,26 @@ def test_the_history_reads_return_the_rows_and_order_they_did(store: Store) -> N
         s.add_all([*incidents, *alerts])
         s.commit()
 
-    def pages(read: Any) -> list[str]:
-        found, cursor = [], None
-        while True:
-            rows, cursor = read(cursor)
-            found += [r.id for r in rows]
-            if cursor is None:
-                return found
-
     def newest(rows: list[Any], when: str) -> list[str]:
         return [r.id for r in sorted(rows, key=lambda r: (getattr(r, when), r.id), reverse=True)]
 
     mine = [e for e in episodes if e.site == site]
-    assert pages(lambda c: store.list_episodes(None, site, None, None, 4, c)) == newest(mine, "started_at")
+    assert every_page(lambda c: store.list_episodes(None, site, None, None, 4, c)) == newest(
+        mine, "started_at"
+    )
     records = [i for i in incidents if i.site == site]
-    assert pages(lambda c: store.list_incidents([site], site, None, 4, c)) == newest(records, "opened_at")
+    assert every_page(lambda c: store.list_incidents([site], site, None, 4, c)) == newest(
+        records, "opened_at"
+    )
     waiting = [i for i in records if i.status == "awaiting_record"]
     assert len(waiting) > 1
-    assert pages(lambda c: store.list_incidents(None, site, "awaiting_record", 1, c)) == newest(
+    assert every_page(lambda c: store.list_incidents(None, site, "awaiting_record", 1, c)) == newest(
         waiting, "opened_at"
     )
     ours = [a for a in alerts if a.site == site]
-    assert pages(lambda c: store.list_alerts([site], None, None, None, 5, c)) == newest(ours, "raised_at")
+    assert every_page(lambda c: store.list_alerts([site], None, None, None, 5, c)) == newest(
+        ours, "raised_at"
+    )
 
     records_store = RecordStore(store.engine)
     start, end = T0 + hour, T0 + 6 * hour
