@@ -639,9 +639,7 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
             _resolve(alert, now, None, due.notes.get(key) or _ended_note(alert), None)
             effects.append(AlertSaved(alert, "resolved"))
         if not alert.active:
-            # Stored by its AlertSaved; the book keeps only its key from now on.
-            del book.alerts[key]
-            book.resolved[key] = alert.episode_id or ""
+            _keep_key_only(book, key, alert)
     for key, episode in list(book.resolved.items()):
         if key not in seen and key not in due.still and (not episode or episode not in ctx.keep_episodes):
             # Resolved, its condition gone, and its episode past: nothing could raise it again.
@@ -656,6 +654,12 @@ def reconcile(book: AlertBook, due: Due, ctx: AlertContext, now: dt.datetime) ->
     effects.extend(_sends_due(book, ctx, now))
     effects.extend(_indicator(book, ctx, now))
     return effects
+
+
+def _keep_key_only(book: AlertBook, key: str, alert: Alert) -> None:
+    """A resolved alert, stored by its AlertSaved: the book keeps only its key from now on."""
+    del book.alerts[key]
+    book.resolved[key] = alert.episode_id or ""
 
 
 def reconsider(
@@ -679,8 +683,7 @@ def reconsider(
         note = (due.notes.get(key) if cond is None else None) or _ended_note(alert)
         _resolve(alert, now, None, note, cond.ended_at if cond is not None else None)
         effects.append(AlertSaved(alert, "resolved"))
-        del book.alerts[key]
-        book.resolved[key] = alert.episode_id or ""
+        _keep_key_only(book, key, alert)
     if effects:
         effects.extend(_indicator(book, ctx, now))
     return effects
