@@ -825,6 +825,8 @@ class StoredRows:
     # timed it otherwise (a corrected clock), else `ts`
     receive_lag: list[float]
     write_lag: list[float]  # hub stored_at (its batch's write) minus the event's own ts
+    # (device, seq) -> (receive lag, write lag), to set them beside the publish time of the same event
+    by_event: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
 
 
 def read_database(url: str, epoch: int, since: dt.datetime) -> StoredRows:
@@ -837,11 +839,13 @@ def read_database(url: str, epoch: int, since: dt.datetime) -> StoredRows:
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(
+                sa.select(
                     sa.func.coalesce(EventRecord.device_ts, EventRecord.ts),
-                    EventRecord.received_at,
-                    EventRecord.stored_at,
-                ).where(EventRecord.site == SITE, EventRecord.epoch == epoch)
+                    col(EventRecord.received_at),
+                    col(EventRecord.stored_at),
+                    col(EventRecord.device),
+                    col(EventRecord.seq),
+                ).where(col(EventRecord.site) == SITE, col(EventRecord.epoch) == epoch)
             ).all()
             dead = conn.execute(
                 select(sa.func.count())
@@ -851,9 +855,15 @@ def read_database(url: str, epoch: int, since: dt.datetime) -> StoredRows:
             ).scalar_one()
     finally:
         engine.dispose()
-    lags = [(received - ts).total_seconds() for ts, received, _ in rows]
-    writes = [(stored - ts).total_seconds() for ts, _, stored in rows]
-    return StoredRows(events=len(rows), dead_letters=int(dead), receive_lag=lags, write_lag=writes)
+    by_event = {
+        (device, seq): ((received - ts).total_seconds(), (stored - ts).total_seconds())
+        for ts, received, stored, device, seq in rows
+    }
+    lags = [lag for lag, _ in by_event.values()]
+    writes = [write for _, write in by_event.values()]
+    return StoredRows(
+        events=len(rows), dead_letters=int(dead), receive_lag=lags, write_lag=writes, by_event=by_event
+    )
 
 
 # --- figures ---------------------------------------------------------------------------------------------
@@ -915,6 +925,33 @@ def timeline(pairs: list[tuple[float, float]], start: float, step: float = 0.5) 
         ms = [round(x * 1000, 1) for x in (percentile(v, 0.5), percentile(v, 0.99), v[-1])]
         rows.append([round(k * step, 2), len(v), *ms])
     return rows
+
+
+def stage_timelines(
+    logs: list[DeviceLog], bare: BareResult, rows: StoredRows, start: float
+) -> dict[str, list[list[float]]]:
+    """The same half-second windows of publish time for each stage an event passes, so that a slow
+    window of the stored latency can be placed: the broker (the bare client hears it late too), the
+    hub's receiving (received_at late), its batch (stored_at late) or the way back (only the ack late).
+    The database's times are wall clock to the millisecond, the publish times monotonic: the hub's lags
+    are taken from the event's own `ts` (its publish time) and only placed by the monotonic time."""
+    bare_pairs: list[tuple[float, float]] = []
+    received: list[tuple[float, float]] = []
+    written: list[tuple[float, float]] = []
+    for log in logs:
+        for seq, published in zip(log.seqs, log.published, strict=True):
+            arrived = bare.first_arrival.get((log.device, seq))
+            if arrived is not None:
+                bare_pairs.append((published, arrived - published))
+            lags = rows.by_event.get((log.device, seq))
+            if lags is not None:
+                received.append((published, lags[0]))
+                written.append((published, lags[1]))
+    return {
+        "bare": timeline(bare_pairs, start),
+        "hub_received": timeline(received, start),
+        "hub_written": timeline(written, start),
+    }
 
 
 def bare_latencies(logs: list[DeviceLog], bare: BareResult) -> tuple[list[float], float, int]:
@@ -1331,6 +1368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": stored_rate / bare_rate if bare_rate else 0.0,
             "stored_latency": dataclasses.asdict(Summary.of(stored_lat)),
             "stored_latency_timeline": timeline(stored_pairs, first_pub),
+            "stage_timelines": stage_timelines(logs, bare_result, rows, first_pub),
             "bare_latency": dataclasses.asdict(Summary.of(bare_lat)),
             "hub_receive_lag": dataclasses.asdict(Summary.of(rows.receive_lag)),
             "hub_write_lag": dataclasses.asdict(Summary.of(rows.write_lag)),
@@ -1446,7 +1484,14 @@ def _worst(f: dict[str, Any]) -> str:
     if not rows:
         return "n/a"
     at, n, _p50, p99, top = max(rows, key=lambda r: r[3])
-    return f"p99 {p99:.0f} ms, max {top:.0f} ms among the {n} events published {at:g} s in"
+    worst = f"p99 {p99:.0f} ms, max {top:.0f} ms among the {n} events published {at:g} s in"
+    stages = []
+    labels = (("bare", "bare client"), ("hub_received", "hub received"), ("hub_written", "written"))
+    for name, label in labels:
+        row = next((r for r in f.get("stage_timelines", {}).get(name, []) if r[0] == at), None)
+        if row is not None:
+            stages.append(f"{label} p99 {row[3]:.0f}")
+    return worst + (f" ({', '.join(stages)} ms)" if stages else "")
 
 
 def _le(value: float | None) -> str:
