@@ -68,7 +68,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from seclusion_contract import DEFAULT_ROOT, format_ts  # noqa: E402
+from seclusion_contract import DEFAULT_ROOT, format_ts, send_at_once  # noqa: E402
 from tests.support.processes import Mosquitto, free_port, wait_port  # noqa: E402
 
 SITE = "bench"
@@ -130,6 +130,7 @@ class PublisherJob:
     window: int  # unacknowledged QoS 1 publishes allowed per device
     story: str = "episodes"
     device_client: str = "wire"
+    steps: tuple[int, ...] = ()  # where in the story each device starts (`--phases`); all at 0 if empty
 
 
 @dataclass
@@ -309,7 +310,14 @@ class _Device:
     """One simulated device: its connection, its sequence, its place in the story."""
 
     def __init__(
-        self, room: str, device: str, epoch: int, window: int, story: str = "episodes", wire: bool = True
+        self,
+        room: str,
+        device: str,
+        epoch: int,
+        window: int,
+        story: str = "episodes",
+        wire: bool = True,
+        step: int = 0,
     ) -> None:
         self.story = STORIES[story]
         self.room = room
@@ -318,7 +326,7 @@ class _Device:
         self.epoch = epoch
         self.boot = f"bench-{device}-{os.getpid()}"
         self.seq = 0
-        self.step = 0
+        self.step = step
         self.last_ts_ms = 0
         self.last_payload: bytes | None = None
         self.published = 0
@@ -337,6 +345,7 @@ class _Device:
             )
             self.client.max_inflight_messages_set(window)
             self.client.max_queued_messages_set(0)
+            self.client.on_socket_open = lambda _c, _u, sock: send_at_once(sock)  # as the agents do
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -399,9 +408,10 @@ class _Publisher:
     def __init__(self, job: PublisherJob) -> None:
         self.job = job
         self.rng = random.Random(job.seed)
+        steps = job.steps or (0,) * len(job.devices)
         self.devices = [
-            _Device(room, dev, job.epoch, job.window, job.story, job.device_client == "wire")
-            for room, dev in job.devices
+            _Device(room, dev, job.epoch, job.window, job.story, job.device_client == "wire", step)
+            for (room, dev), step in zip(job.devices, steps, strict=True)
         ]
         self.selector = selectors.DefaultSelector()
         self.result = PublisherResult(index=job.index)
@@ -524,14 +534,29 @@ class _Publisher:
             self.housekeeping()
             self.pump(0.01)
         self.result.unacked = sum(d.published - d.acked for d in self.devices)
+        self.result.devices = [d.log for d in self.devices]
+
+    def hold(self, release: MpEvent, seconds: float = 60.0) -> None:
+        """Stay connected, as real devices do, until the bench has heard the hub's last acks
+        (`release`): fifty devices leaving the broker at once is not part of what is measured."""
+        deadline = time.monotonic() + seconds
+        while not release.is_set() and time.monotonic() < deadline:
+            self.housekeeping()
+            self.pump(0.05)
+
+    def disconnect(self) -> None:
         for d in self.devices:
             d.client.disconnect()
         self.pump(0)
-        self.result.devices = [d.log for d in self.devices]
 
 
 def publisher_main(
-    job: PublisherJob, ready: MpQueue[str], go: MpEvent, start_at: Synchronized[float], out: MpQueue[Any]
+    job: PublisherJob,
+    ready: MpQueue[str],
+    go: MpEvent,
+    start_at: Synchronized[float],
+    out: MpQueue[Any],
+    release: MpEvent,
 ) -> None:
     """Entry point of a publisher process."""
     pub = _Publisher(job)
@@ -547,7 +572,13 @@ def publisher_main(
         pub.result.error = traceback.format_exc()
         with contextlib.suppress(Exception):
             ready.put(f"FAILED publisher {job.index}:\n{pub.result.error}")
+        out.put(pub.result)
+        return
     out.put(pub.result)
+    try:
+        pub.hold(release)
+    finally:
+        pub.disconnect()
 
 
 # --- the bare subscriber --------------------------------------------------------------------------------
@@ -623,6 +654,7 @@ class AckListener:
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-acks", protocol=paho.MQTTv5
         )
+        self.client.on_socket_open = lambda _c, _u, sock: send_at_once(sock)  # as the agents do
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -996,6 +1028,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="change the deploy config's autosave: Ns every N seconds (shipped: 1s), N after every N "
         "changes (1: after every change), 0 only at exit; default: the shipped config as is",
     )
+    p.add_argument(
+        "--sample-every",
+        type=float,
+        default=0.5,
+        help="seconds between readings of the hub's metrics while the devices publish (0.5)",
+    )
     p.add_argument("--publishers", type=int, default=2, help="publisher processes (2)")
     p.add_argument("--window", type=int, default=20, help="unacknowledged publishes per device (20)")
     p.add_argument(
@@ -1042,6 +1080,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=sorted(STORIES),
         default="episodes",
         help="episodes: an episode opens and ends every 16 events per device; sensors: no episode at all",
+    )
+    p.add_argument(
+        "--phases",
+        choices=("spread", "same"),
+        default="spread",
+        help="spread: each device starts at another step of the story, so rooms' episodes open and end "
+        "at different moments; same: every device starts at the first step, in step with the others "
+        "(as before 2026-12-07: fifty episodes opening within 25 ms, every 0.4 s)",
     )
     args = p.parse_args(argv)
     if args.devices < 1 or args.seconds <= 0 or args.rate < 0 or not 0 <= args.bad_share + args.dup_share < 1:
@@ -1189,6 +1235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Run(args)
     figures: dict[str, Any] = {}
     procs: list[Any] = []
+    release: MpEvent | None = None
     try:
         pairs = write_site(bench.workdir / "site.yaml", args.devices)
         broker_proc, port, broker_stop = start_broker(args.broker, bench.workdir / "broker", args.autosave)
@@ -1206,6 +1253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ready: MpQueue[str] = ctx.Queue()
         out: MpQueue[Any] = ctx.Queue()
         go = ctx.Event()
+        release = ctx.Event()  # the publishers disconnect once the last acks are heard
         stop_bare = ctx.Event()
         start_at = ctx.Value("d", 0.0)
         bare_count = ctx.Value("q", 0)
@@ -1214,7 +1262,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bare.start()
         procs.append(bare)
         groups = [pairs[i :: args.publishers] for i in range(args.publishers)]
+        story_length = len(STORIES[args.story])
         for i, group in enumerate(groups):
+            # `spread`: device n starts at step n of its story (modulo its length), so that the rooms'
+            # episodes open and end at different moments, as independent rooms' do; `same`: every
+            # device at the first step, all fifty rooms' episodes opening within the same 25 ms.
+            numbers = range(i, len(pairs), args.publishers)
+            steps = tuple(n % story_length if args.phases == "spread" else 0 for n in numbers)
             job = PublisherJob(
                 index=i,
                 port=port,
@@ -1228,8 +1282,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 window=args.window,
                 story=args.story,
                 device_client=args.device_client,
+                steps=steps,
             )
-            proc = ctx.Process(target=publisher_main, args=(job, ready, go, start_at, out), daemon=True)
+            proc = ctx.Process(
+                target=publisher_main, args=(job, ready, go, start_at, out, release), daemon=True
+            )
             proc.start()
             procs.append(proc)
         _wait_ready(ready, procs, 60)
@@ -1258,14 +1315,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             samples.append(((asked + time.monotonic()) / 2, counts))
             return counts
 
+        next_sample = time.monotonic() + args.sample_every
         while len(results) < len(groups):
             try:
                 results.append(out.get(timeout=0.5))
                 continue
             except queue.Empty:
                 pass
-            with contextlib.suppress(OSError):
-                sample()
+            if time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + args.sample_every
+                with contextlib.suppress(OSError):
+                    sample()
             if not all(p.is_alive() for p in procs[1:]) and out.empty():
                 time.sleep(1)
                 if out.empty():
@@ -1281,11 +1341,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bad = sum(r.bad for r in results)
         dup = sum(r.dup for r in results)
 
-        # Wait for the hub (and the bare client) to account for every message, or the deadline.
+        # Wait for the hub's acks to cover every event (and the bare client to have every message), or
+        # the deadline, without asking the hub for its metrics meanwhile (each answer takes the hub's
+        # interpreter lock, and this process's, the ack listener's, from the last acks' way); then for
+        # the hub's count of every message.
         deadline = time.monotonic() + args.drain_timeout
         while time.monotonic() < deadline:
+            if acks.covered(last_seqs) and bare_count.value >= sent:
+                break
+            time.sleep(0.01)
+        release.set()
+        while time.monotonic() < deadline:
             counts = sample()
-            if counts.accounted >= sent and acks.covered(last_seqs) and bare_count.value >= sent:
+            if counts.accounted >= sent:
                 break
             time.sleep(0.05)
         time.sleep(0.3)  # anything arriving late (more than was sent) should show too
@@ -1397,6 +1465,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         return figures
     finally:
+        if release is not None:
+            release.set()
         for proc in procs:
             proc.join(timeout=5)
             if proc.is_alive():
