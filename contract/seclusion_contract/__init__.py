@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
@@ -376,6 +377,16 @@ class BrokerAddress:
         if self.username and not self.password:
             user = f"{self.username}@"
         return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def send_at_once(sock: object) -> None:
+    """Turn off Nagle's algorithm on a connection to the broker (TCP_NODELAY), for paho's
+    `on_socket_open`. With it on, a small packet written while an earlier one is not yet acknowledged
+    waits for that acknowledgement, and the other side delays its acknowledgements by up to 40 ms: the
+    last event or ack of a burst then waits 40 ms for nothing (bench/ingest.py, docs/performance.md).
+    Every packet here is small and wanted now. Anything but a TCP socket is left as it is."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 _HOST = re.compile(r"[a-z0-9._:-]+")  # a name, an IPv4 address or an IPv6 one (urlsplit lowercases it)

@@ -20,7 +20,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from seclusion_contract import BrokerAddress, HubStatusPayload, Topics, dump_payload, parse_broker_url
+from seclusion_contract import (
+    BrokerAddress,
+    HubStatusPayload,
+    Topics,
+    dump_payload,
+    parse_broker_url,
+    send_at_once,
+)
 
 from .core.clock import Clock
 from .errors import ConfigError
@@ -89,6 +96,7 @@ class HubMqtt:
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
+        self.client.on_socket_open = lambda _c, _u, sock: send_at_once(sock)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

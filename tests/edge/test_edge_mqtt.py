@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -208,6 +209,28 @@ def test_a_severed_connection_publishes_the_last_will_then_the_agent_comes_back_
     poll(lambda: is_online(hub), 15, what="back online")
     back = hub.last_status()
     assert back is not None and back["conn_ms"] > will["conn_ms"]  # the next connection is another
+
+
+def _sends_at_once(publisher: PahoPublisher) -> bool:
+    sock = publisher._client.socket()
+    assert isinstance(sock, socket.socket)
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_every_connection_sends_each_packet_at_once(
+    mosquitto: Mosquitto, hub: HubDouble, start_agent: Callable[..., EdgeAgent]
+) -> None:
+    """Nagle's algorithm is off (TCP_NODELAY) on the first connection and on every one after: with it
+    on, an event written while the last one is unacknowledged waits up to 40 ms (docs/performance.md)."""
+    agent = start_agent(mosquitto.url)
+    poll(lambda: is_online(hub), 10, what="online status")
+    publisher = agent.publisher
+    assert isinstance(publisher, PahoPublisher)
+    assert _sends_at_once(publisher)
+    first = publisher._client.socket()
+    publisher.sever()
+    poll(lambda: agent.is_connected and publisher._client.socket() is not first, 15, what="a new connection")
+    assert _sends_at_once(publisher)
 
 
 # ------------------------------------------------------------------------- the command, as a process

@@ -473,3 +473,23 @@ def test_while_its_database_takes_nothing_the_hub_says_offline_and_the_rooms_hea
         other.close()
         hub.stop()
         door.close()
+
+
+def test_the_hub_sends_each_packet_at_once_on_every_connection(mosquitto: Mosquitto) -> None:
+    """Nagle's algorithm is off (TCP_NODELAY) on the hub's connection, the first and the next after a
+    drop: with it on, the last acks of a burst waited up to 40 ms for nothing (docs/performance.md)."""
+    mqtt = HubMqtt(mosquitto.url, Topics(), SystemClock(), lambda _inbound: None, client_id="test-hub")
+    mqtt.start()
+    try:
+        poll(mqtt.backlog_done.is_set, 20, what="the hub's first connection")
+        first = mqtt.client.socket()
+        assert isinstance(first, socket.socket)
+        assert first.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        mqtt.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        first.shutdown(socket.SHUT_RDWR)
+        poll(lambda: mqtt.connected and mqtt.client.socket() is not first, 20, what="the next connection")
+        second = mqtt.client.socket()
+        assert isinstance(second, socket.socket)
+        assert second.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        mqtt.stop()

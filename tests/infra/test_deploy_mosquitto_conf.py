@@ -46,6 +46,13 @@ def test_settings_that_keep_every_message() -> None:
     assert conf["listener"] == "1883"
 
 
+def test_every_packet_is_sent_at_once() -> None:
+    """Mosquitto leaves Nagle's algorithm on by default: an ack or an event written while the last
+    packet to that client is unacknowledged waits for the client's delayed acknowledgement, up to 40 ms,
+    which held the last acks of every bench/ingest.py run (docs/performance.md)."""
+    assert settings()["set_tcp_nodelay"] == "true"
+
+
 @pytest.fixture
 def broker_dir() -> Iterator[Path]:
     """A directory under /tmp the broker can write to after it drops root for the `mosquitto` user."""

@@ -81,6 +81,7 @@ class Mosquitto:
             + "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             "persistent_client_expiration 1d\n"
+            "set_tcp_nodelay true\n"  # as deploy/mosquitto/mosquitto.conf
         )
         with open(self.workdir / "mosquitto.log", "ab") as log:
             self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
