@@ -714,10 +714,10 @@ def write_site(path: Path, devices: int) -> list[tuple[str, str]]:
 
 
 def start_broker(
-    kind: str, workdir: Path, autosave: str | None = None
+    kind: str, workdir: Path, autosave: str | None = None, nodelay: str | None = None
 ) -> tuple[subprocess.Popen[bytes], int, Callable[[], None]]:
     """Mosquitto with the shipped production configuration (`autosave` changes its autosave_interval
-    and autosave_on_changes), or the test fixture's."""
+    and autosave_on_changes, `nodelay` its set_tcp_nodelay), or the test fixture's."""
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o777)  # noqa: S103  (Mosquitto drops root for its own user)
     if kind == "fixture":
@@ -740,6 +740,10 @@ def start_broker(
         text, m = re.subn(r"(?m)^autosave_on_changes \w+$", f"autosave_on_changes {on_changes}", text)
         if n != 1 or m != 1:
             raise RuntimeError(f"{DEPLOY_CONF}: no `autosave_interval`/`autosave_on_changes` line to rewrite")
+    if nodelay is not None:
+        text, n = re.subn(r"(?m)^set_tcp_nodelay \w+$", f"set_tcp_nodelay {nodelay}", text)
+        if n != 1:
+            raise RuntimeError(f"{DEPLOY_CONF}: no `set_tcp_nodelay` line to rewrite")
     conf = workdir / "mosquitto.conf"
     conf.write_text(text)
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -1029,6 +1033,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "changes (1: after every change), 0 only at exit; default: the shipped config as is",
     )
     p.add_argument(
+        "--broker-nodelay",
+        choices=("true", "false"),
+        default=None,
+        help="change the deploy config's set_tcp_nodelay (shipped: true); default: as shipped",
+    )
+    p.add_argument(
         "--sample-every",
         type=float,
         default=0.5,
@@ -1238,7 +1248,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     release: MpEvent | None = None
     try:
         pairs = write_site(bench.workdir / "site.yaml", args.devices)
-        broker_proc, port, broker_stop = start_broker(args.broker, bench.workdir / "broker", args.autosave)
+        broker_proc, port, broker_stop = start_broker(
+            args.broker, bench.workdir / "broker", args.autosave, args.broker_nodelay
+        )
         bench.on_close(broker_stop)
         db_url, epoch = bench.database()
         run_started = dt.datetime.now(dt.UTC)
@@ -1413,7 +1425,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(),
             "command": "python -m bench.ingest " + " ".join(sys.argv[1:]),
-            "broker": args.broker + ("" if args.autosave is None else f", autosave {args.autosave}"),
+            "broker": args.broker
+            + ("" if args.autosave is None else f", autosave {args.autosave}")
+            + ("" if args.broker_nodelay is None else f", set_tcp_nodelay {args.broker_nodelay}"),
             "database": "postgresql" if db_url.startswith("postgres") else "sqlite",
             "hub_protocol": args.hub_protocol,
             "hub_mqtt": args.hub_mqtt,
