@@ -39,3 +39,9 @@ def test_a_unix_socket_or_anything_else_is_left_as_it_is() -> None:
         ours.close()
         theirs.close()
     send_at_once(object())  # paho's websocket wrapper, say
+
+
+def test_a_closed_socket_is_no_reason_for_a_connect_to_fail() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.close()
+    send_at_once(sock)  # paho's own use of the socket is where a closed one shows

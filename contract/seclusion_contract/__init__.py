@@ -6,6 +6,7 @@ module, so a message one side writes is the message the other side validates.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -384,9 +385,11 @@ def send_at_once(sock: object) -> None:
     `on_socket_open`. With it on, a small packet written while an earlier one is not yet acknowledged
     waits for that acknowledgement, and the other side delays its acknowledgements by up to 40 ms: the
     last event or ack of a burst then waits 40 ms for nothing (bench/ingest.py, docs/performance.md).
-    Every packet here is small and wanted now. Anything but a TCP socket is left as it is."""
+    Every packet here is small and wanted now. Anything but a TCP socket is left as it is, and a socket
+    that refuses (closed already) is left to fail where it is used: this is never why a connect fails."""
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 _HOST = re.compile(r"[a-z0-9._:-]+")  # a name, an IPv4 address or an IPv6 one (urlsplit lowercases it)

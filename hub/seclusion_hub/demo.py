@@ -402,9 +402,9 @@ def mosquitto_conf(port: int, data_dir: Path) -> str:
     in its outbox until the hub's ack covers it and re-sends it after reconnecting. No cap on queued
     or in-flight messages (the default 1000 drops QoS 1 messages to a slow subscriber without a word).
     Every packet sent at once (`set_tcp_nodelay`: with Nagle's algorithm on, an ack or an indicator can
-    wait up to 40 ms for the client's delayed acknowledgement of the packet before). Anonymous clients are allowed because the listener is on 127.0.0.1 only; `user` keeps the demo's own
-    user, so that the broker may write its files in the demo's private working directory when the demo
-    runs as root.
+    wait up to 40 ms for the client's delayed acknowledgement of the packet before). Anonymous clients
+    are allowed because the listener is on 127.0.0.1 only; `user` keeps the demo's own user, so that
+    the broker may write its files in the demo's private working directory when the demo runs as root.
     """
     return (
         f"listener {port} 127.0.0.1\n"
