@@ -250,15 +250,7 @@ def test_a_store_write_that_waits_does_not_hold_up_the_local_alarm(
     alarm (the door opening: the buzzer stopping) is as late for as long as the lock is held, and a card
     stalled in an fsync holds it up without bound. A tick is 20 ms: 3 s is generous."""
     bench.connect_on_start = False  # the broker is unreachable: the local fail-safe drives
-    agent = EdgeAgent(
-        door_device(tmp_path / "door", outputs=DOOR_OUTPUTS),
-        pin_factory=MockFactory(),
-        clock=clock,
-        publisher_factory=bench.factory,
-        tick_interval_s=0.005,
-        boot_id="boot-1",
-    )
-    bench.agents.append(agent)
+    agent = _door_agent(bench, clock, tmp_path)
     agent.start()
 
     def until(condition: Any, what: str, timeout_s: float = 3.0) -> None:
@@ -329,6 +321,21 @@ def test_an_idle_tick_does_not_read_every_event_waiting_for_the_hub(tmp_path: Pa
     assert large <= 2 * small + 10, (
         f"asking for nothing new: {small * 100} VM steps with 100 events waiting, {large * 100} with 20,000"
     )
+
+
+def _door_agent(bench: Bench, clock: FakeClock, tmp_path: Path) -> EdgeAgent:
+    """The door's agent with a buzzer and a LED, on the bench's publisher and the fake clock (not
+    started; the bench stops it)."""
+    agent = EdgeAgent(
+        door_device(tmp_path / "door", outputs=DOOR_OUTPUTS),
+        pin_factory=MockFactory(),
+        clock=clock,
+        publisher_factory=bench.factory,
+        tick_interval_s=0.005,
+        boot_id="boot-1",
+    )
+    bench.agents.append(agent)
+    return agent
 
 
 def _as_the_hub_applies(seqs: list[int]) -> list[int]:
@@ -427,15 +434,7 @@ def test_a_stop_waits_for_a_stuck_store_write_at_most_busy_timeout_s(
     card stalled in an fsync never returns: the stop goes on without the store's thread (the outputs off,
     the pins released, the farewell published) and leaves the store to it, instead of hanging."""
     monkeypatch.setattr(agent_module, "BUSY_TIMEOUT_S", 0.05)
-    agent = EdgeAgent(
-        door_device(tmp_path / "door", outputs=DOOR_OUTPUTS),
-        pin_factory=MockFactory(),
-        clock=clock,
-        publisher_factory=bench.factory,
-        tick_interval_s=0.005,
-        boot_id="boot-1",
-    )
-    bench.agents.append(agent)
+    agent = _door_agent(bench, clock, tmp_path)
     entered, release = threading.Event(), threading.Event()
     record = agent._record_or_keep_queued
 
