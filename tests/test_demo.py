@@ -355,6 +355,22 @@ def embedded(tmp_path: Path) -> Iterator[EmbeddedBrokerAddress]:
         broker.stop()
 
 
+def test_embedded_broker_closes_every_connection_as_it_stops(tmp_path: Path) -> None:
+    """A connection amqtt is still handling as it stops (here one that has sent no CONNECT yet) is
+    closed by the stop, while the broker's loop runs: left to the garbage collector after the loop is
+    gone, its socket stayed open meanwhile and was closed with a ResourceWarning (in CI, in whichever
+    test ran then)."""
+    broker = EmbeddedBroker(tmp_path / "amqtt", ["listener"])
+    address = broker.start()
+    try:
+        with socket.create_connection((address.host, address.port), timeout=10) as sock:
+            poll(lambda: broker.connections == 1, 10, what="the broker to take the connection")
+            broker.stop()
+            assert sock.recv(1) == b"", "the broker's side of the connection is still open"
+    finally:
+        broker.stop()
+
+
 def test_embedded_broker_keeps_qos1_messages_for_a_disconnected_persistent_session(
     embedded: EmbeddedBrokerAddress,
 ) -> None:

@@ -104,12 +104,19 @@ class EmbeddedBroker:
         self._started = threading.Event()
         self._settled = threading.Event()  # set once the start has succeeded or failed
         self._failure: BaseException | None = None
+        self._broker: Any = None
         self.address: EmbeddedBrokerAddress | None = None
 
     @property
     def running(self) -> bool:
         """True from a successful `start()` until `stop()`."""
         return self._thread is not None and self._thread.is_alive() and self._started.is_set()
+
+    @property
+    def connections(self) -> int:
+        """How many client connections the broker holds open (none once stopped)."""
+        broker = self._broker
+        return len(broker.streams) if broker is not None and self.running else 0
 
     def config(self, password_file: Path) -> dict[str, Any]:
         """amqtt's broker configuration: one TCP listener, password-file authentication and nothing else.
@@ -196,13 +203,17 @@ class EmbeddedBroker:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         broker = _broker_class()(config)
+        self._broker = broker
         await broker.start()
         self._started.set()
         self._settled.set()
         try:
             await self._stop_requested.wait()
         finally:
-            await broker.shutdown()
+            try:
+                await broker.shutdown()
+            finally:
+                await broker.close_streams(timeout_s=2.0)
 
 
 def _broker_class() -> type[Any]:
@@ -213,6 +224,32 @@ def _broker_class() -> type[Any]:
     from amqtt.broker import Broker
 
     class OwnSubscriptionsBroker(Broker):  # type: ignore[misc]  # amqtt has no type information here
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__(config)
+            self.streams: set[asyncio.StreamWriter] = set()
+
+        async def stream_connected(
+            self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+        ) -> None:
+            # Every connection is closed when its handling ends, however it ends: amqtt leaves one
+            # it is still handling as it stops (a client that has not sent CONNECT yet) to the
+            # garbage collector, which closes its socket after the loop is gone, with a warning.
+            self.streams.add(writer)
+            try:
+                await super().stream_connected(reader, writer, listener_name)
+            finally:
+                self.streams.discard(writer)
+                writer.close()
+
+        async def close_streams(self, timeout_s: float) -> None:
+            """Close the connections still open (amqtt's shutdown closes its sessions' only)."""
+            writers = list(self.streams)
+            for writer in writers:
+                writer.close()
+            waits = [writer.wait_closed() for writer in writers]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), timeout_s)
+
         async def _publish_retained_messages_for_subscription(
             self, subscription: tuple[str, int], session: Any
         ) -> None:
