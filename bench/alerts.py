@@ -75,7 +75,7 @@ from bench.ingest import (  # noqa: E402
     start_broker,
     system_busy_seconds,
 )
-from seclusion_contract import DEFAULT_ROOT, format_ts, parse_ts  # noqa: E402
+from seclusion_contract import DEFAULT_ROOT, format_ts, parse_ts, stop_client  # noqa: E402
 
 SITE = "bench"
 KIND = "supervision_lapse"
@@ -144,7 +144,7 @@ def _connect(client: paho.Client, port: int, seconds: float = 15.0) -> None:
     client.connect("127.0.0.1", port, keepalive=60, properties=_v5_properties())
     client.loop_start()
     if not connected.wait(seconds) or refused:
-        client.loop_stop()
+        stop_client(client)
         raise RuntimeError(f"MQTT connect failed: {refused or 'no CONNACK'}")
 
 
@@ -218,7 +218,7 @@ class Devices:
     def close(self) -> None:
         for client in self.clients:
             client.disconnect()
-            client.loop_stop()
+            stop_client(client)
 
 
 class RoundTrip:
@@ -275,7 +275,7 @@ class RoundTrip:
             self._thread.join(5)
         time.sleep(0.2)  # the last messages' way back
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
     def latencies(self) -> list[float]:
         return [self.received[i] - t for i, t in self.sent.items() if i in self.received]

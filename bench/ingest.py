@@ -68,7 +68,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from seclusion_contract import DEFAULT_ROOT, format_ts, send_at_once  # noqa: E402
+from seclusion_contract import DEFAULT_ROOT, format_ts, send_at_once, stop_client  # noqa: E402
 from tests.support.processes import Mosquitto, free_port, wait_port  # noqa: E402
 
 SITE = "bench"
@@ -620,7 +620,7 @@ def bare_main(
         count.value = len(received)
         result.cpu_s = time.process_time() - cpu_start
         client.disconnect()
-        client.loop_stop()
+        stop_client(client)
         result.messages = len(received)
         for arrived, topic, payload in received:
             result.last = max(result.last, arrived)
@@ -689,7 +689,7 @@ class AckListener:
 
     def stop(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 # --- the hub process, its metrics and its database ----------------------------------------------------------

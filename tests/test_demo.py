@@ -29,7 +29,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from seclusion_contract import VALUES
+from seclusion_contract import VALUES, stop_client
 from seclusion_hub.core.policy import Policy
 from seclusion_hub.demo import MIN_STEP_S, SCENARIOS, device_id, scaled
 from seclusion_hub.embedded_broker import EmbeddedBroker, EmbeddedBrokerAddress
@@ -336,13 +336,9 @@ def _connect(client: mqtt.Client, address: EmbeddedBrokerAddress) -> tuple[Reaso
 
 def _close(client: mqtt.Client) -> None:
     client.disconnect()
-    client.loop_stop()
-    # A client the broker refused is not connected, so `disconnect` closes nothing: its last socket
-    # stayed open until the collector found it, failing whichever test was running then (a
-    # ResourceWarning seen once in CI).
-    sock = client.socket()
-    if sock is not None:
-        sock.close()
+    # A client the broker refused is not connected, so `disconnect` closes nothing: its sockets are
+    # closed here, not left to the collector (a ResourceWarning in whichever test runs then).
+    stop_client(client)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import paho.mqtt.client as paho
 from gpiozero.pins.mock import MockFactory
 from paho.mqtt.enums import CallbackAPIVersion
 
+from seclusion_contract import stop_client
 from seclusion_edge import EdgeAgent, EdgeConfig
 from tests.support.hub import SITE, HubProcess, two_device_room, write_site
 from tests.support.processes import Mosquitto, poll
@@ -59,8 +60,8 @@ class Recorder:
             return next((e for e in later if e["kind"] == kind and e["value"] == value), None)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        stop_client(self.client)
 
 
 def test_a_door_closing_on_an_occupied_room_is_an_episode_from_the_close_to_the_millisecond(

@@ -13,10 +13,13 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -46,6 +49,8 @@ __all__ = [
     "is_reading",
     "parse_broker_url",
     "parse_ts",
+    "send_at_once",
+    "stop_client",
     "topic_root",
 ]
 
@@ -390,6 +395,24 @@ def send_at_once(sock: object) -> None:
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def stop_client(client: paho.Client) -> None:
+    """Stop a paho client's network thread (`loop_stop`) and close the sockets it still holds: its
+    connection's, and the pair that `loop_start` (or `loop`) opened to wake that thread.
+
+    paho closes them only when the client object is collected (eclipse-paho/paho.mqtt.python#627).
+    A client whose callbacks are methods of the object holding it is in a reference cycle, so that
+    is whenever the garbage collector runs: until then a hub or an agent that started a client
+    keeps its descriptors, and the collector closes them with a ResourceWarning. Called from the
+    network thread itself (in a callback), paho does not join the thread and nothing is closed
+    here either: that would pull the sockets from under it."""
+    client.loop_stop()
+    if getattr(client, "_thread", None) is not None:
+        return  # still running: this is its own thread
+    reset = getattr(client, "_reset_sockets", None)  # paho's own clean-up, as its __del__ does it
+    if callable(reset):
+        reset()
 
 
 _HOST = re.compile(r"[a-z0-9._:-]+")  # a name, an IPv4 address or an IPv6 one (urlsplit lowercases it)

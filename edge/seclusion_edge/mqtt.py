@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from seclusion_contract import send_at_once
+from seclusion_contract import send_at_once, stop_client
 from seclusion_edge.errors import LinkError
 from seclusion_edge.link import LinkHandlers, LinkSettings, Message
 
@@ -87,7 +87,7 @@ class PahoPublisher:
             if not info.is_published():
                 log.warning("the farewell status was not acknowledged within %.1f s", timeout_s)
         self._client.disconnect()
-        self._client.loop_stop()
+        stop_client(self._client)
         self._connected.clear()
         self._started = False
 

@@ -27,6 +27,7 @@ from seclusion_contract import (
     dump_payload,
     parse_broker_url,
     send_at_once,
+    stop_client,
 )
 
 from .core.clock import Clock
@@ -131,7 +132,7 @@ class HubMqtt:
             )
             info.wait_for_publish(timeout=2)
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
         self._connected.clear()
 
     def ack(self, mid: int, qos: int, conn: int) -> None:

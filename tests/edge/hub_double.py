@@ -14,6 +14,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from seclusion_contract import stop_client
+
 
 @dataclass(frozen=True)
 class Received:
@@ -71,4 +73,4 @@ class HubDouble:
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)

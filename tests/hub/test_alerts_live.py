@@ -15,7 +15,7 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from seclusion_contract import parse_ts
+from seclusion_contract import parse_ts, stop_client
 from seclusion_hub.notify import verify_signature
 from tests.support.hub import SITE, Device, HubProcess, two_device_room, write_site
 from tests.support.processes import Mosquitto, poll
@@ -79,8 +79,8 @@ class Indicators:
             return self.seen[-1] if self.seen else None
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        stop_client(self.client)
 
 
 def _lapses(hub: HubProcess, state: str = "all") -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlmodel import select
 
-from seclusion_contract import Topics
+from seclusion_contract import Topics, stop_client
 from seclusion_hub.config import HubSettings
 from seclusion_hub.core.clock import FakeClock, SystemClock
 from seclusion_hub.ingest import Inbound
@@ -73,8 +73,8 @@ def _publish(mosquitto: Mosquitto, numbers: range) -> None:
         for n in numbers:
             client.publish(TOPIC, json.dumps({"n": n}).encode(), qos=1).wait_for_publish(10)
     finally:
-        client.loop_stop()
         client.disconnect()
+        stop_client(client)
 
 
 def _retained(mosquitto: Mosquitto, topic: str) -> dict[str, object] | None:
@@ -94,8 +94,8 @@ def _retained(mosquitto: Mosquitto, topic: str) -> dict[str, object] | None:
     try:
         done.wait(3)
     finally:
-        client.loop_stop()
         client.disconnect()
+        stop_client(client)
     return json.loads(got[-1]) if got else None
 
 
@@ -349,8 +349,8 @@ def test_a_marker_of_an_earlier_connection_does_not_end_the_next_connections_bac
             for n in range(3):
                 other.publish(TOPIC, json.dumps({"n": n}).encode(), qos=1).wait_for_publish(10)
         finally:
-            other.loop_stop()
             other.disconnect()
+            stop_client(other)
         assert not mqtt.connected
         poll(lambda: "through" in seen, 20, what=f"the second connection's backlog to be through: {seen}")
         with lock:
@@ -380,8 +380,8 @@ def _redelivered(mosquitto: Mosquitto, client_id: str) -> list[int]:
     try:
         assert done.wait(10), "the session's own message did not come back"
     finally:
-        client.loop_stop()
         client.disconnect()
+        stop_client(client)
     return got
 
 

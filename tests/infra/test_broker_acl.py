@@ -35,7 +35,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from seclusion_contract import Topics
+from seclusion_contract import Topics, stop_client
 from seclusion_edge.link import LinkSettings, Message
 from seclusion_edge.mqtt import PahoPublisher
 from seclusion_hub.core.clock import SystemClock
@@ -174,11 +174,7 @@ class Probe:
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
-        # Break the client -> callbacks -> probe cycle, so that the client is freed (and its wake-up
-        # socket pair closed by paho) as soon as the probe is, not by a later gc in any order.
-        self.client.on_connect = self.client.on_message = self.client.on_publish = None
-        self.client.on_subscribe = self.client.on_disconnect = None
+        stop_client(self.client)
 
     def subscribe(self, *filters: str) -> None:
         _, mid = self.client.subscribe([(f, 1) for f in filters])

@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from seclusion_contract import stop_client
 from tests.support.processes import free_port, poll, wait_port
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -91,7 +92,7 @@ def test_shipped_config_persists_a_retained_message_within_seconds(broker_dir: P
             info.wait_for_publish(timeout=10)
         finally:
             client.disconnect()
-            client.loop_stop()
+            stop_client(client)
         db = broker_dir / "mosquitto.db"
         # Saved on the next one-second autosave: poll for it, with room for a slow machine.
         poll(

@@ -10,6 +10,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from seclusion_contract import stop_client
 from tests.support.processes import Mosquitto
 
 
@@ -52,7 +53,7 @@ def test_a_qos1_message_goes_through_the_broker(mosquitto: Mosquitto) -> None:
             assert info.is_published()
         finally:
             publisher.disconnect()
-            publisher.loop_stop()
+            stop_client(publisher)
         message = received.get(timeout=10)
         assert message.topic == topic
         assert message.payload == b'{"v":1}'
@@ -60,4 +61,4 @@ def test_a_qos1_message_goes_through_the_broker(mosquitto: Mosquitto) -> None:
         assert received.empty()
     finally:
         subscriber.disconnect()
-        subscriber.loop_stop()
+        stop_client(subscriber)

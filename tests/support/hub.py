@@ -19,7 +19,7 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from seclusion_contract import format_ts
+from seclusion_contract import format_ts, stop_client
 from tests.support.processes import free_port, poll, wait_port
 
 SITE = "test-school"
@@ -216,5 +216,5 @@ class Device:
         self.publish("status", body, retain=True)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        stop_client(self.client)
