@@ -85,8 +85,8 @@ class EmbeddedBroker:
     """amqtt on a free 127.0.0.1 port, with a generated password for each user, until `stop()`.
 
     `start()` writes the password file into `workdir`, starts the broker's thread, and returns once
-    the broker listens (or raises EmbeddedBrokerError); `stop()` shuts amqtt down properly (sessions
-    closed, listener closed) and ends the thread. Both may be called from any thread but the broker's.
+    the broker listens (or raises EmbeddedBrokerError); `stop()` shuts amqtt down properly (sessions,
+    listener and every connection still open closed) and ends the thread. Both may be called from any thread but the broker's.
     """
 
     def __init__(self, workdir: Path, users: Iterable[str], host: str = "127.0.0.1", port: int = 0) -> None:
