@@ -86,7 +86,8 @@ class EmbeddedBroker:
 
     `start()` writes the password file into `workdir`, starts the broker's thread, and returns once
     the broker listens (or raises EmbeddedBrokerError); `stop()` shuts amqtt down properly (sessions,
-    listener and every connection still open closed) and ends the thread. Both may be called from any thread but the broker's.
+    listener and every connection still open closed) and ends the thread. Both may be called from
+    any thread but the broker's.
     """
 
     def __init__(self, workdir: Path, users: Iterable[str], host: str = "127.0.0.1", port: int = 0) -> None:
