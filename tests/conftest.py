@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,24 @@ import pytest
 
 from tests.support.postgres import Postgres, PostgresUnavailable
 from tests.support.processes import Mosquitto
+
+pytest_plugins = ["pytester"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--collect-after-each",
+        action="store_true",
+        help="run the garbage collector after every test, so that a resource one leaks (an unclosed "
+        "socket's ResourceWarning) fails that test, not whichever test the collector happens to run in",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _collect_after_each(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if request.config.getoption("--collect-after-each"):
+        gc.collect()
 
 
 @pytest.fixture
