@@ -68,7 +68,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from seclusion_contract import DEFAULT_ROOT, format_ts, send_at_once, stop_client  # noqa: E402
+from seclusion_contract import DEFAULT_ROOT, format_ts, send_at_once_on_open, stop_client  # noqa: E402
 from tests.support.processes import Mosquitto, free_port, wait_port  # noqa: E402
 
 SITE = "bench"
@@ -345,7 +345,7 @@ class _Device:
             )
             self.client.max_inflight_messages_set(window)
             self.client.max_queued_messages_set(0)
-            self.client.on_socket_open = lambda _c, _u, sock: send_at_once(sock)  # as the agents do
+            self.client.on_socket_open = send_at_once_on_open  # as the agents do
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -654,7 +654,7 @@ class AckListener:
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-acks", protocol=paho.MQTTv5
         )
-        self.client.on_socket_open = lambda _c, _u, sock: send_at_once(sock)  # as the agents do
+        self.client.on_socket_open = send_at_once_on_open  # as the agents do
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
         self.client.on_message = self._on_message

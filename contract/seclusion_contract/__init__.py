@@ -50,6 +50,7 @@ __all__ = [
     "parse_broker_url",
     "parse_ts",
     "send_at_once",
+    "send_at_once_on_open",
     "stop_client",
     "topic_root",
 ]
@@ -395,6 +396,11 @@ def send_at_once(sock: object) -> None:
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def send_at_once_on_open(_client: object, _userdata: object, sock: object) -> None:
+    """`send_at_once` as paho's `on_socket_open` callback: `client.on_socket_open = send_at_once_on_open`."""
+    send_at_once(sock)
 
 
 def stop_client(client: paho.Client) -> None:

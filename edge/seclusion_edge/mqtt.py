@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from seclusion_contract import send_at_once, stop_client
+from seclusion_contract import send_at_once_on_open, stop_client
 from seclusion_edge.errors import LinkError
 from seclusion_edge.link import LinkHandlers, LinkSettings, Message
 
@@ -126,7 +126,7 @@ class PahoPublisher:
         client.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
         client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)
         client.on_pre_connect = self._on_pre_connect
-        client.on_socket_open = lambda _c, _u, sock: send_at_once(sock)
+        client.on_socket_open = send_at_once_on_open
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

@@ -26,7 +26,7 @@ from seclusion_contract import (
     Topics,
     dump_payload,
     parse_broker_url,
-    send_at_once,
+    send_at_once_on_open,
     stop_client,
 )
 
@@ -97,7 +97,7 @@ class HubMqtt:
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
-        self.client.on_socket_open = lambda _c, _u, sock: send_at_once(sock)
+        self.client.on_socket_open = send_at_once_on_open
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
