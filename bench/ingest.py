@@ -1054,9 +1054,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hub-protocol", choices=("5", "3.1.1"), default="5", help="the hub's MQTT version (5)")
     p.add_argument(
         "--hub-mqtt",
-        choices=("process", "thread"),
-        default="thread",
-        help="the hub's MQTT work in a thread of its process (as shipped) or in a process of its own",
+        choices=("inline", "thread", "process"),
+        default="inline",
+        help="who drives the hub's MQTT connection: its ingest thread (inline, as shipped), a network "
+        "thread of paho's (SECLUSION_MQTT_THREAD=true, as before 2026-12-07), or a process of its own",
     )
     p.add_argument("--ingest-batch", type=int, default=None, help="SECLUSION_INGEST_BATCH for the hub")
     p.add_argument(
@@ -1164,6 +1165,7 @@ class Run:
             SECLUSION_MQTT_PROTOCOL=self.args.hub_protocol,
         )
         env["SECLUSION_MQTT_PROCESS"] = "true" if self.args.hub_mqtt == "process" else "false"
+        env["SECLUSION_MQTT_THREAD"] = "true" if self.args.hub_mqtt == "thread" else "false"
         if self.args.ingest_batch:
             env["SECLUSION_INGEST_BATCH"] = str(self.args.ingest_batch)
         for setting in self.args.hub_env:
@@ -1488,6 +1490,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.close()
 
 
+_MQTT_WHERE = {
+    "inline": "driven by its ingest thread",
+    "thread": "in paho's network thread",
+    "process": "in its own process",
+}
+
+
 def _start_py_spy(output: Path, pid: int, seconds: float) -> subprocess.Popen[bytes]:
     """Attach py-spy to the hub (PY_SPY: its path; PY_SPY_ARGS: more options, such as --gil or --idle)."""
     binary = shutil.which("py-spy") or os.environ.get("PY_SPY", "py-spy")
@@ -1524,7 +1533,7 @@ def report(f: dict[str, Any]) -> bool:
         f"{f['publishers']} publisher processes ({f.get('device_client', 'paho')}), "
         f"story: {f.get('story', 'episodes')}",
         f"  broker / database  {f['broker']} mosquitto.conf / {f['database']}; the hub on MQTT "
-        f"{f['hub_protocol']} ({'in its own process' if f.get('hub_mqtt') == 'process' else 'in a thread'})"
+        f"{f['hub_protocol']} ({_MQTT_WHERE.get(str(f.get('hub_mqtt')), 'in a thread')})"
         f"{'; the hub pinned to a CPU of its own' if f['pinned'] else ''}",
         f"  sent               {f['sent']} messages: {f['valid']} events, {f['dup']} sent twice, "
         f"{f['bad']} malformed; at {f['send_rate']:.0f}/s (publishers at most "

@@ -68,6 +68,9 @@ class HubSettings(BaseSettings):
     # MQTT's network work in a child process (hub/seclusion_hub/mqtt_process.py) instead of a thread of
     # the hub's own process: for bursts on a machine with cores to spare (docs/performance.md).
     mqtt_process: bool = False
+    # Otherwise the ingest thread drives the MQTT connection itself between its batches (mqtt.py,
+    # inline); `true` gives it to a network thread of paho's own instead, as before 2026-12-07.
+    mqtt_thread: bool = False
     database_url: str = "sqlite:///seclusion-hub.db"
     site_files: str = ""
     http_host: str = "127.0.0.1"

@@ -3,15 +3,34 @@
 A persistent session (v5: `clean_start=False` with a session expiry; 3.1.1: `clean_session=False`), QoS 1
 subscriptions, and manual acknowledgement: a message is acknowledged to the broker only after what it
 changed is committed, so a crash between the two gets it delivered again, never lost.
+
+Who drives the connection (reads, writes, keepalive), one of two ways:
+
+- **inline** (the hub's default): the ingest thread itself, between its batches and while it gathers
+  one (`pump`), through paho's own interface for an outside loop (`loop_read`, `loop_write`,
+  `loop_misc`). A message goes from the socket to the batch on one thread, and its acknowledgements go
+  out the moment the batch is committed: no second Python thread asks for the interpreter lock for
+  every packet (measured: docs/performance.md). Connecting, which can block for seconds, is left to a
+  small thread of its own (`_connect_loop`), so the ingest thread never waits for a broker that is down.
+  Other threads (the HTTP API, the notifiers) still publish at any time: paho queues the packet and
+  `wake` makes the ingest thread write it at once. When the ingest thread has not driven the connection
+  for 0.2 s (a write waiting for the database), a standby thread drives it meanwhile (`_stand_by`), so
+  that the hub's word that it is offline still reaches the rooms and the link stays alive.
+- **threaded** (`inline=False`: the MQTT process's child, the tests of the adapter on its own, and
+  `SECLUSION_MQTT_THREAD=true`): paho's own network thread (`loop_start`), as before 2026-12-07.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
+import select
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +54,11 @@ from .errors import ConfigError
 from .ingest import Inbound
 
 log = logging.getLogger(__name__)
+
+_RETRY_MIN_S = 1.0
+_STANDBY_S = 0.2  # the ingest thread away this long: the standby thread drives the connection meanwhile
+_STANDBY_TURN_S = 0.02  # the longest the ingest thread, back, waits for the standby thread's turn to end
+_RETRY_MAX_S = 30.0
 
 
 def parse_mqtt_url(url: str) -> BrokerAddress:
@@ -60,6 +84,7 @@ class HubMqtt:
         protocol: str = "5",
         receive_maximum: int = 4096,
         first_conn: int = 0,
+        inline: bool = False,
     ) -> None:
         self.address = parse_mqtt_url(url)
         self.topics = topics
@@ -101,6 +126,31 @@ class HubMqtt:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.inline = inline
+        # Inline: the thread that drives the client now (`pump`), the link it may drive (a socket
+        # connected by `_connect_loop`), and the wake-up of its wait (`wake`).
+        self._io = threading.Lock()  # one driver at a time: the ingest thread, or `stop` after it ended
+        self._driver: int | None = None
+        self._link = threading.Event()
+        self._need_connect = threading.Event()
+        self._closing = threading.Event()
+        self._connector: threading.Thread | None = None
+        self._standby: threading.Thread | None = None
+        self._pumped_at = time.monotonic()
+        self._in_pump = False
+        # Inline: the wait before connecting again after a loss, as paho's own `reconnect_delay_set`.
+        self.retry_min_s = _RETRY_MIN_S
+        self.retry_max_s = _RETRY_MAX_S
+        self._tries = 0  # connection attempts since the broker last accepted one
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        if inline:
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            # paho's interface for an outside loop: with this set, a packet queued by any thread is only
+            # queued (never written by that thread), and whoever drives the client is woken to write it.
+            self.client.on_socket_register_write = self._on_register_write
 
     @property
     def connected(self) -> bool:
@@ -118,11 +168,26 @@ class HubMqtt:
             )
         else:
             self.client.connect_async(self.address.host, self.address.port, keepalive=30)
-        self.client.loop_start()
+        if not self.inline:
+            self.client.loop_start()
+            return
+        self._need_connect.set()
+        self._connector = threading.Thread(
+            target=self._connect_loop, name="seclusion-mqtt-connect", daemon=True
+        )
+        self._connector.start()
+        self._standby = threading.Thread(target=self._stand_by, name="seclusion-mqtt-standby", daemon=True)
+        self._standby.start()
 
     def stop(self) -> None:
-        """Say the hub is going offline, then disconnect (the session stays for the next start)."""
+        """Say the hub is going offline, then disconnect (the session stays for the next start).
+
+        Inline, this is called once the ingest thread has ended (`Hub.stop`): the caller drives the
+        client from here, so that what the last batches queued (their acknowledgements) goes out before
+        the offline word and the DISCONNECT, in that order."""
         self._stopping = True
+        self._closing.set()
+        self._need_connect.set()  # lets the connecting thread see it should end
         if self.connected:
             info = self.client.publish(
                 self.topics.hub_status,
@@ -130,10 +195,25 @@ class HubMqtt:
                 1,
                 True,
             )
-            info.wait_for_publish(timeout=2)
+            if self.inline:
+                self._pump_until(info.is_published, 2.0)
+            else:
+                info.wait_for_publish(timeout=2)
         self.client.disconnect()
+        if self.inline:
+            # Until the DISCONNECT is written (paho closes the socket after it): a clean end, so the broker
+            # drops the Will; the offline word went out just before.
+            self._pump_until(lambda: self.client.socket() is None, 1.0)
+            if self._standby is not None:
+                self._standby.join()
+            if self._connector is not None:
+                self._connector.join(timeout=1.0)  # a daemon: a connect still trying is not waited for
         stop_client(self.client)
         self._connected.clear()
+        self._link.clear()
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
 
     def ack(self, mid: int, qos: int, conn: int) -> None:
         """Acknowledge a delivered message to the broker (after its effects are committed).
@@ -149,6 +229,128 @@ class HubMqtt:
         if result.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             # With no connection paho keeps QoS>0 messages queued for the reconnect; anything else is a fault.
             log.error("publish to %s failed: %s", topic, paho.error_string(result.rc))
+        if self.inline:
+            self.wake()  # paho tells us only when the queue was empty; a publisher never waits on that
+
+    # -- inline: the ingest thread drives the client
+
+    def wake(self) -> None:
+        """Return the driver from its wait in `pump` at once (a packet to write, an item in its inbox).
+        Nothing when called by the driver itself: it looks at both before it waits again."""
+        if self._wake_w is None or threading.get_ident() == self._driver:
+            return
+        with contextlib.suppress(OSError):  # full (a wake-up is already waiting) or closed (stopped)
+            self._wake_w.send(b"\0")
+
+    def pump(self, timeout: float) -> None:
+        """Drive the connection for at most `timeout` seconds, returning as soon as something happened:
+        read what has arrived (each message handed to `on_inbound` on this thread), write what is
+        queued, keep the connection alive. Without a connection, wait for `wake` or the timeout."""
+        self._in_pump = True
+        try:
+            self._drive(timeout)
+        finally:
+            self._in_pump = False
+            self._pumped_at = time.monotonic()
+
+    def _stand_by(self) -> None:
+        """Drive the connection whenever the ingest thread has not for `_STANDBY_S` (a write waiting
+        for the database, a long batch): the hub's word that it is offline while it stores nothing
+        (`HubService.watch`) must still reach the rooms, and the link must stay alive. In short turns,
+        so that the ingest thread, back, takes over within one."""
+        while not self._closing.is_set():
+            away = time.monotonic() - self._pumped_at
+            if self._in_pump or away < _STANDBY_S:  # the ingest thread in its wait, or back from it lately
+                self._closing.wait(_STANDBY_S - away if away < _STANDBY_S else _STANDBY_S)
+                continue
+            try:
+                self._drive(_STANDBY_TURN_S)
+            except Exception:
+                log.exception("driving the MQTT connection while the ingest thread is away failed")
+                self._closing.wait(_STANDBY_S)
+
+    def _drive(self, timeout: float) -> None:
+        with self._io:
+            self._driver = threading.get_ident()
+            wake_r = self._wake_r
+            if wake_r is None:
+                raise RuntimeError("pump is for an inline HubMqtt")
+            sock = self.client.socket() if self._link.is_set() else None
+            pending = 0
+            if sock is not None and hasattr(sock, "pending"):
+                # TLS: bytes already decrypted wait in the SSL object, not in the socket
+                pending = sock.pending()
+            readers: list[Any] = [wake_r] if sock is None else [wake_r, sock]
+            writers: list[Any] = [sock] if sock is not None and self.client.want_write() else []
+            try:
+                readable, _w, _x = select.select(readers, writers, [], 0.0 if pending else max(0.0, timeout))
+            except (OSError, ValueError):
+                self._lost()  # the socket closed under the select (not by paho: nothing here does)
+                return
+            if wake_r in readable:
+                with contextlib.suppress(OSError):
+                    while wake_r.recv(4096):
+                        pass
+            if sock is None:
+                return
+            rc = paho.MQTT_ERR_SUCCESS
+            if sock in readable or pending:
+                rc = self.client.loop_read()
+            if rc == paho.MQTT_ERR_SUCCESS and self.client.want_write():
+                rc = self.client.loop_write()  # what was queued, this thread's acknowledgements among it
+            if rc == paho.MQTT_ERR_SUCCESS:
+                # The keepalive: a PINGREQ when due; the link dropped when it goes unanswered.
+                rc = self.client.loop_misc()
+            if rc != paho.MQTT_ERR_SUCCESS or self.client.socket() is None:
+                self._lost()
+
+    def _pump_until(self, done: Callable[[], bool], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not done() and self._link.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.pump(min(left, 0.05))
+
+    def _lost(self) -> None:
+        """The link is gone (read or written to no avail, or unanswered): hand it to `_connect_loop`."""
+        if self._link.is_set():
+            self._link.clear()
+            if self._connected.is_set():
+                # paho reports a loss it finds itself (`_on_disconnect`); this one it did not find.
+                self._on_disconnect(self.client, None, None, "connection lost", None)
+            if not self._closing.is_set():
+                self._need_connect.set()
+
+    def _connect_loop(self) -> None:
+        """Connect, and connect again whenever the driver loses the link: at once the first time, then
+        after `retry_min_s` (1 s), twice as long with each attempt that fails up to `retry_max_s` (30 s),
+        as paho's own thread does. A connection the broker refuses or drops before it accepts it counts
+        as failed: the wait starts again from `retry_min_s` only after a CONNACK that accepts."""
+        first = True
+        while True:
+            self._need_connect.wait()
+            if self._closing.is_set():
+                return
+            if not first:
+                self._tries += 1
+                wait_s = min(self.retry_min_s * 2 ** min(self._tries - 1, 16), self.retry_max_s)
+                if self._closing.wait(wait_s):
+                    return
+            first = False
+            try:
+                self.client.reconnect()  # the TCP (and TLS) connection; the CONNECT queued for the driver
+            except Exception as exc:
+                log.warning(
+                    "MQTT connect to %s:%s failed: %s (trying again)",
+                    self.address.host,
+                    self.address.port,
+                    exc,
+                )
+                continue
+            self._need_connect.clear()
+            self._link.set()
+            self.wake()
+
+    def _on_register_write(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
+        self.wake()
 
     def _marker_payload(self, conn: int) -> bytes:
         return f"{self._nonce}/{conn}".encode()
@@ -161,6 +363,7 @@ class HubMqtt:
             log.error("MQTT connect to %s:%s refused: %s", self.address.host, self.address.port, reason)
             return
         self._conn += 1
+        self._tries = 0
         self.backlog_done.clear()
         try:
             for topic in self.topics.hub_subscriptions():
@@ -177,7 +380,12 @@ class HubMqtt:
             # subscriptions the hub is not really connected: drop the socket so that paho reconnects.
             log.exception("setting up the MQTT session failed; reconnecting")
             sock = client.socket()
-            if sock is not None:
+            if isinstance(sock, socket.socket):
+                # Shut, not closed: paho's next read finds the end and handles the loss as any other
+                # (its disconnect callback, then a reconnect), whichever thread drives the client.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            elif sock is not None:
                 sock.close()
             return
         # The service hears of the new connection before anything may see it connected: a batch in

@@ -119,6 +119,20 @@ class HubMetrics:
         )
 
 
+class Inbox(queue.SimpleQueue["Inbound | Command"]):
+    """The ingest thread's inbox: what to apply, in order. `wake` (set by an MQTT adapter the ingest
+    thread drives itself, `HubMqtt.pump`) ends that thread's wait for the network when another thread
+    puts something in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wake: Callable[[], None] = lambda: None
+
+    def put(self, item: Inbound | Command, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.wake()
+
+
 @dataclass
 class Command:
     """Work for the ingest thread from elsewhere (the API): it alone changes the room machines, so a
@@ -228,7 +242,10 @@ class HubService:
         self.delivery.publish = lambda topic, payload, qos, retain: self.publish(topic, payload, qos, retain)
         self.delivery.connected = lambda: self.listening()
         self.lock = threading.RLock()
-        self.inbox: queue.SimpleQueue[Inbound | Command] = queue.SimpleQueue()
+        self.inbox = Inbox()
+        # The MQTT adapter's `pump` when the ingest thread drives the connection itself (HubMqtt inline):
+        # then every wait of that thread reads and writes the broker's messages meanwhile.
+        self.pump: Callable[[float], None] | None = None
         self.machines: dict[tuple[str, str], RoomMachine] = {}
         # Each room's next deadline, kept for the rooms each batch touches: the wait and the tick then
         # look at one number per room, not at its whole state (bench/alerts.py: 2,000 rooms).
@@ -394,6 +411,7 @@ class HubService:
         """
         self.delivery.stop()
         self._stop.set()
+        self.inbox.wake()  # the ingest thread, waiting on the network, sees it at once
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.join(timeout)
@@ -663,7 +681,7 @@ class HubService:
                 except Exception:
                     log.exception("reloading the rooms failed; retried before anything is applied")
                 retry = [i for i in items if not (isinstance(i, Command) and i.done.is_set())]
-                self._stop.wait(min(30.0, 0.5 * 2**failures))
+                self._pause(min(30.0, 0.5 * 2**failures))
         if retry:
             # Stopped while a batch waited to be taken again: it was never stored, so nothing after it
             # may be (`_drain`): the broker delivers them all again, in order, at the next start.
@@ -688,8 +706,12 @@ class HubService:
     def _take(self) -> list[Inbound | Command]:
         timeout = self._wait_seconds()
         items: list[Inbound | Command] = []
+        pump = self.pump
         try:
-            first = self.inbox.get(timeout=timeout)
+            if pump is None:
+                first = self.inbox.get(timeout=timeout)
+            else:
+                first = self._pump_for_first(pump, timeout)
         except queue.Empty:
             return items
         items.append(first)
@@ -698,18 +720,49 @@ class HubService:
         # came: waking for every message as it arrives cost more than the messages (the thread handing
         # them over wants the same interpreter lock). A message that already waited while the last batch
         # was written has gathered its batch: no more sleep for it than what is left of its linger.
+        # Driving the connection itself, the thread reads what arrives meanwhile instead of sleeping.
         if self.linger_s > 0 and self.inbox.qsize() < self.batch_size:
             waited = (
                 (self.clock.now() - first.received_at).total_seconds() if isinstance(first, Inbound) else 0
             )
             if waited < self.linger_s:
-                time.sleep(self.linger_s - max(0.0, waited))
+                rest = self.linger_s - max(0.0, waited)
+                if pump is None:
+                    time.sleep(rest)
+                else:
+                    until = time.monotonic() + rest
+                    while (left := until - time.monotonic()) > 0 and self.inbox.qsize() < self.batch_size:
+                        pump(left)
         while len(items) < self.batch_size:
             try:
                 items.append(self.inbox.get_nowait())
             except queue.Empty:
                 break
         return items
+
+    def _pump_for_first(self, pump: Callable[[float], None], timeout: float) -> Inbound | Command:
+        """The inbox's first item, driving the connection until one comes (or `queue.Empty`)."""
+        until = time.monotonic() + timeout
+        while True:
+            try:
+                return self.inbox.get_nowait()
+            except queue.Empty:
+                left = until - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    raise
+                pump(left)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait `seconds` before trying again (True: stopping meanwhile). Driving the connection, the
+        ingest thread goes on with it meanwhile: the link stays alive, and what arrives waits in the
+        inbox, unacknowledged until stored, as it would in the broker."""
+        pump = self.pump
+        if pump is None or threading.current_thread() is not self._thread:
+            return self._stop.wait(seconds)
+        until = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := until - time.monotonic()) > 0:
+            pump(min(left, 0.5))
+        return self._stop.is_set()
 
     def _wait_seconds(self) -> float:
         now = self.clock.now()
@@ -744,7 +797,7 @@ class HubService:
                 log.exception(
                     "reloading the rooms failed (attempt %d); nothing is applied until it works", attempt
                 )
-                if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
+                if self._pause(min(30.0, 0.5 * 2**attempt)):
                     self._gave_up = True  # `_drain` then writes nothing: these were never stored
                     return False
         attempt = 0
@@ -802,7 +855,7 @@ class HubService:
                     single.done.set()
                     self._stored()
                     return True
-                if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
+                if self._pause(min(30.0, 0.5 * 2**attempt)):
                     self._gave_up = True  # `_drain` then writes nothing after it
                     return False
         self._stored()

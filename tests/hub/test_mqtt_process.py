@@ -34,9 +34,8 @@ from seclusion_hub.mqtt_process import MqttProcess
 from seclusion_hub.runtime import MQTT_READY_WAIT_S, Hub
 from seclusion_hub.store import Store
 from tests.support.hub import SITE, Device, HubProcess, two_device_room, write_site
+from tests.support.mqtt import TOPIC, paho_client, publish_numbers, retained
 from tests.support.processes import Mosquitto, free_port, poll
-
-TOPIC = "seclusion/v1/test-school/calm-1/calm-1-door/event"
 
 
 class Received:
@@ -58,45 +57,6 @@ class Received:
         with self.lock:
             items, self.items = self.items, []
             return items
-
-
-def _client(mosquitto: Mosquitto, name: str) -> paho.Client:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=paho.MQTTv5)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.loop_start()
-    return client
-
-
-def _publish(mosquitto: Mosquitto, numbers: range) -> None:
-    client = _client(mosquitto, "test-device")
-    try:
-        for n in numbers:
-            client.publish(TOPIC, json.dumps({"n": n}).encode(), qos=1).wait_for_publish(10)
-    finally:
-        client.disconnect()
-        stop_client(client)
-
-
-def _retained(mosquitto: Mosquitto, topic: str) -> dict[str, object] | None:
-    """The retained message on `topic` as a fresh subscriber sees it (None if there is none)."""
-    got: list[bytes] = []
-    done = threading.Event()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-reader", protocol=paho.MQTTv5)
-
-    def on_message(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        got.append(bytes(msg.payload))
-        done.set()
-
-    client.on_message = on_message
-    client.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.loop_start()
-    try:
-        done.wait(3)
-    finally:
-        client.disconnect()
-        stop_client(client)
-    return json.loads(got[-1]) if got else None
 
 
 @pytest.fixture
@@ -125,7 +85,7 @@ def test_messages_arrive_in_order_and_only_acknowledged_ones_are_settled(
     mosquitto: Mosquitto, hub_mqtt: tuple[MqttProcess, Received]
 ) -> None:
     mqtt, received = hub_mqtt
-    _publish(mosquitto, range(50))
+    publish_numbers(mosquitto, range(50))
     poll(lambda: len(received.payloads()) == 50, 20, what="50 messages through the MQTT process")
     assert received.payloads() == list(range(50))
     items = received.take()
@@ -152,14 +112,14 @@ def test_what_the_hub_publishes_goes_out_and_a_clean_stop_says_offline(
     topics = Topics()
     # The adapter alone says nothing: the service says online once the backlog is through and the rooms
     # looked at with it (an agent hands its outputs to the hub on that word).
-    assert _retained(mosquitto, topics.hub_status) is None
+    assert retained(mosquitto, topics.hub_status) is None
     ack_topic = topics.ack("test-school", "calm-1", "calm-1-door")
     mqtt.publish(ack_topic, b'{"v":1,"epoch":1,"seq":7}', qos=1, retain=True)
-    assert poll(lambda: _retained(mosquitto, ack_topic), 10, what="the ack") == {"v": 1, "epoch": 1, "seq": 7}
+    assert poll(lambda: retained(mosquitto, ack_topic), 10, what="the ack") == {"v": 1, "epoch": 1, "seq": 7}
     pid = mqtt.pid
     assert pid is not None
     mqtt.stop()
-    status = _retained(mosquitto, topics.hub_status)
+    status = retained(mosquitto, topics.hub_status)
     assert status is not None
     assert status["online"] is False
     assert "ts" in status  # said by the hub as it stopped, not its Last Will (which has no time)
@@ -170,7 +130,7 @@ def test_a_killed_mqtt_process_is_replaced_and_what_it_held_comes_again(
     mosquitto: Mosquitto, hub_mqtt: tuple[MqttProcess, Received], caplog: pytest.LogCaptureFixture
 ) -> None:
     mqtt, received = hub_mqtt
-    _publish(mosquitto, range(10))
+    publish_numbers(mosquitto, range(10))
     poll(lambda: len(received.payloads()) == 10, 20, what="10 messages")
     old = received.take()
     pid = mqtt.pid
@@ -189,7 +149,7 @@ def test_a_killed_mqtt_process_is_replaced_and_what_it_held_comes_again(
         mqtt.ack(item.mid, item.qos, item.conn)
     for item in again:
         mqtt.ack(item.mid, item.qos, item.conn)
-    _publish(mosquitto, range(10, 12))
+    publish_numbers(mosquitto, range(10, 12))
     poll(lambda: received.payloads() == [10, 11], 20, what="new messages after the restart")
 
 
@@ -218,13 +178,13 @@ def test_the_mqtt_process_ends_when_the_hub_dies_and_the_broker_says_the_hub_is_
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
         assert _alive(child)
-        assert _retained(mosquitto, Topics().hub_status) is None  # the service would say online
+        assert retained(mosquitto, Topics().hub_status) is None  # the service would say online
         parent.kill()  # SIGKILL: no stop(), no goodbye
         parent.wait(10)
         poll(lambda: not _alive(child), 10, what="the orphaned MQTT process to end")
         # It went without a DISCONNECT, so the broker published the hub's Last Will.
         assert poll(
-            lambda: (s := _retained(mosquitto, Topics().hub_status)) and s["online"] is False and s,
+            lambda: (s := retained(mosquitto, Topics().hub_status)) and s["online"] is False and s,
             10,
             what="the hub's Last Will",
         ) == {"v": 1, "online": False}
@@ -245,7 +205,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_the_hub_puts_mqtt_in_its_own_process_when_told_and_not_on_another_clock(
+def test_the_hub_drives_mqtt_from_its_ingest_thread_unless_told_to_use_a_thread_or_a_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = write_site(tmp_path / "site.yaml", [two_device_room()])
@@ -257,15 +217,23 @@ def test_the_hub_puts_mqtt_in_its_own_process_when_told_and_not_on_another_clock
     assert HubSettings().mqtt_process is False
     fake = FakeClock(dt.datetime(2026, 11, 22, 9, tzinfo=dt.UTC))
 
-    def adapter(clock: SystemClock | FakeClock | None = None) -> type[object]:
+    def adapter(clock: SystemClock | FakeClock | None = None) -> tuple[type[object], bool]:
+        """The adapter's type, and whether the ingest thread drives it (`pump` handed to the service)."""
         hub = Hub.build(HubSettings(), clock=clock)
         hub.store.close()
-        return type(hub.mqtt)
+        inline = isinstance(hub.mqtt, HubMqtt) and hub.mqtt.inline
+        assert (hub.service.pump is not None) is inline
+        if isinstance(hub.mqtt, HubMqtt):
+            hub.mqtt.stop()  # never started: closes its sockets
+        return type(hub.mqtt), inline
 
-    assert adapter() is HubMqtt  # one process, unless told
+    assert adapter() == (HubMqtt, True)  # one process, the ingest thread driving MQTT, unless told
+    assert adapter(fake) == (HubMqtt, True)
+    monkeypatch.setenv("SECLUSION_MQTT_THREAD", "true")
+    assert adapter() == (HubMqtt, False)  # paho's own network thread
     monkeypatch.setenv("SECLUSION_MQTT_PROCESS", "true")
-    assert adapter() is MqttProcess
-    assert adapter(fake) is HubMqtt  # arrival stamps from the hub's own clock
+    assert adapter() == (MqttProcess, False)
+    assert adapter(fake) == (HubMqtt, False)  # arrival stamps from the hub's own clock
 
 
 @pytest.mark.parametrize("mqtt_process", ["true", "false"])
@@ -343,7 +311,7 @@ def test_a_marker_of_an_earlier_connection_does_not_end_the_next_connections_bac
         assert isinstance(sock, socket.socket)
         sock.shutdown(socket.SHUT_RDWR)
         poll(lambda: not mqtt.connected, 20, what="the hub to see its link gone")
-        other = _client(mosquitto, "test-device")
+        other = paho_client(mosquitto, "test-device")
         try:
             other.publish(marker_topic, first_marker, qos=1).wait_for_publish(10)
             for n in range(3):
@@ -451,20 +419,20 @@ def test_while_its_database_takes_nothing_the_hub_says_offline_and_the_rooms_hea
     status = Topics().hub_status
     try:
         assert hub.mqtt.backlog_done.wait(15)
-        assert poll(lambda: _retained(mosquitto, status), 10, what="the hub online")["online"] is True
+        assert poll(lambda: retained(mosquitto, status), 10, what="the hub online")["online"] is True
         other.execute("BEGIN IMMEDIATE")
         door.event("occupancy", "occupied")
         offline = poll(
-            lambda: (_retained(mosquitto, status) or {}).get("online") is False,
+            lambda: (retained(mosquitto, status) or {}).get("online") is False,
             20,
             what="the hub's status offline while nothing is stored",
         )
         assert offline is True
-        assert "ts" in (_retained(mosquitto, status) or {})  # said by the hub, not its Last Will
+        assert "ts" in (retained(mosquitto, status) or {})  # said by the hub, not its Last Will
         assert hub.service.status()["storing_stalled"] is True
         other.execute("COMMIT")
         poll(
-            lambda: (_retained(mosquitto, status) or {}).get("online") is True,
+            lambda: (retained(mosquitto, status) or {}).get("online") is True,
             40,
             what="the hub's status online once the write went through",
         )
