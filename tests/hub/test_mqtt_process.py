@@ -275,8 +275,15 @@ def test_without_a_broker_the_hub_still_serves_http_and_says_it_is_not_connected
         hub.stop()
 
 
+def _retry_after(mqtt: HubMqtt, seconds: float) -> None:
+    """How long the adapter waits before it connects again after a loss, whoever drives it."""
+    mqtt.client.reconnect_delay_set(min_delay=int(seconds), max_delay=int(seconds))
+    mqtt.retry_min_s = mqtt.retry_max_s = seconds
+
+
+@pytest.mark.parametrize("inline", [False, True])
 def test_a_marker_of_an_earlier_connection_does_not_end_the_next_connections_backlog(
-    mosquitto: Mosquitto,
+    mosquitto: Mosquitto, inline: bool
 ) -> None:
     """The link drops while the marker of its connection is still on its way; the broker keeps it and
     what the devices publish meanwhile, and hands both over on the next connection, the old marker
@@ -293,14 +300,14 @@ def test_a_marker_of_an_earlier_connection_does_not_end_the_next_connections_bac
         with lock:
             seen.append("through")
 
-    mqtt = HubMqtt(mosquitto.url, Topics(), SystemClock(), on_inbound, client_id="test-hub")
+    mqtt = HubMqtt(mosquitto.url, Topics(), SystemClock(), on_inbound, client_id="test-hub", inline=inline)
     mqtt.on_backlog_done = on_backlog_done
     mqtt.start()
     try:
         poll(mqtt.backlog_done.is_set, 20, what="the hub's first connection")
         first_marker = mqtt._marker_payload(1)
         marker_topic = Topics().hub_marker("test-hub")
-        mqtt.client.reconnect_delay_set(min_delay=3, max_delay=3)  # time to publish before it is back
+        _retry_after(mqtt, 3)  # time to publish before it is back
         with lock:
             seen.clear()
         # Cut the link under paho's feet (no DISCONNECT: the session stays, as on a network fault).
@@ -353,9 +360,9 @@ def _redelivered(mosquitto: Mosquitto, client_id: str) -> list[int]:
     return got
 
 
-@pytest.mark.parametrize("own_process", [False, True])
+@pytest.mark.parametrize("mode", ["inline", "thread", "process"])
 def test_a_clean_stop_acknowledges_what_it_stored_before_it_disconnects(
-    tmp_path: Path, mosquitto: Mosquitto, own_process: bool
+    tmp_path: Path, mosquitto: Mosquitto, mode: str
 ) -> None:
     """SIGTERM while messages wait in the inbox: the hub writes them and acknowledges them before it
     disconnects. Acknowledged after the disconnect (the order until a review found it), every one was
@@ -363,14 +370,15 @@ def test_a_clean_stop_acknowledges_what_it_stored_before_it_disconnects(
     which has no seq, was applied twice. What the hub did not store, the broker still holds: each
     event is stored or held, never both, never neither."""
     site = write_site(tmp_path / "site.yaml", [two_device_room()])
-    client_id = f"hub-stop-{int(own_process)}"
+    client_id = f"hub-stop-{mode}"
     settings = HubSettings(
         _env_file=None,
         mqtt_url=mosquitto.url,
         database_url=f"sqlite:///{tmp_path / 'hub.db'}",
         site_files=str(site),
         mqtt_client_id=client_id,
-        mqtt_process=own_process,
+        mqtt_process=mode == "process",
+        mqtt_thread=mode == "thread",
         ingest_linger_ms=1000,  # the ingest thread waits a second for its batch: they are in the inbox
     )
     hub = Hub.build(settings)
@@ -396,12 +404,14 @@ def test_a_clean_stop_acknowledges_what_it_stored_before_it_disconnects(
     assert sorted(stored + held) == list(range(1, 21))
 
 
+@pytest.mark.parametrize("mqtt_thread", [False, True])
 def test_while_its_database_takes_nothing_the_hub_says_offline_and_the_rooms_hear_it(
-    tmp_path: Path, mosquitto: Mosquitto
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_thread: bool
 ) -> None:
     """Another writer holds the SQLite database (a backup, a stuck migration): the hub's write waits.
     The rooms must not go on believing a hub that can raise no alert: its retained status turns
-    offline after `stall_s`, and online again once the write goes through."""
+    offline after `stall_s`, and online again once the write goes through. Inline, the ingest thread
+    that drives the connection is the one held: the standby thread carries the word meanwhile."""
     site = write_site(tmp_path / "site.yaml", [two_device_room()])
     db = tmp_path / "hub.db"
     settings = HubSettings(
@@ -410,6 +420,7 @@ def test_while_its_database_takes_nothing_the_hub_says_offline_and_the_rooms_hea
         database_url=f"sqlite:///{db}",
         site_files=str(site),
         mqtt_client_id="hub-stall",
+        mqtt_thread=mqtt_thread,
     )
     hub = Hub.build(settings)
     hub.service.stall_s = 1.0
@@ -443,17 +454,20 @@ def test_while_its_database_takes_nothing_the_hub_says_offline_and_the_rooms_hea
         door.close()
 
 
-def test_the_hub_sends_each_packet_at_once_on_every_connection(mosquitto: Mosquitto) -> None:
+@pytest.mark.parametrize("inline", [False, True])
+def test_the_hub_sends_each_packet_at_once_on_every_connection(mosquitto: Mosquitto, inline: bool) -> None:
     """Nagle's algorithm is off (TCP_NODELAY) on the hub's connection, the first and the next after a
     drop: with it on, the last acks of a burst waited up to 40 ms for nothing (docs/performance.md)."""
-    mqtt = HubMqtt(mosquitto.url, Topics(), SystemClock(), lambda _inbound: None, client_id="test-hub")
+    mqtt = HubMqtt(
+        mosquitto.url, Topics(), SystemClock(), lambda _inbound: None, client_id="test-hub", inline=inline
+    )
     mqtt.start()
     try:
         poll(mqtt.backlog_done.is_set, 20, what="the hub's first connection")
         first = mqtt.client.socket()
         assert isinstance(first, socket.socket)
         assert first.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-        mqtt.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        _retry_after(mqtt, 1)
         first.shutdown(socket.SHUT_RDWR)
         poll(lambda: mqtt.connected and mqtt.client.socket() is not first, 20, what="the next connection")
         second = mqtt.client.socket()
