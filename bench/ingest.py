@@ -1053,6 +1053,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--hub-protocol", choices=("5", "3.1.1"), default="5", help="the hub's MQTT version (5)")
     p.add_argument(
+        "--busy",
+        type=float,
+        default=0.0,
+        help="a busy loop taking this share of one core while the devices publish (0 to 1; 0: none): a "
+        "slow spell of a shared host, made on purpose to compare code under it",
+    )
+    p.add_argument(
         "--hub-mqtt",
         choices=("inline", "thread", "process"),
         default="inline",
@@ -1309,6 +1316,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.py_spy is not None:
             spy = _start_py_spy(args.py_spy, bench.hub.pid, args.seconds + 3)
 
+        busy = _start_busy(args.busy)
         cpu_before = {
             "hub": cpu_seconds(bench.hub.pid),
             "hub_mqtt": sum(cpu_seconds(c) for c in children(bench.hub.pid)),
@@ -1380,6 +1388,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": system_busy_seconds(),
             "bench": time.process_time(),
         }
+        if busy is not None:
+            busy.kill()
+            busy.wait(10)
         stop_bare.set()
         bare_result: BareResult = bare_out.get(timeout=30)
         if bare_result.error:
@@ -1434,6 +1445,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "hub_protocol": args.hub_protocol,
             "hub_mqtt": args.hub_mqtt,
             "pinned": bool(args.pin and len(cpus) > 1),
+            "busy": args.busy,
             "devices": args.devices,
             "story": args.story,
             "device_client": args.device_client,
@@ -1497,6 +1509,26 @@ _MQTT_WHERE = {
 }
 
 
+_BUSY_LOOP = """
+import os, sys, time
+share, parent = float(sys.argv[1]), int(sys.argv[2])
+while os.getppid() == parent:  # ends with the benchmark, however that ends
+    started = time.perf_counter()
+    while time.perf_counter() - started < share * 0.01:
+        pass
+    time.sleep((1 - share) * 0.01)
+"""
+
+
+def _start_busy(share: float) -> subprocess.Popen[bytes] | None:
+    """`--busy`: a process that spins for `share` of every 10 ms (killed at the run's end)."""
+    if share <= 0:
+        return None
+    if share > 1:
+        raise SystemExit("--busy: a share of one core, 0 to 1")
+    return subprocess.Popen([sys.executable, "-c", _BUSY_LOOP, str(share), str(os.getpid())])
+
+
 def _start_py_spy(output: Path, pid: int, seconds: float) -> subprocess.Popen[bytes]:
     """Attach py-spy to the hub (PY_SPY: its path; PY_SPY_ARGS: more options, such as --gil or --idle)."""
     binary = shutil.which("py-spy") or os.environ.get("PY_SPY", "py-spy")
@@ -1534,7 +1566,8 @@ def report(f: dict[str, Any]) -> bool:
         f"story: {f.get('story', 'episodes')}",
         f"  broker / database  {f['broker']} mosquitto.conf / {f['database']}; the hub on MQTT "
         f"{f['hub_protocol']} ({_MQTT_WHERE.get(str(f.get('hub_mqtt')), 'in a thread')})"
-        f"{'; the hub pinned to a CPU of its own' if f['pinned'] else ''}",
+        f"{'; the hub pinned to a CPU of its own' if f['pinned'] else ''}"
+        f"{f'; a busy loop taking {busy:.0%} of a core alongside' if (busy := f.get('busy')) else ''}",
         f"  sent               {f['sent']} messages: {f['valid']} events, {f['dup']} sent twice, "
         f"{f['bad']} malformed; at {f['send_rate']:.0f}/s (publishers at most "
         f"{f['publisher_max_behind_ms']:.1f} ms behind schedule)",

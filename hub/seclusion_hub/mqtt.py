@@ -129,7 +129,7 @@ class HubMqtt:
         self.inline = inline
         # Inline: the thread that drives the client now (`pump`), the link it may drive (a socket
         # connected by `_connect_loop`), and the wake-up of its wait (`wake`).
-        self._io = threading.Lock()  # one driver at a time: the ingest thread, or `stop` after it ended
+        self._io = threading.Lock()  # one driver at a time: the ingest thread, the standby, or `stop`
         self._driver: int | None = None
         self._link = threading.Event()
         self._need_connect = threading.Event()
@@ -205,7 +205,7 @@ class HubMqtt:
             # drops the Will; the offline word went out just before.
             self._pump_until(lambda: self.client.socket() is None, 1.0)
             if self._standby is not None:
-                self._standby.join()
+                self._standby.join(timeout=5.0)
             if self._connector is not None:
                 self._connector.join(timeout=1.0)  # a daemon: a connect still trying is not waited for
         stop_client(self.client)
@@ -230,7 +230,7 @@ class HubMqtt:
             # With no connection paho keeps QoS>0 messages queued for the reconnect; anything else is a fault.
             log.error("publish to %s failed: %s", topic, paho.error_string(result.rc))
         if self.inline:
-            self.wake()  # paho tells us only when the queue was empty; a publisher never waits on that
+            self.wake()  # paho's own call (`_on_register_write`) comes only when its queue was empty
 
     # -- inline: the ingest thread drives the client
 

@@ -220,7 +220,7 @@ class HubService:
         topics: Topics,
         *,
         batch_size: int = 500,
-        linger_s: float = 0.005,
+        linger_s: float = 0.003,
         metrics: HubMetrics | None = None,
         delivery: AlertDelivery | None = None,
         coalesce_s: float = 0.25,
@@ -721,7 +721,7 @@ class HubService:
         # them over wants the same interpreter lock). A message that already waited while the last batch
         # was written has gathered its batch: no more sleep for it than what is left of its linger.
         # Driving the connection itself, the thread reads what arrives meanwhile instead of sleeping.
-        if self.linger_s > 0 and self.inbox.qsize() < self.batch_size:
+        if self.linger_s > 0 and 1 + self.inbox.qsize() < self.batch_size:
             waited = (
                 (self.clock.now() - first.received_at).total_seconds() if isinstance(first, Inbound) else 0
             )
@@ -731,7 +731,7 @@ class HubService:
                     time.sleep(rest)
                 else:
                     until = time.monotonic() + rest
-                    while (left := until - time.monotonic()) > 0 and self.inbox.qsize() < self.batch_size:
+                    while (left := until - time.monotonic()) > 0 and 1 + self.inbox.qsize() < self.batch_size:
                         pump(left)
         while len(items) < self.batch_size:
             try:
@@ -741,7 +741,10 @@ class HubService:
         return items
 
     def _pump_for_first(self, pump: Callable[[float], None], timeout: float) -> Inbound | Command:
-        """The inbox's first item, driving the connection until one comes (or `queue.Empty`)."""
+        """The inbox's first item, driving the connection until one comes (or `queue.Empty`). The
+        connection is driven once first, even with items waiting (a backlog taken a batch at a time):
+        what the last batch queued, its acknowledgements, goes out now, not after the backlog."""
+        pump(0.0)
         until = time.monotonic() + timeout
         while True:
             try:

@@ -994,6 +994,32 @@ def test_a_batch_gathers_for_the_linger_from_its_first_messages_arrival(
     assert slept == ([] if slept_ms is None else [pytest.approx(slept_ms / 1000)])
 
 
+def test_driving_the_connection_the_ingest_thread_reads_while_it_gathers_and_never_sleeps(
+    service: HubService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inline (`HubMqtt.pump`): the connection is driven once at once (the last batch's acks go out),
+    then while the batch gathers, instead of a sleep; what each turn reads is in the batch, and the
+    gathering stops once the batch is full."""
+    monkeypatch.setattr("seclusion_hub.service.time.sleep", lambda _s: pytest.fail("slept"))
+    arriving = [inbound("calm-1", "calm-1-door", n, "door", "closed", 0, mid=n) for n in (1, 2, 3, 4)]
+    turns: list[float] = []
+
+    def pump(timeout: float) -> None:  # each turn reads the next message off the socket
+        turns.append(timeout)
+        if arriving:
+            service.submit(arriving.pop(0))
+
+    service.pump = pump
+    service.batch_size = 3
+    service.linger_s = 5.0  # long: only a full batch ends the gathering
+    taken = service._take()
+    assert [i.mid for i in taken if isinstance(i, Inbound)] == [1, 2, 3]
+    assert turns[0] == 0.0  # at once, before anything else
+    assert len(turns) == 3  # and no more once the batch is full
+    service.linger_s = 0
+    assert [i.mid for i in service._take() if isinstance(i, Inbound)] == [4]
+
+
 def test_evidence_waiting_for_its_row_survives_two_crashes_in_a_row(service: HubService) -> None:
     """An observer mark whose episode row waits for its refresh is kept whole in the room's state. A hub
     started from that state knows nothing of the row, so it carries the episode whole (and rewrites
