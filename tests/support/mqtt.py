@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import queue
 import threading
+import time
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from seclusion_contract import stop_client
+from seclusion_hub.mqtt import HubMqtt
 from tests.support.processes import Mosquitto
 
 # A device event topic of the test site (what the hub subscribes to).
@@ -54,3 +58,38 @@ def retained(mosquitto: Mosquitto, topic: str) -> dict[str, object] | None:
         client.disconnect()
         stop_client(client)
     return json.loads(got[-1]) if got else None
+
+
+class Driver:
+    """The ingest thread's part, as `HubService._take` plays it: pump, then run what it was given (such
+    as acknowledging what it stored), then pump again."""
+
+    def __init__(self, mqtt: HubMqtt, timeout: float = 0.05) -> None:
+        self.mqtt = mqtt
+        self.timeout = timeout
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.pumps: list[float] = []  # how long each pump took, in seconds
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="test-ingest", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.mqtt.pump(self.timeout)
+            self.pumps.append(time.monotonic() - started)
+            while True:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                job()
+
+    def __enter__(self) -> Driver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self.mqtt.wake()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
