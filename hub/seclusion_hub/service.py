@@ -132,6 +132,9 @@ class Inbox(queue.SimpleQueue["Inbound | Command"]):
         super().put(item, block, timeout)
         self.wake()
 
+    def put_nowait(self, item: Inbound | Command) -> None:
+        self.put(item)  # SimpleQueue's own would bypass `put`, and with it the wake-up
+
 
 @dataclass
 class Command:

@@ -28,7 +28,7 @@ from seclusion_hub.errors import RejectedMessage
 from seclusion_hub.ingest import Inbound
 from seclusion_hub.models import DeadLetter, DeliveryRecord, EventRecord, RoomSnapshot
 from seclusion_hub.notify import Channel, DeliveryError, Notice, render_message, verify_signature
-from seclusion_hub.service import Command, HubService
+from seclusion_hub.service import Command, HubService, Inbox
 from seclusion_hub.store import Store
 from tests.support.hub import SITE, two_device_room, write_site
 from tests.support.processes import poll
@@ -992,6 +992,18 @@ def test_a_batch_gathers_for_the_linger_from_its_first_messages_arrival(
     clock.advance(waited_ms / 1000)
     assert service._take() == [first, second]
     assert slept == ([] if slept_ms is None else [pytest.approx(slept_ms / 1000)])
+
+
+def test_whatever_goes_into_the_inbox_wakes_the_ingest_thread() -> None:
+    """Waiting on the network (inline), the ingest thread learns of an API command only by `wake`."""
+    inbox = Inbox()
+    woken: list[int] = []
+    inbox.wake = lambda: woken.append(inbox.qsize())
+    command = Command(lambda _batch: None)
+    inbox.put(command)
+    inbox.put_nowait(command)
+    assert woken == [1, 2]  # each after its item is in
+    assert inbox.get_nowait() is command
 
 
 def test_driving_the_connection_the_ingest_thread_reads_while_it_gathers_and_never_sleeps(
