@@ -55,10 +55,11 @@ from .ingest import Inbound
 
 log = logging.getLogger(__name__)
 
+# Inline: the waits between connection attempts, as paho's own thread has them (`reconnect_delay_set`).
 _RETRY_MIN_S = 1.0
+_RETRY_MAX_S = 30.0
 _STANDBY_S = 0.2  # the ingest thread away this long: the standby thread drives the connection meanwhile
 _STANDBY_TURN_S = 0.02  # the longest the ingest thread, back, waits for the standby thread's turn to end
-_RETRY_MAX_S = 30.0
 
 
 def parse_mqtt_url(url: str) -> BrokerAddress:
@@ -345,6 +346,11 @@ class HubMqtt:
                     exc,
                 )
                 continue
+            if self._closing.is_set():  # stopped while it connected: this connection is not wanted
+                sock = self.client.socket()
+                if sock is not None:
+                    sock.close()
+                return
             self._need_connect.clear()
             self._link.set()
             self.wake()
