@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -58,30 +59,19 @@ class Hub:
         # MQTT in a process of its own (mqtt_process.py) when SECLUSION_MQTT_PROCESS says so; its arrival
         # stamps come from the system clock, so a hub built on another clock (tests) keeps it in a thread.
         own_process = settings.mqtt_process and isinstance(clock, SystemClock)
+        inbound = (settings.mqtt_url, topics, clock, service.submit)
+        options: dict[str, Any] = {
+            "client_id": settings.mqtt_client_id,
+            "session_expiry_s": settings.mqtt_session_expiry_s,
+            "protocol": protocol or settings.mqtt_protocol,
+        }
         mqtt: HubMqtt | MqttProcess
         if own_process:
-            mqtt = MqttProcess(
-                settings.mqtt_url,
-                topics,
-                clock,
-                service.submit,
-                client_id=settings.mqtt_client_id,
-                session_expiry_s=settings.mqtt_session_expiry_s,
-                protocol=protocol or settings.mqtt_protocol,
-            )
+            mqtt = MqttProcess(*inbound, **options)
         else:
             # Inline unless told otherwise: the ingest thread reads, applies, stores and acknowledges,
             # all on one thread (mqtt.py; docs/performance.md).
-            mqtt = HubMqtt(
-                settings.mqtt_url,
-                topics,
-                clock,
-                service.submit,
-                client_id=settings.mqtt_client_id,
-                session_expiry_s=settings.mqtt_session_expiry_s,
-                protocol=protocol or settings.mqtt_protocol,
-                inline=not settings.mqtt_thread,
-            )
+            mqtt = HubMqtt(*inbound, **options, inline=not settings.mqtt_thread)
             if mqtt.inline:
                 service.pump = mqtt.pump
                 service.inbox.wake = mqtt.wake
