@@ -67,7 +67,11 @@ def test_the_thread_that_pumps_takes_the_messages_and_its_acknowledgements_settl
         publish_numbers(mosquitto, range(50))
         poll(lambda: len(seen.numbers()) == 50, 20, what="50 messages through the pump")
         assert seen.numbers() == list(range(50))
-        assert seen.threads() == {"test-ingest"}
+        # Read by the driver (the standby thread only steps in when a loaded machine leaves the driver
+        # unscheduled for 0.2 s), never by a thread of paho's.
+        threads = seen.threads()
+        assert "test-ingest" in threads
+        assert threads <= {"test-ingest", "seclusion-mqtt-standby"}
         items = [inbound for inbound, _t, _n in seen.items]
 
         def store_thirty() -> None:  # the hub stored these; the other 20 it never got to
@@ -194,7 +198,7 @@ def test_a_broker_that_is_down_is_asked_again_after_a_growing_wait_not_at_once(
 ) -> None:
     """Never a tight loop of connection attempts, which would fill the log and load the broker's host."""
     mqtt = HubMqtt(f"mqtt://127.0.0.1:{free_port()}", Topics(), SystemClock(), Seen(), inline=True)
-    mqtt.retry_min_s, mqtt.retry_max_s = 0.2, 0.4
+    mqtt.retry_min_s, mqtt.retry_max_s = 0.2, 0.8
     caplog.set_level("WARNING", logger="seclusion_hub.mqtt")
 
     def attempts() -> list[float]:
@@ -203,10 +207,12 @@ def test_a_broker_that_is_down_is_asked_again_after_a_growing_wait_not_at_once(
     try:
         mqtt.start()
         poll(lambda: len(attempts()) >= 4, 10, what="four attempts")
-        times = attempts()
-        gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert 0.15 <= gaps[0] < 0.35  # the first wait: retry_min_s
-        assert all(gap >= 0.3 for gap in gaps[1:3])  # then twice as long, up to retry_max_s
+        gaps = [b - a for a, b in itertools.pairwise(attempts())]
+        # 0.2 s, then twice as long each time up to retry_max_s (only lower bounds: a loaded machine
+        # may make any wait longer, never shorter).
+        assert gaps[0] >= 0.15
+        assert gaps[1] >= 0.35
+        assert gaps[2] >= 0.75
         assert not mqtt.connected
     finally:
         mqtt.stop()
