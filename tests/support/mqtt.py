@@ -1,4 +1,5 @@
-"""Small paho helpers for tests that talk to a real Mosquitto as a device or an onlooker would."""
+"""Small paho helpers for tests that talk to a real Mosquitto as a device or an onlooker would, and
+`Driver`, which plays the ingest thread's part for the hub's MQTT adapter driven inline."""
 
 from __future__ import annotations
 
