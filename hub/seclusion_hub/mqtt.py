@@ -196,7 +196,12 @@ class HubMqtt:
                 1,
                 True,
             )
-            if self.inline:
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                # The link went in the moment since `connected` was read (paho closes the socket before
+                # it reports the loss): nothing to wait for, and paho's wait would raise. The retained
+                # offline word is then the broker's Will.
+                log.info("hub offline status not sent: %s", paho.error_string(info.rc))
+            elif self.inline:
                 self._pump_until(info.is_published, 2.0)
             else:
                 info.wait_for_publish(timeout=2)

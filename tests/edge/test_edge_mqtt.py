@@ -17,9 +17,11 @@ from gpiozero.pins.mock import MockFactory
 
 from seclusion_contract import EventPayload, StatusPayload
 from seclusion_edge import EdgeAgent
+from seclusion_edge.link import LinkSettings, Message
 from seclusion_edge.mqtt import PahoPublisher
 from tests.edge.conftest import door_device
 from tests.edge.hub_double import HubDouble
+from tests.support.mqtt import next_connection
 from tests.support.processes import Mosquitto, poll
 
 pytestmark = pytest.mark.integration
@@ -215,9 +217,7 @@ def test_a_severed_connection_publishes_the_last_will_then_the_agent_comes_back_
     assert back is not None and back["conn_ms"] > will["conn_ms"]  # the next connection is another
 
 
-def _sends_at_once(publisher: PahoPublisher) -> bool:
-    sock = publisher._client.socket()
-    assert isinstance(sock, socket.socket)
+def _sends_at_once(sock: socket.socket) -> bool:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
@@ -230,11 +230,13 @@ def test_every_connection_sends_each_packet_at_once(
     poll(lambda: is_online(hub), 10, what="online status")
     publisher = agent.publisher
     assert isinstance(publisher, PahoPublisher)
-    assert _sends_at_once(publisher)
     first = publisher._client.socket()
+    assert isinstance(first, socket.socket) and _sends_at_once(first)
     publisher.sever()
-    poll(lambda: agent.is_connected and publisher._client.socket() is not first, 15, what="a new connection")
-    assert _sends_at_once(publisher)
+    second = poll(
+        next_connection(publisher._client, first, lambda: agent.is_connected), 15, what="a new connection"
+    )
+    assert _sends_at_once(second)
 
 
 # ------------------------------------------------------------------------- the command, as a process
@@ -297,3 +299,30 @@ def test_a_killed_agent_leaves_its_last_will_and_a_stopped_one_says_offline_itse
             agent.wait(5)
         assert agent.stderr is not None
         agent.stderr.close()
+
+
+class _NoHandlers:
+    def on_connected(self, session_present: bool) -> None:
+        pass
+
+    def on_disconnected(self) -> None:
+        pass
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        pass
+
+
+def test_a_stop_in_the_moment_the_link_goes_ends_without_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """The connected flag can still say yes when paho has just closed the socket (it reports the loss a
+    moment later): the farewell cannot be sent, and the stop says so and ends instead of raising paho's
+    "not currently connected"."""
+    status = "seclusion/v1/demo-school/calm-1/calm-1-door/status"
+    will = Message(status, b'{"v":1,"online":false}', retain=True)
+    settings = LinkSettings(host="127.0.0.1", port=1, client_id="calm-1-door", will=will, subscriptions=())
+    publisher = PahoPublisher(settings, _NoHandlers())
+    # That moment, with no paho thread to clear the flag first: started, the flag still set, no connection.
+    publisher._started = True
+    publisher._connected.set()
+    publisher.stop(farewell=Message(status, b'{"v":1,"online":false,"ts":"x"}', retain=True))
+    assert not publisher.is_connected
+    assert "the farewell status was not published" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,24 @@ def publish_numbers(mosquitto: Mosquitto, numbers: range) -> None:
     finally:
         client.disconnect()
         stop_client(client)
+
+
+def next_connection(
+    client: paho.Client, before: object, connected: Callable[[], bool]
+) -> Callable[[], socket.socket | None]:
+    """For `poll`: the client's socket once it is connected again on a socket other than `before`.
+
+    paho closes a lost socket a moment before it reports the loss, so a connected flag can still be the
+    old connection's while there is no socket at all; the socket alone is not enough either (it exists
+    before the CONNACK)."""
+
+    def fetch() -> socket.socket | None:
+        sock = client.socket()
+        if connected() and isinstance(sock, socket.socket) and sock is not before:
+            return sock
+        return None
+
+    return fetch
 
 
 def retained(mosquitto: Mosquitto, topic: str) -> dict[str, object] | None:
