@@ -272,6 +272,7 @@ class HubService:
         self._status_lock = threading.Lock()
         self._connection = 0  # counts `reconnected`: a marker counts only for its own connection
         self._status_said = -1  # the connection whose status the hub has said (once its backlog was through)
+        self._offline_said_on: int | None = None  # the connection the hub last said offline on
         # While messages are queued, a touched room's alerts are evaluated at most this long after.
         self.coalesce_s = coalesce_s
         self.report_check_s = report_check_s
@@ -920,8 +921,16 @@ class HubService:
         With the hub offline each room's agent runs its fail-safe (semantics 5.4); the next stored batch
         says online again (`_stored`). `/healthz` says `healthy: false` meanwhile."""
         with self._status_lock:
+            if self._said_offline:
+                # Said again on each new connection while it holds: the adapter counts a connection up
+                # only after `reconnected`, and a broker that saw no loss (the hub's side of the link
+                # dropped, its session taken over at once) publishes no Last Will; the broker would keep
+                # the last connection's online word for as long as the database takes nothing.
+                if self._offline_said_on != self._connection and self._publish_status(online=False):
+                    log.warning("connected again while storing nothing: the hub says again it is offline")
+                return
             since = self._unstored_since
-            if since is None or self._said_offline:
+            if since is None:
                 return
             waited = self.monotonic() - since
             if waited < self.stall_s:
@@ -935,14 +944,18 @@ class HubService:
             waited,
         )
 
-    def _publish_status(self, *, online: bool) -> None:
+    def _publish_status(self, *, online: bool) -> bool:
         """Only while connected: paho would queue it and send it after a reconnect, behind the status
         the reconnect says, and an older word would be the one the broker keeps. After a reconnect the
-        status is said again once the backlog marker is back (`backlog_marker`)."""
+        status is said again once the backlog marker is back (`backlog_marker`), and offline by `watch`
+        as soon as the link counts as up. True when said."""
         if not self.listening():
-            return
+            return False
         payload = HubStatusPayload(online=online, ts=self.clock.now())
         self.publish(self.topics.hub_status, dump_payload(payload), 1, True)
+        if not online:
+            self._offline_said_on = self._connection
+        return True
 
     def _apply(self, items: list[Inbound | Command], poisoned: dict[int, str]) -> _Pending:
         pending = _Pending()
@@ -1530,11 +1543,9 @@ class HubService:
         self._listening_since = time.monotonic()
         self._connection += 1
         self._backlog_applied = False
-        with self._status_lock:
-            if self._said_offline:
-                # Offline while nothing is stored, said again on the new connection (a retained word
-                # queued by paho before the reconnect may have come after the last).
-                self._publish_status(online=False)
+        # Offline while nothing is stored is said again on the new connection by `watch`: not from
+        # here, where the adapter does not yet count the link as up (and what paho kept unacknowledged
+        # from the last connection it sends after this; `watch` publishes later).
 
         def apply(batch: Batch) -> None:
             now = self.clock.now()

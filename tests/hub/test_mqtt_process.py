@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import httpx
 import paho.mqtt.client as paho
@@ -32,9 +33,10 @@ from seclusion_hub.models import EventRecord
 from seclusion_hub.mqtt import HubMqtt
 from seclusion_hub.mqtt_process import MqttProcess
 from seclusion_hub.runtime import MQTT_READY_WAIT_S, Hub
-from seclusion_hub.store import Store
+from seclusion_hub.service import Command
+from seclusion_hub.store import Batch, Store
 from tests.support.hub import SITE, Device, HubProcess, two_device_room, write_site
-from tests.support.mqtt import TOPIC, next_connection, paho_client, publish_numbers, retained
+from tests.support.mqtt import TOPIC, HalfCutProxy, next_connection, paho_client, publish_numbers, retained
 from tests.support.processes import Mosquitto, free_port, poll
 
 
@@ -452,6 +454,63 @@ def test_while_its_database_takes_nothing_the_hub_says_offline_and_the_rooms_hea
         other.close()
         hub.stop()
         door.close()
+
+
+@pytest.mark.parametrize("mqtt_thread", [False, True])
+def test_a_link_back_while_the_database_takes_nothing_hears_the_hub_say_offline_again(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_thread: bool
+) -> None:
+    """The hub's side of the link drops (the broker sees nothing) and its database stalls before the
+    link is back: the next connection takes the session over with no Last Will, so the broker would keep
+    the last connection's online word for as long as the stall lasts, the rooms' own alarms quiet. The
+    hub says offline on the new connection (the word said on connecting went nowhere: the adapter counts
+    the link as up only afterwards; found by a review)."""
+    site = write_site(tmp_path / "site.yaml", [two_device_room()])
+    db = tmp_path / "hub.db"
+    proxy = HalfCutProxy(mosquitto.port)
+    settings = HubSettings(
+        _env_file=None,
+        mqtt_url=proxy.url,
+        database_url=f"sqlite:///{db}",
+        site_files=str(site),
+        mqtt_client_id="hub-half-cut",
+        mqtt_thread=mqtt_thread,
+    )
+    hub = Hub.build(settings)
+    hub.service.stall_s = 1.0
+    hub.start()
+    other = sqlite3.connect(db, isolation_level=None)
+    status = Topics().hub_status
+    try:
+        assert hub.mqtt.backlog_done.wait(15)
+        assert poll(lambda: retained(mosquitto, status), 10, what="the hub online")["online"] is True
+        assert isinstance(hub.mqtt, HubMqtt)
+        _retry_after(hub.mqtt, 3)
+        proxy.cut_client_side()
+        poll(lambda: not hub.mqtt.connected, 20, what="the hub to see its link gone")
+        other.execute("BEGIN IMMEDIATE")
+        key = next(iter(hub.service.machines))
+
+        def touch(batch: Batch) -> None:  # a write while the link is down (as a person's action makes)
+            batch.rooms[key] = hub.service.machines[key].state
+
+        hub.service.inbox.put(Command(touch))
+        poll(lambda: hub.service.status()["storing_stalled"], 10, what="the stall seen while disconnected")
+        assert retained(mosquitto, status) == {"v": 1, "online": True, "ts": ANY}  # the broker saw no loss
+        poll(lambda: hub.mqtt.connected, 30, what="the link back")
+
+        def offline() -> dict[str, object] | None:
+            word = retained(mosquitto, status)
+            return word if word is not None and word["online"] is False else None
+
+        said = poll(offline, 10, what="the hub's offline word on the new connection")
+        assert "ts" in said  # the hub's own word, not a Last Will
+        other.execute("COMMIT")
+        poll(lambda: (retained(mosquitto, status) or {}).get("online") is True, 40, what="online once stored")
+    finally:
+        other.close()
+        hub.stop()
+        proxy.close()
 
 
 @pytest.mark.parametrize("inline", [False, True])

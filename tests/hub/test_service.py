@@ -212,12 +212,20 @@ def test_a_database_that_takes_nothing_for_a_few_seconds_turns_the_hubs_status_o
         other = sqlite3.connect(db, timeout=0.1, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # the database takes nothing
         seen: list[tuple[float, list[bool], bool]] = []
+        link = [True]
+        svc.listening = lambda: link[0]
 
         def wait(backoff: float) -> bool:  # the writer's pause between attempts, on the fake clock
             seconds[0] += backoff
             svc.watch()
             if len(seen) == 2:
-                svc.reconnected()  # the link dropped and came back meanwhile
+                # The link dropped and came back meanwhile (the broker's session taken over, no Last
+                # Will): the adapter counts it as up only once `reconnected` has returned.
+                link[0] = False
+                svc.reconnected()
+                link[0] = True
+                svc.watch()  # the watcher's next look
+                svc.watch()  # and the one after: once on each connection
             seen.append((seconds[0], list(said), svc.status()["storing_stalled"] is True))
             if seconds[0] >= 7:
                 other.execute("COMMIT")

@@ -1,8 +1,10 @@
-"""Small paho helpers for tests that talk to a real Mosquitto as a device or an onlooker would, and
-`Driver`, which plays the ingest thread's part for the hub's MQTT adapter driven inline."""
+"""Small paho helpers for tests that talk to a real Mosquitto as a device or an onlooker would,
+`Driver`, which plays the ingest thread's part for the hub's MQTT adapter driven inline, and
+`HalfCutProxy`, a relay whose client side can be cut while the broker sees nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -113,3 +115,76 @@ class Driver:
         self.mqtt.wake()
         self.thread.join(10)
         assert not self.thread.is_alive()
+
+
+class HalfCutProxy:
+    """A TCP relay between a client and the broker whose client side can be cut alone: the client sees
+    its connection end, the broker sees nothing (a Wi-Fi or NAT drop the client notices first). The
+    client's next connection then takes its session over from the broker's side still open, and
+    Mosquitto publishes no Last Will on a takeover."""
+
+    def __init__(self, broker_port: int) -> None:
+        self.broker_port = broker_port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._accepting = threading.Thread(target=self._accept, name="test-proxy", daemon=True)
+        self._accepting.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _addr = self._server.accept()
+            except OSError:
+                return  # closed
+            broker = socket.create_connection(("127.0.0.1", self.broker_port))
+            with self._lock:
+                if self._closed:
+                    client.close()
+                    broker.close()
+                    return
+                self._pairs.append((client, broker))
+                for a, b in ((client, broker), (broker, client)):
+                    relay = threading.Thread(target=self._relay, args=(a, b), name="test-proxy", daemon=True)
+                    self._threads.append(relay)
+                    relay.start()
+
+    @staticmethod
+    def _relay(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut_client_side(self) -> None:
+        """End every client's leg; the broker's legs stay open and silent."""
+        with self._lock:
+            for client, _broker in self._pairs:
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pairs = list(self._pairs)
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone does not)
+        self._server.close()
+        for client, broker in pairs:
+            for sock in (client, broker):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._accepting.join(5)
+        for relay in self._threads:
+            relay.join(5)
+        for client, broker in pairs:
+            client.close()
+            broker.close()
