@@ -128,10 +128,10 @@ class HubMqtt:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.inline = inline
-        # Inline: the thread that drives the client now (`pump`), the link it may drive (a socket
-        # connected by `_connect_loop`), and the wake-up of its wait (`wake`).
+        # Inline: the thread that pumps (the ingest thread; at stop the stopping one), the link it may
+        # drive (a socket connected by `_connect_loop`), and the wake-up of its wait (`wake`).
         self._io = threading.Lock()  # one driver at a time: the ingest thread, the standby, or `stop`
-        self._driver: int | None = None
+        self._pumper: int | None = None
         self._link = threading.Event()
         self._need_connect = threading.Event()
         self._closing = threading.Event()
@@ -241,9 +241,12 @@ class HubMqtt:
     # -- inline: the ingest thread drives the client
 
     def wake(self) -> None:
-        """Return the driver from its wait in `pump` at once (a packet to write, an item in its inbox).
-        Nothing when called by the driver itself: it looks at both before it waits again."""
-        if self._wake_w is None or threading.get_ident() == self._driver:
+        """Return the pumping thread from its wait in `pump` at once (a packet to write, an item in its
+        inbox). Nothing when called by that thread itself: it looks at both before it waits again. The
+        standby thread's calls (a message it read) do wake it, and the standby never takes a wake-up
+        (`_drive`): the ingest thread, back, may be waiting for the standby's turn to end, to wait on
+        the network next with that message already in its inbox."""
+        if self._wake_w is None or threading.get_ident() == self._pumper:
             return
         with contextlib.suppress(OSError):  # full (a wake-up is already waiting) or closed (stopped)
             self._wake_w.send(b"\0")
@@ -252,9 +255,10 @@ class HubMqtt:
         """Drive the connection for at most `timeout` seconds, returning as soon as something happened:
         read what has arrived (each message handed to `on_inbound` on this thread), write what is
         queued, keep the connection alive. Without a connection, wait for `wake` or the timeout."""
+        self._pumper = threading.get_ident()
         self._in_pump = True
         try:
-            self._drive(timeout)
+            self._drive(timeout, woken=True)
         finally:
             self._in_pump = False
             self._pumped_at = time.monotonic()
@@ -270,14 +274,16 @@ class HubMqtt:
                 self._closing.wait(_STANDBY_S - away if away < _STANDBY_S else _STANDBY_S)
                 continue
             try:
-                self._drive(_STANDBY_TURN_S)
+                self._drive(_STANDBY_TURN_S, woken=False)
             except Exception:
                 log.exception("driving the MQTT connection while the ingest thread is away failed")
                 self._closing.wait(_STANDBY_S)
 
-    def _drive(self, timeout: float) -> None:
+    def _drive(self, timeout: float, *, woken: bool) -> None:
+        """One turn: wait for the network (and, if `woken`, for `wake`) up to `timeout`, then read,
+        write and keep alive. The standby's turns (not `woken`) leave a wake-up for the pumping thread,
+        whose it is; a packet another thread queues during one goes out at the next turn, 20 ms on."""
         with self._io:
-            self._driver = threading.get_ident()
             wake_r = self._wake_r
             if wake_r is None:
                 raise RuntimeError("pump is for an inline HubMqtt")
@@ -286,7 +292,9 @@ class HubMqtt:
             if sock is not None and hasattr(sock, "pending"):
                 # TLS: bytes already decrypted wait in the SSL object, not in the socket
                 pending = sock.pending()
-            readers: list[Any] = [wake_r] if sock is None else [wake_r, sock]
+            readers: list[Any] = [wake_r] if woken else []
+            if sock is not None:
+                readers.append(sock)
             writers: list[Any] = [sock] if sock is not None and self.client.want_write() else []
             try:
                 readable, _w, _x = select.select(readers, writers, [], 0.0 if pending else max(0.0, timeout))

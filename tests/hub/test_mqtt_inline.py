@@ -164,6 +164,32 @@ def test_while_nobody_pumps_the_standby_thread_drives_the_connection(mosquitto: 
         }
 
 
+def test_a_message_the_standby_thread_read_ends_the_next_pumps_wait_at_once(mosquitto: Mosquitto) -> None:
+    """Back from a long write, the ingest thread may wait for the standby's turn to end and then wait on
+    the network, with a message the standby read meanwhile already in its inbox: that message's wake-up
+    must end the wait, not the wait's timeout (found by a review: the standby's own wake-ups were
+    skipped, and its turns took those meant for the ingest thread)."""
+    seen = Seen()
+    adapters: list[HubMqtt] = []
+
+    def inbox_put(inbound: Inbound) -> None:  # as the hub's inbox does (`Inbox.put`)
+        seen(inbound)
+        adapters[0].wake()
+
+    with _inline(mosquitto.url, inbox_put) as mqtt:
+        adapters.append(mqtt)
+        mqtt.start()
+        mqtt.pump(0.0)  # this thread is the ingest thread; away from now on
+        poll(lambda: mqtt.connected and mqtt.backlog_done.is_set(), 20, what="connected by the standby")
+        publish_numbers(mosquitto, range(1))
+        poll(lambda: seen.numbers() == [0], 10, what="the message")
+        assert seen.threads() == {"seclusion-mqtt-standby"}
+        time.sleep(0.1)  # the standby's next turns: they leave the wake-up where it is
+        started = time.monotonic()
+        mqtt.pump(5.0)
+        assert time.monotonic() - started < 2.5, "the pump waited out its timeout"
+
+
 def test_a_stop_says_offline_and_disconnects_cleanly_after_the_last_acknowledgements(
     mosquitto: Mosquitto,
 ) -> None:
