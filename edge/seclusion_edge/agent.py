@@ -1042,10 +1042,8 @@ class EdgeAgent:
         """Publish the online status and replay the outbox, in order, before anything newer."""
         # The hub's retained status comes again after the subscriptions; until then the fail-safe drives.
         self._hub_online = False
-        if self._stopping:
-            return  # (before the send lock: a store's thread stuck in a write at the stop holds it)
-        with self._send_lock:
-            if self._stopping or self._publisher is None:
+        with self._send_lock_unless_stopping() as locked:
+            if not locked or self._stopping or self._publisher is None:
                 return
             if self._outbox is None:
                 # No status: it would have to invent the store's numbers. The broker keeps the last one
@@ -1084,11 +1082,11 @@ class EdgeAgent:
     def on_disconnected(self) -> None:
         """Events stay in the outbox for the next connect; the local fail-safe drives the outputs."""
         self._hub_online = False
-        if self._stopping:
-            # A stop: `start` sets all this again. Not waiting for the send lock, which a store's thread
-            # stuck in a write at the stop holds: paho's `loop_stop` waits for this callback.
-            return
-        with self._send_lock:
+        # A stop: `start` sets all this again (`_send_lock_unless_stopping`: paho's `loop_stop` waits for
+        # this callback, and a store's thread stuck in a write at the stop holds the send lock).
+        with self._send_lock_unless_stopping() as locked:
+            if not locked:
+                return
             self._replay_due = True  # the next connection replays from the oldest event waiting
             self._status_sent, self._connected_ms, self._unannounced = None, None, False
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
@@ -1131,10 +1129,8 @@ class EdgeAgent:
             log.warning("ignored a message on %s that does not follow the contract: %s", topic, exc)
 
     def _apply_ack(self, ack: AckPayload) -> None:
-        if self._stopping:
-            return  # (before the send lock, as in `on_disconnected`)
-        with self._send_lock:
-            if self._stopping:
+        with self._send_lock_unless_stopping() as locked:  # (as in `on_disconnected`)
+            if not locked or self._stopping:
                 return
             outbox = self._writable
             if outbox is None:
@@ -1189,10 +1185,8 @@ class EdgeAgent:
     def _take_own_status(self, payload: bytes) -> None:
         """The broker's copy of a status of this device: the one published on this connection, after
         the subscriptions, comes after every retained message they brought, the hub's ack included."""
-        if self._stopping:
-            return  # (before the send lock, as in `on_disconnected`)
-        with self._send_lock:
-            if self._stopping or self._outbox is None or self._outbox.confirmed:
+        with self._send_lock_unless_stopping() as locked:  # (as in `on_disconnected`)
+            if not locked or self._stopping or self._outbox is None or self._outbox.confirmed:
                 return
             if self._status_sent is None or payload != self._status_sent:
                 return  # the retained copy from before this connection (or its Last Will)

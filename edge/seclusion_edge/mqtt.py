@@ -137,7 +137,22 @@ class PahoPublisher:
 
     def _on_pre_connect(self, client: paho.Client, userdata: object) -> None:
         """Just before every CONNECT, the first and each reconnect (paho calls this whatever ended the
-        connection before, where on_disconnect is not always called): the Last Will it opens with."""
+        connection before, where on_disconnect is not always called): the Last Will it opens with.
+
+        A connection still counted as up here ended without on_disconnect (paho's loop gives up on a
+        `select` that raises and reconnects): it is counted down and the agent told first, so that
+        nothing newer goes out on the next connection ahead of the replay of what the last one lost."""
+        if self._connected.is_set():
+            self._connected.clear()
+            log.warning(
+                "the connection to %s:%d ended unreported; connecting again",
+                self._settings.host,
+                self._settings.port,
+            )
+            try:
+                self._handlers.on_disconnected()
+            except Exception:
+                log.exception("the agent failed to handle a disconnect")
         next_will = self._settings.next_will
         if next_will is None:
             return

@@ -302,11 +302,14 @@ def test_a_killed_agent_leaves_its_last_will_and_a_stopped_one_says_offline_itse
 
 
 class _NoHandlers:
+    def __init__(self) -> None:
+        self.disconnects = 0
+
     def on_connected(self, session_present: bool) -> None:
         pass
 
     def on_disconnected(self) -> None:
-        pass
+        self.disconnects += 1
 
     def on_message(self, topic: str, payload: bytes) -> None:
         pass
@@ -326,3 +329,27 @@ def test_a_stop_in_the_moment_the_link_goes_ends_without_an_error(caplog: pytest
     publisher.stop(farewell=Message(status, b'{"v":1,"online":false,"ts":"x"}', retain=True))
     assert not publisher.is_connected
     assert "the farewell status was not published" in caplog.text
+
+
+def test_a_connection_that_ended_unreported_is_counted_down_before_the_next_connect() -> None:
+    """paho's loop gives up on a `select` that raises and connects again without on_disconnect: the
+    agent, still counting the old connection up, would hand it events paho then drops, and send newer
+    ones on the next connection ahead of the replay (found by a review). Just before the CONNECT the
+    connection is counted down and the agent told, once."""
+    status = "seclusion/v1/demo-school/calm-1/calm-1-door/status"
+    settings = LinkSettings(
+        host="127.0.0.1",
+        port=1,
+        client_id="calm-1-door",
+        will=Message(status, b'{"v":1,"online":false}', retain=True),
+        subscriptions=(),
+    )
+    handlers = _NoHandlers()
+    publisher = PahoPublisher(settings, handlers)
+    publisher._on_pre_connect(publisher._client, None)  # the first connect: nothing was up
+    assert handlers.disconnects == 0
+    publisher._connected.set()  # a connection that ended without on_disconnect
+    publisher._on_pre_connect(publisher._client, None)
+    assert not publisher.is_connected and handlers.disconnects == 1
+    publisher._on_pre_connect(publisher._client, None)
+    assert handlers.disconnects == 1

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -425,6 +426,52 @@ def test_after_a_broker_crash_the_replay_reaches_the_hub_in_order(
             hub.close()
         if restarted is not None:
             restarted.stop()
+
+
+@pytest.mark.parametrize("callback", ["connected", "disconnected", "ack", "own status"])
+def test_a_link_callback_waiting_for_a_stuck_store_write_ends_when_the_stop_begins(
+    bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, callback: str
+) -> None:
+    """A callback of paho's network thread that began waiting for the send lock before the stop, while
+    the store's thread is stuck in a write holding it (a card stalled in an fsync), returns once the
+    stop begins: paho's `loop_stop` waits for that thread, and the stop hung without bound (found by a
+    review; the callbacks checked the stop only before they began waiting)."""
+    monkeypatch.setattr(agent_module, "BUSY_TIMEOUT_S", 0.05)
+    agent = _door_agent(bench, clock, tmp_path)
+    entered, release = threading.Event(), threading.Event()
+    record = agent._record_or_keep_queued
+
+    def stalled() -> None:  # the store's thread, in a write that does not return until released
+        entered.set()
+        release.wait(10)
+        record()
+
+    monkeypatch.setattr(agent, "_record_or_keep_queued", stalled)
+    agent.start()
+    outbox = agent._outbox
+    worker = agent._store_worker
+    assert outbox is not None and worker is not None
+    calls: dict[str, Callable[[], None]] = {
+        "connected": lambda: agent.on_connected(False),
+        "disconnected": agent.on_disconnected,
+        "ack": lambda: agent.on_message(agent._ack_topic, b'{"v": 1, "epoch": 0, "seq": 1}'),
+        "own status": lambda: agent.on_message(agent._status_topic, b'{"v": 1, "online": true}'),
+    }
+    network = threading.Thread(target=calls[callback])
+    try:
+        assert entered.wait(5), "the store's thread never ticked"
+        network.start()
+        network.join(0.3)
+        assert network.is_alive(), "the callback did not wait for the send lock"
+        agent.stop()
+        network.join(5)
+        assert not network.is_alive(), "the callback still waits: paho's loop_stop would wait for it"
+    finally:
+        release.set()
+        network.join(5)
+        worker.join(5)
+        outbox.close()
+    assert not worker.is_alive()
 
 
 def test_a_stop_waits_for_a_stuck_store_write_at_most_busy_timeout_s(
