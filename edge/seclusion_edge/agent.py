@@ -53,6 +53,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +98,10 @@ SEND_BATCH: Final = 200
 PEER_CLOCK_SAMPLES: Final = 6
 # How often the tick tries again to open a store that could not be opened (a full or read-only card).
 REOPEN_INTERVAL_S: Final = 5.0
+# How long paho's network thread waits for the send lock before it leaves what the link reported (a
+# connect, a disconnect, an ack, this device's own status) to the store's thread: a write stalled on the
+# SD card must not hold the link's thread too (its keepalive, the hub's indicators).
+LINK_WAIT_S: Final = 0.25
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
 POLICY_FILE: Final = "failsafe-config.json"
 
@@ -192,6 +197,10 @@ class EdgeAgent:
         self._sensor_lock = threading.Lock()
         # Orders everything that is sent: the on-connect replay (network thread) and the ticker's sends.
         self._send_lock = threading.RLock()
+        # What the link reported, in order, waiting for the send lock (`_link_reported`): applied by
+        # whichever thread holds it next, the network thread or the store's.
+        self._link_events: list[tuple[str, Any]] = []
+        self._link_events_lock = threading.Lock()
         self._sensors: dict[str, SensorInput] = {}
         self._debouncers: dict[Kind, Debouncer] = {}
         # Each contact's health (`ContactWatch`): a failing one is a `fault` event, its readings held back.
@@ -306,6 +315,8 @@ class EdgeAgent:
         self._hold_limit_ms = 0
         self._unapplied_ack, self._unannounced, self._open_refused = None, False, False
         self._next_relink_ms, self._relink_failed = 0, False
+        with self._link_events_lock:
+            self._link_events.clear()
         try:
             outbox: Outbox | None = Outbox.open(self.config.state_dir, self.config.device)
         except OutboxUnavailable as exc:
@@ -690,12 +701,16 @@ class EdgeAgent:
             if self._stopping or not self._running:
                 return
             now = self._clock.now()
+            self._apply_link_events()
             with self._handoff_lock:
                 settled, self._handoff = self._handoff, []
             self._open_outbox_if_due(now)
             self._relink_store_if_lost(now)
             self._unrecorded.extend(settled)
             self._record_or_keep_queued()
+            # What the link reported during a write (a stalled card): before anything is sent, so that
+            # nothing goes out on a new connection ahead of its status and replay.
+            self._apply_link_events()
             self._forget_mended()
             self._confirm_if_waited_too_long(now)
             self._send_pending()
@@ -910,6 +925,7 @@ class EdgeAgent:
             or not publisher.is_connected
             or self._replay_due
             or not outbox.confirmed
+            or self._link_events  # what the link reported goes first (a new connection: its replay)
         ):
             return
         while True:
@@ -950,6 +966,7 @@ class EdgeAgent:
             or outbox is None  # its numbers are not known: none are invented
             or not publisher.is_connected
             or self._replay_due  # the status and the replay go first
+            or self._link_events  # (as in `_send_pending`)
             or not outbox.confirmed  # its epoch and last_seq may yet change
             or now.mono_ms < self._next_heartbeat_ms
         ):
@@ -1042,16 +1059,19 @@ class EdgeAgent:
         """Publish the online status and replay the outbox, in order, before anything newer."""
         # The hub's retained status comes again after the subscriptions; until then the fail-safe drives.
         self._hub_online = False
-        with self._send_lock_unless_stopping() as locked:
-            if not locked or self._stopping or self._publisher is None:
-                return
-            if self._outbox is None:
-                # No status: it would have to invent the store's numbers. The broker keeps the last one
-                # (offline), and the hub hears from this device once the store opens.
-                self._unannounced = True
-                log.info("connected, but the outbox's numbers are not known: no status until they are")
-                return
-            self._announce(self._clock.now())
+        self._link_reported("connected", session_present)
+
+    def _connected_now(self) -> None:
+        # Caller holds the send lock (`_apply_link_events`).
+        if self._publisher is None:
+            return
+        if self._outbox is None:
+            # No status: it would have to invent the store's numbers. The broker keeps the last one
+            # (offline), and the hub hears from this device once the store opens.
+            self._unannounced = True
+            log.info("connected, but the outbox's numbers are not known: no status until they are")
+            return
+        self._announce(self._clock.now())
 
     def _announce(self, now: Instant) -> None:
         """The retained online status and the replay of the outbox (caller holds the send lock)."""
@@ -1082,13 +1102,12 @@ class EdgeAgent:
     def on_disconnected(self) -> None:
         """Events stay in the outbox for the next connect; the local fail-safe drives the outputs."""
         self._hub_online = False
-        # A stop: `start` sets all this again (`_send_lock_unless_stopping`: paho's `loop_stop` waits for
-        # this callback, and a store's thread stuck in a write at the stop holds the send lock).
-        with self._send_lock_unless_stopping() as locked:
-            if not locked:
-                return
-            self._replay_due = True  # the next connection replays from the oldest event waiting
-            self._status_sent, self._connected_ms, self._unannounced = None, None, False
+        self._link_reported("disconnected", None)
+
+    def _disconnected_now(self) -> None:
+        # Caller holds the send lock (`_apply_link_events`).
+        self._replay_due = True  # the next connection replays from the oldest event waiting
+        self._status_sent, self._connected_ms, self._unannounced = None, None, False
         log.debug("agent %s is offline; events wait in the outbox", self.config.device)
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -1101,7 +1120,7 @@ class EdgeAgent:
             self._take_room_heartbeat(topic, payload)
             return
         if topic == self._status_topic:
-            self._take_own_status(payload)
+            self._link_reported("own status", payload)
             return
         if not payload:
             # A retained message being cleared: no indicator or hub status any more (the fail-safe's
@@ -1115,7 +1134,7 @@ class EdgeAgent:
         try:
             data = payload_to_json(payload)
             if topic == self._ack_topic:
-                self._apply_ack(AckPayload.model_validate(data))
+                self._link_reported("ack", AckPayload.model_validate(data))
             elif topic == self._config_topic:
                 self._apply_policy(ConfigPayload.model_validate(data), payload)
             elif topic == self._indicator_topic:
@@ -1129,37 +1148,35 @@ class EdgeAgent:
             log.warning("ignored a message on %s that does not follow the contract: %s", topic, exc)
 
     def _apply_ack(self, ack: AckPayload) -> None:
-        with self._send_lock_unless_stopping() as locked:  # (as in `on_disconnected`)
-            if not locked or self._stopping:
-                return
-            outbox = self._writable
-            if outbox is None:
-                # Nothing can be written (or even read): the latest ack waits for the store to open.
-                if self._unapplied_ack is None or (ack.epoch, ack.seq) > (
-                    self._unapplied_ack.epoch,
-                    self._unapplied_ack.seq,
-                ):
-                    self._unapplied_ack = ack
-                return
-            if not outbox.confirmed:
-                self._apply_ack_to_a_new_store(outbox, ack)
-                return
-            if (ack.epoch, ack.seq) > (outbox.epoch, outbox.last_seq):
-                log.warning(
-                    "the hub has stored up to epoch %d seq %d, beyond this store (epoch %d, last seq %d): "
-                    "the store was lost or replaced; renumbering waiting events into a new epoch",
-                    ack.epoch,
-                    ack.seq,
-                    outbox.epoch,
-                    outbox.last_seq,
-                )
-                outbox.start_epoch(ack.epoch + 1, renumber_pending=True)
-                self._sent_upto = None
-                self._send_pending()
-                return
-            removed = outbox.acknowledge(ack.epoch, ack.seq)
-            if removed:
-                log.debug("hub acknowledged up to %d:%d; %d events done", ack.epoch, ack.seq, removed)
+        # Caller holds the send lock (`_apply_link_events`, `_open_outbox_if_due`).
+        outbox = self._writable
+        if outbox is None:
+            # Nothing can be written (or even read): the latest ack waits for the store to open.
+            if self._unapplied_ack is None or (ack.epoch, ack.seq) > (
+                self._unapplied_ack.epoch,
+                self._unapplied_ack.seq,
+            ):
+                self._unapplied_ack = ack
+            return
+        if not outbox.confirmed:
+            self._apply_ack_to_a_new_store(outbox, ack)
+            return
+        if (ack.epoch, ack.seq) > (outbox.epoch, outbox.last_seq):
+            log.warning(
+                "the hub has stored up to epoch %d seq %d, beyond this store (epoch %d, last seq %d): "
+                "the store was lost or replaced; renumbering waiting events into a new epoch",
+                ack.epoch,
+                ack.seq,
+                outbox.epoch,
+                outbox.last_seq,
+            )
+            outbox.start_epoch(ack.epoch + 1, renumber_pending=True)
+            self._sent_upto = None
+            self._send_pending()
+            return
+        removed = outbox.acknowledge(ack.epoch, ack.seq)
+        if removed:
+            log.debug("hub acknowledged up to %d:%d; %d events done", ack.epoch, ack.seq, removed)
 
     def _apply_ack_to_a_new_store(self, outbox: Outbox, ack: AckPayload) -> None:
         # Caller holds the send lock. The store has sent nothing in its epoch (it sends only once
@@ -1184,13 +1201,47 @@ class EdgeAgent:
 
     def _take_own_status(self, payload: bytes) -> None:
         """The broker's copy of a status of this device: the one published on this connection, after
-        the subscriptions, comes after every retained message they brought, the hub's ack included."""
-        with self._send_lock_unless_stopping() as locked:  # (as in `on_disconnected`)
-            if not locked or self._stopping or self._outbox is None or self._outbox.confirmed:
+        the subscriptions, comes after every retained message they brought, the hub's ack included
+        (caller holds the send lock: `_apply_link_events`)."""
+        if self._outbox is None or self._outbox.confirmed:
+            return
+        if self._status_sent is None or payload != self._status_sent:
+            return  # the retained copy from before this connection (or its Last Will)
+        self._confirm("the hub's retained ack, if any, has been seen")
+
+    def _link_reported(self, kind: str, detail: Any) -> None:
+        """What the link reported (paho's network thread), applied in the order it came under the send
+        lock: here if the lock comes within LINK_WAIT_S, else by the store's thread, woken for it, before
+        it sends anything. A write stalled on the SD card holds the send lock; the link's thread must
+        not wait for it (its keepalive, the hub's indicators; and paho's `loop_stop` waits for it)."""
+        with self._link_events_lock:
+            first = not self._link_events
+            self._link_events.append((kind, detail))
+        with self._send_lock_unless_stopping(LINK_WAIT_S) as locked:
+            if locked:
+                self._apply_link_events()
                 return
-            if self._status_sent is None or payload != self._status_sent:
-                return  # the retained copy from before this connection (or its Last Will)
-            self._confirm("the hub's retained ack, if any, has been seen")
+        if not self._stopping:
+            if first:  # once while they wait (an ack comes for every event)
+                log.warning("the store is busy (a write that waits): what the link reports waits for it")
+            self._store_wake.set()
+
+    def _apply_link_events(self) -> None:
+        """Apply what the link reported, in order (caller holds the send lock). Nothing during a stop:
+        `start` sets it all again."""
+        with self._link_events_lock:
+            events, self._link_events = self._link_events, []
+        if self._stopping:
+            return
+        for kind, detail in events:
+            if kind == "connected":
+                self._connected_now()
+            elif kind == "disconnected":
+                self._disconnected_now()
+            elif kind == "ack":
+                self._apply_ack(detail)
+            else:
+                self._take_own_status(detail)
 
     def _confirm_if_waited_too_long(self, now: Instant) -> None:
         # Caller holds the send lock.
@@ -1405,13 +1456,15 @@ class EdgeAgent:
             return self._will()
 
     @contextlib.contextmanager
-    def _send_lock_unless_stopping(self) -> Iterator[bool]:
-        """The send lock for paho's network thread, unless a stop begins while it waits (True: held).
-        `loop_stop` waits for that thread, and a store's thread stuck in a write at the stop holds the
-        lock: waiting for it would hold the stop with it."""
+    def _send_lock_unless_stopping(self, within_s: float | None = None) -> Iterator[bool]:
+        """The send lock for paho's network thread, unless a stop begins while it waits, or `within_s`
+        runs out (True: held). `loop_stop` waits for that thread, and a store's thread stuck in a write
+        at the stop holds the lock: waiting for it would hold the stop with it."""
         locked = False
-        while not self._stopping and not (locked := self._send_lock.acquire(timeout=0.1)):
-            pass
+        deadline = None if within_s is None else time.monotonic() + within_s
+        while not self._stopping and not (locked := self._send_lock.acquire(timeout=0.05)):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
         try:
             yield locked
         finally:

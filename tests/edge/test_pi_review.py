@@ -428,50 +428,110 @@ def test_after_a_broker_crash_the_replay_reaches_the_hub_in_order(
             restarted.stop()
 
 
+class _StuckStore:
+    """The door's agent, started; from `stall` on, its store's thread stuck in a write that holds the
+    send lock (a card stalled in an fsync) until `close`."""
+
+    def __init__(self, bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        monkeypatch.setattr(agent_module, "BUSY_TIMEOUT_S", 0.05)
+        self.agent = agent = _door_agent(bench, clock, tmp_path)
+        self.entered, self.release = threading.Event(), threading.Event()
+        record = agent._record_or_keep_queued
+        self.stalling = False
+
+        def stalled() -> None:
+            if self.stalling:
+                self.entered.set()
+                self.release.wait(10)
+            record()
+
+        monkeypatch.setattr(agent, "_record_or_keep_queued", stalled)
+        agent.start()
+        assert agent._outbox is not None and agent._store_worker is not None
+        self.outbox, self.worker = agent._outbox, agent._store_worker
+
+    def stall(self) -> None:
+        self.stalling = True
+        assert self.entered.wait(5), "the store's thread never ticked"
+
+    def on_network_thread(self, call: Callable[[], None]) -> float:
+        """Run `call` as paho's network thread would; how long it took (it must end)."""
+        network = threading.Thread(target=call)
+        started = time.monotonic()
+        network.start()
+        network.join(5)
+        assert not network.is_alive(), "the link's thread still waits for the stuck write"
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        self.stalling = False
+        self.release.set()
+        self.worker.join(5)
+
+
 @pytest.mark.parametrize("callback", ["connected", "disconnected", "ack", "own status"])
-def test_a_link_callback_waiting_for_a_stuck_store_write_ends_when_the_stop_begins(
+def test_the_links_thread_does_not_wait_for_a_stuck_store_write(
     bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, callback: str
 ) -> None:
-    """A callback of paho's network thread that began waiting for the send lock before the stop, while
-    the store's thread is stuck in a write holding it (a card stalled in an fsync), returns once the
-    stop begins: paho's `loop_stop` waits for that thread, and the stop hung without bound (found by a
-    review; the callbacks checked the stop only before they began waiting)."""
-    monkeypatch.setattr(agent_module, "BUSY_TIMEOUT_S", 0.05)
-    agent = _door_agent(bench, clock, tmp_path)
-    entered, release = threading.Event(), threading.Event()
-    record = agent._record_or_keep_queued
-
-    def stalled() -> None:  # the store's thread, in a write that does not return until released
-        entered.set()
-        release.wait(10)
-        record()
-
-    monkeypatch.setattr(agent, "_record_or_keep_queued", stalled)
-    agent.start()
-    outbox = agent._outbox
-    worker = agent._store_worker
-    assert outbox is not None and worker is not None
+    """A connect, a disconnect, an ack or the device's own status reported while the store's thread is
+    stuck in a write holding the send lock: the link's thread returns within LINK_WAIT_S (its
+    keepalive and the hub's indicators go on; paho's `loop_stop` would wait for it), and the store's
+    thread applies it once its write returns, before it sends anything (found by a review: the link's
+    thread waited without bound, and a stop with it)."""
+    stuck = _StuckStore(bench, clock, tmp_path, monkeypatch)
+    agent = stuck.agent
+    stuck.stall()
     calls: dict[str, Callable[[], None]] = {
         "connected": lambda: agent.on_connected(False),
         "disconnected": agent.on_disconnected,
         "ack": lambda: agent.on_message(agent._ack_topic, b'{"v": 1, "epoch": 0, "seq": 1}'),
         "own status": lambda: agent.on_message(agent._status_topic, b'{"v": 1, "online": true}'),
     }
-    network = threading.Thread(target=calls[callback])
     try:
-        assert entered.wait(5), "the store's thread never ticked"
-        network.start()
-        network.join(0.3)
-        assert network.is_alive(), "the callback did not wait for the send lock"
-        agent.stop()
-        network.join(5)
-        assert not network.is_alive(), "the callback still waits: paho's loop_stop would wait for it"
+        took = stuck.on_network_thread(calls[callback])
+        assert took < agent_module.LINK_WAIT_S + 1.0
+        assert [kind for kind, _ in agent._link_events] == [callback]  # waits for the store's thread
+        indicator = {"v": 1, "level": "warning", "reason": "duration", "ts": "2026-12-07T10:00:00.000Z"}
+        stuck.on_network_thread(lambda: bench.link.deliver(agent._indicator_topic, indicator))
+        assert agent.indicator is not None and agent.indicator.level == "warning"  # read meanwhile
     finally:
-        release.set()
-        network.join(5)
-        worker.join(5)
-        outbox.close()
-    assert not worker.is_alive()
+        stuck.close()
+    poll(lambda: not agent._link_events, 5, what="the store's thread to apply what the link reported")
+    if callback == "disconnected":
+        assert agent._replay_due
+    agent.stop()
+    stuck.outbox.close()
+
+
+def test_a_reconnect_during_a_stuck_store_write_replays_before_anything_newer_goes_out(
+    bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link dropped and came back while the store's thread was stuck in a write: once the write
+    returns, the new connection gets the status and the replay from the oldest event waiting first,
+    never an event continued from where the last connection was (the hub would apply it ahead of the
+    lost ones and drop those as duplicates)."""
+    stuck = _StuckStore(bench, clock, tmp_path, monkeypatch)
+    agent, link = stuck.agent, bench.link
+    # The start-up readings (door open, released, vacant), sent on the first connection and never acked.
+    clock.advance(ms=SETTLE_MS * 10)
+    sent = poll(lambda: [e.seq for e in link.events()] if len(link.events()) >= 3 else None, 5)
+    assert sent == [1, 2, 3]
+    stuck.stall()
+    try:
+        stuck.on_network_thread(link.drop)
+        assert [kind for kind, _ in agent._link_events] == ["disconnected"]
+        link.clear()
+        reconnect = threading.Thread(target=link.connect)  # waits in its pre-connect for the store
+        reconnect.start()
+    finally:
+        stuck.close()
+    reconnect.join(5)
+    assert not reconnect.is_alive()
+    poll(lambda: len(link.events()) >= len(sent), 5, what="the replay")
+    assert link.sent[0].topic == agent._status_topic  # the status first
+    assert [e.seq for e in link.events()][: len(sent)] == sent  # then the replay, from the oldest
+    agent.stop()
+    stuck.outbox.close()
 
 
 def test_a_stop_waits_for_a_stuck_store_write_at_most_busy_timeout_s(

@@ -144,7 +144,11 @@ class HalfCutProxy:
                 client, _addr = self._server.accept()
             except OSError:
                 return  # closed
-            broker = socket.create_connection(("127.0.0.1", self.broker_port))
+            try:
+                broker = socket.create_connection(("127.0.0.1", self.broker_port))
+            except OSError:
+                client.close()  # the broker is down: the client sees its connection end, as without us
+                continue
             with self._lock:
                 if self._closed:
                     client.close()
