@@ -1229,19 +1229,31 @@ class EdgeAgent:
     def _apply_link_events(self) -> None:
         """Apply what the link reported, in order (caller holds the send lock). Nothing during a stop:
         `start` sets it all again."""
-        with self._link_events_lock:
-            events, self._link_events = self._link_events, []
-        if self._stopping:
-            return
-        for kind, detail in events:
+        applied = False
+        while True:
+            # One at a time: those behind stay visible to `_send_pending` and the heartbeat, which send
+            # nothing while any waits (a disconnect behind an ack: nothing on the new connection before
+            # its status and replay).
+            with self._link_events_lock:
+                if self._stopping:
+                    self._link_events.clear()
+                    return
+                if not self._link_events:
+                    break
+                kind, detail = self._link_events.pop(0)
+            applied = True
             if kind == "connected":
                 self._connected_now()
             elif kind == "disconnected":
                 self._disconnected_now()
             elif kind == "ack":
                 self._apply_ack(detail)
+            elif kind == "config":
+                self._keep_policy(*detail)
             else:
                 self._take_own_status(detail)
+        if applied:
+            self._send_pending()  # what a send held back while others waited
 
     def _confirm_if_waited_too_long(self, now: Instant) -> None:
         # Caller holds the send lock.
@@ -1252,6 +1264,7 @@ class EdgeAgent:
             or self._replay_due
             or self._connected_ms is None
             or not self.is_connected
+            or self._link_events  # the hub's retained ack may be among them
         ):
             return
         if now.mono_ms - self._connected_ms >= round(CONFIRM_TIMEOUT_S * 1000):
@@ -1333,6 +1346,11 @@ class EdgeAgent:
         self.policy = policy
         with self._failsafe_lock:
             self._failsafe.policy = policy
+        # The rest waits for the send lock (the file is written beside the store, on the same card).
+        self._link_reported("config", (policy, raw))
+
+    def _keep_policy(self, policy: ConfigPayload, raw: bytes | None) -> None:
+        """Keep the hub's numbers on the card and follow its heartbeat (caller holds the send lock)."""
         if raw is not None and raw != self._policy_raw:
             self._policy_raw = raw
             self._store_policy(raw)
@@ -1347,13 +1365,11 @@ class EdgeAgent:
             )
         # The hub declares a device offline after 3 heartbeats; follow its heartbeat when it sets one.
         if "heartbeat_s" in policy.model_fields_set:
-            with self._send_lock_unless_stopping() as locked:
-                if locked:
-                    self._heartbeat_ms = round(policy.heartbeat_s * 1000)
-                    if self._last_heartbeat_ms is not None:
-                        self._next_heartbeat_ms = min(
-                            self._next_heartbeat_ms, self._last_heartbeat_ms + self._heartbeat_ms
-                        )
+            self._heartbeat_ms = round(policy.heartbeat_s * 1000)
+            if self._last_heartbeat_ms is not None:
+                self._next_heartbeat_ms = min(
+                    self._next_heartbeat_ms, self._last_heartbeat_ms + self._heartbeat_ms
+                )
 
     # ---------------------------------------------------------------------------------- internals
 

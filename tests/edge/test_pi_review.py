@@ -24,6 +24,7 @@ from gpiozero.pins.mock import MockFactory
 from seclusion_contract import format_ts
 from seclusion_edge import EdgeAgent, FakeClock
 from seclusion_edge import agent as agent_module
+from seclusion_edge.failsafe import BASE_NUMBERS
 from seclusion_edge.outbox import Outbox
 from tests.edge.conftest import SETTLE_MS, Bench, door_device, panel_device
 from tests.edge.hub_double import HubDouble
@@ -469,7 +470,7 @@ class _StuckStore:
         self.worker.join(5)
 
 
-@pytest.mark.parametrize("callback", ["connected", "disconnected", "ack", "own status"])
+@pytest.mark.parametrize("callback", ["connected", "disconnected", "ack", "own status", "config"])
 def test_the_links_thread_does_not_wait_for_a_stuck_store_write(
     bench: Bench, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, callback: str
 ) -> None:
@@ -486,7 +487,9 @@ def test_the_links_thread_does_not_wait_for_a_stuck_store_write(
         "disconnected": agent.on_disconnected,
         "ack": lambda: agent.on_message(agent._ack_topic, b'{"v": 1, "epoch": 0, "seq": 1}'),
         "own status": lambda: agent.on_message(agent._status_topic, b'{"v": 1, "online": true}'),
+        "config": lambda: agent.on_message(agent._config_topic, config),
     }
+    config = BASE_NUMBERS.model_copy(update={"heartbeat_s": 7.0}).model_dump_json().encode()
     try:
         took = stuck.on_network_thread(calls[callback])
         assert took < agent_module.LINK_WAIT_S + 1.0
@@ -499,8 +502,46 @@ def test_the_links_thread_does_not_wait_for_a_stuck_store_write(
     poll(lambda: not agent._link_events, 5, what="the store's thread to apply what the link reported")
     if callback == "disconnected":
         assert agent._replay_due
+    if callback == "config":
+        assert agent.policy is not None and agent.policy.heartbeat_s == 7.0  # the fail-safe's at once
+        assert agent._heartbeat_ms == 7000  # and the rest once the write returned
+        assert (tmp_path / "door" / agent_module.POLICY_FILE).read_bytes() == config
     agent.stop()
     stuck.outbox.close()
+
+
+def test_what_the_link_reported_behind_a_busy_lock_sends_nothing_before_the_new_connections_status(
+    bench: Bench, tmp_path: Path
+) -> None:
+    """An ack, a drop and a reconnect reported while the send lock is busy are applied in one go: the
+    ack's renumbering must not send the outbox on the new connection before the disconnect behind it
+    is applied and the connection's status said (found by a review: the queue was emptied first, so a
+    send saw nothing waiting)."""
+    agent = bench.start(door_device(tmp_path / "state"))
+    bench.settle(agent, SETTLE_MS * 10)
+    link = bench.link
+    assert agent._outbox is not None and agent._outbox.confirmed and agent.last_seq == 3
+    held, release = threading.Event(), threading.Event()
+
+    def store_thread() -> None:  # busy in a write
+        with agent._send_lock:
+            held.set()
+            release.wait(10)
+
+    store = threading.Thread(target=store_thread)
+    store.start()
+    try:
+        assert held.wait(5)
+        link.deliver(agent._ack_topic, {"v": 1, "epoch": 0, "seq": 8})  # beyond the store: renumbering
+        link.drop()
+        assert [kind for kind, _ in agent._link_events] == ["ack", "disconnected"]
+    finally:
+        release.set()
+        store.join(5)
+    link.clear()
+    link.connect()
+    assert link.sent[0].topic == agent._status_topic  # the new connection's status before any event
+    assert [(e.epoch, e.seq) for e in link.events()] == [(1, 1), (1, 2), (1, 3)]  # renumbered, once
 
 
 def test_a_reconnect_during_a_stuck_store_write_replays_before_anything_newer_goes_out(
