@@ -1466,7 +1466,11 @@ class EdgeAgent:
     def _next_will(self) -> Message:
         """Just before each CONNECT (the publisher's network thread): a new name for the connection about
         to open, and its Last Will. Named apart from every one before, so that the hub can tell that
-        connection's will, should the broker deliver it again, from the next one's."""
+        connection's will, should the broker deliver it again, from the next one's.
+
+        It waits for the send lock without a time limit, and that is what keeps a new connection from
+        coming up in the middle of a store's tick (`_send_pending` looks at its guards once, before it
+        sends a batch): a limit here would need a connection count checked at every publish."""
         with self._send_lock_unless_stopping():
             self._conn_ms = max(self._clock.now().mono_ms, self._conn_ms + 1)
             return self._will()
