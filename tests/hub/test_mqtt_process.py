@@ -406,6 +406,23 @@ def test_a_clean_stop_acknowledges_what_it_stored_before_it_disconnects(
     assert sorted(stored + held) == list(range(1, 21))
 
 
+def _started_hub_stalling_after_1_s(tmp_path: Path, mqtt_url: str, client_id: str, mqtt_thread: bool) -> Hub:
+    """A hub on SQLite (`tmp_path / "hub.db"`) that says it is offline once a write has waited 1 s."""
+    site = write_site(tmp_path / "site.yaml", [two_device_room()])
+    settings = HubSettings(
+        _env_file=None,
+        mqtt_url=mqtt_url,
+        database_url=f"sqlite:///{tmp_path / 'hub.db'}",
+        site_files=str(site),
+        mqtt_client_id=client_id,
+        mqtt_thread=mqtt_thread,
+    )
+    hub = Hub.build(settings)
+    hub.service.stall_s = 1.0
+    hub.start()
+    return hub
+
+
 @pytest.mark.parametrize("mqtt_thread", [False, True])
 def test_while_its_database_takes_nothing_the_hub_says_offline_and_the_rooms_hear_it(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_thread: bool
@@ -414,21 +431,9 @@ def test_while_its_database_takes_nothing_the_hub_says_offline_and_the_rooms_hea
     The rooms must not go on believing a hub that can raise no alert: its retained status turns
     offline after `stall_s`, and online again once the write goes through. Inline, the ingest thread
     that drives the connection is the one held: the standby thread carries the word meanwhile."""
-    site = write_site(tmp_path / "site.yaml", [two_device_room()])
-    db = tmp_path / "hub.db"
-    settings = HubSettings(
-        _env_file=None,
-        mqtt_url=mosquitto.url,
-        database_url=f"sqlite:///{db}",
-        site_files=str(site),
-        mqtt_client_id="hub-stall",
-        mqtt_thread=mqtt_thread,
-    )
-    hub = Hub.build(settings)
-    hub.service.stall_s = 1.0
-    hub.start()
+    hub = _started_hub_stalling_after_1_s(tmp_path, mosquitto.url, "hub-stall", mqtt_thread)
     door = Device(mosquitto.url, SITE, "calm-1", "calm-1-door")
-    other = sqlite3.connect(db, isolation_level=None)
+    other = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
     status = Topics().hub_status
     try:
         assert hub.mqtt.backlog_done.wait(15)
@@ -465,21 +470,9 @@ def test_a_link_back_while_the_database_takes_nothing_hears_the_hub_say_offline_
     the last connection's online word for as long as the stall lasts, the rooms' own alarms quiet. The
     hub says offline on the new connection (the word said on connecting went nowhere: the adapter counts
     the link as up only afterwards; found by a review)."""
-    site = write_site(tmp_path / "site.yaml", [two_device_room()])
-    db = tmp_path / "hub.db"
     proxy = HalfCutProxy(mosquitto.port)
-    settings = HubSettings(
-        _env_file=None,
-        mqtt_url=proxy.url,
-        database_url=f"sqlite:///{db}",
-        site_files=str(site),
-        mqtt_client_id="hub-half-cut",
-        mqtt_thread=mqtt_thread,
-    )
-    hub = Hub.build(settings)
-    hub.service.stall_s = 1.0
-    hub.start()
-    other = sqlite3.connect(db, isolation_level=None)
+    hub = _started_hub_stalling_after_1_s(tmp_path, proxy.url, "hub-half-cut", mqtt_thread)
+    other = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
     status = Topics().hub_status
     try:
         assert hub.mqtt.backlog_done.wait(15)
