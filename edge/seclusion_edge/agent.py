@@ -99,8 +99,8 @@ PEER_CLOCK_SAMPLES: Final = 6
 # How often the tick tries again to open a store that could not be opened (a full or read-only card).
 REOPEN_INTERVAL_S: Final = 5.0
 # How long paho's network thread waits for the send lock before it leaves what the link reported (a
-# connect, a disconnect, an ack, this device's own status) to the store's thread: a write stalled on the
-# SD card must not hold the link's thread too (its keepalive, the hub's indicators).
+# connect, a disconnect, an ack, this device's own status, the hub's config) to the store's thread: a
+# write stalled on the SD card must not hold the link's thread too (its keepalive, the hub's indicators).
 LINK_WAIT_S: Final = 0.25
 # The room's numbers as the hub last sent them (the raw `config` payload), beside the outbox.
 POLICY_FILE: Final = "failsafe-config.json"
@@ -1223,7 +1223,10 @@ class EdgeAgent:
                 return
         if not self._stopping:
             if first:  # once while they wait (an ack comes for every event)
-                log.warning("the store is busy (a write that waits): what the link reports waits for it")
+                log.info(
+                    "the send lock is busy (a write to the card that waits, or a long replay): what the "
+                    "link reports is left to the store's thread"
+                )
             self._store_wake.set()
 
     def _apply_link_events(self) -> None:
