@@ -465,9 +465,15 @@ class _StuckStore:
         return time.monotonic() - started
 
     def close(self) -> None:
+        """The write returns (the store's thread goes on until the agent stops)."""
         self.stalling = False
         self.release.set()
+
+    def stop(self) -> None:
+        self.agent.stop()
         self.worker.join(5)
+        assert not self.worker.is_alive()
+        self.outbox.close()
 
 
 @pytest.mark.parametrize("callback", ["connected", "disconnected", "ack", "own status", "config"])
@@ -506,8 +512,7 @@ def test_the_links_thread_does_not_wait_for_a_stuck_store_write(
         assert agent.policy is not None and agent.policy.heartbeat_s == 7.0  # the fail-safe's at once
         assert agent._heartbeat_ms == 7000  # and the rest once the write returned
         assert (tmp_path / "door" / agent_module.POLICY_FILE).read_bytes() == config
-    agent.stop()
-    stuck.outbox.close()
+    stuck.stop()
 
 
 def test_what_the_link_reported_behind_a_busy_lock_sends_nothing_before_the_new_connections_status(
@@ -571,8 +576,7 @@ def test_a_reconnect_during_a_stuck_store_write_replays_before_anything_newer_go
     poll(lambda: len(link.events()) >= len(sent), 5, what="the replay")
     assert link.sent[0].topic == agent._status_topic  # the status first
     assert [e.seq for e in link.events()][: len(sent)] == sent  # then the replay, from the oldest
-    agent.stop()
-    stuck.outbox.close()
+    stuck.stop()
 
 
 def test_a_stop_waits_for_a_stuck_store_write_at_most_busy_timeout_s(
