@@ -149,10 +149,7 @@ class PahoPublisher:
                 self._settings.host,
                 self._settings.port,
             )
-            try:
-                self._handlers.on_disconnected()
-            except Exception:
-                log.exception("the agent failed to handle a disconnect")
+            self._tell_disconnected()
         next_will = self._settings.next_will
         if next_will is None:
             return
@@ -218,6 +215,9 @@ class PahoPublisher:
         self._connected.clear()
         if was_connected:
             log.warning("disconnected from %s:%d: %s", self._settings.host, self._settings.port, reason)
+        self._tell_disconnected()
+
+    def _tell_disconnected(self) -> None:
         try:
             self._handlers.on_disconnected()
         except Exception:

@@ -301,7 +301,7 @@ def test_a_killed_agent_leaves_its_last_will_and_a_stopped_one_says_offline_itse
         agent.stderr.close()
 
 
-class _NoHandlers:
+class _CountingHandlers:
     def __init__(self) -> None:
         self.disconnects = 0
 
@@ -315,18 +315,26 @@ class _NoHandlers:
         pass
 
 
+_STATUS = "seclusion/v1/demo-school/calm-1/calm-1-door/status"
+
+
+def _unstarted_publisher() -> tuple[PahoPublisher, _CountingHandlers]:
+    """A publisher whose paho thread never runs (a broker address nobody listens on, never started)."""
+    will = Message(_STATUS, b'{"v":1,"online":false}', retain=True)
+    settings = LinkSettings(host="127.0.0.1", port=1, client_id="calm-1-door", will=will, subscriptions=())
+    handlers = _CountingHandlers()
+    return PahoPublisher(settings, handlers), handlers
+
+
 def test_a_stop_in_the_moment_the_link_goes_ends_without_an_error(caplog: pytest.LogCaptureFixture) -> None:
     """The connected flag can still say yes when paho has just closed the socket (it reports the loss a
     moment later): the farewell cannot be sent, and the stop says so and ends instead of raising paho's
     "not currently connected"."""
-    status = "seclusion/v1/demo-school/calm-1/calm-1-door/status"
-    will = Message(status, b'{"v":1,"online":false}', retain=True)
-    settings = LinkSettings(host="127.0.0.1", port=1, client_id="calm-1-door", will=will, subscriptions=())
-    publisher = PahoPublisher(settings, _NoHandlers())
+    publisher, _handlers = _unstarted_publisher()
     # That moment, with no paho thread to clear the flag first: started, the flag still set, no connection.
     publisher._started = True
     publisher._connected.set()
-    publisher.stop(farewell=Message(status, b'{"v":1,"online":false,"ts":"x"}', retain=True))
+    publisher.stop(farewell=Message(_STATUS, b'{"v":1,"online":false,"ts":"x"}', retain=True))
     assert not publisher.is_connected
     assert "the farewell status was not published" in caplog.text
 
@@ -336,16 +344,7 @@ def test_a_connection_that_ended_unreported_is_counted_down_before_the_next_conn
     agent, still counting the old connection up, would hand it events paho then drops, and send newer
     ones on the next connection ahead of the replay (found by a review). Just before the CONNECT the
     connection is counted down and the agent told, once."""
-    status = "seclusion/v1/demo-school/calm-1/calm-1-door/status"
-    settings = LinkSettings(
-        host="127.0.0.1",
-        port=1,
-        client_id="calm-1-door",
-        will=Message(status, b'{"v":1,"online":false}', retain=True),
-        subscriptions=(),
-    )
-    handlers = _NoHandlers()
-    publisher = PahoPublisher(settings, handlers)
+    publisher, handlers = _unstarted_publisher()
     publisher._on_pre_connect(publisher._client, None)  # the first connect: nothing was up
     assert handlers.disconnects == 0
     publisher._connected.set()  # a connection that ended without on_disconnect
